@@ -1,0 +1,508 @@
+"""The canonical model: one typed, validated vocabulary for every layer.
+
+Everything that crosses a seam in the gateway is one of these types::
+
+    Site ─┬─ Resident ─── Device
+          │       │
+          │       └── Responder (ordered cascade, see ``dispatch``)
+          │
+    Reading        one measured value (metric + value + unit) from a device
+    AlarmEvent     one social-alarm event (type from the taxonomy, alarm or restore)
+    Alert          a rule's outcome with a priority (1 = life-critical)
+    Dispatch       what the monitoring centre does about an alert
+
+The model lives in the lowest layer (``devices``) so that ``rules``,
+``dispatch`` and ``gateway`` can all share it without importing each other.
+
+Validation happens at construction: every type raises :class:`ModelError`
+(a ``ValueError``) naming the field and the offending value, so a codec or an
+API handler can turn it into a dead letter or a 4xx without guessing.
+Instances are frozen; personal data (``Resident.name``, ``Resident.nhs_number``)
+is excluded from ``repr`` so it never reaches a log line by accident.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Any, Final, TypeVar
+
+_E = TypeVar("_E", bound=StrEnum)
+
+__all__ = [
+    "ID_PATTERN",
+    "AlarmEvent",
+    "Alert",
+    "AlertKind",
+    "Consciousness",
+    "Device",
+    "DeviceKind",
+    "Dispatch",
+    "DispatchState",
+    "EventType",
+    "Metric",
+    "ModelError",
+    "Phase",
+    "Reading",
+    "Resident",
+    "Responder",
+    "ResponderKind",
+    "Site",
+    "SiteKind",
+    "canonical_unit",
+    "metric_from_name",
+    "utcnow",
+]
+
+
+class ModelError(ValueError):
+    """A value does not fit the canonical model. ``field`` names the offending field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.reason = message
+
+
+#: Identifiers (site, resident, device, responder, message ids) are short, printable and
+#: safe inside an MQTT topic level: no '/', '+', '#', whitespace or control characters.
+ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+
+
+def _check_id(field_name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ModelError(
+            field_name,
+            f"{value!r} is not a valid identifier (1-64 chars: letters, digits, '_', '.', ':', '-')",
+        )
+
+
+def _check_ts(field_name: str, value: object) -> None:
+    if not isinstance(value, datetime):
+        raise ModelError(field_name, f"{value!r} is not a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ModelError(field_name, f"{value.isoformat()} has no timezone; use UTC")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class Metric(IntEnum):
+    """What a reading measures. The integer is the compact code stored in the readings table.
+
+    Each member carries its canonical unit (UCUM), a plausibility range (values outside
+    are physically impossible for a living person or for the sensor and are rejected as
+    bad input, not scored) and its LOINC code where one exists.
+    """
+
+    SPO2 = 1
+    PULSE = 2
+    RESPIRATION_RATE = 3
+    TEMPERATURE = 4
+    SYSTOLIC_BP = 5
+    DIASTOLIC_BP = 6
+    MEAN_ARTERIAL_PRESSURE = 7
+    PERFUSION_INDEX = 8
+    O2_FLOW = 9
+    BATTERY = 10
+    ROOM_TEMPERATURE = 11
+
+    @property
+    def unit(self) -> str:
+        return _METRIC_INFO[self][0]
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return _METRIC_INFO[self][1]
+
+    @property
+    def loinc(self) -> str | None:
+        return _METRIC_INFO[self][2]
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+_METRIC_INFO: Final[dict[Metric, tuple[str, tuple[float, float], str | None]]] = {
+    Metric.SPO2: ("%", (0.0, 100.0), "2708-6"),
+    Metric.PULSE: ("/min", (0.0, 350.0), "8867-4"),
+    Metric.RESPIRATION_RATE: ("/min", (0.0, 100.0), "9279-1"),
+    Metric.TEMPERATURE: ("Cel", (25.0, 45.0), "8310-5"),
+    Metric.SYSTOLIC_BP: ("mm[Hg]", (20.0, 300.0), "8480-6"),
+    Metric.DIASTOLIC_BP: ("mm[Hg]", (10.0, 250.0), "8462-4"),
+    Metric.MEAN_ARTERIAL_PRESSURE: ("mm[Hg]", (10.0, 280.0), None),
+    Metric.PERFUSION_INDEX: ("%", (0.0, 30.0), None),
+    Metric.O2_FLOW: ("L/min", (0.0, 60.0), "3151-8"),
+    Metric.BATTERY: ("%", (0.0, 100.0), None),
+    Metric.ROOM_TEMPERATURE: ("Cel", (-40.0, 80.0), None),
+}
+
+#: Unit spellings devices actually send, mapped to the canonical UCUM unit.
+_UNIT_ALIASES: Final[dict[str, str]] = {
+    "%": "%",
+    "percent": "%",
+    "/min": "/min",
+    "bpm": "/min",
+    "beats/min": "/min",
+    "breaths/min": "/min",
+    "rpm": "/min",
+    "cel": "Cel",
+    "c": "Cel",
+    "°c": "Cel",
+    "degc": "Cel",
+    "mm[hg]": "mm[Hg]",
+    "mmhg": "mm[Hg]",
+    "l/min": "L/min",
+}
+
+
+def canonical_unit(unit: str) -> str | None:
+    """The canonical spelling of ``unit``, or ``None`` when it is not a unit we accept."""
+    return _UNIT_ALIASES.get(unit.strip().lower())
+
+
+def metric_from_name(name: str) -> Metric:
+    """``Metric`` from its wire name (``"spo2"``, ``"pulse"``, ...)."""
+    try:
+        return Metric[name.strip().upper()]
+    except KeyError:
+        known = ", ".join(m.label for m in Metric)
+        raise ModelError("metric", f"unknown metric {name!r}; known: {known}") from None
+
+
+# --------------------------------------------------------------------------- sites and people
+
+
+class SiteKind(StrEnum):
+    HOME = "home"
+    CARE_HOME = "care_home"
+
+
+class Consciousness(StrEnum):
+    """ACVPU. ``C`` means *new* confusion; chronic confusion is a resident's baseline."""
+
+    ALERT = "A"
+    CONFUSION = "C"
+    VOICE = "V"
+    PAIN = "P"
+    UNRESPONSIVE = "U"
+
+
+class DeviceKind(StrEnum):
+    PENDANT = "pendant"
+    FALL_DETECTOR = "fall_detector"
+    HUB = "hub"
+    OXIMETER = "oximeter"
+    BP_CUFF = "bp_cuff"
+    THERMOMETER = "thermometer"
+    SMOKE_DETECTOR = "smoke_detector"
+    CO_DETECTOR = "co_detector"
+    FLOOD_DETECTOR = "flood_detector"
+    DOOR_SENSOR = "door_sensor"
+    PIR = "pir"
+    BED_SENSOR = "bed_sensor"
+    ALARM_RECEIVER = "alarm_receiver"
+
+
+class ResponderKind(StrEnum):
+    KEYHOLDER = "keyholder"
+    MOBILE_WARDEN = "mobile_warden"
+    FIREFIGHTER = "firefighter"
+    RAPID_RESPONSE = "rapid_response"
+    AMBULANCE = "ambulance"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    site_id: str
+    kind: SiteKind
+    name: str = field(default="", repr=False)
+    address: str = field(default="", repr=False)
+    area: str = "default"
+
+    def __post_init__(self) -> None:
+        _check_id("site_id", self.site_id)
+        object.__setattr__(self, "kind", _enum("kind", SiteKind, self.kind))
+        _check_id("area", self.area)
+
+
+@dataclass(frozen=True, slots=True)
+class Resident:
+    resident_id: str
+    site_id: str
+    name: str = field(default="", repr=False)
+    nhs_number: str | None = field(default=None, repr=False)
+    #: SpO2 scale 2 only when a clinician prescribed a target of 88-92 %.
+    spo2_scale: int = 1
+    spo2_scale_set_by: str | None = None
+    spo2_scale_set_at: datetime | None = None
+    #: Baseline consciousness: a resident with chronic confusion has baseline ``C``.
+    baseline_consciousness: Consciousness = Consciousness.ALERT
+    #: Responder ids in cascade order (first is proposed first).
+    responders: tuple[str, ...] = ()
+    notes: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        _check_id("resident_id", self.resident_id)
+        _check_id("site_id", self.site_id)
+        if self.spo2_scale not in (1, 2):
+            raise ModelError("spo2_scale", f"{self.spo2_scale!r} must be 1 or 2")
+        if self.spo2_scale == 2 and not (self.spo2_scale_set_by and self.spo2_scale_set_at):
+            raise ModelError(
+                "spo2_scale",
+                "scale 2 needs the prescribing clinician (spo2_scale_set_by) and date "
+                "(spo2_scale_set_at)",
+            )
+        object.__setattr__(
+            self,
+            "baseline_consciousness",
+            _enum("baseline_consciousness", Consciousness, self.baseline_consciousness),
+        )
+        object.__setattr__(self, "responders", tuple(self.responders))
+        for r in self.responders:
+            _check_id("responders", r)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: str
+    site_id: str
+    kind: DeviceKind
+    resident_id: str | None = None
+    #: Codec name (``json_v1``, ``cms50d``, ``nonin2``, ...); see ``docs/devices.md``.
+    format: str = "json_v1"
+    location: str = ""
+    #: Expected heartbeat interval in seconds (0 = the device sends none).
+    heartbeat_interval_s: int = 0
+
+    def __post_init__(self) -> None:
+        _check_id("device_id", self.device_id)
+        _check_id("site_id", self.site_id)
+        _check_id("resident_id", self.resident_id, optional=True)
+        object.__setattr__(self, "kind", _enum("kind", DeviceKind, self.kind))
+        if self.heartbeat_interval_s < 0:
+            raise ModelError("heartbeat_interval_s", "must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Responder:
+    responder_id: str
+    kind: ResponderKind
+    name: str = field(default="", repr=False)
+    phone: str = field(default="", repr=False)
+    area: str = "default"
+    skills: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_id("responder_id", self.responder_id)
+        object.__setattr__(self, "kind", _enum("kind", ResponderKind, self.kind))
+        object.__setattr__(self, "skills", tuple(self.skills))
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measured value. Idempotency key: ``(device_id, msg_id, metric)``.
+
+    A message may carry several metrics (an oximeter sends SpO2 and pulse together), so
+    the per-device message id plus the metric identifies a reading uniquely.
+    """
+
+    device_id: str
+    metric: Metric
+    value: float
+    unit: str
+    ts: datetime
+    msg_id: str
+    resident_id: str | None = None
+    site_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("device_id", self.device_id)
+        _check_id("msg_id", self.msg_id)
+        _check_id("resident_id", self.resident_id, optional=True)
+        _check_id("site_id", self.site_id, optional=True)
+        metric = self.metric
+        if not isinstance(metric, Metric):
+            try:
+                metric = Metric(metric)
+            except ValueError:
+                raise ModelError("metric", f"unknown metric code {metric!r}") from None
+            object.__setattr__(self, "metric", metric)
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+            raise ModelError(metric.label, f"{self.value!r} is not a number")
+        if not math.isfinite(self.value):
+            raise ModelError(metric.label, f"{self.value!r} is not a finite number")
+        unit = canonical_unit(self.unit) if isinstance(self.unit, str) else None
+        if unit != metric.unit:
+            raise ModelError(
+                metric.label, f"unit {self.unit!r} is wrong for {metric.label}; send {metric.unit!r}"
+            )
+        object.__setattr__(self, "unit", unit)
+        lo, hi = metric.bounds
+        if not lo <= self.value <= hi:
+            raise ModelError(
+                metric.label,
+                f"{self.value} {unit} is impossible (accepted range {lo:g}..{hi:g} {unit})",
+            )
+        object.__setattr__(self, "value", float(self.value))
+        _check_ts("ts", self.ts)
+
+
+class EventType(StrEnum):
+    """The social-alarm event taxonomy (PRODUCT.md). Priorities live in ``rules.alarms``."""
+
+    PENDANT = "pendant"
+    FALL = "fall"
+    POST_FALL_INACTIVITY = "post_fall_inactivity"
+    INACTIVITY = "inactivity"
+    SMOKE = "smoke"
+    CO = "co"
+    FLOOD = "flood"
+    TEMPERATURE_HIGH = "temperature_high"
+    TEMPERATURE_LOW = "temperature_low"
+    DOOR_EXIT = "door_exit"
+    BED_NOT_REOCCUPIED = "bed_not_reoccupied"
+    CHAIR_NOT_REOCCUPIED = "chair_not_reoccupied"
+    MAINS_FAIL = "mains_fail"
+    LOW_BATTERY = "low_battery"
+    TAMPER = "tamper"
+    JAMMING = "jamming"
+    SUPERVISION = "supervision"
+    HEARTBEAT_MISSED = "heartbeat_missed"
+    PERIODIC_TEST = "periodic_test"
+    CANCEL = "cancel"
+    CARER_ARRIVED = "carer_arrived"
+
+
+class Phase(StrEnum):
+    ALARM = "alarm"
+    RESTORE = "restore"
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """One social-alarm event. Idempotency key: ``(device_id, msg_id)``."""
+
+    device_id: str
+    type: EventType
+    phase: Phase
+    ts: datetime
+    msg_id: str
+    site_id: str | None = None
+    resident_id: str | None = None
+    zone: str | None = None
+    #: Where it came from: ``mqtt``, ``serial``, ``api`` or ``rule`` (gateway-generated).
+    source: str = "mqtt"
+    #: Contact ID event code when the event came from an alarm receiver.
+    code: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("device_id", self.device_id)
+        _check_id("msg_id", self.msg_id)
+        _check_id("site_id", self.site_id, optional=True)
+        _check_id("resident_id", self.resident_id, optional=True)
+        object.__setattr__(self, "type", _enum("type", EventType, self.type))
+        object.__setattr__(self, "phase", _enum("phase", Phase, self.phase))
+        _check_ts("ts", self.ts)
+
+
+class AlertKind(StrEnum):
+    ALARM = "alarm"
+    NEWS2 = "news2"
+    TEMPORAL = "temporal"
+    TECHNICAL = "technical"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A rule's outcome. ``priority`` 1 is life-critical; larger numbers are less urgent."""
+
+    alert_id: str
+    kind: AlertKind
+    priority: int
+    reason: str
+    ts: datetime
+    site_id: str | None = None
+    resident_id: str | None = None
+    device_id: str | None = None
+    event_type: EventType | None = None
+    #: The idempotency key of what raised it (``device_id/msg_id``), for tracing.
+    source_key: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_id("alert_id", self.alert_id)
+        object.__setattr__(self, "kind", _enum("kind", AlertKind, self.kind))
+        if not isinstance(self.priority, int) or not 1 <= self.priority <= 5:
+            raise ModelError("priority", f"{self.priority!r} must be an integer 1..5")
+        _check_ts("ts", self.ts)
+        if self.event_type is not None:
+            object.__setattr__(self, "event_type", _enum("event_type", EventType, self.event_type))
+
+
+class DispatchState(StrEnum):
+    RAISED = "raised"
+    ACKNOWLEDGED = "acknowledged"
+    RESPONDER_CONTACTED = "responder_contacted"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    NO_ANSWER = "no_answer"
+    EN_ROUTE = "en_route"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        return self not in (DispatchState.RESOLVED, DispatchState.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    dispatch_id: str
+    alert_id: str
+    state: DispatchState
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+    site_id: str | None = None
+    resident_id: str | None = None
+    #: The responder currently proposed or contacted (``None`` when nobody is left).
+    responder_id: str | None = None
+    #: Index into the resident's cascade of ``responder_id``.
+    cascade_step: int = 0
+    outcome: str | None = None
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        _check_id("dispatch_id", self.dispatch_id)
+        _check_id("alert_id", self.alert_id)
+        object.__setattr__(self, "state", _enum("state", DispatchState, self.state))
+        _check_ts("created_at", self.created_at)
+        _check_ts("updated_at", self.updated_at)
+        _check_id("responder_id", self.responder_id, optional=True)
+
+
+def _enum(field_name: str, enum: type[_E], value: object) -> _E:
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise ModelError(field_name, f"{value!r} is not one of: {allowed}") from None

@@ -1,0 +1,484 @@
+"""PostgreSQL backend through psycopg 3: TimescaleDB hypertables when the extension is
+available, plain PostgreSQL range partitioning otherwise (``mode`` says which).
+
+Resource handling: an ``AsyncConnectionPool`` opened in ``__aenter__`` and closed in
+``__aexit__``. Every connection uses ``search_path = <schema>, public`` so tests (and
+several gateways on one database) can each have their own schema.
+
+Error handling: psycopg's ``OperationalError`` (server away) propagates to the caller,
+which spools (see ``gateway.store.spool``); integrity conflicts on idempotency keys are
+absorbed and reported as "already stored".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from devices.model import (
+    AlarmEvent,
+    Alert,
+    Device,
+    Dispatch,
+    Metric,
+    Reading,
+    Resident,
+    Responder,
+    Site,
+)
+from gateway.store import rows
+from gateway.store.base import AuditEntry, DeadLetter
+from gateway.store.migrations import migrations_for
+
+__all__ = ["PostgresStore"]
+
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS readings_stage (ts timestamptz, device_id text,"
+    " metric smallint, value double precision, msg_id text, resident_id text)"
+    " ON COMMIT DELETE ROWS"
+)
+_READING_TYPES = ["timestamptz", "text", "int2", "float8", "text", "text"]
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "telecare",
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 10.0,
+        use_timescale: bool = True,
+        partitions_ahead_months: int = 3,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.use_timescale = use_timescale
+        self.partitions_ahead_months = partitions_ahead_months
+        self.mode = "postgres"
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            name=f"telecare-{schema}",
+            kwargs={"options": f"-c search_path={schema},public", "autocommit": True},
+        )
+
+    async def __aenter__(self) -> Self:
+        await self._pool.open(wait=True, timeout=self._pool.timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._pool.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self._pool
+
+    # -- migrations ------------------------------------------------------------------
+    async def migrate(self) -> list[str]:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+            self.mode = await self._detect_mode(conn)
+            async with conn.transaction():
+                # One migrator at a time per schema.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"telecare:{self.schema}",)
+                )
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+                    " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                cur = await conn.execute("SELECT version FROM schema_migrations")
+                done = {r[0] for r in await cur.fetchall()}
+                variant = "timescale" if self.mode == "timescaledb" else "plain"
+                applied = []
+                for m in migrations_for("postgres", variant):
+                    if m.version in done:
+                        continue
+                    await conn.execute(m.sql.encode())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (m.version, m.name),
+                    )
+                    applied.append(m.name)
+            if self.mode == "postgres":
+                await self.ensure_partitions(conn, datetime.now(UTC))
+        return applied
+
+    async def _detect_mode(self, conn: psycopg.AsyncConnection[TupleRow]) -> str:
+        if not self.use_timescale:
+            return "postgres"
+        try:
+            async with conn.transaction():
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except psycopg.Error:
+            return "postgres"
+        return "timescaledb"
+
+    async def ensure_partitions(
+        self, conn: psycopg.AsyncConnection[TupleRow], now: datetime
+    ) -> list[str]:
+        """Create monthly ``readings`` partitions from last month to N months ahead."""
+        created = []
+        year, month = now.year, now.month - 1
+        for _ in range(self.partitions_ahead_months + 2):
+            if month == 0:
+                year, month = year - 1, 12
+            start = datetime(year, month, 1, tzinfo=UTC)
+            nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+            name = f"readings_{year:04d}{month:02d}"
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = %s",
+                (self.schema, name),
+            )
+            if await cur.fetchone() is None:
+                await conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings"
+                        " FOR VALUES FROM ({}) TO ({})"
+                    ).format(sql.Identifier(name), sql.Literal(start), sql.Literal(nxt))
+                )
+                created.append(name)
+            year, month = nxt.year, nxt.month
+        return created
+
+    # -- registry --------------------------------------------------------------------
+    async def upsert_site(self, site: Site) -> None:
+        await self._exec(
+            "INSERT INTO sites (site_id, kind, name, address, area) VALUES (%s,%s,%s,%s,%s)"
+            " ON CONFLICT (site_id) DO UPDATE SET kind=excluded.kind, name=excluded.name,"
+            " address=excluded.address, area=excluded.area",
+            (site.site_id, site.kind.value, site.name, site.address, site.area),
+        )
+
+    async def upsert_resident(self, resident: Resident) -> None:
+        r = resident
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS})"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                " ON CONFLICT (resident_id) DO UPDATE SET site_id=excluded.site_id,"
+                " name=excluded.name, nhs_number=excluded.nhs_number,"
+                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
+                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
+                " baseline_consciousness=excluded.baseline_consciousness, notes=excluded.notes",
+                (
+                    r.resident_id,
+                    r.site_id,
+                    r.name,
+                    r.nhs_number,
+                    r.spo2_scale,
+                    r.spo2_scale_set_by,
+                    r.spo2_scale_set_at,
+                    r.baseline_consciousness.value,
+                    r.notes,
+                ),
+            )
+            await conn.execute(
+                "DELETE FROM resident_responders WHERE resident_id = %s", (r.resident_id,)
+            )
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO resident_responders (resident_id, position, responder_id)"
+                    " VALUES (%s,%s,%s)",
+                    [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
+                )
+
+    async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
+        d = device
+        await self._exec(
+            f"INSERT INTO devices ({rows.DEVICE_COLUMNS}, secret_hash)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (device_id) DO UPDATE SET site_id=excluded.site_id,"
+            " kind=excluded.kind, resident_id=excluded.resident_id, format=excluded.format,"
+            " location=excluded.location, heartbeat_interval_s=excluded.heartbeat_interval_s,"
+            " secret_hash=COALESCE(excluded.secret_hash, devices.secret_hash)",
+            (
+                d.device_id,
+                d.site_id,
+                d.kind.value,
+                d.resident_id,
+                d.format,
+                d.location,
+                d.heartbeat_interval_s,
+                secret_hash,
+            ),
+        )
+
+    async def upsert_responder(self, responder: Responder) -> None:
+        r = responder
+        await self._exec(
+            f"INSERT INTO responders ({rows.RESPONDER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (responder_id) DO UPDATE SET kind=excluded.kind, name=excluded.name,"
+            " phone=excluded.phone, area=excluded.area, skills=excluded.skills",
+            (r.responder_id, r.kind.value, r.name, r.phone, r.area, list(r.skills)),
+        )
+
+    async def _exec(self, query: str, params: Sequence[Any]) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query.encode(), params)
+            return cur.rowcount
+
+    async def _one(self, query: str, params: Sequence[Any]) -> Any:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query.encode(), params)
+            return await cur.fetchone()
+
+    async def _all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query.encode(), params)
+            return await cur.fetchall()
+
+    async def get_site(self, site_id: str) -> Site | None:
+        row = await self._one(
+            "SELECT site_id, kind, name, address, area FROM sites WHERE site_id = %s", (site_id,)
+        )
+        return rows.site(row) if row else None
+
+    async def get_device(self, device_id: str) -> Device | None:
+        row = await self._one(
+            f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE device_id = %s", (device_id,)
+        )
+        return rows.device(row) if row else None
+
+    async def get_device_secret_hash(self, device_id: str) -> str | None:
+        row = await self._one("SELECT secret_hash FROM devices WHERE device_id = %s", (device_id,))
+        return row[0] if row else None
+
+    async def list_devices(self) -> list[Device]:
+        found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
+        return [rows.device(r) for r in found]
+
+    async def get_resident(self, resident_id: str) -> Resident | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {rows.RESIDENT_COLUMNS} FROM residents WHERE resident_id = %s".encode(),
+                (resident_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            cur = await conn.execute(
+                "SELECT responder_id FROM resident_responders WHERE resident_id = %s"
+                " ORDER BY position",
+                (resident_id,),
+            )
+            order = tuple(o[0] for o in await cur.fetchall())
+        return rows.resident(row, order)
+
+    async def get_responder(self, responder_id: str) -> Responder | None:
+        row = await self._one(
+            f"SELECT {rows.RESPONDER_COLUMNS} FROM responders WHERE responder_id = %s",
+            (responder_id,),
+        )
+        return rows.responder(row) if row else None
+
+    # -- ingest ----------------------------------------------------------------------
+    async def write_readings(self, readings: Sequence[Reading]) -> int:
+        """Binary COPY into a session-local staging table, then one
+        ``INSERT ... ON CONFLICT DO NOTHING``: the idempotency key is enforced by the
+        unique index without a round trip per row."""
+        if not readings:
+            return 0
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(_STAGE_DDL)
+            async with conn.cursor().copy(
+                "COPY readings_stage (ts, device_id, metric, value, msg_id, resident_id)"
+                " FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(_READING_TYPES)
+                for r in readings:
+                    await copy.write_row(
+                        (r.ts, r.device_id, int(r.metric), r.value, r.msg_id, r.resident_id)
+                    )
+            cur = await conn.execute(
+                "INSERT INTO readings (ts, device_id, metric, value, msg_id, resident_id)"
+                " SELECT DISTINCT ON (device_id, metric, msg_id, ts) * FROM readings_stage"
+                " ON CONFLICT DO NOTHING"
+            )
+            return cur.rowcount
+
+    async def write_event(self, event: AlarmEvent) -> bool:
+        e = event
+        n = await self._exec(
+            "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+            " resident_id, zone, source, code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (device_id, msg_id) DO NOTHING",
+            (
+                e.device_id,
+                e.msg_id,
+                e.type.value,
+                e.phase.value,
+                e.ts,
+                e.site_id,
+                e.resident_id,
+                e.zone,
+                e.source,
+                e.code,
+            ),
+        )
+        return n == 1
+
+    async def write_alert(self, alert: Alert) -> bool:
+        a = alert
+        n = await self._exec(
+            f"INSERT INTO alerts ({rows.ALERT_COLUMNS})"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            (
+                a.alert_id,
+                a.kind.value,
+                a.priority,
+                a.reason,
+                a.ts,
+                a.site_id,
+                a.resident_id,
+                a.device_id,
+                a.event_type.value if a.event_type else None,
+                a.source_key,
+                json.dumps(a.detail),
+            ),
+        )
+        return n == 1
+
+    async def write_dead_letter(self, letter: DeadLetter) -> None:
+        dl = letter
+        await self._exec(
+            f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS})"
+            " VALUES (%s,%s,%s,%s,%s,%s)",
+            (dl.received_at, dl.source, dl.origin, dl.reason, dl.payload, dl.device_id),
+        )
+
+    async def set_device_status(
+        self,
+        device_id: str,
+        *,
+        online: bool | None = None,
+        at: datetime,
+        heartbeat: bool = False,
+        battery: float | None = None,
+    ) -> None:
+        await self._exec(
+            "INSERT INTO device_status (device_id, online, changed_at, last_heartbeat, battery)"
+            " SELECT %(d)s, COALESCE(%(o)s, true), %(at)s, %(hb)s, %(b)s"
+            " WHERE EXISTS (SELECT 1 FROM devices WHERE device_id = %(d)s)"
+            " ON CONFLICT (device_id) DO UPDATE SET"
+            " online = COALESCE(%(o)s, device_status.online),"
+            " changed_at = CASE WHEN %(o)s::boolean IS NULL THEN device_status.changed_at"
+            " ELSE %(at)s END,"
+            " last_heartbeat = COALESCE(excluded.last_heartbeat, device_status.last_heartbeat),"
+            " battery = COALESCE(excluded.battery, device_status.battery)",
+            {"d": device_id, "o": online, "at": at, "hb": at if heartbeat else None, "b": battery},
+        )
+
+    # -- dispatch --------------------------------------------------------------------
+    async def create_dispatch(self, dispatch: Dispatch, audit: AuditEntry) -> bool:
+        d = dispatch
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"INSERT INTO dispatches ({rows.DISPATCH_COLUMNS})"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING".encode(),
+                (
+                    d.dispatch_id,
+                    d.alert_id,
+                    d.state.value,
+                    d.priority,
+                    d.created_at,
+                    d.updated_at,
+                    d.site_id,
+                    d.resident_id,
+                    d.responder_id,
+                    d.cascade_step,
+                    d.outcome,
+                    d.version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            await insert_audit(conn, audit)
+            return True
+
+    async def get_dispatch(self, dispatch_id: str) -> Dispatch | None:
+        row = await self._one(
+            f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id = %s",
+            (dispatch_id,),
+        )
+        return rows.dispatch(row) if row else None
+
+    async def open_dispatches(self) -> list[Dispatch]:
+        found = await self._all(
+            f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches"
+            " WHERE state NOT IN ('resolved', 'cancelled') ORDER BY priority, created_at"
+        )
+        return [rows.dispatch(r) for r in found]
+
+    async def dispatch_audit(self, dispatch_id: str) -> list[AuditEntry]:
+        found = await self._all(
+            f"SELECT {rows.AUDIT_COLUMNS} FROM dispatch_audit WHERE dispatch_id = %s"
+            " ORDER BY audit_id",
+            (dispatch_id,),
+        )
+        return [rows.audit(r) for r in found]
+
+    # -- queries ---------------------------------------------------------------------
+    async def recent_alerts(self, limit: int = 50) -> list[Alert]:
+        found = await self._all(
+            f"SELECT {rows.ALERT_COLUMNS} FROM alerts ORDER BY ts DESC LIMIT %s", (limit,)
+        )
+        return [rows.alert(r) for r in found]
+
+    async def latest_readings(self, resident_id: str) -> dict[str, tuple[datetime, float]]:
+        found = await self._all(
+            "SELECT DISTINCT ON (metric) metric, ts, value FROM readings"
+            " WHERE resident_id = %s ORDER BY metric, ts DESC",
+            (resident_id,),
+        )
+        return {Metric(m).label: (ts, float(v)) for m, ts, v in found}
+
+    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        found = await self._all(
+            f"SELECT {rows.DEAD_LETTER_COLUMNS} FROM dead_letters"
+            " ORDER BY dead_letter_id DESC LIMIT %s",
+            (limit,),
+        )
+        return [rows.dead_letter(r) for r in found]
+
+    async def count(self, table: str) -> int:
+        if table not in rows.COUNTABLE:
+            raise ValueError(f"unknown table {table!r}")
+        row = await self._one(f"SELECT count(*) FROM {table}", ())
+        return int(row[0])
+
+
+async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: AuditEntry) -> None:
+    await conn.execute(
+        f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
+        (
+            a.dispatch_id,
+            a.at,
+            a.from_state.value if a.from_state else None,
+            a.to_state.value,
+            a.actor,
+            a.reason,
+            json.dumps(a.detail),
+        ),
+    )

@@ -1,0 +1,175 @@
+"""Conversions between stored rows and the canonical model, shared by both backends."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from devices.model import (
+    Alert,
+    AlertKind,
+    Consciousness,
+    Device,
+    DeviceKind,
+    Dispatch,
+    DispatchState,
+    EventType,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from gateway.store.base import AuditEntry, DeadLetter
+
+__all__ = ["as_dt", "iso"]
+
+
+def iso(ts: datetime) -> str:
+    """Sortable UTC text form used by SQLite (microsecond precision, ``Z`` suffix)."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def as_dt(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).replace("Z", "+00:00")
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _opt_dt(value: Any) -> datetime | None:
+    return None if value is None else as_dt(value)
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if value in (None, ""):
+        return {}
+    loaded = json.loads(value)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def site(row: Any) -> Site:
+    return Site(row[0], SiteKind(row[1]), row[2], row[3], row[4])
+
+
+def resident(row: Any, responders: tuple[str, ...]) -> Resident:
+    return Resident(
+        resident_id=row[0],
+        site_id=row[1],
+        name=row[2],
+        nhs_number=row[3],
+        spo2_scale=int(row[4]),
+        spo2_scale_set_by=row[5],
+        spo2_scale_set_at=_opt_dt(row[6]),
+        baseline_consciousness=Consciousness(row[7]),
+        notes=row[8],
+        responders=responders,
+    )
+
+
+RESIDENT_COLUMNS = (
+    "resident_id, site_id, name, nhs_number, spo2_scale, spo2_scale_set_by, "
+    "spo2_scale_set_at, baseline_consciousness, notes"
+)
+DEVICE_COLUMNS = "device_id, site_id, kind, resident_id, format, location, heartbeat_interval_s"
+RESPONDER_COLUMNS = "responder_id, kind, name, phone, area, skills"
+ALERT_COLUMNS = (
+    "alert_id, kind, priority, reason, ts, site_id, resident_id, device_id, event_type, "
+    "source_key, detail"
+)
+DISPATCH_COLUMNS = (
+    "dispatch_id, alert_id, state, priority, created_at, updated_at, site_id, resident_id, "
+    "responder_id, cascade_step, outcome, version"
+)
+AUDIT_COLUMNS = "dispatch_id, at, from_state, to_state, actor, reason, detail"
+
+
+def device(row: Any) -> Device:
+    return Device(row[0], row[1], DeviceKind(row[2]), row[3], row[4], row[5], int(row[6]))
+
+
+def responder(row: Any) -> Responder:
+    skills = row[5]
+    if isinstance(skills, str):
+        skills = json.loads(skills)
+    return Responder(row[0], ResponderKind(row[1]), row[2], row[3], row[4], tuple(skills))
+
+
+def alert(row: Any) -> Alert:
+    return Alert(
+        alert_id=row[0],
+        kind=AlertKind(row[1]),
+        priority=int(row[2]),
+        reason=row[3],
+        ts=as_dt(row[4]),
+        site_id=row[5],
+        resident_id=row[6],
+        device_id=row[7],
+        event_type=EventType(row[8]) if row[8] else None,
+        source_key=row[9],
+        detail=_json(row[10]),
+    )
+
+
+def dispatch(row: Any) -> Dispatch:
+    return Dispatch(
+        dispatch_id=row[0],
+        alert_id=row[1],
+        state=DispatchState(row[2]),
+        priority=int(row[3]),
+        created_at=as_dt(row[4]),
+        updated_at=as_dt(row[5]),
+        site_id=row[6],
+        resident_id=row[7],
+        responder_id=row[8],
+        cascade_step=int(row[9]),
+        outcome=row[10],
+        version=int(row[11]),
+    )
+
+
+def audit(row: Any) -> AuditEntry:
+    return AuditEntry(
+        dispatch_id=row[0],
+        at=as_dt(row[1]),
+        from_state=DispatchState(row[2]) if row[2] else None,
+        to_state=DispatchState(row[3]),
+        actor=row[4],
+        reason=row[5],
+        detail=_json(row[6]),
+    )
+
+
+def dead_letter(row: Any) -> DeadLetter:
+    return DeadLetter(
+        received_at=as_dt(row[0]),
+        source=row[1],
+        origin=row[2],
+        reason=row[3],
+        payload=bytes(row[4]),
+        device_id=row[5],
+    )
+
+
+DEAD_LETTER_COLUMNS = "received_at, source, origin, reason, payload, device_id"
+
+#: Tables ``Store.count`` accepts (a fixed list: the name is interpolated into SQL).
+COUNTABLE = frozenset(
+    {
+        "sites",
+        "residents",
+        "devices",
+        "responders",
+        "readings",
+        "alarm_events",
+        "alerts",
+        "dispatches",
+        "dispatch_audit",
+        "dead_letters",
+        "device_status",
+    }
+)

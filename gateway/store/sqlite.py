@@ -1,0 +1,443 @@
+"""SQLite backend: the embedded default (``telecare demo``), WAL mode, one writer.
+
+Resource handling: one ``sqlite3`` connection opened in ``__aenter__`` and closed in
+``__aexit__``; every call runs in a worker thread under an ``asyncio.Lock`` so the event
+loop never blocks on disk. ``synchronous=FULL`` so a committed write survives a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from devices.model import (
+    AlarmEvent,
+    Alert,
+    Device,
+    Dispatch,
+    Metric,
+    Reading,
+    Resident,
+    Responder,
+    Site,
+)
+from gateway.store import rows
+from gateway.store.base import AuditEntry, DeadLetter
+from gateway.store.migrations import migrations_for
+from gateway.store.rows import iso
+
+__all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
+
+
+class SqliteStore:
+    mode = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = await asyncio.to_thread(self._open)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            async with self._lock:
+                await asyncio.to_thread(conn.close)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("SqliteStore is not open; use 'async with SqliteStore(...)'")
+        async with self._lock:
+            return await asyncio.to_thread(fn, conn)
+
+    @staticmethod
+    def _tx(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- migrations ------------------------------------------------------------------
+    async def migrate(self) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            applied = []
+            for m in migrations_for("sqlite"):
+                if m.version in done:
+                    continue
+                conn.executescript("BEGIN IMMEDIATE;\n" + m.sql + "\n;")
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    (m.version, m.name),
+                )
+                conn.execute("COMMIT")
+                applied.append(m.name)
+            return applied
+
+        return await self._run(run)
+
+    # -- registry --------------------------------------------------------------------
+    async def upsert_site(self, site: Site) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO sites (site_id, kind, name, address, area) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (site_id) DO UPDATE SET kind=excluded.kind, name=excluded.name,"
+                " address=excluded.address, area=excluded.area",
+                (site.site_id, site.kind.value, site.name, site.address, site.area),
+            )
+        )
+
+    async def upsert_resident(self, resident: Resident) -> None:
+        r = resident
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (resident_id) DO UPDATE SET site_id=excluded.site_id,"
+                " name=excluded.name, nhs_number=excluded.nhs_number,"
+                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
+                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
+                " baseline_consciousness=excluded.baseline_consciousness, notes=excluded.notes",
+                (
+                    r.resident_id,
+                    r.site_id,
+                    r.name,
+                    r.nhs_number,
+                    r.spo2_scale,
+                    r.spo2_scale_set_by,
+                    iso(r.spo2_scale_set_at) if r.spo2_scale_set_at else None,
+                    r.baseline_consciousness.value,
+                    r.notes,
+                ),
+            )
+            conn.execute("DELETE FROM resident_responders WHERE resident_id = ?", (r.resident_id,))
+            conn.executemany(
+                "INSERT INTO resident_responders (resident_id, position, responder_id)"
+                " VALUES (?,?,?)",
+                [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
+            )
+
+        await self._run(lambda c: self._tx(c, run))
+
+    async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
+        d = device
+        await self._run(
+            lambda c: c.execute(
+                f"INSERT INTO devices ({rows.DEVICE_COLUMNS}, secret_hash)"
+                " VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (device_id) DO UPDATE SET site_id=excluded.site_id,"
+                " kind=excluded.kind, resident_id=excluded.resident_id, format=excluded.format,"
+                " location=excluded.location,"
+                " heartbeat_interval_s=excluded.heartbeat_interval_s,"
+                " secret_hash=COALESCE(excluded.secret_hash, devices.secret_hash)",
+                (
+                    d.device_id,
+                    d.site_id,
+                    d.kind.value,
+                    d.resident_id,
+                    d.format,
+                    d.location,
+                    d.heartbeat_interval_s,
+                    secret_hash,
+                ),
+            )
+        )
+
+    async def upsert_responder(self, responder: Responder) -> None:
+        r = responder
+        await self._run(
+            lambda c: c.execute(
+                f"INSERT INTO responders ({rows.RESPONDER_COLUMNS}) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (responder_id) DO UPDATE SET kind=excluded.kind,"
+                " name=excluded.name, phone=excluded.phone, area=excluded.area,"
+                " skills=excluded.skills",
+                (r.responder_id, r.kind.value, r.name, r.phone, r.area, json.dumps(r.skills)),
+            )
+        )
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> Any:
+        return await self._run(lambda c: c.execute(sql, params).fetchone())
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._run(lambda c: c.execute(sql, params).fetchall())
+
+    async def get_site(self, site_id: str) -> Site | None:
+        row = await self._one(
+            "SELECT site_id, kind, name, address, area FROM sites WHERE site_id = ?", (site_id,)
+        )
+        return rows.site(row) if row else None
+
+    async def get_device(self, device_id: str) -> Device | None:
+        row = await self._one(
+            f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
+        )
+        return rows.device(row) if row else None
+
+    async def get_device_secret_hash(self, device_id: str) -> str | None:
+        row = await self._one("SELECT secret_hash FROM devices WHERE device_id = ?", (device_id,))
+        return row[0] if row else None
+
+    async def list_devices(self) -> list[Device]:
+        found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
+        return [rows.device(r) for r in found]
+
+    async def get_resident(self, resident_id: str) -> Resident | None:
+        def run(conn: sqlite3.Connection) -> Resident | None:
+            row = conn.execute(
+                f"SELECT {rows.RESIDENT_COLUMNS} FROM residents WHERE resident_id = ?",
+                (resident_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            order = conn.execute(
+                "SELECT responder_id FROM resident_responders WHERE resident_id = ?"
+                " ORDER BY position",
+                (resident_id,),
+            ).fetchall()
+            return rows.resident(row, tuple(o[0] for o in order))
+
+        return await self._run(run)
+
+    async def get_responder(self, responder_id: str) -> Responder | None:
+        row = await self._one(
+            f"SELECT {rows.RESPONDER_COLUMNS} FROM responders WHERE responder_id = ?",
+            (responder_id,),
+        )
+        return rows.responder(row) if row else None
+
+    # -- ingest ----------------------------------------------------------------------
+    async def write_readings(self, readings: Sequence[Reading]) -> int:
+        params = [
+            (iso(r.ts), r.device_id, int(r.metric), r.value, r.msg_id, r.resident_id)
+            for r in readings
+        ]
+
+        def run(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO readings (ts, device_id, metric, value, msg_id,"
+                " resident_id) VALUES (?,?,?,?,?,?)",
+                params,
+            )
+            return conn.total_changes - before
+
+        return await self._run(lambda c: self._tx(c, run))
+
+    async def write_event(self, event: AlarmEvent) -> bool:
+        e = event
+        cur = await self._run(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
+                " site_id, resident_id, zone, source, code) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    e.device_id,
+                    e.msg_id,
+                    e.type.value,
+                    e.phase.value,
+                    iso(e.ts),
+                    e.site_id,
+                    e.resident_id,
+                    e.zone,
+                    e.source,
+                    e.code,
+                ),
+            )
+        )
+        return cur.rowcount == 1
+
+    async def write_alert(self, alert: Alert) -> bool:
+        a = alert
+        cur = await self._run(
+            lambda c: c.execute(
+                f"INSERT OR IGNORE INTO alerts ({rows.ALERT_COLUMNS})"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    a.alert_id,
+                    a.kind.value,
+                    a.priority,
+                    a.reason,
+                    iso(a.ts),
+                    a.site_id,
+                    a.resident_id,
+                    a.device_id,
+                    a.event_type.value if a.event_type else None,
+                    a.source_key,
+                    json.dumps(a.detail),
+                ),
+            )
+        )
+        return cur.rowcount == 1
+
+    async def write_dead_letter(self, letter: DeadLetter) -> None:
+        dl = letter
+        await self._run(
+            lambda c: c.execute(
+                f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (?,?,?,?,?,?)",
+                (iso(dl.received_at), dl.source, dl.origin, dl.reason, dl.payload, dl.device_id),
+            )
+        )
+
+    async def set_device_status(
+        self,
+        device_id: str,
+        *,
+        online: bool | None = None,
+        at: Any,
+        heartbeat: bool = False,
+        battery: float | None = None,
+    ) -> None:
+        when = iso(at)
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO device_status (device_id, online, changed_at, last_heartbeat,"
+                " battery) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices"
+                " WHERE device_id = ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET"
+                " online = COALESCE(?, device_status.online),"
+                " changed_at = CASE WHEN ? IS NULL THEN device_status.changed_at ELSE ? END,"
+                " last_heartbeat = COALESCE(excluded.last_heartbeat, device_status.last_heartbeat),"
+                " battery = COALESCE(excluded.battery, device_status.battery)",
+                (
+                    device_id,
+                    True if online is None else online,
+                    when,
+                    when if heartbeat else None,
+                    battery,
+                    device_id,
+                    online,
+                    online,
+                    when,
+                ),
+            )
+        )
+
+    # -- dispatch --------------------------------------------------------------------
+    async def create_dispatch(self, dispatch: Dispatch, audit: AuditEntry) -> bool:
+        d = dispatch
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                f"INSERT OR IGNORE INTO dispatches ({rows.DISPATCH_COLUMNS})"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    d.dispatch_id,
+                    d.alert_id,
+                    d.state.value,
+                    d.priority,
+                    iso(d.created_at),
+                    iso(d.updated_at),
+                    d.site_id,
+                    d.resident_id,
+                    d.responder_id,
+                    d.cascade_step,
+                    d.outcome,
+                    d.version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            _insert_audit(conn, audit)
+            return True
+
+        return await self._run(lambda c: self._tx(c, run))
+
+    async def get_dispatch(self, dispatch_id: str) -> Dispatch | None:
+        row = await self._one(
+            f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id = ?",
+            (dispatch_id,),
+        )
+        return rows.dispatch(row) if row else None
+
+    async def open_dispatches(self) -> list[Dispatch]:
+        found = await self._all(
+            f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches"
+            " WHERE state NOT IN ('resolved', 'cancelled') ORDER BY priority, created_at"
+        )
+        return [rows.dispatch(r) for r in found]
+
+    async def dispatch_audit(self, dispatch_id: str) -> list[AuditEntry]:
+        found = await self._all(
+            f"SELECT {rows.AUDIT_COLUMNS} FROM dispatch_audit WHERE dispatch_id = ?"
+            " ORDER BY audit_id",
+            (dispatch_id,),
+        )
+        return [rows.audit(r) for r in found]
+
+    # -- queries ---------------------------------------------------------------------
+    async def recent_alerts(self, limit: int = 50) -> list[Alert]:
+        found = await self._all(
+            f"SELECT {rows.ALERT_COLUMNS} FROM alerts ORDER BY ts DESC LIMIT ?", (limit,)
+        )
+        return [rows.alert(r) for r in found]
+
+    async def latest_readings(self, resident_id: str) -> dict[str, tuple[Any, float]]:
+        found = await self._all(
+            "SELECT metric, ts, value FROM readings r WHERE resident_id = ? AND ts = ("
+            " SELECT MAX(ts) FROM readings WHERE resident_id = r.resident_id"
+            " AND metric = r.metric)",
+            (resident_id,),
+        )
+        return {Metric(m).label: (rows.as_dt(ts), float(v)) for m, ts, v in found}
+
+    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        found = await self._all(
+            f"SELECT {rows.DEAD_LETTER_COLUMNS} FROM dead_letters"
+            " ORDER BY dead_letter_id DESC LIMIT ?",
+            (limit,),
+        )
+        return [rows.dead_letter(r) for r in found]
+
+    async def count(self, table: str) -> int:
+        if table not in rows.COUNTABLE:
+            raise ValueError(f"unknown table {table!r}")
+        row = await self._one(f"SELECT count(*) FROM {table}", ())
+        return int(row[0])
+
+
+def _insert_audit(conn: sqlite3.Connection, a: AuditEntry) -> None:
+    conn.execute(
+        f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+        (
+            a.dispatch_id,
+            iso(a.at),
+            a.from_state.value if a.from_state else None,
+            a.to_state.value,
+            a.actor,
+            a.reason,
+            json.dumps(a.detail),
+        ),
+    )
