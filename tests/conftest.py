@@ -1,0 +1,90 @@
+"""Shared fixtures: real PostgreSQL and Mosquitto (see tests/services.py), one schema and
+one topic prefix per test, both store backends behind one parametrised fixture."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore
+from tests.services import (
+    MqttServer,
+    PgServer,
+    ServiceUnavailable,
+    mosquitto_server,
+    postgres_server,
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        with postgres_server() as server:
+            yield server
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def mqtt_server() -> Iterator[MqttServer]:
+    try:
+        with mosquitto_server() as server:
+            yield server
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> str:
+    return pg_server.dsn
+
+
+@pytest.fixture
+def pg_schema(pg_server: PgServer) -> Iterator[str]:
+    """A fresh schema for this test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+async def pg_store(pg_dsn: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
+    async with PostgresStore(pg_dsn, schema=pg_schema) as store:
+        await store.migrate()
+        yield store
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(tmp_path / "telecare.sqlite3") as store:
+        await store.migrate()
+        yield store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqliteStore | PostgresStore]:
+    """Both backends: a test using this runs once against each."""
+    if request.param == "sqlite":
+        async with SqliteStore(tmp_path / "telecare.sqlite3") as s:
+            await s.migrate()
+            yield s
+        return
+    dsn = request.getfixturevalue("pg_dsn")
+    schema = request.getfixturevalue("pg_schema")
+    async with PostgresStore(dsn, schema=schema) as p:
+        await p.migrate()
+        yield p
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique topic prefix so concurrent tests on one broker never see each other."""
+    return f"test-{uuid.uuid4().hex[:10]}/telecare/v1"
