@@ -1,1 +1,1 @@
-"""telecare package."""
+"""Ingest sources: bytes in, envelopes out (MQTT, serial)."""

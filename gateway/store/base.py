@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from devices.model import (
@@ -18,13 +18,24 @@ from devices.model import (
     Device,
     Dispatch,
     DispatchState,
+    EventType,
+    Metric,
     Reading,
     Resident,
     Responder,
     Site,
 )
 
-__all__ = ["AuditEntry", "DeadLetter", "Store"]
+__all__ = [
+    "AuditEntry",
+    "DeadLetter",
+    "HistoryPoint",
+    "News2Record",
+    "OpenAlarm",
+    "ResponseTimes",
+    "Store",
+    "TimelineEntry",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,100 @@ class AuditEntry:
     actor: str
     reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class News2Record:
+    """One stored NEWS2 score. Idempotency key: ``(resident_id, observation_id, ts)``."""
+
+    resident_id: str
+    ts: datetime
+    total: int
+    risk: str  # "low", "low-medium", "medium", "high"
+    red_flag: bool
+    components: dict[str, int]
+    spo2_scale: int
+    observation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """One downsampled bucket of a metric's history."""
+
+    bucket: datetime
+    min: float
+    max: float
+    avg: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlarm:
+    """An alert whose dispatch is still open, as the operator's queue shows it."""
+
+    dispatch_id: str
+    alert_id: str
+    priority: int
+    state: DispatchState
+    created_at: datetime
+    age_s: float
+    kind: str
+    reason: str
+    event_type: EventType | None
+    site_id: str | None
+    resident_id: str | None
+    responder_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One step of a dispatch's timeline, with seconds since the dispatch was created."""
+
+    at: datetime
+    from_state: DispatchState | None
+    to_state: DispatchState
+    actor: str
+    reason: str
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseTimes:
+    """Response-time figures for dispatches created in a period (TSA targets).
+
+    *Answered*: created -> first ``acknowledged``. *Attended*: created -> first
+    ``on_scene``. ``visits`` counts dispatches that needed a visit (a responder accepted,
+    was en route or arrived); attendance percentages are of those.
+    """
+
+    dispatches: int
+    answered: int
+    answered_60s: int
+    answered_180s: int
+    visits: int
+    attended: int
+    attended_45min: int
+    attended_60min: int
+
+    @staticmethod
+    def _pct(part: int, whole: int) -> float | None:
+        return None if whole == 0 else 100.0 * part / whole
+
+    @property
+    def answered_60s_pct(self) -> float | None:
+        return self._pct(self.answered_60s, self.dispatches)
+
+    @property
+    def answered_180s_pct(self) -> float | None:
+        return self._pct(self.answered_180s, self.dispatches)
+
+    @property
+    def attended_45min_pct(self) -> float | None:
+        return self._pct(self.attended_45min, self.visits)
+
+    @property
+    def attended_60min_pct(self) -> float | None:
+        return self._pct(self.attended_60min, self.visits)
 
 
 class Store(Protocol):
@@ -119,6 +224,53 @@ class Store(Protocol):
         ...
 
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]: ...
+
+    async def write_news2(self, score: News2Record) -> bool:
+        """Store a NEWS2 score; ``False`` when this observation's score was already stored."""
+        ...
+
+    async def latest_vitals(
+        self, resident_ids: Sequence[str], since: datetime | None = None
+    ) -> dict[str, dict[str, tuple[datetime, float]]]:
+        """Latest value of each metric for each resident (resident -> metric label ->
+        (ts, value)); readings older than ``since`` are ignored. One index probe per
+        (resident, metric), never a scan of the history."""
+        ...
+
+    async def metric_history(
+        self,
+        resident_id: str,
+        metric: Metric,
+        start: datetime,
+        end: datetime,
+        bucket: timedelta,
+    ) -> list[HistoryPoint]:
+        """A metric over ``[start, end)`` downsampled to ``bucket`` (aligned to
+        2000-01-01T00:00Z), oldest first; empty buckets are absent."""
+        ...
+
+    async def news2_history(
+        self, resident_id: str, start: datetime, end: datetime
+    ) -> list[News2Record]:
+        """NEWS2 scores in ``[start, end)``, oldest first."""
+        ...
+
+    async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
+        """Alerts with an open dispatch: most urgent priority first, oldest first."""
+        ...
+
+    async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
+        """A dispatch's audit trail in order, each step timed from its creation."""
+        ...
+
+    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
+        """Answered/attended figures for dispatches created in ``[start, end)``."""
+        ...
+
+    async def maintain(self, now: datetime | None = None) -> list[str]:
+        """Housekeeping to run daily (partitions ahead in plain PostgreSQL); returns
+        what it created."""
+        ...
 
     async def count(self, table: str) -> int:
         """Rows in one of the known tables (for tests, status and the CLI)."""

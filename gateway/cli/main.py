@@ -1,0 +1,184 @@
+"""``telecare``: the command line for operators of the gateway and for installers.
+
+    telecare run --config gateway.toml       the gateway process
+    telecare demo                            everything embedded, simulated devices
+    telecare simulate --config gateway.toml  simulated devices against a real broker
+    telecare db migrate --config ...         apply schema migrations
+    telecare site|resident|responder|device add ...   provisioning
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+from gateway.logging import configure_logging
+
+__all__ = ["app", "main"]
+
+_T = TypeVar("_T")
+
+app = typer.Typer(
+    name="telecare",
+    help="Telecare and teletriage telemetry gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML configuration file (env TELECARE_* overrides it)."),
+]
+
+
+def _config(path: Path | None) -> Config:
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as exc:
+        err_console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run(main: Callable[[], Awaitable[_T]]) -> _T:
+    return asyncio.run(main())  # type: ignore[arg-type]
+
+
+def _install_stop(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the gateway: MQTT ingest -> rules -> store + dispatch. SIGINT/SIGTERM stop it
+    cleanly, flushing everything it accepted."""
+    cfg = _config(config)
+    configure_logging(cfg.log.level, cfg.log.format)
+    from gateway.app import Gateway
+
+    async def main() -> None:
+        async with Gateway(cfg) as gw:
+            _install_stop(gw.stop)
+            await gw.wait_closed()
+
+    _run(main)
+
+
+@db_app.command("migrate")
+def db_migrate(config: ConfigOption = None) -> None:
+    """Apply pending schema migrations (idempotent; the gateway also runs them at start)."""
+    cfg = _config(config)
+    configure_logging(cfg.log.level, "console")
+    from gateway.app import open_store
+
+    async def main() -> None:
+        async with open_store(cfg) as store:
+            applied = await store.migrate()
+            console.print(f"store mode: [bold]{store.mode}[/bold]")
+            if applied:
+                for name in applied:
+                    console.print(f"applied {name}")
+            else:
+                console.print("schema is up to date")
+
+    _run(main)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite store lives.")] = Path(
+        "data/demo"
+    ),
+    residents: Annotated[int, typer.Option(min=1, help="Residents in the care home.")] = 6,
+    interval: Annotated[float, typer.Option(help="Seconds between simulated actions.")] = 2.0,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Run everything on the embedded default: an amqtt broker on a free local port, an
+    SQLite store, the gateway, and simulated devices for a care home and a private home.
+    Alarms and dispatches are shown as they happen. Ctrl-C stops it cleanly."""
+    from gateway.demo import run_demo
+
+    configure_logging("warning", "console")
+    counters = _run(lambda: run_demo(console, data_dir, residents, interval, duration))
+    console.print(
+        f"[bold]demo stopped[/bold]: {counters.get('alerts', 0)} alerts, "
+        f"{counters.get('dispatches', 0)} dispatches, {counters.get('readings', 0)} readings, "
+        f"{counters.get('dead_letters', 0)} dead letters; store in {data_dir}"
+    )
+
+
+@app.command()
+def simulate(
+    config: ConfigOption = None,
+    residents: Annotated[int, typer.Option(min=1)] = 6,
+    site: Annotated[str, typer.Option(help="Care home site id.")] = "oakhouse",
+    count: Annotated[int | None, typer.Option(help="Stop after N actions.")] = None,
+    interval: Annotated[float, typer.Option()] = 1.0,
+    provision: Annotated[bool, typer.Option(help="Provision the devices in the store first.")] = True,
+) -> None:
+    """Drive simulated devices (pendants, hub, vitals) against the configured broker."""
+    cfg = _config(config)
+    configure_logging(cfg.log.level, "console")
+    from firmware_stubs.scenario import care_home, private_home, run_population
+    from gateway.app import open_store
+    from gateway.demo import provision as provision_store
+
+    pop = care_home(site, residents).extend(private_home())
+
+    async def main() -> int:
+        if provision:
+            async with open_store(cfg) as store:
+                await store.migrate()
+                await provision_store(store, pop)
+        return await run_population(
+            pop,
+            host=cfg.mqtt.host,
+            port=cfg.mqtt.port,
+            prefix=cfg.mqtt.topic_prefix,
+            interval=interval,
+            count=count,
+            on_action=lambda line: console.print(line),
+        )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        n = _run(main)
+        console.print(f"{n} simulated actions sent")
+
+
+def _mount_optional(module: str, name: str) -> None:
+    """Mount a sub-command group that lives in its own module (rules, provisioning...)."""
+    try:
+        sub: Any = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return
+    app.add_typer(sub.app, name=name)
+
+
+_mount_optional("gateway.cli.rules_cmd", "rules")
+_mount_optional("gateway.cli.provision", "provision")
+
+
+def main() -> None:
+    app()

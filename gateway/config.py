@@ -1,0 +1,170 @@
+"""Typed settings, built once at the edge from a TOML file plus environment variables.
+
+Precedence: defaults < TOML file < environment. An environment variable names a key as
+``TELECARE_<SECTION>__<KEY>`` (``TELECARE_MQTT__PORT=1884``,
+``TELECARE_STORE__DSN=postgresql://...``). No other module reads the environment.
+
+Errors name the key and the value: ``Config 'mqtt.port' has value 'abc'. Not a valid int.``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "ApiConfig",
+    "Config",
+    "LogConfig",
+    "MqttConfig",
+    "SerialPortConfig",
+    "StoreConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "TELECARE_"
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    #: Stable client id: with ``clean_session = false`` the broker keeps our
+    #: subscription and queues QoS 1 messages while the gateway is down.
+    client_id: str = "telecare-gateway"
+    clean_session: bool = False
+    topic_prefix: str = "telecare/v1"
+    keepalive: int = 30
+    #: Messages in flight between the broker and the pipeline (receive maximum).
+    max_inflight: int = 1000
+    tls: bool = False
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    #: ``sqlite`` (embedded default) or ``postgres``.
+    backend: str = "sqlite"
+    sqlite_path: str = "data/telecare.sqlite3"
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/telecare"
+    schema: str = "telecare"
+    #: Try ``CREATE EXTENSION timescaledb`` (falls back to plain PostgreSQL).
+    timescale: bool = True
+    pool_max: int = 8
+    spool_dir: str = "data/spool"
+
+
+@dataclass(frozen=True)
+class SerialPortConfig:
+    port: str
+    codec: str
+    device_id: str
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    #: ``json`` (production) or ``console`` (pretty, for a terminal).
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    serial: tuple[SerialPortConfig, ...] = ()
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from an optional TOML file and an environment mapping."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
+    for key, value in (env or {}).items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"Config '{section}' in {source} is not a table")
+        raw[section][name] = value
+    return _build(Config, raw, "", source)
+
+
+def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        names = ", ".join(sorted(f"'{prefix}{u}'" for u in unknown))
+        raise ConfigError(f"Unknown config key {names} in {source}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", source)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"Config '{key}' in {source} must be a table")
+        return _build(tp, value, f"{key}.", source)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"Config '{key}' in {source} must be an array of tables")
+        return tuple(_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError
+            return str(value)
+    except ValueError:
+        raise ConfigError(
+            f"Config '{key}' has value {str(value)!r}. Not a valid {tp.__name__}."
+        ) from None
+    raise ConfigError(f"Config '{key}': unsupported type {tp!r}")  # pragma: no cover

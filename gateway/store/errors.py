@@ -1,0 +1,45 @@
+"""Storage errors, split by what the caller does next::
+
+    StorageError            base; never raised itself
+    └── SpoolFull           the database is away AND the local spool is full: do not
+                            acknowledge the message; the sender (MQTT QoS 1, HTTP client)
+                            must redeliver later
+
+``is_unavailable(exc)`` says whether an exception from a backend means "the database
+cannot be reached right now" (spool and retry) rather than "this input is wrong" (let it
+propagate: a bug or bad data must not be hidden in the spool).
+"""
+
+from __future__ import annotations
+
+import psycopg
+import psycopg_pool
+
+__all__ = ["SpoolFull", "StorageError", "is_unavailable"]
+
+
+class StorageError(Exception):
+    """Base class of the storage layer's own errors."""
+
+
+class SpoolFull(StorageError):
+    """The spool cannot take ``needed`` more bytes without passing its bound."""
+
+    def __init__(self, directory: str, used: int, limit: int, needed: int) -> None:
+        super().__init__(
+            f"spool {directory} is full ({used} of {limit} bytes used, {needed} more needed)"
+            ": PostgreSQL has been unreachable too long; raise spool_max_bytes or restore the"
+            " database"
+        )
+        self.directory = directory
+        self.used = used
+        self.limit = limit
+        self.needed = needed
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database is unreachable (connection refused, lost,
+    server shutting down, pool exhausted waiting for a connection)."""
+    return isinstance(
+        exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | ConnectionError
+    ) and not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable)
