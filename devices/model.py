@@ -78,7 +78,8 @@ def _check_id(field_name: str, value: object, *, optional: bool = False) -> None
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise ModelError(
             field_name,
-            f"{value!r} is not a valid identifier (1-64 chars: letters, digits, '_', '.', ':', '-')",
+            f"{value!r} is not a valid identifier "
+            "(1-64 chars: letters, digits, '_', '.', ':', '-')",
         )
 
 
@@ -349,7 +350,8 @@ class Reading:
         unit = canonical_unit(self.unit) if isinstance(self.unit, str) else None
         if unit != metric.unit:
             raise ModelError(
-                metric.label, f"unit {self.unit!r} is wrong for {metric.label}; send {metric.unit!r}"
+                metric.label,
+                f"unit {self.unit!r} is wrong for {metric.label}; send {metric.unit!r}",
             )
         object.__setattr__(self, "unit", unit)
         lo, hi = metric.bounds
@@ -501,6 +503,9 @@ class Dispatch:
 def _enum(field_name: str, enum: type[_E], value: object) -> _E:
     if isinstance(value, enum):
         return value
+    if not isinstance(value, str):
+        allowed = ", ".join(e.value for e in enum)
+        raise ModelError(field_name, f"{value!r} is not one of: {allowed}")
     try:
         return enum(value)
     except ValueError:

@@ -10,6 +10,7 @@ id and credentials, a retained ``status`` of ``online`` and a last will that set
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -102,7 +103,9 @@ class MqttDevice:
 
     async def heartbeat(self, battery: float | None = None) -> str:
         msg_id = self.next_msg_id()
-        await self.publish("heartbeat", json_v1.encode_heartbeat(msg_id, datetime.now(UTC), battery))
+        await self.publish(
+            "heartbeat", json_v1.encode_heartbeat(msg_id, datetime.now(UTC), battery)
+        )
         return msg_id
 
     async def readings(
@@ -149,7 +152,9 @@ class Hub(MqttDevice):
             "phase": phase.value,
         }
 
-    def child_readings(self, child_id: str, values: list[tuple[str, float, str]]) -> dict[str, Any]:
+    def child_readings(
+        self, child_id: str, values: Sequence[tuple[str, float, str]]
+    ) -> dict[str, Any]:
         return {
             "device_id": child_id,
             "channel": "reading",

@@ -132,7 +132,10 @@ async def run_population(
                 hub = stubs[hubs[0].device_id]
                 assert isinstance(hub, Hub)
                 oxi = rnd.choice([o for o in oximeters if o.site_id == hubs[0].site_id])
-                values = [("spo2", rnd.randint(88, 99), "%"), ("pulse", rnd.randint(55, 120), "/min")]
+                values = [
+                    ("spo2", rnd.randint(88, 99), "%"),
+                    ("pulse", rnd.randint(55, 120), "/min"),
+                ]
                 await hub.forward([hub.child_readings(oxi.device_id, values)])
                 say(f"vitals via hub {oxi.device_id}")
             else:

@@ -41,7 +41,9 @@ def open_store(config: Config) -> PostgresStore | SqliteStore:
         return SqliteStore(sc.sqlite_path)
     from gateway.errors import ConfigError
 
-    raise ConfigError(f"Config 'store.backend' has value {sc.backend!r}. Use 'sqlite' or 'postgres'.")
+    raise ConfigError(
+        f"Config 'store.backend' has value {sc.backend!r}. Use 'sqlite' or 'postgres'."
+    )
 
 
 class Gateway:
@@ -63,7 +65,8 @@ class Gateway:
 
     async def __aenter__(self) -> Self:
         try:
-            backend = await self._stack.enter_async_context(open_store(self.config))
+            backend = open_store(self.config)
+            await self._stack.enter_async_context(backend)
             applied = await backend.migrate()
             log.info("store_ready", mode=backend.mode, migrations_applied=applied)
             self.store = backend

@@ -114,7 +114,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         if not isinstance(raw[section], dict):
             raise ConfigError(f"Config '{section}' in {source} is not a table")
         raw[section][name] = value
-    return _build(Config, raw, "", source)
+    config: Config = _build(Config, raw, "", source)
+    return config
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> Any:

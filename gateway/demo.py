@@ -52,7 +52,7 @@ async def run_demo(
     interval: float = 2.0,
     duration: float | None = None,
 ) -> Counter[str]:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

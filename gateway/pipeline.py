@@ -17,8 +17,6 @@ stops the gateway. Storage errors propagate to the source, which does not acknow
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -26,18 +24,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from devices.codecs import Malformed, json_v1
+from devices.codecs import json_v1
 from devices.model import (
     AlarmEvent,
     Alert,
     AlertKind,
-    Device,
     Dispatch,
     DispatchState,
     Phase,
     Reading,
-    Resident,
 )
+from gateway.decode import MessageDecoder, Rejected
+from gateway.envelope import Envelope
 from gateway.logging import get_logger
 from gateway.store.base import AuditEntry, DeadLetter, Store
 from rules.alarms import priority_of
@@ -57,16 +55,6 @@ def alert_id_for(source_key: str, kind: AlertKind) -> str:
 
 def dispatch_id_for(alert_id: str) -> str:
     return "dp-" + uuid.uuid5(_NS, f"dispatch:{alert_id}").hex[:20]
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """Bytes as they arrived, before any decoding."""
-
-    source: str  # "mqtt", "serial", "api"
-    origin: str  # topic, serial port or endpoint
-    payload: bytes
-    received_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,37 +90,6 @@ class ActivityFeed:
         self._subscribers.discard(q)
 
 
-class Registry:
-    """Provisioned devices and residents, cached; a miss re-reads the store (so a device
-    provisioned while the gateway runs is accepted at once)."""
-
-    def __init__(self, store: Store, ttl: float = 30.0) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._devices: dict[str, tuple[float, Device | None]] = {}
-        self._residents: dict[str, tuple[float, Resident | None]] = {}
-
-    async def device(self, device_id: str) -> Device | None:
-        hit = self._devices.get(device_id)
-        now = time.monotonic()
-        if hit is not None and hit[1] is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        found = await self._store.get_device(device_id)
-        self._devices[device_id] = (now, found)
-        return found
-
-    async def resident(self, resident_id: str | None) -> Resident | None:
-        if resident_id is None:
-            return None
-        hit = self._residents.get(resident_id)
-        now = time.monotonic()
-        if hit is not None and hit[1] is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        found = await self._store.get_resident(resident_id)
-        self._residents[resident_id] = (now, found)
-        return found
-
-
 class Pipeline:
     def __init__(
         self,
@@ -147,7 +104,7 @@ class Pipeline:
         self.clock = clock
         self.topic_prefix = topic_prefix
         self.feed = feed or ActivityFeed()
-        self.registry = Registry(store)
+        self.decoder = MessageDecoder(store, topic_prefix)
         self.counters: Counter[str] = Counter()
         self._on_dead_letter = on_dead_letter
 
@@ -156,9 +113,9 @@ class Pipeline:
         """Decode and process one envelope; return once its content is durable."""
         self.counters[f"received_{env.source}"] += 1
         try:
-            messages, device = await self._decode(env)
-        except Malformed as exc:
-            await self.dead_letter(env, exc.reason, device_id=getattr(exc, "device_id", None))
+            messages = await self.decoder.decode(env)
+        except Rejected as exc:
+            await self.dead_letter(env, exc.reason, device_id=exc.device_id)
             return
         readings: list[Reading] = []
         for message in messages:
@@ -175,43 +132,10 @@ class Pipeline:
                 await self._status(message)
             else:
                 await self.dead_letter(
-                    env, f"{type(message).__name__} messages are not handled yet", device.device_id
+                    env, f"{type(message).__name__} messages are not handled yet", message.device_id
                 )
         if readings:
             await self.handle_readings(readings)
-
-    async def _decode(self, env: Envelope) -> tuple[list[json_v1.Message], Device]:
-        topic = json_v1.parse_topic(self.topic_prefix, env.origin)
-        device = await self.registry.device(topic.device_id)
-        if device is None:
-            exc = Malformed(f"device {topic.device_id!r} is not provisioned")
-            exc.device_id = topic.device_id  # type: ignore[attr-defined]
-            raise exc
-        if device.site_id != topic.site_id:
-            exc = Malformed(
-                f"device {topic.device_id!r} belongs to site {device.site_id!r}, "
-                f"not {topic.site_id!r}"
-            )
-            exc.device_id = topic.device_id  # type: ignore[attr-defined]
-            raise exc
-        messages = json_v1.decode(
-            topic, env.payload, site_id=device.site_id, resident_id=device.resident_id
-        )
-        return [await self._attribute(m, device) for m in messages], device
-
-    async def _attribute(self, message: json_v1.Message, hub: Device) -> json_v1.Message:
-        """Children in a hub batch: check provisioning and stamp their site/resident."""
-        device_id = message.device_id
-        if device_id == hub.device_id or isinstance(message, json_v1.Status):
-            return message
-        child = await self.registry.device(device_id)
-        if child is None or child.site_id != hub.site_id:
-            raise Malformed(f"hub {hub.device_id!r} forwarded for unknown device {device_id!r}")
-        if isinstance(message, Reading | AlarmEvent):
-            return dataclasses.replace(
-                message, site_id=child.site_id, resident_id=child.resident_id
-            )
-        return message
 
     # -- stages ----------------------------------------------------------------------
     async def handle_readings(self, readings: list[Reading]) -> None:
@@ -264,14 +188,18 @@ class Pipeline:
                     "alert",
                     alert.ts,
                     f"P{alert.priority} {alert.reason}",
-                    {"alert_id": alert.alert_id, "site_id": alert.site_id,
-                     "resident_id": alert.resident_id, "priority": alert.priority},
+                    {
+                        "alert_id": alert.alert_id,
+                        "site_id": alert.site_id,
+                        "resident_id": alert.resident_id,
+                        "priority": alert.priority,
+                    },
                 )
             )
         await self.open_dispatch(alert)
 
     async def open_dispatch(self, alert: Alert) -> None:
-        resident = await self.registry.resident(alert.resident_id)
+        resident = await self.decoder.registry.resident(alert.resident_id)
         responder_id = resident.responders[0] if resident and resident.responders else None
         now = self.clock.now()
         dispatch = Dispatch(
@@ -308,8 +236,12 @@ class Pipeline:
                     now,
                     f"dispatch {dispatch.dispatch_id} raised; proposed responder "
                     f"{responder_id or 'none: operator must assign'}",
-                    {"dispatch_id": dispatch.dispatch_id, "responder_id": responder_id,
-                     "resident_id": alert.resident_id, "priority": alert.priority},
+                    {
+                        "dispatch_id": dispatch.dispatch_id,
+                        "responder_id": responder_id,
+                        "resident_id": alert.resident_id,
+                        "priority": alert.priority,
+                    },
                 )
             )
 
@@ -333,8 +265,12 @@ class Pipeline:
             "dead_letter", source=env.source, origin=env.origin, reason=reason, device_id=device_id
         )
         self.feed.publish(
-            Activity("dead_letter", env.received_at, f"rejected from {env.origin}: {reason}",
-                     {"device_id": device_id, "reason": reason})
+            Activity(
+                "dead_letter",
+                env.received_at,
+                f"rejected from {env.origin}: {reason}",
+                {"device_id": device_id, "reason": reason},
+            )
         )
         if self._on_dead_letter is not None:
             await self._on_dead_letter(letter)

@@ -157,7 +157,9 @@ def _load(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise Malformed("payload is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise Malformed(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise Malformed(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     except ValueError as exc:
         raise Malformed(str(exc)) from None
     if not isinstance(doc, dict):
@@ -211,7 +213,7 @@ def _decode_event(
         raise Malformed(f"zone {zone!r} must be a string")
     return AlarmEvent(
         device_id=device_id,
-        type=EventType(type_),
+        type=EventType(str(type_)),
         phase=Phase(phase),
         ts=_ts(doc),
         msg_id=_msg_id(doc),
@@ -346,7 +348,11 @@ def _dump(doc: dict[str, Any]) -> bytes:
 
 
 def encode_event(
-    msg_id: str, ts: datetime, type_: EventType | str, phase: Phase | str = Phase.ALARM, **extra: Any
+    msg_id: str,
+    ts: datetime,
+    type_: EventType | str,
+    phase: Phase | str = Phase.ALARM,
+    **extra: Any,
 ) -> bytes:
     return _dump(
         {"v": 1, "msg_id": msg_id, "ts": _iso(ts), "type": str(type_), "phase": str(phase), **extra}

@@ -1,10 +1,10 @@
 """``telecare``: the command line for operators of the gateway and for installers.
 
-    telecare run --config gateway.toml       the gateway process
-    telecare demo                            everything embedded, simulated devices
-    telecare simulate --config gateway.toml  simulated devices against a real broker
-    telecare db migrate --config ...         apply schema migrations
-    telecare site|resident|responder|device add ...   provisioning
+telecare run --config gateway.toml       the gateway process
+telecare demo                            everything embedded, simulated devices
+telecare simulate --config gateway.toml  simulated devices against a real broker
+telecare db migrate --config ...         apply schema migrations
+telecare site|resident|responder|device add ...   provisioning
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ def simulate(
     site: Annotated[str, typer.Option(help="Care home site id.")] = "oakhouse",
     count: Annotated[int | None, typer.Option(help="Stop after N actions.")] = None,
     interval: Annotated[float, typer.Option()] = 1.0,
-    provision: Annotated[bool, typer.Option(help="Provision the devices in the store first.")] = True,
+    provision: Annotated[
+        bool, typer.Option(help="Provision the devices in the store first.")
+    ] = True,
 ) -> None:
     """Drive simulated devices (pendants, hub, vitals) against the configured broker."""
     cfg = _config(config)

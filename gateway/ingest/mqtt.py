@@ -27,8 +27,8 @@ import paho.mqtt.client as paho
 
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig
+from gateway.envelope import Envelope
 from gateway.logging import get_logger
-from gateway.pipeline import Envelope
 from rules.clock import Clock
 
 __all__ = ["MqttIngest", "enable_manual_ack", "manual_ack"]
@@ -91,7 +91,9 @@ class MqttIngest:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
         """Publish through the ingest connection (dead-letter topic, responder app)."""
         client = self._client
         if client is None:
