@@ -153,9 +153,11 @@ def _decode_doc(
 
 def _load(payload: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(payload, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise Malformed("payload is not UTF-8 text") from None
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Malformed(f"payload is not UTF-8 text (bad byte at offset {exc.start})") from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise Malformed(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
