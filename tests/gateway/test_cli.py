@@ -1,0 +1,134 @@
+"""The CLI as a user runs it: real processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devices.model import Device, DeviceKind, Resident, Responder, ResponderKind, Site, SiteKind
+from firmware_stubs.mqtt_device import Pendant
+from gateway.store.sqlite import SqliteStore
+from tests.services import MqttServer
+
+TELECARE = [sys.executable, "-m", "gateway.cli"]
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 20) -> list[str]:
+    assert proc.stderr is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError(f"{needle!r} not seen; stderr was:\n{''.join(seen)}")
+
+
+@pytest.mark.mosquitto
+def test_run_stores_an_alarm_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, mqtt_server: MqttServer, topic_prefix: str
+) -> None:
+    db = tmp_path / "gw.sqlite3"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[mqtt]\nhost = "{mqtt_server.host}"\nport = {mqtt_server.port}\n'
+        f'topic_prefix = "{topic_prefix}"\nclient_id = "cli-{tmp_path.name[-8:]}"\n'
+        f'[store]\nbackend = "sqlite"\nsqlite_path = "{db}"\n'
+    )
+
+    async def provision() -> None:
+        async with SqliteStore(db) as store:
+            await store.migrate()
+            await store.upsert_site(Site("s1", SiteKind.HOME))
+            await store.upsert_responder(Responder("kh", ResponderKind.KEYHOLDER))
+            await store.upsert_resident(Resident("r1", "s1", responders=("kh",)))
+            await store.upsert_device(Device("p1", "s1", DeviceKind.PENDANT, "r1"))
+
+    asyncio.run(provision())
+    proc = subprocess.Popen(
+        [*TELECARE, "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TELECARE_LOG__FORMAT": "json"},
+    )
+    try:
+        _wait_for_line(proc, "mqtt_connected")
+
+        async def press() -> None:
+            async with Pendant(
+                "s1", "p1", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
+            ) as pendant:
+                await pendant.press()
+
+        asyncio.run(press())
+        _wait_for_line(proc, "dispatch_raised")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        rest = proc.stderr.read() if proc.stderr else ""
+        assert "gateway_stopped" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stderr:
+            proc.stderr.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM dispatches").fetchone() == (1,)
+        assert conn.execute("SELECT type, phase FROM alarm_events").fetchall() == [
+            ("pendant", "alarm")
+        ]
+
+
+def test_run_reports_a_bad_config(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*TELECARE, "run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TELECARE_MQTT__PORT": "eighteen"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Config 'mqtt.port' has value 'eighteen'" in result.stderr
+
+
+def test_demo_shows_alarms_becoming_dispatches_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*TELECARE, "demo", "--data-dir", str(tmp_path / "demo"), "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if any(" alert " in x for x in lines) and any(" dispatch " in x for x in lines):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text
+    assert "telecare demo" in text
+    assert "P1 pendant alarm" in text or "P1 fall alarm" in text
+    assert "raised; proposed responder" in text
+    assert "demo stopped" in text
+    with sqlite3.connect(tmp_path / "demo" / "telecare.sqlite3") as conn:
+        (dispatches,) = conn.execute("SELECT count(*) FROM dispatches").fetchone()
+        (residents,) = conn.execute("SELECT count(*) FROM residents").fetchone()
+    assert dispatches >= 1
+    assert residents >= 6

@@ -1,0 +1,57 @@
+"""Configuration: TOML plus environment, errors that name the key and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_store() -> None:
+    config = load_config(None, {})
+    assert config == Config()
+    assert config.store.backend == "sqlite"
+    assert config.mqtt.clean_session is False  # persistent session by default
+
+
+def test_toml_then_environment_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '[mqtt]\nhost = "broker.local"\nport = 8883\ntls = true\n'
+        '[store]\nbackend = "postgres"\ndsn = "postgresql://db/telecare"\n'
+        '[[serial]]\nport = "/dev/ttyUSB0"\ncodec = "cms50d"\ndevice_id = "oxi-1"\n'
+    )
+    env = {"TELECARE_MQTT__PORT": "1884", "TELECARE_STORE__TIMESCALE": "false", "HOME": "/x"}
+    config = load_config(path, env)
+    assert config.mqtt.host == "broker.local"
+    assert config.mqtt.port == 1884
+    assert config.mqtt.tls is True
+    assert config.store.backend == "postgres"
+    assert config.store.timescale is False
+    assert config.serial[0].codec == "cms50d"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TELECARE_MQTT__PORT": "abc"}, "Config 'mqtt.port' has value 'abc'. Not a valid int."),
+        ({"TELECARE_MQTT__TLS": "perhaps"}, "Config 'mqtt.tls' has value 'perhaps'. Not a valid"),
+        ({"TELECARE_MQTT__PROT": "1"}, "Unknown config key 'mqtt.prot'"),
+        ({"TELECARE_NOPE__X": "1"}, "Unknown config key 'nope'"),
+    ],
+)
+def test_errors_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, env)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", {})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[mqtt\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, {})

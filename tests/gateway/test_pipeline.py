@@ -1,0 +1,156 @@
+"""The pipeline on both store backends, without a broker: decode -> rules -> store ->
+dispatch, idempotency under redelivery, and dead letters for bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from devices.codecs import json_v1
+from devices.model import (
+    AlarmEvent,
+    AlertKind,
+    Device,
+    DeviceKind,
+    EventType,
+    Phase,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from gateway.envelope import Envelope
+from gateway.pipeline import Pipeline, alert_id_for, dispatch_id_for
+from gateway.store.base import Store
+from rules.clock import FakeClock
+
+TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+PREFIX = "telecare/v1"
+
+
+async def _pipeline(store: Store) -> Pipeline:
+    await store.upsert_site(Site("s1", SiteKind.CARE_HOME))
+    await store.upsert_site(Site("s2", SiteKind.HOME))
+    await store.upsert_responder(Responder("staff", ResponderKind.MOBILE_WARDEN))
+    await store.upsert_resident(Resident("r1", "s1", "Name Private", responders=("staff",)))
+    await store.upsert_resident(Resident("r2", "s1"))
+    await store.upsert_device(Device("p1", "s1", DeviceKind.PENDANT, "r1"))
+    await store.upsert_device(Device("p2", "s1", DeviceKind.PENDANT, "r2"))
+    await store.upsert_device(Device("hub", "s1", DeviceKind.HUB))
+    await store.upsert_device(Device("oxi", "s1", DeviceKind.OXIMETER, "r1"))
+    return Pipeline(store, FakeClock(TS), topic_prefix=PREFIX)
+
+
+def _env(topic: str, payload: bytes) -> Envelope:
+    return Envelope("mqtt", f"{PREFIX}/{topic}", payload, TS)
+
+
+async def test_redelivered_press_is_processed_once(store: Store) -> None:
+    pipeline = await _pipeline(store)
+    env = _env("s1/p1/event", json_v1.encode_event("m1", TS, EventType.PENDANT))
+    for _ in range(3):
+        await pipeline.handle(env)
+    assert await store.count("alarm_events") == 1
+    assert await store.count("alerts") == 1
+    assert await store.count("dispatches") == 1
+    assert await store.count("dispatch_audit") == 1
+    assert pipeline.counters["events_duplicate"] == 2
+
+
+async def test_redelivery_completes_what_a_crash_left_undone(store: Store) -> None:
+    """The event row was stored but the gateway died before the alert and dispatch."""
+    pipeline = await _pipeline(store)
+    await store.write_event(AlarmEvent("p1", EventType.FALL, Phase.ALARM, TS, "m9", "s1", "r1"))
+    await pipeline.handle(_env("s1/p1/event", json_v1.encode_event("m9", TS, EventType.FALL)))
+    alert_id = alert_id_for("p1/m9", AlertKind.ALARM)
+    dispatch = await store.get_dispatch(dispatch_id_for(alert_id))
+    assert dispatch is not None
+    assert dispatch.responder_id == "staff"
+    assert await store.count("alarm_events") == 1
+
+
+async def test_resident_without_responders_gets_a_dispatch_with_none_proposed(
+    store: Store,
+) -> None:
+    pipeline = await _pipeline(store)
+    await pipeline.handle(_env("s1/p2/event", json_v1.encode_event("m1", TS, EventType.PENDANT)))
+    [dispatch] = await store.open_dispatches()
+    assert dispatch.responder_id is None
+    assert dispatch.resident_id == "r2"
+
+
+async def test_restore_and_periodic_test_raise_no_alert(store: Store) -> None:
+    pipeline = await _pipeline(store)
+    await pipeline.handle(
+        _env("s1/p1/event", json_v1.encode_event("m1", TS, EventType.LOW_BATTERY, Phase.RESTORE))
+    )
+    await pipeline.handle(
+        _env("s1/p1/event", json_v1.encode_event("m2", TS, EventType.PERIODIC_TEST))
+    )
+    assert await store.count("alarm_events") == 2
+    assert await store.count("alerts") == 0
+
+
+async def test_hub_batch_attributes_children_to_their_residents(store: Store) -> None:
+    pipeline = await _pipeline(store)
+    items = [
+        {
+            "device_id": "oxi",
+            "channel": "reading",
+            "msg_id": "a",
+            "ts": TS.isoformat(),
+            "readings": [{"metric": "spo2", "value": 94, "unit": "%"}],
+        },
+        {
+            "device_id": "p2",
+            "channel": "event",
+            "msg_id": "b",
+            "ts": TS.isoformat(),
+            "type": "fall",
+        },
+    ]
+    await pipeline.handle(_env("s1/hub/batch", json_v1.encode_batch("batch1", items)))
+    assert (await store.latest_readings("r1"))["spo2"] == (TS, 94.0)
+    [dispatch] = await store.open_dispatches()
+    assert dispatch.resident_id == "r2"
+
+
+async def test_bad_input_becomes_specific_dead_letters(store: Store) -> None:
+    pipeline = await _pipeline(store)
+    good = json_v1.encode_event("ok", TS, EventType.PENDANT)
+    cases = [
+        (_env("s1/p1/event", b"{oops"), "malformed JSON"),
+        (_env("s1/ghost/event", good), "device 'ghost' is not provisioned"),
+        (_env("s2/p1/event", good), "belongs to site 's1', not 's2'"),
+        (_env("s1/p1", good), "must be"),
+        (
+            _env(
+                "s1/hub/batch",
+                json_v1.encode_batch(
+                    "b",
+                    [
+                        {
+                            "device_id": "ghost",
+                            "channel": "event",
+                            "msg_id": "x",
+                            "ts": TS.isoformat(),
+                            "type": "fall",
+                        }
+                    ],
+                ),
+            ),
+            "forwarded for unknown device 'ghost'",
+        ),
+    ]
+    for env, _ in cases:
+        await pipeline.handle(env)
+    letters = list(reversed(await store.dead_letters()))
+    assert len(letters) == len(cases)
+    for letter, (env, reason) in zip(letters, cases, strict=True):
+        assert reason in letter.reason
+        assert letter.payload == env.payload
+        assert letter.origin == env.origin
+    # Nothing else was stored, and good traffic still flows.
+    assert await store.count("alarm_events") == 0
+    await pipeline.handle(_env("s1/p1/event", good))
+    assert await store.count("dispatches") == 1
