@@ -34,6 +34,7 @@ _E = TypeVar("_E", bound=StrEnum)
 
 __all__ = [
     "ID_PATTERN",
+    "NEWS2_PARAMETERS",
     "AlarmEvent",
     "Alert",
     "AlertKind",
@@ -45,6 +46,7 @@ __all__ = [
     "EventType",
     "Metric",
     "ModelError",
+    "ObservationSet",
     "Phase",
     "Reading",
     "Resident",
@@ -420,6 +422,99 @@ class AlarmEvent:
         object.__setattr__(self, "type", _enum("type", EventType, self.type))
         object.__setattr__(self, "phase", _enum("phase", Phase, self.phase))
         _check_ts("ts", self.ts)
+
+
+#: The seven NEWS2 parameters, in chart order.
+NEWS2_PARAMETERS: Final = (
+    "respiration_rate",
+    "spo2",
+    "on_oxygen",
+    "systolic_bp",
+    "pulse",
+    "consciousness",
+    "temperature",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationSet:
+    """A set of observations taken together for one resident (care-home staff on an iPad,
+    or a connected device). Idempotency key: ``(device_id, msg_id)``.
+
+    Any parameter may be missing (``None``): a partial set is stored and its readings
+    kept, but it is not a NEWS2 (the rules say which parameters are missing).
+    """
+
+    device_id: str
+    resident_id: str
+    ts: datetime
+    msg_id: str
+    respiration_rate: float | None = None
+    spo2: float | None = None
+    on_oxygen: bool | None = None
+    systolic_bp: float | None = None
+    pulse: float | None = None
+    consciousness: Consciousness | None = None
+    temperature: float | None = None
+    site_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("device_id", self.device_id)
+        _check_id("resident_id", self.resident_id)
+        _check_id("msg_id", self.msg_id)
+        _check_id("site_id", self.site_id, optional=True)
+        _check_ts("ts", self.ts)
+        if self.on_oxygen is not None and not isinstance(self.on_oxygen, bool):
+            raise ModelError("on_oxygen", f"{self.on_oxygen!r} must be true or false")
+        if self.consciousness is not None:
+            object.__setattr__(
+                self,
+                "consciousness",
+                _enum("consciousness", Consciousness, self.consciousness),
+            )
+        for name, metric in _OBSERVATION_METRICS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ModelError(name, f"{value!r} is not a number")
+            if not math.isfinite(value):
+                raise ModelError(name, f"{value!r} is not a finite number")
+            lo, hi = metric.bounds
+            if not lo <= value <= hi:
+                raise ModelError(
+                    name, f"{value} {metric.unit} is impossible (accepted {lo:g}..{hi:g})"
+                )
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(p for p in NEWS2_PARAMETERS if getattr(self, p) is None)
+
+    def readings(self) -> list[Reading]:
+        """The measured values as readings (for the time series)."""
+        return [
+            Reading(
+                self.device_id,
+                metric,
+                float(getattr(self, name)),
+                metric.unit,
+                self.ts,
+                self.msg_id,
+                self.resident_id,
+                self.site_id,
+            )
+            for name, metric in _OBSERVATION_METRICS.items()
+            if getattr(self, name) is not None
+        ]
+
+
+_OBSERVATION_METRICS: Final = {
+    "respiration_rate": Metric.RESPIRATION_RATE,
+    "spo2": Metric.SPO2,
+    "systolic_bp": Metric.SYSTOLIC_BP,
+    "pulse": Metric.PULSE,
+    "temperature": Metric.TEMPERATURE,
+}
 
 
 class AlertKind(StrEnum):

@@ -139,7 +139,7 @@ async def run_population(
                 await hub.forward([hub.child_readings(oxi.device_id, values)])
                 say(f"vitals via hub {oxi.device_id}")
             else:
-                d = rnd.choice(pendants)
+                d = rnd.choice(pendants + hubs)
                 await stubs[d.device_id].heartbeat(battery=rnd.randint(60, 100))
             await asyncio.sleep(interval)
     finally:

@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "LogConfig",
     "MqttConfig",
+    "RulesSection",
     "SerialPortConfig",
     "StoreConfig",
     "load_config",
@@ -79,6 +80,17 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class RulesSection:
+    #: Declarative rules file (``docs/examples/rules.toml``); empty = built-in defaults.
+    file: str = ""
+    #: Where rule state (open alarms, timers, trends) is persisted across restarts.
+    #: Empty: next to the SQLite file, or ``data/rules-state-<schema>.json`` for PostgreSQL.
+    state_file: str = ""
+    #: Seconds between runs of the time-driven rules.
+    tick_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     #: ``json`` (production) or ``console`` (pretty, for a terminal).
@@ -91,7 +103,16 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    rules: RulesSection = field(default_factory=RulesSection)
     serial: tuple[SerialPortConfig, ...] = ()
+
+
+def rule_state_path(config: Config) -> Path:
+    if config.rules.state_file:
+        return Path(config.rules.state_file)
+    if config.store.backend == "sqlite":
+        return Path(config.store.sqlite_path).with_name("rules-state.json")
+    return Path("data") / f"rules-state-{config.store.schema}.json"
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -31,26 +31,24 @@ from devices.model import (
     AlertKind,
     Dispatch,
     DispatchState,
+    ObservationSet,
     Phase,
     Reading,
 )
 from gateway.decode import MessageDecoder, Rejected
 from gateway.envelope import Envelope
 from gateway.logging import get_logger
-from gateway.store.base import AuditEntry, DeadLetter, Store
-from rules.alarms import priority_of
+from gateway.store.base import AuditEntry, DeadLetter, News2Record, Store
+from rules.alarms import alarm_id_for, is_technical, priority_of
 from rules.clock import Clock
+from rules.engine import EngineResult, RuleEngine
+from rules.news2 import News2Result, News2ValueError, Observation
 
-__all__ = ["Activity", "Envelope", "Pipeline", "alert_id_for", "dispatch_id_for"]
+__all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline", "dispatch_id_for"]
 
 log = get_logger("telecare.pipeline")
 
 _NS = uuid.UUID("6f0c35a8-3b4e-4a59-9d55-8a1b0f6c2e11")
-
-
-def alert_id_for(source_key: str, kind: AlertKind) -> str:
-    """Deterministic alert id for what raised it, so redelivery never duplicates."""
-    return "al-" + uuid.uuid5(_NS, f"{kind.value}:{source_key}").hex[:20]
 
 
 def dispatch_id_for(alert_id: str) -> str:
@@ -99,13 +97,16 @@ class Pipeline:
         topic_prefix: str = "telecare/v1",
         feed: ActivityFeed | None = None,
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None,
+        engine: RuleEngine | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.topic_prefix = topic_prefix
         self.feed = feed or ActivityFeed()
         self.decoder = MessageDecoder(store, topic_prefix)
+        self.engine = engine or RuleEngine(clock=clock)
         self.counters: Counter[str] = Counter()
+        self._watched: set[str] = set()
         self._on_dead_letter = on_dead_letter
 
     # -- entry point -----------------------------------------------------------------
@@ -117,6 +118,9 @@ class Pipeline:
         except Rejected as exc:
             await self.dead_letter(env, exc.reason, device_id=exc.device_id)
             return
+        for message in messages:
+            if message.device_id not in self._watched:
+                await self._watch(message.device_id)
         readings: list[Reading] = []
         for message in messages:
             if isinstance(message, Reading):
@@ -130,6 +134,11 @@ class Pipeline:
                 self.counters["heartbeats"] += 1
             elif isinstance(message, json_v1.Status):
                 await self._status(message)
+            elif isinstance(message, ObservationSet):
+                try:
+                    await self.handle_observation(message)
+                except Rejected as exc:
+                    await self.dead_letter(env, exc.reason, exc.device_id)
             else:
                 await self.dead_letter(
                     env, f"{type(message).__name__} messages are not handled yet", message.device_id
@@ -142,33 +151,152 @@ class Pipeline:
         stored = await self.store.write_readings(readings)
         self.counters["readings"] += stored
         self.counters["readings_duplicate"] += len(readings) - stored
+        for reading in readings:
+            resident = await self.decoder.registry.resident(reading.resident_id)
+            await self.apply(self.engine.on_reading(reading, resident))
 
     async def handle_event(self, event: AlarmEvent) -> None:
-        source_key = f"{event.device_id}/{event.msg_id}"
         new = await self.store.write_event(event)
         self.counters["events"] += 1
-        priority = priority_of(event.type)
-        if event.phase is not Phase.ALARM or priority is None:
-            # Restores, cancels and tests are recorded; clearing open dispatches is the
-            # dispatch service's job (issue 5).
-            return
-        alert_id = alert_id_for(source_key, AlertKind.ALARM)
-        if not new and await self.store.get_dispatch(dispatch_id_for(alert_id)) is not None:
+        raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
+        alert_id = alarm_id_for(event.device_id, event.msg_id)
+        fully_done = (
+            not new
+            and raises
+            and await self.store.get_dispatch(dispatch_id_for(alert_id)) is not None
+        )
+        if fully_done:
             self.counters["events_duplicate"] += 1
-            return  # redelivery of something fully processed
-        alert = Alert(
+            return  # a redelivery of something fully processed
+        resident = await self.decoder.registry.resident(event.resident_id)
+        result = self.engine.on_event(event, resident)
+        if not new and raises and not result.alerts and not result.folded:
+            # Redelivered after a crash that stored the event but not its alert/dispatch,
+            # while the engine already knew the alarm: finish the job.
+            result.alerts.append(self._event_alert(event, alert_id))
+        await self.apply(result)
+
+    async def handle_observation(self, obs: ObservationSet) -> News2Result | None:
+        """Store an observation set's readings, score it (NEWS2) and raise what the score
+        calls for. Returns the result (``complete=False`` names what is missing)."""
+        resident = await self.decoder.registry.resident(obs.resident_id)
+        if resident is None or (obs.site_id is not None and resident.site_id != obs.site_id):
+            raise Rejected(
+                f"resident {obs.resident_id!r} is not a resident of site {obs.site_id!r}",
+                obs.device_id,
+            )
+        await self.handle_readings(obs.readings())
+        site = await self.store.get_site(resident.site_id)
+        observation = Observation(
+            respiration_rate=obs.respiration_rate,
+            spo2=obs.spo2,
+            on_oxygen=obs.on_oxygen,
+            systolic_bp=obs.systolic_bp,
+            pulse=obs.pulse,
+            consciousness=obs.consciousness.value if obs.consciousness else None,
+            temperature=obs.temperature,
+        )
+        source_key = f"{obs.device_id}/{obs.msg_id}"
+        try:
+            news, result = self.engine.on_observation(
+                observation, resident, site, ts=obs.ts, source_key=source_key
+            )
+        except News2ValueError as exc:
+            raise Rejected(str(exc), obs.device_id) from None
+        self.counters["observations"] += 1
+        if news.complete and news.total is not None and news.risk is not None:
+            await self.store.write_news2(
+                News2Record(
+                    resident_id=resident.resident_id,
+                    ts=obs.ts,
+                    total=news.total,
+                    risk=news.risk,
+                    red_flag=news.red_flag,
+                    components=dict(news.components),
+                    spo2_scale=news.spo2_scale,
+                    observation_id=source_key,
+                )
+            )
+            log.info(
+                "news2_scored",
+                resident_id=resident.resident_id,
+                total=news.total,
+                risk=news.risk,
+                red_flag=news.red_flag,
+            )
+            self.feed.publish(
+                Activity(
+                    "news2",
+                    obs.ts,
+                    f"NEWS2 {news.total} ({news.risk}) for resident {resident.resident_id}"
+                    + (f": {result.advice}" if result.advice else ""),
+                    {"resident_id": resident.resident_id, "total": news.total, "risk": news.risk},
+                )
+            )
+        else:
+            self.feed.publish(
+                Activity(
+                    "news2",
+                    obs.ts,
+                    f"partial observations for resident {resident.resident_id}: "
+                    f"missing {', '.join(news.missing)}",
+                    {"resident_id": resident.resident_id, "missing": list(news.missing)},
+                )
+            )
+        await self.apply(result)
+        return news
+
+    async def _watch(self, device_id: str) -> None:
+        """First message from a device since start: let the heartbeat rule watch it."""
+        device = await self.decoder.registry.device(device_id)
+        if device is not None:
+            self.engine.watch_device(device, self.clock.now())
+            self._watched.add(device_id)
+
+    async def tick(self) -> None:
+        """Run the time-driven rules (missed heartbeats, inactivity, observations due)."""
+        await self.apply(self.engine.tick(self.clock.now()))
+
+    async def apply(self, result: EngineResult) -> None:
+        """Act on what the rules decided: raise alerts; report folds and clears."""
+        for alert in result.alerts:
+            await self.raise_alert(alert)
+        for folded in result.folded:
+            self.counters["folded"] += 1
+            self.feed.publish(
+                Activity(
+                    "folded",
+                    folded.ts,
+                    f"repeat folded into open alarm {folded.alarm_id} (x{folded.count})",
+                    {"alert_id": folded.alarm_id, "count": folded.count},
+                )
+            )
+        for cleared in result.cleared:
+            self.counters["cleared"] += 1
+            await self.on_cleared(cleared.alarm_id, cleared.reason, cleared.ts)
+
+    async def on_cleared(self, alert_id: str, reason: str, ts: datetime) -> None:
+        """An alarm's condition ended (restore, cancel, device heard again)."""
+        log.info("alarm_cleared", alert_id=alert_id, reason=reason)
+        self.feed.publish(
+            Activity("cleared", ts, f"alarm {alert_id} cleared: {reason}", {"alert_id": alert_id})
+        )
+
+    def _event_alert(self, event: AlarmEvent, alert_id: str) -> Alert:
+        priority = priority_of(event.type)
+        assert priority is not None
+        return Alert(
             alert_id=alert_id,
-            kind=AlertKind.ALARM,
+            kind=AlertKind.TECHNICAL if is_technical(event.type) else AlertKind.ALARM,
             priority=priority,
-            reason=f"{event.type.value} alarm from device {event.device_id}",
+            reason=f"{event.type.value.replace('_', ' ')} alarm from device {event.device_id}",
             ts=event.ts,
             site_id=event.site_id,
             resident_id=event.resident_id,
             device_id=event.device_id,
             event_type=event.type,
-            source_key=source_key,
+            source_key=f"{event.device_id}/{event.msg_id}",
         )
-        await self.raise_alert(alert)
 
     async def raise_alert(self, alert: Alert) -> None:
         """Store an alert and open its dispatch (both idempotent)."""

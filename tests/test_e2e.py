@@ -26,9 +26,10 @@ from devices.model import (
 from firmware_stubs.mqtt_device import Pendant
 from gateway.app import Gateway
 from gateway.broker import EmbeddedBroker
-from gateway.config import Config, MqttConfig, StoreConfig
-from gateway.pipeline import alert_id_for, dispatch_id_for
+from gateway.config import Config, MqttConfig, RulesSection, StoreConfig
+from gateway.pipeline import dispatch_id_for
 from gateway.store.base import Store
+from rules.alarms import alarm_id_for
 from tests.helpers import eventually
 from tests.services import MqttServer, PgServer
 
@@ -56,7 +57,7 @@ async def _connected(gw: Gateway) -> bool:
 async def press_and_check(gw: Gateway, host: str, port: int, prefix: str) -> None:
     async with Pendant("s1", "pend1", host=host, port=port, prefix=prefix) as pendant:
         msg_id = await pendant.press()
-    alert_id = alert_id_for(f"pend1/{msg_id}", AlertKind.ALARM)
+    alert_id = alarm_id_for("pend1", msg_id)
     dispatch = await eventually(lambda: gw.store.get_dispatch(dispatch_id_for(alert_id)))
     assert dispatch is not None
     assert dispatch.state is DispatchState.RAISED
@@ -86,7 +87,11 @@ async def press_and_check(gw: Gateway, host: str, port: int, prefix: str) -> Non
 @pytest.mark.postgres
 @pytest.mark.mosquitto
 async def test_pendant_press_end_to_end_on_mosquitto_and_postgres(
-    mqtt_server: MqttServer, pg_server: PgServer, pg_schema: str, topic_prefix: str
+    mqtt_server: MqttServer,
+    pg_server: PgServer,
+    pg_schema: str,
+    topic_prefix: str,
+    tmp_path: Path,
 ) -> None:
     config = Config(
         mqtt=MqttConfig(
@@ -96,6 +101,7 @@ async def test_pendant_press_end_to_end_on_mosquitto_and_postgres(
             client_id=f"gw-{uuid.uuid4().hex[:8]}",
         ),
         store=StoreConfig(backend="postgres", dsn=pg_server.dsn, schema=pg_schema),
+        rules=RulesSection(state_file=str(tmp_path / "rules-state.json")),
     )
     async with running_gateway(config) as gw:
         assert gw.store.mode in ("postgres", "timescaledb")

@@ -22,6 +22,7 @@ from devices.model import (
     AlarmEvent,
     EventType,
     ModelError,
+    ObservationSet,
     Phase,
     Reading,
     metric_from_name,
@@ -37,6 +38,7 @@ __all__ = [
     "decode",
     "encode_event",
     "encode_heartbeat",
+    "encode_observation",
     "encode_readings",
     "encode_status",
     "parse_topic",
@@ -46,7 +48,7 @@ __all__ = [
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 #: Largest number of items in one hub batch.
 MAX_BATCH_ITEMS: Final = 500
-CHANNELS: Final = ("event", "reading", "batch", "heartbeat", "status", "ble")
+CHANNELS: Final = ("event", "reading", "batch", "heartbeat", "status", "ble", "observation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class BleForward:
     data: bytes
 
 
-Message = Reading | AlarmEvent | Heartbeat | Status | BleForward
+Message = Reading | AlarmEvent | Heartbeat | Status | BleForward | ObservationSet
 
 
 def parse_topic(prefix: str, topic: str) -> Topic:
@@ -146,6 +148,8 @@ def _decode_doc(
             return [_decode_ble(device_id, doc)]
         if channel == "batch":
             return _decode_batch(device_id, doc, site_id, resident_id)
+        if channel == "observation":
+            return [_decode_observation(device_id, doc, site_id, resident_id)]
     except ModelError as exc:
         raise Malformed(f"{channel}: {exc}") from None
     raise Malformed(f"unknown channel {channel!r}")  # pragma: no cover - parse_topic guards
@@ -266,6 +270,44 @@ def _decode_readings(
             )
         )
     return out
+
+
+_OBS_FIELDS: Final = ("respiration_rate", "spo2", "systolic_bp", "pulse", "temperature")
+
+
+def _decode_observation(
+    device_id: str, doc: dict[str, Any], site_id: str | None, resident_id: str | None
+) -> ObservationSet:
+    """``{"v":1, "msg_id", "ts", "resident_id", "respiration_rate", "spo2", "on_oxygen",
+    "systolic_bp", "pulse", "consciousness", "temperature"}``; the resident defaults to the
+    device's own (a shared care-home tablet names the resident)."""
+    rid = doc.get("resident_id", resident_id)
+    if not isinstance(rid, str) or not ID_PATTERN.match(rid):
+        raise Malformed(f"observation resident_id {rid!r} missing or not a valid identifier")
+    values: dict[str, Any] = {}
+    for name in _OBS_FIELDS:
+        if doc.get(name) is not None:
+            values[name] = _number(doc[name], name)
+    on_oxygen = doc.get("on_oxygen")
+    if on_oxygen is not None and not isinstance(on_oxygen, bool):
+        raise Malformed(f"on_oxygen {on_oxygen!r} must be true or false")
+    acvpu = doc.get("consciousness")
+    if acvpu is not None and acvpu not in ("A", "C", "V", "P", "U"):
+        raise Malformed(f"consciousness {acvpu!r} must be one of A, C, V, P, U (ACVPU)")
+    return ObservationSet(
+        device_id=device_id,
+        resident_id=rid,
+        ts=_ts(doc),
+        msg_id=_msg_id(doc),
+        on_oxygen=on_oxygen,
+        consciousness=acvpu,
+        site_id=site_id,
+        **values,
+    )
+
+
+def encode_observation(msg_id: str, ts: datetime, resident_id: str, **values: Any) -> bytes:
+    return _dump({"v": 1, "msg_id": msg_id, "ts": _iso(ts), "resident_id": resident_id, **values})
 
 
 def _decode_ble(device_id: str, doc: dict[str, Any]) -> BleForward:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -47,7 +46,8 @@ ConfigOption = Annotated[
 ]
 
 
-def _config(path: Path | None) -> Config:
+def load_cli_config(path: Path | None) -> Config:
+    """The configuration, or exit 2 with the error (shared by every command)."""
     try:
         return load_config(path, os.environ)
     except ConfigError as exc:
@@ -70,7 +70,7 @@ def _install_stop(stop: Callable[[], None]) -> None:
 def run(config: ConfigOption = None) -> None:
     """Run the gateway: MQTT ingest -> rules -> store + dispatch. SIGINT/SIGTERM stop it
     cleanly, flushing everything it accepted."""
-    cfg = _config(config)
+    cfg = load_cli_config(config)
     configure_logging(cfg.log.level, cfg.log.format)
     from gateway.app import Gateway
 
@@ -85,7 +85,7 @@ def run(config: ConfigOption = None) -> None:
 @db_app.command("migrate")
 def db_migrate(config: ConfigOption = None) -> None:
     """Apply pending schema migrations (idempotent; the gateway also runs them at start)."""
-    cfg = _config(config)
+    cfg = load_cli_config(config)
     configure_logging(cfg.log.level, "console")
     from gateway.app import open_store
 
@@ -127,59 +127,15 @@ def demo(
     )
 
 
-@app.command()
-def simulate(
-    config: ConfigOption = None,
-    residents: Annotated[int, typer.Option(min=1)] = 6,
-    site: Annotated[str, typer.Option(help="Care home site id.")] = "oakhouse",
-    count: Annotated[int | None, typer.Option(help="Stop after N actions.")] = None,
-    interval: Annotated[float, typer.Option()] = 1.0,
-    provision: Annotated[
-        bool, typer.Option(help="Provision the devices in the store first.")
-    ] = True,
-) -> None:
-    """Drive simulated devices (pendants, hub, vitals) against the configured broker."""
-    cfg = _config(config)
-    configure_logging(cfg.log.level, "console")
-    from firmware_stubs.scenario import care_home, private_home, run_population
-    from gateway.app import open_store
-    from gateway.demo import provision as provision_store
+def _mount() -> None:
+    """Command groups that live in their own modules (imported late: they import this)."""
+    from gateway.cli import rules_cmd, simulate
 
-    pop = care_home(site, residents).extend(private_home())
-
-    async def main() -> int:
-        if provision:
-            async with open_store(cfg) as store:
-                await store.migrate()
-                await provision_store(store, pop)
-        return await run_population(
-            pop,
-            host=cfg.mqtt.host,
-            port=cfg.mqtt.port,
-            prefix=cfg.mqtt.topic_prefix,
-            interval=interval,
-            count=count,
-            on_action=lambda line: console.print(line),
-        )
-
-    with contextlib.suppress(KeyboardInterrupt):
-        n = _run(main)
-        console.print(f"{n} simulated actions sent")
+    app.add_typer(simulate.app, name="simulate")
+    app.add_typer(rules_cmd.app, name="rules")
 
 
-def _mount_optional(module: str, name: str) -> None:
-    """Mount a sub-command group that lives in its own module (rules, provisioning...)."""
-    try:
-        sub: Any = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return
-    app.add_typer(sub.app, name=name)
-
-
-_mount_optional("gateway.cli.rules_cmd", "rules")
-_mount_optional("gateway.cli.provision", "provision")
+_mount()
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from devices.model import Device, DeviceKind, Resident, Responder, ResponderKind, Site, SiteKind
-from firmware_stubs.mqtt_device import Pendant
 from gateway.store.sqlite import SqliteStore
 from tests.services import MqttServer
 
@@ -65,13 +64,14 @@ def test_run_stores_an_alarm_and_stops_cleanly_on_sigterm(
     try:
         _wait_for_line(proc, "mqtt_connected")
 
-        async def press() -> None:
-            async with Pendant(
-                "s1", "p1", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
-            ) as pendant:
-                await pendant.press()
-
-        asyncio.run(press())
+        pressed = subprocess.run(
+            [*TELECARE, "simulate", "press", "--site", "s1", "--device", "p1", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert pressed.returncode == 0, pressed.stderr
+        assert "pendant sent by p1" in pressed.stdout
         _wait_for_line(proc, "dispatch_raised")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from devices.codecs import json_v1
 from devices.model import (
     AlarmEvent,
-    AlertKind,
     Device,
     DeviceKind,
     EventType,
@@ -20,8 +19,9 @@ from devices.model import (
     SiteKind,
 )
 from gateway.envelope import Envelope
-from gateway.pipeline import Pipeline, alert_id_for, dispatch_id_for
+from gateway.pipeline import Pipeline, dispatch_id_for
 from gateway.store.base import Store
+from rules.alarms import alarm_id_for
 from rules.clock import FakeClock
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -62,7 +62,7 @@ async def test_redelivery_completes_what_a_crash_left_undone(store: Store) -> No
     pipeline = await _pipeline(store)
     await store.write_event(AlarmEvent("p1", EventType.FALL, Phase.ALARM, TS, "m9", "s1", "r1"))
     await pipeline.handle(_env("s1/p1/event", json_v1.encode_event("m9", TS, EventType.FALL)))
-    alert_id = alert_id_for("p1/m9", AlertKind.ALARM)
+    alert_id = alarm_id_for("p1", "m9")
     dispatch = await store.get_dispatch(dispatch_id_for(alert_id))
     assert dispatch is not None
     assert dispatch.responder_id == "staff"
