@@ -3,11 +3,12 @@ dispatch, idempotency under redelivery, and dead letters for bad input."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from devices.codecs import json_v1
 from devices.model import (
     AlarmEvent,
+    AlertKind,
     Device,
     DeviceKind,
     EventType,
@@ -154,3 +155,55 @@ async def test_bad_input_becomes_specific_dead_letters(store: Store) -> None:
     assert await store.count("alarm_events") == 0
     await pipeline.handle(_env("s1/p1/event", good))
     assert await store.count("dispatches") == 1
+
+
+async def test_observation_set_is_scored_stored_and_escalated(store: Store) -> None:
+    pipeline = await _pipeline(store)
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.HUB))
+    high = json_v1.encode_observation(
+        "obs1",
+        TS,
+        "r1",
+        respiration_rate=26,
+        spo2=91,
+        on_oxygen=True,
+        systolic_bp=88,
+        pulse=135,
+        consciousness="V",
+        temperature=34.9,
+    )
+    await pipeline.handle(_env("s1/ipad/observation", high))
+    [score] = await store.news2_history("r1", TS, TS + timedelta(seconds=1))
+    assert score.total == 20
+    assert score.risk == "high"
+    assert score.red_flag is True
+    # The vitals are kept as readings too.
+    latest = await store.latest_readings("r1")
+    assert latest["pulse"] == (TS, 135.0)
+    assert latest["temperature"] == (TS, 34.9)
+    [alert] = [a for a in await store.recent_alerts() if a.kind is AlertKind.NEWS2]
+    assert alert.priority == 1
+    assert alert.resident_id == "r1"
+    assert "NEWS2 20 (high risk)" in alert.reason
+    assert len(await store.open_dispatches()) == 1
+
+
+async def test_partial_observation_set_is_not_a_news2(store: Store) -> None:
+    pipeline = await _pipeline(store)
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.HUB))
+    partial = json_v1.encode_observation("obs2", TS, "r1", spo2=97, pulse=70)
+    await pipeline.handle(_env("s1/ipad/observation", partial))
+    assert await store.news2_history("r1", TS, TS + timedelta(seconds=1)) == []
+    assert await store.count("readings") == 2
+    assert await store.count("alerts") == 0
+
+
+async def test_observation_for_a_resident_of_another_site_is_rejected(store: Store) -> None:
+    pipeline = await _pipeline(store)
+    await store.upsert_resident(Resident("r9", "s2"))
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.HUB))
+    obs = json_v1.encode_observation("obs3", TS, "r9", spo2=97)
+    await pipeline.handle(_env("s1/ipad/observation", obs))
+    [letter] = await store.dead_letters()
+    assert "resident 'r9' is not a resident of site 's1'" in letter.reason
+    assert await store.count("readings") == 0
