@@ -20,7 +20,7 @@ def checksum_digit(digits15: str) -> str:
     """The 16th digit that makes the digit sum a multiple of 15 (``0`` counts as 10)."""
     total = sum(digit_value(c) for c in digits15)
     need = 15 - total % 15  # 1..15
-    return "0" if need == 10 else _DIGITS[need]
+    return "0" if need == 10 else "0123456789ABCDEF"[need]
 
 
 def encode_contact_id(

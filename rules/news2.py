@@ -234,6 +234,8 @@ _TABLES: Final = {
     "pulse": _offset_table("pulse", "pulse"),
     "temperature": _offset_table("temperature", "temperature"),
 }
+#: The same tables as Python tuples for the scalar path (numpy scalar indexing is slow).
+_PY_TABLES: Final = {k: (off, tuple(t.tolist())) for k, (off, t) in _TABLES.items()}
 _SPO2_SIZE: Final = _index_bounds("spo2")[1] + 1  # 0..100 -> 101 entries
 #: SpO2 blocks: 0 scale 1 on air, 1 scale 1 on O2, 2 scale 2 on air, 3 scale 2 on O2.
 _SPO2_TABLE: Final = np.concatenate(
@@ -247,6 +249,7 @@ _SPO2_TABLE: Final = np.concatenate(
 #: Consciousness by code point: 0 alert, 3 (+flag) for C/V/P/U, 255 invalid, 254 missing.
 _INVALID: Final = 255
 _ABSENT: Final = 254
+_SPO2_PY: Final = tuple(_SPO2_TABLE.tolist())
 _ACVPU_TABLE: Final = np.full(128, _INVALID, dtype=np.uint8)
 _ACVPU_TABLE[ord("A")] = 0
 for _letter in "CVPU":
@@ -265,9 +268,7 @@ def _risk_code(total: int, red_flag: bool) -> int:
 
 
 #: Sum of table entries (low 5 bits total, high bits count of 3s) -> risk code.
-_RISK_BY_SUM: Final = np.array(
-    [_risk_code(s & 31, s >= _FLAG) for s in range(256)], dtype=np.int8
-)
+_RISK_BY_SUM: Final = np.array([_risk_code(s & 31, s >= _FLAG) for s in range(256)], dtype=np.int8)
 
 
 # --------------------------------------------------------------------------- scalar
@@ -295,9 +296,9 @@ def _check_number(name: str, value: object) -> float:
 
 def _lookup(name: str, value: float) -> tuple[int, float]:
     idx = round_half_up(value, name)
-    offset, table = _TABLES[name]
+    offset, table = _PY_TABLES[name]
     k = _SCALE.get(name, 1)
-    return int(table[idx - offset]) & 31, (idx / k if k != 1 else idx)
+    return table[idx - offset] & 31, (idx / k if k != 1 else idx)
 
 
 def risk_for(total: int, red_flag: bool) -> str:
@@ -356,10 +357,10 @@ def score(obs: Observation) -> News2Result:
         idx = round_half_up(_check_number("spo2", obs.spo2), "spo2")
         rounded["spo2"] = idx
         if scale == 1:
-            components["spo2"] = int(_SPO2_TABLE[idx]) & 31
+            components["spo2"] = _SPO2_PY[idx] & 31
         elif on_oxygen is not None:
             block = 3 if on_oxygen else 2
-            components["spo2"] = int(_SPO2_TABLE[block * _SPO2_SIZE + idx]) & 31
+            components["spo2"] = _SPO2_PY[block * _SPO2_SIZE + idx] & 31
 
     acvpu = obs.consciousness
     if acvpu is None:
@@ -472,9 +473,7 @@ def _batch_consciousness(values: npt.ArrayLike, n: int) -> npt.NDArray[np.uint8]
     entries = _ACVPU_TABLE[codes]
     if n and entries.max() == _INVALID:
         i = int(np.flatnonzero(entries == _INVALID)[0])
-        raise News2ValueError(
-            f"consciousness[{i}]", f"{arr[i]!r} is not one of A, C, V, P, U"
-        )
+        raise News2ValueError(f"consciousness[{i}]", f"{arr[i]!r} is not one of A, C, V, P, U")
     return entries
 
 

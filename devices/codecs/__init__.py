@@ -21,11 +21,11 @@ class CodecError(Exception):
     """Base class of every codec error."""
 
 
-class Incomplete(CodecError):  # noqa: N818 - the sans-IO convention (h11, aiomqtt)
+class Incomplete(CodecError):
     """The buffer holds the start of a frame but not all of it yet."""
 
 
-class Malformed(CodecError):  # noqa: N818
+class Malformed(CodecError):
     """The input is not a valid frame/message. ``reason`` is specific and safe to log.
 
     ``skip`` is how many bytes a stream parser should discard before trying again

@@ -27,6 +27,7 @@ __all__ = ["MAX_LINE", "decoder", "parse", "parse_line"]
 #: A Rad-8 line is about 130 characters; anything longer without a newline is noise.
 MAX_LINE = 256
 _START = re.compile(rb"\d\d/\d\d/\d\d \d\d:\d\d:\d\d ")
+_START_LEN = 18
 _NO_VALUE = re.compile(r"^[+-]?-+(\.-+)?%?$")
 _INT = re.compile(r"^(\d{1,3})%?$")
 _DECIMAL = re.compile(r"^(\d{1,3}(?:\.\d{1,3})?)%?$")
@@ -38,21 +39,22 @@ def parse(buffer: bytes) -> tuple[OximeterSample, int]:
     Raises ``Incomplete`` until a newline arrives; ``Malformed`` with ``skip`` covering
     the noise before a line start, or the whole bad line.
     """
-    m = _START.search(buffer, 0, MAX_LINE + 32)
+    m = _START.search(buffer)
     if m is None:
-        nl = buffer.find(b"\n", 0, MAX_LINE)
+        nl = buffer.rfind(b"\n")
         if nl >= 0:
             raise Malformed("line without a Rad-8 date/time", skip=nl + 1)
         if len(buffer) > MAX_LINE:
-            raise Malformed("no Rad-8 line start in 256 bytes", skip=len(buffer) - 18)
+            # keep a tail that could be the beginning of a line start
+            raise Malformed("no Rad-8 line start", skip=len(buffer) - _START_LEN + 1)
         raise Incomplete("waiting for a line")
     if m.start() > 0:
         raise Malformed("noise before a Rad-8 line", skip=m.start())
-    end = buffer.find(b"\n", 0, MAX_LINE)
-    if end < 0:
-        if len(buffer) >= MAX_LINE:
-            raise Malformed("Rad-8 line longer than 256 bytes", skip=MAX_LINE)
+    end = buffer.find(b"\n")
+    if end < 0 and len(buffer) <= MAX_LINE:
         raise Incomplete("waiting for the end of the line")
+    if end < 0 or end > MAX_LINE:
+        raise Malformed(f"Rad-8 line longer than {MAX_LINE} bytes", skip=_START_LEN)
     nxt = _START.search(buffer, 1, end)
     if nxt is not None:
         raise Malformed("Rad-8 line cut short by a new line", skip=nxt.start())

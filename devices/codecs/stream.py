@@ -16,7 +16,7 @@ collect them (e.g. to log or dead-letter them); the totals stay on the decoder.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -42,10 +42,13 @@ class Skip:
 class FrameDecoder(Protocol[F_co]):
     """What a serial reader needs from any stream decoder."""
 
-    skipped_bytes: int
-    frames: int
+    @property
+    def skipped_bytes(self) -> int: ...
 
-    def feed(self, data: bytes) -> list[F_co]: ...
+    @property
+    def frames(self) -> int: ...
+
+    def feed(self, data: bytes) -> Sequence[F_co]: ...
 
     def pop_skips(self) -> list[Skip]: ...
 
@@ -78,16 +81,21 @@ class StreamDecoder(Generic[F]):
         buf = self._buffer + data
         out: list[F] = []
         pos = 0
+        limit = self._max_buffer + 1
         while pos < len(buf):
+            # parse a bounded window: a frame never needs more than max_buffer bytes, and
+            # this keeps a large chunk from being copied once per frame
+            window = buf[pos : pos + limit]
             try:
-                frame, used = self._parse(buf[pos:])
+                frame, used = self._parse(window)
             except Incomplete:
-                if len(buf) - pos > self._max_buffer:
-                    self._skip(len(buf) - pos, "no complete frame within the buffer limit")
-                    pos = len(buf)
+                if len(window) == limit:
+                    self._skip(limit, "no complete frame within the buffer limit")
+                    pos += limit
+                    continue
                 break
             except Malformed as exc:
-                n = min(exc.skip, len(buf) - pos)
+                n = min(exc.skip, len(window))
                 self._skip(n, exc.reason)
                 pos += n
                 continue

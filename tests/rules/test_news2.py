@@ -33,6 +33,7 @@ NORMAL = Observation(
     temperature=37.0,
 )
 
+
 def _with(**changes: Any) -> Observation:
     return dataclasses.replace(NORMAL, **changes)
 
@@ -237,7 +238,7 @@ def test_risk_bands(
     red_flag: bool,
     monitoring: timedelta | None,
 ) -> None:
-    result = score(_with(**changes))  # type: ignore[arg-type]
+    result = score(_with(**changes))
     assert (result.total, result.risk, result.red_flag) == (total, risk, red_flag)
     assert result.response
     if monitoring is not None:
@@ -314,7 +315,7 @@ def test_scale_2_without_oxygen_flag_cannot_score_spo2() -> None:
 # --------------------------------------------------------------------------- batch
 
 
-def _batch_args(rows: list[Observation]) -> dict[str, object]:
+def _batch_args(rows: list[Observation]) -> dict[str, Any]:
     def num(name: str) -> np.ndarray:
         vals = [getattr(o, name) for o in rows]
         return np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
@@ -332,7 +333,7 @@ def _batch_args(rows: list[Observation]) -> dict[str, object]:
 
 
 def _assert_batch_matches(rows: list[Observation]) -> None:
-    out = score_batch(**_batch_args(rows))  # type: ignore[arg-type]
+    out = score_batch(**_batch_args(rows))
     labels = risk_labels(out.risk)
     for i, obs in enumerate(rows):
         one = score(obs)
@@ -354,7 +355,7 @@ def test_batch_on_every_edge() -> None:
     ]
     rows.append(Observation(8, 91, True, 90, 131, "U", 35.0))
     _assert_batch_matches(rows)
-    assert score_batch(**_batch_args(rows[-1:])).total[0] == 20  # type: ignore[arg-type]
+    assert score_batch(**_batch_args(rows[-1:])).total[0] == 20
 
 
 def test_batch_rounding_38_05() -> None:
@@ -377,7 +378,7 @@ def test_batch_accepts_object_and_bytes_consciousness() -> None:
         np.array([b"A", b"V", b""], dtype="S1"),
         np.array(["A", "V", ""], dtype="U5"),
     ):
-        out = score_batch(**{**base, "consciousness": acvpu})  # type: ignore[arg-type]
+        out = score_batch(**{**base, "consciousness": acvpu})
         assert out.total.tolist() == [0, 3, INCOMPLETE]
         assert risk_labels(out.risk).tolist() == ["low", "low-medium", ""]
 
@@ -400,12 +401,12 @@ def test_batch_rejects_impossible_values_naming_field_and_index(
     arr[1] = bad
     args[name] = arr
     with pytest.raises(News2ValueError) as info:
-        score_batch(**args)  # type: ignore[arg-type]
+        score_batch(**args)
     assert info.value.field == field
 
 
 def test_batch_empty() -> None:
-    out = score_batch(**_batch_args([]))  # type: ignore[arg-type]
+    out = score_batch(**_batch_args([]))
     assert out.total.shape == (0,)
 
 

@@ -1,0 +1,308 @@
+"""The rule engine: canonical inputs in, :class:`~devices.model.Alert` s and clears out.
+
+Contract for the gateway pipeline
+---------------------------------
+Build one engine per process (``RuleEngine(config, clock)``), feed it every decoded
+input and act on each :class:`EngineResult`:
+
+=====================================================  ====================================
+call                                                   use it for
+=====================================================  ====================================
+``engine.watch_device(device)``                        each provisioned device at start-up
+                                                       (heartbeat watch; interval 0 = none)
+``engine.on_event(event, resident)``                   every :class:`AlarmEvent`
+``engine.on_reading(reading, resident)``               every :class:`Reading`
+``engine.on_observation(obs, resident, site, ts=...)`` every NEWS2 observation set;
+                                                       returns ``(News2Result, EngineResult)``
+``engine.on_activity(resident_id, ts)``                motion / presence signals
+``engine.close(alert_id)``                             the dispatch layer resolved an alert
+``engine.tick(now)``                                   periodically (e.g. every 10 s)
+``engine.snapshot()`` / ``RuleEngine.restore(...)``    persist state / rebuild after restart
+=====================================================  ====================================
+
+An :class:`EngineResult` holds ``alerts`` to raise (store and dispatch them),
+``cleared`` alerts whose condition ended (restore, cancel/reset, carer arrived, device
+heard again, ...), ``folded`` repeats counted into an open alarm (update its count; do
+not raise a new alert), ``restored`` life-critical alarms whose device restored but
+which stay open, and ``advice`` (the site's escalation text for a NEWS2 score).
+
+A pendant press (``EventType.PENDANT``, ``Phase.ALARM``) gives exactly one priority-1
+``AlertKind.ALARM`` alert; technical events give ``AlertKind.TECHNICAL``. Alert ids
+are stable for the same input (a redelivered message does not make a second alert),
+and reasons carry ids and measurements only, never names or NHS numbers.
+
+The engine is synchronous and pure apart from the injected clock, which it reads only
+when a caller omits ``ts``/``now``. It is not thread-safe: call it from one task.
+
+Resident settings: the :class:`~devices.model.Resident` record passed in is
+authoritative for SpO2 scale and baseline consciousness; the rules file supplies the
+rest (targets, windows). The observation's own ``spo2_scale`` is ignored (scale 2 is a
+prescription, never a per-reading option). When the baseline is ``C`` (chronic
+confusion), an observed ``C`` is scored as alert: only *new* confusion scores 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from devices.model import (
+    AlarmEvent,
+    Alert,
+    AlertKind,
+    Consciousness,
+    Device,
+    EventType,
+    Metric,
+    Phase,
+    Reading,
+    Resident,
+    Site,
+)
+from rules.alarms import AlarmBook, ClearedAlarm, OpenAlarm, Outcome, is_technical
+from rules.clock import Clock, SystemClock
+from rules.config import RulesConfig
+from rules.news2 import News2Result, Observation, score
+from rules.temporal import TemporalOutput, TemporalRules, Trend
+
+__all__ = ["EngineResult", "FoldedAlarm", "RuleEngine"]
+
+#: Events that show the resident is up and about (for daily-living inactivity).
+_ACTIVITY_EVENTS = frozenset({EventType.PENDANT, EventType.DOOR_EXIT, EventType.CANCEL})
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedAlarm:
+    """A repeat counted into an open alarm: ``count`` events so far."""
+
+    alarm_id: str
+    count: int
+    ts: datetime
+
+
+@dataclass(slots=True)
+class EngineResult:
+    alerts: list[Alert] = field(default_factory=list)
+    cleared: list[ClearedAlarm] = field(default_factory=list)
+    folded: list[FoldedAlarm] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    advice: str | None = None
+
+    def _take(self, out: TemporalOutput) -> EngineResult:
+        self.alerts.extend(out.alerts)
+        self.cleared.extend(out.cleared)
+        return self
+
+
+def _stable_id(prefix: str, *parts: object) -> str:
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=10).hexdigest()
+    return f"{prefix}-{digest}"
+
+
+class RuleEngine:
+    """Alarm and temporal rule state plus NEWS2 scoring. See the module docstring."""
+
+    def __init__(self, config: RulesConfig | None = None, clock: Clock | None = None) -> None:
+        self.config = config or RulesConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.alarms = AlarmBook(fold_window=timedelta(seconds=self.config.defaults.fold_window_s))
+        self.temporal = TemporalRules(self.config)
+
+    # ------------------------------------------------------------------ inputs
+
+    def watch_device(self, device: Device, now: datetime | None = None) -> None:
+        """Watch a device's heartbeat (``heartbeat_interval_s``; 0 = it sends none)."""
+        self.temporal.watch_device(
+            device.device_id,
+            device.heartbeat_interval_s,
+            now or self.clock.now(),
+            site_id=device.site_id,
+            resident_id=device.resident_id,
+        )
+
+    def on_event(self, event: AlarmEvent, resident: Resident | None = None) -> EngineResult:
+        """Classify one social-alarm event."""
+        result = EngineResult()._take(self.temporal.device_seen(event.device_id, event.ts))
+        resident_id = event.resident_id or (resident.resident_id if resident else None)
+        site_id = event.site_id or (resident.site_id if resident else None)
+        if event.resident_id is None and resident is not None:
+            event = dataclasses.replace(event, resident_id=resident_id, site_id=site_id)
+        if event.phase is Phase.ALARM and event.type in _ACTIVITY_EVENTS and resident_id:
+            result._take(self.temporal.activity(resident_id, event.ts, site_id=site_id))
+
+        outcome = self.alarms.apply(event)
+        if outcome.outcome is Outcome.RAISED:
+            alarm = outcome.alarms[0]
+            result.alerts.append(self._alarm_alert(alarm, event, outcome.superseded))
+        elif outcome.outcome is Outcome.FOLDED:
+            alarm = outcome.alarms[0]
+            result.folded.append(FoldedAlarm(alarm.alarm_id, alarm.count, event.ts))
+        elif outcome.outcome is Outcome.RESTORED:
+            result.restored.extend(a.alarm_id for a in outcome.alarms)
+        elif outcome.outcome in (Outcome.CLEARED, Outcome.CLOSED):
+            result.cleared.extend(
+                ClearedAlarm(a.alarm_id, outcome.reason, event.ts) for a in outcome.alarms
+            )
+        return result
+
+    def on_reading(self, reading: Reading, resident: Resident | None = None) -> EngineResult:
+        """One measured value: proof of life for its device; SpO2 feeds the target rule."""
+        result = EngineResult()._take(self.temporal.device_seen(reading.device_id, reading.ts))
+        resident_id = reading.resident_id or (resident.resident_id if resident else None)
+        if reading.metric is Metric.SPO2 and resident_id is not None:
+            settings = self.config.resident(resident_id, resident)
+            result._take(
+                self.temporal.spo2_reading(
+                    resident_id,
+                    reading.value,
+                    reading.ts,
+                    target=settings.spo2_target,
+                    sustained_s=settings.spo2_sustained_s,
+                    site_id=reading.site_id or settings.site_id,
+                )
+            )
+        return result
+
+    def on_observation(
+        self,
+        obs: Observation,
+        resident: Resident | None = None,
+        site: Site | None = None,
+        *,
+        ts: datetime | None = None,
+        resident_id: str | None = None,
+        source_key: str | None = None,
+    ) -> tuple[News2Result, EngineResult]:
+        """Score a NEWS2 set for a resident and raise what the score and trend call for.
+
+        Raises :class:`rules.news2.News2ValueError` for an impossible value. An
+        incomplete set returns an incomplete result and no alert.
+        """
+        when = ts or self.clock.now()
+        rid = resident.resident_id if resident is not None else resident_id
+        settings = self.config.resident(rid, resident)
+        consciousness = obs.consciousness
+        if consciousness == "C" and settings.baseline_consciousness is Consciousness.CONFUSION:
+            consciousness = "A"  # chronic confusion is the baseline, not new confusion
+        obs = dataclasses.replace(obs, spo2_scale=settings.spo2_scale, consciousness=consciousness)
+        news = score(obs)
+        result = EngineResult()
+        if not news.complete or news.total is None or news.risk is None:
+            return news, result
+        site_id = site.site_id if site else settings.site_id
+        site_rules = self.config.site(site_id)
+        result.advice = site_rules.advice_for(news.total, news.risk)
+
+        trend: Trend | None = None
+        if rid is not None:
+            trend, out = self.temporal.news2_scored(
+                rid, when, news.total, news.risk, site_id=site_id
+            )
+            result._take(out)
+        priority = site_rules.news2_priority.get(news.risk)
+        trend_note = ""
+        if trend is not None and (trend.rising or trend.crossed):
+            parts = []
+            if trend.rising:
+                parts.append(f"rose by {trend.rise} within {site_rules.news2_trend_window_h} h")
+            if trend.crossed:
+                parts.append(f"up from {trend.previous_risk} risk")
+            trend_note = "; " + ", ".join(parts)
+        if priority is None and not trend_note:
+            return news, result
+        kind = AlertKind.NEWS2 if priority is not None else AlertKind.TEMPORAL
+        result.alerts.append(
+            Alert(
+                alert_id=_stable_id("nw", source_key or "", rid, when.isoformat(), news.total),
+                kind=kind,
+                priority=priority if priority is not None else site_rules.news2_trend_priority,
+                reason=f"NEWS2 {news.total} ({news.risk} risk){trend_note}",
+                ts=when,
+                site_id=site_id,
+                resident_id=rid,
+                source_key=source_key,
+                detail={
+                    "total": news.total,
+                    "risk": news.risk,
+                    "red_flag": news.red_flag,
+                    "components": dict(news.components),
+                    "spo2_scale": news.spo2_scale,
+                    "advice": result.advice,
+                    "monitoring": news.monitoring,
+                    "trend_rise": trend.rise if trend else None,
+                    "previous_risk": trend.previous_risk if trend else None,
+                },
+            )
+        )
+        return news, result
+
+    def on_activity(
+        self, resident_id: str, ts: datetime | None = None, *, site_id: str | None = None
+    ) -> EngineResult:
+        """A motion or presence signal for a resident."""
+        return EngineResult()._take(
+            self.temporal.activity(resident_id, ts or self.clock.now(), site_id=site_id)
+        )
+
+    def close(self, alert_id: str, ts: datetime | None = None) -> EngineResult:
+        """The dispatch layer resolved ``alert_id``: forget it so the rule can fire again."""
+        result = EngineResult()
+        when = ts or self.clock.now()
+        if self.alarms.close(alert_id) is not None or self.temporal.close(alert_id):
+            result.cleared.append(ClearedAlarm(alert_id, "closed by operator", when))
+        return result
+
+    def tick(self, now: datetime | None = None) -> EngineResult:
+        """Run the time-driven rules (missed heartbeat, inactivity, observations due)."""
+        return EngineResult()._take(self.temporal.tick(now or self.clock.now()))
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        """All rule state as plain JSON-able data."""
+        return {
+            "version": 1,
+            "alarms": self.alarms.snapshot(),
+            "temporal": self.temporal.snapshot(),
+        }
+
+    @classmethod
+    def restore(
+        cls, data: dict[str, Any], config: RulesConfig | None = None, clock: Clock | None = None
+    ) -> RuleEngine:
+        """An engine rebuilt from :meth:`snapshot` output."""
+        if data.get("version") != 1:
+            raise ValueError(f"engine state: unsupported snapshot version {data.get('version')!r}")
+        engine = cls(config, clock)
+        engine.alarms = AlarmBook.from_snapshot(data["alarms"])
+        engine.temporal = TemporalRules.from_snapshot(data["temporal"], engine.config)
+        return engine
+
+    # ------------------------------------------------------------------ helpers
+
+    def _alarm_alert(
+        self, alarm: OpenAlarm, event: AlarmEvent, superseded: OpenAlarm | None
+    ) -> Alert:
+        detail: dict[str, Any] = {"count": alarm.count}
+        if event.zone:
+            detail["zone"] = event.zone
+        if event.code is not None:
+            detail["contact_id"] = event.code
+        if superseded is not None:
+            detail["supersedes"] = superseded.alarm_id
+        return Alert(
+            alert_id=alarm.alarm_id,
+            kind=AlertKind.TECHNICAL if is_technical(alarm.type) else AlertKind.ALARM,
+            priority=alarm.priority,
+            reason=f"{alarm.type.value.replace('_', ' ')} alarm from device {alarm.device_id}",
+            ts=event.ts,
+            site_id=event.site_id,
+            resident_id=event.resident_id,
+            device_id=event.device_id,
+            event_type=alarm.type,
+            source_key=alarm.source_key,
+            detail=detail,
+        )
