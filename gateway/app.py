@@ -20,6 +20,7 @@ from gateway.config import Config, rule_state_path
 from gateway.errors import ConfigError
 from gateway.ingest.deadletter import DeadLetterPublisher
 from gateway.ingest.mqtt import MqttIngest, gateway_topic
+from gateway.ingest.serial import SerialIngest
 from gateway.logging import get_logger
 from gateway.pipeline import ActivityFeed, Pipeline
 from gateway.rule_state import RuleRunner, load_engine
@@ -66,6 +67,7 @@ class Gateway:
         self.pipeline: Pipeline
         self.mqtt: MqttIngest
         self.dead_letters: DeadLetterPublisher
+        self.serial: SerialIngest | None = None
 
     async def __aenter__(self) -> Self:
         try:
@@ -101,6 +103,15 @@ class Gateway:
                 MqttIngest(self.config.mqtt, self.pipeline.handle, self.clock)
             )
             await self._stack.enter_async_context(self.dead_letters)
+            if self.config.serial:
+                self.serial = await self._stack.enter_async_context(
+                    SerialIngest(
+                        self.config.serial,
+                        self.pipeline,
+                        self.pipeline.decoder.registry.device,
+                        self.clock,
+                    )
+                )
         except BaseException:
             await self._stack.aclose()
             raise

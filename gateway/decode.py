@@ -3,6 +3,12 @@
 A message is accepted only from a provisioned device publishing under its own site; a hub
 may forward for child devices of the same site. Anything else raises :class:`Rejected`
 with a specific reason (the pipeline dead-letters it).
+
+BLE forwarding: a hub's ``ble`` message (``json_v1.BleForward``) carries the raw value
+of a Bluetooth SIG characteristic; it is decoded here with ``devices.codecs.ble``
+(0x2A5E PLX spot-check, 0x2A5F PLX continuous, 0x2A35 blood pressure) into readings
+for the forwarded device, keyed by the hub message's ``msg_id``. An unsupported
+characteristic or an undecodable value is rejected with the codec's reason.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from devices.codecs import Malformed, json_v1
+from devices.codecs import Malformed, ble, json_v1, registry
 from devices.model import AlarmEvent, Device, Reading, Resident
 from gateway.envelope import Envelope
 from gateway.store.base import Store
@@ -83,7 +89,47 @@ class MessageDecoder:
             )
         except Malformed as exc:
             raise Rejected(exc.reason, topic.device_id) from None
-        return [await self._attribute(m, device) for m in messages]
+        out: list[json_v1.Message] = []
+        for message in messages:
+            message = await self._attribute(message, device)
+            if isinstance(message, json_v1.BleForward):
+                out.extend(await self._ble(message, device))
+            else:
+                out.append(message)
+        return out
+
+    async def _ble(self, message: json_v1.BleForward, hub: Device) -> list[Reading]:
+        """Readings from a forwarded BLE characteristic value."""
+        codec = registry.CODECS.get(f"ble_{message.uuid.lower()}")
+        if not isinstance(codec, registry.MessageCodec):
+            known = ", ".join(sorted(n[4:].upper() for n in registry.CODECS if n[:4] == "ble_"))
+            raise Rejected(
+                f"BLE characteristic {message.uuid} is not supported (supported: {known})",
+                hub.device_id,
+            )
+        device = await self.registry.device(message.device_id)
+        if device is None:  # pragma: no cover - _attribute checked it
+            raise Rejected(f"device {message.device_id!r} is not provisioned", hub.device_id)
+        try:
+            frame = codec.decode(message.data)
+            convert = ble.bp_readings if isinstance(frame, ble.BloodPressure) else ble.plx_readings
+            readings = convert(
+                frame,
+                device_id=device.device_id,
+                ts=message.ts,
+                msg_id=message.msg_id,
+                resident_id=device.resident_id,
+                site_id=device.site_id,
+            )
+        except Malformed as exc:
+            raise Rejected(f"BLE {message.uuid}: {exc.reason}", message.device_id) from None
+        if not readings:
+            specials = ", ".join(f"{k}={v.name}" for k, v in ble.missing(frame).items())
+            raise Rejected(
+                f"BLE {message.uuid}: no measurement value ({specials or 'no fields'})",
+                message.device_id,
+            )
+        return readings
 
     async def _attribute(self, message: json_v1.Message, hub: Device) -> json_v1.Message:
         """Children in a hub batch: check provisioning and stamp their site/resident."""

@@ -129,8 +129,12 @@ def demo(
 
 def _mount() -> None:
     """Command groups that live in their own modules (imported late: they import this)."""
-    from gateway.cli import rules_cmd, simulate
+    from gateway.cli import provision, rules_cmd, simulate
 
+    app.add_typer(provision.site_app, name="site")
+    app.add_typer(provision.resident_app, name="resident")
+    app.add_typer(provision.responder_app, name="responder")
+    app.add_typer(provision.device_app, name="device")
     app.add_typer(simulate.app, name="simulate")
     app.add_typer(rules_cmd.app, name="rules")
 

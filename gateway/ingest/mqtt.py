@@ -1,26 +1,54 @@
 """MQTT ingest: subscribe to protocol v1, hand each message to the pipeline, acknowledge it
 to the broker only once the pipeline has stored (or spooled) what it carried.
 
-Resource handling: :class:`MqttIngest` is an async context manager owning one named
-task, ``mqtt-ingest``, which connects, subscribes and receives until the
-context exits (then it is cancelled and awaited).
+Delivery contract
+    Subscriptions are QoS 1 on a persistent session (stable client id,
+    ``clean_session=False``): while the gateway is away the broker keeps the subscription
+    and queues QoS 1 messages for it. The PUBACK of a message is sent by
+    :func:`manual_ack` only after ``handler(envelope)`` has returned, i.e. after the
+    pipeline stored it; a crash before that leaves the message unacknowledged and the
+    broker redelivers it to the next gateway with the same client id. The pipeline is
+    idempotent, so a redelivery stores nothing twice.
 
-Error handling: connection loss -> reconnect with :class:`~gateway.backoff.Backoff`
-forever (logged); the persistent session (stable client id, ``clean_session=False``) makes
-the broker keep our subscription and queue QoS 1 messages while we are away. A message
-whose processing fails with a storage error is *not* acknowledged: we drop the connection
-so the broker redelivers it (and everything after it) on reconnect. Bad payloads never
-fail processing (the pipeline dead-letters them).
+Ordering
+    Messages on one topic (one device and channel) are processed one at a time in arrival
+    order, so an alarm and its restore stay in sequence; different topics proceed in
+    parallel. Plain ``reading`` messages are the exception: each carries its own
+    timestamp and idempotency key, so they are processed concurrently even from one
+    device (a batching store can then put many into one write). At most
+    ``max_inflight`` messages are processed at once (the broker's own inflight limit is
+    usually lower and is what really bounds it).
+
+Gateway presence
+    The connection carries a last will: ``{"v":1,"online":false}`` retained on
+    ``<prefix>/_gateway/status``; on every (re)connect ``online: true`` is published there,
+    retained. Devices' own online/offline (their last will and retained status) arrives on
+    ``<prefix>/<site>/<device>/status`` and is stored by the pipeline like any message.
+
+Resource handling
+    :class:`MqttIngest` is an async context manager owning one named task,
+    ``mqtt-ingest``, which connects, subscribes and receives until the context exits
+    (then it is cancelled and awaited; messages being processed are cancelled and stay
+    unacknowledged, so the broker redelivers them).
+
+Error handling
+    Connection loss, a refused connection or a refused subscription (SUBACK failure, e.g.
+    an ACL) -> reconnect and resubscribe with :class:`~gateway.backoff.Backoff`, forever,
+    logged. A message whose processing raises (storage away and nothing to spool to) is
+    *not* acknowledged: the connection is dropped at once so the broker redelivers it,
+    and everything after it, on reconnect. Bad payloads never fail processing (the
+    pipeline dead-letters them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -31,7 +59,13 @@ from gateway.envelope import Envelope
 from gateway.logging import get_logger
 from rules.clock import Clock
 
-__all__ = ["MqttIngest", "enable_manual_ack", "manual_ack"]
+__all__ = [
+    "MqttIngest",
+    "SubscriptionRefused",
+    "enable_manual_ack",
+    "gateway_topic",
+    "manual_ack",
+]
 
 log = get_logger("telecare.ingest.mqtt")
 
@@ -41,17 +75,73 @@ Handler = Callable[[Envelope], Awaitable[None]]
 # The only two places that reach into aiomqtt's wrapped paho client: paho-mqtt 2.x can hold
 # back the PUBACK (``manual_ack_set``) until we call ``ack(mid, qos)``.
 def enable_manual_ack(client: aiomqtt.Client) -> None:
+    """Make ``client`` send PUBACKs only when :func:`manual_ack` is called."""
     paho_client: paho.Client = client._client
     paho_client.manual_ack_set(True)
 
 
 def manual_ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Send the PUBACK for ``message`` (nothing for QoS 0)."""
     if message.qos > 0:
         paho_client: paho.Client = client._client
         paho_client.ack(message.mid, message.qos)
 
 
+def gateway_topic(topic_prefix: str, name: str) -> str:
+    """The gateway's own topics (``status``, ``deadletter``): ``<prefix>/_gateway/<name>``.
+
+    ``_gateway`` can never be a site id (ids start with a letter or digit), and the topic
+    has one level fewer than the device topics, so the ingest subscription never sees it.
+    """
+    return f"{topic_prefix.rstrip('/')}/_gateway/{name}"
+
+
+def _status_payload(online: bool) -> bytes:
+    return json.dumps({"v": 1, "online": online}, separators=(",", ":")).encode()
+
+
+class SubscriptionRefused(aiomqtt.MqttError):
+    """The broker refused our subscription (an ACL, usually): retried with backoff."""
+
+
+class _ProcessingFailed(aiomqtt.MqttError):
+    """A message could not be stored; leaving the connection makes the broker resend it."""
+
+
+#: Channels whose messages need no ordering between them (see "Ordering" above).
+UNORDERED_CHANNELS = frozenset({"reading"})
+
+
+class _TopicOrder:
+    """Per-topic locks taken in arrival order; a lock is forgotten once nobody holds or
+    waits for it, so the table stays as small as the number of busy topics."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, topic: str) -> Any:
+        lock, users = self._locks.get(topic, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[topic] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[topic]
+            if users <= 1:
+                del self._locks[topic]
+            else:
+                self._locks[topic] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class MqttIngest:
+    """One persistent MQTT session feeding ``handler`` (see the module docstring)."""
+
     def __init__(
         self,
         config: MqttConfig,
@@ -65,15 +155,24 @@ class MqttIngest:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.connected = asyncio.Event()
+        #: Connections made so far (1 after the first connect; more after reconnects).
+        self.connections = 0
+        #: Messages acknowledged to the broker / left unacknowledged after a failure.
+        self.acked = 0
+        self.not_stored = 0
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._order = _TopicOrder()
         # Bounds how many messages are being processed at once (MQTT receive maximum).
         self._inflight = asyncio.Semaphore(config.max_inflight)
 
     @property
     def subscription(self) -> str:
         return f"{self.config.topic_prefix}/+/+/+"
+
+    @property
+    def status_topic(self) -> str:
+        return gateway_topic(self.config.topic_prefix, "status")
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name="mqtt-ingest")
@@ -94,11 +193,15 @@ class MqttIngest:
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None:
-        """Publish through the ingest connection (dead-letter topic, responder app)."""
+        """Publish through the ingest connection (dead-letter topic, responder app).
+
+        Raises ``RuntimeError`` while disconnected and ``aiomqtt.MqttError`` if the
+        broker does not confirm in time.
+        """
         client = self._client
         if client is None:
             raise RuntimeError("MQTT is not connected")
-        await client.publish(topic, payload, qos=qos, retain=retain)
+        await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
 
     def _make_client(self) -> aiomqtt.Client:
         c = self.config
@@ -115,6 +218,7 @@ class MqttIngest:
             keepalive=c.keepalive,
             max_inflight_messages=c.max_inflight,
             tls_context=tls_context,
+            will=aiomqtt.Will(self.status_topic, _status_payload(False), qos=1, retain=True),
         )
         enable_manual_ack(client)
         return client
@@ -124,14 +228,19 @@ class MqttIngest:
             try:
                 async with self._make_client() as client:
                     self._client = client
-                    await client.subscribe(self.subscription, qos=1)
+                    await self._subscribe(client)
+                    await client.publish(
+                        self.status_topic, _status_payload(True), qos=1, retain=True
+                    )
                     self.backoff.reset()
+                    self.connections += 1
                     self.connected.set()
                     log.info(
                         "mqtt_connected",
                         host=self.config.host,
                         port=self.config.port,
                         subscription=self.subscription,
+                        connections=self.connections,
                     )
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
@@ -141,46 +250,83 @@ class MqttIngest:
                 log.warning("mqtt_disconnected", error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        """Process messages concurrently across devices, in order within one topic.
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        granted = await client.subscribe(self.subscription, qos=1, timeout=10)
+        if _refused(granted):
+            raise SubscriptionRefused(
+                f"broker refused the subscription to {self.subscription!r} "
+                f"(granted {list(granted)!r}); check the ACL for user "
+                f"{self.config.username or '(anonymous)'!r}"
+            )
 
-        A per-topic lock taken in arrival order keeps an alarm and its restore (or a
-        device's readings) in sequence; different devices proceed in parallel.
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Receive until the connection drops or a message fails to be stored.
+
+        Each message is processed in its own task (in order per topic); the first failure
+        ends the receive loop at once, cancelling the others (all unacknowledged).
         """
+        failed = asyncio.Event()
         failures: list[BaseException] = []
         tasks: set[asyncio.Task[None]] = set()
-        try:
+
+        async def receive_loop() -> None:
             async for message in client.messages:
-                if failures:
-                    raise aiomqtt.MqttError(f"message processing failed: {failures[0]!r}")
                 await self._inflight.acquire()
-                task = asyncio.create_task(self._process(client, message, failures))
+                if failed.is_set():
+                    self._inflight.release()
+                    return
+                task = asyncio.create_task(self._process(client, message, failures, failed))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+
+        loop_task = asyncio.create_task(receive_loop(), name="mqtt-receive")
+        fail_task = asyncio.create_task(failed.wait(), name="mqtt-failure-watch")
+        try:
+            await asyncio.wait({loop_task, fail_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
+            for task in (loop_task, fail_task, *tasks):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(loop_task, fail_task, *tasks, return_exceptions=True)
+        if failures:
+            raise _ProcessingFailed(f"message processing failed: {failures[0]!r}")
+        loop_task.result()  # re-raises the connection error that ended the loop
 
     async def _process(
         self,
         client: aiomqtt.Client,
         message: aiomqtt.Message,
         failures: list[BaseException],
+        failed: asyncio.Event,
     ) -> None:
         topic = str(message.topic)
-        lock = self._locks.setdefault(topic, asyncio.Lock())
+        ordered = topic.rpartition("/")[2] not in UNORDERED_CHANNELS
         try:
-            async with lock:
+            async with self._order.hold(topic) if ordered else contextlib.nullcontext():
+                if failed.is_set():
+                    return  # a message before it failed: leave it for redelivery
                 payload = message.payload
                 if not isinstance(payload, bytes | bytearray):
                     payload = str(payload).encode()
                 env = Envelope("mqtt", topic, bytes(payload), self.clock.now())
                 await self.handler(env)
+                manual_ack(client, message)
+                self.acked += 1
         except Exception as exc:  # storage away: no ack; the broker resends on reconnect
+            self.not_stored += 1
             log.error("mqtt_message_not_stored", topic=topic, error=repr(exc))
             failures.append(exc)
-            return
+            failed.set()
         finally:
             self._inflight.release()
-        manual_ack(client, message)
+
+
+def _refused(granted: Sequence[Any]) -> bool:
+    """Whether a SUBACK's granted list refuses any subscription (v3 0x80 or a v5 code)."""
+    for code in granted:
+        is_failure = getattr(code, "is_failure", None)
+        if is_failure is not None:
+            if is_failure:
+                return True
+        elif int(code) >= 0x80:
+            return True
+    return False

@@ -1,0 +1,275 @@
+"""``python -m bench ingest``: MQTT ingest throughput against a bare receive loop.
+
+Both sides drain the same backlog from the same private Mosquitto (started here with
+``max_inflight_messages`` and ``max_queued_messages`` raised): a persistent session is
+created, N messages are published and queued for it, then the receiver connects and the
+clock runs until the last one is done.
+
+* **baseline**: a bare aiomqtt loop that only receives (automatic PUBACK).
+* **gateway**: the gateway's :class:`~gateway.ingest.mqtt.MqttIngest` feeding the real
+  :class:`~gateway.pipeline.Pipeline` (provisioning checks, decode, store), with manual
+  PUBACK after each message is stored; done when every message is acknowledged.
+
+Run for single readings (one message = SpO2 + pulse) and hub batches (one message =
+``--batch`` child readings). Prints messages/s for both, and the ratio (target >= 0.7).
+
+    python -m bench ingest [--store sqlite|postgres] [--dsn ...] [--durable]
+                           [--messages 4000] [--batches 400] [--batch 20] [--devices 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from devices.codecs import json_v1
+from devices.model import Device, DeviceKind, Resident, Site, SiteKind
+from gateway.app import open_store
+from gateway.config import Config, MqttConfig, StoreConfig
+from gateway.ingest.mqtt import MqttIngest
+from gateway.logging import configure_logging
+from gateway.pipeline import Pipeline
+from gateway.store.base import Store
+from rules.clock import SystemClock
+
+__all__ = ["main"]
+
+TARGET_RATIO = 0.7
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_broker() -> Iterator[int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    tmp = Path(tempfile.mkdtemp(prefix="telecare-bench-mqtt-"))
+    port = _free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        "max_inflight_messages 1000\nmax_queued_messages 1000000\nmax_queued_bytes 0\n"
+        "log_dest none\n"
+    )
+    proc = subprocess.Popen([binary, "-c", str(conf)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mosquitto did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    messages: list[tuple[str, bytes]]
+    readings: int
+
+
+def _ts() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def single_readings(prefix: str, n: int, devices: int) -> Workload:
+    now = datetime.now(UTC)
+    msgs = []
+    for i in range(n):
+        dev = f"d{i % devices}"
+        payload = json_v1.encode_readings(
+            f"m{i}", now, [("spo2", 90 + i % 10, "%"), ("pulse", 60 + i % 40, "/min")]
+        )
+        msgs.append((f"{prefix}/s1/{dev}/reading", payload))
+    return Workload("single readings", msgs, 2 * n)
+
+
+def hub_batches(prefix: str, n: int, size: int, devices: int) -> Workload:
+    msgs = []
+    hubs = max(1, devices // 2)
+    for i in range(n):
+        hub = f"h{i % hubs}"
+        items: list[dict[str, Any]] = [
+            {
+                "device_id": f"d{(i * size + j) % devices}",
+                "channel": "reading",
+                "msg_id": f"b{i}-{j}",
+                "ts": _ts(),
+                "readings": [{"metric": "spo2", "value": 90 + j % 10, "unit": "%"}],
+            }
+            for j in range(size)
+        ]
+        msgs.append((f"{prefix}/s1/{hub}/batch", json_v1.encode_batch(f"b{i}", items)))
+    return Workload(f"hub batches of {size}", msgs, n * size)
+
+
+async def provision(store: Store, devices: int, hubs: int) -> None:
+    await store.upsert_site(Site("s1", SiteKind.CARE_HOME))
+    for r in range(devices):
+        await store.upsert_resident(Resident(f"r{r}", "s1"))
+        await store.upsert_device(Device(f"d{r}", "s1", DeviceKind.OXIMETER, f"r{r}"))
+    for h in range(hubs):
+        await store.upsert_device(Device(f"h{h}", "s1", DeviceKind.HUB))
+
+
+async def enqueue(port: int, client_id: str, subscription: str, work: Workload) -> None:
+    """Create the persistent session, then publish the backlog it will drain."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as c:
+        await c.subscribe(subscription, qos=1)
+    async with aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000) as pub:
+        for i in range(0, len(work.messages), 500):
+            chunk = work.messages[i : i + 500]
+            await asyncio.gather(*(pub.publish(t, p, qos=1) for t, p in chunk))
+
+
+# --------------------------------------------------------------------------- receivers
+
+
+async def bare_receive(port: int, subscription: str, work: Workload) -> float:
+    client_id = f"bare-{uuid.uuid4().hex[:8]}"
+    await enqueue(port, client_id, subscription, work)
+    n = len(work.messages)
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=client_id, clean_session=False
+    ) as client:
+        start = time.perf_counter()
+        got = 0
+        async for _ in client.messages:
+            got += 1
+            if got == n:
+                break
+        return time.perf_counter() - start
+
+
+@contextlib.asynccontextmanager
+async def opened_store(args: argparse.Namespace, tmp: Path) -> AsyncIterator[Store]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    cfg = Config(
+        store=StoreConfig(
+            backend=args.store,
+            dsn=args.dsn,
+            schema=schema,
+            timescale=False,
+            sqlite_path=str(tmp / "bench.sqlite3"),
+        )
+    )
+    async with AsyncExitStack() as stack:
+        backend = open_store(cfg)
+        await stack.enter_async_context(backend)
+        await backend.migrate()
+        store: Store = backend
+        if args.durable:
+            from gateway.store.durable import DurableStore
+
+            store = await stack.enter_async_context(
+                DurableStore(backend, spool_dir=tmp / "spool")  # type: ignore[arg-type]
+            )
+        try:
+            yield store
+        finally:
+            if args.store == "postgres":
+                import psycopg
+
+                async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
+                    await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def gateway_receive(
+    port: int, prefix: str, work: Workload, args: argparse.Namespace, tmp: Path
+) -> tuple[float, Pipeline]:
+    client_id = f"gw-{uuid.uuid4().hex[:8]}"
+    mqtt = MqttConfig(port=port, client_id=client_id, topic_prefix=prefix, max_inflight=1000)
+    async with opened_store(args, tmp) as store:
+        await provision(store, args.devices, max(1, args.devices // 2))
+        pipeline = Pipeline(store, SystemClock(), topic_prefix=prefix)
+        ingest = MqttIngest(mqtt, pipeline.handle, SystemClock())
+        await enqueue(port, client_id, ingest.subscription, work)
+        n = len(work.messages)
+        async with ingest:
+            await ingest.connected.wait()
+            start = time.perf_counter()
+            while ingest.acked < n:  # noqa: ASYNC110 - polling a counter, 2 ms resolution
+                await asyncio.sleep(0.002)
+            elapsed = time.perf_counter() - start
+    return elapsed, pipeline
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace) -> bool:
+    ok = True
+    with private_broker() as port, tempfile.TemporaryDirectory() as tmpdir:
+        for kind in ("single", "batch"):
+            prefix = f"bench-{uuid.uuid4().hex[:6]}/telecare/v1"
+            work = (
+                single_readings(prefix, args.messages, args.devices)
+                if kind == "single"
+                else hub_batches(prefix, args.batches, args.batch, args.devices)
+            )
+            n = len(work.messages)
+            base = await bare_receive(port, f"{prefix}/+/+/+", work)
+            gw, pipeline = await gateway_receive(port, prefix, work, args, Path(tmpdir))
+            bad = pipeline.counters["dead_letters"]
+            ratio = base / gw
+            ok &= ratio >= TARGET_RATIO and bad == 0
+            print(
+                f"{work.name:>22}: gateway {n / gw:9.0f} msg/s ({work.readings / gw:9.0f}"
+                f" readings/s, {n} msgs in {gw:.2f}s) | bare receive {n / base:9.0f} msg/s"
+                f" | ratio {ratio:.2f} (target >= {TARGET_RATIO})"
+                + (f" | {bad} DEAD LETTERS" if bad else "")
+            )
+    return ok
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("TELECARE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument("--durable", action="store_true", help="wrap in DurableStore (batching)")
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--devices", type=int, default=200)
+    args = parser.parse_args(argv)
+    mode = f"{args.store}{' + DurableStore' if args.durable else ''}"
+    print(f"ingest benchmark: store {mode}, private mosquitto (max_inflight_messages 1000)")
+    configure_logging("error", "console")
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    ok = asyncio.run(run(args))
+    return 0 if ok else 1

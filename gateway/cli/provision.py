@@ -1,0 +1,389 @@
+"""Installer commands: sites, residents, responders and devices with per-device MQTT
+credentials.
+
+    telecare site add oakhouse --kind care_home
+    telecare resident add res1 --site oakhouse --name "..."       (names never logged)
+    telecare responder add kh1 --kind keyholder
+    telecare device add pend1 --site oakhouse --resident res1 --kind pendant
+        -> prints the device's MQTT password once; only its hash is stored
+    telecare device passwd pend1                  rotate the password
+    telecare device list                          a table of devices
+    telecare device mosquitto-passwd /etc/mosquitto/telecare.passwd
+    telecare device test pend1 --password ...     publish a test event, wait until stored
+
+The four Typer groups (``site_app``, ``resident_app``, ``responder_app``,
+``device_app``) are mounted as top-level groups by ``gateway.cli.main``; ``app`` holds
+them all for mounting under one name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import aiomqtt
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from devices.codecs import json_v1, registry
+from devices.model import (
+    Device,
+    DeviceKind,
+    EventType,
+    ModelError,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from gateway.auth import hash_secret, new_secret, read_password_file, write_password_file
+from gateway.cli.main import ConfigOption, load_cli_config
+from gateway.config import Config
+from gateway.store.base import Store
+
+__all__ = ["app", "device_app", "resident_app", "responder_app", "site_app"]
+
+_T = TypeVar("_T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+site_app = typer.Typer(help="Sites: homes and care homes.", no_args_is_help=True)
+resident_app = typer.Typer(help="Residents (personal data is never logged).", no_args_is_help=True)
+responder_app = typer.Typer(help="Responders: keyholders, wardens, crews.", no_args_is_help=True)
+device_app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_help=True)
+app = typer.Typer(help="Provisioning.", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+app.add_typer(resident_app, name="resident")
+app.add_typer(responder_app, name="responder")
+app.add_typer(device_app, name="device")
+
+#: Device formats accepted by ``device add``: protocol v1 plus every registered codec.
+FORMATS = ("json_v1", *sorted(registry.CODECS))
+
+
+def _with_store(cfg: Config, action: Callable[[Store], Awaitable[_T]]) -> _T:
+    from gateway.app import open_store
+
+    async def main() -> _T:
+        async with open_store(cfg) as store:
+            await store.migrate()
+            return await action(store)
+
+    return asyncio.run(main())
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+def _model(build: Callable[[], _T]) -> _T:
+    try:
+        return build()
+    except ModelError as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _list_or_none(store: Store, name: str) -> list[Any] | None:
+    """``store.<name>()`` when the backend has it (not yet part of the Store seam)."""
+    method = getattr(store, name, None)
+    return None if method is None else list(await method())
+
+
+# --------------------------------------------------------------------------- sites
+
+
+@site_app.command("add")
+def site_add(
+    site_id: str,
+    kind: Annotated[SiteKind, typer.Option(help="home or care_home")] = SiteKind.HOME,
+    name: Annotated[str, typer.Option(help="Display name (not logged).")] = "",
+    address: Annotated[str, typer.Option(help="Address (not logged).")] = "",
+    area: Annotated[str, typer.Option(help="Response area.")] = "default",
+    config: ConfigOption = None,
+) -> None:
+    """Create or update a site."""
+    site = _model(lambda: Site(site_id, kind, name, address, area))
+    _with_store(load_cli_config(config), lambda store: store.upsert_site(site))
+    console.print(f"site [bold]{site_id}[/bold] saved")
+
+
+@site_app.command("list")
+def site_list(config: ConfigOption = None) -> None:
+    """List sites."""
+    sites = _with_store(load_cli_config(config), lambda store: _list_or_none(store, "list_sites"))
+    if sites is None:
+        raise _fail("this store cannot list sites yet")
+    table = Table("site", "kind", "area")
+    for s in sites:
+        table.add_row(s.site_id, s.kind.value, s.area)
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- residents
+
+
+@resident_app.command("add")
+def resident_add(
+    resident_id: str,
+    site: Annotated[str, typer.Option(help="The site the resident lives at.")],
+    name: Annotated[str, typer.Option(help="Name (stored, never logged).")] = "",
+    nhs_number: Annotated[str | None, typer.Option(help="NHS number (never logged).")] = None,
+    responders: Annotated[
+        str, typer.Option(help="Responder ids in cascade order, comma separated.")
+    ] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Create or update a resident."""
+    cascade = tuple(r.strip() for r in responders.split(",") if r.strip())
+    resident = _model(lambda: Resident(resident_id, site, name, nhs_number, responders=cascade))
+
+    async def save(store: Store) -> None:
+        if await store.get_site(site) is None:
+            raise _fail(f"site {site!r} does not exist; add it with 'site add {site}'")
+        for responder_id in cascade:
+            if await store.get_responder(responder_id) is None:
+                raise _fail(f"responder {responder_id!r} does not exist")
+        await store.upsert_resident(resident)
+
+    _with_store(load_cli_config(config), save)
+    console.print(f"resident [bold]{resident_id}[/bold] saved at site {site}")
+
+
+@resident_app.command("list")
+def resident_list(config: ConfigOption = None) -> None:
+    """List residents (ids, sites and cascades; no names)."""
+    residents = _with_store(
+        load_cli_config(config), lambda store: _list_or_none(store, "list_residents")
+    )
+    if residents is None:
+        raise _fail("this store cannot list residents yet")
+    table = Table("resident", "site", "responders", "SpO2 scale")
+    for r in residents:
+        table.add_row(r.resident_id, r.site_id, ", ".join(r.responders), str(r.spo2_scale))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- responders
+
+
+@responder_app.command("add")
+def responder_add(
+    responder_id: str,
+    kind: Annotated[ResponderKind, typer.Option()] = ResponderKind.KEYHOLDER,
+    name: Annotated[str, typer.Option(help="Name (not logged).")] = "",
+    phone: Annotated[str, typer.Option(help="Phone (not logged).")] = "",
+    area: Annotated[str, typer.Option()] = "default",
+    config: ConfigOption = None,
+) -> None:
+    """Create or update a responder."""
+    responder = _model(lambda: Responder(responder_id, kind, name, phone, area))
+    _with_store(load_cli_config(config), lambda store: store.upsert_responder(responder))
+    console.print(f"responder [bold]{responder_id}[/bold] saved")
+
+
+@responder_app.command("list")
+def responder_list(config: ConfigOption = None) -> None:
+    """List responders."""
+    found = _with_store(
+        load_cli_config(config), lambda store: _list_or_none(store, "list_responders")
+    )
+    if found is None:
+        raise _fail("this store cannot list responders yet")
+    table = Table("responder", "kind", "area")
+    for r in found:
+        table.add_row(r.responder_id, r.kind.value, r.area)
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def _print_secret(device_id: str, secret: str) -> None:
+    console.print(
+        f"MQTT username: [bold]{device_id}[/bold]\n"
+        f"MQTT password: [bold]{secret}[/bold]\n"
+        "[yellow]The password is shown once and not stored; configure the device now, "
+        "then regenerate the broker's password file (device mosquitto-passwd).[/yellow]"
+    )
+
+
+@device_app.command("add")
+def device_add(
+    device_id: str,
+    site: Annotated[str, typer.Option(help="The site the device is installed at.")],
+    kind: Annotated[DeviceKind, typer.Option()],
+    resident: Annotated[str | None, typer.Option(help="The resident it is paired with.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Codec: json_v1, cms50d, ...")] = "json_v1",
+    location: Annotated[str, typer.Option()] = "",
+    heartbeat: Annotated[int, typer.Option(help="Expected heartbeat interval, s.")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Provision a device and generate its MQTT password (printed once)."""
+    if fmt not in FORMATS:
+        raise _fail(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    device = _model(
+        lambda: Device(
+            device_id, site, kind, resident, fmt, location, heartbeat_interval_s=heartbeat
+        )
+    )
+    secret = new_secret()
+
+    async def save(store: Store) -> None:
+        if await store.get_site(site) is None:
+            raise _fail(f"site {site!r} does not exist; add it with 'site add {site}'")
+        if resident is not None:
+            found = await store.get_resident(resident)
+            if found is None or found.site_id != site:
+                raise _fail(f"resident {resident!r} does not exist at site {site!r}")
+        await store.upsert_device(device, hash_secret(secret))
+
+    _with_store(load_cli_config(config), save)
+    console.print(f"device [bold]{device_id}[/bold] ({kind.value}, {fmt}) saved at site {site}")
+    _print_secret(device_id, secret)
+
+
+@device_app.command("passwd")
+def device_passwd(device_id: str, config: ConfigOption = None) -> None:
+    """Rotate a device's MQTT password (the new one is printed once)."""
+    secret = new_secret()
+
+    async def save(store: Store) -> None:
+        device = await store.get_device(device_id)
+        if device is None:
+            raise _fail(f"device {device_id!r} does not exist")
+        await store.upsert_device(device, hash_secret(secret))
+
+    _with_store(load_cli_config(config), save)
+    _print_secret(device_id, secret)
+
+
+@device_app.command("list")
+def device_list(config: ConfigOption = None) -> None:
+    """List devices with their pairing and whether they have credentials."""
+
+    async def load(store: Store) -> list[tuple[Device, bool]]:
+        devices = await store.list_devices()
+        return [(d, await store.get_device_secret_hash(d.device_id) is not None) for d in devices]
+
+    rows = _with_store(load_cli_config(config), load)
+    table = Table("device", "site", "resident", "kind", "format", "location", "credentials")
+    for d, has_secret in rows:
+        table.add_row(
+            d.device_id,
+            d.site_id,
+            d.resident_id or "-",
+            d.kind.value,
+            d.format,
+            d.location or "-",
+            "yes" if has_secret else "[red]no[/red]",
+        )
+    console.print(table)
+
+
+@device_app.command("mosquitto-passwd")
+def device_mosquitto_passwd(
+    file: Path,
+    gateway_user: Annotated[
+        str | None,
+        typer.Option(help="Also (re)create this user for the gateway; its password is printed."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write a Mosquitto password file with every device that has credentials.
+
+    Entries for users that are not devices (the gateway, an operator) are kept.
+    Reload the broker afterwards (``kill -HUP``) for it to take effect.
+    """
+
+    async def load(store: Store) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for d in await store.list_devices():
+            hashed = await store.get_device_secret_hash(d.device_id)
+            if hashed is not None:
+                out[d.device_id] = hashed
+        return out
+
+    devices = _with_store(load_cli_config(config), load)
+    entries = {u: h for u, h in read_password_file(file).items() if u not in devices}
+    entries.update(devices)
+    secret = None
+    if gateway_user is not None:
+        secret = new_secret()
+        entries[gateway_user] = hash_secret(secret)
+    n = write_password_file(file, entries.items())
+    console.print(f"wrote {n} entries ({len(devices)} devices) to {file}")
+    if gateway_user is not None and secret is not None:
+        console.print(
+            f"gateway user [bold]{gateway_user}[/bold] password: [bold]{secret}[/bold]"
+            " (shown once; set TELECARE_MQTT__PASSWORD)"
+        )
+
+
+@device_app.command("test")
+def device_test(
+    device_id: str,
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="TELECARE_DEVICE_PASSWORD", help="The device's MQTT password."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the gateway.")] = 20.0,
+    config: ConfigOption = None,
+) -> None:
+    """Publish a test event as the device and wait until the gateway has stored it.
+
+    Sends a ``periodic_test`` event (stored, never alerted) on the device's own topic
+    with its own credentials, so it proves the credentials, the ACL, the broker, the
+    gateway and the store in one go.
+    """
+    cfg = load_cli_config(config)
+
+    async def run(store: Store) -> float:
+        device = await store.get_device(device_id)
+        if device is None:
+            raise _fail(f"device {device_id!r} does not exist")
+        before = await store.count("alarm_events")
+        msg_id = f"test-{uuid.uuid4().hex[:12]}"
+        topic = f"{cfg.mqtt.topic_prefix}/{device.site_id}/{device_id}/event"
+        payload = json_v1.encode_event(msg_id, datetime.now(UTC), EventType.PERIODIC_TEST)
+        started = time.monotonic()
+        async with _device_client(cfg, device_id, password) as client:
+            await client.publish(topic, payload, qos=1)
+        console.print(f"published test event {msg_id} on {topic}; waiting for the gateway...")
+        while await store.count("alarm_events") <= before:
+            if time.monotonic() - started > timeout:
+                raise _fail(
+                    f"not stored within {timeout:g}s: is the gateway running, and is "
+                    "the device's site/topic right? (see the dead letters)"
+                )
+            await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    elapsed = _with_store(cfg, run)
+    console.print(f"[green]OK[/green]: stored {elapsed:.2f}s after publishing")
+
+
+@contextlib.asynccontextmanager
+async def _device_client(
+    cfg: Config, device_id: str, password: str | None
+) -> AsyncIterator[aiomqtt.Client]:
+    try:
+        async with aiomqtt.Client(
+            cfg.mqtt.host,
+            cfg.mqtt.port,
+            identifier=f"test-{device_id}-{uuid.uuid4().hex[:6]}",
+            username=device_id if password else None,
+            password=password,
+        ) as client:
+            yield client
+    except aiomqtt.MqttError as exc:
+        raise _fail(f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused or failed: {exc}") from None

@@ -1,0 +1,418 @@
+"""Serial ingest: one asyncio reader per configured port (pyserial-asyncio-fast).
+
+Each reader opens its port with the codec's line settings (``devices.codecs.registry``:
+19200 8-O-1 for a CMS50D+, 9600 8-N-1 for an alarm receiver...), feeds the bytes to the
+codec's incremental decoder and hands what comes out to the pipeline:
+
+* oximeter samples go through :class:`devices.reduce.OximeterReducer` (a reading per
+  metric per second, or at once on a significant change) -> ``handle_readings``;
+* any other frame goes through the codec's ``to_model`` -> readings, or alarm events
+  (Contact ID) -> ``handle_event``.
+
+Readings and events are attributed to the device configured for the port and to the
+resident and site that device is paired with in the store (looked up through the
+pipeline's cached registry, so re-pairing takes effect within its TTL).
+
+Timestamps: a chunk read from the port may hold many frames (USB adapters deliver in
+bursts). Frame ``i`` of ``n`` gets ``now - (n-1-i)/rate_hz`` (the codec's frame rate),
+kept strictly increasing per port, so reduced readings keep distinct ids.
+
+Noise and partial frames: the decoder resynchronises and reports what it skipped. Skips
+are aggregated per port into at most one dead letter per ``report_interval`` seconds
+(``serial noise: skipped N bytes in K bursts ...``; its payload is the first noisy chunk
+of the period, truncated), never one per byte. A partial frame left in the buffer when
+the port goes away is dead-lettered as ``partial frame``.
+
+Resource handling
+    :class:`SerialIngest` is an async context manager owning one named task per port,
+    ``serial:<port>``. Leaving cancels and awaits them and closes the ports.
+
+Error handling
+    Open failures and unplugs (``OSError``, ``SerialException``, ``termios.error``,
+    EOF) -> close, wait
+    :class:`~gateway.backoff.Backoff`, reopen, forever, logged. A device that is not
+    provisioned -> its data is dead-lettered (rate-limited like noise) until it is.
+    A storage error -> retried with backoff until stored (the port is not read
+    meanwhile; a serial line has no redelivery, so dropping would lose data). A codec
+    name that is unknown or not a stream codec -> :class:`~gateway.errors.ConfigError`
+    when the context is entered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import termios
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import serial
+import serial_asyncio_fast
+
+from devices.codecs import Malformed, registry
+from devices.codecs.oximetry import OximeterSample
+from devices.codecs.stream import FrameDecoder
+from devices.model import AlarmEvent, Device, Reading
+from devices.reduce import OximeterReducer
+from gateway.backoff import Backoff
+from gateway.config import SerialPortConfig
+from gateway.envelope import Envelope
+from gateway.errors import ConfigError
+from gateway.logging import get_logger
+from rules.clock import Clock
+
+__all__ = ["PortReader", "PortStats", "SerialIngest", "Sink", "open_port"]
+
+log = get_logger("telecare.ingest.serial")
+
+#: Bytes asked for per read (a CMS50D+ sends 300 B/s; a burst from a USB adapter is
+#: at most a few KiB).
+READ_SIZE = 4096
+#: Bytes of a noisy chunk kept as the dead letter's payload.
+NOISE_SAMPLE_BYTES = 512
+
+Lookup = Callable[[str], Awaitable[Device | None]]
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Opener = Callable[[str, registry.LineSettings], Awaitable[Streams]]
+#: What opening or reading a port raises when the device is away or refuses a setting.
+PORT_ERRORS = (OSError, serial.SerialException, termios.error)
+
+
+def _is_pty(url: str) -> bool:
+    return os.path.realpath(url).startswith("/dev/pts/")
+
+
+async def open_port(url: str, line: registry.LineSettings) -> Streams:
+    """Open ``url`` with ``line`` settings as an asyncio stream pair.
+
+    A pseudo-terminal (``/dev/pts/N``: simulators, tests, ``socat`` bridges) carries no
+    parity: some kernels reject it with ``EINVAL`` once set. For a pty only, the port is
+    then opened again without parity; a real port never gets settings it did not ask for.
+    """
+    kwargs: dict[str, Any] = {
+        "url": url,
+        "baudrate": line.baudrate,
+        "bytesize": line.bytesize,
+        "parity": line.parity,
+        "stopbits": line.stopbits,
+    }
+    try:
+        return await serial_asyncio_fast.open_serial_connection(**kwargs)
+    except termios.error:
+        if line.parity == "N" or not _is_pty(url):
+            raise
+    log.warning("serial_pty_parity_ignored", port=url, parity=line.parity)
+    kwargs["parity"] = "N"
+    return await serial_asyncio_fast.open_serial_connection(**kwargs)
+
+
+class Sink(Protocol):
+    """What a serial reader needs from the pipeline."""
+
+    async def handle_readings(self, readings: list[Reading]) -> None: ...
+
+    async def handle_event(self, event: AlarmEvent) -> None: ...
+
+    async def dead_letter(
+        self, env: Envelope, reason: str, device_id: str | None = None
+    ) -> None: ...
+
+
+@dataclass
+class PortStats:
+    """Per-port figures (exposed as metrics)."""
+
+    opened: int = 0
+    bytes: int = 0
+    frames: int = 0
+    readings: int = 0
+    events: int = 0
+    skipped_bytes: int = 0
+    dead_letters: int = 0
+
+
+class _NoiseReport:
+    """Skips and unprovisioned data aggregated into one dead letter per interval."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.nbytes = 0
+        self.bursts = 0
+        self.first_reason = ""
+        self.sample = b""
+        self.last_report = float("-inf")
+
+    def add(self, nbytes: int, bursts: int, reason: str, chunk: bytes) -> None:
+        if self.nbytes == 0:
+            self.first_reason = reason
+            self.sample = chunk[:NOISE_SAMPLE_BYTES]
+        self.nbytes += nbytes
+        self.bursts += bursts
+
+    def due(self, now: float) -> bool:
+        return self.nbytes > 0 and now - self.last_report >= self.interval
+
+    def take(self, now: float) -> tuple[str, bytes]:
+        reason = (
+            f"serial noise: skipped {self.nbytes} bytes in {self.bursts} bursts"
+            f" (first: {self.first_reason})"
+        )
+        sample = self.sample
+        self.nbytes = self.bursts = 0
+        self.first_reason, self.sample = "", b""
+        self.last_report = now
+        return reason, sample
+
+
+class PortReader:
+    """Reads one port until cancelled (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: SerialPortConfig,
+        sink: Sink,
+        lookup: Lookup,
+        clock: Clock,
+        *,
+        backoff: Backoff | None = None,
+        report_interval: float = 10.0,
+        opener: Opener | None = None,
+    ) -> None:
+        codec = _stream_codec(config)
+        self.config = config
+        self.codec = codec
+        self.sink = sink
+        self.lookup = lookup
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.stats = PortStats()
+        #: Set while the port is open (tests wait on it before writing).
+        self.is_open = asyncio.Event()
+        self._open = opener or open_port
+        self._noise = _NoiseReport(report_interval)
+        self._last_ts: datetime | None = None
+        self._reducer: OximeterReducer | None = None
+
+    @property
+    def port(self) -> str:
+        return self.config.port
+
+    async def run(self) -> None:
+        while True:
+            try:
+                reader, writer = await self._open(self.port, self.codec.line)
+            except PORT_ERRORS as exc:
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "serial_open_failed", port=self.port, error=str(exc), retry_in=round(delay, 2)
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.stats.opened += 1
+            self.backoff.reset()
+            self.is_open.set()
+            log.info("serial_open", port=self.port, codec=self.codec.name, line=self.codec.line)
+            decoder = self.codec.new_decoder()
+            self._reducer = None
+            try:
+                await self._read(reader, decoder)
+                log.warning("serial_closed", port=self.port, reason="end of file")
+            except PORT_ERRORS as exc:
+                log.warning("serial_closed", port=self.port, error=str(exc))
+            finally:
+                self.is_open.clear()
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            await self._partial_frame(decoder)
+            await self._flush_noise(force=True)
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _read(self, reader: asyncio.StreamReader, decoder: FrameDecoder[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = max(0.05, self._noise.interval)
+            try:
+                async with asyncio.timeout(timeout):
+                    chunk = await reader.read(READ_SIZE)
+            except TimeoutError:
+                await self._flush_noise()
+                continue
+            if not chunk:
+                return
+            self.stats.bytes += len(chunk)
+            await self._chunk(chunk, decoder, loop.time())
+
+    async def _chunk(self, chunk: bytes, decoder: FrameDecoder[Any], mono: float) -> None:
+        frames = decoder.feed(chunk)
+        skips = decoder.pop_skips()
+        if skips:
+            n = sum(s.nbytes for s in skips)
+            self.stats.skipped_bytes += n
+            self._noise.add(n, len(skips), skips[0].reason, chunk)
+        if frames:
+            self.stats.frames += len(frames)
+            device = await self.lookup(self.config.device_id)
+            if device is None:
+                await self._unprovisioned(chunk, len(frames))
+            else:
+                await self._frames(frames, device)
+        if self._noise.due(mono):
+            await self._flush_noise()
+
+    async def _frames(self, frames: Sequence[Any], device: Device) -> None:
+        readings: list[Reading] = []
+        events: list[AlarmEvent] = []
+        for frame, ts in zip(frames, self._timestamps(len(frames)), strict=True):
+            try:
+                if isinstance(frame, OximeterSample):
+                    readings.extend(self._reducer_for(device).push(frame, ts))
+                    continue
+                for item in self.codec.to_model(
+                    frame,
+                    device_id=device.device_id,
+                    ts=ts,
+                    resident_id=device.resident_id,
+                    site_id=device.site_id,
+                ):
+                    if isinstance(item, AlarmEvent):
+                        events.append(item)
+                    else:
+                        readings.append(item)
+            except Malformed as exc:
+                await self._dead_letter(exc.reason, repr(frame).encode()[:NOISE_SAMPLE_BYTES])
+        if readings:
+            await self._stored(self.sink.handle_readings, readings)
+            self.stats.readings += len(readings)
+        for event in events:
+            await self._stored(self.sink.handle_event, event)
+            self.stats.events += 1
+            log.info(
+                "serial_event",
+                port=self.port,
+                device_id=device.device_id,
+                event_type=event.type,
+                phase=event.phase,
+            )
+
+    def _reducer_for(self, device: Device) -> OximeterReducer:
+        r = self._reducer
+        if r is None or (r.resident_id, r.site_id) != (device.resident_id, device.site_id):
+            r = self._reducer = OximeterReducer(
+                device_id=device.device_id,
+                msg_prefix=self.codec.name,
+                resident_id=device.resident_id,
+                site_id=device.site_id,
+            )
+        return r
+
+    def _timestamps(self, n: int) -> list[datetime]:
+        now = self.clock.now()
+        step = timedelta(seconds=1 / self.codec.rate_hz) if self.codec.rate_hz > 0 else None
+        out: list[datetime] = []
+        for i in range(n):
+            ts = now - step * (n - 1 - i) if step is not None else now
+            if self._last_ts is not None and ts <= self._last_ts:
+                ts = self._last_ts + timedelta(milliseconds=1)
+            out.append(ts)
+            self._last_ts = ts
+        return out
+
+    async def _stored(self, write: Callable[[Any], Awaitable[None]], item: Any) -> None:
+        """Write until it succeeds: a serial line cannot resend what we drop."""
+        backoff = Backoff(initial=0.2, cap=5.0)
+        while True:
+            try:
+                await write(item)
+                return
+            except Exception as exc:
+                delay = backoff.next_delay()
+                log.error(
+                    "serial_store_failed", port=self.port, error=repr(exc), retry_in=round(delay, 2)
+                )
+                await asyncio.sleep(delay)
+
+    async def _unprovisioned(self, chunk: bytes, frames: int) -> None:
+        reason = (
+            f"device {self.config.device_id!r} on {self.port} is not provisioned;"
+            f" {frames} frames dropped"
+        )
+        mono = asyncio.get_running_loop().time()
+        if mono - self._noise.last_report >= self._noise.interval:
+            self._noise.last_report = mono
+            await self._dead_letter(reason, chunk[:NOISE_SAMPLE_BYTES])
+
+    async def _partial_frame(self, decoder: FrameDecoder[Any]) -> None:
+        pending = getattr(decoder, "pending", 0)
+        if pending:
+            await self._dead_letter(
+                f"partial frame: {pending} bytes left when {self.port} closed", b""
+            )
+
+    async def _flush_noise(self, *, force: bool = False) -> None:
+        mono = asyncio.get_running_loop().time()
+        if self._noise.nbytes and (force or self._noise.due(mono)):
+            reason, sample = self._noise.take(mono)
+            await self._dead_letter(reason, sample)
+
+    async def _dead_letter(self, reason: str, payload: bytes) -> None:
+        env = Envelope("serial", self.port, payload, self.clock.now())
+        self.stats.dead_letters += 1
+        await self._stored(
+            lambda _: self.sink.dead_letter(env, reason, self.config.device_id), None
+        )
+
+
+def _stream_codec(config: SerialPortConfig) -> registry.StreamCodec:
+    try:
+        codec = registry.get(config.codec)
+    except KeyError as exc:
+        raise ConfigError(f"Config 'serial' port {config.port}: {exc.args[0]}") from None
+    if not isinstance(codec, registry.StreamCodec):
+        raise ConfigError(
+            f"Config 'serial' port {config.port}: codec {config.codec!r} is a message codec"
+            " (BLE over MQTT), not a serial stream codec"
+        )
+    return codec
+
+
+class SerialIngest:
+    """One :class:`PortReader` task per configured port."""
+
+    def __init__(
+        self,
+        ports: Sequence[SerialPortConfig],
+        sink: Sink,
+        lookup: Lookup,
+        clock: Clock,
+        *,
+        backoff: Callable[[], Backoff] = Backoff,
+        report_interval: float = 10.0,
+    ) -> None:
+        self.readers = [
+            PortReader(p, sink, lookup, clock, backoff=backoff(), report_interval=report_interval)
+            for p in ports
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        self._tasks = [asyncio.create_task(r.run(), name=f"serial:{r.port}") for r in self.readers]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stats(self) -> dict[str, PortStats]:
+        return {r.port: r.stats for r in self.readers}
