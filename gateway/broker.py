@@ -31,9 +31,7 @@ class EmbeddedBroker:
             {
                 "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
                 "plugins": {
-                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {
-                        "allow_anonymous": True
-                    },
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
                 },
             }
         )

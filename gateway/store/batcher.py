@@ -2,9 +2,13 @@
 
 ``await batcher.submit(readings)`` returns only once the readings are durably stored or
 spooled (whatever ``write`` does), so the MQTT ingest acknowledges a message only then.
-Many producers' submissions are gathered into one write of up to ``max_rows`` rows, or
-whatever has arrived ``max_age`` seconds after the first row of the batch, whichever
-comes first.
+Many producers' submissions are gathered into one write. A batch is written when it
+holds ``max_rows`` rows, when its first row is ``max_age`` seconds old, or when no new
+submission has arrived for ``linger`` seconds, whichever comes first. ``linger`` matters
+when every producer is waiting for its acknowledgement (a lull, or an MQTT receive window
+smaller than a batch): without it each batch would sit out the whole ``max_age`` although
+nothing more can arrive, capping throughput at ``in-flight rows / max_age``. Under load,
+submissions pile up while a batch is being written, so batches fill to ``max_rows``.
 
 Resource handling
     ``async with ReadingBatcher(write) as b`` starts the flusher in a ``TaskGroup``.
@@ -48,13 +52,15 @@ class ReadingBatcher:
         *,
         max_rows: int = 5000,
         max_age: float = 0.2,
+        linger: float = 0.001,
         queue_size: int | None = None,
     ) -> None:
-        if max_rows < 1 or max_age <= 0:
-            raise ValueError("max_rows must be >= 1 and max_age > 0")
+        if max_rows < 1 or max_age <= 0 or linger <= 0:
+            raise ValueError("max_rows must be >= 1, max_age and linger > 0")
         self._write = write
         self.max_rows = max_rows
         self.max_age = max_age
+        self.linger = min(linger, max_age)
         # Size: a submission is one message (one to a few readings). Two batches' worth
         # lets the next batch fill while one is being written; beyond that, submit()
         # waits, and the backpressure reaches the broker through the unacknowledged
@@ -92,8 +98,13 @@ class ReadingBatcher:
         if not readings:
             return "store"
         fut: asyncio.Future[Destination] = asyncio.get_running_loop().create_future()
-        await self._queue.put((readings, fut))
-        return await asyncio.shield(fut)
+        if self._queue.full():
+            await self._queue.put((readings, fut))  # backpressure: wait for room
+        else:
+            self._queue.put_nowait((readings, fut))
+        # Cancelling the caller cancels only its wait: the rows stay in the batch and the
+        # flusher skips resolving a cancelled future.
+        return await fut
 
     def stats(self) -> dict[str, int]:
         return {
@@ -121,7 +132,7 @@ class ReadingBatcher:
                     if remaining <= 0:
                         break
                     try:
-                        async with asyncio.timeout(remaining):
+                        async with asyncio.timeout(min(remaining, self.linger)):
                             item = await self._queue.get()
                     except TimeoutError:
                         break
@@ -147,7 +158,9 @@ class ReadingBatcher:
         except Exception as exc:  # every producer of the batch sees it; we carry on
             self._errors += 1
             log.error(
-                "reading_batch_failed", rows=len(readings), error=repr(exc),
+                "reading_batch_failed",
+                rows=len(readings),
+                error=repr(exc),
                 seconds=round(time.perf_counter() - started, 3),
             )
             for _, fut in batch:

@@ -6,19 +6,28 @@ Resource handling: an ``AsyncConnectionPool`` opened in ``__aenter__`` and close
 several gateways on one database) can each have their own schema.
 
 Error handling: psycopg's ``OperationalError`` (server away) propagates to the caller,
-which spools (see ``gateway.store.spool``); integrity conflicts on idempotency keys are
-absorbed and reported as "already stored".
+which spools (see ``gateway.store.durable``); integrity conflicts on idempotency keys are
+absorbed and reported as "already stored". Pooled connections are checked on checkout,
+so a connection broken by an outage is replaced instead of failing a write.
+
+Modes: ``timescaledb`` (hypertables for readings and NEWS2 scores, compression after
+``compress_after``, retention ``retain_for``, continuous aggregate ``vitals_hourly``;
+policies (re)applied at every ``migrate``) or ``postgres`` (monthly range partitions
+created ``partitions_ahead_months`` ahead, by ``migrate`` and by ``maintain``, which the
+gateway runs daily). Queries are the same SQL in both modes except the bucketing
+function (``time_bucket`` / ``date_bin``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 import psycopg
+import structlog
 from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
@@ -35,10 +44,32 @@ from devices.model import (
     Site,
 )
 from gateway.store import rows
-from gateway.store.base import AuditEntry, DeadLetter
+from gateway.store.base import (
+    AuditEntry,
+    DeadLetter,
+    HistoryPoint,
+    News2Record,
+    OpenAlarm,
+    ResponseTimes,
+    TimelineEntry,
+)
 from gateway.store.migrations import migrations_for
 
 __all__ = ["PostgresStore"]
+
+log = structlog.get_logger(__name__)
+
+#: Tables partitioned by month in plain PostgreSQL mode.
+PARTITIONED = ("readings", "news2_scores")
+#: Origin of history buckets, the same in both modes (and in SQLite).
+_BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_COPY_READINGS = (
+    "COPY readings (ts, device_id, metric, value, msg_id, resident_id) FROM STDIN (FORMAT BINARY)"
+)
+#: After a batch hits a duplicate, this many following batches take the de-duplicating
+#: path directly (a redelivery or a spool replay usually brings several in a row).
+_DEDUPE_BATCHES = 8
 
 _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS readings_stage (ts timestamptz, device_id text,"
@@ -59,12 +90,22 @@ class PostgresStore:
         timeout: float = 10.0,
         use_timescale: bool = True,
         partitions_ahead_months: int = 3,
+        compress_after: timedelta = timedelta(days=7),
+        retain_for: timedelta | None = timedelta(days=400),
     ) -> None:
+        if retain_for is not None and retain_for <= max(compress_after, timedelta(days=3)):
+            raise ValueError(
+                f"retain_for {retain_for} must exceed compress_after {compress_after} and the"
+                " continuous aggregate's three-day refresh window"
+            )
         self.dsn = dsn
         self.schema = schema
         self.use_timescale = use_timescale
         self.partitions_ahead_months = partitions_ahead_months
+        self.compress_after = compress_after
+        self.retain_for = retain_for
         self.mode = "postgres"
+        self._dedupe_batches = 0
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=min_size,
@@ -72,6 +113,7 @@ class PostgresStore:
             timeout=timeout,
             open=False,
             name=f"telecare-{schema}",
+            check=AsyncConnectionPool.check_connection,
             kwargs={"options": f"-c search_path={schema},public", "autocommit": True},
         )
 
@@ -120,9 +162,36 @@ class PostgresStore:
                         (m.version, m.name),
                     )
                     applied.append(m.name)
+                if self.mode == "timescaledb":
+                    await self._apply_policies(conn)
             if self.mode == "postgres":
                 await self.ensure_partitions(conn, datetime.now(UTC))
+        log.info("store_mode", mode=self.mode, schema=self.schema, applied=applied)
         return applied
+
+    async def _apply_policies(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        """(Re)apply the compression and retention policies on ``readings`` with the
+        configured ages: removing first, since ``add_*_policy(if_not_exists)`` keeps an
+        existing policy with a different age."""
+        await conn.execute("SELECT remove_compression_policy('readings', if_exists => true)")
+        await conn.execute(
+            "SELECT add_compression_policy('readings', compress_after => %s::interval)",
+            (self.compress_after,),
+        )
+        await conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+        if self.retain_for is not None:
+            await conn.execute(
+                "SELECT add_retention_policy('readings', drop_after => %s::interval)",
+                (self.retain_for,),
+            )
+
+    async def maintain(self, now: datetime | None = None) -> list[str]:
+        """Daily housekeeping: create the partitions ahead (plain mode); nothing to do
+        in TimescaleDB mode, where chunks and policies are the extension's job."""
+        if self.mode != "postgres":
+            return []
+        async with self._pool.connection() as conn:
+            return await self.ensure_partitions(conn, now or datetime.now(UTC))
 
     async def _detect_mode(self, conn: psycopg.AsyncConnection[TupleRow]) -> str:
         if not self.use_timescale:
@@ -137,29 +206,40 @@ class PostgresStore:
     async def ensure_partitions(
         self, conn: psycopg.AsyncConnection[TupleRow], now: datetime
     ) -> list[str]:
-        """Create monthly ``readings`` partitions from last month to N months ahead."""
+        """Create monthly partitions of ``readings`` and ``news2_scores`` from last month
+        to N months ahead. A month whose rows already sit in the default partition (data
+        far in the future) is logged and skipped; the rows stay readable there."""
         created = []
-        year, month = now.year, now.month - 1
-        for _ in range(self.partitions_ahead_months + 2):
-            if month == 0:
-                year, month = year - 1, 12
-            start = datetime(year, month, 1, tzinfo=UTC)
-            nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-            name = f"readings_{year:04d}{month:02d}"
-            cur = await conn.execute(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = %s AND c.relname = %s",
-                (self.schema, name),
-            )
-            if await cur.fetchone() is None:
-                await conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings"
-                        " FOR VALUES FROM ({}) TO ({})"
-                    ).format(sql.Identifier(name), sql.Literal(start), sql.Literal(nxt))
+        for table in PARTITIONED:
+            year, month = now.year, now.month - 1
+            for _ in range(self.partitions_ahead_months + 2):
+                if month == 0:
+                    year, month = year - 1, 12
+                start = datetime(year, month, 1, tzinfo=UTC)
+                nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+                name = f"{table}_{year:04d}{month:02d}"
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = %s AND c.relname = %s",
+                    (self.schema, name),
                 )
-                created.append(name)
-            year, month = nxt.year, nxt.month
+                if await cur.fetchone() is None:
+                    try:
+                        await conn.execute(
+                            sql.SQL(
+                                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}"
+                                " FOR VALUES FROM ({}) TO ({})"
+                            ).format(
+                                sql.Identifier(name),
+                                sql.Identifier(table),
+                                sql.Literal(start),
+                                sql.Literal(nxt),
+                            )
+                        )
+                        created.append(name)
+                    except psycopg.errors.CheckViolation as exc:
+                        log.warning("partition_not_created", partition=name, error=str(exc))
+                year, month = nxt.year, nxt.month
         return created
 
     # -- registry --------------------------------------------------------------------
@@ -234,7 +314,7 @@ class PostgresStore:
             (r.responder_id, r.kind.value, r.name, r.phone, r.area, list(r.skills)),
         )
 
-    async def _exec(self, query: str, params: Sequence[Any]) -> int:
+    async def _exec(self, query: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query.encode(), params)
             return cur.rowcount
@@ -295,28 +375,50 @@ class PostgresStore:
 
     # -- ingest ----------------------------------------------------------------------
     async def write_readings(self, readings: Sequence[Reading]) -> int:
-        """Binary COPY into a session-local staging table, then one
-        ``INSERT ... ON CONFLICT DO NOTHING``: the idempotency key is enforced by the
-        unique index without a round trip per row."""
+        """Store a batch; return how many rows were new.
+
+        Fast path: one binary COPY straight into ``readings``. If the unique index
+        rejects a row (a redelivery), that transaction rolls back and the batch takes the
+        de-duplicating path: binary COPY into a session-local staging table, then one
+        ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Either way the idempotency key
+        is enforced by the unique index, without a round trip per row.
+        """
         if not readings:
             return 0
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(_STAGE_DDL)
-            async with conn.cursor().copy(
-                "COPY readings_stage (ts, device_id, metric, value, msg_id, resident_id)"
-                " FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(_READING_TYPES)
-                for r in readings:
-                    await copy.write_row(
-                        (r.ts, r.device_id, int(r.metric), r.value, r.msg_id, r.resident_id)
-                    )
-            cur = await conn.execute(
-                "INSERT INTO readings (ts, device_id, metric, value, msg_id, resident_id)"
-                " SELECT DISTINCT ON (device_id, metric, msg_id, ts) * FROM readings_stage"
-                " ON CONFLICT DO NOTHING"
-            )
-            return cur.rowcount
+        async with self._pool.connection() as conn:
+            if self._dedupe_batches == 0:
+                try:
+                    async with conn.transaction():
+                        await self._copy(conn, _COPY_READINGS, readings)
+                    return len(readings)
+                except psycopg.errors.UniqueViolation:
+                    self._dedupe_batches = _DEDUPE_BATCHES
+            self._dedupe_batches = max(0, self._dedupe_batches - 1)
+            async with conn.transaction():
+                await conn.execute(_STAGE_DDL)
+                await self._copy(
+                    conn,
+                    "COPY readings_stage (ts, device_id, metric, value, msg_id, resident_id)"
+                    " FROM STDIN (FORMAT BINARY)",
+                    readings,
+                )
+                cur = await conn.execute(
+                    "INSERT INTO readings (ts, device_id, metric, value, msg_id, resident_id)"
+                    " SELECT ts, device_id, metric, value, msg_id, resident_id"
+                    " FROM readings_stage ON CONFLICT DO NOTHING"
+                )
+                return cur.rowcount
+
+    @staticmethod
+    async def _copy(
+        conn: psycopg.AsyncConnection[TupleRow], statement: str, readings: Sequence[Reading]
+    ) -> None:
+        async with conn.cursor().copy(statement.encode()) as copy:
+            copy.set_types(_READING_TYPES)
+            for r in readings:
+                await copy.write_row(
+                    (r.ts, r.device_id, int(r.metric), r.value, r.msg_id, r.resident_id)
+                )
 
     async def write_event(self, event: AlarmEvent) -> bool:
         e = event
@@ -363,8 +465,7 @@ class PostgresStore:
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter
         await self._exec(
-            f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS})"
-            " VALUES (%s,%s,%s,%s,%s,%s)",
+            f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s)",
             (dl.received_at, dl.source, dl.origin, dl.reason, dl.payload, dl.device_id),
         )
 
@@ -467,6 +568,118 @@ class PostgresStore:
             raise ValueError(f"unknown table {table!r}")
         row = await self._one(f"SELECT count(*) FROM {table}", ())
         return int(row[0])
+
+    # -- NEWS2 and console/report queries ------------------------------------------------
+    async def write_news2(self, score: News2Record) -> bool:
+        n = score
+        count = await self._exec(
+            "INSERT INTO news2_scores (ts, resident_id, observation_id, total, risk, red_flag,"
+            " spo2_scale, components) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            (
+                n.ts,
+                n.resident_id,
+                n.observation_id,
+                n.total,
+                n.risk,
+                n.red_flag,
+                n.spo2_scale,
+                json.dumps(n.components),
+            ),
+        )
+        return count == 1
+
+    async def latest_vitals(
+        self, resident_ids: Sequence[str], since: datetime | None = None
+    ) -> dict[str, dict[str, tuple[datetime, float]]]:
+        # One LIMIT 1 probe of readings_resident (resident_id, metric, ts DESC) per
+        # (resident, metric): cost independent of how much history there is (a DISTINCT
+        # ON would read every row of each resident's range).
+        found = await self._all(
+            "SELECT r.resident_id, m.metric, l.ts, l.value"
+            " FROM unnest(%s::text[]) AS r (resident_id)"
+            " CROSS JOIN unnest(%s::smallint[]) AS m (metric)"
+            " CROSS JOIN LATERAL (SELECT ts, value FROM readings"
+            "  WHERE resident_id = r.resident_id AND metric = m.metric AND ts >= %s"
+            "  ORDER BY ts DESC LIMIT 1) AS l",
+            (
+                list(resident_ids),
+                [int(m) for m in Metric],
+                since or datetime.min.replace(tzinfo=UTC),
+            ),
+        )
+        out: dict[str, dict[str, tuple[datetime, float]]] = {rid: {} for rid in resident_ids}
+        for rid, metric, ts, value in found:
+            out[rid][Metric(metric).label] = (ts, float(value))
+        return out
+
+    async def metric_history(
+        self,
+        resident_id: str,
+        metric: Metric,
+        start: datetime,
+        end: datetime,
+        bucket: timedelta,
+    ) -> list[HistoryPoint]:
+        fn = "time_bucket" if self.mode == "timescaledb" else "date_bin"
+        found = await self._all(
+            f"SELECT {fn}(%s::interval, ts, %s::timestamptz) AS b, min(value), max(value),"
+            " avg(value), count(*) FROM readings"
+            " WHERE resident_id = %s AND metric = %s AND ts >= %s AND ts < %s"
+            " GROUP BY b ORDER BY b",
+            (bucket, _BUCKET_ORIGIN, resident_id, int(metric), start, end),
+        )
+        return [
+            HistoryPoint(b, float(lo), float(hi), float(avg), int(n)) for b, lo, hi, avg, n in found
+        ]
+
+    async def news2_history(
+        self, resident_id: str, start: datetime, end: datetime
+    ) -> list[News2Record]:
+        found = await self._all(
+            "SELECT resident_id, ts, total, risk, red_flag, components, spo2_scale,"
+            " observation_id FROM news2_scores"
+            " WHERE resident_id = %s AND ts >= %s AND ts < %s ORDER BY ts",
+            (resident_id, start, end),
+        )
+        return [rows.news2(r) for r in found]
+
+    async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
+        found = await self._all(
+            f"SELECT {rows.OPEN_ALARM_COLUMNS} FROM dispatches d JOIN alerts a USING (alert_id)"
+            " WHERE d.state NOT IN ('resolved', 'cancelled')"
+            " ORDER BY d.priority, d.created_at LIMIT %s",
+            (limit,),
+        )
+        return [rows.open_alarm(r, now) for r in found]
+
+    async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
+        found = await self._all(
+            "SELECT a.at, a.from_state, a.to_state, a.actor, a.reason,"
+            " extract(epoch FROM a.at - d.created_at)"
+            " FROM dispatch_audit a JOIN dispatches d USING (dispatch_id)"
+            " WHERE a.dispatch_id = %s ORDER BY a.audit_id",
+            (dispatch_id,),
+        )
+        return [rows.timeline(r) for r in found]
+
+    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
+        row = await self._one(
+            "SELECT count(*), count(ack),"
+            " count(*) FILTER (WHERE ack <= created_at + interval '60 seconds'),"
+            " count(*) FILTER (WHERE ack <= created_at + interval '180 seconds'),"
+            " count(*) FILTER (WHERE visit), count(arrived),"
+            " count(*) FILTER (WHERE arrived <= created_at + interval '45 minutes'),"
+            " count(*) FILTER (WHERE arrived <= created_at + interval '60 minutes')"
+            " FROM (SELECT d.created_at,"
+            "  min(a.at) FILTER (WHERE a.to_state = 'acknowledged') AS ack,"
+            "  min(a.at) FILTER (WHERE a.to_state = 'on_scene') AS arrived,"
+            "  bool_or(a.to_state IN ('accepted', 'en_route', 'on_scene')) AS visit"
+            "  FROM dispatches d LEFT JOIN dispatch_audit a ON a.dispatch_id = d.dispatch_id"
+            "  WHERE d.created_at >= %s AND d.created_at < %s"
+            "  GROUP BY d.dispatch_id, d.created_at) AS f",
+            (start, end),
+        )
+        return ResponseTimes(*(int(v) for v in row))
 
 
 async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: AuditEntry) -> None:

@@ -21,7 +21,7 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.store.base import AuditEntry, DeadLetter
+from gateway.store.base import AuditEntry, DeadLetter, News2Record, OpenAlarm, TimelineEntry
 
 __all__ = ["as_dt", "iso"]
 
@@ -171,5 +171,57 @@ COUNTABLE = frozenset(
         "dispatch_audit",
         "dead_letters",
         "device_status",
+        "news2_scores",
     }
 )
+
+#: ``open_alarms``: dispatches ``d`` joined with alerts ``a``.
+OPEN_ALARM_COLUMNS = (
+    "d.dispatch_id, d.alert_id, d.priority, d.state, d.created_at, a.kind, a.reason,"
+    " a.event_type, d.site_id, d.resident_id, d.responder_id"
+)
+
+
+def open_alarm(row: Any, now: datetime) -> OpenAlarm:
+    created = as_dt(row[4])
+    return OpenAlarm(
+        dispatch_id=row[0],
+        alert_id=row[1],
+        priority=int(row[2]),
+        state=DispatchState(row[3]),
+        created_at=created,
+        age_s=(now - created).total_seconds(),
+        kind=row[5],
+        reason=row[6],
+        event_type=EventType(row[7]) if row[7] else None,
+        site_id=row[8],
+        resident_id=row[9],
+        responder_id=row[10],
+    )
+
+
+def news2(row: Any) -> News2Record:
+    """From ``resident_id, ts, total, risk, red_flag, components, spo2_scale,
+    observation_id``."""
+    return News2Record(
+        resident_id=row[0],
+        ts=as_dt(row[1]),
+        total=int(row[2]),
+        risk=row[3],
+        red_flag=bool(row[4]),
+        components={k: int(v) for k, v in _json(row[5]).items()},
+        spo2_scale=int(row[6]),
+        observation_id=row[7],
+    )
+
+
+def timeline(row: Any) -> TimelineEntry:
+    """From ``at, from_state, to_state, actor, reason, elapsed seconds``."""
+    return TimelineEntry(
+        at=as_dt(row[0]),
+        from_state=DispatchState(row[1]) if row[1] else None,
+        to_state=DispatchState(row[2]),
+        actor=row[3],
+        reason=row[4],
+        elapsed_s=float(row[5]),
+    )

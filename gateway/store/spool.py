@@ -178,7 +178,9 @@ class Spool:
         if contents.damage is not None:
             self._damaged += 1
             log.warning(
-                "spool_segment_damaged", segment=path.name, reason=contents.damage,
+                "spool_segment_damaged",
+                segment=path.name,
+                reason=contents.damage,
                 records_kept=len(contents.records),
             )
         return contents
@@ -203,8 +205,11 @@ class Spool:
         self._alarmed = True
         percent = 100 * used / self.max_bytes
         log.error(
-            "spool_near_full", used_bytes=used, max_bytes=self.max_bytes,
-            percent=round(percent, 1), directory=str(self.directory),
+            "spool_near_full",
+            used_bytes=used,
+            max_bytes=self.max_bytes,
+            percent=round(percent, 1),
+            directory=str(self.directory),
         )
         if self._on_alert is None:
             return
@@ -218,7 +223,11 @@ class Spool:
                 " database has been unreachable; new data will be refused when it is full"
             ),
             ts=now,
-            detail={"used_bytes": used, "max_bytes": self.max_bytes, "directory": str(self.directory)},
+            detail={
+                "used_bytes": used,
+                "max_bytes": self.max_bytes,
+                "directory": str(self.directory),
+            },
         )
         try:
             self._on_alert(alert)

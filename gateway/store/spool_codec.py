@@ -58,9 +58,7 @@ class StatusItem:
     battery: float | None
 
 
-SpoolItem = (
-    ReadingsItem | AlarmEvent | Alert | DeadLetter | DispatchItem | News2Record | StatusItem
-)
+SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | DispatchItem | News2Record | StatusItem
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -82,8 +80,15 @@ def encode(item: SpoolItem) -> bytes:
         body = {
             "k": "readings",
             "r": [
-                [r.device_id, int(r.metric), r.value, r.ts.isoformat(), r.msg_id,
-                 r.resident_id, r.site_id]
+                [
+                    r.device_id,
+                    int(r.metric),
+                    r.value,
+                    r.ts.isoformat(),
+                    r.msg_id,
+                    r.resident_id,
+                    r.site_id,
+                ]
                 for r in item.readings
             ],
         }
@@ -91,41 +96,92 @@ def encode(item: SpoolItem) -> bytes:
         e = item
         body = {
             "k": "event",
-            "v": [e.device_id, e.type.value, e.phase.value, e.ts.isoformat(), e.msg_id,
-                  e.site_id, e.resident_id, e.zone, e.source, e.code],
+            "v": [
+                e.device_id,
+                e.type.value,
+                e.phase.value,
+                e.ts.isoformat(),
+                e.msg_id,
+                e.site_id,
+                e.resident_id,
+                e.zone,
+                e.source,
+                e.code,
+            ],
         }
     elif isinstance(item, Alert):
         a = item
         body = {
             "k": "alert",
-            "v": [a.alert_id, a.kind.value, a.priority, a.reason, a.ts.isoformat(), a.site_id,
-                  a.resident_id, a.device_id, a.event_type.value if a.event_type else None,
-                  a.source_key, a.detail],
+            "v": [
+                a.alert_id,
+                a.kind.value,
+                a.priority,
+                a.reason,
+                a.ts.isoformat(),
+                a.site_id,
+                a.resident_id,
+                a.device_id,
+                a.event_type.value if a.event_type else None,
+                a.source_key,
+                a.detail,
+            ],
         }
     elif isinstance(item, DeadLetter):
         d = item
         body = {
             "k": "dead_letter",
-            "v": [d.received_at.isoformat(), d.source, d.origin, d.reason,
-                  base64.b64encode(d.payload).decode("ascii"), d.device_id],
+            "v": [
+                d.received_at.isoformat(),
+                d.source,
+                d.origin,
+                d.reason,
+                base64.b64encode(d.payload).decode("ascii"),
+                d.device_id,
+            ],
         }
     elif isinstance(item, DispatchItem):
-        d, au = item.dispatch, item.audit
+        dp, au = item.dispatch, item.audit
         body = {
             "k": "dispatch",
-            "d": [d.dispatch_id, d.alert_id, d.state.value, d.priority, d.created_at.isoformat(),
-                  d.updated_at.isoformat(), d.site_id, d.resident_id, d.responder_id,
-                  d.cascade_step, d.outcome, d.version],
-            "a": [au.dispatch_id, au.at.isoformat(),
-                  au.from_state.value if au.from_state else None, au.to_state.value, au.actor,
-                  au.reason, au.detail],
+            "d": [
+                dp.dispatch_id,
+                dp.alert_id,
+                dp.state.value,
+                dp.priority,
+                dp.created_at.isoformat(),
+                dp.updated_at.isoformat(),
+                dp.site_id,
+                dp.resident_id,
+                dp.responder_id,
+                dp.cascade_step,
+                dp.outcome,
+                dp.version,
+            ],
+            "a": [
+                au.dispatch_id,
+                au.at.isoformat(),
+                au.from_state.value if au.from_state else None,
+                au.to_state.value,
+                au.actor,
+                au.reason,
+                au.detail,
+            ],
         }
     elif isinstance(item, News2Record):
         n = item
         body = {
             "k": "news2",
-            "v": [n.resident_id, n.ts.isoformat(), n.total, n.risk, n.red_flag, n.components,
-                  n.spo2_scale, n.observation_id],
+            "v": [
+                n.resident_id,
+                n.ts.isoformat(),
+                n.total,
+                n.risk,
+                n.red_flag,
+                n.components,
+                n.spo2_scale,
+                n.observation_id,
+            ],
         }
     else:
         s = item
@@ -149,24 +205,56 @@ def decode(payload: bytes) -> SpoolItem:
         )
     if kind == "event":
         dev, typ, phase, ts, msg, site, res, zone, source, code = body["v"]
-        return AlarmEvent(dev, EventType(typ), Phase(phase), _dt(ts), msg, site, res, zone,
-                          source, code)
+        return AlarmEvent(
+            dev, EventType(typ), Phase(phase), _dt(ts), msg, site, res, zone, source, code
+        )
     if kind == "alert":
         aid, k, prio, reason, ts, site, res, dev, et, key, detail = body["v"]
-        return Alert(aid, AlertKind(k), prio, reason, _dt(ts), site, res, dev,
-                     EventType(et) if et else None, key, detail)
+        return Alert(
+            aid,
+            AlertKind(k),
+            prio,
+            reason,
+            _dt(ts),
+            site,
+            res,
+            dev,
+            EventType(et) if et else None,
+            key,
+            detail,
+        )
     if kind == "dead_letter":
         at, source, origin, reason, data, dev = body["v"]
         return DeadLetter(_dt(at), source, origin, reason, base64.b64decode(data), dev)
     if kind == "dispatch":
-        (did, aid, state, prio, created, updated, site, res, resp, step, outcome,
-         version) = body["d"]
+        (did, aid, state, prio, created, updated, site, res, resp, step, outcome, version) = body[
+            "d"
+        ]
         adid, at, frm, to, actor, reason, detail = body["a"]
         return DispatchItem(
-            Dispatch(did, aid, DispatchState(state), prio, _dt(created), _dt(updated), site,
-                     res, resp, step, outcome, version),
-            AuditEntry(adid, _dt(at), DispatchState(frm) if frm else None, DispatchState(to),
-                       actor, reason, detail),
+            Dispatch(
+                did,
+                aid,
+                DispatchState(state),
+                prio,
+                _dt(created),
+                _dt(updated),
+                site,
+                res,
+                resp,
+                step,
+                outcome,
+                version,
+            ),
+            AuditEntry(
+                adid,
+                _dt(at),
+                DispatchState(frm) if frm else None,
+                DispatchState(to),
+                actor,
+                reason,
+                detail,
+            ),
         )
     if kind == "news2":
         res, ts, total, risk, red, comps, scale, obs = body["v"]

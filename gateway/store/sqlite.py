@@ -11,6 +11,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -27,13 +28,26 @@ from devices.model import (
     Site,
 )
 from gateway.store import rows
-from gateway.store.base import AuditEntry, DeadLetter
+from gateway.store.base import (
+    AuditEntry,
+    DeadLetter,
+    HistoryPoint,
+    News2Record,
+    OpenAlarm,
+    ResponseTimes,
+    TimelineEntry,
+)
 from gateway.store.migrations import migrations_for
 from gateway.store.rows import iso
 
 __all__ = ["SqliteStore"]
 
 _T = TypeVar("_T")
+
+#: History buckets are aligned to 2000-01-01T00:00Z, as in PostgreSQL (see postgres.py).
+_BUCKET_ORIGIN_EPOCH = 946684800
+#: Julian-day arithmetic resolves to about a millisecond: allow that much at the limits.
+_EPS_S = 0.001
 
 
 class SqliteStore:
@@ -426,6 +440,136 @@ class SqliteStore:
             raise ValueError(f"unknown table {table!r}")
         row = await self._one(f"SELECT count(*) FROM {table}", ())
         return int(row[0])
+
+    async def maintain(self, now: datetime | None = None) -> list[str]:
+        """Daily housekeeping: refresh the planner's statistics, checkpoint the WAL."""
+        await self._run(lambda c: c.execute("PRAGMA optimize"))
+        await self._run(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        return []
+
+    # -- NEWS2 and console/report queries ------------------------------------------------
+    async def write_news2(self, score: News2Record) -> bool:
+        n = score
+        cur = await self._run(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO news2_scores (ts, resident_id, observation_id, total,"
+                " risk, red_flag, spo2_scale, components) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    iso(n.ts),
+                    n.resident_id,
+                    n.observation_id,
+                    n.total,
+                    n.risk,
+                    int(n.red_flag),
+                    n.spo2_scale,
+                    json.dumps(n.components),
+                ),
+            )
+        )
+        return cur.rowcount == 1
+
+    async def latest_vitals(
+        self, resident_ids: Sequence[str], since: datetime | None = None
+    ) -> dict[str, dict[str, tuple[datetime, float]]]:
+        lower = iso(since) if since else ""
+
+        def run(conn: sqlite3.Connection) -> dict[str, dict[str, tuple[datetime, float]]]:
+            # One LIMIT 1 probe of readings_resident per (resident, metric).
+            out: dict[str, dict[str, tuple[datetime, float]]] = {}
+            for rid in resident_ids:
+                latest = out.setdefault(rid, {})
+                for metric in Metric:
+                    row = conn.execute(
+                        "SELECT ts, value FROM readings WHERE resident_id = ? AND metric = ?"
+                        " AND ts >= ? ORDER BY ts DESC LIMIT 1",
+                        (rid, int(metric), lower),
+                    ).fetchone()
+                    if row is not None:
+                        latest[metric.label] = (rows.as_dt(row[0]), float(row[1]))
+            return out
+
+        return await self._run(run)
+
+    async def metric_history(
+        self,
+        resident_id: str,
+        metric: Metric,
+        start: datetime,
+        end: datetime,
+        bucket: timedelta,
+    ) -> list[HistoryPoint]:
+        width = int(bucket.total_seconds())
+        if width < 1 or width != bucket.total_seconds():
+            raise ValueError(f"bucket {bucket} must be a whole number of seconds (>= 1)")
+        found = await self._all(
+            "SELECT (CAST(strftime('%s', ts) AS INTEGER) - ?) / ? AS b, min(value), max(value),"
+            " avg(value), count(*) FROM readings"
+            " WHERE resident_id = ? AND metric = ? AND ts >= ? AND ts < ?"
+            " GROUP BY b ORDER BY b",
+            (_BUCKET_ORIGIN_EPOCH, width, resident_id, int(metric), iso(start), iso(end)),
+        )
+        return [
+            HistoryPoint(
+                datetime.fromtimestamp(_BUCKET_ORIGIN_EPOCH + b * width, UTC),
+                float(lo),
+                float(hi),
+                float(avg),
+                int(n),
+            )
+            for b, lo, hi, avg, n in found
+        ]
+
+    async def news2_history(
+        self, resident_id: str, start: datetime, end: datetime
+    ) -> list[News2Record]:
+        found = await self._all(
+            "SELECT resident_id, ts, total, risk, red_flag, components, spo2_scale,"
+            " observation_id FROM news2_scores"
+            " WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts",
+            (resident_id, iso(start), iso(end)),
+        )
+        return [rows.news2(r) for r in found]
+
+    async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
+        found = await self._all(
+            f"SELECT {rows.OPEN_ALARM_COLUMNS} FROM dispatches d JOIN alerts a USING (alert_id)"
+            " WHERE d.state NOT IN ('resolved', 'cancelled')"
+            " ORDER BY d.priority, d.created_at LIMIT ?",
+            (limit,),
+        )
+        return [rows.open_alarm(r, now) for r in found]
+
+    async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
+        found = await self._all(
+            "SELECT a.at, a.from_state, a.to_state, a.actor, a.reason, d.created_at"
+            " FROM dispatch_audit a JOIN dispatches d USING (dispatch_id)"
+            " WHERE a.dispatch_id = ? ORDER BY a.audit_id",
+            (dispatch_id,),
+        )
+        return [
+            rows.timeline((*r[:5], (rows.as_dt(r[0]) - rows.as_dt(r[5])).total_seconds()))
+            for r in found
+        ]
+
+    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
+        row = await self._one(
+            "SELECT count(*), count(ack),"
+            " coalesce(sum(ack_s <= 60 + ?), 0), coalesce(sum(ack_s <= 180 + ?), 0),"
+            " coalesce(sum(visit), 0), count(arrived),"
+            " coalesce(sum(arr_s <= 2700 + ?), 0), coalesce(sum(arr_s <= 3600 + ?), 0)"
+            " FROM (SELECT ack, arrived, visit,"
+            "  (julianday(ack) - julianday(created_at)) * 86400 AS ack_s,"
+            "  (julianday(arrived) - julianday(created_at)) * 86400 AS arr_s"
+            "  FROM (SELECT d.created_at,"
+            "   min(CASE WHEN a.to_state = 'acknowledged' THEN a.at END) AS ack,"
+            "   min(CASE WHEN a.to_state = 'on_scene' THEN a.at END) AS arrived,"
+            "   max(a.to_state IN ('accepted', 'en_route', 'on_scene')) AS visit"
+            "   FROM dispatches d LEFT JOIN dispatch_audit a ON a.dispatch_id = d.dispatch_id"
+            "   WHERE d.created_at >= ? AND d.created_at < ?"
+            "   GROUP BY d.dispatch_id, d.created_at))",
+            (_EPS_S, _EPS_S, _EPS_S, _EPS_S, iso(start), iso(end)),
+        )
+        return ResponseTimes(*(int(v) for v in row))
 
 
 def _insert_audit(conn: sqlite3.Connection, a: AuditEntry) -> None:

@@ -1,0 +1,154 @@
+"""``python -m bench store``: rows per second through the store's ingest path against a
+raw psycopg binary COPY of the same rows into the same table, in the same run.
+
+Ingest path: ``DurableStore.write_readings`` from many concurrent producers (one call
+per MQTT message) -> ``ReadingBatcher`` (bounded queue, 5,000-row / 200 ms batches) ->
+``PostgresStore.write_readings`` (binary COPY, idempotency enforced by the unique index).
+Baseline: the same rows, pre-chunked into batches of the same size, each one binary
+COPY into ``readings`` in its own transaction on one connection, with no queue, no
+futures and no pool. The table is emptied before every run; runs alternate (baseline,
+store, baseline, store, ...) and the median of each is reported.
+
+Needs a PostgreSQL (``--dsn``, default ``postgresql://postgres@127.0.0.1:5432/test``);
+uses its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from devices.model import Metric, Reading
+from gateway.store.durable import DurableStore
+from gateway.store.postgres import PostgresStore
+
+__all__ = ["main"]
+
+_COPY = (
+    "COPY readings (ts, device_id, metric, value, msg_id, resident_id) FROM STDIN (FORMAT BINARY)"
+)
+_TYPES = ["timestamptz", "text", "int2", "float8", "text", "text"]
+
+
+def _messages(n_rows: int, per_message: int) -> list[list[Reading]]:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    metrics = [Metric.SPO2, Metric.PULSE, Metric.PERFUSION_INDEX]
+    out: list[list[Reading]] = []
+    for i in range(n_rows // per_message):
+        device = f"ox{i % 500}"
+        ts = start + timedelta(milliseconds=i)
+        out.append(
+            [
+                Reading(
+                    device,
+                    metrics[j % 3],
+                    5 + j % 20,
+                    metrics[j % 3].unit,
+                    ts,
+                    f"m{i}.{j // 3}",
+                    f"res{i % 500}",
+                )
+                for j in range(per_message)
+            ]
+        )
+    return out
+
+
+async def _truncate(dsn: str, schema: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(f'TRUNCATE "{schema}".readings')
+        await conn.execute(f'VACUUM ANALYZE "{schema}".readings')
+
+
+async def _raw(dsn: str, schema: str, rows: list[Reading], batch: int) -> float:
+    async with await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, options=f"-c search_path={schema}"
+    ) as conn:
+        started = time.perf_counter()
+        for k in range(0, len(rows), batch):
+            async with conn.transaction(), conn.cursor().copy(_COPY) as copy:
+                copy.set_types(_TYPES)
+                for r in rows[k : k + batch]:
+                    await copy.write_row(
+                        (r.ts, r.device_id, int(r.metric), r.value, r.msg_id, r.resident_id)
+                    )
+        return time.perf_counter() - started
+
+
+async def _through_store(
+    store: PostgresStore, messages: list[list[Reading]], producers: int, batch: int
+) -> float:
+    with tempfile.TemporaryDirectory(prefix="telecare-bench-spool-") as spool:
+        async with DurableStore(
+            store, spool_dir=spool, batch_rows=batch, maintain_every=None
+        ) as durable:
+
+            async def produce(k: int) -> None:
+                for m in messages[k::producers]:
+                    await durable.write_readings(m)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(produce(k) for k in range(producers)))
+            elapsed = time.perf_counter() - started
+            if durable.stats()["rows_spooled"]:
+                raise RuntimeError("rows were spooled during the benchmark: database away?")
+            return elapsed
+
+
+async def _run(args: argparse.Namespace) -> int:
+    schema = f"bench_store_{uuid.uuid4().hex[:8]}"
+    messages = _messages(args.rows, args.per_message)
+    rows = [r for m in messages for r in m]
+    n = len(rows)
+    raw_times: list[float] = []
+    store_times: list[float] = []
+    try:
+        async with PostgresStore(args.dsn, schema=schema, max_size=4) as store:
+            await store.migrate()
+            print(
+                f"store benchmark: {n} rows in messages of {args.per_message},"
+                f" {args.producers} producers, batches of {args.batch}, mode {store.mode},"
+                f" {args.rounds} rounds"
+            )
+            for _ in range(args.rounds):
+                await _truncate(args.dsn, schema)
+                raw_times.append(await _raw(args.dsn, schema, rows, args.batch))
+                await _truncate(args.dsn, schema)
+                store_times.append(
+                    await _through_store(store, messages, args.producers, args.batch)
+                )
+                if await store.count("readings") != n:
+                    raise RuntimeError("the store path did not store every row")
+    finally:
+        async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    raw_rate = n / statistics.median(raw_times)
+    store_rate = n / statistics.median(store_times)
+    print(f"raw binary COPY (baseline): {raw_rate:12,.0f} rows/s  runs {_fmt(raw_times)}")
+    print(f"store ingest path         : {store_rate:12,.0f} rows/s  runs {_fmt(store_times)}")
+    print(f"ratio store/raw           : {store_rate / raw_rate:12.2f}  (target >= 0.80)")
+    return 0
+
+
+def _fmt(times: list[float]) -> str:
+    return ", ".join(f"{t:.2f}s" for t in times)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench store", description=__doc__)
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--per-message", type=int, default=3, help="readings per message")
+    parser.add_argument(
+        "--producers", type=int, default=1000, help="messages in flight (concurrent producers)"
+    )
+    parser.add_argument("--batch", type=int, default=5000, help="rows per COPY batch")
+    parser.add_argument("--rounds", type=int, default=3)
+    return asyncio.run(_run(parser.parse_args(argv)))

@@ -1,0 +1,250 @@
+"""The dispatch repository (``dispatch.repository.DispatchRepository``) on PostgreSQL.
+
+Built from a ``PostgresStore``'s pool: ``PgDispatchRepository(store.pool)``. Every write
+is one transaction; :meth:`apply` is ``UPDATE ... WHERE version = %s`` (under READ
+COMMITTED a concurrent updater blocks on the row lock, then re-checks the ``WHERE`` on
+the committed row and matches nothing), so of several racing transitions exactly one
+commits and the others see ``False``.
+
+Error handling: psycopg errors propagate; the caller decides (the service retries a
+timer on its next tick, an API handler answers 503).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from devices.model import Dispatch, DispatchState
+from dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
+from gateway.store import rows
+
+__all__ = ["PgDispatchRepository"]
+
+_AUDIT = "dispatch_id, at, from_state, to_state, actor, reason, detail"
+
+
+class PgDispatchRepository:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+        timers: Sequence[Timer],
+    ) -> bool:
+        d = dispatch
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"INSERT INTO dispatches ({rows.DISPATCH_COLUMNS})"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING".encode(),
+                (
+                    d.dispatch_id,
+                    d.alert_id,
+                    d.state.value,
+                    d.priority,
+                    d.created_at,
+                    d.updated_at,
+                    d.site_id,
+                    d.resident_id,
+                    d.responder_id,
+                    d.cascade_step,
+                    d.outcome,
+                    d.version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            await _insert_audit(conn, audit)
+            if cascade:
+                async with conn.cursor() as c:
+                    await c.executemany(
+                        "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id,"
+                        " timeout_s) VALUES (%s,%s,%s,%s)",
+                        [(d.dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade],
+                    )
+            await _set_timers(conn, timers)
+            return True
+
+    async def load(self, dispatch_id: str) -> Dispatch | None:
+        row = await self._one(
+            f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id = %s",
+            (dispatch_id,),
+        )
+        return rows.dispatch(row) if row else None
+
+    async def load_for_alert(self, alert_id: str) -> Dispatch | None:
+        row = await self._one(
+            f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches WHERE alert_id = %s", (alert_id,)
+        )
+        return rows.dispatch(row) if row else None
+
+    async def apply(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        set_timers: Sequence[Timer],
+        clear_timers: Sequence[TimerKind],
+    ) -> bool:
+        d = dispatch
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE dispatches SET state = %s, updated_at = %s, responder_id = %s,"
+                " cascade_step = %s, outcome = %s, version = %s"
+                " WHERE dispatch_id = %s AND version = %s",
+                (
+                    d.state.value,
+                    d.updated_at,
+                    d.responder_id,
+                    d.cascade_step,
+                    d.outcome,
+                    d.version,
+                    d.dispatch_id,
+                    expected_version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            await _insert_audit(conn, audit)
+            if clear_timers:
+                await conn.execute(
+                    "DELETE FROM dispatch_timers WHERE dispatch_id = %s AND kind = ANY(%s)",
+                    (d.dispatch_id, [k.value for k in clear_timers]),
+                )
+            await _set_timers(conn, set_timers)
+            return True
+
+    async def cascade(self, dispatch_id: str) -> list[CascadeEntry]:
+        found = await self._all(
+            "SELECT position, responder_id, timeout_s FROM dispatch_cascade"
+            " WHERE dispatch_id = %s ORDER BY position",
+            (dispatch_id,),
+        )
+        return [CascadeEntry(int(p), r, int(t)) for p, r, t in found]
+
+    async def timers(self, dispatch_id: str) -> list[Timer]:
+        found = await self._all(
+            "SELECT dispatch_id, kind, due_at, step FROM dispatch_timers"
+            " WHERE dispatch_id = %s ORDER BY due_at, kind",
+            (dispatch_id,),
+        )
+        return [_timer(r) for r in found]
+
+    async def due_timers(self, now: datetime, limit: int = 100) -> list[Timer]:
+        found = await self._all(
+            "SELECT t.dispatch_id, t.kind, t.due_at, t.step FROM dispatch_timers t"
+            " JOIN dispatches d USING (dispatch_id)"
+            " WHERE t.due_at <= %s ORDER BY d.priority, t.due_at LIMIT %s",
+            (now, limit),
+        )
+        return [_timer(r) for r in found]
+
+    async def next_due(self) -> datetime | None:
+        row = await self._one("SELECT min(due_at) FROM dispatch_timers", ())
+        return rows.as_dt(row[0]) if row and row[0] is not None else None
+
+    async def drop_timer(self, timer: Timer) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM dispatch_timers WHERE dispatch_id = %s AND kind = %s"
+                " AND due_at = %s AND step = %s",
+                (timer.dispatch_id, timer.kind.value, timer.due_at, timer.step),
+            )
+
+    async def audit(self, dispatch_id: str) -> list[AuditRecord]:
+        found = await self._all(
+            f"SELECT {_AUDIT} FROM dispatch_audit WHERE dispatch_id = %s ORDER BY audit_id",
+            (dispatch_id,),
+        )
+        return [_audit(r) for r in found]
+
+    async def audit_between(self, start: datetime, end: datetime) -> list[AuditRecord]:
+        found = await self._all(
+            "SELECT a.dispatch_id, a.at, a.from_state, a.to_state, a.actor, a.reason, a.detail"
+            " FROM dispatch_audit a JOIN dispatches d USING (dispatch_id)"
+            " WHERE d.created_at >= %s AND d.created_at < %s ORDER BY a.audit_id",
+            (start, end),
+        )
+        return [_audit(r) for r in found]
+
+    async def record_receipt(self, receipt: Receipt) -> None:
+        r = receipt
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO notification_receipts (dispatch_id, channel, recipient, status,"
+                " attempts, at, detail) VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                (r.dispatch_id, r.channel, r.recipient, r.status, r.attempts, r.at, r.detail),
+            )
+
+    async def receipts(self, dispatch_id: str) -> list[Receipt]:
+        found = await self._all(
+            "SELECT dispatch_id, channel, recipient, status, attempts, at, detail"
+            " FROM notification_receipts WHERE dispatch_id = %s ORDER BY receipt_id",
+            (dispatch_id,),
+        )
+        return [Receipt(r[0], r[1], r[2], r[3], int(r[4]), rows.as_dt(r[5]), r[6]) for r in found]
+
+    async def _one(self, query: str, params: Sequence[Any]) -> Any:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query.encode(), params)
+            return await cur.fetchone()
+
+    async def _all(self, query: str, params: Sequence[Any]) -> list[Any]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query.encode(), params)
+            return await cur.fetchall()
+
+
+async def _insert_audit(conn: AsyncConnection[TupleRow], a: AuditRecord) -> None:
+    await conn.execute(
+        f"INSERT INTO dispatch_audit ({_AUDIT}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
+        (
+            a.dispatch_id,
+            a.at,
+            a.from_state.value if a.from_state else None,
+            a.to_state.value,
+            a.actor,
+            a.reason,
+            json.dumps(a.detail),
+        ),
+    )
+
+
+async def _set_timers(conn: AsyncConnection[TupleRow], timers: Sequence[Timer]) -> None:
+    if not timers:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO dispatch_timers (dispatch_id, kind, due_at, step) VALUES (%s,%s,%s,%s)"
+            " ON CONFLICT (dispatch_id, kind) DO UPDATE SET due_at = excluded.due_at,"
+            " step = excluded.step",
+            [(t.dispatch_id, t.kind.value, t.due_at, t.step) for t in timers],
+        )
+
+
+def _timer(row: Any) -> Timer:
+    return Timer(row[0], TimerKind(row[1]), rows.as_dt(row[2]), int(row[3]))
+
+
+def _audit(row: Any) -> AuditRecord:
+    detail = row[6]
+    if isinstance(detail, str):
+        detail = json.loads(detail or "{}")
+    return AuditRecord(
+        dispatch_id=row[0],
+        at=rows.as_dt(row[1]),
+        from_state=DispatchState(row[2]) if row[2] else None,
+        to_state=DispatchState(row[3]),
+        actor=row[4],
+        reason=row[5],
+        detail=dict(detail or {}),
+    )

@@ -1,0 +1,81 @@
+"""``DurableStore`` on both backends while the database is up (everything goes straight
+through, idempotently), and its spool limits while PostgreSQL is away."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from devices.model import Alert, AlertKind, Dispatch, DispatchState
+from gateway.store.base import AuditEntry, DeadLetter, News2Record, Store
+from gateway.store.durable import DurableStore
+from gateway.store.errors import SpoolFull
+from gateway.store.postgres import PostgresStore
+from tests.store.helpers import T0, alert, event, message, registry
+from tests.store.proxy import TcpProxy
+
+
+async def test_writes_go_straight_through_when_the_database_is_up(
+    store: Store, tmp_path: Path
+) -> None:
+    await registry(store)
+    async with DurableStore(store, spool_dir=tmp_path / "spool", batch_age=0.01) as durable:
+        assert durable.mode == store.mode
+        await asyncio.gather(*(durable.write_readings(message(i)) for i in range(50)))
+        await durable.write_readings(message(3))  # redelivery
+        assert await durable.write_event(event(1)) is True
+        assert await durable.write_event(event(1)) is False
+        assert await durable.write_alert(alert(1)) is True
+        dispatch = Dispatch("d1", "a1", DispatchState.RAISED, 1, T0, T0, "s1", "res1")
+        audit = AuditEntry("d1", T0, None, DispatchState.RAISED, "gateway")
+        assert await durable.create_dispatch(dispatch, audit) is True
+        assert await durable.create_dispatch(dispatch, audit) is False
+        score = News2Record("res1", T0, 3, "low", False, {"spo2": 1}, 1, "obs1")
+        assert await durable.write_news2(score) is True
+        assert await durable.write_news2(score) is False
+        await durable.write_dead_letter(DeadLetter(T0, "mqtt", "t", "bad", b"x"))
+        await durable.set_device_status("ox1", online=True, at=T0, heartbeat=True)
+        stats = durable.stats()
+        assert not durable.degraded
+    assert stats["items_spooled"] == 0
+    assert stats["rows_flushed"] == 153
+    assert await store.count("readings") == 150
+    assert await store.count("dead_letters") == 1
+    assert await store.count("device_status") == 1
+    assert (await store.get_dispatch("d1")) == dispatch
+    assert not any((tmp_path / "spool").glob("*.seg"))
+
+
+async def test_full_spool_refuses_and_alarms(
+    pg_dsn: str, pg_schema: str, proxied_dsn: str, pg_proxy: TcpProxy, tmp_path: Path
+) -> None:
+    async with PostgresStore(pg_dsn, schema=pg_schema) as direct:
+        await direct.migrate()
+    alerts: list[Alert] = []
+    proxied = PostgresStore(proxied_dsn, schema=pg_schema, timeout=0.5)
+    async with proxied:
+        await pg_proxy.cut()
+        async with DurableStore(
+            proxied,
+            spool_dir=tmp_path / "spool",
+            spool_max_bytes=4000,
+            on_alert=alerts.append,
+            batch_age=0.005,
+            retry_initial=0.05,
+            maintain_every=None,
+        ) as durable:
+
+            async def fill() -> None:
+                for i in range(100):
+                    await durable.write_readings(message(i))
+
+            with pytest.raises(SpoolFull):
+                await fill()
+            await asyncio.sleep(0)  # the alert callback is scheduled on the loop
+            assert durable.stats()["spool_bytes"] <= 4000
+            assert durable.degraded
+    assert len(alerts) == 1
+    assert alerts[0].kind is AlertKind.TECHNICAL
+    assert alerts[0].priority == 2
