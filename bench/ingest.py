@@ -41,8 +41,10 @@ import aiomqtt
 
 from devices.codecs import json_v1
 from devices.model import Device, DeviceKind, Resident, Site, SiteKind
+from dispatch import DispatchService
 from gateway.app import open_store
 from gateway.config import Config, MqttConfig, StoreConfig
+from gateway.dispatching import dispatch_repository
 from gateway.ingest.mqtt import MqttIngest
 from gateway.logging import configure_logging
 from gateway.pipeline import Pipeline
@@ -213,11 +215,12 @@ async def gateway_receive(
     mqtt = MqttConfig(port=port, client_id=client_id, topic_prefix=prefix, max_inflight=1000)
     async with opened_store(args, tmp) as store:
         await provision(store, args.devices, max(1, args.devices // 2))
-        pipeline = Pipeline(store, SystemClock(), topic_prefix=prefix)
+        dispatcher = DispatchService(dispatch_repository(store), store, SystemClock())
+        pipeline = Pipeline(store, SystemClock(), topic_prefix=prefix, dispatcher=dispatcher)
         ingest = MqttIngest(mqtt, pipeline.handle, SystemClock())
         await enqueue(port, client_id, ingest.subscription, work)
         n = len(work.messages)
-        async with ingest:
+        async with dispatcher, ingest:
             await ingest.connected.wait()
             start = time.perf_counter()
             while ingest.acked < n:  # noqa: ASYNC110 - polling a counter, 2 ms resolution

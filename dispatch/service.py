@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final, Self
@@ -79,8 +79,11 @@ class DispatchService:
         poll_s: float = 5.0,
         retry_s: float = 5.0,
         notify_workers: int = 4,
+        on_change: Callable[[Dispatch, str, str], None] | None = None,
     ) -> None:
         self.repo = repo
+        #: Told of every stored change ``(dispatch, actor, reason)`` (live console, demo).
+        self.on_change = on_change
         self.registry = registry
         self.clock = clock
         self.cascades = cascades or CascadeConfig()
@@ -178,6 +181,8 @@ class DispatchService:
                 raise RuntimeError(f"dispatch for alert {alert.alert_id} vanished")
             return found
         log.info("dispatch_opened", dispatch_id=step.dispatch.dispatch_id, route=route.value)
+        if self.on_change is not None:
+            self.on_change(step.dispatch, step.audit.actor, f"route {route.value}")
         self._wake.set()
         return step.dispatch
 
@@ -341,6 +346,8 @@ class DispatchService:
             to_state=d.state.value,
             actor=step.audit.actor,
         )
+        if self.on_change is not None:
+            self.on_change(d, step.audit.actor, step.audit.reason)
         for effect in step.effects:
             if isinstance(effect, SetTimer):
                 self._wake.set()

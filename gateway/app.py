@@ -4,27 +4,33 @@
         await gw.wait_closed()             # until stop() (SIGINT/SIGTERM in the CLI)
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
-(store -> pipeline -> ingest) and left in reverse, so on shutdown ingest stops taking new
-messages first, in-flight messages finish and are acknowledged, and the store is closed
-last: everything accepted is flushed.
+(store -> durable store (batcher + spool) -> dispatch service -> rule runner -> MQTT
+ingest -> dead-letter publisher -> serial ingest) and left in reverse, so on shutdown
+ingest stops taking new messages first, in-flight messages finish and are acknowledged,
+and the store is closed last: everything accepted is flushed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from devices.model import Alert, Dispatch, DispatchState
+from dispatch import DispatchService
 from gateway.config import Config, rule_state_path
+from gateway.dispatching import add_store_responders, build_dispatcher
 from gateway.errors import ConfigError
 from gateway.ingest.deadletter import DeadLetterPublisher
 from gateway.ingest.mqtt import MqttIngest, gateway_topic
 from gateway.ingest.serial import SerialIngest
 from gateway.logging import get_logger
-from gateway.pipeline import ActivityFeed, Pipeline
+from gateway.pipeline import Activity, ActivityFeed, Pipeline
 from gateway.rule_state import RuleRunner, load_engine
 from gateway.store.base import Store
+from gateway.store.durable import DurableStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from rules.clock import Clock, SystemClock
@@ -40,8 +46,14 @@ def open_store(config: Config) -> PostgresStore | SqliteStore:
     """The configured store backend (not yet opened)."""
     sc = config.store
     if sc.backend == "postgres":
+        # A short pool timeout: a write that cannot get a connection within 2 s is spooled
+        # to local disk instead of holding up alarms behind it.
         return PostgresStore(
-            sc.dsn, schema=sc.schema, max_size=sc.pool_max, use_timescale=sc.timescale
+            sc.dsn,
+            schema=sc.schema,
+            max_size=sc.pool_max,
+            use_timescale=sc.timescale,
+            timeout=2.0,
         )
     if sc.backend == "sqlite":
         return SqliteStore(sc.sqlite_path)
@@ -68,6 +80,8 @@ class Gateway:
         self.mqtt: MqttIngest
         self.dead_letters: DeadLetterPublisher
         self.serial: SerialIngest | None = None
+        self.dispatcher: DispatchService
+        self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         try:
@@ -75,7 +89,15 @@ class Gateway:
             await self._stack.enter_async_context(backend)
             applied = await backend.migrate()
             log.info("store_ready", mode=backend.mode, migrations_applied=applied)
-            self.store = backend
+            # Readings are batched (COPY); anything written while the database is away is
+            # spooled to local disk (fsync) and replayed in order when it returns.
+            self.store = await self._stack.enter_async_context(
+                DurableStore(
+                    backend,
+                    spool_dir=Path(self.config.store.spool_dir),
+                    on_alert=self._spool_alert,
+                )
+            )
             # Dead letters are stored by the pipeline and also published (best effort) on
             # <prefix>/_gateway/deadletter through the ingest connection.
             self.dead_letters = DeadLetterPublisher(
@@ -83,6 +105,16 @@ class Gateway:
                 gateway_topic(self.config.mqtt.topic_prefix, "deadletter"),
             )
             engine = await self._rule_engine()
+            dispatcher = build_dispatcher(
+                self.config,
+                backend,
+                self.store,
+                self.clock,
+                lambda topic, payload: self.mqtt.publish(topic, payload),
+            )
+            await add_store_responders(dispatcher.directory, self.store)
+            dispatcher.on_change = self._dispatch_activity
+            self.dispatcher = await self._stack.enter_async_context(dispatcher)
             self.pipeline = Pipeline(
                 self.store,
                 self.clock,
@@ -90,7 +122,9 @@ class Gateway:
                 feed=self.feed,
                 on_dead_letter=self.dead_letters.submit,
                 engine=engine,
+                dispatcher=self.dispatcher,
             )
+            await self._resubmit_orphans()
             await self._stack.enter_async_context(
                 RuleRunner(
                     self.pipeline,
@@ -126,6 +160,44 @@ class Gateway:
         log.info("gateway_stopping", counters=dict(self.pipeline.counters))
         await self._stack.__aexit__(exc_type, exc, tb)
         log.info("gateway_stopped")
+
+    async def _resubmit_orphans(self) -> None:
+        """Alerts stored before a crash whose dispatch was never opened: open them now."""
+        orphans = await self.store.alerts_without_dispatch()
+        for alert in orphans:
+            await self.dispatcher.submit(alert)
+        if orphans:
+            log.warning("orphan_alerts_resubmitted", count=len(orphans))
+
+    def _dispatch_activity(self, d: Dispatch, actor: str, reason: str) -> None:
+        if d.state is DispatchState.RAISED:
+            self.pipeline.counters["dispatches"] += 1
+            who = d.responder_id or "none: operator must assign"
+            summary = f"dispatch {d.dispatch_id} raised ({reason}); proposed responder {who}"
+        else:
+            summary = f"dispatch {d.dispatch_id} {d.state.value} by {actor}"
+            if reason:
+                summary += f": {reason}"
+        self.feed.publish(
+            Activity(
+                "dispatch",
+                d.updated_at,
+                summary,
+                {
+                    "dispatch_id": d.dispatch_id,
+                    "state": d.state.value,
+                    "responder_id": d.responder_id,
+                    "resident_id": d.resident_id,
+                    "priority": d.priority,
+                },
+            )
+        )
+
+    def _spool_alert(self, alert: Alert) -> None:
+        """The local spool is nearly full (the database has been away a long time)."""
+        task = asyncio.get_running_loop().create_task(self.pipeline.raise_alert(alert))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _rule_engine(self) -> RuleEngine:
         """The rule engine with its persisted state, watching every provisioned device."""

@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 __all__ = [
     "ApiConfig",
     "Config",
+    "DispatchSection",
     "LogConfig",
     "MqttConfig",
     "RulesSection",
@@ -91,6 +92,24 @@ class RulesSection:
 
 
 @dataclass(frozen=True)
+class DispatchSection:
+    #: TOML with ``[dispatch]`` (routes, cascades per site/resident) and ``[[responders]]``
+    #: (availability, areas, contact channels); see docs/dispatch.md. Empty = defaults.
+    file: str = ""
+    #: HMAC-SHA256 key for signed webhooks (set TELECARE_DISPATCH__WEBHOOK_SECRET).
+    webhook_secret: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_sender: str = "telecare@localhost"
+    #: E-mail address told when a dispatch escalates (unacknowledged, cascade exhausted).
+    supervisor_email: str = ""
+    #: Seconds an alarm may stay unacknowledged before it escalates.
+    ack_within_s: int = 60
+    #: Minutes from the alarm until a responder must be on scene.
+    attend_within_min: int = 45
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     #: ``json`` (production) or ``console`` (pretty, for a terminal).
@@ -104,6 +123,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
     rules: RulesSection = field(default_factory=RulesSection)
+    dispatch: DispatchSection = field(default_factory=DispatchSection)
     serial: tuple[SerialPortConfig, ...] = ()
 
 

@@ -14,9 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from firmware_stubs.scenario import Population, care_home, private_home, run_population
-from gateway.app import Gateway
+from gateway.app import Gateway, open_store
 from gateway.broker import EmbeddedBroker
 from gateway.config import Config, MqttConfig, StoreConfig
 from gateway.pipeline import Activity
@@ -24,7 +25,15 @@ from gateway.store.base import Store
 
 __all__ = ["provision", "run_demo"]
 
-_STYLE = {"alert": "bold red", "dispatch": "yellow", "dead_letter": "magenta", "status": "dim"}
+_STYLE = {
+    "alert": "bold red",
+    "dispatch": "yellow",
+    "dead_letter": "magenta",
+    "status": "dim",
+    "news2": "cyan",
+    "folded": "red",
+    "cleared": "green",
+}
 
 
 async def provision(store: Store, pop: Population) -> None:
@@ -40,9 +49,9 @@ async def provision(store: Store, pop: Population) -> None:
 
 
 def _show(console: Console, activity: Activity) -> None:
-    style = _STYLE.get(activity.kind, "")
+    style = _STYLE.get(activity.kind, "white")
     stamp = activity.ts.strftime("%H:%M:%S")
-    console.print(f"{stamp} [{style}]{activity.kind:<11}[/{style}] {activity.summary}")
+    console.print(f"{stamp} [{style}]{activity.kind:<11}[/{style}] {escape(activity.summary)}")
 
 
 async def run_demo(
@@ -67,9 +76,11 @@ async def run_demo(
                 spool_dir=str(data_dir / "spool"),
             ),
         )
+        pop = care_home("oakhouse", residents).extend(private_home("home-12"))
+        async with open_store(config) as store:
+            await store.migrate()
+            await provision(store, pop)
         async with Gateway(config) as gw:
-            pop = care_home("oakhouse", residents).extend(private_home("home-12"))
-            await provision(gw.store, pop)
             console.print(
                 f"[bold green]telecare demo[/bold green]: broker 127.0.0.1:{broker.port}, "
                 f"store {config.store.sqlite_path} ({gw.store.mode}), "

@@ -17,7 +17,6 @@ stops the gateway. Storage errors propagate to the source, which does not acknow
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,30 +28,23 @@ from devices.model import (
     AlarmEvent,
     Alert,
     AlertKind,
-    Dispatch,
-    DispatchState,
     ObservationSet,
     Phase,
     Reading,
 )
+from dispatch import DispatchService
 from gateway.decode import MessageDecoder, Rejected
 from gateway.envelope import Envelope
 from gateway.logging import get_logger
-from gateway.store.base import AuditEntry, DeadLetter, News2Record, Store
-from rules.alarms import alarm_id_for, is_technical, priority_of
+from gateway.store.base import DeadLetter, News2Record, Store
+from rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
 from rules.clock import Clock
 from rules.engine import EngineResult, RuleEngine
 from rules.news2 import News2Result, News2ValueError, Observation
 
-__all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline", "dispatch_id_for"]
+__all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
 
 log = get_logger("telecare.pipeline")
-
-_NS = uuid.UUID("6f0c35a8-3b4e-4a59-9d55-8a1b0f6c2e11")
-
-
-def dispatch_id_for(alert_id: str) -> str:
-    return "dp-" + uuid.uuid5(_NS, f"dispatch:{alert_id}").hex[:20]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +90,7 @@ class Pipeline:
         feed: ActivityFeed | None = None,
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None,
         engine: RuleEngine | None = None,
+        dispatcher: DispatchService,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -105,6 +98,7 @@ class Pipeline:
         self.feed = feed or ActivityFeed()
         self.decoder = MessageDecoder(store, topic_prefix)
         self.engine = engine or RuleEngine(clock=clock)
+        self.dispatcher = dispatcher
         self.counters: Counter[str] = Counter()
         self._watched: set[str] = set()
         self._on_dead_letter = on_dead_letter
@@ -160,19 +154,15 @@ class Pipeline:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
         alert_id = alarm_id_for(event.device_id, event.msg_id)
-        fully_done = (
-            not new
-            and raises
-            and await self.store.get_dispatch(dispatch_id_for(alert_id)) is not None
-        )
-        if fully_done:
+        if not new:
             self.counters["events_duplicate"] += 1
-            return  # a redelivery of something fully processed
+            if raises and await self.dispatcher.repo.load_for_alert(alert_id) is not None:
+                return  # a redelivery of something fully processed
         resident = await self.decoder.registry.resident(event.resident_id)
         result = self.engine.on_event(event, resident)
         if not new and raises and not result.alerts and not result.folded:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
-            # while the engine already knew the alarm: finish the job.
+            # while the engine already knew the alarm: finish the job (idempotent writes).
             result.alerts.append(self._event_alert(event, alert_id))
         await self.apply(result)
 
@@ -273,13 +263,25 @@ class Pipeline:
             )
         for cleared in result.cleared:
             self.counters["cleared"] += 1
-            await self.on_cleared(cleared.alarm_id, cleared.reason, cleared.ts)
+            await self.on_cleared(cleared)
 
-    async def on_cleared(self, alert_id: str, reason: str, ts: datetime) -> None:
-        """An alarm's condition ended (restore, cancel, device heard again)."""
-        log.info("alarm_cleared", alert_id=alert_id, reason=reason)
+    async def on_cleared(self, cleared: ClearedAlarm) -> None:
+        """An alarm's condition ended (restore, cancel, device heard again): the dispatch is
+        auto-cleared or cancelled if nobody has taken it on yet (an operator who already
+        acknowledged it closes it with an outcome)."""
+        alert_id = cleared.alarm_id
+        log.info("alarm_cleared", alert_id=alert_id, reason=cleared.reason)
+        if cleared.closed:
+            await self.dispatcher.on_cancel(alert_id)
+        else:
+            await self.dispatcher.on_restore(alert_id)
         self.feed.publish(
-            Activity("cleared", ts, f"alarm {alert_id} cleared: {reason}", {"alert_id": alert_id})
+            Activity(
+                "cleared",
+                cleared.ts,
+                f"alarm {alert_id} cleared: {cleared.reason}",
+                {"alert_id": alert_id},
+            )
         )
 
     def _event_alert(self, event: AlarmEvent, alert_id: str) -> Alert:
@@ -324,54 +326,10 @@ class Pipeline:
                     },
                 )
             )
-        await self.open_dispatch(alert)
-
-    async def open_dispatch(self, alert: Alert) -> None:
-        resident = await self.decoder.registry.resident(alert.resident_id)
-        responder_id = resident.responders[0] if resident and resident.responders else None
-        now = self.clock.now()
-        dispatch = Dispatch(
-            dispatch_id=dispatch_id_for(alert.alert_id),
-            alert_id=alert.alert_id,
-            state=DispatchState.RAISED,
-            priority=alert.priority,
-            created_at=now,
-            updated_at=now,
-            site_id=alert.site_id,
-            resident_id=alert.resident_id,
-            responder_id=responder_id,
-        )
-        audit = AuditEntry(
-            dispatch.dispatch_id,
-            now,
-            None,
-            DispatchState.RAISED,
-            "gateway",
-            f"raised by alert {alert.alert_id}",
-            {"proposed_responder": responder_id},
-        )
-        if await self.store.create_dispatch(dispatch, audit):
-            self.counters["dispatches"] += 1
-            log.info(
-                "dispatch_raised",
-                dispatch_id=dispatch.dispatch_id,
-                alert_id=alert.alert_id,
-                responder_id=responder_id,
-            )
-            self.feed.publish(
-                Activity(
-                    "dispatch",
-                    now,
-                    f"dispatch {dispatch.dispatch_id} raised; proposed responder "
-                    f"{responder_id or 'none: operator must assign'}",
-                    {
-                        "dispatch_id": dispatch.dispatch_id,
-                        "responder_id": responder_id,
-                        "resident_id": alert.resident_id,
-                        "priority": alert.priority,
-                    },
-                )
-            )
+        # The dispatch service opens the dispatch from its storm-proof priority queue; an
+        # alert stored but not yet dispatched when the process dies is re-submitted at the
+        # next start (``Store.alerts_without_dispatch``).
+        await self.dispatcher.submit(alert)
 
     async def _status(self, status: json_v1.Status) -> None:
         at = status.ts or self.clock.now()

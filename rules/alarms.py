@@ -116,6 +116,8 @@ class ClearedAlarm:
     alarm_id: str
     reason: str
     ts: datetime
+    #: Closed by someone at the unit (cancel/reset, carer arrived), not a restore.
+    closed: bool = False
 
 
 class Outcome(StrEnum):

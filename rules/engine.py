@@ -144,7 +144,10 @@ class RuleEngine:
             result.restored.extend(a.alarm_id for a in outcome.alarms)
         elif outcome.outcome in (Outcome.CLEARED, Outcome.CLOSED):
             result.cleared.extend(
-                ClearedAlarm(a.alarm_id, outcome.reason, event.ts) for a in outcome.alarms
+                ClearedAlarm(
+                    a.alarm_id, outcome.reason, event.ts, closed=outcome.outcome is Outcome.CLOSED
+                )
+                for a in outcome.alarms
             )
         return result
 
@@ -226,6 +229,7 @@ class RuleEngine:
                 source_key=source_key,
                 detail={
                     "total": news.total,
+                    "news2": news.total,  # read by dispatch routing (NEWS2 >= 7 -> 999)
                     "risk": news.risk,
                     "red_flag": news.red_flag,
                     "components": dict(news.components),

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
+
+from devices.model import Dispatch
+from dispatch import DispatchService, ResponderDirectory
+from gateway.dispatching import add_store_responders, dispatch_repository
+from gateway.pipeline import Pipeline
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore
+from rules.clock import Clock
 
 T = TypeVar("T")
 
@@ -26,3 +35,23 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {result!r}")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running_pipeline(
+    store: PostgresStore | SqliteStore, clock: Clock, prefix: str = "telecare/v1"
+) -> AsyncIterator[Pipeline]:
+    """A pipeline with its real dispatch service (the service's tasks run meanwhile)."""
+    directory = ResponderDirectory()
+    await add_store_responders(directory, store)
+    service = DispatchService(dispatch_repository(store), store, clock, directory=directory)
+    async with service as dispatcher:
+        yield Pipeline(store, clock, topic_prefix=prefix, dispatcher=dispatcher)
+
+
+async def dispatch_for(store: PostgresStore | SqliteStore, alert_id: str) -> Dispatch:
+    """The dispatch opened for ``alert_id`` (waits for the dispatch service's queue)."""
+    repo = dispatch_repository(store)
+    found = await eventually(lambda: repo.load_for_alert(alert_id), lambda d: d is not None)
+    assert found is not None
+    return found

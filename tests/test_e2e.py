@@ -27,7 +27,6 @@ from firmware_stubs.mqtt_device import Pendant
 from gateway.app import Gateway
 from gateway.broker import EmbeddedBroker
 from gateway.config import Config, MqttConfig, RulesSection, StoreConfig
-from gateway.pipeline import dispatch_id_for
 from gateway.store.base import Store
 from rules.alarms import alarm_id_for
 from tests.helpers import eventually
@@ -58,7 +57,7 @@ async def press_and_check(gw: Gateway, host: str, port: int, prefix: str) -> Non
     async with Pendant("s1", "pend1", host=host, port=port, prefix=prefix) as pendant:
         msg_id = await pendant.press()
     alert_id = alarm_id_for("pend1", msg_id)
-    dispatch = await eventually(lambda: gw.store.get_dispatch(dispatch_id_for(alert_id)))
+    dispatch = await eventually(lambda: gw.dispatcher.repo.load_for_alert(alert_id))
     assert dispatch is not None
     assert dispatch.state is DispatchState.RAISED
     assert dispatch.responder_id == "kh1"  # the resident's first responder
@@ -79,9 +78,12 @@ async def press_and_check(gw: Gateway, host: str, port: int, prefix: str) -> Non
     assert await gw.store.count("alarm_events") == 1
     audit = await gw.store.dispatch_audit(dispatch.dispatch_id)
     assert [(a.from_state, a.to_state, a.actor) for a in audit] == [
-        (None, DispatchState.RAISED, "gateway")
+        (None, DispatchState.RAISED, "system")
     ]
-    assert audit[0].detail == {"proposed_responder": "kh1"}
+    # A pendant press without a reported injury is a wellbeing call: the resident's own
+    # responders (keyholder first), in order.
+    assert audit[0].detail["route"] == "wellbeing"
+    assert audit[0].detail["cascade"] == ["kh1", "ff1"]
 
 
 @pytest.mark.postgres

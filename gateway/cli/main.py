@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,8 +19,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from gateway.config import Config, load_config
-from gateway.errors import ConfigError
+from gateway.cli.common import ConfigOption, load_cli_config
 from gateway.logging import configure_logging
 
 __all__ = ["app", "main"]
@@ -38,21 +36,6 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 console = Console()
-err_console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML configuration file (env TELECARE_* overrides it)."),
-]
-
-
-def load_cli_config(path: Path | None) -> Config:
-    """The configuration, or exit 2 with the error (shared by every command)."""
-    try:
-        return load_config(path, os.environ)
-    except ConfigError as exc:
-        err_console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 def _run(main: Callable[[], Awaitable[_T]]) -> _T:

@@ -45,7 +45,7 @@ from devices.model import (
     SiteKind,
 )
 from gateway.auth import hash_secret, new_secret, read_password_file, write_password_file
-from gateway.cli.main import ConfigOption, load_cli_config
+from gateway.cli.common import ConfigOption, load_cli_config
 from gateway.config import Config
 from gateway.store.base import Store
 

@@ -20,6 +20,7 @@ from devices.model import EventType
 from firmware_stubs.mqtt_device import MqttDevice
 from firmware_stubs.scenario import care_home, private_home, run_population
 from gateway.app import open_store
+from gateway.cli.common import load_cli_config
 from gateway.config import Config
 from gateway.demo import provision
 
@@ -38,8 +39,6 @@ PasswordOption = Annotated[
 
 
 def _load(config: Path | None) -> Config:
-    from gateway.cli.main import load_cli_config
-
     return load_cli_config(config)
 
 

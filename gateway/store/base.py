@@ -158,8 +158,10 @@ class ResponseTimes:
 class Store(Protocol):
     """What the gateway needs from storage. Implementations are async context managers."""
 
-    #: ``"timescaledb"``, ``"postgres"`` or ``"sqlite"``: what the log reports at start.
-    mode: str
+    @property
+    def mode(self) -> str:
+        """``"timescaledb"``, ``"postgres"`` or ``"sqlite"``: what the log reports at start."""
+        ...
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; return the names applied (empty when up to date)."""
@@ -176,6 +178,9 @@ class Store(Protocol):
     async def get_resident(self, resident_id: str) -> Resident | None: ...
     async def get_responder(self, responder_id: str) -> Responder | None: ...
     async def list_devices(self) -> list[Device]: ...
+    async def list_sites(self) -> list[Site]: ...
+    async def list_residents(self, site_id: str | None = None) -> list[Resident]: ...
+    async def list_responders(self) -> list[Responder]: ...
 
     # -- ingest ---------------------------------------------------------------------
     async def write_readings(self, readings: Sequence[Reading]) -> int:
@@ -218,6 +223,11 @@ class Store(Protocol):
 
     # -- queries --------------------------------------------------------------------
     async def recent_alerts(self, limit: int = 50) -> list[Alert]: ...
+
+    async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
+        """Alerts that have no dispatch yet, oldest first: what a crash may have left
+        between storing an alert and opening its dispatch (the gateway re-submits them)."""
+        ...
 
     async def latest_readings(self, resident_id: str) -> dict[str, tuple[datetime, float]]:
         """The latest value of each metric for a resident (metric label -> (ts, value))."""

@@ -379,8 +379,20 @@ class DurableStore:
     async def dispatch_audit(self, dispatch_id: str) -> list[AuditEntry]:
         return await self.store.dispatch_audit(dispatch_id)
 
+    async def list_sites(self) -> list[Site]:
+        return await self.store.list_sites()
+
+    async def list_residents(self, site_id: str | None = None) -> list[Resident]:
+        return await self.store.list_residents(site_id)
+
+    async def list_responders(self) -> list[Responder]:
+        return await self.store.list_responders()
+
     async def recent_alerts(self, limit: int = 50) -> list[Alert]:
         return await self.store.recent_alerts(limit)
+
+    async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
+        return await self.store.alerts_without_dispatch(limit)
 
     async def latest_readings(self, resident_id: str) -> dict[str, tuple[datetime, float]]:
         return await self.store.latest_readings(resident_id)

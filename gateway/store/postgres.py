@@ -349,6 +349,33 @@ class PostgresStore:
         found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
         return [rows.device(r) for r in found]
 
+    async def list_sites(self) -> list[Site]:
+        found = await self._all(
+            "SELECT site_id, kind, name, address, area FROM sites ORDER BY site_id"
+        )
+        return [rows.site(r) for r in found]
+
+    async def list_responders(self) -> list[Responder]:
+        found = await self._all(
+            f"SELECT {rows.RESPONDER_COLUMNS} FROM responders ORDER BY responder_id"
+        )
+        return [rows.responder(r) for r in found]
+
+    async def list_residents(self, site_id: str | None = None) -> list[Resident]:
+        found = await self._all(
+            f"SELECT {rows.RESIDENT_COLUMNS} FROM residents"
+            " WHERE %s::text IS NULL OR site_id = %s ORDER BY resident_id",
+            (site_id, site_id),
+        )
+        order = await self._all(
+            "SELECT resident_id, responder_id FROM resident_responders"
+            " ORDER BY resident_id, position"
+        )
+        cascades: dict[str, list[str]] = {}
+        for rid, responder_id in order:
+            cascades.setdefault(rid, []).append(responder_id)
+        return [rows.resident(r, tuple(cascades.get(r[0], ()))) for r in found]
+
     async def get_resident(self, resident_id: str) -> Resident | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
@@ -544,6 +571,16 @@ class PostgresStore:
     async def recent_alerts(self, limit: int = 50) -> list[Alert]:
         found = await self._all(
             f"SELECT {rows.ALERT_COLUMNS} FROM alerts ORDER BY ts DESC LIMIT %s", (limit,)
+        )
+        return [rows.alert(r) for r in found]
+
+    async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
+        cols = ", ".join(f"a.{c.strip()}" for c in rows.ALERT_COLUMNS.split(","))
+        found = await self._all(
+            f"SELECT {cols} FROM alerts a WHERE NOT EXISTS"
+            " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
+            " ORDER BY a.ts LIMIT %s",
+            (limit,),
         )
         return [rows.alert(r) for r in found]
 

@@ -72,7 +72,7 @@ def test_run_stores_an_alarm_and_stops_cleanly_on_sigterm(
         )
         assert pressed.returncode == 0, pressed.stderr
         assert "pendant sent by p1" in pressed.stdout
-        _wait_for_line(proc, "dispatch_raised")
+        _wait_for_line(proc, "dispatch_opened")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         rest = proc.stderr.read() if proc.stderr else ""

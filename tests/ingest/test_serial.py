@@ -21,7 +21,7 @@ from gateway.ingest.serial import PortReader, SerialIngest
 from gateway.pipeline import Pipeline
 from gateway.store.base import Store
 from rules.clock import SystemClock
-from tests.helpers import eventually
+from tests.helpers import eventually, running_pipeline
 from tests.ingest.ptys import PtyPort
 
 
@@ -38,7 +38,17 @@ async def _provision(store: Store) -> None:
 async def reading(
     store: Store, port: PtyPort, codec: str, device_id: str
 ) -> AsyncIterator[tuple[Pipeline, PortReader]]:
-    pipeline = Pipeline(store, SystemClock())
+    async with (
+        running_pipeline(store, SystemClock()) as pipeline,
+        _serial(pipeline, port, codec, device_id) as reader,
+    ):
+        yield pipeline, reader
+
+
+@asynccontextmanager
+async def _serial(
+    pipeline: Pipeline, port: PtyPort, codec: str, device_id: str
+) -> AsyncIterator[PortReader]:
     ingest = SerialIngest(
         [SerialPortConfig(str(port.path), codec, device_id)],
         pipeline,
@@ -51,7 +61,7 @@ async def reading(
         reader = ingest.readers[0]
         await asyncio.wait_for(reader.is_open.wait(), 10)
         port.reader_opened()
-        yield pipeline, reader
+        yield reader
 
 
 async def _latest(store: Store) -> dict[str, float]:
