@@ -125,7 +125,8 @@ def test_demo_shows_alarms_becoming_dispatches_and_stops_on_ctrl_c(tmp_path: Pat
     assert proc.returncode == 0, text
     assert "telecare demo" in text
     assert "P1 pendant alarm" in text or "P1 fall alarm" in text
-    assert "raised; proposed responder" in text
+    assert "raised (route " in text
+    assert "proposed responder" in text
     assert "demo stopped" in text
     with sqlite3.connect(tmp_path / "demo" / "telecare.sqlite3") as conn:
         (dispatches,) = conn.execute("SELECT count(*) FROM dispatches").fetchone()
