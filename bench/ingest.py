@@ -6,14 +6,14 @@ created, N messages are published and queued for it, then the receiver connects 
 clock runs until the last one is done.
 
 * **baseline**: a bare aiomqtt loop that only receives (automatic PUBACK).
-* **gateway**: the gateway's :class:`~gateway.ingest.mqtt.MqttIngest` feeding the real
-  :class:`~gateway.pipeline.Pipeline` (provisioning checks, decode, store), with manual
-  PUBACK after each message is stored; done when every message is acknowledged.
+* **gateway**: the real :class:`~gateway.app.Gateway` (MQTT ingest, provisioning checks,
+  decode, rules, the batching durable store, the dispatch service), with manual PUBACK
+  after each message is stored; done when every message is acknowledged.
 
 Run for single readings (one message = SpO2 + pulse) and hub batches (one message =
 ``--batch`` child readings). Prints messages/s for both, and the ratio (target >= 0.7).
 
-    python -m bench ingest [--store sqlite|postgres] [--dsn ...] [--durable]
+    python -m bench ingest [--store sqlite|postgres] [--dsn ...]
                            [--messages 4000] [--batches 400] [--batch 20] [--devices 200]
 """
 
@@ -30,8 +30,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,15 +41,10 @@ import aiomqtt
 
 from devices.codecs import json_v1
 from devices.model import Device, DeviceKind, Resident, Site, SiteKind
-from dispatch import DispatchService
-from gateway.app import open_store
-from gateway.config import Config, MqttConfig, StoreConfig
-from gateway.dispatching import dispatch_repository
-from gateway.ingest.mqtt import MqttIngest
+from gateway.app import Gateway, open_store
+from gateway.config import Config, MqttConfig, RulesSection, StoreConfig
 from gateway.logging import configure_logging
-from gateway.pipeline import Pipeline
 from gateway.store.base import Store
-from rules.clock import SystemClock
 
 __all__ = ["main"]
 
@@ -175,58 +170,46 @@ async def bare_receive(port: int, subscription: str, work: Workload) -> float:
         return time.perf_counter() - start
 
 
-@contextlib.asynccontextmanager
-async def opened_store(args: argparse.Namespace, tmp: Path) -> AsyncIterator[Store]:
+async def gateway_receive(
+    port: int, prefix: str, work: Workload, args: argparse.Namespace, tmp: Path
+) -> tuple[float, Counter[str]]:
+    """The real :class:`~gateway.app.Gateway` (durable store, rules, dispatch service),
+    timed from connect until every queued message has been stored and acknowledged."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    cfg = Config(
+    client_id = f"gw-{uuid.uuid4().hex[:8]}"
+    run_dir = tmp / client_id
+    config = Config(
+        mqtt=MqttConfig(port=port, client_id=client_id, topic_prefix=prefix, max_inflight=1000),
         store=StoreConfig(
             backend=args.store,
             dsn=args.dsn,
             schema=schema,
             timescale=False,
-            sqlite_path=str(tmp / "bench.sqlite3"),
-        )
+            sqlite_path=str(run_dir / "bench.sqlite3"),
+            spool_dir=str(run_dir / "spool"),
+        ),
+        rules=RulesSection(state_file=str(run_dir / "rules-state.json"), tick_s=3600),
     )
-    async with AsyncExitStack() as stack:
-        backend = open_store(cfg)
-        await stack.enter_async_context(backend)
-        await backend.migrate()
-        store: Store = backend
-        if args.durable:
-            from gateway.store.durable import DurableStore
-
-            store = await stack.enter_async_context(
-                DurableStore(backend, spool_dir=tmp / "spool")  # type: ignore[arg-type]
-            )
-        try:
-            yield store
-        finally:
-            if args.store == "postgres":
-                import psycopg
-
-                async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
-                    await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-async def gateway_receive(
-    port: int, prefix: str, work: Workload, args: argparse.Namespace, tmp: Path
-) -> tuple[float, Pipeline]:
-    client_id = f"gw-{uuid.uuid4().hex[:8]}"
-    mqtt = MqttConfig(port=port, client_id=client_id, topic_prefix=prefix, max_inflight=1000)
-    async with opened_store(args, tmp) as store:
-        await provision(store, args.devices, max(1, args.devices // 2))
-        dispatcher = DispatchService(dispatch_repository(store), store, SystemClock())
-        pipeline = Pipeline(store, SystemClock(), topic_prefix=prefix, dispatcher=dispatcher)
-        ingest = MqttIngest(mqtt, pipeline.handle, SystemClock())
-        await enqueue(port, client_id, ingest.subscription, work)
+    try:
+        async with open_store(config) as store:
+            await store.migrate()
+            await provision(store, args.devices, max(1, args.devices // 2))
+        await enqueue(port, client_id, f"{prefix}/+/+/+", work)
         n = len(work.messages)
-        async with dispatcher, ingest:
-            await ingest.connected.wait()
+        async with Gateway(config) as gw:
+            await gw.mqtt.connected.wait()
             start = time.perf_counter()
-            while ingest.acked < n:  # noqa: ASYNC110 - polling a counter, 2 ms resolution
+            while gw.mqtt.acked < n:  # noqa: ASYNC110 - polling a counter, 2 ms resolution
                 await asyncio.sleep(0.002)
             elapsed = time.perf_counter() - start
-    return elapsed, pipeline
+            counters = Counter(gw.pipeline.counters)
+    finally:
+        if args.store == "postgres":
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
+                await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return elapsed, counters
 
 
 # --------------------------------------------------------------------------- main
@@ -244,8 +227,8 @@ async def run(args: argparse.Namespace) -> bool:
             )
             n = len(work.messages)
             base = await bare_receive(port, f"{prefix}/+/+/+", work)
-            gw, pipeline = await gateway_receive(port, prefix, work, args, Path(tmpdir))
-            bad = pipeline.counters["dead_letters"]
+            gw, counters = await gateway_receive(port, prefix, work, args, Path(tmpdir))
+            bad = counters["dead_letters"]
             ratio = base / gw
             ok &= ratio >= TARGET_RATIO and bad == 0
             print(
@@ -264,14 +247,15 @@ def main(argv: list[str]) -> int:
         "--dsn",
         default=os.environ.get("TELECARE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
     )
-    parser.add_argument("--durable", action="store_true", help="wrap in DurableStore (batching)")
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--devices", type=int, default=200)
     args = parser.parse_args(argv)
-    mode = f"{args.store}{' + DurableStore' if args.durable else ''}"
-    print(f"ingest benchmark: store {mode}, private mosquitto (max_inflight_messages 1000)")
+    print(
+        f"ingest benchmark: the gateway on {args.store} (durable store, rules, dispatch),"
+        " private mosquitto (max_inflight_messages 1000)"
+    )
     configure_logging("error", "console")
     logging.getLogger("mqtt").setLevel(logging.ERROR)
     ok = asyncio.run(run(args))

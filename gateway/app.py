@@ -124,6 +124,9 @@ class Gateway:
                 engine=engine,
                 dispatcher=self.dispatcher,
             )
+            self.pipeline.decoder.registry.prime(
+                await self.store.list_devices(), await self.store.list_residents()
+            )
             await self._resubmit_orphans()
             await self._stack.enter_async_context(
                 RuleRunner(

@@ -13,8 +13,10 @@ characteristic or an undecodable value is rejected with the codec's reason.
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from devices.codecs import Malformed, ble, json_v1, registry
 from devices.model import AlarmEvent, Device, Reading, Resident
@@ -22,6 +24,8 @@ from gateway.envelope import Envelope
 from gateway.store.base import Store
 
 __all__ = ["MessageDecoder", "Registry", "Rejected"]
+
+_V = TypeVar("_V")
 
 
 class Rejected(Exception):
@@ -34,33 +38,72 @@ class Rejected(Exception):
 
 
 class Registry:
-    """Provisioned devices and residents, cached; a miss re-reads the store (so a device
-    provisioned while the gateway runs is accepted at once)."""
+    """Provisioned devices and residents, cached for ``ttl`` seconds.
 
-    def __init__(self, store: Store, ttl: float = 30.0) -> None:
+    The gateway primes it with everything provisioned at start. A miss reads the store
+    (so a device provisioned while the gateway runs is accepted at once); concurrent
+    misses for the same key share one read, and "not provisioned" is remembered for
+    ``negative_ttl`` seconds so a flood from an unknown device cannot hammer the store.
+    """
+
+    def __init__(self, store: Store, ttl: float = 30.0, negative_ttl: float = 1.0) -> None:
         self._store = store
         self._ttl = ttl
+        self._negative_ttl = negative_ttl
         self._devices: dict[str, tuple[float, Device | None]] = {}
         self._residents: dict[str, tuple[float, Resident | None]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
+
+    def prime(self, devices: Iterable[Device] = (), residents: Iterable[Resident] = ()) -> None:
+        now = time.monotonic()
+        for d in devices:
+            self._devices[d.device_id] = (now, d)
+        for r in residents:
+            self._residents[r.resident_id] = (now, r)
+
+    def _fresh(self, hit: tuple[float, _V | None] | None) -> bool:
+        if hit is None:
+            return False
+        ttl = self._ttl if hit[1] is not None else self._negative_ttl
+        return time.monotonic() - hit[0] < ttl
 
     async def device(self, device_id: str) -> Device | None:
         hit = self._devices.get(device_id)
-        now = time.monotonic()
-        if hit is not None and hit[1] is not None and now - hit[0] < self._ttl:
+        if hit is not None and self._fresh(hit):
             return hit[1]
-        found = await self._store.get_device(device_id)
-        self._devices[device_id] = (now, found)
-        return found
+        return await self._load("device", device_id, self._store.get_device, self._devices)
 
     async def resident(self, resident_id: str | None) -> Resident | None:
         if resident_id is None:
             return None
         hit = self._residents.get(resident_id)
-        now = time.monotonic()
-        if hit is not None and hit[1] is not None and now - hit[0] < self._ttl:
+        if hit is not None and self._fresh(hit):
             return hit[1]
-        found = await self._store.get_resident(resident_id)
-        self._residents[resident_id] = (now, found)
+        return await self._load("resident", resident_id, self._store.get_resident, self._residents)
+
+    async def _load(
+        self,
+        kind: str,
+        key: str,
+        fetch: Callable[[str], Awaitable[_V | None]],
+        cache: dict[str, tuple[float, _V | None]],
+    ) -> _V | None:
+        pending = self._loading.get((kind, key))
+        if pending is not None:
+            result: _V | None = await asyncio.shield(pending)
+            return result
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[(kind, key)] = fut
+        try:
+            found = await fetch(key)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._loading[(kind, key)]
+        cache[key] = (time.monotonic(), found)
+        fut.set_result(found)
         return found
 
 
@@ -142,7 +185,5 @@ class MessageDecoder:
                 f"hub {hub.device_id!r} forwarded for unknown device {device_id!r}", hub.device_id
             )
         if isinstance(message, Reading | AlarmEvent):
-            return dataclasses.replace(
-                message, site_id=child.site_id, resident_id=child.resident_id
-            )
+            return message.owned_by(child.site_id, child.resident_id)
         return message

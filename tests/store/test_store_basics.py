@@ -74,8 +74,18 @@ async def test_event_alert_dispatch(store: Store) -> None:
     event = AlarmEvent("d1", EventType.PENDANT, Phase.ALARM, NOW, "m2", "s1", "res1")
     assert await store.write_event(event) is True
     assert await store.write_event(event) is False
-    alert = Alert("a1", AlertKind.ALARM, 1, "pendant pressed", NOW, "s1", "res1", "d1",
-                  EventType.PENDANT, "d1/m2")
+    alert = Alert(
+        "a1",
+        AlertKind.ALARM,
+        1,
+        "pendant pressed",
+        NOW,
+        "s1",
+        "res1",
+        "d1",
+        EventType.PENDANT,
+        "d1/m2",
+    )
     assert await store.write_alert(alert) is True
     assert await store.write_alert(alert) is False
     dispatch = Dispatch("dp1", "a1", DispatchState.RAISED, 1, NOW, NOW, "s1", "res1", "r2")
