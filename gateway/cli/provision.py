@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import aiomqtt
 import typer
@@ -93,12 +93,6 @@ def _model(build: Callable[[], _T]) -> _T:
         raise _fail(str(exc)) from None
 
 
-async def _list_or_none(store: Store, name: str) -> list[Any] | None:
-    """``store.<name>()`` when the backend has it (not yet part of the Store seam)."""
-    method = getattr(store, name, None)
-    return None if method is None else list(await method())
-
-
 # --------------------------------------------------------------------------- sites
 
 
@@ -120,9 +114,7 @@ def site_add(
 @site_app.command("list")
 def site_list(config: ConfigOption = None) -> None:
     """List sites."""
-    sites = _with_store(load_cli_config(config), lambda store: _list_or_none(store, "list_sites"))
-    if sites is None:
-        raise _fail("this store cannot list sites yet")
+    sites = _with_store(load_cli_config(config), lambda store: store.list_sites())
     table = Table("site", "kind", "area")
     for s in sites:
         table.add_row(s.site_id, s.kind.value, s.area)
@@ -162,11 +154,7 @@ def resident_add(
 @resident_app.command("list")
 def resident_list(config: ConfigOption = None) -> None:
     """List residents (ids, sites and cascades; no names)."""
-    residents = _with_store(
-        load_cli_config(config), lambda store: _list_or_none(store, "list_residents")
-    )
-    if residents is None:
-        raise _fail("this store cannot list residents yet")
+    residents = _with_store(load_cli_config(config), lambda store: store.list_residents())
     table = Table("resident", "site", "responders", "SpO2 scale")
     for r in residents:
         table.add_row(r.resident_id, r.site_id, ", ".join(r.responders), str(r.spo2_scale))
@@ -194,11 +182,7 @@ def responder_add(
 @responder_app.command("list")
 def responder_list(config: ConfigOption = None) -> None:
     """List responders."""
-    found = _with_store(
-        load_cli_config(config), lambda store: _list_or_none(store, "list_responders")
-    )
-    if found is None:
-        raise _fail("this store cannot list responders yet")
+    found = _with_store(load_cli_config(config), lambda store: store.list_responders())
     table = Table("responder", "kind", "area")
     for r in found:
         table.add_row(r.responder_id, r.kind.value, r.area)
