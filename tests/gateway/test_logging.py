@@ -1,0 +1,29 @@
+"""Personal data never reaches a log line, even when a caller passes it by mistake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.logging import configure_logging, get_logger
+
+
+def test_personal_data_is_redacted_in_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json")
+    log = get_logger("test")
+    log.info(
+        "resident_saved",
+        resident_id="res-1",
+        name="Edna Smith",
+        nhs_number="943 476 5919",
+        address="1 High Street",
+        note="called back on 943-476-5919",
+    )
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["resident_id"] == "res-1"
+    assert line["name"] == "[redacted]"
+    assert line["nhs_number"] == "[redacted]"
+    assert line["address"] == "[redacted]"
+    assert line["note"] == "called back on [redacted]"
+    assert "Edna" not in json.dumps(line)
