@@ -52,7 +52,7 @@ from dispatch.records import Timer, TimerKind
 from dispatch.repository import DispatchRepository, Registry
 from dispatch.responders import ResponderDirectory
 from dispatch.storm import AlarmQueue, Intake
-from rules.clock import Clock
+from rules.clock import Clock, raise_if_cancelling
 
 __all__ = ["DispatchService"]
 
@@ -428,6 +428,7 @@ class DispatchService:
                 await self.fire_due_timers()
                 nxt = await self.repo.next_due()
             except Exception:
+                raise_if_cancelling()
                 log.exception("dispatch_timer_error")
                 nxt = self.clock.now() + timedelta(seconds=self.retry_s)
             until = self.clock.now() + timedelta(seconds=self.poll_s)
@@ -452,6 +453,7 @@ class DispatchService:
             try:
                 await self.open(entry.first, grouped=entry.alerts[1:])
             except Exception:
+                raise_if_cancelling()
                 log.exception("dispatch_open_failed", alert_id=entry.first.alert_id)
 
     async def _notify_loop(self) -> None:
@@ -461,6 +463,7 @@ class DispatchService:
             try:
                 await self.notifier.notify(d, effect)
             except Exception:
+                raise_if_cancelling()
                 log.exception("notification_failed", dispatch_id=d.dispatch_id)
             finally:
                 self._notes.task_done()

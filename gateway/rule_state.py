@@ -19,7 +19,7 @@ from typing import Self
 
 from gateway.logging import get_logger
 from gateway.pipeline import Pipeline
-from rules.clock import Clock
+from rules.clock import Clock, raise_if_cancelling
 from rules.config import RulesConfig
 from rules.engine import RuleEngine
 
@@ -85,4 +85,5 @@ class RuleRunner:
                 await self.pipeline.tick()
                 await asyncio.to_thread(save_engine, self.state_file, self.pipeline.engine)
             except Exception as exc:  # keep ticking: the next tick retries
+                raise_if_cancelling()
                 log.error("rules_tick_failed", error=repr(exc))

@@ -36,6 +36,7 @@ from typing import Self
 
 from gateway.logging import get_logger
 from gateway.store.base import DeadLetter
+from rules.clock import raise_if_cancelling
 
 __all__ = ["MAX_PAYLOAD_PREVIEW", "QUEUE_SIZE", "DeadLetterPublisher", "encode_dead_letter"]
 
@@ -114,6 +115,7 @@ class DeadLetterPublisher:
                 try:
                     await self._publish(self.topic, payload)
                 except Exception as exc:
+                    raise_if_cancelling()
                     log.warning("deadletter_publish_failed", topic=self.topic, error=repr(exc))
                     await asyncio.sleep(self.retry_s)
                     continue

@@ -63,7 +63,7 @@ from gateway.config import SerialPortConfig
 from gateway.envelope import Envelope
 from gateway.errors import ConfigError
 from gateway.logging import get_logger
-from rules.clock import Clock
+from rules.clock import Clock, raise_if_cancelling
 
 __all__ = ["PortReader", "PortStats", "SerialIngest", "Sink", "open_port"]
 
@@ -330,6 +330,7 @@ class PortReader:
                 await write(item)
                 return
             except Exception as exc:
+                raise_if_cancelling()
                 delay = backoff.next_delay()
                 log.error(
                     "serial_store_failed", port=self.port, error=repr(exc), retry_in=round(delay, 2)
