@@ -63,7 +63,9 @@ class StoreConfig:
     #: Try ``CREATE EXTENSION timescaledb`` (falls back to plain PostgreSQL).
     timescale: bool = True
     pool_max: int = 8
-    spool_dir: str = "data/spool"
+    #: Local spool used while PostgreSQL is away. Empty: ``spool/`` next to the SQLite
+    #: file, or ``data/spool-<schema>`` for PostgreSQL (one spool per store, never shared).
+    spool_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,14 @@ class Config:
     rules: RulesSection = field(default_factory=RulesSection)
     dispatch: DispatchSection = field(default_factory=DispatchSection)
     serial: tuple[SerialPortConfig, ...] = ()
+
+
+def spool_path(config: Config) -> Path:
+    if config.store.spool_dir:
+        return Path(config.store.spool_dir)
+    if config.store.backend == "sqlite":
+        return Path(config.store.sqlite_path).with_name("spool")
+    return Path("data") / f"spool-{config.store.schema}"
 
 
 def rule_state_path(config: Config) -> Path:

@@ -21,6 +21,13 @@ from tests.services import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory, so the gateway's relative default paths
+    (``data/spool-<schema>``, rule state) never touch the checkout or another test."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     try:
