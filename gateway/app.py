@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from devices.model import Alert, Dispatch, DispatchState
 from dispatch import DispatchService
-from gateway.config import Config, rule_state_path
+from gateway.config import Config, rule_state_path, spool_path
 from gateway.dispatching import add_store_responders, build_dispatcher
 from gateway.errors import ConfigError
 from gateway.ingest.deadletter import DeadLetterPublisher
@@ -94,7 +93,7 @@ class Gateway:
             self.store = await self._stack.enter_async_context(
                 DurableStore(
                     backend,
-                    spool_dir=Path(self.config.store.spool_dir),
+                    spool_dir=spool_path(self.config),
                     on_alert=self._spool_alert,
                 )
             )
