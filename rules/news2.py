@@ -54,7 +54,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from devices.model import Metric, ModelError
+from devices.model import NEWS2_PARAMETERS, Metric, ModelError
 
 __all__ = [
     "BANDS",
@@ -75,16 +75,8 @@ __all__ = [
     "score_batch",
 ]
 
-#: The seven NEWS2 parameters, as :class:`Observation` field names.
-PARAMETERS: Final = (
-    "respiration_rate",
-    "spo2",
-    "on_oxygen",
-    "systolic_bp",
-    "pulse",
-    "consciousness",
-    "temperature",
-)
+#: The seven NEWS2 parameters, as :class:`Observation` field names (chart order).
+PARAMETERS: Final = NEWS2_PARAMETERS
 
 #: Risk bands from least to most urgent; a batch risk code is an index into this tuple.
 RISK_LABELS: Final = ("low", "low-medium", "medium", "high")
