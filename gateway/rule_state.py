@@ -9,7 +9,6 @@ clock and saves the snapshot; leaving it saves once more.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from datetime import timedelta
@@ -19,6 +18,7 @@ from typing import Self
 
 from gateway.logging import get_logger
 from gateway.pipeline import Pipeline
+from gateway.tasks import stop_task
 from rules.clock import Clock, raise_if_cancelling
 from rules.config import RulesConfig
 from rules.engine import RuleEngine
@@ -71,10 +71,7 @@ class RuleRunner:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         await asyncio.to_thread(save_engine, self.state_file, self.pipeline.engine)
 
     async def _run(self) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -36,6 +35,7 @@ from typing import Self
 
 from gateway.logging import get_logger
 from gateway.store.base import DeadLetter
+from gateway.tasks import stop_task
 from rules.clock import raise_if_cancelling
 
 __all__ = ["MAX_PAYLOAD_PREVIEW", "QUEUE_SIZE", "DeadLetterPublisher", "encode_dead_letter"]
@@ -102,10 +102,7 @@ class DeadLetterPublisher:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self) -> None:
         while True:
