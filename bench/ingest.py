@@ -11,10 +11,12 @@ clock runs until the last one is done.
   after each message is stored; done when every message is acknowledged.
 
 Run for single readings (one message = SpO2 + pulse) and hub batches (one message =
-``--batch`` child readings). Prints messages/s for both, and the ratio (target >= 0.7).
+``--batch`` child readings). Each side runs ``--rounds`` times, alternating (the machine
+is small and noisy); the best run of each side is compared. Prints messages/s for both,
+the ratio (target >= 0.7) and each round's ratio.
 
-    python -m bench ingest [--store sqlite|postgres] [--dsn ...]
-                           [--messages 4000] [--batches 400] [--batch 20] [--devices 200]
+    python -m bench ingest [--store sqlite|postgres] [--dsn ...] [--rounds 3]
+                           [--messages 6000] [--batches 1500] [--batch 20] [--devices 200]
 """
 
 from __future__ import annotations
@@ -219,22 +221,32 @@ async def run(args: argparse.Namespace) -> bool:
     ok = True
     with private_broker() as port, tempfile.TemporaryDirectory() as tmpdir:
         for kind in ("single", "batch"):
-            prefix = f"bench-{uuid.uuid4().hex[:6]}/telecare/v1"
-            work = (
-                single_readings(prefix, args.messages, args.devices)
-                if kind == "single"
-                else hub_batches(prefix, args.batches, args.batch, args.devices)
-            )
+            bare_times: list[float] = []
+            gw_times: list[float] = []
+            ratios: list[float] = []
+            bad = 0
+            for _ in range(args.rounds):
+                prefix = f"bench-{uuid.uuid4().hex[:6]}/telecare/v1"
+                work = (
+                    single_readings(prefix, args.messages, args.devices)
+                    if kind == "single"
+                    else hub_batches(prefix, args.batches, args.batch, args.devices)
+                )
+                base = await bare_receive(port, f"{prefix}/+/+/+", work)
+                gw, counters = await gateway_receive(port, prefix, work, args, Path(tmpdir))
+                bad += counters["dead_letters"]
+                bare_times.append(base)
+                gw_times.append(gw)
+                ratios.append(base / gw)
             n = len(work.messages)
-            base = await bare_receive(port, f"{prefix}/+/+/+", work)
-            gw, counters = await gateway_receive(port, prefix, work, args, Path(tmpdir))
-            bad = counters["dead_letters"]
+            base, gw = min(bare_times), min(gw_times)
             ratio = base / gw
             ok &= ratio >= TARGET_RATIO and bad == 0
             print(
                 f"{work.name:>22}: gateway {n / gw:9.0f} msg/s ({work.readings / gw:9.0f}"
                 f" readings/s, {n} msgs in {gw:.2f}s) | bare receive {n / base:9.0f} msg/s"
-                f" | ratio {ratio:.2f} (target >= {TARGET_RATIO})"
+                f" | ratio {ratio:.2f} (target >= {TARGET_RATIO}; best of {args.rounds},"
+                f" per round {' '.join(f'{r:.2f}' for r in ratios)})"
                 + (f" | {bad} DEAD LETTERS" if bad else "")
             )
     return ok
@@ -247,10 +259,13 @@ def main(argv: list[str]) -> int:
         "--dsn",
         default=os.environ.get("TELECARE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
     )
-    parser.add_argument("--messages", type=int, default=4000)
-    parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--messages", type=int, default=6000)
+    parser.add_argument("--batches", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each side; the best of each is compared"
+    )
     args = parser.parse_args(argv)
     print(
         f"ingest benchmark: the gateway on {args.store} (durable store, rules, dispatch),"

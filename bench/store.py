@@ -7,7 +7,8 @@ per MQTT message) -> ``ReadingBatcher`` (bounded queue, 5,000-row / 200 ms batch
 Baseline: the same rows, pre-chunked into batches of the same size, each one binary
 COPY into ``readings`` in its own transaction on one connection, with no queue, no
 futures and no pool. The table is emptied before every run; runs alternate (baseline,
-store, baseline, store, ...) and the median of each is reported.
+store, baseline, store, ...); the median of each is reported, and the ratio of each
+round's pair.
 
 Needs a PostgreSQL (``--dsn``, default ``postgresql://postgres@127.0.0.1:5432/test``);
 uses its own schema, dropped afterwards.
@@ -134,6 +135,10 @@ async def _run(args: argparse.Namespace) -> int:
     print(f"raw binary COPY (baseline): {raw_rate:12,.0f} rows/s  runs {_fmt(raw_times)}")
     print(f"store ingest path         : {store_rate:12,.0f} rows/s  runs {_fmt(store_times)}")
     print(f"ratio store/raw           : {store_rate / raw_rate:12.2f}  (target >= 0.80)")
+    # Each store run is paired with the baseline run just before it, so slow drift of
+    # the machine (another process starting) moves both sides of a pair alike.
+    paired = [r / s for r, s in zip(raw_times, store_times, strict=True)]
+    print(f"paired ratios per round   : {', '.join(f'{p:.2f}' for p in paired)}")
     return 0
 
 

@@ -151,6 +151,11 @@ _METRIC_INFO: Final[dict[Metric, tuple[str, tuple[float, float], str | None]]] =
     Metric.ROOM_TEMPERATURE: ("Cel", (-40.0, 80.0), None),
 }
 
+#: ``metric -> (canonical unit, low, high)``, flattened for the per-reading checks.
+_MEASURE: Final[dict[Metric, tuple[str, float, float]]] = {
+    m: (unit, lo, hi) for m, (unit, (lo, hi), _) in _METRIC_INFO.items()
+}
+
 #: Unit spellings devices actually send, mapped to the canonical UCUM unit.
 _UNIT_ALIASES: Final[dict[str, str]] = {
     "%": "%",
@@ -334,10 +339,7 @@ class Reading:
     site_id: str | None = None
 
     def __post_init__(self) -> None:
-        _check_id("device_id", self.device_id)
-        _check_id("msg_id", self.msg_id)
-        _check_id("resident_id", self.resident_id, optional=True)
-        _check_id("site_id", self.site_id, optional=True)
+        Reading.check_ids(self.device_id, self.msg_id, self.resident_id, self.site_id)
         metric = self.metric
         if not isinstance(metric, Metric):
             try:
@@ -345,30 +347,97 @@ class Reading:
             except ValueError:
                 raise ModelError("metric", f"unknown metric code {metric!r}") from None
             object.__setattr__(self, "metric", metric)
-        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
-            raise ModelError(metric.label, f"{self.value!r} is not a number")
-        if not math.isfinite(self.value):
-            raise ModelError(metric.label, f"{self.value!r} is not a finite number")
-        unit = canonical_unit(self.unit) if isinstance(self.unit, str) else None
-        if unit != metric.unit:
-            raise ModelError(
-                metric.label,
-                f"unit {self.unit!r} is wrong for {metric.label}; send {metric.unit!r}",
-            )
+        value, unit = _checked_measure(metric, self.value, self.unit)
         object.__setattr__(self, "unit", unit)
-        lo, hi = metric.bounds
-        if not lo <= self.value <= hi:
-            raise ModelError(
-                metric.label,
-                f"{self.value} {unit} is impossible (accepted range {lo:g}..{hi:g} {unit})",
-            )
-        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "value", value)
         _check_ts("ts", self.ts)
+
+    @staticmethod
+    def check_ids(device_id: object, msg_id: object, resident_id: object, site_id: object) -> None:
+        """Validate a reading's identifiers as the constructor does (``ModelError``):
+        readings that share them can then be built with :meth:`with_valid_ids`."""
+        _check_id("device_id", device_id)
+        _check_id("msg_id", msg_id)
+        _check_id("resident_id", resident_id, optional=True)
+        _check_id("site_id", site_id, optional=True)
+
+    @classmethod
+    def with_valid_ids(
+        cls,
+        device_id: str,
+        metric: Metric,
+        value: float,
+        unit: str,
+        ts: datetime,
+        msg_id: str,
+        resident_id: str | None = None,
+        site_id: str | None = None,
+    ) -> Reading:
+        """A reading whose identifiers the caller has already validated (with
+        :meth:`check_ids`, once for all the readings of a message, or because they come
+        from provisioning or a checked topic). Everything else is validated exactly as
+        the constructor does: the metric, the value (a finite number within the metric's
+        bounds), the unit (canonicalised) and the timestamp (timezone-aware). Raises
+        ``ModelError``.
+        """
+        if type(metric) is not Metric:
+            raise ModelError("metric", f"{metric!r} is not a Metric")
+        value, unit = _checked_measure(metric, value, unit)
+        if type(ts) is not datetime or ts.tzinfo is not UTC:  # UTC: what codecs produce
+            _check_ts("ts", ts)
+        new = object.__new__(cls)  # every field set below (keep in step with the fields)
+        _set = object.__setattr__
+        _set(new, "device_id", device_id)
+        _set(new, "metric", metric)
+        _set(new, "value", value)
+        _set(new, "unit", unit)
+        _set(new, "ts", ts)
+        _set(new, "msg_id", msg_id)
+        _set(new, "resident_id", resident_id)
+        _set(new, "site_id", site_id)
+        return new
 
     def owned_by(self, site_id: str | None, resident_id: str | None) -> Reading:
         """This reading attributed to a site and resident (ids from provisioning, already
         valid): a cheap copy, without validating every field again."""
-        return _restamp(self, site_id=site_id, resident_id=resident_id)
+        # Field by field (keep in step with the fields above): ~2x faster than _restamp.
+        new = object.__new__(type(self))
+        _set = object.__setattr__
+        _set(new, "device_id", self.device_id)
+        _set(new, "metric", self.metric)
+        _set(new, "value", self.value)
+        _set(new, "unit", self.unit)
+        _set(new, "ts", self.ts)
+        _set(new, "msg_id", self.msg_id)
+        _set(new, "resident_id", resident_id)
+        _set(new, "site_id", site_id)
+        return new
+
+
+#: ``isinstance`` with a tuple: cheaper than building ``int | float`` on every reading.
+_NUMBER: Final = (int, float)
+
+
+def _checked_measure(metric: Metric, value: object, unit: object) -> tuple[float, str]:
+    """``(value, canonical unit)`` for a reading of ``metric``, or ``ModelError``: the value
+    must be a finite number (not a bool) within the metric's bounds, in the metric's unit."""
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
+        raise ModelError(metric.label, f"{value!r} is not a number")
+    if not math.isfinite(value):
+        raise ModelError(metric.label, f"{value!r} is not a finite number")
+    unit_, lo, hi = _MEASURE[metric]
+    canonical = _UNIT_ALIASES.get(unit.strip().lower()) if isinstance(unit, str) else None
+    if canonical != unit_:
+        raise ModelError(
+            metric.label,
+            f"unit {unit!r} is wrong for {metric.label}; send {unit_!r}",
+        )
+    if not lo <= value <= hi:
+        raise ModelError(
+            metric.label,
+            f"{value} {unit_} is impossible (accepted range {lo:g}..{hi:g} {unit_})",
+        )
+    return float(value), unit_
 
 
 class EventType(StrEnum):

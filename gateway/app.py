@@ -136,7 +136,12 @@ class Gateway:
                 )
             )
             self.mqtt = await self._stack.enter_async_context(
-                MqttIngest(self.config.mqtt, self.pipeline.handle, self.clock)
+                MqttIngest(
+                    self.config.mqtt,
+                    self.pipeline.handle,
+                    self.clock,
+                    group_handler=self.pipeline.handle_group,
+                )
             )
             await self._stack.enter_async_context(self.dead_letters)
             if self.config.serial:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from devices.codecs import Malformed, ble, json_v1, registry
 from devices.model import AlarmEvent, Device, Reading, Resident
@@ -61,23 +61,35 @@ class Registry:
         for r in residents:
             self._residents[r.resident_id] = (now, r)
 
-    def _fresh(self, hit: tuple[float, _V | None] | None) -> bool:
+    def cached_device(self, device_id: str) -> tuple[float, Device | None] | None:
+        """The fresh cache entry ``(loaded_at, device or None)`` for ``device_id``, or
+        ``None`` when :meth:`device` must be awaited (the hot path's synchronous hit)."""
+        return self._fresh(self._devices, device_id)
+
+    def cached_resident(self, resident_id: str) -> tuple[float, Resident | None] | None:
+        """Like :meth:`cached_device`, for :meth:`resident`."""
+        return self._fresh(self._residents, resident_id)
+
+    def _fresh(
+        self, cache: dict[str, tuple[float, _V | None]], key: str
+    ) -> tuple[float, _V | None] | None:
+        hit = cache.get(key)
         if hit is None:
-            return False
+            return None
         ttl = self._ttl if hit[1] is not None else self._negative_ttl
-        return time.monotonic() - hit[0] < ttl
+        return hit if time.monotonic() - hit[0] < ttl else None
 
     async def device(self, device_id: str) -> Device | None:
-        hit = self._devices.get(device_id)
-        if hit is not None and self._fresh(hit):
+        hit = self.cached_device(device_id)
+        if hit is not None:
             return hit[1]
         return await self._load("device", device_id, self._store.get_device, self._devices)
 
     async def resident(self, resident_id: str | None) -> Resident | None:
         if resident_id is None:
             return None
-        hit = self._residents.get(resident_id)
-        if hit is not None and self._fresh(hit):
+        hit = self.cached_resident(resident_id)
+        if hit is not None:
             return hit[1]
         return await self._load("resident", resident_id, self._store.get_resident, self._residents)
 
@@ -107,17 +119,29 @@ class Registry:
         return found
 
 
+#: How many parsed topics :class:`MessageDecoder` remembers (one per device and channel
+#: in use); past that the memo starts again, so unknown topics cannot grow it.
+_TOPICS_MAX: Final = 65536
+
+
 class MessageDecoder:
     def __init__(self, store: Store, topic_prefix: str) -> None:
         self.registry = Registry(store)
         self.topic_prefix = topic_prefix
+        self._topics: dict[str, json_v1.Topic] = {}  # valid topics only
 
     async def decode(self, env: Envelope) -> list[json_v1.Message]:
-        try:
-            topic = json_v1.parse_topic(self.topic_prefix, env.origin)
-        except Malformed as exc:
-            raise Rejected(exc.reason) from None
-        device = await self.registry.device(topic.device_id)
+        topic = self._topics.get(env.origin)
+        if topic is None:
+            try:
+                topic = json_v1.parse_topic(self.topic_prefix, env.origin)
+            except Malformed as exc:
+                raise Rejected(exc.reason) from None
+            if len(self._topics) >= _TOPICS_MAX:
+                self._topics.clear()
+            self._topics[env.origin] = topic
+        hit = self.registry.cached_device(topic.device_id)
+        device = hit[1] if hit is not None else await self.registry.device(topic.device_id)
         if device is None:
             raise Rejected(f"device {topic.device_id!r} is not provisioned", topic.device_id)
         if device.site_id != topic.site_id:
@@ -133,8 +157,10 @@ class MessageDecoder:
         except Malformed as exc:
             raise Rejected(exc.reason, topic.device_id) from None
         out: list[json_v1.Message] = []
+        hub_id = device.device_id
         for message in messages:
-            message = await self._attribute(message, device)
+            if message.device_id != hub_id:
+                message = await self._attribute(message, device)
             if isinstance(message, json_v1.BleForward):
                 out.extend(await self._ble(message, device))
             else:
@@ -179,7 +205,8 @@ class MessageDecoder:
         device_id = message.device_id
         if device_id == hub.device_id or isinstance(message, json_v1.Status):
             return message
-        child = await self.registry.device(device_id)
+        hit = self.registry.cached_device(device_id)
+        child = hit[1] if hit is not None else await self.registry.device(device_id)
         if child is None or child.site_id != hub.site_id:
             raise Rejected(
                 f"hub {hub.device_id!r} forwarded for unknown device {device_id!r}", hub.device_id

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -106,16 +106,37 @@ class Pipeline:
     # -- entry point -----------------------------------------------------------------
     async def handle(self, env: Envelope) -> None:
         """Decode and process one envelope; return once its content is durable."""
+        readings: list[Reading] = []
+        await self._handle(env, readings)
+        if readings:
+            await self.handle_readings(readings)
+
+    async def handle_group(self, envs: Sequence[Envelope]) -> None:
+        """Process envelopes that need no ordering between them (plain readings, each with
+        its own timestamp and idempotency key) together; return once the content of every
+        one is durable. Each is decoded, checked and dead-lettered on its own as by
+        :meth:`handle`; the readings of all of them are stored in one write and then go
+        through the rules. If storing fails the exception propagates and none of them
+        may be acknowledged."""
+        readings: list[Reading] = []
+        for env in envs:
+            await self._handle(env, readings)
+        if readings:
+            await self.handle_readings(readings)
+
+    async def _handle(self, env: Envelope, readings: list[Reading]) -> None:
+        """Decode ``env`` and process all it carried except its readings, which are
+        appended to ``readings`` for the caller to store and evaluate."""
         self.counters[f"received_{env.source}"] += 1
         try:
             messages = await self.decoder.decode(env)
         except Rejected as exc:
             await self.dead_letter(env, exc.reason, device_id=exc.device_id)
             return
+        watched = self._watched
         for message in messages:
-            if message.device_id not in self._watched:
+            if message.device_id not in watched:
                 await self._watch(message.device_id)
-        readings: list[Reading] = []
         for message in messages:
             if isinstance(message, Reading):
                 readings.append(message)
@@ -137,17 +158,24 @@ class Pipeline:
                 await self.dead_letter(
                     env, f"{type(message).__name__} messages are not handled yet", message.device_id
                 )
-        if readings:
-            await self.handle_readings(readings)
 
     # -- stages ----------------------------------------------------------------------
     async def handle_readings(self, readings: list[Reading]) -> None:
         stored = await self.store.write_readings(readings)
         self.counters["readings"] += stored
         self.counters["readings_duplicate"] += len(readings) - stored
+        registry = self.decoder.registry
+        on_reading = self.engine.on_reading
         for reading in readings:
-            resident = await self.decoder.registry.resident(reading.resident_id)
-            await self.apply(self.engine.on_reading(reading, resident))
+            rid = reading.resident_id
+            if rid is None:
+                resident = None
+            else:
+                hit = registry.cached_resident(rid)
+                resident = hit[1] if hit is not None else await registry.resident(rid)
+            result = on_reading(reading, resident)
+            if result.alerts or result.cleared or result.folded:  # what apply() acts on
+                await self.apply(result)
 
     async def handle_event(self, event: AlarmEvent) -> None:
         new = await self.store.write_event(event)

@@ -178,6 +178,12 @@ class RulesConfig:
     sites: dict[str, SiteRules] = field(default_factory=dict)
     residents: dict[str, ResidentRules] = field(default_factory=dict)
     source: str | None = None
+    #: ``resident()`` results for store records, memoised: it runs for every SpO2
+    #: reading. Records are frozen and hashable; a changed record is a new key. The
+    #: config itself is treated as immutable once built.
+    _merged: dict[Resident, ResidentRules] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def site(self, site_id: str | None) -> SiteRules:
         if site_id is None:
@@ -187,9 +193,22 @@ class RulesConfig:
     def resident(self, resident_id: str | None, resident: Resident | None = None) -> ResidentRules:
         """Settings for a resident: the rules file's entry (or defaults) merged with the
         store's :class:`Resident` record when one is given."""
-        rid = resident.resident_id if resident is not None else resident_id
-        base = self.residents.get(rid or "") or ResidentRules(resident_id=rid or "unknown")
-        return base.with_resident(resident) if resident is not None else base
+        if resident is not None:
+            merged = self._merged.get(resident)
+            if merged is None:
+                base = self.residents.get(resident.resident_id) or ResidentRules(
+                    resident_id=resident.resident_id
+                )
+                if len(self._merged) >= _MERGED_MAX:
+                    self._merged.clear()  # outdated records pile up only over a long run
+                merged = self._merged[resident] = base.with_resident(resident)
+            return merged
+        rid = resident_id
+        return self.residents.get(rid or "") or ResidentRules(resident_id=rid or "unknown")
+
+
+#: Bound on :attr:`RulesConfig._merged` (more than any site's residents).
+_MERGED_MAX: Final = 65536
 
 
 # --------------------------------------------------------------------------- loading

@@ -70,6 +70,8 @@ from rules.temporal import TemporalOutput, TemporalRules, Trend
 
 __all__ = ["EngineResult", "FoldedAlarm", "RuleEngine"]
 
+_SPO2 = Metric.SPO2  # read for every reading: a module global is cheaper than the enum's
+
 #: Events that show the resident is up and about (for daily-living inactivity).
 _ACTIVITY_EVENTS = frozenset({EventType.PENDANT, EventType.DOOR_EXIT, EventType.CANCEL})
 
@@ -153,9 +155,14 @@ class RuleEngine:
 
     def on_reading(self, reading: Reading, resident: Resident | None = None) -> EngineResult:
         """One measured value: proof of life for its device; SpO2 feeds the target rule."""
-        result = EngineResult()._take(self.temporal.device_seen(reading.device_id, reading.ts))
+        result = EngineResult()
+        cleared = self.temporal.seen(reading.device_id, reading.ts)
+        if cleared is not None:
+            result.cleared.append(cleared)
+        if reading.metric is not _SPO2:
+            return result
         resident_id = reading.resident_id or (resident.resident_id if resident else None)
-        if reading.metric is Metric.SPO2 and resident_id is not None:
+        if resident_id is not None:
             settings = self.config.resident(resident_id, resident)
             result._take(
                 self.temporal.spo2_reading(

@@ -142,14 +142,24 @@ class TemporalRules:
     def device_seen(self, device_id: str, ts: datetime) -> TemporalOutput:
         """Any message from a device proves it alive; clears its missed-heartbeat alert."""
         out = TemporalOutput()
+        cleared = self.seen(device_id, ts)
+        if cleared is not None:
+            out.cleared.append(cleared)
+        return out
+
+    def seen(self, device_id: str, ts: datetime) -> ClearedAlarm | None:
+        """:meth:`device_seen` for the hot path (every reading): the cleared
+        missed-heartbeat alert, if there was one, without building an output."""
         dev = self._devices.get(device_id)
         if dev is None:
-            return out
-        dev.last_seen = max(dev.last_seen, ts)
-        if dev.alert_id is not None:
-            out.cleared.append(ClearedAlarm(dev.alert_id, "device heard again", ts))
-            dev.alert_id = None
-        return out
+            return None
+        if ts > dev.last_seen:
+            dev.last_seen = ts
+        if dev.alert_id is None:
+            return None
+        cleared = ClearedAlarm(dev.alert_id, "device heard again", ts)
+        dev.alert_id = None
+        return cleared
 
     def _tick_heartbeats(self, now: datetime, out: TemporalOutput) -> None:
         for device_id, dev in self._devices.items():

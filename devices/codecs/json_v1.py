@@ -21,6 +21,7 @@ from devices.model import (
     ID_PATTERN,
     AlarmEvent,
     EventType,
+    Metric,
     ModelError,
     ObservationSet,
     Phase,
@@ -134,11 +135,29 @@ def _decode_doc(
     version = doc.get("v")
     if version != 1:
         raise Malformed(f"unsupported protocol version {version!r}; expected 1")
+    return _decode_body(channel, device_id, doc, site_id, resident_id)
+
+
+def _decode_body(
+    channel: str,
+    device_id: str,
+    doc: dict[str, Any],
+    site_id: str | None,
+    resident_id: str | None,
+    *,
+    device_checked: bool = False,
+) -> list[Message]:
+    """A v1 document of ``channel`` whose version has been checked. ``device_checked``:
+    the caller has already matched ``device_id`` against ``ID_PATTERN``."""
     try:
         if channel == "event":
             return [_decode_event(device_id, doc, site_id, resident_id)]
         if channel == "reading":
-            return list(_decode_readings(device_id, doc, site_id, resident_id))
+            return list(
+                _decode_readings(
+                    device_id, doc, site_id, resident_id, device_checked=device_checked
+                )
+            )
         if channel == "heartbeat":
             battery = doc.get("battery")
             if battery is not None:
@@ -161,7 +180,7 @@ def _load(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise Malformed(f"payload is not UTF-8 text (bad byte at offset {exc.start})") from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise Malformed(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
@@ -175,6 +194,10 @@ def _load(payload: bytes) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a payload (values must be finite numbers)")
+
+
+#: What ``json.loads(text, parse_constant=_reject_constant)`` builds on every call, once.
+_JSON: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _msg_id(doc: dict[str, Any]) -> str:
@@ -197,8 +220,12 @@ def _ts(doc: dict[str, Any]) -> datetime:
     return ts.astimezone(UTC)
 
 
+#: ``isinstance`` with a tuple: cheaper than building ``int | float`` on every call.
+_NUMBER: Final = (int, float)
+
+
 def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         raise Malformed(f"{name}: {value!r} is not a number")
     if not math.isfinite(value):
         raise Malformed(f"{name}: {value!r} is not a finite number")
@@ -230,8 +257,17 @@ def _decode_event(
     )
 
 
+#: Metric wire names as devices send them (lower case), resolved without a fallback.
+_METRICS: Final = {m.label: m for m in Metric}
+
+
 def _decode_readings(
-    device_id: str, doc: dict[str, Any], site_id: str | None, resident_id: str | None
+    device_id: str,
+    doc: dict[str, Any],
+    site_id: str | None,
+    resident_id: str | None,
+    *,
+    device_checked: bool = False,
 ) -> list[Reading]:
     items = doc.get("readings")
     if not isinstance(items, list) or not items:
@@ -239,6 +275,12 @@ def _decode_readings(
     if len(items) > 32:
         raise Malformed(f"{len(items)} readings in one message; at most 32")
     msg_id, ts = _msg_id(doc), _ts(doc)
+    # The identifiers are the same for every reading of the message: they are validated
+    # once, before the first reading is built, unless they are known valid already
+    # (``msg_id`` was just checked; a batch checked the child's id; a batch child has
+    # no site or resident yet); ``Reading.with_valid_ids`` validates everything else
+    # exactly as the constructor does.
+    ids_valid = device_checked and site_id is None and resident_id is None
     out: list[Reading] = []
     seen: set[str] = set()
     for item in items:
@@ -250,24 +292,21 @@ def _decode_readings(
         if name in seen:
             raise Malformed(f"metric {name!r} appears twice in message {msg_id}")
         seen.add(name)
-        try:
-            metric = metric_from_name(name)
-        except ModelError as exc:
-            raise Malformed(str(exc)) from None
+        metric = _METRICS.get(name)
+        if metric is None:
+            try:
+                metric = metric_from_name(name)
+            except ModelError as exc:
+                raise Malformed(str(exc)) from None
         unit = item.get("unit")
         if not isinstance(unit, str):
             raise Malformed(f"{name}: unit {unit!r} missing; send {metric.unit!r}")
+        value = _number(item.get("value"), name)
+        if not ids_valid:
+            Reading.check_ids(device_id, msg_id, resident_id, site_id)
+            ids_valid = True
         out.append(
-            Reading(
-                device_id=device_id,
-                metric=metric,
-                value=_number(item.get("value"), name),
-                unit=unit,
-                ts=ts,
-                msg_id=msg_id,
-                resident_id=resident_id,
-                site_id=site_id,
-            )
+            Reading.with_valid_ids(device_id, metric, value, unit, ts, msg_id, resident_id, site_id)
         )
     return out
 
@@ -353,15 +392,16 @@ def _decode_batch(
         if channel not in ("event", "reading", "heartbeat", "ble"):
             raise Malformed(f"batch item {index}: channel {channel!r} not allowed in a batch")
         own = child == hub_id
-        item = {"v": 1, **item}
         try:
+            # An item's own "v" is ignored: the batch's version covers it.
             out.extend(
-                _decode_doc(
+                _decode_body(
                     channel,
                     child,
                     item,
                     site_id if own else None,
                     resident_id if own else None,
+                    device_checked=True,
                 )
             )
         except Malformed as exc:

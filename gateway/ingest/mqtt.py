@@ -5,10 +5,10 @@ Delivery contract
     Subscriptions are QoS 1 on a persistent session (stable client id,
     ``clean_session=False``): while the gateway is away the broker keeps the subscription
     and queues QoS 1 messages for it. The PUBACK of a message is sent by
-    :func:`manual_ack` only after ``handler(envelope)`` has returned, i.e. after the
-    pipeline stored it; a crash before that leaves the message unacknowledged and the
-    broker redelivers it to the next gateway with the same client id. The pipeline is
-    idempotent, so a redelivery stores nothing twice.
+    :func:`manual_ack` only after ``handler(envelope)`` (or ``group_handler`` for its
+    group) has returned, i.e. after the pipeline stored it; a crash before that leaves
+    the message unacknowledged and the broker redelivers it to the next gateway with the
+    same client id. The pipeline is idempotent, so a redelivery stores nothing twice.
 
 Ordering
     Messages on one topic (one device and channel) are processed one at a time in arrival
@@ -18,6 +18,14 @@ Ordering
     device (a batching store can then put many into one write). At most
     ``max_inflight`` messages are processed at once (the broker's own inflight limit is
     usually lower and is what really bounds it).
+
+Grouping (the hot path)
+    Whatever has already arrived is taken from the client's queue in one go instead of
+    one ``async for`` step per message. With a ``group_handler`` (the pipeline's
+    ``handle_group``), the plain ``reading`` messages taken together are handled as one
+    group in one task: decoded one by one, their readings stored in one write, then
+    each message acknowledged; if storing fails, none of them is. Without one, each
+    message goes to ``handler`` in its own task.
 
 Gateway presence
     The connection carries a last will: ``{"v":1,"online":false}`` retained on
@@ -46,7 +54,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -65,15 +73,18 @@ __all__ = [
     "enable_manual_ack",
     "gateway_topic",
     "manual_ack",
+    "take_queued",
 ]
 
 log = get_logger("telecare.ingest.mqtt")
 
 Handler = Callable[[Envelope], Awaitable[None]]
+GroupHandler = Callable[[Sequence[Envelope]], Awaitable[None]]
 
 
-# The only two places that reach into aiomqtt's wrapped paho client: paho-mqtt 2.x can hold
-# back the PUBACK (``manual_ack_set``) until we call ``ack(mid, qos)``.
+# The only places that reach into aiomqtt's internals: paho-mqtt 2.x can hold back the
+# PUBACK (``manual_ack_set``) until we call ``ack(mid, qos)``; ``take_queued`` drains
+# aiomqtt's incoming queue.
 def enable_manual_ack(client: aiomqtt.Client) -> None:
     """Make ``client`` send PUBACKs only when :func:`manual_ack` is called."""
     paho_client: paho.Client = client._client
@@ -85,6 +96,18 @@ def manual_ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     if message.qos > 0:
         paho_client: paho.Client = client._client
         paho_client.ack(message.mid, message.qos)
+
+
+def take_queued(client: aiomqtt.Client, limit: int) -> list[aiomqtt.Message]:
+    """Up to ``limit`` messages already received and waiting in ``client``'s queue,
+    without waiting (the third reach into aiomqtt: its incoming queue, which
+    ``client.messages`` reads one message at a time at the cost of a task and an
+    ``asyncio.wait`` each)."""
+    queue: asyncio.Queue[aiomqtt.Message] = client._queue
+    taken: list[aiomqtt.Message] = []
+    while len(taken) < limit and not queue.empty():
+        taken.append(queue.get_nowait())
+    return taken
 
 
 def gateway_topic(topic_prefix: str, name: str) -> str:
@@ -149,9 +172,13 @@ class MqttIngest:
         clock: Clock,
         *,
         backoff: Backoff | None = None,
+        group_handler: GroupHandler | None = None,
     ) -> None:
         self.config = config
         self.handler = handler
+        #: Handles messages of the unordered channels together (see "Ordering" above);
+        #: without it each message goes to ``handler`` on its own.
+        self.group_handler = group_handler
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.connected = asyncio.Event()
@@ -163,8 +190,6 @@ class MqttIngest:
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._order = _TopicOrder()
-        # Bounds how many messages are being processed at once (MQTT receive maximum).
-        self._inflight = asyncio.Semaphore(config.max_inflight)
 
     @property
     def subscription(self) -> str:
@@ -262,22 +287,47 @@ class MqttIngest:
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Receive until the connection drops or a message fails to be stored.
 
-        Each message is processed in its own task (in order per topic); the first failure
-        ends the receive loop at once, cancelling the others (all unacknowledged).
+        Whatever has arrived is taken from the client's queue in one go (see
+        :func:`take_queued`). Messages of ordered channels are processed each in its own
+        task, in order per topic; those of unordered channels go together to
+        ``group_handler`` in one task per group (or each to ``handler`` in its own task
+        when there is none). The first failure ends the receive loop at once, cancelling
+        the other tasks (all unacknowledged).
         """
         failed = asyncio.Event()
         failures: list[BaseException] = []
         tasks: set[asyncio.Task[None]] = set()
+        # Bounds how many messages are being processed at once (MQTT receive maximum).
+        # One per connection: slots of tasks cancelled on the way out die with it.
+        inflight = asyncio.Semaphore(self.config.max_inflight)
+        grouping = self.group_handler is not None
+
+        def start(coro: Coroutine[Any, Any, None]) -> None:
+            task = asyncio.create_task(coro)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
         async def receive_loop() -> None:
-            async for message in client.messages:
-                await self._inflight.acquire()
-                if failed.is_set():
-                    self._inflight.release()
-                    return
-                task = asyncio.create_task(self._process(client, message, failures, failed))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            async for first in client.messages:
+                arrived = [first]
+                while arrived:
+                    group: list[aiomqtt.Message] = []
+                    for message in arrived:
+                        if group and inflight.locked():  # start it before waiting for room
+                            start(self._process_group(client, group, inflight, failures, failed))
+                            group = []
+                        await inflight.acquire()
+                        if failed.is_set():
+                            for _ in range(len(group) + 1):
+                                inflight.release()
+                            return
+                        if grouping and _unordered(message.topic.value):
+                            group.append(message)
+                        else:
+                            start(self._process(client, message, inflight, failures, failed))
+                    if group:
+                        start(self._process_group(client, group, inflight, failures, failed))
+                    arrived = take_queued(client, self.config.max_inflight)
 
         loop_task = asyncio.create_task(receive_loop(), name="mqtt-receive")
         fail_task = asyncio.create_task(failed.wait(), name="mqtt-failure-watch")
@@ -295,29 +345,76 @@ class MqttIngest:
         self,
         client: aiomqtt.Client,
         message: aiomqtt.Message,
+        inflight: asyncio.Semaphore,
         failures: list[BaseException],
         failed: asyncio.Event,
     ) -> None:
-        topic = str(message.topic)
-        ordered = topic.rpartition("/")[2] not in UNORDERED_CHANNELS
+        topic = message.topic.value
         try:
-            async with self._order.hold(topic) if ordered else contextlib.nullcontext():
-                if failed.is_set():
-                    return  # a message before it failed: leave it for redelivery
-                payload = message.payload
-                if not isinstance(payload, bytes | bytearray):
-                    payload = str(payload).encode()
-                env = Envelope("mqtt", topic, bytes(payload), self.clock.now())
-                await self.handler(env)
-                manual_ack(client, message)
-                self.acked += 1
+            if _unordered(topic):
+                await self._store_and_ack(client, message, topic, failed)
+            else:
+                async with self._order.hold(topic):
+                    await self._store_and_ack(client, message, topic, failed)
         except Exception as exc:  # storage away: no ack; the broker resends on reconnect
             self.not_stored += 1
             log.error("mqtt_message_not_stored", topic=topic, error=repr(exc))
             failures.append(exc)
             failed.set()
         finally:
-            self._inflight.release()
+            inflight.release()
+
+    async def _store_and_ack(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, topic: str, failed: asyncio.Event
+    ) -> None:
+        if failed.is_set():
+            return  # a message before it failed: leave it for redelivery
+        await self.handler(self._envelope(message, topic))
+        manual_ack(client, message)
+        self.acked += 1
+
+    async def _process_group(
+        self,
+        client: aiomqtt.Client,
+        messages: list[aiomqtt.Message],
+        inflight: asyncio.Semaphore,
+        failures: list[BaseException],
+        failed: asyncio.Event,
+    ) -> None:
+        """Messages of unordered channels through ``group_handler``, acknowledged once it
+        has returned (everything they carried is stored), or none of them."""
+        assert self.group_handler is not None
+        try:
+            if failed.is_set():
+                return  # leave them for redelivery
+            await self.group_handler([self._envelope(m, m.topic.value) for m in messages])
+            for message in messages:
+                manual_ack(client, message)
+            self.acked += len(messages)
+        except Exception as exc:  # storage away: no ack; the broker resends on reconnect
+            self.not_stored += len(messages)
+            log.error(
+                "mqtt_message_not_stored",
+                topic=messages[0].topic.value,
+                messages=len(messages),
+                error=repr(exc),
+            )
+            failures.append(exc)
+            failed.set()
+        finally:
+            for _ in messages:
+                inflight.release()
+
+    def _envelope(self, message: aiomqtt.Message, topic: str) -> Envelope:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        return Envelope("mqtt", topic, bytes(payload), self.clock.now())
+
+
+def _unordered(topic: str) -> bool:
+    """Whether messages on ``topic`` need no ordering (see "Ordering" above)."""
+    return topic[topic.rfind("/") + 1 :] in UNORDERED_CHANNELS
 
 
 def _refused(granted: Sequence[Any]) -> bool:

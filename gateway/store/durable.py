@@ -291,9 +291,13 @@ class DurableStore:
     async def write_readings(self, readings: Sequence[Reading]) -> int:
         """Returns how many rows were handed to storage (stored or spooled); duplicates
         are removed by the database, so this is not "how many were new"."""
-        if self._batcher is None:
+        batcher = self._batcher
+        if batcher is None:
             raise RuntimeError("DurableStore is not open; use 'async with'")
-        await self._batcher.submit(readings)
+        # The future directly, not ``await batcher.submit(...)``: one coroutine frame
+        # less per message (measurable at thousands of messages a second).
+        fut = batcher.enqueue(readings)
+        await (batcher.submit(readings) if fut is None else fut)  # None: wait for room
         return len(readings)
 
     async def write_event(self, event: AlarmEvent) -> bool:

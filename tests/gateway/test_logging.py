@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from gateway.logging import configure_logging, get_logger
 
 
+@pytest.fixture
+def reset_logging() -> Iterator[None]:
+    yield
+    # The configuration holds this test's captured stderr: put the defaults back.
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("reset_logging")
 def test_personal_data_is_redacted_in_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("info", "json")
+    configure_logging("info", "json")  # here, not in a fixture: capsys is active now
     log = get_logger("test")
     log.info(
         "resident_saved",

@@ -1,5 +1,6 @@
-"""The reading batcher: size and age flushes, errors reach every producer of a batch,
-a clean exit flushes what is queued, statistics add up."""
+"""The reading batcher: size, age and lull flushes, errors reach every producer of a
+batch, a clean exit flushes what is queued, the queue is bounded, a cancelled producer
+loses nothing, statistics add up."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ class Sink:
         self.fail_next: Exception | None = None
         self.gate = asyncio.Event()
         self.gate.set()
+        self.writing = asyncio.Event()  # set once a write has started
 
     async def write(self, readings: list[Reading]) -> Destination:
+        self.writing.set()
         await self.gate.wait()
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
@@ -101,3 +104,68 @@ async def test_submit_outside_the_context_is_an_error() -> None:
 def test_bad_limits_are_rejected() -> None:
     with pytest.raises(ValueError, match="max_rows"):
         ReadingBatcher(Sink().write, max_rows=0)
+
+
+async def test_enqueue_refuses_a_full_queue_and_submit_waits_for_room() -> None:
+    sink = Sink()
+    sink.gate.clear()  # hold the first write
+    async with ReadingBatcher(sink.write, max_rows=3, max_age=0.05, queue_size=2) as batcher:
+        first = batcher.enqueue(message(0))  # a full batch on its own: written at once
+        await sink.writing.wait()
+        second, third = batcher.enqueue(message(1)), batcher.enqueue(message(2))
+        assert first is not None
+        assert second is not None
+        assert third is not None
+        assert batcher.enqueue(message(3)) is None  # full: nothing queued
+        assert batcher.stats()["queue_depth"] == 2
+        waiting = asyncio.create_task(batcher.submit(message(3)))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        sink.gate.set()
+        assert list(await asyncio.gather(first, second, third, waiting)) == ["store"] * 4
+    rows = [r for b in sink.batches for r in b]
+    assert rows == message(0) + message(1) + message(2) + message(3)
+
+
+async def test_a_cancelled_producer_does_not_cancel_its_rows_or_its_batch() -> None:
+    sink = Sink()
+    sink.gate.clear()
+    async with ReadingBatcher(sink.write, max_rows=100, max_age=0.05) as batcher:
+        cancelled = asyncio.create_task(batcher.submit(message(1)))
+        other = asyncio.create_task(batcher.submit(message(2)))
+        await asyncio.sleep(0)  # both queued in the same batch
+        cancelled.cancel()
+        sink.gate.set()
+        assert await other == "store"
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    assert sink.batches == [message(1) + message(2)]
+
+
+async def test_a_lull_flushes_without_waiting_for_max_age() -> None:
+    sink = Sink()
+    async with ReadingBatcher(sink.write, max_rows=5000, max_age=3600.0) as batcher:
+        async with asyncio.timeout(30):  # a guard only: without the linger: an hour
+            results = await asyncio.gather(*(batcher.submit(message(i)) for i in range(5)))
+    assert results == ["store"] * 5
+    assert len(sink.batches) == 1
+
+
+async def test_a_message_is_never_split_across_batches() -> None:
+    sink = Sink()
+    sink.gate.clear()
+    async with ReadingBatcher(sink.write, max_rows=4, max_age=0.05) as batcher:
+        tasks = [asyncio.create_task(batcher.submit(message(i))) for i in range(5)]
+        await asyncio.sleep(0)
+        sink.gate.set()
+        await asyncio.gather(*tasks)
+    # 3 rows a message: a batch takes messages until it holds max_rows (4) or more.
+    assert [len(b) for b in sink.batches] == [6, 6, 3]
+    assert [r for b in sink.batches for r in b] == [r for i in range(5) for r in message(i)]
+
+
+async def test_an_empty_submission_is_stored_trivially() -> None:
+    sink = Sink()
+    async with ReadingBatcher(sink.write) as batcher:
+        assert await batcher.submit([]) == "store"
+    assert sink.batches == []
