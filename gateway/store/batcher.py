@@ -50,6 +50,7 @@ from typing import Literal, Self
 import structlog
 
 from devices.model import Reading
+from rules.clock import raise_if_cancelling
 
 __all__ = ["Destination", "ReadingBatcher"]
 
@@ -232,6 +233,7 @@ class ReadingBatcher:
         try:
             where = await self._write(readings)
         except Exception as exc:  # every producer of the batch sees it; we carry on
+            raise_if_cancelling()
             self._errors += 1
             log.error(
                 "reading_batch_failed",

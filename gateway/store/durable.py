@@ -72,6 +72,7 @@ from gateway.store.errors import is_unavailable
 from gateway.store.replay import apply_records
 from gateway.store.spool import Spool
 from gateway.store.spool_codec import DispatchItem, ReadingsItem, SpoolItem, StatusItem, encode
+from rules.clock import raise_if_cancelling
 
 __all__ = ["DurableStore"]
 
@@ -214,6 +215,7 @@ class DurableStore:
                 try:
                     return "store", await call()
                 except Exception as exc:
+                    raise_if_cancelling()
                     if not is_unavailable(exc):
                         raise
                     self._set_degraded(exc)
@@ -246,6 +248,7 @@ class DurableStore:
                 await self._replay_all()
                 backoff.reset()
             except Exception as exc:
+                raise_if_cancelling()
                 delay = backoff.next_delay()
                 if is_unavailable(exc):
                     log.info("store_still_unavailable", retry_in=round(delay, 2))
@@ -285,6 +288,7 @@ class DurableStore:
                 created = await self.store.maintain()
                 log.info("store_maintenance_done", created=created)
             except Exception:
+                raise_if_cancelling()
                 log.exception("store_maintenance_failed")
 
     # -- writes ------------------------------------------------------------------------
