@@ -423,6 +423,7 @@ class DispatchService:
         Retries storage errors after ``retry_s``; never returns; cancellation propagates.
         """
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             self._wake.clear()
             try:
                 await self.fire_due_timers()
@@ -435,6 +436,7 @@ class DispatchService:
             await self._sleep(min(until, nxt) if nxt else until)
 
     async def _sleep(self, until: datetime) -> None:
+        raise_if_cancelling()  # a cancellation swallowed on the way here ends the loop
         sleeper = asyncio.create_task(self.clock.sleep_until(until), name="dispatch-sleep")
         waker = asyncio.create_task(self._wake.wait(), name="dispatch-wake")
         try:
@@ -449,6 +451,7 @@ class DispatchService:
         """Open a dispatch for each queued entry, most urgent first. Logs and continues
         past a failure for one entry (it is still an alert in the store)."""
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             entry: Intake = await self.intake.get()
             try:
                 await self.open(entry.first, grouped=entry.alerts[1:])
@@ -459,6 +462,7 @@ class DispatchService:
     async def _notify_loop(self) -> None:
         assert self.notifier is not None
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             d, effect = await self._notes.get()
             try:
                 await self.notifier.notify(d, effect)

@@ -77,6 +77,7 @@ class RuleRunner:
     async def _run(self) -> None:
         """Tick forever. A failing tick (store away) is logged and retried next time."""
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.tick_s))
             try:
                 await self.pipeline.tick()

@@ -106,6 +106,7 @@ class DeadLetterPublisher:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             letter = await self._queue.get()
             payload = encode_dead_letter(letter)
             while True:

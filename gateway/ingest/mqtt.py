@@ -65,7 +65,7 @@ from gateway.backoff import Backoff
 from gateway.config import MqttConfig
 from gateway.envelope import Envelope
 from gateway.logging import get_logger
-from rules.clock import Clock
+from rules.clock import Clock, raise_if_cancelling
 
 __all__ = [
     "MqttIngest",
@@ -250,6 +250,7 @@ class MqttIngest:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             try:
                 async with self._make_client() as client:
                     self._client = client

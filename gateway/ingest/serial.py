@@ -203,6 +203,7 @@ class PortReader:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             try:
                 reader, writer = await self._open(self.port, self.codec.line)
             except PORT_ERRORS as exc:
@@ -235,6 +236,7 @@ class PortReader:
     async def _read(self, reader: asyncio.StreamReader, decoder: FrameDecoder[Any]) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             timeout = max(0.05, self._noise.interval)
             try:
                 async with asyncio.timeout(timeout):
@@ -326,6 +328,7 @@ class PortReader:
         """Write until it succeeds: a serial line cannot resend what we drop."""
         backoff = Backoff(initial=0.2, cap=5.0)
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             try:
                 await write(item)
                 return

@@ -205,6 +205,7 @@ class ReadingBatcher:
         batches = self._batches
         try:
             while True:
+                raise_if_cancelling()  # a swallowed cancellation must still end the loop
                 if not batches:
                     if self._closing:
                         return

@@ -211,6 +211,7 @@ class DurableStore:
     ) -> tuple[Destination, _T | None]:
         """Write through ``call``; on an unreachable database spool ``item`` instead."""
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             if not self._degraded:
                 try:
                     return "store", await call()
@@ -243,6 +244,7 @@ class DurableStore:
         database is away; logs and retries anything else; never returns until cancelled."""
         backoff = Backoff(initial=self._retry_initial, cap=self._retry_max)
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             await self._wake.wait()
             try:
                 await self._replay_all()
@@ -260,6 +262,7 @@ class DurableStore:
         spool = self._spool
         assert spool is not None
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             async with self._spool_lock:
                 await asyncio.to_thread(spool.seal)
                 segments = spool.sealed()
@@ -283,6 +286,7 @@ class DurableStore:
         failures (the database may be away) and tries again next time."""
         assert self._maintain_every is not None
         while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             await asyncio.sleep(self._maintain_every)
             try:
                 created = await self.store.maintain()
