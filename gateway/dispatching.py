@@ -25,6 +25,7 @@ from dispatch import (
     TimerPolicy,
 )
 from dispatch.notifiers.base import Message, TemporaryDeliveryError, Transport
+from dispatch.notifiers.mqtt import responder_topic
 from dispatch.notifiers.smtp import SmtpTransport
 from dispatch.notifiers.webhook import WebhookTransport
 from dispatch.responders import ResponderProfile
@@ -48,7 +49,7 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 
 
 class GatewayMqttTransport:
-    """Responder-app messages on ``<prefix>/responders/<app id>/dispatch`` (QoS 1), sent
+    """Responder-app messages on ``<prefix>/_gateway/responders/<app id>/dispatch`` (QoS 1), sent
     through the gateway's own MQTT connection (which reconnects on its own)."""
 
     channel = "mqtt"
@@ -58,7 +59,7 @@ class GatewayMqttTransport:
         self._prefix = topic_prefix.rstrip("/")
 
     async def send(self, message: Message) -> str:
-        topic = f"{self._prefix}/responders/{message.address}/dispatch"
+        topic = responder_topic(self._prefix, message.address)
         try:
             await self._publish(topic, message.payload())
         except (aiomqtt.MqttError, RuntimeError) as exc:

@@ -4,11 +4,14 @@ responder. Once on Mosquitto + PostgreSQL, once on the embedded default (amqtt +
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from devices.model import (
@@ -26,7 +29,7 @@ from devices.model import (
 from firmware_stubs.mqtt_device import Pendant
 from gateway.app import Gateway
 from gateway.broker import EmbeddedBroker
-from gateway.config import Config, MqttConfig, RulesSection, StoreConfig
+from gateway.config import Config, DispatchSection, MqttConfig, RulesSection, StoreConfig
 from gateway.store.base import Store
 from rules.alarms import alarm_id_for
 from tests.helpers import eventually
@@ -119,3 +122,49 @@ async def test_pendant_press_end_to_end_on_embedded_default(tmp_path: Path) -> N
         async with running_gateway(config) as gw:
             assert gw.store.mode == "sqlite"
             await press_and_check(gw, "127.0.0.1", broker.port, config.mqtt.topic_prefix)
+
+
+@pytest.mark.mosquitto
+async def test_responder_app_is_notified_through_the_gateways_broker_connection(
+    mqtt_server: MqttServer, topic_prefix: str, tmp_path: Path
+) -> None:
+    """An operator contacts the proposed responder: the responder app receives the
+    dispatch on its own topic, and the gateway does not mistake its own notification for
+    device traffic (no dead letter)."""
+    dispatch_file = tmp_path / "dispatch.toml"
+    dispatch_file.write_text(
+        '[[responders]]\nid = "kh1"\nkind = "keyholder"\ncontacts = { mqtt = "kh1-app" }\n'
+    )
+    config = Config(
+        mqtt=MqttConfig(
+            host=mqtt_server.host,
+            port=mqtt_server.port,
+            topic_prefix=topic_prefix,
+            client_id=f"gw-{uuid.uuid4().hex[:8]}",
+        ),
+        store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "t.sqlite3")),
+        dispatch=DispatchSection(file=str(dispatch_file)),
+    )
+    async with (
+        running_gateway(config) as gw,
+        aiomqtt.Client(mqtt_server.host, mqtt_server.port) as app,
+    ):
+        await app.subscribe(f"{topic_prefix}/_gateway/responders/kh1-app/dispatch", qos=1)
+        async with Pendant(
+            "s1", "pend1", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
+        ) as pendant:
+            msg_id = await pendant.press()
+        alert_id = alarm_id_for("pend1", msg_id)
+        dispatch = await eventually(lambda: gw.dispatcher.repo.load_for_alert(alert_id))
+        assert dispatch is not None
+        await gw.dispatcher.acknowledge(dispatch.dispatch_id, "operator-7")
+        contacted = await gw.dispatcher.contact(dispatch.dispatch_id, "operator-7")
+        assert contacted.state is DispatchState.RESPONDER_CONTACTED
+        assert contacted.responder_id == "kh1"
+        message = await asyncio.wait_for(anext(aiter(app.messages)), timeout=10)
+        body = json.loads(message.payload)  # type: ignore[arg-type]
+        assert body["dispatch_id"] == dispatch.dispatch_id
+        assert body["recipient"] == "kh1"
+        assert "Mrs A" not in message.payload.decode()  # type: ignore[union-attr]
+        await asyncio.sleep(0.3)  # the gateway would have seen its own publish by now
+        assert await gw.store.count("dead_letters") == 0

@@ -1,5 +1,9 @@
 """MQTT to the responder app: the message's JSON published at QoS 1 to
-``<prefix>/responders/<address>/dispatch`` through a connected ``aiomqtt.Client``.
+``<prefix>/_gateway/responders/<address>/dispatch`` through a connected ``aiomqtt.Client``.
+
+The topic sits under ``_gateway/`` and has four levels after the prefix, so it never
+matches the gateway's own device subscription (``<prefix>/+/+/+``) and the broker ACL
+lets only the gateway write it (``deploy/mosquitto/telecare.acl``).
 
 The client is the caller's (the gateway owns its connection and reconnects); a publish
 that fails because the connection is down is a temporary error.
@@ -11,7 +15,12 @@ import aiomqtt
 
 from dispatch.notifiers.base import Message, TemporaryDeliveryError
 
-__all__ = ["MqttTransport"]
+__all__ = ["MqttTransport", "responder_topic"]
+
+
+def responder_topic(prefix: str, address: str) -> str:
+    """Where the responder app ``address`` listens for its dispatches."""
+    return f"{prefix.rstrip('/')}/_gateway/responders/{address}/dispatch"
 
 
 class MqttTransport:
@@ -22,7 +31,7 @@ class MqttTransport:
         self._prefix = topic_prefix.rstrip("/")
 
     def topic(self, address: str) -> str:
-        return f"{self._prefix}/responders/{address}/dispatch"
+        return responder_topic(self._prefix, address)
 
     async def send(self, message: Message) -> str:
         topic = self.topic(message.address)

@@ -189,7 +189,7 @@ async def test_mqtt_publishes_to_the_responder_app_topic(
     ):
         transport = MqttTransport(gateway, topic_prefix=topic_prefix)
         topic = transport.topic("kh1")
-        assert topic == f"{topic_prefix}/responders/kh1/dispatch"
+        assert topic == f"{topic_prefix}/_gateway/responders/kh1/dispatch"
         await app.subscribe(topic, qos=1)
         await transport.send(message("kh1", "mqtt"))
         got = await asyncio.wait_for(first_message(app), 10)
