@@ -4,8 +4,8 @@
         await gw.wait_closed()             # until stop() (SIGINT/SIGTERM in the CLI)
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
-(store -> durable store (batcher + spool) -> dispatch service -> rule runner -> MQTT
-ingest -> dead-letter publisher -> serial ingest) and left in reverse, so on shutdown
+(store -> durable store (batcher + spool) -> dispatch service -> orphan sweeper -> rule
+runner -> MQTT ingest -> dead-letter publisher -> serial ingest) and left in reverse, so on shutdown
 ingest stops taking new messages first, in-flight messages finish and are acknowledged,
 and the store is closed last: everything accepted is flushed.
 """
@@ -32,6 +32,7 @@ from gateway.store.base import Store
 from gateway.store.durable import DurableStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from gateway.sweeper import OrphanSweeper
 from rules.clock import Clock, SystemClock
 from rules.config import RulesConfig, RulesConfigError, load_rules_file
 from rules.engine import RuleEngine
@@ -126,7 +127,15 @@ class Gateway:
             self.pipeline.decoder.registry.prime(
                 await self.store.list_devices(), await self.store.list_residents()
             )
-            await self._resubmit_orphans()
+            await self._stack.enter_async_context(
+                OrphanSweeper(
+                    self.store,
+                    self.dispatcher,
+                    self.clock,
+                    every_s=self.config.dispatch.sweep_s,
+                    grace_s=self.config.dispatch.sweep_s,
+                )
+            )
             await self._stack.enter_async_context(
                 RuleRunner(
                     self.pipeline,
@@ -167,14 +176,6 @@ class Gateway:
         log.info("gateway_stopping", counters=dict(self.pipeline.counters))
         await self._stack.__aexit__(exc_type, exc, tb)
         log.info("gateway_stopped")
-
-    async def _resubmit_orphans(self) -> None:
-        """Alerts stored before a crash whose dispatch was never opened: open them now."""
-        orphans = await self.store.alerts_without_dispatch()
-        for alert in orphans:
-            await self.dispatcher.submit(alert)
-        if orphans:
-            log.warning("orphan_alerts_resubmitted", count=len(orphans))
 
     def _dispatch_activity(self, d: Dispatch, actor: str, reason: str) -> None:
         if d.state is DispatchState.RAISED:

@@ -109,6 +109,8 @@ class DispatchSection:
     ack_within_s: int = 60
     #: Minutes from the alarm until a responder must be on scene.
     attend_within_min: int = 45
+    #: Seconds between sweeps for stored alerts that have no dispatch (gateway/sweeper.py).
+    sweep_s: float = 30.0
 
 
 @dataclass(frozen=True)
