@@ -24,10 +24,9 @@ from psycopg_pool import AsyncConnectionPool
 from devices.model import Dispatch, DispatchState
 from dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
 from gateway.store import rows
+from gateway.store.postgres import insert_audit, insert_dispatch
 
 __all__ = ["PgDispatchRepository"]
-
-_AUDIT = "dispatch_id, at, from_state, to_state, actor, reason, detail"
 
 
 class PgDispatchRepository:
@@ -43,27 +42,9 @@ class PgDispatchRepository:
     ) -> bool:
         d = dispatch
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                f"INSERT INTO dispatches ({rows.DISPATCH_COLUMNS})"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING".encode(),
-                (
-                    d.dispatch_id,
-                    d.alert_id,
-                    d.state.value,
-                    d.priority,
-                    d.created_at,
-                    d.updated_at,
-                    d.site_id,
-                    d.resident_id,
-                    d.responder_id,
-                    d.cascade_step,
-                    d.outcome,
-                    d.version,
-                ),
-            )
-            if cur.rowcount != 1:
+            if not await insert_dispatch(conn, d):
                 return False
-            await _insert_audit(conn, audit)
+            await insert_audit(conn, audit)
             if cascade:
                 async with conn.cursor() as c:
                     await c.executemany(
@@ -114,7 +95,7 @@ class PgDispatchRepository:
             )
             if cur.rowcount != 1:
                 return False
-            await _insert_audit(conn, audit)
+            await insert_audit(conn, audit)
             if clear_timers:
                 await conn.execute(
                     "DELETE FROM dispatch_timers WHERE dispatch_id = %s AND kind = ANY(%s)",
@@ -162,7 +143,8 @@ class PgDispatchRepository:
 
     async def audit(self, dispatch_id: str) -> list[AuditRecord]:
         found = await self._all(
-            f"SELECT {_AUDIT} FROM dispatch_audit WHERE dispatch_id = %s ORDER BY audit_id",
+            f"SELECT {rows.AUDIT_COLUMNS} FROM dispatch_audit WHERE dispatch_id = %s"
+            " ORDER BY audit_id",
             (dispatch_id,),
         )
         return [_audit(r) for r in found]
@@ -202,21 +184,6 @@ class PgDispatchRepository:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query.encode(), params)
             return await cur.fetchall()
-
-
-async def _insert_audit(conn: AsyncConnection[TupleRow], a: AuditRecord) -> None:
-    await conn.execute(
-        f"INSERT INTO dispatch_audit ({_AUDIT}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
-        (
-            a.dispatch_id,
-            a.at,
-            a.from_state.value if a.from_state else None,
-            a.to_state.value,
-            a.actor,
-            a.reason,
-            json.dumps(a.detail),
-        ),
-    )
 
 
 async def _set_timers(conn: AsyncConnection[TupleRow], timers: Sequence[Timer]) -> None:

@@ -19,23 +19,12 @@ from devices.model import Dispatch, DispatchState
 from dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
 from gateway.store import rows
 from gateway.store.rows import iso
+from gateway.store.sqlite import insert_audit, insert_dispatch, transaction
 
 __all__ = ["SqliteDispatchRepository"]
 
 _T = TypeVar("_T")
 Runner = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
-_AUDIT = "dispatch_id, at, from_state, to_state, actor, reason, detail"
-
-
-def _tx(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
 
 
 class SqliteDispatchRepository:
@@ -43,7 +32,7 @@ class SqliteDispatchRepository:
         self._run = run
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        result: _T = await self._run(lambda c: _tx(c, fn))
+        result: _T = await self._run(lambda c: transaction(c, fn))
         return result
 
     async def _all(self, query: str, params: Sequence[Any]) -> list[Any]:
@@ -60,27 +49,9 @@ class SqliteDispatchRepository:
         d = dispatch
 
         def run(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                f"INSERT OR IGNORE INTO dispatches ({rows.DISPATCH_COLUMNS})"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    d.dispatch_id,
-                    d.alert_id,
-                    d.state.value,
-                    d.priority,
-                    iso(d.created_at),
-                    iso(d.updated_at),
-                    d.site_id,
-                    d.resident_id,
-                    d.responder_id,
-                    d.cascade_step,
-                    d.outcome,
-                    d.version,
-                ),
-            )
-            if cur.rowcount != 1:
+            if not insert_dispatch(conn, d):
                 return False
-            _insert_audit(conn, audit)
+            insert_audit(conn, audit)
             conn.executemany(
                 "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
                 " VALUES (?,?,?,?)",
@@ -132,7 +103,7 @@ class SqliteDispatchRepository:
             )
             if cur.rowcount != 1:
                 return False
-            _insert_audit(conn, audit)
+            insert_audit(conn, audit)
             conn.executemany(
                 "DELETE FROM dispatch_timers WHERE dispatch_id = ? AND kind = ?",
                 [(d.dispatch_id, k.value) for k in clear_timers],
@@ -183,7 +154,8 @@ class SqliteDispatchRepository:
 
     async def audit(self, dispatch_id: str) -> list[AuditRecord]:
         found = await self._all(
-            f"SELECT {_AUDIT} FROM dispatch_audit WHERE dispatch_id = ? ORDER BY audit_id",
+            f"SELECT {rows.AUDIT_COLUMNS} FROM dispatch_audit WHERE dispatch_id = ?"
+            " ORDER BY audit_id",
             (dispatch_id,),
         )
         return [_audit(r) for r in found]
@@ -214,21 +186,6 @@ class SqliteDispatchRepository:
             (dispatch_id,),
         )
         return [Receipt(r[0], r[1], r[2], r[3], int(r[4]), rows.as_dt(r[5]), r[6]) for r in found]
-
-
-def _insert_audit(conn: sqlite3.Connection, a: AuditRecord) -> None:
-    conn.execute(
-        f"INSERT INTO dispatch_audit ({_AUDIT}) VALUES (?,?,?,?,?,?,?)",
-        (
-            a.dispatch_id,
-            iso(a.at),
-            a.from_state.value if a.from_state else None,
-            a.to_state.value,
-            a.actor,
-            a.reason,
-            json.dumps(a.detail),
-        ),
-    )
 
 
 def _set_timers(conn: sqlite3.Connection, timers: Sequence[Timer]) -> None:

@@ -520,27 +520,8 @@ class PostgresStore:
 
     # -- dispatch --------------------------------------------------------------------
     async def create_dispatch(self, dispatch: Dispatch, audit: AuditEntry) -> bool:
-        d = dispatch
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                f"INSERT INTO dispatches ({rows.DISPATCH_COLUMNS})"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING".encode(),
-                (
-                    d.dispatch_id,
-                    d.alert_id,
-                    d.state.value,
-                    d.priority,
-                    d.created_at,
-                    d.updated_at,
-                    d.site_id,
-                    d.resident_id,
-                    d.responder_id,
-                    d.cascade_step,
-                    d.outcome,
-                    d.version,
-                ),
-            )
-            if cur.rowcount != 1:
+            if not await insert_dispatch(conn, dispatch):
                 return False
             await insert_audit(conn, audit)
             return True
@@ -719,16 +700,18 @@ class PostgresStore:
         return ResponseTimes(*(int(v) for v in row))
 
 
-async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: AuditEntry) -> None:
+async def insert_dispatch(conn: psycopg.AsyncConnection[TupleRow], d: Dispatch) -> bool:
+    """Insert a new dispatch row; ``False`` when one exists for its id or alert."""
+    cur = await conn.execute(
+        f"INSERT INTO dispatches ({rows.DISPATCH_COLUMNS})"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING".encode(),
+        rows.dispatch_params(d),
+    )
+    return cur.rowcount == 1
+
+
+async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: rows.AuditLike) -> None:
     await conn.execute(
         f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
-        (
-            a.dispatch_id,
-            a.at,
-            a.from_state.value if a.from_state else None,
-            a.to_state.value,
-            a.actor,
-            a.reason,
-            json.dumps(a.detail),
-        ),
+        rows.audit_params(a),
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from devices.model import (
     Alert,
@@ -224,4 +225,59 @@ def timeline(row: Any) -> TimelineEntry:
         actor=row[3],
         reason=row[4],
         elapsed_s=float(row[5]),
+    )
+
+
+class AuditLike(Protocol):
+    """An audit row as either layer spells it (``AuditEntry`` here, ``AuditRecord`` in
+    ``dispatch``): the same seven columns."""
+
+    @property
+    def dispatch_id(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def from_state(self) -> DispatchState | None: ...
+    @property
+    def to_state(self) -> DispatchState: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def detail(self) -> dict[str, Any]: ...
+
+
+def _same(ts: datetime) -> Any:
+    return ts
+
+
+def dispatch_params(d: Dispatch, ts: Callable[[datetime], Any] = _same) -> tuple[Any, ...]:
+    """Values for ``DISPATCH_COLUMNS``; ``ts`` converts timestamps (``iso`` for SQLite)."""
+    return (
+        d.dispatch_id,
+        d.alert_id,
+        d.state.value,
+        d.priority,
+        ts(d.created_at),
+        ts(d.updated_at),
+        d.site_id,
+        d.resident_id,
+        d.responder_id,
+        d.cascade_step,
+        d.outcome,
+        d.version,
+    )
+
+
+def audit_params(a: AuditLike, ts: Callable[[datetime], Any] = _same) -> tuple[Any, ...]:
+    """Values for ``AUDIT_COLUMNS``."""
+    return (
+        a.dispatch_id,
+        ts(a.at),
+        a.from_state.value if a.from_state else None,
+        a.to_state.value,
+        a.actor,
+        a.reason,
+        json.dumps(a.detail),
     )

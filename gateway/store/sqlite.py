@@ -90,17 +90,6 @@ class SqliteStore:
         async with self._lock:
             return await asyncio.to_thread(fn, conn)
 
-    @staticmethod
-    def _tx(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
     # -- migrations ------------------------------------------------------------------
     async def migrate(self) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
@@ -165,7 +154,7 @@ class SqliteStore:
                 [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
             )
 
-        await self._run(lambda c: self._tx(c, run))
+        await self._run(lambda c: transaction(c, run))
 
     async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
         d = device
@@ -296,7 +285,7 @@ class SqliteStore:
             )
             return conn.total_changes - before
 
-        return await self._run(lambda c: self._tx(c, run))
+        return await self._run(lambda c: transaction(c, run))
 
     async def write_event(self, event: AlarmEvent) -> bool:
         e = event
@@ -388,33 +377,13 @@ class SqliteStore:
 
     # -- dispatch --------------------------------------------------------------------
     async def create_dispatch(self, dispatch: Dispatch, audit: AuditEntry) -> bool:
-        d = dispatch
-
         def run(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                f"INSERT OR IGNORE INTO dispatches ({rows.DISPATCH_COLUMNS})"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    d.dispatch_id,
-                    d.alert_id,
-                    d.state.value,
-                    d.priority,
-                    iso(d.created_at),
-                    iso(d.updated_at),
-                    d.site_id,
-                    d.resident_id,
-                    d.responder_id,
-                    d.cascade_step,
-                    d.outcome,
-                    d.version,
-                ),
-            )
-            if cur.rowcount != 1:
+            if not insert_dispatch(conn, dispatch):
                 return False
-            _insert_audit(conn, audit)
+            insert_audit(conn, audit)
             return True
 
-        return await self._run(lambda c: self._tx(c, run))
+        return await self._run(lambda c: transaction(c, run))
 
     async def get_dispatch(self, dispatch_id: str) -> Dispatch | None:
         row = await self._one(
@@ -609,16 +578,30 @@ class SqliteStore:
         return ResponseTimes(*(int(v) for v in row))
 
 
-def _insert_audit(conn: sqlite3.Connection, a: AuditEntry) -> None:
+def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (the connection is autocommit)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def insert_dispatch(conn: sqlite3.Connection, d: Dispatch) -> bool:
+    """Insert a new dispatch row; ``False`` when one exists for its id or alert."""
+    cur = conn.execute(
+        f"INSERT OR IGNORE INTO dispatches ({rows.DISPATCH_COLUMNS})"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows.dispatch_params(d, iso),
+    )
+    return cur.rowcount == 1
+
+
+def insert_audit(conn: sqlite3.Connection, a: rows.AuditLike) -> None:
     conn.execute(
         f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-        (
-            a.dispatch_id,
-            iso(a.at),
-            a.from_state.value if a.from_state else None,
-            a.to_state.value,
-            a.actor,
-            a.reason,
-            json.dumps(a.detail),
-        ),
+        rows.audit_params(a, iso),
     )

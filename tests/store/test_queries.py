@@ -100,14 +100,15 @@ async def _dispatch(
 
 async def _append_audit(store: Store, entry: AuditEntry) -> None:
     from gateway.store.postgres import PostgresStore, insert_audit
-    from gateway.store.sqlite import SqliteStore, _insert_audit
+    from gateway.store.sqlite import SqliteStore
+    from gateway.store.sqlite import insert_audit as sqlite_insert_audit
 
     if isinstance(store, PostgresStore):
         async with store.pool.connection() as conn:
             await insert_audit(conn, entry)
     else:
         assert isinstance(store, SqliteStore)
-        await store._run(lambda c: _insert_audit(c, entry))
+        await store._run(lambda c: sqlite_insert_audit(c, entry))
 
 
 async def _close(store: Store, dispatch_id: str, state: str) -> None:
