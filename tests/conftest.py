@@ -23,7 +23,6 @@ from tests.services import (
     postgres_server,
 )
 
-
 # Threads that libraries start once per process and keep on purpose.
 _LONG_LIVED_THREADS = ("asyncio_", "ThreadPoolExecutor", "pytest_timeout")
 
