@@ -251,12 +251,15 @@ class Resident:
     site_id: str
     name: str = field(default="", repr=False)
     nhs_number: str | None = field(default=None, repr=False)
-    #: SpO2 scale 2 only when a clinician prescribed a target of 88-92 %.
-    spo2_scale: int = 1
+    #: SpO2 scale 2 only when a clinician prescribed a target of 88-92 %. ``None`` = no
+    #: prescription recorded (``telecare resident clinical``): the rules file's entry for
+    #: the resident, else the chart default (scale 1), applies.
+    spo2_scale: int | None = None
     spo2_scale_set_by: str | None = None
     spo2_scale_set_at: datetime | None = None
     #: Baseline consciousness: a resident with chronic confusion has baseline ``C``.
-    baseline_consciousness: Consciousness = Consciousness.ALERT
+    #: ``None`` = none recorded (rules file, else ``A``).
+    baseline_consciousness: Consciousness | None = None
     #: Responder ids in cascade order (first is proposed first).
     responders: tuple[str, ...] = ()
     notes: str = field(default="", repr=False)
@@ -264,7 +267,7 @@ class Resident:
     def __post_init__(self) -> None:
         _check_id("resident_id", self.resident_id)
         _check_id("site_id", self.site_id)
-        if self.spo2_scale not in (1, 2):
+        if self.spo2_scale not in (None, 1, 2):
             raise ModelError("spo2_scale", f"{self.spo2_scale!r} must be 1 or 2")
         if self.spo2_scale == 2 and not (self.spo2_scale_set_by and self.spo2_scale_set_at):
             raise ModelError(
@@ -272,11 +275,12 @@ class Resident:
                 "scale 2 needs the prescribing clinician (spo2_scale_set_by) and date "
                 "(spo2_scale_set_at)",
             )
-        object.__setattr__(
-            self,
-            "baseline_consciousness",
-            _enum("baseline_consciousness", Consciousness, self.baseline_consciousness),
-        )
+        if self.baseline_consciousness is not None:
+            object.__setattr__(
+                self,
+                "baseline_consciousness",
+                _enum("baseline_consciousness", Consciousness, self.baseline_consciousness),
+            )
         object.__setattr__(self, "responders", tuple(self.responders))
         for r in self.responders:
             _check_id("responders", r)
@@ -487,6 +491,8 @@ class AlarmEvent:
     source: str = "mqtt"
     #: Contact ID event code when the event came from an alarm receiver.
     code: int | None = None
+    #: The device reports an injury with this fall / pendant call (routes to 999 first).
+    injury: bool = False
 
     def __post_init__(self) -> None:
         _check_id("device_id", self.device_id)

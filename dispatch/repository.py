@@ -48,6 +48,18 @@ class DispatchRepository(Protocol):
         ``False`` (and nothing written) when somebody else changed it first."""
         ...
 
+    async def reroute(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+    ) -> bool:
+        """Replace a dispatch's cascade (and its proposed responder and step) if the stored
+        version is still ``expected_version``, with its audit record, in one transaction.
+        ``False`` (and nothing written) when somebody else changed it first."""
+        ...
+
     async def cascade(self, dispatch_id: str) -> list[CascadeEntry]: ...
 
     async def timers(self, dispatch_id: str) -> list[Timer]: ...

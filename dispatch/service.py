@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final, Self
@@ -32,7 +33,7 @@ from typing import Final, Self
 import structlog
 
 from devices.model import Alert, Dispatch, DispatchState
-from dispatch.cascades import CascadeConfig, resolve_cascade
+from dispatch.cascades import CascadeConfig, Route, resolve_cascade
 from dispatch.errors import IllegalTransition, StaleDispatch, UnknownDispatch
 from dispatch.machine import (
     AdvanceCascade,
@@ -48,7 +49,7 @@ from dispatch.machine import (
     transition,
 )
 from dispatch.notify import Notifier
-from dispatch.records import Timer, TimerKind
+from dispatch.records import AuditRecord, Timer, TimerKind
 from dispatch.repository import DispatchRepository, Registry
 from dispatch.responders import ResponderDirectory
 from dispatch.storm import AlarmQueue, Intake
@@ -62,6 +63,15 @@ _CAS_RETRIES: Final = 5
 #: Default step timeout (s) when an operator contacts someone outside the cascade.
 _DEFAULT_STEP_S: Final = 300
 _Note = tuple[Dispatch, NotifyResponder | NotifySupervisors]
+#: States in which a responder is contacted or on the way (kept when re-routing).
+_ENGAGED: Final = frozenset(
+    {
+        DispatchState.RESPONDER_CONTACTED,
+        DispatchState.ACCEPTED,
+        DispatchState.EN_ROUTE,
+        DispatchState.ON_SCENE,
+    }
+)
 
 
 class DispatchService:
@@ -170,6 +180,8 @@ class DispatchService:
         )
         detail = step.audit.detail
         detail.update(route=route.value, cascade=[e.responder_id for e in cascade], area=area)
+        if isinstance(alert.detail.get("presented_at"), str):
+            detail["presented_at"] = alert.detail["presented_at"]  # answer time starts here
         if grouped:
             detail.update(
                 grouped=len(grouped) + 1, grouped_alerts=[a.alert_id for a in grouped][:50]
@@ -283,6 +295,61 @@ class DispatchService:
         return await self.apply(
             dispatch_id, Event(EventKind.AUTO_CLEAR), actor, reason, expected_version
         )
+
+    async def report_injury(self, dispatch_id: str, actor: str, reason: str = "") -> Dispatch:
+        """An operator learnt that the person is injured (e.g. a fall with injury): the
+        dispatch moves to the emergency route, 999 first. The cascade is resolved again
+        and stored; the audit row names ``actor``. Nobody engaged (raised, acknowledged,
+        declined, no answer, escalated): the ambulance becomes the proposed responder.
+        A responder already contacted or on the way stays so; the operator contacts the
+        ambulance next. Raises :class:`IllegalTransition` on a closed dispatch."""
+        if not actor.strip():
+            raise ValueError("report_injury needs the person reporting it (actor)")
+        for _ in range(_CAS_RETRIES):
+            d = await self._load(dispatch_id)
+            if not d.state.is_open:
+                raise IllegalTransition(dispatch_id, d.state.value, "report_injury", "it is closed")
+            now = self.clock.now()
+            resident = await self.registry.get_resident(d.resident_id) if d.resident_id else None
+            templates = self.cascades.templates_for(Route.EMERGENCY, d.site_id, d.resident_id)
+            cascade = resolve_cascade(
+                templates,
+                resident=resident,
+                area=await self._area(d.site_id),
+                directory=self.directory,
+                at=now,
+                max_steps=self.cascades.max_steps,
+            )
+            engaged = d.state in _ENGAGED
+            new = replace(
+                d,
+                updated_at=now,
+                version=d.version + 1,
+                responder_id=d.responder_id
+                if engaged
+                else (cascade[0].responder_id if cascade else None),
+                cascade_step=d.cascade_step if engaged else 0,
+            )
+            audit = AuditRecord(
+                dispatch_id,
+                now,
+                d.state,
+                d.state,
+                actor,
+                reason or "injury reported",
+                {
+                    "event": "injury_reported",
+                    "injury": True,
+                    "route": Route.EMERGENCY.value,
+                    "cascade": [e.responder_id for e in cascade],
+                },
+            )
+            if await self.repo.reroute(d.version, new, audit, cascade):
+                log.info("dispatch_rerouted", dispatch_id=dispatch_id, route="emergency")
+                if self.on_change is not None:
+                    self.on_change(new, actor, "injury reported: route emergency")
+                return new
+        raise StaleDispatch(dispatch_id, d.version)
 
     async def on_restore(self, alert_id: str, actor: str = "device") -> Dispatch | None:
         """A restore for ``alert_id``'s alarm: auto-clear while still unacknowledged.

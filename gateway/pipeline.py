@@ -17,6 +17,7 @@ stops the gateway. Storage errors propagate to the source, which does not acknow
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
 from rules.clock import Clock
 from rules.engine import EngineResult, RuleEngine
 from rules.news2 import News2Result, News2ValueError, Observation
+from rules.plausibility import check_plausible
 
 __all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
 
@@ -203,7 +205,6 @@ class Pipeline:
                 f"resident {obs.resident_id!r} is not a resident of site {obs.site_id!r}",
                 obs.device_id,
             )
-        await self.handle_readings(obs.readings())
         site = await self.store.get_site(resident.site_id)
         observation = Observation(
             respiration_rate=obs.respiration_rate,
@@ -214,6 +215,11 @@ class Pipeline:
             consciousness=obs.consciousness.value if obs.consciousness else None,
             temperature=obs.temperature,
         )
+        try:
+            check_plausible(observation)  # before anything of it is stored as a vital sign
+        except News2ValueError as exc:
+            raise Rejected(str(exc), obs.device_id) from None
+        await self.handle_readings(obs.readings())
         source_key = f"{obs.device_id}/{obs.msg_id}"
         try:
             news, result = self.engine.on_observation(
@@ -326,10 +332,18 @@ class Pipeline:
             device_id=event.device_id,
             event_type=event.type,
             source_key=f"{event.device_id}/{event.msg_id}",
+            detail={"injury": True} if event.injury else {},
         )
 
     async def raise_alert(self, alert: Alert) -> None:
-        """Store an alert and open its dispatch (both idempotent)."""
+        """Store an alert and open its dispatch (both idempotent).
+
+        The alert carries ``detail["presented_at"]``: when the gateway presented it to
+        the monitoring centre (now). Answer times are measured from it, not from when
+        the dispatch opened (``dispatch/reports.py``)."""
+        if "presented_at" not in alert.detail:
+            presented = self.clock.now().isoformat()
+            alert = dataclasses.replace(alert, detail={**alert.detail, "presented_at": presented})
         if await self.store.write_alert(alert):
             self.counters["alerts"] += 1
             log.info(

@@ -64,8 +64,9 @@ from devices.model import (
 )
 from rules.alarms import AlarmBook, ClearedAlarm, OpenAlarm, Outcome, is_technical
 from rules.clock import Clock, SystemClock
-from rules.config import RulesConfig
+from rules.config import RulesConfig, SiteRules
 from rules.news2 import News2Result, Observation, score
+from rules.plausibility import check_plausible
 from rules.temporal import TemporalOutput, TemporalRules, Trend
 
 __all__ = ["EngineResult", "FoldedAlarm", "RuleEngine"]
@@ -188,9 +189,12 @@ class RuleEngine:
     ) -> tuple[News2Result, EngineResult]:
         """Score a NEWS2 set for a resident and raise what the score and trend call for.
 
-        Raises :class:`rules.news2.News2ValueError` for an impossible value. An
-        incomplete set returns an incomplete result and no alert.
+        Raises :class:`rules.news2.News2ValueError` for an impossible value or an
+        impossible combination (:mod:`rules.plausibility`). An incomplete set is never a
+        NEWS2 total; it raises an alert only when a parameter present scores 3 (RCP
+        chart 4: a red score needs an urgent response), naming what is missing.
         """
+        check_plausible(obs)
         when = ts or self.clock.now()
         rid = resident.resident_id if resident is not None else resident_id
         settings = self.config.resident(rid, resident)
@@ -200,10 +204,15 @@ class RuleEngine:
         obs = dataclasses.replace(obs, spo2_scale=settings.spo2_scale, consciousness=consciousness)
         news = score(obs)
         result = EngineResult()
-        if not news.complete or news.total is None or news.risk is None:
-            return news, result
         site_id = site.site_id if site else settings.site_id
         site_rules = self.config.site(site_id)
+        if not news.complete or news.total is None or news.risk is None:
+            if news.red_flag:
+                result.advice = site_rules.advice["low-medium"]
+                result.alerts.append(
+                    self._partial_red_alert(news, site_rules, when, site_id, rid, source_key)
+                )
+            return news, result
         result.advice = site_rules.advice_for(news.total, news.risk)
 
         trend: Trend | None = None
@@ -294,6 +303,44 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ helpers
 
+    def _partial_red_alert(
+        self,
+        news: News2Result,
+        site_rules: SiteRules,
+        when: datetime,
+        site_id: str | None,
+        rid: str | None,
+        source_key: str | None,
+    ) -> Alert:
+        """A partial set with a parameter scoring 3: escalated as a red score (chart 4),
+        never shown as a NEWS2 total; the reason and detail name what is missing."""
+        red = [name for name, sub in news.components.items() if sub == 3]
+        # The loader guarantees a red score alerts (NEWS2_PRIORITY_FLOOR); 2 if unset.
+        priority = site_rules.news2_priority.get("low-medium") or 2
+        return Alert(
+            alert_id=_stable_id("nw", source_key or "", rid, when.isoformat(), "partial"),
+            kind=AlertKind.NEWS2,
+            priority=priority,
+            reason=(
+                f"{', '.join(red)} scored 3 (red: urgent response); incomplete set, no NEWS2 "
+                f"total: missing {', '.join(news.missing)}"
+            ),
+            ts=when,
+            site_id=site_id,
+            resident_id=rid,
+            source_key=source_key,
+            detail={
+                "partial": True,
+                "red_flag": True,
+                "red_parameters": red,
+                "missing": list(news.missing),
+                "components": dict(news.components),
+                "risk": "low-medium",
+                "spo2_scale": news.spo2_scale,
+                "advice": site_rules.advice["low-medium"],
+            },
+        )
+
     def _alarm_alert(
         self, alarm: OpenAlarm, event: AlarmEvent, superseded: OpenAlarm | None
     ) -> Alert:
@@ -304,6 +351,8 @@ class RuleEngine:
             detail["contact_id"] = event.code
         if superseded is not None:
             detail["supersedes"] = superseded.alarm_id
+        if event.injury:
+            detail["injury"] = True  # read by dispatch routing: ambulance first
         return Alert(
             alert_id=alarm.alarm_id,
             kind=AlertKind.TECHNICAL if is_technical(alarm.type) else AlertKind.ALARM,

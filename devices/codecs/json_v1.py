@@ -244,6 +244,13 @@ def _decode_event(
     zone = doc.get("zone")
     if zone is not None and not isinstance(zone, str):
         raise Malformed(f"zone {zone!r} must be a string")
+    injury = doc.get("injury", False)
+    if not isinstance(injury, bool):
+        raise Malformed(f"injury {injury!r} must be true or false")
+    if injury and type_ not in _INJURY_EVENTS:
+        raise Malformed(
+            f"injury is reported with a fall, post-fall inactivity or pendant event, not {type_!r}"
+        )
     return AlarmEvent(
         device_id=device_id,
         type=EventType(str(type_)),
@@ -254,7 +261,12 @@ def _decode_event(
         resident_id=resident_id,
         zone=zone,
         source="mqtt",
+        injury=injury,
     )
+
+
+#: Events a device may report an injury with (``"injury": true``).
+_INJURY_EVENTS: Final = frozenset({"fall", "post_fall_inactivity", "pendant"})
 
 
 #: Metric wire names as devices send them (lower case), resolved without a fallback.

@@ -25,14 +25,16 @@ from devices.model import (
     Responder,
     Site,
 )
+from gateway.store.clinical import ClinicalChange, ClinicalRecord
 
 __all__ = [
     "AuditEntry",
+    "ClinicalChange",
+    "ClinicalRecord",
     "DeadLetter",
     "HistoryPoint",
     "News2Record",
     "OpenAlarm",
-    "ResponseTimes",
     "Store",
     "TimelineEntry",
 ]
@@ -116,45 +118,6 @@ class TimelineEntry:
     elapsed_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseTimes:
-    """Response-time figures for dispatches created in a period (TSA targets).
-
-    *Answered*: created -> first ``acknowledged``. *Attended*: created -> first
-    ``on_scene``. ``visits`` counts dispatches that needed a visit (a responder accepted,
-    was en route or arrived); attendance percentages are of those.
-    """
-
-    dispatches: int
-    answered: int
-    answered_60s: int
-    answered_180s: int
-    visits: int
-    attended: int
-    attended_45min: int
-    attended_60min: int
-
-    @staticmethod
-    def _pct(part: int, whole: int) -> float | None:
-        return None if whole == 0 else 100.0 * part / whole
-
-    @property
-    def answered_60s_pct(self) -> float | None:
-        return self._pct(self.answered_60s, self.dispatches)
-
-    @property
-    def answered_180s_pct(self) -> float | None:
-        return self._pct(self.answered_180s, self.dispatches)
-
-    @property
-    def attended_45min_pct(self) -> float | None:
-        return self._pct(self.attended_45min, self.visits)
-
-    @property
-    def attended_60min_pct(self) -> float | None:
-        return self._pct(self.attended_60min, self.visits)
-
-
 class Store(Protocol):
     """What the gateway needs from storage. Implementations are async context managers."""
 
@@ -177,6 +140,15 @@ class Store(Protocol):
     async def get_device_secret_hash(self, device_id: str) -> str | None: ...
     async def get_resident(self, resident_id: str) -> Resident | None: ...
     async def get_responder(self, responder_id: str) -> Responder | None: ...
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        """Set a resident's clinical settings and append their history in one transaction
+        (the only way they change; ``KeyError`` for an unknown resident)."""
+        ...
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        """Every recorded change of a resident's clinical settings, oldest first."""
+        ...
+
     async def list_devices(self) -> list[Device]: ...
     async def list_sites(self) -> list[Site]: ...
     async def list_residents(self, site_id: str | None = None) -> list[Resident]: ...
@@ -271,10 +243,6 @@ class Store(Protocol):
 
     async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
         """A dispatch's audit trail in order, each step timed from its creation."""
-        ...
-
-    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
-        """Answered/attended figures for dispatches created in ``[start, end)``."""
         ...
 
     async def maintain(self, now: datetime | None = None) -> list[str]:

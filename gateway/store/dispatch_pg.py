@@ -104,6 +104,42 @@ class PgDispatchRepository:
             await _set_timers(conn, set_timers)
             return True
 
+    async def reroute(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+    ) -> bool:
+        d = dispatch
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE dispatches SET updated_at = %s, responder_id = %s, cascade_step = %s,"
+                " version = %s WHERE dispatch_id = %s AND version = %s",
+                (
+                    d.updated_at,
+                    d.responder_id,
+                    d.cascade_step,
+                    d.version,
+                    d.dispatch_id,
+                    expected_version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            await insert_audit(conn, audit)
+            await conn.execute(
+                "DELETE FROM dispatch_cascade WHERE dispatch_id = %s", (d.dispatch_id,)
+            )
+            if cascade:
+                async with conn.cursor() as c:
+                    await c.executemany(
+                        "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id,"
+                        " timeout_s) VALUES (%s,%s,%s,%s)",
+                        [(d.dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade],
+                    )
+            return True
+
     async def cascade(self, dispatch_id: str) -> list[CascadeEntry]:
         found = await self._all(
             "SELECT position, responder_id, timeout_s FROM dispatch_cascade"

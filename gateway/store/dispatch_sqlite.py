@@ -113,6 +113,41 @@ class SqliteDispatchRepository:
 
         return await self._write(run)
 
+    async def reroute(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+    ) -> bool:
+        d = dispatch
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE dispatches SET updated_at = ?, responder_id = ?, cascade_step = ?,"
+                " version = ? WHERE dispatch_id = ? AND version = ?",
+                (
+                    iso(d.updated_at),
+                    d.responder_id,
+                    d.cascade_step,
+                    d.version,
+                    d.dispatch_id,
+                    expected_version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            insert_audit(conn, audit)
+            conn.execute("DELETE FROM dispatch_cascade WHERE dispatch_id = ?", (d.dispatch_id,))
+            conn.executemany(
+                "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
+                " VALUES (?,?,?,?)",
+                [(d.dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade],
+            )
+            return True
+
+        return await self._write(run)
+
     async def cascade(self, dispatch_id: str) -> list[CascadeEntry]:
         found = await self._all(
             "SELECT position, responder_id, timeout_s FROM dispatch_cascade"

@@ -63,11 +63,11 @@ from gateway.store.base import (
     HistoryPoint,
     News2Record,
     OpenAlarm,
-    ResponseTimes,
     Store,
     TimelineEntry,
 )
 from gateway.store.batcher import Destination, ReadingBatcher
+from gateway.store.clinical import ClinicalChange, ClinicalRecord
 from gateway.store.errors import is_unavailable
 from gateway.store.replay import apply_records
 from gateway.store.spool import Spool
@@ -376,6 +376,12 @@ class DurableStore:
     async def get_resident(self, resident_id: str) -> Resident | None:
         return await self.store.get_resident(resident_id)
 
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        return await self.store.set_clinical(change)
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        return await self.store.clinical_history(resident_id)
+
     async def get_responder(self, responder_id: str) -> Responder | None:
         return await self.store.get_responder(responder_id)
 
@@ -440,6 +446,3 @@ class DurableStore:
 
     async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
         return await self.store.dispatch_timeline(dispatch_id)
-
-    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
-        return await self.store.response_times(start, end)

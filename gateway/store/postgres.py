@@ -50,9 +50,9 @@ from gateway.store.base import (
     HistoryPoint,
     News2Record,
     OpenAlarm,
-    ResponseTimes,
     TimelineEntry,
 )
+from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
 from gateway.store.migrations import migrations_for
 
 __all__ = ["PostgresStore"]
@@ -252,27 +252,13 @@ class PostgresStore:
         )
 
     async def upsert_resident(self, resident: Resident) -> None:
-        r = resident
+        r = resident  # registry fields only: clinical settings change through set_clinical
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
-                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS})"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS}) VALUES (%s,%s,%s,%s,%s)"
                 " ON CONFLICT (resident_id) DO UPDATE SET site_id=excluded.site_id,"
-                " name=excluded.name, nhs_number=excluded.nhs_number,"
-                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
-                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
-                " baseline_consciousness=excluded.baseline_consciousness, notes=excluded.notes",
-                (
-                    r.resident_id,
-                    r.site_id,
-                    r.name,
-                    r.nhs_number,
-                    r.spo2_scale,
-                    r.spo2_scale_set_by,
-                    r.spo2_scale_set_at,
-                    r.baseline_consciousness.value,
-                    r.notes,
-                ),
+                " name=excluded.name, nhs_number=excluded.nhs_number, notes=excluded.notes",
+                (r.resident_id, r.site_id, r.name, r.nhs_number, r.notes),
             )
             await conn.execute(
                 "DELETE FROM resident_responders WHERE resident_id = %s", (r.resident_id,)
@@ -363,8 +349,8 @@ class PostgresStore:
 
     async def list_residents(self, site_id: str | None = None) -> list[Resident]:
         found = await self._all(
-            f"SELECT {rows.RESIDENT_COLUMNS} FROM residents"
-            " WHERE %s::text IS NULL OR site_id = %s ORDER BY resident_id",
+            f"SELECT {rows.RESIDENT_SELECT}"
+            " WHERE %s::text IS NULL OR r.site_id = %s ORDER BY r.resident_id",
             (site_id, site_id),
         )
         order = await self._all(
@@ -379,7 +365,7 @@ class PostgresStore:
     async def get_resident(self, resident_id: str) -> Resident | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {rows.RESIDENT_COLUMNS} FROM residents WHERE resident_id = %s".encode(),
+                f"SELECT {rows.RESIDENT_SELECT} WHERE r.resident_id = %s".encode(),
                 (resident_id,),
             )
             row = await cur.fetchone()
@@ -392,6 +378,67 @@ class PostgresStore:
             )
             order = tuple(o[0] for o in await cur.fetchall())
         return rows.resident(row, order)
+
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        c = change
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT 1 FROM residents WHERE resident_id = %s FOR UPDATE", (c.resident_id,)
+            )
+            if await cur.fetchone() is None:
+                raise KeyError(c.resident_id)
+            cur = await conn.execute(
+                "SELECT spo2_scale, spo2_scale_set_by, spo2_scale_set_at, baseline_consciousness"
+                " FROM resident_clinical WHERE resident_id = %s",
+                (c.resident_id,),
+            )
+            new, records = plan_clinical(rows.clinical_state(await cur.fetchone()), c)
+            await conn.execute(
+                "INSERT INTO resident_clinical (resident_id, spo2_scale, spo2_scale_set_by,"
+                " spo2_scale_set_at, baseline_consciousness, updated_by, updated_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (resident_id) DO UPDATE SET"
+                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
+                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
+                " baseline_consciousness=excluded.baseline_consciousness,"
+                " updated_by=excluded.updated_by, updated_at=excluded.updated_at",
+                (
+                    c.resident_id,
+                    new.spo2_scale,
+                    new.spo2_scale_set_by,
+                    new.spo2_scale_set_at,
+                    new.baseline.value if new.baseline else None,
+                    c.recorded_by,
+                    c.recorded_at,
+                ),
+            )
+            async with conn.cursor() as cur2:
+                await cur2.executemany(
+                    f"INSERT INTO resident_clinical_history ({rows.CLINICAL_HISTORY_COLUMNS})"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    [
+                        (
+                            h.resident_id,
+                            h.setting,
+                            h.value,
+                            h.previous,
+                            h.prescribed_by,
+                            h.prescribed_at,
+                            h.recorded_by,
+                            h.recorded_at,
+                            h.reason,
+                        )
+                        for h in records
+                    ],
+                )
+        return records
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        found = await self._all(
+            f"SELECT {rows.CLINICAL_HISTORY_COLUMNS} FROM resident_clinical_history"
+            " WHERE resident_id = %s ORDER BY history_id",
+            (resident_id,),
+        )
+        return [rows.clinical_record(r) for r in found]
 
     async def get_responder(self, responder_id: str) -> Responder | None:
         row = await self._one(
@@ -679,25 +726,6 @@ class PostgresStore:
             (dispatch_id,),
         )
         return [rows.timeline(r) for r in found]
-
-    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
-        row = await self._one(
-            "SELECT count(*), count(ack),"
-            " count(*) FILTER (WHERE ack <= created_at + interval '60 seconds'),"
-            " count(*) FILTER (WHERE ack <= created_at + interval '180 seconds'),"
-            " count(*) FILTER (WHERE visit), count(arrived),"
-            " count(*) FILTER (WHERE arrived <= created_at + interval '45 minutes'),"
-            " count(*) FILTER (WHERE arrived <= created_at + interval '60 minutes')"
-            " FROM (SELECT d.created_at,"
-            "  min(a.at) FILTER (WHERE a.to_state = 'acknowledged') AS ack,"
-            "  min(a.at) FILTER (WHERE a.to_state = 'on_scene') AS arrived,"
-            "  bool_or(a.to_state IN ('accepted', 'en_route', 'on_scene')) AS visit"
-            "  FROM dispatches d LEFT JOIN dispatch_audit a ON a.dispatch_id = d.dispatch_id"
-            "  WHERE d.created_at >= %s AND d.created_at < %s"
-            "  GROUP BY d.dispatch_id, d.created_at) AS f",
-            (start, end),
-        )
-        return ResponseTimes(*(int(v) for v in row))
 
 
 async def insert_dispatch(conn: psycopg.AsyncConnection[TupleRow], d: Dispatch) -> bool:
