@@ -461,6 +461,8 @@ class EventType(StrEnum):
     CHAIR_NOT_REOCCUPIED = "chair_not_reoccupied"
     MAINS_FAIL = "mains_fail"
     LOW_BATTERY = "low_battery"
+    #: A wireless peripheral's battery (Contact ID 384), apart from the unit's own (302).
+    SENSOR_LOW_BATTERY = "sensor_low_battery"
     TAMPER = "tamper"
     JAMMING = "jamming"
     SUPERVISION = "supervision"

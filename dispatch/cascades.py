@@ -108,6 +108,7 @@ _TECHNICAL: Final = frozenset(
     {
         EventType.MAINS_FAIL,
         EventType.LOW_BATTERY,
+        EventType.SENSOR_LOW_BATTERY,
         EventType.TAMPER,
         EventType.JAMMING,
         EventType.SUPERVISION,

@@ -68,6 +68,7 @@ PRIORITY: Final[dict[EventType, int]] = {
     EventType.TEMPERATURE_LOW: 3,
     EventType.MAINS_FAIL: 4,
     EventType.LOW_BATTERY: 4,
+    EventType.SENSOR_LOW_BATTERY: 4,
     EventType.TAMPER: 4,
     EventType.JAMMING: 4,
     EventType.SUPERVISION: 4,

@@ -217,7 +217,8 @@ class SqliteStore:
 
     async def list_residents(self, site_id: str | None = None) -> list[Resident]:
         found = await self._all(
-            f"SELECT {rows.RESIDENT_SELECT} WHERE ? IS NULL OR r.site_id = ? ORDER BY r.resident_id",
+            f"SELECT {rows.RESIDENT_SELECT}"
+            " WHERE ? IS NULL OR r.site_id = ? ORDER BY r.resident_id",
             (site_id, site_id),
         )
         order = await self._all(

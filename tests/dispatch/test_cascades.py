@@ -73,7 +73,8 @@ def test_default_cascades() -> None:
         assert ResponderKind.AMBULANCE in kinds
     for route in (Route.URGENT, Route.WELLBEING):
         kinds = [t.source for t in CascadeConfig().templates_for(route, None, None)]
-        assert kinds[0] == "resident" and kinds[-1] == ResponderKind.AMBULANCE
+        assert kinds[0] == "resident"
+        assert kinds[-1] == ResponderKind.AMBULANCE
 
 
 def test_off_call_responders_are_skipped() -> None:

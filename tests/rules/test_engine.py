@@ -116,12 +116,15 @@ def test_incomplete_set_without_a_red_score_gives_no_alert(engine: RuleEngine) -
 
 def test_incomplete_set_with_a_red_score_escalates_without_a_total(engine: RuleEngine) -> None:
     news, result = engine.on_observation(Observation(respiration_rate=30), RESIDENT, SITE)
-    assert not news.complete and news.total is None
+    assert not news.complete
+    assert news.total is None
     [alert] = result.alerts
     assert (alert.kind, alert.priority) == (AlertKind.NEWS2, 2)
-    assert "news2" not in alert.detail and "total" not in alert.detail
+    assert "news2" not in alert.detail
+    assert "total" not in alert.detail
     assert alert.detail["red_parameters"] == ["respiration_rate"]
-    assert "spo2" in alert.detail["missing"] and "missing" in alert.reason
+    assert "spo2" in alert.detail["missing"]
+    assert "missing" in alert.reason
 
 
 def test_pulse_zero_with_an_alert_resident_is_refused(engine: RuleEngine) -> None:
