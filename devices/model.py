@@ -33,6 +33,7 @@ from typing import Any, Final, TypeVar
 _E = TypeVar("_E", bound=StrEnum)
 
 __all__ = [
+    "DEFAULT_TEST_CALL_S",
     "ID_PATTERN",
     "NEWS2_PARAMETERS",
     "AlarmEvent",
@@ -284,6 +285,16 @@ class Resident:
         object.__setattr__(self, "responders", tuple(self.responders))
         for r in self.responders:
             _check_id("responders", r)
+
+
+#: Periodic test call interval (s) a device of this kind gets when provisioned without
+#: one: TSA practice is a test call at least once every 24 hours from a social alarm
+#: (the pendant / fall detector channel), so a silent unit is noticed within a day or
+#: three (``heartbeat_miss_multiple``), not never. Other kinds: 0 (none expected).
+DEFAULT_TEST_CALL_S: Final[dict[DeviceKind, int]] = {
+    DeviceKind.PENDANT: 24 * 3600,
+    DeviceKind.FALL_DETECTOR: 24 * 3600,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,8 @@ class RouteRule:
         if self.event_types and alert.event_type not in self.event_types:
             return False
         if self.min_news2 is not None:
-            score = alert.detail.get("news2")
+            # A partial set has no total, only a lower bound (``news2_at_least``).
+            score = alert.detail.get("news2", alert.detail.get("news2_at_least"))
             if not isinstance(score, int | float) or score < self.min_news2:
                 return False
         if self.red_flag is not None and bool(alert.detail.get("red_flag")) is not self.red_flag:

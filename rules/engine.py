@@ -208,10 +208,9 @@ class RuleEngine:
         site_rules = self.config.site(site_id)
         if not news.complete or news.total is None or news.risk is None:
             if news.red_flag:
-                result.advice = site_rules.advice["low-medium"]
-                result.alerts.append(
-                    self._partial_red_alert(news, site_rules, when, site_id, rid, source_key)
-                )
+                alert = self._partial_red_alert(news, site_rules, when, site_id, rid, source_key)
+                result.advice = alert.detail["advice"]
+                result.alerts.append(alert)
             return news, result
         result.advice = site_rules.advice_for(news.total, news.risk)
 
@@ -313,17 +312,24 @@ class RuleEngine:
         source_key: str | None,
     ) -> Alert:
         """A partial set with a parameter scoring 3: escalated as a red score (chart 4),
-        never shown as a NEWS2 total; the reason and detail name what is missing."""
+        never shown as a NEWS2 total; the reason and detail name what is missing.
+
+        The missing parameters can only add to the score, so the sum of those present is
+        a lower bound: when it already reaches 5 or 7 the set escalates as medium or high
+        (``news2_at_least``), never less urgently than a complete set would."""
         red = [name for name, sub in news.components.items() if sub == 3]
-        # The loader guarantees a red score alerts (NEWS2_PRIORITY_FLOOR); 2 if unset.
-        priority = site_rules.news2_priority.get("low-medium") or 2
+        at_least = sum(news.components.values())
+        band = "high" if at_least >= 7 else "medium" if at_least >= 5 else "low-medium"
+        # The loader guarantees these bands alert (NEWS2_PRIORITY_FLOOR); the floor if unset.
+        priority = site_rules.news2_priority.get(band) or (1 if band == "high" else 2)
+        advice = site_rules.advice[band]
         return Alert(
             alert_id=_stable_id("nw", source_key or "", rid, when.isoformat(), "partial"),
             kind=AlertKind.NEWS2,
             priority=priority,
             reason=(
-                f"{', '.join(red)} scored 3 (red: urgent response); incomplete set, no NEWS2 "
-                f"total: missing {', '.join(news.missing)}"
+                f"{', '.join(red)} scored 3 (red score, {band} at least); incomplete set, no "
+                f"NEWS2 total (at least {at_least}): missing {', '.join(news.missing)}"
             ),
             ts=when,
             site_id=site_id,
@@ -335,9 +341,10 @@ class RuleEngine:
                 "red_parameters": red,
                 "missing": list(news.missing),
                 "components": dict(news.components),
-                "risk": "low-medium",
+                "news2_at_least": at_least,  # read by dispatch routing like "news2"
+                "risk": band,
                 "spo2_scale": news.spo2_scale,
-                "advice": site_rules.advice["low-medium"],
+                "advice": advice,
             },
         )
 
