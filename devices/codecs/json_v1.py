@@ -237,9 +237,9 @@ def _decode_event(
 ) -> AlarmEvent:
     type_ = doc.get("type")
     phase = doc.get("phase", "alarm")
-    if type_ not in EventType._value2member_map_:
+    if not isinstance(type_, str) or type_ not in EventType._value2member_map_:
         raise Malformed(f"event type {type_!r} is not in the taxonomy (see docs/protocol.md)")
-    if phase not in Phase._value2member_map_:
+    if not isinstance(phase, str) or phase not in Phase._value2member_map_:
         raise Malformed(f"event phase {phase!r} must be 'alarm' or 'restore'")
     zone = doc.get("zone")
     if zone is not None and not isinstance(zone, str):
