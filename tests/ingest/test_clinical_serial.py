@@ -5,6 +5,7 @@ peripheral's battery) are distinct alarms."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,17 +33,22 @@ async def test_masimo_lines_with_a_sensor_exception_are_not_stored(
     when = datetime(2026, 11, 23, 9, 0)
     try:
         async with reading(store, port, "masimo_rad8", "rad8") as (_, reader):
-            for _ in range(3):
-                port.write(encode_masimo(97, 80, when=when, exc=0x800))
+
+            async def emit(lines: list[bytes]) -> None:
+                for line in lines:  # a Rad-8 sends one line a second; 10 Hz keeps it quick
+                    port.write(line)
+                    await asyncio.sleep(0.1)
+
+            await emit([encode_masimo(97, 80, when=when, exc=0x800)] * 3)
             await eventually(lambda: _latest(store), lambda v: v.get("spo2") == 97.0)
-            # Sensor off (0x20) then low perfusion (0x04): the numbers are not measurements.
-            for exc in (0x20, 0x20, 0x04, 0x824):
-                port.write(encode_masimo(70, 150, when=when, exc=exc))
+            # Sensor off (0x20), then low perfusion (0x04), for over a second: the numbers
+            # are not measurements (the reducer would have stored a new value by then).
+            bad = [encode_masimo(70, 150, when=when, exc=exc) for exc in (0x20, 0x04, 0x824)]
+            await emit(bad * 5)
             # A limit ALARM alone does not invalidate a real desaturation.
-            for _ in range(3):
-                port.write(encode_masimo(88, 81, when=when, alarm=0x0001, exc=0x800))
+            await emit([encode_masimo(88, 81, when=when, alarm=0x0001, exc=0x800)] * 3)
             await eventually(lambda: _latest(store), lambda v: v.get("spo2") == 88.0)
-        assert reader.stats.frames >= 10
+        assert reader.stats.frames >= 21
         history = await store.metric_history(
             "res1", Metric.SPO2, start - timedelta(minutes=1), datetime.now(UTC), timedelta(hours=1)
         )
