@@ -481,6 +481,11 @@ class EventType(StrEnum):
     PERIODIC_TEST = "periodic_test"
     CANCEL = "cancel"
     CARER_ARRIVED = "carer_arrived"
+    #: A PIR or other motion/activity sensor saw movement: proof of daily living, no alarm.
+    MOTION = "motion"
+    #: The gateway found a device's clock implausible (technical fault; gateway-raised,
+    #: like ``heartbeat_missed``).
+    CLOCK_SKEW = "clock_skew"
 
 
 class Phase(StrEnum):

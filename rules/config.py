@@ -145,6 +145,15 @@ class SiteRules:
     fold_window_s: int = 120
     inactivity_priority: int = 2
     spo2_low_priority: int = 2
+    #: A device timestamp more than this far ahead of the gateway's receive time is an
+    #: implausible clock: rules use the receive time and the device gets a clock fault.
+    clock_skew_s: int = 120
+    #: An input whose device time is this much older than its receipt is "late": it is
+    #: raised with its true time and how late it arrived.
+    late_after_s: int = 300
+    #: An observation set older than this when it arrives is stored and shown as late,
+    #: never escalated as if it were current.
+    stale_obs_s: int = 3600
 
     @property
     def tz(self) -> ZoneInfo:

@@ -315,6 +315,19 @@ class PostgresStore:
             cur = await conn.execute(query.encode(), params)
             return await cur.fetchall()
 
+    async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
+        await self._exec(
+            "INSERT INTO device_users (device_id, user_id, resident_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (device_id, user_id) DO UPDATE SET resident_id = excluded.resident_id",
+            (device_id, user_id, resident_id),
+        )
+
+    async def device_users(self, device_id: str) -> dict[int, str]:
+        found = await self._all(
+            "SELECT user_id, resident_id FROM device_users WHERE device_id = %s", (device_id,)
+        )
+        return {int(u): r for u, r in found}
+
     async def get_site(self, site_id: str) -> Site | None:
         row = await self._one(
             "SELECT site_id, kind, name, address, area FROM sites WHERE site_id = %s", (site_id,)
@@ -515,6 +528,25 @@ class PostgresStore:
         )
         return n == 1
 
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        # One short statement over arrays: a VALUES list of thousands of placeholders
+        # costs more to prepare on the client than to run.
+        columns = list(zip(*(_alert_params(a) for a in alerts), strict=True)) if alerts else []
+        if not columns:
+            return []
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"INSERT INTO alerts ({rows.ALERT_COLUMNS})"
+                " SELECT a, k, p, r, t, s, res, d, e, sk, det::jsonb FROM unnest("
+                "%s::text[], %s::text[], %s::int2[], %s::text[], %s::timestamptz[],"
+                " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                " AS u(a, k, p, r, t, s, res, d, e, sk, det)"
+                " ON CONFLICT DO NOTHING RETURNING alert_id",
+                [list(c) for c in columns],
+            )
+            new = {r[0] for r in await cur.fetchall()}
+        return [a.alert_id in new for a in alerts]
+
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
         n = await self._exec(
@@ -535,6 +567,20 @@ class PostgresStore:
             ),
         )
         return n == 1
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        note: dict[str, Any] = {}
+        if count is not None:
+            note["count"] = count
+        if restored_at is not None:
+            note["restored_at"] = restored_at.isoformat()
+        if note:
+            await self._exec(
+                "UPDATE alerts SET detail = detail || %s::jsonb WHERE alert_id = %s",
+                (json.dumps(note), alert_id),
+            )
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter
@@ -607,6 +653,7 @@ class PostgresStore:
         found = await self._all(
             f"SELECT {cols} FROM alerts a WHERE NOT EXISTS"
             " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
+            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = a.alert_id)"
             " ORDER BY a.ts LIMIT %s",
             (limit,),
         )
@@ -742,4 +789,20 @@ async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: rows.AuditLik
     await conn.execute(
         f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
         rows.audit_params(a),
+    )
+
+
+def _alert_params(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.alert_id,
+        a.kind.value,
+        a.priority,
+        a.reason,
+        a.ts,
+        a.site_id,
+        a.resident_id,
+        a.device_id,
+        a.event_type.value if a.event_type else None,
+        a.source_key,
+        json.dumps(a.detail),
     )

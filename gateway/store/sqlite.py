@@ -86,7 +86,16 @@ class SqliteStore:
         if conn is None:
             raise RuntimeError("SqliteStore is not open; use 'async with SqliteStore(...)'")
         async with self._lock:
-            return await asyncio.to_thread(fn, conn)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The worker thread runs on: keep the lock until it is done, or closing
+                # the store could close the connection under it (a segfault in sqlite3).
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # retrieved: the caller was cancelled anyway
+                raise
 
     # -- migrations ------------------------------------------------------------------
     async def migrate(self) -> list[str]:
@@ -182,6 +191,22 @@ class SqliteStore:
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._run(lambda c: c.execute(sql, params).fetchall())
+
+    async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO device_users (device_id, user_id, resident_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (device_id, user_id)"
+                " DO UPDATE SET resident_id = excluded.resident_id",
+                (device_id, user_id, resident_id),
+            )
+        )
+
+    async def device_users(self, device_id: str) -> dict[int, str]:
+        found = await self._all(
+            "SELECT user_id, resident_id FROM device_users WHERE device_id = ?", (device_id,)
+        )
+        return {int(u): r for u, r in found}
 
     async def get_site(self, site_id: str) -> Site | None:
         row = await self._one(
@@ -357,6 +382,33 @@ class SqliteStore:
         )
         return cur.rowcount == 1
 
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            return [
+                conn.execute(
+                    f"INSERT OR IGNORE INTO alerts ({rows.ALERT_COLUMNS})"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        a.alert_id,
+                        a.kind.value,
+                        a.priority,
+                        a.reason,
+                        iso(a.ts),
+                        a.site_id,
+                        a.resident_id,
+                        a.device_id,
+                        a.event_type.value if a.event_type else None,
+                        a.source_key,
+                        json.dumps(a.detail),
+                    ),
+                ).rowcount
+                == 1
+                for a in alerts
+            ]
+
+        result: list[bool] = await self._run(lambda c: transaction(c, run))
+        return result
+
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
         cur = await self._run(
@@ -379,6 +431,22 @@ class SqliteStore:
             )
         )
         return cur.rowcount == 1
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        note: dict[str, Any] = {}
+        if count is not None:
+            note["count"] = count
+        if restored_at is not None:
+            note["restored_at"] = restored_at.isoformat()
+        if note:
+            await self._run(
+                lambda c: c.execute(
+                    "UPDATE alerts SET detail = json_patch(detail, ?) WHERE alert_id = ?",
+                    (json.dumps(note), alert_id),
+                )
+            )
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter
@@ -467,6 +535,7 @@ class SqliteStore:
         found = await self._all(
             f"SELECT {cols} FROM alerts a WHERE NOT EXISTS"
             " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
+            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = a.alert_id)"
             " ORDER BY a.ts LIMIT ?",
             (limit,),
         )

@@ -59,7 +59,7 @@ def test_repeat_press_folds_and_cancel_clears(engine: RuleEngine, event: EventFa
     again = engine.on_event(event(EventType.PENDANT, at=15), RESIDENT)
     assert again.alerts == []
     assert [(f.alarm_id, f.count) for f in again.folded] == [(alert.alert_id, 2)]
-    closed = engine.on_event(event(EventType.CANCEL, at=60, device="hub-1"), RESIDENT)
+    closed = engine.on_event(event(EventType.CANCEL, at=60), RESIDENT)
     assert [c.alarm_id for c in closed.cleared] == [alert.alert_id]
 
 
