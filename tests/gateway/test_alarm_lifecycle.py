@@ -377,3 +377,16 @@ async def test_heartbeats_from_a_clock_running_ahead_flag_a_clock_fault(rig: Rig
     await rig.send("p1", "heartbeat", json_v1.encode_heartbeat("hb2", rig.clock.now()))
     await eventually(lambda: rig.state(fault), lambda s: s is DispatchState.RESOLVED)
     assert len([a for a in await rig.alerts() if a.event_type is EventType.CLOCK_SKEW]) == 1
+
+
+async def test_a_stale_partial_set_with_a_red_score_is_not_escalated_as_current(
+    rig: Rig,
+) -> None:
+    taken = TS - timedelta(days=2)
+    partial = json_v1.encode_observation("red-old", taken, "r1", systolic_bp=70)
+    await rig.send("ipad", "observation", partial)
+    [late] = await rig.alerts()
+    assert late.kind is AlertKind.TEMPORAL
+    assert late.priority == 3
+    assert "partial set with a red score (systolic_bp)" in late.reason
+    assert late.detail["stale"] is True
