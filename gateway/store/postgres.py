@@ -1,5 +1,8 @@
 """PostgreSQL backend through psycopg 3: TimescaleDB hypertables when the extension is
-available, plain PostgreSQL range partitioning otherwise (``mode`` says which).
+usable, plain PostgreSQL range partitioning otherwise (``mode`` says which). A schema
+keeps the mode it was created in; the extension lives in a schema of its own, shared by
+every application schema of the database, and is referenced qualified
+(``gateway.store.timescale``).
 
 Resource handling: an ``AsyncConnectionPool`` opened in ``__aenter__`` and closed in
 ``__aexit__``. Every connection uses ``search_path = <schema>, public`` so tests (and
