@@ -11,7 +11,8 @@ store, baseline, store, ...); the median of each is reported, and the ratio of e
 round's pair.
 
 Needs a PostgreSQL (``--dsn``, default ``postgresql://postgres@127.0.0.1:5432/test``);
-uses its own schema, dropped afterwards.
+uses its own schema, dropped afterwards. Mode: TimescaleDB hypertables where the server
+has the extension (``--plain``: monthly partitions anyway, to compare on one server).
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ async def _run(args: argparse.Namespace) -> int:
     raw_times: list[float] = []
     store_times: list[float] = []
     try:
-        async with PostgresStore(args.dsn, schema=schema, max_size=4) as store:
+        async with PostgresStore(
+            args.dsn, schema=schema, max_size=4, use_timescale=not args.plain
+        ) as store:
             await store.migrate()
             print(
                 f"store benchmark: {n} rows in messages of {args.per_message},"
@@ -156,4 +159,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--batch", type=int, default=5000, help="rows per COPY batch")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain PostgreSQL partitions even where TimescaleDB is available",
+    )
     return asyncio.run(_run(parser.parse_args(argv)))

@@ -60,7 +60,8 @@ class StoreConfig:
     sqlite_path: str = "data/telecare.sqlite3"
     dsn: str = "postgresql://postgres@127.0.0.1:5432/telecare"
     schema: str = "telecare"
-    #: Try ``CREATE EXTENSION timescaledb`` (falls back to plain PostgreSQL).
+    #: TimescaleDB for a new schema when the server has it installed and preloaded
+    #: (plain partitions otherwise, logged with the reason); see docs/storage.md.
     timescale: bool = True
     pool_max: int = 8
     #: Local spool used while PostgreSQL is away. Empty: ``spool/`` next to the SQLite

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from gateway.store.postgres import PostgresStore
@@ -19,6 +18,7 @@ from tests.services import (
     MqttServer,
     PgServer,
     ServiceUnavailable,
+    drop_pg_schema,
     mosquitto_server,
     postgres_server,
 )
@@ -105,8 +105,7 @@ def pg_schema(pg_server: PgServer) -> Iterator[str]:
     """A fresh schema for this test, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    drop_pg_schema(pg_server.dsn, name)
 
 
 @pytest.fixture

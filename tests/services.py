@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -72,6 +73,24 @@ def _pg_bin(name: str) -> str | None:
 @dataclass
 class PgServer:
     dsn: str
+
+
+def drop_pg_schema(dsn: str, name: str, timeout: float = 30.0) -> None:
+    """``DROP SCHEMA name CASCADE``, retried until ``timeout`` while it collides with a
+    concurrent catalog change: on TimescaleDB a policy job that just started on the
+    schema's hypertables can make the drop fail with "tuple concurrently deleted"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                )
+            return
+        except (psycopg.errors.InternalError, psycopg.errors.DeadlockDetected):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager

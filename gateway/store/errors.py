@@ -1,9 +1,11 @@
 """Storage errors, split by what the caller does next::
 
     StorageError            base; never raised itself
-    └── SpoolFull           the database is away AND the local spool is full: do not
-                            acknowledge the message; the sender (MQTT QoS 1, HTTP client)
-                            must redeliver later
+    ├── SpoolFull           the database is away AND the local spool is full: do not
+    │                       acknowledge the message; the sender (MQTT QoS 1, HTTP client)
+    │                       must redeliver later
+    └── TimescaleRequired   at start: the schema holds hypertables but TimescaleDB cannot
+                            be used (not preloaded, removed); fix the server, then restart
 
 ``is_unavailable(exc)`` says whether an exception from a backend means "the database
 cannot be reached right now" (spool and retry) rather than "this input is wrong" (let it
@@ -15,7 +17,7 @@ from __future__ import annotations
 import psycopg
 import psycopg_pool
 
-__all__ = ["SpoolFull", "StorageError", "is_unavailable"]
+__all__ = ["SpoolFull", "StorageError", "TimescaleRequired", "is_unavailable"]
 
 
 class StorageError(Exception):
@@ -35,6 +37,20 @@ class SpoolFull(StorageError):
         self.used = used
         self.limit = limit
         self.needed = needed
+
+
+class TimescaleRequired(StorageError):
+    """The schema was created with TimescaleDB hypertables, but the extension cannot be
+    used now (``gateway.store.timescale`` logged why)."""
+
+    def __init__(self, schema: str) -> None:
+        super().__init__(
+            f"schema {schema} was created with TimescaleDB hypertables, but TimescaleDB"
+            " cannot be used on this server now (see the timescaledb_* log line before this):"
+            " add 'timescaledb' to shared_preload_libraries and restart PostgreSQL, or"
+            " install the extension again"
+        )
+        self.schema = schema
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -1,5 +1,8 @@
 """PostgreSQL backend through psycopg 3: TimescaleDB hypertables when the extension is
-available, plain PostgreSQL range partitioning otherwise (``mode`` says which).
+usable, plain PostgreSQL range partitioning otherwise (``mode`` says which). A schema
+keeps the mode it was created in; the extension lives in a schema of its own, shared by
+every application schema of the database, and is referenced qualified
+(``gateway.store.timescale``).
 
 Resource handling: an ``AsyncConnectionPool`` opened in ``__aenter__`` and closed in
 ``__aexit__``. Every connection uses ``search_path = <schema>, public`` so tests (and
@@ -43,7 +46,7 @@ from devices.model import (
     Responder,
     Site,
 )
-from gateway.store import rows
+from gateway.store import rows, timescale
 from gateway.store.base import (
     AuditEntry,
     DeadLetter,
@@ -53,7 +56,9 @@ from gateway.store.base import (
     TimelineEntry,
 )
 from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
+from gateway.store.errors import TimescaleRequired
 from gateway.store.migrations import migrations_for
+from gateway.store.timescale import Extension
 
 __all__ = ["PostgresStore"]
 
@@ -89,6 +94,7 @@ class PostgresStore:
         max_size: int = 8,
         timeout: float = 10.0,
         use_timescale: bool = True,
+        timescale_schema: str = "timescaledb",
         partitions_ahead_months: int = 3,
         compress_after: timedelta = timedelta(days=7),
         retain_for: timedelta | None = timedelta(days=400),
@@ -101,10 +107,12 @@ class PostgresStore:
         self.dsn = dsn
         self.schema = schema
         self.use_timescale = use_timescale
+        self.timescale_schema = timescale_schema
+        #: The TimescaleDB in use (set by ``migrate``); ``None`` in plain PostgreSQL mode.
+        self.timescale: Extension | None = None
         self.partitions_ahead_months = partitions_ahead_months
         self.compress_after = compress_after
         self.retain_for = retain_for
-        self.mode = "postgres"
         self._dedupe_batches = 0
         self._pool = AsyncConnectionPool(
             dsn,
@@ -133,13 +141,21 @@ class PostgresStore:
     def pool(self) -> AsyncConnectionPool:
         return self._pool
 
+    @property
+    def mode(self) -> str:
+        return "timescaledb" if self.timescale is not None else "postgres"
+
     # -- migrations ------------------------------------------------------------------
     async def migrate(self) -> list[str]:
+        """Create the schema, choose the mode (see ``_choose_timescale``), apply the
+        pending migrations of that mode, then the policies or the partitions."""
         async with self._pool.connection() as conn:
             await conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )
-            self.mode = await self._detect_mode(conn)
+            recorded = await self._recorded_variant(conn)
+        self.timescale = await self._choose_timescale(recorded)
+        async with self._pool.connection() as conn:
             async with conn.transaction():
                 # One migrator at a time per schema.
                 await conn.execute(
@@ -151,57 +167,89 @@ class PostgresStore:
                 )
                 cur = await conn.execute("SELECT version FROM schema_migrations")
                 done = {r[0] for r in await cur.fetchall()}
-                variant = "timescale" if self.mode == "timescaledb" else "plain"
+                variant = "timescale" if self.timescale is not None else "plain"
                 applied = []
                 for m in migrations_for("postgres", variant):
                     if m.version in done:
                         continue
-                    await conn.execute(m.sql.encode())
+                    text = self.timescale.render(m.sql) if self.timescale else m.sql
+                    await conn.execute(text.encode())
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (m.version, m.name),
                     )
                     applied.append(m.name)
-                if self.mode == "timescaledb":
-                    await self._apply_policies(conn)
-            if self.mode == "postgres":
+                if self.timescale is not None:
+                    await self._apply_policies(conn, self.timescale)
+            if self.timescale is None:
                 await self.ensure_partitions(conn, datetime.now(UTC))
-        log.info("store_mode", mode=self.mode, schema=self.schema, applied=applied)
+        log.info(
+            "store_mode",
+            mode=self.mode,
+            schema=self.schema,
+            timescaledb=self.timescale and f"{self.timescale.version} in {self.timescale.schema}",
+            applied=applied,
+        )
         return applied
 
-    async def _apply_policies(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+    async def _recorded_variant(self, conn: psycopg.AsyncConnection[TupleRow]) -> str | None:
+        """``timescale`` or ``plain``: the variant this schema's migrations were applied
+        in; ``None`` for a new schema."""
+        cur = await conn.execute(
+            "SELECT to_regclass(format('%%I.schema_migrations', %s::text)) IS NOT NULL",
+            (self.schema,),
+        )
+        [(exists,)] = await cur.fetchall()
+        if not exists:
+            return None
+        cur = await conn.execute(
+            sql.SQL("SELECT name FROM {}.schema_migrations").format(sql.Identifier(self.schema))
+        )
+        variants = {n.split(".")[1] for (n,) in await cur.fetchall() if n.count(".") == 2}
+        return "timescale" if "timescale" in variants else "plain" if variants else None
+
+    async def _choose_timescale(self, recorded: str | None) -> Extension | None:
+        """The TimescaleDB to use, or ``None`` for plain partitions. A schema keeps the
+        mode it was created in: plain stays plain (even once TimescaleDB is available;
+        converting tables is an operator's job), hypertables need the extension (even with
+        ``use_timescale=False``). A new schema uses TimescaleDB when asked and usable."""
+        if recorded == "plain" or (recorded is None and not self.use_timescale):
+            return None
+        # A connection of its own: should the server end the session anyway, only this
+        # connection is lost (the pool drops it), not the migration's.
+        async with self._pool.connection() as conn:
+            found = await timescale.prepare(conn, self.timescale_schema)
+        if found is None and recorded == "timescale":
+            raise TimescaleRequired(self.schema)
+        return found
+
+    async def _apply_policies(self, conn: psycopg.AsyncConnection[TupleRow], ts: Extension) -> None:
         """(Re)apply the compression and retention policies on ``readings`` with the
         configured ages: removing first, since ``add_*_policy(if_not_exists)`` keeps an
         existing policy with a different age."""
-        await conn.execute("SELECT remove_compression_policy('readings', if_exists => true)")
+        remove_compression = ts.qualified("remove_compression_policy")
+        await conn.execute(f"SELECT {remove_compression}('readings', if_exists => true)".encode())
         await conn.execute(
-            "SELECT add_compression_policy('readings', compress_after => %s::interval)",
+            f"SELECT {ts.qualified('add_compression_policy')}('readings',"
+            " compress_after => %s::interval)".encode(),
             (self.compress_after,),
         )
-        await conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+        remove_retention = ts.qualified("remove_retention_policy")
+        await conn.execute(f"SELECT {remove_retention}('readings', if_exists => true)".encode())
         if self.retain_for is not None:
             await conn.execute(
-                "SELECT add_retention_policy('readings', drop_after => %s::interval)",
+                f"SELECT {ts.qualified('add_retention_policy')}('readings',"
+                " drop_after => %s::interval)".encode(),
                 (self.retain_for,),
             )
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
         """Daily housekeeping: create the partitions ahead (plain mode); nothing to do
         in TimescaleDB mode, where chunks and policies are the extension's job."""
-        if self.mode != "postgres":
+        if self.timescale is not None:
             return []
         async with self._pool.connection() as conn:
             return await self.ensure_partitions(conn, now or datetime.now(UTC))
-
-    async def _detect_mode(self, conn: psycopg.AsyncConnection[TupleRow]) -> str:
-        if not self.use_timescale:
-            return "postgres"
-        try:
-            async with conn.transaction():
-                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        except psycopg.Error:
-            return "postgres"
-        return "timescaledb"
 
     async def ensure_partitions(
         self, conn: psycopg.AsyncConnection[TupleRow], now: datetime
@@ -732,7 +780,7 @@ class PostgresStore:
         end: datetime,
         bucket: timedelta,
     ) -> list[HistoryPoint]:
-        fn = "time_bucket" if self.mode == "timescaledb" else "date_bin"
+        fn = self.timescale.qualified("time_bucket") if self.timescale else "date_bin"
         found = await self._all(
             f"SELECT {fn}(%s::interval, ts, %s::timestamptz) AS b, min(value), max(value),"
             " avg(value), count(*) FROM readings"
