@@ -119,10 +119,12 @@ def hub_batches(prefix: str, n: int, size: int, devices: int) -> Workload:
     msgs = []
     hubs = max(1, devices // 2)
     for i in range(n):
-        hub = f"h{i % hubs}"
+        hub = i % hubs
+        # A hub forwards only for the devices registered to it (see ``provision``).
+        children = range(hub, devices, hubs)
         items: list[dict[str, Any]] = [
             {
-                "device_id": f"d{(i * size + j) % devices}",
+                "device_id": f"d{children[(i * size + j) % len(children)]}",
                 "channel": "reading",
                 "msg_id": f"b{i}-{j}",
                 "ts": _ts(),
@@ -130,17 +132,20 @@ def hub_batches(prefix: str, n: int, size: int, devices: int) -> Workload:
             }
             for j in range(size)
         ]
-        msgs.append((f"{prefix}/s1/{hub}/batch", json_v1.encode_batch(f"b{i}", items)))
+        msgs.append((f"{prefix}/s1/h{hub}/batch", json_v1.encode_batch(f"b{i}", items)))
     return Workload(f"hub batches of {size}", msgs, n * size)
 
 
 async def provision(store: Store, devices: int, hubs: int) -> None:
+    """Residents r<i> with oximeters d<i>, each registered to hub h<i mod hubs>."""
     await store.upsert_site(Site("s1", SiteKind.CARE_HOME))
-    for r in range(devices):
-        await store.upsert_resident(Resident(f"r{r}", "s1"))
-        await store.upsert_device(Device(f"d{r}", "s1", DeviceKind.OXIMETER, f"r{r}"))
     for h in range(hubs):
         await store.upsert_device(Device(f"h{h}", "s1", DeviceKind.HUB))
+    for r in range(devices):
+        await store.upsert_resident(Resident(f"r{r}", "s1"))
+        await store.upsert_device(
+            Device(f"d{r}", "s1", DeviceKind.OXIMETER, f"r{r}", hub_id=f"h{r % hubs}")
+        )
 
 
 async def enqueue(port: int, client_id: str, subscription: str, work: Workload) -> None:

@@ -222,6 +222,8 @@ class DeviceKind(StrEnum):
     PIR = "pir"
     BED_SENSOR = "bed_sensor"
     ALARM_RECEIVER = "alarm_receiver"
+    #: A care-home tablet (iPad) on which staff enter observation sets (NEWS2).
+    TABLET = "tablet"
 
 
 class ResponderKind(StrEnum):
@@ -308,11 +310,15 @@ class Device:
     location: str = ""
     #: Expected heartbeat interval in seconds (0 = the device sends none).
     heartbeat_interval_s: int = 0
+    #: The hub or alarm receiver this device is registered to: the only device that may
+    #: forward messages for it (``None``: nobody may).
+    hub_id: str | None = None
 
     def __post_init__(self) -> None:
         _check_id("device_id", self.device_id)
         _check_id("site_id", self.site_id)
         _check_id("resident_id", self.resident_id, optional=True)
+        _check_id("hub_id", self.hub_id, optional=True)
         object.__setattr__(self, "kind", _enum("kind", DeviceKind, self.kind))
         if self.heartbeat_interval_s < 0:
             raise ModelError("heartbeat_interval_s", "must be >= 0")

@@ -60,7 +60,9 @@ def care_home(site_id: str = "oakhouse", residents: int = 6, seed: int = 1) -> P
         pop.devices.append(
             Device(f"{rid}-pendant", site_id, DeviceKind.PENDANT, rid, heartbeat_interval_s=60)
         )
-        pop.devices.append(Device(f"{rid}-oxi", site_id, DeviceKind.OXIMETER, rid))
+        pop.devices.append(
+            Device(f"{rid}-oxi", site_id, DeviceKind.OXIMETER, rid, hub_id=f"{site_id}-hub")
+        )
     return pop
 
 

@@ -33,6 +33,7 @@ from gateway.store.durable import DurableStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from gateway.sweeper import OrphanSweeper
+from gateway.timebounds import TimeBounds
 from rules.clock import Clock, SystemClock
 from rules.config import RulesConfig, RulesConfigError, load_rules_file
 from rules.engine import RuleEngine
@@ -123,6 +124,10 @@ class Gateway:
                 on_dead_letter=self.dead_letters.submit,
                 engine=engine,
                 dispatcher=self.dispatcher,
+                time_bounds=TimeBounds(
+                    max_future_s=self.config.ingest.max_future_skew_s,
+                    max_age_s=self.config.ingest.max_age_s,
+                ),
             )
             self.pipeline.decoder.registry.prime(
                 await self.store.list_devices(), await self.store.list_residents()

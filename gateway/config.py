@@ -24,6 +24,7 @@ __all__ = [
     "ApiConfig",
     "Config",
     "DispatchSection",
+    "IngestSection",
     "LogConfig",
     "MqttConfig",
     "RulesSection",
@@ -115,6 +116,25 @@ class DispatchSection:
 
 
 @dataclass(frozen=True)
+class IngestSection:
+    """Bounds on what devices may send (docs/protocol.md, "Limits")."""
+
+    #: Seconds a message's timestamp may be ahead of the gateway's clock (device clock
+    #: skew); further ahead it is dead-lettered.
+    max_future_skew_s: float = 300.0
+    #: Seconds a message's timestamp may be behind the gateway's clock; older is
+    #: dead-lettered. 14 days: a hub flushing what it buffered through a long outage is
+    #: still accepted, and it matches the broker's ``persistent_client_expiration``.
+    max_age_s: float = 14 * 86400.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_future_skew_s", "max_age_s"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"Config 'ingest.{name}' has value {value!r}. Must be > 0.")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     #: ``json`` (production) or ``console`` (pretty, for a terminal).
@@ -129,6 +149,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     rules: RulesSection = field(default_factory=RulesSection)
     dispatch: DispatchSection = field(default_factory=DispatchSection)
+    ingest: IngestSection = field(default_factory=IngestSection)
     serial: tuple[SerialPortConfig, ...] = ()
 
 

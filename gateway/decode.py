@@ -1,8 +1,17 @@
 """The decode step: an MQTT envelope -> canonical messages, checked against provisioning.
 
-A message is accepted only from a provisioned device publishing under its own site; a hub
-may forward for child devices of the same site. Anything else raises :class:`Rejected`
-with a specific reason (the pipeline dead-letters it).
+A message is accepted only from a provisioned device publishing under its own site.
+Anything else raises :class:`Rejected` with a specific reason (the pipeline dead-letters
+it). What a device may say for others is narrow, because a device's credentials can be
+stolen and its firmware can be wrong:
+
+* Forwarding (a message naming another device: hub ``batch`` items, ``ble``): only a
+  device of a forwarding kind (:data:`FORWARDERS`: hub, alarm receiver), and only for
+  children registered to it (``Device.hub_id``).
+* Observation sets (NEWS2): only from a device of an observing kind (:data:`OBSERVERS`:
+  the care-home tablet), and only for a resident of the device's own site (checked in
+  the pipeline).
+* Timestamps: within :class:`~gateway.timebounds.TimeBounds` of the gateway's clock.
 
 BLE forwarding: a hub's ``ble`` message (``json_v1.BleForward``) carries the raw value
 of a Bluetooth SIG characteristic; it is decoded here with ``devices.codecs.ble``
@@ -24,11 +33,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
 from devices.codecs import Malformed, ble, json_v1, registry
-from devices.model import AlarmEvent, Device, Reading, Resident
+from devices.model import AlarmEvent, Device, DeviceKind, ObservationSet, Reading, Resident
 from gateway.envelope import Envelope
 from gateway.store.base import Store
+from gateway.timebounds import TimeBounds
+from rules.clock import Clock, SystemClock
 
-__all__ = ["MessageDecoder", "Registry", "Rejected"]
+__all__ = ["FORWARDERS", "OBSERVERS", "MessageDecoder", "Registry", "Rejected"]
+
+#: Device kinds that may forward messages for their registered children.
+FORWARDERS: Final = frozenset({DeviceKind.HUB, DeviceKind.ALARM_RECEIVER})
+#: Device kinds that may send observation sets (NEWS2) for residents of their site.
+OBSERVERS: Final = frozenset({DeviceKind.TABLET})
 
 _V = TypeVar("_V")
 
@@ -130,15 +146,34 @@ _TOPICS_MAX: Final = 65536
 
 
 class MessageDecoder:
-    def __init__(self, store: Store, topic_prefix: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        topic_prefix: str,
+        *,
+        clock: Clock | None = None,
+        time_bounds: TimeBounds | None = None,
+    ) -> None:
         self.registry = Registry(store)
         self._store = store
         self.topic_prefix = topic_prefix
+        self.clock = clock or SystemClock()
+        self.time_bounds = time_bounds or TimeBounds()
         self._topics: dict[str, json_v1.Topic] = {}  # valid topics only
 
     def topic_of(self, origin: str) -> json_v1.Topic | None:
         """The parsed topic of an envelope already decoded (``None`` if unknown)."""
         return self._topics.get(origin)
+
+    def device_of(self, env: Envelope) -> str | None:
+        """The device id in ``env``'s topic, when the topic is valid (for dead letters)."""
+        topic = self._topics.get(env.origin)
+        if topic is None:
+            try:
+                topic = json_v1.parse_topic(self.topic_prefix, env.origin)
+            except Malformed:
+                return None
+        return topic.device_id
 
     async def decode(self, env: Envelope) -> list[json_v1.Message]:
         topic = self._topics.get(env.origin)
@@ -166,9 +201,16 @@ class MessageDecoder:
             )
         except Malformed as exc:
             raise Rejected(exc.reason, topic.device_id) from None
+        self._check_times(messages, device)
         out: list[json_v1.Message] = []
         hub_id = device.device_id
         for message in messages:
+            if isinstance(message, ObservationSet) and device.kind not in OBSERVERS:
+                raise Rejected(
+                    f"device {hub_id!r} of kind {device.kind.value!r} may not send observation"
+                    f" sets (only: {', '.join(sorted(k.value for k in OBSERVERS))})",
+                    hub_id,
+                )
             if message.device_id != hub_id:
                 message = await self._attribute(message, device)
             if isinstance(message, json_v1.BleForward):
@@ -246,12 +288,38 @@ class MessageDecoder:
         device_id = message.device_id
         if device_id == hub.device_id or isinstance(message, json_v1.Status):
             return message
+        if hub.kind not in FORWARDERS:
+            raise Rejected(
+                f"device {hub.device_id!r} of kind {hub.kind.value!r} may not forward for other"
+                f" devices (only: {', '.join(sorted(k.value for k in FORWARDERS))})",
+                hub.device_id,
+            )
         hit = self.registry.cached_device(device_id)
         child = hit[1] if hit is not None else await self.registry.device(device_id)
         if child is None or child.site_id != hub.site_id:
             raise Rejected(
                 f"hub {hub.device_id!r} forwarded for unknown device {device_id!r}", hub.device_id
             )
+        if child.hub_id != hub.device_id:
+            raise Rejected(
+                f"hub {hub.device_id!r} forwarded for device {device_id!r}, which is not"
+                " registered to it",
+                hub.device_id,
+            )
         if isinstance(message, Reading | AlarmEvent):
             return message.owned_by(child.site_id, child.resident_id)
         return message
+
+    def _check_times(self, messages: list[json_v1.Message], device: Device) -> None:
+        """Every timestamp a message carries within :attr:`time_bounds` of now."""
+        now = self.clock.now()
+        violation = self.time_bounds.violation
+        checked = None  # the readings of one message share one timestamp: check it once
+        for message in messages:
+            ts = message.ts
+            if ts is None or ts is checked:
+                continue
+            reason = violation(ts, now)
+            if reason is not None:
+                raise Rejected(reason, device.device_id)
+            checked = ts

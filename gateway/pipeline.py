@@ -11,7 +11,13 @@ left undone and stores nothing twice.
 
 Error handling: a ``Malformed`` payload or an unknown device becomes a dead letter (stored,
 counted, published on the activity feed) and ``handle`` returns normally: bad input never
-stops the gateway. Storage errors propagate to the source, which does not acknowledge.
+stops the gateway. Only a storage-unavailable error (``gateway.failures``) propagates to
+the source, which then does not acknowledge. Any other exception while decoding or
+processing one envelope makes it a *poison message*: it is dead-lettered with the stage
+and exception class (``decode failed: RecursionError in ...``), counted in
+``poison_<stage>``, and the next message is handled as usual. Every source goes through
+this one stage (:meth:`Pipeline.handle`, or :meth:`Pipeline.guarded` for a source that
+decodes itself, as serial does).
 
 Proof of life: every decoded message (heartbeat, status, event, reading, observation
 set) tells the rules its device was heard, at the gateway's receive time (device clocks
@@ -36,6 +42,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from devices.codecs import json_v1
@@ -52,8 +59,11 @@ from devices.model import (
 from dispatch import DispatchService
 from gateway.decode import MessageDecoder, Rejected
 from gateway.envelope import Envelope
+from gateway.failures import is_storage_unavailable, poison_reason, where
 from gateway.logging import get_logger
 from gateway.store.base import DeadLetter, News2Record, Store
+from gateway.store.rows import event_digest
+from gateway.timebounds import TimeBounds
 from rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
 from rules.clock import Clock
 from rules.engine import EngineResult, RuleEngine
@@ -111,12 +121,13 @@ class Pipeline:
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None,
         engine: RuleEngine | None = None,
         dispatcher: DispatchService,
+        time_bounds: TimeBounds | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.topic_prefix = topic_prefix
         self.feed = feed or ActivityFeed()
-        self.decoder = MessageDecoder(store, topic_prefix)
+        self.decoder = MessageDecoder(store, topic_prefix, clock=clock, time_bounds=time_bounds)
         self.engine = engine or RuleEngine(clock=clock)
         self.dispatcher = dispatcher
         self.counters: Counter[str] = Counter()
@@ -128,67 +139,153 @@ class Pipeline:
 
     # -- entry point -----------------------------------------------------------------
     async def handle(self, env: Envelope) -> None:
-        """Decode and process one envelope; return once its content is durable."""
+        """Decode and process one envelope; return once its content is durable (or it is
+        dead-lettered). Raises only when storage is unavailable (do not acknowledge)."""
         readings: list[Reading] = []
         await self._handle(env, readings)
         if readings:
-            await self.handle_readings(readings, seen_at=env.received_at)
+            await self.guarded(
+                env, "process", lambda: self.handle_readings(readings, seen_at=env.received_at)
+            )
 
     async def handle_group(self, envs: Sequence[Envelope]) -> None:
         """Process envelopes that need no ordering between them (plain readings, each with
         its own timestamp and idempotency key) together; return once the content of every
         one is durable. Each is decoded, checked and dead-lettered on its own as by
         :meth:`handle`; the readings of all of them are stored in one write and then go
-        through the rules. If storing fails the exception propagates and none of them
-        may be acknowledged."""
+        through the rules. If storage is unavailable the exception propagates and none of
+        them may be acknowledged; if the joint write fails otherwise, each envelope's
+        readings are handled on their own so that only the poison one is dead-lettered."""
         readings: list[Reading] = []
+        spans: list[tuple[Envelope, int, int]] = []
         for env in envs:
+            start = len(readings)
             await self._handle(env, readings)
-        if readings:
-            await self.handle_readings(readings, seen_at=max(e.received_at for e in envs))
+            if len(readings) > start:
+                spans.append((env, start, len(readings)))
+        if not readings:
+            return
+        seen_at = max(e.received_at for e in envs)
+        if len(spans) == 1:
+            await self.guarded(
+                spans[0][0], "process", lambda: self.handle_readings(readings, seen_at=seen_at)
+            )
+            return
+        try:
+            await self.handle_readings(readings, seen_at=seen_at)
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise
+            log.warning("group_failed_retrying_each", error_type=type(exc).__name__)
+            for env, start, end in spans:
+                await self.guarded(
+                    env,
+                    "process",
+                    partial(self.handle_readings, readings[start:end], seen_at=env.received_at),
+                )
+
+    async def guarded(
+        self,
+        env: Envelope,
+        stage: str,
+        work: Callable[[], Awaitable[object]],
+        device_id: str | None = None,
+    ) -> bool:
+        """Run ``work`` for ``env`` (the stage every ingest source goes through); ``True``
+        when it completed. ``Rejected`` -> a dead letter with its reason; storage
+        unavailable -> propagates (do not acknowledge); any other exception -> ``env`` is a
+        poison message (:meth:`poison`). ``False`` when ``env`` was dead-lettered."""
+        try:
+            await work()
+        except Rejected as exc:
+            await self.dead_letter(env, exc.reason, exc.device_id or device_id)
+            return False
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise
+            await self.poison(env, stage, exc, device_id)
+            return False
+        return True
+
+    async def poison(
+        self, env: Envelope, stage: str, exc: BaseException, device_id: str | None = None
+    ) -> None:
+        """Dead-letter ``env``, whose ``stage`` raised ``exc``, and count it. The reason and
+        the log name the exception's class and code location, never its text."""
+        self.counters[f"poison_{stage}"] += 1
+        device_id = device_id or self.decoder.device_of(env)
+        log.error(
+            "poison_message",
+            stage=stage,
+            error_type=type(exc).__name__,
+            at=where(exc),
+            source=env.source,
+            origin=env.origin,
+            device_id=device_id,
+        )
+        await self.dead_letter(env, poison_reason(stage, exc), device_id)
 
     async def _handle(self, env: Envelope, readings: list[Reading]) -> None:
         """Decode ``env`` and process all it carried except its readings, which are
-        appended to ``readings`` for the caller to store and evaluate."""
+        appended to ``readings`` for the caller to store and evaluate. Dead-letters
+        ``env`` (appending nothing) when it is rejected or poison."""
         self.counters[f"received_{env.source}"] += 1
+        # ``guarded`` inlined twice: this is the hot path (a coroutine frame per message
+        # is measurable at thousands of messages a second).
         try:
             messages = await self.decoder.decode(env)
         except Rejected as exc:
             await self.dead_letter(env, exc.reason, device_id=exc.device_id)
             return
-        watched = self._watched
-        heard = {m.device_id for m in messages if self._alive(m, env.received_at)}
-        topic = self.decoder.topic_of(env.origin)
-        if topic is not None and heard:
-            heard.add(topic.device_id)  # a hub forwarding for others is alive too
-        for device_id in heard:
-            if device_id not in watched:
-                await self._watch(device_id)
-            seen = self.engine.device_seen(device_id, env.received_at)
-            if seen.cleared:
-                await self.apply(seen)
-        for message in messages:
-            if isinstance(message, Reading):
-                readings.append(message)
-            elif isinstance(message, AlarmEvent):
-                await self.handle_event(message, received_at=env.received_at)
-            elif isinstance(message, json_v1.Heartbeat):
-                await self._check_clock(message.device_id, message.ts, env.received_at)
-                await self.store.set_device_status(
-                    message.device_id, at=message.ts, heartbeat=True, battery=message.battery
-                )
-                self.counters["heartbeats"] += 1
-            elif isinstance(message, json_v1.Status):
-                await self._status(message)
-            elif isinstance(message, ObservationSet):
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise
+            await self.poison(env, "decode", exc)
+            return
+        start = len(readings)
+        try:
+            watched = self._watched
+            heard = {m.device_id for m in messages if self._alive(m, env.received_at)}
+            topic = self.decoder.topic_of(env.origin)
+            if topic is not None and heard:
+                heard.add(topic.device_id)  # a hub forwarding for others is alive too
+            for device_id in heard:
+                if device_id not in watched:
+                    await self._watch(device_id)
+                seen = self.engine.device_seen(device_id, env.received_at)
+                if seen.cleared:
+                    await self.apply(seen)
+            for message in messages:
+                if isinstance(message, Reading):
+                    readings.append(message)
+                    continue
                 try:
-                    await self.handle_observation(message, received_at=env.received_at)
-                except Rejected as exc:
+                    await self._message(env, message)
+                except Rejected as exc:  # this message only: the rest of a batch goes on
                     await self.dead_letter(env, exc.reason, exc.device_id)
-            else:
-                await self.dead_letter(
-                    env, f"{type(message).__name__} messages are not handled yet", message.device_id
-                )
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise
+            del readings[start:]
+            await self.poison(env, "process", exc)
+
+    async def _message(self, env: Envelope, message: json_v1.Message) -> None:
+        if isinstance(message, AlarmEvent):
+            await self.handle_event(message, received_at=env.received_at)
+        elif isinstance(message, json_v1.Heartbeat):
+            await self._check_clock(message.device_id, message.ts, env.received_at)
+            await self.store.set_device_status(
+                message.device_id, at=message.ts, heartbeat=True, battery=message.battery
+            )
+            self.counters["heartbeats"] += 1
+        elif isinstance(message, json_v1.Status):
+            await self._status(message)
+        elif isinstance(message, ObservationSet):
+            await self.handle_observation(message, received_at=env.received_at)
+        else:
+            await self.dead_letter(
+                env, f"{type(message).__name__} messages are not handled yet", message.device_id
+            )
 
     def _alive(self, message: json_v1.Message, received_at: datetime) -> bool:
         """Whether a message proves its device alive. Everything does except a status
@@ -239,12 +336,22 @@ class Pipeline:
     async def handle_event(self, event: AlarmEvent, *, received_at: datetime | None = None) -> None:
         """Store an event and act on what the rules make of it (``received_at``: the
         gateway's receive time, to check the device clock; serial lines are timed by the
-        gateway already)."""
+        gateway already). A redelivery (same idempotency key, same content) completes what
+        an earlier attempt left undone; the same key with different content raises
+        ``Rejected`` and goes through no rules."""
         new = await self.store.write_event(event)
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
         alert_id = alarm_id_for(event.device_id, event.msg_id)
         if not new:
+            stored = await self.store.stored_event_digest(event.device_id, event.msg_id)
+            if stored is not None and stored != event_digest(event):
+                self.counters["msg_id_reused"] += 1
+                raise Rejected(
+                    f"msg_id {event.msg_id} of device {event.device_id} was already used for"
+                    " an event with different content (a msg_id must be unique per message)",
+                    event.device_id,
+                )
             self.counters["events_duplicate"] += 1
             if raises and await self.dispatcher.repo.load_for_alert(alert_id) is not None:
                 return  # a redelivery of something fully processed
@@ -272,7 +379,13 @@ class Pipeline:
         ``received_at`` a set dated ahead of it is timed by it, and a stale set is stored
         with its true time but not escalated as current."""
         resident = await self.decoder.registry.resident(obs.resident_id)
-        if resident is None or (obs.site_id is not None and resident.site_id != obs.site_id):
+        if resident is None:  # the id may be anything typed on a tablet: not echoed
+            raise Rejected(
+                f"observation names a resident that is not provisioned ({len(obs.resident_id)}"
+                f"-character id); site {obs.site_id!r}",
+                obs.device_id,
+            )
+        if obs.site_id is not None and resident.site_id != obs.site_id:
             raise Rejected(
                 f"resident {obs.resident_id!r} is not a resident of site {obs.site_id!r}",
                 obs.device_id,
@@ -291,7 +404,9 @@ class Pipeline:
             check_plausible(observation)  # before anything of it is stored as a vital sign
         except News2ValueError as exc:
             raise Rejected(str(exc), obs.device_id) from None
-        await self.handle_readings(obs.readings())
+        readings = obs.readings()
+        await self._check_observation_reuse(obs, readings)
+        await self.handle_readings(readings)
         source_key = f"{obs.device_id}/{obs.msg_id}"
         try:
             news, result = self.engine.on_observation(
@@ -347,6 +462,22 @@ class Pipeline:
             )
         await self.apply(result)
         return news
+
+    async def _check_observation_reuse(self, obs: ObservationSet, readings: list[Reading]) -> None:
+        """``Rejected`` when ``(device_id, msg_id)`` already stored other values: the content
+        of an observation set is its readings, stored under that key. Skipped while the
+        database is away (writes are spooled; there is nothing to compare with)."""
+        if getattr(self.store, "degraded", False):
+            return
+        stored = await self.store.stored_message_readings(obs.device_id, obs.msg_id)
+        # A subset is a redelivery of a set whose readings were not all stored yet.
+        if stored and not stored <= {(r.metric, r.ts, r.value) for r in readings}:
+            self.counters["msg_id_reused"] += 1
+            raise Rejected(
+                f"msg_id {obs.msg_id} of device {obs.device_id} was already used for an"
+                " observation set with different content (a msg_id must be unique per message)",
+                obs.device_id,
+            )
 
     async def _watch(self, device_id: str) -> None:
         """First message from a device since start: let the heartbeat rule watch it."""
@@ -522,8 +653,23 @@ class Pipeline:
         )
 
     async def dead_letter(self, env: Envelope, reason: str, device_id: str | None = None) -> None:
+        """Store, count, log and publish a dead letter. Raises only when storage is
+        unavailable; a dead letter the store refuses otherwise is logged and counted in
+        ``dead_letters_unstored`` (it must not make its message poison in turn)."""
         letter = DeadLetter(env.received_at, env.source, env.origin, reason, env.payload, device_id)
-        await self.store.write_dead_letter(letter)
+        try:
+            await self.store.write_dead_letter(letter)
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise
+            self.counters["dead_letters_unstored"] += 1
+            log.error(
+                "dead_letter_not_stored",
+                error_type=type(exc).__name__,
+                at=where(exc),
+                origin=env.origin,
+                device_id=device_id,
+            )
         self.counters["dead_letters"] += 1
         log.warning(
             "dead_letter", source=env.source, origin=env.origin, reason=reason, device_id=device_id

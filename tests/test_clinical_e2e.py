@@ -99,7 +99,7 @@ def site(tmp_path: Path, mqtt_server: MqttServer, topic_prefix: str) -> Site:
     ):
         s.cli("responder", "add", rid, "--kind", kind)
     s.cli("resident", "add", "r1", "--site", "s1", "--responders", "kh1")
-    s.cli("device", "add", "ipad", "--site", "s1", "--kind", "hub")
+    s.cli("device", "add", "ipad", "--site", "s1", "--kind", "tablet")
     s.cli("device", "add", "pend1", "--site", "s1", "--kind", "pendant", "--resident", "r1")
     return s
 

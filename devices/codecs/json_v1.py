@@ -6,12 +6,21 @@ Topic scheme: ``<prefix>/<site_id>/<device_id>/<channel>`` where ``prefix`` defa
 ``decode`` raises :class:`~devices.codecs.Malformed` with a specific reason for any
 payload that is not valid v1 (bad JSON, wrong types, NaN, impossible values, unknown
 metric or event type, oversized); the caller dead-letters it.
+
+Bounds (checked before anything is built, so no payload can make the decoder raise
+anything but ``Malformed``): at most :data:`MAX_PAYLOAD_BYTES` bytes, JSON nesting at
+most :data:`MAX_DEPTH` deep, number literals at most :data:`MAX_NUMBER_CHARS`
+characters, timestamps within ``datetime``'s range once converted to UTC.
+
+Reasons never echo a raw value from the payload (it may be personal data: a name sent
+as an id, a vital sign): they name the field and what is wrong with it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -26,11 +35,14 @@ from devices.model import (
     ObservationSet,
     Phase,
     Reading,
+    canonical_unit,
     metric_from_name,
 )
 
 __all__ = [
     "CHANNELS",
+    "MAX_DEPTH",
+    "MAX_NUMBER_CHARS",
     "MAX_PAYLOAD_BYTES",
     "Heartbeat",
     "Message",
@@ -49,6 +61,12 @@ __all__ = [
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 #: Largest number of items in one hub batch.
 MAX_BATCH_ITEMS: Final = 500
+#: Deepest JSON nesting accepted. The deepest v1 document (a batch item's reading) is 5
+#: levels deep; 20 000 nested ``[`` would otherwise exhaust the parser's recursion.
+MAX_DEPTH: Final = 8
+#: Longest number literal accepted (characters). ``1`` followed by 400 zeros is a valid
+#: JSON integer that no float can hold; 24 characters hold every double in exponent form.
+MAX_NUMBER_CHARS: Final = 24
 CHANNELS: Final = ("event", "reading", "batch", "heartbeat", "status", "ble", "observation")
 
 
@@ -133,8 +151,10 @@ def _decode_doc(
     resident_id: str | None,
 ) -> list[Message]:
     version = doc.get("v")
-    if version != 1:
-        raise Malformed(f"unsupported protocol version {version!r}; expected 1")
+    if version != 1 or isinstance(version, bool):
+        shown = version if isinstance(version, int) and not isinstance(version, bool) else None
+        got = f" {shown}" if shown is not None else f" ({_kind(version)})"
+        raise Malformed(f"unsupported protocol version{got}; expected 1")
     return _decode_body(channel, device_id, doc, site_id, resident_id)
 
 
@@ -169,8 +189,8 @@ def _decode_body(
             return _decode_batch(device_id, doc, site_id, resident_id)
         if channel == "observation":
             return [_decode_observation(device_id, doc, site_id, resident_id)]
-    except ModelError as exc:
-        raise Malformed(f"{channel}: {exc}") from None
+    except ModelError as exc:  # the model's message may quote the value: name the field only
+        raise Malformed(f"{channel}: {exc.field} is not valid") from None
     raise Malformed(f"unknown channel {channel!r}")  # pragma: no cover - parse_topic guards
 
 
@@ -179,45 +199,119 @@ def _load(payload: bytes) -> dict[str, Any]:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Malformed(f"payload is not UTF-8 text (bad byte at offset {exc.start})") from None
+    _check_depth(text)
     try:
         doc = _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise Malformed(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
-    except ValueError as exc:
-        raise Malformed(str(exc)) from None
+    except _Rejected as exc:
+        raise Malformed(exc.reason) from None
     if not isinstance(doc, dict):
-        raise Malformed(f"payload must be a JSON object, got {type(doc).__name__}")
+        raise Malformed(f"payload must be a JSON object, got {_kind(doc)}")
     return doc
 
 
+class _Rejected(ValueError):
+    """Raised from the JSON parser's hooks; ``reason`` holds no raw value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: A JSON string literal (escapes included), and anything that is not a bracket.
+_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+
+
+def _check_depth(text: str) -> None:
+    """``Malformed`` when ``text`` nests deeper than :data:`MAX_DEPTH`.
+
+    The bracket count bounds the depth, so the usual small document costs two
+    ``str.count``; only a document with many brackets is scanned (strings removed first,
+    so a bracket inside a string does not count)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for char in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise Malformed(f"JSON nested deeper than {MAX_DEPTH} levels")
+        else:
+            depth -= 1
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in a payload (values must be finite numbers)")
+    raise _Rejected(f"{name} is not allowed in a payload (values must be finite numbers)")
 
 
-#: What ``json.loads(text, parse_constant=_reject_constant)`` builds on every call, once.
-_JSON: Final = json.JSONDecoder(parse_constant=_reject_constant)
+def _parse_int(literal: str) -> int:
+    if len(literal) > MAX_NUMBER_CHARS:
+        raise _Rejected(f"number literal of {len(literal)} characters; at most {MAX_NUMBER_CHARS}")
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    if len(literal) > MAX_NUMBER_CHARS:
+        raise _Rejected(f"number literal of {len(literal)} characters; at most {MAX_NUMBER_CHARS}")
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _Rejected("number out of range (values must be finite numbers)")
+    return value
+
+
+#: What ``json.loads`` with these hooks builds on every call, once.
+_JSON: Final = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+)
+
+
+def _kind(value: object) -> str:
+    """What a value is, without the value: for reasons that must not echo payloads."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+_ID_RULE: Final = "1-64 characters: letters, digits, '_', '.', ':', '-'"
 
 
 def _msg_id(doc: dict[str, Any]) -> str:
     msg_id = doc.get("msg_id")
     if not isinstance(msg_id, str) or not ID_PATTERN.match(msg_id):
-        raise Malformed(f"msg_id {msg_id!r} missing or not a valid identifier")
+        raise Malformed(
+            f"msg_id missing or not a valid identifier ({_ID_RULE}); got {_kind(msg_id)}"
+        )
     return msg_id
 
 
 def _ts(doc: dict[str, Any]) -> datetime:
     raw = doc.get("ts")
     if not isinstance(raw, str):
-        raise Malformed(f"ts {raw!r} missing or not an ISO 8601 string")
+        raise Malformed(f"ts missing or not an ISO 8601 string; got {_kind(raw)}")
     try:
         ts = datetime.fromisoformat(raw)
     except ValueError:
-        raise Malformed(f"ts {raw!r} is not an ISO 8601 timestamp") from None
+        raise Malformed("ts is not an ISO 8601 timestamp") from None
     if ts.tzinfo is None:
-        raise Malformed(f"ts {raw!r} has no timezone offset; send UTC ('Z' or '+00:00')")
-    return ts.astimezone(UTC)
+        raise Malformed("ts has no timezone offset; send UTC ('Z' or '+00:00')")
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        raise Malformed("ts is outside the representable range once converted to UTC") from None
 
 
 #: ``isinstance`` with a tuple: cheaper than building ``int | float`` on every call.
@@ -226,10 +320,19 @@ _NUMBER: Final = (int, float)
 
 def _number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, _NUMBER):
-        raise Malformed(f"{name}: {value!r} is not a number")
-    if not math.isfinite(value):
-        raise Malformed(f"{name}: {value!r} is not a finite number")
+        raise Malformed(f"{name}: value is not a number (got {_kind(value)})")
+    if not math.isfinite(value):  # pragma: no cover - the parser's hooks refuse these
+        raise Malformed(f"{name}: value is not a finite number")
     return float(value)
+
+
+def _in_bounds(value: float, metric: Metric, name: str) -> float:
+    lo, hi = metric.bounds
+    if not lo <= value <= hi:
+        raise Malformed(
+            f"{name}: value is impossible (accepted range {lo:g}..{hi:g} {metric.unit})"
+        )
+    return value
 
 
 def _decode_event(
@@ -238,15 +341,17 @@ def _decode_event(
     type_ = doc.get("type")
     phase = doc.get("phase", "alarm")
     if not isinstance(type_, str) or type_ not in EventType._value2member_map_:
-        raise Malformed(f"event type {type_!r} is not in the taxonomy (see docs/protocol.md)")
+        raise Malformed(
+            f"event type ({_kind(type_)}) is not in the taxonomy (see docs/protocol.md)"
+        )
     if not isinstance(phase, str) or phase not in Phase._value2member_map_:
-        raise Malformed(f"event phase {phase!r} must be 'alarm' or 'restore'")
+        raise Malformed(f"event phase ({_kind(phase)}) must be 'alarm' or 'restore'")
     zone = doc.get("zone")
     if zone is not None and not isinstance(zone, str):
-        raise Malformed(f"zone {zone!r} must be a string")
+        raise Malformed(f"zone must be a string, got {_kind(zone)}")
     injury = doc.get("injury", False)
     if not isinstance(injury, bool):
-        raise Malformed(f"injury {injury!r} must be true or false")
+        raise Malformed(f"injury must be true or false, got {_kind(injury)}")
     if injury and type_ not in _INJURY_EVENTS:
         raise Malformed(
             f"injury is reported with a fall, post-fall inactivity or pendant event, not {type_!r}"
@@ -297,23 +402,27 @@ def _decode_readings(
     seen: set[str] = set()
     for item in items:
         if not isinstance(item, dict):
-            raise Malformed(f"reading {item!r} must be an object")
+            raise Malformed(f"each reading must be an object, got {_kind(item)}")
         name = item.get("metric")
         if not isinstance(name, str):
-            raise Malformed(f"reading metric {name!r} must be a string")
-        if name in seen:
-            raise Malformed(f"metric {name!r} appears twice in message {msg_id}")
-        seen.add(name)
+            raise Malformed(f"reading metric must be a string, got {_kind(name)}")
         metric = _METRICS.get(name)
         if metric is None:
             try:
                 metric = metric_from_name(name)
-            except ModelError as exc:
-                raise Malformed(str(exc)) from None
+            except ModelError:
+                known = ", ".join(m.label for m in Metric)
+                raise Malformed(f"unknown metric ({_kind(name)}); known: {known}") from None
+        name = metric.label  # ours from here on, never the device's spelling
+        if name in seen:
+            raise Malformed(f"metric {name} appears twice in message {msg_id}")
+        seen.add(name)
         unit = item.get("unit")
         if not isinstance(unit, str):
-            raise Malformed(f"{name}: unit {unit!r} missing; send {metric.unit!r}")
-        value = _number(item.get("value"), name)
+            raise Malformed(f"{name}: unit missing; send {metric.unit!r}")
+        if canonical_unit(unit) != metric.unit:
+            raise Malformed(f"{name}: unit ({_kind(unit)}) is wrong; send {metric.unit!r}")
+        value = _in_bounds(_number(item.get("value"), name), metric, name)
         if not ids_valid:
             Reading.check_ids(device_id, msg_id, resident_id, site_id)
             ids_valid = True
@@ -323,7 +432,13 @@ def _decode_readings(
     return out
 
 
-_OBS_FIELDS: Final = ("respiration_rate", "spo2", "systolic_bp", "pulse", "temperature")
+_OBS_FIELDS: Final = {
+    "respiration_rate": Metric.RESPIRATION_RATE,
+    "spo2": Metric.SPO2,
+    "systolic_bp": Metric.SYSTOLIC_BP,
+    "pulse": Metric.PULSE,
+    "temperature": Metric.TEMPERATURE,
+}
 
 
 def _decode_observation(
@@ -334,17 +449,20 @@ def _decode_observation(
     device's own (a shared care-home tablet names the resident)."""
     rid = doc.get("resident_id", resident_id)
     if not isinstance(rid, str) or not ID_PATTERN.match(rid):
-        raise Malformed(f"observation resident_id {rid!r} missing or not a valid identifier")
+        raise Malformed(
+            f"observation resident_id missing or not a valid identifier ({_ID_RULE});"
+            f" got {_kind(rid)}"
+        )
     values: dict[str, Any] = {}
-    for name in _OBS_FIELDS:
+    for name, metric in _OBS_FIELDS.items():
         if doc.get(name) is not None:
-            values[name] = _number(doc[name], name)
+            values[name] = _in_bounds(_number(doc[name], name), metric, name)
     on_oxygen = doc.get("on_oxygen")
     if on_oxygen is not None and not isinstance(on_oxygen, bool):
-        raise Malformed(f"on_oxygen {on_oxygen!r} must be true or false")
+        raise Malformed(f"on_oxygen must be true or false, got {_kind(on_oxygen)}")
     acvpu = doc.get("consciousness")
     if acvpu is not None and acvpu not in ("A", "C", "V", "P", "U"):
-        raise Malformed(f"consciousness {acvpu!r} must be one of A, C, V, P, U (ACVPU)")
+        raise Malformed(f"consciousness must be one of A, C, V, P, U (ACVPU), got {_kind(acvpu)}")
     return ObservationSet(
         device_id=device_id,
         resident_id=rid,
@@ -364,18 +482,21 @@ def encode_observation(msg_id: str, ts: datetime, resident_id: str, **values: An
 def _decode_ble(device_id: str, doc: dict[str, Any]) -> BleForward:
     child = doc.get("device_id", device_id)
     if not isinstance(child, str) or not ID_PATTERN.match(child):
-        raise Malformed(f"device_id {child!r} is not a valid identifier")
+        raise Malformed(f"device_id is not a valid identifier ({_ID_RULE}); got {_kind(child)}")
     uuid = doc.get("uuid")
     if not isinstance(uuid, str) or len(uuid) != 4:
-        raise Malformed(f"uuid {uuid!r} must be a 16-bit UUID such as '2A5F'")
+        raise Malformed(f"uuid must be a 16-bit UUID such as '2A5F', got {_kind(uuid)}")
     data = doc.get("data")
     if not isinstance(data, str):
         raise Malformed("data must be the characteristic value as a hex string")
     try:
         raw = bytes.fromhex(data)
     except ValueError:
-        raise Malformed(f"data {data[:40]!r} is not valid hex") from None
+        raise Malformed(f"data ({_kind(data)}) is not valid hex") from None
     return BleForward(child, _msg_id(doc), _ts(doc), uuid.upper(), raw)
+
+
+_BATCH_CHANNELS: Final = ("event", "reading", "heartbeat", "ble")
 
 
 def _decode_batch(
@@ -396,13 +517,19 @@ def _decode_batch(
     out: list[Message] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise Malformed(f"batch item {index} must be an object")
+            raise Malformed(f"batch item {index} must be an object, got {_kind(item)}")
         child = item.get("device_id")
         channel = item.get("channel")
         if not isinstance(child, str) or not ID_PATTERN.match(child):
-            raise Malformed(f"batch item {index}: device_id {child!r} is not a valid identifier")
-        if channel not in ("event", "reading", "heartbeat", "ble"):
-            raise Malformed(f"batch item {index}: channel {channel!r} not allowed in a batch")
+            raise Malformed(
+                f"batch item {index}: device_id is not a valid identifier ({_ID_RULE});"
+                f" got {_kind(child)}"
+            )
+        if channel not in _BATCH_CHANNELS:
+            raise Malformed(
+                f"batch item {index}: channel ({_kind(channel)}) not allowed in a batch;"
+                f" allowed: {', '.join(_BATCH_CHANNELS)}"
+            )
         own = child == hub_id
         try:
             # An item's own "v" is ignored: the batch's version covers it.
@@ -425,7 +552,7 @@ def _decode_status(topic: Topic, payload: bytes) -> Status:
     doc = _load(payload)
     online = doc.get("online")
     if not isinstance(online, bool):
-        raise Malformed(f"status online {online!r} must be true or false")
+        raise Malformed(f"status online must be true or false, got {_kind(online)}")
     ts = _ts(doc) if "ts" in doc else None
     return Status(topic.device_id, online, ts)
 

@@ -52,6 +52,7 @@ from devices.model import (
 from gateway.auth import hash_secret, new_secret, read_password_file, write_password_file
 from gateway.cli.common import ConfigOption, load_cli_config
 from gateway.config import Config
+from gateway.decode import FORWARDERS
 from gateway.store.base import ClinicalChange, ClinicalRecord, Store
 from rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
 
@@ -361,16 +362,30 @@ def device_add(
             "24 h for pendants and fall detectors (TSA practice), else 0."
         ),
     ] = None,
+    hub: Annotated[
+        str | None,
+        typer.Option(help="The hub or alarm receiver (same site) that forwards for it."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Provision a device and generate its MQTT password (printed once)."""
+    """Provision a device and generate its MQTT password (printed once).
+
+    Only the hub or alarm receiver given with ``--hub`` may forward messages for the
+    device; observation sets (NEWS2) are accepted only from a ``tablet``."""
     if fmt not in FORMATS:
         raise _fail(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     if heartbeat is None:
         heartbeat = DEFAULT_TEST_CALL_S.get(kind, 0)
     device = _model(
         lambda: Device(
-            device_id, site, kind, resident, fmt, location, heartbeat_interval_s=heartbeat
+            device_id,
+            site,
+            kind,
+            resident,
+            fmt,
+            location,
+            heartbeat_interval_s=heartbeat,
+            hub_id=hub,
         )
     )
     secret = new_secret()
@@ -382,6 +397,13 @@ def device_add(
             found = await store.get_resident(resident)
             if found is None or found.site_id != site:
                 raise _fail(f"resident {resident!r} does not exist at site {site!r}")
+        if hub is not None:
+            parent = await store.get_device(hub)
+            if parent is None or parent.site_id != site:
+                raise _fail(f"hub {hub!r} does not exist at site {site!r}")
+            if parent.kind not in FORWARDERS:
+                kinds = ", ".join(sorted(k.value for k in FORWARDERS))
+                raise _fail(f"device {hub!r} is a {parent.kind.value}, not one of: {kinds}")
         await store.upsert_device(device, hash_secret(secret))
 
     _with_store(load_cli_config(config), save)
@@ -439,7 +461,7 @@ def device_list(config: ConfigOption = None) -> None:
         return [(d, await store.get_device_secret_hash(d.device_id) is not None) for d in devices]
 
     rows = _with_store(load_cli_config(config), load)
-    table = Table("device", "site", "resident", "kind", "format", "location", "credentials")
+    table = Table("device", "site", "resident", "kind", "format", "location", "hub", "credentials")
     for d, has_secret in rows:
         table.add_row(
             d.device_id,
@@ -448,6 +470,7 @@ def device_list(config: ConfigOption = None) -> None:
             d.kind.value,
             d.format,
             d.location or "-",
+            d.hub_id or "-",
             "yes" if has_secret else "[red]no[/red]",
         )
     console.print(table)

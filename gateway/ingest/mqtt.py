@@ -44,8 +44,10 @@ Error handling
     an ACL) -> reconnect and resubscribe with :class:`~gateway.backoff.Backoff`, forever,
     logged. A message whose processing raises (storage away and nothing to spool to) is
     *not* acknowledged: the connection is dropped at once so the broker redelivers it,
-    and everything after it, on reconnect. Bad payloads never fail processing (the
-    pipeline dead-letters them).
+    and everything after it, on reconnect. Nothing else makes processing raise: the
+    pipeline dead-letters bad payloads and poison messages (any other exception while
+    decoding or processing one message, ``gateway.failures``) and returns, so the
+    message is acknowledged and the next one handled.
 """
 
 from __future__ import annotations

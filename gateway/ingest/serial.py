@@ -32,10 +32,14 @@ Error handling
     EOF) -> close, wait
     :class:`~gateway.backoff.Backoff`, reopen, forever, logged. A device that is not
     provisioned -> its data is dead-lettered (rate-limited like noise) until it is.
-    A storage error -> retried with backoff until stored (the port is not read
-    meanwhile; a serial line has no redelivery, so dropping would lose data). A codec
-    name that is unknown or not a stream codec -> :class:`~gateway.errors.ConfigError`
-    when the context is entered.
+    Storage unavailable (``gateway.failures``) -> retried with backoff until stored (the
+    port is not read meanwhile; a serial line has no redelivery, so dropping would lose
+    data). Any other exception while turning a frame into the model or processing what
+    it carried -> that frame is a poison message: dead-lettered through the pipeline's
+    one guarded stage (``Sink.guarded``: the stage and exception class as the reason, the
+    chunk it came in as the payload) and the port reads on. A codec name that is unknown
+    or not a stream codec -> :class:`~gateway.errors.ConfigError` when the context is
+    entered.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import termios
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -62,6 +67,7 @@ from gateway.backoff import Backoff
 from gateway.config import SerialPortConfig
 from gateway.envelope import Envelope
 from gateway.errors import ConfigError
+from gateway.failures import is_storage_unavailable
 from gateway.logging import get_logger
 from rules.clock import Clock, raise_if_cancelling
 
@@ -119,6 +125,18 @@ class Sink(Protocol):
 
     async def dead_letter(
         self, env: Envelope, reason: str, device_id: str | None = None
+    ) -> None: ...
+
+    async def guarded(
+        self,
+        env: Envelope,
+        stage: str,
+        work: Callable[[], Awaitable[object]],
+        device_id: str | None = None,
+    ) -> bool: ...
+
+    async def poison(
+        self, env: Envelope, stage: str, exc: BaseException, device_id: str | None = None
     ) -> None: ...
 
 
@@ -262,13 +280,15 @@ class PortReader:
             if device is None:
                 await self._unprovisioned(chunk, len(frames))
             else:
-                await self._frames(frames, device)
+                await self._frames(frames, device, chunk)
         if self._noise.due(mono):
             await self._flush_noise()
 
-    async def _frames(self, frames: Sequence[Any], device: Device) -> None:
+    async def _frames(self, frames: Sequence[Any], device: Device, chunk: bytes) -> None:
         readings: list[Reading] = []
         events: list[AlarmEvent] = []
+        env = Envelope("serial", self.port, chunk[:NOISE_SAMPLE_BYTES], self.clock.now())
+        device_id = device.device_id
         for frame, ts in zip(frames, self._timestamps(len(frames)), strict=True):
             try:
                 if isinstance(frame, OximeterSample):
@@ -276,7 +296,7 @@ class PortReader:
                     continue
                 for item in self.codec.to_model(
                     frame,
-                    device_id=device.device_id,
+                    device_id=device_id,
                     ts=ts,
                     resident_id=device.resident_id,
                     site_id=device.site_id,
@@ -287,19 +307,40 @@ class PortReader:
                         readings.append(item)
             except Malformed as exc:
                 await self._dead_letter(exc.reason, repr(frame).encode()[:NOISE_SAMPLE_BYTES])
+            except Exception as exc:  # a poison frame: dead-letter it, read on
+                self.stats.dead_letters += 1
+                await self._stored(partial(self._poison, env, exc))
         if readings:
-            await self._stored(self.sink.handle_readings, readings)
-            self.stats.readings += len(readings)
+            stored = await self._guarded(env, lambda: self.sink.handle_readings(readings))
+            if stored:
+                self.stats.readings += len(readings)
         for event in events:
-            await self._stored(self.sink.handle_event, event)
+            if not await self._guarded(env, partial(self.sink.handle_event, event)):
+                continue
             self.stats.events += 1
             log.info(
                 "serial_event",
                 port=self.port,
-                device_id=device.device_id,
+                device_id=device_id,
                 event_type=event.type,
                 phase=event.phase,
             )
+
+    async def _poison(self, env: Envelope, exc: BaseException, _: object) -> None:
+        await self.sink.poison(env, "decode", exc, self.config.device_id)
+
+    async def _guarded(self, env: Envelope, work: Callable[[], Awaitable[object]]) -> bool:
+        """``work`` through the pipeline's guarded stage, retried while storage is away;
+        ``False`` when it was dead-lettered instead."""
+        done: list[bool] = []
+
+        async def attempt(_: object) -> None:
+            done.append(await self.sink.guarded(env, "process", work, self.config.device_id))
+
+        await self._stored(attempt, None)
+        if not done[-1]:
+            self.stats.dead_letters += 1
+        return done[-1]
 
     def _reducer_for(self, device: Device) -> OximeterReducer:
         r = self._reducer
@@ -324,8 +365,9 @@ class PortReader:
             self._last_ts = ts
         return out
 
-    async def _stored(self, write: Callable[[Any], Awaitable[None]], item: Any) -> None:
-        """Write until it succeeds: a serial line cannot resend what we drop."""
+    async def _stored(self, write: Callable[[Any], Awaitable[None]], item: Any = None) -> None:
+        """Write until it succeeds: a serial line cannot resend what we drop. Only
+        storage-unavailable errors reach here (``Sink.guarded`` dead-letters the rest)."""
         backoff = Backoff(initial=0.2, cap=5.0)
         while True:
             raise_if_cancelling()  # a swallowed cancellation must still end the loop
@@ -334,6 +376,9 @@ class PortReader:
                 return
             except Exception as exc:
                 raise_if_cancelling()
+                if not is_storage_unavailable(exc):  # pragma: no cover - guarded upstream
+                    log.error("serial_write_dropped", port=self.port, error_type=type(exc).__name__)
+                    return
                 delay = backoff.next_delay()
                 log.error(
                     "serial_store_failed", port=self.port, error=repr(exc), retry_in=round(delay, 2)

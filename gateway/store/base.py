@@ -171,6 +171,18 @@ class Store(Protocol):
         """Store an alarm event; ``False`` when this (device, msg_id) was already stored."""
         ...
 
+    async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
+        """The content digest stored with event ``(device_id, msg_id)`` (``None``: no such
+        event, or stored before digests were kept); see ``rows.event_digest``."""
+        ...
+
+    async def stored_message_readings(
+        self, device_id: str, msg_id: str
+    ) -> set[tuple[Metric, datetime, float]]:
+        """``(metric, ts, value)`` of every reading stored under ``(device_id, msg_id)``:
+        what an observation set with that idempotency key said before."""
+        ...
+
     async def write_alert(self, alert: Alert) -> bool: ...
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:

@@ -312,6 +312,14 @@ class DurableStore:
         where, new = await self._put(event, lambda: self.store.write_event(event))
         return where == "spool" or bool(new)
 
+    async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
+        return await self.store.stored_event_digest(device_id, msg_id)
+
+    async def stored_message_readings(
+        self, device_id: str, msg_id: str
+    ) -> set[tuple[Metric, datetime, float]]:
+        return await self.store.stored_message_readings(device_id, msg_id)
+
     async def write_alert(self, alert: Alert) -> bool:
         where, new = await self._put(alert, lambda: self.store.write_alert(alert))
         return where == "spool" or bool(new)

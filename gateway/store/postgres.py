@@ -322,10 +322,11 @@ class PostgresStore:
         d = device
         await self._exec(
             f"INSERT INTO devices ({rows.DEVICE_COLUMNS}, secret_hash)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT (device_id) DO UPDATE SET site_id=excluded.site_id,"
             " kind=excluded.kind, resident_id=excluded.resident_id, format=excluded.format,"
             " location=excluded.location, heartbeat_interval_s=excluded.heartbeat_interval_s,"
+            " hub_id=excluded.hub_id,"
             " secret_hash=COALESCE(excluded.secret_hash, devices.secret_hash)",
             (
                 d.device_id,
@@ -335,6 +336,7 @@ class PostgresStore:
                 d.format,
                 d.location,
                 d.heartbeat_interval_s,
+                d.hub_id,
                 secret_hash,
             ),
         )
@@ -559,7 +561,8 @@ class PostgresStore:
         e = event
         n = await self._exec(
             "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-            " resident_id, zone, source, code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " resident_id, zone, source, code, digest)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT (device_id, msg_id) DO NOTHING",
             (
                 e.device_id,
@@ -572,6 +575,7 @@ class PostgresStore:
                 e.zone,
                 e.source,
                 e.code,
+                rows.event_digest(e),
             ),
         )
         return n == 1
@@ -594,6 +598,22 @@ class PostgresStore:
             )
             new = {r[0] for r in await cur.fetchall()}
         return [a.alert_id in new for a in alerts]
+
+    async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
+        row = await self._one(
+            "SELECT digest FROM alarm_events WHERE device_id = %s AND msg_id = %s",
+            (device_id, msg_id),
+        )
+        return row[0] if row else None
+
+    async def stored_message_readings(
+        self, device_id: str, msg_id: str
+    ) -> set[tuple[Metric, datetime, float]]:
+        found = await self._all(
+            "SELECT metric, ts, value FROM readings WHERE device_id = %s AND msg_id = %s",
+            (device_id, msg_id),
+        )
+        return {(Metric(m), ts, float(v)) for m, ts, v in found}
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert

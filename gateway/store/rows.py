@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from devices.model import (
+    AlarmEvent,
     Alert,
     AlertKind,
     Consciousness,
@@ -25,12 +27,22 @@ from devices.model import (
 from gateway.store.base import AuditEntry, DeadLetter, News2Record, OpenAlarm, TimelineEntry
 from gateway.store.clinical import ClinicalRecord, ClinicalState
 
-__all__ = ["as_dt", "iso"]
+__all__ = ["as_dt", "event_digest", "iso"]
 
 
 def iso(ts: datetime) -> str:
     """Sortable UTC text form used by SQLite (microsecond precision, ``Z`` suffix)."""
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_digest(event: AlarmEvent) -> str:
+    """Digest of what an event says (type, phase, time, zone, code), stored with its
+    idempotency key ``(device_id, msg_id)``: the same key with another digest is a reuse
+    of the message id with different content. The site and resident are left out: the
+    gateway stamps them, a device does not send them."""
+    e = event
+    text = f"{e.type.value}|{e.phase.value}|{iso(e.ts)}|{e.zone or ''}|{e.code or ''}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def as_dt(value: Any) -> datetime:
@@ -106,7 +118,9 @@ def clinical_state(row: Any | None) -> ClinicalState:
     )
 
 
-DEVICE_COLUMNS = "device_id, site_id, kind, resident_id, format, location, heartbeat_interval_s"
+DEVICE_COLUMNS = (
+    "device_id, site_id, kind, resident_id, format, location, heartbeat_interval_s, hub_id"
+)
 RESPONDER_COLUMNS = "responder_id, kind, name, phone, area, skills"
 ALERT_COLUMNS = (
     "alert_id, kind, priority, reason, ts, site_id, resident_id, device_id, event_type, "
@@ -120,7 +134,9 @@ AUDIT_COLUMNS = "dispatch_id, at, from_state, to_state, actor, reason, detail"
 
 
 def device(row: Any) -> Device:
-    return Device(row[0], row[1], DeviceKind(row[2]), row[3], row[4], row[5], int(row[6]))
+    return Device(
+        row[0], row[1], DeviceKind(row[2]), row[3], row[4], row[5], int(row[6]), hub_id=row[7]
+    )
 
 
 def responder(row: Any) -> Responder:

@@ -155,11 +155,11 @@ class SqliteStore:
         await self._run(
             lambda c: c.execute(
                 f"INSERT INTO devices ({rows.DEVICE_COLUMNS}, secret_hash)"
-                " VALUES (?,?,?,?,?,?,?,?)"
+                " VALUES (?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (device_id) DO UPDATE SET site_id=excluded.site_id,"
                 " kind=excluded.kind, resident_id=excluded.resident_id, format=excluded.format,"
                 " location=excluded.location,"
-                " heartbeat_interval_s=excluded.heartbeat_interval_s,"
+                " heartbeat_interval_s=excluded.heartbeat_interval_s, hub_id=excluded.hub_id,"
                 " secret_hash=COALESCE(excluded.secret_hash, devices.secret_hash)",
                 (
                     d.device_id,
@@ -169,6 +169,7 @@ class SqliteStore:
                     d.format,
                     d.location,
                     d.heartbeat_interval_s,
+                    d.hub_id,
                     secret_hash,
                 ),
             )
@@ -365,7 +366,7 @@ class SqliteStore:
         cur = await self._run(
             lambda c: c.execute(
                 "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
-                " site_id, resident_id, zone, source, code) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " site_id, resident_id, zone, source, code, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     e.device_id,
                     e.msg_id,
@@ -377,6 +378,7 @@ class SqliteStore:
                     e.zone,
                     e.source,
                     e.code,
+                    rows.event_digest(e),
                 ),
             )
         )
@@ -408,6 +410,22 @@ class SqliteStore:
 
         result: list[bool] = await self._run(lambda c: transaction(c, run))
         return result
+
+    async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
+        row = await self._one(
+            "SELECT digest FROM alarm_events WHERE device_id = ? AND msg_id = ?",
+            (device_id, msg_id),
+        )
+        return row[0] if row else None
+
+    async def stored_message_readings(
+        self, device_id: str, msg_id: str
+    ) -> set[tuple[Metric, datetime, float]]:
+        found = await self._all(
+            "SELECT metric, ts, value FROM readings WHERE device_id = ? AND msg_id = ?",
+            (device_id, msg_id),
+        )
+        return {(Metric(m), rows.as_dt(ts), float(v)) for m, ts, v in found}
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert

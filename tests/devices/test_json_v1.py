@@ -67,7 +67,7 @@ def _doc(**fields: object) -> bytes:
         (EVENT, b"[1, 2]", "must be a JSON object"),
         (EVENT, _doc(v=2, type="pendant"), "unsupported protocol version 2"),
         (EVENT, _doc(type="explosion"), "not in the taxonomy"),
-        (EVENT, _doc(type="pendant", phase="maybe"), "phase 'maybe'"),
+        (EVENT, _doc(type="pendant", phase="maybe"), "phase .* must be 'alarm' or 'restore'"),
         (EVENT, _doc(type="pendant", msg_id=""), "msg_id"),
         (EVENT, _doc(type="pendant", ts="yesterday"), "not an ISO 8601"),
         (EVENT, _doc(type="pendant", ts="2026-11-23T09:30:00"), "no timezone"),
@@ -84,14 +84,14 @@ def _doc(**fields: object) -> bytes:
         (
             READING,
             _doc(readings=[{"metric": "temperature", "value": 37, "unit": "degF"}]),
-            "unit 'degF' is wrong",
+            "unit .* is wrong; send 'Cel'",
         ),
         (
             READING,
             _doc(readings=[{"metric": "glucose", "value": 5, "unit": "mmol/L"}]),
             "unknown metric",
         ),
-        (READING, _doc(readings=[{"metric": "spo2", "value": 97}]), "unit None missing"),
+        (READING, _doc(readings=[{"metric": "spo2", "value": 97}]), "unit missing"),
         (
             READING,
             b'{"v":1,"msg_id":"m","ts":"2026-11-23T09:30:00Z","readings":'
@@ -188,3 +188,106 @@ def test_fuzz_only_malformed_escapes(channel: str, payload: bytes) -> None:
     except Malformed as exc:
         reason = exc.reason
     assert reason is None or len(reason) > 5  # a specific message, not an empty one
+
+
+# --------------------------------------------------------------------------- bounds (issue 9)
+
+
+def test_huge_integer_is_malformed_not_overflow() -> None:
+    """A 504-byte reading whose value is 1 followed by 400 zeros (it used to raise
+    OverflowError from ``math.isfinite``)."""
+    payload = _doc(readings=[{"metric": "spo2", "value": 10**400, "unit": "%"}])
+    with pytest.raises(Malformed, match="number literal of 401 characters; at most 24"):
+        json_v1.decode(READING, payload)
+
+
+def test_huge_float_is_malformed() -> None:
+    payload = b'{"v":1,"msg_id":"m","ts":"2026-11-23T09:30:00Z","battery":1e400}'
+    with pytest.raises(Malformed, match="number out of range"):
+        json_v1.decode(json_v1.Topic("s1", "d1", "heartbeat"), payload)
+
+
+def test_timestamp_that_overflows_in_utc_is_malformed() -> None:
+    payload = _doc(type="pendant", ts="0001-01-01T00:00:00+01:00")
+    with pytest.raises(Malformed, match="outside the representable range"):
+        json_v1.decode(EVENT, payload)
+
+
+def test_deep_nesting_is_malformed_not_recursion_error() -> None:
+    for payload in (b"[" * 20_000, b'{"v":1,"x":' + b"[" * 20_000 + b"]" * 20_000 + b"}"):
+        with pytest.raises(Malformed, match=f"nested deeper than {json_v1.MAX_DEPTH}"):
+            json_v1.decode(EVENT, payload)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    payload = _doc(type="pendant", zone='[[[[{{{{[[[[ "quoted" \\" [[[[')
+    [event] = json_v1.decode(EVENT, payload)
+    assert isinstance(event, AlarmEvent)
+
+
+def test_deepest_valid_document_is_within_the_bound() -> None:
+    items = [
+        {
+            "device_id": "oxi1",
+            "channel": "reading",
+            "msg_id": f"a{i}",
+            "ts": "2026-11-23T09:30:00Z",
+            "readings": [{"metric": "spo2", "value": 93, "unit": "%"}],
+        }
+        for i in range(400)  # as many as fit in MAX_PAYLOAD_BYTES
+    ]
+    payload = json_v1.encode_batch("m", items)
+    assert payload.count(b"[") + payload.count(b"{") > json_v1.MAX_DEPTH  # the full scan
+    out = json_v1.decode(json_v1.Topic("s1", "hub1", "batch"), payload)
+    assert len(out) == 400
+
+
+MARKER = "Mrs Winifred Marker"
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (EVENT, _doc(type=MARKER)),
+        (EVENT, _doc(type="pendant", phase=MARKER)),
+        (EVENT, _doc(type="pendant", msg_id=MARKER)),
+        (EVENT, _doc(type="pendant", ts=MARKER)),
+        (EVENT, _doc(type="pendant", ts=MARKER + "T00:00")),
+        (EVENT, _doc(type="pendant", zone=[MARKER])),
+        (READING, _doc(readings=[{"metric": MARKER, "value": 91, "unit": "%"}])),
+        (READING, _doc(readings=[{"metric": "spo2", "value": MARKER, "unit": "%"}])),
+        (READING, _doc(readings=[{"metric": "spo2", "value": 91, "unit": MARKER}])),
+        (READING, _doc(readings=[MARKER])),
+        (json_v1.Topic("s1", "d1", "observation"), _doc(resident_id=MARKER, spo2=91)),
+        (json_v1.Topic("s1", "d1", "observation"), _doc(resident_id="r1", consciousness=MARKER)),
+        (json_v1.Topic("s1", "d1", "observation"), _doc(resident_id="r1", on_oxygen=MARKER)),
+        (json_v1.Topic("s1", "d1", "observation"), _doc(resident_id="r1", spo2=MARKER)),
+        (json_v1.Topic("s1", "d1", "ble"), _doc(device_id=MARKER, uuid="2A5F", data="00")),
+        (json_v1.Topic("s1", "d1", "ble"), _doc(uuid=MARKER, data="00")),
+        (json_v1.Topic("s1", "d1", "ble"), _doc(uuid="2A5F", data=MARKER)),
+        (json_v1.Topic("s1", "d1", "batch"), _doc(items=[{"device_id": MARKER}])),
+        (
+            json_v1.Topic("s1", "d1", "batch"),
+            _doc(items=[{"device_id": "c1", "channel": MARKER}]),
+        ),
+        (json_v1.Topic("s1", "d1", "status"), json.dumps({"v": 1, "online": MARKER}).encode()),
+        (EVENT, json.dumps({"v": MARKER}).encode()),
+    ],
+)
+def test_reasons_never_echo_raw_values(topic: json_v1.Topic, payload: bytes) -> None:
+    """A name sent where an id, a type or a value belongs (issue 9 finding 7) must not come
+    back in the reason, which is logged and published."""
+    with pytest.raises(Malformed) as caught:
+        json_v1.decode(topic, payload)
+    assert "Winifred" not in caught.value.reason
+    assert "Marker" not in caught.value.reason
+
+
+def test_out_of_range_vitals_are_rejected_without_the_value() -> None:
+    payload = _doc(readings=[{"metric": "spo2", "value": 191.25, "unit": "%"}])
+    with pytest.raises(Malformed, match=r"spo2: value is impossible \(accepted range 0..100 %\)"):
+        json_v1.decode(READING, payload)
+    obs = _doc(resident_id="r1", pulse=912.5)
+    with pytest.raises(Malformed, match="pulse: value is impossible") as caught:
+        json_v1.decode(json_v1.Topic("s1", "d1", "observation"), obs)
+    assert "912" not in caught.value.reason

@@ -55,3 +55,22 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("[mqtt\nport = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad, {})
+
+
+def test_ingest_time_bounds(tmp_path: Path) -> None:
+    """Issue 9 finding 6: the bounds on device timestamps, from TOML and environment."""
+    defaults = load_config(None, {}).ingest
+    assert defaults.max_future_skew_s == 300
+    assert defaults.max_age_s == 14 * 86400
+    path = tmp_path / "gw.toml"
+    path.write_text("[ingest]\nmax_future_skew_s = 120\nmax_age_s = 86400\n")
+    config = load_config(path, {"TELECARE_INGEST__MAX_AGE_S": "604800"})
+    assert config.ingest.max_future_skew_s == 120
+    assert config.ingest.max_age_s == 604800
+    with pytest.raises(ConfigError, match=r"Config 'ingest\.max_age_s' has value 0\.0\. Must be"):
+        load_config(None, {"TELECARE_INGEST__MAX_AGE_S": "0"})
+
+
+def test_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "docs/examples/gateway.toml"
+    assert load_config(example, {}).ingest.max_age_s == 14 * 86400

@@ -22,14 +22,19 @@ from devices.model import (
     Site,
     SiteKind,
 )
+from dispatch import DispatchService, ResponderDirectory
+from gateway.dispatching import dispatch_repository
 from gateway.envelope import Envelope
 from gateway.pipeline import Pipeline
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
+from gateway.store.rows import event_digest
 from gateway.store.sqlite import SqliteStore
+from gateway.timebounds import TimeBounds
 from rules.alarms import alarm_id_for
 from rules.clock import FakeClock
 from tests.helpers import dispatch_for, running_pipeline
+from tests.refusing_db import REFUSED_ZONE, refuse_zone
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 PREFIX = "telecare/v1"
@@ -42,9 +47,9 @@ async def _provision(store: Store) -> None:
     await store.upsert_resident(Resident("r1", "s1", "Name Private", responders=("staff",)))
     await store.upsert_resident(Resident("r2", "s1"))
     await store.upsert_device(Device("p1", "s1", DeviceKind.PENDANT, "r1"))
-    await store.upsert_device(Device("p2", "s1", DeviceKind.PENDANT, "r2"))
     await store.upsert_device(Device("hub", "s1", DeviceKind.HUB))
-    await store.upsert_device(Device("oxi", "s1", DeviceKind.OXIMETER, "r1"))
+    await store.upsert_device(Device("p2", "s1", DeviceKind.PENDANT, "r2", hub_id="hub"))
+    await store.upsert_device(Device("oxi", "s1", DeviceKind.OXIMETER, "r1", hub_id="hub"))
 
 
 @pytest.fixture
@@ -171,7 +176,7 @@ async def test_bad_input_becomes_specific_dead_letters(store: Store, pipeline: P
 async def test_observation_set_is_scored_stored_and_escalated(
     store: Store, pipeline: Pipeline
 ) -> None:
-    await store.upsert_device(Device("ipad", "s1", DeviceKind.HUB))
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.TABLET))
     high = json_v1.encode_observation(
         "obs1",
         TS,
@@ -202,7 +207,7 @@ async def test_observation_set_is_scored_stored_and_escalated(
 
 
 async def test_partial_observation_set_is_not_a_news2(store: Store, pipeline: Pipeline) -> None:
-    await store.upsert_device(Device("ipad", "s1", DeviceKind.HUB))
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.TABLET))
     partial = json_v1.encode_observation("obs2", TS, "r1", spo2=97, pulse=70)
     await pipeline.handle(_env("s1/ipad/observation", partial))
     assert await store.news2_history("r1", TS, TS + timedelta(seconds=1)) == []
@@ -214,9 +219,148 @@ async def test_observation_for_a_resident_of_another_site_is_rejected(
     store: Store, pipeline: Pipeline
 ) -> None:
     await store.upsert_resident(Resident("r9", "s2"))
-    await store.upsert_device(Device("ipad", "s1", DeviceKind.HUB))
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.TABLET))
     obs = json_v1.encode_observation("obs3", TS, "r9", spo2=97)
     await pipeline.handle(_env("s1/ipad/observation", obs))
     [letter] = await store.dead_letters()
     assert "resident 'r9' is not a resident of site 's1'" in letter.reason
     assert await store.count("readings") == 0
+
+
+# --------------------------------------------------------------------------- issue 9
+
+
+async def test_a_message_the_store_refuses_is_poison_not_storage_away(
+    store: SqliteStore | PostgresStore, pipeline: Pipeline
+) -> None:
+    """Finding 1: an exception that is not "storage unavailable" while processing one
+    message dead-letters it (stage, class, where) and the next message goes through."""
+    error = refuse_zone(store)
+    poison = _env("s1/p1/event", json_v1.encode_event("m1", TS, "pendant", zone=REFUSED_ZONE))
+    await pipeline.handle(poison)  # returns: the source may acknowledge it
+    [letter] = await store.dead_letters()
+    assert letter.reason.startswith(f"process failed: {error} in ")
+    assert letter.device_id == "p1"
+    assert letter.payload == poison.payload
+    assert pipeline.counters["poison_process"] == 1
+    await pipeline.handle(_env("s1/p2/event", json_v1.encode_event("m2", TS, "fall")))
+    await dispatch_for(store, alarm_id_for("p2", "m2"))
+
+
+async def test_a_group_with_one_poison_message_dead_letters_only_that_one(
+    store: SqliteStore | PostgresStore, pipeline: Pipeline
+) -> None:
+    refuse_zone(store)
+    batch = json_v1.encode_batch(
+        "b1",
+        [
+            {
+                "device_id": "p2",
+                "channel": "event",
+                "msg_id": "e1",
+                "ts": TS.isoformat(),
+                "type": "low_battery",
+                "zone": REFUSED_ZONE,
+            }
+        ],
+    )
+    good = json_v1.encode_readings("r1", TS, [("spo2", 96, "%")])
+    await pipeline.handle_group([_env("s1/hub/batch", batch), _env("s1/oxi/reading", good)])
+    [letter] = await store.dead_letters()
+    assert letter.origin.endswith("s1/hub/batch")
+    assert (await store.latest_readings("r1"))["spo2"] == (TS, 96.0)
+
+
+async def test_reused_msg_id_on_both_backends(store: Store, pipeline: Pipeline) -> None:
+    """Finding 5: the digest is stored with the idempotency key (migration 0006)."""
+    test_call = _env("s1/p1/event", json_v1.encode_event("m1", TS, EventType.PERIODIC_TEST))
+    await pipeline.handle(test_call)
+    await pipeline.handle(_env("s1/p1/event", json_v1.encode_event("m1", TS, EventType.SMOKE)))
+    await pipeline.handle(test_call)
+    [letter] = await store.dead_letters()
+    assert "already used for an event with different content" in letter.reason
+    assert await store.count("alerts") == 0
+    assert await store.count("alarm_events") == 1
+    stored = AlarmEvent("p1", EventType.PERIODIC_TEST, Phase.ALARM, TS, "m1")
+    assert await store.stored_event_digest("p1", "m1") == event_digest(stored)
+    assert pipeline.counters["events_duplicate"] == 1
+
+
+@pytest.mark.parametrize(
+    ("offset", "accepted"),
+    [
+        (timedelta(minutes=4), True),
+        (timedelta(minutes=6), False),
+        (-timedelta(days=13), True),
+        (-timedelta(days=15), False),
+    ],
+)
+async def test_time_bounds_at_their_edges(
+    store: Store, pipeline: Pipeline, offset: timedelta, accepted: bool
+) -> None:
+    """Finding 6 with the defaults (5 min ahead, 14 days behind the gateway's clock)."""
+    event = json_v1.encode_event("m1", TS + offset, EventType.PENDANT)
+    await pipeline.handle(_env("s1/p1/event", event))
+    assert await store.count("alarm_events") == (1 if accepted else 0)
+    letters = await store.dead_letters()
+    if not accepted:
+        [letter] = letters
+        which = "in the future" if offset > timedelta(0) else "old"
+        assert which in letter.reason
+
+
+async def test_time_bounds_are_configurable(store: SqliteStore | PostgresStore) -> None:
+    await _provision(store)
+    bounds = TimeBounds(max_future_s=30, max_age_s=3600)
+    directory = ResponderDirectory()
+    service = DispatchService(dispatch_repository(store), store, FakeClock(TS), directory=directory)
+    async with service as dispatcher:
+        pipeline = Pipeline(
+            store, FakeClock(TS), topic_prefix=PREFIX, dispatcher=dispatcher, time_bounds=bounds
+        )
+        ahead = json_v1.encode_event("m1", TS + timedelta(minutes=1), EventType.PENDANT)
+        behind = json_v1.encode_event("m2", TS - timedelta(hours=2), EventType.PENDANT)
+        await pipeline.handle(_env("s1/p1/event", ahead))
+        await pipeline.handle(_env("s1/p1/event", behind))
+    reasons = sorted(d.reason for d in await store.dead_letters())
+    assert reasons == [
+        "timestamp is 2 h old (older than the 60 min allowed)",
+        "timestamp is 60 s in the future (more than the 30 s clock skew allowed)",
+    ]
+
+
+async def test_an_unknown_resident_id_is_not_echoed(store: Store, pipeline: Pipeline) -> None:
+    """A name typed where the resident id belongs (issue 9 finding 7, the part in the
+    pipeline's observation check) must not come back in the dead letter's reason."""
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.TABLET))
+    obs = json_v1.encode_observation("obs4", TS, "Winifred.Marker", spo2=91)
+    await pipeline.handle(_env("s1/ipad/observation", obs))
+    [letter] = await store.dead_letters()
+    assert letter.reason == (
+        "observation names a resident that is not provisioned (15-character id); site 's1'"
+    )
+    assert await store.count("readings") == 0
+
+
+async def test_reused_msg_id_for_an_observation_set(store: Store, pipeline: Pipeline) -> None:
+    """Finding 5 for observation sets: their content is their readings, stored under the
+    key; another set under the same key is a dead letter and scores nothing."""
+    await store.upsert_device(Device("ipad", "s1", DeviceKind.TABLET))
+    first = json_v1.encode_observation(
+        "obs5", TS, "r1", respiration_rate=16, spo2=97, on_oxygen=False, systolic_bp=120,
+        pulse=70, consciousness="A", temperature=36.8,
+    )  # fmt: skip
+    emergency = json_v1.encode_observation(
+        "obs5", TS, "r1", respiration_rate=26, spo2=90, on_oxygen=True, systolic_bp=88,
+        pulse=135, consciousness="V", temperature=38.5,
+    )  # fmt: skip
+    await pipeline.handle(_env("s1/ipad/observation", first))
+    await pipeline.handle(_env("s1/ipad/observation", emergency))
+    await pipeline.handle(_env("s1/ipad/observation", first))  # a true redelivery
+    [letter] = await store.dead_letters()
+    assert "already used for an observation set with different content" in letter.reason
+    [score] = await store.news2_history("r1", TS, TS + timedelta(seconds=1))
+    assert score.total == 0
+    assert await store.count("alerts") == 0
+    assert (await store.latest_readings("r1"))["pulse"] == (TS, 70.0)
+    assert pipeline.counters["msg_id_reused"] == 1

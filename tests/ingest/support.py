@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def provision(store: Store, *, pendants: int = 1) -> list[str]:
-    """Sites s1 and s2, resident res1 at s1, ``pendants`` pendants pend1.. at s1, an
-    oximeter ox1, a hub hub1 and an alarm receiver arc1 at s1, a pendant other1 at s2.
+    """Sites s1 and s2, resident res1 at s1, ``pendants`` pendants pend1.. at s1, a hub
+    hub1 and an oximeter ox1 registered to it, an alarm receiver arc1 at s1, a pendant
+    other1 at s2.
     Returns the pendant ids."""
     await store.upsert_site(Site("s1", SiteKind.HOME))
     await store.upsert_site(Site("s2", SiteKind.HOME))
@@ -34,8 +35,10 @@ async def provision(store: Store, *, pendants: int = 1) -> list[str]:
     ids = [f"pend{i}" for i in range(1, pendants + 1)]
     for device_id in ids:
         await store.upsert_device(Device(device_id, "s1", DeviceKind.PENDANT, "res1"))
-    await store.upsert_device(Device("ox1", "s1", DeviceKind.OXIMETER, "res1", format="ble"))
     await store.upsert_device(Device("hub1", "s1", DeviceKind.HUB))
+    await store.upsert_device(
+        Device("ox1", "s1", DeviceKind.OXIMETER, "res1", format="ble", hub_id="hub1")
+    )
     await store.upsert_device(
         Device("arc1", "s1", DeviceKind.ALARM_RECEIVER, "res1", format="contact_id")
     )

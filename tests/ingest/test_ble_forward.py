@@ -40,7 +40,9 @@ async def gateway(
     )
     async with Gateway(config) as gw:
         await provision(gw.store)
-        await gw.store.upsert_device(Device("cuff1", "s1", DeviceKind.BP_CUFF, "res1", "ble"))
+        await gw.store.upsert_device(
+            Device("cuff1", "s1", DeviceKind.BP_CUFF, "res1", "ble", hub_id="hub1")
+        )
 
         async def connected() -> bool:
             return gw.mqtt.connected.is_set()
