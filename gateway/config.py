@@ -120,7 +120,8 @@ class IngestSection:
     """Bounds on what devices may send (docs/protocol.md, "Limits")."""
 
     #: Seconds a message's timestamp may be ahead of the gateway's clock (device clock
-    #: skew); further ahead it is dead-lettered.
+    #: skew); further ahead it is dead-lettered. Alarm events, heartbeats and observation
+    #: sets are re-timed by the rules instead (a clock fault) up to ``max_age_s`` ahead.
     max_future_skew_s: float = 300.0
     #: Seconds a message's timestamp may be behind the gateway's clock; older is
     #: dead-lettered. 14 days: a hub flushing what it buffered through a long outage is

@@ -45,6 +45,8 @@ __all__ = ["FORWARDERS", "OBSERVERS", "MessageDecoder", "Registry", "Rejected"]
 FORWARDERS: Final = frozenset({DeviceKind.HUB, DeviceKind.ALARM_RECEIVER})
 #: Device kinds that may send observation sets (NEWS2) for residents of their site.
 OBSERVERS: Final = frozenset({DeviceKind.TABLET})
+#: Messages the rules re-time when their device clock runs ahead (``TimeBounds``).
+_RETIMED: Final = (AlarmEvent, json_v1.Heartbeat, ObservationSet)
 
 _V = TypeVar("_V")
 
@@ -319,7 +321,7 @@ class MessageDecoder:
             ts = message.ts
             if ts is None or ts is checked:
                 continue
-            reason = violation(ts, now)
+            reason = violation(ts, now, retimed=isinstance(message, _RETIMED))
             if reason is not None:
                 raise Rejected(reason, device.device_id)
             checked = ts

@@ -7,6 +7,12 @@ a broken or hostile device (``9999-01-01`` would keep an alarm "newest" for ever
 ``1900-01-01`` would rewrite a resident's history); the message is rejected with a reason
 that says which bound and by how much. What the rules do with late but plausible data is
 theirs to decide.
+
+One exception, for safety: an alarm event, a heartbeat or an observation set whose device
+clock runs ahead is *re-timed* by the rules (the gateway's receive time is used and a
+clock fault is raised, issue 10), so a real pendant press from a device whose clock is a
+day fast is never lost. For those (``retimed=True``) the future bound is ``max_age_s``
+too: only an absurd timestamp (``9999-01-01``) is rejected.
 """
 
 from __future__ import annotations
@@ -26,10 +32,16 @@ class TimeBounds:
     #: and a hub's buffer outlasts a long weekend's broadband outage.
     max_age_s: float = 14 * 86400.0
 
-    def violation(self, ts: datetime, now: datetime) -> str | None:
-        """``None`` when ``ts`` is plausible at ``now``; otherwise the reason."""
+    def violation(self, ts: datetime, now: datetime, *, retimed: bool = False) -> str | None:
+        """``None`` when ``ts`` is plausible at ``now``; otherwise the reason. ``retimed``:
+        the rules re-time the message when its device clock runs ahead (see above)."""
         ahead = (ts - now).total_seconds()
-        if ahead > self.max_future_s:
+        if retimed and ahead > self.max_age_s:
+            return (
+                f"timestamp is {describe(ahead)} in the future"
+                f" (more than the {describe(self.max_age_s)} a device clock may run ahead)"
+            )
+        if not retimed and ahead > self.max_future_s:
             return (
                 f"timestamp is {describe(ahead)} in the future"
                 f" (more than the {describe(self.max_future_s)} clock skew allowed)"

@@ -106,7 +106,7 @@ async def rig(store: SqliteStore | PostgresStore) -> AsyncIterator[Rig]:
         ("bed1", DeviceKind.BED_SENSOR, "r1"),
         ("fall2", DeviceKind.FALL_DETECTOR, "r2"),
         ("lounge", DeviceKind.HUB, None),
-        ("ipad", DeviceKind.HUB, None),
+        ("ipad", DeviceKind.TABLET, None),
         ("oxi", DeviceKind.OXIMETER, "r1"),
     ):
         await store.upsert_device(Device(device, "s1", kind, resident))

@@ -287,23 +287,34 @@ async def test_reused_msg_id_on_both_backends(store: Store, pipeline: Pipeline) 
 
 
 @pytest.mark.parametrize(
-    ("offset", "accepted"),
+    ("channel", "offset", "accepted"),
     [
-        (timedelta(minutes=4), True),
-        (timedelta(minutes=6), False),
-        (-timedelta(days=13), True),
-        (-timedelta(days=15), False),
+        ("reading", timedelta(minutes=4), True),
+        ("reading", timedelta(minutes=6), False),
+        ("reading", -timedelta(days=13), True),
+        ("reading", -timedelta(days=15), False),
+        ("event", timedelta(days=1), True),  # re-timed by the rules: an alarm is never lost
+        ("event", timedelta(days=15), False),
+        ("event", -timedelta(days=15), False),
     ],
 )
 async def test_time_bounds_at_their_edges(
-    store: Store, pipeline: Pipeline, offset: timedelta, accepted: bool
+    store: Store, pipeline: Pipeline, channel: str, offset: timedelta, accepted: bool
 ) -> None:
-    """Finding 6 with the defaults (5 min ahead, 14 days behind the gateway's clock)."""
-    event = json_v1.encode_event("m1", TS + offset, EventType.PENDANT)
-    await pipeline.handle(_env("s1/p1/event", event))
-    assert await store.count("alarm_events") == (1 if accepted else 0)
+    """Finding 6 with the defaults (5 min ahead, 14 days behind the gateway's clock; 14
+    days ahead for what the rules re-time when a device clock runs ahead)."""
+    if channel == "event":
+        payload = json_v1.encode_event("m1", TS + offset, EventType.PENDANT)
+        table, topic = "alarm_events", "s1/p1/event"
+    else:
+        payload = json_v1.encode_readings("m1", TS + offset, [("spo2", 97, "%")])
+        table, topic = "readings", "s1/oxi/reading"
+    await pipeline.handle(_env(topic, payload))
+    assert await store.count(table) == (1 if accepted else 0)
     letters = await store.dead_letters()
-    if not accepted:
+    if accepted:
+        assert letters == []
+    else:
         [letter] = letters
         which = "in the future" if offset > timedelta(0) else "old"
         assert which in letter.reason
@@ -318,9 +329,9 @@ async def test_time_bounds_are_configurable(store: SqliteStore | PostgresStore) 
         pipeline = Pipeline(
             store, FakeClock(TS), topic_prefix=PREFIX, dispatcher=dispatcher, time_bounds=bounds
         )
-        ahead = json_v1.encode_event("m1", TS + timedelta(minutes=1), EventType.PENDANT)
+        ahead = json_v1.encode_readings("m1", TS + timedelta(minutes=1), [("spo2", 97, "%")])
         behind = json_v1.encode_event("m2", TS - timedelta(hours=2), EventType.PENDANT)
-        await pipeline.handle(_env("s1/p1/event", ahead))
+        await pipeline.handle(_env("s1/oxi/reading", ahead))
         await pipeline.handle(_env("s1/p1/event", behind))
     reasons = sorted(d.reason for d in await store.dead_letters())
     assert reasons == [
