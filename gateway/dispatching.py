@@ -16,7 +16,9 @@ from typing import Any
 import aiomqtt
 
 from dispatch import (
+    AttendConfig,
     CascadeConfig,
+    CascadeConfigError,
     Contact,
     DispatchRepository,
     DispatchService,
@@ -107,8 +109,9 @@ def build_dispatcher(
     raw = _load_dispatch_file(dc.file)
     try:
         cascades = CascadeConfig.from_mapping(raw.get("dispatch", {}))
+        attend = AttendConfig.from_mapping(raw.get("dispatch", {}).get("attend", {}))
         directory = ResponderDirectory.from_mapping(raw.get("responders", []))
-    except ValueError as exc:
+    except (ValueError, CascadeConfigError) as exc:
         raise ConfigError(f"Config 'dispatch.file' {dc.file}: {exc}") from None
     repo = dispatch_repository(backend)
     transports: list[Transport] = [GatewayMqttTransport(publish, config.mqtt.topic_prefix)]
@@ -127,5 +130,6 @@ def build_dispatcher(
         cascades=cascades,
         directory=directory,
         notifier=notifier,
-        policy=TimerPolicy(ack_after_s=dc.ack_within_s, attend_within_s=dc.attend_within_min * 60),
+        policy=TimerPolicy(ack_after_s=dc.ack_within_s),
+        attend=attend,
     )

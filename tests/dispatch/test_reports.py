@@ -58,13 +58,12 @@ def test_answer_and_attendance_thresholds() -> None:
     assert (day.alarms, day.abandoned, day.presented) == (8, 1, 7)
     assert (day.answered, day.answered_60s, day.answered_180s) == (6, 4, 5)
     assert day.pct_answered_60s == round(400 / 7, 2)
-    assert (day.needing_attendance, day.attended, day.attended_45m, day.attended_60m) == (
-        3,
-        2,
-        1,
-        2,
-    )
-    assert day.pct_attended_60m == round(200 / 3, 2)
+    assert (day.needing_attendance, day.attended) == (3, 2)
+    # No route in these trails: measured against the wellbeing (telecare) target.
+    (row,) = day.routes
+    assert (row.route, row.target_min, row.all_within_min) == ("unrouted", 45, 60)
+    assert (row.needing, row.done, row.within_target, row.within_all) == (3, 2, 1, 2)
+    assert row.pct_within_all == round(200 / 3, 2)
 
 
 def presented(
@@ -135,13 +134,10 @@ def test_hand_made_table_answer_times_run_from_presentation() -> None:
     assert (day.answered, day.answered_60s, day.answered_180s) == (4, 2, 3)
     assert day.pct_answered_60s == round(200 / 7, 2)
     assert day.pct_answered_180s == 50.0
-    assert (day.needing_attendance, day.attended, day.attended_45m, day.attended_60m) == (
-        2,
-        2,
-        1,
-        2,
-    )
-    assert (day.pct_attended_45m, day.pct_attended_60m) == (50.0, 100.0)
+    assert (day.needing_attendance, day.attended) == (2, 2)
+    (row,) = day.routes
+    assert (row.needing, row.within_target, row.within_all) == (2, 1, 2)
+    assert (row.pct_within_target, row.pct_within_all) == (50.0, 100.0)
 
 
 def test_periods_bucket_by_raised_time_and_empty_periods_have_no_percentages() -> None:
@@ -175,5 +171,7 @@ async def test_report_from_the_stored_audit_trail(pg_store: PostgresStore) -> No
     await service.on_scene(d2, "kh1")
     (day,) = await build_report(repo, NOW, NOW + DAY)
     assert (day.alarms, day.answered_60s, day.answered_180s) == (2, 1, 2)
-    assert (day.needing_attendance, day.attended_45m) == (1, 1)
+    assert day.needing_attendance == 1
+    (urgent,) = day.routes  # the fall: urgent route, 2 h target
+    assert (urgent.route, urgent.target_min, urgent.within_target) == ("urgent", 120, 1)
     assert (await build_report(repo, NOW + DAY, NOW + 2 * DAY))[0].alarms == 0

@@ -297,13 +297,13 @@ async def test_step_timeout_walks_the_cascade_then_escalates(
     ] == contacted
 
 
-async def test_not_on_scene_within_45_minutes_escalates(
+async def test_not_on_scene_within_the_wellbeing_45_minutes_escalates(
     pg_store: PostgresStore, service: DispatchService, clock: FakeClock
 ) -> None:
-    did = await raise_alert(pg_store, service, make_alert(EventType.FALL))
+    did = await raise_alert(pg_store, service, make_alert(EventType.PENDANT))
     await service.acknowledge(did, "op1")
     d = await service.contact(did, "op1")
-    assert d.responder_id == "kh1"  # a fall without injury: the keyholder first (brief's order)
+    assert d.responder_id == "kh1"  # wellbeing: the keyholder first (brief's order)
     await service.accept(did, "kh1")
     await service.en_route(did, "kh1")
     clock.advance(minutes=44, seconds=59)
@@ -312,7 +312,7 @@ async def test_not_on_scene_within_45_minutes_escalates(
     assert await service.fire_due_timers() == 1
     audit = await service.repo.audit(did)
     assert audit[-1].to_state is S.ESCALATED
-    assert "45 min" in audit[-1].reason
+    assert audit[-1].reason == "nobody on scene within 45 min (the wellbeing route's attend target)"
     # The responder still arrives: on scene from escalated, then resolved.
     await service.on_scene(did, "kh1")
     assert (await service.resolve(did, "kh1", "conveyed_to_hospital")).state is S.RESOLVED
