@@ -13,7 +13,6 @@ shows each route against its own target.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -79,7 +78,7 @@ async def config(
     mqtt_server: MqttServer,
     topic_prefix: str,
     tmp_path: Path,
-) -> AsyncIterator[Config]:
+) -> Config:
     """A gateway configuration on the test's broker and prefix, for each store backend,
     with the registry provisioned before the gateway starts (as an installer would)."""
     if request.param == "sqlite":
@@ -95,7 +94,7 @@ async def config(
         await _provision(backend)
     path = tmp_path / "dispatch.toml"
     path.write_text(DISPATCH_FILE, encoding="utf-8")
-    yield Config(
+    return Config(
         mqtt=MqttConfig(
             host=mqtt_server.host,
             port=mqtt_server.port,
