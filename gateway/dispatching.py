@@ -43,6 +43,7 @@ from rules.clock import Clock
 __all__ = [
     "GatewayMqttTransport",
     "add_store_responders",
+    "attend_config",
     "build_dispatcher",
     "dispatch_repository",
 ]
@@ -86,6 +87,15 @@ def _load_dispatch_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"Config 'dispatch.file': {path} is not valid TOML: {exc}") from None
 
 
+def attend_config(config: Config) -> AttendConfig:
+    """The attend targets per route and site from ``dispatch.file`` (``[dispatch.attend]``)."""
+    raw = _load_dispatch_file(config.dispatch.file)
+    try:
+        return AttendConfig.from_mapping(raw.get("dispatch", {}).get("attend", {}))
+    except (ValueError, CascadeConfigError) as exc:
+        raise ConfigError(f"Config 'dispatch.file' {config.dispatch.file}: {exc}") from None
+
+
 async def add_store_responders(directory: ResponderDirectory, store: Store) -> int:
     """Responders provisioned in the store (``telecare responder add``) join the directory
     unless the dispatch file already describes them (on-call windows, contacts)."""
@@ -109,7 +119,6 @@ def build_dispatcher(
     raw = _load_dispatch_file(dc.file)
     try:
         cascades = CascadeConfig.from_mapping(raw.get("dispatch", {}))
-        attend = AttendConfig.from_mapping(raw.get("dispatch", {}).get("attend", {}))
         directory = ResponderDirectory.from_mapping(raw.get("responders", []))
     except (ValueError, CascadeConfigError) as exc:
         raise ConfigError(f"Config 'dispatch.file' {dc.file}: {exc}") from None
@@ -131,5 +140,5 @@ def build_dispatcher(
         directory=directory,
         notifier=notifier,
         policy=TimerPolicy(ack_after_s=dc.ack_within_s),
-        attend=attend,
+        attend=attend_config(config),
     )
