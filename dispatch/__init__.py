@@ -6,6 +6,7 @@ gateway implements :class:`DispatchRepository` (``gateway/store/dispatch_pg.py``
 ``docs/dispatch.md``.
 """
 
+from dispatch.attend import AttendConfig, AttendTarget, Measure
 from dispatch.cascades import CascadeConfig, Route, RouteRule, StepTemplate, resolve_cascade
 from dispatch.errors import (
     CascadeConfigError,
@@ -18,7 +19,7 @@ from dispatch.errors import (
 from dispatch.machine import OUTCOMES, Event, EventKind, TimerPolicy, open_dispatch, transition
 from dispatch.notify import Notifier
 from dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
-from dispatch.reports import PeriodFigures, build_report, response_report
+from dispatch.reports import PeriodFigures, RouteFigures, build_report, response_report
 from dispatch.repository import DispatchRepository, Registry
 from dispatch.responders import Contact, OnCall, ResponderDirectory, ResponderProfile
 from dispatch.service import DispatchService
@@ -27,6 +28,8 @@ from dispatch.storm import AlarmQueue
 __all__ = [
     "OUTCOMES",
     "AlarmQueue",
+    "AttendConfig",
+    "AttendTarget",
     "AuditRecord",
     "CascadeConfig",
     "CascadeConfigError",
@@ -38,6 +41,7 @@ __all__ = [
     "Event",
     "EventKind",
     "IllegalTransition",
+    "Measure",
     "Notifier",
     "OnCall",
     "PeriodFigures",
@@ -46,6 +50,7 @@ __all__ = [
     "ResponderDirectory",
     "ResponderProfile",
     "Route",
+    "RouteFigures",
     "RouteRule",
     "StaleDispatch",
     "StepTemplate",

@@ -83,18 +83,23 @@ OUTCOMES: Final = frozenset(
 @dataclass(frozen=True, slots=True)
 class Event:
     """What happened. ``responder_id`` for contact/accept/decline/no-answer/en-route/
-    on-scene; ``step`` and ``timeout_s`` for contact; ``outcome`` for resolve."""
+    on-scene; ``step`` and ``timeout_s`` for contact; ``outcome`` for resolve;
+    ``reference`` for an accept that is a handover to 999 (the ambulance service's
+    incident reference)."""
 
     kind: EventKind
     responder_id: str | None = None
     step: int | None = None
     timeout_s: int | None = None
     outcome: str | None = None
+    reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TimerPolicy:
-    """Deadlines (seconds). Defaults are the TSA targets."""
+    """Deadlines (seconds). Defaults are the TSA targets; ``attend_within_s`` only
+    applies to a dispatch without a per-route deadline (``transition(attend_by=...)``,
+    see :mod:`dispatch.attend`)."""
 
     ack_after_s: int = 60
     attend_within_s: int = 45 * 60
@@ -229,8 +234,12 @@ def transition(
     reason: str = "",
     *,
     policy: TimerPolicy = TimerPolicy(),
+    attend_by: datetime | None = None,
 ) -> Step:
-    """Apply ``event`` to ``dispatch``. Raises :class:`IllegalTransition` when not allowed."""
+    """Apply ``event`` to ``dispatch``. Raises :class:`IllegalTransition` when not allowed.
+
+    ``attend_by`` is the dispatch's not-on-scene deadline for its route (set as the
+    ``attend`` timer on accept); without it, ``created_at + policy.attend_within_s``."""
     d, kind = dispatch, event.kind
     target = _TABLE.get((d.state, kind))
     if target is None:
@@ -262,11 +271,16 @@ def transition(
         ]
         detail.update(responder_id=event.responder_id, step=event.step, due_at=due.isoformat())
     elif kind is EventKind.ACCEPT:
-        due = d.created_at + timedelta(seconds=policy.attend_within_s)
+        due = attend_by or d.created_at + timedelta(seconds=policy.attend_within_s)
         effects += [
             ClearTimers((TimerKind.STEP,)),
             SetTimer(Timer(d.dispatch_id, TimerKind.ATTEND, due, d.cascade_step)),
         ]
+        detail["attend_by"] = due.isoformat()
+        if event.reference is not None:
+            if not event.reference.strip():
+                raise ValueError("a handover to 999 needs the ambulance service's reference")
+            detail.update(handover=True, reference=event.reference)
     elif kind in (EventKind.DECLINE, EventKind.NO_ANSWER):
         effects += [
             ClearTimers((TimerKind.STEP, TimerKind.ATTEND)),

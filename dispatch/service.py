@@ -43,7 +43,8 @@ from typing import Final, Self
 
 import structlog
 
-from devices.model import Alert, Dispatch, DispatchState
+from devices.model import Alert, Dispatch, DispatchState, ResponderKind
+from dispatch.attend import AttendConfig, Plan, plan_of, presented_at, stamp
 from dispatch.cascades import CascadeConfig, Route, resolve_cascade
 from dispatch.errors import IllegalTransition, StaleDispatch, UnknownDispatch
 from dispatch.machine import (
@@ -100,6 +101,7 @@ class DispatchService:
         directory: ResponderDirectory | None = None,
         notifier: Notifier | None = None,
         policy: TimerPolicy = TimerPolicy(),
+        attend: AttendConfig | None = None,
         intake: AlarmQueue | None = None,
         poll_s: float = 5.0,
         retry_s: float = 5.0,
@@ -115,6 +117,8 @@ class DispatchService:
         self.directory = directory or (notifier.directory if notifier else ResponderDirectory())
         self.notifier = notifier
         self.policy = policy
+        #: Attend targets per route and site (the not-on-scene timer; the report's target).
+        self.attend = attend or AttendConfig()
         self.intake = intake or AlarmQueue()
         self.poll_s = poll_s  # re-check the store this often (other gateways' timers)
         self.retry_s = retry_s
@@ -218,6 +222,8 @@ class DispatchService:
         detail.update(route=route.value, cascade=[e.responder_id for e in cascade], area=area)
         if isinstance(alert.detail.get("presented_at"), str):
             detail["presented_at"] = alert.detail["presented_at"]  # answer time starts here
+        target = self.attend.target_for(route, alert.site_id)
+        detail.update(stamp(route, target, presented_at(detail, now)))
         if grouped:
             detail.update(
                 grouped=len(grouped) + 1, grouped_alerts=[a.alert_id for a in grouped][:50]
@@ -291,6 +297,25 @@ class DispatchService:
             dispatch_id, Event(EventKind.ACCEPT, responder_id), responder_id, reason
         )
 
+    async def handed_to_999(
+        self, dispatch_id: str, actor: str, reference: str, reason: str = ""
+    ) -> Dispatch:
+        """The operator ``actor`` phoned 999 and the ambulance service took the call: the
+        contacted ambulance accepts, and the audit row records the handover with the
+        ambulance service's ``reference`` (what the emergency route's report measures).
+        Raises :class:`IllegalTransition` unless an ambulance is the responder contacted."""
+        reference = reference.strip()
+        if not reference or len(reference) > 64 or not reference.isprintable():
+            raise ValueError("reference: the ambulance service's reference, 1-64 characters")
+        d = await self._load(dispatch_id)
+        profile = self.directory.get(d.responder_id) if d.responder_id else None
+        if profile is None or profile.responder.kind is not ResponderKind.AMBULANCE:
+            raise IllegalTransition(
+                dispatch_id, d.state.value, "hand over to 999", "contact the ambulance first"
+            )
+        event = Event(EventKind.ACCEPT, d.responder_id, reference=reference)
+        return await self.apply(dispatch_id, event, actor, reason or "handed to 999")
+
     async def decline(self, dispatch_id: str, responder_id: str, reason: str = "") -> Dispatch:
         return await self.apply(
             dispatch_id, Event(EventKind.DECLINE, responder_id), responder_id, reason
@@ -363,6 +388,9 @@ class DispatchService:
                 max_steps=self.cascades.max_steps,
             )
             engaged = d.state in _ENGAGED
+            records = await self.repo.audit(dispatch_id)
+            presented = presented_at(records[0].detail, records[0].at) if records else now
+            target = self.attend.target_for(Route.EMERGENCY, d.site_id)
             new = replace(
                 d,
                 updated_at=now,
@@ -382,7 +410,7 @@ class DispatchService:
                 {
                     "event": "injury_reported",
                     "injury": True,
-                    "route": Route.EMERGENCY.value,
+                    **stamp(Route.EMERGENCY, target, presented),
                     "cascade": [e.responder_id for e in cascade],
                 },
             )
@@ -437,7 +465,12 @@ class DispatchService:
             d = await self._load(dispatch_id)
             if expected_version is not None and d.version != expected_version:
                 raise StaleDispatch(dispatch_id, expected_version)
-            step = transition(d, event, self.clock.now(), actor, reason, policy=self.policy)
+            attend_by = None
+            if event.kind is EventKind.ACCEPT:
+                plan = plan_of(await self.repo.audit(dispatch_id))
+                attend_by = plan.attend_by if plan else None
+            now = self.clock.now()
+            step = transition(d, event, now, actor, reason, policy=self.policy, attend_by=attend_by)
             if await self._store(d.version, step):
                 await self._carry_out(step)
                 return step.dispatch
@@ -503,7 +536,9 @@ class DispatchService:
             log.error("notification_queue_full", dispatch_id=d.dispatch_id)
 
     # -- timers ------------------------------------------------------------------------
-    def _timer_event(self, t: Timer, d: Dispatch) -> tuple[Event, str] | None:
+    def _timer_event(
+        self, t: Timer, d: Dispatch, plan: Plan | None = None
+    ) -> tuple[Event, str] | None:
         """What a due timer means now, or ``None`` when it no longer applies."""
         if t.kind is TimerKind.ACK and d.state is DispatchState.RAISED:
             return Event(EventKind.ESCALATE), (
@@ -519,8 +554,13 @@ class DispatchService:
             DispatchState.ACCEPTED,
             DispatchState.EN_ROUTE,
         ):
-            minutes = self.policy.attend_within_s // 60
-            return Event(EventKind.ESCALATE), f"nobody on scene within {minutes} min"
+            if plan is None:
+                minutes = self.policy.attend_within_s // 60
+                return Event(EventKind.ESCALATE), f"nobody on scene within {minutes} min"
+            return Event(EventKind.ESCALATE), (
+                f"nobody on scene within {plan.target.escalate_min} min"
+                f" (the {plan.route} route's attend target)"
+            )
         return None
 
     async def fire_due_timers(self) -> int:
@@ -528,7 +568,10 @@ class DispatchService:
         fired = 0
         for t in await self.repo.due_timers(self.clock.now()):
             d = await self.repo.load(t.dispatch_id)
-            meaning = self._timer_event(t, d) if d is not None else None
+            plan = None
+            if d is not None and t.kind is TimerKind.ATTEND:
+                plan = plan_of(await self.repo.audit(d.dispatch_id))
+            meaning = self._timer_event(t, d, plan) if d is not None else None
             if meaning is None or d is None:
                 await self.repo.drop_timer(t)
                 continue

@@ -97,7 +97,8 @@ class RulesSection:
 
 @dataclass(frozen=True)
 class DispatchSection:
-    #: TOML with ``[dispatch]`` (routes, cascades per site/resident) and ``[[responders]]``
+    #: TOML with ``[dispatch]`` (routes, cascades per site/resident, attend targets per
+    #: route and site in ``[dispatch.attend]``) and ``[[responders]]``
     #: (availability, areas, contact channels); see docs/dispatch.md. Empty = defaults.
     file: str = ""
     #: HMAC-SHA256 key for signed webhooks (set TELECARE_DISPATCH__WEBHOOK_SECRET).
@@ -109,8 +110,6 @@ class DispatchSection:
     supervisor_email: str = ""
     #: Seconds an alarm may stay unacknowledged before it escalates.
     ack_within_s: int = 60
-    #: Minutes from the alarm until a responder must be on scene.
-    attend_within_min: int = 45
     #: Seconds between sweeps for stored alerts that have no dispatch (gateway/sweeper.py).
     sweep_s: float = 30.0
 

@@ -16,7 +16,9 @@ from typing import Any
 import aiomqtt
 
 from dispatch import (
+    AttendConfig,
     CascadeConfig,
+    CascadeConfigError,
     Contact,
     DispatchRepository,
     DispatchService,
@@ -41,6 +43,7 @@ from rules.clock import Clock
 __all__ = [
     "GatewayMqttTransport",
     "add_store_responders",
+    "attend_config",
     "build_dispatcher",
     "dispatch_repository",
 ]
@@ -84,6 +87,15 @@ def _load_dispatch_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"Config 'dispatch.file': {path} is not valid TOML: {exc}") from None
 
 
+def attend_config(config: Config) -> AttendConfig:
+    """The attend targets per route and site from ``dispatch.file`` (``[dispatch.attend]``)."""
+    raw = _load_dispatch_file(config.dispatch.file)
+    try:
+        return AttendConfig.from_mapping(raw.get("dispatch", {}).get("attend", {}))
+    except (ValueError, CascadeConfigError) as exc:
+        raise ConfigError(f"Config 'dispatch.file' {config.dispatch.file}: {exc}") from None
+
+
 async def add_store_responders(directory: ResponderDirectory, store: Store) -> int:
     """Responders provisioned in the store (``telecare responder add``) join the directory
     unless the dispatch file already describes them (on-call windows, contacts)."""
@@ -108,7 +120,7 @@ def build_dispatcher(
     try:
         cascades = CascadeConfig.from_mapping(raw.get("dispatch", {}))
         directory = ResponderDirectory.from_mapping(raw.get("responders", []))
-    except ValueError as exc:
+    except (ValueError, CascadeConfigError) as exc:
         raise ConfigError(f"Config 'dispatch.file' {dc.file}: {exc}") from None
     repo = dispatch_repository(backend)
     transports: list[Transport] = [GatewayMqttTransport(publish, config.mqtt.topic_prefix)]
@@ -127,5 +139,6 @@ def build_dispatcher(
         cascades=cascades,
         directory=directory,
         notifier=notifier,
-        policy=TimerPolicy(ack_after_s=dc.ack_within_s, attend_within_s=dc.attend_within_min * 60),
+        policy=TimerPolicy(ack_after_s=dc.ack_within_s),
+        attend=attend_config(config),
     )

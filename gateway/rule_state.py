@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +43,17 @@ def load_engine(path: Path, config: RulesConfig, clock: Clock) -> RuleEngine:
     return engine
 
 
+#: One save at a time: a tick's save still running in its thread when the runner stops
+#: would otherwise race the final save on the same temporary file.
+_SAVING = threading.Lock()
+
+
 def save_engine(path: Path, engine: RuleEngine) -> None:
+    with _SAVING:
+        _save(path, engine)
+
+
+def _save(path: Path, engine: RuleEngine) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

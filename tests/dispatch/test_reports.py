@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from devices.model import DispatchState, EventType
+from dispatch.attend import DEFAULT_TARGETS, AttendConfig, Measure, stamp
+from dispatch.cascades import Route
 from dispatch.records import AuditRecord
 from dispatch.reports import build_report, response_report
 from dispatch.service import DispatchService
@@ -58,13 +61,12 @@ def test_answer_and_attendance_thresholds() -> None:
     assert (day.alarms, day.abandoned, day.presented) == (8, 1, 7)
     assert (day.answered, day.answered_60s, day.answered_180s) == (6, 4, 5)
     assert day.pct_answered_60s == round(400 / 7, 2)
-    assert (day.needing_attendance, day.attended, day.attended_45m, day.attended_60m) == (
-        3,
-        2,
-        1,
-        2,
-    )
-    assert day.pct_attended_60m == round(200 / 3, 2)
+    assert (day.needing_attendance, day.attended) == (3, 2)
+    # No route in these trails: measured against the wellbeing (telecare) target.
+    (row,) = day.routes
+    assert (row.route, row.target_min, row.all_within_min) == ("unrouted", 45, 60)
+    assert (row.needing, row.done, row.within_target, row.within_all) == (3, 2, 1, 2)
+    assert row.pct_within_all == round(200 / 3, 2)
 
 
 def presented(
@@ -135,13 +137,10 @@ def test_hand_made_table_answer_times_run_from_presentation() -> None:
     assert (day.answered, day.answered_60s, day.answered_180s) == (4, 2, 3)
     assert day.pct_answered_60s == round(200 / 7, 2)
     assert day.pct_answered_180s == 50.0
-    assert (day.needing_attendance, day.attended, day.attended_45m, day.attended_60m) == (
-        2,
-        2,
-        1,
-        2,
-    )
-    assert (day.pct_attended_45m, day.pct_attended_60m) == (50.0, 100.0)
+    assert (day.needing_attendance, day.attended) == (2, 2)
+    (row,) = day.routes
+    assert (row.needing, row.within_target, row.within_all) == (2, 1, 2)
+    assert (row.pct_within_target, row.pct_within_all) == (50.0, 100.0)
 
 
 def test_periods_bucket_by_raised_time_and_empty_periods_have_no_percentages() -> None:
@@ -175,5 +174,118 @@ async def test_report_from_the_stored_audit_trail(pg_store: PostgresStore) -> No
     await service.on_scene(d2, "kh1")
     (day,) = await build_report(repo, NOW, NOW + DAY)
     assert (day.alarms, day.answered_60s, day.answered_180s) == (2, 1, 2)
-    assert (day.needing_attendance, day.attended_45m) == (1, 1)
+    assert day.needing_attendance == 1
+    (urgent,) = day.routes  # the fall: urgent route, 2 h target
+    assert (urgent.route, urgent.target_min, urgent.within_target) == ("urgent", 120, 1)
     assert (await build_report(repo, NOW + DAY, NOW + 2 * DAY))[0].alarms == 0
+
+
+def routed(
+    did: str, route: Route, site: str | None, *steps: tuple[DispatchState, float, dict[str, Any]]
+) -> list[AuditRecord]:
+    """A dispatch's trail as the service writes it: the first row stamps the route and the
+    target in force for its site (``dispatch.attend``)."""
+    target = SITE_TARGETS.target_for(route, site)
+    out = [AuditRecord(did, NOW, None, S.RAISED, "system", "", stamp(route, target, NOW))]
+    prev = S.RAISED
+    for state, minutes, detail in steps:
+        out.append(AuditRecord(did, NOW + timedelta(minutes=minutes), prev, state, "x", "", detail))
+        prev = state
+    return out
+
+
+SITE_TARGETS = AttendConfig.from_mapping({"sites": {"s2": {"urgent": {"target_min": 90}}}})
+VISIT = ((S.ACKNOWLEDGED, 0.5, {}), (S.RESPONDER_CONTACTED, 1, {}), (S.ACCEPTED, 2, {}))
+HANDOVER = {"handover": True, "reference": "CAD-1"}
+
+
+def test_hand_made_table_each_route_against_its_own_target() -> None:
+    """The table in docs/dispatch.md ("Reports", per route)."""
+    records = [
+        *routed("W1", Route.WELLBEING, "s1", *VISIT, (S.ON_SCENE, 40, {})),
+        *routed("W2", Route.WELLBEING, "s1", *VISIT, (S.ON_SCENE, 50, {})),
+        *routed("W3", Route.WELLBEING, "s1", *VISIT),  # accepted, never arrived
+        *routed("U1", Route.URGENT, "s1", *VISIT, (S.ON_SCENE, 100, {})),
+        *routed("U2", Route.URGENT, "s1", *VISIT, (S.ON_SCENE, 130, {})),
+        *routed("U3", Route.URGENT, "s2", *VISIT, (S.ON_SCENE, 100, {})),  # s2: 90 min
+        *routed(
+            "E1",
+            Route.EMERGENCY,
+            "s1",
+            (S.ACKNOWLEDGED, 0.5, {}),
+            (S.RESPONDER_CONTACTED, 1, {}),
+            (S.ACCEPTED, 2.5, HANDOVER),
+            (S.ON_SCENE, 30, {}),
+        ),
+        *routed(
+            "E2",
+            Route.EMERGENCY,
+            "s1",
+            (S.ACKNOWLEDGED, 0.5, {}),
+            (S.RESPONDER_CONTACTED, 3, {}),
+            (S.ACCEPTED, 4, HANDOVER),
+        ),
+        *routed(  # smoke alarm, burnt toast: no 999 needed
+            "E3", Route.EMERGENCY, "s1", (S.ACKNOWLEDGED, 0.5, {}), (S.RESOLVED, 3, FALSE)
+        ),
+        *routed("E4", Route.EMERGENCY, "s1", (S.CANCELLED, 0.2, {})),  # abandoned
+        *routed(  # answered, 999 never called and not a false alarm: a miss
+            "E5", Route.EMERGENCY, "s1", (S.ACKNOWLEDGED, 0.5, {}), (S.RESOLVED, 20, ASSISTED)
+        ),
+    ]
+    (day,) = response_report(records, NOW, NOW + DAY, DAY)
+    rows = {(r.route, r.target_min): r for r in day.routes}
+    assert list(rows) == [("emergency", 3), ("urgent", 90), ("urgent", 120), ("wellbeing", 45)]
+    e, u_s2, u, w = rows.values()
+    assert (e.measure, e.needing, e.done, e.within_target) == (Measure.HANDOVER, 3, 2, 1)
+    assert (e.pct_within_target, e.goal_pct, e.meets_goal) == (33.33, None, None)
+    assert (u.needing, u.within_target, u.pct_within_target, u.goal_pct) == (2, 1, 50.0, 70.0)
+    assert u.meets_goal is False
+    assert (u_s2.needing, u_s2.within_target, u_s2.pct_within_target) == (1, 0, 0.0)
+    assert (w.needing, w.done, w.within_target, w.within_all) == (3, 2, 1, 2)
+    assert (w.pct_within_target, w.pct_within_all, w.meets_goal) == (33.33, 66.67, False)
+    assert day.route("urgent") == [u_s2, u]
+
+
+FALSE = {"outcome": "false_alarm"}
+ASSISTED = {"outcome": "assisted_at_home"}
+
+
+def test_a_re_routed_dispatch_is_measured_on_its_last_route() -> None:
+    """A pendant press (wellbeing) where the operator learns of an injury: the re-route
+    row stamps the emergency target, and the report measures the handover."""
+    trail = routed("P1", Route.WELLBEING, "s1", (S.ACKNOWLEDGED, 0.5, {}))
+    trail.append(
+        AuditRecord(
+            "P1",
+            NOW + timedelta(minutes=1),
+            S.ACKNOWLEDGED,
+            S.ACKNOWLEDGED,
+            "op1",
+            "injury reported",
+            {
+                "event": "injury_reported",
+                **stamp(Route.EMERGENCY, DEFAULT_TARGETS[Route.EMERGENCY], NOW),
+            },
+        )
+    )
+    trail += [
+        AuditRecord("P1", NOW + timedelta(minutes=2), S.ACKNOWLEDGED, S.RESPONDER_CONTACTED, "op1"),
+        AuditRecord(
+            "P1",
+            NOW + timedelta(minutes=2.5),
+            S.RESPONDER_CONTACTED,
+            S.ACCEPTED,
+            "op1",
+            "",
+            HANDOVER,
+        ),
+    ]
+    (day,) = response_report(trail, NOW, NOW + DAY, DAY)
+    (row,) = day.routes
+    assert (row.route, row.measure, row.needing, row.within_target) == (
+        "emergency",
+        Measure.HANDOVER,
+        1,
+        1,
+    )

@@ -18,6 +18,7 @@ from gateway.store.dispatch_pg import PgDispatchRepository
 from gateway.store.postgres import PostgresStore
 from rules.clock import FakeClock
 from tests.dispatch.conftest import (
+    NOW,
     SUPERVISORS,
     MemoryTransport,
     directory,
@@ -297,13 +298,13 @@ async def test_step_timeout_walks_the_cascade_then_escalates(
     ] == contacted
 
 
-async def test_not_on_scene_within_45_minutes_escalates(
+async def test_not_on_scene_within_the_wellbeing_45_minutes_escalates(
     pg_store: PostgresStore, service: DispatchService, clock: FakeClock
 ) -> None:
-    did = await raise_alert(pg_store, service, make_alert(EventType.FALL))
+    did = await raise_alert(pg_store, service, make_alert(EventType.PENDANT))
     await service.acknowledge(did, "op1")
     d = await service.contact(did, "op1")
-    assert d.responder_id == "kh1"  # a fall without injury: the keyholder first (brief's order)
+    assert d.responder_id == "kh1"  # wellbeing: the keyholder first (brief's order)
     await service.accept(did, "kh1")
     await service.en_route(did, "kh1")
     clock.advance(minutes=44, seconds=59)
@@ -312,7 +313,7 @@ async def test_not_on_scene_within_45_minutes_escalates(
     assert await service.fire_due_timers() == 1
     audit = await service.repo.audit(did)
     assert audit[-1].to_state is S.ESCALATED
-    assert "45 min" in audit[-1].reason
+    assert audit[-1].reason == "nobody on scene within 45 min (the wellbeing route's attend target)"
     # The responder still arrives: on scene from escalated, then resolved.
     await service.on_scene(did, "kh1")
     assert (await service.resolve(did, "kh1", "conveyed_to_hospital")).state is S.RESOLVED
@@ -369,3 +370,31 @@ async def test_restart_in_the_middle_of_a_cascade_resumes_the_timers(
 async def _responder_is(service: DispatchService, did: str, responder_id: str) -> bool:
     d = await service.repo.load(did)
     return d is not None and d.state is S.RESPONDER_CONTACTED and d.responder_id == responder_id
+
+
+async def test_handed_to_999_after_an_injury_is_reported_uses_the_emergency_target(
+    pg_store: PostgresStore, service: DispatchService, clock: FakeClock
+) -> None:
+    """A pendant press (wellbeing, keyholder first); the operator hears of an injury: the
+    re-route stamps the emergency target; the handover to 999 needs the ambulance to be
+    the responder contacted and a reference, and sets the emergency call-back timer."""
+    did = await raise_alert(pg_store, service, make_alert(EventType.PENDANT))
+    await service.acknowledge(did, "op1")
+    await service.contact(did, "op1")
+    with pytest.raises(IllegalTransition, match="contact the ambulance first"):
+        await service.handed_to_999(did, "op1", "CAD-1")
+    await service.decline(did, "kh1")  # the keyholder cannot come; kh2 is contacted next
+    clock.advance(60)
+    await service.report_injury(did, "op1")
+    rerouted = (await service.repo.audit(did))[-1]
+    assert (rerouted.detail["route"], rerouted.detail["attend"]["measure"]) == (
+        "emergency",
+        "handover",
+    )
+    await service.contact(did, "op1", "amb")
+    with pytest.raises(ValueError, match="reference"):
+        await service.handed_to_999(did, "op1", "")
+    d = await service.handed_to_999(did, "op1", "CAD-0099")
+    assert (d.state, d.responder_id) == (S.ACCEPTED, "amb")
+    [attend] = [t for t in await service.repo.timers(did) if t.kind is TimerKind.ATTEND]
+    assert attend.due_at == NOW + timedelta(minutes=40)  # from presentation, not from now

@@ -146,6 +146,22 @@ def test_accept_sets_the_attendance_deadline_from_the_alarm() -> None:
     assert attend[0].due_at == NOW + timedelta(seconds=policy.attend_within_s)
 
 
+def test_accept_uses_the_routes_deadline_and_records_a_999_handover() -> None:
+    by = NOW + timedelta(hours=2)
+    event = Event(EventKind.ACCEPT, "kh1", reference="CAD-77")
+    step = transition(at(S.RESPONDER_CONTACTED), event, T1, "op1", attend_by=by)
+    attend = [e.timer for e in step.effects if isinstance(e, SetTimer)]
+    assert [(t.kind, t.due_at) for t in attend] == [(TimerKind.ATTEND, by)]
+    assert step.audit.detail["attend_by"] == by.isoformat()
+    assert (step.audit.detail["handover"], step.audit.detail["reference"]) == (True, "CAD-77")
+    plain = transition(at(S.RESPONDER_CONTACTED), Event(EventKind.ACCEPT, "kh1"), T1, "kh1")
+    assert "handover" not in plain.audit.detail
+    with pytest.raises(ValueError, match="reference"):
+        transition(
+            at(S.RESPONDER_CONTACTED), Event(EventKind.ACCEPT, "kh1", reference=" "), T1, "x"
+        )
+
+
 def test_decline_and_no_answer_advance_the_cascade() -> None:
     for kind in (EventKind.DECLINE, EventKind.NO_ANSWER):
         step = transition(at(S.RESPONDER_CONTACTED), Event(kind, "kh1"), T1, "kh1")

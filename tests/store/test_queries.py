@@ -181,10 +181,11 @@ async def test_response_times_from_the_stored_rows(store: Store) -> None:
     assert figures.answered_180s == 4  # + d2, d3 (exactly 180 s)
     assert figures.needing_attendance == 4  # d1..d4 needed a responder
     assert figures.attended == 3
-    assert figures.attended_45m == 1  # d1 (exactly 45 min)
-    assert figures.attended_60m == 3
+    (row,) = figures.routes  # no route in these rows: the wellbeing target, 45/60 min
+    assert row.within_target == 1  # d1 (exactly 45 min)
+    assert row.within_all == 3
     assert figures.pct_answered_60s == pytest.approx(round(100 * 2 / 6, 2))
-    assert figures.pct_attended_60m == pytest.approx(75.0)
+    assert row.pct_within_all == pytest.approx(75.0)
     (empty,) = await build_report(repo, T0 - 7200 * S, T0 - 3600 * S, 3600 * S)
     assert empty.alarms == 0
     assert empty.pct_answered_60s is None
