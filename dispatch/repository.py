@@ -4,7 +4,9 @@
 The one rule every implementation keeps: :meth:`DispatchRepository.apply` is a single
 transaction that compare-and-sets ``version``, appends the audit record and sets/clears
 the dispatch's timers, all or nothing. That is what makes racing actions resolve to
-exactly one winner and what lets timers survive a restart.
+exactly one winner and what lets timers survive a restart. Audit records are appended
+to one hash chain per store (``dispatch.audit_chain``), serialised so that racing
+transactions still make one gapless chain.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from devices.model import Dispatch, Resident, Site
+from dispatch.audit_chain import Anchor, ChainReport
 from dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
 
 __all__ = ["DispatchRepository", "Registry"]
@@ -104,6 +107,12 @@ class DispatchRepository(Protocol):
 
     async def audit_between(self, start: datetime, end: datetime) -> list[AuditRecord]:
         """Every audit record of the dispatches created in ``[start, end)``, in order."""
+        ...
+
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        """Walk the hash-chained audit trail (``dispatch.audit_chain``): every appended
+        record carries the hash of the one before it, so a changed or removed record is
+        named in the report."""
         ...
 
     async def record_receipt(self, receipt: Receipt) -> None: ...

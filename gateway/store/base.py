@@ -25,6 +25,7 @@ from devices.model import (
     Responder,
     Site,
 )
+from dispatch.audit_chain import Anchor, ChainReport
 from gateway.store.clinical import ClinicalChange, ClinicalRecord
 
 __all__ = [
@@ -225,6 +226,11 @@ class Store(Protocol):
         ...
 
     async def dispatch_audit(self, dispatch_id: str) -> list[AuditEntry]: ...
+
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        """Walk the hash-chained audit trail; the report names every changed, relinked
+        or missing row (``telecare audit verify``)."""
+        ...
 
     # -- queries --------------------------------------------------------------------
     async def recent_alerts(self, limit: int = 50) -> list[Alert]: ...

@@ -22,9 +22,10 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from devices.model import Dispatch, DispatchState
+from dispatch.audit_chain import Anchor, ChainReport
 from dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
 from gateway.store import rows
-from gateway.store.postgres import insert_audit, insert_dispatch
+from gateway.store.postgres import insert_audit, insert_dispatch, verify_audit
 
 __all__ = ["PgDispatchRepository"]
 
@@ -246,6 +247,10 @@ class PgDispatchRepository:
             (start, end),
         )
         return [_audit(r) for r in found]
+
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        async with self._pool.connection() as conn:
+            return await verify_audit(conn, anchor)
 
     async def record_receipt(self, receipt: Receipt) -> None:
         r = receipt

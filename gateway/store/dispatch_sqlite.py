@@ -16,10 +16,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from devices.model import Dispatch, DispatchState
+from dispatch.audit_chain import Anchor, ChainReport
 from dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
 from gateway.store import rows
 from gateway.store.rows import iso
-from gateway.store.sqlite import insert_audit, insert_dispatch, transaction
+from gateway.store.sqlite import insert_audit, insert_dispatch, transaction, verify_audit
 
 __all__ = ["SqliteDispatchRepository"]
 
@@ -261,6 +262,10 @@ class SqliteDispatchRepository:
             (iso(start), iso(end)),
         )
         return [_audit(r) for r in found]
+
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        report: ChainReport = await self._run(lambda c: verify_audit(c, anchor))
+        return report
 
     async def record_receipt(self, receipt: Receipt) -> None:
         r = receipt

@@ -56,6 +56,7 @@ from devices.model import (
     Responder,
     Site,
 )
+from dispatch.audit_chain import Anchor, ChainReport
 from gateway.backoff import Backoff
 from gateway.store.base import (
     AuditEntry,
@@ -430,6 +431,9 @@ class DurableStore:
 
     async def dispatch_audit(self, dispatch_id: str) -> list[AuditEntry]:
         return await self.store.dispatch_audit(dispatch_id)
+
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        return await self.store.verify_audit(anchor)
 
     async def list_sites(self) -> list[Site]:
         return await self.store.list_sites()

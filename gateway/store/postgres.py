@@ -46,6 +46,7 @@ from devices.model import (
     Responder,
     Site,
 )
+from dispatch.audit_chain import GENESIS, Anchor, ChainReport, ChainVerifier
 from gateway.store import rows, timescale
 from gateway.store.base import (
     AuditEntry,
@@ -709,6 +710,10 @@ class PostgresStore:
         )
         return [rows.audit(r) for r in found]
 
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        async with self._pool.connection() as conn:
+            return await verify_audit(conn, anchor)
+
     # -- queries ---------------------------------------------------------------------
     async def recent_alerts(self, limit: int = 50) -> list[Alert]:
         found = await self._all(
@@ -854,10 +859,59 @@ async def insert_dispatch(conn: psycopg.AsyncConnection[TupleRow], d: Dispatch) 
 
 
 async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: rows.AuditLike) -> None:
+    """Append ``a`` to the hash-chained audit trail. Call inside a transaction: a
+    transaction-scoped advisory lock (per schema; no table privilege needed) serialises
+    appenders until commit, so racing transitions still make one gapless chain; the
+    unique ``seq`` index refuses a fork should anything append without the lock."""
     await conn.execute(
-        f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
-        rows.audit_params(a),
+        "SELECT pg_advisory_xact_lock(hashtext('telecare-audit:' || current_schema()))"
     )
+    # A new statement after the lock: under READ COMMITTED it sees the last committed row.
+    cur = await conn.execute(
+        "SELECT (SELECT seq FROM dispatch_audit WHERE seq IS NOT NULL ORDER BY seq DESC"
+        " LIMIT 1), (SELECT row_hash FROM dispatch_audit WHERE seq IS NOT NULL"
+        " ORDER BY seq DESC LIMIT 1), %s::jsonb",
+        (json.dumps(a.detail),),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    last_seq, last_hash, detail = row
+    seq = (last_seq or 0) + 1
+    prev, digest = rows.chain_link(a, seq, last_hash or GENESIS, detail)
+    await conn.execute(
+        f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}, {rows.AUDIT_CHAIN_COLUMNS})"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)".encode(),
+        (*rows.audit_params(a), seq, prev, digest),
+    )
+
+
+async def verify_audit(
+    conn: psycopg.AsyncConnection[TupleRow], anchor: Anchor | None = None
+) -> ChainReport:
+    """Walk the audit chain (streamed through a server-side cursor, in one snapshot) and
+    cross-check each dispatch's state against its last audit row."""
+    verifier = ChainVerifier(anchor)
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        async with conn.cursor(name="telecare_audit_verify") as cur:
+            await cur.execute(
+                f"SELECT {rows.CHAIN_ROW_COLUMNS} FROM dispatch_audit WHERE seq IS NOT NULL"
+                " ORDER BY seq".encode()
+            )
+            async for found in cur:
+                verifier.feed(rows.chain_row(found))
+        report = verifier.finish()
+        cur2 = await conn.execute("SELECT count(*) FROM dispatch_audit WHERE seq IS NULL")
+        (unchained,) = await cur2.fetchone() or (0,)
+        report.unchained = int(unchained)
+        cur2 = await conn.execute(
+            "SELECT d.dispatch_id, d.state, l.to_state FROM dispatches d"
+            " LEFT JOIN LATERAL (SELECT a.to_state FROM dispatch_audit a"
+            "  WHERE a.dispatch_id = d.dispatch_id ORDER BY a.audit_id DESC LIMIT 1) l ON true"
+            " WHERE l.to_state IS DISTINCT FROM d.state ORDER BY d.dispatch_id"
+        )
+        report.problems.extend(rows.state_mismatch(r) for r in await cur2.fetchall())
+    return report
 
 
 def _alert_params(a: Alert) -> tuple[Any, ...]:

@@ -24,6 +24,7 @@ from devices.model import (
     Site,
     SiteKind,
 )
+from dispatch.audit_chain import ChainRow, canonical, row_hash
 from gateway.store.base import AuditEntry, DeadLetter, News2Record, OpenAlarm, TimelineEntry
 from gateway.store.clinical import ClinicalRecord, ClinicalState
 
@@ -131,6 +132,13 @@ DISPATCH_COLUMNS = (
     "responder_id, cascade_step, outcome, version"
 )
 AUDIT_COLUMNS = "dispatch_id, at, from_state, to_state, actor, reason, detail"
+#: The hash chain's columns (migration 0008), written after ``AUDIT_COLUMNS``.
+AUDIT_CHAIN_COLUMNS = "seq, prev_hash, row_hash"
+#: What ``audit verify`` reads, in ``seq`` order (see ``chain_row``).
+CHAIN_ROW_COLUMNS = (
+    "audit_id, seq, prev_hash, row_hash, dispatch_id, at, from_state, to_state, actor,"
+    " reason, detail"
+)
 
 
 def device(row: Any) -> Device:
@@ -188,6 +196,42 @@ def audit(row: Any) -> AuditEntry:
         actor=row[4],
         reason=row[5],
         detail=_json(row[6]),
+    )
+
+
+def chain_row(row: Any) -> ChainRow:
+    """From ``CHAIN_ROW_COLUMNS``."""
+    return ChainRow(
+        audit_id=int(row[0]),
+        seq=int(row[1]),
+        prev_hash=row[2],
+        row_hash=row[3],
+        dispatch_id=row[4],
+        at=as_dt(row[5]),
+        from_state=row[6],
+        to_state=row[7],
+        actor=row[8],
+        reason=row[9],
+        detail=_json(row[10]),
+    )
+
+
+def chain_link(a: AuditLike, seq: int, prev_hash: str, detail: dict[str, Any]) -> tuple[str, str]:
+    """``(prev_hash, row_hash)`` for ``a`` stored as chain position ``seq``; ``detail`` is
+    the detail as the database will give it back (jsonb normalises numbers)."""
+    content = canonical(
+        seq, a.dispatch_id, a.at, a.from_state, a.to_state, a.actor, a.reason, detail
+    )
+    return prev_hash, row_hash(prev_hash, content)
+
+
+def state_mismatch(row: Any) -> str:
+    """A problem line from ``dispatch_id, state, last audited to_state``."""
+    if row[2] is None:
+        return f"dispatch {row[0]} has no audit row: its rows were removed"
+    return (
+        f"dispatch {row[0]} is '{row[1]}' but its last audit row says '{row[2]}':"
+        " audit rows were removed (or the state was changed without an audit row)"
     )
 
 

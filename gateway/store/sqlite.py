@@ -27,6 +27,7 @@ from devices.model import (
     Responder,
     Site,
 )
+from dispatch.audit_chain import GENESIS, Anchor, ChainReport, ChainVerifier
 from gateway.store import rows
 from gateway.store.base import (
     AuditEntry,
@@ -541,6 +542,9 @@ class SqliteStore:
         )
         return [rows.audit(r) for r in found]
 
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        return await self._run(lambda c: verify_audit(c, anchor))
+
     # -- queries ---------------------------------------------------------------------
     async def recent_alerts(self, limit: int = 50) -> list[Alert]:
         found = await self._all(
@@ -716,7 +720,43 @@ def insert_dispatch(conn: sqlite3.Connection, d: Dispatch) -> bool:
 
 
 def insert_audit(conn: sqlite3.Connection, a: rows.AuditLike) -> None:
+    """Append ``a`` to the hash-chained audit trail. Call inside :func:`transaction`
+    (``BEGIN IMMEDIATE`` holds the one write lock, so appends are serialised)."""
+    last = conn.execute(
+        "SELECT seq, row_hash FROM dispatch_audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    seq = (last[0] if last else 0) + 1
+    detail = json.loads(json.dumps(a.detail))
+    prev, digest = rows.chain_link(a, seq, last[1] if last else GENESIS, detail)
     conn.execute(
-        f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-        rows.audit_params(a, iso),
+        f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}, {rows.AUDIT_CHAIN_COLUMNS})"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (*rows.audit_params(a, iso), seq, prev, digest),
     )
+
+
+def verify_audit(conn: sqlite3.Connection, anchor: Anchor | None = None) -> ChainReport:
+    """Walk the audit chain in one read transaction and cross-check each dispatch's
+    state against its last audit row."""
+    verifier = ChainVerifier(anchor)
+    conn.execute("BEGIN")
+    try:
+        for found in conn.execute(
+            f"SELECT {rows.CHAIN_ROW_COLUMNS} FROM dispatch_audit WHERE seq IS NOT NULL"
+            " ORDER BY seq"
+        ):
+            verifier.feed(rows.chain_row(found))
+        report = verifier.finish()
+        (unchained,) = conn.execute(
+            "SELECT count(*) FROM dispatch_audit WHERE seq IS NULL"
+        ).fetchone()
+        report.unchained = int(unchained)
+        mismatches = conn.execute(
+            "SELECT d.dispatch_id, d.state, (SELECT a.to_state FROM dispatch_audit a"
+            "  WHERE a.dispatch_id = d.dispatch_id ORDER BY a.audit_id DESC LIMIT 1) AS last"
+            " FROM dispatches d WHERE last IS NOT d.state ORDER BY d.dispatch_id"
+        ).fetchall()
+        report.problems.extend(rows.state_mismatch(r) for r in mismatches)
+    finally:
+        conn.execute("COMMIT")
+    return report
