@@ -38,19 +38,28 @@ from rules.clock import Clock, SystemClock
 from rules.config import RulesConfig, RulesConfigError, load_rules_file
 from rules.engine import RuleEngine
 
-__all__ = ["Gateway", "open_store"]
+__all__ = ["Gateway", "open_store", "prepare_store"]
 
 log = get_logger("telecare.gateway")
 
 
-def open_store(config: Config) -> PostgresStore | SqliteStore:
-    """The configured store backend (not yet opened)."""
+def open_store(config: Config, *, owner: bool = False) -> PostgresStore | SqliteStore:
+    """The configured store backend (not yet opened). ``owner``: connect through
+    ``store.migrate_dsn`` (when set) to migrate and grant the runtime role its rights."""
     sc = config.store
     if sc.backend == "postgres":
+        if owner and sc.migrate_dsn:
+            return PostgresStore(
+                sc.migrate_dsn.reveal(),
+                schema=sc.schema,
+                max_size=1,
+                use_timescale=sc.timescale,
+                runtime_role=sc.runtime_role,
+            )
         # A short pool timeout: a write that cannot get a connection within 2 s is spooled
         # to local disk instead of holding up alarms behind it.
         return PostgresStore(
-            sc.dsn,
+            sc.dsn.reveal(),
             schema=sc.schema,
             max_size=sc.pool_max,
             use_timescale=sc.timescale,
@@ -61,6 +70,21 @@ def open_store(config: Config) -> PostgresStore | SqliteStore:
     raise ConfigError(
         f"Config 'store.backend' has value {sc.backend!r}. Use 'sqlite' or 'postgres'."
     )
+
+
+async def prepare_store(config: Config, store: PostgresStore | SqliteStore) -> list[str]:
+    """Bring the schema up to date for ``store`` (open); return the migrations applied.
+
+    With ``store.migrate_dsn`` the owner role migrates (and re-grants the runtime role)
+    over its own short-lived connection, and ``store`` (the runtime role) only checks
+    that the schema is complete. Otherwise ``store`` migrates through its own connection.
+    """
+    if isinstance(store, PostgresStore) and config.store.migrate_dsn:
+        async with open_store(config, owner=True) as owner:
+            applied = await owner.migrate()
+        await store.attach()
+        return applied
+    return await store.migrate()
 
 
 class Gateway:
@@ -88,8 +112,11 @@ class Gateway:
         try:
             backend = open_store(self.config)
             await self._stack.enter_async_context(backend)
-            applied = await backend.migrate()
+            applied = await prepare_store(self.config, backend)
             log.info("store_ready", mode=backend.mode, migrations_applied=applied)
+            if isinstance(backend, PostgresStore):
+                for warning in await backend.role_warnings():
+                    log.warning("store_role_too_powerful", problem=warning, see="docs/security.md")
             # Readings are batched (COPY); anything written while the database is away is
             # spooled to local disk (fsync) and replayed in order when it returns.
             self.store = await self._stack.enter_async_context(

@@ -5,11 +5,18 @@ Precedence: defaults < TOML file < environment. An environment variable names a 
 ``TELECARE_STORE__DSN=postgresql://...``). No other module reads the environment.
 
 Errors name the key and the value: ``Config 'mqtt.port' has value 'abc'. Not a valid int.``
+(never the value of a secret).
+
+Secrets (``mqtt.password``, ``store.dsn``, ``store.migrate_dsn``,
+``dispatch.webhook_secret``, ``dispatch.smtp_password``) are :class:`Secret` objects:
+their ``repr``/``str`` is masked, so a logged or printed config never shows them; the
+value is read with :meth:`Secret.reveal` only where it is handed to a client library.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import tomllib
 import types
 import typing
@@ -18,9 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+
 from gateway.errors import ConfigError
+from gateway.store import roles
 
 __all__ = [
+    "MIN_WEBHOOK_SECRET_BYTES",
     "ApiConfig",
     "Config",
     "DispatchSection",
@@ -28,12 +39,79 @@ __all__ = [
     "LogConfig",
     "MqttConfig",
     "RulesSection",
+    "Secret",
     "SerialPortConfig",
     "StoreConfig",
+    "check_identifier",
     "load_config",
 ]
 
 ENV_PREFIX = "TELECARE_"
+#: HMAC keys shorter than this are refused (RFC 2104: at least the hash output length).
+MIN_WEBHOOK_SECRET_BYTES = 32
+
+
+class Secret:
+    """A password, key or DSN with a password: masked in ``repr``/``str`` (and therefore
+    in logs, tracebacks' locals and printed configs). :meth:`reveal` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = str(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __len__(self) -> int:
+        """Length in bytes (UTF-8): what a key-length rule counts."""
+        return len(self._value.encode())
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+
+_NO_SECRET = Secret()
+_DEFAULT_DSN = Secret("postgresql://telecare_app@127.0.0.1:5432/telecare")
+
+
+def check_identifier(key: str, value: str) -> str:
+    """``value`` if it is a plain lower-case identifier, else a ConfigError naming ``key``."""
+    if not roles.IDENTIFIER.fullmatch(value):
+        raise ConfigError(
+            f"Config '{key}' has value {value!r}. Not a valid identifier: use 1-63 lower-case"
+            " letters, digits and underscores, not starting with a digit."
+        )
+    return value
+
+
+def _secret(obj: Any, name: str) -> None:
+    """Let callers (tests, other code) pass a plain string for a secret field."""
+    value = getattr(obj, name)
+    if not isinstance(value, Secret):
+        object.__setattr__(obj, name, Secret(value))
+
+
+def dsn_user(dsn: str) -> str | None:
+    """The role a DSN logs in as, when it names one."""
+    try:
+        user = conninfo_to_dict(dsn).get("user")
+    except Exception:
+        raise ConfigError("Config 'store.dsn' is not a valid PostgreSQL DSN") from None
+    return str(user) if user else None
 
 
 @dataclass(frozen=True)
@@ -41,7 +119,7 @@ class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str = ""
-    password: str = ""
+    password: Secret = _NO_SECRET
     #: Stable client id: with ``clean_session = false`` the broker keeps our
     #: subscription and queues QoS 1 messages while the gateway is down.
     client_id: str = "telecare-gateway"
@@ -53,13 +131,22 @@ class MqttConfig:
     tls: bool = False
     ca_file: str = ""
 
+    def __post_init__(self) -> None:
+        _secret(self, "password")
+
 
 @dataclass(frozen=True)
 class StoreConfig:
     #: ``sqlite`` (embedded default) or ``postgres``.
     backend: str = "sqlite"
     sqlite_path: str = "data/telecare.sqlite3"
-    dsn: str = "postgresql://postgres@127.0.0.1:5432/telecare"
+    #: The gateway's runtime connection: a role with only the rights it needs (no
+    #: superuser, not the tables' owner; see docs/security.md, ``telecare db roles``).
+    dsn: Secret = _DEFAULT_DSN
+    #: The owner role's connection, used only to migrate (``telecare db migrate`` and at
+    #: start). When set, each migration is followed by the runtime role's grants, the
+    #: runtime role being the user named in ``dsn``. Empty: migrate through ``dsn``.
+    migrate_dsn: Secret = _NO_SECRET
     schema: str = "telecare"
     #: TimescaleDB for a new schema when the server has it installed and preloaded
     #: (plain partitions otherwise, logged with the reason); see docs/storage.md.
@@ -68,6 +155,30 @@ class StoreConfig:
     #: Local spool used while PostgreSQL is away. Empty: ``spool/`` next to the SQLite
     #: file, or ``data/spool-<schema>`` for PostgreSQL (one spool per store, never shared).
     spool_dir: str = ""
+
+    def __post_init__(self) -> None:
+        _secret(self, "dsn")
+        _secret(self, "migrate_dsn")
+        check_identifier("store.schema", self.schema)
+        if self.backend == "postgres" and self.migrate_dsn:
+            runtime = dsn_user(self.dsn.reveal())
+            owner = dsn_user(self.migrate_dsn.reveal())
+            if runtime is None:
+                raise ConfigError(
+                    "Config 'store.migrate_dsn' is set, so 'store.dsn' must name the runtime"
+                    " role (postgresql://telecare_app@host/db): it receives the grants"
+                )
+            check_identifier("store.dsn (user)", runtime)
+            if runtime == owner:
+                raise ConfigError(
+                    f"Config 'store.dsn' and 'store.migrate_dsn' both log in as {runtime!r}:"
+                    " the runtime role must not be the owner role"
+                )
+
+    @property
+    def runtime_role(self) -> str | None:
+        """The role that receives the runtime grants (only with a separate owner DSN)."""
+        return dsn_user(self.dsn.reveal()) if self.migrate_dsn else None
 
 
 @dataclass(frozen=True)
@@ -101,17 +212,48 @@ class DispatchSection:
     #: route and site in ``[dispatch.attend]``) and ``[[responders]]``
     #: (availability, areas, contact channels); see docs/dispatch.md. Empty = defaults.
     file: str = ""
-    #: HMAC-SHA256 key for signed webhooks (set TELECARE_DISPATCH__WEBHOOK_SECRET).
-    webhook_secret: str = ""
+    #: HMAC-SHA256 key for signed webhooks (set TELECARE_DISPATCH__WEBHOOK_SECRET), at
+    #: least 32 bytes: ``python -c "import secrets; print(secrets.token_urlsafe(32))"``.
+    webhook_secret: Secret = _NO_SECRET
     smtp_host: str = ""
-    smtp_port: int = 25
+    #: 587 (submission) with STARTTLS; 25 only to a relay on this machine.
+    smtp_port: int = 587
     smtp_sender: str = "telecare@localhost"
+    #: Upgrade with STARTTLS (certificate verified) before sending or logging in. May be
+    #: off only for a relay on loopback.
+    smtp_starttls: bool = True
+    #: CA bundle for the SMTP server's certificate (empty: the system's trust store).
+    smtp_ca_file: str = ""
+    smtp_username: str = ""
+    smtp_password: Secret = _NO_SECRET
     #: E-mail address told when a dispatch escalates (unacknowledged, cascade exhausted).
     supervisor_email: str = ""
     #: Seconds an alarm may stay unacknowledged before it escalates.
     ack_within_s: int = 60
     #: Seconds between sweeps for stored alerts that have no dispatch (gateway/sweeper.py).
     sweep_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _secret(self, "webhook_secret")
+        _secret(self, "smtp_password")
+        if self.webhook_secret and len(self.webhook_secret) < MIN_WEBHOOK_SECRET_BYTES:
+            raise ConfigError(
+                f"Config 'dispatch.webhook_secret' is {len(self.webhook_secret)} bytes; a"
+                f" webhook secret must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes. Generate"
+                ' one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        loopback = self.smtp_host in ("localhost", "127.0.0.1", "::1")
+        if self.smtp_host and not self.smtp_starttls and not loopback:
+            raise ConfigError(
+                f"Config 'dispatch.smtp_starttls' is off for {self.smtp_host!r}: mail (and any"
+                " login) would cross the network in clear. Turn it on, or relay through a"
+                " server on this machine."
+            )
+        if bool(self.smtp_username) != bool(self.smtp_password):
+            raise ConfigError(
+                "Config 'dispatch.smtp_username' and 'dispatch.smtp_password' go together:"
+                " set both or neither"
+            )
 
 
 @dataclass(frozen=True)
@@ -239,6 +381,10 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             if not isinstance(value, str | int | float):
                 raise ValueError
             return str(value)
+        if tp is Secret:
+            if not isinstance(value, str):
+                raise ConfigError(f"Config '{key}' in {source} must be a string") from None
+            return Secret(value)
     except ValueError:
         raise ConfigError(
             f"Config '{key}' has value {str(value)!r}. Not a valid {tp.__name__}."

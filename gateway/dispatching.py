@@ -125,7 +125,7 @@ def build_dispatcher(
     repo = dispatch_repository(backend)
     transports: list[Transport] = [GatewayMqttTransport(publish, config.mqtt.topic_prefix)]
     if dc.webhook_secret:
-        transports.append(WebhookTransport(dc.webhook_secret.encode()))
+        transports.append(WebhookTransport(dc.webhook_secret.reveal().encode()))
     if dc.smtp_host:
         transports.append(SmtpTransport(dc.smtp_host, dc.smtp_port, sender=dc.smtp_sender))
     supervisors = [Contact("email", dc.supervisor_email)] if dc.supervisor_email else []

@@ -3,7 +3,9 @@
 telecare run --config gateway.toml       the gateway process
 telecare demo                            everything embedded, simulated devices
 telecare simulate --config gateway.toml  simulated devices against a real broker
-telecare db migrate --config ...         apply schema migrations
+telecare db migrate --config ...         apply schema migrations (owner role)
+telecare db roles --config ...           SQL creating the owner and runtime roles
+telecare audit verify --config ...       prove the dispatch audit trail is intact
 telecare site|resident|responder|device add ...   provisioning
 telecare report responses --from ... --to ...     response times, each route vs its target
 """
@@ -20,7 +22,8 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from gateway.cli.common import ConfigOption, load_cli_config
+from dispatch.audit_chain import ChainReport
+from gateway.cli.common import ConfigOption, err_console, load_cli_config
 from gateway.logging import configure_logging
 
 __all__ = ["app", "main"]
@@ -35,6 +38,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="The dispatch audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 
@@ -74,7 +79,7 @@ def db_migrate(config: ConfigOption = None) -> None:
     from gateway.app import open_store
 
     async def main() -> None:
-        async with open_store(cfg) as store:
+        async with open_store(cfg, owner=True) as store:
             applied = await store.migrate()
             console.print(f"store mode: [bold]{store.mode}[/bold]")
             if applied:
@@ -84,6 +89,109 @@ def db_migrate(config: ConfigOption = None) -> None:
                 console.print("schema is up to date")
 
     _run(main)
+
+
+@db_app.command("roles")
+def db_roles(
+    config: ConfigOption = None,
+    owner: Annotated[str, typer.Option(help="The owner role (runs migrations).")] = (
+        "telecare_owner"
+    ),
+    runtime: Annotated[
+        str | None, typer.Option(help="The runtime role (default: the user in store.dsn).")
+    ] = None,
+    database: Annotated[
+        str | None, typer.Option(help="The database (default: the one in store.dsn).")
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Run the SQL through --admin-dsn instead of printing.")
+    ] = False,
+    admin_dsn: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TELECARE_ADMIN_DSN",
+            help="A superuser (or CREATEROLE) DSN for --apply; prefer the environment variable.",
+        ),
+    ] = None,
+) -> None:
+    """The one-time SQL that creates the owner and runtime roles and the schema (see
+    docs/security.md). Printed by default; --apply runs it. Passwords are never part of
+    it: set them with psql's \\password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from gateway.store.roles import setup_script
+
+    cfg = load_cli_config(config)
+    parts = conninfo_to_dict(cfg.store.dsn.reveal())
+    runtime = runtime or str(parts.get("user") or "telecare_app")
+    database = database or str(parts.get("dbname") or "telecare")
+    try:
+        script = setup_script(database, cfg.store.schema, owner, runtime)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not apply:
+        typer.echo(script, nl=False)
+        return
+    if not admin_dsn:
+        err_console.print("[red]error:[/red] --apply needs --admin-dsn (or TELECARE_ADMIN_DSN)")
+        raise typer.Exit(2)
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(script.encode())
+    console.print(
+        f"roles [bold]{owner}[/bold] (owner) and [bold]{runtime}[/bold] (runtime) ready in"
+        f" database {database}, schema {cfg.store.schema}; now set their passwords and run"
+        " 'telecare db migrate' with store.migrate_dsn"
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    config: ConfigOption = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            help="A head printed by an earlier run (<seq>:<hash>): it must still be there."
+        ),
+    ] = None,
+) -> None:
+    """Walk the hash-chained audit trail: exit 0 when every row is intact, 1 naming each
+    changed or removed row. Read-only (the runtime role's SELECT is enough)."""
+    from dispatch.audit_chain import Anchor
+    from gateway.app import open_store
+
+    cfg = load_cli_config(config)
+    configure_logging(cfg.log.level, "console")
+    try:
+        expected = Anchor.parse(anchor) if anchor else None
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    async def main() -> ChainReport:
+        async with open_store(cfg) as store:
+            return await store.verify_audit(expected)
+
+    report = _run(main)
+    for problem in report.problems:
+        console.print(f"[red]FAIL[/red] {problem}", highlight=False)
+    if report.unchained:
+        console.print(
+            f"{report.unchained} audit rows predate the hash chain (migration 0008) and are"
+            " not covered by it"
+        )
+    head = f"head {report.head}" if report.head else "no chained rows yet"
+    if not report.ok:
+        console.print(f"audit trail [red]NOT intact[/red]: {len(report.problems)} problems")
+        raise typer.Exit(1)
+    console.print(f"audit trail intact: {report.rows} rows; {head}", highlight=False)
+    if report.head:
+        console.print(
+            f"record it to detect removal of the last rows later: --anchor {report.head}",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -78,11 +78,11 @@ FORMATS = ("json_v1", *sorted(registry.CODECS))
 
 
 def _with_store(cfg: Config, action: Callable[[Store], Awaitable[_T]]) -> _T:
-    from gateway.app import open_store
+    from gateway.app import open_store, prepare_store
 
     async def main() -> _T:
         async with open_store(cfg) as store:
-            await store.migrate()
+            await prepare_store(cfg, store)
             return await action(store)
 
     return asyncio.run(main())

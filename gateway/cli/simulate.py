@@ -19,7 +19,7 @@ from rich.console import Console
 from devices.model import EventType
 from firmware_stubs.mqtt_device import MqttDevice
 from firmware_stubs.scenario import care_home, private_home, run_population
-from gateway.app import open_store
+from gateway.app import open_store, prepare_store
 from gateway.cli.common import load_cli_config
 from gateway.config import Config
 from gateway.demo import provision
@@ -60,7 +60,7 @@ def carehome(
     async def main() -> int:
         if provision_store:
             async with open_store(cfg) as store:
-                await store.migrate()
+                await prepare_store(cfg, store)
                 await provision(store, pop)
         return await run_population(
             pop,

@@ -239,7 +239,7 @@ class MqttIngest:
             c.host,
             c.port,
             username=c.username or None,
-            password=c.password or None,
+            password=c.password.reveal() or None,
             identifier=c.client_id,
             clean_session=c.clean_session,
             keepalive=c.keepalive,

@@ -1,6 +1,8 @@
 """Storage errors, split by what the caller does next::
 
     StorageError            base; never raised itself
+    ├── SchemaNotReady      the runtime role found the schema missing or behind the code:
+    │                       run ``telecare db migrate`` with the owner DSN, then restart
     ├── SpoolFull           the database is away AND the local spool is full: do not
     │                       acknowledge the message; the sender (MQTT QoS 1, HTTP client)
     │                       must redeliver later
@@ -17,11 +19,22 @@ from __future__ import annotations
 import psycopg
 import psycopg_pool
 
-__all__ = ["SpoolFull", "StorageError", "TimescaleRequired", "is_unavailable"]
+__all__ = ["SchemaNotReady", "SpoolFull", "StorageError", "TimescaleRequired", "is_unavailable"]
 
 
 class StorageError(Exception):
     """Base class of the storage layer's own errors."""
+
+
+class SchemaNotReady(StorageError):
+    """The schema is not migrated to what this code needs (and we may not migrate it)."""
+
+    def __init__(self, schema: str, problem: str) -> None:
+        super().__init__(
+            f"PostgreSQL schema {schema!r} {problem}: run 'telecare db migrate' with the owner"
+            " role (store.migrate_dsn), then start the gateway again"
+        )
+        self.schema = schema
 
 
 class SpoolFull(StorageError):

@@ -57,8 +57,9 @@ from gateway.store.base import (
     TimelineEntry,
 )
 from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
-from gateway.store.errors import TimescaleRequired
+from gateway.store.errors import SchemaNotReady, TimescaleRequired
 from gateway.store.migrations import migrations_for
+from gateway.store.roles import check_identifier, runtime_grants
 from gateway.store.timescale import Extension
 
 __all__ = ["PostgresStore"]
@@ -99,7 +100,14 @@ class PostgresStore:
         partitions_ahead_months: int = 3,
         compress_after: timedelta = timedelta(days=7),
         retain_for: timedelta | None = timedelta(days=400),
+        runtime_role: str | None = None,
     ) -> None:
+        # The schema goes into libpq ``options`` below: a space there would start another
+        # server setting ("x -c log_statement=none"), so only plain identifiers pass.
+        check_identifier("PostgreSQL schema", schema)
+        if runtime_role is not None:
+            check_identifier("PostgreSQL runtime role", runtime_role)
+        self.runtime_role = runtime_role
         if retain_for is not None and retain_for <= max(compress_after, timedelta(days=3)):
             raise ValueError(
                 f"retain_for {retain_for} must exceed compress_after {compress_after} and the"
@@ -151,9 +159,13 @@ class PostgresStore:
         """Create the schema, choose the mode (see ``_choose_timescale``), apply the
         pending migrations of that mode, then the policies or the partitions."""
         async with self._pool.connection() as conn:
-            await conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
             )
+            if await cur.fetchone() is None:  # CREATE SCHEMA checks rights before existence
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
             recorded = await self._recorded_variant(conn)
         self.timescale = await self._choose_timescale(recorded)
         async with self._pool.connection() as conn:
@@ -182,6 +194,9 @@ class PostgresStore:
                     applied.append(m.name)
                 if self.timescale is not None:
                     await self._apply_policies(conn, self.timescale)
+                if self.runtime_role is not None:
+                    for grant in runtime_grants(self.schema, self.runtime_role):
+                        await conn.execute(grant)
             if self.timescale is None:
                 await self.ensure_partitions(conn, datetime.now(UTC))
         log.info(
@@ -222,6 +237,41 @@ class PostgresStore:
             found = await timescale.prepare(conn, self.timescale_schema)
         if found is None and recorded == "timescale":
             raise TimescaleRequired(self.schema)
+        return found
+
+    async def attach(self) -> None:
+        """For a runtime role that may not migrate: learn the storage mode from the
+        applied migrations and refuse to run on a schema that lacks some."""
+        async with self._pool.connection() as conn:
+            try:
+                cur = await conn.execute("SELECT version, name FROM schema_migrations")
+            except psycopg.errors.UndefinedTable:
+                raise SchemaNotReady(self.schema, "has no migrations") from None
+            done = {int(v): str(n) for v, n in await cur.fetchall()}
+        variant = "timescale" if any(".timescale." in n for n in done.values()) else "plain"
+        # Hypertables need the extension (already created by the owner or administrator).
+        self.timescale = await self._choose_timescale(variant)
+        wanted = migrations_for("postgres", variant)
+        missing = [m.name for m in wanted if m.version not in done]
+        if missing:
+            raise SchemaNotReady(self.schema, f"lacks {', '.join(missing)}")
+
+    async def role_warnings(self) -> list[str]:
+        """What is wrong with the connected role for running the gateway: a superuser,
+        or the owner of the audit table, can bypass or disable its guards."""
+        row = await self._one(
+            "SELECT r.rolsuper, pg_has_role(current_user, c.relowner, 'USAGE')"
+            " FROM pg_roles r, pg_class c"
+            " WHERE r.rolname = current_user AND c.oid = 'dispatch_audit'::regclass",
+            (),
+        )
+        if row is None:
+            return []
+        found = []
+        if row[0]:
+            found.append("the store connects as a superuser")
+        elif row[1]:
+            found.append("the store's role owns dispatch_audit (it could disable its triggers)")
         return found
 
     async def _apply_policies(self, conn: psycopg.AsyncConnection[TupleRow], ts: Extension) -> None:
