@@ -176,7 +176,7 @@ def audit_verify(
 
     report = _run(main)
     for problem in report.problems:
-        console.print(f"[red]FAIL[/red] {problem}", highlight=False)
+        console.print(f"[red]FAIL[/red] {problem}", highlight=False, soft_wrap=True)
     if report.unchained:
         console.print(
             f"{report.unchained} audit rows predate the hash chain (migration 0008) and are"
@@ -186,11 +186,14 @@ def audit_verify(
     if not report.ok:
         console.print(f"audit trail [red]NOT intact[/red]: {len(report.problems)} problems")
         raise typer.Exit(1)
-    console.print(f"audit trail intact: {report.rows} rows; {head}", highlight=False)
+    console.print(
+        f"audit trail intact: {report.rows} rows; {head}", highlight=False, soft_wrap=True
+    )
     if report.head:
         console.print(
             f"record it to detect removal of the last rows later: --anchor {report.head}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
