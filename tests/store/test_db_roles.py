@@ -1,0 +1,192 @@
+"""Owner and runtime roles on the real PostgreSQL (issue 9, finding 8): set up with
+``telecare db roles --apply``, migrated by the owner with ``telecare db migrate``; the
+runtime role (the gateway) stores dispatches and their audit but cannot TRUNCATE,
+UPDATE or DELETE the audit nor disable its triggers; what the owner changes is caught
+by ``telecare audit verify`` run as the runtime role.
+
+Roles are cluster-wide, so each test uses its own database and role names and drops
+them afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from dispatch import DispatchService
+from gateway.app import open_store, prepare_store
+from gateway.config import load_config
+from gateway.dispatching import dispatch_repository
+from gateway.store.errors import SchemaNotReady
+from gateway.store.postgres import PostgresStore
+from rules.clock import FakeClock
+from tests.dispatch.conftest import NOW, make_alert, seed
+from tests.services import PgServer
+
+pytestmark = pytest.mark.postgres
+
+TELECARE = [sys.executable, "-m", "gateway.cli"]
+
+
+@dataclass
+class Install:
+    admin: str
+    owner: str
+    runtime: str
+    schema: str
+    owner_role: str
+    runtime_role: str
+    config: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "TELECARE_ADMIN_DSN": self.admin}
+
+
+@pytest.fixture
+def install(pg_server: PgServer, tmp_path: Path) -> Iterator[Install]:
+    tag = uuid.uuid4().hex[:10]
+    database, owner, runtime = f"t_roles_{tag}", f"t_owner_{tag}", f"t_app_{tag}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database}")
+    admin = make_conninfo(pg_server.dsn, dbname=database)
+    inst = Install(
+        admin=admin,
+        owner=make_conninfo(admin, user=owner),
+        runtime=make_conninfo(admin, user=runtime),
+        schema="telecare",
+        owner_role=owner,
+        runtime_role=runtime,
+        config=tmp_path / "gateway.toml",
+    )
+    inst.config.write_text(
+        f'[store]\nbackend = "postgres"\ntimescale = false\nschema = "{inst.schema}"\n'
+        f'dsn = "{inst.runtime}"\nmigrate_dsn = "{inst.owner}"\n'
+    )
+    try:
+        yield inst
+    finally:
+        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {owner}")
+            conn.execute(f"DROP ROLE IF EXISTS {runtime}")
+
+
+def telecare(inst: Install, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [*TELECARE, *args, "--config", str(inst.config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=inst.env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def set_up(inst: Install) -> None:
+    telecare(inst, "db", "roles", "--owner", inst.owner_role, "--apply")
+    migrated = telecare(inst, "db", "migrate")
+    assert "applied 0008_audit_chain.sql" in migrated.stdout
+
+
+async def open_dispatches(inst: Install) -> list[str]:
+    """As the gateway runs: the runtime role, schema prepared by the owner."""
+    cfg = load_config(inst.config)
+    async with open_store(cfg) as store:
+        assert isinstance(store, PostgresStore)
+        await prepare_store(cfg, store)
+        assert await store.role_warnings() == []
+        await seed(store)
+        clock = FakeClock(NOW)
+        service = DispatchService(dispatch_repository(store), store, clock)
+        ids = []
+        async with service:
+            for _ in range(3):
+                alert = make_alert()
+                await store.write_alert(alert)
+                ids.append((await service.open(alert)).dispatch_id)
+            await service.acknowledge(ids[0], "op1")
+        return ids
+
+
+def refused(dsn: str, statement: str) -> type[BaseException]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET search_path = telecare")
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(statement.encode())
+    return type(caught.value)
+
+
+def test_the_runtime_role_may_append_to_the_audit_but_never_rewrite_it(
+    install: Install,
+) -> None:
+    set_up(install)
+    ids = asyncio.run(open_dispatches(install))
+    rt = install.runtime
+    with psycopg.connect(rt, autocommit=True) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM telecare.dispatch_audit").fetchone() or (0,)
+    assert count == 4
+    denied = psycopg.errors.InsufficientPrivilege
+    assert refused(rt, "TRUNCATE dispatch_audit") is denied
+    assert refused(rt, "UPDATE dispatch_audit SET reason = 'x'") is denied
+    assert refused(rt, "DELETE FROM dispatch_audit") is denied
+    assert refused(rt, "ALTER TABLE dispatch_audit DISABLE TRIGGER USER") is denied
+    assert refused(rt, "DROP TABLE dispatch_audit") is denied
+    assert refused(rt, "DELETE FROM schema_migrations") is denied
+    assert refused(rt, "CREATE TABLE sneaky (x int)") is denied
+    # The owner is stopped by the guard trigger, not by privileges.
+    assert refused(install.owner, "TRUNCATE dispatch_audit") is psycopg.errors.RaiseException
+    # ... but can switch the triggers off: then the chain names what was changed.
+    with psycopg.connect(install.owner, autocommit=True) as conn, conn.transaction():
+        conn.execute("SET LOCAL search_path = telecare")
+        conn.execute("ALTER TABLE dispatch_audit DISABLE TRIGGER USER")
+        conn.execute("UPDATE dispatch_audit SET actor = 'op9' WHERE seq = 4")
+        conn.execute("DELETE FROM dispatch_audit WHERE seq = 2")
+        conn.execute("ALTER TABLE dispatch_audit ENABLE TRIGGER USER")
+        ((seq3,), (seq4,)) = conn.execute(
+            "SELECT audit_id FROM dispatch_audit WHERE seq IN (3, 4) ORDER BY seq"
+        ).fetchall()
+    # Verification needs no more than the runtime role's SELECT.
+    bad = subprocess.run(
+        [*TELECARE, "audit", "verify", "--config", str(install.config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"FAIL seq 2 missing before audit row {seq3} (seq 3, dispatch {ids[2]})" in bad.stdout
+    assert f"FAIL audit row {seq4} (seq 4, dispatch {ids[0]}) was changed" in bad.stdout
+
+
+def test_the_runtime_role_refuses_a_schema_it_may_not_migrate(install: Install) -> None:
+    telecare(install, "db", "roles", "--owner", install.owner_role, "--apply")
+
+    async def attach() -> None:
+        async with PostgresStore(install.runtime, schema=install.schema) as store:
+            await store.attach()
+
+    with pytest.raises(SchemaNotReady, match="run 'telecare db migrate' with the owner role"):
+        asyncio.run(attach())
+
+
+def test_db_roles_prints_the_shipped_sql_file() -> None:
+    done = subprocess.run(
+        [*TELECARE, "db", "roles"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    shipped = Path(__file__).parents[2] / "deploy" / "postgres" / "roles.sql"
+    assert done.stdout == shipped.read_text()
+    assert "telecare_app" in done.stdout
+    assert "SUPERUSER" in done.stdout
+    assert " NOSUPERUSER " in done.stdout
