@@ -116,6 +116,10 @@ class ResponderDirectory:
     def add(self, profile: ResponderProfile) -> None:
         self._profiles[profile.responder_id] = profile
 
+    def profiles(self) -> list[ResponderProfile]:
+        """Every profile, in configuration order."""
+        return list(self._profiles.values())
+
     def candidates(
         self, kind: ResponderKind, area: str, at: datetime, skills: Sequence[str] = ()
     ) -> list[ResponderProfile]:

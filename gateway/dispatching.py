@@ -26,10 +26,15 @@ from dispatch import (
     ResponderDirectory,
     TimerPolicy,
 )
-from dispatch.notifiers.base import Message, TemporaryDeliveryError, Transport
+from dispatch.notifiers.base import (
+    Message,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    Transport,
+)
 from dispatch.notifiers.mqtt import responder_topic
 from dispatch.notifiers.smtp import SmtpTransport
-from dispatch.notifiers.webhook import WebhookTransport
+from dispatch.notifiers.webhook import WebhookTransport, check_address
 from dispatch.responders import ResponderProfile
 from gateway.config import Config
 from gateway.errors import ConfigError
@@ -107,6 +112,21 @@ async def add_store_responders(directory: ResponderDirectory, store: Store) -> i
     return added
 
 
+def _check_webhook_addresses(directory: ResponderDirectory) -> None:
+    """A webhook contact that could never be delivered (``file://``, plain http across
+    the network) is a configuration error at start, not a failed receipt at 3 a.m."""
+    for profile in directory.profiles():
+        for contact in profile.contacts:
+            if contact.channel != "webhook":
+                continue
+            try:
+                check_address(contact.address)
+            except PermanentDeliveryError as exc:
+                raise ConfigError(
+                    f"Config 'dispatch.file': responder {profile.responder_id}: {exc}"
+                ) from None
+
+
 def build_dispatcher(
     config: Config,
     backend: PostgresStore | SqliteStore,
@@ -122,12 +142,25 @@ def build_dispatcher(
         directory = ResponderDirectory.from_mapping(raw.get("responders", []))
     except (ValueError, CascadeConfigError) as exc:
         raise ConfigError(f"Config 'dispatch.file' {dc.file}: {exc}") from None
+    _check_webhook_addresses(directory)
     repo = dispatch_repository(backend)
     transports: list[Transport] = [GatewayMqttTransport(publish, config.mqtt.topic_prefix)]
     if dc.webhook_secret:
         transports.append(WebhookTransport(dc.webhook_secret.reveal().encode()))
     if dc.smtp_host:
-        transports.append(SmtpTransport(dc.smtp_host, dc.smtp_port, sender=dc.smtp_sender))
+        try:
+            smtp = SmtpTransport(
+                dc.smtp_host,
+                dc.smtp_port,
+                sender=dc.smtp_sender,
+                starttls=dc.smtp_starttls,
+                username=dc.smtp_username or None,
+                password=dc.smtp_password.reveal() or None,
+                ca_file=dc.smtp_ca_file or None,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"Config 'dispatch.smtp_*': {exc}") from None
+        transports.append(smtp)
     supervisors = [Contact("email", dc.supervisor_email)] if dc.supervisor_email else []
     notifier = Notifier(
         repo, clock, transports=transports, directory=directory, supervisors=supervisors

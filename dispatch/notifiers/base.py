@@ -13,6 +13,7 @@ responder app or the console looks the rest up behind its own authentication.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,10 +48,13 @@ class Message:
     address: str
     subject: str
     body: dict[str, Any] = field(default_factory=dict)
+    #: Unique per message (kept across its retries): receivers refuse a repeat.
+    delivery_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def payload(self) -> bytes:
         """The canonical JSON body (sorted keys, so a signature is reproducible)."""
         doc = {
+            "delivery_id": self.delivery_id,
             "dispatch_id": self.dispatch_id,
             "recipient": self.recipient,
             "subject": self.subject,

@@ -21,7 +21,13 @@ from devices.model import EventType, ResponderKind
 from dispatch.notifiers import Message, RetryPolicy, deliver
 from dispatch.notifiers.mqtt import MqttTransport
 from dispatch.notifiers.smtp import SmtpTransport
-from dispatch.notifiers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookTransport, verify
+from dispatch.notifiers.webhook import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookTransport,
+    verify,
+)
 from dispatch.notify import Notifier
 from dispatch.responders import Contact, ResponderDirectory, ResponderProfile
 from dispatch.service import DispatchService
@@ -31,7 +37,7 @@ from rules.clock import FakeClock
 from tests.dispatch.conftest import RESPONDERS, make_alert, seed
 from tests.services import MqttServer, free_port
 
-SECRET = b"shared-webhook-secret"
+SECRET = b"shared-webhook-secret-of-32-bytes+"
 FAST = RetryPolicy(attempts=3, base_s=0.001, cap_s=0.005)
 
 
@@ -78,15 +84,17 @@ async def test_webhook_posts_json_with_a_valid_hmac_signature(receiver: Receiver
     detail = await transport.send(message(receiver.url))
     assert detail == "HTTP 200"
     (headers, body) = receiver.requests[0]
-    ts = headers[TIMESTAMP_HEADER]
-    expected = hmac.new(SECRET, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert headers[SIGNATURE_HEADER] == f"sha256={expected}"
-    assert verify(SECRET, ts, body, headers[SIGNATURE_HEADER], now=1_800_000_100)
-    assert not verify(b"wrong", ts, body, headers[SIGNATURE_HEADER], now=1_800_000_100)
-    assert not verify(SECRET, ts, body + b" ", headers[SIGNATURE_HEADER], now=1_800_000_100)
-    assert not verify(SECRET, ts, body, headers[SIGNATURE_HEADER], now=1_800_001_000)  # replay
+    ts, did, sig = headers[TIMESTAMP_HEADER], headers[DELIVERY_HEADER], headers[SIGNATURE_HEADER]
+    signed = f"{ts}.{did}.".encode() + body
+    assert sig == "sha256=" + hmac.new(SECRET, signed, hashlib.sha256).hexdigest()
+    assert verify(SECRET, ts, did, body, sig, now=1_800_000_100)
+    assert not verify(b"wrong", ts, did, body, sig, now=1_800_000_100)
+    assert not verify(SECRET, ts, did, body + b" ", sig, now=1_800_000_100)
+    assert not verify(SECRET, ts, "another-id", body, sig, now=1_800_000_100)
+    assert not verify(SECRET, ts, did, body, sig, now=1_800_001_000)  # too old
     doc = json.loads(body)
     assert doc == {
+        "delivery_id": did,
         "dispatch_id": "d-1",
         "recipient": "kh1",
         "subject": "Please attend",
@@ -151,7 +159,7 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
 
 async def test_email_is_delivered_through_smtp(smtp_server: tuple[Mailbox, int]) -> None:
     box, port = smtp_server
-    transport = SmtpTransport("127.0.0.1", port, sender="dispatch@telecare.test")
+    transport = SmtpTransport("127.0.0.1", port, sender="dispatch@telecare.test", starttls=False)
     detail = await transport.send(message("warden@example.test", "email"))
     assert detail == f"accepted by 127.0.0.1:{port}"
     ((sender, rcpts, content),) = box.messages
@@ -166,7 +174,7 @@ async def test_email_to_an_unknown_mailbox_is_a_permanent_failure(
     smtp_server: tuple[Mailbox, int],
 ) -> None:
     _, port = smtp_server
-    transport = SmtpTransport("127.0.0.1", port, sender="dispatch@telecare.test")
+    transport = SmtpTransport("127.0.0.1", port, sender="dispatch@telecare.test", starttls=False)
     receipt = await deliver(
         transport, message("nobody@example.test", "email"), now=FakeClock().now, policy=FAST
     )
@@ -229,7 +237,7 @@ async def test_a_contacted_responder_is_notified_on_every_channel_with_receipts(
             clock,
             transports=[
                 WebhookTransport(SECRET),
-                SmtpTransport("127.0.0.1", port, sender="dispatch@telecare.test"),
+                SmtpTransport("127.0.0.1", port, sender="dispatch@telecare.test", starttls=False),
                 mqtt,
             ],
             directory=ResponderDirectory([ResponderProfile(kh1, contacts)]),
