@@ -94,9 +94,10 @@ def db_migrate(config: ConfigOption = None) -> None:
 @db_app.command("roles")
 def db_roles(
     config: ConfigOption = None,
-    owner: Annotated[str, typer.Option(help="The owner role (runs migrations).")] = (
-        "telecare_owner"
-    ),
+    owner: Annotated[
+        str | None,
+        typer.Option(help="The owner role (default: the user in store.migrate_dsn)."),
+    ] = None,
     runtime: Annotated[
         str | None, typer.Option(help="The runtime role (default: the user in store.dsn).")
     ] = None,
@@ -124,6 +125,8 @@ def db_roles(
     cfg = load_cli_config(config)
     parts = conninfo_to_dict(cfg.store.dsn.reveal())
     runtime = runtime or str(parts.get("user") or "telecare_app")
+    owner_parts = conninfo_to_dict(cfg.store.migrate_dsn.reveal() or "")
+    owner = owner or str(owner_parts.get("user") or "telecare_owner")
     database = database or str(parts.get("dbname") or "telecare")
     try:
         script = setup_script(database, cfg.store.schema, owner, runtime)

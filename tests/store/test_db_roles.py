@@ -16,21 +16,28 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
+from structlog.testing import capture_logs
 
+from devices.model import Device, DeviceKind, Resident, Responder, ResponderKind, Site, SiteKind
 from dispatch import DispatchService
-from gateway.app import open_store, prepare_store
+from firmware_stubs.mqtt_device import Pendant
+from gateway.app import Gateway, open_store, prepare_store
 from gateway.config import load_config
 from gateway.dispatching import dispatch_repository
 from gateway.store.errors import SchemaNotReady
 from gateway.store.postgres import PostgresStore
+from rules.alarms import alarm_id_for
 from rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, make_alert, seed
-from tests.services import PgServer
+from tests.helpers import eventually
+from tests.services import MqttServer, PgServer
 
 pytestmark = pytest.mark.postgres
 
@@ -94,7 +101,7 @@ def telecare(inst: Install, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def set_up(inst: Install) -> None:
-    telecare(inst, "db", "roles", "--owner", inst.owner_role, "--apply")
+    telecare(inst, "db", "roles", "--apply")
     migrated = telecare(inst, "db", "migrate")
     assert "applied 0008_audit_chain.sql" in migrated.stdout
 
@@ -170,7 +177,7 @@ def test_the_runtime_role_may_append_to_the_audit_but_never_rewrite_it(
 
 
 def test_the_runtime_role_refuses_a_schema_it_may_not_migrate(install: Install) -> None:
-    telecare(install, "db", "roles", "--owner", install.owner_role, "--apply")
+    telecare(install, "db", "roles", "--apply")
 
     async def attach() -> None:
         async with PostgresStore(install.runtime, schema=install.schema) as store:
@@ -190,3 +197,70 @@ def test_db_roles_prints_the_shipped_sql_file() -> None:
     assert "telecare_app" in done.stdout
     assert "SUPERUSER" in done.stdout
     assert " NOSUPERUSER " in done.stdout
+
+
+@pytest.mark.mosquitto
+def test_the_gateway_runs_end_to_end_as_the_runtime_role(
+    install: Install, mqtt_server: MqttServer, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Owner migrates at start (store.migrate_dsn), the gateway itself connects as the
+    runtime role: readings (COPY, staging table), status, an alarm, its dispatch, an
+    operator's acknowledgement and the audit chain all work with only those rights."""
+    with install.config.open("a") as f:
+        f.write(
+            f'[mqtt]\nhost = "{mqtt_server.host}"\nport = {mqtt_server.port}\n'
+            f'topic_prefix = "{topic_prefix}"\nclient_id = "gw-{uuid.uuid4().hex[:8]}"\n'
+            f'[rules]\nstate_file = "{tmp_path / "rules-state.json"}"\n'
+        )
+    telecare(install, "db", "roles", "--apply")
+    cfg = load_config(install.config)
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            async with Gateway(cfg) as gw:
+                store = gw.store
+                await store.upsert_site(Site("s1", SiteKind.HOME))
+                await store.upsert_responder(Responder("kh1", ResponderKind.KEYHOLDER))
+                await store.upsert_resident(Resident("res1", "s1", responders=("kh1",)))
+                await store.upsert_device(Device("pend1", "s1", DeviceKind.PENDANT, "res1"))
+                await eventually(lambda: _true(gw.mqtt.connected.is_set()), timeout=10)
+                async with Pendant(
+                    "s1",
+                    "pend1",
+                    host=mqtt_server.host,
+                    port=mqtt_server.port,
+                    prefix=topic_prefix,
+                ) as pendant:
+                    await pendant.readings([("spo2", 97.0, "%"), ("pulse", 71.0, "/min")])
+                    await pendant.heartbeat(battery=80.0)
+                    msg_id = await pendant.press()
+                alert_id = alarm_id_for("pend1", msg_id)
+                d = await eventually(lambda: gw.dispatcher.repo.load_for_alert(alert_id))
+                await gw.dispatcher.acknowledge(d.dispatch_id, "op1")
+                await eventually(lambda: _counted(store, "readings", 2))
+                report = await store.verify_audit()
+        assert report.ok, report.problems
+        assert report.rows == 2
+        assert not [e for e in logs if e["event"] == "store_role_too_powerful"]
+        assert not [e for e in logs if e["log_level"] in ("error", "critical")], logs
+
+    asyncio.run(scenario())
+
+    async def maintain_far_ahead() -> list[str]:
+        async with PostgresStore(
+            install.runtime, schema=install.schema, use_timescale=False
+        ) as store:
+            await store.attach()
+            return await store.maintain(datetime(2040, 6, 1, tzinfo=UTC))
+
+    with capture_logs() as logs:
+        assert asyncio.run(maintain_far_ahead()) == []
+    assert [e["event"] for e in logs] == ["partitions_need_owner"]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _counted(store: Any, table: str, n: int) -> bool:
+    return bool(await store.count(table) >= n)
