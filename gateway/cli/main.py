@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import psycopg
 import typer
 from rich.console import Console
 
@@ -173,11 +175,22 @@ def audit_verify(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
+    if cfg.store.backend == "sqlite" and not Path(cfg.store.sqlite_path).exists():
+        err_console.print(f"[red]error:[/red] no SQLite store at {cfg.store.sqlite_path}")
+        raise typer.Exit(2)
+
     async def main() -> ChainReport:
         async with open_store(cfg) as store:
             return await store.verify_audit(expected)
 
-    report = _run(main)
+    try:
+        report = _run(main)
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedColumn) as exc:
+        # A store from before migration 0008: nothing is chained yet.
+        err_console.print(
+            f"[red]error:[/red] the store has no audit chain ({exc}): run 'telecare db migrate'"
+        )
+        raise typer.Exit(2) from None
     for problem in report.problems:
         console.print(f"[red]FAIL[/red] {problem}", highlight=False, soft_wrap=True)
     if report.unchained:
