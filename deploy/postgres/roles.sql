@@ -3,8 +3,9 @@
 -- Then give both roles a password (never in this file): \password telecare_owner, \password telecare_app
 -- Owner: owns the schema and its tables, runs `telecare db migrate` (store.migrate_dsn).
 -- Runtime: the gateway (store.dsn); after every migration the owner grants it
--- SELECT/INSERT/UPDATE/DELETE on the operational tables but only SELECT and INSERT on
--- dispatch_audit. Neither role is a superuser.
+-- SELECT/INSERT/UPDATE/DELETE on the operational tables but only SELECT and INSERT on the
+-- records of who did what (dispatch_audit, resident_clinical_history). Neither role is a
+-- superuser.
 DO $$ BEGIN
     CREATE ROLE telecare_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;

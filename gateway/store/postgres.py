@@ -59,7 +59,7 @@ from gateway.store.base import (
 from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
 from gateway.store.errors import SchemaNotReady, TimescaleRequired
 from gateway.store.migrations import migrations_for
-from gateway.store.roles import check_identifier, runtime_grants
+from gateway.store.roles import APPEND_ONLY, check_identifier, runtime_grants
 from gateway.store.timescale import Extension
 
 __all__ = ["PostgresStore"]
@@ -195,7 +195,13 @@ class PostgresStore:
                 if self.timescale is not None:
                     await self._apply_policies(conn, self.timescale)
                 if self.runtime_role is not None:
-                    for grant in runtime_grants(self.schema, self.runtime_role):
+                    cur = await conn.execute(
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
+                        " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)",
+                        (self.schema, list(APPEND_ONLY)),
+                    )
+                    append_only = sorted(r[0] for r in await cur.fetchall())
+                    for grant in runtime_grants(self.schema, self.runtime_role, append_only):
                         await conn.execute(grant)
             if self.timescale is None:
                 await self.ensure_partitions(conn, datetime.now(UTC))

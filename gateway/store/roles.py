@@ -6,19 +6,25 @@ running gateway needs.
   the two login roles, the database's privileges, the schema owned by the owner role.
 - ``runtime_grants`` is applied by the owner after every migration
   (``PostgresStore.migrate`` with ``runtime_role``): read and write on the operational
-  tables, but on ``dispatch_audit`` only ``SELECT`` and ``INSERT`` (no ``UPDATE``,
-  ``DELETE``, ``TRUNCATE``, ``TRIGGER``), ``schema_migrations`` read-only, nothing owned,
+  tables, but on ``dispatch_audit`` and ``resident_clinical_history`` only ``SELECT`` and
+  ``INSERT`` (no ``UPDATE``, ``DELETE``, ``TRUNCATE``, ``TRIGGER``),
+  ``schema_migrations`` read-only, nothing owned,
   so the runtime role can neither rewrite the audit nor disable its triggers.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
 
 from psycopg import sql
 
-__all__ = ["IDENTIFIER", "check_identifier", "runtime_grants", "setup_script"]
+__all__ = ["APPEND_ONLY", "IDENTIFIER", "check_identifier", "runtime_grants", "setup_script"]
+
+#: Records of who did what: the runtime role may read and append, never change or remove
+#: (those of them that exist in the schema when the grants are applied).
+APPEND_ONLY: Final = ("dispatch_audit", "resident_clinical_history")
 
 #: A schema or role name we accept: lower case, never needs quoting, and safe inside
 #: libpq ``options`` (where a space would start another server setting).
@@ -35,20 +41,29 @@ def check_identifier(what: str, value: str) -> str:
     return value
 
 
-def runtime_grants(schema: str, role: str) -> list[sql.Composed]:
+def runtime_grants(
+    schema: str, role: str, append_only: Iterable[str] = ("dispatch_audit",)
+) -> list[sql.Composed]:
     """The runtime role's privileges on ``schema`` (re-applied after each migration, so
-    tables added later are covered)."""
+    tables added later are covered); ``append_only``: existing tables of
+    :data:`APPEND_ONLY`."""
     s, r = sql.Identifier(schema), sql.Identifier(role)
     statements = [
         "GRANT USAGE ON SCHEMA {s} TO {r}",
         "REVOKE CREATE ON SCHEMA {s} FROM {r}",
         "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
         "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}",
-        "REVOKE UPDATE, DELETE ON {s}.dispatch_audit FROM {r}",
         "REVOKE INSERT, UPDATE, DELETE ON {s}.schema_migrations FROM {r}",
         "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
     ]
-    return [sql.SQL(text).format(s=s, r=r) for text in statements]
+    grants = [sql.SQL(text).format(s=s, r=r) for text in statements]
+    for table in append_only:
+        grants.append(
+            sql.SQL("REVOKE UPDATE, DELETE ON {s}.{t} FROM {r}").format(
+                s=s, t=sql.Identifier(table), r=r
+            )
+        )
+    return grants
 
 
 def setup_script(database: str, schema: str, owner: str, runtime: str) -> str:
@@ -66,8 +81,9 @@ def setup_script(database: str, schema: str, owner: str, runtime: str) -> str:
 -- Then give both roles a password (never in this file): \\password {owner}, \\password {runtime}
 -- Owner: owns the schema and its tables, runs `telecare db migrate` (store.migrate_dsn).
 -- Runtime: the gateway (store.dsn); after every migration the owner grants it
--- SELECT/INSERT/UPDATE/DELETE on the operational tables but only SELECT and INSERT on
--- dispatch_audit. Neither role is a superuser.
+-- SELECT/INSERT/UPDATE/DELETE on the operational tables but only SELECT and INSERT on the
+-- records of who did what (dispatch_audit, resident_clinical_history). Neither role is a
+-- superuser.
 DO $$ BEGIN
     CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;

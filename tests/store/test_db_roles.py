@@ -150,6 +150,9 @@ def test_the_runtime_role_may_append_to_the_audit_but_never_rewrite_it(
     assert refused(rt, "ALTER TABLE dispatch_audit DISABLE TRIGGER USER") is denied
     assert refused(rt, "DROP TABLE dispatch_audit") is denied
     assert refused(rt, "DELETE FROM schema_migrations") is denied
+    # The clinical settings history (who changed a resident's SpO2 scale) likewise.
+    assert refused(rt, "UPDATE resident_clinical_history SET reason = 'x'") is denied
+    assert refused(rt, "DELETE FROM resident_clinical_history") is denied
     assert refused(rt, "CREATE TABLE sneaky (x int)") is denied
     # The owner is stopped by the guard trigger, not by privileges.
     assert refused(install.owner, "TRUNCATE dispatch_audit") is psycopg.errors.RaiseException
