@@ -130,7 +130,9 @@ class Gateway:
                 ),
             )
             self.pipeline.decoder.registry.prime(
-                await self.store.list_devices(), await self.store.list_residents()
+                await self.store.list_devices(),
+                await self.store.list_residents(),
+                await self.store.list_receiver_accounts(),
             )
             await self._stack.enter_async_context(
                 OrphanSweeper(
@@ -165,6 +167,7 @@ class Gateway:
                         self.pipeline,
                         self.pipeline.decoder.registry.device,
                         self.clock,
+                        accounts=self.pipeline.decoder.registry.receiver_device,
                     )
                 )
         except BaseException:
