@@ -300,7 +300,6 @@ class PortReader:
         readings: list[Reading] = []
         events: list[AlarmEvent] = []
         env = Envelope("serial", self.port, chunk[:NOISE_SAMPLE_BYTES], self.clock.now())
-        device_id = device.device_id
         for frame, ts in zip(frames, self._timestamps(len(frames)), strict=True):
             try:
                 if isinstance(frame, OximeterSample):

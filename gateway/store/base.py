@@ -200,6 +200,10 @@ class Store(Protocol):
         what an observation set with that idempotency key said before."""
         ...
 
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        """Store several events in one transaction; for each, whether it was new."""
+        ...
+
     async def write_alert(self, alert: Alert) -> bool: ...
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:

@@ -592,26 +592,7 @@ class PostgresStore:
                 )
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        e = event
-        n = await self._exec(
-            "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-            " resident_id, zone, source, code, digest)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (device_id, msg_id) DO NOTHING",
-            (
-                e.device_id,
-                e.msg_id,
-                e.type.value,
-                e.phase.value,
-                e.ts,
-                e.site_id,
-                e.resident_id,
-                e.zone,
-                e.source,
-                e.code,
-                rows.event_digest(e),
-            ),
-        )
+        n = await self._exec(_INSERT_EVENT, _event_params(event))
         return n == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
@@ -648,6 +629,14 @@ class PostgresStore:
             (device_id, msg_id),
         )
         return {(Metric(m), ts, float(v)) for m, ts, v in found}
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        out: list[bool] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            for e in events:
+                cur = await conn.execute(_INSERT_EVENT.encode(), _event_params(e))
+                out.append(cur.rowcount == 1)
+        return out
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -907,4 +896,27 @@ def _alert_params(a: Alert) -> tuple[Any, ...]:
         a.event_type.value if a.event_type else None,
         a.source_key,
         json.dumps(a.detail),
+    )
+
+
+_INSERT_EVENT = (
+    "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+    " resident_id, zone, source, code, digest) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    " ON CONFLICT (device_id, msg_id) DO NOTHING"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        e.ts,
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
+        rows.event_digest(e),
     )

@@ -401,25 +401,7 @@ class SqliteStore:
 
     async def write_event(self, event: AlarmEvent) -> bool:
         e = event
-        cur = await self._run(
-            lambda c: c.execute(
-                "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
-                " site_id, resident_id, zone, source, code, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    e.device_id,
-                    e.msg_id,
-                    e.type.value,
-                    e.phase.value,
-                    iso(e.ts),
-                    e.site_id,
-                    e.resident_id,
-                    e.zone,
-                    e.source,
-                    e.code,
-                    rows.event_digest(e),
-                ),
-            )
-        )
+        cur = await self._run(lambda c: c.execute(_INSERT_EVENT, _event_params(e)))
         return cur.rowcount == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
@@ -464,6 +446,12 @@ class SqliteStore:
             (device_id, msg_id),
         )
         return {(Metric(m), rows.as_dt(ts), float(v)) for m, ts, v in found}
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_INSERT_EVENT, _event_params(e)).rowcount == 1 for e in events]
+
+        return await self._run(lambda c: transaction(c, run))
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -729,6 +717,28 @@ class SqliteStore:
             rows.timeline((*r[:5], (rows.as_dt(r[0]) - rows.as_dt(r[5])).total_seconds()))
             for r in found
         ]
+
+
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
+    " site_id, resident_id, zone, source, code, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        iso(e.ts),
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
+        rows.event_digest(e),
+    )
 
 
 def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
