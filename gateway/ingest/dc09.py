@@ -90,7 +90,9 @@ AccountLookup = Callable[[ReceiverKind, str, str], Awaitable[Device | None]]
 class Dc09Sink(Protocol):
     """What the receiver needs from the pipeline."""
 
-    async def handle_events(self, events: Sequence[AlarmEvent]) -> None: ...
+    async def handle_events(
+        self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
+    ) -> None: ...
 
     async def dead_letter(
         self, env: Envelope, reason: str, device_id: str | None = None
@@ -400,7 +402,9 @@ class Dc09Receiver:
             events = [e for evs, _ in batch for e in evs]
             self.counters["store_writes"] += 1
             try:
-                await self.sink.handle_events(events)
+                # The receive time lets the rules check the unit's clock (a late alarm
+                # keeps its true time and is shown as late).
+                await self.sink.handle_events(events, received_at=self.handler.clock.now())
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():
