@@ -60,6 +60,7 @@ from typing import Final, Protocol, Self
 from devices.codecs import Incomplete, Malformed, dc09
 from devices.model import AlarmEvent, Device, ModelError, ReceiverKind
 from gateway.config import Dc09Config
+from gateway.decode import Rejected
 from gateway.envelope import Envelope
 from gateway.logging import get_logger
 from rules.clock import Clock
@@ -154,7 +155,11 @@ class Dc09Handler:
             log.info("dc09_nak", origin=origin, account=block.account, reason=exc.reason)
             return self._reply(dc09.nak(self.clock.now()), "nak")
         if events:
-            await self.store_events(events)
+            try:
+                await self.store_events(events)
+            except Rejected as exc:
+                await self._dead_letter(env, exc.reason, exc.device_id)
+                return self._reply(dc09.duh(block), "duh")
         for event in events:
             self.counters["events"] += 1
             log.info(
@@ -401,10 +406,25 @@ class Dc09Receiver:
                 batch.append(batches.get_nowait())
             events = [e for evs, _ in batch for e in evs]
             self.counters["store_writes"] += 1
+            # The receive time lets the rules check the unit's clock (a late alarm keeps
+            # its true time and is shown as late).
+            now = self.handler.clock.now()
             try:
-                # The receive time lets the rules check the unit's clock (a late alarm
-                # keeps its true time and is shown as late).
-                await self.sink.handle_events(events, received_at=self.handler.clock.now())
+                await self.sink.handle_events(events, received_at=now)
+            except Rejected:
+                # One frame's event was refused (a reused id with other content): take the
+                # frames one by one so only that frame is refused; the others' events are
+                # stored already and go through as duplicates.
+                for evs, done in batch:
+                    try:
+                        await self.sink.handle_events(evs, received_at=now)
+                    except Exception as exc:
+                        if not done.done():
+                            done.set_exception(exc)
+                    else:
+                        if not done.done():
+                            done.set_result(None)
+                continue
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():

@@ -914,9 +914,10 @@ _INSERT_EVENT = (
 #: Many events in one statement (one round trip, one commit); returns the new keys.
 _INSERT_EVENTS = (
     "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-    " resident_id, zone, source, code)"
+    " resident_id, zone, source, code, digest)"
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
-    " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[])"
+    " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
+    " %s::text[])"
     " ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING device_id, msg_id"
 )
 
