@@ -339,7 +339,20 @@ class Pipeline:
         gateway already). A redelivery (same idempotency key, same content) completes what
         an earlier attempt left undone; the same key with different content raises
         ``Rejected`` and goes through no rules."""
-        new = await self.store.write_event(event)
+        await self._event_stored(event, await self.store.write_event(event), received_at)
+
+    async def handle_events(
+        self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
+    ) -> None:
+        """Like :meth:`handle_event` for each, the events stored in one write first (an
+        IP receiver's concurrent alarms share one commit); rules then run in order."""
+        news = await self.store.write_events(events)
+        for event, new in zip(events, news, strict=True):
+            await self._event_stored(event, new, received_at)
+
+    async def _event_stored(
+        self, event: AlarmEvent, new: bool, received_at: datetime | None
+    ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
         alert_id = alarm_id_for(event.device_id, event.msg_id)

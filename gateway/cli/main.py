@@ -8,6 +8,7 @@ telecare db roles --config ...           SQL creating the owner and runtime role
 telecare audit verify --config ...       prove the dispatch audit trail is intact
 telecare site|resident|responder|device add ...   provisioning
 telecare report responses --from ... --to ...     response times, each route vs its target
+telecare receiver test --protocol dc09 ...   one message to a running IP receiver
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def demo(
 
 def _mount() -> None:
     """Command groups that live in their own modules (imported late: they import this)."""
-    from gateway.cli import provision, report, rules_cmd, simulate
+    from gateway.cli import provision, receiver, report, rules_cmd, simulate
 
     app.add_typer(provision.site_app, name="site")
     app.add_typer(provision.resident_app, name="resident")
@@ -249,6 +250,7 @@ def _mount() -> None:
     app.add_typer(simulate.app, name="simulate")
     app.add_typer(rules_cmd.app, name="rules")
     app.add_typer(report.app, name="report")
+    app.add_typer(receiver.app, name="receiver")
 
 
 _mount()

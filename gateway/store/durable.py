@@ -52,6 +52,8 @@ from devices.model import (
     Dispatch,
     Metric,
     Reading,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     Site,
@@ -321,6 +323,18 @@ class DurableStore:
     ) -> set[tuple[Metric, datetime, float]]:
         return await self.store.stored_message_readings(device_id, msg_id)
 
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        """One transaction while the database is there; each spooled on its own when not."""
+        if not self._degraded:
+            try:
+                return await self.store.write_events(events)
+            except Exception as exc:
+                raise_if_cancelling()
+                if not is_unavailable(exc):
+                    raise
+                self._set_degraded(exc)
+        return [await self.write_event(e) for e in events]
+
     async def write_alert(self, alert: Alert) -> bool:
         where, new = await self._put(alert, lambda: self.store.write_alert(alert))
         return where == "spool" or bool(new)
@@ -434,6 +448,18 @@ class DurableStore:
 
     async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
         return await self.store.verify_audit(anchor)
+
+    async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
+        await self.store.upsert_receiver_account(mapping)
+
+    async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
+        return await self.store.delete_receiver_account(kind, account, zone)
+
+    async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
+        return await self.store.receiver_accounts(kind, account)
+
+    async def list_receiver_accounts(self) -> list[ReceiverAccount]:
+        return await self.store.list_receiver_accounts()
 
     async def list_sites(self) -> list[Site]:
         return await self.store.list_sites()

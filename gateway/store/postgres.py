@@ -42,6 +42,8 @@ from devices.model import (
     Dispatch,
     Metric,
     Reading,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     Site,
@@ -461,6 +463,38 @@ class PostgresStore:
         found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
         return [rows.device(r) for r in found]
 
+    # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
+    async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
+        m = mapping
+        await self._exec(
+            f"INSERT INTO receiver_accounts ({rows.RECEIVER_ACCOUNT_COLUMNS})"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (kind, account, zone)"
+            " DO UPDATE SET device_id = excluded.device_id",
+            (m.kind.value, m.account, m.zone, m.device_id),
+        )
+
+    async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
+        n = await self._exec(
+            "DELETE FROM receiver_accounts WHERE kind = %s AND account = %s AND zone = %s",
+            (kind.value, account, zone),
+        )
+        return n > 0
+
+    async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
+        found = await self._all(
+            f"SELECT {rows.RECEIVER_ACCOUNT_COLUMNS} FROM receiver_accounts"
+            " WHERE kind = %s AND account = %s ORDER BY zone",
+            (kind.value, account),
+        )
+        return [rows.receiver_account(r) for r in found]
+
+    async def list_receiver_accounts(self) -> list[ReceiverAccount]:
+        found = await self._all(
+            f"SELECT {rows.RECEIVER_ACCOUNT_COLUMNS} FROM receiver_accounts"
+            " ORDER BY kind, account, zone"
+        )
+        return [rows.receiver_account(r) for r in found]
+
     async def list_sites(self) -> list[Site]:
         found = await self._all(
             "SELECT site_id, kind, name, address, area FROM sites ORDER BY site_id"
@@ -621,26 +655,7 @@ class PostgresStore:
                 )
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        e = event
-        n = await self._exec(
-            "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-            " resident_id, zone, source, code, digest)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (device_id, msg_id) DO NOTHING",
-            (
-                e.device_id,
-                e.msg_id,
-                e.type.value,
-                e.phase.value,
-                e.ts,
-                e.site_id,
-                e.resident_id,
-                e.zone,
-                e.source,
-                e.code,
-                rows.event_digest(e),
-            ),
-        )
+        n = await self._exec(_INSERT_EVENT, _event_params(event))
         return n == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
@@ -677,6 +692,19 @@ class PostgresStore:
             (device_id, msg_id),
         )
         return {(Metric(m), ts, float(v)) for m, ts, v in found}
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        if not events:
+            return []
+        columns = list(zip(*(_event_params(e) for e in events), strict=True))
+        found = await self._all(_INSERT_EVENTS, [list(c) for c in columns])
+        inserted = {(r[0], r[1]) for r in found}
+        out: list[bool] = []
+        for e in events:  # a key twice in one batch: only its first is new
+            key = (e.device_id, e.msg_id)
+            out.append(key in inserted)
+            inserted.discard(key)
+        return out
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -989,4 +1017,38 @@ def _alert_params(a: Alert) -> tuple[Any, ...]:
         a.event_type.value if a.event_type else None,
         a.source_key,
         json.dumps(a.detail),
+    )
+
+
+_INSERT_EVENT = (
+    "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+    " resident_id, zone, source, code, digest) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    " ON CONFLICT (device_id, msg_id) DO NOTHING"
+)
+
+
+#: Many events in one statement (one round trip, one commit); returns the new keys.
+_INSERT_EVENTS = (
+    "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+    " resident_id, zone, source, code, digest)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
+    " %s::text[])"
+    " ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING device_id, msg_id"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        e.ts,
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
+        rows.event_digest(e),
     )

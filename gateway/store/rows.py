@@ -18,6 +18,8 @@ from devices.model import (
     Dispatch,
     DispatchState,
     EventType,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     ResponderKind,
@@ -141,6 +143,13 @@ CHAIN_ROW_COLUMNS = (
 )
 
 
+RECEIVER_ACCOUNT_COLUMNS = "kind, account, zone, device_id"
+
+
+def receiver_account(row: Any) -> ReceiverAccount:
+    return ReceiverAccount(ReceiverKind(row[0]), row[1], row[3], row[2])
+
+
 def device(row: Any) -> Device:
     return Device(
         row[0], row[1], DeviceKind(row[2]), row[3], row[4], row[5], int(row[6]), hub_id=row[7]
@@ -254,6 +263,7 @@ COUNTABLE = frozenset(
         "sites",
         "residents",
         "devices",
+        "receiver_accounts",
         "responders",
         "readings",
         "alarm_events",

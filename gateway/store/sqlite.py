@@ -23,6 +23,8 @@ from devices.model import (
     Dispatch,
     Metric,
     Reading,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     Site,
@@ -230,6 +232,42 @@ class SqliteStore:
         found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
         return [rows.device(r) for r in found]
 
+    # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
+    async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
+        m = mapping
+        await self._run(
+            lambda c: c.execute(
+                f"INSERT INTO receiver_accounts ({rows.RECEIVER_ACCOUNT_COLUMNS})"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (kind, account, zone)"
+                " DO UPDATE SET device_id = excluded.device_id",
+                (m.kind.value, m.account, m.zone, m.device_id),
+            )
+        )
+
+    async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
+        cur = await self._run(
+            lambda c: c.execute(
+                "DELETE FROM receiver_accounts WHERE kind = ? AND account = ? AND zone = ?",
+                (kind.value, account, zone),
+            )
+        )
+        return cur.rowcount > 0
+
+    async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
+        found = await self._all(
+            f"SELECT {rows.RECEIVER_ACCOUNT_COLUMNS} FROM receiver_accounts"
+            " WHERE kind = ? AND account = ? ORDER BY zone",
+            (kind.value, account),
+        )
+        return [rows.receiver_account(r) for r in found]
+
+    async def list_receiver_accounts(self) -> list[ReceiverAccount]:
+        found = await self._all(
+            f"SELECT {rows.RECEIVER_ACCOUNT_COLUMNS} FROM receiver_accounts"
+            " ORDER BY kind, account, zone"
+        )
+        return [rows.receiver_account(r) for r in found]
+
     async def list_sites(self) -> list[Site]:
         found = await self._all(
             "SELECT site_id, kind, name, address, area FROM sites ORDER BY site_id"
@@ -364,25 +402,7 @@ class SqliteStore:
 
     async def write_event(self, event: AlarmEvent) -> bool:
         e = event
-        cur = await self._run(
-            lambda c: c.execute(
-                "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
-                " site_id, resident_id, zone, source, code, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    e.device_id,
-                    e.msg_id,
-                    e.type.value,
-                    e.phase.value,
-                    iso(e.ts),
-                    e.site_id,
-                    e.resident_id,
-                    e.zone,
-                    e.source,
-                    e.code,
-                    rows.event_digest(e),
-                ),
-            )
-        )
+        cur = await self._run(lambda c: c.execute(_INSERT_EVENT, _event_params(e)))
         return cur.rowcount == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
@@ -427,6 +447,12 @@ class SqliteStore:
             (device_id, msg_id),
         )
         return {(Metric(m), rows.as_dt(ts), float(v)) for m, ts, v in found}
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_INSERT_EVENT, _event_params(e)).rowcount == 1 for e in events]
+
+        return await self._run(lambda c: transaction(c, run))
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -695,6 +721,28 @@ class SqliteStore:
             rows.timeline((*r[:5], (rows.as_dt(r[0]) - rows.as_dt(r[5])).total_seconds()))
             for r in found
         ]
+
+
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
+    " site_id, resident_id, zone, source, code, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        iso(e.ts),
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
+        rows.event_digest(e),
+    )
 
 
 def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
