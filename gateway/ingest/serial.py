@@ -17,6 +17,10 @@ Timestamps: a chunk read from the port may hold many frames (USB adapters delive
 bursts). Frame ``i`` of ``n`` gets ``now - (n-1-i)/rate_hz`` (the codec's frame rate),
 kept strictly increasing per port, so reduced readings keep distinct ids.
 
+Resends: a device that sends a frame again (an A&D cuff that got no confirmation) gives
+it the same message id; the reader remembers the last ``RECENT_IDS`` ids of non-oximeter
+frames per port and drops such a frame instead of storing it under a new receive time.
+
 Noise and partial frames: the decoder resynchronises and reports what it skipped. Skips
 are aggregated per port into at most one dead letter per ``report_interval`` seconds
 (``serial noise: skipped N bytes in K bursts ...``; its payload is the first noisy chunk
@@ -44,6 +48,7 @@ import asyncio
 import contextlib
 import os
 import termios
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,6 +79,8 @@ log = get_logger("telecare.ingest.serial")
 READ_SIZE = 4096
 #: Bytes of a noisy chunk kept as the dead letter's payload.
 NOISE_SAMPLE_BYTES = 512
+#: Message ids remembered per port to drop a frame the device resends.
+RECENT_IDS = 256
 
 Lookup = Callable[[str], Awaitable[Device | None]]
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -196,6 +203,9 @@ class PortReader:
         self._noise = _NoiseReport(report_interval)
         self._last_ts: datetime | None = None
         self._reducer: OximeterReducer | None = None
+        #: Message ids of recent non-oximeter frames: a device that resends a frame (an
+        #: A&D cuff without a confirmation) carries the same id, with a new receive time.
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
 
     @property
     def port(self) -> str:
@@ -274,13 +284,17 @@ class PortReader:
                 if isinstance(frame, OximeterSample):
                     readings.extend(self._reducer_for(device).push(frame, ts))
                     continue
-                for item in self.codec.to_model(
+                items = self.codec.to_model(
                     frame,
                     device_id=device.device_id,
                     ts=ts,
                     resident_id=device.resident_id,
                     site_id=device.site_id,
-                ):
+                )
+                if items and self._resent(items[0].msg_id):
+                    log.info("serial_resend_dropped", port=self.port, msg_id=items[0].msg_id)
+                    continue
+                for item in items:
                     if isinstance(item, AlarmEvent):
                         events.append(item)
                     else:
@@ -300,6 +314,15 @@ class PortReader:
                 event_type=event.type,
                 phase=event.phase,
             )
+
+    def _resent(self, msg_id: str) -> bool:
+        """Whether ``msg_id`` came from this port recently (remembers the last 256)."""
+        if msg_id in self._recent_ids:
+            return True
+        self._recent_ids[msg_id] = None
+        if len(self._recent_ids) > RECENT_IDS:
+            self._recent_ids.popitem(last=False)
+        return False
 
     def _reducer_for(self, device: Device) -> OximeterReducer:
         r = self._reducer
