@@ -464,6 +464,8 @@ class EventType(StrEnum):
     PERIODIC_TEST = "periodic_test"
     CANCEL = "cancel"
     CARER_ARRIVED = "carer_arrived"
+    #: A unit's information message (SCAIP ``IN`` with no condition we map): kept, no alert.
+    INFORMATION = "information"
 
 
 class Phase(StrEnum):
@@ -485,8 +487,11 @@ class AlarmEvent:
     zone: str | None = None
     #: Where it came from: ``mqtt``, ``serial``, ``api`` or ``rule`` (gateway-generated).
     source: str = "mqtt"
-    #: Contact ID event code when the event came from an alarm receiver.
+    #: Contact ID event code, or SCAIP status code, when the event came from an alarm unit.
     code: int | None = None
+    #: SCAIP device type (``dty``) and location code (``lco``) as the unit sent them.
+    device_type: str | None = None
+    location: str | None = None
 
     def __post_init__(self) -> None:
         _check_id("device_id", self.device_id)

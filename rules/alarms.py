@@ -75,7 +75,9 @@ PRIORITY: Final[dict[EventType, int]] = {
 }
 
 #: Events that never raise an alert. With PRIORITY this covers the whole taxonomy.
-NO_ALERT: Final = frozenset({EventType.PERIODIC_TEST, EventType.CANCEL, EventType.CARER_ARRIVED})
+NO_ALERT: Final = frozenset(
+    {EventType.PERIODIC_TEST, EventType.CANCEL, EventType.CARER_ARRIVED, EventType.INFORMATION}
+)
 #: Events that close the open alarms of a resident.
 CLOSING: Final = frozenset({EventType.CANCEL, EventType.CARER_ARRIVED})
 #: Alarms a restore does not clear: a person must close them.

@@ -451,7 +451,8 @@ class PostgresStore:
         e = event
         n = await self._exec(
             "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-            " resident_id, zone, source, code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " resident_id, zone, source, code, device_type, location)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT (device_id, msg_id) DO NOTHING",
             (
                 e.device_id,
@@ -464,6 +465,8 @@ class PostgresStore:
                 e.zone,
                 e.source,
                 e.code,
+                e.device_type,
+                e.location,
             ),
         )
         return n == 1

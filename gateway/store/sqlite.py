@@ -292,7 +292,8 @@ class SqliteStore:
         cur = await self._run(
             lambda c: c.execute(
                 "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
-                " site_id, resident_id, zone, source, code) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " site_id, resident_id, zone, source, code, device_type, location)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     e.device_id,
                     e.msg_id,
@@ -304,6 +305,8 @@ class SqliteStore:
                     e.zone,
                     e.source,
                     e.code,
+                    e.device_type,
+                    e.location,
                 ),
             )
         )
