@@ -26,7 +26,9 @@ __all__ = [
     "DispatchSection",
     "LogConfig",
     "MqttConfig",
+    "ReceiversSection",
     "RulesSection",
+    "ScaipConfig",
     "SerialPortConfig",
     "StoreConfig",
     "load_config",
@@ -114,6 +116,34 @@ class DispatchSection:
 
 
 @dataclass(frozen=True)
+class ScaipConfig:
+    """``[receivers.scaip]``: the SCAIP receiver, a SIP listener (gateway/ingest/scaip.py)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: SIP's registered port; 0 = any free port (tests; the ``scaip_listening`` log says).
+    port: int = 5060
+    udp: bool = True
+    tcp: bool = True
+    #: SIP over TLS on ``tls_port`` (SIP's 5061) with this certificate chain and key (PEM).
+    tls: bool = False
+    tls_port: int = 5061
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Requests processed at once; beyond that a unit gets 503 and retries.
+    max_in_flight: int = 256
+    #: A TCP/TLS connection silent this long is closed.
+    idle_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ReceiversSection:
+    """``[receivers.*]``: IP alarm receivers."""
+
+    scaip: ScaipConfig = field(default_factory=ScaipConfig)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     #: ``json`` (production) or ``console`` (pretty, for a terminal).
@@ -129,6 +159,7 @@ class Config:
     rules: RulesSection = field(default_factory=RulesSection)
     dispatch: DispatchSection = field(default_factory=DispatchSection)
     serial: tuple[SerialPortConfig, ...] = ()
+    receivers: ReceiversSection = field(default_factory=ReceiversSection)
 
 
 def spool_path(config: Config) -> Path:
@@ -168,7 +199,16 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"Config '{section}' in {source} is not a table")
         raw[section][name] = value
     config: Config = _build(Config, raw, "", source)
+    _check_scaip(config.receivers.scaip)
     return config
+
+
+def _check_scaip(scaip: ScaipConfig) -> None:
+    if scaip.enabled and scaip.tls and not (scaip.tls_cert and scaip.tls_key):
+        raise ConfigError(
+            "Config 'receivers.scaip.tls' is true but 'receivers.scaip.tls_cert' or"
+            " 'tls_key' is empty: give the PEM certificate chain and key"
+        )
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> Any:
