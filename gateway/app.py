@@ -6,8 +6,8 @@
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
 (store -> durable store (batcher + spool) -> dispatch service -> orphan sweeper -> rule
 runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> SCAIP receiver) and left
-in reverse, so on shutdown ingest stops taking new messages first, in-flight messages finish and are acknowledged,
-and the store is closed last: everything accepted is flushed.
+in reverse, so on shutdown ingest stops taking new messages first, in-flight messages
+finish and are acknowledged, and the store is closed last: everything accepted is flushed.
 """
 
 from __future__ import annotations
