@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import uuid
 from dataclasses import dataclass, field
 
@@ -94,8 +95,10 @@ class ScaipUnit:
     cid: str
     host: str
     port: int
+    #: ``UDP``, ``TCP`` or ``TLS`` (then ``tls`` is the client context).
     transport: str = "UDP"
     timeout: float = 10.0
+    tls: ssl.SSLContext | None = None
     _refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_ref(self) -> str:
@@ -154,7 +157,9 @@ class ScaipUnit:
 
     async def _tcp(self, body: bytes, from_user: str) -> tuple[int, scaip.Mrs | None]:
         async with asyncio.timeout(self.timeout):
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls if self.transport == "TLS" else None
+            )
             try:
                 local = writer.get_extra_info("sockname")
                 writer.write(
@@ -163,7 +168,7 @@ class ScaipUnit:
                         from_user=from_user,
                         host=self.host,
                         port=self.port,
-                        transport="TCP",
+                        transport=self.transport,
                         local=(local[0], local[1]),
                     )
                 )

@@ -55,3 +55,26 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("[mqtt\nport = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad, {})
+
+
+def test_scaip_receiver_keys(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '[receivers.scaip]\nenabled = true\nhost = "0.0.0.0"\nport = 5070\nudp = false\n'
+        "max_in_flight = 32\n"
+    )
+    scaip = load_config(path, {}).receivers.scaip
+    assert (scaip.enabled, scaip.host, scaip.port, scaip.udp, scaip.tcp) == (
+        True,
+        "0.0.0.0",
+        5070,
+        False,
+        True,
+    )
+    assert scaip.max_in_flight == 32
+    path.write_text("[receivers.scaip]\nenabled = true\ntls = true\n")
+    with pytest.raises(ConfigError, match="'receivers.scaip.tls' is true but"):
+        load_config(path, {})
+    path.write_text('[receivers.scaip]\nport = "sip"\n')
+    with pytest.raises(ConfigError, match="'receivers.scaip.port' has value 'sip'"):
+        load_config(path, {})

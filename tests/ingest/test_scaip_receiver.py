@@ -1,0 +1,121 @@
+"""The SCAIP receiver with the simulated unit (firmware_stubs/scaip_unit.py): SIP over TLS,
+UDP retransmissions absorbed, raw noise answered by nothing and dead-lettered, a clean
+stop that still answers what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devices.codecs import scaip, sip
+from devices.codecs.scaip import Snu
+from firmware_stubs.scaip_unit import ScaipUnit, encode_message, encode_mrq
+from rules.clock import SystemClock
+from tests.helpers import eventually
+from tests.ingest.scaip_support import CID, AnyStore, provision, receiving, stored_events
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_sip_over_tls(store: AnyStore, tmp_path: Path) -> None:
+    await provision(store)
+    cert, key = _certificate(tmp_path)
+    async with receiving(
+        store, SystemClock(), tls=True, tls_port=0, tls_cert=str(cert), tls_key=str(key)
+    ) as (_, receiver):
+        assert receiver.tls_address is not None
+        client = ssl.create_default_context(cafile=str(cert))
+        unit = ScaipUnit(CID, "127.0.0.1", receiver.tls_address[1], transport="TLS", tls=client)
+        status, mrs = await unit.send("ME", "0010", "0005", ref="T-1")
+    assert status == 200
+    assert mrs == scaip.Mrs("T-1", Snu.OK)
+    events = await stored_events(store)
+    assert [(e.type, e.msg_id) for e in events] == [("fall", "scaip-T-1")]
+
+
+async def test_udp_retransmissions_are_absorbed_and_answered_alike(
+    store: AnyStore, tmp_path: Path
+) -> None:
+    await provision(store)
+    async with receiving(store, SystemClock()) as (_, receiver):
+        assert receiver.udp_address is not None
+        port = receiver.udp_address[1]
+        message = encode_message(encode_mrq("R-1", CID), from_user=CID, host="127.0.0.1", port=port)
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            s.connect(("127.0.0.1", port))
+            for _ in range(3):  # the unit's timer E fires before the answer arrives
+                s.send(message)
+            first = await asyncio.wait_for(loop.sock_recv(s, 65536), 10)
+            s.send(message)  # after the answer: the same answer again, nothing stored
+            again = await asyncio.wait_for(loop.sock_recv(s, 65536), 10)
+    assert first == again
+    response, _ = sip.parse(first, stream=False)
+    assert isinstance(response, sip.SipResponse)
+    assert scaip.decode_mrs(response.body) == scaip.Mrs("R-1", Snu.OK)
+    assert receiver.counters["retransmissions"] >= 1
+    assert receiver.counters["events"] == 1
+    assert len(await stored_events(store)) == 1
+
+
+async def test_noise_datagrams_and_a_garbled_tcp_stream_are_dead_lettered(
+    store: AnyStore, tmp_path: Path
+) -> None:
+    await provision(store)
+    async with receiving(store, SystemClock()) as (_, receiver):
+        assert receiver.udp_address is not None
+        assert receiver.tcp_address is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"\x00\xff not SIP at all", receiver.udp_address)
+            s.sendto(b"\r\n\r\n", receiver.udp_address)  # keep-alive: silently ignored
+        reader, writer = await asyncio.open_connection(*receiver.tcp_address)
+        writer.write(b"MESSAGE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n")  # no Content-Length
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, no answer
+        writer.close()
+        letters = await eventually(store.dead_letters, lambda ds: len(ds) >= 2)
+        # the receiver still works for the next unit
+        unit = ScaipUnit(CID, "127.0.0.1", receiver.udp_address[1])
+        status, mrs = await unit.send(ref="OK-1")
+    reasons = sorted(d.reason for d in letters)
+    assert any("without Content-Length" in r for r in reasons)
+    assert any(r.startswith("SIP: ") for r in reasons)
+    assert (status, mrs) == (200, scaip.Mrs("OK-1", Snu.OK))
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+async def test_information_message_is_stored_without_an_alert(
+    store: AnyStore, transport: str
+) -> None:
+    await provision(store)
+    async with receiving(store, SystemClock()) as (_, receiver):
+        address = receiver.udp_address if transport == "UDP" else receiver.tcp_address
+        assert address is not None
+        unit = ScaipUnit(CID, "127.0.0.1", address[1], transport=transport)
+        status, mrs = await unit.send("IN", "0083", "0011", ref="I-1", lco="021")
+        low = await unit.send("IN", "0016", "0003", ref="I-2")
+    assert (status, mrs) == (200, scaip.Mrs("I-1", Snu.OK))
+    assert low[0] == 200
+    events = await stored_events(store)
+    assert [(e.type, e.code, e.device_type, e.location) for e in events] == [
+        ("information", 83, "0011", "021"),
+        ("low_battery", 16, "0003", None),
+    ]
+    alerts = await store.recent_alerts()
+    assert [a.event_type.value for a in alerts if a.event_type] == ["low_battery"]
