@@ -73,8 +73,8 @@ def test_scaip_receiver_keys(tmp_path: Path) -> None:
     )
     assert scaip.max_in_flight == 32
     path.write_text("[receivers.scaip]\nenabled = true\ntls = true\n")
-    with pytest.raises(ConfigError, match="'receivers.scaip.tls' is true but"):
+    with pytest.raises(ConfigError, match=r"'receivers\.scaip\.tls' is true but"):
         load_config(path, {})
     path.write_text('[receivers.scaip]\nport = "sip"\n')
-    with pytest.raises(ConfigError, match="'receivers.scaip.port' has value 'sip'"):
+    with pytest.raises(ConfigError, match=r"'receivers\.scaip\.port' has value 'sip'"):
         load_config(path, {})
