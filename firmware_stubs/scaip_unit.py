@@ -100,9 +100,11 @@ class ScaipUnit:
     timeout: float = 10.0
     tls: ssl.SSLContext | None = None
     _refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: A unit never reuses a ref: a fresh session prefix per instance (a restart).
+    _session: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def next_ref(self) -> str:
-        return f"{self.cid}-{next(self._refs):06d}"
+        return f"{self._session}-{next(self._refs):06d}"
 
     async def send(
         self,
@@ -112,11 +114,14 @@ class ScaipUnit:
         *,
         ref: str | None = None,
         lco: str | None = None,
+        did: str | None = None,
         body: bytes | None = None,
         from_user: str | None = None,
     ) -> tuple[int, scaip.Mrs | None]:
         ref = ref or self.next_ref()
-        payload = body if body is not None else encode_mrq(ref, self.cid, dty, mty, stc, lco=lco)
+        payload = (
+            body if body is not None else encode_mrq(ref, self.cid, dty, mty, stc, lco=lco, did=did)
+        )
         if self.transport == "UDP":
             return await self._udp(payload, from_user or self.cid)
         return await self._tcp(payload, from_user or self.cid)

@@ -3,12 +3,15 @@
     telecare receiver test --protocol dc09 --account 1234             periodic test call
     telecare receiver test --protocol dc09 --account 1234 --code 101  a real pendant alarm
     telecare receiver test --protocol dc09 --account 1234 --udp --sia
+    telecare receiver test --protocol scaip --account 26317             PI heartbeat (TCP)
+    telecare receiver test --protocol scaip --account 26317 --code 0010 --udp   an alarm
 
 It proves the listener, the account's key, the account -> device mapping, the pipeline
 and the store in one go: the receiver only acknowledges what it stored, so ``ACK`` means
 stored. ``DUH`` names the reason in the dead letters (``telecare`` console, or the
 ``dead_letters`` table). The host, port and key come from the configuration unless
-given. Protocols: ``dc09`` (SIA DC-09); other receivers add theirs to ``PROTOCOLS``.
+given. Protocols: ``dc09`` (SIA DC-09), ``scaip`` (SCAIP over SIP: ``ACK`` means ``<mrs>``
+status 0); other receivers add theirs to ``PROTOCOLS``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from gateway.config import Config
 
 __all__ = ["PROTOCOLS", "Protocol", "app"]
 
-app = typer.Typer(help="IP alarm receivers (SIA DC-09).", no_args_is_help=True)
+app = typer.Typer(help="IP alarm receivers (SIA DC-09, SCAIP).", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
 
 class Protocol(StrEnum):
     DC09 = "dc09"
+    SCAIP = "scaip"
 
 
 #: ``--protocol`` -> the coroutine that sends one test message and returns the reply
@@ -73,6 +77,41 @@ async def _dc09(cfg: Config, opts: dict[str, object]) -> str:
 PROTOCOLS[Protocol.DC09] = _dc09
 
 
+async def _scaip(cfg: Config, opts: dict[str, object]) -> str:
+    """A SCAIP ``PI`` heartbeat (or, with ``--code``, an ``ME`` alarm with that status
+    code) from the unit whose ``cid`` is ``--account``; ``ACK`` for ``<mrs>`` status 0."""
+    from devices.codecs import CodecError
+    from firmware_stubs.scaip_unit import ScaipUnit
+
+    rc = cfg.receivers.scaip
+    cid = str(opts["account"] or "")
+    if not cid:
+        raise _fail("--account is required for scaip (the unit's controller id, cid)")
+    code = opts["code"]
+    unit = ScaipUnit(
+        cid,
+        str(opts["host"] or rc.host),
+        int(str(opts["port"] or rc.port)),
+        transport="UDP" if opts["udp"] else "TCP",
+        timeout=3 * float(str(opts["timeout"])),
+    )
+    try:
+        status, mrs = await unit.send(
+            "ME" if code else "PI",
+            str(code) if code else "0102",
+            "0003" if code else "0002",
+            did=str(opts["zone"]) if opts["zone"] else None,
+        )
+    except CodecError as exc:
+        raise ValueError(f"unreadable reply: {exc}") from None
+    if status != 200 or mrs is None:
+        return f"SIP {status}"
+    return "ACK" if mrs.snu == 0 else f"<mrs> status {mrs.snu} ({mrs.ste})"
+
+
+PROTOCOLS[Protocol.SCAIP] = _scaip
+
+
 def _fail(message: str) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {message}")
     return typer.Exit(1)
@@ -81,12 +120,17 @@ def _fail(message: str) -> typer.Exit:
 @app.command("test")
 def receiver_test(
     protocol: Annotated[Protocol, typer.Option(help="The receiver to test.")],
-    account: Annotated[str, typer.Option(help="The unit's account (DC-09).")] = "",
+    account: Annotated[
+        str, typer.Option(help="The unit's account (DC-09) or controller id, cid (SCAIP).")
+    ] = "",
     code: Annotated[
         str | None,
-        typer.Option(help="Event code: Contact ID (default 602, test call) or SIA (RP)."),
+        typer.Option(
+            help="Event code: Contact ID (default 602, test call) or SIA (RP); SCAIP: an"
+            " alarm with this stc (default: a PI heartbeat)."
+        ),
     ] = None,
-    zone: Annotated[int, typer.Option(help="Zone.")] = 0,
+    zone: Annotated[int, typer.Option(help="Zone (SCAIP: the did, 0 = none).")] = 0,
     sia: Annotated[bool, typer.Option("--sia", help="Send SIA-DCS instead of ADM-CID.")] = False,
     udp: Annotated[bool, typer.Option("--udp", help="UDP instead of TCP.")] = False,
     host: Annotated[str | None, typer.Option(help="Default: from the configuration.")] = None,
