@@ -3,6 +3,9 @@ one topic prefix per test, both store backends behind one parametrised fixture."
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +22,52 @@ from tests.services import (
     mosquitto_server,
     postgres_server,
 )
+
+# Threads that libraries start once per process and keep on purpose.
+_LONG_LIVED_THREADS = ("asyncio_", "ThreadPoolExecutor", "pytest_timeout")
+
+
+def _stray_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.name.startswith(_LONG_LIVED_THREADS)
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread running (a serial reader, a broker, a server).
+    Threads get a short grace period to finish their shutdown."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while (stray := _stray_threads(before)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not stray, f"test left threads running: {[t.name for t in stray]}"
+
+
+@pytest.fixture
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail an async test that leaves tasks behind on its event loop (added to every
+    coroutine test by ``pytest_collection_modifyitems``). Runs last, after the fixtures
+    that stop gateways and stores."""
+    yield
+    me = asyncio.current_task()
+    deadline = time.monotonic() + 5.0
+    while True:
+        stray = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if not stray or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert not stray, f"test left tasks running: {sorted(t.get_name() for t in stray)}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and asyncio.iscoroutinefunction(item.obj):
+            # First in the list: set up first, torn down last.
+            item.fixturenames.insert(0, "_no_leaked_tasks")
 
 
 @pytest.fixture(autouse=True)

@@ -166,5 +166,12 @@ async def test_responder_app_is_notified_through_the_gateways_broker_connection(
         assert body["dispatch_id"] == dispatch.dispatch_id
         assert body["recipient"] == "kh1"
         assert "Mrs A" not in message.payload.decode()  # type: ignore[union-attr]
-        await asyncio.sleep(0.3)  # the gateway would have seen its own publish by now
+        # A barrier instead of a sleep: a device message published after the notification
+        # is stored only after the gateway would have seen (and dead-lettered) its own
+        # notification, had it been on a subscribed topic.
+        async with Pendant(
+            "s1", "pend1", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
+        ) as pendant:
+            await pendant.press()
+        await eventually(lambda: gw.store.count("alarm_events"), lambda n: n == 2)
         assert await gw.store.count("dead_letters") == 0

@@ -7,6 +7,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import aiomqtt
 import pytest
@@ -18,6 +19,8 @@ from gateway.ingest.mqtt import MqttIngest
 from rules.clock import SystemClock
 from tests.helpers import eventually
 from tests.services import MqttServer, start_mosquitto
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -91,8 +94,12 @@ async def test_group_is_acknowledged_only_after_the_group_handler_returns(
     )
     async with third:
         await third.connected.wait()
-        await asyncio.sleep(0.5)
-    assert third_got == []
+        # A barrier instead of a sleep: a message published now arrives after anything the
+        # broker still held for this session.
+        async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+            await pub.publish(f"{prefix}/s1/d0/reading", b"barrier", qos=1)
+        await eventually(lambda: _value(list(third_got)), lambda got: "barrier" in got)
+    assert third_got == ["barrier"]
 
 
 async def test_failed_group_is_not_acknowledged_and_is_redelivered(broker: MqttServer) -> None:
@@ -156,5 +163,5 @@ async def test_events_on_one_topic_stay_in_order(broker: MqttServer, grouping: b
     assert sum(len(v) for v in order.values()) == len(topics)
 
 
-async def _value(v: int) -> int:
+async def _value(v: T) -> T:
     return v
