@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ssl
 import time
 import uuid
@@ -129,30 +130,20 @@ class ScaipReceiver:
     # -- lifetime ----------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         cfg = self.config
-        loop = asyncio.get_running_loop()
-        try:
-            if cfg.udp:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Udp(self), local_addr=(cfg.host, cfg.port)
-                )
-                self._udp = transport
-                self.udp_address = _bound(transport.get_extra_info("sockname"))
-            if cfg.tcp:
-                # with port 0, TCP listens on the port UDP got, as SIP units expect one port
-                port = self.udp_address[1] if self.udp_address and cfg.port == 0 else cfg.port
-                server = await asyncio.start_server(self._connection, cfg.host, port)
-                self._servers.append(server)
-                self.tcp_address = _bound(server.sockets[0].getsockname())
-            if cfg.tls:
-                context = self.ssl_context or _tls_context(cfg)
-                server = await asyncio.start_server(
-                    self._connection, cfg.host, cfg.tls_port, ssl=context
-                )
-                self._servers.append(server)
-                self.tls_address = _bound(server.sockets[0].getsockname())
-        except BaseException:
-            await self._close()
-            raise
+        # With port 0 (any free port) UDP and TCP share the port UDP got; if another
+        # process holds that TCP port, try again with another one.
+        attempts = 20 if cfg.port == 0 else 1
+        for attempt in range(attempts):
+            try:
+                await self._listen(cfg)
+                break
+            except OSError as exc:
+                await self._close()
+                if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                    raise
+            except BaseException:
+                await self._close()
+                raise
         log.info(
             "scaip_listening",
             udp=_fmt(self.udp_address),
@@ -160,6 +151,28 @@ class ScaipReceiver:
             tls=_fmt(self.tls_address),
         )
         return self
+
+    async def _listen(self, cfg: ScaipConfig) -> None:
+        loop = asyncio.get_running_loop()
+        self.udp_address = self.tcp_address = self.tls_address = None
+        if cfg.udp:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(cfg.host, cfg.port)
+            )
+            self._udp = transport
+            self.udp_address = _bound(transport.get_extra_info("sockname"))
+        if cfg.tcp:
+            port = self.udp_address[1] if self.udp_address and cfg.port == 0 else cfg.port
+            server = await asyncio.start_server(self._connection, cfg.host, port)
+            self._servers.append(server)
+            self.tcp_address = _bound(server.sockets[0].getsockname())
+        if cfg.tls:
+            context = self.ssl_context or _tls_context(cfg)
+            server = await asyncio.start_server(
+                self._connection, cfg.host, cfg.tls_port, ssl=context
+            )
+            self._servers.append(server)
+            self.tls_address = _bound(server.sockets[0].getsockname())
 
     async def __aexit__(
         self,
