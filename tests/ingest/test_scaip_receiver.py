@@ -8,16 +8,25 @@ import asyncio
 import socket
 import ssl
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from devices.codecs import scaip, sip
 from devices.codecs.scaip import Snu
+from devices.model import EventType
 from firmware_stubs.scaip_unit import ScaipUnit, encode_message, encode_mrq
-from rules.clock import SystemClock
+from rules.clock import FakeClock, SystemClock
 from tests.helpers import eventually
-from tests.ingest.scaip_support import CID, AnyStore, provision, receiving, stored_events
+from tests.ingest.scaip_support import (
+    CID,
+    AnyStore,
+    last_heartbeat,
+    provision,
+    receiving,
+    stored_events,
+)
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
@@ -121,3 +130,31 @@ async def test_information_message_is_stored_without_an_alert(
     ]
     alerts = await store.recent_alerts()
     assert [a.event_type.value for a in alerts if a.event_type] == ["low_battery"]
+
+
+async def test_pi_heartbeats_feed_the_missed_heartbeat_rule_per_unit(store: AnyStore) -> None:
+    """unit1 tests in every 60 s (heartbeat_interval_s); silent for more than 3 x 60 s it
+    raises a missed-heartbeat alert, and its next PI clears it."""
+    await provision(store)
+    clock = FakeClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+    async with receiving(store, clock) as (pipeline, receiver):
+        assert receiver.udp_address is not None
+        unit = ScaipUnit(CID, "127.0.0.1", receiver.udp_address[1])
+        assert (await unit.send("PI", None, "0002"))[1] == scaip.Mrs(unit_ref(unit, 1), Snu.OK)
+        clock.set(clock.now() + timedelta(seconds=170))
+        await pipeline.tick()
+        assert await store.recent_alerts() == []  # within 3 x 60 s
+        clock.set(clock.now() + timedelta(seconds=20))
+        await pipeline.tick()
+        alerts = await store.recent_alerts()
+        assert [(a.device_id, a.event_type) for a in alerts] == [
+            ("unit1", EventType.HEARTBEAT_MISSED)
+        ]
+        status, _ = await unit.send("PI", None, "0002")
+        assert status == 200
+        assert pipeline.counters["cleared"] == 1  # heard again: the alert is cleared
+    assert await last_heartbeat(store, "unit1") is not None
+
+
+def unit_ref(unit: ScaipUnit, n: int) -> str:
+    return f"{unit._session}-{n:06d}"
