@@ -24,6 +24,7 @@ open alarm (the rules' fold window), as repeated presses do. Logging is at ``war
 
     python -m bench receivers [--store sqlite|postgres] [--dsn ...] [--units 100]
                               [--alarms 4000] [--rate 500] [--seconds 10]
+                              [--protocol all|dc-09|scaip]
 
 Adding a protocol: write a child-process driver like :func:`_dc09_units`, a bare server
 like :func:`_dc09_bare`, the gateway config and provisioning for it (SCAIP's are in

@@ -59,6 +59,7 @@ __all__ = [
     "classify",
     "decode_mrq",
     "decode_mrs",
+    "encode_mrq",
     "encode_mrs",
     "msg_id_for_ref",
     "reject",
@@ -217,6 +218,24 @@ def encode_mrs(ref: str, snu: int, ste: str = "") -> bytes:
     if ste:
         parts.append(f"<ste>{_escape(ste[:_TEXT_MAX])}</ste>")
     return f"<mrs>{''.join(parts)}</mrs>".encode()
+
+
+def encode_mrq(m: Mrq) -> bytes:
+    """An ``<mrq>`` body for ``m`` (``telecare receiver test``; the simulated unit in
+    firmware_stubs has its own, independent encoder for the round-trip tests)."""
+    fields = [
+        ("ref", m.ref),
+        ("cid", m.cid),
+        ("dty", m.dty),
+        ("mty", m.mty.value),
+        ("stc", m.stc),
+        ("lco", m.lco),
+        ("did", m.did),
+        ("crd", m.crd),
+    ]
+    return (
+        "<mrq>" + "".join(f"<{t}>{_escape(v)}</{t}>" for t, v in fields if v) + "</mrq>"
+    ).encode()
 
 
 def decode_mrs(body: bytes) -> Mrs:

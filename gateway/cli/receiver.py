@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from devices.codecs import Incomplete, Malformed, dc09, scaip, sip
 from gateway.cli.common import ConfigOption, load_cli_config
 from gateway.config import Config
 
@@ -45,67 +48,160 @@ class Protocol(StrEnum):
 PROTOCOLS: dict[Protocol, Callable[[Config, dict[str, object]], Awaitable[str]]] = {}
 
 
-async def _dc09(cfg: Config, opts: dict[str, object]) -> str:
-    from firmware_stubs.dc09_unit import Dc09Unit
-
-    rc = cfg.receivers.dc09
-    account = str(opts["account"] or "")
-    if not account:
-        raise _fail("--account is required for dc09 (the unit's account, e.g. 1234)")
-    key_hex = opts["key"] or rc.keys.get(account.upper()) or rc.keys.get(account)
-    unit = Dc09Unit(account.upper(), key=bytes.fromhex(str(key_hex)) if key_hex else None)
-    code = opts["code"]
+def _dc09_frame(account: str, key: bytes | None, opts: dict[str, object]) -> bytes:
+    """One frame as a unit sends it (sequence 0001, our clock as its timestamp)."""
     zone = int(str(opts["zone"]))
     if opts["sia"]:
-        msg = unit.sia_dcs(str(code or "RP"), zone)
+        token, payload = "SIA-DCS", f"#{account}|N{opts['code'] or 'RP'}{zone:02d}]"
     else:
-        msg = unit.adm_cid(1, int(str(code or 602)), zone=zone)
-    host = str(opts["host"] or rc.host)
-    port = int(str(opts["port"] or rc.port))
-    reply = await unit.deliver(
-        host,
-        port,
-        msg,
-        udp=bool(opts["udp"]),
-        timeout=float(str(opts["timeout"])),
-        attempts=3,
-        retry_delay=0.5,
+        token, payload = (
+            "ADM-CID",
+            f"#{account}|1{int(str(opts['code'] or 602)):03d} 00 {zone:03d}]",
+        )
+    stamp = dc09.format_timestamp(datetime.now(UTC))
+    if key is None:
+        return dc09.frame(f'"{token}"0001L0#{account}[{payload}{stamp}')
+    return dc09.frame(f'"*{token}"0001L0#{account}[{dc09.encrypt(payload + stamp, key)}')
+
+
+async def _dc09_exchange(host: str, port: int, frame: bytes, udp: bool, timeout: float) -> bytes:
+    if not udp:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        try:
+            writer.write(frame)
+            await writer.drain()
+            return await asyncio.wait_for(reader.readuntil(b"\r"), timeout)
+        finally:
+            writer.close()
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    class _Reply(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not got.done():
+                got.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(_Reply, remote_addr=(host, port))
+    try:
+        transport.sendto(frame)
+        return await asyncio.wait_for(got, timeout)
+    finally:
+        transport.close()
+
+
+async def _dc09(cfg: Config, opts: dict[str, object]) -> str:
+    rc = cfg.receivers.dc09
+    account = str(opts["account"] or "").upper()
+    if not account:
+        raise _fail("--account is required for dc09 (the unit's account, e.g. 1234)")
+    key = bytes.fromhex(str(opts["key"])) if opts["key"] else rc.key_for(account)
+    raw = await _dc09_exchange(
+        str(opts["host"] or rc.host),
+        int(str(opts["port"] or rc.port)),
+        _dc09_frame(account, key, opts),
+        bool(opts["udp"]),
+        float(str(opts["timeout"])),
     )
+    reply = dc09.parse_datagram(raw)  # checks the reply's CRC and length
+    if reply.encrypted:
+        if key is None:
+            raise ValueError("encrypted reply, and no key")
+        dc09.decrypt(reply.data, key, reply)
     return reply.token
 
 
 PROTOCOLS[Protocol.DC09] = _dc09
 
 
-async def _scaip(cfg: Config, opts: dict[str, object]) -> str:
-    """A SCAIP ``PI`` heartbeat (or, with ``--code``, an ``ME`` alarm with that status
-    code) from the unit whose ``cid`` is ``--account``; ``ACK`` for ``<mrs>`` status 0."""
-    from devices.codecs import CodecError
-    from firmware_stubs.scaip_unit import ScaipUnit
+def _scaip_request(cid: str, opts: dict[str, object], transport: str, local: str) -> bytes:
+    """A SIP MESSAGE as a unit sends it: a ``PI`` heartbeat, or with ``--code`` an ``ME``
+    alarm with that status code; From user = ``cid``; a fresh ``ref``."""
+    code = opts["code"]
+    mrq = scaip.Mrq(
+        ref=f"test-{uuid.uuid4().hex[:12]}",
+        cid=cid,
+        dty="0003" if code else "0002",
+        mty=scaip.MessageType.ALARM if code else scaip.MessageType.HEARTBEAT,
+        stc=str(code) if code else "0102",
+        did=str(opts["zone"]) if opts["zone"] else None,
+    )
+    host, port = str(opts["host"]), int(str(opts["port"]))
+    headers = (
+        ("Via", f"SIP/2.0/{transport} {local};branch=z9hG4bK{uuid.uuid4().hex[:16]}"),
+        ("Max-Forwards", "70"),
+        ("From", f"<sip:{cid}@{local.rsplit(':', 1)[0]}>;tag={uuid.uuid4().hex[:8]}"),
+        ("To", f"<sip:arc@{host}:{port}>"),
+        ("Call-ID", f"{uuid.uuid4().hex}@telecare"),
+        ("CSeq", "1 MESSAGE"),
+    )
+    return sip.build_request(
+        "MESSAGE", f"sip:arc@{host}:{port}", headers, scaip.encode_mrq(mrq), scaip.CONTENT_TYPE
+    )
 
+
+async def _scaip_exchange(cid: str, opts: dict[str, object], timeout: float) -> bytes:
+    host, port = str(opts["host"]), int(str(opts["port"]))
+    if not opts["udp"]:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        try:
+            local = "{}:{}".format(*writer.get_extra_info("sockname")[:2])
+            writer.write(_scaip_request(cid, opts, "TCP", local))
+            await writer.drain()
+            buffer = b""
+            async with asyncio.timeout(timeout):
+                while True:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        raise ConnectionError("the receiver closed the connection")
+                    buffer += chunk
+                    try:
+                        sip.parse(buffer, stream=True)
+                    except Incomplete:
+                        continue
+                    return buffer
+        finally:
+            writer.close()
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    class _Reply(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not got.done():
+                got.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(_Reply, remote_addr=(host, port))
+    try:
+        local = "{}:{}".format(*transport.get_extra_info("sockname")[:2])
+        request = _scaip_request(cid, opts, "UDP", local)
+        async with asyncio.timeout(timeout):
+            wait = 0.5
+            while True:  # resend the same request until answered (SIP timer E)
+                transport.sendto(request)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(got), wait)
+                except TimeoutError:
+                    wait = min(2 * wait, 4.0)
+    finally:
+        transport.close()
+
+
+async def _scaip(cfg: Config, opts: dict[str, object]) -> str:
+    """``ACK`` for ``200`` with ``<mrs>`` status 0; otherwise what came back."""
     rc = cfg.receivers.scaip
     cid = str(opts["account"] or "")
     if not cid:
         raise _fail("--account is required for scaip (the unit's controller id, cid)")
-    code = opts["code"]
-    unit = ScaipUnit(
-        cid,
-        str(opts["host"] or rc.host),
-        int(str(opts["port"] or rc.port)),
-        transport="UDP" if opts["udp"] else "TCP",
-        timeout=3 * float(str(opts["timeout"])),
-    )
+    opts = {**opts, "host": opts["host"] or rc.host, "port": opts["port"] or rc.port}
+    raw = await _scaip_exchange(cid, opts, 3 * float(str(opts["timeout"])))
     try:
-        status, mrs = await unit.send(
-            "ME" if code else "PI",
-            str(code) if code else "0102",
-            "0003" if code else "0002",
-            did=str(opts["zone"]) if opts["zone"] else None,
-        )
-    except CodecError as exc:
-        raise ValueError(f"unreadable reply: {exc}") from None
-    if status != 200 or mrs is None:
-        return f"SIP {status}"
+        response, _ = sip.parse(raw, stream=False)
+        if not isinstance(response, sip.SipResponse):
+            raise ValueError("the receiver sent a request, not a response")
+        if response.status != 200 or not response.body:
+            return f"SIP {response.status}"
+        mrs = scaip.decode_mrs(response.body)
+    except Malformed as exc:
+        raise ValueError(f"unreadable reply: {exc.reason}") from None
     return "ACK" if mrs.snu == 0 else f"<mrs> status {mrs.snu} ({mrs.ste})"
 
 
@@ -157,7 +253,7 @@ def receiver_test(
     started = time.monotonic()
     try:
         token = asyncio.run(_send(PROTOCOLS[protocol], cfg, opts))
-    except (TimeoutError, OSError, ValueError) as exc:
+    except (TimeoutError, OSError, ValueError, Malformed) as exc:
         raise _fail(f"no reply from the {protocol.value} receiver: {exc}") from None
     elapsed = time.monotonic() - started
     if token != "ACK":

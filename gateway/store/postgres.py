@@ -482,28 +482,21 @@ class PostgresStore:
                 )
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        e = event
-        n = await self._exec(
-            "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-            " resident_id, zone, source, code, device_type, location)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (device_id, msg_id) DO NOTHING",
-            (
-                e.device_id,
-                e.msg_id,
-                e.type.value,
-                e.phase.value,
-                e.ts,
-                e.site_id,
-                e.resident_id,
-                e.zone,
-                e.source,
-                e.code,
-                e.device_type,
-                e.location,
-            ),
-        )
+        n = await self._exec(_INSERT_EVENT, _event_params(event))
         return n == 1
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        if not events:
+            return []
+        columns = list(zip(*(_event_params(e) for e in events), strict=True))
+        found = await self._all(_INSERT_EVENTS, [list(c) for c in columns])
+        inserted = {(r[0], r[1]) for r in found}
+        out: list[bool] = []
+        for e in events:  # a key twice in one batch: only its first is new
+            key = (e.device_id, e.msg_id)
+            out.append(key in inserted)
+            inserted.discard(key)
+        return out
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -751,4 +744,40 @@ async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: rows.AuditLik
     await conn.execute(
         f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
         rows.audit_params(a),
+    )
+
+
+_INSERT_EVENT = (
+    "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+    " resident_id, zone, source, code, device_type, location)"
+    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    " ON CONFLICT (device_id, msg_id) DO NOTHING"
+)
+
+
+#: Many events in one statement (one round trip, one commit); returns the new keys.
+_INSERT_EVENTS = (
+    "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+    " resident_id, zone, source, code, device_type, location)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
+    " %s::text[], %s::text[])"
+    " ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING device_id, msg_id"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        e.ts,
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
+        e.device_type,
+        e.location,
     )

@@ -390,6 +390,12 @@ class SqliteStore:
                 if not fut.done():
                     fut.set_result(is_new)
 
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_INSERT_EVENT, _event_params(e)).rowcount == 1 for e in events]
+
+        return await self._run(lambda c: transaction(c, run))
+
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
         cur = await self._run(
