@@ -14,7 +14,9 @@ For each ``MESSAGE``:
    account mapping (kind ``scaip``); none -> ``<mrs>`` status 5 (not treated) and a dead
    letter: the unit knows the alarm was not taken and falls back (voice call, other ARC).
 3. The event (``scaip.to_event``; time = when the datagram or the message arrived, as
-   SCAIP carries none; ``msg_id`` from ``ref``) goes to ``Pipeline.handle_event``.
+   SCAIP carries none; ``msg_id`` from ``ref``) is queued for the store writer, which
+   hands every event waiting to ``Pipeline.handle_events`` in one write (one commit for
+   many units' alarms under load).
 4. **Only after that returned** (the event and what it raised are stored, or spooled) is
    ``200`` + ``<mrs>`` status 0 sent. A unit that gets no answer (the gateway was
    killed) resends the same ``ref``: the store's idempotency key recognises it and the
@@ -28,8 +30,9 @@ alive to the missed-heartbeat rule and update its device status.
 
 Resource handling
     :class:`ScaipReceiver` is an async context manager owning the UDP endpoint, the TCP
-    and TLS servers and one task per request or connection. Leaving stops accepting,
-    lets requests in flight finish (up to ``drain_s``), then cancels the rest.
+    and TLS servers, the store writer task (``scaip:store``) and one task per request or
+    connection. Leaving stops accepting, lets requests in flight finish (up to
+    ``drain_s``), then cancels the rest and the writer.
 
 Error handling
     Bad input never raises out of the receiver: it is answered and dead-lettered. More
@@ -47,7 +50,7 @@ import ssl
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -76,12 +79,14 @@ ANSWERED_MAX = 8192
 READ_SIZE = 65536
 #: Stop waiting for in-flight requests this long after leaving.
 DRAIN_S = 5.0
+#: At most this many events in one store write.
+STORE_BATCH_MAX = 256
 
 
 class Sink(Protocol):
     """What the receiver needs from the pipeline."""
 
-    async def handle_event(self, event: AlarmEvent) -> None: ...
+    async def handle_events(self, events: Sequence[AlarmEvent]) -> None: ...
 
     async def dead_letter(
         self, env: Envelope, reason: str, device_id: str | None = None
@@ -126,6 +131,10 @@ class ScaipReceiver:
         self._answered: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = OrderedDict()
         self._watched: set[str] = set()
         self._to_tag = uuid.uuid4().hex[:10]
+        #: Events waiting for the writer. Unbounded on purpose: at most ``max_in_flight``
+        #: requests can be waiting (the slots bound it), each with one event.
+        self._batch: asyncio.Queue[tuple[AlarmEvent, asyncio.Future[None]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
 
     # -- lifetime ----------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -144,6 +153,7 @@ class ScaipReceiver:
             except BaseException:
                 await self._close()
                 raise
+        self._writer = asyncio.create_task(self._write_events(), name="scaip:store")
         log.info(
             "scaip_listening",
             udp=_fmt(self.udp_address),
@@ -196,6 +206,10 @@ class ScaipReceiver:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await asyncio.gather(*idle, return_exceptions=True)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
@@ -370,7 +384,7 @@ class ScaipReceiver:
             self.watch(device, received_at)
             self._watched.add(device.device_id)
         try:
-            await self.sink.handle_event(event)
+            await self._store(event)
         except Exception as exc:
             self.counters["store_failed"] += 1
             log.error("scaip_store_failed", device_id=device.device_id, error=repr(exc))
@@ -389,6 +403,38 @@ class ScaipReceiver:
             except Exception as exc:  # the event is stored: the status is a convenience
                 log.warning("scaip_status_failed", device_id=device.device_id, error=repr(exc))
         return self._build(request, scaip.accepted(mrq.ref))
+
+    # -- storing ----------------------------------------------------------------------
+    async def _store(self, event: AlarmEvent) -> None:
+        """Return once ``event`` is stored (raise what storing raised)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.put_nowait((event, done))
+        await done
+
+    async def _write_events(self) -> None:
+        """Store the events requests have queued, all waiting ones in one write
+        (``Pipeline.handle_events``: one commit), until cancelled. Natural batching: under
+        load the queue fills while a write is under way; idle, an event goes alone."""
+        batch_queue = self._batch
+        while True:
+            batch = [await batch_queue.get()]
+            while len(batch) < STORE_BATCH_MAX and not batch_queue.empty():
+                batch.append(batch_queue.get_nowait())
+            self.counters["store_writes"] += 1
+            try:
+                await self.sink.handle_events([event for event, _ in batch])
+            except Exception as exc:  # every request of the batch answers 503; units retry
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            except BaseException:
+                for _, done in batch:
+                    done.cancel()
+                raise
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     def _build(self, request: sip.SipRequest, reply: scaip.Reply) -> bytes:
         return sip.build_response(

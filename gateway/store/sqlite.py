@@ -46,31 +46,6 @@ __all__ = ["SqliteStore"]
 
 _T = TypeVar("_T")
 
-#: At most this many events in one group commit.
-_EVENT_BATCH = 256
-_INSERT_EVENT = (
-    "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-    " resident_id, zone, source, code, device_type, location) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-
-
-def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
-    return (
-        e.device_id,
-        e.msg_id,
-        e.type.value,
-        e.phase.value,
-        iso(e.ts),
-        e.site_id,
-        e.resident_id,
-        e.zone,
-        e.source,
-        e.code,
-        e.device_type,
-        e.location,
-    )
-
-
 #: History buckets are aligned to 2000-01-01T00:00Z, as in PostgreSQL (see postgres.py).
 _BUCKET_ORIGIN_EPOCH = 946684800
 #: Julian-day arithmetic resolves to about a millisecond: allow that much at the limits.
@@ -84,9 +59,6 @@ class SqliteStore:
         self.path = str(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        #: Events waiting for the next group commit, and the task committing them.
-        self._events: list[tuple[AlarmEvent, asyncio.Future[bool]]] = []
-        self._event_writer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         if self.path != ":memory:":
@@ -100,9 +72,6 @@ class SqliteStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        writer = self._event_writer
-        if writer is not None:
-            await asyncio.gather(writer, return_exceptions=True)  # commits what was queued
         conn, self._conn = self._conn, None
         if conn is not None:
             async with self._lock:
@@ -357,38 +326,9 @@ class SqliteStore:
         return await self._run(lambda c: transaction(c, run))
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        """Insert one event; ``True`` when it is new. Group commit: events written while
-        a commit is under way are inserted together in the next transaction (one fsync
-        for all), and each call returns only once the transaction holding its event has
-        committed. Alarm receivers answer each unit after its own event is durable, so
-        under load this is what keeps one fsync per alarm from capping the rate."""
-        if self._conn is None:
-            raise RuntimeError("SqliteStore is not open; use 'async with SqliteStore(...)'")
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._events.append((event, fut))
-        if self._event_writer is None or self._event_writer.done():
-            self._event_writer = asyncio.create_task(self._write_events(), name="sqlite:events")
-        return await asyncio.shield(fut)
-
-    async def _write_events(self) -> None:
-        """Commit the queued events in batches until the queue is empty."""
-        while self._events:
-            batch, self._events = self._events[:_EVENT_BATCH], self._events[_EVENT_BATCH:]
-            params = [_event_params(e) for e, _ in batch]
-
-            def run(conn: sqlite3.Connection, params: list[tuple[Any, ...]] = params) -> list[bool]:
-                return [conn.execute(_INSERT_EVENT, p).rowcount == 1 for p in params]
-
-            try:
-                new = await self._run(lambda c: transaction(c, run))
-            except Exception as exc:  # every waiter sees the failure (and may spool)
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), is_new in zip(batch, new, strict=True):
-                if not fut.done():
-                    fut.set_result(is_new)
+        e = event
+        cur = await self._run(lambda c: c.execute(_INSERT_EVENT, _event_params(e)))
+        return cur.rowcount == 1
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         def run(conn: sqlite3.Connection) -> list[bool]:
@@ -663,6 +603,30 @@ class SqliteStore:
             (_EPS_S, _EPS_S, _EPS_S, _EPS_S, iso(start), iso(end)),
         )
         return ResponseTimes(*(int(v) for v in row))
+
+
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
+    " site_id, resident_id, zone, source, code, device_type, location)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        iso(e.ts),
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
+        e.device_type,
+        e.location,
+    )
 
 
 def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
