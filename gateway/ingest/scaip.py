@@ -249,8 +249,8 @@ class ScaipReceiver:
         if key in self._pending:
             self.counters["retransmissions"] += 1
             return  # still being processed: it will be answered
-        if self._slots.locked():
-            self.counters["busy"] += 1
+        if len(self._pending) >= self.config.max_in_flight:
+            self.counters["busy"] += 1  # bounded: a flood cannot pile up tasks
             self._send_udp(self._busy(message), addr)
             return
         self._pending[key] = received_at.timestamp()

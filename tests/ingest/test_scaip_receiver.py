@@ -8,15 +8,18 @@ import asyncio
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from devices.codecs import scaip, sip
 from devices.codecs.scaip import Snu
 from devices.model import EventType
 from firmware_stubs.scaip_unit import ScaipUnit, encode_message, encode_mrq
+from gateway.store.postgres import PostgresStore
 from rules.clock import FakeClock, SystemClock
 from tests.helpers import eventually
 from tests.ingest.scaip_support import (
@@ -158,3 +161,32 @@ async def test_pi_heartbeats_feed_the_missed_heartbeat_rule_per_unit(store: AnyS
 
 def unit_ref(unit: ScaipUnit, n: int) -> str:
     return f"{unit._session}-{n:06d}"
+
+
+async def test_over_max_in_flight_a_unit_gets_503_and_nothing_is_acknowledged_early(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """The store hangs (a table lock): one request is in flight, the next gets 503 at once
+    (the unit retries later); the first is answered only when its event is stored."""
+    async with PostgresStore(pg_dsn, schema=pg_schema, use_timescale=False) as store:
+        await store.migrate()
+        await provision(store)
+        with psycopg.connect(pg_dsn) as locker:
+            locker.execute(f'LOCK TABLE "{pg_schema}".alarm_events IN EXCLUSIVE MODE')
+            async with receiving(store, SystemClock(), max_in_flight=1) as (_, receiver):
+                assert receiver.udp_address is not None
+                port = receiver.udp_address[1]
+                first = asyncio.create_task(ScaipUnit(CID, "127.0.0.1", port).send(ref="B-1"))
+                await eventually(lambda: _async(lambda: receiver.counters["requests"] == 1))
+                second = await ScaipUnit(CID, "127.0.0.1", port).send(ref="B-2")
+                assert second == (503, None)
+                assert not first.done()
+                locker.commit()  # the store works again
+                assert await first == (200, scaip.Mrs("B-1", Snu.OK))
+        events = await stored_events(store)
+    assert [e.msg_id for e in events] == ["scaip-B-1"]
+    assert receiver.counters["busy"] == 1
+
+
+async def _async(fn: Callable[[], bool]) -> bool:
+    return fn()
