@@ -90,7 +90,17 @@ class SqliteStore:
         if conn is None:
             raise RuntimeError("SqliteStore is not open; use 'async with SqliteStore(...)'")
         async with self._lock:
-            return await asyncio.to_thread(fn, conn)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The thread cannot be stopped and still uses the connection: keep the lock
+                # until it is done, or a close() could free the connection under it (a
+                # segfault seen when a task was cancelled while the store was closing).
+                await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # retrieved: the caller is gone, nobody else will
+                raise
 
     # -- migrations ------------------------------------------------------------------
     async def migrate(self) -> list[str]:
