@@ -33,6 +33,7 @@ from typing import Any, Final, TypeVar
 _E = TypeVar("_E", bound=StrEnum)
 
 __all__ = [
+    "DEFAULT_TEST_CALL_S",
     "ID_PATTERN",
     "NEWS2_PARAMETERS",
     "AlarmEvent",
@@ -254,12 +255,15 @@ class Resident:
     site_id: str
     name: str = field(default="", repr=False)
     nhs_number: str | None = field(default=None, repr=False)
-    #: SpO2 scale 2 only when a clinician prescribed a target of 88-92 %.
-    spo2_scale: int = 1
+    #: SpO2 scale 2 only when a clinician prescribed a target of 88-92 %. ``None`` = no
+    #: prescription recorded (``telecare resident clinical``): the rules file's entry for
+    #: the resident, else the chart default (scale 1), applies.
+    spo2_scale: int | None = None
     spo2_scale_set_by: str | None = None
     spo2_scale_set_at: datetime | None = None
     #: Baseline consciousness: a resident with chronic confusion has baseline ``C``.
-    baseline_consciousness: Consciousness = Consciousness.ALERT
+    #: ``None`` = none recorded (rules file, else ``A``).
+    baseline_consciousness: Consciousness | None = None
     #: Responder ids in cascade order (first is proposed first).
     responders: tuple[str, ...] = ()
     notes: str = field(default="", repr=False)
@@ -267,7 +271,7 @@ class Resident:
     def __post_init__(self) -> None:
         _check_id("resident_id", self.resident_id)
         _check_id("site_id", self.site_id)
-        if self.spo2_scale not in (1, 2):
+        if self.spo2_scale not in (None, 1, 2):
             raise ModelError("spo2_scale", f"{self.spo2_scale!r} must be 1 or 2")
         if self.spo2_scale == 2 and not (self.spo2_scale_set_by and self.spo2_scale_set_at):
             raise ModelError(
@@ -275,14 +279,25 @@ class Resident:
                 "scale 2 needs the prescribing clinician (spo2_scale_set_by) and date "
                 "(spo2_scale_set_at)",
             )
-        object.__setattr__(
-            self,
-            "baseline_consciousness",
-            _enum("baseline_consciousness", Consciousness, self.baseline_consciousness),
-        )
+        if self.baseline_consciousness is not None:
+            object.__setattr__(
+                self,
+                "baseline_consciousness",
+                _enum("baseline_consciousness", Consciousness, self.baseline_consciousness),
+            )
         object.__setattr__(self, "responders", tuple(self.responders))
         for r in self.responders:
             _check_id("responders", r)
+
+
+#: Periodic test call interval (s) a device of this kind gets when provisioned without
+#: one: TSA practice is a test call at least once every 24 hours from a social alarm
+#: (the pendant / fall detector channel), so a silent unit is noticed within a day or
+#: three (``heartbeat_miss_multiple``), not never. Other kinds: 0 (none expected).
+DEFAULT_TEST_CALL_S: Final[dict[DeviceKind, int]] = {
+    DeviceKind.PENDANT: 24 * 3600,
+    DeviceKind.FALL_DETECTOR: 24 * 3600,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +542,8 @@ class EventType(StrEnum):
     CHAIR_NOT_REOCCUPIED = "chair_not_reoccupied"
     MAINS_FAIL = "mains_fail"
     LOW_BATTERY = "low_battery"
+    #: A wireless peripheral's battery (Contact ID 384), apart from the unit's own (302).
+    SENSOR_LOW_BATTERY = "sensor_low_battery"
     TAMPER = "tamper"
     JAMMING = "jamming"
     SUPERVISION = "supervision"
@@ -534,6 +551,11 @@ class EventType(StrEnum):
     PERIODIC_TEST = "periodic_test"
     CANCEL = "cancel"
     CARER_ARRIVED = "carer_arrived"
+    #: A PIR or other motion/activity sensor saw movement: proof of daily living, no alarm.
+    MOTION = "motion"
+    #: The gateway found a device's clock implausible (technical fault; gateway-raised,
+    #: like ``heartbeat_missed``).
+    CLOCK_SKEW = "clock_skew"
     #: A unit's information message (SCAIP ``IN`` with no condition we map): kept, no alert.
     INFORMATION = "information"
 
@@ -559,6 +581,8 @@ class AlarmEvent:
     source: str = "mqtt"
     #: Contact ID event code, or SCAIP status code, when the event came from an alarm unit.
     code: int | None = None
+    #: The device reports an injury with this fall / pendant call (routes to 999 first).
+    injury: bool = False
     #: SCAIP device type (``dty``) and location code (``lco``) as the unit sent them.
     device_type: str | None = None
     location: str | None = None

@@ -16,9 +16,14 @@ fall / pendant / post-fall inactivity with injury      emergency
 smoke, carbon monoxide                                 emergency
 fall, post-fall inactivity (no injury reported)        urgent
 NEWS2 5-6                                              urgent
+NEWS2 red score (a single 3, also in a partial set)    urgent
 technical (mains, battery, tamper, jamming, ...)       technical
 anything else (pendant, inactivity, door exit, ...)    wellbeing
 =====================================================  ==========
+
+Default cascades (``DEFAULT_TEMPLATES``) follow the brief's order keyholder -> warden ->
+firefighter / rapid response -> 999, and every responder route ends in 999; after the
+last step the dispatch escalates to the supervisors (``docs/dispatch.md``).
 """
 
 from __future__ import annotations
@@ -57,13 +62,15 @@ class Route(StrEnum):
 @dataclass(frozen=True, slots=True)
 class RouteRule:
     """Matches when every condition given matches. ``news2`` is read from
-    ``alert.detail["news2"]`` and ``injury`` from ``alert.detail["injury"]``."""
+    ``alert.detail["news2"]``, ``injury`` from ``alert.detail["injury"]`` and
+    ``red_flag`` from ``alert.detail["red_flag"]``."""
 
     route: Route
     kinds: frozenset[AlertKind] = frozenset()
     event_types: frozenset[EventType] = frozenset()
     min_news2: int | None = None
     injury: bool | None = None
+    red_flag: bool | None = None
 
     def matches(self, alert: Alert) -> bool:
         if self.kinds and alert.kind not in self.kinds:
@@ -71,9 +78,12 @@ class RouteRule:
         if self.event_types and alert.event_type not in self.event_types:
             return False
         if self.min_news2 is not None:
-            score = alert.detail.get("news2")
+            # A partial set has no total, only a lower bound (``news2_at_least``).
+            score = alert.detail.get("news2", alert.detail.get("news2_at_least"))
             if not isinstance(score, int | float) or score < self.min_news2:
                 return False
+        if self.red_flag is not None and bool(alert.detail.get("red_flag")) is not self.red_flag:
+            return False
         return self.injury is None or bool(alert.detail.get("injury")) is self.injury
 
 
@@ -99,6 +109,7 @@ _TECHNICAL: Final = frozenset(
     {
         EventType.MAINS_FAIL,
         EventType.LOW_BATTERY,
+        EventType.SENSOR_LOW_BATTERY,
         EventType.TAMPER,
         EventType.JAMMING,
         EventType.SUPERVISION,
@@ -112,26 +123,33 @@ DEFAULT_RULES: Final = (
     RouteRule(Route.EMERGENCY, event_types=frozenset({EventType.SMOKE, EventType.CO})),
     RouteRule(Route.URGENT, event_types=_FALLS),
     RouteRule(Route.URGENT, kinds=frozenset({AlertKind.NEWS2}), min_news2=5),
+    RouteRule(Route.URGENT, kinds=frozenset({AlertKind.NEWS2}), red_flag=True),
     RouteRule(Route.TECHNICAL, kinds=frozenset({AlertKind.TECHNICAL})),
     RouteRule(Route.TECHNICAL, event_types=_TECHNICAL),
     RouteRule(Route.WELLBEING),
 )
 
+#: keyholder -> warden -> firefighter / rapid response -> 999 (the brief's order); the
+#: emergency route calls 999 first and then the people who can let the crew in.
 DEFAULT_TEMPLATES: Final[Mapping[Route, tuple[StepTemplate, ...]]] = {
     Route.EMERGENCY: (
         StepTemplate(ResponderKind.AMBULANCE, 120),
         StepTemplate(RESIDENT, 300),
+        StepTemplate(ResponderKind.MOBILE_WARDEN, 300),
     ),
     Route.URGENT: (
+        StepTemplate(RESIDENT, 180),
+        StepTemplate(ResponderKind.MOBILE_WARDEN, 300),
         StepTemplate(ResponderKind.RAPID_RESPONSE, 300),
         StepTemplate(ResponderKind.FIREFIGHTER, 300),
-        StepTemplate(ResponderKind.MOBILE_WARDEN, 300),
         StepTemplate(ResponderKind.AMBULANCE, 120),
     ),
     Route.WELLBEING: (
         StepTemplate(RESIDENT, 300),
         StepTemplate(ResponderKind.MOBILE_WARDEN, 300),
+        StepTemplate(ResponderKind.FIREFIGHTER, 300),
         StepTemplate(ResponderKind.RAPID_RESPONSE, 300),
+        StepTemplate(ResponderKind.AMBULANCE, 120),
     ),
     Route.TECHNICAL: (),
 }
@@ -167,7 +185,7 @@ class CascadeConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> CascadeConfig:
         """From the ``[dispatch]`` TOML table: ``rules`` (list of ``{route, kinds,
-        event_types, min_news2, injury}``; replaces the defaults when given),
+        event_types, min_news2, injury, red_flag}``; replaces the defaults when given),
         ``cascades.<route>`` (list of ``{source, timeout_s, skills, take}``),
         ``sites.<site_id>.<route>`` and ``residents.<resident_id>.<route>``."""
         rules: tuple[RouteRule, ...] = DEFAULT_RULES
@@ -194,6 +212,7 @@ def _rule(r: Mapping[str, Any]) -> RouteRule:
         frozenset(EventType(e) for e in r.get("event_types", ())),
         r.get("min_news2"),
         r.get("injury"),
+        r.get("red_flag"),
     )
 
 

@@ -26,14 +26,38 @@ class DispatchRepository(Protocol):
         audit: AuditRecord,
         cascade: Sequence[CascadeEntry],
         timers: Sequence[Timer],
+        *,
+        group_key: str | None = None,
+        members: Sequence[str] = (),
     ) -> bool:
-        """Insert dispatch, first audit record, cascade and timers in one transaction.
-        ``False`` (and nothing written) when the alert already has a dispatch."""
+        """Insert dispatch, first audit record, cascade and timers in one transaction;
+        with ``group_key``, also the group and its ``members`` (alert ids, the first
+        alert's included). ``False`` (and nothing written) when the alert already has a
+        dispatch."""
         ...
 
     async def load(self, dispatch_id: str) -> Dispatch | None: ...
 
-    async def load_for_alert(self, alert_id: str) -> Dispatch | None: ...
+    async def load_for_alert(self, alert_id: str) -> Dispatch | None:
+        """The dispatch opened for ``alert_id``, or the group dispatch it is a member of."""
+        ...
+
+    async def open_group(self, group_key: str) -> Dispatch | None:
+        """The newest open (not resolved or cancelled) group dispatch with this key."""
+        ...
+
+    async def add_members(self, dispatch_id: str, alert_ids: Sequence[str]) -> int:
+        """Add alerts to a group dispatch; returns how many were new members."""
+        ...
+
+    async def members(self, dispatch_id: str) -> list[str]:
+        """The alert ids of a group dispatch's members (empty for a single dispatch)."""
+        ...
+
+    async def clear_member(self, alert_id: str, at: datetime) -> tuple[str, int] | None:
+        """Record that a member's condition cleared; ``(dispatch id, members still not
+        cleared)``, or ``None`` when the alert is no group member."""
+        ...
 
     async def apply(
         self,
@@ -45,6 +69,18 @@ class DispatchRepository(Protocol):
     ) -> bool:
         """Store ``dispatch`` if the stored version is still ``expected_version``, with
         its audit record, clearing ``clear_timers`` kinds then setting ``set_timers``.
+        ``False`` (and nothing written) when somebody else changed it first."""
+        ...
+
+    async def reroute(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+    ) -> bool:
+        """Replace a dispatch's cascade (and its proposed responder and step) if the stored
+        version is still ``expected_version``, with its audit record, in one transaction.
         ``False`` (and nothing written) when somebody else changed it first."""
         ...
 

@@ -5,6 +5,17 @@ actions through the pure state machine (:mod:`dispatch.machine`), stores each st
 atomically through the repository (compare-and-set on ``version``), fires persisted
 timers on the injected clock, and sends notifications.
 
+Storms: identical technical alerts of one area (same event type) share one *group*
+dispatch. The intake queue folds those still waiting; the intake worker adds any that
+arrive while a group dispatch for their key is open to that dispatch as members instead
+of opening another (:meth:`DispatchService.open_or_join`). A member's restore only marks
+the member cleared; the group auto-clears when every member has. Members are stored, so
+the orphan sweeper never re-submits them.
+
+Closing: when a dispatch is resolved or cancelled, each ``on_closed`` listener is called
+with the dispatch and the ids of every alert it held (the rules release their fold
+keys, so the next press is a new alert).
+
 Resource handling: an async context manager owning a ``TaskGroup`` of named tasks: the
 timer loop, the intake worker (draining the storm-proof :class:`~dispatch.storm.AlarmQueue`)
 and ``notify_workers`` notification workers. Leaving it cancels and awaits them; timers
@@ -25,6 +36,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final, Self
@@ -32,7 +44,7 @@ from typing import Final, Self
 import structlog
 
 from devices.model import Alert, Dispatch, DispatchState
-from dispatch.cascades import CascadeConfig, resolve_cascade
+from dispatch.cascades import CascadeConfig, Route, resolve_cascade
 from dispatch.errors import IllegalTransition, StaleDispatch, UnknownDispatch
 from dispatch.machine import (
     AdvanceCascade,
@@ -48,10 +60,10 @@ from dispatch.machine import (
     transition,
 )
 from dispatch.notify import Notifier
-from dispatch.records import Timer, TimerKind
+from dispatch.records import AuditRecord, Timer, TimerKind
 from dispatch.repository import DispatchRepository, Registry
 from dispatch.responders import ResponderDirectory
-from dispatch.storm import AlarmQueue, Intake
+from dispatch.storm import AlarmQueue, Intake, group_key_text
 from rules.clock import Clock, raise_if_cancelling
 
 __all__ = ["DispatchService"]
@@ -62,6 +74,19 @@ _CAS_RETRIES: Final = 5
 #: Default step timeout (s) when an operator contacts someone outside the cascade.
 _DEFAULT_STEP_S: Final = 300
 _Note = tuple[Dispatch, NotifyResponder | NotifySupervisors]
+#: States in which a responder is contacted or on the way (kept when re-routing).
+_ENGAGED: Final = frozenset(
+    {
+        DispatchState.RESPONDER_CONTACTED,
+        DispatchState.ACCEPTED,
+        DispatchState.EN_ROUTE,
+        DispatchState.ON_SCENE,
+    }
+)
+#: States in which a dispatch is over.
+_CLOSED: Final = frozenset({DispatchState.RESOLVED, DispatchState.CANCELLED})
+#: Told of a dispatch that was resolved or cancelled, with every alert id it held.
+ClosedListener = Callable[[Dispatch, Sequence[str]], None]
 
 
 class DispatchService:
@@ -100,6 +125,8 @@ class DispatchService:
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._areas: dict[str, str] = {}
+        #: Called for each dispatch that is resolved or cancelled (see the docstring).
+        self.on_closed: list[ClosedListener] = []
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -134,10 +161,29 @@ class DispatchService:
         Waits while the intake queue is full. Needs the service to be running."""
         await self.intake.put(alert, await self._area(alert.site_id))
 
-    async def open(self, alert: Alert, *, grouped: Sequence[Alert] = ()) -> Dispatch:
+    async def open_or_join(self, entry: Intake) -> Dispatch:
+        """Open a dispatch for an intake entry; a technical group joins the open group
+        dispatch of its key (event type and area) when there is one."""
+        if entry.group_key is None:
+            return await self.open(entry.first, grouped=entry.alerts[1:])
+        key = group_key_text(entry.group_key)
+        group = await self.repo.open_group(key)
+        if group is None:
+            return await self.open(entry.first, grouped=entry.alerts[1:], group_key=key)
+        added = await self.repo.add_members(group.dispatch_id, [a.alert_id for a in entry.alerts])
+        if added:
+            log.info("dispatch_group_joined", dispatch_id=group.dispatch_id, added=added)
+            if self.on_change is not None:
+                self.on_change(group, "system", f"{added} more grouped alert(s) joined")
+        return group
+
+    async def open(
+        self, alert: Alert, *, grouped: Sequence[Alert] = (), group_key: str | None = None
+    ) -> Dispatch:
         """Open (or return the existing) dispatch for ``alert``. The alert must be stored.
 
-        ``grouped`` are further identical technical alerts folded into this dispatch.
+        ``grouped`` are further identical technical alerts folded into this dispatch;
+        ``group_key`` makes it a group dispatch that later alerts of that key join.
         """
         existing = await self.repo.load_for_alert(alert.alert_id)
         if existing is not None:
@@ -170,12 +216,20 @@ class DispatchService:
         )
         detail = step.audit.detail
         detail.update(route=route.value, cascade=[e.responder_id for e in cascade], area=area)
+        if isinstance(alert.detail.get("presented_at"), str):
+            detail["presented_at"] = alert.detail["presented_at"]  # answer time starts here
         if grouped:
             detail.update(
                 grouped=len(grouped) + 1, grouped_alerts=[a.alert_id for a in grouped][:50]
             )
         timers = [e.timer for e in step.effects if isinstance(e, SetTimer)]
-        if not await self.repo.create(step.dispatch, step.audit, cascade, timers):
+        members = [alert.alert_id, *(a.alert_id for a in grouped)] if group_key else []
+        if group_key:
+            detail.update(group_key=group_key)
+        created = await self.repo.create(
+            step.dispatch, step.audit, cascade, timers, group_key=group_key, members=members
+        )
+        if not created:
             found = await self.repo.load_for_alert(alert.alert_id)
             if found is None:  # pragma: no cover - the unique alert_id guarantees it
                 raise RuntimeError(f"dispatch for alert {alert.alert_id} vanished")
@@ -284,9 +338,65 @@ class DispatchService:
             dispatch_id, Event(EventKind.AUTO_CLEAR), actor, reason, expected_version
         )
 
+    async def report_injury(self, dispatch_id: str, actor: str, reason: str = "") -> Dispatch:
+        """An operator learnt that the person is injured (e.g. a fall with injury): the
+        dispatch moves to the emergency route, 999 first. The cascade is resolved again
+        and stored; the audit row names ``actor``. Nobody engaged (raised, acknowledged,
+        declined, no answer, escalated): the ambulance becomes the proposed responder.
+        A responder already contacted or on the way stays so; the operator contacts the
+        ambulance next. Raises :class:`IllegalTransition` on a closed dispatch."""
+        if not actor.strip():
+            raise ValueError("report_injury needs the person reporting it (actor)")
+        for _ in range(_CAS_RETRIES):
+            d = await self._load(dispatch_id)
+            if not d.state.is_open:
+                raise IllegalTransition(dispatch_id, d.state.value, "report_injury", "it is closed")
+            now = self.clock.now()
+            resident = await self.registry.get_resident(d.resident_id) if d.resident_id else None
+            templates = self.cascades.templates_for(Route.EMERGENCY, d.site_id, d.resident_id)
+            cascade = resolve_cascade(
+                templates,
+                resident=resident,
+                area=await self._area(d.site_id),
+                directory=self.directory,
+                at=now,
+                max_steps=self.cascades.max_steps,
+            )
+            engaged = d.state in _ENGAGED
+            new = replace(
+                d,
+                updated_at=now,
+                version=d.version + 1,
+                responder_id=d.responder_id
+                if engaged
+                else (cascade[0].responder_id if cascade else None),
+                cascade_step=d.cascade_step if engaged else 0,
+            )
+            audit = AuditRecord(
+                dispatch_id,
+                now,
+                d.state,
+                d.state,
+                actor,
+                reason or "injury reported",
+                {
+                    "event": "injury_reported",
+                    "injury": True,
+                    "route": Route.EMERGENCY.value,
+                    "cascade": [e.responder_id for e in cascade],
+                },
+            )
+            if await self.repo.reroute(d.version, new, audit, cascade):
+                log.info("dispatch_rerouted", dispatch_id=dispatch_id, route="emergency")
+                if self.on_change is not None:
+                    self.on_change(new, actor, "injury reported: route emergency")
+                return new
+        raise StaleDispatch(dispatch_id, d.version)
+
     async def on_restore(self, alert_id: str, actor: str = "device") -> Dispatch | None:
         """A restore for ``alert_id``'s alarm: auto-clear while still unacknowledged.
-        ``None`` when there is no dispatch or an operator already owns it."""
+        ``None`` when there is no dispatch or an operator already owns it. A member of a
+        group dispatch is marked cleared; the group auto-clears when all members have."""
         return await self._by_alert(alert_id, EventKind.AUTO_CLEAR, actor, "restore received")
 
     async def on_cancel(self, alert_id: str, actor: str = "device") -> Dispatch | None:
@@ -296,7 +406,16 @@ class DispatchService:
     async def _by_alert(
         self, alert_id: str, kind: EventKind, actor: str, reason: str
     ) -> Dispatch | None:
-        d = await self.repo.load_for_alert(alert_id)
+        member = await self.repo.clear_member(alert_id, self.clock.now())
+        if member is not None:
+            dispatch_id, left = member
+            if left:
+                log.info("dispatch_group_member_cleared", dispatch_id=dispatch_id, left=left)
+                return None
+            d = await self.repo.load(dispatch_id)
+            reason = f"{reason}; every grouped alert cleared"
+        else:
+            d = await self.repo.load_for_alert(alert_id)
         if d is None:
             return None
         try:
@@ -348,6 +467,10 @@ class DispatchService:
         )
         if self.on_change is not None:
             self.on_change(d, step.audit.actor, step.audit.reason)
+        if d.state in _CLOSED and step.audit.from_state not in _CLOSED and self.on_closed:
+            held = [d.alert_id, *await self.repo.members(d.dispatch_id)]
+            for listener in self.on_closed:
+                listener(d, list(dict.fromkeys(held)))
         for effect in step.effects:
             if isinstance(effect, SetTimer):
                 self._wake.set()
@@ -454,7 +577,7 @@ class DispatchService:
             raise_if_cancelling()  # a swallowed cancellation must still end the loop
             entry: Intake = await self.intake.get()
             try:
-                await self.open(entry.first, grouped=entry.alerts[1:])
+                await self.open_or_join(entry)
             except Exception:
                 raise_if_cancelling()
                 log.exception("dispatch_open_failed", alert_id=entry.first.alert_id)

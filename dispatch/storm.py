@@ -6,6 +6,10 @@ and folds identical technical alarms (same event type, same area) into the one e
 still waiting for them: 10,000 mains-fails in one area become one dispatch carrying a
 count and the alert ids, not 10,000 rows in the operators' queue.
 
+Alerts that arrive after their group was taken from the queue start a new entry; the
+dispatch service adds that entry to the group dispatch still open for the same key
+(``DispatchService.open_or_join``), so a storm ends as one dispatch per type and area.
+
 The queue is bounded (``maxsize`` entries; folded alarms do not take a slot) and
 :meth:`AlarmQueue.put` waits while it is full, so backpressure reaches the pipeline.
 """
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from devices.model import Alert, AlertKind
 from rules.alarms import is_technical
 
-__all__ = ["AlarmQueue", "Intake"]
+__all__ = ["AlarmQueue", "Intake", "group_key", "group_key_text"]
 
 
 @dataclass(slots=True)
@@ -48,6 +52,11 @@ def group_key(alert: Alert, area: str) -> tuple[str, str] | None:
     if not technical:
         return None
     return (alert.event_type.value if alert.event_type else alert.reason, area)
+
+
+def group_key_text(key: tuple[str, str]) -> str:
+    """The stored form of a group key: ``"<event type>@<area>"``."""
+    return f"{key[0]}@{key[1]}"
 
 
 class AlarmQueue:

@@ -7,8 +7,13 @@ with a specific reason (the pipeline dead-letters it).
 BLE forwarding: a hub's ``ble`` message (``json_v1.BleForward``) carries the raw value
 of a Bluetooth SIG characteristic; it is decoded here with ``devices.codecs.ble``
 (0x2A5E PLX spot-check, 0x2A5F PLX continuous, 0x2A35 blood pressure) into readings
-for the forwarded device, keyed by the hub message's ``msg_id``. An unsupported
-characteristic or an undecodable value is rejected with the codec's reason.
+for the forwarded device, keyed by the hub message's ``msg_id``, timed by the device's
+own timestamp when it sent one (a value from measurement storage keeps its true time).
+An unsupported characteristic or an undecodable value is rejected with the codec's
+reason; so is a PLX value flagged as demonstration/test data, invalid or unavailable, or
+from a disconnected or faulty sensor. A 0x2A35 user id is mapped to its resident
+(``device_users``; user 1 of a device without a map is the paired resident); an unknown
+user is rejected.
 """
 
 from __future__ import annotations
@@ -195,8 +200,13 @@ _TOPICS_MAX: Final = 65536
 class MessageDecoder:
     def __init__(self, store: Store, topic_prefix: str) -> None:
         self.registry = Registry(store)
+        self._store = store
         self.topic_prefix = topic_prefix
         self._topics: dict[str, json_v1.Topic] = {}  # valid topics only
+
+    def topic_of(self, origin: str) -> json_v1.Topic | None:
+        """The parsed topic of an envelope already decoded (``None`` if unknown)."""
+        return self._topics.get(origin)
 
     async def decode(self, env: Envelope) -> list[json_v1.Message]:
         topic = self._topics.get(env.origin)
@@ -249,13 +259,27 @@ class MessageDecoder:
             raise Rejected(f"device {message.device_id!r} is not provisioned", hub.device_id)
         try:
             frame = codec.decode(message.data)
+        except Malformed as exc:
+            raise Rejected(f"BLE {message.uuid}: {exc.reason}", message.device_id) from None
+        why = ble.unusable(frame)
+        if why:
+            raise Rejected(
+                f"BLE {message.uuid}: not a measurement of the patient ({', '.join(why)})",
+                message.device_id,
+            )
+        resident_id = device.resident_id
+        if isinstance(frame, ble.BloodPressure) and frame.user_id is not None:
+            resident_id = await self._ble_user(device, frame.user_id, message.uuid)
+        try:
             convert = ble.bp_readings if isinstance(frame, ble.BloodPressure) else ble.plx_readings
             readings = convert(
                 frame,
                 device_id=device.device_id,
-                ts=message.ts,
+                # The device's own time (a stored or late measurement keeps it); the hub's
+                # time only when the device sent none.
+                ts=ble.measured_at(frame) or message.ts,
                 msg_id=message.msg_id,
-                resident_id=device.resident_id,
+                resident_id=resident_id,
                 site_id=device.site_id,
             )
         except Malformed as exc:
@@ -267,6 +291,23 @@ class MessageDecoder:
                 message.device_id,
             )
         return readings
+
+    async def _ble_user(self, device: Device, user_id: int, uuid: str) -> str | None:
+        """The resident a multi-user device's user id belongs to. Mapped ids come from
+        ``device_users``; a device with no map is single-user, so its user 1 is the
+        paired resident. Anything else is rejected, never guessed."""
+        users = await self._store.device_users(device.device_id)
+        if user_id in users:
+            resident = await self.registry.resident(users[user_id])
+            if resident is not None and resident.site_id == device.site_id:
+                return resident.resident_id
+        elif not users and user_id == 1:
+            return device.resident_id
+        what = "unknown user (0xFF)" if user_id == ble.UNKNOWN_USER else f"user {user_id}"
+        raise Rejected(
+            f"BLE {uuid}: {what} of device {device.device_id!r} is not mapped to a resident",
+            device.device_id,
+        )
 
     async def _attribute(self, message: json_v1.Message, hub: Device) -> json_v1.Message:
         """Children in a hub batch: check provisioning and stamp their site/resident."""

@@ -12,11 +12,26 @@ left undone and stores nothing twice.
 Error handling: a ``Malformed`` payload or an unknown device becomes a dead letter (stored,
 counted, published on the activity feed) and ``handle`` returns normally: bad input never
 stops the gateway. Storage errors propagate to the source, which does not acknowledge.
+
+Proof of life: every decoded message (heartbeat, status, event, reading, observation
+set) tells the rules its device was heard, at the gateway's receive time (device clocks
+are not trusted for that). Events and observation sets carry the receive time into the
+rules, which check the device clock (see ``rules.engine``).
+
+Closing: the pipeline listens to the dispatch service; when a dispatch is resolved or
+cancelled, the rules forget every alert it held, so the next press raises a new alert
+(a fold into an alarm whose dispatch is already closed is re-run as a new alarm too, in
+case the rule state was restored from before the close).
+
+Storms: the time-driven rules run in chunks of ``tick_chunk`` alerts, most urgent first,
+yielding to the event loop between chunks, so a regional outage (100,000 devices
+falling silent) never holds up ingest or the other rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +43,8 @@ from devices.model import (
     AlarmEvent,
     Alert,
     AlertKind,
+    Dispatch,
+    DispatchState,
     ObservationSet,
     Phase,
     Reading,
@@ -41,8 +58,11 @@ from rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
 from rules.clock import Clock
 from rules.engine import EngineResult, RuleEngine
 from rules.news2 import News2Result, News2ValueError, Observation
+from rules.plausibility import check_plausible
 
 __all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
+
+_CLOSED = frozenset({DispatchState.RESOLVED, DispatchState.CANCELLED})
 
 log = get_logger("telecare.pipeline")
 
@@ -102,6 +122,9 @@ class Pipeline:
         self.counters: Counter[str] = Counter()
         self._watched: set[str] = set()
         self._on_dead_letter = on_dead_letter
+        #: Alerts raised per chunk of a tick before yielding to the event loop.
+        self.tick_chunk = 100
+        dispatcher.on_closed.append(self._dispatch_closed)
 
     # -- entry point -----------------------------------------------------------------
     async def handle(self, env: Envelope) -> None:
@@ -109,7 +132,7 @@ class Pipeline:
         readings: list[Reading] = []
         await self._handle(env, readings)
         if readings:
-            await self.handle_readings(readings)
+            await self.handle_readings(readings, seen_at=env.received_at)
 
     async def handle_group(self, envs: Sequence[Envelope]) -> None:
         """Process envelopes that need no ordering between them (plain readings, each with
@@ -122,7 +145,7 @@ class Pipeline:
         for env in envs:
             await self._handle(env, readings)
         if readings:
-            await self.handle_readings(readings)
+            await self.handle_readings(readings, seen_at=max(e.received_at for e in envs))
 
     async def _handle(self, env: Envelope, readings: list[Reading]) -> None:
         """Decode ``env`` and process all it carried except its readings, which are
@@ -134,15 +157,23 @@ class Pipeline:
             await self.dead_letter(env, exc.reason, device_id=exc.device_id)
             return
         watched = self._watched
-        for message in messages:
-            if message.device_id not in watched:
-                await self._watch(message.device_id)
+        heard = {m.device_id for m in messages if self._alive(m, env.received_at)}
+        topic = self.decoder.topic_of(env.origin)
+        if topic is not None and heard:
+            heard.add(topic.device_id)  # a hub forwarding for others is alive too
+        for device_id in heard:
+            if device_id not in watched:
+                await self._watch(device_id)
+            seen = self.engine.device_seen(device_id, env.received_at)
+            if seen.cleared:
+                await self.apply(seen)
         for message in messages:
             if isinstance(message, Reading):
                 readings.append(message)
             elif isinstance(message, AlarmEvent):
-                await self.handle_event(message)
+                await self.handle_event(message, received_at=env.received_at)
             elif isinstance(message, json_v1.Heartbeat):
+                await self._check_clock(message.device_id, message.ts, env.received_at)
                 await self.store.set_device_status(
                     message.device_id, at=message.ts, heartbeat=True, battery=message.battery
                 )
@@ -151,7 +182,7 @@ class Pipeline:
                 await self._status(message)
             elif isinstance(message, ObservationSet):
                 try:
-                    await self.handle_observation(message)
+                    await self.handle_observation(message, received_at=env.received_at)
                 except Rejected as exc:
                     await self.dead_letter(env, exc.reason, exc.device_id)
             else:
@@ -159,8 +190,36 @@ class Pipeline:
                     env, f"{type(message).__name__} messages are not handled yet", message.device_id
                 )
 
+    def _alive(self, message: json_v1.Message, received_at: datetime) -> bool:
+        """Whether a message proves its device alive. Everything does except a status
+        that is not a fresh "online" from the device itself: a last will ("offline") is
+        published by the broker, and a retained status may be hours old."""
+        if not isinstance(message, json_v1.Status):
+            return True
+        if not message.online or message.ts is None:
+            return False
+        age = abs((received_at - message.ts).total_seconds())
+        return age <= self.engine.config.defaults.late_after_s
+
+    async def _check_clock(self, device_id: str, ts: datetime, received_at: datetime) -> None:
+        """A heartbeat's timestamp shows a device clock running ahead (or right again)."""
+        device = await self.decoder.registry.device(device_id)
+        result = self.engine.check_clock(
+            device_id,
+            ts,
+            received_at,
+            site_id=device.site_id if device else None,
+            resident_id=device.resident_id if device else None,
+        )
+        if result.alerts or result.cleared:
+            await self.apply(result)
+
     # -- stages ----------------------------------------------------------------------
-    async def handle_readings(self, readings: list[Reading]) -> None:
+    async def handle_readings(
+        self, readings: list[Reading], *, seen_at: datetime | None = None
+    ) -> None:
+        """Store readings and run them through the rules (``seen_at``: when the gateway
+        received them, for proof of life; default each reading's own time)."""
         stored = await self.store.write_readings(readings)
         self.counters["readings"] += stored
         self.counters["readings_duplicate"] += len(readings) - stored
@@ -173,21 +232,28 @@ class Pipeline:
             else:
                 hit = registry.cached_resident(rid)
                 resident = hit[1] if hit is not None else await registry.resident(rid)
-            result = on_reading(reading, resident)
+            result = on_reading(reading, resident, seen_at=seen_at)
             if result.alerts or result.cleared or result.folded:  # what apply() acts on
                 await self.apply(result)
 
-    async def handle_event(self, event: AlarmEvent) -> None:
-        await self._event_stored(event, await self.store.write_event(event))
+    async def handle_event(self, event: AlarmEvent, *, received_at: datetime | None = None) -> None:
+        """Store an event and act on what the rules make of it (``received_at``: the
+        gateway's receive time, to check the device clock; serial lines are timed by the
+        gateway already)."""
+        await self._event_stored(event, await self.store.write_event(event), received_at)
 
-    async def handle_events(self, events: Sequence[AlarmEvent]) -> None:
+    async def handle_events(
+        self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
+    ) -> None:
         """Like :meth:`handle_event` for each, the events stored in one write first (an
         IP receiver's concurrent alarms share one commit); rules then run in order."""
         news = await self.store.write_events(events)
         for event, new in zip(events, news, strict=True):
-            await self._event_stored(event, new)
+            await self._event_stored(event, new, received_at)
 
-    async def _event_stored(self, event: AlarmEvent, new: bool) -> None:
+    async def _event_stored(
+        self, event: AlarmEvent, new: bool, received_at: datetime | None = None
+    ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
         alert_id = alarm_id_for(event.device_id, event.msg_id)
@@ -196,23 +262,34 @@ class Pipeline:
             if raises and await self.dispatcher.repo.load_for_alert(alert_id) is not None:
                 return  # a redelivery of something fully processed
         resident = await self.decoder.registry.resident(event.resident_id)
-        result = self.engine.on_event(event, resident)
+        result = self.engine.on_event(event, resident, received_at=received_at)
+        for folded in result.folded:
+            d = await self.dispatcher.repo.load_for_alert(folded.alarm_id)
+            if d is not None and d.state in _CLOSED:
+                # Folded into an alarm whose dispatch is already over (rule state older
+                # than the close): release it and take the press as a new alarm.
+                self.engine.close(folded.alarm_id, folded.ts)
+                result = self.engine.on_event(event, resident, received_at=received_at)
+                break
         if not new and raises and not result.alerts and not result.folded:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
             # while the engine already knew the alarm: finish the job (idempotent writes).
             result.alerts.append(self._event_alert(event, alert_id))
         await self.apply(result)
 
-    async def handle_observation(self, obs: ObservationSet) -> News2Result | None:
+    async def handle_observation(
+        self, obs: ObservationSet, *, received_at: datetime | None = None
+    ) -> News2Result | None:
         """Store an observation set's readings, score it (NEWS2) and raise what the score
-        calls for. Returns the result (``complete=False`` names what is missing)."""
+        calls for. Returns the result (``complete=False`` names what is missing). With
+        ``received_at`` a set dated ahead of it is timed by it, and a stale set is stored
+        with its true time but not escalated as current."""
         resident = await self.decoder.registry.resident(obs.resident_id)
         if resident is None or (obs.site_id is not None and resident.site_id != obs.site_id):
             raise Rejected(
                 f"resident {obs.resident_id!r} is not a resident of site {obs.site_id!r}",
                 obs.device_id,
             )
-        await self.handle_readings(obs.readings())
         site = await self.store.get_site(resident.site_id)
         observation = Observation(
             respiration_rate=obs.respiration_rate,
@@ -223,10 +300,21 @@ class Pipeline:
             consciousness=obs.consciousness.value if obs.consciousness else None,
             temperature=obs.temperature,
         )
+        try:
+            check_plausible(observation)  # before anything of it is stored as a vital sign
+        except News2ValueError as exc:
+            raise Rejected(str(exc), obs.device_id) from None
+        await self.handle_readings(obs.readings())
         source_key = f"{obs.device_id}/{obs.msg_id}"
         try:
             news, result = self.engine.on_observation(
-                observation, resident, site, ts=obs.ts, source_key=source_key
+                observation,
+                resident,
+                site,
+                ts=obs.ts,
+                source_key=source_key,
+                received_at=received_at,
+                device_id=obs.device_id,
             )
         except News2ValueError as exc:
             raise Rejected(str(exc), obs.device_id) from None
@@ -235,7 +323,7 @@ class Pipeline:
             await self.store.write_news2(
                 News2Record(
                     resident_id=resident.resident_id,
-                    ts=obs.ts,
+                    ts=result.rule_ts or obs.ts,
                     total=news.total,
                     risk=news.risk,
                     red_flag=news.red_flag,
@@ -281,14 +369,61 @@ class Pipeline:
             self._watched.add(device_id)
 
     async def tick(self) -> None:
-        """Run the time-driven rules (missed heartbeats, inactivity, observations due)."""
-        await self.apply(self.engine.tick(self.clock.now()))
+        """Run the time-driven rules (missed heartbeats, inactivity, observations due) in
+        chunks of at most ``tick_chunk`` alerts, yielding to the event loop between
+        chunks; every chunk runs the cheap rules first, so a heartbeat storm never
+        holds up an inactivity or observations-due alert."""
+        now = self.clock.now()
+        while True:
+            result = self.engine.tick(now, max_alerts=self.tick_chunk)
+            await self.apply(result)
+            if len(result.alerts) < self.tick_chunk:
+                return
+            await asyncio.sleep(0)
+
+    def _dispatch_closed(self, dispatch: Dispatch, alert_ids: Sequence[str]) -> None:
+        """A dispatch was resolved or cancelled: release every alert it held."""
+        now = self.clock.now()
+        for alert_id in alert_ids:
+            self.engine.close(alert_id, now)
 
     async def apply(self, result: EngineResult) -> None:
-        """Act on what the rules decided: raise alerts; report folds and clears."""
-        for alert in result.alerts:
-            await self.raise_alert(alert)
+        """Act on what the rules decided: raise alerts (most urgent first); report folds,
+        restores and clears (fold counts and restores are noted on the stored alert)."""
+        alerts = sorted(result.alerts, key=lambda a: a.priority)
+        if len(alerts) == 1:
+            await self.raise_alert(alerts[0])
+        for k in range(0, len(alerts) if len(alerts) > 1 else 0, self.tick_chunk):
+            if k:
+                await asyncio.sleep(0)  # a storm of alerts never starves ingest
+            chunk = alerts[k : k + self.tick_chunk]
+            for alert, new in zip(chunk, await self.store.write_alerts(chunk), strict=True):
+                if new:
+                    self._alert_stored(alert)
+            for alert in chunk:
+                await self.dispatcher.submit(alert)
+        for restored in result.restored:
+            self.counters["restored"] += 1
+            await self._note(restored, restored_at=self.clock.now())
+            self.feed.publish(
+                Activity(
+                    "restored",
+                    self.clock.now(),
+                    f"alarm {restored} restored at the device; stays open for an operator",
+                    {"alert_id": restored},
+                )
+            )
+        for attended in result.attended:
+            self.feed.publish(
+                Activity(
+                    "attended",
+                    self.clock.now(),
+                    f"carer arrived; life-critical alarm {attended} stays open for an operator",
+                    {"alert_id": attended},
+                )
+            )
         for folded in result.folded:
+            await self._note(folded.alarm_id, count=folded.count)
             self.counters["folded"] += 1
             self.feed.publish(
                 Activity(
@@ -301,6 +436,14 @@ class Pipeline:
         for cleared in result.cleared:
             self.counters["cleared"] += 1
             await self.on_cleared(cleared)
+
+    async def _note(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        try:
+            await self.store.note_alert(alert_id, count=count, restored_at=restored_at)
+        except Exception as exc:  # an annotation only: the events themselves are stored
+            log.warning("alert_note_failed", alert_id=alert_id, error=repr(exc))
 
     async def on_cleared(self, cleared: ClearedAlarm) -> None:
         """An alarm's condition ended (restore, cancel, device heard again): the dispatch is
@@ -335,38 +478,49 @@ class Pipeline:
             device_id=event.device_id,
             event_type=event.type,
             source_key=f"{event.device_id}/{event.msg_id}",
+            detail={"injury": True} if event.injury else {},
         )
 
     async def raise_alert(self, alert: Alert) -> None:
-        """Store an alert and open its dispatch (both idempotent)."""
+        """Store an alert and open its dispatch (both idempotent).
+
+        The alert carries ``detail["presented_at"]``: when the gateway presented it to
+        the monitoring centre (now). Answer times are measured from it, not from when
+        the dispatch opened (``dispatch/reports.py``)."""
+        if "presented_at" not in alert.detail:
+            presented = self.clock.now().isoformat()
+            alert = dataclasses.replace(alert, detail={**alert.detail, "presented_at": presented})
         if await self.store.write_alert(alert):
-            self.counters["alerts"] += 1
-            log.info(
-                "alert",
-                alert_id=alert.alert_id,
-                priority=alert.priority,
-                event_type=alert.event_type,
-                device_id=alert.device_id,
-                site_id=alert.site_id,
-                resident_id=alert.resident_id,
-            )
-            self.feed.publish(
-                Activity(
-                    "alert",
-                    alert.ts,
-                    f"P{alert.priority} {alert.reason}",
-                    {
-                        "alert_id": alert.alert_id,
-                        "site_id": alert.site_id,
-                        "resident_id": alert.resident_id,
-                        "priority": alert.priority,
-                    },
-                )
-            )
+            self._alert_stored(alert)
         # The dispatch service opens the dispatch from its storm-proof priority queue; an
         # alert stored but not yet dispatched when the process dies is re-submitted at the
         # next start (``Store.alerts_without_dispatch``).
         await self.dispatcher.submit(alert)
+
+    def _alert_stored(self, alert: Alert) -> None:
+        self.counters["alerts"] += 1
+        log.info(
+            "alert",
+            alert_id=alert.alert_id,
+            priority=alert.priority,
+            event_type=alert.event_type,
+            device_id=alert.device_id,
+            site_id=alert.site_id,
+            resident_id=alert.resident_id,
+        )
+        self.feed.publish(
+            Activity(
+                "alert",
+                alert.ts,
+                f"P{alert.priority} {alert.reason}",
+                {
+                    "alert_id": alert.alert_id,
+                    "site_id": alert.site_id,
+                    "resident_id": alert.resident_id,
+                    "priority": alert.priority,
+                },
+            )
+        )
 
     async def _status(self, status: json_v1.Status) -> None:
         at = status.ts or self.clock.now()

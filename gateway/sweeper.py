@@ -5,6 +5,9 @@ dispatch service's queue. If the process dies in between, or the database was aw
 the service tried (the alert went to the spool and was replayed later), the alert has no
 dispatch. The sweeper finds such alerts and submits them again: once at start, then every
 ``every_s`` seconds for alerts older than ``grace_s`` (younger ones may still be queued).
+An alert that joined a group dispatch (a storm member) has its dispatch: it is never
+re-submitted, so the sweeper cannot undo a grouping (``Store.alerts_without_dispatch``
+excludes members).
 
 Resource handling: an async context manager owning one task, ``orphan-sweep``.
 Error handling: a failed sweep (database away) is logged and retried on the next period.

@@ -5,10 +5,12 @@ Priorities (1 = most urgent), documented in ``docs/rules.md``:
 1. life-critical: pendant, fall, post-fall inactivity, smoke, carbon monoxide
 2. wellbeing: daily-living inactivity, bed/chair not re-occupied, door exit
 3. environmental: flood, temperature extremes
-4. technical: mains fail, low battery, tamper, jamming, supervision, missed heartbeat
+4. technical: mains fail, low battery, tamper, jamming, supervision, missed heartbeat,
+   device clock wrong
 
-Periodic test, cancel/reset and carer arrived never raise an alert (:data:`NO_ALERT`):
-a periodic test is a heartbeat, the other two close what is open.
+Periodic test, cancel/reset, carer arrived and motion never raise an alert
+(:data:`NO_ALERT`): a periodic test is a heartbeat, motion is proof of daily living, the
+other two close what is open.
 
 State (:class:`AlarmBook`) keeps the open alarms, keyed by ``(device_id, event type)``:
 
@@ -17,11 +19,20 @@ State (:class:`AlarmBook`) keeps the open alarms, keyed by ``(device_id, event t
   alarm was raised is **folded** into it (counted, never dropped); after the window it
   raises a fresh alarm, so a press is never hidden behind a stale one;
 * a redelivered event (same ``device_id`` and ``msg_id``) is a **duplicate**, not a press;
-* a restore **clears** its alarm, except for the latching life-critical types
-  (:data:`LATCHING`: pendant, fall, post-fall inactivity, smoke, CO): their restore is
-  recorded as **restored** and the alarm stays open until a person closes it;
-* cancel/reset and carer arrived **close** every open alarm of the same resident
-  (or of the same site, or the same device, when the event carries no resident).
+* a restore **clears** its own alarm (same device and type) only, except for the
+  latching types (:data:`LATCHING`: pendant, fall, post-fall inactivity, smoke, CO and
+  door exit): their restore is recorded as **restored** and the alarm stays open until a
+  person closes it (a closed door does not mean the person came back);
+* a cancel/reset **closes** only its own device's alarms of the types a person at the
+  unit may cancel (:data:`CANCELLABLE`: pendant, fall, post-fall inactivity,
+  inactivity, bed/chair not re-occupied), never a smoke, CO, flood, temperature,
+  door-exit or technical alarm, and never another device's;
+* a carer-arrived **closes** the open wellbeing/environmental alarms (priority 2-3,
+  not latching, not technical) of its own resident, or of its own device when it has
+  no resident (a communal hub); a life-critical alarm stays open for an operator (the
+  outcome lists it under ``attended``);
+* :meth:`AlarmBook.close` forgets an alarm the dispatch layer resolved or closed, so the
+  next press raises a new alarm instead of folding into a closed one.
 
 The book snapshots to a plain JSON-able dict and is rebuilt from one, so it survives a
 restart. All methods are synchronous and read no clock: time comes from the events.
@@ -39,6 +50,7 @@ from typing import Any, Final
 from devices.model import AlarmEvent, EventType, Phase
 
 __all__ = [
+    "CANCELLABLE",
     "CLOSING",
     "LATCHING",
     "NO_ALERT",
@@ -68,19 +80,28 @@ PRIORITY: Final[dict[EventType, int]] = {
     EventType.TEMPERATURE_LOW: 3,
     EventType.MAINS_FAIL: 4,
     EventType.LOW_BATTERY: 4,
+    EventType.SENSOR_LOW_BATTERY: 4,
     EventType.TAMPER: 4,
     EventType.JAMMING: 4,
     EventType.SUPERVISION: 4,
     EventType.HEARTBEAT_MISSED: 4,
+    EventType.CLOCK_SKEW: 4,
 }
 
 #: Events that never raise an alert. With PRIORITY this covers the whole taxonomy.
 NO_ALERT: Final = frozenset(
-    {EventType.PERIODIC_TEST, EventType.CANCEL, EventType.CARER_ARRIVED, EventType.INFORMATION}
+    {
+        EventType.PERIODIC_TEST,
+        EventType.CANCEL,
+        EventType.CARER_ARRIVED,
+        EventType.MOTION,
+        EventType.INFORMATION,
+    }
 )
-#: Events that close the open alarms of a resident.
+#: Events that close open alarms (see the module docstring for which).
 CLOSING: Final = frozenset({EventType.CANCEL, EventType.CARER_ARRIVED})
-#: Alarms a restore does not clear: a person must close them.
+#: Alarms a restore does not clear: a person must close them. Door exit is a
+#: wandering risk: the door closing again does not mean the person came back.
 LATCHING: Final = frozenset(
     {
         EventType.PENDANT,
@@ -88,6 +109,20 @@ LATCHING: Final = frozenset(
         EventType.POST_FALL_INACTIVITY,
         EventType.SMOKE,
         EventType.CO,
+        EventType.DOOR_EXIT,
+    }
+)
+#: Alarms the cancel/reset button of the same device may close (a person at the unit
+#: says the call was a mistake). Hazards (smoke, CO, flood, temperature), door exits
+#: and technical faults are never closed by a cancel.
+CANCELLABLE: Final = frozenset(
+    {
+        EventType.PENDANT,
+        EventType.FALL,
+        EventType.POST_FALL_INACTIVITY,
+        EventType.INACTIVITY,
+        EventType.BED_NOT_REOCCUPIED,
+        EventType.CHAIR_NOT_REOCCUPIED,
     }
 )
 
@@ -193,6 +228,8 @@ class AlarmOutcome:
     alarms: tuple[OpenAlarm, ...] = ()
     reason: str = ""
     superseded: OpenAlarm | None = None
+    #: Life-critical alarms a carer-arrived found open and left for an operator.
+    attended: tuple[OpenAlarm, ...] = ()
 
 
 @dataclass(slots=True)
@@ -202,8 +239,10 @@ class AlarmBook:
     fold_window: timedelta = timedelta(seconds=120)
     priorities: dict[EventType, int] = field(default_factory=lambda: dict(PRIORITY))
     _open: dict[tuple[str, EventType], OpenAlarm] = field(default_factory=dict)
-    #: Indexes for cancel/reset: resident / site / device id -> keys of open alarms.
+    #: Indexes for cancel/reset: resident / device id -> keys of open alarms.
     _by_owner: dict[tuple[str, str], set[tuple[str, EventType]]] = field(default_factory=dict)
+    #: alarm id -> key, so closing one alarm of many is a lookup, not a scan.
+    _ids: dict[str, tuple[str, EventType]] = field(default_factory=dict)
 
     @property
     def open_alarms(self) -> list[OpenAlarm]:
@@ -250,12 +289,10 @@ class AlarmBook:
         return AlarmOutcome(Outcome.RAISED, (alarm,), superseded=current)
 
     def close(self, alarm_id: str) -> OpenAlarm | None:
-        """Close one alarm by id (the dispatch layer resolved it). ``None`` if not open."""
-        for key, alarm in self._open.items():
-            if alarm.alarm_id == alarm_id:
-                self._drop(key)
-                return alarm
-        return None
+        """Close one alarm by id (the dispatch layer resolved or closed it): its key is
+        released, so the next press raises a new alarm. ``None`` if not open."""
+        key = self._ids.get(alarm_id)
+        return self._drop(key) if key is not None else None
 
     def _restore(
         self, key: tuple[str, EventType], current: OpenAlarm | None, event: AlarmEvent
@@ -270,17 +307,30 @@ class AlarmBook:
         return AlarmOutcome(Outcome.CLEARED, (current,), reason=f"{event.type.value} restored")
 
     def _close_matching(self, event: AlarmEvent) -> AlarmOutcome:
-        if event.resident_id is not None:
-            owner = ("r", event.resident_id)
-        elif event.site_id is not None:
-            owner = ("s", event.site_id)
-        else:
-            owner = ("d", event.device_id)
-        keys = sorted(self._by_owner.get(owner, ()))
+        what = event.type.value
+        if event.type is EventType.CANCEL:
+            keys = sorted(self._by_owner.get(("d", event.device_id), ()))
+            keys = [k for k in keys if k[1] in CANCELLABLE]
+            attended: list[OpenAlarm] = []
+        else:  # carer arrived: its resident's alarms, else its own device's
+            if event.resident_id is not None:
+                owner = ("r", event.resident_id)
+            else:
+                owner = ("d", event.device_id)
+            keys, attended = [], []
+            for key in sorted(self._by_owner.get(owner, ())):
+                alarm = self._open[key]
+                if alarm.priority == 1:
+                    attended.append(alarm)  # life-critical: an operator closes it
+                elif key[1] not in LATCHING and not is_technical(key[1]):
+                    keys.append(key)
         if not keys:
-            return AlarmOutcome(Outcome.IGNORED, reason=f"{event.type.value}: nothing open")
+            reason = f"{what}: nothing it may close is open"
+            if attended:
+                reason = f"{what}: life-critical alarm stays open for an operator"
+            return AlarmOutcome(Outcome.IGNORED, reason=reason, attended=tuple(attended))
         closed = [self._drop(key) for key in keys]
-        return AlarmOutcome(Outcome.CLOSED, tuple(closed), reason=event.type.value)
+        return AlarmOutcome(Outcome.CLOSED, tuple(closed), reason=what, attended=tuple(attended))
 
     # ------------------------------------------------------------------ persistence
 
@@ -317,8 +367,6 @@ class AlarmBook:
         owners = [("d", alarm.device_id)]
         if alarm.resident_id is not None:
             owners.append(("r", alarm.resident_id))
-        if alarm.site_id is not None:
-            owners.append(("s", alarm.site_id))
         return owners
 
     def _put(self, key: tuple[str, EventType], alarm: OpenAlarm) -> None:
@@ -327,9 +375,11 @@ class AlarmBook:
         for owner in self._owners(alarm):
             self._by_owner.setdefault(owner, set()).add(key)
         self._open[key] = alarm
+        self._ids[alarm.alarm_id] = key
 
     def _drop(self, key: tuple[str, EventType]) -> OpenAlarm:
         alarm = self._open.pop(key)
+        self._ids.pop(alarm.alarm_id, None)
         for owner in self._owners(alarm):
             keys = self._by_owner[owner]
             keys.discard(key)

@@ -33,6 +33,8 @@ __all__ = [
     "DEFAULT_ADVICE",
     "DEFAULT_NEWS2_PRIORITY",
     "DEFAULT_OBS_DUE_S",
+    "NEWS2_PRIORITY_FLOOR",
+    "OBS_DUE_MAX_S",
     "InactivityWindow",
     "ResidentRules",
     "RulesConfig",
@@ -60,6 +62,24 @@ DEFAULT_NEWS2_PRIORITY: Final[dict[str, int | None]] = {
     "low-medium": 2,
     "medium": 2,
     "high": 1,
+}
+#: The least urgent alert priority each band may be configured to (RCP chart 4: a high
+#: score needs an emergency response, a single red 3 or 5-6 an urgent one). A rules file
+#: may only make these more urgent (a smaller number); ``None`` = no minimum.
+NEWS2_PRIORITY_FLOOR: Final[dict[str, int | None]] = {
+    "low": None,
+    "low-medium": 2,
+    "medium": 2,
+    "high": 1,
+}
+#: The longest a rules file may set ``obs_due_s`` to per band: the RCP minimum monitoring
+#: frequency (12-hourly; 4-6-hourly; hourly; "continuous", here the 15-minute reminder).
+OBS_DUE_MAX_S: Final[dict[str, int]] = {
+    "zero": 12 * 3600,
+    "low": 6 * 3600,
+    "low-medium": 3600,
+    "medium": 3600,
+    "high": 15 * 60,
 }
 #: Seconds until the next set is due, per band (``zero`` = total 0). From the RCP minimum
 #: monitoring frequency, taking the stricter end of "4-6-hourly"; ``high`` is
@@ -125,6 +145,15 @@ class SiteRules:
     fold_window_s: int = 120
     inactivity_priority: int = 2
     spo2_low_priority: int = 2
+    #: A device timestamp more than this far ahead of the gateway's receive time is an
+    #: implausible clock: rules use the receive time and the device gets a clock fault.
+    clock_skew_s: int = 120
+    #: An input whose device time is this much older than its receipt is "late": it is
+    #: raised with its true time and how late it arrived.
+    late_after_s: int = 300
+    #: An observation set older than this when it arrives is stored and shown as late,
+    #: never escalated as if it were current.
+    stale_obs_s: int = 3600
 
     @property
     def tz(self) -> ZoneInfo:
@@ -148,6 +177,10 @@ class ResidentRules:
     spo2_scale_set_by: str | None = None
     spo2_scale_set_at: datetime | None = None
     baseline_consciousness: Consciousness = Consciousness.ALERT
+    #: Where the scale and the baseline came from: ``"prescription"`` (the store's record,
+    #: set by ``telecare resident clinical``), ``"rules file"`` or ``"default"`` (chart).
+    spo2_scale_source: str = "default"
+    baseline_source: str = "default"
     #: Lowest acceptable SpO2; ``None`` = 94 % on scale 1, 88 % on scale 2.
     spo2_target_min: int | None = None
     #: How long SpO2 must stay below target before it alerts.
@@ -161,15 +194,23 @@ class ResidentRules:
         return 88 if self.spo2_scale == 2 else 94
 
     def with_resident(self, resident: Resident) -> ResidentRules:
-        """The store's resident record is authoritative for scale and baseline."""
-        return replace(
-            self,
-            site_id=resident.site_id,
-            spo2_scale=resident.spo2_scale,
-            spo2_scale_set_by=resident.spo2_scale_set_by,
-            spo2_scale_set_at=resident.spo2_scale_set_at,
-            baseline_consciousness=resident.baseline_consciousness,
-        )
+        """Merge the store's record: a recorded prescription (scale, baseline) wins over
+        the rules file, which is only a default; a setting never recorded keeps the rules
+        file's value (or the chart's default)."""
+        changes: dict[str, Any] = {"site_id": resident.site_id}
+        if resident.spo2_scale is not None:
+            changes.update(
+                spo2_scale=resident.spo2_scale,
+                spo2_scale_set_by=resident.spo2_scale_set_by,
+                spo2_scale_set_at=resident.spo2_scale_set_at,
+                spo2_scale_source="prescription",
+            )
+        if resident.baseline_consciousness is not None:
+            changes.update(
+                baseline_consciousness=resident.baseline_consciousness,
+                baseline_source="prescription",
+            )
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,14 +395,24 @@ class _Loader:
                 table = self.table(key, value)
                 self.check_keys(key, table, set(_BANDS))
                 for band, p in table.items():
-                    prio[band] = self.int_(f"{key}.{band}", p, 0, 5) or None
+                    value = self.int_(f"{key}.{band}", p, 0, 5) or None
+                    floor = NEWS2_PRIORITY_FLOOR[band]
+                    if floor is not None and (value is None or value > floor):
+                        raise self.error(
+                            f"{key}.{band}",
+                            f"{p!r} would lower escalation below the RCP chart minimum: "
+                            f"{band} risk must raise an alert of priority {floor} or more "
+                            f"urgent (1..{floor}); a site may only raise urgency or change "
+                            "the advice text",
+                        )
+                    prio[band] = value
                 changes[name] = prio
             elif name == "obs_due_s":
                 due = dict(base.obs_due_s)
                 table = self.table(key, value)
                 self.check_keys(key, table, {"zero", *_BANDS})
                 for band, s in table.items():
-                    due[band] = self.int_(f"{key}.{band}", s, 60, 7 * 86400)
+                    due[band] = self.int_(f"{key}.{band}", s, 60, OBS_DUE_MAX_S[band])
                 changes[name] = due
             elif name == "heartbeat_miss_multiple":
                 ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -427,6 +478,8 @@ class _Loader:
         return ResidentRules(
             resident_id=rid,
             site_id=site_id,
+            spo2_scale_source="rules file" if "spo2_scale" in body else "default",
+            baseline_source="rules file" if "baseline_consciousness" in body else "default",
             spo2_scale=scale,
             spo2_scale_set_by=set_by if scale == 2 else None,
             spo2_scale_set_at=set_at if scale == 2 else None,

@@ -3,8 +3,14 @@
 =====================  ==============================================  =================
 rule                   fires when                                      clears when
 =====================  ==============================================  =================
-missed heartbeat       no message from a watched device for            the device is
-                       ``heartbeat_miss_multiple`` x its interval      heard again
+missed heartbeat       no message of any kind (heartbeat, status,      the device is
+                       event, reading) from a watched device for       heard again
+                       ``heartbeat_miss_multiple`` x its interval,
+                       counted from its last message or from when
+                       this process started watching, the later
+device clock wrong     a device's timestamp is ahead of the            a plausible
+                       gateway's receive time by more than             timestamp from
+                       ``clock_skew_s``                                the device
 daily-living           a resident's inactivity window ends with no     the next activity
 inactivity             activity since the window started
 NEWS2 trend            (returned to the engine, which words the alert)
@@ -15,6 +21,10 @@ SpO2 below target      readings stay below the resident's target for   a reading
 observations due       no new complete set within the interval the     a new complete
                        last score requires (site ``obs_due_s``)        set arrives
 =====================  ==============================================  =================
+
+When the dispatch layer resolves or closes an alert (:meth:`TemporalRules.close`) the
+rule is released: SpO2-low starts a new episode with the next low reading, and
+observations-due is due again one interval after the close, so neither stays latched.
 
 Nothing here reads a clock: the engine passes ``now`` into :meth:`TemporalRules.tick`
 and event timestamps into the other methods, so tests jump time instead of sleeping.
@@ -28,6 +38,7 @@ restart (a restart mid-window neither loses nor repeats an alert).
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -80,6 +91,9 @@ class _Device:
     site_id: str | None = None
     resident_id: str | None = None
     alert_id: str | None = None
+    #: When this process started watching (not persisted): a device is not missing for
+    #: the time the gateway itself was down and could not hear it.
+    watching_since: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +132,14 @@ class TemporalRules:
         self._activity: dict[str, _Activity] = {}
         self._news2: dict[str, _News2] = {}
         self._spo2: dict[str, _Spo2] = {}
+        #: device id -> open clock-fault alert id.
+        self._skewed: dict[str, str] = {}
+        #: alert id -> ("kind", key) of the rule holding it, for :meth:`close`.
+        self._holders: dict[str, tuple[str, str]] = {}
+        #: (deadline, device id): when each watched device would next be missing. Lazy:
+        #: an entry is checked against the device's real deadline when it comes due, so
+        #: hearing a device costs nothing here and a tick touches only due devices.
+        self._hb_due: list[tuple[datetime, str]] = []
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -137,7 +159,20 @@ class TemporalRules:
         current = self._devices.get(device_id)
         last_seen = current.last_seen if current else now
         alert_id = current.alert_id if current else None
-        self._devices[device_id] = _Device(interval_s, last_seen, site_id, resident_id, alert_id)
+        since = current.watching_since if current and current.watching_since else now
+        dev = self._devices[device_id] = _Device(
+            interval_s, last_seen, site_id, resident_id, alert_id, since
+        )
+        heapq.heappush(self._hb_due, (self._deadline(dev), device_id))
+
+    def _deadline(self, dev: _Device) -> datetime:
+        """When ``dev`` is missing: its last message (or the start of watching, if
+        later) plus ``heartbeat_miss_multiple`` intervals."""
+        since = dev.last_seen
+        if dev.watching_since is not None and dev.watching_since > since:
+            since = dev.watching_since
+        multiple = self.config.site(dev.site_id).heartbeat_miss_multiple
+        return since + timedelta(seconds=multiple * dev.interval_s)
 
     def device_seen(self, device_id: str, ts: datetime) -> TemporalOutput:
         """Any message from a device proves it alive; clears its missed-heartbeat alert."""
@@ -158,18 +193,32 @@ class TemporalRules:
         if dev.alert_id is None:
             return None
         cleared = ClearedAlarm(dev.alert_id, "device heard again", ts)
+        self._holders.pop(dev.alert_id, None)
         dev.alert_id = None
+        heapq.heappush(self._hb_due, (self._deadline(dev), device_id))
         return cleared
 
-    def _tick_heartbeats(self, now: datetime, out: TemporalOutput) -> None:
-        for device_id, dev in self._devices.items():
-            if dev.alert_id is not None:
+    def _tick_heartbeats(self, now: datetime, out: TemporalOutput, budget: int | None) -> None:
+        heap = self._hb_due
+        raised = 0
+        while heap and heap[0][0] < now:
+            if budget is not None and raised >= budget:
+                return  # the rest stay due for the next call
+            _, device_id = heapq.heappop(heap)
+            dev = self._devices.get(device_id)
+            if dev is None or dev.alert_id is not None:
+                continue  # no longer watched, or already alarmed (re-armed on clear)
+            deadline = self._deadline(dev)
+            if deadline >= now:
+                heapq.heappush(heap, (deadline, device_id))
                 continue
-            limit = self.config.site(dev.site_id).heartbeat_miss_multiple * dev.interval_s
+            since = deadline - timedelta(
+                seconds=self.config.site(dev.site_id).heartbeat_miss_multiple * dev.interval_s
+            )
             silent = (now - dev.last_seen).total_seconds()
-            if silent <= limit:
-                continue
-            dev.alert_id = _alert_id("hb", device_id, dev.last_seen.isoformat())
+            raised += 1
+            dev.alert_id = _alert_id("hb", device_id, dev.last_seen.isoformat(), since.isoformat())
+            self._holders[dev.alert_id] = ("device", device_id)
             out.alerts.append(
                 Alert(
                     alert_id=dev.alert_id,
@@ -200,6 +249,7 @@ class TemporalRules:
         act.site_id = site_id or act.site_id
         if act.alert_id is not None:
             out.cleared.append(ClearedAlarm(act.alert_id, "activity seen", ts))
+            self._holders.pop(act.alert_id, None)
             act.alert_id = None
         return out
 
@@ -224,6 +274,7 @@ class TemporalRules:
                 if act.alert_id is not None:
                     continue
                 act.alert_id = _alert_id("ia", rid, today.isoformat(), i)
+                self._holders[act.alert_id] = ("activity", rid)
                 out.alerts.append(
                     Alert(
                         alert_id=act.alert_id,
@@ -274,6 +325,7 @@ class TemporalRules:
             st.due_at = ts + timedelta(seconds=site.due_after_s(total, risk))
             if st.due_alert_id is not None:
                 out.cleared.append(ClearedAlarm(st.due_alert_id, "new observations", ts))
+                self._holders.pop(st.due_alert_id, None)
                 st.due_alert_id = None
         return trend, out
 
@@ -283,6 +335,7 @@ class TemporalRules:
                 continue
             site = self.config.site(st.site_id)
             st.due_alert_id = _alert_id("od", rid, st.due_at.isoformat())
+            self._holders[st.due_alert_id] = ("news2", rid)
             out.alerts.append(
                 Alert(
                     alert_id=st.due_alert_id,
@@ -319,6 +372,7 @@ class TemporalRules:
             st.low_since = None
             if st.alert_id is not None:
                 out.cleared.append(ClearedAlarm(st.alert_id, "SpO2 back at target", ts))
+                self._holders.pop(st.alert_id, None)
                 st.alert_id = None
             return out
         if st.low_since is None or ts < st.low_since:
@@ -326,6 +380,7 @@ class TemporalRules:
         below = (ts - st.low_since).total_seconds()
         if st.alert_id is None and below >= sustained_s:
             st.alert_id = _alert_id("sp", resident_id, st.low_since.isoformat())
+            self._holders[st.alert_id] = ("spo2", resident_id)
             out.alerts.append(
                 Alert(
                     alert_id=st.alert_id,
@@ -342,31 +397,96 @@ class TemporalRules:
 
     # ------------------------------------------------------------------ tick
 
-    def tick(self, now: datetime) -> TemporalOutput:
-        """Evaluate every time-driven rule at ``now``."""
+    def tick(self, now: datetime, max_alerts: int | None = None) -> TemporalOutput:
+        """Evaluate every time-driven rule at ``now``. With ``max_alerts``, missed
+        heartbeats (run last) stop once that many alerts were raised in this call: the
+        rest are raised by the next call (a storm is worked off in chunks)."""
         out = TemporalOutput()
-        self._tick_heartbeats(now, out)
         self._tick_inactivity(now, out)
         self._tick_obs_due(now, out)
+        budget = None if max_alerts is None else max(0, max_alerts - len(out.alerts))
+        self._tick_heartbeats(now, out, budget)
         return out
 
-    def close(self, alert_id: str) -> bool:
-        """Forget a raised temporal alert (closed elsewhere); the rule may fire again."""
-        holders: list[_Device | _Activity | _Spo2] = [
-            *self._devices.values(),
-            *self._activity.values(),
-            *self._spo2.values(),
-        ]
-        for holder in holders:
-            if holder.alert_id == alert_id:
-                holder.alert_id = None
-                return True
-        for st in self._news2.values():
-            if st.due_alert_id == alert_id:  # stays quiet until the next set is due
-                st.due_alert_id = None
-                st.due_at = None
-                return True
-        return False
+    def close(self, alert_id: str, now: datetime | None = None) -> bool:
+        """Forget a raised temporal alert that the dispatch layer resolved or closed, so
+        the rule can fire again: a missed heartbeat or inactivity re-arms; SpO2-low starts
+        a new episode at the next low reading; observations are due again one interval
+        after ``now`` (if given) without a new set."""
+        holder = self._holders.pop(alert_id, None)
+        if holder is None:
+            return False
+        kind, key = holder
+        if kind == "device" and (dev := self._devices.get(key)) and dev.alert_id == alert_id:
+            dev.alert_id = None
+            # Still silent: count the silence again from the close, not from the start.
+            if now is not None:
+                dev.watching_since = max(dev.watching_since or now, now)
+            heapq.heappush(self._hb_due, (self._deadline(dev), key))
+        elif kind == "activity" and (act := self._activity.get(key)):
+            act.alert_id = None
+        elif kind == "spo2" and (sp := self._spo2.get(key)):
+            sp.alert_id = None
+            sp.low_since = None  # the next low reading starts a new episode
+        elif kind == "news2" and (st := self._news2.get(key)):
+            st.due_alert_id = None
+            due = None
+            if now is not None and st.last_total is not None and st.last_risk is not None:
+                site = self.config.site(st.site_id)
+                due = now + timedelta(seconds=site.due_after_s(st.last_total, st.last_risk))
+            st.due_at = due
+        elif kind == "clock":
+            self._skewed.pop(key, None)
+        return True
+
+    # ------------------------------------------------------------------ device clocks
+
+    def clock_check(
+        self,
+        device_id: str,
+        device_ts: datetime,
+        received_at: datetime,
+        *,
+        site_id: str | None = None,
+        resident_id: str | None = None,
+    ) -> tuple[bool, TemporalOutput]:
+        """Compare a device's timestamp with the gateway's receive time. Returns
+        ``(plausible, output)``: a timestamp more than ``clock_skew_s`` ahead is
+        implausible and raises one technical clock-fault alert for the device (until a
+        plausible timestamp clears it). A timestamp in the past is plausible (late
+        delivery cannot be told from a slow clock); the caller reports it as late."""
+        out = TemporalOutput()
+        tolerance = self.config.site(site_id).clock_skew_s
+        ahead = (device_ts - received_at).total_seconds()
+        if ahead <= tolerance:
+            alert_id = self._skewed.pop(device_id, None)
+            if alert_id is not None:
+                self._holders.pop(alert_id, None)
+                why = "device clock plausible again"
+                out.cleared.append(ClearedAlarm(alert_id, why, received_at))
+            return True, out
+        if device_id not in self._skewed:
+            alert_id = _alert_id("ck", device_id, received_at.isoformat())
+            self._skewed[device_id] = alert_id
+            self._holders[alert_id] = ("clock", device_id)
+            out.alerts.append(
+                Alert(
+                    alert_id=alert_id,
+                    kind=AlertKind.TECHNICAL,
+                    priority=priority_of(EventType.CLOCK_SKEW) or 4,
+                    reason=(
+                        f"device {device_id} clock is {ahead:.0f} s ahead of the gateway; "
+                        "its messages are timed by the gateway until it is corrected"
+                    ),
+                    ts=received_at,
+                    site_id=site_id,
+                    resident_id=resident_id,
+                    device_id=device_id,
+                    event_type=EventType.CLOCK_SKEW,
+                    detail={"ahead_s": int(ahead), "device_ts": device_ts.isoformat()},
+                )
+            )
+        return False, out
 
     # ------------------------------------------------------------------ persistence
 
@@ -409,6 +529,7 @@ class TemporalRules:
                 k: {"low_since": _iso(s.low_since), "alert_id": s.alert_id, "site_id": s.site_id}
                 for k, s in self._spo2.items()
             },
+            "skewed": dict(self._skewed),
         }
 
     @classmethod
@@ -448,4 +569,27 @@ class TemporalRules:
             )
         for k, s in data["spo2"].items():
             rules._spo2[k] = _Spo2(_dt(s["low_since"]), s["alert_id"], s["site_id"])
+        rules._skewed = dict(data.get("skewed", {}))
+        rules._index()
+        rules._hb_due = [(rules._deadline(d), k) for k, d in rules._devices.items()]
+        heapq.heapify(rules._hb_due)
         return rules
+
+    def _index(self) -> None:
+        """Rebuild :attr:`_holders` from the rules' state (after a restore)."""
+        held: dict[str, tuple[str, str]] = {}
+        for k, d in self._devices.items():
+            if d.alert_id:
+                held[d.alert_id] = ("device", k)
+        for k, a in self._activity.items():
+            if a.alert_id:
+                held[a.alert_id] = ("activity", k)
+        for k, n in self._news2.items():
+            if n.due_alert_id:
+                held[n.due_alert_id] = ("news2", k)
+        for k, sp in self._spo2.items():
+            if sp.alert_id:
+                held[sp.alert_id] = ("spo2", k)
+        for k, alert_id in self._skewed.items():
+            held[alert_id] = ("clock", k)
+        self._holders = held

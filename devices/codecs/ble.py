@@ -25,7 +25,7 @@ bit is set (a future optional field), otherwise they are Malformed.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 
 from devices.codecs import Malformed
@@ -33,6 +33,7 @@ from devices.model import Metric, ModelError, Reading
 
 __all__ = [
     "KPA_TO_MMHG",
+    "UNKNOWN_USER",
     "BloodPressure",
     "PlxContinuous",
     "PlxSpotCheck",
@@ -43,8 +44,10 @@ __all__ = [
     "decode_2a5f",
     "decode_2a35",
     "decode_sfloat",
+    "measured_at",
     "missing",
     "plx_readings",
+    "unusable",
 ]
 
 #: 1 kPa in mmHg (101.325 kPa = 760 mmHg).
@@ -231,6 +234,55 @@ def decode_2a35(payload: bytes) -> BloodPressure:
     status = r.uint(2, "measurement status") if flags & 0x10 else None
     r.end(flags, 0x1F)
     return BloodPressure(sys_, dia, mean, "kPa" if kpa else "mmHg", ts, pulse, user, status)
+
+
+#: 0x2A35 user id meaning "unknown user" (BLS 1.0).
+UNKNOWN_USER = 0xFF
+
+#: PLX Measurement Status bits that make a value unusable as a patient measurement.
+_PLX_MEASUREMENT_UNUSABLE = {
+    10: "data for demonstration",
+    11: "data for testing",
+    12: "calibration ongoing",
+    13: "measurement unavailable",
+    15: "invalid measurement detected",
+}
+#: PLX Device and Sensor Status bits that make a value unusable.
+_PLX_SENSOR_UNUSABLE = {
+    1: "equipment malfunction detected",
+    11: "sensor unconnected to user",
+    12: "unknown sensor connected",
+    13: "sensor displaced",
+    14: "sensor malfunctioning",
+    15: "sensor disconnected",
+}
+
+
+def unusable(frame: PlxSpotCheck | PlxContinuous | BloodPressure) -> list[str]:
+    """Why a PLX value must not be taken as a measurement of the patient (demo or test
+    data, an invalid or unavailable measurement, a disconnected or faulty sensor),
+    from its Measurement Status and Device and Sensor Status fields; empty if usable.
+    "Data from measurement storage" is usable: it is a late value with its own time."""
+    if isinstance(frame, BloodPressure):
+        return []
+    why: list[str] = []
+    for field_value, bits in (
+        (frame.measurement_status, _PLX_MEASUREMENT_UNUSABLE),
+        (frame.device_status, _PLX_SENSOR_UNUSABLE),
+    ):
+        if field_value is not None:
+            why.extend(text for bit, text in bits.items() if field_value >> bit & 1)
+    return why
+
+
+def measured_at(frame: PlxSpotCheck | PlxContinuous | BloodPressure) -> datetime | None:
+    """When the device took the measurement (its Date Time field, read as UTC: hubs set
+    their sensors' clocks in UTC), or ``None`` when it sent no usable time."""
+    ts = getattr(frame, "timestamp", None)
+    if ts is None or getattr(frame, "clock_not_set", False):
+        return None
+    result: datetime = ts.replace(tzinfo=UTC)
+    return result
 
 
 def missing(frame: PlxSpotCheck | PlxContinuous | BloodPressure) -> dict[str, SfloatSpecial]:

@@ -46,7 +46,7 @@ _TERMINATORS = frozenset(b"\r\n")
 #: Contact ID event code -> telecare event type.
 EVENT_CODES: dict[int, EventType] = {
     101: EventType.PENDANT,
-    102: EventType.INACTIVITY,
+    102: EventType.POST_FALL_INACTIVITY,  # no movement after a fall: priority 1, latching
     111: EventType.SMOKE,
     120: EventType.FALL,
     147: EventType.SUPERVISION,
@@ -58,7 +58,7 @@ EVENT_CODES: dict[int, EventType] = {
     302: EventType.LOW_BATTERY,
     344: EventType.JAMMING,
     383: EventType.TAMPER,
-    384: EventType.LOW_BATTERY,
+    384: EventType.SENSOR_LOW_BATTERY,  # a peripheral's battery, not the unit's (302)
     406: EventType.CANCEL,
     602: EventType.PERIODIC_TEST,
     641: EventType.INACTIVITY,

@@ -237,13 +237,20 @@ def _decode_event(
 ) -> AlarmEvent:
     type_ = doc.get("type")
     phase = doc.get("phase", "alarm")
-    if type_ not in EventType._value2member_map_:
+    if not isinstance(type_, str) or type_ not in EventType._value2member_map_:
         raise Malformed(f"event type {type_!r} is not in the taxonomy (see docs/protocol.md)")
-    if phase not in Phase._value2member_map_:
+    if not isinstance(phase, str) or phase not in Phase._value2member_map_:
         raise Malformed(f"event phase {phase!r} must be 'alarm' or 'restore'")
     zone = doc.get("zone")
     if zone is not None and not isinstance(zone, str):
         raise Malformed(f"zone {zone!r} must be a string")
+    injury = doc.get("injury", False)
+    if not isinstance(injury, bool):
+        raise Malformed(f"injury {injury!r} must be true or false")
+    if injury and type_ not in _INJURY_EVENTS:
+        raise Malformed(
+            f"injury is reported with a fall, post-fall inactivity or pendant event, not {type_!r}"
+        )
     return AlarmEvent(
         device_id=device_id,
         type=EventType(str(type_)),
@@ -254,7 +261,12 @@ def _decode_event(
         resident_id=resident_id,
         zone=zone,
         source="mqtt",
+        injury=injury,
     )
+
+
+#: Events a device may report an injury with (``"injury": true``).
+_INJURY_EVENTS: Final = frozenset({"fall", "post_fall_inactivity", "pendant"})
 
 
 #: Metric wire names as devices send them (lower case), resolved without a fallback.

@@ -9,7 +9,14 @@ Date and time (device clock, ``MM/DD/YY HH:MM:SS``) come first, then ``KEY=VALUE
 fields. Any value made of dashes (``--``, ``---``, ``--.-``) means "no value" and is
 reported in ``missing``, never as a number. SPO2 and BPM are required; PI is optional;
 other fields (SPCO, SPMET, DESAT, PIDELTA, SPHB...) are ignored. ``ALARM`` and ``EXC``
-are kept raw as flags (``alarm:XXXX``, ``exc:XXXXXX``) and not interpreted.
+are kept raw as flags (``alarm:XXXX``, ``exc:XXXXXX``). ``EXC`` reports the oximeter's
+exceptions (no / defective / unrecognised sensor, sensor off, low perfusion, pulse search,
+interference, ambient light, low signal IQ, ...): a line with any exception bit other than
+``0x800`` (set on the documented normal line, ``EXC=000800``) is **invalid**: it gives no
+SpO2, pulse or PI value (``missing`` says why, the flag ``invalid`` is set), so a number
+measured through a sensor problem is never stored or scored. A non-zero ``ALARM`` alone
+does not invalidate the values: it is also raised for a patient's SpO2 or pulse crossing
+a limit, exactly when the value matters.
 Bytes before the date of a line (noise, or a line joined mid-way) are skipped.
 """
 
@@ -30,6 +37,8 @@ _START = re.compile(rb"\d\d/\d\d/\d\d \d\d:\d\d:\d\d ")
 _START_LEN = 18
 _NO_VALUE = re.compile(r"^[+-]?-+(\.-+)?%?$")
 _INT = re.compile(r"^(\d{1,3})%?$")
+#: EXC bits that are not a problem: 0x800 is set on the documented normal line.
+_EXC_BENIGN = 0x800
 _DECIMAL = re.compile(r"^(\d{1,3}(?:\.\d{1,3})?)%?$")
 
 
@@ -95,7 +104,15 @@ def parse_line(line: bytes) -> OximeterSample:
                 raise Malformed(f"Rad-8 {key}={raw[:12]!r} is not hexadecimal", skip=skip)
             if int(raw, 16):
                 flags.add(f"{key.lower()}:{raw.upper()}")
-    finger_out = spo2 is None and pulse is None
+    exc = fields.get("EXC")
+    if exc is not None and int(exc, 16) & ~_EXC_BENIGN:
+        why = f"invalid: EXC={exc.upper()} reports a sensor or signal problem"
+        missing.extend(
+            f"{name}: {why}" for name, v in (("spo2", spo2), ("pulse", pulse)) if v is not None
+        )
+        spo2 = pulse = pi = None
+        flags.add("invalid")
+    finger_out = spo2 is None and pulse is None and "invalid" not in flags
     return OximeterSample(
         spo2=None if spo2 is None else int(spo2),
         pulse=None if pulse is None else int(pulse),

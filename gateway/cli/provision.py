@@ -3,6 +3,9 @@ credentials.
 
     telecare site add oakhouse --kind care_home
     telecare resident add res1 --site oakhouse --name "..."       (names never logged)
+    telecare resident clinical res1 --spo2-scale 2 --prescribed-by dr-k --prescribed-on
+        2026-11-02 --by nurse-7                 the only way to set SpO2 scale / baseline
+    telecare resident show res1                  effective clinical settings, source, history
     telecare responder add kh1 --kind keyholder
     telecare device add pend1 --site oakhouse --resident res1 --kind pendant
         -> prints the device's MQTT password once; only its hash is stored
@@ -43,6 +46,8 @@ from rich.table import Table
 
 from devices.codecs import json_v1, registry
 from devices.model import (
+    DEFAULT_TEST_CALL_S,
+    Consciousness,
     Device,
     DeviceKind,
     EventType,
@@ -57,7 +62,8 @@ from devices.model import (
 from gateway.auth import hash_secret, new_secret, read_password_file, write_password_file
 from gateway.cli.common import ConfigOption, load_cli_config
 from gateway.config import Config
-from gateway.store.base import Store
+from gateway.store.base import ClinicalChange, ClinicalRecord, Store
+from rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
 
 __all__ = ["app", "device_app", "resident_app", "responder_app", "site_app"]
 
@@ -145,7 +151,7 @@ def resident_add(
     ] = "",
     config: ConfigOption = None,
 ) -> None:
-    """Create or update a resident."""
+    """Create or update a resident (never its clinical settings: see ``resident clinical``)."""
     cascade = tuple(r.strip() for r in responders.split(",") if r.strip())
     resident = _model(lambda: Resident(resident_id, site, name, nhs_number, responders=cascade))
 
@@ -165,10 +171,149 @@ def resident_add(
 def resident_list(config: ConfigOption = None) -> None:
     """List residents (ids, sites and cascades; no names)."""
     residents = _with_store(load_cli_config(config), lambda store: store.list_residents())
-    table = Table("resident", "site", "responders", "SpO2 scale")
+    table = Table("resident", "site", "responders", "SpO2 scale (prescribed)")
     for r in residents:
-        table.add_row(r.resident_id, r.site_id, ", ".join(r.responders), str(r.spo2_scale))
+        scale = "-" if r.spo2_scale is None else str(r.spo2_scale)
+        table.add_row(r.resident_id, r.site_id, ", ".join(r.responders), scale)
     console.print(table)
+
+
+_DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+
+
+@resident_app.command("clinical")
+def resident_clinical(
+    resident_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who is recording this (kept in the history).")],
+    spo2_scale: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=2,
+            help="SpO2 scale: 2 only when a clinician prescribed a target of 88-92 %.",
+        ),
+    ] = None,
+    prescribed_by: Annotated[
+        str | None, typer.Option(help="The clinician who prescribed the scale.")
+    ] = None,
+    prescribed_on: Annotated[
+        datetime | None,
+        typer.Option(formats=_DATE_FORMATS, help="When it was prescribed (UTC), e.g. 2026-11-02."),
+    ] = None,
+    baseline: Annotated[
+        Consciousness | None,
+        typer.Option(help="Consciousness baseline: A, or C for chronic confusion."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Set a resident's clinical settings: SpO2 scale (with prescriber and date) and
+    consciousness baseline. The only command that changes them; every change is kept
+    with who recorded it, when, and the previous value (``resident show``)."""
+    cfg = load_cli_config(config)
+    now = datetime.now(UTC)
+    when = prescribed_on.replace(tzinfo=UTC) if prescribed_on is not None else None
+    if when is not None and when > now:
+        raise _fail("--prescribed-on is in the future")
+    change = _model(
+        lambda: ClinicalChange(
+            resident_id,
+            by,
+            now,
+            spo2_scale=spo2_scale,
+            prescribed_by=prescribed_by,
+            prescribed_at=when,
+            baseline=baseline,
+            reason=reason,
+        )
+    )
+
+    async def save(store: Store) -> list[ClinicalRecord]:
+        try:
+            return await store.set_clinical(change)
+        except KeyError:
+            raise _fail(f"resident {resident_id!r} does not exist") from None
+
+    for record in _with_store(cfg, save):
+        console.print(
+            f"resident [bold]{resident_id}[/bold]: {record.setting} = {record.value}"
+            f" (was {record.previous or 'not set'})"
+        )
+
+
+def _overridden(from_file: ResidentRules, effective: ResidentRules) -> list[str]:
+    """What the rules file says that a recorded prescription overrides (never silently)."""
+    notes = []
+    if (
+        effective.spo2_scale_source == "prescription"
+        and from_file.spo2_scale_source == "rules file"
+        and from_file.spo2_scale != effective.spo2_scale
+    ):
+        notes.append(
+            f"the rules file says SpO2 scale {from_file.spo2_scale}: ignored, the recorded"
+            " prescription wins"
+        )
+    if (
+        effective.baseline_source == "prescription"
+        and from_file.baseline_source == "rules file"
+        and from_file.baseline_consciousness != effective.baseline_consciousness
+    ):
+        notes.append(
+            f"the rules file says baseline {from_file.baseline_consciousness.value}: ignored,"
+            " the recorded setting wins"
+        )
+    return notes
+
+
+@resident_app.command("show")
+def resident_show(resident_id: str, config: ConfigOption = None) -> None:
+    """A resident's site, responders and effective clinical settings with their source
+    (prescription, rules file or chart default) and history. No names."""
+    cfg = load_cli_config(config)
+
+    async def load(store: Store) -> tuple[Resident | None, list[ClinicalRecord]]:
+        return await store.get_resident(resident_id), await store.clinical_history(resident_id)
+
+    resident, history = _with_store(cfg, load)
+    if resident is None:
+        raise _fail(f"resident {resident_id!r} does not exist")
+    try:
+        rules = load_rules_file(cfg.rules.file) if cfg.rules.file else RulesConfig()
+    except RulesConfigError as exc:
+        raise _fail(str(exc)) from None
+    effective = rules.resident(resident_id, resident)
+    from_file = rules.residents.get(resident_id)
+    console.print(f"resident [bold]{resident.resident_id}[/bold] at site {resident.site_id}")
+    console.print(f"responders: {', '.join(resident.responders) or '-'}")
+    scale = f"SpO2 scale: [bold]{effective.spo2_scale}[/bold] ({effective.spo2_scale_source}"
+    if effective.spo2_scale_set_by and effective.spo2_scale_set_at:
+        scale += f", prescribed by {effective.spo2_scale_set_by}"
+        scale += f" on {effective.spo2_scale_set_at:%Y-%m-%d}"
+    console.print(scale + f"; SpO2 target {effective.spo2_target} %)")
+    console.print(
+        f"consciousness baseline: [bold]{effective.baseline_consciousness.value}[/bold]"
+        f" ({effective.baseline_source})"
+    )
+    if from_file is not None:
+        for note in _overridden(from_file, effective):
+            console.print(f"[yellow]note:[/yellow] {note}")
+    table = Table("recorded at", "setting", "value", "previous", "prescribed", "by", "reason")
+    for h in history:
+        prescribed = "-"
+        if h.prescribed_by:
+            prescribed = h.prescribed_by
+            if h.prescribed_at:
+                prescribed += f", {h.prescribed_at:%Y-%m-%d}"
+        table.add_row(
+            f"{h.recorded_at:%Y-%m-%d %H:%M}",
+            h.setting,
+            h.value,
+            h.previous or "-",
+            prescribed,
+            h.recorded_by,
+            h.reason or "-",
+        )
+    console.print(table if history else "no clinical settings recorded")
 
 
 # --------------------------------------------------------------------------- responders
@@ -219,7 +364,13 @@ def device_add(
     resident: Annotated[str | None, typer.Option(help="The resident it is paired with.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Codec: json_v1, cms50d, ...")] = "json_v1",
     location: Annotated[str, typer.Option()] = "",
-    heartbeat: Annotated[int, typer.Option(help="Expected heartbeat interval, s.")] = 0,
+    heartbeat: Annotated[
+        int | None,
+        typer.Option(
+            help="Expected heartbeat / periodic test call interval, s (0 = none). Default: "
+            "24 h for pendants and fall detectors (TSA practice), else 0."
+        ),
+    ] = None,
     receiver_account: Annotated[
         list[str] | None,
         typer.Option(
@@ -232,6 +383,8 @@ def device_add(
     """Provision a device and generate its MQTT password (printed once)."""
     if fmt not in FORMATS:
         raise _fail(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    if heartbeat is None:
+        heartbeat = DEFAULT_TEST_CALL_S.get(kind, 0)
     device = _model(
         lambda: Device(
             device_id, site, kind, resident, fmt, location, heartbeat_interval_s=heartbeat
@@ -323,6 +476,32 @@ def device_accounts(config: ConfigOption = None) -> None:
     for m in found:
         table.add_row(m.kind.value, m.account, m.zone or "(any)", m.device_id)
     console.print(table)
+
+
+@device_app.command("user")
+def device_user(
+    device_id: str,
+    user_id: Annotated[int, typer.Option("--user-id", help="The device's user number, 0-254.")],
+    resident: Annotated[str, typer.Option(help="The resident this user is.")],
+    config: ConfigOption = None,
+) -> None:
+    """Map a user number of a shared BLE device (a blood-pressure cuff's user 2) to a
+    resident. Readings for a user number not mapped are dead-lettered; a device with no
+    map is single-user (its user 1 is the paired resident)."""
+    if not 0 <= user_id <= 254:
+        raise _fail(f"user id {user_id} must be 0-254 (255 means 'unknown user')")
+
+    async def save(store: Store) -> None:
+        device = await store.get_device(device_id)
+        if device is None:
+            raise _fail(f"device {device_id!r} does not exist")
+        found = await store.get_resident(resident)
+        if found is None or found.site_id != device.site_id:
+            raise _fail(f"resident {resident!r} does not exist at site {device.site_id!r}")
+        await store.set_device_user(device_id, user_id, resident)
+
+    _with_store(load_cli_config(config), save)
+    console.print(f"device [bold]{device_id}[/bold] user {user_id} is resident {resident}")
 
 
 @device_app.command("passwd")

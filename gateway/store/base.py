@@ -27,14 +27,16 @@ from devices.model import (
     Responder,
     Site,
 )
+from gateway.store.clinical import ClinicalChange, ClinicalRecord
 
 __all__ = [
     "AuditEntry",
+    "ClinicalChange",
+    "ClinicalRecord",
     "DeadLetter",
     "HistoryPoint",
     "News2Record",
     "OpenAlarm",
-    "ResponseTimes",
     "Store",
     "TimelineEntry",
 ]
@@ -118,45 +120,6 @@ class TimelineEntry:
     elapsed_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseTimes:
-    """Response-time figures for dispatches created in a period (TSA targets).
-
-    *Answered*: created -> first ``acknowledged``. *Attended*: created -> first
-    ``on_scene``. ``visits`` counts dispatches that needed a visit (a responder accepted,
-    was en route or arrived); attendance percentages are of those.
-    """
-
-    dispatches: int
-    answered: int
-    answered_60s: int
-    answered_180s: int
-    visits: int
-    attended: int
-    attended_45min: int
-    attended_60min: int
-
-    @staticmethod
-    def _pct(part: int, whole: int) -> float | None:
-        return None if whole == 0 else 100.0 * part / whole
-
-    @property
-    def answered_60s_pct(self) -> float | None:
-        return self._pct(self.answered_60s, self.dispatches)
-
-    @property
-    def answered_180s_pct(self) -> float | None:
-        return self._pct(self.answered_180s, self.dispatches)
-
-    @property
-    def attended_45min_pct(self) -> float | None:
-        return self._pct(self.attended_45min, self.visits)
-
-    @property
-    def attended_60min_pct(self) -> float | None:
-        return self._pct(self.attended_60min, self.visits)
-
-
 class Store(Protocol):
     """What the gateway needs from storage. Implementations are async context managers."""
 
@@ -174,11 +137,28 @@ class Store(Protocol):
     async def upsert_resident(self, resident: Resident) -> None: ...
     async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None: ...
     async def upsert_responder(self, responder: Responder) -> None: ...
+    async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
+        """Map a multi-user device's user id (BLE 0x2A35) to a resident."""
+        ...
+
+    async def device_users(self, device_id: str) -> dict[int, str]:
+        """A device's user id -> resident id map (empty: a single-user device)."""
+        ...
+
     async def get_site(self, site_id: str) -> Site | None: ...
     async def get_device(self, device_id: str) -> Device | None: ...
     async def get_device_secret_hash(self, device_id: str) -> str | None: ...
     async def get_resident(self, resident_id: str) -> Resident | None: ...
     async def get_responder(self, responder_id: str) -> Responder | None: ...
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        """Set a resident's clinical settings and append their history in one transaction
+        (the only way they change; ``KeyError`` for an unknown resident)."""
+        ...
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        """Every recorded change of a resident's clinical settings, oldest first."""
+        ...
+
     async def list_devices(self) -> list[Device]: ...
     async def list_sites(self) -> list[Site]: ...
     async def list_residents(self, site_id: str | None = None) -> list[Resident]: ...
@@ -214,7 +194,20 @@ class Store(Protocol):
 
     async def write_alert(self, alert: Alert) -> bool: ...
 
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        """Store many alerts in one transaction (an alarm storm); for each, whether it
+        was new."""
+        ...
+
     async def write_dead_letter(self, letter: DeadLetter) -> None: ...
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        """Record on a stored alert what happened to it since it was raised, for the
+        operator: ``detail.count`` (repeats folded into it) and ``detail.restored_at``
+        (its device restored but the alarm stays open)."""
+        ...
 
     async def set_device_status(
         self,
@@ -292,10 +285,6 @@ class Store(Protocol):
 
     async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
         """A dispatch's audit trail in order, each step timed from its creation."""
-        ...
-
-    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
-        """Answered/attended figures for dispatches created in ``[start, end)``."""
         ...
 
     async def maintain(self, now: datetime | None = None) -> list[str]:

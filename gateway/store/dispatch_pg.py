@@ -39,11 +39,20 @@ class PgDispatchRepository:
         audit: AuditRecord,
         cascade: Sequence[CascadeEntry],
         timers: Sequence[Timer],
+        *,
+        group_key: str | None = None,
+        members: Sequence[str] = (),
     ) -> bool:
         d = dispatch
         async with self._pool.connection() as conn, conn.transaction():
             if not await insert_dispatch(conn, d):
                 return False
+            if group_key is not None:
+                await conn.execute(
+                    "INSERT INTO dispatch_groups (dispatch_id, group_key) VALUES (%s, %s)",
+                    (d.dispatch_id, group_key),
+                )
+                await _add_members(conn, d.dispatch_id, members)
             await insert_audit(conn, audit)
             if cascade:
                 async with conn.cursor() as c:
@@ -66,7 +75,51 @@ class PgDispatchRepository:
         row = await self._one(
             f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches WHERE alert_id = %s", (alert_id,)
         )
+        if row is None:
+            row = await self._one(
+                f"SELECT {_D_COLUMNS} FROM dispatch_members m JOIN dispatches d"
+                " USING (dispatch_id) WHERE m.alert_id = %s",
+                (alert_id,),
+            )
         return rows.dispatch(row) if row else None
+
+    async def open_group(self, group_key: str) -> Dispatch | None:
+        row = await self._one(
+            f"SELECT {_D_COLUMNS} FROM dispatch_groups g JOIN dispatches d USING (dispatch_id)"
+            " WHERE g.group_key = %s AND d.state NOT IN ('resolved', 'cancelled')"
+            " ORDER BY d.created_at DESC LIMIT 1",
+            (group_key,),
+        )
+        return rows.dispatch(row) if row else None
+
+    async def add_members(self, dispatch_id: str, alert_ids: Sequence[str]) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            return await _add_members(conn, dispatch_id, alert_ids)
+
+    async def members(self, dispatch_id: str) -> list[str]:
+        found = await self._all(
+            "SELECT alert_id FROM dispatch_members WHERE dispatch_id = %s ORDER BY alert_id",
+            (dispatch_id,),
+        )
+        return [r[0] for r in found]
+
+    async def clear_member(self, alert_id: str, at: datetime) -> tuple[str, int] | None:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE dispatch_members SET cleared_at = coalesce(cleared_at, %s)"
+                " WHERE alert_id = %s RETURNING dispatch_id",
+                (at, alert_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            cur = await conn.execute(
+                "SELECT count(*) FROM dispatch_members WHERE dispatch_id = %s"
+                " AND cleared_at IS NULL",
+                (row[0],),
+            )
+            left = await cur.fetchone()
+            return row[0], int(left[0]) if left else 0
 
     async def apply(
         self,
@@ -102,6 +155,42 @@ class PgDispatchRepository:
                     (d.dispatch_id, [k.value for k in clear_timers]),
                 )
             await _set_timers(conn, set_timers)
+            return True
+
+    async def reroute(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+    ) -> bool:
+        d = dispatch
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE dispatches SET updated_at = %s, responder_id = %s, cascade_step = %s,"
+                " version = %s WHERE dispatch_id = %s AND version = %s",
+                (
+                    d.updated_at,
+                    d.responder_id,
+                    d.cascade_step,
+                    d.version,
+                    d.dispatch_id,
+                    expected_version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            await insert_audit(conn, audit)
+            await conn.execute(
+                "DELETE FROM dispatch_cascade WHERE dispatch_id = %s", (d.dispatch_id,)
+            )
+            if cascade:
+                async with conn.cursor() as c:
+                    await c.executemany(
+                        "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id,"
+                        " timeout_s) VALUES (%s,%s,%s,%s)",
+                        [(d.dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade],
+                    )
             return True
 
     async def cascade(self, dispatch_id: str) -> list[CascadeEntry]:
@@ -184,6 +273,22 @@ class PgDispatchRepository:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query.encode(), params)
             return await cur.fetchall()
+
+
+_D_COLUMNS = ", ".join(f"d.{c.strip()}" for c in rows.DISPATCH_COLUMNS.split(","))
+
+
+async def _add_members(
+    conn: AsyncConnection[TupleRow], dispatch_id: str, alert_ids: Sequence[str]
+) -> int:
+    if not alert_ids:
+        return 0
+    cur = await conn.execute(
+        "INSERT INTO dispatch_members (alert_id, dispatch_id)"
+        " SELECT unnest(%s::text[]), %s ON CONFLICT (alert_id) DO NOTHING",
+        (list(alert_ids), dispatch_id),
+    )
+    return cur.rowcount
 
 
 async def _set_timers(conn: AsyncConnection[TupleRow], timers: Sequence[Timer]) -> None:

@@ -45,12 +45,21 @@ class SqliteDispatchRepository:
         audit: AuditRecord,
         cascade: Sequence[CascadeEntry],
         timers: Sequence[Timer],
+        *,
+        group_key: str | None = None,
+        members: Sequence[str] = (),
     ) -> bool:
         d = dispatch
 
         def run(conn: sqlite3.Connection) -> bool:
             if not insert_dispatch(conn, d):
                 return False
+            if group_key is not None:
+                conn.execute(
+                    "INSERT INTO dispatch_groups (dispatch_id, group_key) VALUES (?, ?)",
+                    (d.dispatch_id, group_key),
+                )
+                _add_members(conn, d.dispatch_id, members)
             insert_audit(conn, audit)
             conn.executemany(
                 "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
@@ -73,7 +82,56 @@ class SqliteDispatchRepository:
         found = await self._all(
             f"SELECT {rows.DISPATCH_COLUMNS} FROM dispatches WHERE alert_id = ?", (alert_id,)
         )
+        if not found:
+            found = await self._all(
+                f"SELECT {_D_COLUMNS} FROM dispatch_members m JOIN dispatches d"
+                " USING (dispatch_id) WHERE m.alert_id = ?",
+                (alert_id,),
+            )
         return rows.dispatch(found[0]) if found else None
+
+    async def open_group(self, group_key: str) -> Dispatch | None:
+        found = await self._all(
+            f"SELECT {_D_COLUMNS} FROM dispatch_groups g JOIN dispatches d USING (dispatch_id)"
+            " WHERE g.group_key = ? AND d.state NOT IN ('resolved', 'cancelled')"
+            " ORDER BY d.created_at DESC LIMIT 1",
+            (group_key,),
+        )
+        return rows.dispatch(found[0]) if found else None
+
+    async def add_members(self, dispatch_id: str, alert_ids: Sequence[str]) -> int:
+        ids = list(alert_ids)
+        added: int = await self._write(lambda c: _add_members(c, dispatch_id, ids))
+        return added
+
+    async def members(self, dispatch_id: str) -> list[str]:
+        found = await self._all(
+            "SELECT alert_id FROM dispatch_members WHERE dispatch_id = ? ORDER BY alert_id",
+            (dispatch_id,),
+        )
+        return [r[0] for r in found]
+
+    async def clear_member(self, alert_id: str, at: datetime) -> tuple[str, int] | None:
+        def run(conn: sqlite3.Connection) -> tuple[str, int] | None:
+            row = conn.execute(
+                "SELECT dispatch_id FROM dispatch_members WHERE alert_id = ?", (alert_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE dispatch_members SET cleared_at = coalesce(cleared_at, ?)"
+                " WHERE alert_id = ?",
+                (iso(at), alert_id),
+            )
+            (left,) = conn.execute(
+                "SELECT count(*) FROM dispatch_members WHERE dispatch_id = ?"
+                " AND cleared_at IS NULL",
+                (row[0],),
+            ).fetchone()
+            return row[0], int(left)
+
+        result: tuple[str, int] | None = await self._write(run)
+        return result
 
     async def apply(
         self,
@@ -109,6 +167,41 @@ class SqliteDispatchRepository:
                 [(d.dispatch_id, k.value) for k in clear_timers],
             )
             _set_timers(conn, set_timers)
+            return True
+
+        return await self._write(run)
+
+    async def reroute(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+    ) -> bool:
+        d = dispatch
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE dispatches SET updated_at = ?, responder_id = ?, cascade_step = ?,"
+                " version = ? WHERE dispatch_id = ? AND version = ?",
+                (
+                    iso(d.updated_at),
+                    d.responder_id,
+                    d.cascade_step,
+                    d.version,
+                    d.dispatch_id,
+                    expected_version,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            insert_audit(conn, audit)
+            conn.execute("DELETE FROM dispatch_cascade WHERE dispatch_id = ?", (d.dispatch_id,))
+            conn.executemany(
+                "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
+                " VALUES (?,?,?,?)",
+                [(d.dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade],
+            )
             return True
 
         return await self._write(run)
@@ -186,6 +279,18 @@ class SqliteDispatchRepository:
             (dispatch_id,),
         )
         return [Receipt(r[0], r[1], r[2], r[3], int(r[4]), rows.as_dt(r[5]), r[6]) for r in found]
+
+
+_D_COLUMNS = ", ".join(f"d.{c.strip()}" for c in rows.DISPATCH_COLUMNS.split(","))
+
+
+def _add_members(conn: sqlite3.Connection, dispatch_id: str, alert_ids: Sequence[str]) -> int:
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT OR IGNORE INTO dispatch_members (alert_id, dispatch_id) VALUES (?, ?)",
+        [(a, dispatch_id) for a in alert_ids],
+    )
+    return conn.total_changes - before
 
 
 def _set_timers(conn: sqlite3.Connection, timers: Sequence[Timer]) -> None:

@@ -65,11 +65,11 @@ from gateway.store.base import (
     HistoryPoint,
     News2Record,
     OpenAlarm,
-    ResponseTimes,
     Store,
     TimelineEntry,
 )
 from gateway.store.batcher import Destination, ReadingBatcher
+from gateway.store.clinical import ClinicalChange, ClinicalRecord
 from gateway.store.errors import is_unavailable
 from gateway.store.replay import apply_records
 from gateway.store.spool import Spool
@@ -330,6 +330,26 @@ class DurableStore:
         where, new = await self._put(alert, lambda: self.store.write_alert(alert))
         return where == "spool" or bool(new)
 
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        """One transaction for many alerts while the database is there; alert by alert
+        (each spooled) once it is not."""
+        if not self._degraded:
+            try:
+                return await self.store.write_alerts(alerts)
+            except Exception as exc:
+                raise_if_cancelling()
+                if not is_unavailable(exc):
+                    raise
+                self._set_degraded(exc)
+        return [await self.write_alert(a) for a in alerts]
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        """Straight to the store (an annotation for the operator: the events it
+        summarises are stored on their own; it raises while the database is away)."""
+        await self.store.note_alert(alert_id, count=count, restored_at=restored_at)
+
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         await self._put(letter, lambda: self.store.write_dead_letter(letter))
 
@@ -378,6 +398,12 @@ class DurableStore:
     async def upsert_responder(self, responder: Responder) -> None:
         await self.store.upsert_responder(responder)
 
+    async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
+        await self.store.set_device_user(device_id, user_id, resident_id)
+
+    async def device_users(self, device_id: str) -> dict[int, str]:
+        return await self.store.device_users(device_id)
+
     async def get_site(self, site_id: str) -> Site | None:
         return await self.store.get_site(site_id)
 
@@ -389,6 +415,12 @@ class DurableStore:
 
     async def get_resident(self, resident_id: str) -> Resident | None:
         return await self.store.get_resident(resident_id)
+
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        return await self.store.set_clinical(change)
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        return await self.store.clinical_history(resident_id)
 
     async def get_responder(self, responder_id: str) -> Responder | None:
         return await self.store.get_responder(responder_id)
@@ -466,6 +498,3 @@ class DurableStore:
 
     async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
         return await self.store.dispatch_timeline(dispatch_id)
-
-    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
-        return await self.store.response_times(start, end)

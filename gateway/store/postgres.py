@@ -52,9 +52,9 @@ from gateway.store.base import (
     HistoryPoint,
     News2Record,
     OpenAlarm,
-    ResponseTimes,
     TimelineEntry,
 )
+from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
 from gateway.store.migrations import migrations_for
 
 __all__ = ["PostgresStore"]
@@ -254,27 +254,13 @@ class PostgresStore:
         )
 
     async def upsert_resident(self, resident: Resident) -> None:
-        r = resident
+        r = resident  # registry fields only: clinical settings change through set_clinical
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
-                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS})"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS}) VALUES (%s,%s,%s,%s,%s)"
                 " ON CONFLICT (resident_id) DO UPDATE SET site_id=excluded.site_id,"
-                " name=excluded.name, nhs_number=excluded.nhs_number,"
-                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
-                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
-                " baseline_consciousness=excluded.baseline_consciousness, notes=excluded.notes",
-                (
-                    r.resident_id,
-                    r.site_id,
-                    r.name,
-                    r.nhs_number,
-                    r.spo2_scale,
-                    r.spo2_scale_set_by,
-                    r.spo2_scale_set_at,
-                    r.baseline_consciousness.value,
-                    r.notes,
-                ),
+                " name=excluded.name, nhs_number=excluded.nhs_number, notes=excluded.notes",
+                (r.resident_id, r.site_id, r.name, r.nhs_number, r.notes),
             )
             await conn.execute(
                 "DELETE FROM resident_responders WHERE resident_id = %s", (r.resident_id,)
@@ -330,6 +316,19 @@ class PostgresStore:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query.encode(), params)
             return await cur.fetchall()
+
+    async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
+        await self._exec(
+            "INSERT INTO device_users (device_id, user_id, resident_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (device_id, user_id) DO UPDATE SET resident_id = excluded.resident_id",
+            (device_id, user_id, resident_id),
+        )
+
+    async def device_users(self, device_id: str) -> dict[int, str]:
+        found = await self._all(
+            "SELECT user_id, resident_id FROM device_users WHERE device_id = %s", (device_id,)
+        )
+        return {int(u): r for u, r in found}
 
     async def get_site(self, site_id: str) -> Site | None:
         row = await self._one(
@@ -397,8 +396,8 @@ class PostgresStore:
 
     async def list_residents(self, site_id: str | None = None) -> list[Resident]:
         found = await self._all(
-            f"SELECT {rows.RESIDENT_COLUMNS} FROM residents"
-            " WHERE %s::text IS NULL OR site_id = %s ORDER BY resident_id",
+            f"SELECT {rows.RESIDENT_SELECT}"
+            " WHERE %s::text IS NULL OR r.site_id = %s ORDER BY r.resident_id",
             (site_id, site_id),
         )
         order = await self._all(
@@ -413,7 +412,7 @@ class PostgresStore:
     async def get_resident(self, resident_id: str) -> Resident | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {rows.RESIDENT_COLUMNS} FROM residents WHERE resident_id = %s".encode(),
+                f"SELECT {rows.RESIDENT_SELECT} WHERE r.resident_id = %s".encode(),
                 (resident_id,),
             )
             row = await cur.fetchone()
@@ -426,6 +425,67 @@ class PostgresStore:
             )
             order = tuple(o[0] for o in await cur.fetchall())
         return rows.resident(row, order)
+
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        c = change
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT 1 FROM residents WHERE resident_id = %s FOR UPDATE", (c.resident_id,)
+            )
+            if await cur.fetchone() is None:
+                raise KeyError(c.resident_id)
+            cur = await conn.execute(
+                "SELECT spo2_scale, spo2_scale_set_by, spo2_scale_set_at, baseline_consciousness"
+                " FROM resident_clinical WHERE resident_id = %s",
+                (c.resident_id,),
+            )
+            new, records = plan_clinical(rows.clinical_state(await cur.fetchone()), c)
+            await conn.execute(
+                "INSERT INTO resident_clinical (resident_id, spo2_scale, spo2_scale_set_by,"
+                " spo2_scale_set_at, baseline_consciousness, updated_by, updated_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (resident_id) DO UPDATE SET"
+                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
+                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
+                " baseline_consciousness=excluded.baseline_consciousness,"
+                " updated_by=excluded.updated_by, updated_at=excluded.updated_at",
+                (
+                    c.resident_id,
+                    new.spo2_scale,
+                    new.spo2_scale_set_by,
+                    new.spo2_scale_set_at,
+                    new.baseline.value if new.baseline else None,
+                    c.recorded_by,
+                    c.recorded_at,
+                ),
+            )
+            async with conn.cursor() as cur2:
+                await cur2.executemany(
+                    f"INSERT INTO resident_clinical_history ({rows.CLINICAL_HISTORY_COLUMNS})"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    [
+                        (
+                            h.resident_id,
+                            h.setting,
+                            h.value,
+                            h.previous,
+                            h.prescribed_by,
+                            h.prescribed_at,
+                            h.recorded_by,
+                            h.recorded_at,
+                            h.reason,
+                        )
+                        for h in records
+                    ],
+                )
+        return records
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        found = await self._all(
+            f"SELECT {rows.CLINICAL_HISTORY_COLUMNS} FROM resident_clinical_history"
+            " WHERE resident_id = %s ORDER BY history_id",
+            (resident_id,),
+        )
+        return [rows.clinical_record(r) for r in found]
 
     async def get_responder(self, responder_id: str) -> Responder | None:
         row = await self._one(
@@ -498,6 +558,25 @@ class PostgresStore:
             inserted.discard(key)
         return out
 
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        # One short statement over arrays: a VALUES list of thousands of placeholders
+        # costs more to prepare on the client than to run.
+        columns = list(zip(*(_alert_params(a) for a in alerts), strict=True)) if alerts else []
+        if not columns:
+            return []
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"INSERT INTO alerts ({rows.ALERT_COLUMNS})"
+                " SELECT a, k, p, r, t, s, res, d, e, sk, det::jsonb FROM unnest("
+                "%s::text[], %s::text[], %s::int2[], %s::text[], %s::timestamptz[],"
+                " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                " AS u(a, k, p, r, t, s, res, d, e, sk, det)"
+                " ON CONFLICT DO NOTHING RETURNING alert_id",
+                [list(c) for c in columns],
+            )
+            new = {r[0] for r in await cur.fetchall()}
+        return [a.alert_id in new for a in alerts]
+
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
         n = await self._exec(
@@ -518,6 +597,20 @@ class PostgresStore:
             ),
         )
         return n == 1
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        note: dict[str, Any] = {}
+        if count is not None:
+            note["count"] = count
+        if restored_at is not None:
+            note["restored_at"] = restored_at.isoformat()
+        if note:
+            await self._exec(
+                "UPDATE alerts SET detail = detail || %s::jsonb WHERE alert_id = %s",
+                (json.dumps(note), alert_id),
+            )
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter
@@ -590,6 +683,7 @@ class PostgresStore:
         found = await self._all(
             f"SELECT {cols} FROM alerts a WHERE NOT EXISTS"
             " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
+            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = a.alert_id)"
             " ORDER BY a.ts LIMIT %s",
             (limit,),
         )
@@ -710,25 +804,6 @@ class PostgresStore:
         )
         return [rows.timeline(r) for r in found]
 
-    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
-        row = await self._one(
-            "SELECT count(*), count(ack),"
-            " count(*) FILTER (WHERE ack <= created_at + interval '60 seconds'),"
-            " count(*) FILTER (WHERE ack <= created_at + interval '180 seconds'),"
-            " count(*) FILTER (WHERE visit), count(arrived),"
-            " count(*) FILTER (WHERE arrived <= created_at + interval '45 minutes'),"
-            " count(*) FILTER (WHERE arrived <= created_at + interval '60 minutes')"
-            " FROM (SELECT d.created_at,"
-            "  min(a.at) FILTER (WHERE a.to_state = 'acknowledged') AS ack,"
-            "  min(a.at) FILTER (WHERE a.to_state = 'on_scene') AS arrived,"
-            "  bool_or(a.to_state IN ('accepted', 'en_route', 'on_scene')) AS visit"
-            "  FROM dispatches d LEFT JOIN dispatch_audit a ON a.dispatch_id = d.dispatch_id"
-            "  WHERE d.created_at >= %s AND d.created_at < %s"
-            "  GROUP BY d.dispatch_id, d.created_at) AS f",
-            (start, end),
-        )
-        return ResponseTimes(*(int(v) for v in row))
-
 
 async def insert_dispatch(conn: psycopg.AsyncConnection[TupleRow], d: Dispatch) -> bool:
     """Insert a new dispatch row; ``False`` when one exists for its id or alert."""
@@ -780,4 +855,20 @@ def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
         e.code,
         e.device_type,
         e.location,
+    )
+
+
+def _alert_params(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.alert_id,
+        a.kind.value,
+        a.priority,
+        a.reason,
+        a.ts,
+        a.site_id,
+        a.resident_id,
+        a.device_id,
+        a.event_type.value if a.event_type else None,
+        a.source_key,
+        json.dumps(a.detail),
     )

@@ -25,6 +25,7 @@ from devices.model import (
     SiteKind,
 )
 from gateway.store.base import AuditEntry, DeadLetter, News2Record, OpenAlarm, TimelineEntry
+from gateway.store.clinical import ClinicalRecord, ClinicalState
 
 __all__ = ["as_dt", "iso"]
 
@@ -65,19 +66,48 @@ def resident(row: Any, responders: tuple[str, ...]) -> Resident:
         site_id=row[1],
         name=row[2],
         nhs_number=row[3],
-        spo2_scale=int(row[4]),
+        spo2_scale=None if row[4] is None else int(row[4]),
         spo2_scale_set_by=row[5],
         spo2_scale_set_at=_opt_dt(row[6]),
-        baseline_consciousness=Consciousness(row[7]),
+        baseline_consciousness=Consciousness(row[7]) if row[7] else None,
         notes=row[8],
         responders=responders,
     )
 
 
-RESIDENT_COLUMNS = (
-    "resident_id, site_id, name, nhs_number, spo2_scale, spo2_scale_set_by, "
-    "spo2_scale_set_at, baseline_consciousness, notes"
+#: The registry columns ``upsert_resident`` writes (never the clinical settings).
+RESIDENT_COLUMNS = "resident_id, site_id, name, nhs_number, notes"
+#: ``SELECT {RESIDENT_SELECT} ...`` gives the row :func:`resident` reads: the registry
+#: record with its clinical settings (migration 0009) joined in.
+RESIDENT_SELECT = (
+    "r.resident_id, r.site_id, r.name, r.nhs_number, c.spo2_scale, c.spo2_scale_set_by, "
+    "c.spo2_scale_set_at, c.baseline_consciousness, r.notes "
+    "FROM residents r LEFT JOIN resident_clinical c ON c.resident_id = r.resident_id"
 )
+CLINICAL_HISTORY_COLUMNS = (
+    "resident_id, setting, value, previous, prescribed_by, prescribed_at, recorded_by, "
+    "recorded_at, reason"
+)
+
+
+def clinical_record(row: Any) -> ClinicalRecord:
+    return ClinicalRecord(
+        row[0], row[1], row[2], row[3], row[4], _opt_dt(row[5]), row[6], as_dt(row[7]), row[8]
+    )
+
+
+def clinical_state(row: Any | None) -> ClinicalState:
+    """From ``spo2_scale, spo2_scale_set_by, spo2_scale_set_at, baseline_consciousness``."""
+    if row is None:
+        return ClinicalState()
+    return ClinicalState(
+        None if row[0] is None else int(row[0]),
+        row[1],
+        _opt_dt(row[2]),
+        Consciousness(row[3]) if row[3] else None,
+    )
+
+
 DEVICE_COLUMNS = "device_id, site_id, kind, resident_id, format, location, heartbeat_interval_s"
 RESPONDER_COLUMNS = "responder_id, kind, name, phone, area, skills"
 ALERT_COLUMNS = (

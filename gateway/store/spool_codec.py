@@ -209,7 +209,18 @@ def decode(payload: bytes) -> SpoolItem:
         dev, typ, phase, ts, msg, site, res, zone, source, code, *unit = body["v"]
         dty, lco = (*unit, None, None)[:2]  # records spooled before 0012 have neither
         return AlarmEvent(
-            dev, EventType(typ), Phase(phase), _dt(ts), msg, site, res, zone, source, code, dty, lco
+            dev,
+            EventType(typ),
+            Phase(phase),
+            _dt(ts),
+            msg,
+            site,
+            res,
+            zone,
+            source,
+            code,
+            device_type=dty,
+            location=lco,
         )
     if kind == "alert":
         aid, k, prio, reason, ts, site, res, dev, et, key, detail = body["v"]

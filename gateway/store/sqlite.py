@@ -36,9 +36,9 @@ from gateway.store.base import (
     HistoryPoint,
     News2Record,
     OpenAlarm,
-    ResponseTimes,
     TimelineEntry,
 )
+from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
 from gateway.store.migrations import migrations_for
 from gateway.store.rows import iso
 
@@ -48,8 +48,6 @@ _T = TypeVar("_T")
 
 #: History buckets are aligned to 2000-01-01T00:00Z, as in PostgreSQL (see postgres.py).
 _BUCKET_ORIGIN_EPOCH = 946684800
-#: Julian-day arithmetic resolves to about a millisecond: allow that much at the limits.
-_EPS_S = 0.001
 
 
 class SqliteStore:
@@ -94,12 +92,11 @@ class SqliteStore:
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
-                # The thread cannot be stopped and still uses the connection: keep the lock
-                # until it is done, or a close() could free the connection under it (a
-                # segfault seen when a task was cancelled while the store was closing).
-                await asyncio.wait([work])
+                # The worker thread runs on: keep the lock until it is done, or closing
+                # the store could close the connection under it (a segfault in sqlite3).
+                await asyncio.wait({work})
                 if not work.cancelled():
-                    work.exception()  # retrieved: the caller is gone, nobody else will
+                    work.exception()  # retrieved: the caller was cancelled anyway
                 raise
 
     # -- migrations ------------------------------------------------------------------
@@ -137,27 +134,14 @@ class SqliteStore:
         )
 
     async def upsert_resident(self, resident: Resident) -> None:
-        r = resident
+        r = resident  # registry fields only: clinical settings change through set_clinical
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+                f"INSERT INTO residents ({rows.RESIDENT_COLUMNS}) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (resident_id) DO UPDATE SET site_id=excluded.site_id,"
-                " name=excluded.name, nhs_number=excluded.nhs_number,"
-                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
-                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
-                " baseline_consciousness=excluded.baseline_consciousness, notes=excluded.notes",
-                (
-                    r.resident_id,
-                    r.site_id,
-                    r.name,
-                    r.nhs_number,
-                    r.spo2_scale,
-                    r.spo2_scale_set_by,
-                    iso(r.spo2_scale_set_at) if r.spo2_scale_set_at else None,
-                    r.baseline_consciousness.value,
-                    r.notes,
-                ),
+                " name=excluded.name, nhs_number=excluded.nhs_number, notes=excluded.notes",
+                (r.resident_id, r.site_id, r.name, r.nhs_number, r.notes),
             )
             conn.execute("DELETE FROM resident_responders WHERE resident_id = ?", (r.resident_id,))
             conn.executemany(
@@ -209,6 +193,22 @@ class SqliteStore:
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._run(lambda c: c.execute(sql, params).fetchall())
+
+    async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO device_users (device_id, user_id, resident_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (device_id, user_id)"
+                " DO UPDATE SET resident_id = excluded.resident_id",
+                (device_id, user_id, resident_id),
+            )
+        )
+
+    async def device_users(self, device_id: str) -> dict[int, str]:
+        found = await self._all(
+            "SELECT user_id, resident_id FROM device_users WHERE device_id = ?", (device_id,)
+        )
+        return {int(u): r for u, r in found}
 
     async def get_site(self, site_id: str) -> Site | None:
         row = await self._one(
@@ -280,8 +280,8 @@ class SqliteStore:
 
     async def list_residents(self, site_id: str | None = None) -> list[Resident]:
         found = await self._all(
-            f"SELECT {rows.RESIDENT_COLUMNS} FROM residents"
-            " WHERE ? IS NULL OR site_id = ? ORDER BY resident_id",
+            f"SELECT {rows.RESIDENT_SELECT}"
+            " WHERE ? IS NULL OR r.site_id = ? ORDER BY r.resident_id",
             (site_id, site_id),
         )
         order = await self._all(
@@ -296,7 +296,7 @@ class SqliteStore:
     async def get_resident(self, resident_id: str) -> Resident | None:
         def run(conn: sqlite3.Connection) -> Resident | None:
             row = conn.execute(
-                f"SELECT {rows.RESIDENT_COLUMNS} FROM residents WHERE resident_id = ?",
+                f"SELECT {rows.RESIDENT_SELECT} WHERE r.resident_id = ?",
                 (resident_id,),
             ).fetchone()
             if row is None:
@@ -309,6 +309,69 @@ class SqliteStore:
             return rows.resident(row, tuple(o[0] for o in order))
 
         return await self._run(run)
+
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        c = change
+
+        def run(conn: sqlite3.Connection) -> list[ClinicalRecord]:
+            exists = conn.execute(
+                "SELECT 1 FROM residents WHERE resident_id = ?", (c.resident_id,)
+            ).fetchone()
+            if exists is None:
+                raise KeyError(c.resident_id)
+            row = conn.execute(
+                "SELECT spo2_scale, spo2_scale_set_by, spo2_scale_set_at, baseline_consciousness"
+                " FROM resident_clinical WHERE resident_id = ?",
+                (c.resident_id,),
+            ).fetchone()
+            new, records = plan_clinical(rows.clinical_state(row), c)
+            conn.execute(
+                "INSERT INTO resident_clinical (resident_id, spo2_scale, spo2_scale_set_by,"
+                " spo2_scale_set_at, baseline_consciousness, updated_by, updated_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (resident_id) DO UPDATE SET"
+                " spo2_scale=excluded.spo2_scale, spo2_scale_set_by=excluded.spo2_scale_set_by,"
+                " spo2_scale_set_at=excluded.spo2_scale_set_at,"
+                " baseline_consciousness=excluded.baseline_consciousness,"
+                " updated_by=excluded.updated_by, updated_at=excluded.updated_at",
+                (
+                    c.resident_id,
+                    new.spo2_scale,
+                    new.spo2_scale_set_by,
+                    iso(new.spo2_scale_set_at) if new.spo2_scale_set_at else None,
+                    new.baseline.value if new.baseline else None,
+                    c.recorded_by,
+                    iso(c.recorded_at),
+                ),
+            )
+            conn.executemany(
+                f"INSERT INTO resident_clinical_history ({rows.CLINICAL_HISTORY_COLUMNS})"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        h.resident_id,
+                        h.setting,
+                        h.value,
+                        h.previous,
+                        h.prescribed_by,
+                        iso(h.prescribed_at) if h.prescribed_at else None,
+                        h.recorded_by,
+                        iso(h.recorded_at),
+                        h.reason,
+                    )
+                    for h in records
+                ],
+            )
+            return records
+
+        return await self._run(lambda conn: transaction(conn, run))
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        found = await self._all(
+            f"SELECT {rows.CLINICAL_HISTORY_COLUMNS} FROM resident_clinical_history"
+            " WHERE resident_id = ? ORDER BY history_id",
+            (resident_id,),
+        )
+        return [rows.clinical_record(r) for r in found]
 
     async def get_responder(self, responder_id: str) -> Responder | None:
         row = await self._one(
@@ -346,6 +409,33 @@ class SqliteStore:
 
         return await self._run(lambda c: transaction(c, run))
 
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            return [
+                conn.execute(
+                    f"INSERT OR IGNORE INTO alerts ({rows.ALERT_COLUMNS})"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        a.alert_id,
+                        a.kind.value,
+                        a.priority,
+                        a.reason,
+                        iso(a.ts),
+                        a.site_id,
+                        a.resident_id,
+                        a.device_id,
+                        a.event_type.value if a.event_type else None,
+                        a.source_key,
+                        json.dumps(a.detail),
+                    ),
+                ).rowcount
+                == 1
+                for a in alerts
+            ]
+
+        result: list[bool] = await self._run(lambda c: transaction(c, run))
+        return result
+
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
         cur = await self._run(
@@ -368,6 +458,22 @@ class SqliteStore:
             )
         )
         return cur.rowcount == 1
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        note: dict[str, Any] = {}
+        if count is not None:
+            note["count"] = count
+        if restored_at is not None:
+            note["restored_at"] = restored_at.isoformat()
+        if note:
+            await self._run(
+                lambda c: c.execute(
+                    "UPDATE alerts SET detail = json_patch(detail, ?) WHERE alert_id = ?",
+                    (json.dumps(note), alert_id),
+                )
+            )
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter
@@ -456,6 +562,7 @@ class SqliteStore:
         found = await self._all(
             f"SELECT {cols} FROM alerts a WHERE NOT EXISTS"
             " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
+            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = a.alert_id)"
             " ORDER BY a.ts LIMIT ?",
             (limit,),
         )
@@ -593,26 +700,6 @@ class SqliteStore:
             rows.timeline((*r[:5], (rows.as_dt(r[0]) - rows.as_dt(r[5])).total_seconds()))
             for r in found
         ]
-
-    async def response_times(self, start: datetime, end: datetime) -> ResponseTimes:
-        row = await self._one(
-            "SELECT count(*), count(ack),"
-            " coalesce(sum(ack_s <= 60 + ?), 0), coalesce(sum(ack_s <= 180 + ?), 0),"
-            " coalesce(sum(visit), 0), count(arrived),"
-            " coalesce(sum(arr_s <= 2700 + ?), 0), coalesce(sum(arr_s <= 3600 + ?), 0)"
-            " FROM (SELECT ack, arrived, visit,"
-            "  (julianday(ack) - julianday(created_at)) * 86400 AS ack_s,"
-            "  (julianday(arrived) - julianday(created_at)) * 86400 AS arr_s"
-            "  FROM (SELECT d.created_at,"
-            "   min(CASE WHEN a.to_state = 'acknowledged' THEN a.at END) AS ack,"
-            "   min(CASE WHEN a.to_state = 'on_scene' THEN a.at END) AS arrived,"
-            "   max(a.to_state IN ('accepted', 'en_route', 'on_scene')) AS visit"
-            "   FROM dispatches d LEFT JOIN dispatch_audit a ON a.dispatch_id = d.dispatch_id"
-            "   WHERE d.created_at >= ? AND d.created_at < ?"
-            "   GROUP BY d.dispatch_id, d.created_at))",
-            (_EPS_S, _EPS_S, _EPS_S, _EPS_S, iso(start), iso(end)),
-        )
-        return ResponseTimes(*(int(v) for v in row))
 
 
 _INSERT_EVENT = (

@@ -57,7 +57,7 @@ def test_valid_but_unmapped_code_is_malformed_with_reason() -> None:
     [
         (101, EventType.PENDANT),
         (120, EventType.FALL),
-        (102, EventType.INACTIVITY),
+        (102, EventType.POST_FALL_INACTIVITY),
         (641, EventType.INACTIVITY),
         (111, EventType.SMOKE),
         (162, EventType.CO),
@@ -66,7 +66,7 @@ def test_valid_but_unmapped_code_is_malformed_with_reason() -> None:
         (159, EventType.TEMPERATURE_LOW),
         (301, EventType.MAINS_FAIL),
         (302, EventType.LOW_BATTERY),
-        (384, EventType.LOW_BATTERY),
+        (384, EventType.SENSOR_LOW_BATTERY),
         (383, EventType.TAMPER),
         (344, EventType.JAMMING),
         (147, EventType.SUPERVISION),

@@ -37,6 +37,23 @@ def test_documented_example() -> None:
     ]
 
 
+@pytest.mark.parametrize("exc", [0x1, 0x4, 0x8, 0x20, 0x400, 0x824])
+def test_a_line_with_a_sensor_exception_is_invalid(exc: int) -> None:
+    line = LINE.replace(b"EXC=000800", f"EXC={exc:06X}".encode())
+    s, _ = masimo.parse(line)
+    assert (s.spo2, s.pulse, s.perfusion_index) == (None, None, None)
+    assert "invalid" in s.flags
+    assert not s.finger_out
+    assert s.missing[0].startswith("spo2: invalid: EXC=")
+    assert sample_readings(s, device_id="rad8", ts=T0, msg_id="m1") == []
+
+
+def test_a_limit_alarm_alone_keeps_the_values() -> None:
+    s, _ = masimo.parse(LINE.replace(b"ALARM=0000", b"ALARM=0003"))
+    assert (s.spo2, s.pulse) == (98, 97)
+    assert s.flags == {"alarm:0003", "exc:000800"}
+
+
 def test_dashes_are_no_value() -> None:
     line = LINE.replace(b"SPO2=098%", b"SPO2=---%").replace(b"BPM=097", b"BPM=---")
     line = line.replace(b"PI=03.60%", b"PI=--.--%")

@@ -32,6 +32,15 @@ RES1 = Resident("res1", "s1", responders=("kh1", "kh2"))
         (make_alert(None, kind=AlertKind.NEWS2, detail={"news2": 7}), Route.EMERGENCY),
         (make_alert(None, kind=AlertKind.NEWS2, detail={"news2": 5}), Route.URGENT),
         (make_alert(None, kind=AlertKind.NEWS2, priority=3, detail={"news2": 3}), Route.WELLBEING),
+        (
+            make_alert(None, kind=AlertKind.NEWS2, detail={"news2": 3, "red_flag": True}),
+            Route.URGENT,
+        ),
+        (
+            make_alert(None, kind=AlertKind.NEWS2, detail={"partial": True, "red_flag": True}),
+            Route.URGENT,
+        ),
+        (make_alert(EventType.PENDANT, detail={"injury": True}), Route.EMERGENCY),
         (make_alert(EventType.FALL, detail={"injury": True}), Route.EMERGENCY),
         (make_alert(EventType.FALL), Route.URGENT),
         (make_alert(EventType.POST_FALL_INACTIVITY), Route.URGENT),
@@ -53,15 +62,24 @@ def cascade_for(route: Route, config: CascadeConfig | None = None, at: datetime 
 
 
 def test_default_cascades() -> None:
+    # The brief's order: keyholder -> warden -> firefighter / rapid response -> 999, and
+    # every responder route ends in 999 (no warden in this directory).
     assert cascade_for(Route.EMERGENCY) == ["amb", "kh1", "kh2"]
-    assert cascade_for(Route.URGENT) == ["rr1", "ff1", "amb"]
-    assert cascade_for(Route.WELLBEING) == ["kh1", "kh2", "rr1"]
+    assert cascade_for(Route.URGENT) == ["kh1", "kh2", "rr1", "ff1", "amb"]
+    assert cascade_for(Route.WELLBEING) == ["kh1", "kh2", "ff1", "rr1", "amb"]
     assert cascade_for(Route.TECHNICAL) == []
+    for route in (Route.EMERGENCY, Route.URGENT, Route.WELLBEING):
+        kinds = [t.source for t in CascadeConfig().templates_for(route, None, None)]
+        assert ResponderKind.AMBULANCE in kinds
+    for route in (Route.URGENT, Route.WELLBEING):
+        kinds = [t.source for t in CascadeConfig().templates_for(route, None, None)]
+        assert kinds[0] == "resident"
+        assert kinds[-1] == ResponderKind.AMBULANCE
 
 
 def test_off_call_responders_are_skipped() -> None:
     saturday_night = datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
-    assert cascade_for(Route.URGENT, at=saturday_night) == ["amb"]
+    assert cascade_for(Route.URGENT, at=saturday_night) == ["kh1", "kh2", "amb"]
 
 
 def test_on_call_windows() -> None:
@@ -170,4 +188,4 @@ async def test_repository_lifecycle_and_race_on_both_backends(store: Store) -> N
         await service.contact(did, "op1")
         clock.advance(300)
         assert await service.fire_due_timers() == 1
-        assert (await repo.load(did)).responder_id == "ff1"  # type: ignore[union-attr]
+        assert (await repo.load(did)).responder_id == "kh2"  # type: ignore[union-attr]

@@ -67,6 +67,83 @@ def test_answer_and_attendance_thresholds() -> None:
     assert day.pct_attended_60m == round(200 / 3, 2)
 
 
+def presented(
+    did: str, presented_s: float, opened_after_s: float, *steps: tuple[DispatchState, float]
+) -> list[AuditRecord]:
+    """A dispatch opened ``opened_after_s`` after its alarm was presented; step times are
+    seconds after it was presented."""
+    at = NOW + timedelta(seconds=presented_s)
+    opened = at + timedelta(seconds=opened_after_s)
+    out = [
+        AuditRecord(did, opened, None, S.RAISED, "system", detail={"presented_at": at.isoformat()})
+    ]
+    prev = S.RAISED
+    for state, after in steps:
+        out.append(AuditRecord(did, at + timedelta(seconds=after), prev, state, "op1"))
+        prev = state
+    return out
+
+
+def test_hand_made_table_answer_times_run_from_presentation() -> None:
+    """The hand-made table of docs/dispatch.md ("Response-time method"):
+
+    ====  =========  ======  =======================================  ====  =====  ======
+    id    opened     answer  what happened                            60 s  180 s  45 min
+    ====  =========  ======  =======================================  ====  =====  ======
+    A     +0 s       30 s    acknowledged                             yes   yes
+    B     +600 s     630 s   dispatch opened 10 min late (sweeper)    no    no
+    C     +0 s       -       cancelled by the resident after 20 s     --    --
+    D     +0 s       -       restored after 120 s, never answered     no    --
+    E     +0 s       -       restored after 300 s, never answered     no    no
+    F     +0 s       -       never answered                           no    no
+    G     +0 s       50 s    accepted 60 s, on scene 40 min           yes   yes    yes
+    H     +0 s       170 s   accepted 200 s, on scene 50 min          no    yes    no
+    ====  =========  ======  =======================================  ====  =====  ======
+
+    60 s: denominator 8 - 1 (C, abandoned within 60 s) = 7, answered 2 -> 28.57 %.
+    180 s: denominator 8 - 2 (C, D abandoned within 180 s) = 6, answered 3 -> 50 %.
+    Attendance: G and H needed a visit; 1 within 45 min (50 %), 2 within 60 min (100 %).
+    """
+    records = [
+        *presented("A", 0, 0, (S.ACKNOWLEDGED, 30)),
+        *presented("B", 10, 600, (S.ACKNOWLEDGED, 630)),
+        *presented("C", 20, 0, (S.CANCELLED, 20)),
+        *presented("D", 30, 0, (S.RESOLVED, 120)),
+        *presented("E", 40, 0, (S.RESOLVED, 300)),
+        *presented("F", 50, 0),
+        *presented(
+            "G",
+            60,
+            0,
+            (S.ACKNOWLEDGED, 50),
+            (S.RESPONDER_CONTACTED, 55),
+            (S.ACCEPTED, 60),
+            (S.ON_SCENE, 40 * 60),
+        ),
+        *presented(
+            "H",
+            70,
+            0,
+            (S.ACKNOWLEDGED, 170),
+            (S.RESPONDER_CONTACTED, 180),
+            (S.ACCEPTED, 200),
+            (S.ON_SCENE, 50 * 60),
+        ),
+    ]
+    (day,) = response_report(records, NOW, NOW + DAY, DAY)
+    assert (day.alarms, day.abandoned, day.abandoned_60s, day.abandoned_180s) == (8, 3, 1, 2)
+    assert (day.answered, day.answered_60s, day.answered_180s) == (4, 2, 3)
+    assert day.pct_answered_60s == round(200 / 7, 2)
+    assert day.pct_answered_180s == 50.0
+    assert (day.needing_attendance, day.attended, day.attended_45m, day.attended_60m) == (
+        2,
+        2,
+        1,
+        2,
+    )
+    assert (day.pct_attended_45m, day.pct_attended_60m) == (50.0, 100.0)
+
+
 def test_periods_bucket_by_raised_time_and_empty_periods_have_no_percentages() -> None:
     records = life("a", 0, (S.ACKNOWLEDGED, 30)) + life("b", 2 * 86400, (S.ACKNOWLEDGED, 30))
     days = response_report(records, NOW, NOW + 3 * DAY, DAY)
@@ -93,9 +170,9 @@ async def test_report_from_the_stored_audit_trail(pg_store: PostgresStore) -> No
     clock.advance(100)
     await service.acknowledge(d2, "op1")
     await service.contact(d2, "op1")
-    await service.accept(d2, "rr1")
+    await service.accept(d2, "kh1")
     clock.advance(minutes=30)
-    await service.on_scene(d2, "rr1")
+    await service.on_scene(d2, "kh1")
     (day,) = await build_report(repo, NOW, NOW + DAY)
     assert (day.alarms, day.answered_60s, day.answered_180s) == (2, 1, 2)
     assert (day.needing_attendance, day.attended_45m) == (1, 1)

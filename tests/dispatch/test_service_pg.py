@@ -69,7 +69,14 @@ async def test_every_transition_of_a_full_attendance(
     assert d.state is S.RAISED
     assert d.responder_id == "kh1"
     assert [t.kind for t in await service.repo.timers(did)] == [TimerKind.ACK]
-    assert [e.responder_id for e in await service.repo.cascade(did)] == ["kh1", "kh2", "rr1"]
+    # keyholders -> (no warden in the area) -> firefighter -> rapid response -> 999
+    assert [e.responder_id for e in await service.repo.cascade(did)] == [
+        "kh1",
+        "kh2",
+        "ff1",
+        "rr1",
+        "amb",
+    ]
 
     clock.advance(20)
     await service.acknowledge(did, "op1", "answered the call")
@@ -265,8 +272,8 @@ async def test_step_timeout_walks_the_cascade_then_escalates(
     await service.acknowledge(did, "op1")
     await service.contact(did, "op1")
     contacted = ["kh1"]
-    for expected in ("kh2", "rr1"):
-        clock.advance(299)
+    for expected, after in (("kh2", 300), ("ff1", 300), ("rr1", 300), ("amb", 300)):
+        clock.advance(after - 1)
         assert await service.fire_due_timers() == 0
         clock.advance(1)
         assert await service.fire_due_timers() == 1
@@ -274,19 +281,14 @@ async def test_step_timeout_walks_the_cascade_then_escalates(
         assert d is not None
         assert (d.state, d.responder_id) == (S.RESPONDER_CONTACTED, expected)
         contacted.append(expected)
-    clock.advance(300)
+    clock.advance(120)  # the ambulance step's timeout
     assert await service.fire_due_timers() == 1
     d = await service.repo.load(did)
     assert d is not None
     assert d.state is S.ESCALATED
     audit = await service.repo.audit(did)
     assert [a.to_state.value for a in audit][2:] == [
-        "responder_contacted",
-        "no_answer",
-        "responder_contacted",
-        "no_answer",
-        "responder_contacted",
-        "no_answer",
+        *(["responder_contacted", "no_answer"] * 5),
         "escalated",
     ]
     assert audit[-1].reason == "cascade exhausted"
@@ -301,9 +303,9 @@ async def test_not_on_scene_within_45_minutes_escalates(
     did = await raise_alert(pg_store, service, make_alert(EventType.FALL))
     await service.acknowledge(did, "op1")
     d = await service.contact(did, "op1")
-    assert d.responder_id == "rr1"  # a fall without injury goes to rapid response first
-    await service.accept(did, "rr1")
-    await service.en_route(did, "rr1")
+    assert d.responder_id == "kh1"  # a fall without injury: the keyholder first (brief's order)
+    await service.accept(did, "kh1")
+    await service.en_route(did, "kh1")
     clock.advance(minutes=44, seconds=59)
     assert await service.fire_due_timers() == 0
     clock.advance(1)
@@ -312,8 +314,8 @@ async def test_not_on_scene_within_45_minutes_escalates(
     assert audit[-1].to_state is S.ESCALATED
     assert "45 min" in audit[-1].reason
     # The responder still arrives: on scene from escalated, then resolved.
-    await service.on_scene(did, "rr1")
-    assert (await service.resolve(did, "rr1", "conveyed_to_hospital")).state is S.RESOLVED
+    await service.on_scene(did, "kh1")
+    assert (await service.resolve(did, "kh1", "conveyed_to_hospital")).state is S.RESOLVED
 
 
 async def test_stale_timers_do_not_fire(
@@ -354,7 +356,7 @@ async def test_restart_in_the_middle_of_a_cascade_resumes_the_timers(
             assert (d.state, d.cascade_step) == (S.RESPONDER_CONTACTED, 1)
             # And the new step timer runs on the new instance's loop.
             clock.advance(300)
-            await eventually(lambda: _responder_is(second, did, "rr1"))
+            await eventually(lambda: _responder_is(second, did, "ff1"))
         audit = await second.repo.audit(did)
         assert [(a.actor, a.to_state.value) for a in audit][3:] == [
             ("timer", "no_answer"),

@@ -133,3 +133,41 @@ def test_demo_shows_alarms_becoming_dispatches_and_stops_on_ctrl_c(tmp_path: Pat
         (residents,) = conn.execute("SELECT count(*) FROM residents").fetchone()
     assert dispatches >= 1
     assert residents >= 6
+
+
+def test_device_user_maps_a_shared_cuffs_user_to_a_resident(tmp_path: Path) -> None:
+    db = tmp_path / "gw.sqlite3"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[store]\nbackend = "sqlite"\nsqlite_path = "{db}"\n')
+
+    async def provision() -> None:
+        async with SqliteStore(db) as store:
+            await store.migrate()
+            await store.upsert_site(Site("s1", SiteKind.HOME))
+            await store.upsert_site(Site("s2", SiteKind.HOME))
+            await store.upsert_resident(Resident("r1", "s1"))
+            await store.upsert_resident(Resident("r2", "s1"))
+            await store.upsert_resident(Resident("r9", "s2"))
+            await store.upsert_device(Device("cuff1", "s1", DeviceKind.BP_CUFF, "r1", "ble"))
+
+    asyncio.run(provision())
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TELECARE, "device", "user", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    ok = run("cuff1", "--user-id", "2", "--resident", "r2")
+    assert ok.returncode == 0, ok.stderr
+    assert run("cuff1", "--user-id", "3", "--resident", "r9").returncode == 1  # other site
+    assert run("cuff1", "--user-id", "255", "--resident", "r2").returncode == 1
+
+    async def users() -> dict[int, str]:
+        async with SqliteStore(db) as store:
+            return await store.device_users("cuff1")
+
+    assert asyncio.run(users()) == {2: "r2"}

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from devices.codecs.ble import SfloatSpecial
-from devices.model import Device, DeviceKind
+from devices.model import Device, DeviceKind, Resident
 from firmware_stubs.ble_hub import encode_2a5e, encode_2a5f, encode_2a35
 from firmware_stubs.mqtt_device import Hub
 from gateway.app import Gateway
@@ -93,3 +93,67 @@ async def test_forwarded_ble_values_become_readings_or_dead_letters(
     assert any("BLE characteristic 2A37 is not supported" in r for r in reasons)
     assert any("forwarded for unknown device 'ghost1'" in r for r in reasons)
     assert gw.pipeline.counters["readings"] == 8
+
+
+STORAGE, DEMO, INVALID = 1 << 9, 1 << 10, 1 << 15  # PLX measurement status bits
+SENSOR_DISCONNECTED = 1 << 15  # PLX device and sensor status bit
+
+
+async def test_ble_device_time_demo_invalid_data_and_user_ids(
+    gateway: Gateway, mqtt_server: MqttServer, topic_prefix: str
+) -> None:
+    """Issue 10 item 12: the device's own time is used, demonstration/invalid data from a
+    disconnected sensor is dead-lettered, and a cuff's user id picks the resident."""
+    gw = gateway
+    await gw.store.upsert_resident(Resident("res2", "s1"))
+    week_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=7)
+    async with Hub(
+        "s1", "hub1", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
+    ) as hub:
+        # From storage, demo and invalid, sensor disconnected: not a measurement.
+        await _forward(
+            hub,
+            "ox1",
+            "2A5E",
+            encode_2a5e(
+                97,
+                64,
+                timestamp=week_ago.replace(tzinfo=None),
+                measurement_status=STORAGE | DEMO | INVALID,
+                device_status=SENSOR_DISCONNECTED,
+            ),
+        )
+        # For user 2 of a cuff paired with res1 and no user map: whose is it? Nobody's.
+        await _forward(hub, "cuff1", "2A35", encode_2a35(150, 95, 113, user_id=2))
+        letters = await eventually(gw.store.dead_letters, lambda ds: len(ds) == 2)
+        reasons = sorted(d.reason for d in letters)
+        assert reasons[0].startswith("BLE 2A35: user 2 of device 'cuff1' is not mapped")
+        assert reasons[1].startswith("BLE 2A5E: not a measurement of the patient")
+        assert "data for demonstration" in reasons[1]
+        assert "invalid measurement detected" in reasons[1]
+        assert "sensor disconnected" in reasons[1]
+        assert await gw.store.count("readings") == 0
+
+        # A good value from the oximeter's memory keeps its own (week-old) time.
+        await _forward(
+            hub,
+            "ox1",
+            "2A5E",
+            encode_2a5e(
+                95, 70, timestamp=week_ago.replace(tzinfo=None), measurement_status=STORAGE
+            ),
+        )
+        await eventually(lambda: gw.store.count("readings"), lambda n: n == 2)
+        assert (await gw.store.latest_readings("res1"))["spo2"] == (week_ago, 95.0)
+
+        # Once user 2 is mapped to res2, the cuff's reading for user 2 is res2's.
+        await gw.store.set_device_user("cuff1", 2, "res2")
+        await gw.store.set_device_user("cuff1", 1, "res1")
+        await _forward(hub, "cuff1", "2A35", encode_2a35(150, 95, 113, user_id=2))
+        await eventually(lambda: gw.store.count("readings"), lambda n: n == 5)
+        assert (await gw.store.latest_readings("res2"))["systolic_bp"][1] == 150.0
+        assert "systolic_bp" not in await gw.store.latest_readings("res1")
+        # The unknown user (0xFF) is never guessed.
+        await _forward(hub, "cuff1", "2A35", encode_2a35(150, 95, 113, user_id=0xFF))
+        letters = await eventually(gw.store.dead_letters, lambda ds: len(ds) == 3)
+        assert any("unknown user (0xFF)" in d.reason for d in letters)

@@ -84,22 +84,59 @@ def test_restore_with_nothing_open_is_ignored(event: EventFactory) -> None:
     assert AlarmBook().apply(event(EventType.FLOOD, Phase.RESTORE)).outcome is Outcome.IGNORED
 
 
-def test_cancel_closes_every_open_alarm_of_the_resident(event: EventFactory) -> None:
+def test_cancel_closes_only_its_own_devices_cancellable_alarms(event: EventFactory) -> None:
     book = AlarmBook()
     book.apply(event(EventType.PENDANT))
+    book.apply(event(EventType.SMOKE))  # same device (an alarm unit reporting both)
+    book.apply(event(EventType.SMOKE, device="smoke-1"))
     book.apply(event(EventType.FALL, device="fall-1"))
-    book.apply(event(EventType.PENDANT, device="pendant-2", resident="res-2"))
-    out = book.apply(event(EventType.CANCEL, device="hub-1"))
+    out = book.apply(event(EventType.CANCEL, at=5))
     assert out.outcome is Outcome.CLOSED
-    assert {a.device_id for a in out.alarms} == {"pendant-1", "fall-1"}
-    assert [a.resident_id for a in book.open_alarms] == ["res-2"]
+    assert [(a.device_id, a.type) for a in out.alarms] == [("pendant-1", EventType.PENDANT)]
+    assert {(a.device_id, a.type) for a in book.open_alarms} == {
+        ("pendant-1", EventType.SMOKE),
+        ("smoke-1", EventType.SMOKE),
+        ("fall-1", EventType.FALL),
+    }
 
 
-def test_carer_arrived_closes_and_a_later_press_raises_again(event: EventFactory) -> None:
+def test_carer_arrived_closes_only_its_residents_non_critical_alarms(
+    event: EventFactory,
+) -> None:
     book = AlarmBook()
     book.apply(event(EventType.PENDANT))
+    book.apply(event(EventType.INACTIVITY, device="pir-1"))
+    book.apply(event(EventType.FLOOD, device="flood-1", resident="res-2"))
+    out = book.apply(event(EventType.CARER_ARRIVED, at=5, device="unit-1"))
+    assert out.outcome is Outcome.CLOSED
+    assert [a.type for a in out.alarms] == [EventType.INACTIVITY]
+    assert [a.type for a in out.attended] == [EventType.PENDANT]  # left for an operator
+    assert {a.type for a in book.open_alarms} == {EventType.PENDANT, EventType.FLOOD}
+
+
+def test_communal_carer_arrived_touches_only_its_own_device(event: EventFactory) -> None:
+    book = AlarmBook()
+    book.apply(event(EventType.FALL, device="fall-1", resident="res-2"))
+    book.apply(event(EventType.BED_NOT_REOCCUPIED, device="bed-1", resident="res-2"))
+    out = book.apply(event(EventType.CARER_ARRIVED, at=5, device="lounge-hub", resident=None))
+    assert out.outcome is Outcome.IGNORED
+    assert len(book.open_alarms) == 2
+
+
+def test_door_exit_latches(event: EventFactory) -> None:
+    assert EventType.DOOR_EXIT in LATCHING
+    book = AlarmBook()
+    book.apply(event(EventType.DOOR_EXIT, device="door-1"))
+    out = book.apply(event(EventType.DOOR_EXIT, Phase.RESTORE, at=15, device="door-1"))
+    assert out.outcome is Outcome.RESTORED
+    assert book.open_alarms[0].restored
+
+
+def test_carer_arrived_closes_and_a_later_alarm_raises_again(event: EventFactory) -> None:
+    book = AlarmBook()
+    book.apply(event(EventType.INACTIVITY))
     assert book.apply(event(EventType.CARER_ARRIVED, at=5)).outcome is Outcome.CLOSED
-    assert book.apply(event(EventType.PENDANT, at=10)).outcome is Outcome.RAISED
+    assert book.apply(event(EventType.INACTIVITY, at=10)).outcome is Outcome.RAISED
 
 
 def test_periodic_test_never_alarms(event: EventFactory) -> None:
@@ -124,6 +161,6 @@ def test_snapshot_round_trip_through_json(event: EventFactory) -> None:
     again = AlarmBook.from_snapshot(data)
     assert again.open_alarms == book.open_alarms
     assert again.fold_window == timedelta(seconds=90)
-    # state keeps working after a restart: a fold, then a cancel closing both
+    # state keeps working after a restart: a fold, then a cancel closing the pendant's
     assert again.apply(event(EventType.PENDANT, at=30)).alarms[0].count == 3
-    assert len(again.apply(event(EventType.CANCEL, at=40)).alarms) == 2
+    assert len(again.apply(event(EventType.CANCEL, at=40)).alarms) == 1

@@ -77,6 +77,13 @@ medium = "Call the rapid response team."
             2,
         ),
         ("version = 2\n", "version", 1),
+        # A site may only raise NEWS2 escalation (issue 10 item 8).
+        ("[defaults.news2_priority]\nhigh = 0\n", "defaults.news2_priority.high", 2),
+        ("[defaults.news2_priority]\nhigh = 2\n", "defaults.news2_priority.high", 2),
+        ("[defaults.news2_priority]\nmedium = 3\n", "defaults.news2_priority.medium", 2),
+        ("[sites.s1.news2_priority]\nlow-medium = 0\n", "sites.s1.news2_priority.low-medium", 2),
+        ("[defaults.obs_due_s]\nhigh = 1800\n", "defaults.obs_due_s.high", 2),
+        ("[defaults.obs_due_s]\nlow = 36000\n", "defaults.obs_due_s.low", 2),
     ],
 )
 def test_bad_values_name_key_and_line(text: str, key: str, line: int) -> None:

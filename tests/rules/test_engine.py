@@ -59,7 +59,7 @@ def test_repeat_press_folds_and_cancel_clears(engine: RuleEngine, event: EventFa
     again = engine.on_event(event(EventType.PENDANT, at=15), RESIDENT)
     assert again.alerts == []
     assert [(f.alarm_id, f.count) for f in again.folded] == [(alert.alert_id, 2)]
-    closed = engine.on_event(event(EventType.CANCEL, at=60, device="hub-1"), RESIDENT)
+    closed = engine.on_event(event(EventType.CANCEL, at=60), RESIDENT)
     assert [c.alarm_id for c in closed.cleared] == [alert.alert_id]
 
 
@@ -108,10 +108,32 @@ def test_rising_by_two_within_low_band_raises_trend_alert(engine: RuleEngine) ->
     assert "rose by 2" in result.alerts[0].reason
 
 
-def test_incomplete_set_gives_no_alert(engine: RuleEngine) -> None:
-    news, result = engine.on_observation(Observation(respiration_rate=30), RESIDENT, SITE)
+def test_incomplete_set_without_a_red_score_gives_no_alert(engine: RuleEngine) -> None:
+    news, result = engine.on_observation(Observation(respiration_rate=22), RESIDENT, SITE)
     assert not news.complete
     assert result.alerts == []
+
+
+def test_incomplete_set_with_a_red_score_escalates_without_a_total(engine: RuleEngine) -> None:
+    news, result = engine.on_observation(Observation(respiration_rate=30), RESIDENT, SITE)
+    assert not news.complete
+    assert news.total is None
+    [alert] = result.alerts
+    assert (alert.kind, alert.priority) == (AlertKind.NEWS2, 2)
+    assert "news2" not in alert.detail
+    assert "total" not in alert.detail
+    assert alert.detail["red_parameters"] == ["respiration_rate"]
+    assert "spo2" in alert.detail["missing"]
+    assert "missing" in alert.reason
+
+
+def test_pulse_zero_with_an_alert_resident_is_refused(engine: RuleEngine) -> None:
+    with pytest.raises(News2ValueError, match="physiologically impossible"):
+        engine.on_observation(Observation(16, 97, False, 120, 0, "A", 37.0), RESIDENT)
+    with pytest.raises(News2ValueError, match="respiration_rate"):
+        engine.on_observation(Observation(0, 97, False, 120, 70, "A", 37.0), RESIDENT)
+    news, _ = engine.on_observation(Observation(16, 97, False, 120, 0, "U", 37.0), RESIDENT)
+    assert news.red_flag  # no pulse in an unresponsive resident is real, and red
 
 
 def test_impossible_value_raises(engine: RuleEngine) -> None:

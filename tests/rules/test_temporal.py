@@ -135,3 +135,36 @@ def test_spo2_alert_needs_a_sustained_period() -> None:
     assert out.alerts == []  # the low period restarted at 70 s
     out = rules.spo2_reading("res-1", 90, DAY + timedelta(seconds=130), target=94, sustained_s=60)
     assert len(out.alerts) == 1
+
+
+def test_a_heartbeat_storm_is_raised_in_bounded_chunks_once_each() -> None:
+    rules = TemporalRules()
+    for i in range(250):
+        rules.watch_device(f"d{i}", 60, DAY)
+    later = DAY + timedelta(seconds=181)
+    sizes = [len(rules.tick(later, max_alerts=100).alerts) for _ in range(4)]
+    assert sizes == [100, 100, 50, 0]
+    assert rules.tick(later + timedelta(hours=1)).alerts == []  # once per silence
+
+
+def test_a_gateway_restart_gives_every_device_a_fresh_miss_period() -> None:
+    rules = TemporalRules()
+    rules.watch_device("d1", 60, DAY)
+    restarted = TemporalRules.from_snapshot(json.loads(json.dumps(rules.snapshot())))
+    back = DAY + timedelta(hours=1)  # the gateway was down for an hour
+    restarted.watch_device("d1", 60, back)
+    assert restarted.tick(back + timedelta(seconds=10)).alerts == []
+    assert len(restarted.tick(back + timedelta(seconds=181)).alerts) == 1
+
+
+def test_a_clock_ahead_is_flagged_once_and_cleared_by_a_plausible_time() -> None:
+    rules = TemporalRules()
+    ok, out = rules.clock_check("p1", DAY + timedelta(days=1), DAY)
+    assert not ok
+    [alert] = out.alerts
+    assert alert.detail["ahead_s"] == 86400
+    ok, out = rules.clock_check("p1", DAY + timedelta(days=1), DAY + timedelta(seconds=5))
+    assert (ok, out.alerts) == (False, [])
+    ok, out = rules.clock_check("p1", DAY - timedelta(hours=3), DAY)  # late is plausible
+    assert ok
+    assert [c.alarm_id for c in out.cleared] == [alert.alert_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,3 +68,88 @@ def test_versions_are_unique_and_ordered() -> None:
         versions = [m.version for m in migrations_for(dialect, mode)]
         assert versions == sorted(set(versions))
         assert versions[:4] == [1, 2, 3, 4]
+
+
+async def test_0009_carries_over_prescriptions_but_not_legacy_defaults(tmp_path: Path) -> None:
+    """Before 0009 the resident columns held 1 / 'A' whether or not anyone set them: only
+    a scale 2 (with its prescriber) and a non-A baseline become recorded settings."""
+    path = tmp_path / "t.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for m in migrations_for("sqlite"):
+        if m.version < 9:
+            conn.executescript(m.sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (m.version, m.name)
+            )
+    conn.execute("INSERT INTO sites (site_id, kind) VALUES ('s1', 'home')")
+    conn.executemany(
+        "INSERT INTO residents (resident_id, site_id, spo2_scale, spo2_scale_set_by,"
+        " spo2_scale_set_at, baseline_consciousness) VALUES (?, 's1', ?, ?, ?, ?)",
+        [
+            ("copd", 2, "dr-k", "2026-01-05T09:30:00.000000Z", "A"),
+            ("chronic", 1, None, None, "C"),
+            ("plain", 1, None, None, "A"),
+        ],
+    )
+    conn.close()
+    async with SqliteStore(path) as store:
+        assert await store.migrate() == [m.name for m in migrations_for("sqlite") if m.version >= 9]
+        copd, chronic, plain = [await store.get_resident(r) for r in ("copd", "chronic", "plain")]
+        assert copd is not None
+        assert (copd.spo2_scale, copd.spo2_scale_set_by) == (2, "dr-k")
+        assert copd.baseline_consciousness is None
+        assert chronic is not None
+        assert chronic.baseline_consciousness == "C"
+        assert chronic.spo2_scale is None
+        assert plain is not None
+        assert (plain.spo2_scale, plain.baseline_consciousness) == (
+            None,
+            None,
+        )
+        [h] = await store.clinical_history("copd")
+        assert (h.setting, h.value, h.recorded_by) == ("spo2_scale", "2", "migration-0009")
+        assert [h.value for h in await store.clinical_history("chronic")] == ["C"]
+        assert await store.clinical_history("plain") == []
+
+
+async def test_0009_carries_over_prescriptions_on_postgres(pg_dsn: str, pg_schema: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        conn.execute(f'SET search_path TO "{pg_schema}"')
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for m in migrations_for("postgres", "plain"):
+            if m.version < 9:
+                conn.execute(m.sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (m.version, m.name),
+                )
+        conn.execute("INSERT INTO sites (site_id, kind) VALUES ('s1', 'home')")
+        conn.execute(
+            "INSERT INTO residents (resident_id, site_id, spo2_scale, spo2_scale_set_by,"
+            " spo2_scale_set_at, baseline_consciousness) VALUES"
+            " ('copd', 's1', 2, 'dr-k', '2026-01-05T09:30:00Z', 'C'), ('plain', 's1', 1, NULL,"
+            " NULL, 'A')"
+        )
+    async with PostgresStore(pg_dsn, schema=pg_schema, use_timescale=False) as store:
+        assert "0009_clinical_settings.sql" in await store.migrate()
+        copd = await store.get_resident("copd")
+        plain = await store.get_resident("plain")
+        assert copd is not None
+        assert (copd.spo2_scale, copd.baseline_consciousness) == (2, "C")
+        assert copd.spo2_scale_set_at == datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+        assert plain is not None
+        assert (plain.spo2_scale, plain.baseline_consciousness) == (None, None)
+        history = await store.clinical_history("copd")
+        assert [(h.setting, h.value) for h in history] == [
+            ("spo2_scale", "2"),
+            ("baseline_consciousness", "C"),
+        ]

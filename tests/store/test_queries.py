@@ -7,6 +7,8 @@ from datetime import timedelta
 import pytest
 
 from devices.model import Alert, AlertKind, Dispatch, DispatchState, Metric, Reading
+from dispatch.reports import build_report
+from gateway.dispatching import dispatch_repository
 from gateway.store.base import AuditEntry, News2Record, Store
 from tests.store.helpers import T0, registry
 
@@ -158,7 +160,9 @@ async def test_dispatch_timeline(store: Store) -> None:
     assert await store.dispatch_timeline("nope") == []
 
 
-async def test_response_times(store: Store) -> None:
+async def test_response_times_from_the_stored_rows(store: Store) -> None:
+    """The store only supplies the audit rows; ``dispatch.reports`` computes the figures
+    (one definition, one implementation)."""
     await registry(store)
     await _dispatch(store, 1, 1, 0, [("acknowledged", 60), ("accepted", 90), ("on_scene", 2700)])
     await _dispatch(
@@ -169,17 +173,18 @@ async def test_response_times(store: Store) -> None:
     await _dispatch(store, 5, 1, 40, [("acknowledged", 5), ("cancelled", 30)])
     await _dispatch(store, 6, 1, 50, [])  # never answered
     await _dispatch(store, 7, 1, 7200, [("acknowledged", 1)])  # outside the period
-    figures = await store.response_times(T0, T0 + 3600 * S)
-    assert figures.dispatches == 6
+    repo = dispatch_repository(store)  # type: ignore[arg-type]
+    (figures,) = await build_report(repo, T0, T0 + 3600 * S, 3600 * S)
+    assert figures.alarms == 6
     assert figures.answered == 5
     assert figures.answered_60s == 2  # d1 (exactly 60 s) and d5
     assert figures.answered_180s == 4  # + d2, d3 (exactly 180 s)
-    assert figures.visits == 4  # d1..d4 needed a responder
+    assert figures.needing_attendance == 4  # d1..d4 needed a responder
     assert figures.attended == 3
-    assert figures.attended_45min == 1  # d1 (exactly 45 min)
-    assert figures.attended_60min == 3
-    assert figures.answered_60s_pct == pytest.approx(100 * 2 / 6)
-    assert figures.attended_60min_pct == pytest.approx(75.0)
-    empty = await store.response_times(T0 - 7200 * S, T0 - 3600 * S)
-    assert empty.dispatches == 0
-    assert empty.answered_60s_pct is None
+    assert figures.attended_45m == 1  # d1 (exactly 45 min)
+    assert figures.attended_60m == 3
+    assert figures.pct_answered_60s == pytest.approx(round(100 * 2 / 6, 2))
+    assert figures.pct_attended_60m == pytest.approx(75.0)
+    (empty,) = await build_report(repo, T0 - 7200 * S, T0 - 3600 * S, 3600 * S)
+    assert empty.alarms == 0
+    assert empty.pct_answered_60s is None
