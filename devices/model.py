@@ -50,6 +50,8 @@ __all__ = [
     "ObservationSet",
     "Phase",
     "Reading",
+    "ReceiverAccount",
+    "ReceiverKind",
     "Resident",
     "Responder",
     "ResponderKind",
@@ -57,6 +59,7 @@ __all__ = [
     "SiteKind",
     "canonical_unit",
     "metric_from_name",
+    "normalise_account",
     "utcnow",
 ]
 
@@ -316,6 +319,73 @@ class Device:
         object.__setattr__(self, "kind", _enum("kind", DeviceKind, self.kind))
         if self.heartbeat_interval_s < 0:
             raise ModelError("heartbeat_interval_s", "must be >= 0")
+
+
+class ReceiverKind(StrEnum):
+    """The protocol an alarm receiver identifies a subscriber unit in.
+
+    ``contact_id``: the 4-digit account of a Contact ID message (a serial receiver
+    line, or DC-09 ``ADM-CID``); ``sia``: the DC-09 ``SIA-DCS`` account (``#acct``);
+    ``scaip``: the SCAIP controller id (``cid``).
+    """
+
+    CONTACT_ID = "contact_id"
+    SIA = "sia"
+    SCAIP = "scaip"
+
+
+#: Receiver accounts and zones: what units send (hex digits for Contact ID / SIA,
+#: a controller id for SCAIP), never a topic level, so a slightly wider alphabet.
+_ACCOUNT_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverAccount:
+    """A receiver's subscriber account (and optionally zone) -> a provisioned device.
+
+    ``zone`` empty means "any zone of this account"; a mapping with a zone wins over the
+    account-wide one, so one account can fan out to several devices (a pendant on zone
+    1, a smoke detector on zone 5). Contact ID and SIA accounts are compared upper-case.
+    """
+
+    kind: ReceiverKind
+    account: str
+    device_id: str
+    zone: str = ""
+
+    def __post_init__(self) -> None:
+        kind = _enum("kind", ReceiverKind, self.kind)
+        object.__setattr__(self, "kind", kind)
+        if not isinstance(self.account, str) or not _ACCOUNT_PATTERN.match(self.account):
+            raise ModelError("account", f"{self.account!r} is not a valid receiver account")
+        if not isinstance(self.zone, str) or (self.zone and not _ACCOUNT_PATTERN.match(self.zone)):
+            raise ModelError("zone", f"{self.zone!r} is not a valid zone")
+        if kind is not ReceiverKind.SCAIP:
+            object.__setattr__(self, "account", self.account.upper())
+            object.__setattr__(self, "zone", self.zone.upper())
+        _check_id("device_id", self.device_id)
+
+    @property
+    def label(self) -> str:
+        """``KIND:ACCOUNT[:ZONE]``, the form the CLI takes."""
+        return f"{self.kind.value}:{self.account}" + (f":{self.zone}" if self.zone else "")
+
+    @classmethod
+    def parse(cls, text: str, device_id: str) -> ReceiverAccount:
+        """``KIND:ACCOUNT[:ZONE]`` (the CLI form) mapped to ``device_id``."""
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not all(parts[:2]):
+            raise ModelError(
+                "receiver_account",
+                f"{text!r} is not KIND:ACCOUNT[:ZONE] (e.g. contact_id:1234:001)",
+            )
+        kind = _enum("kind", ReceiverKind, parts[0])
+        return cls(kind, parts[1], device_id, parts[2] if len(parts) == 3 else "")
+
+
+def normalise_account(kind: ReceiverKind, account: str) -> str:
+    """How ``account`` is stored and looked up for ``kind`` (hex digits upper-case)."""
+    return account if kind is ReceiverKind.SCAIP else account.upper()
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,9 @@ class Gateway:
                 dispatcher=self.dispatcher,
             )
             self.pipeline.decoder.registry.prime(
-                await self.store.list_devices(), await self.store.list_residents()
+                await self.store.list_devices(),
+                await self.store.list_residents(),
+                await self.store.list_receiver_accounts(),
             )
             await self._stack.enter_async_context(
                 OrphanSweeper(
@@ -160,6 +162,7 @@ class Gateway:
                         self.pipeline,
                         self.pipeline.decoder.registry.device,
                         self.clock,
+                        accounts=self.pipeline.decoder.registry.receiver_device,
                     )
                 )
         except BaseException:

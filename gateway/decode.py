@@ -19,7 +19,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
 from devices.codecs import Malformed, ble, json_v1, registry
-from devices.model import AlarmEvent, Device, Reading, Resident
+from devices.model import (
+    AlarmEvent,
+    Device,
+    Reading,
+    ReceiverAccount,
+    ReceiverKind,
+    Resident,
+    normalise_account,
+)
 from gateway.envelope import Envelope
 from gateway.store.base import Store
 
@@ -44,6 +52,10 @@ class Registry:
     (so a device provisioned while the gateway runs is accepted at once); concurrent
     misses for the same key share one read, and "not provisioned" is remembered for
     ``negative_ttl`` seconds so a flood from an unknown device cannot hammer the store.
+
+    Receiver accounts (DC-09, SCAIP, a serial Contact ID line) are cached the same way,
+    per ``(kind, account)`` with all of that account's zone mappings: see
+    :meth:`receiver_device`.
     """
 
     def __init__(self, store: Store, ttl: float = 30.0, negative_ttl: float = 1.0) -> None:
@@ -52,14 +64,66 @@ class Registry:
         self._negative_ttl = negative_ttl
         self._devices: dict[str, tuple[float, Device | None]] = {}
         self._residents: dict[str, tuple[float, Resident | None]] = {}
+        self._accounts: dict[str, tuple[float, tuple[ReceiverAccount, ...] | None]] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
-    def prime(self, devices: Iterable[Device] = (), residents: Iterable[Resident] = ()) -> None:
+    def prime(
+        self,
+        devices: Iterable[Device] = (),
+        residents: Iterable[Resident] = (),
+        accounts: Iterable[ReceiverAccount] = (),
+    ) -> None:
         now = time.monotonic()
         for d in devices:
             self._devices[d.device_id] = (now, d)
         for r in residents:
             self._residents[r.resident_id] = (now, r)
+        grouped: dict[str, list[ReceiverAccount]] = {}
+        for a in accounts:
+            grouped.setdefault(_account_key(a.kind, a.account), []).append(a)
+        for key, found in grouped.items():
+            self._accounts[key] = (now, tuple(found))
+
+    async def receiver_mapping(
+        self, kind: ReceiverKind, account: str, zone: str = ""
+    ) -> ReceiverAccount | None:
+        """The mapping for ``account`` (and ``zone``) in ``kind``'s namespace: the one for
+        this exact zone if there is one, else the account-wide one (zone ``""``), else
+        ``None`` (the caller dead-letters: an unknown account is never guessed)."""
+        account = normalise_account(kind, account)
+        key = _account_key(kind, account)
+        hit = self._fresh(self._accounts, key)
+        if hit is not None:
+            found = hit[1]
+        else:
+
+            async def fetch(_: str) -> tuple[ReceiverAccount, ...] | None:
+                return tuple(await self._store.receiver_accounts(kind, account)) or None
+
+            found = await self._load("account", key, fetch, self._accounts)
+        if not found:
+            return None
+        zone = normalise_account(kind, zone)
+        wide = None
+        for m in found:
+            if m.zone == zone and zone:
+                return m
+            if not m.zone:
+                wide = m
+        return wide
+
+    async def receiver_device(
+        self, kind: ReceiverKind, account: str, zone: str = ""
+    ) -> Device | None:
+        """The provisioned device ``account`` (and ``zone``) maps to, or ``None``."""
+        mapping = await self.receiver_mapping(kind, account, zone)
+        if mapping is None:
+            return None
+        return await self.device(mapping.device_id)
+
+    def forget_accounts(self) -> None:
+        """Drop cached account mappings (after the CLI changed them in this process)."""
+        self._accounts.clear()
 
     def cached_device(self, device_id: str) -> tuple[float, Device | None] | None:
         """The fresh cache entry ``(loaded_at, device or None)`` for ``device_id``, or
@@ -117,6 +181,10 @@ class Registry:
         cache[key] = (time.monotonic(), found)
         fut.set_result(found)
         return found
+
+
+def _account_key(kind: ReceiverKind, account: str) -> str:
+    return f"{kind.value}:{account}"
 
 
 #: How many parsed topics :class:`MessageDecoder` remembers (one per device and channel

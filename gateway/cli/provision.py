@@ -13,6 +13,15 @@ credentials.
     telecare device list                          a table of devices
     telecare device mosquitto-passwd /etc/mosquitto/telecare.passwd
     telecare device test pend1 --password ...     publish a test event, wait until stored
+    telecare device add unit7 ... --receiver-account contact_id:1234
+    telecare device map-account unit7 contact_id:1234[:ZONE]   receiver account -> device
+    telecare device unmap-account contact_id:1234[:ZONE]
+    telecare device accounts                      the receiver account table
+
+Receiver accounts: a Contact ID receiver line (serial), a DC-09 unit (``contact_id`` for
+ADM-CID, ``sia`` for SIA-DCS) and a SCAIP unit (``scaip``: its controller id) identify the
+subscriber by an account, not a topic. Each account (optionally per zone) maps to one
+provisioned device; an account that maps to nothing is dead-lettered.
 
 The four Typer groups (``site_app``, ``resident_app``, ``responder_app``,
 ``device_app``) are mounted as top-level groups by ``gateway.cli.main``; ``app`` holds
@@ -43,6 +52,7 @@ from devices.model import (
     DeviceKind,
     EventType,
     ModelError,
+    ReceiverAccount,
     Resident,
     Responder,
     ResponderKind,
@@ -361,6 +371,13 @@ def device_add(
             "24 h for pendants and fall detectors (TSA practice), else 0."
         ),
     ] = None,
+    receiver_account: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KIND:ACCOUNT[:ZONE] a receiver reports this device as (contact_id, sia,"
+            " scaip); repeatable."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Provision a device and generate its MQTT password (printed once)."""
@@ -373,6 +390,7 @@ def device_add(
             device_id, site, kind, resident, fmt, location, heartbeat_interval_s=heartbeat
         )
     )
+    accounts = [_account(text, device_id) for text in receiver_account or ()]
     secret = new_secret()
 
     async def save(store: Store) -> None:
@@ -382,11 +400,82 @@ def device_add(
             found = await store.get_resident(resident)
             if found is None or found.site_id != site:
                 raise _fail(f"resident {resident!r} does not exist at site {site!r}")
+        for mapping in accounts:
+            await _check_unmapped(store, mapping)
         await store.upsert_device(device, hash_secret(secret))
+        for mapping in accounts:
+            await store.upsert_receiver_account(mapping)
 
     _with_store(load_cli_config(config), save)
     console.print(f"device [bold]{device_id}[/bold] ({kind.value}, {fmt}) saved at site {site}")
+    for mapping in accounts:
+        console.print(f"receiver account [bold]{mapping.label}[/bold] -> {device_id}")
     _print_secret(device_id, secret)
+
+
+def _account(text: str, device_id: str) -> ReceiverAccount:
+    return _model(lambda: ReceiverAccount.parse(text, device_id))
+
+
+async def _check_unmapped(store: Store, mapping: ReceiverAccount) -> None:
+    """Refuse to silently move an account that already reports as another device."""
+    for m in await store.receiver_accounts(mapping.kind, mapping.account):
+        if m.zone == mapping.zone and m.device_id != mapping.device_id:
+            raise _fail(
+                f"receiver account {mapping.label} already maps to device {m.device_id!r};"
+                f" remove it first with 'device unmap-account {mapping.label}'"
+            )
+
+
+@device_app.command("map-account")
+def device_map_account(
+    device_id: str,
+    account: Annotated[
+        str, typer.Argument(help="KIND:ACCOUNT[:ZONE], e.g. contact_id:1234 or sia:5678:003")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Map a receiver account (optionally one zone of it) to a provisioned device.
+
+    A zone mapping wins over the account-wide one, so one account can report as several
+    devices. An account nobody maps is dead-lettered by every receiver.
+    """
+    mapping = _account(account, device_id)
+
+    async def save(store: Store) -> None:
+        if await store.get_device(device_id) is None:
+            raise _fail(f"device {device_id!r} does not exist")
+        await _check_unmapped(store, mapping)
+        await store.upsert_receiver_account(mapping)
+
+    _with_store(load_cli_config(config), save)
+    console.print(f"receiver account [bold]{mapping.label}[/bold] -> {device_id}")
+
+
+@device_app.command("unmap-account")
+def device_unmap_account(
+    account: Annotated[str, typer.Argument(help="KIND:ACCOUNT[:ZONE]")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a receiver account mapping (its messages are dead-lettered from then on)."""
+    mapping = _account(account, "unmapped")
+    removed = _with_store(
+        load_cli_config(config),
+        lambda store: store.delete_receiver_account(mapping.kind, mapping.account, mapping.zone),
+    )
+    if not removed:
+        raise _fail(f"receiver account {mapping.label} is not mapped")
+    console.print(f"receiver account [bold]{mapping.label}[/bold] removed")
+
+
+@device_app.command("accounts")
+def device_accounts(config: ConfigOption = None) -> None:
+    """List receiver accounts and the devices they map to."""
+    found = _with_store(load_cli_config(config), lambda store: store.list_receiver_accounts())
+    table = Table("kind", "account", "zone", "device")
+    for m in found:
+        table.add_row(m.kind.value, m.account, m.zone or "(any)", m.device_id)
+    console.print(table)
 
 
 @device_app.command("passwd")

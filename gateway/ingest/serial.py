@@ -13,6 +13,13 @@ Readings and events are attributed to the device configured for the port and to 
 resident and site that device is paired with in the store (looked up through the
 pipeline's cached registry, so re-pairing takes effect within its TTL).
 
+Contact ID receiver lines are different: the port's device is the receiver, and each
+message names the subscriber by its account (and zone). Each message is attributed to
+the device its account maps to (``receiver_accounts``, kind ``contact_id``; a zone
+mapping wins over the account-wide one). A message whose account maps to nothing is
+dead-lettered (``Contact ID account ... is not mapped``), never attributed to the
+receiver or to another subscriber.
+
 Timestamps: a chunk read from the port may hold many frames (USB adapters deliver in
 bursts). Frame ``i`` of ``n`` gets ``now - (n-1-i)/rate_hz`` (the codec's frame rate),
 kept strictly increasing per port, so reduced readings keep distinct ids.
@@ -54,9 +61,10 @@ import serial
 import serial_asyncio_fast
 
 from devices.codecs import Malformed, registry
+from devices.codecs.contact_id import ContactIdMessage
 from devices.codecs.oximetry import OximeterSample
 from devices.codecs.stream import FrameDecoder
-from devices.model import AlarmEvent, Device, Reading
+from devices.model import AlarmEvent, Device, Reading, ReceiverKind
 from devices.reduce import OximeterReducer
 from gateway.backoff import Backoff
 from gateway.config import SerialPortConfig
@@ -65,7 +73,7 @@ from gateway.errors import ConfigError
 from gateway.logging import get_logger
 from rules.clock import Clock, raise_if_cancelling
 
-__all__ = ["PortReader", "PortStats", "SerialIngest", "Sink", "open_port"]
+__all__ = ["AccountLookup", "PortReader", "PortStats", "SerialIngest", "Sink", "open_port"]
 
 log = get_logger("telecare.ingest.serial")
 
@@ -76,6 +84,8 @@ READ_SIZE = 4096
 NOISE_SAMPLE_BYTES = 512
 
 Lookup = Callable[[str], Awaitable[Device | None]]
+#: ``(kind, account, zone) -> device`` (``Registry.receiver_device``).
+AccountLookup = Callable[[ReceiverKind, str, str], Awaitable[Device | None]]
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Opener = Callable[[str, registry.LineSettings], Awaitable[Streams]]
 #: What opening or reading a port raises when the device is away or refuses a setting.
@@ -181,12 +191,14 @@ class PortReader:
         backoff: Backoff | None = None,
         report_interval: float = 10.0,
         opener: Opener | None = None,
+        accounts: AccountLookup | None = None,
     ) -> None:
         codec = _stream_codec(config)
         self.config = config
         self.codec = codec
         self.sink = sink
         self.lookup = lookup
+        self.accounts = accounts
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.stats = PortStats()
@@ -274,12 +286,18 @@ class PortReader:
                 if isinstance(frame, OximeterSample):
                     readings.extend(self._reducer_for(device).push(frame, ts))
                     continue
+                owner = device
+                if isinstance(frame, ContactIdMessage):
+                    mapped = await self._subscriber(frame)
+                    if mapped is None:
+                        continue
+                    owner = mapped
                 for item in self.codec.to_model(
                     frame,
-                    device_id=device.device_id,
+                    device_id=owner.device_id,
                     ts=ts,
-                    resident_id=device.resident_id,
-                    site_id=device.site_id,
+                    resident_id=owner.resident_id,
+                    site_id=owner.site_id,
                 ):
                     if isinstance(item, AlarmEvent):
                         events.append(item)
@@ -300,6 +318,21 @@ class PortReader:
                 event_type=event.type,
                 phase=event.phase,
             )
+
+    async def _subscriber(self, message: ContactIdMessage) -> Device | None:
+        """The device a Contact ID message's account (and zone) maps to; dead-letters
+        and returns ``None`` when it maps to nothing."""
+        found = None
+        if self.accounts is not None:
+            found = await self.accounts(ReceiverKind.CONTACT_ID, message.account, message.zone)
+        if found is None:
+            await self._dead_letter(
+                f"Contact ID account {message.account} zone {message.zone} on {self.port}"
+                " is not mapped to a device (telecare device map-account DEVICE"
+                f" contact_id:{message.account})",
+                message.text.encode(),
+            )
+        return found
 
     def _reducer_for(self, device: Device) -> OximeterReducer:
         r = self._reducer
@@ -396,9 +429,18 @@ class SerialIngest:
         *,
         backoff: Callable[[], Backoff] = Backoff,
         report_interval: float = 10.0,
+        accounts: AccountLookup | None = None,
     ) -> None:
         self.readers = [
-            PortReader(p, sink, lookup, clock, backoff=backoff(), report_interval=report_interval)
+            PortReader(
+                p,
+                sink,
+                lookup,
+                clock,
+                backoff=backoff(),
+                report_interval=report_interval,
+                accounts=accounts,
+            )
             for p in ports
         ]
         self._tasks: list[asyncio.Task[None]] = []

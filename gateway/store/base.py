@@ -21,6 +21,8 @@ from devices.model import (
     EventType,
     Metric,
     Reading,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     Site,
@@ -153,6 +155,21 @@ class Store(Protocol):
     async def list_sites(self) -> list[Site]: ...
     async def list_residents(self, site_id: str | None = None) -> list[Resident]: ...
     async def list_responders(self) -> list[Responder]: ...
+
+    # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
+    async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
+        """Map ``(kind, account, zone)`` to a device (replacing an earlier mapping)."""
+        ...
+
+    async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
+        """Remove one mapping; ``False`` when there was none."""
+        ...
+
+    async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
+        """Every mapping of one account (the account-wide one has zone ``""``)."""
+        ...
+
+    async def list_receiver_accounts(self) -> list[ReceiverAccount]: ...
 
     # -- ingest ---------------------------------------------------------------------
     async def write_readings(self, readings: Sequence[Reading]) -> int:

@@ -52,6 +52,8 @@ from devices.model import (
     Dispatch,
     Metric,
     Reading,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     Site,
@@ -396,6 +398,18 @@ class DurableStore:
 
     async def dispatch_audit(self, dispatch_id: str) -> list[AuditEntry]:
         return await self.store.dispatch_audit(dispatch_id)
+
+    async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
+        await self.store.upsert_receiver_account(mapping)
+
+    async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
+        return await self.store.delete_receiver_account(kind, account, zone)
+
+    async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
+        return await self.store.receiver_accounts(kind, account)
+
+    async def list_receiver_accounts(self) -> list[ReceiverAccount]:
+        return await self.store.list_receiver_accounts()
 
     async def list_sites(self) -> list[Site]:
         return await self.store.list_sites()

@@ -39,6 +39,8 @@ from devices.model import (
     Dispatch,
     Metric,
     Reading,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     Site,
@@ -334,6 +336,38 @@ class PostgresStore:
     async def list_devices(self) -> list[Device]:
         found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
         return [rows.device(r) for r in found]
+
+    # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
+    async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
+        m = mapping
+        await self._exec(
+            f"INSERT INTO receiver_accounts ({rows.RECEIVER_ACCOUNT_COLUMNS})"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (kind, account, zone)"
+            " DO UPDATE SET device_id = excluded.device_id",
+            (m.kind.value, m.account, m.zone, m.device_id),
+        )
+
+    async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
+        n = await self._exec(
+            "DELETE FROM receiver_accounts WHERE kind = %s AND account = %s AND zone = %s",
+            (kind.value, account, zone),
+        )
+        return n > 0
+
+    async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
+        found = await self._all(
+            f"SELECT {rows.RECEIVER_ACCOUNT_COLUMNS} FROM receiver_accounts"
+            " WHERE kind = %s AND account = %s ORDER BY zone",
+            (kind.value, account),
+        )
+        return [rows.receiver_account(r) for r in found]
+
+    async def list_receiver_accounts(self) -> list[ReceiverAccount]:
+        found = await self._all(
+            f"SELECT {rows.RECEIVER_ACCOUNT_COLUMNS} FROM receiver_accounts"
+            " ORDER BY kind, account, zone"
+        )
+        return [rows.receiver_account(r) for r in found]
 
     async def list_sites(self) -> list[Site]:
         found = await self._all(

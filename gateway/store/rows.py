@@ -16,6 +16,8 @@ from devices.model import (
     Dispatch,
     DispatchState,
     EventType,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     ResponderKind,
@@ -119,6 +121,13 @@ DISPATCH_COLUMNS = (
 AUDIT_COLUMNS = "dispatch_id, at, from_state, to_state, actor, reason, detail"
 
 
+RECEIVER_ACCOUNT_COLUMNS = "kind, account, zone, device_id"
+
+
+def receiver_account(row: Any) -> ReceiverAccount:
+    return ReceiverAccount(ReceiverKind(row[0]), row[1], row[3], row[2])
+
+
 def device(row: Any) -> Device:
     return Device(row[0], row[1], DeviceKind(row[2]), row[3], row[4], row[5], int(row[6]))
 
@@ -194,6 +203,7 @@ COUNTABLE = frozenset(
         "sites",
         "residents",
         "devices",
+        "receiver_accounts",
         "responders",
         "readings",
         "alarm_events",

@@ -18,7 +18,15 @@ from typing import Any
 
 import aiomqtt
 
-from devices.model import Device, DeviceKind, Resident, Site, SiteKind
+from devices.model import (
+    Device,
+    DeviceKind,
+    ReceiverAccount,
+    ReceiverKind,
+    Resident,
+    Site,
+    SiteKind,
+)
 from gateway.store.base import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +47,7 @@ async def provision(store: Store, *, pendants: int = 1) -> list[str]:
     await store.upsert_device(
         Device("arc1", "s1", DeviceKind.ALARM_RECEIVER, "res1", format="contact_id")
     )
+    await store.upsert_receiver_account(ReceiverAccount(ReceiverKind.CONTACT_ID, "1234", "arc1"))
     await store.upsert_device(Device("other1", "s2", DeviceKind.PENDANT))
     return ids
 

@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from devices.codecs.oximetry import OximeterSample
-from devices.model import Device, DeviceKind, EventType, Resident, Site, SiteKind
+from devices.model import (
+    Device,
+    DeviceKind,
+    EventType,
+    ReceiverAccount,
+    ReceiverKind,
+    Resident,
+    Site,
+    SiteKind,
+)
 from firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
 from firmware_stubs.oximeter import run_oximeter
 from gateway.backoff import Backoff
@@ -32,6 +41,7 @@ async def _provision(store: Store) -> None:
     await store.upsert_device(
         Device("arc1", "s1", DeviceKind.ALARM_RECEIVER, "res1", format="contact_id")
     )
+    await store.upsert_receiver_account(ReceiverAccount(ReceiverKind.CONTACT_ID, "1234", "arc1"))
 
 
 @asynccontextmanager
@@ -56,6 +66,7 @@ async def _serial(
         SystemClock(),
         backoff=lambda: Backoff(initial=0.02, cap=0.1),
         report_interval=0.2,
+        accounts=pipeline.decoder.registry.receiver_device,
     )
     async with ingest:
         reader = ingest.readers[0]
