@@ -32,6 +32,7 @@ __all__ = [
     "ContactIdMessage",
     "decoder",
     "digit_value",
+    "from_fields",
     "parse",
     "parse_message",
     "to_event",
@@ -109,12 +110,31 @@ def parse_message(text: str) -> ContactIdMessage:
     account, mt, q, xyz, gg, ccc = t[0:4], t[4:6], t[6], t[7:10], t[10:12], t[12:15]
     if mt not in _MESSAGE_TYPES:
         raise Malformed(f"Contact ID message type {mt} is not 18 or 98")
-    if not q.isdigit() or int(q) not in _PHASES:
+    return from_fields(account, q, xyz, gg, ccc, message_type=mt)
+
+
+def from_fields(
+    account: str, qualifier: str, code: str, group: str, zone: str, *, message_type: str = "18"
+) -> ContactIdMessage:
+    """Map a Contact ID event given field by field (as SIA DC-09 ``ADM-CID`` carries it:
+    no message type and no checksum, the transport checks integrity). Raises
+    ``Malformed`` for a qualifier or event code we do not map."""
+    q, xyz = qualifier, code.upper()
+    if len(q) != 1 or not q.isdigit() or int(q) not in _PHASES:
         raise Malformed(f"Contact ID qualifier {q} is not 1 (new), 3 (restore) or 6 (repeat)")
-    if not xyz.isdigit() or int(xyz) not in EVENT_CODES:
+    if len(xyz) != 3 or not xyz.isdigit() or int(xyz) not in EVENT_CODES:
         raise Malformed(f"Contact ID event code {xyz} is not one we map (see docs/devices.md)")
-    code = int(xyz)
-    return ContactIdMessage(account, mt, int(q), code, gg, ccc, EVENT_CODES[code], _PHASES[int(q)])
+    n = int(xyz)
+    return ContactIdMessage(
+        account,
+        message_type,
+        int(q),
+        n,
+        group.upper(),
+        zone.upper(),
+        EVENT_CODES[n],
+        _PHASES[int(q)],
+    )
 
 
 def parse(buffer: bytes) -> tuple[ContactIdMessage, int]:
