@@ -5,7 +5,8 @@
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
 (store -> durable store (batcher + spool) -> dispatch service -> orphan sweeper -> rule
-runner -> MQTT ingest -> dead-letter publisher -> serial ingest) and left in reverse, so on shutdown
+runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09 receiver) and left
+in reverse, so on shutdown
 ingest stops taking new messages first, in-flight messages finish and are acknowledged,
 and the store is closed last: everything accepted is flushed.
 """
@@ -22,6 +23,7 @@ from dispatch import DispatchService
 from gateway.config import Config, rule_state_path, spool_path
 from gateway.dispatching import add_store_responders, build_dispatcher
 from gateway.errors import ConfigError
+from gateway.ingest.dc09 import Dc09Receiver
 from gateway.ingest.deadletter import DeadLetterPublisher
 from gateway.ingest.mqtt import MqttIngest, gateway_topic
 from gateway.ingest.serial import SerialIngest
@@ -80,6 +82,7 @@ class Gateway:
         self.mqtt: MqttIngest
         self.dead_letters: DeadLetterPublisher
         self.serial: SerialIngest | None = None
+        self.dc09: Dc09Receiver | None = None
         self.dispatcher: DispatchService
         self._background: set[asyncio.Task[None]] = set()
 
@@ -163,6 +166,15 @@ class Gateway:
                         self.pipeline.decoder.registry.device,
                         self.clock,
                         accounts=self.pipeline.decoder.registry.receiver_device,
+                    )
+                )
+            if self.config.receivers.dc09.enabled:
+                self.dc09 = await self._stack.enter_async_context(
+                    Dc09Receiver(
+                        self.config.receivers.dc09,
+                        self.pipeline,
+                        self.pipeline.decoder.registry.receiver_device,
+                        self.clock,
                     )
                 )
         except BaseException:

@@ -23,9 +23,11 @@ from gateway.errors import ConfigError
 __all__ = [
     "ApiConfig",
     "Config",
+    "Dc09Config",
     "DispatchSection",
     "LogConfig",
     "MqttConfig",
+    "ReceiversSection",
     "RulesSection",
     "SerialPortConfig",
     "StoreConfig",
@@ -114,6 +116,43 @@ class DispatchSection:
 
 
 @dataclass(frozen=True)
+class Dc09Config:
+    """``[receivers.dc09]``: the SIA DC-09 alarm receiver (gateway/ingest/dc09.py)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: DC-09 has no registered port: use the one the units are set to dial.
+    port: int = 9009
+    tcp: bool = True
+    udp: bool = True
+    #: AES keys per account, hex (32, 48 or 64 digits = AES-128/192/256):
+    #: ``keys = { "1234" = "00112233..." }``. An account with a key must send encrypted.
+    keys: dict[str, str] = field(default_factory=dict)
+    #: A frame's timestamp may be this many seconds behind the receiver's clock...
+    window_past_s: float = 40.0
+    #: ...or this many ahead (the standard's -40 s / +20 s); outside: NAK with our time.
+    window_future_s: float = 20.0
+    #: Refuse plain frames without a timestamp (encrypted ones always need one).
+    require_timestamp: bool = False
+    #: TCP connections served at once; more wait in the kernel's accept queue.
+    max_connections: int = 256
+    #: A TCP connection silent this long is closed.
+    idle_timeout_s: float = 60.0
+
+    def key_for(self, account: str) -> bytes | None:
+        """The AES key of ``account`` (``None`` when it sends in the clear)."""
+        hexed = self.keys.get(account.upper()) or self.keys.get(account)
+        return bytes.fromhex(hexed) if hexed else None
+
+
+@dataclass(frozen=True)
+class ReceiversSection:
+    """``[receivers.*]``: IP alarm receivers."""
+
+    dc09: Dc09Config = field(default_factory=Dc09Config)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     #: ``json`` (production) or ``console`` (pretty, for a terminal).
@@ -129,6 +168,7 @@ class Config:
     rules: RulesSection = field(default_factory=RulesSection)
     dispatch: DispatchSection = field(default_factory=DispatchSection)
     serial: tuple[SerialPortConfig, ...] = ()
+    receivers: ReceiversSection = field(default_factory=ReceiversSection)
 
 
 def spool_path(config: Config) -> Path:
@@ -168,7 +208,21 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"Config '{section}' in {source} is not a table")
         raw[section][name] = value
     config: Config = _build(Config, raw, "", source)
+    _check_dc09_keys(config.receivers.dc09)
     return config
+
+
+def _check_dc09_keys(dc09: Dc09Config) -> None:
+    for account, hexed in dc09.keys.items():
+        try:
+            size = len(bytes.fromhex(hexed))
+        except ValueError:
+            size = -1
+        if size not in (16, 24, 32):
+            raise ConfigError(
+                f"Config 'receivers.dc09.keys.{account}' is not an AES key: use 32, 48 or 64"
+                " hex digits (AES-128/192/256)"
+            )
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> Any:
@@ -190,6 +244,12 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"Config '{key}' in {source} must be a table")
         return _build(tp, value, f"{key}.", source)
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"Config '{key}' in {source} must be a table of strings")
+        return dict(value)
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, list):
