@@ -1,0 +1,160 @@
+"""A kill -9 of the gateway between receiving a DC-09 alarm and acknowledging it loses
+nothing: the unit retries and the duplicate is recognised.
+
+The real gateway (``telecare run``) runs in a child process with the DC-09 receiver on,
+against a PostgreSQL schema. The test holds a table lock on ``alerts``: each unit's alarm
+event is stored, then the gateway hangs writing its alert, so no ACK has gone out. The
+gateway is SIGKILLed there; its blocked sessions are terminated; a new gateway starts;
+the lock is released. The units (simulated DC-09 diallers) have kept re-sending the same
+frame all along: every alarm must end up stored exactly once, with an alert and a
+dispatch carrying the unit's own event time, and every unit must get its ACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from devices.model import (
+    Device,
+    DeviceKind,
+    ReceiverAccount,
+    ReceiverKind,
+    Resident,
+    Site,
+    SiteKind,
+)
+from firmware_stubs.dc09_unit import Dc09Unit, Reply
+from gateway.store.postgres import PostgresStore
+from tests.helpers import eventually
+from tests.ingest.support import GatewayProcess
+from tests.services import MqttServer, PgServer, free_port
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+KEY = bytes(range(32))
+UNITS = 5
+
+
+def _count(conn: psycopg.Connection, schema: str, table: str) -> int:
+    row = conn.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _blocked_pids(conn: psycopg.Connection, schema: str) -> list[int]:
+    rows = conn.execute(
+        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)",
+        (f'"{schema}".alerts',),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+async def _probe(fn, *args):  # type: ignore[no-untyped-def]
+    return fn(*args)
+
+
+def _config(path: Path, *, dc09_port: int, mqtt: MqttServer, dsn: str, schema: str) -> Path:
+    path.write_text(
+        "[mqtt]\n"
+        f'host = "{mqtt.host}"\nport = {mqtt.port}\nclient_id = "gw-dc09-{uuid.uuid4().hex[:8]}"\n'
+        f'topic_prefix = "t-{uuid.uuid4().hex[:8]}"\n\n'
+        "[store]\n"
+        f'backend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\ntimescale = false\n\n'
+        "[receivers.dc09]\n"
+        f'enabled = true\nhost = "127.0.0.1"\nport = {dc09_port}\n'
+        f'keys = {{ "1001" = "{KEY.hex()}", "1003" = "{KEY.hex()}" }}\n\n'
+        '[log]\nlevel = "info"\nformat = "json"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_sigkill_between_receipt_and_ack_loses_nothing_and_retries_are_duplicates(
+    pg_server: PgServer, pg_schema: str, mqtt_server: MqttServer, tmp_path: Path
+) -> None:
+    accounts = [f"{1000 + i}" for i in range(UNITS)]
+    async with PostgresStore(pg_server.dsn, schema=pg_schema, use_timescale=False) as store:
+        await store.migrate()
+        await store.upsert_site(Site("home", SiteKind.HOME))
+        for i, account in enumerate(accounts):
+            await store.upsert_resident(Resident(f"res{i}", "home", "R"))
+            await store.upsert_device(Device(f"unit{i}", "home", DeviceKind.PENDANT, f"res{i}"))
+            await store.upsert_receiver_account(
+                ReceiverAccount(ReceiverKind.CONTACT_ID, account, f"unit{i}")
+            )
+    port = free_port()
+    config = _config(
+        tmp_path / "gw.toml", dc09_port=port, mqtt=mqtt_server, dsn=pg_server.dsn, schema=pg_schema
+    )
+    pressed = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=20)
+    units = [Dc09Unit(a, key=KEY if a in ("1001", "1003") else None) for a in accounts]
+    messages = [u.adm_cid(1, 101, zone=1, event_time=pressed) for u in units]
+
+    with (
+        psycopg.connect(pg_server.dsn) as locker,
+        psycopg.connect(pg_server.dsn, autocommit=True) as probe,
+    ):
+        locker.execute(f'LOCK TABLE "{pg_schema}".alerts IN EXCLUSIVE MODE')
+        first = GatewayProcess(config, tmp_path / "gw1.log")
+        first.start()
+        deliveries: list[asyncio.Task[Reply]] = []
+        try:
+            await first.wait_for_log("dc09_listening")
+            deliveries = [
+                asyncio.create_task(
+                    u.deliver("127.0.0.1", port, m, timeout=1.0, attempts=200, retry_delay=0.1)
+                )
+                for u, m in zip(units, messages, strict=True)
+            ]
+            # Every event is stored; every alert write hangs; nothing is acknowledged.
+            await eventually(
+                lambda: _probe(_count, probe, pg_schema, "alarm_events"),
+                lambda n: n == UNITS,
+                timeout=30,
+            )
+            await eventually(lambda: _probe(_blocked_pids, probe, pg_schema), timeout=20)
+            assert all(u.replies == [] for u in units)
+        finally:
+            first.kill()
+        for pid in _blocked_pids(probe, pg_schema):
+            probe.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await eventually(lambda: _probe(_blocked_pids, probe, pg_schema), lambda p: not p)
+        assert _count(probe, pg_schema, "alerts") == 0
+
+        second = GatewayProcess(config, tmp_path / "gw2.log")
+        second.start()
+        try:
+            await second.wait_for_log("dc09_listening")
+            locker.commit()  # release the lock
+            replies = await asyncio.wait_for(asyncio.gather(*deliveries), 60)
+            assert [r.token for r in replies] == ["ACK"] * UNITS
+            rows = probe.execute(
+                f'SELECT device_id, msg_id, ts FROM "{pg_schema}".alarm_events'
+            ).fetchall()
+            assert len(rows) == UNITS  # each exactly once: the retries were duplicates
+            assert {r[0] for r in rows} == {f"unit{i}" for i in range(UNITS)}
+            assert {r[2] for r in rows} == {pressed}
+            alerts = await eventually(
+                lambda: _probe(
+                    lambda: probe.execute(
+                        f'SELECT a.device_id, a.ts FROM "{pg_schema}".alerts a JOIN'
+                        f' "{pg_schema}".dispatches d ON d.alert_id = a.alert_id'
+                    ).fetchall()
+                ),
+                lambda found: len(found) == UNITS,
+                timeout=30,
+            )
+            assert sorted(alerts) == sorted((f"unit{i}", pressed) for i in range(UNITS))
+            assert _count(probe, pg_schema, "alerts") == UNITS
+            assert _count(probe, pg_schema, "dispatches") == UNITS
+        finally:
+            for task in deliveries:
+                task.cancel()
+            second.stop()
+        assert "dc09_not_stored" not in second.log_text()
