@@ -5,6 +5,7 @@ telecare demo                            everything embedded, simulated devices
 telecare simulate --config gateway.toml  simulated devices against a real broker
 telecare db migrate --config ...         apply schema migrations
 telecare site|resident|responder|device add ...   provisioning
+telecare receiver test --protocol dc09 ...   one message to a running IP receiver
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def demo(
 
 def _mount() -> None:
     """Command groups that live in their own modules (imported late: they import this)."""
-    from gateway.cli import provision, rules_cmd, simulate
+    from gateway.cli import provision, receiver, rules_cmd, simulate
 
     app.add_typer(provision.site_app, name="site")
     app.add_typer(provision.resident_app, name="resident")
@@ -120,6 +121,7 @@ def _mount() -> None:
     app.add_typer(provision.device_app, name="device")
     app.add_typer(simulate.app, name="simulate")
     app.add_typer(rules_cmd.app, name="rules")
+    app.add_typer(receiver.app, name="receiver")
 
 
 _mount()
