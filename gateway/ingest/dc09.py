@@ -320,7 +320,7 @@ class Dc09Receiver:
         try:
             if c.tcp:
                 self._server = await asyncio.start_server(
-                    self._connection, c.host, c.port, reuse_address=True
+                    self._connection, c.host, c.port, reuse_address=True, backlog=1024
                 )
                 self.tcp_port = self._server.sockets[0].getsockname()[1]
             if c.udp:

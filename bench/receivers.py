@@ -1,0 +1,340 @@
+"""``python -m bench receivers``: IP alarm receivers against a bare parse-and-ACK loop.
+
+For each protocol (today DC-09 over TCP), in the same run:
+
+* **bare**: a loop that only parses each frame (framing, CRC, data, Contact ID) and
+  sends the ACK, storing nothing;
+* **gateway**: the real :class:`~gateway.app.Gateway` with the receiver on: decode,
+  account mapping, pipeline, rules, the durable store, the dispatch service; the ACK
+  goes out once the event is stored.
+
+The simulated units run in a **separate process** (so they do not share the receiver's
+event loop), each on its own TCP connection, and send exactly what a unit sends: the next
+frame only after the previous one's ACK. Two phases per side:
+
+1. **saturation**: every unit sends as fast as ACKs come back -> alarms/s (target: the
+   gateway >= 0.5 of bare);
+2. **paced**: ``--rate`` alarms/s arrive on a fixed schedule (open loop) for
+   ``--seconds`` -> latency from the frame's scheduled send time to its ACK, p50 and p99
+   (target: p99 <= 50 ms at 500 alarms/s). A frame that has to wait for its unit's
+   previous ACK counts that wait: nothing is hidden by coordinated omission.
+
+Each unit's first alarm raises an alert and a dispatch; its later presses fold into that
+open alarm (the rules' fold window), as repeated presses do. Logging is at ``warning``.
+
+    python -m bench receivers [--store sqlite|postgres] [--dsn ...] [--units 100]
+                              [--alarms 4000] [--rate 500] [--seconds 10]
+
+Adding a protocol (SCAIP over UDP): write ``_scaip_units`` (a child-process driver like
+:func:`_dc09_units`), a bare server like :func:`_dc09_bare`, the gateway config and
+provisioning for it, and add a :class:`Protocol` entry to :data:`PROTOCOLS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from devices.codecs import Incomplete, Malformed, dc09
+from devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
+from gateway.app import Gateway, open_store
+from gateway.config import (
+    Config,
+    Dc09Config,
+    MqttConfig,
+    ReceiversSection,
+    RulesSection,
+    StoreConfig,
+)
+from gateway.logging import configure_logging
+
+__all__ = ["main"]
+
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 50.0
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Run:
+    """What the units saw in one phase."""
+
+    acked: int = 0
+    other: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds
+
+    @property
+    def rate(self) -> float:
+        return self.acked / self.elapsed if self.elapsed else 0.0
+
+    def pct(self, q: float) -> float:
+        """Latency percentile in ms."""
+        if not self.latencies:
+            return float("nan")
+        xs = sorted(self.latencies)
+        return 1000 * xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
+
+
+# --------------------------------------------------------------------------- DC-09 units
+
+
+def _dc09_units(port: int, accounts: list[str], total: int, rate: float | None, out: Any) -> None:
+    """Child process: one TCP connection per account; ``total`` alarms spread over the
+    units, paced at ``rate``/s (``None``: as fast as ACKs come back)."""
+    try:
+        out.put(asyncio.run(_dc09_drive(port, accounts, total, rate)))
+    except BaseException as exc:
+        out.put({"error": repr(exc)})
+        raise
+
+
+async def _dc09_drive(
+    port: int, accounts: list[str], total: int, rate: float | None
+) -> dict[str, Any]:
+    from firmware_stubs.dc09_unit import Dc09Unit
+
+    units = [Dc09Unit(a) for a in accounts]
+    n = len(units)
+    queues: list[asyncio.Queue[float]] = [asyncio.Queue() for _ in units]
+    run = Run()
+    start = time.perf_counter()
+
+    async def unit_loop(i: int, count: int) -> None:
+        unit = units[i]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(count):
+                scheduled = await queues[i].get() if rate else time.perf_counter()
+                msg = unit.adm_cid(1, 101, zone=1)
+                writer.write(unit.frame(msg))
+                raw = await reader.readuntil(b"\r")
+                now = time.perf_counter()
+                token = raw[10:13].decode()
+                if token == "ACK":
+                    run.acked += 1
+                    run.latencies.append(now - scheduled)
+                else:
+                    run.other[token] = run.other.get(token, 0) + 1
+        finally:
+            writer.close()
+
+    async def pace() -> None:
+        assert rate is not None
+        t0 = time.perf_counter()
+        for k in range(total):
+            due = t0 + k / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            queues[k % n].put_nowait(due)
+
+    counts = [total // n + (1 if i < total % n else 0) for i in range(n)]
+    tasks = [asyncio.create_task(unit_loop(i, c)) for i, c in enumerate(counts)]
+    if rate:
+        tasks.append(asyncio.create_task(pace()))
+    await asyncio.gather(*tasks)
+    run.elapsed = time.perf_counter() - start
+    return {
+        "acked": run.acked,
+        "other": run.other,
+        "elapsed": run.elapsed,
+        "latencies": run.latencies,
+    }
+
+
+async def _drive(port: int, accounts: list[str], total: int, rate: float | None) -> Run:
+    """Run the units in a child process; the result when they are done."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_dc09_units, args=(port, accounts, total, rate, out))
+    proc.start()
+    try:
+        data = await asyncio.to_thread(out.get, True, 600)
+    finally:
+        await asyncio.to_thread(proc.join, 30)
+    if "error" in data:
+        raise RuntimeError(f"the simulated units failed: {data['error']}")
+    return Run(data["acked"], data["other"], data["elapsed"], data["latencies"])
+
+
+@contextlib.asynccontextmanager
+async def _dc09_bare() -> AsyncIterator[int]:
+    """The baseline: parse each frame and ACK it; store nothing."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = b""
+        try:
+            while chunk := await reader.read(4096):
+                buffer += chunk
+                while buffer:
+                    try:
+                        block, used = dc09.parse(buffer)
+                    except Incomplete:
+                        break
+                    except Malformed as exc:
+                        buffer = buffer[exc.skip :]
+                        continue
+                    buffer = buffer[used:]
+                    content = dc09.open_block(block, None)
+                    dc09.adm_cid(content, content.account or block.account)
+                    writer.write(dc09.ack(block, None, datetime.now(UTC)))
+                    await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, backlog=1024)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+@contextlib.asynccontextmanager
+async def _dc09_gateway(
+    args: argparse.Namespace, tmp: Path, mqtt_port: int, accounts: list[str]
+) -> AsyncIterator[int]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    run_dir = tmp / schema
+    config = Config(
+        mqtt=MqttConfig(port=mqtt_port, client_id=f"gw-{schema}", topic_prefix=schema),
+        store=StoreConfig(
+            backend=args.store,
+            dsn=args.dsn,
+            schema=schema,
+            timescale=False,
+            sqlite_path=str(run_dir / "bench.sqlite3"),
+            spool_dir=str(run_dir / "spool"),
+        ),
+        rules=RulesSection(state_file=str(run_dir / "rules-state.json"), tick_s=3600),
+        receivers=ReceiversSection(dc09=Dc09Config(enabled=True, port=0, udp=False)),
+    )
+    try:
+        async with open_store(config) as store:
+            await store.migrate()
+            await store.upsert_site(Site("bench", SiteKind.HOME))
+            for a in accounts:
+                await store.upsert_device(Device(f"u{a}", "bench", DeviceKind.PENDANT))
+                await store.upsert_receiver_account(
+                    ReceiverAccount(ReceiverKind.CONTACT_ID, a, f"u{a}")
+                )
+        async with Gateway(config) as gw:
+            assert gw.dc09 is not None
+            assert gw.dc09.tcp_port is not None
+            yield gw.dc09.tcp_port
+            refused = gw.dc09.counters["duh"] + gw.dc09.counters["nak"]
+            if refused:
+                print(f"  gateway refused {refused} frames: {dict(gw.dc09.counters)}")
+    finally:
+        if args.store == "postgres":
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
+                await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    bare: Callable[[], contextlib.AbstractAsyncContextManager[int]]
+    gateway: Callable[
+        [argparse.Namespace, Path, int, list[str]], contextlib.AbstractAsyncContextManager[int]
+    ]
+    drive: Callable[[int, list[str], int, float | None], Awaitable[Run]]
+
+
+PROTOCOLS: list[Protocol] = [Protocol("DC-09 over TCP", _dc09_bare, _dc09_gateway, _drive)]
+
+
+async def _phase(
+    proto: Protocol,
+    args: argparse.Namespace,
+    tmp: Path,
+    mqtt_port: int,
+    phase: int,
+    total: int,
+    rate: float | None,
+) -> tuple[Run, Run]:
+    accounts = [f"{phase:X}{i:03X}" for i in range(args.units)]
+    async with proto.bare() as port:
+        bare = await proto.drive(port, accounts, total, rate)
+    async with proto.gateway(args, tmp, mqtt_port, accounts) as port:
+        gw = await proto.drive(port, accounts, total, rate)
+    return bare, gw
+
+
+async def run(args: argparse.Namespace) -> bool:
+    from bench.ingest import private_broker
+
+    ok = True
+    with private_broker() as mqtt_port, tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for proto in PROTOCOLS:
+            bare, gw = await _phase(proto, args, tmp, mqtt_port, 1, args.alarms, None)
+            ratio = gw.rate / bare.rate if bare.rate else 0.0
+            ok &= ratio >= TARGET_RATIO and not gw.other
+            print(
+                f"{proto.name}: saturation ({args.units} units, {args.alarms} alarms):"
+                f" gateway {gw.rate:7.0f} alarms/s | bare {bare.rate:7.0f} alarms/s"
+                f" | ratio {ratio:.2f} (target >= {TARGET_RATIO})"
+                + (f" | gateway non-ACK replies {gw.other}" if gw.other else "")
+            )
+            total = round(args.rate * args.seconds)
+            bare_p, gw_p = await _phase(proto, args, tmp, mqtt_port, 2, total, args.rate)
+            ok &= gw_p.pct(99) <= TARGET_P99_MS and gw_p.acked == total
+            print(
+                f"{proto.name}: paced {args.rate:g} alarms/s for {args.seconds:g}s ({total}):"
+                f" gateway p50 {gw_p.pct(50):6.1f} ms p99 {gw_p.pct(99):6.1f} ms"
+                f" max {gw_p.pct(100):6.1f} ms ({gw_p.rate:5.0f}/s acked)"
+                f" | bare p50 {bare_p.pct(50):6.1f} ms p99 {bare_p.pct(99):6.1f} ms"
+                f" | target p99 <= {TARGET_P99_MS:g} ms"
+                f" | gateway mean {_mean_ms(gw_p):.1f} ms"
+            )
+    return ok
+
+
+def _mean_ms(r: Run) -> float:
+    return statistics.fmean(r.latencies) * 1000 if r.latencies else float("nan")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench receivers", description=__doc__)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("TELECARE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument("--units", type=int, default=100, help="simulated units (connections)")
+    parser.add_argument("--alarms", type=int, default=4000, help="alarms in the saturation phase")
+    parser.add_argument("--rate", type=float, default=500.0, help="alarms/s in the paced phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
+    args = parser.parse_args(argv)
+    print(
+        f"receivers benchmark: the gateway on {args.store} (mapping, pipeline, rules, durable"
+        " store, dispatch; ACK after storing) against a bare parse-and-ACK loop;"
+        " units in a separate process"
+    )
+    configure_logging("warning", "console")
+    ok = asyncio.run(run(args))
+    return 0 if ok else 1
