@@ -141,8 +141,11 @@ class Dc09Config:
 
     def key_for(self, account: str) -> bytes | None:
         """The AES key of ``account`` (``None`` when it sends in the clear)."""
-        hexed = self.keys.get(account.upper()) or self.keys.get(account)
-        return bytes.fromhex(hexed) if hexed else None
+        wanted = account.upper()
+        for name, hexed in self.keys.items():
+            if name.upper() == wanted:
+                return bytes.fromhex(hexed)
+        return None
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,16 @@ class Pipeline:
                 await self.apply(result)
 
     async def handle_event(self, event: AlarmEvent) -> None:
-        new = await self.store.write_event(event)
+        await self._event_stored(event, await self.store.write_event(event))
+
+    async def handle_events(self, events: Sequence[AlarmEvent]) -> None:
+        """Like :meth:`handle_event` for each, the events stored in one write first (an
+        IP receiver's concurrent alarms share one commit); rules then run in order."""
+        news = await self.store.write_events(events)
+        for event, new in zip(events, news, strict=True):
+            await self._event_stored(event, new)
+
+    async def _event_stored(self, event: AlarmEvent, new: bool) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
         alert_id = alarm_id_for(event.device_id, event.msg_id)

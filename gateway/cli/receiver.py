@@ -48,8 +48,8 @@ async def _dc09(cfg: Config, opts: dict[str, object]) -> str:
     account = str(opts["account"] or "")
     if not account:
         raise _fail("--account is required for dc09 (the unit's account, e.g. 1234)")
-    key_hex = opts["key"] or rc.keys.get(account.upper()) or rc.keys.get(account)
-    unit = Dc09Unit(account.upper(), key=bytes.fromhex(str(key_hex)) if key_hex else None)
+    key = bytes.fromhex(str(opts["key"])) if opts["key"] else rc.key_for(account)
+    unit = Dc09Unit(account.upper(), key=key)
     code = opts["code"]
     zone = int(str(opts["zone"]))
     if opts["sia"]:

@@ -25,11 +25,16 @@ retry (new timestamp, same sequence and content) is recognised within this proce
 UTC day. The event's time is the unit's event time when it sent one, else its timestamp,
 else the receive time.
 
+Storing: frames' events go through one writer task (``dc09:store``) that takes every
+frame queued while its previous write ran and stores them with
+``Pipeline.handle_events`` (one transaction), then wakes each frame's connection for its
+ACK.
+
 Resource handling
-    :class:`Dc09Receiver` is an async context manager. Entering binds the TCP server and
-    the UDP endpoint and starts ``UDP_WORKERS`` named tasks (``dc09:udp:N``) fed by a
-    bounded queue; every TCP connection runs in its own task (at most
-    ``max_connections``). Leaving stops accepting, cancels the connections and workers
+    :class:`Dc09Receiver` is an async context manager. Entering starts the writer, binds
+    the TCP server and the UDP endpoint and starts ``UDP_WORKERS`` named tasks
+    (``dc09:udp:N``) fed by a bounded queue; every TCP connection runs in its own task
+    (at most ``max_connections``). Leaving stops accepting, cancels the connections and workers
     and awaits them; an alarm being stored when that happens is not acknowledged and the
     unit resends it.
 
@@ -47,7 +52,7 @@ import contextlib
 import hashlib
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final, Protocol, Self
@@ -70,6 +75,11 @@ READ_SIZE: Final = 4096
 #: dropped unanswered and its unit retries.
 UDP_QUEUE: Final = 1024
 UDP_WORKERS: Final = 8
+#: Frames whose events wait for the store writer; and how many frames one write takes.
+#: The writer takes what has queued while the previous write ran ("natural batching"):
+#: no added delay when quiet, one commit for many units' alarms when busy.
+STORE_QUEUE: Final = 1024
+STORE_BATCH_MAX: Final = 256
 #: How long a re-stamped retry is recognised in memory, and how many are remembered.
 RETRY_MEMO_S: Final = 600.0
 RETRY_MEMO_MAX: Final = 65536
@@ -80,7 +90,7 @@ AccountLookup = Callable[[ReceiverKind, str, str], Awaitable[Device | None]]
 class Dc09Sink(Protocol):
     """What the receiver needs from the pipeline."""
 
-    async def handle_event(self, event: AlarmEvent) -> None: ...
+    async def handle_events(self, events: Sequence[AlarmEvent]) -> None: ...
 
     async def dead_letter(
         self, env: Envelope, reason: str, device_id: str | None = None
@@ -108,6 +118,8 @@ class Dc09Handler:
         self.sink = sink
         self.accounts = accounts
         self.clock = clock
+        #: How events are stored before the ACK; the receiver swaps in its batching writer.
+        self.store_events: Callable[[list[AlarmEvent]], Awaitable[None]] = sink.handle_events
         self.counters: Counter[str] = Counter()
         self._past = timedelta(seconds=config.window_past_s)
         self._future = timedelta(seconds=config.window_future_s)
@@ -139,8 +151,9 @@ class Dc09Handler:
                 return self._reply(dc09.duh(block), "duh")
             log.info("dc09_nak", origin=origin, account=block.account, reason=exc.reason)
             return self._reply(dc09.nak(self.clock.now()), "nak")
+        if events:
+            await self.store_events(events)
         for event in events:
-            await self.sink.handle_event(event)
             self.counters["events"] += 1
             log.info(
                 "dc09_event",
@@ -302,7 +315,12 @@ class Dc09Receiver:
         self, config: Dc09Config, sink: Dc09Sink, accounts: AccountLookup, clock: Clock
     ) -> None:
         self.config = config
+        self.sink = sink
         self.handler = Dc09Handler(config, sink, accounts, clock)
+        self.handler.store_events = self._stored
+        self._batches: asyncio.Queue[tuple[list[AlarmEvent], asyncio.Future[None]]] = asyncio.Queue(
+            STORE_QUEUE
+        )
         self.tcp_port: int | None = None
         self.udp_port: int | None = None
         self._server: asyncio.Server | None = None
@@ -318,6 +336,7 @@ class Dc09Receiver:
     async def __aenter__(self) -> Self:
         c = self.config
         try:
+            self._spawn(self._writer(), "dc09:store")
             if c.tcp:
                 self._server = await asyncio.start_server(
                     self._connection, c.host, c.port, reuse_address=True, backlog=1024
@@ -364,6 +383,37 @@ class Dc09Receiver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # -- storing ----------------------------------------------------------------------
+    async def _stored(self, events: list[AlarmEvent]) -> None:
+        """Return once ``events`` are stored (raise what storing raised)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._batches.put((events, done))
+        await done
+
+    async def _writer(self) -> None:
+        """Store what frames have queued, many frames in one write, until cancelled."""
+        batches = self._batches
+        while True:
+            batch = [await batches.get()]
+            while len(batch) < STORE_BATCH_MAX and not batches.empty():
+                batch.append(batches.get_nowait())
+            events = [e for evs, _ in batch for e in evs]
+            self.counters["store_writes"] += 1
+            try:
+                await self.sink.handle_events(events)
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            except BaseException:
+                for _, done in batch:
+                    done.cancel()
+                raise
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
     # -- TCP --------------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -377,6 +427,11 @@ class Dc09Receiver:
             async with self._slots:
                 await self._serve(reader, writer, origin)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # Shutdown: a leaf task we own and await in __aexit__. Ending normally keeps
+            # asyncio's stream callback from logging the cancellation as an error; a
+            # frame being stored is not acknowledged and its unit resends it.
             pass
         except Exception as exc:  # a storage error: no ACK, the unit retries
             self.counters["store_failures"] += 1

@@ -314,6 +314,18 @@ class DurableStore:
         where, new = await self._put(event, lambda: self.store.write_event(event))
         return where == "spool" or bool(new)
 
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        """One transaction while the database is there; each spooled on its own when not."""
+        if not self._degraded:
+            try:
+                return await self.store.write_events(events)
+            except Exception as exc:
+                raise_if_cancelling()
+                if not is_unavailable(exc):
+                    raise
+                self._set_degraded(exc)
+        return [await self.write_event(e) for e in events]
+
     async def write_alert(self, alert: Alert) -> bool:
         where, new = await self._put(alert, lambda: self.store.write_alert(alert))
         return where == "spool" or bool(new)

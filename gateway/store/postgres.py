@@ -529,25 +529,16 @@ class PostgresStore:
                 )
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        e = event
-        n = await self._exec(
-            "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-            " resident_id, zone, source, code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (device_id, msg_id) DO NOTHING",
-            (
-                e.device_id,
-                e.msg_id,
-                e.type.value,
-                e.phase.value,
-                e.ts,
-                e.site_id,
-                e.resident_id,
-                e.zone,
-                e.source,
-                e.code,
-            ),
-        )
+        n = await self._exec(_INSERT_EVENT, _event_params(event))
         return n == 1
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        out: list[bool] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            for e in events:
+                cur = await conn.execute(_INSERT_EVENT.encode(), _event_params(e))
+                out.append(cur.rowcount == 1)
+        return out
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -776,4 +767,26 @@ async def insert_audit(conn: psycopg.AsyncConnection[TupleRow], a: rows.AuditLik
     await conn.execute(
         f"INSERT INTO dispatch_audit ({rows.AUDIT_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
         rows.audit_params(a),
+    )
+
+
+_INSERT_EVENT = (
+    "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+    " resident_id, zone, source, code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    " ON CONFLICT (device_id, msg_id) DO NOTHING"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        e.ts,
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
     )

@@ -375,25 +375,14 @@ class SqliteStore:
 
     async def write_event(self, event: AlarmEvent) -> bool:
         e = event
-        cur = await self._run(
-            lambda c: c.execute(
-                "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
-                " site_id, resident_id, zone, source, code) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    e.device_id,
-                    e.msg_id,
-                    e.type.value,
-                    e.phase.value,
-                    iso(e.ts),
-                    e.site_id,
-                    e.resident_id,
-                    e.zone,
-                    e.source,
-                    e.code,
-                ),
-            )
-        )
+        cur = await self._run(lambda c: c.execute(_INSERT_EVENT, _event_params(e)))
         return cur.rowcount == 1
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_INSERT_EVENT, _event_params(e)).rowcount == 1 for e in events]
+
+        return await self._run(lambda c: transaction(c, run))
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -642,6 +631,27 @@ class SqliteStore:
             rows.timeline((*r[:5], (rows.as_dt(r[0]) - rows.as_dt(r[5])).total_seconds()))
             for r in found
         ]
+
+
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
+    " site_id, resident_id, zone, source, code) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
+    return (
+        e.device_id,
+        e.msg_id,
+        e.type.value,
+        e.phase.value,
+        iso(e.ts),
+        e.site_id,
+        e.resident_id,
+        e.zone,
+        e.source,
+        e.code,
+    )
 
 
 def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
