@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from devices.codecs import Malformed, dc09
 from gateway.cli.common import ConfigOption, load_cli_config
 from gateway.config import Config
 
@@ -41,32 +43,65 @@ class Protocol(StrEnum):
 PROTOCOLS: dict[Protocol, Callable[[Config, dict[str, object]], Awaitable[str]]] = {}
 
 
-async def _dc09(cfg: Config, opts: dict[str, object]) -> str:
-    from firmware_stubs.dc09_unit import Dc09Unit
+def _dc09_frame(account: str, key: bytes | None, opts: dict[str, object]) -> bytes:
+    """One frame as a unit sends it (sequence 0001, our clock as its timestamp)."""
+    zone = int(str(opts["zone"]))
+    if opts["sia"]:
+        token, payload = "SIA-DCS", f"#{account}|N{opts['code'] or 'RP'}{zone:02d}]"
+    else:
+        token, payload = (
+            "ADM-CID",
+            f"#{account}|1{int(str(opts['code'] or 602)):03d} 00 {zone:03d}]",
+        )
+    stamp = dc09.format_timestamp(datetime.now(UTC))
+    if key is None:
+        return dc09.frame(f'"{token}"0001L0#{account}[{payload}{stamp}')
+    return dc09.frame(f'"*{token}"0001L0#{account}[{dc09.encrypt(payload + stamp, key)}')
 
+
+async def _dc09_exchange(host: str, port: int, frame: bytes, udp: bool, timeout: float) -> bytes:
+    if not udp:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        try:
+            writer.write(frame)
+            await writer.drain()
+            return await asyncio.wait_for(reader.readuntil(b"\r"), timeout)
+        finally:
+            writer.close()
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    class _Reply(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not got.done():
+                got.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(_Reply, remote_addr=(host, port))
+    try:
+        transport.sendto(frame)
+        return await asyncio.wait_for(got, timeout)
+    finally:
+        transport.close()
+
+
+async def _dc09(cfg: Config, opts: dict[str, object]) -> str:
     rc = cfg.receivers.dc09
-    account = str(opts["account"] or "")
+    account = str(opts["account"] or "").upper()
     if not account:
         raise _fail("--account is required for dc09 (the unit's account, e.g. 1234)")
     key = bytes.fromhex(str(opts["key"])) if opts["key"] else rc.key_for(account)
-    unit = Dc09Unit(account.upper(), key=key)
-    code = opts["code"]
-    zone = int(str(opts["zone"]))
-    if opts["sia"]:
-        msg = unit.sia_dcs(str(code or "RP"), zone)
-    else:
-        msg = unit.adm_cid(1, int(str(code or 602)), zone=zone)
-    host = str(opts["host"] or rc.host)
-    port = int(str(opts["port"] or rc.port))
-    reply = await unit.deliver(
-        host,
-        port,
-        msg,
-        udp=bool(opts["udp"]),
-        timeout=float(str(opts["timeout"])),
-        attempts=3,
-        retry_delay=0.5,
+    raw = await _dc09_exchange(
+        str(opts["host"] or rc.host),
+        int(str(opts["port"] or rc.port)),
+        _dc09_frame(account, key, opts),
+        bool(opts["udp"]),
+        float(str(opts["timeout"])),
     )
+    reply = dc09.parse_datagram(raw)  # checks the reply's CRC and length
+    if reply.encrypted:
+        if key is None:
+            raise ValueError("encrypted reply, and no key")
+        dc09.decrypt(reply.data, key, reply)
     return reply.token
 
 
@@ -113,7 +148,7 @@ def receiver_test(
     started = time.monotonic()
     try:
         token = asyncio.run(_send(PROTOCOLS[protocol], cfg, opts))
-    except (TimeoutError, OSError, ValueError) as exc:
+    except (TimeoutError, OSError, ValueError, Malformed) as exc:
         raise _fail(f"no reply from the {protocol.value} receiver: {exc}") from None
     elapsed = time.monotonic() - started
     if token != "ACK":
