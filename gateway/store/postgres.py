@@ -533,11 +533,16 @@ class PostgresStore:
         return n == 1
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        if not events:
+            return []
+        columns = list(zip(*(_event_params(e) for e in events), strict=True))
+        found = await self._all(_INSERT_EVENTS, [list(c) for c in columns])
+        inserted = {(r[0], r[1]) for r in found}
         out: list[bool] = []
-        async with self._pool.connection() as conn, conn.transaction():
-            for e in events:
-                cur = await conn.execute(_INSERT_EVENT.encode(), _event_params(e))
-                out.append(cur.rowcount == 1)
+        for e in events:  # a key twice in one batch: only its first is new
+            key = (e.device_id, e.msg_id)
+            out.append(key in inserted)
+            inserted.discard(key)
         return out
 
     async def write_alert(self, alert: Alert) -> bool:
@@ -774,6 +779,16 @@ _INSERT_EVENT = (
     "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
     " resident_id, zone, source, code) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
     " ON CONFLICT (device_id, msg_id) DO NOTHING"
+)
+
+
+#: Many events in one statement (one round trip, one commit); returns the new keys.
+_INSERT_EVENTS = (
+    "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
+    " resident_id, zone, source, code)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[])"
+    " ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING device_id, msg_id"
 )
 
 
