@@ -166,12 +166,28 @@ async def _drive(port: int, accounts: list[str], total: int, rate: float | None)
     proc = ctx.Process(target=_dc09_units, args=(port, accounts, total, rate, out))
     proc.start()
     try:
-        data = await asyncio.to_thread(out.get, True, 600)
+        data = await asyncio.to_thread(_result, out, proc)
     finally:
         await asyncio.to_thread(proc.join, 30)
     if "error" in data:
         raise RuntimeError(f"the simulated units failed: {data['error']}")
     return Run(data["acked"], data["other"], data["elapsed"], data["latencies"])
+
+
+def _result(out: Any, proc: Any, limit: float = 600.0) -> dict[str, Any]:
+    """The child's result; fails at once when the child died without one."""
+    import queue
+
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            data: dict[str, Any] = out.get(True, 1.0)
+            return data
+        except queue.Empty:
+            if not proc.is_alive():
+                return {"error": f"the units' process exited ({proc.exitcode}) without a result"}
+            if time.monotonic() > deadline:
+                return {"error": f"no result within {limit:g}s"}
 
 
 @contextlib.asynccontextmanager
