@@ -14,6 +14,8 @@ test holds a table lock so the gateway's write hangs, then SIGKILLs it there:
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import TypeVar
 import psycopg
 import pytest
 
+from devices.codecs import scaip
 from devices.codecs.scaip import Snu
 from firmware_stubs.scaip_unit import ScaipUnit
 from gateway.store.postgres import PostgresStore
@@ -53,6 +56,24 @@ async def _async(fn: Callable[..., T], *args: object) -> T:
     return fn(*args)
 
 
+def _sip_port() -> int:
+    """A port free for both UDP and TCP, below Linux's ephemeral range (32768-60999): the
+    restarted gateway binds it again, and an ephemeral port may meanwhile be taken as the
+    local port of some other process's outgoing connection."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind(("127.0.0.1", port))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port for SIP between 20000 and 32000")
+
+
 @pytest.mark.parametrize("locked", ["alarm_events", "alerts"])
 async def test_sigkill_between_receive_and_acknowledge_loses_nothing(
     pg_server: PgServer,
@@ -65,7 +86,7 @@ async def test_sigkill_between_receive_and_acknowledge_loses_nothing(
     async with PostgresStore(pg_server.dsn, schema=pg_schema, use_timescale=False) as store:
         await store.migrate()
         await provision(store)
-    mqtt_port, sip_port = free_port(), free_port()
+    mqtt_port, sip_port = free_port(), _sip_port()
     config = write_config(
         tmp_path / "gateway.toml",
         mqtt_port=mqtt_port,
@@ -85,14 +106,20 @@ async def test_sigkill_between_receive_and_acknowledge_loses_nothing(
         locker.execute(f'LOCK TABLE "{pg_schema}".{locked} IN EXCLUSIVE MODE')
         first = GatewayProcess(config, tmp_path / "gw1.log")
         first.start()
+        sending: asyncio.Task[tuple[int, scaip.Mrs | None]] | None = None
         try:
             await first.wait_for_log("scaip_listening")
             sending = asyncio.create_task(unit.send("ME", "0010", "0003", ref="KILL-1"))
             # The gateway has received the alarm and is stuck storing it: no answer yet.
             await eventually(lambda: _async(_blocked_pids, probe, pg_schema, locked), timeout=20)
             assert not sending.done()
+        except BaseException:
+            if sending is not None:
+                sending.cancel()
+            raise
         finally:
             first.kill()
+        assert sending is not None
         for pid in _blocked_pids(probe, pg_schema, locked):
             probe.execute("SELECT pg_terminate_backend(%s)", (pid,))
         await eventually(lambda: _async(_blocked_pids, probe, pg_schema, locked), lambda p: not p)
@@ -120,4 +147,7 @@ async def test_sigkill_between_receive_and_acknowledge_loses_nothing(
             ).fetchone()
             assert row == ("unit1", "scaip-KILL-1", "pendant")
         finally:
+            sending.cancel()  # done by now unless an assertion failed
+            await asyncio.gather(sending, return_exceptions=True)
             second.stop()
+            second._log.close()  # also when it exited by itself (stop() then returns early)
