@@ -1,6 +1,6 @@
 """``python -m bench receivers``: IP alarm receivers against a bare parse-and-ACK loop.
 
-For each protocol (today DC-09 over TCP), in the same run:
+For each protocol (DC-09 over TCP, SCAIP over UDP: bench/_scaip.py), in the same run:
 
 * **bare**: a loop that only parses each frame (framing, CRC, data, Contact ID) and
   sends the ACK, storing nothing;
@@ -24,10 +24,11 @@ open alarm (the rules' fold window), as repeated presses do. Logging is at ``war
 
     python -m bench receivers [--store sqlite|postgres] [--dsn ...] [--units 100]
                               [--alarms 4000] [--rate 500] [--seconds 10]
+                              [--protocol all|dc-09|scaip]
 
-Adding a protocol (SCAIP over UDP): write ``_scaip_units`` (a child-process driver like
-:func:`_dc09_units`), a bare server like :func:`_dc09_bare`, the gateway config and
-provisioning for it, and add a :class:`Protocol` entry to :data:`PROTOCOLS`.
+Adding a protocol: write a child-process driver like :func:`_dc09_units`, a bare server
+like :func:`_dc09_bare`, the gateway config and provisioning for it (SCAIP's are in
+bench/_scaip.py), and add a :class:`Protocol` entry to :data:`PROTOCOLS`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import _scaip
 from devices.codecs import Incomplete, Malformed, dc09
 from devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
 from gateway.app import Gateway, open_store
@@ -280,7 +282,15 @@ class Protocol:
     drive: Callable[[int, list[str], int, float | None], Awaitable[Run]]
 
 
-PROTOCOLS: list[Protocol] = [Protocol("DC-09 over TCP", _dc09_bare, _dc09_gateway, _drive)]
+async def _scaip_drive(port: int, cids: list[str], total: int, rate: float | None) -> Run:
+    data = await _scaip.drive(port, cids, total, rate)
+    return Run(data["acked"], data["other"], data["elapsed"], data["latencies"])
+
+
+PROTOCOLS: list[Protocol] = [
+    Protocol("DC-09 over TCP", _dc09_bare, _dc09_gateway, _drive),
+    Protocol("SCAIP over UDP", _scaip.bare, _scaip.gateway, _scaip_drive),
+]
 
 
 async def _phase(
@@ -307,6 +317,8 @@ async def run(args: argparse.Namespace) -> bool:
     with private_broker() as mqtt_port, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for proto in PROTOCOLS:
+            if args.protocol != "all" and args.protocol not in proto.name.lower():
+                continue
             bare, gw = await _phase(proto, args, tmp, mqtt_port, 1, args.alarms, None)
             ratio = gw.rate / bare.rate if bare.rate else 0.0
             ok &= ratio >= TARGET_RATIO and not gw.other
@@ -340,6 +352,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--dsn",
         default=os.environ.get("TELECARE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument(
+        "--protocol", choices=("all", "dc-09", "scaip"), default="all", help="run only one"
     )
     parser.add_argument("--units", type=int, default=100, help="simulated units (connections)")
     parser.add_argument("--alarms", type=int, default=4000, help="alarms in the saturation phase")

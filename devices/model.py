@@ -562,6 +562,8 @@ class EventType(StrEnum):
     #: The gateway found a device's clock implausible (technical fault; gateway-raised,
     #: like ``heartbeat_missed``).
     CLOCK_SKEW = "clock_skew"
+    #: A unit's information message (SCAIP ``IN`` with no condition we map): kept, no alert.
+    INFORMATION = "information"
 
 
 class Phase(StrEnum):
@@ -583,10 +585,13 @@ class AlarmEvent:
     zone: str | None = None
     #: Where it came from: ``mqtt``, ``serial``, ``api`` or ``rule`` (gateway-generated).
     source: str = "mqtt"
-    #: Contact ID event code when the event came from an alarm receiver.
+    #: Contact ID event code, or SCAIP status code, when the event came from an alarm unit.
     code: int | None = None
     #: The device reports an injury with this fall / pendant call (routes to 999 first).
     injury: bool = False
+    #: SCAIP device type (``dty``) and location code (``lco``) as the unit sent them.
+    device_type: str | None = None
+    location: str | None = None
 
     def __post_init__(self) -> None:
         _check_id("device_id", self.device_id)

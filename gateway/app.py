@@ -5,10 +5,10 @@
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
 (store -> durable store (batcher + spool) -> dispatch service -> orphan sweeper -> rule
-runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09 receiver) and left
-in reverse, so on shutdown
-ingest stops taking new messages first, in-flight messages finish and are acknowledged,
-and the store is closed last: everything accepted is flushed.
+runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09 and SCAIP
+receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
+in-flight messages finish and are acknowledged, and the store is closed last: everything
+accepted is flushed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from gateway.errors import ConfigError
 from gateway.ingest.dc09 import Dc09Receiver
 from gateway.ingest.deadletter import DeadLetterPublisher
 from gateway.ingest.mqtt import MqttIngest, gateway_topic
+from gateway.ingest.scaip import ScaipReceiver
 from gateway.ingest.serial import SerialIngest
 from gateway.logging import get_logger
 from gateway.pipeline import Activity, ActivityFeed, Pipeline
@@ -108,6 +109,7 @@ class Gateway:
         self.dead_letters: DeadLetterPublisher
         self.serial: SerialIngest | None = None
         self.dc09: Dc09Receiver | None = None
+        self.scaip: ScaipReceiver | None = None
         self.dispatcher: DispatchService
         self._background: set[asyncio.Task[None]] = set()
 
@@ -207,6 +209,19 @@ class Gateway:
                         self.pipeline,
                         self.pipeline.decoder.registry.receiver_device,
                         self.clock,
+                    )
+                )
+            if self.config.receivers.scaip.enabled:
+                # Last in, first out: on shutdown the SCAIP listener stops taking requests
+                # before the pipeline and store behind it close.
+                self.scaip = await self._stack.enter_async_context(
+                    ScaipReceiver(
+                        self.config.receivers.scaip,
+                        self.pipeline,
+                        self.pipeline.decoder.registry.receiver_device,
+                        self.clock,
+                        watch=self.pipeline.engine.watch_device,
+                        status=self.store.set_device_status,
                     )
                 )
         except BaseException:

@@ -41,6 +41,7 @@ __all__ = [
     "MqttConfig",
     "ReceiversSection",
     "RulesSection",
+    "ScaipConfig",
     "Secret",
     "SerialPortConfig",
     "StoreConfig",
@@ -312,10 +313,32 @@ class Dc09Config:
 
 
 @dataclass(frozen=True)
+class ScaipConfig:
+    """``[receivers.scaip]``: the SCAIP receiver, a SIP listener (gateway/ingest/scaip.py)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: SIP's registered port; 0 = any free port (tests; the ``scaip_listening`` log says).
+    port: int = 5060
+    udp: bool = True
+    tcp: bool = True
+    #: SIP over TLS on ``tls_port`` (SIP's 5061) with this certificate chain and key (PEM).
+    tls: bool = False
+    tls_port: int = 5061
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Requests processed at once; beyond that a unit gets 503 and retries.
+    max_in_flight: int = 256
+    #: A TCP/TLS connection silent this long is closed.
+    idle_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class ReceiversSection:
     """``[receivers.*]``: IP alarm receivers."""
 
     dc09: Dc09Config = field(default_factory=Dc09Config)
+    scaip: ScaipConfig = field(default_factory=ScaipConfig)
 
 
 @dataclass(frozen=True)
@@ -376,6 +399,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raw[section][name] = value
     config: Config = _build(Config, raw, "", source)
     _check_dc09_keys(config.receivers.dc09)
+    _check_scaip(config.receivers.scaip)
     return config
 
 
@@ -390,6 +414,14 @@ def _check_dc09_keys(dc09: Dc09Config) -> None:
                 f"Config 'receivers.dc09.keys.{account}' is not an AES key: use 32, 48 or 64"
                 " hex digits (AES-128/192/256)"
             )
+
+
+def _check_scaip(scaip: ScaipConfig) -> None:
+    if scaip.enabled and scaip.tls and not (scaip.tls_cert and scaip.tls_key):
+        raise ConfigError(
+            "Config 'receivers.scaip.tls' is true but 'receivers.scaip.tls_cert' or"
+            " 'tls_key' is empty: give the PEM certificate chain and key"
+        )
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> Any:

@@ -351,7 +351,7 @@ class Pipeline:
             await self._event_stored(event, new, received_at)
 
     async def _event_stored(
-        self, event: AlarmEvent, new: bool, received_at: datetime | None
+        self, event: AlarmEvent, new: bool, received_at: datetime | None = None
     ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None

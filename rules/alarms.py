@@ -90,7 +90,13 @@ PRIORITY: Final[dict[EventType, int]] = {
 
 #: Events that never raise an alert. With PRIORITY this covers the whole taxonomy.
 NO_ALERT: Final = frozenset(
-    {EventType.PERIODIC_TEST, EventType.CANCEL, EventType.CARER_ARRIVED, EventType.MOTION}
+    {
+        EventType.PERIODIC_TEST,
+        EventType.CANCEL,
+        EventType.CARER_ARRIVED,
+        EventType.MOTION,
+        EventType.INFORMATION,
+    }
 )
 #: Events that close open alarms (see the module docstring for which).
 CLOSING: Final = frozenset({EventType.CANCEL, EventType.CARER_ARRIVED})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from devices.codecs import ble, cms50d, contact_id, masimo, nonin
+from devices.codecs import ble, cms50d, contact_id, masimo, nonin, ua767pbt
 from devices.codecs.oximetry import OximeterSample, msg_id_for, sample_readings
 from devices.codecs.stream import FrameDecoder
 from devices.model import AlarmEvent, Reading
@@ -133,6 +133,27 @@ def _contact_id(
     return [event]
 
 
+def _ua767pbt(
+    frame: Any,
+    *,
+    device_id: str,
+    ts: datetime,
+    resident_id: str | None = None,
+    site_id: str | None = None,
+) -> list[Reading | AlarmEvent]:
+    assert isinstance(frame, ua767pbt.CuffMeasurement)
+    return list(
+        ua767pbt.readings(
+            frame,
+            device_id=device_id,
+            ts=ts,
+            msg_id=ua767pbt.msg_id_of(frame) or msg_id_for("ua767pbt", ts),
+            resident_id=resident_id,
+            site_id=site_id,
+        )
+    )
+
+
 CODECS: dict[str, StreamCodec | MessageCodec] = {
     "cms50d": StreamCodec(
         "cms50d", cms50d.decoder, LineSettings(19200, 8, "O", 1), _oximeter("cms50d"), 60.0
@@ -152,6 +173,10 @@ CODECS: dict[str, StreamCodec | MessageCodec] = {
     ),
     "contact_id": StreamCodec(
         "contact_id", contact_id.decoder, LineSettings(9600, 8, "N", 1), _contact_id, 0.0
+    ),
+    # Bluetooth SPP (rfcomm): the line settings are nominal, the link ignores them.
+    "ua767pbt": StreamCodec(
+        "ua767pbt", ua767pbt.decoder, LineSettings(9600, 8, "N", 1), _ua767pbt, 0.0
     ),
     "ble_2a5e": MessageCodec("ble_2a5e", ble.decode_2a5e, _ble("ble_2a5e")),
     "ble_2a5f": MessageCodec("ble_2a5f", ble.decode_2a5f, _ble("ble_2a5f")),

@@ -435,32 +435,6 @@ def device_add(
     _print_secret(device_id, secret)
 
 
-@device_app.command("user")
-def device_user(
-    device_id: str,
-    user_id: Annotated[int, typer.Option("--user-id", help="The device's user number, 0-254.")],
-    resident: Annotated[str, typer.Option(help="The resident this user is.")],
-    config: ConfigOption = None,
-) -> None:
-    """Map a user number of a shared BLE device (a blood-pressure cuff's user 2) to a
-    resident. Readings for a user number not mapped are dead-lettered; a device with no
-    map is single-user (its user 1 is the paired resident)."""
-    if not 0 <= user_id <= 254:
-        raise _fail(f"user id {user_id} must be 0-254 (255 means 'unknown user')")
-
-    async def save(store: Store) -> None:
-        device = await store.get_device(device_id)
-        if device is None:
-            raise _fail(f"device {device_id!r} does not exist")
-        found = await store.get_resident(resident)
-        if found is None or found.site_id != device.site_id:
-            raise _fail(f"resident {resident!r} does not exist at site {device.site_id!r}")
-        await store.set_device_user(device_id, user_id, resident)
-
-    _with_store(load_cli_config(config), save)
-    console.print(f"device [bold]{device_id}[/bold] user {user_id} is resident {resident}")
-
-
 def _account(text: str, device_id: str) -> ReceiverAccount:
     return _model(lambda: ReceiverAccount.parse(text, device_id))
 
@@ -524,6 +498,32 @@ def device_accounts(config: ConfigOption = None) -> None:
     for m in found:
         table.add_row(m.kind.value, m.account, m.zone or "(any)", m.device_id)
     console.print(table)
+
+
+@device_app.command("user")
+def device_user(
+    device_id: str,
+    user_id: Annotated[int, typer.Option("--user-id", help="The device's user number, 0-254.")],
+    resident: Annotated[str, typer.Option(help="The resident this user is.")],
+    config: ConfigOption = None,
+) -> None:
+    """Map a user number of a shared BLE device (a blood-pressure cuff's user 2) to a
+    resident. Readings for a user number not mapped are dead-lettered; a device with no
+    map is single-user (its user 1 is the paired resident)."""
+    if not 0 <= user_id <= 254:
+        raise _fail(f"user id {user_id} must be 0-254 (255 means 'unknown user')")
+
+    async def save(store: Store) -> None:
+        device = await store.get_device(device_id)
+        if device is None:
+            raise _fail(f"device {device_id!r} does not exist")
+        found = await store.get_resident(resident)
+        if found is None or found.site_id != device.site_id:
+            raise _fail(f"resident {resident!r} does not exist at site {device.site_id!r}")
+        await store.set_device_user(device_id, user_id, resident)
+
+    _with_store(load_cli_config(config), save)
+    console.print(f"device [bold]{device_id}[/bold] user {user_id} is resident {resident}")
 
 
 @device_app.command("passwd")

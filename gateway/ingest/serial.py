@@ -24,6 +24,10 @@ Timestamps: a chunk read from the port may hold many frames (USB adapters delive
 bursts). Frame ``i`` of ``n`` gets ``now - (n-1-i)/rate_hz`` (the codec's frame rate),
 kept strictly increasing per port, so reduced readings keep distinct ids.
 
+Resends: a device that sends a frame again (an A&D cuff that got no confirmation) gives
+it the same message id; the reader remembers the last ``RECENT_IDS`` ids of non-oximeter
+frames per port and drops such a frame instead of storing it under a new receive time.
+
 Noise and partial frames: the decoder resynchronises and reports what it skipped. Skips
 are aggregated per port into at most one dead letter per ``report_interval`` seconds
 (``serial noise: skipped N bytes in K bursts ...``; its payload is the first noisy chunk
@@ -55,6 +59,7 @@ import asyncio
 import contextlib
 import os
 import termios
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +93,8 @@ log = get_logger("telecare.ingest.serial")
 READ_SIZE = 4096
 #: Bytes of a noisy chunk kept as the dead letter's payload.
 NOISE_SAMPLE_BYTES = 512
+#: Message ids remembered per port to drop a frame the device resends.
+RECENT_IDS = 256
 
 Lookup = Callable[[str], Awaitable[Device | None]]
 #: ``(kind, account, zone) -> device`` (``Registry.receiver_device``).
@@ -226,6 +233,9 @@ class PortReader:
         self._noise = _NoiseReport(report_interval)
         self._last_ts: datetime | None = None
         self._reducer: OximeterReducer | None = None
+        #: Message ids of recent non-oximeter frames: a device that resends a frame (an
+        #: A&D cuff without a confirmation) carries the same id, with a new receive time.
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
 
     @property
     def port(self) -> str:
@@ -311,13 +321,17 @@ class PortReader:
                     if mapped is None:
                         continue
                     owner = mapped
-                for item in self.codec.to_model(
+                items = self.codec.to_model(
                     frame,
                     device_id=owner.device_id,
                     ts=ts,
                     resident_id=owner.resident_id,
                     site_id=owner.site_id,
-                ):
+                )
+                if items and self._resent(items[0].msg_id):
+                    log.info("serial_resend_dropped", port=self.port, msg_id=items[0].msg_id)
+                    continue
+                for item in items:
                     if isinstance(item, AlarmEvent):
                         events.append(item)
                     else:
@@ -358,6 +372,15 @@ class PortReader:
         if not done[-1]:
             self.stats.dead_letters += 1
         return done[-1]
+
+    def _resent(self, msg_id: str) -> bool:
+        """Whether ``msg_id`` came from this port recently (remembers the last 256)."""
+        if msg_id in self._recent_ids:
+            return True
+        self._recent_ids[msg_id] = None
+        if len(self._recent_ids) > RECENT_IDS:
+            self._recent_ids.popitem(last=False)
+        return False
 
     async def _subscriber(self, message: ContactIdMessage) -> Device | None:
         """The device a Contact ID message's account (and zone) maps to; dead-letters

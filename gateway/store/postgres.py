@@ -658,6 +658,19 @@ class PostgresStore:
         n = await self._exec(_INSERT_EVENT, _event_params(event))
         return n == 1
 
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        if not events:
+            return []
+        columns = list(zip(*(_event_params(e) for e in events), strict=True))
+        found = await self._all(_INSERT_EVENTS, [list(c) for c in columns])
+        inserted = {(r[0], r[1]) for r in found}
+        out: list[bool] = []
+        for e in events:  # a key twice in one batch: only its first is new
+            key = (e.device_id, e.msg_id)
+            out.append(key in inserted)
+            inserted.discard(key)
+        return out
+
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         # One short statement over arrays: a VALUES list of thousands of placeholders
         # costs more to prepare on the client than to run.
@@ -692,19 +705,6 @@ class PostgresStore:
             (device_id, msg_id),
         )
         return {(Metric(m), ts, float(v)) for m, ts, v in found}
-
-    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        if not events:
-            return []
-        columns = list(zip(*(_event_params(e) for e in events), strict=True))
-        found = await self._all(_INSERT_EVENTS, [list(c) for c in columns])
-        inserted = {(r[0], r[1]) for r in found}
-        out: list[bool] = []
-        for e in events:  # a key twice in one batch: only its first is new
-            key = (e.device_id, e.msg_id)
-            out.append(key in inserted)
-            inserted.discard(key)
-        return out
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -1004,25 +1004,10 @@ async def verify_audit(
     return report
 
 
-def _alert_params(a: Alert) -> tuple[Any, ...]:
-    return (
-        a.alert_id,
-        a.kind.value,
-        a.priority,
-        a.reason,
-        a.ts,
-        a.site_id,
-        a.resident_id,
-        a.device_id,
-        a.event_type.value if a.event_type else None,
-        a.source_key,
-        json.dumps(a.detail),
-    )
-
-
 _INSERT_EVENT = (
     "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-    " resident_id, zone, source, code, digest) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    " resident_id, zone, source, code, digest, device_type, location)"
+    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
     " ON CONFLICT (device_id, msg_id) DO NOTHING"
 )
 
@@ -1030,10 +1015,10 @@ _INSERT_EVENT = (
 #: Many events in one statement (one round trip, one commit); returns the new keys.
 _INSERT_EVENTS = (
     "INSERT INTO alarm_events (device_id, msg_id, type, phase, ts, site_id,"
-    " resident_id, zone, source, code, digest)"
+    " resident_id, zone, source, code, digest, device_type, location)"
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
-    " %s::text[])"
+    " %s::text[], %s::text[], %s::text[])"
     " ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING device_id, msg_id"
 )
 
@@ -1051,4 +1036,22 @@ def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
         e.source,
         e.code,
         rows.event_digest(e),
+        e.device_type,
+        e.location,
+    )
+
+
+def _alert_params(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.alert_id,
+        a.kind.value,
+        a.priority,
+        a.reason,
+        a.ts,
+        a.site_id,
+        a.resident_id,
+        a.device_id,
+        a.event_type.value if a.event_type else None,
+        a.source_key,
+        json.dumps(a.detail),
     )

@@ -150,6 +150,9 @@ def receiver_account(row: Any) -> ReceiverAccount:
     return ReceiverAccount(ReceiverKind(row[0]), row[1], row[3], row[2])
 
 
+RECEIVER_ACCOUNT_COLUMNS = "kind, account, zone, device_id"
+
+
 def device(row: Any) -> Device:
     return Device(
         row[0], row[1], DeviceKind(row[2]), row[3], row[4], row[5], int(row[6]), hub_id=row[7]

@@ -107,6 +107,8 @@ def encode(item: SpoolItem) -> bytes:
                 e.zone,
                 e.source,
                 e.code,
+                e.device_type,
+                e.location,
             ],
         }
     elif isinstance(item, Alert):
@@ -204,9 +206,21 @@ def decode(payload: bytes) -> SpoolItem:
             )
         )
     if kind == "event":
-        dev, typ, phase, ts, msg, site, res, zone, source, code = body["v"]
+        dev, typ, phase, ts, msg, site, res, zone, source, code, *unit = body["v"]
+        dty, lco = (*unit, None, None)[:2]  # records spooled before 0012 have neither
         return AlarmEvent(
-            dev, EventType(typ), Phase(phase), _dt(ts), msg, site, res, zone, source, code
+            dev,
+            EventType(typ),
+            Phase(phase),
+            _dt(ts),
+            msg,
+            site,
+            res,
+            zone,
+            source,
+            code,
+            device_type=dty,
+            location=lco,
         )
     if kind == "alert":
         aid, k, prio, reason, ts, site, res, dev, et, key, detail = body["v"]

@@ -405,6 +405,12 @@ class SqliteStore:
         cur = await self._run(lambda c: c.execute(_INSERT_EVENT, _event_params(e)))
         return cur.rowcount == 1
 
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_INSERT_EVENT, _event_params(e)).rowcount == 1 for e in events]
+
+        return await self._run(lambda c: transaction(c, run))
+
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         def run(conn: sqlite3.Connection) -> list[bool]:
             return [
@@ -447,12 +453,6 @@ class SqliteStore:
             (device_id, msg_id),
         )
         return {(Metric(m), rows.as_dt(ts), float(v)) for m, ts, v in found}
-
-    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        def run(conn: sqlite3.Connection) -> list[bool]:
-            return [conn.execute(_INSERT_EVENT, _event_params(e)).rowcount == 1 for e in events]
-
-        return await self._run(lambda c: transaction(c, run))
 
     async def write_alert(self, alert: Alert) -> bool:
         a = alert
@@ -725,7 +725,8 @@ class SqliteStore:
 
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO alarm_events (device_id, msg_id, type, phase, ts,"
-    " site_id, resident_id, zone, source, code, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " site_id, resident_id, zone, source, code, digest, device_type, location)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -742,6 +743,8 @@ def _event_params(e: AlarmEvent) -> tuple[Any, ...]:
         e.source,
         e.code,
         rows.event_digest(e),
+        e.device_type,
+        e.location,
     )
 
 

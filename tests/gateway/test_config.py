@@ -74,3 +74,26 @@ def test_ingest_time_bounds(tmp_path: Path) -> None:
 def test_example_config_loads() -> None:
     example = Path(__file__).resolve().parents[2] / "docs/examples/gateway.toml"
     assert load_config(example, {}).ingest.max_age_s == 14 * 86400
+
+
+def test_scaip_receiver_keys(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '[receivers.scaip]\nenabled = true\nhost = "0.0.0.0"\nport = 5070\nudp = false\n'
+        "max_in_flight = 32\n"
+    )
+    scaip = load_config(path, {}).receivers.scaip
+    assert (scaip.enabled, scaip.host, scaip.port, scaip.udp, scaip.tcp) == (
+        True,
+        "0.0.0.0",
+        5070,
+        False,
+        True,
+    )
+    assert scaip.max_in_flight == 32
+    path.write_text("[receivers.scaip]\nenabled = true\ntls = true\n")
+    with pytest.raises(ConfigError, match=r"'receivers\.scaip\.tls' is true but"):
+        load_config(path, {})
+    path.write_text('[receivers.scaip]\nport = "sip"\n')
+    with pytest.raises(ConfigError, match=r"'receivers\.scaip\.port' has value 'sip'"):
+        load_config(path, {})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from devices.model import (
     SiteKind,
 )
 from firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
+from firmware_stubs.bp_cuff import encode_ua767pbt, run_bp_cuff
 from firmware_stubs.oximeter import run_oximeter
 from gateway.backoff import Backoff
 from gateway.config import SerialPortConfig
@@ -212,3 +214,33 @@ def test_a_port_with_a_codec_that_is_not_a_serial_stream_is_a_config_error(codec
 
 async def _no_lookup(device_id: str) -> Device | None:
     return None
+
+
+async def test_ad_ua767pbt_cuff_over_a_pty_stores_true_systolic(
+    store: Store, tmp_path: Path
+) -> None:
+    """A&D UA-767PBT over a pty: systolic is rebuilt from the difference on the wire, a
+    resent packet is stored once, and an invalid measurement is dead-lettered."""
+    await _provision(store)
+    await store.upsert_device(Device("cuff1", "s1", DeviceKind.BP_CUFF, "res1", format="ua767pbt"))
+    port = PtyPort(tmp_path)
+    try:
+        async with reading(store, port, "ua767pbt", "cuff1") as (_, reader):
+            measured = encode_ua767pbt(152, 95, 81, measured_at=datetime(2026, 1, 5, 9, 30))
+            invalid = encode_ua767pbt(120, 80, 70, valid=False)
+            await run_bp_cuff(port.master, [b"\x00\x17", measured, invalid, measured], 0.01)
+            latest = await eventually(
+                lambda: _latest(store), lambda v: v.get("systolic_bp") is not None
+            )
+            reasons = await eventually(
+                lambda: _reasons(store), lambda rs: any("invalid measurement" in r for r in rs)
+            )
+            await eventually(lambda: store.count("readings"), lambda n: n >= 4)
+        assert latest["systolic_bp"] == 152.0  # not 57, the difference the cuff sends
+        assert latest["diastolic_bp"] == 95.0
+        assert latest["pulse"] == 81.0
+        assert reader.stats.frames == 2
+        assert await store.count("readings") == 4  # the resent packet is the same measurement
+        assert any("invalid measurement" in r for r in reasons)
+    finally:
+        port.unplug()
