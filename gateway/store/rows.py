@@ -39,12 +39,15 @@ def iso(ts: datetime) -> str:
 
 
 def event_digest(event: AlarmEvent) -> str:
-    """Digest of what an event says (type, phase, time, zone, code), stored with its
+    """Digest of what an event says (type, phase, zone, code), stored with its
     idempotency key ``(device_id, msg_id)``: the same key with another digest is a reuse
     of the message id with different content. The site and resident are left out: the
-    gateway stamps them, a device does not send them."""
+    gateway stamps them, a device does not send them. So is the time: a unit that sends
+    none (SCAIP, a Contact ID line) is stamped with each retransmission's receive time,
+    and a device whose clock is implausible is re-timed by the gateway, yet a
+    retransmission is the same message."""
     e = event
-    text = f"{e.type.value}|{e.phase.value}|{iso(e.ts)}|{e.zone or ''}|{e.code or ''}"
+    text = f"{e.type.value}|{e.phase.value}|{e.zone or ''}|{e.code or ''}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
