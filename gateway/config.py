@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "TELECARE_"
+#: The gateway's broker user and client id in the shipped broker configuration.
+DEFAULT_CLIENT_ID = "telecare-gateway"
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,12 @@ class MqttConfig:
     username: str = ""
     password: str = ""
     #: Stable client id: with ``clean_session = false`` the broker keeps our
-    #: subscription and queues QoS 1 messages while the gateway is down.
-    client_id: str = "telecare-gateway"
+    #: subscription and queues QoS 1 messages while the gateway is down. The shipped
+    #: broker binds client ids to usernames (``use_username_as_clientid``), so a device
+    #: cannot take the gateway's session over: empty means the username (or
+    #: ``telecare-gateway`` when connecting without one), and a value that differs from
+    #: a set username is refused.
+    client_id: str = ""
     clean_session: bool = False
     topic_prefix: str = "telecare/v1"
     keepalive: int = 30
@@ -52,6 +58,16 @@ class MqttConfig:
     max_inflight: int = 1000
     tls: bool = False
     ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.client_id:
+            object.__setattr__(self, "client_id", self.username or DEFAULT_CLIENT_ID)
+        elif self.username and self.client_id != self.username:
+            raise ConfigError(
+                f"Config 'mqtt.client_id' has value {self.client_id!r}. The broker binds "
+                f"client ids to usernames (use_username_as_clientid): leave it empty or set "
+                f"it to mqtt.username {self.username!r}."
+            )
 
 
 @dataclass(frozen=True)
