@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
@@ -46,6 +47,8 @@ log = get_logger("telecare.gateway")
 def open_store(config: Config) -> PostgresStore | SqliteStore:
     """The configured store backend (not yet opened)."""
     sc = config.store
+    days = sc.dead_letter_retention_days
+    retention = timedelta(days=days) if days > 0 else None
     if sc.backend == "postgres":
         # A short pool timeout: a write that cannot get a connection within 2 s is spooled
         # to local disk instead of holding up alarms behind it.
@@ -55,9 +58,10 @@ def open_store(config: Config) -> PostgresStore | SqliteStore:
             max_size=sc.pool_max,
             use_timescale=sc.timescale,
             timeout=2.0,
+            dead_letter_retention=retention,
         )
     if sc.backend == "sqlite":
-        return SqliteStore(sc.sqlite_path)
+        return SqliteStore(sc.sqlite_path, dead_letter_retention=retention)
     raise ConfigError(
         f"Config 'store.backend' has value {sc.backend!r}. Use 'sqlite' or 'postgres'."
     )

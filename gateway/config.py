@@ -84,6 +84,8 @@ class StoreConfig:
     #: Local spool used while PostgreSQL is away. Empty: ``spool/`` next to the SQLite
     #: file, or ``data/spool-<schema>`` for PostgreSQL (one spool per store, never shared).
     spool_dir: str = ""
+    #: Days a dead letter is kept (deleted by the daily maintenance); 0 keeps them for ever.
+    dead_letter_retention_days: int = 30
 
 
 @dataclass(frozen=True)

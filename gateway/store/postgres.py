@@ -98,6 +98,7 @@ class PostgresStore:
         partitions_ahead_months: int = 3,
         compress_after: timedelta = timedelta(days=7),
         retain_for: timedelta | None = timedelta(days=400),
+        dead_letter_retention: timedelta | None = timedelta(days=30),
     ) -> None:
         if retain_for is not None and retain_for <= max(compress_after, timedelta(days=3)):
             raise ValueError(
@@ -113,6 +114,8 @@ class PostgresStore:
         self.partitions_ahead_months = partitions_ahead_months
         self.compress_after = compress_after
         self.retain_for = retain_for
+        #: Dead letters older than this are deleted by :meth:`maintain` (``None``: kept).
+        self.dead_letter_retention = dead_letter_retention
         self._dedupe_batches = 0
         self._pool = AsyncConnectionPool(
             dsn,
@@ -245,7 +248,9 @@ class PostgresStore:
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
         """Daily housekeeping: create the partitions ahead (plain mode); nothing to do
-        in TimescaleDB mode, where chunks and policies are the extension's job."""
+        in TimescaleDB mode, where chunks and policies are the extension's job), and
+        dead letters past their retention removed in both."""
+        await self.prune_dead_letters(now)
         if self.timescale is not None:
             return []
         async with self._pool.connection() as conn:
@@ -393,6 +398,14 @@ class PostgresStore:
     async def get_device_secret_hash(self, device_id: str) -> str | None:
         row = await self._one("SELECT secret_hash FROM devices WHERE device_id = %s", (device_id,))
         return row[0] if row else None
+
+    async def device_credentials(self) -> list[tuple[str, str]]:
+        found = await self._all(
+            "SELECT device_id, secret_hash FROM devices WHERE secret_hash IS NOT NULL"
+            " ORDER BY device_id",
+            (),
+        )
+        return [(str(r[0]), str(r[1])) for r in found]
 
     async def list_devices(self) -> list[Device]:
         found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
@@ -653,9 +666,25 @@ class PostgresStore:
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter
         await self._exec(
-            f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s)",
-            (dl.received_at, dl.source, dl.origin, dl.reason, dl.payload, dl.device_id),
+            f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)",
+            (
+                dl.received_at,
+                dl.source,
+                dl.origin,
+                dl.reason,
+                dl.payload,
+                dl.device_id,
+                dl.payload_bytes,
+            ),
         )
+
+    async def prune_dead_letters(self, now: datetime | None = None) -> int:
+        if self.dead_letter_retention is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - self.dead_letter_retention
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(b"DELETE FROM dead_letters WHERE received_at < %s", (cutoff,))
+            return cur.rowcount
 
     async def set_device_status(
         self,
