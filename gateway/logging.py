@@ -37,6 +37,7 @@ __all__ = [
     "REDACTED",
     "configure_logging",
     "get_logger",
+    "processors",
     "redact",
     "safe_traceback",
     "scrub_text",
@@ -95,7 +96,7 @@ PAYLOAD_KEYS: Final = frozenset({"payload", "raw", "body", "frame", "data_raw"})
 _NHS_NUMBER: Final = re.compile(
     r"(?i)(?:\bnhs\s*(?:no\.?|number|#)?\s*[:=]?\s*)?(?<!\d)\d{3}[ .\-]?\d{3}[ .\-]?\d{4}(?!\d)"
 )
-_UK_PHONE: Final = re.compile(r"(?<![\d+])(?:\+44\s?|0)(?:\d[\s\-]?){9,10}(?!\d)")
+_UK_PHONE: Final = re.compile(r"(?<![\d+])(?:\+44\s?|0)\d(?:[\s\-]?\d){8,9}(?!\d)")
 _MAX_DEPTH: Final = 32
 
 
@@ -184,6 +185,16 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+def processors() -> list[Any]:
+    """The processor chain before the renderer (tests pass it to ``capture_logs``)."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,  # last: also turns exc_info into a traceback without exception text
+    ]
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     renderer: Any
     if fmt == "console":
@@ -191,13 +202,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,  # also turns exc_info into a traceback without exception text
-            renderer,
-        ],
+        processors=[*processors(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
