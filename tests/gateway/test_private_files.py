@@ -48,13 +48,14 @@ async def test_sqlite_database_and_its_wal_are_private(tmp_path: Path) -> None:
 
 async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    path.touch(mode=0o644)
-    path.chmod(0o644)
-    tmp_path.chmod(0o755)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    os.chmod(tmp_path, 0o755)
     async with SqliteStore(path) as store:
         await store.migrate()
-    assert _mode(path) == 0o600
-    assert _mode(tmp_path) == 0o755  # a directory the gateway did not create is left alone
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert (
+        stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o755
+    )  # a directory the gateway did not create is left alone
 
 
 def test_spool_segments_and_directory_are_private(tmp_path: Path) -> None:
