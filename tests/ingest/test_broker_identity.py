@@ -274,8 +274,8 @@ async def test_gateway_topics_are_out_of_reach_of_every_other_user(
     """Even broker users named like the gateway's topic levels (as a device could have been
     called before the names were reserved) cannot write under ``_gateway/``, and a
     responder app reads its own dispatches only."""
-    passwords = {u: uuid.uuid4().hex for u in ("telecare-gateway", "status", "responders",
-                                                "deadletter", "app1", "app2", "app3", "pend1")}  # fmt: skip
+    users = ("telecare-gateway", "status", "responders", "deadletter", "app1", "app2", "app3")
+    passwords = {u: uuid.uuid4().hex for u in (*users, "pend1")}
     pwfile = broker_dir / "telecare.passwd"
     write_password_file(pwfile, [(u, hash_secret(p)) for u, p in passwords.items()])
     prefix = f"acl-{uuid.uuid4().hex[:8]}/telecare/v1"
