@@ -13,6 +13,8 @@ processor before the renderer, enforces it for whatever reaches it anyway, at an
 * an exception value, or the traceback that ``exc_info`` asks for, keeps the exception
   *classes* and the frames (file, line, function) but not the exception *text*, which is
   where a rejected value ends up (``ValueError('Edna Smith is not ...')``);
+* a rejection ``reason`` has every quoted value that is not an identifier masked
+  (:func:`scrub_reason`): the value a device sent is input, maybe a name;
 * every string is scrubbed of NHS-number-shaped digits (``943 476 5919``, ``943.476.5919``,
   ``NHS9434765919``) and UK phone numbers (:func:`scrub_text`).
 """
@@ -40,6 +42,7 @@ __all__ = [
     "processors",
     "redact",
     "safe_traceback",
+    "scrub_reason",
     "scrub_text",
 ]
 
@@ -97,12 +100,27 @@ _NHS_NUMBER: Final = re.compile(
     r"(?i)(?:\bnhs\s*(?:no\.?|number|#)?\s*[:=]?\s*)?(?<!\d)\d{3}[ .\-]?\d{3}[ .\-]?\d{4}(?!\d)"
 )
 _UK_PHONE: Final = re.compile(r"(?<![\d+])(?:\+44\s?|0)\d(?:[\s\-]?\d){8,9}(?!\d)")
+_QUOTED: Final = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
 _MAX_DEPTH: Final = 32
+#: Keys holding a rejection reason: quoted values in them are input, see scrub_reason.
+_REASON_KEYS: Final = frozenset({"reason", "last_reason"})
 
 
 def scrub_text(text: str) -> str:
     """``text`` with NHS-number-shaped digits and UK phone numbers masked."""
     return _UK_PHONE.sub(REDACTED, _NHS_NUMBER.sub(REDACTED, text))
+
+
+def _quoted(match: re.Match[str]) -> str:
+    inner = match.group(0)[1:-1]
+    return match.group(0) if ID_PATTERN.match(inner) else REDACTED
+
+
+def scrub_reason(text: str) -> str:
+    """A rejection reason safe to log and publish: :func:`scrub_text`, and every quoted
+    value that is not an identifier masked (``resident_id 'Edna Smith' is not valid``
+    becomes ``resident_id [redacted] is not valid``; ``device 'pend1'`` stays)."""
+    return scrub_text(_QUOTED.sub(_quoted, text))
 
 
 def _personal_key(key: object) -> bool:
@@ -164,6 +182,8 @@ def _clean_item(key: object, value: Any, depth: int) -> Any:
         and not ID_PATTERN.match(value)
     ):
         return _NOT_AN_ID  # a name typed where an id belongs ("resident_id": "Edna Smith")
+    if isinstance(key, str) and key.lower() in _REASON_KEYS and isinstance(value, str):
+        return scrub_reason(value)
     if isinstance(key, str) and key.lower() in PAYLOAD_KEYS and value is not None:
         size = len(value) if isinstance(value, str | bytes | bytearray) else None
         return REDACTED if size is None else f"[{size} bytes]"

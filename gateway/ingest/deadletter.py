@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Self
 
 from devices.model import Alert, AlertKind, Device
-from gateway.logging import get_logger, scrub_text
+from gateway.logging import get_logger, scrub_reason
 from gateway.store.base import DeadLetter
 from gateway.tasks import stop_task
 from rules.alarms import alarm_id_for
@@ -88,7 +88,7 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
         "source": letter.source,
         "origin": letter.origin,
         "device_id": letter.device_id,
-        "reason": scrub_text(letter.reason),
+        "reason": scrub_reason(letter.reason),
         "payload_bytes": letter.payload_bytes,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -192,7 +192,7 @@ def flood_alert(key: str, device: Device | None, at: datetime, reason: str) -> A
         priority=FLOOD_PRIORITY,
         reason=(
             f"device {key} floods the gateway with input it rejects; past its allowance "
-            f"the dead letters are counted, not stored. Last reason: {scrub_text(reason)[:200]}"
+            f"the dead letters are counted, not stored. Last reason: {scrub_reason(reason)[:200]}"
         ),
         ts=at,
         site_id=device.site_id if device is not None else None,
