@@ -35,8 +35,8 @@ _E = TypeVar("_E", bound=StrEnum)
 __all__ = [
     "DEFAULT_TEST_CALL_S",
     "ID_PATTERN",
-    "RESERVED_IDS",
     "NEWS2_PARAMETERS",
+    "RESERVED_IDS",
     "AlarmEvent",
     "Alert",
     "AlertKind",
