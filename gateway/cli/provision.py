@@ -625,7 +625,8 @@ def device_test(
 
     Sends a ``periodic_test`` event (stored, never alerted) on the device's own topic
     with its own credentials, so it proves the credentials, the ACL, the broker, the
-    gateway and the store in one go.
+    gateway and the store in one go. The shipped broker binds client ids to usernames, so
+    the test's connection replaces the device's own for the few seconds it lasts.
     """
     cfg = load_cli_config(config)
 
