@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import pwd
+import stat
 import time
 import tomllib
 import uuid
@@ -545,6 +547,11 @@ def device_mosquitto_passwd(
         entries[gateway_user] = hash_secret(secret)
     n = write_password_file(file, entries.items(), group=gid)
     console.print(f"wrote {n} entries ({len(devices)} devices) to {file}")
+    if not _broker_can_read(file):
+        err_console.print(
+            f"[yellow]warning:[/yellow] the broker's user 'mosquitto' cannot read {file}; "
+            "run again with --group mosquitto"
+        )
     if gateway_user is not None and secret is not None:
         console.print(
             f"gateway user [bold]{gateway_user}[/bold] password: [bold]{secret}[/bold]"
@@ -570,6 +577,21 @@ def _group_id(group: str | None, file: Path) -> int | None:
     with contextlib.suppress(KeyError):
         return grp.getgrnam("mosquitto").gr_gid
     return None
+
+
+def _broker_can_read(file: Path) -> bool:
+    """Whether the ``mosquitto`` user (when it exists) may read ``file``."""
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return True  # no such user here: nothing to check against
+    st = file.stat()
+    groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid in groups:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
 
 
 async def _broker_identities(cfg: Config, store: Store) -> dict[str, str]:

@@ -249,11 +249,12 @@ def test_a_new_password_file_gets_the_broker_group(tmp_path: Path) -> None:
     _cli(config, "site", "add", "s1")
     _cli(config, "device", "add", "pend1", "--site", "s1", "--kind", "pir")
     pwfile = tmp_path / "new.passwd"
-    _cli(config, "device", "mosquitto-passwd", str(pwfile))
+    assert "cannot read" not in _cli(config, "device", "mosquitto-passwd", str(pwfile))
     st = pwfile.stat()
     assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (MOSQUITTO_GID, 0o640)
-    _cli(config, "device", "mosquitto-passwd", str(pwfile), "--group", "0")
+    out = _cli(config, "device", "mosquitto-passwd", str(pwfile), "--group", "0")
     assert pwfile.stat().st_gid == 0
+    assert "cannot read" in out  # root:root 0640: the installer is told
     out = _cli(
         config, "device", "mosquitto-passwd", str(pwfile), "--gateway-user", "pend1", ok=False
     )
