@@ -16,7 +16,8 @@ The model lives in the lowest layer (``devices``) so that ``rules``,
 
 Validation happens at construction: every type raises :class:`ModelError`
 (a ``ValueError``) naming the field and the offending value, so a codec or an
-API handler can turn it into a dead letter or a 4xx without guessing.
+API handler can turn it into a dead letter or a 4xx without guessing. An invalid
+identifier is described, not repeated (it may be a name typed where an id belongs).
 Instances are frozen; personal data (``Resident.name``, ``Resident.nhs_number``)
 is excluded from ``repr`` so it never reaches a log line by accident.
 """
@@ -94,9 +95,25 @@ def _check_id(field_name: str, value: object, *, optional: bool = False) -> None
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise ModelError(
             field_name,
-            f"{value!r} is not a valid identifier "
-            "(1-64 chars: letters, digits, '_', '.', ':', '-')",
+            f"not a valid identifier ({_why_not_an_id(value)}; "
+            "1-64 chars: letters, digits, '_', '.', ':', '-')",
         )
+
+
+def _why_not_an_id(value: object) -> str:
+    """What is wrong with ``value`` as an identifier, without repeating it: a name typed
+    where an id belongs must not travel on into a dead letter or a log line."""
+    if not isinstance(value, str):
+        return f"{type(value).__name__}, not a string"
+    if not value:
+        return "empty"
+    if len(value) > 64:
+        return f"{len(value)} characters"
+    for i, char in enumerate(value):
+        allowed = char.isascii() and (char.isalnum() or (i > 0 and char in "_.:-"))
+        if not allowed:
+            return f"{char!r} at position {i + 1} is not allowed"
+    return "not allowed"  # pragma: no cover - ID_PATTERN and the loop agree
 
 
 def _check_broker_identity(field_name: str, value: str) -> None:

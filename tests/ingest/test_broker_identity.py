@@ -160,6 +160,10 @@ def test_ids_match_the_whole_string_and_gateway_names_are_reserved() -> None:
         assert not ID_PATTERN.match(bad), repr(bad)
     with pytest.raises(ModelError, match="not a valid identifier"):
         Device("pend9\n", "s1", DeviceKind.PENDANT)
+    with pytest.raises(ModelError) as refused:
+        Device("s1", "s1", DeviceKind.PENDANT, resident_id="Edna Smith")
+    assert "Edna" not in str(refused.value)  # described, not repeated
+    assert "' ' at position 5 is not allowed" in str(refused.value)
     for reserved in ("status", "deadletter", "responders", "telecare-gateway", "Status"):
         with pytest.raises(ModelError, match="reserved for the gateway"):
             Device(reserved, "s1", DeviceKind.PENDANT)
