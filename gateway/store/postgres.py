@@ -247,9 +247,9 @@ class PostgresStore:
             )
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
-        """Daily housekeeping: create the partitions ahead (plain mode); nothing to do
-        in TimescaleDB mode, where chunks and policies are the extension's job), and
-        dead letters past their retention removed in both."""
+        """Daily housekeeping: dead letters past their retention removed (both modes);
+        the partitions ahead created in plain mode (nothing to do in TimescaleDB mode,
+        where chunks and policies are the extension's job)."""
         await self.prune_dead_letters(now)
         if self.timescale is not None:
             return []
