@@ -16,7 +16,8 @@ The model lives in the lowest layer (``devices``) so that ``rules``,
 
 Validation happens at construction: every type raises :class:`ModelError`
 (a ``ValueError``) naming the field and the offending value, so a codec or an
-API handler can turn it into a dead letter or a 4xx without guessing.
+API handler can turn it into a dead letter or a 4xx without guessing. An invalid
+identifier is described, not repeated (it may be a name typed where an id belongs).
 Instances are frozen; personal data (``Resident.name``, ``Resident.nhs_number``)
 is excluded from ``repr`` so it never reaches a log line by accident.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_TEST_CALL_S",
     "ID_PATTERN",
     "NEWS2_PARAMETERS",
+    "RESERVED_IDS",
     "AlarmEvent",
     "Alert",
     "AlertKind",
@@ -75,7 +77,19 @@ class ModelError(ValueError):
 
 #: Identifiers (site, resident, device, responder, message ids) are short, printable and
 #: safe inside an MQTT topic level: no '/', '+', '#', whitespace or control characters.
-ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+#: ``\A`` and ``\Z`` anchor the whole string: ``$`` would also accept a trailing newline
+#: (``"pend9\n"``), which breaks the broker's password file for every device.
+ID_PATTERN: Final = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
+
+#: Names a device or responder may not take: the gateway's own topic levels under
+#: ``<prefix>/_gateway/`` and its default broker user. A device is a broker user whose
+#: name is its id, and the broker ACL lets it write ``<prefix>/+/<its id>/#``; with one of
+#: these ids it could write the gateway's topics or log in as the gateway. Ids are
+#: compared case-insensitively. (The configured gateway username and the responder-app
+#: ids are checked by the provisioning CLI, which knows them.)
+RESERVED_IDS: Final = frozenset(
+    {"_gateway", "gateway", "telecare-gateway", "status", "deadletter", "responders"}
+)
 
 
 def _check_id(field_name: str, value: object, *, optional: bool = False) -> None:
@@ -84,8 +98,33 @@ def _check_id(field_name: str, value: object, *, optional: bool = False) -> None
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise ModelError(
             field_name,
-            f"{value!r} is not a valid identifier "
-            "(1-64 chars: letters, digits, '_', '.', ':', '-')",
+            f"not a valid identifier ({_why_not_an_id(value)}; "
+            "1-64 chars: letters, digits, '_', '.', ':', '-')",
+        )
+
+
+def _why_not_an_id(value: object) -> str:
+    """What is wrong with ``value`` as an identifier, without repeating it: a name typed
+    where an id belongs must not travel on into a dead letter or a log line."""
+    if not isinstance(value, str):
+        return f"{type(value).__name__}, not a string"
+    if not value:
+        return "empty"
+    if len(value) > 64:
+        return f"{len(value)} characters"
+    for i, char in enumerate(value):
+        allowed = char.isascii() and (char.isalnum() or (i > 0 and char in "_.:-"))
+        if not allowed:
+            return f"{char!r} at position {i + 1} is not allowed"
+    return "not allowed"  # pragma: no cover - ID_PATTERN and the loop agree
+
+
+def _check_broker_identity(field_name: str, value: str) -> None:
+    """A device or responder id is also a broker user name: it must not be reserved."""
+    if value.lower() in RESERVED_IDS:
+        raise ModelError(
+            field_name,
+            f"{value!r} is reserved for the gateway; reserved: {', '.join(sorted(RESERVED_IDS))}",
         )
 
 
@@ -319,6 +358,7 @@ class Device:
 
     def __post_init__(self) -> None:
         _check_id("device_id", self.device_id)
+        _check_broker_identity("device_id", self.device_id)
         _check_id("site_id", self.site_id)
         _check_id("resident_id", self.resident_id, optional=True)
         _check_id("hub_id", self.hub_id, optional=True)
@@ -405,6 +445,7 @@ class Responder:
 
     def __post_init__(self) -> None:
         _check_id("responder_id", self.responder_id)
+        _check_broker_identity("responder_id", self.responder_id)
         object.__setattr__(self, "kind", _enum("kind", ResponderKind, self.kind))
         object.__setattr__(self, "skills", tuple(self.skills))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
@@ -50,6 +51,8 @@ def open_store(config: Config, *, owner: bool = False) -> PostgresStore | Sqlite
     """The configured store backend (not yet opened). ``owner``: connect through
     ``store.migrate_dsn`` (when set) to migrate and grant the runtime role its rights."""
     sc = config.store
+    days = sc.dead_letter_retention_days
+    retention = timedelta(days=days) if days > 0 else None
     if sc.backend == "postgres":
         if owner and sc.migrate_dsn:
             return PostgresStore(
@@ -67,9 +70,10 @@ def open_store(config: Config, *, owner: bool = False) -> PostgresStore | Sqlite
             max_size=sc.pool_max,
             use_timescale=sc.timescale,
             timeout=2.0,
+            dead_letter_retention=retention,
         )
     if sc.backend == "sqlite":
-        return SqliteStore(sc.sqlite_path)
+        return SqliteStore(sc.sqlite_path, dead_letter_retention=retention)
     raise ConfigError(
         f"Config 'store.backend' has value {sc.backend!r}. Use 'sqlite' or 'postgres'."
     )

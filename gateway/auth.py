@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -74,15 +75,33 @@ def read_password_file(path: Path) -> dict[str, str]:
     return entries
 
 
-def write_password_file(path: Path, entries: Iterable[tuple[str, str]]) -> int:
-    """Write ``user:hash`` lines atomically (mode 0640); return how many were written."""
+def write_password_file(
+    path: Path, entries: Iterable[tuple[str, str]], *, group: int | None = None
+) -> int:
+    """Write ``user:hash`` lines atomically; return how many were written.
+
+    The broker reads the file as its own user (``mosquitto``), so the new file keeps the
+    owner, group and mode of the file it replaces (never readable by others). A new file
+    is ``0640``, owned by this process's user and by ``group`` (a gid) when given.
+    ``group`` given for an existing file changes its group.
+    """
     lines = [f"{user}:{hashed}\n" for user, hashed in sorted(entries)]
     for line in lines:
         if line.count(":") != 1 or any(c.isspace() for c in line.rstrip("\n")):
             raise ValueError(f"invalid password-file entry for {line.split(':', 1)[0]!r}")
+    try:
+        st = path.stat()
+        uid, gid, mode = st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & 0o660
+    except FileNotFoundError:
+        uid, gid, mode = os.geteuid(), os.getegid(), 0o640
+    if group is not None:
+        gid = group
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            os.fchown(f.fileno(), uid, gid)
+        os.fchmod(f.fileno(), mode | 0o600)
         f.writelines(lines)
         f.flush()
         os.fsync(f.fileno())

@@ -115,6 +115,8 @@ def dsn_user(dsn: str) -> str | None:
     except Exception:
         raise ConfigError("Config 'store.dsn' is not a valid PostgreSQL DSN") from None
     return str(user) if user else None
+#: The gateway's broker user and client id in the shipped broker configuration.
+DEFAULT_CLIENT_ID = "telecare-gateway"
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,12 @@ class MqttConfig:
     username: str = ""
     password: Secret = _NO_SECRET
     #: Stable client id: with ``clean_session = false`` the broker keeps our
-    #: subscription and queues QoS 1 messages while the gateway is down.
-    client_id: str = "telecare-gateway"
+    #: subscription and queues QoS 1 messages while the gateway is down. The shipped
+    #: broker binds client ids to usernames (``use_username_as_clientid``), so a device
+    #: cannot take the gateway's session over: empty means the username (or
+    #: ``telecare-gateway`` when connecting without one), and a value that differs from
+    #: a set username is refused.
+    client_id: str = ""
     clean_session: bool = False
     topic_prefix: str = "telecare/v1"
     keepalive: int = 30
@@ -136,6 +142,14 @@ class MqttConfig:
 
     def __post_init__(self) -> None:
         _secret(self, "password")
+        if not self.client_id:
+            object.__setattr__(self, "client_id", self.username or DEFAULT_CLIENT_ID)
+        elif self.username and self.client_id != self.username:
+            raise ConfigError(
+                f"Config 'mqtt.client_id' has value {self.client_id!r}. The broker binds "
+                f"client ids to usernames (use_username_as_clientid): leave it empty or set "
+                f"it to mqtt.username {self.username!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,8 @@ class StoreConfig:
     #: Local spool used while PostgreSQL is away. Empty: ``spool/`` next to the SQLite
     #: file, or ``data/spool-<schema>`` for PostgreSQL (one spool per store, never shared).
     spool_dir: str = ""
+    #: Days a dead letter is kept (deleted by the daily maintenance); 0 keeps them for ever.
+    dead_letter_retention_days: int = 30
 
     def __post_init__(self) -> None:
         _secret(self, "dsn")

@@ -60,6 +60,7 @@ from dispatch import DispatchService
 from gateway.decode import MessageDecoder, Rejected
 from gateway.envelope import Envelope
 from gateway.failures import is_storage_unavailable, poison_reason, where
+from gateway.ingest.deadletter import DeadLetterLimiter, Verdict, flood_alert, sender_key
 from gateway.logging import get_logger
 from gateway.store.base import DeadLetter, News2Record, Store
 from gateway.store.rows import event_digest
@@ -122,6 +123,7 @@ class Pipeline:
         engine: RuleEngine | None = None,
         dispatcher: DispatchService,
         time_bounds: TimeBounds | None = None,
+        dead_letter_limit: DeadLetterLimiter | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -136,6 +138,8 @@ class Pipeline:
         #: Alerts raised per chunk of a tick before yielding to the event loop.
         self.tick_chunk = 100
         dispatcher.on_closed.append(self._dispatch_closed)
+        #: Per-sender allowance of dead letters; past it they are shed (counted only).
+        self.dead_letter_limit = dead_letter_limit or DeadLetterLimiter()
 
     # -- entry point -----------------------------------------------------------------
     async def handle(self, env: Envelope) -> None:
@@ -668,7 +672,18 @@ class Pipeline:
     async def dead_letter(self, env: Envelope, reason: str, device_id: str | None = None) -> None:
         """Store, count, log and publish a dead letter. Raises only when storage is
         unavailable; a dead letter the store refuses otherwise is logged and counted in
-        ``dead_letters_unstored`` (it must not make its message poison in turn)."""
+        ``dead_letters_unstored`` (it must not make its message poison in turn). Past a
+        sender's allowance (``dead_letter_limit``) the dead letter is shed: counted only,
+        and the first of a flood raises one technical alert."""
+        key = sender_key(env.source, env.origin, device_id, self.topic_prefix)
+        verdict = self.dead_letter_limit.admit(key, self.clock.now().timestamp())
+        if verdict is not Verdict.ADMIT:  # a flood: shed, never at another device's expense
+            self.counters["dead_letters_shed"] += 1
+            if verdict is Verdict.FLOOD_STARTED:
+                log.warning("dead_letter_flood", sender=key, device_id=device_id, reason=reason)
+                device = await self.decoder.registry.device(device_id) if device_id else None
+                await self.raise_alert(flood_alert(key, device, self.clock.now(), reason))
+            return
         letter = DeadLetter(env.received_at, env.source, env.origin, reason, env.payload, device_id)
         try:
             await self.store.write_dead_letter(letter)

@@ -19,6 +19,7 @@ from typing import Self
 
 from gateway.logging import get_logger
 from gateway.pipeline import Pipeline
+from gateway.private_files import open_private, private_dir
 from gateway.tasks import stop_task
 from rules.clock import Clock, raise_if_cancelling
 from rules.config import RulesConfig
@@ -49,15 +50,16 @@ _SAVING = threading.Lock()
 
 
 def save_engine(path: Path, engine: RuleEngine) -> None:
+    """Write the engine's snapshot atomically, readable by the gateway's user only."""
     with _SAVING:
         _save(path, engine)
 
 
 def _save(path: Path, engine: RuleEngine) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(engine.snapshot(), f, default=str)
+    with open_private(tmp) as f:  # 0600: open alarms name residents and devices
+        f.write(json.dumps(engine.snapshot(), default=str).encode())
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

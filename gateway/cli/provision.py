@@ -32,7 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
+import pwd
+import stat
 import time
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -47,6 +51,8 @@ from rich.table import Table
 from devices.codecs import json_v1, registry
 from devices.model import (
     DEFAULT_TEST_CALL_S,
+    ID_PATTERN,
+    RESERVED_IDS,
     Consciousness,
     Device,
     DeviceKind,
@@ -61,7 +67,7 @@ from devices.model import (
 )
 from gateway.auth import hash_secret, new_secret, read_password_file, write_password_file
 from gateway.cli.common import ConfigOption, load_cli_config
-from gateway.config import Config
+from gateway.config import DEFAULT_CLIENT_ID, Config
 from gateway.decode import FORWARDERS
 from gateway.store.base import ClinicalChange, ClinicalRecord, Store
 from rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
@@ -331,7 +337,16 @@ def responder_add(
 ) -> None:
     """Create or update a responder."""
     responder = _model(lambda: Responder(responder_id, kind, name, phone, area))
-    _with_store(load_cli_config(config), lambda store: store.upsert_responder(responder))
+    cfg = load_cli_config(config)
+
+    async def save(store: Store) -> None:
+        if await store.get_device(responder_id) is not None:
+            raise _fail(f"{responder_id!r} is a device id; a responder needs another id")
+        if responder_id == (cfg.mqtt.username or DEFAULT_CLIENT_ID):
+            raise _fail(f"{responder_id!r} is the gateway's MQTT user; choose another id")
+        await store.upsert_responder(responder)
+
+    _with_store(cfg, save)
     console.print(f"responder [bold]{responder_id}[/bold] saved")
 
 
@@ -408,7 +423,12 @@ def device_add(
     accounts = [_account(text, device_id) for text in receiver_account or ()]
     secret = new_secret()
 
+    cfg = load_cli_config(config)
+
     async def save(store: Store) -> None:
+        why = _not_a_device(device_id, await _broker_identities(cfg, store))
+        if why is not None:
+            raise _fail(f"device id {device_id!r} is {why}; choose another id")
         if await store.get_site(site) is None:
             raise _fail(f"site {site!r} does not exist; add it with 'site add {site}'")
         if resident is not None:
@@ -428,7 +448,7 @@ def device_add(
         for mapping in accounts:
             await store.upsert_receiver_account(mapping)
 
-    _with_store(load_cli_config(config), save)
+    _with_store(cfg, save)
     console.print(f"device [bold]{device_id}[/bold] ({kind.value}, {fmt}) saved at site {site}")
     for mapping in accounts:
         console.print(f"receiver account [bold]{mapping.label}[/bold] -> {device_id}")
@@ -572,36 +592,134 @@ def device_mosquitto_passwd(
         str | None,
         typer.Option(help="Also (re)create this user for the gateway; its password is printed."),
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="Group owning the file (name or gid). Default: the existing file's group; "
+            "for a new file the 'mosquitto' group when it exists."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Write a Mosquitto password file with every device that has credentials.
 
-    Entries for users that are not devices (the gateway, an operator) are kept.
-    Reload the broker afterwards (``kill -HUP``) for it to take effect.
+    Entries for users that are not devices (the gateway, an operator) are kept. A stored
+    device whose id is not a valid identifier or names a broker identity that is not a
+    device (the gateway's user, a reserved name, a responder or responder app) is refused
+    and reported; the others are written (exit code 1 when any was refused). The file
+    keeps its owner, group and mode. Reload the broker afterwards (``kill -HUP``).
     """
+    cfg = load_cli_config(config)
+    gid = _group_id(group, file)
 
-    async def load(store: Store) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for d in await store.list_devices():
-            hashed = await store.get_device_secret_hash(d.device_id)
-            if hashed is not None:
-                out[d.device_id] = hashed
-        return out
+    async def load(store: Store) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        return await store.device_credentials(), await _broker_identities(cfg, store)
 
-    devices = _with_store(load_cli_config(config), load)
+    credentials, identities = _with_store(cfg, load)
+    if gateway_user is not None:
+        identities[gateway_user] = "the gateway's MQTT user"
+        if any(device_id == gateway_user for device_id, _ in credentials):
+            raise _fail(f"--gateway-user {gateway_user!r} is a device id; choose another name")
+    devices: dict[str, str] = {}
+    refused: list[str] = []
+    for device_id, hashed in credentials:
+        why = _not_a_device(device_id, identities)
+        if why is None:
+            devices[device_id] = hashed
+        else:
+            refused.append(f"{device_id!r}: {why}")
     entries = {u: h for u, h in read_password_file(file).items() if u not in devices}
     entries.update(devices)
     secret = None
     if gateway_user is not None:
         secret = new_secret()
         entries[gateway_user] = hash_secret(secret)
-    n = write_password_file(file, entries.items())
+    n = write_password_file(file, entries.items(), group=gid)
     console.print(f"wrote {n} entries ({len(devices)} devices) to {file}")
+    if not _broker_can_read(file):
+        err_console.print(
+            f"[yellow]warning:[/yellow] the broker's user 'mosquitto' cannot read {file}; "
+            "run again with --group mosquitto"
+        )
     if gateway_user is not None and secret is not None:
         console.print(
             f"gateway user [bold]{gateway_user}[/bold] password: [bold]{secret}[/bold]"
-            " (shown once; set TELECARE_MQTT__PASSWORD)"
+            " (shown once; set TELECARE_MQTT__PASSWORD; mqtt.username must be the same name)"
         )
+    if refused:
+        for line in refused:
+            err_console.print(f"[red]refused[/red] device {line}")
+        raise _fail(f"{len(refused)} device(s) not written; the other entries were")
+
+
+def _group_id(group: str | None, file: Path) -> int | None:
+    """The gid for ``--group``; ``None`` keeps the existing file's group."""
+    if group is not None:
+        if group.isdigit():
+            return int(group)
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise _fail(f"--group {group!r}: no such group") from None
+    if file.exists():
+        return None
+    with contextlib.suppress(KeyError):
+        return grp.getgrnam("mosquitto").gr_gid
+    return None
+
+
+def _broker_can_read(file: Path) -> bool:
+    """Whether the ``mosquitto`` user (when it exists) may read ``file``."""
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return True  # no such user here: nothing to check against
+    st = file.stat()
+    groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid in groups:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
+
+
+async def _broker_identities(cfg: Config, store: Store) -> dict[str, str]:
+    """Broker user names that belong to something other than a device: the gateway's
+    user, responders and responder apps (their MQTT username is the app id)."""
+    found = {cfg.mqtt.username or DEFAULT_CLIENT_ID: "the gateway's MQTT user"}
+    for responder in await store.list_responders():
+        found[responder.responder_id] = "a responder"
+    found.update(await asyncio.to_thread(_dispatch_file_identities, cfg))
+    return found
+
+
+def _dispatch_file_identities(cfg: Config) -> dict[str, str]:
+    """Responder ids and responder-app ids (``contacts.mqtt``) in ``dispatch.file``."""
+    found: dict[str, str] = {}
+    if not cfg.dispatch.file:
+        return found
+    try:
+        raw = tomllib.loads(Path(cfg.dispatch.file).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise _fail(f"dispatch.file {cfg.dispatch.file}: {exc}") from None
+    for entry in raw.get("responders", []):
+        if "id" in entry:
+            found[str(entry["id"])] = "a responder"
+        app_id = dict(entry.get("contacts", {})).get("mqtt")
+        if app_id:
+            found[str(app_id)] = "a responder app"
+    return found
+
+
+def _not_a_device(device_id: str, identities: dict[str, str]) -> str | None:
+    """Why ``device_id`` may not be a broker user for a device, or ``None`` if it may."""
+    if not ID_PATTERN.match(device_id):
+        return "not a valid identifier"
+    if device_id.lower() in RESERVED_IDS:
+        return "a name reserved for the gateway"
+    if device_id in identities:
+        return f"the name of {identities[device_id]}"
+    return None
 
 
 @device_app.command("test")
@@ -618,7 +736,8 @@ def device_test(
 
     Sends a ``periodic_test`` event (stored, never alerted) on the device's own topic
     with its own credentials, so it proves the credentials, the ACL, the broker, the
-    gateway and the store in one go.
+    gateway and the store in one go. The shipped broker binds client ids to usernames, so
+    the test's connection replaces the device's own for the few seconds it lasts.
     """
     cfg = load_cli_config(config)
 

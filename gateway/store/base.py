@@ -31,6 +31,7 @@ from dispatch.audit_chain import Anchor, ChainReport
 from gateway.store.clinical import ClinicalChange, ClinicalRecord
 
 __all__ = [
+    "DEAD_LETTER_PREVIEW",
     "AuditEntry",
     "ClinicalChange",
     "ClinicalRecord",
@@ -43,9 +44,17 @@ __all__ = [
 ]
 
 
+#: Payload bytes a dead letter keeps: enough to see what the sender got wrong, not a copy
+#: of whatever a broken or hostile device sends (a 1 MB payload was once stored whole).
+DEAD_LETTER_PREVIEW = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Input we could not accept, kept with the reason so an installer can fix the sender."""
+    """Input we could not accept, kept with the reason so an installer can fix the sender.
+
+    ``payload`` is cut to its first :data:`DEAD_LETTER_PREVIEW` bytes at construction;
+    ``payload_bytes`` is the size of the whole payload as received."""
 
     received_at: datetime
     source: str  # "mqtt", "serial", "api"
@@ -53,6 +62,17 @@ class DeadLetter:
     reason: str
     payload: bytes
     device_id: str | None = None
+    payload_bytes: int = -1  # -1: len(payload) before it is cut
+
+    def __post_init__(self) -> None:
+        if self.payload_bytes < 0:
+            object.__setattr__(self, "payload_bytes", len(self.payload))
+        if len(self.payload) > DEAD_LETTER_PREVIEW:
+            object.__setattr__(self, "payload", bytes(self.payload[:DEAD_LETTER_PREVIEW]))
+
+    @property
+    def truncated(self) -> bool:
+        return self.payload_bytes > len(self.payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +169,11 @@ class Store(Protocol):
     async def get_site(self, site_id: str) -> Site | None: ...
     async def get_device(self, device_id: str) -> Device | None: ...
     async def get_device_secret_hash(self, device_id: str) -> str | None: ...
+    async def device_credentials(self) -> list[tuple[str, str]]:
+        """``(device_id, secret hash)`` of every device with credentials, ids as stored
+        (not validated, so one bad row cannot hide the others)."""
+        ...
+
     async def get_resident(self, resident_id: str) -> Resident | None: ...
     async def get_responder(self, responder_id: str) -> Responder | None: ...
     async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
@@ -306,8 +331,12 @@ class Store(Protocol):
         ...
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
-        """Housekeeping to run daily (partitions ahead in plain PostgreSQL); returns
-        what it created."""
+        """Housekeeping to run daily (partitions ahead in plain PostgreSQL, dead letters
+        past their retention removed); returns what it created."""
+        ...
+
+    async def prune_dead_letters(self, now: datetime | None = None) -> int:
+        """Delete dead letters older than the store's retention; return how many."""
         ...
 
     async def count(self, table: str) -> int:

@@ -395,6 +395,12 @@ class DurableStore:
     async def maintain(self, now: datetime | None = None) -> list[str]:
         return await self.store.maintain(now)
 
+    async def prune_dead_letters(self, now: datetime | None = None) -> int:
+        return await self.store.prune_dead_letters(now)
+
+    async def device_credentials(self) -> list[tuple[str, str]]:
+        return await self.store.device_credentials()
+
     async def upsert_site(self, site: Site) -> None:
         await self.store.upsert_site(site)
 

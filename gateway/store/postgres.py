@@ -103,6 +103,7 @@ class PostgresStore:
         compress_after: timedelta = timedelta(days=7),
         retain_for: timedelta | None = timedelta(days=400),
         runtime_role: str | None = None,
+        dead_letter_retention: timedelta | None = timedelta(days=30),
     ) -> None:
         # The schema goes into libpq ``options`` below: a space there would start another
         # server setting ("x -c log_statement=none"), so only plain identifiers pass.
@@ -124,6 +125,8 @@ class PostgresStore:
         self.partitions_ahead_months = partitions_ahead_months
         self.compress_after = compress_after
         self.retain_for = retain_for
+        #: Dead letters older than this are deleted by :meth:`maintain` (``None``: kept).
+        self.dead_letter_retention = dead_letter_retention
         self._dedupe_batches = 0
         self._pool = AsyncConnectionPool(
             dsn,
@@ -303,8 +306,10 @@ class PostgresStore:
             )
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
-        """Daily housekeeping: create the partitions ahead (plain mode); nothing to do
-        in TimescaleDB mode, where chunks and policies are the extension's job."""
+        """Daily housekeeping: dead letters past their retention removed (both modes);
+        the partitions ahead created in plain mode (nothing to do in TimescaleDB mode,
+        where chunks and policies are the extension's job)."""
+        await self.prune_dead_letters(now)
         if self.timescale is not None:
             return []
         async with self._pool.connection() as conn:
@@ -458,6 +463,14 @@ class PostgresStore:
     async def get_device_secret_hash(self, device_id: str) -> str | None:
         row = await self._one("SELECT secret_hash FROM devices WHERE device_id = %s", (device_id,))
         return row[0] if row else None
+
+    async def device_credentials(self) -> list[tuple[str, str]]:
+        found = await self._all(
+            "SELECT device_id, secret_hash FROM devices WHERE secret_hash IS NOT NULL"
+            " ORDER BY device_id",
+            (),
+        )
+        return [(str(r[0]), str(r[1])) for r in found]
 
     async def list_devices(self) -> list[Device]:
         found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
@@ -744,9 +757,25 @@ class PostgresStore:
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter
         await self._exec(
-            f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s)",
-            (dl.received_at, dl.source, dl.origin, dl.reason, dl.payload, dl.device_id),
+            f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)",
+            (
+                dl.received_at,
+                dl.source,
+                dl.origin,
+                dl.reason,
+                dl.payload,
+                dl.device_id,
+                dl.payload_bytes,
+            ),
         )
+
+    async def prune_dead_letters(self, now: datetime | None = None) -> int:
+        if self.dead_letter_retention is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - self.dead_letter_retention
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(b"DELETE FROM dead_letters WHERE received_at < %s", (cutoff,))
+            return cur.rowcount
 
     async def set_device_status(
         self,

@@ -258,10 +258,11 @@ def dead_letter(row: Any) -> DeadLetter:
         reason=row[3],
         payload=bytes(row[4]),
         device_id=row[5],
+        payload_bytes=-1 if row[6] is None else int(row[6]),
     )
 
 
-DEAD_LETTER_COLUMNS = "received_at, source, origin, reason, payload, device_id"
+DEAD_LETTER_COLUMNS = "received_at, source, origin, reason, payload, device_id, payload_bytes"
 
 #: Tables ``Store.count`` accepts (a fixed list: the name is interpolated into SQL).
 COUNTABLE = frozenset(

@@ -40,6 +40,7 @@ from typing import BinaryIO
 import structlog
 
 from devices.model import Alert, AlertKind, utcnow
+from gateway.private_files import open_private, private_dir
 from gateway.store.errors import SpoolFull
 
 __all__ = ["MAGIC", "SegmentContents", "Spool"]
@@ -88,7 +89,7 @@ class Spool:
         self._alarmed = False
         self._records_appended = 0
         self._damaged = 0
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory, own=True)  # segments hold personal data: 0700
         for path in self._segment_paths():
             self._sealed_sizes[path] = path.stat().st_size
             self._next_seq = max(self._next_seq, int(path.stem) + 1)
@@ -146,7 +147,7 @@ class Spool:
     def _start_segment(self) -> BinaryIO:
         path = self.directory / f"{self._next_seq:016d}.seg"
         self._next_seq += 1
-        f = path.open("xb")
+        f = open_private(path, exclusive=True)  # 0600
         f.write(MAGIC)
         f.flush()
         os.fsync(f.fileno())

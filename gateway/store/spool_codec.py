@@ -140,6 +140,7 @@ def encode(item: SpoolItem) -> bytes:
                 d.reason,
                 base64.b64encode(d.payload).decode("ascii"),
                 d.device_id,
+                d.payload_bytes,
             ],
         }
     elif isinstance(item, DispatchItem):
@@ -238,8 +239,9 @@ def decode(payload: bytes) -> SpoolItem:
             detail,
         )
     if kind == "dead_letter":
-        at, source, origin, reason, data, dev = body["v"]
-        return DeadLetter(_dt(at), source, origin, reason, base64.b64decode(data), dev)
+        at, source, origin, reason, data, dev, *size = body["v"]  # no size in older spools
+        payload = base64.b64decode(data)
+        return DeadLetter(_dt(at), source, origin, reason, payload, dev, *size)
     if kind == "dispatch":
         (did, aid, state, prio, created, updated, site, res, resp, step, outcome, version) = body[
             "d"

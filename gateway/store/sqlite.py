@@ -30,6 +30,7 @@ from devices.model import (
     Site,
 )
 from dispatch.audit_chain import GENESIS, Anchor, ChainReport, ChainVerifier
+from gateway.private_files import private_dir, private_file
 from gateway.store import rows
 from gateway.store.base import (
     AuditEntry,
@@ -54,14 +55,21 @@ _BUCKET_ORIGIN_EPOCH = 946684800
 class SqliteStore:
     mode = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, dead_letter_retention: timedelta | None = timedelta(days=30)
+    ) -> None:
         self.path = str(path)
+        #: Dead letters older than this are deleted by :meth:`maintain` (``None``: kept).
+        self.dead_letter_retention = dead_letter_retention
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # 0600 in a 0700 directory; SQLite gives the -wal and -shm files the
+            # database file's mode.
+            private_dir(Path(self.path).parent)
+            private_file(Path(self.path))
         self._conn = await asyncio.to_thread(self._open)
         return self
 
@@ -227,6 +235,13 @@ class SqliteStore:
     async def get_device_secret_hash(self, device_id: str) -> str | None:
         row = await self._one("SELECT secret_hash FROM devices WHERE device_id = ?", (device_id,))
         return row[0] if row else None
+
+    async def device_credentials(self) -> list[tuple[str, str]]:
+        found = await self._all(
+            "SELECT device_id, secret_hash FROM devices WHERE secret_hash IS NOT NULL"
+            " ORDER BY device_id"
+        )
+        return [(str(r[0]), str(r[1])) for r in found]
 
     async def list_devices(self) -> list[Device]:
         found = await self._all(f"SELECT {rows.DEVICE_COLUMNS} FROM devices ORDER BY device_id")
@@ -497,8 +512,16 @@ class SqliteStore:
         dl = letter
         await self._run(
             lambda c: c.execute(
-                f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (?,?,?,?,?,?)",
-                (iso(dl.received_at), dl.source, dl.origin, dl.reason, dl.payload, dl.device_id),
+                f"INSERT INTO dead_letters ({rows.DEAD_LETTER_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                (
+                    iso(dl.received_at),
+                    dl.source,
+                    dl.origin,
+                    dl.reason,
+                    dl.payload,
+                    dl.device_id,
+                    dl.payload_bytes,
+                ),
             )
         )
 
@@ -613,10 +636,21 @@ class SqliteStore:
         return int(row[0])
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
-        """Daily housekeeping: refresh the planner's statistics, checkpoint the WAL."""
+        """Daily housekeeping: drop dead letters past their retention, refresh the
+        planner's statistics, checkpoint the WAL."""
+        await self.prune_dead_letters(now)
         await self._run(lambda c: c.execute("PRAGMA optimize"))
         await self._run(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
         return []
+
+    async def prune_dead_letters(self, now: datetime | None = None) -> int:
+        if self.dead_letter_retention is None:
+            return 0
+        cutoff = iso((now or datetime.now(UTC)) - self.dead_letter_retention)
+        cur = await self._run(
+            lambda c: c.execute("DELETE FROM dead_letters WHERE received_at < ?", (cutoff,))
+        )
+        return int(cur.rowcount)
 
     # -- NEWS2 and console/report queries ------------------------------------------------
     async def write_news2(self, score: News2Record) -> bool:

@@ -59,9 +59,13 @@ def _password(output: str) -> str:
 
 
 @contextlib.contextmanager
-def shipped_broker(directory: Path, prefix: str, password_file: Path) -> Iterator[int]:
+def shipped_broker(
+    directory: Path, prefix: str, password_file: Path, *, open_modes: bool = True
+) -> Iterator[int]:
     """Mosquitto with deploy/mosquitto's config and ACL (paths, port and topic prefix
-    substituted), so the tests exercise the files we ship."""
+    substituted), so the tests exercise the files we ship. ``open_modes`` makes every
+    file in ``directory`` world-readable; without it the password file keeps the owner,
+    group and mode it has (the broker, started as root, reads it as ``mosquitto``)."""
     port = free_port()
     acl = (ROOT / "deploy/mosquitto/telecare.acl").read_text().replace("telecare/v1", prefix)
     (directory / "telecare.acl").write_text(acl)
@@ -82,7 +86,8 @@ def shipped_broker(directory: Path, prefix: str, password_file: Path) -> Iterato
     lines.append("log_dest stderr")
     (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
     for path in directory.iterdir():
-        path.chmod(0o644)
+        if open_modes or path != password_file:
+            path.chmod(0o644)
     directory.chmod(0o777)  # mosquitto drops to its own user when started as root
     proc = subprocess.Popen([MOSQUITTO, "-c", str(directory / "mosquitto.conf")])
     try:

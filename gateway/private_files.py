@@ -1,0 +1,55 @@
+"""Files and directories only the gateway's own user may read: the SQLite database (and
+its WAL), spool segments and the rule-state file hold personal data (who pressed what,
+vital signs), so they are created ``0600`` in directories created ``0700``, whatever the
+process umask.
+
+A directory that already exists and is not the gateway's own (``/tmp``, ``/var/lib``) is
+left alone; a file the gateway opens is always tightened to ``0600``, so a file written
+world-readable by an older version is fixed at the next start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Final
+
+__all__ = ["DIR_MODE", "FILE_MODE", "open_private", "private_dir", "private_file"]
+
+FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o700
+
+
+def private_dir(path: Path, *, own: bool = False) -> Path:
+    """Create ``path`` (and missing parents) ``0700``. ``own``: the directory belongs to
+    the gateway alone (the spool), so an existing one is tightened to ``0700`` too."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    for created in missing:
+        created.chmod(DIR_MODE)  # mkdir's mode is filtered through the umask
+    if own:
+        path.chmod(DIR_MODE)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty if it is missing; either way leave it ``0600``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    return path
+
+
+def open_private(path: Path, *, exclusive: bool = False) -> BinaryIO:
+    """Open ``path`` for binary writing as ``0600``: truncated, or with ``exclusive`` it
+    must not exist yet."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
