@@ -115,6 +115,8 @@ def dsn_user(dsn: str) -> str | None:
     except Exception:
         raise ConfigError("Config 'store.dsn' is not a valid PostgreSQL DSN") from None
     return str(user) if user else None
+
+
 #: The gateway's broker user and client id in the shipped broker configuration.
 DEFAULT_CLIENT_ID = "telecare-gateway"
 
