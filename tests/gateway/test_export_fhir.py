@@ -22,6 +22,8 @@ from devices.codecs import json_v1
 from devices.model import Device, DeviceKind, Resident, Responder, ResponderKind, Site, SiteKind
 from gateway.cli.main import app
 from gateway.envelope import Envelope
+from gateway.store import spool_codec
+from gateway.store.base import News2Record
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from rules.clock import FakeClock
@@ -336,3 +338,14 @@ def test_export_fhir_help_reads_at_80_columns() -> None:
     assert done.returncode == 0
     assert all(len(line) <= 80 for line in done.stdout.splitlines())
     assert "--resident" in done.stdout
+
+
+def test_news2_acvpu_level_survives_the_spool_and_old_records_still_decode() -> None:
+    score = News2Record("r1", TS, 8, "high", True, {"consciousness": 3}, 1, "hub/obs1", "C")
+    assert spool_codec.decode(spool_codec.encode(score)) == score
+    old = json.loads(spool_codec.encode(score))
+    old["v"] = old["v"][:8]  # spooled before migration 0013
+    decoded = spool_codec.decode(json.dumps(old).encode())
+    assert isinstance(decoded, News2Record)
+    assert decoded.consciousness is None
+    assert decoded.total == 8
