@@ -11,6 +11,7 @@ telecare report responses --from ... --to ...     response times, each route vs 
 telecare receiver test --protocol dc09 ...   one message to a running IP receiver
 telecare export fhir --resident R        a FHIR R4 Bundle of a resident's observations
 telecare serial probe PORT               which supported device answers on a serial port
+telecare doctor --config ...             check an installation end to end
 """
 
 from __future__ import annotations
@@ -244,6 +245,7 @@ def demo(
 def _mount() -> None:
     """Command groups that live in their own modules (imported late: they import this)."""
     from gateway.cli import (
+        doctor,
         export_fhir,
         provision,
         receiver,
@@ -263,6 +265,7 @@ def _mount() -> None:
     app.add_typer(receiver.app, name="receiver")
     app.add_typer(export_fhir.app, name="export")
     app.add_typer(serial_cmd.app, name="serial")
+    app.command("doctor")(doctor.doctor)
 
 
 _mount()
