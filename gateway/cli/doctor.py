@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.common import ConfigOption
+from gateway.cli.logs import command_logging
 from gateway.config import load_config
 from gateway.doctor import Check, DoctorOptions, run_checks
 from gateway.errors import ConfigError
-from gateway.logging import configure_logging
 
 __all__ = ["doctor"]
 
@@ -68,7 +68,6 @@ def doctor(
     """Check an installation end to end: configuration, store (reachable, migrated,
     mode, clock), spool, broker (login, client-id binding, ACL), password file and TLS
     files. Exit code 1 when anything must be fixed."""
-    configure_logging("error", "console")
     try:
         cfg = load_config(config, os.environ)
     except ConfigError as exc:
@@ -83,7 +82,8 @@ def doctor(
             max_skew_s=max_skew,
             min_free_mb=min_free_mb,
         )
-        checks = run_checks(cfg, opts)
+        with command_logging("error"):
+            checks = run_checks(cfg, opts)
     failed = [c for c in checks if c.status == "fail"]
     if json_out:
         typer.echo(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))

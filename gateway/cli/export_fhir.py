@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.common import ConfigOption, err_console, load_cli_config
+from gateway.cli.logs import command_logging
 from gateway.config import Config
 from gateway.fhir_export import RESIDENT_SYSTEM, build_bundle, patient_identifier
-from gateway.logging import configure_logging
 
 __all__ = ["EXIT_BAD_ARGUMENT", "EXIT_NOT_FOUND", "EXIT_STORE", "app", "parse_since"]
 
@@ -36,6 +36,9 @@ EXIT_NOT_FOUND = 3
 EXIT_BAD_ARGUMENT = 4
 EXIT_STORE = 5
 EXIT_OUTPUT = 6
+#: Readings one export holds at most (about 70 days of a 1/min oximeter's two metrics);
+#: beyond it the command refuses rather than hand over a truncated record.
+MAX_READINGS = 100_000
 
 #: Everything stored before this is older than the gateway itself.
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -84,7 +87,13 @@ async def _export(
                     EXIT_BAD_ARGUMENT,
                     f"resident {resident_id!r} is not a resident of site {site!r}",
                 )
-            readings = await store.resident_readings(resident_id, since, now)
+            readings = await store.resident_readings(resident_id, since, now, MAX_READINGS + 1)
+            if len(readings) > MAX_READINGS:
+                raise _Failure(
+                    EXIT_BAD_ARGUMENT,
+                    f"more than {MAX_READINGS} readings since {since.isoformat()}:"
+                    " export a shorter period (--since) in several files",
+                )
             scores = await store.news2_history(resident_id, since, now)
     except _Failure:
         raise
@@ -123,7 +132,6 @@ def export_fhir(
     (type collection). The Patient is referenced by NHS number when one is stored,
     else by the resident id; never by name."""
     cfg = load_cli_config(config)
-    configure_logging("warning", "console")  # stderr; stdout carries only the Bundle
     now = datetime.now(UTC)
     try:
         start = parse_since(since, now) if since else _EPOCH
@@ -131,7 +139,8 @@ def export_fhir(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_BAD_ARGUMENT) from None
     try:
-        bundle = asyncio.run(_export(cfg, resident, site, start, now, identifier_system))
+        with command_logging():  # stderr; stdout carries only the Bundle
+            bundle = asyncio.run(_export(cfg, resident, site, start, now, identifier_system))
     except _Failure as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(exc.code) from None

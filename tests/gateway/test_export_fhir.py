@@ -82,7 +82,7 @@ async def _ingest(store: SqliteStore | PostgresStore) -> None:
     await store.upsert_responder(Responder("staff", ResponderKind.MOBILE_WARDEN))
     await store.upsert_resident(Resident("r1", "s1", NAME, NHS, responders=("staff",)))
     await store.upsert_resident(Resident("r2", "s1", "Other Person"))
-    await store.upsert_device(Device("hub", "s1", DeviceKind.HUB))
+    await store.upsert_device(Device("hub", "s1", DeviceKind.TABLET))
     await store.upsert_device(Device("oxi", "s1", DeviceKind.OXIMETER, "r1"))
     await store.upsert_device(Device("cuff", "s1", DeviceKind.BP_CUFF, "r1"))
     await store.upsert_device(Device("oxi2", "s1", DeviceKind.OXIMETER, "r2"))
@@ -91,7 +91,8 @@ async def _ingest(store: SqliteStore | PostgresStore) -> None:
     def env(topic: str, payload: bytes, at: datetime) -> Envelope:
         return Envelope("mqtt", f"{PREFIX}/{topic}", payload, at)
 
-    async with running_pipeline(store, FakeClock(TS), PREFIX) as pipeline:
+    clock = FakeClock(TS)
+    async with running_pipeline(store, clock, PREFIX) as pipeline:
         await pipeline.handle(
             env(
                 "s1/oxi/reading",
@@ -115,6 +116,7 @@ async def _ingest(store: SqliteStore | PostgresStore) -> None:
                 TS,
             )
         )
+        clock.advance((LATER - TS).total_seconds())  # the tablet's set comes half an hour later
         obs = json_v1.encode_observation(
             "obs1",
             LATER,
