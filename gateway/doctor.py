@@ -88,7 +88,7 @@ async def _store_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
     out: list[Check] = []
     try:
         conn = await psycopg.AsyncConnection.connect(
-            cfg.store.dsn, autocommit=True, connect_timeout=max(1, int(opts.timeout_s))
+            cfg.store.dsn.reveal(), autocommit=True, connect_timeout=max(1, int(opts.timeout_s))
         )
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -508,7 +508,7 @@ def _gateway_credentials(cfg: Config, path: Path) -> Check:
             f"user {cfg.mqtt.username!r} is not in {path}",
             "telecare device mosquitto-passwd FILE --gateway-user <mqtt.username>",
         )
-    if not verify_secret(cfg.mqtt.password, hashed):
+    if not verify_secret(cfg.mqtt.password.reveal(), hashed):
         return Check(
             name,
             "fail",

@@ -74,11 +74,11 @@ def parse_since(text: str, now: datetime) -> datetime:
 async def _export(
     cfg: Config, resident_id: str, site: str | None, since: datetime, now: datetime, system: str
 ) -> dict[str, Any]:
-    from gateway.app import open_store
+    from gateway.app import open_store, prepare_store
 
     try:
         async with open_store(cfg) as store:
-            await store.migrate()
+            await prepare_store(cfg, store)
             resident = await store.get_resident(resident_id)
             if resident is None:
                 raise _Failure(EXIT_NOT_FOUND, f"no resident {resident_id!r}")
