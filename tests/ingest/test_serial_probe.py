@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from firmware_stubs.alarm_receiver import encode_contact_id
+from firmware_stubs.bp_cuff import encode_ua767pbt
 from firmware_stubs.oximeter import encode_cms50d, encode_masimo, encode_nonin2, encode_nonin8
 from gateway.cli.main import app
 from tests.ingest.ptys import PtyPort
@@ -37,6 +38,11 @@ DEVICES: dict[str, tuple[bytes, str, list[str]]] = {
         ["spo2=98 %", "pulse=97 /min"],
     ),
     "contact_id": (encode_contact_id("1234", 1, 101, zone=15), "9600 8-N-1", ["code 101"]),
+    "ua767pbt": (
+        encode_ua767pbt(128, 82, 70, measured_at=WHEN, sent_at=WHEN),
+        "9600 8-N-1",
+        ["systolic_bp=128 mm[Hg]", "diastolic_bp=82 mm[Hg]"],
+    ),
 }
 
 
