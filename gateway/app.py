@@ -42,7 +42,7 @@ from rules.clock import Clock, SystemClock
 from rules.config import RulesConfig, RulesConfigError, load_rules_file
 from rules.engine import RuleEngine
 
-__all__ = ["Gateway", "open_store", "prepare_store"]
+__all__ = ["Gateway", "open_store", "prepare_store", "spool_path"]
 
 log = get_logger("telecare.gateway")
 

@@ -449,6 +449,7 @@ class Pipeline:
                     components=dict(news.components),
                     spo2_scale=news.spo2_scale,
                     observation_id=source_key,
+                    consciousness=observation.consciousness,
                 )
             )
             log.info(

@@ -9,6 +9,9 @@ telecare audit verify --config ...       prove the dispatch audit trail is intac
 telecare site|resident|responder|device add ...   provisioning
 telecare report responses --from ... --to ...     response times, each route vs its target
 telecare receiver test --protocol dc09 ...   one message to a running IP receiver
+telecare export fhir --resident R        a FHIR R4 Bundle of a resident's observations
+telecare serial probe PORT               which supported device answers on a serial port
+telecare doctor --config ...             check an installation end to end
 """
 
 from __future__ import annotations
@@ -241,7 +244,16 @@ def demo(
 
 def _mount() -> None:
     """Command groups that live in their own modules (imported late: they import this)."""
-    from gateway.cli import provision, receiver, report, rules_cmd, simulate
+    from gateway.cli import (
+        doctor,
+        export_fhir,
+        provision,
+        receiver,
+        report,
+        rules_cmd,
+        serial_cmd,
+        simulate,
+    )
 
     app.add_typer(provision.site_app, name="site")
     app.add_typer(provision.resident_app, name="resident")
@@ -251,6 +263,9 @@ def _mount() -> None:
     app.add_typer(rules_cmd.app, name="rules")
     app.add_typer(report.app, name="report")
     app.add_typer(receiver.app, name="receiver")
+    app.add_typer(export_fhir.app, name="export")
+    app.add_typer(serial_cmd.app, name="serial")
+    app.command("doctor")(doctor.doctor)
 
 
 _mount()

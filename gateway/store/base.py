@@ -98,6 +98,8 @@ class News2Record:
     components: dict[str, int]
     spo2_scale: int
     observation_id: str
+    #: The ACVPU level scored (``A C V P U``); ``None`` for scores stored before 0013.
+    consciousness: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,13 @@ class Store(Protocol):
         self, resident_id: str, start: datetime, end: datetime
     ) -> list[News2Record]:
         """NEWS2 scores in ``[start, end)``, oldest first."""
+        ...
+
+    async def resident_readings(
+        self, resident_id: str, start: datetime, end: datetime, limit: int = 100_000
+    ) -> list[Reading]:
+        """A resident's stored readings in ``[start, end)``, oldest first, at most
+        ``limit`` (the FHIR export reads through it)."""
         ...
 
     async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:

@@ -511,6 +511,11 @@ class DurableStore:
     ) -> list[News2Record]:
         return await self.store.news2_history(resident_id, start, end)
 
+    async def resident_readings(
+        self, resident_id: str, start: datetime, end: datetime, limit: int = 100_000
+    ) -> list[Reading]:
+        return await self.store.resident_readings(resident_id, start, end, limit)
+
     async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
         return await self.store.open_alarms(now, limit)
 

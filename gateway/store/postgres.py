@@ -878,7 +878,8 @@ class PostgresStore:
         n = score
         count = await self._exec(
             "INSERT INTO news2_scores (ts, resident_id, observation_id, total, risk, red_flag,"
-            " spo2_scale, components) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            " spo2_scale, components, consciousness) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT DO NOTHING",
             (
                 n.ts,
                 n.resident_id,
@@ -888,6 +889,7 @@ class PostgresStore:
                 n.red_flag,
                 n.spo2_scale,
                 json.dumps(n.components),
+                n.consciousness,
             ),
         )
         return count == 1
@@ -941,11 +943,22 @@ class PostgresStore:
     ) -> list[News2Record]:
         found = await self._all(
             "SELECT resident_id, ts, total, risk, red_flag, components, spo2_scale,"
-            " observation_id FROM news2_scores"
+            " observation_id, consciousness FROM news2_scores"
             " WHERE resident_id = %s AND ts >= %s AND ts < %s ORDER BY ts",
             (resident_id, start, end),
         )
         return [rows.news2(r) for r in found]
+
+    async def resident_readings(
+        self, resident_id: str, start: datetime, end: datetime, limit: int = 100_000
+    ) -> list[Reading]:
+        found = await self._all(
+            "SELECT device_id, metric, value, ts, msg_id, resident_id FROM readings"
+            " WHERE resident_id = %s AND ts >= %s AND ts < %s"
+            " ORDER BY ts, device_id, msg_id, metric LIMIT %s",
+            (resident_id, start, end, limit),
+        )
+        return [rows.reading(r) for r in found]
 
     async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
         found = await self._all(

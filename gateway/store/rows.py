@@ -18,6 +18,8 @@ from devices.model import (
     Dispatch,
     DispatchState,
     EventType,
+    Metric,
+    Reading,
     ReceiverAccount,
     ReceiverKind,
     Resident,
@@ -310,7 +312,7 @@ def open_alarm(row: Any, now: datetime) -> OpenAlarm:
 
 def news2(row: Any) -> News2Record:
     """From ``resident_id, ts, total, risk, red_flag, components, spo2_scale,
-    observation_id``."""
+    observation_id, consciousness``."""
     return News2Record(
         resident_id=row[0],
         ts=as_dt(row[1]),
@@ -320,6 +322,7 @@ def news2(row: Any) -> News2Record:
         components={k: int(v) for k, v in _json(row[5]).items()},
         spo2_scale=int(row[6]),
         observation_id=row[7],
+        consciousness=row[8] if len(row) > 8 else None,
     )
 
 
@@ -387,4 +390,18 @@ def audit_params(a: AuditLike, ts: Callable[[datetime], Any] = _same) -> tuple[A
         a.actor,
         a.reason,
         json.dumps(a.detail),
+    )
+
+
+def reading(row: Any) -> Reading:
+    """From ``device_id, metric, value, ts, msg_id, resident_id``."""
+    metric = Metric(int(row[1]))
+    return Reading(
+        device_id=row[0],
+        metric=metric,
+        value=float(row[2]),
+        unit=metric.unit,
+        ts=as_dt(row[3]),
+        msg_id=row[4],
+        resident_id=row[5],
     )

@@ -184,6 +184,7 @@ def encode(item: SpoolItem) -> bytes:
                 n.components,
                 n.spo2_scale,
                 n.observation_id,
+                n.consciousness,
             ],
         }
     else:
@@ -273,8 +274,10 @@ def decode(payload: bytes) -> SpoolItem:
             ),
         )
     if kind == "news2":
-        res, ts, total, risk, red, comps, scale, obs = body["v"]
-        return News2Record(res, _dt(ts), total, risk, red, comps, scale, obs)
+        # An 8-element record was spooled before the ACVPU level was kept (0013).
+        res, ts, total, risk, red, comps, scale, obs, *rest = body["v"]
+        acvpu = rest[0] if rest else None
+        return News2Record(res, _dt(ts), total, risk, red, comps, scale, obs, acvpu)
     if kind == "status":
         dev, at, online, hb, battery = body["v"]
         return StatusItem(dev, _dt(at), online, hb, battery)

@@ -658,7 +658,8 @@ class SqliteStore:
         cur = await self._run(
             lambda c: c.execute(
                 "INSERT OR IGNORE INTO news2_scores (ts, resident_id, observation_id, total,"
-                " risk, red_flag, spo2_scale, components) VALUES (?,?,?,?,?,?,?,?)",
+                " risk, red_flag, spo2_scale, components, consciousness)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     iso(n.ts),
                     n.resident_id,
@@ -668,6 +669,7 @@ class SqliteStore:
                     int(n.red_flag),
                     n.spo2_scale,
                     json.dumps(n.components),
+                    n.consciousness,
                 ),
             )
         )
@@ -729,11 +731,22 @@ class SqliteStore:
     ) -> list[News2Record]:
         found = await self._all(
             "SELECT resident_id, ts, total, risk, red_flag, components, spo2_scale,"
-            " observation_id FROM news2_scores"
+            " observation_id, consciousness FROM news2_scores"
             " WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts",
             (resident_id, iso(start), iso(end)),
         )
         return [rows.news2(r) for r in found]
+
+    async def resident_readings(
+        self, resident_id: str, start: datetime, end: datetime, limit: int = 100_000
+    ) -> list[Reading]:
+        found = await self._all(
+            "SELECT device_id, metric, value, ts, msg_id, resident_id FROM readings"
+            " WHERE resident_id = ? AND ts >= ? AND ts < ?"
+            " ORDER BY ts, device_id, msg_id, metric LIMIT ?",
+            (resident_id, iso(start), iso(end), limit),
+        )
+        return [rows.reading(r) for r in found]
 
     async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
         found = await self._all(

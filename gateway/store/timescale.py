@@ -31,7 +31,7 @@ from psycopg.rows import TupleRow
 
 from gateway.store.errors import is_unavailable
 
-__all__ = ["MIN_VERSION", "Extension", "prepare"]
+__all__ = ["MIN_VERSION", "Extension", "ExtensionStatus", "extension_status", "prepare"]
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,29 @@ class Extension:
         return text.replace("@extschema@", sql.Identifier(self.schema).as_string())
 
 
+@dataclass(frozen=True, slots=True)
+class ExtensionStatus:
+    """What the server says about TimescaleDB (``telecare doctor`` reports it)."""
+
+    available: str | None  # default version of the installed files, if any
+    schema: str | None  # where it is created in this database, if it is
+    version: str | None  # created version, if it is
+    preloaded: bool
+    preload_setting: str | None
+
+    @property
+    def usable(self) -> bool:
+        version = self.version or self.available
+        return version is not None and self.preloaded and _version(version) >= MIN_VERSION
+
+
+async def extension_status(conn: psycopg.AsyncConnection[TupleRow]) -> ExtensionStatus:
+    """The server's TimescaleDB: installed, created, preloaded (read-only)."""
+    cur = await conn.execute(_PROBE, (_LOADER_SETTING,))
+    [(available, found_schema, found_version, preloaded, preload_setting)] = await cur.fetchall()
+    return ExtensionStatus(available, found_schema, found_version, bool(preloaded), preload_setting)
+
+
 async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Extension | None:
     """The usable TimescaleDB of this database, created in ``schema`` if it is not
     installed yet; ``None`` (with a log line saying why and what to do) when it cannot
@@ -80,8 +103,9 @@ async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
     ``conn`` must be in autocommit mode. Give it a connection of its own: if a server
     closes the session anyway, only that connection is lost.
     """
-    cur = await conn.execute(_PROBE, (_LOADER_SETTING,))
-    [(available, found_schema, found_version, preloaded, preload_setting)] = await cur.fetchall()
+    st = await extension_status(conn)
+    available, found_schema, found_version = st.available, st.schema, st.version
+    preloaded, preload_setting = st.preloaded, st.preload_setting
     if available is None and found_version is None:
         log.info(
             "timescaledb_unavailable",
@@ -98,7 +122,7 @@ async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
             fallback="plain PostgreSQL partitions",
         )
         return None
-    version = found_version or available
+    version = found_version or available or ""
     if _version(version) < MIN_VERSION:
         log.warning(
             "timescaledb_too_old",
@@ -109,7 +133,7 @@ async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
         )
         return None
     if found_schema is not None:
-        return Extension(found_schema, found_version)
+        return Extension(found_schema, found_version or version)
     return await _create(conn, schema)
 
 

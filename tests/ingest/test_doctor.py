@@ -1,0 +1,220 @@
+"""``telecare doctor`` (issue 13) against a private Mosquitto started with the shipped
+deploy/mosquitto configuration and ACL, and a real PostgreSQL schema: a healthy
+installation, and failing checks (wrong broker port, unmigrated schema, wrong gateway
+password, expired certificate, bad configuration) that make the exit code non-zero."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from typer.testing import CliRunner
+
+from gateway.auth import hash_secret, write_password_file
+from gateway.cli.main import app
+from gateway.store.postgres import PostgresStore
+from tests.ingest.test_provision import ROOT, shipped_broker
+from tests.services import free_port
+
+TELECARE = [sys.executable, "-m", "gateway.cli"]
+GW_USER, GW_PASSWORD = "telecare-gateway", "gw-secret-1"
+PROBE, PROBE_PASSWORD = "doctor-probe", "probe-secret-1"
+
+
+def _shipped_binds_client_ids() -> bool:
+    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text().splitlines()
+    return any(line.strip() == "use_username_as_clientid true" for line in conf)
+
+
+@dataclass
+class Install:
+    config: Path
+    password_file: Path
+    port: int
+    prefix: str
+
+
+def _cert(path: Path, days_left: int) -> Path:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broker.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=400))
+        .not_valid_after(now + timedelta(days=days_left))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _write_config(tmp_path: Path, *, port: int, prefix: str, dsn: str, schema: str,
+                  password: str = GW_PASSWORD) -> Path:  # fmt: skip
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nusername = "{GW_USER}"\n'
+        f'password = "{password}"\ntopic_prefix = "{prefix}"\n'
+        f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n'
+        f'timescale = false\nspool_dir = "{tmp_path / "spool"}"\n'
+    )
+    return cfg
+
+
+@pytest.fixture
+def install(tmp_path: Path, broker_dir: Path, pg_dsn: str, pg_schema: str) -> Iterator[Install]:
+    """A migrated schema, a password file with the gateway and a probe device, and the
+    shipped broker configuration running on a free port."""
+
+    async def migrate() -> None:
+        async with PostgresStore(pg_dsn, schema=pg_schema, use_timescale=False) as store:
+            await store.migrate()
+
+    asyncio.run(migrate())
+    pwfile = broker_dir / "telecare.passwd"
+    write_password_file(
+        pwfile, [(GW_USER, hash_secret(GW_PASSWORD)), (PROBE, hash_secret(PROBE_PASSWORD))]
+    )
+    prefix = f"doc-{tmp_path.name[-6:]}/telecare/v1"
+    with shipped_broker(broker_dir, prefix, pwfile) as port:
+        cfg = _write_config(tmp_path, port=port, prefix=prefix, dsn=pg_dsn, schema=pg_schema)
+        yield Install(cfg, pwfile, port, prefix)
+
+
+def _args(inst: Install, config: Path | None = None, *extra: str) -> list[str]:
+    return [
+        "doctor",
+        "--config", str(config or inst.config),
+        "--password-file", str(inst.password_file),
+        "--probe-device", PROBE,
+        "--probe-password", PROBE_PASSWORD,
+        "--json",
+        *extra,
+    ]  # fmt: skip
+
+
+def _by_name(out: str) -> dict[str, dict[str, Any]]:
+    doc = json.loads(out)
+    return {c["check"]: c for c in doc["checks"]}
+
+
+def test_doctor_on_a_healthy_installation(install: Install, tmp_path: Path) -> None:
+    good = _cert(tmp_path / "server.crt", days_left=365)
+    result = CliRunner().invoke(app, _args(install, None, "--cert", str(good)))
+    checks = _by_name(result.stdout)
+    for name in (
+        "config",
+        "store reachable",
+        "store migrated",
+        "clock skew",
+        "spool directory",
+        "broker reachable",
+        "broker refuses anonymous",
+        "probe device login",
+        "ACL denies impersonation",
+        "gateway credentials",
+        "TLS server.crt",
+    ):
+        assert checks[name]["status"] == "ok", checks[name]
+    assert checks["store mode"]["detail"].startswith("plain PostgreSQL")
+    assert "not authorized" in checks["ACL denies impersonation"]["detail"]
+    # The shipped configuration decides whether client ids are bound to usernames.
+    bound = _shipped_binds_client_ids()
+    assert checks["client id bound to username"]["status"] == ("ok" if bound else "fail")
+    # The tests' broker directory is world-readable: readable, but flagged.
+    assert checks["password file readable by broker"]["status"] == "warn"
+    assert result.exit_code == (0 if bound else 1), result.output
+    assert json.loads(result.stdout)["ok"] is bound
+
+
+def test_doctor_failing_checks_exit_non_zero(install: Install, tmp_path: Path, pg_dsn: str) -> None:
+    """Wrong broker port, an unmigrated schema, a wrong gateway password and an expired
+    certificate: each is reported with its fix, and the exit code is 1."""
+    fresh = f"t_unmigrated_{tmp_path.name[-6:]}".lower().replace("-", "_")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cfg = _write_config(
+        bad,
+        port=free_port(),
+        prefix=install.prefix,
+        dsn=pg_dsn,
+        schema=fresh,
+        password="wrong",
+    )
+    expired = _cert(tmp_path / "old.crt", days_left=-1)
+    result = CliRunner().invoke(app, _args(install, cfg, "--cert", str(expired)))
+    assert result.exit_code == 1, result.output
+    checks = _by_name(result.stdout)
+    assert checks["broker reachable"]["status"] == "fail"
+    assert "mqtt.port" in checks["broker reachable"]["fix"]
+    migrated = checks["store migrated"]
+    assert migrated["status"] == "fail"
+    assert "0001_core.sql" in migrated["detail"]
+    assert "0013_news2_acvpu.sql" in migrated["detail"]
+    assert migrated["fix"].startswith("telecare db migrate")
+    assert checks["gateway credentials"]["status"] == "fail"
+    assert checks["TLS old.crt"]["status"] == "fail"
+    assert "expired" in checks["TLS old.crt"]["detail"]
+    assert json.loads(result.stdout)["ok"] is False
+    assert "wrong" not in result.stdout  # the password itself is never echoed
+
+
+def test_doctor_subprocess_table_and_exit_code(install: Install, tmp_path: Path) -> None:
+    down = tmp_path / "down"
+    down.mkdir()
+    cfg = _write_config(
+        down, port=free_port(), prefix=install.prefix, dsn="postgresql://x@127.0.0.1:1/x",
+        schema="s",
+    )  # fmt: skip
+    args = [a for a in _args(install, cfg) if a != "--json"]
+    done = subprocess.run(
+        [*TELECARE, *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "telecare doctor" in done.stdout
+    assert "store reachable" in done.stdout
+    assert "to fix" in done.stdout
+    assert "Traceback" not in done.stderr
+    ok = subprocess.run(
+        [*TELECARE, *_args(install)], capture_output=True, text=True, timeout=120
+    )  # fmt: skip
+    checks = _by_name(ok.stdout)
+    assert checks["broker reachable"]["status"] == "ok"
+    assert ok.returncode == (0 if _shipped_binds_client_ids() else 1)
+
+
+def test_doctor_reports_a_configuration_that_does_not_parse(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[mqtt]\nport = "abc"\n')
+    result = CliRunner().invoke(app, ["doctor", "--config", str(cfg), "--json"])
+    assert result.exit_code == 1
+    [check] = json.loads(result.stdout)["checks"]
+    assert check["check"] == "config"
+    assert check["status"] == "fail"
+    assert "mqtt.port" in check["detail"]
+
+
+def test_doctor_help_reads_at_80_columns() -> None:
+    done = subprocess.run(
+        [*TELECARE, "doctor", "--help"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert all(len(line) <= 80 for line in done.stdout.splitlines())
