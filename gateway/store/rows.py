@@ -29,6 +29,7 @@ from devices.model import (
 from dispatch.audit_chain import ChainRow, canonical, row_hash
 from gateway.store.base import AuditEntry, DeadLetter, News2Record, OpenAlarm, TimelineEntry
 from gateway.store.clinical import ClinicalRecord, ClinicalState
+from gateway.store.registry import RegistryChange
 
 __all__ = ["as_dt", "event_digest", "iso"]
 
@@ -388,3 +389,7 @@ def audit_params(a: AuditLike, ts: Callable[[datetime], Any] = _same) -> tuple[A
         a.reason,
         json.dumps(a.detail),
     )
+
+
+def registry_change(row: Any) -> RegistryChange:
+    return RegistryChange(as_dt(row[0]), row[1], row[2], row[3], row[4], _json(row[5]))
