@@ -117,7 +117,9 @@ def device_json(d: Device, credentials: bool) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(*(c.removesuffix("_id").replace("_", " ") for c in columns))
+    table = Table()
+    for c in columns:
+        table.add_column(c.removesuffix("_id").replace("_", " "), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     return table
