@@ -241,7 +241,15 @@ def demo(
 
 def _mount() -> None:
     """Command groups that live in their own modules (imported late: they import this)."""
-    from gateway.cli import import_cmd, provision, receiver, report, rules_cmd, simulate
+    from gateway.cli import (
+        import_cmd,
+        provision,
+        receiver,
+        report,
+        response_times,
+        rules_cmd,
+        simulate,
+    )
 
     app.add_typer(provision.site_app, name="site")
     app.add_typer(provision.resident_app, name="resident")
@@ -252,6 +260,7 @@ def _mount() -> None:
     app.add_typer(report.app, name="report")
     app.add_typer(receiver.app, name="receiver")
     app.command("import")(import_cmd.import_csv)
+    report.app.command("response-times")(response_times.response_times)
 
 
 _mount()

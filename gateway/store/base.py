@@ -203,6 +203,10 @@ class Store(Protocol):
         ``KeyError`` for an unknown device, ``ValueError`` for a resident not at its site."""
         ...
 
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        """Ids of every dispatch raised at a site (for per-site reports)."""
+        ...
+
     async def record_registry_change(self, change: RegistryChange) -> None:
         """Append one entry to the registry audit."""
         ...

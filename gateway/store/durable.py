@@ -430,6 +430,9 @@ class DurableStore:
     ) -> Device:
         return await self.store.pair_device(device_id, resident_id, location, change)
 
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        return await self.store.site_dispatch_ids(site_id)
+
     async def record_registry_change(self, change: RegistryChange) -> None:
         await self.store.record_registry_change(change)
 

@@ -667,6 +667,10 @@ class PostgresStore:
             await _write_change(conn, change)
             return replace(device, resident_id=resident_id, location=new_location)
 
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        found = await self._all("SELECT dispatch_id FROM dispatches WHERE site_id = %s", (site_id,))
+        return {r[0] for r in found}
+
     async def record_registry_change(self, change: RegistryChange) -> None:
         async with self._pool.connection() as conn, conn.transaction():
             await _write_change(conn, change)

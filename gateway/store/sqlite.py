@@ -445,6 +445,10 @@ class SqliteStore:
 
         return await self._run(lambda c: transaction(c, run))
 
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        found = await self._all("SELECT dispatch_id FROM dispatches WHERE site_id = ?", (site_id,))
+        return {r[0] for r in found}
+
     async def record_registry_change(self, change: RegistryChange) -> None:
         await self._run(lambda c: transaction(c, lambda conn: _write_change(conn, change)))
 
