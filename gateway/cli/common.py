@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import inspect
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -40,8 +41,11 @@ __all__ = [
     "actor",
     "err_console",
     "fail",
+    "first_sentence",
     "load_cli_config",
     "print_json",
+    "reflow_help",
+    "unwrap",
     "with_store",
 ]
 
@@ -71,6 +75,34 @@ ByOption = Annotated[
     str | None,
     typer.Option("--by", help="Who is making the change, for the audit (default: OS user)."),
 ]
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Give every command of ``app`` (recursively) its docstring as help with each
+    paragraph on one line, so the terminal wraps it at its own width (at 80 columns the
+    source's line breaks otherwise show up as odd short lines), and ``x`` as 'x'."""
+    for command in app.registered_commands:
+        if command.help is None and command.callback is not None:
+            command.help = unwrap(command.callback.__doc__ or "")
+        if command.short_help is None and command.help:
+            command.short_help = first_sentence(command.help)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
+def unwrap(doc: str) -> str:
+    """A docstring's paragraphs, each on one line, separated by blank lines."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    text = "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+    return text.replace("``", "'")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of the first paragraph (the one-line summary in command lists)."""
+    first = text.split("\n\n", 1)[0]
+    end = first.find(". ")
+    return first if end < 0 else first[: end + 1]
 
 
 def load_cli_config(path: Path | None) -> Config:

@@ -501,7 +501,10 @@ def device_show(device_id: str, json_out: JsonOption = False, config: ConfigOpti
 @device_app.command("set")
 def device_set(
     device_id: str,
-    kind: Annotated[DeviceKind | None, typer.Option(help="Device kind.")] = None,
+    kind: Annotated[
+        DeviceKind | None,
+        typer.Option(metavar="KIND", help=f"One of: {', '.join(DeviceKind)}.", show_choices=False),
+    ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Codec: json_v1, cms50d, ...")] = None,
     heartbeat: Annotated[
         int | None, typer.Option(help="Expected heartbeat interval, s (0 = none).")

@@ -26,7 +26,7 @@ import typer
 from rich.console import Console
 
 from dispatch.audit_chain import ChainReport
-from gateway.cli.common import ConfigOption, err_console, load_cli_config
+from gateway.cli.common import ConfigOption, err_console, load_cli_config, reflow_help
 from gateway.logging import configure_logging
 
 __all__ = ["app", "main"]
@@ -264,6 +264,7 @@ def _mount() -> None:
 
 
 _mount()
+reflow_help(app)
 
 
 def main() -> None:

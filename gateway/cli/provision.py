@@ -378,7 +378,10 @@ def _print_secret(device_id: str, secret: str) -> None:
 def device_add(
     device_id: str,
     site: Annotated[str, typer.Option(help="The site the device is installed at.")],
-    kind: Annotated[DeviceKind, typer.Option()],
+    kind: Annotated[
+        DeviceKind,
+        typer.Option(metavar="KIND", help=f"One of: {', '.join(DeviceKind)}.", show_choices=False),
+    ],
     resident: Annotated[str | None, typer.Option(help="The resident it is paired with.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Codec: json_v1, cms50d, ...")] = "json_v1",
     location: Annotated[str, typer.Option()] = "",
