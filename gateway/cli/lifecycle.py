@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -116,10 +117,14 @@ def device_json(d: Device, credentials: bool) -> dict[str, Any]:
     }
 
 
+_HEADERS = {"credentials": "creds", "spo2_scale": "SpO2 scale"}
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table()
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for c in columns:
-        table.add_column(c.removesuffix("_id").replace("_", " "), overflow="fold")
+        header = _HEADERS.get(c, c.removesuffix("_id").replace("_", " "))
+        table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     return table
