@@ -8,6 +8,8 @@ telecare db roles --config ...           SQL creating the owner and runtime role
 telecare audit verify --config ...       prove the dispatch audit trail is intact
 telecare site|resident|responder|device add ...   provisioning
 telecare report responses --from ... --to ...     response times, each route vs its target
+telecare report response-times --since 7d --site S   the same figures, for one site
+telecare import care-home.csv [--dry-run]         residents, devices, pairings (docs/cli.md)
 telecare receiver test --protocol dc09 ...   one message to a running IP receiver
 """
 

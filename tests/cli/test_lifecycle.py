@@ -87,6 +87,7 @@ def test_json_shapes_are_stable(cli: Cli) -> None:
             "format": "json_v1",
             "location": "",
             "heartbeat_interval_s": 86400,
+            "hub_id": None,
             "credentials": True,
         }
     ]
