@@ -137,12 +137,9 @@ def print_json(value: Any) -> None:
 
 def with_store(cfg: Config, action: Callable[[Any], Awaitable[_T]]) -> _T:
     """Open the configured store, migrate it and run ``action``; exit 5 (no traceback)
-    when the database cannot be reached. Logs go to stderr, warnings and worse only."""
+    when the database cannot be reached."""
     from gateway.app import open_store, prepare_store
-    from gateway.logging import configure_logging
     from gateway.store.errors import is_unavailable
-
-    configure_logging("warning", "console")  # stdout is for results (and --json) only
 
     async def main() -> _T:
         async with open_store(cfg) as store:

@@ -270,4 +270,8 @@ reflow_help(app)
 
 
 def main() -> None:
+    """The ``telecare`` entry point. Logs go to stderr, warnings and worse, unless a
+    command configures them (``run`` from its config): stdout is for results and
+    ``--json`` only. (Not done per command: in-process runners swap stderr.)"""
+    configure_logging("warning", "console")
     app()
