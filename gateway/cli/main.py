@@ -8,6 +8,8 @@ telecare db roles --config ...           SQL creating the owner and runtime role
 telecare audit verify --config ...       prove the dispatch audit trail is intact
 telecare site|resident|responder|device add ...   provisioning
 telecare report responses --from ... --to ...     response times, each route vs its target
+telecare report response-times --since 7d --site S   the same figures, for one site
+telecare import care-home.csv [--dry-run]         residents, devices, pairings (docs/cli.md)
 telecare receiver test --protocol dc09 ...   one message to a running IP receiver
 telecare export fhir --resident R        a FHIR R4 Bundle of a resident's observations
 telecare serial probe PORT               which supported device answers on a serial port
@@ -29,7 +31,7 @@ import typer
 from rich.console import Console
 
 from dispatch.audit_chain import ChainReport
-from gateway.cli.common import ConfigOption, err_console, load_cli_config
+from gateway.cli.common import ConfigOption, err_console, load_cli_config, reflow_help
 from gateway.logging import configure_logging
 
 __all__ = ["app", "main"]
@@ -247,9 +249,11 @@ def _mount() -> None:
     from gateway.cli import (
         doctor,
         export_fhir,
+        import_cmd,
         provision,
         receiver,
         report,
+        response_times,
         rules_cmd,
         serial_cmd,
         simulate,
@@ -266,10 +270,17 @@ def _mount() -> None:
     app.add_typer(export_fhir.app, name="export")
     app.add_typer(serial_cmd.app, name="serial")
     app.command("doctor")(doctor.doctor)
+    app.command("import")(import_cmd.import_csv)
+    report.app.command("response-times")(response_times.response_times)
 
 
 _mount()
+reflow_help(app)
 
 
 def main() -> None:
+    """The ``telecare`` entry point. Logs go to stderr, warnings and worse, unless a
+    command configures them (``run`` from its config): stdout is for results and
+    ``--json`` only. (Not done per command: in-process runners swap stderr.)"""
+    configure_logging("warning", "console")
     app()

@@ -66,7 +66,9 @@ from devices.model import (
     SiteKind,
 )
 from gateway.auth import hash_secret, new_secret, read_password_file, write_password_file
-from gateway.cli.common import ConfigOption, load_cli_config
+from gateway.cli import lifecycle  # registers list/show/set/remove/pair on the groups
+from gateway.cli.common import ConfigOption, ExitCode, JsonOption, load_cli_config, with_store
+from gateway.cli.groups import app, device_app, resident_app, responder_app, site_app
 from gateway.config import DEFAULT_CLIENT_ID, Config
 from gateway.decode import FORWARDERS
 from gateway.store.base import ClinicalChange, ClinicalRecord, Store
@@ -79,34 +81,17 @@ _T = TypeVar("_T")
 console = Console()
 err_console = Console(stderr=True)
 
-site_app = typer.Typer(help="Sites: homes and care homes.", no_args_is_help=True)
-resident_app = typer.Typer(help="Residents (personal data is never logged).", no_args_is_help=True)
-responder_app = typer.Typer(help="Responders: keyholders, wardens, crews.", no_args_is_help=True)
-device_app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_help=True)
-app = typer.Typer(help="Provisioning.", no_args_is_help=True)
-app.add_typer(site_app, name="site")
-app.add_typer(resident_app, name="resident")
-app.add_typer(responder_app, name="responder")
-app.add_typer(device_app, name="device")
-
 #: Device formats accepted by ``device add``: protocol v1 plus every registered codec.
 FORMATS = ("json_v1", *sorted(registry.CODECS))
 
 
 def _with_store(cfg: Config, action: Callable[[Store], Awaitable[_T]]) -> _T:
-    from gateway.app import open_store, prepare_store
-
-    async def main() -> _T:
-        async with open_store(cfg) as store:
-            await prepare_store(cfg, store)
-            return await action(store)
-
-    return asyncio.run(main())
+    return with_store(cfg, action)
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(1)
+def _fail(message: str, code: ExitCode = ExitCode.INVALID) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
 
 
 def _model(build: Callable[[], _T]) -> _T:
@@ -134,16 +119,6 @@ def site_add(
     console.print(f"site [bold]{site_id}[/bold] saved")
 
 
-@site_app.command("list")
-def site_list(config: ConfigOption = None) -> None:
-    """List sites."""
-    sites = _with_store(load_cli_config(config), lambda store: store.list_sites())
-    table = Table("site", "kind", "area")
-    for s in sites:
-        table.add_row(s.site_id, s.kind.value, s.area)
-    console.print(table)
-
-
 # --------------------------------------------------------------------------- residents
 
 
@@ -153,6 +128,9 @@ def resident_add(
     site: Annotated[str, typer.Option(help="The site the resident lives at.")],
     name: Annotated[str, typer.Option(help="Name (stored, never logged).")] = "",
     nhs_number: Annotated[str | None, typer.Option(help="NHS number (never logged).")] = None,
+    notes: Annotated[
+        str, typer.Option(help="Notes: key safe, access, medical (never logged).")
+    ] = "",
     responders: Annotated[
         str, typer.Option(help="Responder ids in cascade order, comma separated.")
     ] = "",
@@ -160,29 +138,22 @@ def resident_add(
 ) -> None:
     """Create or update a resident (never its clinical settings: see ``resident clinical``)."""
     cascade = tuple(r.strip() for r in responders.split(",") if r.strip())
-    resident = _model(lambda: Resident(resident_id, site, name, nhs_number, responders=cascade))
+    resident = _model(
+        lambda: Resident(resident_id, site, name, nhs_number, responders=cascade, notes=notes)
+    )
 
     async def save(store: Store) -> None:
         if await store.get_site(site) is None:
-            raise _fail(f"site {site!r} does not exist; add it with 'site add {site}'")
+            raise _fail(
+                f"site {site!r} does not exist; add it with 'site add {site}'", ExitCode.NOT_FOUND
+            )
         for responder_id in cascade:
             if await store.get_responder(responder_id) is None:
-                raise _fail(f"responder {responder_id!r} does not exist")
+                raise _fail(f"responder {responder_id!r} does not exist", ExitCode.NOT_FOUND)
         await store.upsert_resident(resident)
 
     _with_store(load_cli_config(config), save)
     console.print(f"resident [bold]{resident_id}[/bold] saved at site {site}")
-
-
-@resident_app.command("list")
-def resident_list(config: ConfigOption = None) -> None:
-    """List residents (ids, sites and cascades; no names)."""
-    residents = _with_store(load_cli_config(config), lambda store: store.list_residents())
-    table = Table("resident", "site", "responders", "SpO2 scale (prescribed)")
-    for r in residents:
-        scale = "-" if r.spo2_scale is None else str(r.spo2_scale)
-        table.add_row(r.resident_id, r.site_id, ", ".join(r.responders), scale)
-    console.print(table)
 
 
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -239,7 +210,7 @@ def resident_clinical(
         try:
             return await store.set_clinical(change)
         except KeyError:
-            raise _fail(f"resident {resident_id!r} does not exist") from None
+            raise _fail(f"resident {resident_id!r} does not exist", ExitCode.NOT_FOUND) from None
 
     for record in _with_store(cfg, save):
         console.print(
@@ -273,25 +244,66 @@ def _overridden(from_file: ResidentRules, effective: ResidentRules) -> list[str]
 
 
 @resident_app.command("show")
-def resident_show(resident_id: str, config: ConfigOption = None) -> None:
-    """A resident's site, responders and effective clinical settings with their source
-    (prescription, rules file or chart default) and history. No names."""
+def resident_show(
+    resident_id: str,
+    personal: lifecycle.PersonalOption = False,
+    json_out: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """A resident's site, responders, paired devices and effective clinical settings
+    with their source (prescription, rules file or chart default) and history.
+    Name, NHS number and notes only with --personal."""
     cfg = load_cli_config(config)
 
-    async def load(store: Store) -> tuple[Resident | None, list[ClinicalRecord]]:
-        return await store.get_resident(resident_id), await store.clinical_history(resident_id)
+    async def load(store: Store) -> tuple[Resident | None, list[ClinicalRecord], list[str]]:
+        devices = [d.device_id for d in await store.list_devices() if d.resident_id == resident_id]
+        history = await store.clinical_history(resident_id)
+        return await store.get_resident(resident_id), history, devices
 
-    resident, history = _with_store(cfg, load)
+    resident, history, devices = _with_store(cfg, load)
     if resident is None:
-        raise _fail(f"resident {resident_id!r} does not exist")
+        raise _fail(f"resident {resident_id!r} does not exist", ExitCode.NOT_FOUND)
     try:
         rules = load_rules_file(cfg.rules.file) if cfg.rules.file else RulesConfig()
     except RulesConfigError as exc:
         raise _fail(str(exc)) from None
     effective = rules.resident(resident_id, resident)
     from_file = rules.residents.get(resident_id)
+    if json_out:
+        lifecycle.print_json(
+            lifecycle.resident_json(resident, personal)
+            | {
+                "devices": devices,
+                "effective": {
+                    "spo2_scale": effective.spo2_scale,
+                    "spo2_scale_source": effective.spo2_scale_source,
+                    "spo2_target": effective.spo2_target,
+                    "baseline_consciousness": effective.baseline_consciousness.value,
+                    "baseline_source": effective.baseline_source,
+                },
+                "history": [
+                    {
+                        "recorded_at": h.recorded_at.isoformat(),
+                        "setting": h.setting,
+                        "value": h.value,
+                        "previous": h.previous,
+                        "prescribed_by": h.prescribed_by,
+                        "prescribed_at": h.prescribed_at and h.prescribed_at.isoformat(),
+                        "recorded_by": h.recorded_by,
+                        "reason": h.reason,
+                    }
+                    for h in history
+                ],
+            }
+        )
+        return
     console.print(f"resident [bold]{resident.resident_id}[/bold] at site {resident.site_id}")
+    if personal:
+        console.print(f"name: {resident.name or '-'}", highlight=False)
+        console.print(f"NHS number: {resident.nhs_number or '-'}", highlight=False)
+        console.print(f"notes: {resident.notes or '-'}", highlight=False)
     console.print(f"responders: {', '.join(resident.responders) or '-'}")
+    console.print(f"devices: {', '.join(devices) or '-'}")
     scale = f"SpO2 scale: [bold]{effective.spo2_scale}[/bold] ({effective.spo2_scale_source}"
     if effective.spo2_scale_set_by and effective.spo2_scale_set_at:
         scale += f", prescribed by {effective.spo2_scale_set_by}"
@@ -350,16 +362,6 @@ def responder_add(
     console.print(f"responder [bold]{responder_id}[/bold] saved")
 
 
-@responder_app.command("list")
-def responder_list(config: ConfigOption = None) -> None:
-    """List responders."""
-    found = _with_store(load_cli_config(config), lambda store: store.list_responders())
-    table = Table("responder", "kind", "area")
-    for r in found:
-        table.add_row(r.responder_id, r.kind.value, r.area)
-    console.print(table)
-
-
 # --------------------------------------------------------------------------- devices
 
 
@@ -376,7 +378,10 @@ def _print_secret(device_id: str, secret: str) -> None:
 def device_add(
     device_id: str,
     site: Annotated[str, typer.Option(help="The site the device is installed at.")],
-    kind: Annotated[DeviceKind, typer.Option()],
+    kind: Annotated[
+        DeviceKind,
+        typer.Option(metavar="KIND", help=f"One of: {', '.join(DeviceKind)}.", show_choices=False),
+    ],
     resident: Annotated[str | None, typer.Option(help="The resident it is paired with.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Codec: json_v1, cms50d, ...")] = "json_v1",
     location: Annotated[str, typer.Option()] = "",
@@ -430,15 +435,19 @@ def device_add(
         if why is not None:
             raise _fail(f"device id {device_id!r} is {why}; choose another id")
         if await store.get_site(site) is None:
-            raise _fail(f"site {site!r} does not exist; add it with 'site add {site}'")
+            raise _fail(
+                f"site {site!r} does not exist; add it with 'site add {site}'", ExitCode.NOT_FOUND
+            )
         if resident is not None:
             found = await store.get_resident(resident)
             if found is None or found.site_id != site:
-                raise _fail(f"resident {resident!r} does not exist at site {site!r}")
+                raise _fail(
+                    f"resident {resident!r} does not exist at site {site!r}", ExitCode.NOT_FOUND
+                )
         if hub is not None:
             parent = await store.get_device(hub)
             if parent is None or parent.site_id != site:
-                raise _fail(f"hub {hub!r} does not exist at site {site!r}")
+                raise _fail(f"hub {hub!r} does not exist at site {site!r}", ExitCode.NOT_FOUND)
             if parent.kind not in FORWARDERS:
                 kinds = ", ".join(sorted(k.value for k in FORWARDERS))
                 raise _fail(f"device {hub!r} is a {parent.kind.value}, not one of: {kinds}")
@@ -486,7 +495,7 @@ def device_map_account(
 
     async def save(store: Store) -> None:
         if await store.get_device(device_id) is None:
-            raise _fail(f"device {device_id!r} does not exist")
+            raise _fail(f"device {device_id!r} does not exist", ExitCode.NOT_FOUND)
         await _check_unmapped(store, mapping)
         await store.upsert_receiver_account(mapping)
 
@@ -536,10 +545,13 @@ def device_user(
     async def save(store: Store) -> None:
         device = await store.get_device(device_id)
         if device is None:
-            raise _fail(f"device {device_id!r} does not exist")
+            raise _fail(f"device {device_id!r} does not exist", ExitCode.NOT_FOUND)
         found = await store.get_resident(resident)
         if found is None or found.site_id != device.site_id:
-            raise _fail(f"resident {resident!r} does not exist at site {device.site_id!r}")
+            raise _fail(
+                f"resident {resident!r} does not exist at site {device.site_id!r}",
+                ExitCode.NOT_FOUND,
+            )
         await store.set_device_user(device_id, user_id, resident)
 
     _with_store(load_cli_config(config), save)
@@ -554,35 +566,11 @@ def device_passwd(device_id: str, config: ConfigOption = None) -> None:
     async def save(store: Store) -> None:
         device = await store.get_device(device_id)
         if device is None:
-            raise _fail(f"device {device_id!r} does not exist")
+            raise _fail(f"device {device_id!r} does not exist", ExitCode.NOT_FOUND)
         await store.upsert_device(device, hash_secret(secret))
 
     _with_store(load_cli_config(config), save)
     _print_secret(device_id, secret)
-
-
-@device_app.command("list")
-def device_list(config: ConfigOption = None) -> None:
-    """List devices with their pairing and whether they have credentials."""
-
-    async def load(store: Store) -> list[tuple[Device, bool]]:
-        devices = await store.list_devices()
-        return [(d, await store.get_device_secret_hash(d.device_id) is not None) for d in devices]
-
-    rows = _with_store(load_cli_config(config), load)
-    table = Table("device", "site", "resident", "kind", "format", "location", "hub", "credentials")
-    for d, has_secret in rows:
-        table.add_row(
-            d.device_id,
-            d.site_id,
-            d.resident_id or "-",
-            d.kind.value,
-            d.format,
-            d.location or "-",
-            d.hub_id or "-",
-            "yes" if has_secret else "[red]no[/red]",
-        )
-    console.print(table)
 
 
 @device_app.command("mosquitto-passwd")
@@ -744,7 +732,7 @@ def device_test(
     async def run(store: Store) -> float:
         device = await store.get_device(device_id)
         if device is None:
-            raise _fail(f"device {device_id!r} does not exist")
+            raise _fail(f"device {device_id!r} does not exist", ExitCode.NOT_FOUND)
         before = await store.count("alarm_events")
         msg_id = f"test-{uuid.uuid4().hex[:12]}"
         topic = f"{cfg.mqtt.topic_prefix}/{device.site_id}/{device_id}/event"

@@ -18,7 +18,7 @@ from gateway.cli.common import ConfigOption, err_console, load_cli_config
 from gateway.config import Config
 from gateway.dispatching import attend_config, dispatch_repository
 
-__all__ = ["app"]
+__all__ = ["PERIODS", "Period", "app", "period_json", "print_period"]
 
 app = typer.Typer(help="Reports from the audit trail.", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ class Period(StrEnum):
     WEEK = "week"
 
 
-_PERIODS = {
+PERIODS = {
     Period.HOUR: timedelta(hours=1),
     Period.DAY: timedelta(days=1),
     Period.WEEK: timedelta(weeks=1),
@@ -66,7 +66,7 @@ def _route_dict(r: RouteFigures) -> dict[str, Any]:
     }
 
 
-def _period_dict(p: PeriodFigures) -> dict[str, Any]:
+def period_json(p: PeriodFigures) -> dict[str, Any]:
     return {
         "start": p.start.isoformat(),
         "end": p.end.isoformat(),
@@ -79,7 +79,7 @@ def _period_dict(p: PeriodFigures) -> dict[str, Any]:
     }
 
 
-def _print(console: Console, p: PeriodFigures) -> None:
+def print_period(console: Console, p: PeriodFigures) -> None:
     console.print(
         f"[bold]{p.start:%Y-%m-%d %H:%M} to {p.end:%Y-%m-%d %H:%M}[/bold]: {p.alarms} alarms,"
         f" {p.abandoned} abandoned; answered within 60 s {_pct(p.pct_answered_60s)}"
@@ -133,10 +133,10 @@ def responses(
     if last <= first:
         err_console.print("[red]--to[/red] must be after --from")
         raise typer.Exit(2)
-    figures = asyncio.run(_figures(cfg, first, last, _PERIODS[period]))
+    figures = asyncio.run(_figures(cfg, first, last, PERIODS[period]))
     if as_json:
-        typer.echo(json.dumps([_period_dict(p) for p in figures], indent=2))
+        typer.echo(json.dumps([period_json(p) for p in figures], indent=2))
         return
     console = Console()
     for p in figures:
-        _print(console, p)
+        print_period(console, p)

@@ -29,6 +29,7 @@ from devices.model import (
 )
 from dispatch.audit_chain import Anchor, ChainReport
 from gateway.store.clinical import ClinicalChange, ClinicalRecord
+from gateway.store.registry import Blocker, Kind, RegistryChange
 
 __all__ = [
     "DEAD_LETTER_PREVIEW",
@@ -185,6 +186,37 @@ class Store(Protocol):
 
     async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
         """Every recorded change of a resident's clinical settings, oldest first."""
+        ...
+
+    async def remove_entity(
+        self, kind: Kind, entity_id: str, change: RegistryChange
+    ) -> list[Blocker]:
+        """Delete a site, resident, responder or device and audit it, in one transaction;
+        or, while anything still references it (an open dispatch, a paired device, a
+        cascade: see ``registry``), delete nothing and return what blocks it.
+        ``KeyError`` when it does not exist."""
+        ...
+
+    async def pair_device(
+        self, device_id: str, resident_id: str | None, location: str | None, change: RegistryChange
+    ) -> Device:
+        """Pair a device with a resident of its site (``None``: unpair) and optionally
+        move it (``location``; ``None`` keeps it), audited, in one transaction.
+        ``KeyError`` for an unknown device, ``ValueError`` for a resident not at its site."""
+        ...
+
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        """Ids of every dispatch raised at a site (for per-site reports)."""
+        ...
+
+    async def record_registry_change(self, change: RegistryChange) -> None:
+        """Append one entry to the registry audit."""
+        ...
+
+    async def registry_changes(
+        self, kind: Kind | None = None, entity_id: str | None = None
+    ) -> list[RegistryChange]:
+        """The registry audit, oldest first, optionally of one kind and id."""
         ...
 
     async def list_devices(self) -> list[Device]: ...

@@ -72,6 +72,7 @@ from gateway.store.base import (
 from gateway.store.batcher import Destination, ReadingBatcher
 from gateway.store.clinical import ClinicalChange, ClinicalRecord
 from gateway.store.errors import is_unavailable
+from gateway.store.registry import Blocker, Kind, RegistryChange
 from gateway.store.replay import apply_records
 from gateway.store.spool import Spool
 from gateway.store.spool_codec import DispatchItem, ReadingsItem, SpoolItem, StatusItem, encode
@@ -418,6 +419,27 @@ class DurableStore:
 
     async def device_users(self, device_id: str) -> dict[int, str]:
         return await self.store.device_users(device_id)
+
+    async def remove_entity(
+        self, kind: Kind, entity_id: str, change: RegistryChange
+    ) -> list[Blocker]:
+        return await self.store.remove_entity(kind, entity_id, change)
+
+    async def pair_device(
+        self, device_id: str, resident_id: str | None, location: str | None, change: RegistryChange
+    ) -> Device:
+        return await self.store.pair_device(device_id, resident_id, location, change)
+
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        return await self.store.site_dispatch_ids(site_id)
+
+    async def record_registry_change(self, change: RegistryChange) -> None:
+        await self.store.record_registry_change(change)
+
+    async def registry_changes(
+        self, kind: Kind | None = None, entity_id: str | None = None
+    ) -> list[RegistryChange]:
+        return await self.store.registry_changes(kind, entity_id)
 
     async def get_site(self, site_id: str) -> Site | None:
         return await self.store.get_site(site_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -33,6 +34,7 @@ import psycopg
 import structlog
 from psycopg import sql
 from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from devices.model import (
@@ -61,6 +63,7 @@ from gateway.store.base import (
 from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
 from gateway.store.errors import SchemaNotReady, TimescaleRequired
 from gateway.store.migrations import migrations_for
+from gateway.store.registry import TABLES, Blocker, Kind, RegistryChange, blocker_queries
 from gateway.store.roles import APPEND_ONLY, check_identifier, runtime_grants
 from gateway.store.timescale import Extension
 
@@ -613,6 +616,76 @@ class PostgresStore:
         )
         return [rows.clinical_record(r) for r in found]
 
+    # -- registry lifecycle (remove, pair, audit) ------------------------------------
+    async def remove_entity(
+        self, kind: Kind, entity_id: str, change: RegistryChange
+    ) -> list[Blocker]:
+        table, key = TABLES[kind]
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"SELECT 1 FROM {table} WHERE {key} = %s FOR UPDATE".encode(), (entity_id,)
+            )
+            if await cur.fetchone() is None:
+                raise KeyError(entity_id)
+            blockers: list[Blocker] = []
+            for what, query in blocker_queries(kind, "%s"):
+                cur = await conn.execute(query.encode(), (entity_id,))
+                blockers.extend(Blocker(what, str(ref)) for (ref,) in await cur.fetchall())
+            if blockers:
+                return blockers
+            await conn.execute(f"DELETE FROM {table} WHERE {key} = %s".encode(), (entity_id,))
+            await _write_change(conn, change)
+            return []
+
+    async def pair_device(
+        self, device_id: str, resident_id: str | None, location: str | None, change: RegistryChange
+    ) -> Device:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE device_id = %s"
+                " FOR UPDATE".encode(),
+                (device_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise KeyError(device_id)
+            device = rows.device(row)
+            if resident_id is not None:
+                cur = await conn.execute(
+                    "SELECT site_id FROM residents WHERE resident_id = %s", (resident_id,)
+                )
+                found = await cur.fetchone()
+                if found is None or found[0] != device.site_id:
+                    raise ValueError(
+                        f"resident {resident_id!r} does not exist at site {device.site_id!r}"
+                    )
+            new_location = device.location if location is None else location
+            await conn.execute(
+                "UPDATE devices SET resident_id = %s, location = %s WHERE device_id = %s",
+                (resident_id, new_location, device_id),
+            )
+            await _write_change(conn, change)
+            return replace(device, resident_id=resident_id, location=new_location)
+
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        found = await self._all("SELECT dispatch_id FROM dispatches WHERE site_id = %s", (site_id,))
+        return {r[0] for r in found}
+
+    async def record_registry_change(self, change: RegistryChange) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await _write_change(conn, change)
+
+    async def registry_changes(
+        self, kind: Kind | None = None, entity_id: str | None = None
+    ) -> list[RegistryChange]:
+        found = await self._all(
+            "SELECT at, actor, action, kind, entity_id, detail FROM registry_audit"
+            " WHERE (%s::text IS NULL OR kind = %s) AND (%s::text IS NULL OR entity_id = %s)"
+            " ORDER BY audit_id",
+            (kind, kind, entity_id, entity_id),
+        )
+        return [rows.registry_change(r) for r in found]
+
     async def get_responder(self, responder_id: str) -> Responder | None:
         row = await self._one(
             f"SELECT {rows.RESPONDER_COLUMNS} FROM responders WHERE responder_id = %s",
@@ -1096,4 +1169,19 @@ def _alert_params(a: Alert) -> tuple[Any, ...]:
         a.event_type.value if a.event_type else None,
         a.source_key,
         json.dumps(a.detail),
+    )
+
+
+async def _write_change(conn: psycopg.AsyncConnection[TupleRow], change: RegistryChange) -> None:
+    await conn.execute(
+        "INSERT INTO registry_audit (at, actor, action, kind, entity_id, detail)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (
+            change.at,
+            change.actor,
+            change.action,
+            change.kind,
+            change.entity_id,
+            Jsonb(change.detail),
+        ),
     )

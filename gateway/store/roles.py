@@ -6,7 +6,8 @@ running gateway needs.
   the two login roles, the database's privileges, the schema owned by the owner role.
 - ``runtime_grants`` is applied by the owner after every migration
   (``PostgresStore.migrate`` with ``runtime_role``): read and write on the operational
-  tables, but on ``dispatch_audit`` and ``resident_clinical_history`` only ``SELECT`` and
+  tables, but on ``dispatch_audit``, ``resident_clinical_history`` and ``registry_audit``
+  only ``SELECT`` and
   ``INSERT`` (no ``UPDATE``, ``DELETE``, ``TRUNCATE``, ``TRIGGER``),
   ``schema_migrations`` read-only, nothing owned,
   so the runtime role can neither rewrite the audit nor disable its triggers.
@@ -24,7 +25,7 @@ __all__ = ["APPEND_ONLY", "IDENTIFIER", "check_identifier", "runtime_grants", "s
 
 #: Records of who did what: the runtime role may read and append, never change or remove
 #: (those of them that exist in the schema when the grants are applied).
-APPEND_ONLY: Final = ("dispatch_audit", "resident_clinical_history")
+APPEND_ONLY: Final = ("dispatch_audit", "resident_clinical_history", "registry_audit")
 
 #: A schema or role name we accept: lower case, never needs quoting, and safe inside
 #: libpq ``options`` (where a space would start another server setting).

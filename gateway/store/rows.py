@@ -31,6 +31,7 @@ from devices.model import (
 from dispatch.audit_chain import ChainRow, canonical, row_hash
 from gateway.store.base import AuditEntry, DeadLetter, News2Record, OpenAlarm, TimelineEntry
 from gateway.store.clinical import ClinicalRecord, ClinicalState
+from gateway.store.registry import RegistryChange
 
 __all__ = ["as_dt", "event_digest", "iso"]
 
@@ -405,3 +406,7 @@ def reading(row: Any) -> Reading:
         msg_id=row[4],
         resident_id=row[5],
     )
+
+
+def registry_change(row: Any) -> RegistryChange:
+    return RegistryChange(as_dt(row[0]), row[1], row[2], row[3], row[4], _json(row[5]))

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +43,7 @@ from gateway.store.base import (
 )
 from gateway.store.clinical import ClinicalChange, ClinicalRecord, plan_clinical
 from gateway.store.migrations import migrations_for
+from gateway.store.registry import TABLES, Blocker, Kind, RegistryChange, blocker_queries
 from gateway.store.rows import iso
 
 __all__ = ["SqliteStore"]
@@ -389,6 +391,76 @@ class SqliteStore:
             (resident_id,),
         )
         return [rows.clinical_record(r) for r in found]
+
+    # -- registry lifecycle (remove, pair, audit) ------------------------------------
+    async def remove_entity(
+        self, kind: Kind, entity_id: str, change: RegistryChange
+    ) -> list[Blocker]:
+        table, key = TABLES[kind]
+
+        def run(conn: sqlite3.Connection) -> list[Blocker]:
+            if (
+                conn.execute(f"SELECT 1 FROM {table} WHERE {key} = ?", (entity_id,)).fetchone()
+                is None
+            ):
+                raise KeyError(entity_id)
+            blockers = [
+                Blocker(what, str(ref))
+                for what, query in blocker_queries(kind)
+                for (ref,) in conn.execute(query, (entity_id,)).fetchall()
+            ]
+            if blockers:
+                return blockers
+            conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (entity_id,))
+            _write_change(conn, change)
+            return []
+
+        return await self._run(lambda c: transaction(c, run))
+
+    async def pair_device(
+        self, device_id: str, resident_id: str | None, location: str | None, change: RegistryChange
+    ) -> Device:
+        def run(conn: sqlite3.Connection) -> Device:
+            row = conn.execute(
+                f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(device_id)
+            device = rows.device(row)
+            if resident_id is not None:
+                found = conn.execute(
+                    "SELECT site_id FROM residents WHERE resident_id = ?", (resident_id,)
+                ).fetchone()
+                if found is None or found[0] != device.site_id:
+                    raise ValueError(
+                        f"resident {resident_id!r} does not exist at site {device.site_id!r}"
+                    )
+            new_location = device.location if location is None else location
+            conn.execute(
+                "UPDATE devices SET resident_id = ?, location = ? WHERE device_id = ?",
+                (resident_id, new_location, device_id),
+            )
+            _write_change(conn, change)
+            return replace(device, resident_id=resident_id, location=new_location)
+
+        return await self._run(lambda c: transaction(c, run))
+
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        found = await self._all("SELECT dispatch_id FROM dispatches WHERE site_id = ?", (site_id,))
+        return {r[0] for r in found}
+
+    async def record_registry_change(self, change: RegistryChange) -> None:
+        await self._run(lambda c: transaction(c, lambda conn: _write_change(conn, change)))
+
+    async def registry_changes(
+        self, kind: Kind | None = None, entity_id: str | None = None
+    ) -> list[RegistryChange]:
+        found = await self._all(
+            "SELECT at, actor, action, kind, entity_id, detail FROM registry_audit"
+            " WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR entity_id = ?) ORDER BY audit_id",
+            (kind, kind, entity_id, entity_id),
+        )
+        return [rows.registry_change(r) for r in found]
 
     async def get_responder(self, responder_id: str) -> Responder | None:
         row = await self._one(
@@ -858,3 +930,18 @@ def verify_audit(conn: sqlite3.Connection, anchor: Anchor | None = None) -> Chai
     finally:
         conn.execute("COMMIT")
     return report
+
+
+def _write_change(conn: sqlite3.Connection, change: RegistryChange) -> None:
+    conn.execute(
+        "INSERT INTO registry_audit (at, actor, action, kind, entity_id, detail)"
+        " VALUES (?,?,?,?,?,?)",
+        (
+            iso(change.at),
+            change.actor,
+            change.action,
+            change.kind,
+            change.entity_id,
+            json.dumps(change.detail, sort_keys=True),
+        ),
+    )

@@ -163,7 +163,7 @@ def test_device_user_maps_a_shared_cuffs_user_to_a_resident(tmp_path: Path) -> N
 
     ok = run("cuff1", "--user-id", "2", "--resident", "r2")
     assert ok.returncode == 0, ok.stderr
-    assert run("cuff1", "--user-id", "3", "--resident", "r9").returncode == 1  # other site
+    assert run("cuff1", "--user-id", "3", "--resident", "r9").returncode == 3  # other site
     assert run("cuff1", "--user-id", "255", "--resident", "r2").returncode == 1
 
     async def users() -> dict[int, str]:

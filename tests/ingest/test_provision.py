@@ -156,7 +156,7 @@ def test_provisioned_credentials_and_acl_on_the_real_broker(tmp_path: Path) -> N
         app,
         ["device", "add", "x1", "--site", "nowhere", "--kind", "pendant", "--config", str(config)],
     )
-    assert bad.exit_code == 1
+    assert bad.exit_code == 3  # not found
     assert "site 'nowhere' does not exist" in bad.output
 
     broker_dir = Path(tempfile.mkdtemp(prefix="telecare-mqtt-auth-"))

@@ -153,6 +153,9 @@ def test_the_runtime_role_may_append_to_the_audit_but_never_rewrite_it(
     # The clinical settings history (who changed a resident's SpO2 scale) likewise.
     assert refused(rt, "UPDATE resident_clinical_history SET reason = 'x'") is denied
     assert refused(rt, "DELETE FROM resident_clinical_history") is denied
+    # And the registry audit (who removed or changed a site, resident or device).
+    assert refused(rt, "UPDATE registry_audit SET actor = 'x'") is denied
+    assert refused(rt, "DELETE FROM registry_audit") is denied
     assert refused(rt, "CREATE TABLE sneaky (x int)") is denied
     # The owner is stopped by the guard trigger, not by privileges.
     assert refused(install.owner, "TRUNCATE dispatch_audit") is psycopg.errors.RaiseException

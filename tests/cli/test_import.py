@@ -1,0 +1,158 @@
+"""``telecare import``: through Typer's runner on SQLite, and as a subprocess against
+real PostgreSQL. Errors carry line and column and write nothing; re-importing the same
+file changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore
+from tests.cli.conftest import Cli
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs/examples/care-home.csv"
+TELECARE = [sys.executable, "-m", "gateway.cli"]
+
+
+def _prepare(cli: Cli) -> None:
+    cli("site", "add", "oakhouse", "--kind", "care_home")
+    cli("responder", "add", "warden1", "--kind", "mobile_warden")
+    cli("responder", "add", "kh-smith")
+
+
+def test_the_example_file_imports_and_reimporting_changes_nothing(cli: Cli) -> None:
+    _prepare(cli)
+    dry = json.loads(cli("import", str(EXAMPLE), "--dry-run", "--json"))
+    assert (dry["changed"], dry["written"], dry["errors"]) == (10, False, [])
+    assert cli.json("device", "list") == []
+    first = cli("import", str(EXAMPLE), "--by", "installer-jo")
+    assert "10 changed (10 new, 0 updated)" in first
+    assert "Mrs Ada Example" not in first
+    devices = {d["device_id"]: d for d in cli.json("device", "list")}
+    assert devices["ox01"]["format"] == "cms50d"
+    assert devices["ox01"]["resident_id"] == "res01"
+    assert devices["smoke-hall"]["resident_id"] is None
+    assert all(d["credentials"] for d in devices.values())
+    res01 = cli.json("resident", "show", "res01", "--personal")
+    assert (res01["name"], res01["responders"]) == ("Mrs Ada Example", ["warden1", "kh-smith"])
+    again = cli("import", str(EXAMPLE))
+    assert "0 changed" in again
+    assert json.loads(cli("import", str(EXAMPLE), "--json"))["changed"] == 0
+
+    async def audit() -> set[str]:
+        async with SqliteStore(cli.db) as store:
+            return {c.actor for c in await store.registry_changes()}
+
+    assert asyncio.run(audit()) == {"installer-jo"}
+
+
+def test_a_changed_line_updates_only_that_thing(cli: Cli, tmp_path: Path) -> None:
+    _prepare(cli)
+    cli("import", str(EXAMPLE))
+    edited = tmp_path / "edited.csv"
+    edited.write_text(
+        EXAMPLE.read_text().replace("pend02,pendant,,room 2,", "pend02,pendant,,room 9,")
+    )
+    out = json.loads(cli("import", str(edited), "--json"))
+    assert (out["changed"], out["updated"]) == (1, [{"kind": "device", "id": "pend02"}])
+    assert out["passwords"] == {}  # an existing device keeps its credentials
+
+
+BAD = """site,resident,name,nhs_number,notes,responders,device,kind,format,location,heartbeat_s
+oakhouse,res01,Ada,,,warden1,pend01,pendant,,room 1,
+oakhouse,res02,,,,nobody,pend02,pendent,,room 2,
+oakhouse,,,,,,pend01,pendant,,hall,
+nowhere,res09,,,,,,,,,
+oakhouse,res01,Bea,,,,ox1,oximeter,xyz,,
+oakhouse,,,,,,door1,door_sensor,,,soon
+"""
+
+
+def test_every_error_has_its_line_and_column_and_nothing_is_written(
+    cli: Cli, tmp_path: Path
+) -> None:
+    _prepare(cli)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD)
+    out = cli("import", str(bad), code=6)
+    for expected in (
+        "line 3, column kind: unknown device kind 'pendent'",
+        "line 4, column device: device pend01 is already on line 2",
+        "line 6, column name: differs from line 2 for resident res01",
+        "line 6, column format: unknown format 'xyz'",
+        "line 7, column heartbeat_s: 'soon' is not a whole number",
+    ):
+        assert expected in out, out
+    assert "nothing written" in out
+    assert cli.json("device", "list") == []
+    assert cli.json("resident", "list") == []
+    # shape errors fixed, the store-level ones remain (site, responder): still nothing
+    fixed = tmp_path / "store-errors.csv"
+    fixed.write_text(
+        "site,resident,responders,device,kind\n"
+        "oakhouse,res01,warden1,pend01,pendant\n"
+        "oakhouse,res02,nobody,,\n"
+        "nowhere,res09,,,\n"
+    )
+    result = json.loads(cli("import", str(fixed), "--json", code=6))
+    assert [(e["line"], e["column"]) for e in result["errors"]] == [
+        (3, "responders"),
+        (4, "site"),
+    ]
+    assert result["written"] is False
+    assert cli.json("resident", "list") == []
+    header = tmp_path / "header.csv"
+    header.write_text("site,room\noakhouse,1\n")
+    assert "line 1, column room: unknown column" in cli("import", str(header), code=6)
+
+
+@pytest.mark.postgres
+def test_import_as_a_subprocess_against_postgresql(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[store]\nbackend = "postgres"\ndsn = "{pg_dsn}"\nschema = "{pg_schema}"\n'
+        "timescale = false\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TELECARE, *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    for args in (
+        ("site", "add", "oakhouse", "--kind", "care_home"),
+        ("responder", "add", "warden1", "--kind", "mobile_warden"),
+        ("responder", "add", "kh-smith"),
+    ):
+        assert run(*args).returncode == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD)
+    failed = run("import", str(bad))
+    assert failed.returncode == 6
+    assert "Traceback" not in failed.stderr
+    assert "line 3, column kind" in failed.stderr
+    first = run("import", str(EXAMPLE), "--by", "installer-jo", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["changed"] == 10
+    again = run("import", str(EXAMPLE), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["changed"] == 0
+
+    async def stored() -> tuple[int, int]:
+        async with PostgresStore(pg_dsn, schema=pg_schema) as store:
+            return len(await store.list_devices()), len(await store.registry_changes())
+
+    assert asyncio.run(stored()) == (7, 10)
