@@ -56,7 +56,7 @@ def test_cli_maps_accounts_to_devices(tmp_path: Path) -> None:
     assert "already maps to device 'unit1'" in err
     assert "not KIND:ACCOUNT" in _cli(cfg, "device", "map-account", "smoke1", "1234", code=1)
     assert "is not one of" in _cli(cfg, "device", "map-account", "smoke1", "x10:1", code=1)
-    assert "does not exist" in _cli(cfg, "device", "map-account", "nope", "scaip:c1", code=1)
+    assert "does not exist" in _cli(cfg, "device", "map-account", "nope", "scaip:c1", code=3)
     table = _cli(cfg, "device", "accounts")
     for text in ("1234", "005", "00AB12", "smoke1"):
         assert text in table
