@@ -62,7 +62,7 @@ from gateway.envelope import Envelope
 from gateway.failures import is_storage_unavailable, poison_reason, where
 from gateway.ingest.deadletter import DeadLetterLimiter, Verdict, flood_alert, sender_key
 from gateway.logging import get_logger
-from gateway.store.base import DeadLetter, News2Record, Store
+from gateway.store.base import AlertNote, DeadLetter, News2Record, Store
 from gateway.store.rows import event_digest
 from gateway.timebounds import TimeBounds
 from rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
@@ -349,13 +349,26 @@ class Pipeline:
         self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
     ) -> None:
         """Like :meth:`handle_event` for each, the events stored in one write first (an
-        IP receiver's concurrent alarms share one commit); rules then run in order."""
+        IP receiver's concurrent alarms share one commit); rules then run in order, and
+        the fold counts and restores they note on stored alerts share one more commit,
+        before this returns (so before the receiver acknowledges)."""
         news = await self.store.write_events(events)
+        notes: dict[str, AlertNote] = {}
         for event, new in zip(events, news, strict=True):
-            await self._event_stored(event, new, received_at)
+            await self._event_stored(event, new, received_at, notes=notes)
+        if notes:
+            try:
+                await self.store.note_alerts(list(notes.values()))
+            except Exception as exc:  # an annotation only: the events themselves are stored
+                log.warning("alert_notes_failed", alerts=len(notes), error=repr(exc))
 
     async def _event_stored(
-        self, event: AlarmEvent, new: bool, received_at: datetime | None = None
+        self,
+        event: AlarmEvent,
+        new: bool,
+        received_at: datetime | None = None,
+        *,
+        notes: dict[str, AlertNote] | None = None,
     ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
@@ -386,7 +399,7 @@ class Pipeline:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
             # while the engine already knew the alarm: finish the job (idempotent writes).
             result.alerts.append(self._event_alert(event, alert_id))
-        await self.apply(result)
+        await self.apply(result, notes=notes)
 
     async def handle_observation(
         self, obs: ObservationSet, *, received_at: datetime | None = None
@@ -523,9 +536,12 @@ class Pipeline:
         for alert_id in alert_ids:
             self.engine.close(alert_id, now)
 
-    async def apply(self, result: EngineResult) -> None:
+    async def apply(
+        self, result: EngineResult, *, notes: dict[str, AlertNote] | None = None
+    ) -> None:
         """Act on what the rules decided: raise alerts (most urgent first); report folds,
-        restores and clears (fold counts and restores are noted on the stored alert)."""
+        restores and clears (fold counts and restores are noted on the stored alert, or,
+        given ``notes``, collected there for the caller to write in one go)."""
         alerts = sorted(result.alerts, key=lambda a: a.priority)
         if len(alerts) == 1:
             await self.raise_alert(alerts[0])
@@ -540,7 +556,7 @@ class Pipeline:
                 await self.dispatcher.submit(alert)
         for restored in result.restored:
             self.counters["restored"] += 1
-            await self._note(restored, restored_at=self.clock.now())
+            await self._note(restored, restored_at=self.clock.now(), notes=notes)
             self.feed.publish(
                 Activity(
                     "restored",
@@ -559,7 +575,7 @@ class Pipeline:
                 )
             )
         for folded in result.folded:
-            await self._note(folded.alarm_id, count=folded.count)
+            await self._note(folded.alarm_id, count=folded.count, notes=notes)
             self.counters["folded"] += 1
             self.feed.publish(
                 Activity(
@@ -574,8 +590,25 @@ class Pipeline:
             await self.on_cleared(cleared)
 
     async def _note(
-        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+        self,
+        alert_id: str,
+        *,
+        count: int | None = None,
+        restored_at: datetime | None = None,
+        notes: dict[str, AlertNote] | None = None,
     ) -> None:
+        if notes is not None:
+            # The later note of the same alert wins key by key, as successive
+            # note_alert calls would.
+            was = notes.get(alert_id)
+            notes[alert_id] = AlertNote(
+                alert_id,
+                count=count if count is not None else (was.count if was else None),
+                restored_at=restored_at
+                if restored_at is not None
+                else (was.restored_at if was else None),
+            )
+            return
         try:
             await self.store.note_alert(alert_id, count=count, restored_at=restored_at)
         except Exception as exc:  # an annotation only: the events themselves are stored

@@ -51,6 +51,24 @@ DEAD_LETTER_PREVIEW = 1024
 
 
 @dataclass(frozen=True, slots=True)
+class AlertNote:
+    """What :meth:`Store.note_alerts` records on one stored alert (``None``: unchanged)."""
+
+    alert_id: str
+    count: int | None = None
+    restored_at: datetime | None = None
+
+    def patch(self) -> dict[str, Any]:
+        """The keys merged into the alert's ``detail``."""
+        note: dict[str, Any] = {}
+        if self.count is not None:
+            note["count"] = self.count
+        if self.restored_at is not None:
+            note["restored_at"] = self.restored_at.isoformat()
+        return note
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """Input we could not accept, kept with the reason so an installer can fix the sender.
 
@@ -279,6 +297,11 @@ class Store(Protocol):
         """Record on a stored alert what happened to it since it was raised, for the
         operator: ``detail.count`` (repeats folded into it) and ``detail.restored_at``
         (its device restored but the alarm stays open)."""
+        ...
+
+    async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
+        """:meth:`note_alert` for many alerts in one transaction (an IP receiver's
+        batch of folded presses)."""
         ...
 
     async def set_device_status(

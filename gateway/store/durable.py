@@ -61,6 +61,7 @@ from devices.model import (
 from dispatch.audit_chain import Anchor, ChainReport
 from gateway.backoff import Backoff
 from gateway.store.base import (
+    AlertNote,
     AuditEntry,
     DeadLetter,
     HistoryPoint,
@@ -359,6 +360,10 @@ class DurableStore:
         """Straight to the store (an annotation for the operator: the events it
         summarises are stored on their own; it raises while the database is away)."""
         await self.store.note_alert(alert_id, count=count, restored_at=restored_at)
+
+    async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
+        """Like :meth:`note_alert`, many in one transaction."""
+        await self.store.note_alerts(notes)
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         await self._put(letter, lambda: self.store.write_dead_letter(letter))

@@ -53,6 +53,7 @@ from devices.model import (
 from dispatch.audit_chain import GENESIS, Anchor, ChainReport, ChainVerifier
 from gateway.store import rows, timescale
 from gateway.store.base import (
+    AlertNote,
     AuditEntry,
     DeadLetter,
     HistoryPoint,
@@ -825,6 +826,15 @@ class PostgresStore:
             await self._exec(
                 "UPDATE alerts SET detail = detail || %s::jsonb WHERE alert_id = %s",
                 (json.dumps(note), alert_id),
+            )
+
+    async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
+        params = [(json.dumps(p), n.alert_id) for n in notes if (p := n.patch())]
+        if not params:
+            return
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE alerts SET detail = detail || %s::jsonb WHERE alert_id = %s", params
             )
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:

@@ -34,6 +34,7 @@ from dispatch.audit_chain import GENESIS, Anchor, ChainReport, ChainVerifier
 from gateway.private_files import private_dir, private_file
 from gateway.store import rows
 from gateway.store.base import (
+    AlertNote,
     AuditEntry,
     DeadLetter,
     HistoryPoint,
@@ -579,6 +580,18 @@ class SqliteStore:
                     (json.dumps(note), alert_id),
                 )
             )
+
+    async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
+        params = [(json.dumps(p), n.alert_id) for n in notes if (p := n.patch())]
+        if not params:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE alerts SET detail = json_patch(detail, ?) WHERE alert_id = ?", params
+            )
+
+        await self._run(lambda c: transaction(c, run))
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         dl = letter

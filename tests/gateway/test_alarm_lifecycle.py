@@ -15,6 +15,7 @@ import pytest
 
 from devices.codecs import json_v1
 from devices.model import (
+    AlarmEvent,
     Alert,
     AlertKind,
     Device,
@@ -273,6 +274,20 @@ async def test_fold_count_is_stored_on_the_alert(rig: Rig) -> None:
     for _ in range(2):
         rig.clock.advance(10)
         await rig.event("p1", EventType.PENDANT)
+    [alert] = [a for a in await rig.alerts() if a.alert_id == pendant.alert_id]
+    assert alert.detail["count"] == 3
+
+
+async def test_fold_counts_of_a_receiver_batch_are_stored_on_the_alert(rig: Rig) -> None:
+    # An IP receiver hands the pipeline many events at once; their notes share one write.
+    pendant = await rig.press("p1")
+    rig.clock.advance(10)
+    now = rig.clock.now()
+    presses = [
+        AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, f"b{i}", "s1", "r1", source="dc09")
+        for i in range(2)
+    ]
+    await rig.pipeline.handle_events(presses, received_at=now)
     [alert] = [a for a in await rig.alerts() if a.alert_id == pendant.alert_id]
     assert alert.detail["count"] == 3
 

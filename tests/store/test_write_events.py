@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devices.model import AlarmEvent, EventType, Phase
+from devices.model import AlarmEvent, Alert, AlertKind, EventType, Phase
+from gateway.store.base import AlertNote
 from gateway.store.durable import DurableStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -29,3 +30,25 @@ async def test_write_events_reports_which_were_new(
     async with DurableStore(store, spool_dir=tmp_path / "spool") as durable:
         assert await durable.write_events([_event(3), _event(4, "d2")]) == [False, True]
     assert await store.count("alarm_events") == 4
+
+
+async def test_note_alerts_patches_each_alert_detail_in_one_call(
+    store: PostgresStore | SqliteStore, tmp_path: Path
+) -> None:
+    alerts = [
+        Alert(f"a{i}", AlertKind.ALARM, 1, "pendant", T0, detail={"keep": i}) for i in range(3)
+    ]
+    assert await store.write_alerts(alerts) == [True, True, True]
+    restored = T0 + timedelta(minutes=1)
+    await store.note_alerts(
+        [AlertNote("a0", count=2), AlertNote("a1", restored_at=restored), AlertNote("a2")]
+    )
+    async with DurableStore(store, spool_dir=tmp_path / "spool") as durable:
+        await durable.note_alerts([AlertNote("a0", count=3)])
+        await durable.note_alerts([])
+    details = {a.alert_id: a.detail for a in await store.recent_alerts()}
+    assert details == {
+        "a0": {"keep": 0, "count": 3},
+        "a1": {"keep": 1, "restored_at": restored.isoformat()},
+        "a2": {"keep": 2},
+    }
