@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
-from devices.codecs import Malformed, scaip, sip
-from devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
+from telecare.devices.codecs import Malformed, scaip, sip
+from telecare.devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
 
 __all__ = ["bare", "drive", "gateway"]
 
@@ -53,7 +53,7 @@ class _Answers(asyncio.DatagramProtocol):
 
 
 async def _drive(port: int, cids: list[str], total: int, rate: float | None) -> dict[str, Any]:
-    from firmware_stubs.scaip_unit import encode_message, encode_mrq
+    from telecare.firmware_stubs.scaip_unit import encode_message, encode_mrq
 
     loop = asyncio.get_running_loop()
     n = len(cids)
@@ -206,8 +206,8 @@ async def gateway(
     args: argparse.Namespace, tmp: Path, mqtt_port: int, cids: list[str]
 ) -> AsyncIterator[int]:
     """The real gateway with the SCAIP receiver on UDP (a fresh store per run)."""
-    from gateway.app import Gateway, open_store
-    from gateway.config import (
+    from telecare.gateway.app import Gateway, open_store
+    from telecare.gateway.config import (
         Config,
         MqttConfig,
         ReceiversSection,

@@ -23,11 +23,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from devices.model import Alert, AlertKind, Dispatch, DispatchState
-from dispatch.audit_chain import Anchor
-from dispatch.records import AuditRecord
-from gateway.store import rows
-from gateway.store.postgres import PostgresStore, insert_audit, insert_dispatch
+from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
+from telecare.dispatch.audit_chain import Anchor
+from telecare.dispatch.records import AuditRecord
+from telecare.gateway.store import rows
+from telecare.gateway.store.postgres import PostgresStore, insert_audit, insert_dispatch
 
 __all__ = ["main"]
 

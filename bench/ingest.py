@@ -41,12 +41,12 @@ from typing import Any
 
 import aiomqtt
 
-from devices.codecs import json_v1
-from devices.model import Device, DeviceKind, Resident, Site, SiteKind
-from gateway.app import Gateway, open_store
-from gateway.config import Config, MqttConfig, RulesSection, StoreConfig
-from gateway.logging import configure_logging
-from gateway.store.base import Store
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import Device, DeviceKind, Resident, Site, SiteKind
+from telecare.gateway.app import Gateway, open_store
+from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig
+from telecare.gateway.logging import configure_logging
+from telecare.gateway.store.base import Store
 
 __all__ = ["main"]
 

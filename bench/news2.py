@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from devices.model import AlarmEvent, EventType, Phase
-from rules.alarms import AlarmBook, priority_of
-from rules.news2 import Observation, score, score_batch
+from telecare.devices.model import AlarmEvent, EventType, Phase
+from telecare.rules.alarms import AlarmBook, priority_of
+from telecare.rules.news2 import Observation, score, score_batch
 
 _Arrays = dict[str, npt.NDArray[np.generic]]
 

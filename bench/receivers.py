@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import _scaip
-from devices.codecs import Incomplete, Malformed, dc09
-from devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
-from gateway.app import Gateway, open_store
-from gateway.config import (
+from telecare.devices.codecs import Incomplete, Malformed, dc09
+from telecare.devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
+from telecare.gateway.app import Gateway, open_store
+from telecare.gateway.config import (
     Config,
     Dc09Config,
     MqttConfig,
@@ -60,7 +60,7 @@ from gateway.config import (
     RulesSection,
     StoreConfig,
 )
-from gateway.logging import configure_logging
+from telecare.gateway.logging import configure_logging
 
 __all__ = ["main"]
 
@@ -108,7 +108,7 @@ def _dc09_units(port: int, accounts: list[str], total: int, rate: float | None, 
 async def _dc09_drive(
     port: int, accounts: list[str], total: int, rate: float | None
 ) -> dict[str, Any]:
-    from firmware_stubs.dc09_unit import Dc09Unit
+    from telecare.firmware_stubs.dc09_unit import Dc09Unit
 
     units = [Dc09Unit(a) for a in accounts]
     n = len(units)

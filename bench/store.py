@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from devices.model import Metric, Reading
-from gateway.store.durable import DurableStore
-from gateway.store.postgres import PostgresStore
+from telecare.devices.model import Metric, Reading
+from telecare.gateway.store.durable import DurableStore
+from telecare.gateway.store.postgres import PostgresStore
 
 __all__ = ["main"]
 

@@ -35,19 +35,19 @@ from datetime import time as dtime
 
 import psycopg
 
-from devices.codecs import json_v1
-from devices.model import Alert, Device, DeviceKind, EventType, Resident, Site, SiteKind
-from dispatch import DispatchService
-from gateway.dispatching import dispatch_repository
-from gateway.envelope import Envelope
-from gateway.logging import configure_logging
-from gateway.pipeline import Pipeline
-from gateway.store.postgres import PostgresStore
-from gateway.sweeper import OrphanSweeper
-from rules.alarms import alarm_id_for
-from rules.clock import FakeClock
-from rules.config import InactivityWindow, ResidentRules, RulesConfig
-from rules.engine import RuleEngine
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import Alert, Device, DeviceKind, EventType, Resident, Site, SiteKind
+from telecare.dispatch import DispatchService
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.logging import configure_logging
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.sweeper import OrphanSweeper
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
+from telecare.rules.config import InactivityWindow, ResidentRules, RulesConfig
+from telecare.rules.engine import RuleEngine
 
 __all__ = ["main"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 from tests.services import (
     MqttServer,
     PgServer,

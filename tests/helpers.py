@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from devices.model import Dispatch
-from dispatch import DispatchService, ResponderDirectory
-from gateway.dispatching import add_store_responders, dispatch_repository
-from gateway.pipeline import Pipeline
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.clock import Clock
+from telecare.devices.model import Dispatch
+from telecare.dispatch import DispatchService, ResponderDirectory
+from telecare.gateway.dispatching import add_store_responders, dispatch_repository
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import Clock
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ import sqlite3
 
 import psycopg
 
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 
 REFUSED_ZONE = "013"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from devices.codecs import json_v1
-from devices.model import (
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
     Device,
     DeviceKind,
     Dispatch,
@@ -32,15 +32,15 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from dispatch.reports import build_report
-from dispatch.service import DispatchService
-from gateway.app import Gateway
-from gateway.config import Config, DispatchSection, MqttConfig, RulesSection, StoreConfig
-from gateway.store.base import Store
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.alarms import alarm_id_for
-from rules.clock import FakeClock
+from telecare.dispatch.reports import build_report
+from telecare.dispatch.service import DispatchService
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, DispatchSection, MqttConfig, RulesSection, StoreConfig
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
 from tests.helpers import eventually
 from tests.services import MqttServer
 

@@ -21,15 +21,15 @@ import aiomqtt
 import pytest
 from typer.testing import CliRunner
 
-from devices.codecs import json_v1
-from devices.model import Alert, AlertKind, Dispatch, DispatchState, EventType
-from gateway.app import Gateway
-from gateway.cli.provision import app as provision_app
-from gateway.cli.rules_cmd import app as rules_app
-from gateway.config import load_config
-from gateway.errors import ConfigError
-from gateway.store.base import Store
-from rules.alarms import alarm_id_for
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState, EventType
+from telecare.gateway.app import Gateway
+from telecare.gateway.cli.provision import app as provision_app
+from telecare.gateway.cli.rules_cmd import app as rules_app
+from telecare.gateway.config import load_config
+from telecare.gateway.errors import ConfigError
+from telecare.gateway.store.base import Store
+from telecare.rules.alarms import alarm_id_for
 from tests.helpers import eventually
 from tests.services import MqttServer
 

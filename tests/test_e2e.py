@@ -14,7 +14,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from devices.model import (
+from telecare.devices.model import (
     AlertKind,
     Device,
     DeviceKind,
@@ -26,12 +26,12 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from firmware_stubs.mqtt_device import Pendant
-from gateway.app import Gateway
-from gateway.broker import EmbeddedBroker
-from gateway.config import Config, DispatchSection, MqttConfig, RulesSection, StoreConfig
-from gateway.store.base import Store
-from rules.alarms import alarm_id_for
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway
+from telecare.gateway.broker import EmbeddedBroker
+from telecare.gateway.config import Config, DispatchSection, MqttConfig, RulesSection, StoreConfig
+from telecare.gateway.store.base import Store
+from telecare.rules.alarms import alarm_id_for
 from tests.helpers import eventually
 from tests.services import MqttServer, PgServer
 

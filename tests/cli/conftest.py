@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli.main import app
+from telecare.gateway.cli.main import app
 
 
 @dataclass

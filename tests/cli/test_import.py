@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 from tests.cli.conftest import Cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs/examples/care-home.csv"
-TELECARE = [sys.executable, "-m", "gateway.cli"]
+TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 
 
 def _prepare(cli: Cli) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 
-from devices.model import Dispatch, DispatchState
-from gateway.store.base import AuditEntry
-from gateway.store.registry import RegistryChange
-from gateway.store.sqlite import SqliteStore
+from telecare.devices.model import Dispatch, DispatchState
+from telecare.gateway.store.base import AuditEntry
+from telecare.gateway.store.registry import RegistryChange
+from telecare.gateway.store.sqlite import SqliteStore
 from tests.cli.conftest import Cli
 from tests.store.helpers import T0, alert
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from devices.model import EventType
-from dispatch.reports import build_report
-from dispatch.service import DispatchService
-from gateway.dispatching import dispatch_repository
-from gateway.store.sqlite import SqliteStore
-from rules.clock import FakeClock
+from telecare.devices.model import EventType
+from telecare.dispatch.reports import build_report
+from telecare.dispatch.service import DispatchService
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import FakeClock
 from tests.cli.conftest import Cli
 from tests.dispatch.conftest import NOW, directory, make_alert, seed
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from devices.codecs import Incomplete, Malformed
+from telecare.devices.codecs import Incomplete, Malformed
 
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 

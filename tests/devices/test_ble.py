@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Malformed, ble
-from devices.codecs.ble import SfloatSpecial
-from devices.model import Metric
-from firmware_stubs.ble_hub import encode_2a5e, encode_2a5f, encode_2a35, encode_sfloat
+from telecare.devices.codecs import Malformed, ble
+from telecare.devices.codecs.ble import SfloatSpecial
+from telecare.devices.model import Metric
+from telecare.firmware_stubs.ble_hub import encode_2a5e, encode_2a5f, encode_2a35, encode_sfloat
 from tests.devices.conftest import T0
 
 FUZZ = settings(max_examples=300, deadline=None)

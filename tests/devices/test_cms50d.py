@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Incomplete, Malformed, cms50d
-from devices.codecs.oximetry import OximeterSample, msg_id_for, sample_readings
-from devices.model import Metric
-from firmware_stubs.oximeter import encode_cms50d
+from telecare.devices.codecs import Incomplete, Malformed, cms50d
+from telecare.devices.codecs.oximetry import OximeterSample, msg_id_for, sample_readings
+from telecare.devices.model import Metric
+from telecare.firmware_stubs.oximeter import encode_cms50d
 from tests.devices.conftest import T0, check_parse_contract
 
 FUZZ = settings(max_examples=300, deadline=None)

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Malformed, contact_id
-from devices.model import EventType, Phase
-from firmware_stubs.alarm_receiver import checksum_digit, encode_contact_id
+from telecare.devices.codecs import Malformed, contact_id
+from telecare.devices.model import EventType, Phase
+from telecare.firmware_stubs.alarm_receiver import checksum_digit, encode_contact_id
 from tests.devices.conftest import T0, check_parse_contract
 
 FUZZ = settings(max_examples=300, deadline=None)

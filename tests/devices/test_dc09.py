@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Incomplete, Malformed, dc09
-from devices.model import EventType, Phase
-from firmware_stubs.dc09_unit import Dc09Unit, crc16_arc, parse_reply
+from telecare.devices.codecs import Incomplete, Malformed, dc09
+from telecare.devices.model import EventType, Phase
+from telecare.firmware_stubs.dc09_unit import Dc09Unit, crc16_arc, parse_reply
 from tests.devices.conftest import check_parse_contract
 
 FUZZ = settings(max_examples=300, deadline=None)

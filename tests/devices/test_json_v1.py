@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Malformed, json_v1
-from devices.model import AlarmEvent, EventType, Metric, Phase, Reading
+from telecare.devices.codecs import Malformed, json_v1
+from telecare.devices.model import AlarmEvent, EventType, Metric, Phase, Reading
 
 TS = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 EVENT = json_v1.Topic("s1", "d1", "event")

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Incomplete, Malformed, masimo
-from devices.codecs.oximetry import sample_readings
-from devices.model import Metric
-from firmware_stubs.oximeter import encode_masimo
+from telecare.devices.codecs import Incomplete, Malformed, masimo
+from telecare.devices.codecs.oximetry import sample_readings
+from telecare.devices.model import Metric
+from telecare.firmware_stubs.oximeter import encode_masimo
 from tests.devices.conftest import T0, check_parse_contract
 
 FUZZ = settings(max_examples=300, deadline=None)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Incomplete, Malformed, nonin
-from firmware_stubs.oximeter import encode_nonin2, encode_nonin8
+from telecare.devices.codecs import Incomplete, Malformed, nonin
+from telecare.firmware_stubs.oximeter import encode_nonin2, encode_nonin8
 from tests.devices.conftest import check_parse_contract
 
 FUZZ = settings(max_examples=300, deadline=None)

@@ -6,10 +6,10 @@ import os
 
 import serial
 
-from devices.codecs import cms50d
-from devices.codecs.oximetry import OximeterSample
-from devices.codecs.registry import CODECS, StreamCodec
-from firmware_stubs.oximeter import run_oximeter
+from telecare.devices.codecs import cms50d
+from telecare.devices.codecs.oximetry import OximeterSample
+from telecare.devices.codecs.registry import CODECS, StreamCodec
+from telecare.firmware_stubs.oximeter import run_oximeter
 
 
 async def test_cms50d_stub_over_a_real_pty() -> None:

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs.oximetry import OximeterSample
-from devices.model import Metric, Reading
-from devices.reduce import SIGNIFICANT_CHANGE, OximeterReducer
+from telecare.devices.codecs.oximetry import OximeterSample
+from telecare.devices.model import Metric, Reading
+from telecare.devices.reduce import SIGNIFICANT_CHANGE, OximeterReducer
 from tests.devices.conftest import T0
 
 

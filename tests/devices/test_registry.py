@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from devices.codecs import Malformed
-from devices.codecs.oximetry import OximeterSample
-from devices.codecs.registry import CODECS, MessageCodec, StreamCodec, get
-from devices.model import AlarmEvent, EventType, Metric, Reading
-from firmware_stubs.alarm_receiver import encode_contact_id
-from firmware_stubs.ble_hub import encode_2a5e, encode_2a5f, encode_2a35
-from firmware_stubs.oximeter import encode_sample
+from telecare.devices.codecs import Malformed
+from telecare.devices.codecs.oximetry import OximeterSample
+from telecare.devices.codecs.registry import CODECS, MessageCodec, StreamCodec, get
+from telecare.devices.model import AlarmEvent, EventType, Metric, Reading
+from telecare.firmware_stubs.alarm_receiver import encode_contact_id
+from telecare.firmware_stubs.ble_hub import encode_2a5e, encode_2a5f, encode_2a35
+from telecare.firmware_stubs.oximeter import encode_sample
 from tests.devices.conftest import T0
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "devices.md"

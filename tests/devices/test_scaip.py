@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Incomplete, Malformed, scaip, sip
-from devices.codecs.scaip import MessageType, Mrq, Reply, ScaipError, Snu
-from devices.model import EventType, Phase
-from firmware_stubs.scaip_unit import encode_message, encode_mrq
+from telecare.devices.codecs import Incomplete, Malformed, scaip, sip
+from telecare.devices.codecs.scaip import MessageType, Mrq, Reply, ScaipError, Snu
+from telecare.devices.model import EventType, Phase
+from telecare.firmware_stubs.scaip_unit import encode_message, encode_mrq
 from tests.devices.conftest import T0, check_parse_contract
 
 FUZZ = settings(max_examples=300, deadline=None)

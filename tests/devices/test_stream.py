@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from devices.codecs import Incomplete, Malformed
-from devices.codecs.stream import Skip, StreamDecoder
+from telecare.devices.codecs import Incomplete, Malformed
+from telecare.devices.codecs.stream import Skip, StreamDecoder
 
 
 def parse_line(buffer: bytes) -> tuple[bytes, int]:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import Incomplete, Malformed, registry, ua767pbt
-from devices.model import Metric
-from firmware_stubs.bp_cuff import encode_ua767pbt
+from telecare.devices.codecs import Incomplete, Malformed, registry, ua767pbt
+from telecare.devices.model import Metric
+from telecare.firmware_stubs.bp_cuff import encode_ua767pbt
 from tests.devices.conftest import T0, check_parse_contract
 
 FUZZ = settings(max_examples=300, deadline=None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from devices.model import (
+from telecare.devices.model import (
     Alert,
     AlertKind,
     EventType,
@@ -20,10 +20,10 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from dispatch.notifiers.base import Message
-from dispatch.responders import Contact, OnCall, ResponderDirectory, ResponderProfile
-from gateway.store.base import Store
-from rules.clock import FakeClock
+from telecare.dispatch.notifiers.base import Message
+from telecare.dispatch.responders import Contact, OnCall, ResponderDirectory, ResponderProfile
+from telecare.gateway.store.base import Store
+from telecare.rules.clock import FakeClock
 
 #: A Monday, 10:00 UTC (10:00 in London in November).
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.attend import DEFAULT_TARGETS, AttendConfig, AttendTarget, Measure
-from dispatch.cascades import Route
-from dispatch.errors import CascadeConfigError
-from gateway.app import Gateway
-from gateway.config import Config, DispatchSection, StoreConfig
-from gateway.errors import ConfigError
+from telecare.dispatch.attend import DEFAULT_TARGETS, AttendConfig, AttendTarget, Measure
+from telecare.dispatch.cascades import Route
+from telecare.dispatch.errors import CascadeConfigError
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, DispatchSection, StoreConfig
+from telecare.gateway.errors import ConfigError
 
 
 def test_defaults_per_route() -> None:

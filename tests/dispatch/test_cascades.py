@@ -8,19 +8,19 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from devices.model import AlertKind, DispatchState, EventType, Resident, ResponderKind
-from dispatch.cascades import CascadeConfig, Route, StepTemplate, resolve_cascade
-from dispatch.errors import CascadeConfigError
-from dispatch.machine import Event, EventKind, transition
-from dispatch.records import TimerKind
-from dispatch.responders import OnCall, ResponderDirectory
-from dispatch.service import DispatchService
-from gateway.store.base import Store
-from gateway.store.dispatch_pg import PgDispatchRepository
-from gateway.store.dispatch_sqlite import SqliteDispatchRepository
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.clock import FakeClock
+from telecare.devices.model import AlertKind, DispatchState, EventType, Resident, ResponderKind
+from telecare.dispatch.cascades import CascadeConfig, Route, StepTemplate, resolve_cascade
+from telecare.dispatch.errors import CascadeConfigError
+from telecare.dispatch.machine import Event, EventKind, transition
+from telecare.dispatch.records import TimerKind
+from telecare.dispatch.responders import OnCall, ResponderDirectory
+from telecare.dispatch.service import DispatchService
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.dispatch_pg import PgDispatchRepository
+from telecare.gateway.store.dispatch_sqlite import SqliteDispatchRepository
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, directory, make_alert, seed
 
 RES1 = Resident("res1", "s1", responders=("kh1", "kh2"))

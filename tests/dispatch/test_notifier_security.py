@@ -20,9 +20,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from dispatch.notifiers import Message, PermanentDeliveryError, RetryPolicy, deliver
-from dispatch.notifiers.smtp import SmtpTransport
-from dispatch.notifiers.webhook import (
+from telecare.dispatch.notifiers import Message, PermanentDeliveryError, RetryPolicy, deliver
+from telecare.dispatch.notifiers.smtp import SmtpTransport
+from telecare.dispatch.notifiers.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -30,9 +30,9 @@ from dispatch.notifiers.webhook import (
     WebhookTransport,
     verify,
 )
-from gateway.config import load_config
-from gateway.errors import ConfigError
-from rules.clock import FakeClock
+from telecare.gateway.config import load_config
+from telecare.gateway.errors import ConfigError
+from telecare.rules.clock import FakeClock
 from tests.services import free_port
 
 SECRET = b"k" * 32
@@ -209,8 +209,8 @@ def test_a_short_webhook_secret_is_refused() -> None:
 
 
 def test_a_file_webhook_contact_is_a_config_error_at_start(tmp_path: Path) -> None:
-    from dispatch.responders import ResponderDirectory
-    from gateway.dispatching import _check_webhook_addresses
+    from telecare.dispatch.responders import ResponderDirectory
+    from telecare.gateway.dispatching import _check_webhook_addresses
 
     directory = ResponderDirectory.from_mapping(
         [{"id": "kh1", "kind": "keyholder", "contacts": {"webhook": "file:///etc/passwd"}}]

@@ -17,23 +17,23 @@ import aiomqtt
 import pytest
 from aiosmtpd.controller import Controller
 
-from devices.model import EventType, ResponderKind
-from dispatch.notifiers import Message, RetryPolicy, deliver
-from dispatch.notifiers.mqtt import MqttTransport
-from dispatch.notifiers.smtp import SmtpTransport
-from dispatch.notifiers.webhook import (
+from telecare.devices.model import EventType, ResponderKind
+from telecare.dispatch.notifiers import Message, RetryPolicy, deliver
+from telecare.dispatch.notifiers.mqtt import MqttTransport
+from telecare.dispatch.notifiers.smtp import SmtpTransport
+from telecare.dispatch.notifiers.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookTransport,
     verify,
 )
-from dispatch.notify import Notifier
-from dispatch.responders import Contact, ResponderDirectory, ResponderProfile
-from dispatch.service import DispatchService
-from gateway.store.dispatch_sqlite import SqliteDispatchRepository
-from gateway.store.sqlite import SqliteStore
-from rules.clock import FakeClock
+from telecare.dispatch.notify import Notifier
+from telecare.dispatch.responders import Contact, ResponderDirectory, ResponderProfile
+from telecare.dispatch.service import DispatchService
+from telecare.gateway.store.dispatch_sqlite import SqliteDispatchRepository
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import RESPONDERS, make_alert, seed
 from tests.services import MqttServer, free_port
 

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from devices.model import DispatchState, EventType
-from dispatch.attend import DEFAULT_TARGETS, AttendConfig, Measure, stamp
-from dispatch.cascades import Route
-from dispatch.records import AuditRecord
-from dispatch.reports import build_report, response_report
-from dispatch.service import DispatchService
-from gateway.store.dispatch_pg import PgDispatchRepository
-from gateway.store.postgres import PostgresStore
-from rules.clock import FakeClock
+from telecare.devices.model import DispatchState, EventType
+from telecare.dispatch.attend import DEFAULT_TARGETS, AttendConfig, Measure, stamp
+from telecare.dispatch.cascades import Route
+from telecare.dispatch.records import AuditRecord
+from telecare.dispatch.reports import build_report, response_report
+from telecare.dispatch.service import DispatchService
+from telecare.gateway.store.dispatch_pg import PgDispatchRepository
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, directory, make_alert, seed
 
 S = DispatchState

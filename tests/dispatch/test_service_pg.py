@@ -8,15 +8,15 @@ from datetime import timedelta
 
 import pytest
 
-from devices.model import Alert, DispatchState, EventType
-from dispatch.errors import IllegalTransition, StaleDispatch
-from dispatch.machine import Event, EventKind, transition
-from dispatch.notify import Notifier
-from dispatch.records import TimerKind
-from dispatch.service import DispatchService
-from gateway.store.dispatch_pg import PgDispatchRepository
-from gateway.store.postgres import PostgresStore
-from rules.clock import FakeClock
+from telecare.devices.model import Alert, DispatchState, EventType
+from telecare.dispatch.errors import IllegalTransition, StaleDispatch
+from telecare.dispatch.machine import Event, EventKind, transition
+from telecare.dispatch.notify import Notifier
+from telecare.dispatch.records import TimerKind
+from telecare.dispatch.service import DispatchService
+from telecare.gateway.store.dispatch_pg import PgDispatchRepository
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import (
     NOW,
     SUPERVISORS,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.model import Dispatch, DispatchState
-from dispatch.errors import IllegalTransition, WrongResponder
-from dispatch.machine import (
+from telecare.devices.model import Dispatch, DispatchState
+from telecare.dispatch.errors import IllegalTransition, WrongResponder
+from telecare.dispatch.machine import (
     AdvanceCascade,
     ClearTimers,
     Event,
@@ -25,7 +25,7 @@ from dispatch.machine import (
     open_dispatch,
     transition,
 )
-from dispatch.records import TimerKind
+from telecare.dispatch.records import TimerKind
 from tests.dispatch.conftest import NOW
 
 S = DispatchState

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from devices.model import Alert, AlertKind, EventType
-from dispatch.service import DispatchService
-from dispatch.storm import AlarmQueue
-from gateway.store.dispatch_pg import PgDispatchRepository
-from gateway.store.postgres import PostgresStore
-from rules.clock import FakeClock
+from telecare.devices.model import Alert, AlertKind, EventType
+from telecare.dispatch.service import DispatchService
+from telecare.dispatch.storm import AlarmQueue
+from telecare.gateway.store.dispatch_pg import PgDispatchRepository
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, directory, eventually, make_alert, seed
 
 STORM = 10_000

@@ -13,8 +13,8 @@ from itertools import count
 
 import pytest
 
-from devices.codecs import json_v1
-from devices.model import (
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
     AlarmEvent,
     Alert,
     AlertKind,
@@ -30,16 +30,16 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from dispatch import DispatchService, ResponderDirectory
-from gateway.dispatching import add_store_responders, dispatch_repository
-from gateway.envelope import Envelope
-from gateway.pipeline import Pipeline
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.alarms import alarm_id_for
-from rules.clock import FakeClock
-from rules.config import InactivityWindow, ResidentRules, RulesConfig
-from rules.engine import RuleEngine
+from telecare.dispatch import DispatchService, ResponderDirectory
+from telecare.gateway.dispatching import add_store_responders, dispatch_repository
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
+from telecare.rules.config import InactivityWindow, ResidentRules, RulesConfig
+from telecare.rules.engine import RuleEngine
 from tests.helpers import dispatch_for, eventually
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

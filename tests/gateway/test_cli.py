@@ -13,11 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from devices.model import Device, DeviceKind, Resident, Responder, ResponderKind, Site, SiteKind
-from gateway.store.sqlite import SqliteStore
+from telecare.devices.model import (
+    Device,
+    DeviceKind,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from telecare.gateway.store.sqlite import SqliteStore
 from tests.services import MqttServer
 
-TELECARE = [sys.executable, "-m", "gateway.cli"]
+TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 
 
 def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 20) -> list[str]:

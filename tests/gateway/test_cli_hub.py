@@ -8,9 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from devices.model import DeviceKind
-from gateway.cli.provision import app
-from gateway.store.sqlite import SqliteStore
+from telecare.devices.model import DeviceKind
+from telecare.gateway.cli.provision import app
+from telecare.gateway.store.sqlite import SqliteStore
 
 runner = CliRunner()
 

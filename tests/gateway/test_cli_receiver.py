@@ -9,10 +9,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
-from gateway.app import Gateway
-from gateway.cli.main import app
-from gateway.config import load_config
+from telecare.devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
+from telecare.gateway.app import Gateway
+from telecare.gateway.cli.main import app
+from telecare.gateway.config import load_config
 from tests.services import MqttServer, free_port
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from devices.codecs import json_v1
-from devices.model import (
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
     AlertKind,
     Device,
     DeviceKind,
@@ -22,17 +22,17 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from dispatch import DispatchService, ResponderDirectory
-from dispatch.reports import build_report
-from gateway.cli.provision import app as provision_app
-from gateway.dispatching import add_store_responders, dispatch_repository
-from gateway.envelope import Envelope
-from gateway.pipeline import Pipeline
-from gateway.store.base import Store
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.alarms import alarm_id_for
-from rules.clock import FakeClock
+from telecare.dispatch import DispatchService, ResponderDirectory
+from telecare.dispatch.reports import build_report
+from telecare.gateway.cli.provision import app as provision_app
+from telecare.gateway.dispatching import add_store_responders, dispatch_repository
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
 from tests.helpers import dispatch_for, running_pipeline
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, load_config
-from gateway.errors import ConfigError
+from telecare.gateway.config import Config, load_config
+from telecare.gateway.errors import ConfigError
 
 
 def test_defaults_are_the_embedded_store() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
-from gateway.errors import ConfigError
+from telecare.gateway.config import load_config
+from telecare.gateway.errors import ConfigError
 
 
 def test_dc09_section(tmp_path: Path) -> None:

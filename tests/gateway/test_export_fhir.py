@@ -18,15 +18,23 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from typer.testing import CliRunner
 
-from devices.codecs import json_v1
-from devices.model import Device, DeviceKind, Resident, Responder, ResponderKind, Site, SiteKind
-from gateway.cli.main import app
-from gateway.envelope import Envelope
-from gateway.store import spool_codec
-from gateway.store.base import News2Record
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.clock import FakeClock
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
+    Device,
+    DeviceKind,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from telecare.gateway.cli.main import app
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.store import spool_codec
+from telecare.gateway.store.base import News2Record
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import FakeClock
 from tests.helpers import running_pipeline
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -34,7 +42,7 @@ LATER = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 PREFIX = "telecare/v1"
 NAME = "Ada Testperson"
 NHS = "9434765919"
-TELECARE = [sys.executable, "-m", "gateway.cli"]
+TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"

@@ -9,7 +9,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from gateway.logging import configure_logging, get_logger, processors
+from telecare.gateway.logging import configure_logging, get_logger, processors
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from devices.codecs import json_v1
-from devices.model import (
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
     AlarmEvent,
     AlertKind,
     Device,
@@ -22,17 +22,17 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from dispatch import DispatchService, ResponderDirectory
-from gateway.dispatching import dispatch_repository
-from gateway.envelope import Envelope
-from gateway.pipeline import Pipeline
-from gateway.store.base import Store
-from gateway.store.postgres import PostgresStore
-from gateway.store.rows import event_digest
-from gateway.store.sqlite import SqliteStore
-from gateway.timebounds import TimeBounds
-from rules.alarms import alarm_id_for
-from rules.clock import FakeClock
+from telecare.dispatch import DispatchService, ResponderDirectory
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import event_digest
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.timebounds import TimeBounds
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
 from tests.helpers import dispatch_for, running_pipeline
 from tests.refusing_db import REFUSED_ZONE, refuse_zone
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from devices.model import AlarmEvent, EventType, Phase
-from gateway.rule_state import save_engine
-from gateway.store.spool import Spool
-from gateway.store.sqlite import SqliteStore
-from rules.engine import RuleEngine
+from telecare.devices.model import AlarmEvent, EventType, Phase
+from telecare.gateway.rule_state import save_engine
+from telecare.gateway.store.spool import Spool
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.engine import RuleEngine
 
 
 def _mode(path: Path) -> int:

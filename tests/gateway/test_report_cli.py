@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from devices.codecs import json_v1
-from devices.model import (
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
     Device,
     DeviceKind,
     EventType,
@@ -23,12 +23,12 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.cli.main import app
-from gateway.envelope import Envelope
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.alarms import alarm_id_for
-from rules.clock import FakeClock
+from telecare.gateway.cli.main import app
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
 from tests.helpers import dispatch_for, running_pipeline
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -11,10 +11,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from gateway.config import Secret, load_config
-from gateway.errors import ConfigError
-from gateway.logging import configure_logging, get_logger
-from gateway.store.postgres import PostgresStore
+from telecare.gateway.config import Secret, load_config
+from telecare.gateway.errors import ConfigError
+from telecare.gateway.logging import configure_logging, get_logger
+from telecare.gateway.store.postgres import PostgresStore
 
 MQTT_PASSWORD = "mqtt-pw-5f2b9c"
 DSN_PASSWORD = "dsn-pw-8d1e4a"

@@ -9,16 +9,24 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devices.codecs import json_v1
-from devices.model import Device, DeviceKind, Dispatch, DispatchState, EventType, Site, SiteKind
-from dispatch import DispatchService
-from gateway.dispatching import dispatch_repository
-from gateway.envelope import Envelope
-from gateway.pipeline import Pipeline
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from gateway.sweeper import OrphanSweeper
-from rules.clock import FakeClock
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
+    Device,
+    DeviceKind,
+    Dispatch,
+    DispatchState,
+    EventType,
+    Site,
+    SiteKind,
+)
+from telecare.dispatch import DispatchService
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.sweeper import OrphanSweeper
+from telecare.rules.clock import FakeClock
 from tests.helpers import eventually
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from devices.model import (
+from telecare.devices.model import (
     Alert,
     AlertKind,
     EventType,
@@ -16,10 +16,10 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.app import Gateway, open_store
-from gateway.broker import EmbeddedBroker
-from gateway.config import Config, DispatchSection, MqttConfig, StoreConfig
-from rules.clock import SystemClock
+from telecare.gateway.app import Gateway, open_store
+from telecare.gateway.broker import EmbeddedBroker
+from telecare.gateway.config import Config, DispatchSection, MqttConfig, StoreConfig
+from telecare.rules.clock import SystemClock
 from tests.helpers import eventually
 
 

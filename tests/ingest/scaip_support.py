@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from devices.model import (
+from telecare.devices.model import (
     Device,
     DeviceKind,
     ReceiverAccount,
@@ -23,12 +23,12 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.config import ScaipConfig
-from gateway.ingest.scaip import ScaipReceiver
-from gateway.pipeline import Pipeline
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.clock import Clock
+from telecare.gateway.config import ScaipConfig
+from telecare.gateway.ingest.scaip import ScaipReceiver
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import Clock
 from tests.helpers import running_pipeline
 
 SIPP = shutil.which("sipp")

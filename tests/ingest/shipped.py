@@ -16,9 +16,9 @@ from pathlib import Path
 
 import aiomqtt
 
-from gateway.app import Gateway
-from gateway.auth import hash_secret, write_password_file
-from gateway.config import Config, IngestSection, MqttConfig, StoreConfig
+from telecare.gateway.app import Gateway
+from telecare.gateway.auth import hash_secret, write_password_file
+from telecare.gateway.config import Config, IngestSection, MqttConfig, StoreConfig
 from tests.helpers import eventually
 from tests.services import free_port, port_open
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 
-from devices.model import (
+from telecare.devices.model import (
     Device,
     DeviceKind,
     ReceiverAccount,
@@ -27,7 +27,7 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.store.base import Store
+from telecare.gateway.store.base import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 

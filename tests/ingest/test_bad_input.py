@@ -15,14 +15,14 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from devices.codecs import json_v1
-from devices.model import EventType
-from firmware_stubs.alarm_receiver import encode_contact_id
-from firmware_stubs.mqtt_device import Pendant
-from gateway.app import Gateway
-from gateway.config import Config, MqttConfig, SerialPortConfig, StoreConfig
-from gateway.ingest.mqtt import gateway_topic
-from gateway.store.base import DEAD_LETTER_PREVIEW
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import EventType
+from telecare.firmware_stubs.alarm_receiver import encode_contact_id
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, MqttConfig, SerialPortConfig, StoreConfig
+from telecare.gateway.ingest.mqtt import gateway_topic
+from telecare.gateway.store.base import DEAD_LETTER_PREVIEW
 from tests.helpers import eventually
 from tests.ingest.ptys import PtyPort
 from tests.ingest.support import listen_dead_letters, provision

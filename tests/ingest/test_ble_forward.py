@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from devices.codecs.ble import SfloatSpecial
-from devices.model import Device, DeviceKind, Resident
-from firmware_stubs.ble_hub import encode_2a5e, encode_2a5f, encode_2a35
-from firmware_stubs.mqtt_device import Hub
-from gateway.app import Gateway
-from gateway.config import Config, MqttConfig, StoreConfig
+from telecare.devices.codecs.ble import SfloatSpecial
+from telecare.devices.model import Device, DeviceKind, Resident
+from telecare.firmware_stubs.ble_hub import encode_2a5e, encode_2a5f, encode_2a35
+from telecare.firmware_stubs.mqtt_device import Hub
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, MqttConfig, StoreConfig
 from tests.helpers import eventually
 from tests.ingest.support import provision
 from tests.services import MqttServer

@@ -20,13 +20,20 @@ import aiomqtt
 import pytest
 from typer.testing import CliRunner
 
-from devices.model import ID_PATTERN, Device, DeviceKind, ModelError, Responder, ResponderKind
-from firmware_stubs.mqtt_device import Pendant
-from gateway.app import Gateway
-from gateway.auth import hash_secret, read_password_file, write_password_file
-from gateway.cli.provision import app
-from gateway.config import Config, MqttConfig, StoreConfig, load_config
-from gateway.errors import ConfigError
+from telecare.devices.model import (
+    ID_PATTERN,
+    Device,
+    DeviceKind,
+    ModelError,
+    Responder,
+    ResponderKind,
+)
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway
+from telecare.gateway.auth import hash_secret, read_password_file, write_password_file
+from telecare.gateway.cli.provision import app
+from telecare.gateway.config import Config, MqttConfig, StoreConfig, load_config
+from telecare.gateway.errors import ConfigError
 from tests.helpers import eventually
 from tests.ingest.test_provision import shipped_broker
 

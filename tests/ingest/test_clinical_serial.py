@@ -9,13 +9,13 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devices.model import Device, DeviceKind, DispatchState, EventType, Metric
-from firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
-from firmware_stubs.oximeter import encode_masimo
-from gateway.dispatching import dispatch_repository
-from gateway.store.base import Store
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
+from telecare.devices.model import Device, DeviceKind, DispatchState, EventType, Metric
+from telecare.firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
+from telecare.firmware_stubs.oximeter import encode_masimo
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 from tests.helpers import eventually
 from tests.ingest.ptys import PtyPort
 from tests.ingest.test_serial import _latest, _provision, reading

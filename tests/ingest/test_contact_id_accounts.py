@@ -9,7 +9,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devices.model import (
+from telecare.devices.model import (
     Device,
     DeviceKind,
     DispatchState,
@@ -20,13 +20,13 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from firmware_stubs.alarm_receiver import encode_contact_id
-from gateway.backoff import Backoff
-from gateway.config import SerialPortConfig
-from gateway.ingest.serial import SerialIngest
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.clock import FakeClock
+from telecare.firmware_stubs.alarm_receiver import encode_contact_id
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.config import SerialPortConfig
+from telecare.gateway.ingest.serial import SerialIngest
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import FakeClock
 from tests.helpers import dispatch_for, eventually, running_pipeline
 from tests.ingest.ptys import PtyPort
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from my_dc09_spt.dc09_spt import dc09_spt
 
-from devices.codecs import dc09
-from devices.model import (
+from telecare.devices.codecs import dc09
+from telecare.devices.model import (
     Device,
     DeviceKind,
     DispatchState,
@@ -24,13 +24,13 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from firmware_stubs.dc09_unit import Dc09Unit, parse_reply
-from gateway.config import Dc09Config
-from gateway.ingest.dc09 import Dc09Receiver
-from gateway.pipeline import Pipeline
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.clock import SystemClock
+from telecare.firmware_stubs.dc09_unit import Dc09Unit, parse_reply
+from telecare.gateway.config import Dc09Config
+from telecare.gateway.ingest.dc09 import Dc09Receiver
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import SystemClock
 from tests.helpers import dispatch_for, eventually, running_pipeline
 
 Store = PostgresStore | SqliteStore

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devices.model import (
+from telecare.devices.model import (
     Device,
     DeviceKind,
     ReceiverAccount,
@@ -30,8 +30,8 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from firmware_stubs.dc09_unit import Dc09Unit, Reply
-from gateway.store.postgres import PostgresStore
+from telecare.firmware_stubs.dc09_unit import Dc09Unit, Reply
+from telecare.gateway.store.postgres import PostgresStore
 from tests.helpers import eventually
 from tests.ingest.support import GatewayProcess
 from tests.services import MqttServer, PgServer, free_port

@@ -12,11 +12,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from devices.model import AlertKind
-from firmware_stubs.mqtt_device import Pendant
-from gateway.app import Gateway
-from gateway.config import Config, MqttConfig, StoreConfig
-from gateway.ingest.deadletter import (
+from telecare.devices.model import AlertKind
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, MqttConfig, StoreConfig
+from telecare.gateway.ingest.deadletter import (
     BURST,
     FLOOD_PRIORITY,
     DeadLetterLimiter,

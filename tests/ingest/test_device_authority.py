@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from devices.codecs import json_v1
-from devices.model import (
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
     AlarmEvent,
     Device,
     DeviceKind,
@@ -35,10 +35,10 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.app import Gateway
-from gateway.config import IngestSection, StoreConfig
-from gateway.store.base import DeadLetter, Store
-from gateway.store.rows import event_digest
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import IngestSection, StoreConfig
+from telecare.gateway.store.base import DeadLetter, Store
+from telecare.gateway.store.rows import event_digest
 from tests.helpers import eventually
 from tests.ingest.shipped import device_client, gateway_config, running_gateway, shipped_broker
 from tests.ingest.shipped import users_for as _users_for

@@ -23,13 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
-from gateway.auth import hash_secret, write_password_file
-from gateway.cli.main import app
-from gateway.store.postgres import PostgresStore
+from telecare.gateway.auth import hash_secret, write_password_file
+from telecare.gateway.cli.main import app
+from telecare.gateway.store.postgres import PostgresStore
 from tests.ingest.test_provision import ROOT, shipped_broker
 from tests.services import free_port
 
-TELECARE = [sys.executable, "-m", "gateway.cli"]
+TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 GW_USER, GW_PASSWORD = "telecare-gateway", "gw-secret-1"
 PROBE, PROBE_PASSWORD = "doctor-probe", "probe-secret-1"
 

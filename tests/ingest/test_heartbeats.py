@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.model import (
+from telecare.devices.model import (
     Alert,
     Device,
     DeviceKind,
@@ -20,10 +20,10 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from firmware_stubs.mqtt_device import Pendant
-from gateway.app import Gateway
-from gateway.config import Config, MqttConfig, RulesSection, StoreConfig
-from rules.clock import FakeClock
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig
+from telecare.rules.clock import FakeClock
 from tests.helpers import eventually
 from tests.services import MqttServer
 

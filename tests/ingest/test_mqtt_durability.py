@@ -20,11 +20,11 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from firmware_stubs.mqtt_device import Pendant
-from gateway.app import Gateway
-from gateway.backoff import Backoff
-from gateway.config import Config, MqttConfig, StoreConfig
-from gateway.store.postgres import PostgresStore
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.config import Config, MqttConfig, StoreConfig
+from telecare.gateway.store.postgres import PostgresStore
 from tests.helpers import eventually
 from tests.ingest.support import GatewayProcess, provision, write_config
 from tests.services import PgServer, free_port, start_mosquitto

@@ -12,11 +12,11 @@ from typing import TypeVar
 import aiomqtt
 import pytest
 
-from gateway.backoff import Backoff
-from gateway.config import MqttConfig
-from gateway.envelope import Envelope
-from gateway.ingest.mqtt import MqttIngest
-from rules.clock import SystemClock
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.config import MqttConfig
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.ingest.mqtt import MqttIngest
+from telecare.rules.clock import SystemClock
 from tests.helpers import eventually
 from tests.services import MqttServer, start_mosquitto
 

@@ -13,10 +13,10 @@ import aiomqtt
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.app import Gateway
-from gateway.config import Config, MqttConfig, StoreConfig
-from gateway.ingest.mqtt import gateway_topic
-from gateway.logging import processors
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, MqttConfig, StoreConfig
+from telecare.gateway.ingest.mqtt import gateway_topic
+from telecare.gateway.logging import processors
 from tests.helpers import eventually
 from tests.ingest.support import listen_dead_letters, provision
 from tests.services import MqttServer

@@ -28,12 +28,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.codecs import json_v1
-from devices.model import EventType
-from gateway.app import Gateway
-from gateway.config import StoreConfig
-from gateway.store.base import DEAD_LETTER_PREVIEW
-from gateway.store.postgres import PostgresStore
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import EventType
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import StoreConfig
+from telecare.gateway.store.base import DEAD_LETTER_PREVIEW
+from telecare.gateway.store.postgres import PostgresStore
 from tests.ingest.shipped import (
     GATEWAY_PASSWORD,
     GATEWAY_USER,

@@ -19,8 +19,8 @@ import aiomqtt
 import pytest
 from typer.testing import CliRunner
 
-from gateway.auth import hash_secret, read_password_file, verify_secret
-from gateway.cli.provision import app
+from telecare.gateway.auth import hash_secret, read_password_file, verify_secret
+from telecare.gateway.cli.provision import app
 from tests.services import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]

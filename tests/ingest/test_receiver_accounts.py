@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from devices.model import (
+from telecare.devices.model import (
     Device,
     DeviceKind,
     ModelError,
@@ -19,10 +19,10 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.cli.provision import app
-from gateway.decode import Registry
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
+from telecare.gateway.cli.provision import app
+from telecare.gateway.decode import Registry
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 
 runner = CliRunner()
 

@@ -24,10 +24,10 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from devices.codecs import scaip
-from devices.codecs.scaip import Snu
-from firmware_stubs.scaip_unit import ScaipUnit
-from gateway.store.postgres import PostgresStore
+from telecare.devices.codecs import scaip
+from telecare.devices.codecs.scaip import Snu
+from telecare.firmware_stubs.scaip_unit import ScaipUnit
+from telecare.gateway.store.postgres import PostgresStore
 from tests.helpers import eventually
 from tests.ingest.scaip_support import CID, provision
 from tests.ingest.support import GatewayProcess, write_config

@@ -15,12 +15,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devices.codecs import scaip, sip
-from devices.codecs.scaip import Snu
-from devices.model import EventType
-from firmware_stubs.scaip_unit import ScaipUnit, encode_message, encode_mrq
-from gateway.store.postgres import PostgresStore
-from rules.clock import FakeClock, SystemClock
+from telecare.devices.codecs import scaip, sip
+from telecare.devices.codecs.scaip import Snu
+from telecare.devices.model import EventType
+from telecare.firmware_stubs.scaip_unit import ScaipUnit, encode_message, encode_mrq
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.rules.clock import FakeClock, SystemClock
 from tests.helpers import eventually
 from tests.ingest.scaip_support import (
     CID,

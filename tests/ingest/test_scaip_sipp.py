@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from devices.codecs.scaip import msg_id_for_ref
-from devices.model import AlertKind, EventType
-from rules.alarms import alarm_id_for
-from rules.clock import SystemClock
+from telecare.devices.codecs.scaip import msg_id_for_ref
+from telecare.devices.model import AlertKind, EventType
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import SystemClock
 from tests.helpers import dispatch_for, eventually
 from tests.ingest.scaip_support import (
     SIPP,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devices.codecs.oximetry import OximeterSample
-from devices.model import (
+from telecare.devices.codecs.oximetry import OximeterSample
+from telecare.devices.model import (
     Device,
     DeviceKind,
     EventType,
@@ -23,15 +23,15 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
-from firmware_stubs.bp_cuff import encode_ua767pbt, run_bp_cuff
-from firmware_stubs.oximeter import run_oximeter
-from gateway.backoff import Backoff
-from gateway.config import SerialPortConfig
-from gateway.ingest.serial import PortReader, SerialIngest
-from gateway.pipeline import Pipeline
-from gateway.store.base import Store
-from rules.clock import SystemClock
+from telecare.firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
+from telecare.firmware_stubs.bp_cuff import encode_ua767pbt, run_bp_cuff
+from telecare.firmware_stubs.oximeter import run_oximeter
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.config import SerialPortConfig
+from telecare.gateway.ingest.serial import PortReader, SerialIngest
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.base import Store
+from telecare.rules.clock import SystemClock
 from tests.helpers import eventually, running_pipeline
 from tests.ingest.ptys import PtyPort
 
@@ -201,7 +201,7 @@ async def _is_open(reader: PortReader) -> bool:
 
 @pytest.mark.parametrize("codec", ["ble_2a5e", "no_such_codec"])
 def test_a_port_with_a_codec_that_is_not_a_serial_stream_is_a_config_error(codec: str) -> None:
-    from gateway.errors import ConfigError
+    from telecare.gateway.errors import ConfigError
 
     with pytest.raises(ConfigError, match=codec):
         SerialIngest(

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
-from gateway.ingest.serial import PortReader
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
+from telecare.firmware_stubs.alarm_receiver import encode_contact_id, run_alarm_receiver
+from telecare.gateway.ingest.serial import PortReader
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 from tests.helpers import eventually
 from tests.ingest.ptys import PtyPort
 from tests.ingest.test_serial import _provision, reading

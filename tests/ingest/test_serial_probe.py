@@ -17,13 +17,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from firmware_stubs.alarm_receiver import encode_contact_id
-from firmware_stubs.bp_cuff import encode_ua767pbt
-from firmware_stubs.oximeter import encode_cms50d, encode_masimo, encode_nonin2, encode_nonin8
-from gateway.cli.main import app
+from telecare.firmware_stubs.alarm_receiver import encode_contact_id
+from telecare.firmware_stubs.bp_cuff import encode_ua767pbt
+from telecare.firmware_stubs.oximeter import (
+    encode_cms50d,
+    encode_masimo,
+    encode_nonin2,
+    encode_nonin8,
+)
+from telecare.gateway.cli.main import app
 from tests.ingest.ptys import PtyPort
 
-TELECARE = [sys.executable, "-m", "gateway.cli"]
+TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 WHEN = datetime(2026, 11, 23, 9, 0, 0)
 
 #: device -> (one unit of what it sends, the line settings PRODUCT.md/docs give it,

@@ -8,7 +8,7 @@ from itertools import count
 
 import pytest
 
-from devices.model import AlarmEvent, EventType, Phase
+from telecare.devices.model import AlarmEvent, EventType, Phase
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

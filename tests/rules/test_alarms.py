@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from devices.model import EventType, Phase
-from rules.alarms import (
+from telecare.devices.model import EventType, Phase
+from telecare.rules.alarms import (
     LATCHING,
     NO_ALERT,
     PRIORITY,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli.rules_cmd import app
-from rules.config import RulesConfigError, load_rules_file, parse_rules
+from telecare.gateway.cli.rules_cmd import app
+from telecare.rules.config import RulesConfigError, load_rules_file, parse_rules
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "rules.toml"
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from devices.model import (
+from telecare.devices.model import (
     AlertKind,
     Consciousness,
     Device,
@@ -20,10 +20,10 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from rules.clock import FakeClock
-from rules.config import RulesConfig
-from rules.engine import RuleEngine
-from rules.news2 import News2ValueError, Observation
+from telecare.rules.clock import FakeClock
+from telecare.rules.config import RulesConfig
+from telecare.rules.engine import RuleEngine
+from telecare.rules.news2 import News2ValueError, Observation
 from tests.rules.conftest import T0, EventFactory
 
 RESIDENT = Resident(resident_id="res-1", site_id="site-1", name="Private Person")

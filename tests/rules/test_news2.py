@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.model import ModelError
-from rules.news2 import (
+from telecare.devices.model import ModelError
+from telecare.rules.news2 import (
     INCOMPLETE,
     PARAMETERS,
     News2ValueError,

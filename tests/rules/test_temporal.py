@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, time, timedelta
 
-from rules.clock import FakeClock
-from rules.config import InactivityWindow, ResidentRules, RulesConfig
-from rules.temporal import TemporalRules
+from telecare.rules.clock import FakeClock
+from telecare.rules.config import InactivityWindow, ResidentRules, RulesConfig
+from telecare.rules.temporal import TemporalRules
 
 # 2026-06-01 is in British Summer Time: 07:00 local is 06:00 UTC.
 DAY = datetime(2026, 6, 1, 5, 0, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from devices.model import (
+from telecare.devices.model import (
     AlarmEvent,
     Alert,
     AlertKind,
@@ -18,7 +18,7 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.store.base import Store
+from telecare.gateway.store.base import Store
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

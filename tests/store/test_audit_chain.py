@@ -15,12 +15,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dispatch import DispatchService
-from dispatch.audit_chain import GENESIS, Anchor, ChainRow, canonical, row_hash, verify_chain
-from gateway.dispatching import dispatch_repository
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
-from rules.clock import FakeClock
+from telecare.dispatch import DispatchService
+from telecare.dispatch.audit_chain import (
+    GENESIS,
+    Anchor,
+    ChainRow,
+    canonical,
+    row_hash,
+    verify_chain,
+)
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, make_alert, seed
 from tests.services import PgServer
 
@@ -125,7 +132,7 @@ async def test_a_changed_row_with_its_hash_recomputed_breaks_the_next_link(
 
 
 async def chain_rows(store: Backend) -> list[ChainRow]:
-    from gateway.store import rows as r
+    from telecare.gateway.store import rows as r
 
     found = await store._all(f"SELECT {r.CHAIN_ROW_COLUMNS} FROM dispatch_audit ORDER BY seq")
     return [r.chain_row(x) for x in found]
@@ -263,7 +270,7 @@ def test_telecare_audit_verify_exits_1_naming_the_changed_row(tmp_path: Path) ->
             await run_dispatches(store)
 
     asyncio.run(prepare())
-    cmd = [sys.executable, "-m", "gateway.cli", "audit", "verify", "--config", str(config)]
+    cmd = [sys.executable, "-m", "telecare.gateway.cli", "audit", "verify", "--config", str(config)]
     ok = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "audit trail intact: 5 rows; head 5:" in ok.stdout

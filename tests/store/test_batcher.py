@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from devices.model import Reading
-from gateway.store.batcher import Destination, ReadingBatcher
+from telecare.devices.model import Reading
+from telecare.gateway.store.batcher import Destination, ReadingBatcher
 from tests.store.helpers import message
 
 

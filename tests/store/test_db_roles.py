@@ -25,23 +25,31 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from structlog.testing import capture_logs
 
-from devices.model import Device, DeviceKind, Resident, Responder, ResponderKind, Site, SiteKind
-from dispatch import DispatchService
-from firmware_stubs.mqtt_device import Pendant
-from gateway.app import Gateway, open_store, prepare_store
-from gateway.config import load_config
-from gateway.dispatching import dispatch_repository
-from gateway.store.errors import SchemaNotReady
-from gateway.store.postgres import PostgresStore
-from rules.alarms import alarm_id_for
-from rules.clock import FakeClock
+from telecare.devices.model import (
+    Device,
+    DeviceKind,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from telecare.dispatch import DispatchService
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway, open_store, prepare_store
+from telecare.gateway.config import load_config
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.store.errors import SchemaNotReady
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, make_alert, seed
 from tests.helpers import eventually
 from tests.services import MqttServer, PgServer
 
 pytestmark = pytest.mark.postgres
 
-TELECARE = [sys.executable, "-m", "gateway.cli"]
+TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 
 
 @dataclass

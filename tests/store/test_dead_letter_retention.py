@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.app import open_store
-from gateway.config import Config, StoreConfig, load_config
-from gateway.store.base import DEAD_LETTER_PREVIEW, DeadLetter, Store
-from gateway.store.postgres import PostgresStore
-from gateway.store.spool_codec import decode, encode
-from gateway.store.sqlite import SqliteStore
+from telecare.gateway.app import open_store
+from telecare.gateway.config import Config, StoreConfig, load_config
+from telecare.gateway.store.base import DEAD_LETTER_PREVIEW, DeadLetter, Store
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.spool_codec import decode, encode
+from telecare.gateway.store.sqlite import SqliteStore
 
 NOW = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 

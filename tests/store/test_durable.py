@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from devices.model import Alert, AlertKind, Dispatch, DispatchState
-from gateway.store.base import AuditEntry, DeadLetter, News2Record, Store
-from gateway.store.durable import DurableStore
-from gateway.store.errors import SpoolFull
-from gateway.store.postgres import PostgresStore
+from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
+from telecare.gateway.store.base import AuditEntry, DeadLetter, News2Record, Store
+from telecare.gateway.store.durable import DurableStore
+from telecare.gateway.store.errors import SpoolFull
+from telecare.gateway.store.postgres import PostgresStore
 from tests.store.helpers import T0, alert, event, message, registry
 from tests.store.proxy import TcpProxy
 

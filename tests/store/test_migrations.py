@@ -8,9 +8,9 @@ from pathlib import Path
 
 import psycopg
 
-from gateway.store.migrations import migrations_for
-from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore
+from telecare.gateway.store.migrations import migrations_for
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 
 
 def _names(dialect: str, mode: str | None = None) -> list[str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import psycopg
 
-from devices.model import Dispatch, DispatchState
-from gateway.store.base import AuditEntry
-from gateway.store.durable import DurableStore
-from gateway.store.postgres import PostgresStore
+from telecare.devices.model import Dispatch, DispatchState
+from telecare.gateway.store.base import AuditEntry
+from telecare.gateway.store.durable import DurableStore
+from telecare.gateway.store.postgres import PostgresStore
 from tests.store.helpers import T0, alert, event, message, registry
 from tests.store.proxy import TcpProxy
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from devices.model import Alert, AlertKind, Dispatch, DispatchState, Metric, Reading
-from dispatch.reports import build_report
-from gateway.dispatching import dispatch_repository
-from gateway.store.base import AuditEntry, News2Record, Store
+from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState, Metric, Reading
+from telecare.dispatch.reports import build_report
+from telecare.gateway.dispatching import dispatch_repository
+from telecare.gateway.store.base import AuditEntry, News2Record, Store
 from tests.store.helpers import T0, registry
 
 S = timedelta(seconds=1)
@@ -101,9 +101,9 @@ async def _dispatch(
 
 
 async def _append_audit(store: Store, entry: AuditEntry) -> None:
-    from gateway.store.postgres import PostgresStore, insert_audit
-    from gateway.store.sqlite import SqliteStore
-    from gateway.store.sqlite import insert_audit as sqlite_insert_audit
+    from telecare.gateway.store.postgres import PostgresStore, insert_audit
+    from telecare.gateway.store.sqlite import SqliteStore
+    from telecare.gateway.store.sqlite import insert_audit as sqlite_insert_audit
 
     if isinstance(store, PostgresStore):
         async with store.pool.connection() as conn:
@@ -114,8 +114,8 @@ async def _append_audit(store: Store, entry: AuditEntry) -> None:
 
 
 async def _close(store: Store, dispatch_id: str, state: str) -> None:
-    from gateway.store.postgres import PostgresStore
-    from gateway.store.sqlite import SqliteStore
+    from telecare.gateway.store.postgres import PostgresStore
+    from telecare.gateway.store.sqlite import SqliteStore
 
     if isinstance(store, PostgresStore):
         async with store.pool.connection() as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from devices.model import (
+from telecare.devices.model import (
     Device,
     DeviceKind,
     Dispatch,
@@ -15,9 +15,9 @@ from devices.model import (
     Responder,
     ResponderKind,
 )
-from gateway.decode import Registry
-from gateway.store.base import AuditEntry, Store
-from gateway.store.registry import Blocker, RegistryChange
+from telecare.gateway.decode import Registry
+from telecare.gateway.store.base import AuditEntry, Store
+from telecare.gateway.store.registry import Blocker, RegistryChange
 from tests.store.helpers import T0, alert, registry
 
 

@@ -11,11 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.model import Alert, AlertKind, Dispatch, DispatchState, Metric, Reading
-from gateway.store.base import AuditEntry, DeadLetter, News2Record
-from gateway.store.errors import SpoolFull
-from gateway.store.spool import MAGIC, Spool
-from gateway.store.spool_codec import DispatchItem, ReadingsItem, StatusItem, decode, encode
+from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState, Metric, Reading
+from telecare.gateway.store.base import AuditEntry, DeadLetter, News2Record
+from telecare.gateway.store.errors import SpoolFull
+from telecare.gateway.store.spool import MAGIC, Spool
+from telecare.gateway.store.spool_codec import (
+    DispatchItem,
+    ReadingsItem,
+    StatusItem,
+    decode,
+    encode,
+)
 from tests.store.helpers import T0, alert, event, message
 
 

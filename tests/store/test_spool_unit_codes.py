@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from devices.model import AlarmEvent, EventType, Phase
-from gateway.store.spool_codec import decode, encode
+from telecare.devices.model import AlarmEvent, EventType, Phase
+from telecare.gateway.store.spool_codec import decode, encode
 from tests.store.helpers import T0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from devices.model import (
+from telecare.devices.model import (
     AlarmEvent,
     Alert,
     AlertKind,
@@ -22,7 +22,7 @@ from devices.model import (
     Site,
     SiteKind,
 )
-from gateway.store.base import AuditEntry, DeadLetter, Store
+from telecare.gateway.store.base import AuditEntry, DeadLetter, Store
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

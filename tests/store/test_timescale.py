@@ -24,9 +24,9 @@ import pytest
 from psycopg import sql
 from structlog.testing import capture_logs
 
-from devices.model import Metric
-from gateway.store.errors import TimescaleRequired
-from gateway.store.postgres import PostgresStore
+from telecare.devices.model import Metric
+from telecare.gateway.store.errors import TimescaleRequired
+from telecare.gateway.store.postgres import PostgresStore
 from tests.services import drop_pg_schema
 from tests.store.helpers import T0, message
 

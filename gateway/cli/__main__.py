@@ -1,5 +1,0 @@
-"""``python -m gateway.cli`` is ``telecare``."""
-
-from gateway.cli.main import main
-
-main()

@@ -1,0 +1,295 @@
+"""The ``Gateway``: builds every component in one place and owns their lifetimes.
+
+    async with Gateway(config) as gw:      # store opened + migrated, ingest running
+        await gw.wait_closed()             # until stop() (SIGINT/SIGTERM in the CLI)
+
+Resource handling: components are entered in dependency order on an ``AsyncExitStack``
+(store -> durable store (batcher + spool) -> dispatch service -> orphan sweeper -> rule
+runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09 and SCAIP
+receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
+in-flight messages finish and are acknowledged, and the store is closed last: everything
+accepted is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from types import TracebackType
+from typing import Self
+
+from telecare.devices.model import Alert, Dispatch, DispatchState
+from telecare.dispatch import DispatchService
+from telecare.gateway.config import Config, rule_state_path, spool_path
+from telecare.gateway.dispatching import add_store_responders, build_dispatcher
+from telecare.gateway.errors import ConfigError
+from telecare.gateway.ingest.dc09 import Dc09Receiver
+from telecare.gateway.ingest.deadletter import DeadLetterPublisher
+from telecare.gateway.ingest.mqtt import MqttIngest, gateway_topic
+from telecare.gateway.ingest.scaip import ScaipReceiver
+from telecare.gateway.ingest.serial import SerialIngest
+from telecare.gateway.logging import get_logger
+from telecare.gateway.pipeline import Activity, ActivityFeed, Pipeline
+from telecare.gateway.rule_state import RuleRunner, load_engine
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.durable import DurableStore
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.sweeper import OrphanSweeper
+from telecare.gateway.timebounds import TimeBounds
+from telecare.rules.clock import Clock, SystemClock
+from telecare.rules.config import RulesConfig, RulesConfigError, load_rules_file
+from telecare.rules.engine import RuleEngine
+
+__all__ = ["Gateway", "open_store", "prepare_store", "spool_path"]
+
+log = get_logger("telecare.gateway")
+
+
+def open_store(config: Config, *, owner: bool = False) -> PostgresStore | SqliteStore:
+    """The configured store backend (not yet opened). ``owner``: connect through
+    ``store.migrate_dsn`` (when set) to migrate and grant the runtime role its rights."""
+    sc = config.store
+    days = sc.dead_letter_retention_days
+    retention = timedelta(days=days) if days > 0 else None
+    if sc.backend == "postgres":
+        if owner and sc.migrate_dsn:
+            return PostgresStore(
+                sc.migrate_dsn.reveal(),
+                schema=sc.schema,
+                max_size=1,
+                use_timescale=sc.timescale,
+                runtime_role=sc.runtime_role,
+            )
+        # A short pool timeout: a write that cannot get a connection within 2 s is spooled
+        # to local disk instead of holding up alarms behind it.
+        return PostgresStore(
+            sc.dsn.reveal(),
+            schema=sc.schema,
+            max_size=sc.pool_max,
+            use_timescale=sc.timescale,
+            timeout=2.0,
+            dead_letter_retention=retention,
+        )
+    if sc.backend == "sqlite":
+        return SqliteStore(sc.sqlite_path, dead_letter_retention=retention)
+    raise ConfigError(
+        f"Config 'store.backend' has value {sc.backend!r}. Use 'sqlite' or 'postgres'."
+    )
+
+
+async def prepare_store(config: Config, store: PostgresStore | SqliteStore) -> list[str]:
+    """Bring the schema up to date for ``store`` (open); return the migrations applied.
+
+    With ``store.migrate_dsn`` the owner role migrates (and re-grants the runtime role)
+    over its own short-lived connection, and ``store`` (the runtime role) only checks
+    that the schema is complete. Otherwise ``store`` migrates through its own connection.
+    """
+    if isinstance(store, PostgresStore) and config.store.migrate_dsn:
+        async with open_store(config, owner=True) as owner:
+            applied = await owner.migrate()
+        await store.attach()
+        return applied
+    return await store.migrate()
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        feed: ActivityFeed | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.feed = feed or ActivityFeed()
+        self._stack = contextlib.AsyncExitStack()
+        self._stopped = asyncio.Event()
+        self.store: Store
+        self.pipeline: Pipeline
+        self.mqtt: MqttIngest
+        self.dead_letters: DeadLetterPublisher
+        self.serial: SerialIngest | None = None
+        self.dc09: Dc09Receiver | None = None
+        self.scaip: ScaipReceiver | None = None
+        self.dispatcher: DispatchService
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Self:
+        try:
+            backend = open_store(self.config)
+            await self._stack.enter_async_context(backend)
+            applied = await prepare_store(self.config, backend)
+            log.info("store_ready", mode=backend.mode, migrations_applied=applied)
+            if isinstance(backend, PostgresStore):
+                for warning in await backend.role_warnings():
+                    log.warning("store_role_too_powerful", problem=warning, see="docs/security.md")
+            # Readings are batched (COPY); anything written while the database is away is
+            # spooled to local disk (fsync) and replayed in order when it returns.
+            self.store = await self._stack.enter_async_context(
+                DurableStore(
+                    backend,
+                    spool_dir=spool_path(self.config),
+                    on_alert=self._spool_alert,
+                )
+            )
+            # Dead letters are stored by the pipeline and also published (best effort) on
+            # <prefix>/_gateway/deadletter through the ingest connection.
+            self.dead_letters = DeadLetterPublisher(
+                lambda topic, payload: self.mqtt.publish(topic, payload),
+                gateway_topic(self.config.mqtt.topic_prefix, "deadletter"),
+            )
+            engine = await self._rule_engine()
+            dispatcher = build_dispatcher(
+                self.config,
+                backend,
+                self.store,
+                self.clock,
+                lambda topic, payload: self.mqtt.publish(topic, payload),
+            )
+            await add_store_responders(dispatcher.directory, self.store)
+            dispatcher.on_change = self._dispatch_activity
+            self.dispatcher = await self._stack.enter_async_context(dispatcher)
+            self.pipeline = Pipeline(
+                self.store,
+                self.clock,
+                topic_prefix=self.config.mqtt.topic_prefix,
+                feed=self.feed,
+                on_dead_letter=self.dead_letters.submit,
+                engine=engine,
+                dispatcher=self.dispatcher,
+                time_bounds=TimeBounds(
+                    max_future_s=self.config.ingest.max_future_skew_s,
+                    max_age_s=self.config.ingest.max_age_s,
+                ),
+            )
+            self.pipeline.decoder.registry.prime(
+                await self.store.list_devices(),
+                await self.store.list_residents(),
+                await self.store.list_receiver_accounts(),
+            )
+            await self._stack.enter_async_context(
+                OrphanSweeper(
+                    self.store,
+                    self.dispatcher,
+                    self.clock,
+                    every_s=self.config.dispatch.sweep_s,
+                    grace_s=self.config.dispatch.sweep_s,
+                )
+            )
+            await self._stack.enter_async_context(
+                RuleRunner(
+                    self.pipeline,
+                    self.clock,
+                    rule_state_path(self.config),
+                    self.config.rules.tick_s,
+                )
+            )
+            self.mqtt = await self._stack.enter_async_context(
+                MqttIngest(
+                    self.config.mqtt,
+                    self.pipeline.handle,
+                    self.clock,
+                    group_handler=self.pipeline.handle_group,
+                )
+            )
+            await self._stack.enter_async_context(self.dead_letters)
+            if self.config.serial:
+                self.serial = await self._stack.enter_async_context(
+                    SerialIngest(
+                        self.config.serial,
+                        self.pipeline,
+                        self.pipeline.decoder.registry.device,
+                        self.clock,
+                        accounts=self.pipeline.decoder.registry.receiver_device,
+                    )
+                )
+            if self.config.receivers.dc09.enabled:
+                self.dc09 = await self._stack.enter_async_context(
+                    Dc09Receiver(
+                        self.config.receivers.dc09,
+                        self.pipeline,
+                        self.pipeline.decoder.registry.receiver_device,
+                        self.clock,
+                    )
+                )
+            if self.config.receivers.scaip.enabled:
+                # Last in, first out: on shutdown the SCAIP listener stops taking requests
+                # before the pipeline and store behind it close.
+                self.scaip = await self._stack.enter_async_context(
+                    ScaipReceiver(
+                        self.config.receivers.scaip,
+                        self.pipeline,
+                        self.pipeline.decoder.registry.receiver_device,
+                        self.clock,
+                        watch=self.pipeline.engine.watch_device,
+                        status=self.store.set_device_status,
+                    )
+                )
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        log.info("gateway_stopping", counters=dict(self.pipeline.counters))
+        await self._stack.__aexit__(exc_type, exc, tb)
+        log.info("gateway_stopped")
+
+    def _dispatch_activity(self, d: Dispatch, actor: str, reason: str) -> None:
+        if d.state is DispatchState.RAISED:
+            self.pipeline.counters["dispatches"] += 1
+            who = d.responder_id or "none: operator must assign"
+            summary = f"dispatch {d.dispatch_id} raised ({reason}); proposed responder {who}"
+        else:
+            summary = f"dispatch {d.dispatch_id} {d.state.value} by {actor}"
+            if reason:
+                summary += f": {reason}"
+        self.feed.publish(
+            Activity(
+                "dispatch",
+                d.updated_at,
+                summary,
+                {
+                    "dispatch_id": d.dispatch_id,
+                    "state": d.state.value,
+                    "responder_id": d.responder_id,
+                    "resident_id": d.resident_id,
+                    "priority": d.priority,
+                },
+            )
+        )
+
+    def _spool_alert(self, alert: Alert) -> None:
+        """The local spool is nearly full (the database has been away a long time)."""
+        task = asyncio.get_running_loop().create_task(self.pipeline.raise_alert(alert))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rule_engine(self) -> RuleEngine:
+        """The rule engine with its persisted state, watching every provisioned device."""
+        rc = self.config.rules
+        try:
+            rules = await asyncio.to_thread(load_rules_file, rc.file) if rc.file else RulesConfig()
+        except RulesConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        engine = await asyncio.to_thread(
+            load_engine, rule_state_path(self.config), rules, self.clock
+        )
+        now = self.clock.now()
+        for device in await self.store.list_devices():
+            engine.watch_device(device, now)
+        return engine
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def wait_closed(self) -> None:
+        await self._stopped.wait()

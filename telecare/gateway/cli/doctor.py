@@ -1,0 +1,104 @@
+"""``telecare doctor``: what is right and what to fix in an installation.
+
+    telecare doctor --config /etc/telecare/gateway.toml
+    telecare doctor -c gateway.toml --probe-device doctor-probe --probe-password ... --json
+
+Exit codes: 0 every check ok (warnings and skips allowed), 1 at least one check failed
+(the configuration not parsing included), 4 bad argument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from telecare.gateway.cli.common import ConfigOption
+from telecare.gateway.cli.logs import command_logging
+from telecare.gateway.config import load_config
+from telecare.gateway.doctor import Check, DoctorOptions, run_checks
+from telecare.gateway.errors import ConfigError
+
+__all__ = ["doctor"]
+
+EXIT_PROBLEM = 1
+
+console = Console()
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def doctor(
+    config: ConfigOption = None,
+    password_file: Annotated[
+        Path,
+        typer.Option(help="The broker's password file.", metavar="FILE"),
+    ] = Path("/etc/mosquitto/telecare.passwd"),
+    broker_user: Annotated[
+        str, typer.Option(help="System user Mosquitto runs as.", metavar="USER")
+    ] = "mosquitto",
+    probe_device: Annotated[
+        str,
+        typer.Option(help="Throwaway device for the broker checks (login, ACL).", metavar="ID"),
+    ] = "",
+    probe_password: Annotated[
+        str,
+        typer.Option(
+            help="Its MQTT password (env TELECARE_DOCTOR_PROBE_PASSWORD).",
+            metavar="PW",
+            envvar="TELECARE_DOCTOR_PROBE_PASSWORD",
+        ),
+    ] = "",
+    cert: Annotated[
+        list[Path] | None,
+        typer.Option(help="Another PEM certificate to check (repeatable).", metavar="FILE"),
+    ] = None,
+    max_skew: Annotated[
+        float, typer.Option(help="Largest clock skew allowed, seconds.", metavar="S")
+    ] = 2.0,
+    min_free_mb: Annotated[
+        int, typer.Option(help="Free space wanted for the spool, MB.", metavar="MB")
+    ] = 200,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Check an installation end to end: configuration, store (reachable, migrated,
+    mode, clock), spool, broker (login, client-id binding, ACL), password file and TLS
+    files. Exit code 1 when anything must be fixed."""
+    try:
+        cfg = load_config(config, os.environ)
+    except ConfigError as exc:
+        checks = [Check("config", "fail", str(exc), "fix the file or TELECARE_* variable")]
+    else:
+        opts = DoctorOptions(
+            password_file=password_file,
+            broker_user=broker_user,
+            probe_device=probe_device,
+            probe_password=probe_password,
+            certs=tuple(cert or ()),
+            max_skew_s=max_skew,
+            min_free_mb=min_free_mb,
+        )
+        with command_logging("error"):
+            checks = run_checks(cfg, opts)
+    failed = [c for c in checks if c.status == "fail"]
+    if json_out:
+        typer.echo(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
+    else:
+        table = Table(title="telecare doctor")
+        table.add_column("check", overflow="fold")
+        table.add_column("status")
+        table.add_column("found", overflow="fold")
+        table.add_column("fix", overflow="fold")
+        for c in checks:
+            table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status}[/]", c.detail, c.fix)
+        console.print(table)
+        if failed:
+            console.print(f"[bold red]{len(failed)} to fix[/bold red]")
+        else:
+            console.print("[green]all checks passed[/green]")
+    if failed:
+        raise typer.Exit(EXIT_PROBLEM)

@@ -1,0 +1,432 @@
+"""MQTT ingest: subscribe to protocol v1, hand each message to the pipeline, acknowledge it
+to the broker only once the pipeline has stored (or spooled) what it carried.
+
+Delivery contract
+    Subscriptions are QoS 1 on a persistent session (stable client id,
+    ``clean_session=False``): while the gateway is away the broker keeps the subscription
+    and queues QoS 1 messages for it. The PUBACK of a message is sent by
+    :func:`manual_ack` only after ``handler(envelope)`` (or ``group_handler`` for its
+    group) has returned, i.e. after the pipeline stored it; a crash before that leaves
+    the message unacknowledged and the broker redelivers it to the next gateway with the
+    same client id. The pipeline is idempotent, so a redelivery stores nothing twice.
+
+Ordering
+    Messages on one topic (one device and channel) are processed one at a time in arrival
+    order, so an alarm and its restore stay in sequence; different topics proceed in
+    parallel. Plain ``reading`` messages are the exception: each carries its own
+    timestamp and idempotency key, so they are processed concurrently even from one
+    device (a batching store can then put many into one write). At most
+    ``max_inflight`` messages are processed at once (the broker's own inflight limit is
+    usually lower and is what really bounds it).
+
+Grouping (the hot path)
+    Whatever has already arrived is taken from the client's queue in one go instead of
+    one ``async for`` step per message. With a ``group_handler`` (the pipeline's
+    ``handle_group``), the plain ``reading`` messages taken together are handled as one
+    group in one task: decoded one by one, their readings stored in one write, then
+    each message acknowledged; if storing fails, none of them is. Without one, each
+    message goes to ``handler`` in its own task.
+
+Gateway presence
+    The connection carries a last will: ``{"v":1,"online":false}`` retained on
+    ``<prefix>/_gateway/status``; on every (re)connect ``online: true`` is published there,
+    retained. Devices' own online/offline (their last will and retained status) arrives on
+    ``<prefix>/<site>/<device>/status`` and is stored by the pipeline like any message.
+
+Resource handling
+    :class:`MqttIngest` is an async context manager owning one named task,
+    ``mqtt-ingest``, which connects, subscribes and receives until the context exits
+    (then it is cancelled and awaited; messages being processed are cancelled and stay
+    unacknowledged, so the broker redelivers them).
+
+Error handling
+    Connection loss, a refused connection or a refused subscription (SUBACK failure, e.g.
+    an ACL) -> reconnect and resubscribe with :class:`~gateway.backoff.Backoff`, forever,
+    logged. A message whose processing raises (storage away and nothing to spool to) is
+    *not* acknowledged: the connection is dropped at once so the broker redelivers it,
+    and everything after it, on reconnect. Nothing else makes processing raise: the
+    pipeline dead-letters bad payloads and poison messages (any other exception while
+    decoding or processing one message, ``gateway.failures``) and returns, so the
+    message is acknowledged and the next one handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.config import MqttConfig
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.logging import get_logger
+from telecare.rules.clock import Clock, raise_if_cancelling
+
+__all__ = [
+    "MqttIngest",
+    "SubscriptionRefused",
+    "enable_manual_ack",
+    "gateway_topic",
+    "manual_ack",
+    "take_queued",
+]
+
+log = get_logger("telecare.ingest.mqtt")
+
+Handler = Callable[[Envelope], Awaitable[None]]
+GroupHandler = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+
+# The only places that reach into aiomqtt's internals: paho-mqtt 2.x can hold back the
+# PUBACK (``manual_ack_set``) until we call ``ack(mid, qos)``; ``take_queued`` drains
+# aiomqtt's incoming queue.
+def enable_manual_ack(client: aiomqtt.Client) -> None:
+    """Make ``client`` send PUBACKs only when :func:`manual_ack` is called."""
+    paho_client: paho.Client = client._client
+    paho_client.manual_ack_set(True)
+
+
+def manual_ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Send the PUBACK for ``message`` (nothing for QoS 0)."""
+    if message.qos > 0:
+        paho_client: paho.Client = client._client
+        paho_client.ack(message.mid, message.qos)
+
+
+def take_queued(client: aiomqtt.Client, limit: int) -> list[aiomqtt.Message]:
+    """Up to ``limit`` messages already received and waiting in ``client``'s queue,
+    without waiting (the third reach into aiomqtt: its incoming queue, which
+    ``client.messages`` reads one message at a time at the cost of a task and an
+    ``asyncio.wait`` each)."""
+    queue: asyncio.Queue[aiomqtt.Message] = client._queue
+    taken: list[aiomqtt.Message] = []
+    while len(taken) < limit and not queue.empty():
+        taken.append(queue.get_nowait())
+    return taken
+
+
+def gateway_topic(topic_prefix: str, name: str) -> str:
+    """The gateway's own topics (``status``, ``deadletter``): ``<prefix>/_gateway/<name>``.
+
+    ``_gateway`` can never be a site id (ids start with a letter or digit), and the topic
+    has one level fewer than the device topics, so the ingest subscription never sees it.
+    """
+    return f"{topic_prefix.rstrip('/')}/_gateway/{name}"
+
+
+def _status_payload(online: bool) -> bytes:
+    return json.dumps({"v": 1, "online": online}, separators=(",", ":")).encode()
+
+
+class SubscriptionRefused(aiomqtt.MqttError):
+    """The broker refused our subscription (an ACL, usually): retried with backoff."""
+
+
+class _ProcessingFailed(aiomqtt.MqttError):
+    """A message could not be stored; leaving the connection makes the broker resend it."""
+
+
+#: Channels whose messages need no ordering between them (see "Ordering" above).
+UNORDERED_CHANNELS = frozenset({"reading"})
+
+
+class _TopicOrder:
+    """Per-topic locks taken in arrival order; a lock is forgotten once nobody holds or
+    waits for it, so the table stays as small as the number of busy topics."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, topic: str) -> Any:
+        lock, users = self._locks.get(topic, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[topic] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[topic]
+            if users <= 1:
+                del self._locks[topic]
+            else:
+                self._locks[topic] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class MqttIngest:
+    """One persistent MQTT session feeding ``handler`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        handler: Handler,
+        clock: Clock,
+        *,
+        backoff: Backoff | None = None,
+        group_handler: GroupHandler | None = None,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        #: Handles messages of the unordered channels together (see "Ordering" above);
+        #: without it each message goes to ``handler`` on its own.
+        self.group_handler = group_handler
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.connected = asyncio.Event()
+        #: Connections made so far (1 after the first connect; more after reconnects).
+        self.connections = 0
+        #: Messages acknowledged to the broker / left unacknowledged after a failure.
+        self.acked = 0
+        self.not_stored = 0
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._order = _TopicOrder()
+
+    @property
+    def subscription(self) -> str:
+        return f"{self.config.topic_prefix}/+/+/+"
+
+    @property
+    def status_topic(self) -> str:
+        return gateway_topic(self.config.topic_prefix, "status")
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name="mqtt-ingest")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish through the ingest connection (dead-letter topic, responder app).
+
+        Raises ``RuntimeError`` while disconnected and ``aiomqtt.MqttError`` if the
+        broker does not confirm in time.
+        """
+        client = self._client
+        if client is None:
+            raise RuntimeError("MQTT is not connected")
+        await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
+
+    def _make_client(self) -> aiomqtt.Client:
+        c = self.config
+        tls_context = None
+        if c.tls:
+            tls_context = ssl.create_default_context(cafile=c.ca_file or None)
+        client = aiomqtt.Client(
+            c.host,
+            c.port,
+            username=c.username or None,
+            password=c.password.reveal() or None,
+            identifier=c.client_id,
+            clean_session=c.clean_session,
+            keepalive=c.keepalive,
+            max_inflight_messages=c.max_inflight,
+            tls_context=tls_context,
+            will=aiomqtt.Will(self.status_topic, _status_payload(False), qos=1, retain=True),
+        )
+        enable_manual_ack(client)
+        return client
+
+    async def _run(self) -> None:
+        while True:
+            raise_if_cancelling()  # a swallowed cancellation must still end the loop
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    await self._subscribe(client)
+                    await client.publish(
+                        self.status_topic, _status_payload(True), qos=1, retain=True
+                    )
+                    self.backoff.reset()
+                    self.connections += 1
+                    self.connected.set()
+                    log.info(
+                        "mqtt_connected",
+                        host=self.config.host,
+                        port=self.config.port,
+                        subscription=self.subscription,
+                        connections=self.connections,
+                    )
+                    await self._receive(client)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                self._client = None
+                delay = self.backoff.next_delay()
+                log.warning("mqtt_disconnected", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        granted = await client.subscribe(self.subscription, qos=1, timeout=10)
+        if _refused(granted):
+            raise SubscriptionRefused(
+                f"broker refused the subscription to {self.subscription!r} "
+                f"(granted {list(granted)!r}); check the ACL for user "
+                f"{self.config.username or '(anonymous)'!r}"
+            )
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Receive until the connection drops or a message fails to be stored.
+
+        Whatever has arrived is taken from the client's queue in one go (see
+        :func:`take_queued`). Messages of ordered channels are processed each in its own
+        task, in order per topic; those of unordered channels go together to
+        ``group_handler`` in one task per group (or each to ``handler`` in its own task
+        when there is none). The first failure ends the receive loop at once, cancelling
+        the other tasks (all unacknowledged).
+        """
+        failed = asyncio.Event()
+        failures: list[BaseException] = []
+        tasks: set[asyncio.Task[None]] = set()
+        # Bounds how many messages are being processed at once (MQTT receive maximum).
+        # One per connection: slots of tasks cancelled on the way out die with it.
+        inflight = asyncio.Semaphore(self.config.max_inflight)
+        grouping = self.group_handler is not None
+
+        def start(coro: Coroutine[Any, Any, None]) -> None:
+            task = asyncio.create_task(coro)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def receive_loop() -> None:
+            async for first in client.messages:
+                arrived = [first]
+                while arrived:
+                    group: list[aiomqtt.Message] = []
+                    for message in arrived:
+                        if group and inflight.locked():  # start it before waiting for room
+                            start(self._process_group(client, group, inflight, failures, failed))
+                            group = []
+                        await inflight.acquire()
+                        if failed.is_set():
+                            for _ in range(len(group) + 1):
+                                inflight.release()
+                            return
+                        if grouping and _unordered(message.topic.value):
+                            group.append(message)
+                        else:
+                            start(self._process(client, message, inflight, failures, failed))
+                    if group:
+                        start(self._process_group(client, group, inflight, failures, failed))
+                    arrived = take_queued(client, self.config.max_inflight)
+
+        loop_task = asyncio.create_task(receive_loop(), name="mqtt-receive")
+        fail_task = asyncio.create_task(failed.wait(), name="mqtt-failure-watch")
+        try:
+            await asyncio.wait({loop_task, fail_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (loop_task, fail_task, *tasks):
+                task.cancel()
+            await asyncio.gather(loop_task, fail_task, *tasks, return_exceptions=True)
+        if failures:
+            raise _ProcessingFailed(f"message processing failed: {failures[0]!r}")
+        loop_task.result()  # re-raises the connection error that ended the loop
+
+    async def _process(
+        self,
+        client: aiomqtt.Client,
+        message: aiomqtt.Message,
+        inflight: asyncio.Semaphore,
+        failures: list[BaseException],
+        failed: asyncio.Event,
+    ) -> None:
+        topic = message.topic.value
+        try:
+            if _unordered(topic):
+                await self._store_and_ack(client, message, topic, failed)
+            else:
+                async with self._order.hold(topic):
+                    await self._store_and_ack(client, message, topic, failed)
+        except Exception as exc:  # storage away: no ack; the broker resends on reconnect
+            self.not_stored += 1
+            log.error("mqtt_message_not_stored", topic=topic, error=repr(exc))
+            failures.append(exc)
+            failed.set()
+        finally:
+            inflight.release()
+
+    async def _store_and_ack(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, topic: str, failed: asyncio.Event
+    ) -> None:
+        if failed.is_set():
+            return  # a message before it failed: leave it for redelivery
+        await self.handler(self._envelope(message, topic))
+        manual_ack(client, message)
+        self.acked += 1
+
+    async def _process_group(
+        self,
+        client: aiomqtt.Client,
+        messages: list[aiomqtt.Message],
+        inflight: asyncio.Semaphore,
+        failures: list[BaseException],
+        failed: asyncio.Event,
+    ) -> None:
+        """Messages of unordered channels through ``group_handler``, acknowledged once it
+        has returned (everything they carried is stored), or none of them."""
+        assert self.group_handler is not None
+        try:
+            if failed.is_set():
+                return  # leave them for redelivery
+            await self.group_handler([self._envelope(m, m.topic.value) for m in messages])
+            for message in messages:
+                manual_ack(client, message)
+            self.acked += len(messages)
+        except Exception as exc:  # storage away: no ack; the broker resends on reconnect
+            self.not_stored += len(messages)
+            log.error(
+                "mqtt_message_not_stored",
+                topic=messages[0].topic.value,
+                messages=len(messages),
+                error=repr(exc),
+            )
+            failures.append(exc)
+            failed.set()
+        finally:
+            for _ in messages:
+                inflight.release()
+
+    def _envelope(self, message: aiomqtt.Message, topic: str) -> Envelope:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        return Envelope("mqtt", topic, bytes(payload), self.clock.now())
+
+
+def _unordered(topic: str) -> bool:
+    """Whether messages on ``topic`` need no ordering (see "Ordering" above)."""
+    return topic[topic.rfind("/") + 1 :] in UNORDERED_CHANNELS
+
+
+def _refused(granted: Sequence[Any]) -> bool:
+    """Whether a SUBACK's granted list refuses any subscription (v3 0x80 or a v5 code)."""
+    for code in granted:
+        is_failure = getattr(code, "is_failure", None)
+        if is_failure is not None:
+            if is_failure:
+                return True
+        elif int(code) >= 0x80:
+            return True
+    return False

@@ -1,0 +1,258 @@
+"""Batch readings for the database: bounded batches in front of one flusher task.
+
+``await batcher.submit(readings)`` returns only once the readings are durably stored or
+spooled (whatever ``write`` does), so the MQTT ingest acknowledges a message only then.
+Many producers' submissions are gathered into one write. A batch is written when it
+holds ``max_rows`` rows, when its first row is ``max_age`` seconds old, or when no new
+submission has arrived for ``linger`` seconds, whichever comes first. ``linger`` matters
+when every producer is waiting for its acknowledgement (a lull, or an MQTT receive window
+smaller than a batch): without it each batch would sit out the whole ``max_age`` although
+nothing more can arrive, capping throughput at ``in-flight rows / max_age``. Under load,
+submissions pile up while a batch is being written, so batches fill to ``max_rows``.
+
+How it is cheap per submission: a submission appends its rows to the batch being
+gathered (no queue item, no wake-up of the flusher) and waits on its own future (so
+cancelling one producer cancels only its wait). The flusher does not wake per
+submission: it naps until the batch's age or linger deadline (the linger measured from
+the latest submission) and is nudged only when the batch fills or the first row of an
+idle period arrives.
+
+Bounds: at most ``queue_size`` submissions (default ``2 * max_rows``) wait for the
+flusher, in batches of at most ``max_rows`` rows (plus the rest of the message that
+crossed the limit: a message is never split). A submission beyond that waits for room,
+and the backpressure reaches the broker through the unacknowledged messages (MQTT
+receive maximum) instead of growing memory without bound.
+
+Resource handling
+    ``async with ReadingBatcher(write) as b`` starts the flusher in a ``TaskGroup``.
+    Leaving the block stops new submissions, flushes everything already queued, then
+    stops the flusher. Nothing queued is dropped on a clean exit; a submission still
+    waiting for room when the flusher stops is refused with ``RuntimeError`` (it was
+    never queued, so its sender has not been acknowledged).
+
+Error handling
+    ``write`` decides what "durable" means (``DurableStore`` writes to the database and
+    falls back to the spool). If ``write`` raises, the exception is set on every
+    submission of that batch, so each producer sees it (and does not acknowledge), it is
+    logged and counted in ``stats()["errors"]``, and the flusher carries on with the next
+    batch. A producer cancelled while waiting does not cancel the write of its rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Literal, Self
+
+import structlog
+
+from telecare.devices.model import Reading
+from telecare.rules.clock import raise_if_cancelling
+
+__all__ = ["Destination", "ReadingBatcher"]
+
+log = structlog.get_logger(__name__)
+
+#: Where a batch went: the database, or the local spool while the database is away.
+Destination = Literal["store", "spool"]
+
+
+class _Batch:
+    """The rows of one write and one future per submission that waits for it."""
+
+    __slots__ = ("opened", "rows", "waiters")
+
+    def __init__(self, opened: float) -> None:
+        self.opened = opened  # loop time of the first submission
+        self.rows: list[Reading] = []
+        self.waiters: list[asyncio.Future[Destination]] = []
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class ReadingBatcher:
+    def __init__(
+        self,
+        write: Callable[[list[Reading]], Awaitable[Destination]],
+        *,
+        max_rows: int = 5000,
+        max_age: float = 0.2,
+        linger: float = 0.001,
+        queue_size: int | None = None,
+    ) -> None:
+        if max_rows < 1 or max_age <= 0 or linger <= 0:
+            raise ValueError("max_rows must be >= 1, max_age and linger > 0")
+        self._write = write
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self.linger = min(linger, max_age)
+        # Size: a submission is one message (one to a few readings). Two batches' worth
+        # lets the next batch fill while one is being written; beyond that, submit()
+        # waits (see the module docstring).
+        self.queue_size = queue_size or 2 * max_rows
+        self._batches: deque[_Batch] = deque()  # oldest first; only the last one grows
+        self._queued = 0  # submissions in self._batches
+        self._last_submit = 0.0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._nudge: asyncio.Future[None] | None = None  # set while the flusher naps
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._closing = False
+        self._stopped = False
+        self._rows_flushed = 0
+        self._rows_spooled = 0
+        self._flushes = 0
+        self._errors = 0
+        self._rows_in_flight = 0
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self._group.create_task(self._flusher(), name="reading-batcher-flusher")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        if self._nudge is not None:
+            _wake(self._nudge)
+        assert self._group is not None
+        await self._group.__aexit__(exc_type, exc, tb)
+
+    async def submit(self, readings: Sequence[Reading]) -> Destination:
+        """Queue readings and wait until they are stored or spooled; returns where."""
+        while (fut := self.enqueue(readings)) is None:  # backpressure: wait for room
+            await self._room.wait()
+            if self._stopped:
+                raise RuntimeError("ReadingBatcher stopped while waiting for room")
+        # Cancelling the caller cancels only its own future: the rows stay in the batch
+        # and the flusher skips resolving a cancelled future.
+        return await fut
+
+    def enqueue(self, readings: Sequence[Reading]) -> asyncio.Future[Destination] | None:
+        """Queue readings without waiting: the future resolves (to where they went) once
+        they are stored or spooled, or fails with the error of their batch. ``None`` when
+        the queue is full: nothing was queued; ``await submit(...)`` waits for room.
+
+        ``submit`` is this plus the wait; a caller that is itself a coroutine saves a
+        coroutine frame per message by awaiting the future directly.
+        """
+        loop = self._loop
+        if self._closing or loop is None:
+            raise RuntimeError("ReadingBatcher is not running; use 'async with'")
+        if self._queued >= self.queue_size:
+            self._room.clear()
+            return None
+        fut: asyncio.Future[Destination] = loop.create_future()
+        if not readings:
+            fut.set_result("store")
+            return fut
+        batches = self._batches
+        if batches and len(batches[-1].rows) < self.max_rows:
+            batch = batches[-1]
+        else:
+            batch = _Batch(loop.time())
+            batches.append(batch)
+        batch.rows += readings
+        waiters = batch.waiters
+        waiters.append(fut)
+        self._queued += 1
+        self._last_submit = loop.time()
+        nudge = self._nudge
+        if nudge is not None and (len(waiters) == 1 or len(batch.rows) >= self.max_rows):
+            _wake(nudge)  # first rows after an idle spell, or a full batch
+        return fut
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "queue_depth": self._queued,
+            "queue_size": self.queue_size,
+            "rows_in_flight": self._rows_in_flight,
+            "rows_flushed": self._rows_flushed,
+            "rows_spooled": self._rows_spooled,
+            "flushes": self._flushes,
+            "errors": self._errors,
+        }
+
+    async def _nap(self, delay: float | None) -> None:
+        """Sleep ``delay`` seconds (``None``: until nudged), or less if nudged."""
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._nudge = fut
+        handle = None if delay is None else self._loop.call_later(delay, _wake, fut)
+        try:
+            await fut
+        finally:
+            self._nudge = None
+            if handle is not None:
+                handle.cancel()
+
+    async def _flusher(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        batches = self._batches
+        try:
+            while True:
+                raise_if_cancelling()  # a swallowed cancellation must still end the loop
+                if not batches:
+                    if self._closing:
+                        return
+                    await self._nap(None)
+                    continue
+                batch = batches[0]
+                while len(batch.rows) < self.max_rows and not self._closing:
+                    due = min(batch.opened + self.max_age, self._last_submit + self.linger)
+                    delay = due - loop.time()
+                    if delay <= 0:
+                        break
+                    await self._nap(delay)
+                batches.popleft()  # later submissions start a new batch
+                self._queued -= len(batch.waiters)
+                if self._queued < self.queue_size:
+                    self._room.set()
+                await self._flush(batch)
+        finally:
+            self._stopped = True
+            self._room.set()  # whoever still waits for room is told we stopped
+
+    async def _flush(self, batch: _Batch) -> None:
+        readings = batch.rows
+        self._rows_in_flight = len(readings)
+        started = time.perf_counter()
+        try:
+            where = await self._write(readings)
+        except Exception as exc:  # every producer of the batch sees it; we carry on
+            raise_if_cancelling()
+            self._errors += 1
+            log.error(
+                "reading_batch_failed",
+                rows=len(readings),
+                error=repr(exc),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            for fut in batch.waiters:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        finally:
+            self._rows_in_flight = 0
+        self._flushes += 1
+        if where == "store":
+            self._rows_flushed += len(readings)
+        else:
+            self._rows_spooled += len(readings)
+        for fut in batch.waiters:
+            if not fut.done():
+                fut.set_result(where)

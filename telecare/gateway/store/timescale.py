@@ -1,0 +1,183 @@
+"""Finding, or creating, the TimescaleDB extension for the PostgreSQL store.
+
+An extension exists once per *database*, while every gateway (and every test, and the
+benchmark) has its own *schema* in that database. So the extension never goes into an
+application schema: ``CREATE EXTENSION`` without ``SCHEMA`` would put it into the first
+schema on ``search_path`` (the first gateway's), where the second schema's migrations
+cannot see ``create_hypertable`` and dropping the first schema drops the extension with
+it. Instead the store uses the extension where it already is (any schema, often
+``public``) or creates it in its own schema (``timescaledb`` by default), and every
+reference to its functions is qualified with that schema (``Extension.qualified``).
+
+Not preloaded: with the extension's files installed but ``timescaledb`` missing from
+``shared_preload_libraries``, ``CREATE EXTENSION`` (or the first use of an installed one)
+ends the session with ``FATAL: extension "timescaledb" must be preloaded``. The loader
+defines the ``timescaledb.bgw_launcher_poll_time`` setting only when it was preloaded,
+so ``prepare`` checks for it first and, without it, reports the fix and returns ``None``
+(the store then uses plain PostgreSQL partitions) without ever touching the extension.
+
+``prepare`` never raises for "TimescaleDB cannot be used" (it logs why and returns
+``None``); it raises only when the database is unreachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from telecare.gateway.store.errors import is_unavailable
+
+__all__ = ["MIN_VERSION", "Extension", "ExtensionStatus", "extension_status", "prepare"]
+
+log = structlog.get_logger(__name__)
+
+#: ``create_hypertable(..., by_range(...))``, used by the migrations, is 2.13's API.
+MIN_VERSION = (2, 13)
+#: Defined by TimescaleDB's loader, and only when it was loaded by shared_preload_libraries.
+_LOADER_SETTING = "timescaledb.bgw_launcher_poll_time"
+PRELOAD_FIX = (
+    "add 'timescaledb' to shared_preload_libraries in postgresql.conf and restart"
+    " PostgreSQL (or set store.timescale = false)"
+)
+
+_PROBE = """
+SELECT a.default_version, n.nspname, e.extversion,
+       current_setting(%s, true) IS NOT NULL,
+       (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries')
+FROM (SELECT 1) AS one
+LEFT JOIN pg_available_extensions a ON a.name = 'timescaledb'
+LEFT JOIN pg_extension e ON e.extname = 'timescaledb'
+LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """An installed, loadable TimescaleDB: the schema it lives in and its version."""
+
+    schema: str
+    version: str
+
+    def qualified(self, name: str) -> str:
+        """``name`` (a function of the extension) qualified with the extension's schema,
+        quoted, ready to be put into SQL text."""
+        return sql.Identifier(self.schema, name).as_string()
+
+    def render(self, text: str) -> str:
+        """A migration's SQL with ``@extschema@`` replaced by the quoted schema."""
+        return text.replace("@extschema@", sql.Identifier(self.schema).as_string())
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionStatus:
+    """What the server says about TimescaleDB (``telecare doctor`` reports it)."""
+
+    available: str | None  # default version of the installed files, if any
+    schema: str | None  # where it is created in this database, if it is
+    version: str | None  # created version, if it is
+    preloaded: bool
+    preload_setting: str | None
+
+    @property
+    def usable(self) -> bool:
+        version = self.version or self.available
+        return version is not None and self.preloaded and _version(version) >= MIN_VERSION
+
+
+async def extension_status(conn: psycopg.AsyncConnection[TupleRow]) -> ExtensionStatus:
+    """The server's TimescaleDB: installed, created, preloaded (read-only)."""
+    cur = await conn.execute(_PROBE, (_LOADER_SETTING,))
+    [(available, found_schema, found_version, preloaded, preload_setting)] = await cur.fetchall()
+    return ExtensionStatus(available, found_schema, found_version, bool(preloaded), preload_setting)
+
+
+async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Extension | None:
+    """The usable TimescaleDB of this database, created in ``schema`` if it is not
+    installed yet; ``None`` (with a log line saying why and what to do) when it cannot
+    be used.
+
+    ``conn`` must be in autocommit mode. Give it a connection of its own: if a server
+    closes the session anyway, only that connection is lost.
+    """
+    st = await extension_status(conn)
+    available, found_schema, found_version = st.available, st.schema, st.version
+    preloaded, preload_setting = st.preloaded, st.preload_setting
+    if available is None and found_version is None:
+        log.info(
+            "timescaledb_unavailable",
+            reason="the extension is not installed on this PostgreSQL server",
+            fix="install TimescaleDB for this PostgreSQL (or set store.timescale = false)",
+        )
+        return None
+    if not preloaded:
+        log.warning(
+            "timescaledb_not_preloaded",
+            reason="the extension's files are installed but its library is not preloaded",
+            shared_preload_libraries=preload_setting,
+            fix=PRELOAD_FIX,
+            fallback="plain PostgreSQL partitions",
+        )
+        return None
+    version = found_version or available or ""
+    if _version(version) < MIN_VERSION:
+        log.warning(
+            "timescaledb_too_old",
+            version=version,
+            needed=".".join(map(str, MIN_VERSION)),
+            fix="update TimescaleDB (ALTER EXTENSION timescaledb UPDATE)",
+            fallback="plain PostgreSQL partitions",
+        )
+        return None
+    if found_schema is not None:
+        return Extension(found_schema, found_version or version)
+    return await _create(conn, schema)
+
+
+async def _create(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Extension | None:
+    try:
+        async with conn.transaction():
+            # One creator at a time per database (several gateways or tests may start
+            # together); whoever comes second finds it created.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('telecare:timescaledb'))")
+            await conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            )
+            await conn.execute(
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {}").format(
+                    sql.Identifier(schema)
+                )
+            )
+            cur = await conn.execute(
+                "SELECT n.nspname, e.extversion FROM pg_extension e"
+                " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'"
+            )
+            row = await cur.fetchone()
+    except psycopg.Error as exc:
+        if is_unavailable(exc):
+            raise
+        log.warning(
+            "timescaledb_not_created",
+            schema=schema,
+            error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            fix="create it as a superuser or the database owner:"
+            f" CREATE EXTENSION timescaledb WITH SCHEMA {schema}",
+            fallback="plain PostgreSQL partitions",
+        )
+        return None
+    if row is None:  # dropped again by someone else in between: try again at next start
+        return None
+    log.info("timescaledb_created", schema=row[0], version=row[1])
+    return Extension(row[0], row[1])
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("-")[0].split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)
