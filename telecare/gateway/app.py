@@ -38,6 +38,7 @@ from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.sweeper import OrphanSweeper
 from telecare.gateway.timebounds import TimeBounds
+from telecare.gateway.web.app import WebServer, serve
 from telecare.rules.clock import Clock, SystemClock
 from telecare.rules.config import RulesConfig, RulesConfigError, load_rules_file
 from telecare.rules.engine import RuleEngine
@@ -115,11 +116,13 @@ class Gateway:
         self.dc09: Dc09Receiver | None = None
         self.scaip: ScaipReceiver | None = None
         self.dispatcher: DispatchService
+        self.backend: PostgresStore | SqliteStore
+        self.web: WebServer | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         try:
-            backend = open_store(self.config)
+            self.backend = backend = open_store(self.config)
             await self._stack.enter_async_context(backend)
             applied = await prepare_store(self.config, backend)
             log.info("store_ready", mode=backend.mode, migrations_applied=applied)
@@ -228,6 +231,8 @@ class Gateway:
                         status=self.store.set_device_status,
                     )
                 )
+            if self.config.web.enabled:  # entered last, left first: no request outlives ingest
+                self.web = await self._stack.enter_async_context(serve(self))
         except BaseException:
             await self._stack.aclose()
             raise

@@ -32,7 +32,6 @@ from telecare.gateway.store import roles
 
 __all__ = [
     "MIN_WEBHOOK_SECRET_BYTES",
-    "ApiConfig",
     "Config",
     "Dc09Config",
     "DispatchSection",
@@ -45,6 +44,7 @@ __all__ = [
     "Secret",
     "SerialPortConfig",
     "StoreConfig",
+    "WebConfig",
     "check_identifier",
     "load_config",
 ]
@@ -210,10 +210,18 @@ class SerialPortConfig:
 
 
 @dataclass(frozen=True)
-class ApiConfig:
+class WebConfig:
+    """``[web]``: the console, care-home API and metrics, served by ``telecare run``."""
+
     enabled: bool = False
     host: str = "127.0.0.1"
+    #: 0 = any free port (tests; the ``web_listening`` log line says which).
     port: int = 8080
+    #: Session cookies carry ``Secure``: browsers send them over HTTPS and to
+    #: ``localhost`` only. Turn off only behind a TLS-terminating proxy that rewrites them.
+    secure_cookies: bool = True
+    #: Minutes a console session lasts without use.
+    session_idle_min: int = 12 * 60
 
 
 @dataclass(frozen=True)
@@ -370,7 +378,7 @@ class LogConfig:
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    api: ApiConfig = field(default_factory=ApiConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
     rules: RulesSection = field(default_factory=RulesSection)
     dispatch: DispatchSection = field(default_factory=DispatchSection)

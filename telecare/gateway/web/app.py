@@ -1,0 +1,189 @@
+"""The gateway's web face: one FastAPI app for the console, the care-home API and metrics.
+
+    app = create_app(services)                 # tests: httpx.ASGITransport(app=app)
+    async with WebServer(app, host, port):     # telecare run: uvicorn in the background
+        ...
+
+Routers (one module each, all taking :class:`~telecare.gateway.web.services.Services`):
+``auth`` (login page, ``/api/v1/session``), ``ops`` (``/metrics``, ``/healthz``,
+``/readyz``), ``api_care_home`` and ``api_operator`` (``/api/v1``), and the console and
+tablet pages. A new router is one line in :data:`_ROUTERS`.
+
+The OpenAPI document is served at ``/api/v1/openapi.json``; there is no Swagger page,
+because it would load its scripts from a CDN and every asset here is served by the
+gateway (monitoring centres and care homes are often offline or locked down).
+
+Resource handling: :class:`WebServer` runs ``uvicorn.Server.serve`` as one task and, on
+leaving, asks it to exit (open requests finish, SSE streams are closed by their
+routers) and awaits it. It never installs signal handlers: the CLI owns SIGINT/SIGTERM
+and stops the whole gateway. Error handling: a server that cannot bind its port raises
+:class:`~telecare.gateway.errors.ConfigError` naming ``web.host``/``web.port``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from telecare.gateway.errors import ConfigError
+from telecare.gateway.logging import get_logger
+from telecare.gateway.store.accounts import accounts_of
+from telecare.gateway.web import auth, ops
+from telecare.gateway.web.services import Services
+
+if TYPE_CHECKING:
+    from telecare.gateway.app import Gateway
+
+__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "WebServer", "create_app", "gateway_services", "serve"]
+
+log = get_logger("telecare.web")
+
+HERE: Final = Path(__file__).parent
+STATIC_DIR: Final = HERE / "static"
+TEMPLATES_DIR: Final = HERE / "templates"
+API_PREFIX: Final = "/api/v1"
+
+#: Every router of the app, in order. Add yours here (one line).
+_ROUTERS: Final[Sequence[APIRouter]] = (
+    auth.router,
+    ops.router,
+)
+
+
+def create_app(svc: Services, *, extra: Sequence[APIRouter] = ()) -> FastAPI:
+    """The FastAPI app over ``svc`` (``extra``: routers a test or embedder adds)."""
+    app = FastAPI(
+        title="telecare gateway",
+        version="1",
+        summary="Care-home and operator API of the telecare gateway (docs/api.md).",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.services = svc
+    templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    templates.env.globals["csrf_field"] = auth.CSRF_FIELD
+    app.state.templates = templates
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for router in (*_ROUTERS, *extra):
+        app.include_router(router)
+    app.add_exception_handler(auth.NotLoggedIn, _not_logged_in)
+
+    @app.get("/", include_in_schema=False)
+    async def home(request: Request) -> Response:
+        found = await auth.optional_session(request, svc)
+        if found is None:
+            return RedirectResponse("/login", status_code=303)
+        return RedirectResponse(auth.LANDING[found.user.role], status_code=303)
+
+    return app
+
+
+async def _not_logged_in(request: Request, exc: Exception) -> Response:
+    """Pages send the browser to /login; API calls get 401."""
+    if request.url.path.startswith(API_PREFIX) or "text/html" not in request.headers.get(
+        "accept", ""
+    ):
+        return JSONResponse({"detail": "not logged in"}, status_code=401)
+    return auth.login_redirect(request)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the gateway's CLI owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class WebServer:
+    """Serve ``app`` on ``host:port`` while inside ``async with`` (see module docstring)."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
+        )
+        self.server = _Server(config)
+        self.host = host
+        self._sock: socket.socket
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when configured as 0)."""
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        host, port = self.server.config.host, self.server.config.port
+        try:
+            # Bound here, not by uvicorn: a port in use is an error we can name (uvicorn
+            # would call sys.exit inside its task).
+            self._sock = socket.create_server((host, port), reuse_port=False)
+        except OSError as exc:
+            raise ConfigError(
+                f"Config 'web.host'/'web.port' ({host}:{port}): cannot listen ({exc})."
+                " Choose a free port or stop what holds it."
+            ) from None
+        self._task = asyncio.create_task(self.server.serve([self._sock]), name="web-server")
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the web server stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info("web_listening", url=self.url)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self.server.should_exit = True
+        try:
+            await task
+        finally:
+            self._sock.close()
+
+
+def gateway_services(gw: Gateway) -> Services:
+    """The :class:`Services` of a running gateway (store, dispatch, pipeline, clock)."""
+    return Services(
+        config=gw.config,
+        store=gw.store,
+        dispatcher=gw.dispatcher,
+        accounts=accounts_of(gw.backend),
+        clock=gw.clock,
+        rules=gw.pipeline.engine.config,
+        observations=gw.pipeline.handle_observation,
+    )
+
+
+def serve(gw: Gateway) -> WebServer:
+    """The web server of ``telecare run`` (``[web]`` host and port), not yet started."""
+    return WebServer(create_app(gateway_services(gw)), gw.config.web.host, gw.config.web.port)

@@ -1,0 +1,97 @@
+"""Fixtures for the web face: the real app over a real store (both backends), the real
+dispatch service and pipeline, a fake clock, and logged-in httpx clients.
+
+    async def test_x(web: WebEnv) -> None:
+        client = await web.login("alice", Role.OPERATOR)   # session cookie + CSRF header
+        r = await client.get("/api/v1/dispatches")
+
+``web.client()`` is an anonymous client; ``web.token("S1")`` is a care-home bearer
+token of site S1. Clients talk to the app in-process (``httpx.ASGITransport``) over
+``https://testserver``, so ``Secure`` cookies behave as in a browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from telecare.gateway.config import Config
+from telecare.gateway.store.accounts import Accounts, Role, accounts_of
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.web.app import create_app
+from telecare.gateway.web.auth import CSRF_HEADER, digest, hash_password, new_api_token
+from telecare.gateway.web.services import Services
+from telecare.rules.clock import FakeClock
+from tests.helpers import running_pipeline
+
+BASE_URL = "https://testserver"
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class WebEnv:
+    app: FastAPI
+    services: Services
+    store: SqliteStore | PostgresStore
+    clock: FakeClock
+    accounts: Accounts
+    stack: AsyncExitStack
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    async def client(self) -> httpx.AsyncClient:
+        """An anonymous client (closed with the fixture)."""
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=BASE_URL)
+        await self.stack.enter_async_context(c)
+        return c
+
+    async def add_user(
+        self, username: str, role: Role = Role.OPERATOR, site_id: str | None = None
+    ) -> None:
+        await self.accounts.add_user(
+            username, username.title(), role, hash_password(PASSWORD), self.clock.now(), site_id
+        )
+
+    async def login(
+        self, username: str, role: Role = Role.OPERATOR, site_id: str | None = None
+    ) -> httpx.AsyncClient:
+        """A new user ``username`` logged in; the client sends the CSRF header."""
+        if await self.accounts.user(username) is None:
+            await self.add_user(username, role, site_id)
+        c = await self.client()
+        r = await c.post("/api/v1/session", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        c.headers[CSRF_HEADER] = r.json()["csrf_token"]
+        return c
+
+    async def token(self, site_id: str, name: str = "home-system") -> str:
+        """A new care-home API token of ``site_id`` (the bearer string)."""
+        token_id, secret, bearer = new_api_token()
+        await self.accounts.add_token(token_id, site_id, name, digest(secret), self.clock.now())
+        return bearer
+
+
+@pytest.fixture
+async def web(store: SqliteStore | PostgresStore) -> AsyncIterator[WebEnv]:
+    """The app over ``store`` (both backends), with its dispatch service running."""
+    clock = FakeClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    async with AsyncExitStack() as stack:
+        pipeline = await stack.enter_async_context(running_pipeline(store, clock))
+        accounts = accounts_of(store)
+        assert pipeline.dispatcher is not None
+        svc = Services(
+            config=Config(),
+            store=store,
+            dispatcher=pipeline.dispatcher,
+            accounts=accounts,
+            clock=clock,
+            observations=pipeline.handle_observation,
+        )
+        app = create_app(svc)
+        yield WebEnv(app, svc, store, clock, accounts, stack)
