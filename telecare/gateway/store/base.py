@@ -30,6 +30,7 @@ from telecare.devices.model import (
 from telecare.dispatch.audit_chain import Anchor, ChainReport
 from telecare.gateway.store.clinical import ClinicalChange, ClinicalRecord
 from telecare.gateway.store.registry import Blocker, Kind, RegistryChange
+from telecare.gateway.store.sql import Sql
 
 __all__ = [
     "DEAD_LETTER_PREVIEW",
@@ -168,6 +169,11 @@ class Store(Protocol):
     @property
     def mode(self) -> str:
         """``"timescaledb"``, ``"postgres"`` or ``"sqlite"``: what the log reports at start."""
+        ...
+
+    @property
+    def sql(self) -> Sql:
+        """The query API for SQL written once for both backends (``gateway.store.sql``)."""
         ...
 
     async def migrate(self) -> list[str]:

@@ -83,6 +83,7 @@ from telecare.gateway.store.spool_codec import (
     StatusItem,
     encode,
 )
+from telecare.gateway.store.sql import Sql
 from telecare.rules.clock import raise_if_cancelling
 
 __all__ = ["DurableStore"]
@@ -139,6 +140,12 @@ class DurableStore:
     @property
     def mode(self) -> str:
         return self.store.mode
+
+    @property
+    def sql(self) -> Sql:
+        """The wrapped store's query API (``gateway.store.sql``): not spooled, it raises
+        while the database is away."""
+        return self.store.sql
 
     @property
     def degraded(self) -> bool:

@@ -66,6 +66,7 @@ from telecare.gateway.store.errors import SchemaNotReady, TimescaleRequired
 from telecare.gateway.store.migrations import migrations_for
 from telecare.gateway.store.registry import TABLES, Blocker, Kind, RegistryChange, blocker_queries
 from telecare.gateway.store.roles import APPEND_ONLY, check_identifier, runtime_grants
+from telecare.gateway.store.sql import Dialect, PostgresSql
 from telecare.gateway.store.timescale import Extension
 
 __all__ = ["PostgresStore"]
@@ -140,8 +141,13 @@ class PostgresStore:
             open=False,
             name=f"telecare-{schema}",
             check=AsyncConnectionPool.check_connection,
-            kwargs={"options": f"-c search_path={schema},public", "autocommit": True},
+            kwargs={
+                "options": f"-c search_path={schema},public -c TimeZone=UTC",
+                "autocommit": True,
+            },
         )
+        #: The query API (``gateway.store.sql``); its dialect is set once the mode is known.
+        self.sql = PostgresSql(self._pool)
 
     async def __aenter__(self) -> Self:
         await self._pool.open(wait=True, timeout=self._pool.timeout)
@@ -176,7 +182,7 @@ class PostgresStore:
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
                 )
             recorded = await self._recorded_variant(conn)
-        self.timescale = await self._choose_timescale(recorded)
+        self._set_timescale(await self._choose_timescale(recorded))
         async with self._pool.connection() as conn:
             async with conn.transaction():
                 # One migrator at a time per schema.
@@ -223,6 +229,11 @@ class PostgresStore:
         )
         return applied
 
+    def _set_timescale(self, found: Extension | None) -> None:
+        self.timescale = found
+        bucket = found.qualified("time_bucket") if found else "date_bin"
+        self.sql.dialect = Dialect("postgres", bucket_function=bucket)
+
     async def _recorded_variant(self, conn: psycopg.AsyncConnection[TupleRow]) -> str | None:
         """``timescale`` or ``plain``: the variant this schema's migrations were applied
         in; ``None`` for a new schema."""
@@ -265,7 +276,7 @@ class PostgresStore:
             done = {int(v): str(n) for v, n in await cur.fetchall()}
         variant = "timescale" if any(".timescale." in n for n in done.values()) else "plain"
         # Hypertables need the extension (already created by the owner or administrator).
-        self.timescale = await self._choose_timescale(variant)
+        self._set_timescale(await self._choose_timescale(variant))
         wanted = migrations_for("postgres", variant)
         missing = [m.name for m in wanted if m.version not in done]
         if missing:

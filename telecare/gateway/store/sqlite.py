@@ -46,6 +46,7 @@ from telecare.gateway.store.clinical import ClinicalChange, ClinicalRecord, plan
 from telecare.gateway.store.migrations import migrations_for
 from telecare.gateway.store.registry import TABLES, Blocker, Kind, RegistryChange, blocker_queries
 from telecare.gateway.store.rows import iso
+from telecare.gateway.store.sql import SqliteSql
 
 __all__ = ["SqliteStore"]
 
@@ -64,8 +65,8 @@ class SqliteStore:
         self.path = str(path)
         #: Dead letters older than this are deleted by :meth:`maintain` (``None``: kept).
         self.dead_letter_retention = dead_letter_retention
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        #: The query API (``gateway.store.sql``); it owns the connection and its lock.
+        self.sql = SqliteSql()
 
     async def __aenter__(self) -> Self:
         if self.path != ":memory:":
@@ -73,7 +74,7 @@ class SqliteStore:
             # database file's mode.
             private_dir(Path(self.path).parent)
             private_file(Path(self.path))
-        self._conn = await asyncio.to_thread(self._open)
+        self.sql.open(await asyncio.to_thread(self._open))
         return self
 
     async def __aexit__(
@@ -82,10 +83,7 @@ class SqliteStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            async with self._lock:
-                await asyncio.to_thread(conn.close)
+        await self.sql.close()
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -96,20 +94,7 @@ class SqliteStore:
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("SqliteStore is not open; use 'async with SqliteStore(...)'")
-        async with self._lock:
-            work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
-            try:
-                return await asyncio.shield(work)
-            except asyncio.CancelledError:
-                # The worker thread runs on: keep the lock until it is done, or closing
-                # the store could close the connection under it (a segfault in sqlite3).
-                await asyncio.wait({work})
-                if not work.cancelled():
-                    work.exception()  # retrieved: the caller was cancelled anyway
-                raise
+        return await self.sql.run(fn)
 
     # -- migrations ------------------------------------------------------------------
     async def migrate(self) -> list[str]:
