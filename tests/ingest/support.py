@@ -90,7 +90,7 @@ class GatewayProcess:
             [
                 sys.executable,
                 "-c",
-                "from gateway.cli.main import main; main()",
+                "from telecare.gateway.cli.main import main; main()",
                 "run",
                 "--config",
                 str(self.config),

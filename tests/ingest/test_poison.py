@@ -236,7 +236,7 @@ _DEEP = st.one_of(
 PAYLOADS = st.one_of(_RANDOM_JSON, _EVENTS, _HUGE_NUMBERS, _DEEP, st.binary(max_size=2048))
 
 
-_TELECARE = [sys.executable, "-c", "from gateway.cli.main import main; main()"]
+_TELECARE = [sys.executable, "-c", "from telecare.gateway.cli.main import main; main()"]
 
 
 class _GatewayProcess:
