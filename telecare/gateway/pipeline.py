@@ -91,12 +91,20 @@ class Activity:
 class ActivityFeed:
     """Fan-out of :class:`Activity` to live subscribers. Each subscriber has a bounded
     queue (256); a subscriber that falls behind loses its oldest lines, never blocks
-    the pipeline: the console reloads from the store anyway."""
+    the pipeline: the console reloads from the store anyway. A *listener* (the console's
+    live hub, ``gateway.web.live``) is called synchronously instead: it must not block."""
 
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[Activity]] = set()
+        self._listeners: list[Callable[[Activity], None]] = []
+
+    def listen(self, listener: Callable[[Activity], None]) -> None:
+        """Call ``listener`` with every activity, in the publisher's frame (no queue)."""
+        self._listeners.append(listener)
 
     def publish(self, activity: Activity) -> None:
+        for listener in self._listeners:
+            listener(activity)
         for q in self._subscribers:
             if q.full():
                 q.get_nowait()

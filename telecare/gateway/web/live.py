@@ -1,0 +1,262 @@
+"""The console's live channel: activity-feed lines to browsers over Server-Sent Events.
+
+::
+
+    pipeline / dispatch ──ActivityFeed.publish──> LiveHub.publish (sync, O(clients))
+                                                   │ numbered, kept in a ring of `history`
+                                                   ├──> client queue (bounded) ──> SSE stream
+                                                   └──> client queue (bounded) ──> SSE stream
+
+Why this shape
+    * **Never slows ingest.** ``publish`` runs in the publisher's frame and only appends
+      to a ring and does ``put_nowait`` on each client's bounded queue. A client whose
+      queue is full (a slow or dead browser) is *dropped*: its queue is emptied, it is
+      told to go away, and its stream ends. Nothing ever waits for a browser.
+    * **Nothing lost across a reconnect.** Every event has an id ``<epoch>-<seq>``. The
+      browser's ``EventSource`` sends the last id it saw as ``Last-Event-ID`` when it
+      reconnects (after a network cut, or after being dropped); the hub replays every
+      event after it from the ring. When that is impossible (the gateway restarted: other
+      epoch; or the gap is older than the ring) the first event is ``reset``: the page
+      reloads its whole state from the store, which is the truth anyway.
+    * **A stale screen never looks live.** The stream sends a ``ping`` event every
+      ``ping_s``; the page shows its "connection lost" banner when the EventSource errors
+      or when no event or ping arrived for a few ping intervals.
+    * **No personal data.** Activity lines carry ids, states and priorities only; the
+      page fetches what it shows (names, addresses) through authenticated routes.
+
+Resource handling: the hub owns no task; each SSE response owns its client and removes
+it when the response ends (normally, by a disconnect, or by being dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from telecare.gateway.pipeline import Activity, ActivityFeed
+
+__all__ = [
+    "CONSOLE_KINDS",
+    "LiveClient",
+    "LiveEvent",
+    "LiveHub",
+    "sse_stream",
+]
+
+#: Activity kinds the console shows or reacts to (readings and dead letters stay out:
+#: high-rate, and not something an operator acts on from the queue).
+CONSOLE_KINDS: Final = frozenset(
+    {
+        "alert",
+        "dispatch",
+        "restored",
+        "attended",
+        "folded",
+        "cleared",
+        "status",
+        "news2",
+        "console",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """One numbered activity line. ``kind`` ``reset`` tells the page to reload."""
+
+    event_id: str
+    seq: int
+    kind: str
+    ts: datetime
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """This event in the SSE wire format (``id``, ``event``, ``data`` lines)."""
+        body = json.dumps(
+            {"kind": self.kind, "ts": self.ts.isoformat(), "summary": self.summary, **self.data},
+            separators=(",", ":"),
+            default=str,
+        )
+        return f"id: {self.event_id}\nevent: {self.kind}\ndata: {body}\n\n".encode()
+
+
+#: What a client's queue holds: an event, or ``None`` for "you were dropped: go away".
+_Item = LiveEvent | None
+
+
+class LiveClient:
+    """One connected browser: its bounded queue and the events to replay first."""
+
+    def __init__(self, who: str, size: int, replay: list[LiveEvent]) -> None:
+        self.who = who
+        self.connected_at = datetime.now(UTC)
+        self.replay = replay
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=size)
+        self.dropped = False
+
+    def offer(self, event: LiveEvent) -> bool:
+        """Queue ``event``; ``False`` (and the client marked dropped) when it is full."""
+        if self.dropped:
+            return False
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+            return False
+        return True
+
+    async def next(self, timeout: float) -> LiveEvent | None:
+        """The next event, or ``None`` after ``timeout`` s of silence (send a ping).
+        Raises :class:`ClientDropped` once the hub dropped this client."""
+        if self.replay:
+            return self.replay.pop(0)
+        try:
+            item = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+        if item is None:
+            raise ClientDropped(self.who)
+        return item
+
+
+class ClientDropped(Exception):
+    """The client fell ``queue`` events behind and was dropped (it reconnects and
+    resumes from its last event id)."""
+
+
+class LiveHub:
+    """Numbers activity lines, keeps the last ``history`` of them, fans them out.
+
+    ``client_queue``: events a browser may fall behind before it is dropped (256: a
+    burst of a storm's worth of queue changes; a browser that cannot keep up with that
+    is better served by reconnecting and reloading). ``history``: events kept for
+    resuming (4096: a few minutes of a busy centre, well beyond a reconnect's second)."""
+
+    def __init__(
+        self,
+        *,
+        history: int = 4096,
+        client_queue: int = 256,
+        kinds: frozenset[str] = CONSOLE_KINDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.epoch = secrets.token_hex(4)
+        self.client_queue = client_queue
+        self.kinds = kinds
+        self._clock = clock
+        self._seq = 0
+        self._history: deque[LiveEvent] = deque(maxlen=history)
+        self._clients: set[LiveClient] = set()
+        #: Counters for /metrics and the supervisor view.
+        self.published = 0
+        self.dropped_clients = 0
+        self.resets = 0
+
+    # -- in ----------------------------------------------------------------------------
+    def attach(self, feed: ActivityFeed) -> None:
+        """Receive every activity ``feed`` publishes."""
+        feed.listen(self.publish)
+
+    def publish(self, activity: Activity) -> None:
+        """Number ``activity`` and hand it to every client. Never blocks, never raises
+        for a client: a full one is dropped."""
+        if activity.kind not in self.kinds:
+            return
+        self.emit(activity.kind, activity.summary, activity.data, activity.ts)
+
+    def emit(
+        self, kind: str, summary: str, data: dict[str, Any], ts: datetime | None = None
+    ) -> LiveEvent:
+        """Publish a line of the console's own (``kind`` ``console``: holds, notes,
+        ownership) or any other kind."""
+        self._seq += 1
+        event = LiveEvent(
+            f"{self.epoch}-{self._seq}", self._seq, kind, ts or self._clock(), summary, data
+        )
+        self._history.append(event)
+        self.published += 1
+        for client in [c for c in self._clients if not c.offer(event)]:
+            self._clients.discard(client)
+            self.dropped_clients += 1
+        return event
+
+    # -- out ---------------------------------------------------------------------------
+    def connect(self, who: str, last_event_id: str | None = None) -> LiveClient:
+        """A new client; with ``last_event_id``, the events after it are replayed first
+        (or a ``reset`` event when they cannot be)."""
+        replay = self._replay(last_event_id) if last_event_id else []
+        client = LiveClient(who, self.client_queue, replay)
+        self._clients.add(client)
+        return client
+
+    def disconnect(self, client: LiveClient) -> None:
+        self._clients.discard(client)
+
+    def _replay(self, last_event_id: str) -> list[LiveEvent]:
+        epoch, _, seq_text = last_event_id.strip().rpartition("-")
+        seq = int(seq_text) if seq_text.isdigit() else -1
+        oldest = self._history[0].seq if self._history else self._seq + 1
+        if epoch != self.epoch or seq < 0 or seq > self._seq or seq < oldest - 1:
+            self.resets += 1
+            reason = "gateway restarted" if epoch != self.epoch else "missed too much"
+            return [
+                LiveEvent(
+                    f"{self.epoch}-{self._seq}",
+                    self._seq,
+                    "reset",
+                    self._clock(),
+                    f"reload: {reason}",
+                )
+            ]
+        return [e for e in self._history if e.seq > seq]
+
+    @property
+    def last_id(self) -> str:
+        """The id of the newest event (what a freshly rendered page resumes from)."""
+        return f"{self.epoch}-{self._seq}"
+
+    def clients(self) -> list[LiveClient]:
+        """Connected clients (the supervisor view's "who is watching")."""
+        return sorted(self._clients, key=lambda c: c.connected_at)
+
+    def recent(self, limit: int = 50) -> list[LiveEvent]:
+        """The newest ``limit`` events, newest first."""
+        return list(reversed(list(self._history)[-limit:]))
+
+
+async def sse_stream(
+    hub: LiveHub,
+    client: LiveClient,
+    *,
+    ping_s: float = 5.0,
+    retry_ms: int = 1000,
+) -> AsyncIterator[bytes]:
+    """The SSE body for ``client``: a ``retry`` hint, then events and a ``ping`` every
+    ``ping_s`` of silence. Ends when the client is dropped; always disconnects it.
+
+    Error handling: nothing is raised to the server for a dropped client (its stream
+    just ends, and the browser reconnects with its last id); cancellation (the browser
+    went away) propagates after the client is removed."""
+    try:
+        yield f"retry: {retry_ms}\n\n".encode()
+        while True:
+            try:
+                event = await client.next(ping_s)
+            except ClientDropped:
+                return
+            if event is None:
+                yield f"event: ping\ndata: {json.dumps({'last': hub.last_id})}\n\n".encode()
+            else:
+                yield event.encode()
+    finally:
+        hub.disconnect(client)
