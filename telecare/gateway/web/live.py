@@ -101,6 +101,13 @@ class LiveClient:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=size)
         self.dropped = False
 
+    def drop(self) -> None:
+        """Tell the stream to end now (the queue is cleared for the marker)."""
+        self.dropped = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
     def offer(self, event: LiveEvent) -> bool:
         """Queue ``event``; ``False`` (and the client marked dropped) when it is full."""
         if self.dropped:
@@ -108,10 +115,7 @@ class LiveClient:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.dropped = True
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(None)
+            self.drop()
             return False
         return True
 
@@ -201,6 +205,13 @@ class LiveHub:
 
     def disconnect(self, client: LiveClient) -> None:
         self._clients.discard(client)
+
+    def close(self) -> None:
+        """End every client's stream (shutdown: no SSE response holds the server open).
+        Browsers reconnect, and resume from their last event id, when a gateway is back."""
+        for client in list(self._clients):
+            client.drop()
+        self._clients.clear()
 
     def _replay(self, last_event_id: str) -> list[LiveEvent]:
         epoch, _, seq_text = last_event_id.strip().rpartition("-")

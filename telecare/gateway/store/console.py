@@ -1,0 +1,395 @@
+"""The operator console's storage: ownership, holds and re-checks, notices, resident
+notes, the viewed-audit and closures (migration 0018), plus the few read queries the
+console needs that the core store does not have (a resident's recent alerts, device
+health, late arrivals after an outage).
+
+Written once for both backends on ``store.sql`` (``gateway.store.sql``): ``?``
+placeholders, aware datetimes in and out, nothing dialect-specific here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from telecare.gateway.store.sql import Sql, json_value
+
+__all__ = [
+    "NOTE_KINDS",
+    "PRIVATE_NOTE_KINDS",
+    "Closure",
+    "ConsoleStore",
+    "DeviceHealth",
+    "LateArrival",
+    "Note",
+    "Notice",
+    "Owner",
+    "RecentAlert",
+    "TimerRow",
+    "View",
+]
+
+#: Kinds of resident note the banner shows (``console_notes.kind``).
+NOTE_KINDS: Final = ("key_safe", "medical", "risk", "language", "hearing", "note")
+#: Kinds shown only on demand, each view audited.
+PRIVATE_NOTE_KINDS: Final = frozenset({"key_safe", "medical"})
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    owner_key: str
+    operator: str
+    dispatch_id: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRow:
+    dispatch_id: str
+    kind: str  # "hold" or "recheck"
+    due_at: datetime
+    set_by: str
+    set_at: datetime
+    reason: str
+    reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    notice_id: int
+    dispatch_id: str
+    kind: str
+    text: str
+    created_at: datetime
+    acked_by: str | None
+    acked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    note_id: int
+    resident_id: str
+    kind: str
+    text: str
+    expires_at: datetime | None
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    resident_id: str
+    what: str
+    operator: str
+    at: datetime
+    dispatch_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Closure:
+    dispatch_id: str
+    outcome: str
+    false_alarm: bool
+    note: str
+    closed_by: str
+    closed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecentAlert:
+    alert_id: str
+    priority: int
+    reason: str
+    ts: datetime
+    event_type: str | None
+    state: str | None
+    outcome: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    device_id: str
+    kind: str
+    location: str
+    heartbeat_interval_s: int
+    online: bool | None
+    changed_at: datetime | None
+    last_heartbeat: datetime | None
+    battery: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LateArrival:
+    """An alarm event that reached the gateway ``late_s`` after the device raised it."""
+
+    device_id: str
+    type: str
+    ts: datetime
+    received_at: datetime
+    site_id: str | None
+    resident_id: str | None
+
+    @property
+    def late_s(self) -> float:
+        return (self.received_at - self.ts).total_seconds()
+
+
+class ConsoleStore:
+    """The console's tables and reads, on ``store.sql``."""
+
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+
+    # -- ownership ---------------------------------------------------------------------
+    async def claim(
+        self, owner_key: str, operator: str, dispatch_id: str, now: datetime
+    ) -> tuple[Owner, bool]:
+        """Make ``operator`` the owner of ``owner_key`` unless someone already is; the
+        owner after the call (compare it with ``operator``) and whether it is new."""
+        new = await self.sql.execute(
+            "INSERT INTO console_owners (owner_key, operator, dispatch_id, since)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (owner_key) DO NOTHING",
+            owner_key,
+            operator,
+            dispatch_id,
+            now,
+        )
+        owner = await self.owner(owner_key)
+        assert owner is not None  # just inserted or already there
+        return owner, new > 0
+
+    async def owner(self, owner_key: str) -> Owner | None:
+        row = await self.sql.fetch_one(
+            "SELECT owner_key, operator, dispatch_id, since FROM console_owners"
+            " WHERE owner_key = ?",
+            owner_key,
+        )
+        return None if row is None else Owner(*row)
+
+    async def owners(self) -> list[Owner]:
+        rows = await self.sql.fetch_all(
+            "SELECT owner_key, operator, dispatch_id, since FROM console_owners ORDER BY since"
+        )
+        return [Owner(*r) for r in rows]
+
+    async def release(self, owner_key: str, operator: str | None = None) -> bool:
+        """Hand ``owner_key`` back to the queue (only if ``operator`` owns it, when given)."""
+        if operator is None:
+            n = await self.sql.execute("DELETE FROM console_owners WHERE owner_key = ?", owner_key)
+        else:
+            n = await self.sql.execute(
+                "DELETE FROM console_owners WHERE owner_key = ? AND operator = ?",
+                owner_key,
+                operator,
+            )
+        return n > 0
+
+    # -- timers ------------------------------------------------------------------------
+    async def set_timer(self, row: TimerRow) -> None:
+        await self.sql.execute(
+            "INSERT INTO console_timers (dispatch_id, kind, due_at, set_by, set_at, reason,"
+            " reference) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dispatch_id, kind) DO UPDATE"
+            " SET due_at = excluded.due_at, set_by = excluded.set_by, set_at = excluded.set_at,"
+            " reason = excluded.reason, reference = excluded.reference",
+            row.dispatch_id,
+            row.kind,
+            row.due_at,
+            row.set_by,
+            row.set_at,
+            row.reason,
+            row.reference,
+        )
+
+    async def clear_timer(self, dispatch_id: str, kind: str | None = None) -> int:
+        if kind is None:
+            return await self.sql.execute(
+                "DELETE FROM console_timers WHERE dispatch_id = ?", dispatch_id
+            )
+        return await self.sql.execute(
+            "DELETE FROM console_timers WHERE dispatch_id = ? AND kind = ?", dispatch_id, kind
+        )
+
+    async def take_timer(self, row: TimerRow) -> bool:
+        """Remove exactly ``row`` (same due time); ``True`` for the one caller that did."""
+        n = await self.sql.execute(
+            "DELETE FROM console_timers WHERE dispatch_id = ? AND kind = ? AND due_at = ?",
+            row.dispatch_id,
+            row.kind,
+            row.due_at,
+        )
+        return n > 0
+
+    async def timers(self, due_by: datetime | None = None) -> list[TimerRow]:
+        """Every console timer (or those due by ``due_by``), earliest first."""
+        cols = "dispatch_id, kind, due_at, set_by, set_at, reason, reference"
+        if due_by is None:
+            rows = await self.sql.fetch_all(f"SELECT {cols} FROM console_timers ORDER BY due_at")
+        else:
+            rows = await self.sql.fetch_all(
+                f"SELECT {cols} FROM console_timers WHERE due_at <= ? ORDER BY due_at", due_by
+            )
+        return [TimerRow(*r) for r in rows]
+
+    # -- notices -----------------------------------------------------------------------
+    async def add_notice(self, dispatch_id: str, kind: str, text: str, now: datetime) -> int:
+        row = await self.sql.fetch_one(
+            "INSERT INTO console_notices (dispatch_id, kind, text, created_at)"
+            " VALUES (?, ?, ?, ?) RETURNING notice_id",
+            dispatch_id,
+            kind,
+            text,
+            now,
+        )
+        assert row is not None
+        return int(row[0])
+
+    async def notices(
+        self, dispatch_id: str | None = None, *, open_only: bool = True
+    ) -> list[Notice]:
+        where = ["acked_at IS NULL"] if open_only else []
+        params: list[object] = []
+        if dispatch_id is not None:
+            where.append("dispatch_id = ?")
+            params.append(dispatch_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = await self.sql.fetch_all(
+            "SELECT notice_id, dispatch_id, kind, text, created_at, acked_by, acked_at"
+            f" FROM console_notices{clause} ORDER BY notice_id",
+            *params,
+        )
+        return [Notice(*r) for r in rows]
+
+    async def ack_notice(self, notice_id: int, operator: str, now: datetime) -> bool:
+        n = await self.sql.execute(
+            "UPDATE console_notices SET acked_by = ?, acked_at = ?"
+            " WHERE notice_id = ? AND acked_at IS NULL",
+            operator,
+            now,
+            notice_id,
+        )
+        return n > 0
+
+    # -- resident notes and who viewed them --------------------------------------------
+    async def add_note(
+        self,
+        resident_id: str,
+        kind: str,
+        text: str,
+        by: str,
+        now: datetime,
+        expires_at: datetime | None = None,
+    ) -> int:
+        if kind not in NOTE_KINDS:
+            raise ValueError(f"note kind {kind!r} is not one of {', '.join(NOTE_KINDS)}")
+        row = await self.sql.fetch_one(
+            "INSERT INTO console_notes (resident_id, kind, text, expires_at, created_by,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING note_id",
+            resident_id,
+            kind,
+            text,
+            expires_at,
+            by,
+            now,
+        )
+        assert row is not None
+        return int(row[0])
+
+    async def notes(self, resident_id: str, now: datetime) -> list[Note]:
+        """The resident's notes that have not expired, by kind then age."""
+        rows = await self.sql.fetch_all(
+            "SELECT note_id, resident_id, kind, text, expires_at, created_by, created_at"
+            " FROM console_notes WHERE resident_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+            " ORDER BY kind, note_id",
+            resident_id,
+            now,
+        )
+        return [Note(*r) for r in rows]
+
+    async def record_view(
+        self, resident_id: str, what: str, operator: str, now: datetime, dispatch_id: str | None
+    ) -> None:
+        await self.sql.execute(
+            "INSERT INTO console_views (resident_id, what, operator, at, dispatch_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            resident_id,
+            what,
+            operator,
+            now,
+            dispatch_id,
+        )
+
+    async def views(self, resident_id: str, limit: int = 20) -> list[View]:
+        rows = await self.sql.fetch_all(
+            "SELECT resident_id, what, operator, at, dispatch_id FROM console_views"
+            " WHERE resident_id = ? ORDER BY view_id DESC LIMIT ?",
+            resident_id,
+            limit,
+        )
+        return [View(*r) for r in rows]
+
+    # -- closures ----------------------------------------------------------------------
+    async def record_closure(self, closure: Closure) -> None:
+        await self.sql.execute(
+            "INSERT INTO console_closures (dispatch_id, outcome, false_alarm, note, closed_by,"
+            " closed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dispatch_id) DO NOTHING",
+            closure.dispatch_id,
+            closure.outcome,
+            closure.false_alarm,
+            closure.note,
+            closure.closed_by,
+            closure.closed_at,
+        )
+
+    async def closure(self, dispatch_id: str) -> Closure | None:
+        row = await self.sql.fetch_one(
+            "SELECT dispatch_id, outcome, false_alarm, note, closed_by, closed_at"
+            " FROM console_closures WHERE dispatch_id = ?",
+            dispatch_id,
+        )
+        if row is None:
+            return None
+        return Closure(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+
+    # -- reads for the banner and the outage list --------------------------------------
+    async def recent_alerts(self, resident_id: str, limit: int = 8) -> list[RecentAlert]:
+        rows = await self.sql.fetch_all(
+            "SELECT a.alert_id, a.priority, a.reason, a.ts, a.event_type, d.state, d.outcome"
+            " FROM alerts a LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
+            " WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?",
+            resident_id,
+            limit,
+        )
+        return [RecentAlert(*r) for r in rows]
+
+    async def device_health(self, resident_id: str) -> list[DeviceHealth]:
+        rows = await self.sql.fetch_all(
+            "SELECT d.device_id, d.kind, d.location, d.heartbeat_interval_s, s.online,"
+            " s.changed_at, s.last_heartbeat, s.battery FROM devices d"
+            " LEFT JOIN device_status s ON s.device_id = d.device_id"
+            " WHERE d.resident_id = ? ORDER BY d.device_id",
+            resident_id,
+        )
+        return [
+            DeviceHealth(r[0], r[1], r[2], r[3], None if r[4] is None else bool(r[4]), *r[5:])
+            for r in rows
+        ]
+
+    async def late_arrivals(
+        self, since: datetime, late_s: float, limit: int = 5000
+    ) -> list[LateArrival]:
+        """Alarm events received since ``since`` that arrived at least ``late_s`` after
+        the device raised them (the backlog an outage leaves), oldest first."""
+        rows = await self.sql.fetch_all(
+            "SELECT device_id, type, ts, received_at, site_id, resident_id FROM alarm_events"
+            " WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?",
+            since,
+            limit,
+        )
+        found = [LateArrival(*r) for r in rows]
+        return [e for e in found if e.late_s >= late_s]
+
+    async def alert_detail(self, alert_id: str) -> dict[str, object]:
+        row = await self.sql.fetch_one("SELECT detail FROM alerts WHERE alert_id = ?", alert_id)
+        value = json_value(row[0]) if row else {}
+        return value if isinstance(value, dict) else {}

@@ -1,0 +1,584 @@
+"""The operator console's pages (``/console``): server-rendered HTML, a little JavaScript.
+
+Pages: the queue (``/console``), an alarm's action list with the resident banner
+(``/console/alarm/{id}``), a resident (``/console/resident/{id}``), the dispatch board,
+the supervisor view, the after-an-outage list and the response-time report. Live
+changes arrive over SSE (``/console/live``, :mod:`~telecare.gateway.web.live`); the
+page then re-fetches the fragment that changed (``/console/queue``,
+``/console/alarm/{id}/actions``), so the server renders everything and the browser
+never holds state of its own that could go stale.
+
+Operator actions are HTML form posts (CSRF token in the form) handled by the
+:class:`~telecare.gateway.web.console_service.ConsoleService`, which checks ownership
+and acts through the dispatch service with the operator as the actor. Each post answers
+with a redirect back to the page (``?error=`` when the action was refused), so the
+keyboard shortcuts only submit forms.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from telecare.devices.model import Dispatch, DispatchState, Metric
+from telecare.dispatch.errors import DispatchError, UnknownDispatch
+from telecare.dispatch.machine import OUTCOMES
+from telecare.dispatch.reports import build_report
+from telecare.gateway.dispatching import attend_config
+from telecare.gateway.store.accounts import Role, Session, User
+from telecare.gateway.store.console import PRIVATE_NOTE_KINDS
+from telecare.gateway.web.auth import current_session, render, require_roles
+from telecare.gateway.web.console_charts import Band, Series, line_chart
+from telecare.gateway.web.console_model import (
+    ANSWER_TARGET_S,
+    CONTACT_OUTCOMES,
+    build_queue,
+    cascade_steps,
+    next_action,
+    owner_key,
+)
+from telecare.gateway.web.console_service import ConsoleService, NoticesOpen, Owned
+from telecare.gateway.web.live import LiveHub, sse_stream
+from telecare.gateway.web.services import Services, services
+
+__all__ = ["console_of", "router"]
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+Operator = Annotated[User, Depends(require_roles(Role.OPERATOR))]
+Supervisor = Annotated[User, Depends(require_roles(Role.SUPERVISOR))]
+SessionDep = Annotated[Session, Depends(current_session)]
+Svc = Annotated[Services, Depends(services)]
+
+#: Outcome codes an operator can close with (``auto_cleared`` is the device's own).
+CLOSE_OUTCOMES: Final = tuple(sorted(OUTCOMES - {"auto_cleared"}))
+_CHART_HOURS: Final = 72
+
+
+def console_of(request: Request) -> ConsoleService:
+    """The app's console service (``app.state.console``; see ``attach_console``)."""
+    console: ConsoleService | None = getattr(request.app.state, "console", None)
+    if console is None:
+        raise HTTPException(503, "the console is not running on this gateway")
+    return console
+
+
+Console = Annotated[ConsoleService, Depends(console_of)]
+
+
+def _page(request: Request, name: str, session: Session, **context: Any) -> HTMLResponse:
+    hub: LiveHub = request.app.state.console.hub
+    return render(
+        request,
+        name,
+        {
+            "user": session.user,
+            "csrf_token": session.csrf_token,
+            "last_event_id": hub.last_id,
+            "error": request.query_params.get("error", ""),
+            "answer_target_s": ANSWER_TARGET_S,
+            **context,
+        },
+    )
+
+
+def _back(url: str, error: str = "") -> RedirectResponse:
+    sep = "&" if "?" in url else "?"
+    return RedirectResponse(url + (f"{sep}error={quote(error)}" if error else ""), 303)
+
+
+# -- the queue ---------------------------------------------------------------------------
+async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
+    now = svc.clock.now()
+    alarms = await svc.store.open_alarms(now)
+    sections = build_queue(
+        alarms,
+        await console.store.owners(),
+        await console.store.timers(),
+        await console.store.notices(),
+    )
+    return {"sections": sections, "now": now, "open_count": len(alarms)}
+
+
+@router.get("", response_class=HTMLResponse)
+async def queue_page(
+    request: Request, user: Operator, session: SessionDep, svc: Svc, console: Console
+) -> HTMLResponse:
+    return _page(request, "console/queue.html", session, **await _queue(svc, console))
+
+
+@router.get("/queue", response_class=HTMLResponse)
+async def queue_fragment(
+    request: Request, user: Operator, svc: Svc, console: Console
+) -> HTMLResponse:
+    return render(request, "console/_queue.html", {"user": user, **await _queue(svc, console)})
+
+
+@router.get("/live")
+async def live(request: Request, user: Operator, console: Console) -> StreamingResponse:
+    """Server-Sent Events; ``Last-Event-ID`` resumes where the browser left off."""
+    last = request.headers.get("last-event-id") or request.query_params.get("last")
+    client = console.hub.connect(user.username, last)
+    return StreamingResponse(
+        sse_stream(console.hub, client),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+# -- an alarm ------------------------------------------------------------------------------
+async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) -> dict[str, Any]:
+    repo = svc.dispatcher.repo
+    audit = await repo.audit(d.dispatch_id)
+    names = {
+        p.responder.responder_id: (p.responder.kind.value, p.responder.name)
+        for p in svc.dispatcher.directory.profiles()
+    }
+    steps = cascade_steps(d, await repo.cascade(d.dispatch_id), audit, names)
+    current_kind = names.get(d.responder_id or "", (None, ""))[0]
+    owner = await console.store.owner(owner_key(d.resident_id, d.dispatch_id))
+    timers = [t for t in await console.store.timers() if t.dispatch_id == d.dispatch_id]
+    others = [
+        o
+        for o in await svc.store.open_dispatches()
+        if o.dispatch_id != d.dispatch_id
+        and (
+            (d.resident_id and o.resident_id == d.resident_id)
+            or (d.site_id and o.site_id == d.site_id)
+        )
+    ]
+    return {
+        "d": d,
+        "steps": steps,
+        "next": next_action(d, audit, current_kind),
+        "owner": owner,
+        "hold": next((t for t in timers if t.kind == "hold"), None),
+        "recheck": next((t for t in timers if t.kind == "recheck"), None),
+        "notices": await console.store.notices(d.dispatch_id),
+        "timeline": await svc.store.dispatch_timeline(d.dispatch_id),
+        "closure": await console.store.closure(d.dispatch_id),
+        "others": others,
+        "engaged_elsewhere": [o for o in others if o.state in _ENGAGED],
+        "outcomes": CONTACT_OUTCOMES,
+        "close_outcomes": CLOSE_OUTCOMES,
+        "alert": next(
+            (a for a in await svc.store.recent_alerts(200) if a.alert_id == d.alert_id), None
+        ),
+    }
+
+
+_ENGAGED: Final = frozenset(
+    {
+        DispatchState.RESPONDER_CONTACTED,
+        DispatchState.ACCEPTED,
+        DispatchState.EN_ROUTE,
+        DispatchState.ON_SCENE,
+    }
+)
+
+
+@router.get("/alarm/{dispatch_id}", response_class=HTMLResponse)
+async def alarm_page(
+    request: Request,
+    dispatch_id: str,
+    user: Operator,
+    session: SessionDep,
+    svc: Svc,
+    console: Console,
+) -> HTMLResponse:
+    try:
+        d, owner = await console.open(dispatch_id, user.username)
+    except UnknownDispatch:
+        raise HTTPException(404, f"no alarm {dispatch_id}") from None
+    context = await _alarm_context(svc, console, d)
+    banner = await _banner(svc, console, d.resident_id) if d.resident_id else None
+    return _page(
+        request,
+        "console/alarm.html",
+        session,
+        banner=banner,
+        owned_by_other=owner.operator != user.username,
+        **context,
+    )
+
+
+@router.get("/alarm/{dispatch_id}/actions", response_class=HTMLResponse)
+async def alarm_actions(
+    request: Request,
+    dispatch_id: str,
+    user: Operator,
+    session: SessionDep,
+    svc: Svc,
+    console: Console,
+) -> HTMLResponse:
+    d = await svc.dispatcher.repo.load(dispatch_id)
+    if d is None:
+        raise HTTPException(404, f"no alarm {dispatch_id}")
+    context = await _alarm_context(svc, console, d)
+    owned_by_other = context["owner"] is not None and context["owner"].operator != user.username
+    return render(
+        request,
+        "console/_actions.html",
+        {
+            "user": user,
+            "csrf_token": session.csrf_token,
+            "owned_by_other": owned_by_other,
+            **context,
+        },
+    )
+
+
+async def _do(url: str, work: Any) -> RedirectResponse:
+    try:
+        await work
+    except Owned as exc:
+        return _back(url, f"{exc.owner.operator} has this resident's alarms")
+    except NoticesOpen as exc:
+        return _back(url, str(exc))
+    except (DispatchError, ValueError) as exc:
+        return _back(url, str(exc))
+    return _back(url)
+
+
+@router.post("/alarm/{dispatch_id}/act")
+async def act(
+    dispatch_id: str,
+    user: Operator,
+    console: Console,
+    action: Annotated[str, Form()],
+    reference: Annotated[str, Form()] = "",
+) -> Response:
+    url = f"/console/alarm/{dispatch_id}"
+    return await _do(url, console.act(dispatch_id, user.username, action, reference=reference))
+
+
+@router.post("/alarm/{dispatch_id}/hold")
+async def hold(
+    dispatch_id: str,
+    user: Operator,
+    console: Console,
+    minutes: Annotated[float, Form()],
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    # Whole minutes from the form; a fraction (a test's short hold) is kept in seconds.
+    if minutes != int(minutes):
+        work = console.hold_seconds(dispatch_id, user.username, max(1, int(minutes * 60)))
+    else:
+        work = console.hold(dispatch_id, user.username, int(minutes), reason)
+    result = await _do(f"/console/alarm/{dispatch_id}", work)
+    return result if "error=" in result.headers["location"] else _back("/console")
+
+
+@router.post("/alarm/{dispatch_id}/resume")
+async def resume(dispatch_id: str, user: Operator, console: Console) -> Response:
+    return await _do(f"/console/alarm/{dispatch_id}", console.resume(dispatch_id, user.username))
+
+
+@router.post("/alarm/{dispatch_id}/handback")
+async def hand_back(dispatch_id: str, user: Operator, console: Console) -> Response:
+    await console.hand_back(dispatch_id, user.username)
+    return _back("/console")
+
+
+@router.post("/alarm/{dispatch_id}/takeover")
+async def take_over(dispatch_id: str, user: Supervisor, console: Console) -> Response:
+    await console.take_over(dispatch_id, user.username)
+    return _back(f"/console/alarm/{dispatch_id}")
+
+
+@router.post("/alarm/{dispatch_id}/notice/{notice_id}")
+async def ack_notice(
+    dispatch_id: str, notice_id: int, user: Operator, console: Console
+) -> Response:
+    url = f"/console/alarm/{dispatch_id}"
+    return await _do(url, console.ack_notice(dispatch_id, notice_id, user.username))
+
+
+@router.post("/alarm/{dispatch_id}/close")
+async def close(
+    dispatch_id: str,
+    user: Operator,
+    console: Console,
+    outcome: Annotated[str, Form()] = "",
+    false_alarm: Annotated[bool, Form()] = False,
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    url = f"/console/alarm/{dispatch_id}"
+    return await _do(
+        url, console.close(dispatch_id, user.username, outcome, false_alarm=false_alarm, note=note)
+    )
+
+
+# -- the resident -------------------------------------------------------------------------
+async def _banner(svc: Services, console: ConsoleService, resident_id: str) -> dict[str, Any]:
+    now = svc.clock.now()
+    resident = await svc.store.get_resident(resident_id)
+    if resident is None:
+        raise HTTPException(404, f"no resident {resident_id}")
+    site = await svc.store.get_site(resident.site_id)
+    notes = await console.store.notes(resident_id, now)
+    responders = []
+    for rid in resident.responders:
+        r = await svc.store.get_responder(rid)
+        responders.append((rid, r.kind.value if r else "?", r.name if r else ""))
+    return {
+        "resident": resident,
+        "site": site,
+        "public_notes": [n for n in notes if n.kind not in PRIVATE_NOTE_KINDS],
+        "private_kinds": sorted({n.kind for n in notes if n.kind in PRIVATE_NOTE_KINDS}),
+        "expiring": [n for n in notes if n.expires_at and n.expires_at - now < timedelta(days=2)],
+        "responders": responders,
+        "recent": await console.store.recent_alerts(resident_id),
+        "devices": await console.store.device_health(resident_id),
+        "views": await console.store.views(resident_id, 5),
+        "charts": await _charts(svc, resident_id, now),
+        "now": now,
+    }
+
+
+async def _charts(svc: Services, resident_id: str, now: datetime) -> list[str]:
+    start, bucket = now - timedelta(hours=_CHART_HOURS), timedelta(minutes=30)
+
+    async def avg(metric: Metric) -> list[tuple[datetime, float]]:
+        history = await svc.store.metric_history(resident_id, metric, start, now, bucket)
+        return [(p.bucket, p.avg) for p in history]
+
+    news = [(r.ts, float(r.total)) for r in await svc.store.news2_history(resident_id, start, now)]
+    return [
+        line_chart(
+            "NEWS2",
+            "points",
+            [Series("NEWS2", news, "#14171a")],
+            y_range=(0, 8),
+            bands=[Band(0, 4.5, "#e3f4e8"), Band(4.5, 6.5, "#fdf0d5"), Band(6.5, 20, "#fbe0e3")],
+        ),
+        line_chart(
+            "SpO2",
+            "%",
+            [Series("SpO2", await avg(Metric.SPO2))],
+            y_range=(88, 100),
+            bands=[Band(96, 101, "#e3f4e8")],
+        ),
+        line_chart(
+            "Pulse",
+            "/min",
+            [Series("Pulse", await avg(Metric.PULSE), "#8a1c7c")],
+            y_range=(50, 110),
+            bands=[Band(51, 90.5, "#e3f4e8")],
+        ),
+        line_chart(
+            "Blood pressure",
+            "mmHg",
+            [
+                Series("Systolic", await avg(Metric.SYSTOLIC_BP), "#b00020"),
+                Series("Diastolic", await avg(Metric.DIASTOLIC_BP), "#0b5cad"),
+            ],
+            y_range=(60, 160),
+            bands=[Band(111, 219.5, "#e3f4e8")],
+        ),
+    ]
+
+
+@router.get("/resident/{resident_id}", response_class=HTMLResponse)
+async def resident_page(
+    request: Request,
+    resident_id: str,
+    user: Operator,
+    session: SessionDep,
+    svc: Svc,
+    console: Console,
+) -> HTMLResponse:
+    banner = await _banner(svc, console, resident_id)
+    return _page(request, "console/resident.html", session, banner=banner)
+
+
+@router.post("/resident/{resident_id}/reveal/{what}", response_class=HTMLResponse)
+async def reveal(
+    request: Request,
+    resident_id: str,
+    what: str,
+    user: Operator,
+    svc: Svc,
+    console: Console,
+    dispatch_id: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """Key safe or medical notes, on demand: the view is audited with the operator."""
+    if what not in PRIVATE_NOTE_KINDS:
+        raise HTTPException(404, "only key_safe and medical notes are revealed")
+    now = svc.clock.now()
+    await console.store.record_view(resident_id, what, user.username, now, dispatch_id or None)
+    notes = [n for n in await console.store.notes(resident_id, now) if n.kind == what]
+    console.hub.emit(
+        "console",
+        f"{what} notes viewed by {user.username}",
+        {"resident_id": resident_id, "what": "viewed", "operator": user.username},
+    )
+    return render(request, "console/_revealed.html", {"notes": notes, "what": what})
+
+
+@router.post("/resident/{resident_id}/notes")
+async def add_note(
+    resident_id: str,
+    user: Operator,
+    svc: Svc,
+    console: Console,
+    kind: Annotated[str, Form()],
+    text: Annotated[str, Form()],
+    expires_days: Annotated[int, Form()] = 0,
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    now = svc.clock.now()
+    expires = now + timedelta(days=expires_days) if expires_days > 0 else None
+    url = back if back.startswith("/console/") else f"/console/resident/{resident_id}"
+    if not text.strip():
+        return _back(url, "a note needs some text")
+    try:
+        await console.store.add_note(
+            resident_id, kind, text.strip()[:2000], user.username, now, expires
+        )
+    except ValueError as exc:
+        return _back(url, str(exc))
+    return _back(url)
+
+
+@router.get("/resident/{resident_id}/chart/{name}.svg")
+async def chart(resident_id: str, name: str, user: Operator, svc: Svc) -> Response:
+    charts = await _charts(svc, resident_id, svc.clock.now())
+    index = {"news2": 0, "spo2": 1, "pulse": 2, "bp": 3}.get(name)
+    if index is None:
+        raise HTTPException(404, "charts: news2, spo2, pulse, bp")
+    return Response(charts[index], media_type="image/svg+xml")
+
+
+# -- boards and reports ---------------------------------------------------------------------
+@router.get("/board", response_class=HTMLResponse)
+async def board(
+    request: Request, user: Operator, session: SessionDep, svc: Svc, console: Console
+) -> HTMLResponse:
+    """Dispatches with a responder contacted or on the way, against their attend times."""
+    now = svc.clock.now()
+    rows = []
+    for d in await svc.store.open_dispatches():
+        if d.state not in _ENGAGED:
+            continue
+        timers = await svc.dispatcher.repo.timers(d.dispatch_id)
+        attend = next((t.due_at for t in timers if t.kind.value == "attend"), None)
+        rows.append(
+            {"d": d, "elapsed_s": (now - d.created_at).total_seconds(), "attend_by": attend}
+        )
+    return _page(request, "console/board.html", session, rows=rows, now=now)
+
+
+@router.get("/supervisor", response_class=HTMLResponse)
+async def supervisor(
+    request: Request, user: Supervisor, session: SessionDep, svc: Svc, console: Console
+) -> HTMLResponse:
+    now = svc.clock.now()
+    alarms = await svc.store.open_alarms(now, limit=10_000)
+    waiting = [a for a in alarms if a.state is DispatchState.RAISED]
+    depth: dict[int, int] = {}
+    for a in waiting:
+        depth[a.priority] = depth.get(a.priority, 0) + 1
+    since = now - timedelta(minutes=svc.config.web.session_idle_min)
+    return _page(
+        request,
+        "console/supervisor.html",
+        session,
+        logged_in=await svc.accounts.logged_in(since),
+        watching=console.hub.clients(),
+        owners=await console.store.owners(),
+        depth=sorted(depth.items()),
+        oldest=max(waiting, key=lambda a: a.age_s, default=None),
+        overdue=[a for a in waiting if a.age_s >= ANSWER_TARGET_S],
+        open_count=len(alarms),
+        hub=console.hub,
+        now=now,
+    )
+
+
+@router.get("/outage", response_class=HTMLResponse)
+async def outage(
+    request: Request,
+    user: Operator,
+    session: SessionDep,
+    svc: Svc,
+    console: Console,
+    hours: int = 12,
+    late_s: int = 120,
+) -> HTMLResponse:
+    """What arrived late (an outage's backlog) and which residents to call back."""
+    now = svc.clock.now()
+    hours, late_s = max(1, min(hours, 168)), max(10, late_s)
+    late = await console.store.late_arrivals(now - timedelta(hours=hours), late_s)
+    residents: dict[str, list[Any]] = {}
+    for e in late:
+        residents.setdefault(e.resident_id or f"site {e.site_id}", []).append(e)
+    return _page(
+        request,
+        "console/outage.html",
+        session,
+        late=late,
+        residents=residents,
+        hours=hours,
+        late_s=late_s,
+        now=now,
+    )
+
+
+@router.get("/report", response_class=HTMLResponse)
+async def report(
+    request: Request,
+    user: Operator,
+    session: SessionDep,
+    svc: Svc,
+    start: str = "",
+    end: str = "",
+    period: str = "day",
+) -> HTMLResponse:
+    """Response times by the same function as ``telecare report responses``."""
+    now = svc.clock.now()
+    periods = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+    try:
+        first = (
+            _day(start)
+            if start
+            else (now - timedelta(days=7)).replace(hour=0, minute=0, second=0, microsecond=0)
+        )
+        last = _day(end) if end else first + timedelta(days=8)
+    except ValueError:
+        return _page(
+            request,
+            "console/report.html",
+            session,
+            figures=[],
+            start=start,
+            end=end,
+            period=period,
+            bad="dates are YYYY-MM-DD",
+        )
+    figures = await build_report(
+        svc.dispatcher.repo,
+        first,
+        last,
+        periods.get(period, periods["day"]),
+        attend_config(svc.config),
+    )
+    return _page(
+        request,
+        "console/report.html",
+        session,
+        figures=figures,
+        start=first.date().isoformat(),
+        end=last.date().isoformat(),
+        period=period,
+        bad="",
+    )
+
+
+def _day(text: str) -> datetime:
+    day = datetime.fromisoformat(text)
+    return day if day.tzinfo else day.replace(tzinfo=UTC)

@@ -1,0 +1,224 @@
+"""What the console shows, computed without I/O: the queue's order, grouping and
+timer colours, the action list's steps and its "do next", and the dispatch board's
+attend timers. The routes (``console.py``) load rows and render these.
+
+Queue order: priority (1 first) then age (oldest first); rows are grouped per resident
+(an alarm without a resident is its own group); a group sorts by its most urgent row,
+so a resident with a new priority-1 alarm rises with all of their alarms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from telecare.devices.model import Dispatch, DispatchState, ResponderKind
+from telecare.dispatch.records import AuditRecord, CascadeEntry
+from telecare.gateway.store.base import OpenAlarm
+from telecare.gateway.store.console import Notice, Owner, TimerRow
+
+__all__ = [
+    "ANSWER_TARGET_S",
+    "CONTACT_OUTCOMES",
+    "ActionStep",
+    "NextAction",
+    "QueueGroup",
+    "QueueRow",
+    "answer_colour",
+    "build_queue",
+    "cascade_steps",
+    "next_action",
+    "owner_key",
+]
+
+S = DispatchState
+
+#: The TSA answer target (s): a row's timer is amber from half of it, red past it.
+ANSWER_TARGET_S: Final = 60
+#: What an operator records after phoning a responder (key, label, event).
+CONTACT_OUTCOMES: Final = (
+    ("1", "Answered: will attend", "answered"),
+    ("2", "No answer", "no_answer"),
+    ("3", "Declined", "declined"),
+)
+#: States in which nobody has picked the alarm up yet: the sound plays for them.
+UNANSWERED: Final = frozenset({S.RAISED})
+
+
+def owner_key(resident_id: str | None, dispatch_id: str) -> str:
+    """Ownership is per resident (all of a resident's alarms go to one operator)."""
+    return resident_id or f"dispatch:{dispatch_id}"
+
+
+def answer_colour(age_s: float, state: DispatchState) -> str:
+    """``ok``, ``amber`` (half the answer target gone) or ``red`` (target missed), for
+    alarms still waiting to be answered; ``none`` once answered."""
+    if state not in UNANSWERED:
+        return "none"
+    if age_s >= ANSWER_TARGET_S:
+        return "red"
+    if age_s >= ANSWER_TARGET_S / 2:
+        return "amber"
+    return "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    alarm: OpenAlarm
+    owner: Owner | None
+    hold: TimerRow | None
+    recheck: TimerRow | None
+    notices: tuple[Notice, ...]
+
+    @property
+    def colour(self) -> str:
+        return answer_colour(self.alarm.age_s, self.alarm.state)
+
+    @property
+    def unanswered(self) -> bool:
+        return self.alarm.state in UNANSWERED
+
+    @property
+    def section(self) -> str:
+        """``waiting`` (needs an operator), ``held`` or ``owned``."""
+        if self.hold is not None:
+            return "held"
+        if self.owner is not None:
+            return "owned"
+        return "waiting"
+
+
+@dataclass(slots=True)
+class QueueGroup:
+    key: str
+    resident_id: str | None
+    site_id: str | None
+    rows: list[QueueRow] = field(default_factory=list)
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        return min((r.alarm.priority, -r.alarm.age_s) for r in self.rows)
+
+    @property
+    def owner(self) -> Owner | None:
+        return next((r.owner for r in self.rows if r.owner), None)
+
+
+def build_queue(
+    alarms: Iterable[OpenAlarm],
+    owners: Iterable[Owner],
+    timers: Iterable[TimerRow],
+    notices: Iterable[Notice],
+) -> dict[str, list[QueueGroup]]:
+    """The queue's sections (``waiting``, ``owned``, ``held``), each a list of groups
+    per resident, most urgent first; rows in a group by priority then age."""
+    by_key = {o.owner_key: o for o in owners}
+    holds = {t.dispatch_id: t for t in timers if t.kind == "hold"}
+    rechecks = {t.dispatch_id: t for t in timers if t.kind == "recheck"}
+    open_notices: dict[str, list[Notice]] = {}
+    for n in notices:
+        open_notices.setdefault(n.dispatch_id, []).append(n)
+    sections: dict[str, dict[str, QueueGroup]] = {"waiting": {}, "owned": {}, "held": {}}
+    for a in alarms:
+        key = owner_key(a.resident_id, a.dispatch_id)
+        row = QueueRow(
+            a,
+            by_key.get(key),
+            holds.get(a.dispatch_id),
+            rechecks.get(a.dispatch_id),
+            tuple(open_notices.get(a.dispatch_id, ())),
+        )
+        groups = sections[row.section]
+        group = groups.setdefault(key, QueueGroup(key, a.resident_id, a.site_id))
+        group.rows.append(row)
+    out: dict[str, list[QueueGroup]] = {}
+    for name, groups in sections.items():
+        for g in groups.values():
+            g.rows.sort(key=lambda r: (r.alarm.priority, -r.alarm.age_s))
+        out[name] = sorted(groups.values(), key=lambda g: g.rank)
+    return out
+
+
+# -- the action list ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ActionStep:
+    """One cascade step: who, and what happened when they were tried."""
+
+    position: int
+    responder_id: str
+    kind: str
+    name: str
+    state: str  # "waiting", "current", "contacted", "answered", "no_answer", "declined"
+    at: datetime | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NextAction:
+    """The "do next" key's action: ``action`` is a route verb, ``label`` what it says."""
+
+    action: str
+    label: str
+
+
+def cascade_steps(
+    dispatch: Dispatch,
+    cascade: Sequence[CascadeEntry],
+    audit: Sequence[AuditRecord],
+    names: dict[str, tuple[str, str]],
+) -> list[ActionStep]:
+    """The cascade as steps with their state, from the audit trail. ``names``:
+    responder id -> (kind, display name)."""
+    state: dict[str, tuple[str, datetime, str | None]] = {}
+    for r in audit:
+        who = r.detail.get("responder_id")
+        event = r.detail.get("event")
+        if not isinstance(who, str):
+            continue
+        if event == "contact":
+            state[who] = ("contacted", r.at, None)
+        elif event == "accept":
+            ref = r.detail.get("reference")
+            state[who] = ("answered", r.at, ref if isinstance(ref, str) else None)
+        elif event in ("decline", "no_answer"):
+            state[who] = ("declined" if event == "decline" else "no_answer", r.at, None)
+        elif event in ("en_route", "on_scene"):
+            state[who] = (event, r.at, state.get(who, ("", r.at, None))[2])
+    steps = []
+    for e in cascade:
+        kind, name = names.get(e.responder_id, ("", ""))
+        st, at, ref = state.get(e.responder_id, ("waiting", None, None))
+        if st == "waiting" and e.responder_id == dispatch.responder_id and dispatch.state.is_open:
+            st = "current"
+        steps.append(ActionStep(e.position, e.responder_id, kind, name, st, at, ref))
+    return steps
+
+
+def _acknowledged(audit: Sequence[AuditRecord]) -> bool:
+    return any(r.to_state is S.ACKNOWLEDGED for r in audit)
+
+
+def next_action(
+    dispatch: Dispatch, audit: Sequence[AuditRecord], responder_kind: str | None
+) -> NextAction:
+    """What the "do next" key does for ``dispatch`` now."""
+    st = dispatch.state
+    if not st.is_open:
+        return NextAction("none", "Closed")
+    if st is S.RAISED or (st is S.ESCALATED and not _acknowledged(audit)):
+        return NextAction("acknowledge", "Acknowledge the alarm")
+    if st in (S.ACKNOWLEDGED, S.DECLINED, S.NO_ANSWER, S.ESCALATED):
+        if dispatch.responder_id is None:
+            return NextAction("close", "Nobody left in the cascade: close or phone someone")
+        return NextAction("contact", f"Phone {dispatch.responder_id}")
+    if st is S.RESPONDER_CONTACTED:
+        if responder_kind == ResponderKind.AMBULANCE.value:
+            return NextAction("handover", "Record the 999 handover reference")
+        return NextAction("outcome", f"Record {dispatch.responder_id}'s answer")
+    if st is S.ACCEPTED:
+        return NextAction("en_route", f"{dispatch.responder_id} is on the way")
+    if st is S.EN_ROUTE:
+        return NextAction("on_scene", f"{dispatch.responder_id} has arrived")
+    return NextAction("close", "Close with an outcome")

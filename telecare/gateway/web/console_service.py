@@ -1,0 +1,428 @@
+"""``ConsoleService``: what the operator console does beyond the dispatch state machine.
+
+* **Ownership**: the operator who opens an alarm owns that resident's alarms; anyone
+  else opening one is told who has it (``Owned``); it can be handed back to the queue.
+  Every action checks it, so two operators never work one resident by accident.
+* **Actions** go through the :class:`~telecare.dispatch.DispatchService` with the
+  operator as the actor, so every audit row names the person.
+* **Hold with a timed recall**, **re-check** of an alarm handed to an ambulance, and an
+  acknowledged alarm **left without progress** for ``stale_s`` returning to the queue:
+  console timers (stored, so they survive a restart) fired by a loop every ``tick_s``.
+* **Notices** the operator must acknowledge before closing: a recall, a repeat press,
+  a restore or "carer arrived" at the device, an escalation by a timer. They come from
+  the live activity feed.
+* **Closing** needs an outcome code; the false-alarm flag and a note are stored beside
+  it; it is refused while a notice is unacknowledged.
+
+Resource handling: an async context manager owning a ``TaskGroup`` of two named tasks
+(the timer loop and the activity worker). Leaving it cancels and awaits them.
+
+Error handling: actions raise :class:`Owned`, :class:`NoticesOpen`,
+:class:`~telecare.dispatch.errors.IllegalTransition`, ``StaleDispatch``,
+``UnknownDispatch`` or ``ValueError`` (bad input) for the routes to show. Both loops log
+and continue past a failure (the store away, a dispatch gone); cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Final, Self
+
+from telecare.devices.model import Dispatch, DispatchState, EventType, ResponderKind
+from telecare.dispatch import DispatchService
+from telecare.dispatch.errors import IllegalTransition, UnknownDispatch
+from telecare.dispatch.machine import OUTCOMES, Event, EventKind
+from telecare.gateway.logging import get_logger
+from telecare.gateway.pipeline import Activity, ActivityFeed
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.console import Closure, ConsoleStore, Owner, TimerRow
+from telecare.gateway.web.console_model import owner_key
+from telecare.gateway.web.live import LiveHub
+from telecare.rules.clock import Clock, raise_if_cancelling
+
+__all__ = ["ConsoleService", "ConsoleSettings", "NoticesOpen", "Owned"]
+
+log = get_logger("telecare.console")
+
+S = DispatchState
+#: States in which an acknowledged alarm is waiting for its operator to progress it.
+_IDLE: Final = frozenset({S.ACKNOWLEDGED, S.DECLINED, S.NO_ANSWER})
+#: Alarms of a person who may be on the floor: a long wait for them escalates.
+_ON_THE_FLOOR: Final = frozenset({EventType.FALL, EventType.POST_FALL_INACTIVITY})
+
+
+class Owned(Exception):
+    """Another operator owns this resident's alarms."""
+
+    def __init__(self, owner: Owner) -> None:
+        super().__init__(f"{owner.operator} has this resident's alarms")
+        self.owner = owner
+
+
+class NoticesOpen(Exception):
+    """The alarm has notices nobody acknowledged: read them before closing."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"acknowledge the {count} open notice(s) before closing")
+        self.count = count
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """``stale_s``: an acknowledged alarm nobody progressed for this long goes back to
+    the queue. ``recheck_s``: how often an alarm handed to an ambulance is re-checked.
+    ``floor_escalate_s``: a person on the floor still waiting this long escalates to the
+    supervisors. ``tick_s``: how often timers are checked."""
+
+    stale_s: int = 180
+    recheck_s: int = 15 * 60
+    floor_escalate_s: int = 30 * 60
+    tick_s: float = 1.0
+    #: Activity lines waiting for the worker (notices are advisory: past this, dropped
+    #: and counted rather than holding up the publisher).
+    queue_size: int = 1024
+
+
+class ConsoleService:
+    def __init__(
+        self,
+        gateway_store: Store,
+        store: ConsoleStore,
+        dispatcher: DispatchService,
+        hub: LiveHub,
+        feed: ActivityFeed,
+        clock: Clock,
+        settings: ConsoleSettings | None = None,
+    ) -> None:
+        self.gateway_store = gateway_store
+        self.store = store
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.clock = clock
+        self.settings = settings or ConsoleSettings()
+        self._inbox: asyncio.Queue[Activity] = asyncio.Queue(self.settings.queue_size)
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped_activity = 0
+        feed.listen(self._offer)
+
+    async def __aenter__(self) -> Self:
+        tg = asyncio.TaskGroup()
+        await tg.__aenter__()
+        self._tg = tg
+        self._tasks = [
+            tg.create_task(self._timer_loop(), name="console-timers"),
+            tg.create_task(self._activity_loop(), name="console-activity"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tg.__aexit__(exc_type, exc, tb)
+
+    # -- ownership ---------------------------------------------------------------------
+    async def open(self, dispatch_id: str, operator: str) -> tuple[Dispatch, Owner]:
+        """Open an alarm: claim its resident for ``operator`` when nobody has it. The
+        owner is returned either way (the page says who has it when it is not you)."""
+        d = await self._load(dispatch_id)
+        owner, new = await self.store.claim(
+            owner_key(d.resident_id, d.dispatch_id), operator, d.dispatch_id, self.clock.now()
+        )
+        if new:
+            self._tell("claimed", d, operator, f"{operator} opened the alarm")
+        return d, owner
+
+    async def hand_back(self, dispatch_id: str, operator: str) -> None:
+        d = await self._load(dispatch_id)
+        if await self.store.release(owner_key(d.resident_id, d.dispatch_id), operator):
+            self._tell("released", d, operator, f"{operator} handed the alarm back to the queue")
+
+    async def take_over(self, dispatch_id: str, operator: str) -> Owner:
+        """A supervisor (or the queue) takes a resident's alarms from their owner."""
+        d = await self._load(dispatch_id)
+        key = owner_key(d.resident_id, d.dispatch_id)
+        await self.store.release(key)
+        owner, _ = await self.store.claim(key, operator, d.dispatch_id, self.clock.now())
+        self._tell("claimed", d, operator, f"{operator} took the alarm over")
+        return owner
+
+    async def _owned_by(self, d: Dispatch, operator: str) -> None:
+        key = owner_key(d.resident_id, d.dispatch_id)
+        owner, _ = await self.store.claim(key, operator, d.dispatch_id, self.clock.now())
+        if owner.operator != operator:
+            raise Owned(owner)
+
+    # -- actions -----------------------------------------------------------------------
+    async def act(
+        self, dispatch_id: str, operator: str, action: str, *, reference: str = ""
+    ) -> Dispatch:
+        """Apply one action verb (``acknowledge``, ``contact``, ``answered``,
+        ``no_answer``, ``declined``, ``handover``, ``en_route``, ``on_scene``,
+        ``escalate``, ``injury``) as ``operator``, who must own the resident."""
+        d = await self._load(dispatch_id)
+        await self._owned_by(d, operator)
+        svc, who = self.dispatcher, d.responder_id
+        if action == "acknowledge":
+            return await svc.acknowledge(dispatch_id, operator, "answered at the console")
+        if action == "contact":
+            return await svc.contact(dispatch_id, operator)
+        if action == "handover":
+            new = await svc.handed_to_999(dispatch_id, operator, reference)
+            await self._arm_recheck(new, operator, reference.strip())
+            return new
+        if action == "escalate":
+            return await svc.escalate(dispatch_id, operator, "escalated by the operator")
+        if action == "injury":
+            return await svc.report_injury(dispatch_id, operator, "injury reported by phone")
+        kinds = {
+            "answered": (EventKind.ACCEPT, "answered: will attend"),
+            "no_answer": (EventKind.NO_ANSWER, "no answer"),
+            "declined": (EventKind.DECLINE, "declined"),
+            "en_route": (EventKind.EN_ROUTE, "responder on the way"),
+            "on_scene": (EventKind.ON_SCENE, "responder arrived"),
+        }
+        if action not in kinds:
+            raise ValueError(f"unknown action {action!r}")
+        kind, reason = kinds[action]
+        return await svc.apply(dispatch_id, Event(kind, who), operator, reason)
+
+    async def hold(self, dispatch_id: str, operator: str, minutes: int, reason: str) -> TimerRow:
+        """Put an alarm on hold; it is recalled to the queue after ``minutes``."""
+        if not 1 <= minutes <= 240:
+            raise ValueError("hold for 1 to 240 minutes")
+        d = await self._load(dispatch_id)
+        if not d.state.is_open:
+            raise IllegalTransition(dispatch_id, d.state.value, "hold", "it is closed")
+        await self._owned_by(d, operator)
+        now = self.clock.now()
+        row = TimerRow(
+            dispatch_id, "hold", now + timedelta(minutes=minutes), operator, now, reason, None
+        )
+        await self.store.set_timer(row)
+        self._tell("hold", d, operator, f"on hold for {minutes} min by {operator}")
+        return row
+
+    async def hold_seconds(self, dispatch_id: str, operator: str, seconds: int) -> TimerRow:
+        """A hold in seconds (tests and a short "call me back in a moment")."""
+        d = await self._load(dispatch_id)
+        await self._owned_by(d, operator)
+        now = self.clock.now()
+        row = TimerRow(
+            dispatch_id, "hold", now + timedelta(seconds=seconds), operator, now, "", None
+        )
+        await self.store.set_timer(row)
+        self._tell("hold", d, operator, f"on hold for {seconds} s by {operator}")
+        return row
+
+    async def resume(self, dispatch_id: str, operator: str) -> None:
+        """Take an alarm off hold before its recall."""
+        d = await self._load(dispatch_id)
+        await self._owned_by(d, operator)
+        await self.store.clear_timer(dispatch_id, "hold")
+        self._tell("resumed", d, operator, f"taken off hold by {operator}")
+
+    async def ack_notice(self, dispatch_id: str, notice_id: int, operator: str) -> None:
+        d = await self._load(dispatch_id)
+        await self._owned_by(d, operator)
+        if await self.store.ack_notice(notice_id, operator, self.clock.now()):
+            self._tell("notice_acked", d, operator, f"notice read by {operator}")
+
+    async def close(
+        self, dispatch_id: str, operator: str, outcome: str, *, false_alarm: bool, note: str = ""
+    ) -> Dispatch:
+        """Close with an outcome code; refused while a notice is unacknowledged."""
+        if outcome not in OUTCOMES or outcome == "auto_cleared":
+            raise ValueError("choose an outcome code to close the alarm")
+        d = await self._load(dispatch_id)
+        await self._owned_by(d, operator)
+        open_notices = await self.store.notices(dispatch_id)
+        if open_notices:
+            raise NoticesOpen(len(open_notices))
+        reason = "false alarm" if false_alarm else (note.strip()[:200] or "closed")
+        new = await self.dispatcher.resolve(dispatch_id, operator, outcome, reason)
+        await self.store.record_closure(
+            Closure(
+                dispatch_id, outcome, false_alarm, note.strip()[:2000], operator, new.updated_at
+            )
+        )
+        await self._closed(new)
+        return new
+
+    # -- notices from the activity feed ------------------------------------------------
+    def _offer(self, activity: Activity) -> None:
+        if activity.kind not in ("folded", "restored", "attended", "dispatch"):
+            return
+        try:
+            self._inbox.put_nowait(activity)
+        except asyncio.QueueFull:
+            self.dropped_activity += 1
+
+    async def _activity_loop(self) -> None:
+        """Turn activity lines into notices; logs and continues past a failure."""
+        while True:
+            raise_if_cancelling()
+            activity = await self._inbox.get()
+            try:
+                await self.on_activity(activity)
+            except Exception:
+                raise_if_cancelling()
+                log.exception("console_activity_failed", kind=activity.kind)
+
+    async def on_activity(self, a: Activity) -> None:
+        if a.kind == "dispatch":
+            await self._dispatch_changed(a)
+            return
+        alert_id = a.data.get("alert_id")
+        if not isinstance(alert_id, str):
+            return
+        d = await self.dispatcher.repo.load_for_alert(alert_id)
+        if d is None or not d.state.is_open or d.state is S.RAISED:
+            return  # still in the queue: the operator sees it anyway
+        text = {
+            "folded": f"pressed again (x{a.data.get('count', 2)})",
+            "restored": "restored at the device: check the person is safe",
+            "attended": "a carer arrived (reported by the device)",
+        }[a.kind]
+        await self._notice(d, a.kind, text)
+
+    async def _dispatch_changed(self, a: Activity) -> None:
+        dispatch_id = a.data.get("dispatch_id")
+        state = a.data.get("state")
+        if not isinstance(dispatch_id, str):
+            return
+        if state in (S.RESOLVED.value, S.CANCELLED.value):
+            d = await self.dispatcher.repo.load(dispatch_id)
+            if d is not None:
+                await self._closed(d)
+        elif state == S.ESCALATED.value and (" by timer" in a.summary or " by system" in a.summary):
+            d = await self.dispatcher.repo.load(dispatch_id)
+            if d is not None:
+                await self._notice(d, "escalated", a.summary.split(": ", 1)[-1])
+
+    async def _notice(self, d: Dispatch, kind: str, text: str) -> None:
+        await self.store.add_notice(d.dispatch_id, kind, text, self.clock.now())
+        self._tell("notice", d, "system", text)
+
+    async def _closed(self, d: Dispatch) -> None:
+        await self.store.clear_timer(d.dispatch_id)
+        key = owner_key(d.resident_id, d.dispatch_id)
+        owner = await self.store.owner(key)
+        if owner is not None and not await self._other_open(d, key):
+            await self.store.release(key)
+
+    async def _other_open(self, d: Dispatch, key: str) -> bool:
+        return any(
+            o.dispatch_id != d.dispatch_id and owner_key(o.resident_id, o.dispatch_id) == key
+            for o in await self.gateway_store.open_dispatches()
+        )
+
+    # -- timers ------------------------------------------------------------------------
+    async def _arm_recheck(self, d: Dispatch, operator: str, reference: str) -> None:
+        now = self.clock.now()
+        await self.store.set_timer(
+            TimerRow(
+                d.dispatch_id,
+                "recheck",
+                now + timedelta(seconds=self.settings.recheck_s),
+                operator,
+                now,
+                "handed to ambulance",
+                reference,
+            )
+        )
+
+    async def _timer_loop(self) -> None:
+        """Every ``tick_s``: fire due holds and re-checks, return stale alarms. Logs
+        and continues past a failure; never returns; cancellation propagates."""
+        while True:
+            raise_if_cancelling()
+            try:
+                await self.tick()
+            except Exception:
+                raise_if_cancelling()
+                log.exception("console_timer_error")
+            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.settings.tick_s))
+
+    async def tick(self) -> int:
+        """Fire what is due now; return how many alarms came back to the queue."""
+        now = self.clock.now()
+        fired = 0
+        for t in await self.store.timers(due_by=now):
+            if not await self.store.take_timer(t):
+                continue  # another process fired it
+            d = await self.dispatcher.repo.load(t.dispatch_id)
+            if d is None or not d.state.is_open:
+                continue
+            fired += 1
+            if t.kind == "hold":
+                await self._recall(d, f"recalled from hold (set by {t.set_by})")
+            else:
+                await self._recheck(d, t, now)
+        for d in await self.gateway_store.open_dispatches():
+            if d.state in _IDLE and now - d.updated_at >= timedelta(seconds=self.settings.stale_s):
+                key = owner_key(d.resident_id, d.dispatch_id)
+                if await self.store.owner(key) is None:
+                    continue  # already in the queue
+                if any(t.dispatch_id == d.dispatch_id for t in await self.store.timers()):
+                    continue  # on hold: its recall brings it back
+                minutes = self.settings.stale_s // 60
+                await self._recall(d, f"no progress for {minutes} min: back to the queue")
+                fired += 1
+        return fired
+
+    async def _recall(self, d: Dispatch, text: str) -> None:
+        await self.store.release(owner_key(d.resident_id, d.dispatch_id))
+        await self._notice(d, "recall", text)
+
+    async def _recheck(self, d: Dispatch, t: TimerRow, now: datetime) -> None:
+        ref = t.reference or "?"
+        waited = now - d.created_at
+        alert = await self.store.alert_detail(d.alert_id)
+        on_floor = alert.get("event_type") in {e.value for e in _ON_THE_FLOOR} or d.priority == 1
+        if on_floor and waited >= timedelta(seconds=self.settings.floor_escalate_s):
+            text = (
+                f"ambulance ref {ref}: still waiting after {int(waited.total_seconds() // 60)}"
+                " min for a person who may be on the floor: supervisor alerted"
+            )
+            self.hub.emit("console", text, {"dispatch_id": d.dispatch_id, "escalation": True})
+        else:
+            text = f"re-check the ambulance (ref {ref}): is it still on its way?"
+        await self._recall(d, text)
+        await self._arm_recheck(d, t.set_by, ref)
+
+    # -- helpers -----------------------------------------------------------------------
+    async def _load(self, dispatch_id: str) -> Dispatch:
+        d = await self.dispatcher.repo.load(dispatch_id)
+        if d is None:
+            raise UnknownDispatch(dispatch_id)
+        return d
+
+    def _tell(self, what: str, d: Dispatch, operator: str, summary: str) -> None:
+        self.hub.emit(
+            "console",
+            f"alarm {d.dispatch_id}: {summary}",
+            {
+                "dispatch_id": d.dispatch_id,
+                "resident_id": d.resident_id,
+                "what": what,
+                "operator": operator,
+            },
+        )
+
+    @staticmethod
+    def is_ambulance(kind: str | None) -> bool:
+        return kind == ResponderKind.AMBULANCE.value

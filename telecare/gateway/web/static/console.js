@@ -1,0 +1,252 @@
+// The operator console's little JavaScript: live updates over SSE, the "connection lost"
+// banner, row timers, the alarm sound and the keyboard. The server renders everything;
+// on a live event this only re-fetches the fragment that changed.
+"use strict";
+(function () {
+  const me = document.currentScript;
+  const cfg = {
+    lastId: me.dataset.lastEventId || "",
+    target: Number(me.dataset.answerTarget || 60),
+    scope: me.dataset.scope || "page",
+    dispatch: me.dataset.dispatch || "",
+    resident: me.dataset.resident || "",
+  };
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const PING_S = 5;          // the server pings every 5 s of silence
+  const STALE_AFTER_S = 12;  // no event or ping for this long: the screen is not live
+
+  // -- live connection ------------------------------------------------------------------
+  const banner = document.getElementById("lost-banner");
+  const dot = document.getElementById("live-state");
+  let source = null;
+  let lastSeen = Date.now();
+  let lost = false;
+
+  function setLost(isLost, why) {
+    lost = isLost;
+    if (banner) banner.hidden = !isLost;
+    document.body.classList.toggle("live-lost", isLost);
+    if (dot) {
+      dot.textContent = isLost ? "not live" : "live";
+      dot.className = "live-dot " + (isLost ? "off" : "on");
+      dot.title = why || "";
+    }
+  }
+
+  function connect() {
+    if (source) source.close();
+    const url = "/console/live" + (cfg.lastId ? "?last=" + encodeURIComponent(cfg.lastId) : "");
+    source = new EventSource(url);
+    source.onopen = function () { lastSeen = Date.now(); };
+    source.onerror = function () {
+      setLost(true, "the live connection failed");
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
+    };
+    source.addEventListener("ping", function () { seen(); });
+    source.addEventListener("reset", function (e) { seen(e); refresh(true); });
+    ["alert", "dispatch", "restored", "attended", "folded", "cleared", "status", "news2", "console"]
+      .forEach(function (kind) { source.addEventListener(kind, onEvent); });
+  }
+
+  function seen(e) {
+    lastSeen = Date.now();
+    if (e && e.lastEventId) cfg.lastId = e.lastEventId;
+    const was = lost;
+    if (was || !dot || !dot.classList.contains("on")) setLost(false);
+    if (was) refresh(true);  // events may have been missed before the reconnect
+  }
+
+  function onEvent(e) {
+    seen(e);
+    let data = {};
+    try { data = JSON.parse(e.data); } catch (err) { return; }
+    log(data);
+    if (cfg.scope === "queue") refresh(false);
+    else if (cfg.scope === "alarm" &&
+             (data.dispatch_id === cfg.dispatch ||
+              (cfg.resident && data.resident_id === cfg.resident) || !data.dispatch_id)) refresh(false);
+  }
+
+  // Watchdog: a connection that says nothing (not even a ping) is not live.
+  setInterval(function () {
+    if ((Date.now() - lastSeen) / 1000 > STALE_AFTER_S) {
+      setLost(true, "no word from the gateway for " + STALE_AFTER_S + " s");
+      connect();
+      lastSeen = Date.now() - (STALE_AFTER_S - PING_S) * 1000;  // retry again soon
+    }
+  }, 1000);
+
+  // -- fragments --------------------------------------------------------------------------
+  let pending = null;
+  function refresh(now) {
+    if (pending) return;
+    pending = setTimeout(async function () {
+      pending = null;
+      const parts = document.querySelectorAll("[data-fragment]");
+      for (const el of parts) {
+        try {
+          const r = await fetch(el.dataset.fragment, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+          if (r.status === 401) { location.reload(); return; }
+          if (!r.ok) continue;
+          const html = await r.text();
+          const active = document.activeElement && document.activeElement.id;
+          el.innerHTML = html;
+          if (active && document.getElementById(active)) document.getElementById(active).focus();
+        } catch (err) { setLost(true, "could not reach the gateway"); }
+      }
+      tickTimers();
+      if (cfg.scope === "page" && !parts.length && now) location.reload();
+    }, now ? 0 : 80);
+  }
+
+  const logList = document.getElementById("live-log");
+  function log(data) {
+    if (!logList) return;
+    const li = document.createElement("li");
+    const t = document.createElement("time");
+    const ts = data.ts ? new Date(data.ts) : new Date();
+    t.textContent = ts.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    li.appendChild(t);
+    li.appendChild(document.createTextNode(data.summary || data.kind));
+    logList.prepend(li);
+    while (logList.children.length > 40) logList.lastChild.remove();
+  }
+
+  // -- timers -----------------------------------------------------------------------------
+  function fmt(s) {
+    s = Math.max(0, Math.floor(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(r).padStart(2, "0");
+  }
+  function tickTimers() {
+    const now = Date.now();
+    document.querySelectorAll(".timer[data-since]").forEach(function (el) {
+      const age = (now - Date.parse(el.dataset.since)) / 1000;
+      el.textContent = fmt(age);
+      if (el.dataset.answer === "1") {
+        el.classList.toggle("t-amber", age >= cfg.target / 2 && age < cfg.target);
+        el.classList.toggle("t-red", age >= cfg.target);
+        el.classList.toggle("t-ok", age < cfg.target / 2);
+      } else if (el.dataset.attend === "1") {
+        el.classList.toggle("t-amber", age >= 45 * 60 && age < 60 * 60);
+        el.classList.toggle("t-red", age >= 60 * 60);
+      }
+    });
+    document.querySelectorAll(".countdown[data-until]").forEach(function (el) {
+      el.textContent = "in " + fmt((Date.parse(el.dataset.until) - now) / 1000);
+    });
+  }
+  setInterval(tickTimers, 1000);
+
+  // -- sound: one pattern per priority, repeating while an alarm waits unanswered ----------
+  const soundBtn = document.getElementById("sound-toggle");
+  let audio = null;
+  let lastPlayed = 0;
+  const PATTERNS = {  // priority: [frequency Hz, beeps, repeat every s]
+    1: [880, 3, 2], 2: [660, 2, 4], 3: [520, 1, 6], 4: [440, 1, 10], 5: [440, 1, 15],
+  };
+  if (soundBtn) {
+    soundBtn.addEventListener("click", function () {
+      if (audio) { audio.close(); audio = null; }
+      else { audio = new (window.AudioContext || window.webkitAudioContext)(); }
+      sessionStorage.setItem("telecare-sound", audio ? "on" : "off");
+      soundBtn.setAttribute("aria-pressed", audio ? "true" : "false");
+      soundBtn.textContent = audio ? "Sound on" : "Enable sound";
+      if (audio) beep(PATTERNS[3]);
+    });
+    if (sessionStorage.getItem("telecare-sound") === "on") {
+      soundBtn.textContent = "Enable sound (click: browsers need it)";
+    }
+  }
+  function beep(p) {
+    if (!audio) return;
+    const [freq, count] = p;
+    for (let i = 0; i < count; i++) {
+      const o = audio.createOscillator(), g = audio.createGain();
+      const at = audio.currentTime + i * 0.22;
+      o.frequency.value = freq; o.type = "square";
+      g.gain.setValueAtTime(0.0001, at);
+      g.gain.exponentialRampToValueAtTime(0.25, at + 0.01);
+      g.gain.exponentialRampToValueAtTime(0.0001, at + 0.16);
+      o.connect(g).connect(audio.destination);
+      o.start(at); o.stop(at + 0.18);
+    }
+  }
+  setInterval(function () {
+    const rows = document.querySelectorAll('tr[data-unanswered="1"]');
+    document.body.dataset.ringing = rows.length ? "1" : "0";
+    if (!audio || !rows.length) return;
+    let top = 5;
+    rows.forEach(function (r) { top = Math.min(top, Number(r.dataset.priority || 5)); });
+    const p = PATTERNS[top] || PATTERNS[5];
+    if ((Date.now() - lastPlayed) / 1000 >= p[2]) { lastPlayed = Date.now(); beep(p); }
+  }, 500);
+
+  // -- revealing key safe / medical notes (audited by the server) -------------------------
+  document.addEventListener("submit", async function (e) {
+    const f = e.target;
+    if (!f.classList || !f.classList.contains("reveal-form")) return;
+    e.preventDefault();
+    const r = await fetch(f.action, { method: "POST", body: new FormData(f), credentials: "same-origin",
+                                      headers: { "X-CSRF-Token": csrf } });
+    const box = document.getElementById(f.dataset.target);
+    if (box) box.innerHTML = r.ok ? await r.text() : "<p class='error'>Could not load (" + r.status + ")</p>";
+  });
+
+  // -- keyboard ---------------------------------------------------------------------------
+  function submit(sel) {
+    const f = typeof sel === "string" ? document.querySelector(sel) : sel;
+    if (!f) return false;
+    if (f.tagName === "FORM") f.requestSubmit(); else f.click();
+    return true;
+  }
+  document.addEventListener("keydown", function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const tag = (e.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || tag === "select") {
+      if (e.key === "Escape") e.target.blur();
+      return;
+    }
+    const help = document.getElementById("help");
+    switch (e.key) {
+      case "n": {
+        const first = document.querySelector(".qs-waiting a.open-alarm") ||
+                      document.querySelector("a.open-alarm");
+        if (first) location.href = first.href; else location.href = "/console";
+        break;
+      }
+      case "a": {
+        const next = document.querySelector('#do-next[data-action="acknowledge"]');
+        if (next) submit(next);
+        break;
+      }
+      case "d": {
+        const next = document.getElementById("do-next");
+        if (!next) { const o = document.getElementById("outcome"); if (o) o.focus(); break; }
+        if (next.dataset.action === "outcome") { const b = next.querySelector("button"); if (b) b.focus(); }
+        else if (next.dataset.action === "handover") { document.getElementById("reference").focus(); }
+        else submit(next);
+        break;
+      }
+      case "1": case "2": case "3": {
+        const f = document.querySelector('#do-next form[data-key="' + e.key + '"]');
+        if (f) submit(f);
+        break;
+      }
+      case "r": { const a = document.getElementById("resident-link"); if (a) location.href = a.href; break; }
+      case "h": { const h = document.getElementById("hold-minutes"); if (h) { h.focus(); h.select(); } break; }
+      case "c": { const o = document.getElementById("outcome"); if (o) o.focus(); break; }
+      case "q": location.href = "/console"; break;
+      case "?": if (help) help.hidden = !help.hidden; break;
+      case "Escape": if (help) help.hidden = true; break;
+      default: return;
+    }
+    e.preventDefault();
+  });
+
+  const reloadBtn = document.getElementById("reload-now");
+  if (reloadBtn) reloadBtn.addEventListener("click", function () { location.reload(); });
+
+  tickTimers();
+  connect();
+})();
