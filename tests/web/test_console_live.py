@@ -35,14 +35,14 @@ async def test_reconnect_with_last_event_id_replays_exactly_the_missed_events() 
     hub = LiveHub()
     first = hub.connect("op1")
     for n in range(1, 4):
-        hub.publish(_alert(n))
+        hub.on_activity(_alert(n))
     seen = [await first.next(1.0) for _ in range(2)]  # the browser got 1 and 2, then cut
     last = seen[-1]
     assert last is not None
     hub.disconnect(first)
-    hub.publish(_alert(4))  # while disconnected
+    hub.on_activity(_alert(4))  # while disconnected
     again = hub.connect("op1", last_event_id=last.event_id)
-    hub.publish(_alert(5))
+    hub.on_activity(_alert(5))
     got = [await again.next(1.0) for _ in range(3)]
     assert [e.data["alert_id"] for e in got if e is not None] == ["a3", "a4", "a5"]
 
@@ -52,7 +52,7 @@ async def test_a_slow_client_is_dropped_and_never_blocks_the_publisher() -> None
     slow = hub.connect("slow")
     quick = hub.connect("quick")
     for n in range(1, 11):
-        hub.publish(_alert(n))  # synchronous: returns at once however full the queues
+        hub.on_activity(_alert(n))  # synchronous: returns at once however full the queues
         event = await quick.next(1.0)
         assert event is not None
         assert event.seq == n
@@ -69,7 +69,7 @@ async def test_a_slow_client_is_dropped_and_never_blocks_the_publisher() -> None
 async def test_resume_from_another_epoch_or_a_gap_beyond_history_is_a_reset() -> None:
     hub = LiveHub(history=3)
     for n in range(1, 8):
-        hub.publish(_alert(n))
+        hub.on_activity(_alert(n))
     stale = hub.connect("op1", last_event_id=f"{hub.epoch}-2")  # 3..4 fell out of the ring
     event = await stale.next(1.0)
     assert event is not None
@@ -88,10 +88,10 @@ async def test_sse_stream_pings_when_quiet_and_removes_its_client_when_it_ends()
     stream = sse_stream(hub, client, ping_s=0.01)
     assert await anext(stream) == b"retry: 1000\n\n"
     assert (await anext(stream)).startswith(b"event: ping\n")
-    hub.publish(_alert(1))
+    hub.on_activity(_alert(1))
     assert b"event: alert" in await anext(stream)
     for n in range(2, 6):
-        hub.publish(_alert(n))  # overflows the queue of 2: the client is dropped
+        hub.on_activity(_alert(n))  # overflows the queue of 2: the client is dropped
     chunks = [chunk async for chunk in stream]
     assert chunks == []  # the stream ended at the drop marker
     assert hub.clients() == []
@@ -99,7 +99,7 @@ async def test_sse_stream_pings_when_quiet_and_removes_its_client_when_it_ends()
 
 def test_console_lines_of_its_own_are_numbered_in_the_same_sequence() -> None:
     hub = LiveHub()
-    hub.publish(_alert(1))
+    hub.on_activity(_alert(1))
     event = hub.emit("console", "alarm put on hold", {"dispatch_id": "d1"})
     assert event.seq == 2
     assert hub.last_id == f"{hub.epoch}-2"

@@ -39,7 +39,7 @@ from fastapi.templating import Jinja2Templates
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.accounts import accounts_of
-from telecare.gateway.web import auth, ops
+from telecare.gateway.web import auth, console, ops
 from telecare.gateway.web.services import Services
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ API_PREFIX: Final = "/api/v1"
 _ROUTERS: Final[Sequence[APIRouter]] = (
     auth.router,
     ops.router,
+    console.router,
 )
 
 
@@ -122,6 +123,7 @@ class WebServer:
             timeout_graceful_shutdown=5,
         )
         self.server = _Server(config)
+        self.app = app
         self.host = host
         self._sock: socket.socket
         self._task: asyncio.Task[None] | None = None

@@ -17,11 +17,13 @@ keyboard shortcuts only submit forms.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from telecare.devices.model import Dispatch, DispatchState, Metric
@@ -30,7 +32,8 @@ from telecare.dispatch.machine import OUTCOMES
 from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import attend_config
 from telecare.gateway.store.accounts import Role, Session, User
-from telecare.gateway.store.console import PRIVATE_NOTE_KINDS
+from telecare.gateway.pipeline import ActivityFeed
+from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore
 from telecare.gateway.web.auth import current_session, render, require_roles
 from telecare.gateway.web.console_charts import Band, Series, line_chart
 from telecare.gateway.web.console_model import (
@@ -41,11 +44,16 @@ from telecare.gateway.web.console_model import (
     next_action,
     owner_key,
 )
-from telecare.gateway.web.console_service import ConsoleService, NoticesOpen, Owned
+from telecare.gateway.web.console_service import (
+    ConsoleService,
+    ConsoleSettings,
+    NoticesOpen,
+    Owned,
+)
 from telecare.gateway.web.live import LiveHub, sse_stream
 from telecare.gateway.web.services import Services, services
 
-__all__ = ["console_of", "router"]
+__all__ = ["console_of", "router", "running_console"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -57,6 +65,30 @@ Svc = Annotated[Services, Depends(services)]
 #: Outcome codes an operator can close with (``auto_cleared`` is the device's own).
 CLOSE_OUTCOMES: Final = tuple(sorted(OUTCOMES - {"auto_cleared"}))
 _CHART_HOURS: Final = 72
+
+
+@asynccontextmanager
+async def running_console(
+    app: FastAPI, feed: ActivityFeed, settings: ConsoleSettings | None = None
+) -> AsyncIterator[ConsoleService]:
+    """Run the console for ``app`` (its :class:`Services`), fed by ``feed``: the live hub
+    (also ``Services.live``) and the console service's timer and notice tasks. On leaving,
+    every SSE stream is ended first, so no browser holds the web server open."""
+    svc: Services = app.state.services
+    hub = LiveHub()
+    hub.attach(feed)
+    console = ConsoleService(
+        svc.store, ConsoleStore(svc.store.sql), svc.dispatcher, hub, feed, svc.clock, settings
+    )
+    async with console:
+        svc.live = hub
+        app.state.console = console
+        try:
+            yield console
+        finally:
+            app.state.console = None
+            svc.live = None
+            hub.close()
 
 
 def console_of(request: Request) -> ConsoleService:

@@ -34,7 +34,7 @@ import asyncio
 import json
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -169,9 +169,14 @@ class LiveHub:
     # -- in ----------------------------------------------------------------------------
     def attach(self, feed: ActivityFeed) -> None:
         """Receive every activity ``feed`` publishes."""
-        feed.listen(self.publish)
+        feed.listen(self.on_activity)
 
-    def publish(self, activity: Activity) -> None:
+    def publish(self, kind: str, data: Mapping[str, Any]) -> None:
+        """A line from another part of the web face (``Services.live``); ``summary`` in
+        ``data`` is shown in the activity list."""
+        self.emit(kind, str(data.get("summary", kind)), dict(data))
+
+    def on_activity(self, activity: Activity) -> None:
         """Number ``activity`` and hand it to every client. Never blocks, never raises
         for a client: a full one is dropped."""
         if activity.kind not in self.kinds:

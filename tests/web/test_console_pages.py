@@ -1,0 +1,266 @@
+"""The console's pages and actions against the real app, store (both backends), pipeline
+and dispatch service, with a fake clock: ownership, the action list, hold and recall,
+no-progress return, closing rules, audited reveals, the outage list and the report."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from telecare.devices.model import (
+    AlarmEvent,
+    Device,
+    DeviceKind,
+    DispatchState,
+    EventType,
+    Phase,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from telecare.gateway.config import Config
+from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.store.accounts import Role, accounts_of
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.web.app import create_app
+from telecare.gateway.web.auth import CSRF_FIELD, hash_password
+from telecare.gateway.web.console import running_console
+from telecare.gateway.web.console_service import ConsoleService, ConsoleSettings
+from telecare.gateway.web.services import Services
+from telecare.rules.clock import FakeClock
+from tests.helpers import dispatch_for, running_pipeline
+
+PASSWORD = "correct horse battery staple"
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class Env:
+    pipeline: Pipeline
+    console: ConsoleService
+    clock: FakeClock
+    store: SqliteStore | PostgresStore
+    stack: AsyncExitStack
+    app: object
+
+    async def login(self, username: str, role: Role = Role.OPERATOR) -> httpx.AsyncClient:
+        accounts = accounts_of(self.store)
+        await accounts.add_user(username, username.title(), role, hash_password(PASSWORD),
+                                self.clock.now())
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
+                              base_url="https://testserver", follow_redirects=False)
+        await self.stack.enter_async_context(c)
+        r = await c.post("/api/v1/session", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+        return c
+
+    async def press(self, msg_id: str, ts: datetime | None = None) -> str:
+        event = AlarmEvent("pend1", EventType.PENDANT, Phase.ALARM, ts or self.clock.now(),
+                           msg_id, "s1", "res1")
+        await self.pipeline.handle_event(event, received_at=self.clock.now())
+        return (await dispatch_for(self.store, _alert_of(msg_id))).dispatch_id
+
+
+def _alert_of(msg_id: str) -> str:
+    from telecare.rules.alarms import alarm_id_for
+
+    return alarm_id_for("pend1", msg_id)
+
+
+@pytest.fixture
+async def env(store: SqliteStore | PostgresStore) -> AsyncIterator[Env]:
+    clock = FakeClock(T0)
+    await store.upsert_site(Site("s1", SiteKind.HOME, "Rose Cottage", "1 High Street"))
+    await store.upsert_responder(Responder("kh1", ResponderKind.KEYHOLDER, "J Smith"))
+    await store.upsert_responder(Responder("kh2", ResponderKind.KEYHOLDER, "A Jones"))
+    await store.upsert_resident(Resident("res1", "s1", "Mrs A", responders=("kh1", "kh2")))
+    await store.upsert_device(Device("pend1", "s1", DeviceKind.PENDANT, "res1"))
+    async with AsyncExitStack() as stack:
+        pipeline = await stack.enter_async_context(running_pipeline(store, clock))
+        svc = Services(config=Config(), store=store, dispatcher=pipeline.dispatcher,
+                       accounts=accounts_of(store), clock=clock)
+        app = create_app(svc)
+        console = await stack.enter_async_context(
+            running_console(app, pipeline.feed, ConsoleSettings(tick_s=3600))
+        )
+        yield Env(pipeline, console, clock, store, stack, app)
+
+
+def _error(r: httpx.Response) -> str:
+    location = r.headers.get("location", "")
+    found = re.search(r"error=([^&]+)", location)
+    return httpx.QueryParams(f"e={found.group(1)}")["e"] if found else ""
+
+
+async def _post(c: httpx.AsyncClient, url: str, **form: str) -> httpx.Response:
+    r = await c.post(url, data=form)
+    assert r.status_code == 303, r.text
+    return r
+
+
+async def test_queue_shows_a_new_alarm_waiting_and_unanswered(env: Env) -> None:
+    op = await env.login("op1")
+    dispatch_id = await env.press("m1")
+    env.clock.advance(45)
+    page = (await op.get("/console")).text
+    assert f'data-dispatch="{dispatch_id}"' in page
+    assert 'data-unanswered="1"' in page
+    assert "Waiting for an operator" in page
+    fragment = (await op.get("/console/queue")).text
+    assert dispatch_id in fragment
+    assert "<html" not in fragment
+
+
+async def test_second_operator_is_told_who_owns_the_alarm_and_cannot_act(env: Env) -> None:
+    op1, op2 = await env.login("op1"), await env.login("op2")
+    dispatch_id = await env.press("m1")
+    assert (await op1.get(f"/console/alarm/{dispatch_id}")).status_code == 200
+    page = (await op2.get(f"/console/alarm/{dispatch_id}")).text
+    assert "<strong>op1</strong> has this resident&#39;s alarms" in page
+    r = await _post(op2, f"/console/alarm/{dispatch_id}/act", action="acknowledge")
+    assert _error(r) == "op1 has this resident's alarms"
+    d = await env.pipeline.dispatcher.repo.load(dispatch_id)
+    assert d is not None
+    assert d.state is DispatchState.RAISED
+    queue = (await op2.get("/console/queue")).text
+    assert "Being handled" in queue
+    assert re.search(rf'data-dispatch="{dispatch_id}".*?op1', queue, re.S)
+
+
+async def test_action_list_acknowledge_contact_outcomes_hold_recall_and_close(env: Env) -> None:
+    op = await env.login("op1")
+    dispatch_id = await env.press("m1")
+    url = f"/console/alarm/{dispatch_id}"
+    page = (await op.get(url)).text
+    assert 'data-action="acknowledge"' in page
+    assert not _error(await _post(op, f"{url}/act", action="acknowledge"))
+    assert 'data-action="contact"' in (await op.get(url)).text
+    assert not _error(await _post(op, f"{url}/act", action="contact"))
+    page = (await op.get(url)).text
+    assert 'data-action="outcome"' in page
+    assert "phoned: waiting for an answer" in page
+    # No answer from kh1: the dispatch service phones kh2 next, by itself.
+    assert not _error(await _post(op, f"{url}/act", action="no_answer"))
+    page = (await op.get(url)).text
+    assert re.search(r"kh1.*?no answer", page, re.S)
+    assert re.search(r"kh2.*?phoned: waiting for an answer", page, re.S)
+
+    # Hold for 5 minutes: on hold in the queue, then recalled with a notice.
+    r = await _post(op, f"{url}/hold", minutes="5", reason="calling back the daughter")
+    assert r.headers["location"] == "/console"
+    assert "On hold" in (queue := (await op.get("/console/queue")).text)
+    assert re.search(r"qs-held.*?" + dispatch_id, queue, re.S)
+    env.clock.advance(301)
+    assert await env.console.tick() == 1
+    queue = (await op.get("/console/queue")).text
+    assert re.search(r"qs-waiting.*?" + dispatch_id + r".*?recall", queue, re.S)
+
+    # Closing is refused while the recall notice is unread; needs an outcome code.
+    page = (await op.get(url)).text
+    assert "recalled from hold (set by op1)" in page
+    r = await _post(op, f"{url}/close", outcome="false_alarm", false_alarm="true")
+    assert "acknowledge the 1 open notice" in _error(r)
+    notice_id = re.search(rf"{url}/notice/(\d+)", page)
+    assert notice_id is not None
+    await _post(op, f"{url}/notice/{notice_id.group(1)}")
+    assert "choose an outcome" in _error(await _post(op, f"{url}/close", outcome=""))
+    r = await _post(op, f"{url}/close", outcome="no_action_needed", false_alarm="true",
+                    note="pressed by mistake")
+    assert not _error(r)
+    d = await env.pipeline.dispatcher.repo.load(dispatch_id)
+    assert d is not None
+    assert (d.state, d.outcome) == (DispatchState.RESOLVED, "no_action_needed")
+    closure = await env.console.store.closure(dispatch_id)
+    assert closure is not None
+    assert (closure.false_alarm, closure.closed_by) == (True, "op1")
+    actors = {a.actor for a in await env.store.dispatch_audit(dispatch_id)}
+    assert {"op1", "system"} <= actors
+    page = (await op.get(url)).text
+    assert re.search(r'class="actor">op1<', page)
+    assert await env.console.store.owners() == []  # released when closed
+
+
+async def test_an_acknowledged_alarm_left_alone_returns_to_the_queue(env: Env) -> None:
+    op = await env.login("op1")
+    dispatch_id = await env.press("m1")
+    await _post(op, f"/console/alarm/{dispatch_id}/act", action="acknowledge")
+    env.clock.advance(60)
+    assert await env.console.tick() == 0
+    env.clock.advance(150)
+    assert await env.console.tick() == 1
+    assert await env.console.store.owners() == []
+    notices = await env.console.store.notices(dispatch_id)
+    assert [n.kind for n in notices] == ["recall"]
+    assert "no progress for 3 min" in notices[0].text
+
+
+async def test_key_safe_is_shown_on_demand_and_each_view_is_audited(env: Env) -> None:
+    op = await env.login("op1")
+    await env.console.store.add_note("res1", "key_safe", "code 4321, left of the door", "inst",
+                                     env.clock.now())
+    await env.console.store.add_note("res1", "hearing", "hard of hearing: speak slowly", "inst",
+                                     env.clock.now(), env.clock.now() + timedelta(days=1))
+    page = (await op.get("/console/resident/res1")).text
+    assert "4321" not in page
+    assert "hard of hearing" in page
+    assert "expiring" in page
+    r = await op.post("/console/resident/res1/reveal/key_safe", data={CSRF_FIELD: ""})
+    assert r.status_code == 200
+    assert "code 4321" in r.text
+    views = await env.console.store.views("res1")
+    assert [(v.what, v.operator) for v in views] == [("key_safe", "op1")]
+    assert (await op.post("/console/resident/res1/reveal/address")).status_code == 404
+
+
+async def test_resident_banner_has_svg_charts_and_device_health(env: Env) -> None:
+    op = await env.login("op1")
+    page = (await op.get("/console/resident/res1")).text
+    assert page.count("<svg") == 4
+    assert "NEWS2" in page
+    assert "pend1" in page
+    r = await op.get("/console/resident/res1/chart/spo2.svg")
+    assert r.headers["content-type"].startswith("image/svg+xml")
+    assert "no data in this period" in r.text
+
+
+async def test_outage_list_names_late_alarms_and_residents_to_call_back(env: Env) -> None:
+    op = await env.login("op1")
+    await env.press("late1", ts=env.clock.now() - timedelta(minutes=40))
+    real_now = datetime.now(UTC)  # received_at is the database's clock
+    env.clock.set(real_now)
+    page = (await op.get("/console/outage?hours=2&late_s=120")).text
+    assert "Residents to call back (1)" in page
+    assert "res1" in page
+    assert "pendant" in page
+
+
+async def test_report_page_uses_the_cli_computation_and_states_the_method(env: Env) -> None:
+    op = await env.login("op1")
+    dispatch_id = await env.press("m1")
+    env.clock.advance(20)
+    await _post(op, f"/console/alarm/{dispatch_id}/act", action="acknowledge")
+    page = (await op.get("/console/report?start=2026-01-05&end=2026-01-06&period=day")).text
+    assert "Method" in page
+    assert "response_report" in page
+    assert "100.0 %" in page  # answered within 60 s: 1 of 1
+
+
+async def test_supervisor_view_needs_the_supervisor_role(env: Env) -> None:
+    op = await env.login("op1")
+    sup = await env.login("sup1", Role.SUPERVISOR)
+    await env.press("m1")
+    env.clock.advance(90)
+    assert (await op.get("/console/supervisor")).status_code == 403
+    page = (await sup.get("/console/supervisor")).text
+    assert "Overflow" in page
+    assert "Oldest unanswered" in page
