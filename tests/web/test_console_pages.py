@@ -54,10 +54,14 @@ class Env:
 
     async def login(self, username: str, role: Role = Role.OPERATOR) -> httpx.AsyncClient:
         accounts = accounts_of(self.store)
-        await accounts.add_user(username, username.title(), role, hash_password(PASSWORD),
-                                self.clock.now())
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
-                              base_url="https://testserver", follow_redirects=False)
+        await accounts.add_user(
+            username, username.title(), role, hash_password(PASSWORD), self.clock.now()
+        )
+        c = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
+            base_url="https://testserver",
+            follow_redirects=False,
+        )
         await self.stack.enter_async_context(c)
         r = await c.post("/api/v1/session", json={"username": username, "password": PASSWORD})
         assert r.status_code == 200, r.text
@@ -65,8 +69,9 @@ class Env:
         return c
 
     async def press(self, msg_id: str, ts: datetime | None = None) -> str:
-        event = AlarmEvent("pend1", EventType.PENDANT, Phase.ALARM, ts or self.clock.now(),
-                           msg_id, "s1", "res1")
+        event = AlarmEvent(
+            "pend1", EventType.PENDANT, Phase.ALARM, ts or self.clock.now(), msg_id, "s1", "res1"
+        )
         await self.pipeline.handle_event(event, received_at=self.clock.now())
         return (await dispatch_for(self.store, _alert_of(msg_id))).dispatch_id
 
@@ -87,8 +92,13 @@ async def env(store: SqliteStore | PostgresStore) -> AsyncIterator[Env]:
     await store.upsert_device(Device("pend1", "s1", DeviceKind.PENDANT, "res1"))
     async with AsyncExitStack() as stack:
         pipeline = await stack.enter_async_context(running_pipeline(store, clock))
-        svc = Services(config=Config(), store=store, dispatcher=pipeline.dispatcher,
-                       accounts=accounts_of(store), clock=clock)
+        svc = Services(
+            config=Config(),
+            store=store,
+            dispatcher=pipeline.dispatcher,
+            accounts=accounts_of(store),
+            clock=clock,
+        )
         app = create_app(svc)
         console = await stack.enter_async_context(
             running_console(app, pipeline.feed, ConsoleSettings(tick_s=3600))
@@ -126,7 +136,7 @@ async def test_second_operator_is_told_who_owns_the_alarm_and_cannot_act(env: En
     dispatch_id = await env.press("m1")
     assert (await op1.get(f"/console/alarm/{dispatch_id}")).status_code == 200
     page = (await op2.get(f"/console/alarm/{dispatch_id}")).text
-    assert "<strong>op1</strong> has this resident&#39;s alarms" in page
+    assert "<strong>op1</strong> has this resident's alarms" in page
     r = await _post(op2, f"/console/alarm/{dispatch_id}/act", action="acknowledge")
     assert _error(r) == "op1 has this resident's alarms"
     d = await env.pipeline.dispatcher.repo.load(dispatch_id)
@@ -174,8 +184,13 @@ async def test_action_list_acknowledge_contact_outcomes_hold_recall_and_close(en
     assert notice_id is not None
     await _post(op, f"{url}/notice/{notice_id.group(1)}")
     assert "choose an outcome" in _error(await _post(op, f"{url}/close", outcome=""))
-    r = await _post(op, f"{url}/close", outcome="no_action_needed", false_alarm="true",
-                    note="pressed by mistake")
+    r = await _post(
+        op,
+        f"{url}/close",
+        outcome="no_action_needed",
+        false_alarm="true",
+        note="pressed by mistake",
+    )
     assert not _error(r)
     d = await env.pipeline.dispatcher.repo.load(dispatch_id)
     assert d is not None
@@ -206,10 +221,17 @@ async def test_an_acknowledged_alarm_left_alone_returns_to_the_queue(env: Env) -
 
 async def test_key_safe_is_shown_on_demand_and_each_view_is_audited(env: Env) -> None:
     op = await env.login("op1")
-    await env.console.store.add_note("res1", "key_safe", "code 4321, left of the door", "inst",
-                                     env.clock.now())
-    await env.console.store.add_note("res1", "hearing", "hard of hearing: speak slowly", "inst",
-                                     env.clock.now(), env.clock.now() + timedelta(days=1))
+    await env.console.store.add_note(
+        "res1", "key_safe", "code 4321, left of the door", "inst", env.clock.now()
+    )
+    await env.console.store.add_note(
+        "res1",
+        "hearing",
+        "hard of hearing: speak slowly",
+        "inst",
+        env.clock.now(),
+        env.clock.now() + timedelta(days=1),
+    )
     page = (await op.get("/console/resident/res1")).text
     assert "4321" not in page
     assert "hard of hearing" in page
@@ -234,10 +256,10 @@ async def test_resident_banner_has_svg_charts_and_device_health(env: Env) -> Non
 
 
 async def test_outage_list_names_late_alarms_and_residents_to_call_back(env: Env) -> None:
+    env.clock.set(datetime.now(UTC))  # received_at is the database's own clock
     op = await env.login("op1")
     await env.press("late1", ts=env.clock.now() - timedelta(minutes=40))
-    real_now = datetime.now(UTC)  # received_at is the database's clock
-    env.clock.set(real_now)
+    await env.press("on-time")
     page = (await op.get("/console/outage?hours=2&late_s=120")).text
     assert "Residents to call back (1)" in page
     assert "res1" in page

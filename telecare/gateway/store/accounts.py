@@ -310,8 +310,7 @@ def _token(row: Sequence[Any]) -> ApiToken:
 
 def accounts_of(store: object) -> Accounts:
     """:class:`Accounts` over a store backend's query API (``store.sql``)."""
-    sql = getattr(store, "sql", None)
-    return Accounts(sql if sql is not None else _InterimSql(store))
+    return Accounts(_InterimSql(store))  # TEMP(console): until accounts speak store.sql
 
 
 class _InterimSql:

@@ -31,14 +31,15 @@ from telecare.dispatch.errors import DispatchError, UnknownDispatch
 from telecare.dispatch.machine import OUTCOMES
 from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import attend_config
-from telecare.gateway.store.accounts import Role, Session, User
 from telecare.gateway.pipeline import ActivityFeed
+from telecare.gateway.store.accounts import Role, Session, User
 from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore
 from telecare.gateway.web.auth import current_session, render, require_roles
 from telecare.gateway.web.console_charts import Band, Series, line_chart
 from telecare.gateway.web.console_model import (
     ANSWER_TARGET_S,
     CONTACT_OUTCOMES,
+    UNANSWERED,
     build_queue,
     cascade_steps,
     next_action,
@@ -233,7 +234,7 @@ async def alarm_page(
         "console/alarm.html",
         session,
         banner=banner,
-        owned_by_other=owner.operator != user.username,
+        owned_by_other=owner is not None and owner.operator != user.username,
         **context,
     )
 
@@ -511,7 +512,7 @@ async def supervisor(
 ) -> HTMLResponse:
     now = svc.clock.now()
     alarms = await svc.store.open_alarms(now, limit=10_000)
-    waiting = [a for a in alarms if a.state is DispatchState.RAISED]
+    waiting = [a for a in alarms if a.state in UNANSWERED]
     depth: dict[int, int] = {}
     for a in waiting:
         depth[a.priority] = depth.get(a.priority, 0) + 1

@@ -22,6 +22,7 @@ from telecare.gateway.store.console import Notice, Owner, TimerRow
 __all__ = [
     "ANSWER_TARGET_S",
     "CONTACT_OUTCOMES",
+    "UNANSWERED",
     "ActionStep",
     "NextAction",
     "QueueGroup",
@@ -43,8 +44,10 @@ CONTACT_OUTCOMES: Final = (
     ("2", "No answer", "no_answer"),
     ("3", "Declined", "declined"),
 )
-#: States in which nobody has picked the alarm up yet: the sound plays for them.
-UNANSWERED: Final = frozenset({S.RAISED})
+#: States in which nobody has picked the alarm up yet: the sound plays for them. An
+#: escalated alarm is one the supervisors were alerted to (not answered in 60 s, the
+#: cascade exhausted, nobody on scene in time): it wants a person just as much.
+UNANSWERED: Final = frozenset({S.RAISED, S.ESCALATED})
 
 
 def owner_key(resident_id: str | None, dispatch_id: str) -> str:

@@ -135,10 +135,13 @@ class ConsoleService:
             await tg.__aexit__(exc_type, exc, tb)
 
     # -- ownership ---------------------------------------------------------------------
-    async def open(self, dispatch_id: str, operator: str) -> tuple[Dispatch, Owner]:
+    async def open(self, dispatch_id: str, operator: str) -> tuple[Dispatch, Owner | None]:
         """Open an alarm: claim its resident for ``operator`` when nobody has it. The
-        owner is returned either way (the page says who has it when it is not you)."""
+        owner is returned either way (the page says who has it when it is not you);
+        ``None`` for a closed alarm, which nobody owns."""
         d = await self._load(dispatch_id)
+        if not d.state.is_open:
+            return d, await self.store.owner(owner_key(d.resident_id, d.dispatch_id))
         owner, new = await self.store.claim(
             owner_key(d.resident_id, d.dispatch_id), operator, d.dispatch_id, self.clock.now()
         )
