@@ -40,6 +40,7 @@ from telecare.gateway.sweeper import OrphanSweeper
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.web.app import WebServer, serve
 from telecare.gateway.web.console import running_console
+from telecare.gateway.web.console_service import ConsoleService
 from telecare.rules.clock import Clock, SystemClock
 from telecare.rules.config import RulesConfig, RulesConfigError, load_rules_file
 from telecare.rules.engine import RuleEngine
@@ -119,6 +120,7 @@ class Gateway:
         self.dispatcher: DispatchService
         self.backend: PostgresStore | SqliteStore
         self.web: WebServer | None = None
+        self.console: ConsoleService | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
@@ -235,7 +237,9 @@ class Gateway:
             if self.config.web.enabled:  # entered last, left first: no request outlives ingest
                 self.web = await self._stack.enter_async_context(serve(self))
                 # After the server, so left before it: the console ends its SSE streams.
-                await self._stack.enter_async_context(running_console(self.web.app, self.feed))
+                self.console = await self._stack.enter_async_context(
+                    running_console(self.web.app, self.feed)
+                )
         except BaseException:
             await self._stack.aclose()
             raise

@@ -134,7 +134,27 @@ async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
         await console.store.timers(),
         await console.store.notices(),
     )
-    return {"sections": sections, "now": now, "open_count": len(alarms)}
+    return {
+        "sections": sections,
+        "now": now,
+        "open_count": len(alarms),
+        "who": await _who(svc, {a.resident_id for a in alarms if a.resident_id}),
+    }
+
+
+async def _who(svc: Services, resident_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """Resident id -> (name, site name and address) for the queue's rows."""
+    found: dict[str, tuple[str, str]] = {}
+    sites: dict[str, str] = {}
+    for rid in sorted(resident_ids):
+        r = await svc.store.get_resident(rid)
+        if r is None:
+            continue
+        if r.site_id not in sites:
+            site = await svc.store.get_site(r.site_id)
+            sites[r.site_id] = ", ".join(x for x in (site.name, site.address) if x) if site else ""
+        found[rid] = (r.name or rid, sites[r.site_id])
+    return found
 
 
 @router.get("", response_class=HTMLResponse)

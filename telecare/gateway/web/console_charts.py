@@ -113,6 +113,10 @@ def line_chart(
         )
         lt, lv = s.points[-1]
         parts.append(f'<circle cx="{x(lt):.1f}" cy="{y(lv):.1f}" r="2.6" fill="{s.colour}"/>')
+    parts.append(
+        f'<text x="{_PAD_L + 3}" y="{_PAD_T + 9}" class="ct">{escape(title)}'
+        f"{' (' + escape(unit) + ')' if unit else ''}</text>"
+    )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -264,15 +264,20 @@ async def sse_stream(
     just ends, and the browser reconnects with its last id); cancellation (the browser
     went away) propagates after the client is removed."""
     try:
-        yield f"retry: {retry_ms}\n\n".encode()
+        # A ping at once: the page knows it is live before the first event.
+        yield f"retry: {retry_ms}\n\n".encode() + _ping(hub)
         while True:
             try:
                 event = await client.next(ping_s)
             except ClientDropped:
                 return
             if event is None:
-                yield f"event: ping\ndata: {json.dumps({'last': hub.last_id})}\n\n".encode()
+                yield _ping(hub)
             else:
                 yield event.encode()
     finally:
         hub.disconnect(client)
+
+
+def _ping(hub: LiveHub) -> bytes:
+    return f"event: ping\ndata: {json.dumps({'last': hub.last_id})}\n\n".encode()

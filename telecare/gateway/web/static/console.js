@@ -37,7 +37,7 @@
     if (source) source.close();
     const url = "/console/live" + (cfg.lastId ? "?last=" + encodeURIComponent(cfg.lastId) : "");
     source = new EventSource(url);
-    source.onopen = function () { lastSeen = Date.now(); };
+    source.onopen = function () { seen(); };
     source.onerror = function () {
       setLost(true, "the live connection failed");
       if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);

@@ -1,0 +1,127 @@
+"""The operator console in headless Chromium against the running gateway: a simulated
+pendant press appears live within 1 s, the operator works it from the keyboard (acknowledge,
+phone down the cascade, outcomes), holds it and sees it recalled, reads the notice, closes
+it with an outcome, and the audit names them; a second operator is told who owns it;
+cutting the live connection shows the banner. Screenshots go to artifacts/."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from telecare.firmware_stubs.mqtt_device import Pendant
+from tests.browser.conftest import ARTIFACTS, ConsoleGateway
+
+
+async def _press(cg: ConsoleGateway) -> None:
+    async with Pendant("s1", "pend1", host="127.0.0.1", port=cg.broker.port) as pendant:
+        await pendant.press()
+
+
+async def _alarm_live_within_1s(cg: ConsoleGateway, page: Any) -> float:
+    start = time.monotonic()
+    await _press(cg)
+    await page.wait_for_selector('.qs-waiting tr[data-unanswered="1"]', timeout=1000)
+    return time.monotonic() - start
+
+
+async def test_operator_works_an_alarm_from_the_keyboard_to_closed(
+    console_gateway: ConsoleGateway, browser: Any
+) -> None:
+    cg = console_gateway
+    page = await cg.login(browser, "op1")
+    elapsed = await _alarm_live_within_1s(cg, page)
+    assert elapsed < 1.0
+    (ARTIFACTS / "console-live-latency.txt").write_text(
+        f"pendant press -> row visible in the browser: {elapsed * 1000:.0f} ms\n"
+    )
+    await page.screenshot(path=str(ARTIFACTS / "console-queue.png"))
+
+    # n: next alarm; a: acknowledge; d: phone the first responder.
+    await page.keyboard.press("n")
+    await page.wait_for_selector('#do-next[data-action="acknowledge"]')
+    await page.keyboard.press("a")
+    await page.wait_for_selector('#do-next[data-action="contact"]')
+    await page.keyboard.press("d")
+    await page.wait_for_selector('#do-next[data-action="outcome"]')
+    # 2: no answer from kh1 -> kh2 is phoned by the cascade; 1: kh2 answered, attending.
+    await page.keyboard.press("2")
+    await page.wait_for_selector(".step.st-no_answer")
+    await page.wait_for_selector('#do-next[data-action="outcome"]')
+    await page.keyboard.press("1")
+    await page.wait_for_selector('#do-next[data-action="en_route"]')
+    assert "answered: attending" in await page.inner_text(".steps")
+
+    # Key safe on demand (audited).
+    await page.click("text=Show key safe")
+    await page.wait_for_selector("#rev-key_safe .secret")
+    assert "4321" in await page.inner_text("#rev-key_safe")
+    await page.screenshot(path=str(ARTIFACTS / "console-alarm.png"), full_page=True)
+
+    # h: hold for 3 s -> the queue shows it on hold, then recalled with a notice.
+    await page.keyboard.press("h")
+    await page.fill("#hold-minutes", "0.05")
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{cg.url}/console")
+    await page.wait_for_selector(".qs-held tr[data-dispatch]")
+    await page.wait_for_selector(".qs-waiting tr.has-notice", timeout=10_000)
+    assert "recall" in await page.inner_text(".qs-waiting")
+    await page.screenshot(path=str(ARTIFACTS / "console-queue-recalled.png"))
+
+    # Back in: closing is refused until the notice is read, then needs an outcome.
+    await page.keyboard.press("n")
+    await page.wait_for_selector(".notices")
+    await page.keyboard.press("c")
+    await page.select_option("#outcome", "assisted_at_home")
+    await page.click("#close-form button[type=submit]")
+    await page.wait_for_selector(".flash.error")
+    assert "acknowledge the 1 open notice" in await page.inner_text(".flash.error")
+    await page.click("button[data-notice]")
+    await page.wait_for_selector(".notices", state="detached")
+    await page.select_option("#outcome", "no_action_needed")
+    await page.check("#false-alarm")
+    await page.click("#close-form button[type=submit]")
+    await page.wait_for_function("document.getElementById('state').textContent === 'resolved'")
+    actors = await page.locator("#audit td.actor").all_inner_texts()
+    assert "op1" in actors
+    assert "false alarm" in await page.inner_text(".alarm-head")
+    await page.context.close()
+
+
+async def test_a_second_operator_is_told_who_owns_the_alarm(
+    console_gateway: ConsoleGateway, browser: Any
+) -> None:
+    cg = console_gateway
+    op1 = await cg.login(browser, "op1")
+    await _alarm_live_within_1s(cg, op1)
+    await op1.keyboard.press("n")
+    await op1.wait_for_selector('#do-next[data-action="acknowledge"]')
+    alarm_url = op1.url
+
+    op2 = await cg.login(browser, "op2")
+    await op2.wait_for_selector(".qs-owned tr[data-dispatch]")
+    await op2.goto(alarm_url)
+    await op2.wait_for_selector("#owned-by")
+    assert "op1 has this resident's alarms" in await op2.inner_text("#owned-by")
+    assert await op2.locator("#do-next").count() == 0  # read only: the actions are op1's
+    await op2.keyboard.press("a")  # nothing to acknowledge with
+    assert await op2.locator("#state").inner_text() == "raised"
+    await op2.screenshot(path=str(ARTIFACTS / "console-owned-by-other.png"))
+    for page in (op1, op2):
+        await page.context.close()
+
+
+async def test_cutting_the_live_connection_shows_the_banner(
+    console_gateway: ConsoleGateway, browser: Any
+) -> None:
+    cg = console_gateway
+    page = await cg.login(browser, "op1")
+    assert await page.is_hidden("#lost-banner")
+    await page.route("**/console/live**", lambda route: route.abort())
+    assert cg.gw.console is not None
+    cg.gw.console.hub.close()  # the gateway side of every stream ends
+    await page.wait_for_selector("#lost-banner", state="visible", timeout=3000)
+    await page.screenshot(path=str(ARTIFACTS / "console-connection-lost.png"))
+    await page.unroute("**/console/live**")
+    await page.wait_for_selector("#lost-banner", state="hidden", timeout=15_000)
+    await page.context.close()
