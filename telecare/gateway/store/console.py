@@ -9,8 +9,8 @@ placeholders, aware datetimes in and out, nothing dialect-specific here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 from telecare.gateway.store.sql import Sql, json_value
@@ -135,6 +135,10 @@ class LateArrival:
         return (self.received_at - self.ts).total_seconds()
 
 
+_TIMER_COLS: Final = "dispatch_id, kind, due_at, set_by, set_at, reason, reference"
+_CLOSURE_COLS: Final = "dispatch_id, outcome, false_alarm, note, closed_by, closed_at"
+
+
 class ConsoleStore:
     """The console's tables and reads, on ``store.sql``."""
 
@@ -175,39 +179,30 @@ class ConsoleStore:
 
     async def release(self, owner_key: str, operator: str | None = None) -> bool:
         """Hand ``owner_key`` back to the queue (only if ``operator`` owns it, when given)."""
-        if operator is None:
-            n = await self.sql.execute("DELETE FROM console_owners WHERE owner_key = ?", owner_key)
-        else:
-            n = await self.sql.execute(
-                "DELETE FROM console_owners WHERE owner_key = ? AND operator = ?",
-                owner_key,
-                operator,
-            )
+        n = await self.sql.execute(
+            "DELETE FROM console_owners WHERE owner_key = ?"
+            " AND operator = COALESCE(CAST(? AS TEXT), operator)",
+            owner_key,
+            operator,
+        )
         return n > 0
 
     # -- timers ------------------------------------------------------------------------
     async def set_timer(self, row: TimerRow) -> None:
         await self.sql.execute(
-            "INSERT INTO console_timers (dispatch_id, kind, due_at, set_by, set_at, reason,"
-            " reference) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dispatch_id, kind) DO UPDATE"
-            " SET due_at = excluded.due_at, set_by = excluded.set_by, set_at = excluded.set_at,"
-            " reason = excluded.reason, reference = excluded.reference",
-            row.dispatch_id,
-            row.kind,
-            row.due_at,
-            row.set_by,
-            row.set_at,
-            row.reason,
-            row.reference,
+            f"INSERT INTO console_timers ({_TIMER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (dispatch_id, kind) DO UPDATE SET due_at = excluded.due_at,"
+            " set_by = excluded.set_by, set_at = excluded.set_at, reason = excluded.reason,"
+            " reference = excluded.reference",
+            *astuple(row),
         )
 
     async def clear_timer(self, dispatch_id: str, kind: str | None = None) -> int:
-        if kind is None:
-            return await self.sql.execute(
-                "DELETE FROM console_timers WHERE dispatch_id = ?", dispatch_id
-            )
         return await self.sql.execute(
-            "DELETE FROM console_timers WHERE dispatch_id = ? AND kind = ?", dispatch_id, kind
+            "DELETE FROM console_timers WHERE dispatch_id = ?"
+            " AND kind = COALESCE(CAST(? AS TEXT), kind)",
+            dispatch_id,
+            kind,
         )
 
     async def take_timer(self, row: TimerRow) -> bool:
@@ -222,13 +217,10 @@ class ConsoleStore:
 
     async def timers(self, due_by: datetime | None = None) -> list[TimerRow]:
         """Every console timer (or those due by ``due_by``), earliest first."""
-        cols = "dispatch_id, kind, due_at, set_by, set_at, reason, reference"
-        if due_by is None:
-            rows = await self.sql.fetch_all(f"SELECT {cols} FROM console_timers ORDER BY due_at")
-        else:
-            rows = await self.sql.fetch_all(
-                f"SELECT {cols} FROM console_timers WHERE due_at <= ? ORDER BY due_at", due_by
-            )
+        rows = await self.sql.fetch_all(
+            f"SELECT {_TIMER_COLS} FROM console_timers WHERE due_at <= ? ORDER BY due_at",
+            due_by or datetime.max.replace(tzinfo=UTC),
+        )
         return [TimerRow(*r) for r in rows]
 
     # -- notices -----------------------------------------------------------------------
@@ -244,19 +236,13 @@ class ConsoleStore:
         assert row is not None
         return int(row[0])
 
-    async def notices(
-        self, dispatch_id: str | None = None, *, open_only: bool = True
-    ) -> list[Notice]:
-        where = ["acked_at IS NULL"] if open_only else []
-        params: list[object] = []
-        if dispatch_id is not None:
-            where.append("dispatch_id = ?")
-            params.append(dispatch_id)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+    async def notices(self, dispatch_id: str | None = None) -> list[Notice]:
+        """Unacknowledged notices (of one dispatch, or all), oldest first."""
         rows = await self.sql.fetch_all(
             "SELECT notice_id, dispatch_id, kind, text, created_at, acked_by, acked_at"
-            f" FROM console_notices{clause} ORDER BY notice_id",
-            *params,
+            " FROM console_notices WHERE acked_at IS NULL"
+            " AND dispatch_id = COALESCE(CAST(? AS TEXT), dispatch_id) ORDER BY notice_id",
+            dispatch_id,
         )
         return [Notice(*r) for r in rows]
 
@@ -331,25 +317,16 @@ class ConsoleStore:
     # -- closures ----------------------------------------------------------------------
     async def record_closure(self, closure: Closure) -> None:
         await self.sql.execute(
-            "INSERT INTO console_closures (dispatch_id, outcome, false_alarm, note, closed_by,"
-            " closed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dispatch_id) DO NOTHING",
-            closure.dispatch_id,
-            closure.outcome,
-            closure.false_alarm,
-            closure.note,
-            closure.closed_by,
-            closure.closed_at,
+            f"INSERT INTO console_closures ({_CLOSURE_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (dispatch_id) DO NOTHING",
+            *astuple(closure),
         )
 
     async def closure(self, dispatch_id: str) -> Closure | None:
         row = await self.sql.fetch_one(
-            "SELECT dispatch_id, outcome, false_alarm, note, closed_by, closed_at"
-            " FROM console_closures WHERE dispatch_id = ?",
-            dispatch_id,
+            f"SELECT {_CLOSURE_COLS} FROM console_closures WHERE dispatch_id = ?", dispatch_id
         )
-        if row is None:
-            return None
-        return Closure(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+        return None if row is None else Closure(row[0], row[1], bool(row[2]), *row[3:])
 
     # -- reads for the banner and the outage list --------------------------------------
     async def recent_alerts(self, resident_id: str, limit: int = 8) -> list[RecentAlert]:
