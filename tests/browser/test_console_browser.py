@@ -107,6 +107,10 @@ async def test_a_second_operator_is_told_who_owns_the_alarm(
     await op2.keyboard.press("a")  # nothing to acknowledge with
     assert await op2.locator("#state").inner_text() == "raised"
     await op2.screenshot(path=str(ARTIFACTS / "console-owned-by-other.png"))
+    await op2.keyboard.press("r")  # r: open the resident
+    await op2.wait_for_url(f"{cg.url}/console/resident/res1")
+    await op2.wait_for_selector("svg.chart")
+    await op2.screenshot(path=str(ARTIFACTS / "console-resident.png"), full_page=True)
     for page in (op1, op2):
         await page.context.close()
 

@@ -37,7 +37,7 @@ from telecare.gateway.web.console import running_console
 from telecare.gateway.web.console_service import ConsoleService, ConsoleSettings
 from telecare.gateway.web.services import Services
 from telecare.rules.clock import FakeClock
-from tests.helpers import dispatch_for, running_pipeline
+from tests.helpers import dispatch_for, eventually, running_pipeline
 
 PASSWORD = "correct horse battery staple"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -68,10 +68,16 @@ class Env:
         c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
         return c
 
-    async def press(self, msg_id: str, ts: datetime | None = None) -> str:
-        event = AlarmEvent(
-            "pend1", EventType.PENDANT, Phase.ALARM, ts or self.clock.now(), msg_id, "s1", "res1"
-        )
+    async def press(
+        self,
+        msg_id: str,
+        ts: datetime | None = None,
+        kind: EventType = EventType.PENDANT,
+        *,
+        injury: bool = False,
+    ) -> str:
+        at = ts or self.clock.now()
+        event = AlarmEvent("pend1", kind, Phase.ALARM, at, msg_id, "s1", "res1", injury=injury)
         await self.pipeline.handle_event(event, received_at=self.clock.now())
         return (await dispatch_for(self.store, _alert_of(msg_id))).dispatch_id
 
@@ -88,6 +94,7 @@ async def env(store: SqliteStore | PostgresStore) -> AsyncIterator[Env]:
     await store.upsert_site(Site("s1", SiteKind.HOME, "Rose Cottage", "1 High Street"))
     await store.upsert_responder(Responder("kh1", ResponderKind.KEYHOLDER, "J Smith"))
     await store.upsert_responder(Responder("kh2", ResponderKind.KEYHOLDER, "A Jones"))
+    await store.upsert_responder(Responder("amb1", ResponderKind.AMBULANCE, "Ambulance"))
     await store.upsert_resident(Resident("res1", "s1", "Mrs A", responders=("kh1", "kh2")))
     await store.upsert_device(Device("pend1", "s1", DeviceKind.PENDANT, "res1"))
     async with AsyncExitStack() as stack:
@@ -286,3 +293,53 @@ async def test_supervisor_view_needs_the_supervisor_role(env: Env) -> None:
     page = (await sup.get("/console/supervisor")).text
     assert "Overflow" in page
     assert "Oldest unanswered" in page
+
+
+async def test_handed_to_ambulance_keeps_its_reference_and_is_rechecked(env: Env) -> None:
+    op = await env.login("op1")
+    dispatch_id = await env.press("f1", kind=EventType.FALL, injury=True)
+    url = f"/console/alarm/{dispatch_id}"
+    await _post(op, f"{url}/act", action="acknowledge")
+    await _post(op, f"{url}/act", action="contact")
+    page = (await op.get(url)).text
+    assert 'data-action="handover"' in page  # an ambulance: the 999 reference, not "answered"
+    assert "reference" in _error(await _post(op, f"{url}/act", action="handover", reference=" "))
+    assert not _error(await _post(op, f"{url}/act", action="handover", reference="CAD-4711"))
+    page = (await op.get(url)).text
+    assert "ref CAD-4711" in page
+    assert "re-check at" in page
+    env.clock.advance(15 * 60 + 1)
+    assert await env.console.tick() == 1
+    notices = await env.console.store.notices(dispatch_id)
+    assert "re-check the ambulance (ref CAD-4711)" in notices[-1].text
+    assert await env.console.store.owners() == []  # back in the queue for anyone
+    env.clock.advance(15 * 60 + 1)  # a person on the floor, 30 min on: supervisors told
+    assert await env.console.tick() == 1
+    notices = await env.console.store.notices(dispatch_id)
+    assert "supervisor alerted" in notices[-1].text
+
+
+async def test_a_repeat_press_on_an_acknowledged_alarm_is_a_notice(env: Env) -> None:
+    op = await env.login("op1")
+    dispatch_id = await env.press("m1")
+    await _post(op, f"/console/alarm/{dispatch_id}/act", action="acknowledge")
+    env.clock.advance(5)
+    event = AlarmEvent("pend1", EventType.PENDANT, Phase.ALARM, env.clock.now(), "m2", "s1", "res1")
+    await env.pipeline.handle_event(event, received_at=env.clock.now())
+    notices = await eventually(
+        lambda: env.console.store.notices(dispatch_id), lambda found: bool(found)
+    )
+    assert "pressed again" in notices[0].text
+
+
+async def test_live_stream_needs_a_login_and_metrics_count_its_clients(env: Env) -> None:
+    anonymous = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=env.app),  # type: ignore[arg-type]
+        base_url="https://testserver",
+    )
+    await env.stack.enter_async_context(anonymous)
+    assert (await anonymous.get("/console/live")).status_code == 401
+    client = env.console.hub.connect("op1")
+    metrics = (await anonymous.get("/metrics")).text
+    assert "telecare_sse_clients 1.0" in metrics
+    env.console.hub.disconnect(client)

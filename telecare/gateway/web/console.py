@@ -81,6 +81,11 @@ async def running_console(
     console = ConsoleService(
         svc.store, ConsoleStore(svc.store.sql), svc.dispatcher, hub, feed, svc.clock, settings
     )
+
+    async def count_clients() -> None:
+        svc.metrics.sse_clients.set(len(hub.clients()))
+
+    svc.metrics.add_refresher(count_clients)
     async with console:
         svc.live = hub
         app.state.console = console
