@@ -272,6 +272,7 @@ class Gateway:
                 {
                     "dispatch_id": d.dispatch_id,
                     "state": d.state.value,
+                    "actor": actor,
                     "responder_id": d.responder_id,
                     "resident_id": d.resident_id,
                     "priority": d.priority,

@@ -35,6 +35,10 @@ async def test_operator_works_an_alarm_from_the_keyboard_to_closed(
     (ARTIFACTS / "console-live-latency.txt").write_text(
         f"pendant press -> row visible in the browser: {elapsed * 1000:.0f} ms\n"
     )
+    # Sound needs a click first (autoplay rules); then it rings while the alarm waits.
+    await page.click("#sound-toggle")
+    assert await page.get_attribute("#sound-toggle", "aria-pressed") == "true"
+    await page.wait_for_selector('body[data-ringing="1"]')
     await page.screenshot(path=str(ARTIFACTS / "console-queue.png"))
 
     # n: next alarm; a: acknowledge; d: phone the first responder.

@@ -343,3 +343,20 @@ async def test_live_stream_needs_a_login_and_metrics_count_its_clients(env: Env)
     metrics = (await anonymous.get("/metrics")).text
     assert "telecare_sse_clients 1.0" in metrics
     env.console.hub.disconnect(client)
+
+
+async def test_a_second_alarm_at_an_address_with_a_responder_on_the_way_warns(env: Env) -> None:
+    op = await env.login("op1")
+    first = await env.press("m1")
+    url = f"/console/alarm/{first}"
+    for action in ("acknowledge", "contact", "answered"):
+        assert not _error(await _post(op, f"{url}/act", action=action))
+    await env.store.upsert_device(Device("smoke1", "s1", DeviceKind.SMOKE_DETECTOR, "res1"))
+    event = AlarmEvent("smoke1", EventType.SMOKE, Phase.ALARM, env.clock.now(), "s1m", "s1", "res1")
+    await env.pipeline.handle_event(event, received_at=env.clock.now())
+    from telecare.rules.alarms import alarm_id_for
+
+    second = (await dispatch_for(env.store, alarm_id_for("smoke1", "s1m"))).dispatch_id
+    page = (await op.get(f"/console/alarm/{second}")).text
+    assert "Already dispatched to this address" in page
+    assert first in page

@@ -136,6 +136,10 @@ class LateArrival:
 
 
 _TIMER_COLS: Final = "dispatch_id, kind, due_at, set_by, set_at, reason, reference"
+_ALERTS: Final = (
+    "SELECT a.alert_id, a.priority, a.reason, a.ts, a.event_type, d.state, d.outcome"
+    " FROM alerts a LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
+)
 _CLOSURE_COLS: Final = "dispatch_id, outcome, false_alarm, note, closed_by, closed_at"
 
 
@@ -331,13 +335,13 @@ class ConsoleStore:
     # -- reads for the banner and the outage list --------------------------------------
     async def recent_alerts(self, resident_id: str, limit: int = 8) -> list[RecentAlert]:
         rows = await self.sql.fetch_all(
-            "SELECT a.alert_id, a.priority, a.reason, a.ts, a.event_type, d.state, d.outcome"
-            " FROM alerts a LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
-            " WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?",
-            resident_id,
-            limit,
+            f"{_ALERTS} WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?", resident_id, limit
         )
         return [RecentAlert(*r) for r in rows]
+
+    async def alert(self, alert_id: str) -> RecentAlert | None:
+        row = await self.sql.fetch_one(f"{_ALERTS} WHERE a.alert_id = ?", alert_id)
+        return None if row is None else RecentAlert(*row)
 
     async def device_health(self, resident_id: str) -> list[DeviceHealth]:
         rows = await self.sql.fetch_all(

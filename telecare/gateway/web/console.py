@@ -223,9 +223,7 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
         "engaged_elsewhere": [o for o in others if o.state in _ENGAGED],
         "outcomes": CONTACT_OUTCOMES,
         "close_outcomes": CLOSE_OUTCOMES,
-        "alert": next(
-            (a for a in await svc.store.recent_alerts(200) if a.alert_id == d.alert_id), None
-        ),
+        "alert": await console.store.alert(d.alert_id),
     }
 
 

@@ -220,6 +220,8 @@ def next_action(
         if responder_kind == ResponderKind.AMBULANCE.value:
             return NextAction("handover", "Record the 999 handover reference")
         return NextAction("outcome", f"Record {dispatch.responder_id}'s answer")
+    if st is S.ACCEPTED and responder_kind == ResponderKind.AMBULANCE.value:
+        return NextAction("close", "Handed to 999: close once the crew has the person")
     if st is S.ACCEPTED:
         return NextAction("en_route", f"{dispatch.responder_id} is on the way")
     if st is S.EN_ROUTE:

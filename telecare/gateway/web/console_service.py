@@ -311,7 +311,7 @@ class ConsoleService:
             d = await self.dispatcher.repo.load(dispatch_id)
             if d is not None:
                 await self._closed(d)
-        elif state == S.ESCALATED.value and (" by timer" in a.summary or " by system" in a.summary):
+        elif state == S.ESCALATED.value and a.data.get("actor") in ("timer", "system"):
             d = await self.dispatcher.repo.load(dispatch_id)
             if d is not None:
                 await self._notice(d, "escalated", a.summary.split(": ", 1)[-1])

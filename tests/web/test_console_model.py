@@ -1,0 +1,121 @@
+"""The console's queue order, grouping and timer colours, and the action list's steps and
+"do next", computed without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from telecare.devices.model import Dispatch, DispatchState
+from telecare.dispatch.records import AuditRecord, CascadeEntry
+from telecare.gateway.store.base import OpenAlarm
+from telecare.gateway.store.console import Owner, TimerRow
+from telecare.gateway.web.console_model import (
+    answer_colour,
+    build_queue,
+    cascade_steps,
+    next_action,
+)
+
+T0 = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
+S = DispatchState
+
+
+def _alarm(
+    dispatch_id: str,
+    priority: int,
+    age_s: float,
+    resident: str | None,
+    state: DispatchState = S.RAISED,
+) -> OpenAlarm:
+    return OpenAlarm(
+        dispatch_id,
+        f"a-{dispatch_id}",
+        priority,
+        state,
+        T0 - timedelta(seconds=age_s),
+        age_s,
+        "alarm",
+        "r",
+        None,
+        "s1",
+        resident,
+        None,
+    )
+
+
+def test_queue_is_priority_then_age_grouped_per_resident() -> None:
+    alarms = [
+        _alarm("d1", 3, 300, "res1"),
+        _alarm("d2", 1, 10, "res2"),
+        _alarm("d3", 1, 50, "res3"),
+        _alarm("d4", 2, 20, "res1"),  # res1's more urgent alarm lifts the group
+        _alarm("d5", 1, 5, None),  # no resident: a group of its own
+    ]
+    waiting = build_queue(alarms, [], [], [])["waiting"]
+    assert [g.key for g in waiting] == ["res3", "res2", "dispatch:d5", "res1"]
+    assert [r.alarm.dispatch_id for r in waiting[-1].rows] == ["d4", "d1"]
+
+
+def test_owned_and_held_rows_leave_the_waiting_section() -> None:
+    alarms = [_alarm("d1", 1, 10, "res1"), _alarm("d2", 2, 10, "res2"), _alarm("d3", 2, 5, "res3")]
+    owners = [Owner("res1", "op1", "d1", T0)]
+    holds = [TimerRow("d2", "hold", T0 + timedelta(minutes=5), "op2", T0, "", None)]
+    sections = build_queue(alarms, owners, holds, [])
+    assert [g.key for g in sections["owned"]] == ["res1"]
+    assert sections["owned"][0].owner == owners[0]
+    assert [g.key for g in sections["held"]] == ["res2"]
+    assert [g.key for g in sections["waiting"]] == ["res3"]
+
+
+def test_answer_timer_turns_amber_at_half_the_target_and_red_past_it() -> None:
+    assert answer_colour(29, S.RAISED) == "ok"
+    assert answer_colour(30, S.RAISED) == "amber"
+    assert answer_colour(60, S.RAISED) == "red"
+    assert answer_colour(600, S.ESCALATED) == "red"  # nobody answered: still red
+    assert answer_colour(600, S.ACKNOWLEDGED) == "none"
+
+
+def _dispatch(state: DispatchState, responder: str | None = "kh1") -> Dispatch:
+    return Dispatch("d1", "a1", state, 1, T0, T0, "s1", "res1", responder)
+
+
+def _audit(to: DispatchState, event: str, who: str | None = None) -> AuditRecord:
+    detail: dict[str, object] = {"event": event}
+    if who:
+        detail["responder_id"] = who
+    return AuditRecord("d1", T0, None, to, "op1", "", detail)
+
+
+def test_cascade_steps_carry_what_happened_to_each_responder() -> None:
+    cascade = [CascadeEntry(0, "kh1", 300), CascadeEntry(1, "kh2", 300), CascadeEntry(2, "w1", 300)]
+    audit = [
+        _audit(S.RAISED, "raised"),
+        _audit(S.RESPONDER_CONTACTED, "contact", "kh1"),
+        _audit(S.NO_ANSWER, "no_answer", "kh1"),
+        _audit(S.RESPONDER_CONTACTED, "contact", "kh2"),
+    ]
+    d = _dispatch(S.RESPONDER_CONTACTED, "kh2")
+    steps = cascade_steps(d, cascade, audit, {"kh1": ("keyholder", "J Smith")})
+    assert [(s.responder_id, s.state) for s in steps] == [
+        ("kh1", "no_answer"),
+        ("kh2", "contacted"),
+        ("w1", "waiting"),
+    ]
+    assert steps[0].name == "J Smith"
+
+
+def test_do_next_follows_the_lifecycle() -> None:
+    raised = [_audit(S.RAISED, "raised")]
+    acked = [*raised, _audit(S.ACKNOWLEDGED, "acknowledge")]
+    assert next_action(_dispatch(S.RAISED), raised, None).action == "acknowledge"
+    assert next_action(_dispatch(S.ESCALATED), raised, None).action == "acknowledge"
+    assert next_action(_dispatch(S.ESCALATED), acked, None).action == "contact"
+    assert next_action(_dispatch(S.ACKNOWLEDGED), acked, None).action == "contact"
+    assert next_action(_dispatch(S.NO_ANSWER, None), acked, None).action == "close"
+    assert next_action(_dispatch(S.RESPONDER_CONTACTED), acked, "keyholder").action == "outcome"
+    assert next_action(_dispatch(S.RESPONDER_CONTACTED), acked, "ambulance").action == "handover"
+    assert next_action(_dispatch(S.ACCEPTED), acked, None).action == "en_route"
+    assert next_action(_dispatch(S.ACCEPTED), acked, "ambulance").action == "close"
+    assert next_action(_dispatch(S.EN_ROUTE), acked, None).action == "on_scene"
+    assert next_action(_dispatch(S.ON_SCENE), acked, None).action == "close"
+    assert next_action(_dispatch(S.RESOLVED), acked, None).action == "none"
