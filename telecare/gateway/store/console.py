@@ -339,6 +339,16 @@ class ConsoleStore:
         )
         return [RecentAlert(*r) for r in rows]
 
+    async def open_alarms_of(self, resident_id: str | None, besides: str) -> list[str]:
+        """Ids of the resident's other open dispatches (none without a resident)."""
+        rows = await self.sql.fetch_all(
+            "SELECT dispatch_id FROM dispatches WHERE resident_id = ? AND dispatch_id <> ?"
+            " AND state NOT IN ('resolved', 'cancelled')",
+            resident_id,
+            besides,
+        )
+        return [r[0] for r in rows]
+
     async def alert(self, alert_id: str) -> RecentAlert | None:
         row = await self.sql.fetch_one(f"{_ALERTS} WHERE a.alert_id = ?", alert_id)
         return None if row is None else RecentAlert(*row)

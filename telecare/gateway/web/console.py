@@ -79,7 +79,7 @@ async def running_console(
     hub = LiveHub()
     hub.attach(feed)
     console = ConsoleService(
-        svc.store, ConsoleStore(svc.store.sql), svc.dispatcher, hub, feed, svc.clock, settings
+        ConsoleStore(svc.store.sql), svc.dispatcher, hub, feed, svc.clock, settings
     )
 
     async def count_clients() -> None:
@@ -109,14 +109,14 @@ Console = Annotated[ConsoleService, Depends(console_of)]
 
 
 def _page(request: Request, name: str, session: Session, **context: Any) -> HTMLResponse:
-    hub: LiveHub = request.app.state.console.hub
+    console: ConsoleService | None = getattr(request.app.state, "console", None)
     return render(
         request,
         name,
         {
             "user": session.user,
             "csrf_token": session.csrf_token,
-            "last_event_id": hub.last_id,
+            "last_event_id": console.hub.last_id if console else "",
             "error": request.query_params.get("error", ""),
             "answer_target_s": ANSWER_TARGET_S,
             **context,
@@ -320,11 +320,7 @@ async def hold(
     minutes: Annotated[float, Form()],
     reason: Annotated[str, Form()] = "",
 ) -> Response:
-    # Whole minutes from the form; a fraction (a test's short hold) is kept in seconds.
-    if minutes != int(minutes):
-        work = console.hold_seconds(dispatch_id, user.username, max(1, int(minutes * 60)))
-    else:
-        work = console.hold(dispatch_id, user.username, int(minutes), reason)
+    work = console.hold(dispatch_id, user.username, round(minutes * 60), reason)
     result = await _do(f"/console/alarm/{dispatch_id}", work)
     return result if "error=" in result.headers["location"] else _back("/console")
 

@@ -38,7 +38,6 @@ from telecare.dispatch.errors import IllegalTransition, UnknownDispatch
 from telecare.dispatch.machine import OUTCOMES, Event, EventKind
 from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Activity, ActivityFeed
-from telecare.gateway.store.base import Store
 from telecare.gateway.store.console import Closure, ConsoleStore, Owner, TimerRow
 from telecare.gateway.web.console_model import owner_key
 from telecare.gateway.web.live import LiveHub
@@ -90,7 +89,6 @@ class ConsoleSettings:
 class ConsoleService:
     def __init__(
         self,
-        gateway_store: Store,
         store: ConsoleStore,
         dispatcher: DispatchService,
         hub: LiveHub,
@@ -98,7 +96,6 @@ class ConsoleService:
         clock: Clock,
         settings: ConsoleSettings | None = None,
     ) -> None:
-        self.gateway_store = gateway_store
         self.store = store
         self.dispatcher = dispatcher
         self.hub = hub
@@ -203,32 +200,20 @@ class ConsoleService:
         kind, reason = kinds[action]
         return await svc.apply(dispatch_id, Event(kind, who), operator, reason)
 
-    async def hold(self, dispatch_id: str, operator: str, minutes: int, reason: str) -> TimerRow:
-        """Put an alarm on hold; it is recalled to the queue after ``minutes``."""
-        if not 1 <= minutes <= 240:
-            raise ValueError("hold for 1 to 240 minutes")
+    async def hold(self, dispatch_id: str, operator: str, seconds: int, reason: str) -> TimerRow:
+        """Put an alarm on hold; it is recalled to the queue after ``seconds`` (3 s to
+        4 h: the form takes minutes, a fraction for a "call me back in a moment")."""
+        if not 3 <= seconds <= 4 * 3600:
+            raise ValueError("hold for 3 seconds to 240 minutes")
         d = await self._load(dispatch_id)
         if not d.state.is_open:
             raise IllegalTransition(dispatch_id, d.state.value, "hold", "it is closed")
         await self._owned_by(d, operator)
         now = self.clock.now()
-        row = TimerRow(
-            dispatch_id, "hold", now + timedelta(minutes=minutes), operator, now, reason, None
-        )
+        due = now + timedelta(seconds=seconds)
+        row = TimerRow(dispatch_id, "hold", due, operator, now, reason.strip()[:200], None)
         await self.store.set_timer(row)
-        self._tell("hold", d, operator, f"on hold for {minutes} min by {operator}")
-        return row
-
-    async def hold_seconds(self, dispatch_id: str, operator: str, seconds: int) -> TimerRow:
-        """A hold in seconds (tests and a short "call me back in a moment")."""
-        d = await self._load(dispatch_id)
-        await self._owned_by(d, operator)
-        now = self.clock.now()
-        row = TimerRow(
-            dispatch_id, "hold", now + timedelta(seconds=seconds), operator, now, "", None
-        )
-        await self.store.set_timer(row)
-        self._tell("hold", d, operator, f"on hold for {seconds} s by {operator}")
+        self._tell("hold", d, operator, f"on hold until {due:%H:%M:%S} by {operator}")
         return row
 
     async def resume(self, dispatch_id: str, operator: str) -> None:
@@ -324,14 +309,8 @@ class ConsoleService:
         await self.store.clear_timer(d.dispatch_id)
         key = owner_key(d.resident_id, d.dispatch_id)
         owner = await self.store.owner(key)
-        if owner is not None and not await self._other_open(d, key):
+        if owner is not None and not await self.store.open_alarms_of(d.resident_id, d.dispatch_id):
             await self.store.release(key)
-
-    async def _other_open(self, d: Dispatch, key: str) -> bool:
-        return any(
-            o.dispatch_id != d.dispatch_id and owner_key(o.resident_id, o.dispatch_id) == key
-            for o in await self.gateway_store.open_dispatches()
-        )
 
     # -- timers ------------------------------------------------------------------------
     async def _arm_recheck(self, d: Dispatch, operator: str, reference: str) -> None:
@@ -375,16 +354,18 @@ class ConsoleService:
                 await self._recall(d, f"recalled from hold (set by {t.set_by})")
             else:
                 await self._recheck(d, t, now)
-        for d in await self.gateway_store.open_dispatches():
-            if d.state in _IDLE and now - d.updated_at >= timedelta(seconds=self.settings.stale_s):
-                key = owner_key(d.resident_id, d.dispatch_id)
-                if await self.store.owner(key) is None:
-                    continue  # already in the queue
-                if any(t.dispatch_id == d.dispatch_id for t in await self.store.timers()):
-                    continue  # on hold: its recall brings it back
-                minutes = self.settings.stale_s // 60
-                await self._recall(d, f"no progress for {minutes} min: back to the queue")
-                fired += 1
+        for owner in await self.store.owners():
+            # Only owned alarms can be left without progress (others are in the queue).
+            d = await self.dispatcher.repo.load(owner.dispatch_id)
+            if d is None or d.state not in _IDLE:
+                continue
+            if now - d.updated_at < timedelta(seconds=self.settings.stale_s):
+                continue
+            if any(t.dispatch_id == d.dispatch_id for t in await self.store.timers()):
+                continue  # on hold: its recall brings it back
+            minutes = self.settings.stale_s // 60
+            await self._recall(d, f"no progress for {minutes} min: back to the queue")
+            fired += 1
         return fired
 
     async def _recall(self, d: Dispatch, text: str) -> None:
