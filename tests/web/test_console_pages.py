@@ -133,6 +133,8 @@ async def test_queue_shows_a_new_alarm_waiting_and_unanswered(env: Env) -> None:
     assert f'data-dispatch="{dispatch_id}"' in page
     assert 'data-unanswered="1"' in page
     assert "Waiting for an operator" in page
+    r = await op.get("/console/next")  # the n key
+    assert r.headers["location"] == f"/console/alarm/{dispatch_id}"
     fragment = (await op.get("/console/queue")).text
     assert dispatch_id in fragment
     assert "<html" not in fragment

@@ -176,6 +176,15 @@ async def queue_fragment(
     return render(request, "console/_queue.html", {"user": user, **await _queue(svc, console)})
 
 
+@router.get("/next")
+async def next_alarm(user: Operator, svc: Svc, console: Console) -> RedirectResponse:
+    """The ``n`` key: the alarm at the top of the waiting queue (else the queue)."""
+    waiting = (await _queue(svc, console))["sections"]["waiting"]
+    if not waiting:
+        return RedirectResponse("/console", 303)
+    return RedirectResponse(f"/console/alarm/{waiting[0].rows[0].alarm.dispatch_id}", 303)
+
+
 @router.get("/live")
 async def live(request: Request, user: Operator, console: Console) -> StreamingResponse:
     """Server-Sent Events; ``Last-Event-ID`` resumes where the browser left off."""

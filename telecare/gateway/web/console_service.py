@@ -337,6 +337,7 @@ class ConsoleService:
             except Exception:
                 raise_if_cancelling()
                 log.exception("console_timer_error")
+            raise_if_cancelling()  # a cancellation swallowed in tick() still ends the loop
             await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.settings.tick_s))
 
     async def tick(self) -> int:

@@ -62,9 +62,16 @@
     try { data = JSON.parse(e.data); } catch (err) { return; }
     log(data);
     if (cfg.scope === "queue") refresh(false);
+    else if (cfg.scope === "board" && (data.kind === "dispatch" || data.kind === "alert")) reloadSoon();
     else if (cfg.scope === "alarm" &&
              (data.dispatch_id === cfg.dispatch ||
               (cfg.resident && data.resident_id === cfg.resident) || !data.dispatch_id)) refresh(false);
+  }
+
+  // Boards re-render whole (they are short): at most one reload every 2 s.
+  let reloadTimer = null;
+  function reloadSoon() {
+    if (!reloadTimer) reloadTimer = setTimeout(function () { location.reload(); }, 2000);
   }
 
   // Watchdog: a connection that says nothing (not even a ping) is not live.
@@ -95,7 +102,7 @@
         } catch (err) { setLost(true, "could not reach the gateway"); }
       }
       tickTimers();
-      if (cfg.scope === "page" && !parts.length && now) location.reload();
+      if (!parts.length && now) location.reload();  // pages without fragments: whole
     }, now ? 0 : 80);
   }
 
@@ -209,12 +216,7 @@
     }
     const help = document.getElementById("help");
     switch (e.key) {
-      case "n": {
-        const first = document.querySelector(".qs-waiting a.open-alarm") ||
-                      document.querySelector("a.open-alarm");
-        if (first) location.href = first.href; else location.href = "/console";
-        break;
-      }
+      case "n": location.href = "/console/next"; break;
       case "a": {
         const next = document.querySelector('#do-next[data-action="acknowledge"]');
         if (next) submit(next);
