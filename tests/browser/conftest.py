@@ -19,8 +19,11 @@ from typing import Any
 import pytest
 
 from telecare.devices.model import (
+    Alert,
+    AlertKind,
     Device,
     DeviceKind,
+    EventType,
     Metric,
     Reading,
     Resident,
@@ -29,12 +32,16 @@ from telecare.devices.model import (
     Site,
     SiteKind,
 )
+from telecare.dispatch.machine import open_dispatch
+from telecare.dispatch.records import CascadeEntry
 from telecare.gateway.app import Gateway
 from telecare.gateway.broker import EmbeddedBroker
 from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig, WebConfig
+from telecare.gateway.dispatching import dispatch_repository
 from telecare.gateway.store.accounts import Role, accounts_of
 from telecare.gateway.store.base import News2Record
 from telecare.gateway.store.console import ConsoleStore
+from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.web.auth import hash_password
 from tests.helpers import eventually
@@ -142,6 +149,48 @@ async def _vitals(store: SqliteStore, now: datetime) -> None:
     await store.write_readings(readings)
     for score in scores:
         await store.write_news2(score)
+
+
+async def seed_queue(store: SqliteStore | PostgresStore) -> None:
+    """A busy queue for the at-a-glance screenshot: three more residents' alarms raised
+    20 s, 40 s and 75 s ago (ok, amber, red), two of them for one resident."""
+    now = datetime.now(UTC)
+    repo = dispatch_repository(store)
+    rows = (
+        ("res2", "Mr Brian Cole", "pend2", EventType.FALL, 1, 75),
+        ("res3", "Mrs Cara Dunn", "pend3", EventType.PENDANT, 1, 40),
+        ("res4", "Mr Dev Patel", "smoke4", EventType.SMOKE, 2, 20),
+        ("res2", "Mr Brian Cole", "door2", EventType.DOOR_EXIT, 3, 10),
+    )
+    for n, (rid, name, device, kind, priority, age) in enumerate(rows):
+        site = f"s{rid[3:]}"
+        await store.upsert_site(Site(site, SiteKind.HOME, "", f"{rid[3:]}0 Mill Lane, Stroud"))
+        await store.upsert_resident(Resident(rid, site, name, responders=("warden1",)))
+        at = now - timedelta(seconds=age)
+        alert = Alert(
+            f"seed-{n}",
+            AlertKind.ALARM,
+            priority,
+            f"{kind.value} alarm",
+            at,
+            site,
+            rid,
+            device,
+            kind,
+            f"{device}/seed{n}",
+            {"presented_at": at.isoformat()},
+        )
+        await store.write_alert(alert)
+        step = open_dispatch(
+            f"d-seed{n}",
+            alert.alert_id,
+            priority,
+            at,
+            site_id=site,
+            resident_id=rid,
+            first_responder="warden1",
+        )
+        await repo.create(step.dispatch, step.audit, [CascadeEntry(0, "warden1", 300)], [])
 
 
 @pytest.fixture

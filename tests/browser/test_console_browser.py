@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from telecare.firmware_stubs.mqtt_device import Pendant
-from tests.browser.conftest import ARTIFACTS, ConsoleGateway
+from tests.browser.conftest import ARTIFACTS, ConsoleGateway, seed_queue
 
 
 async def _press(cg: ConsoleGateway) -> None:
@@ -132,4 +132,24 @@ async def test_cutting_the_live_connection_shows_the_banner(
     await page.screenshot(path=str(ARTIFACTS / "console-connection-lost.png"))
     await page.unroute("**/console/live**")
     await page.wait_for_selector("#lost-banner", state="hidden", timeout=15_000)
+    await page.context.close()
+
+
+async def test_queue_at_a_glance_orders_groups_and_colours(
+    console_gateway: ConsoleGateway, browser: Any
+) -> None:
+    """Priority then age, a resident's alarms together, timers amber from 30 s and red
+    from 60 s (unanswered only), at 1366x768."""
+    page = await console_gateway.login(browser, "op1")
+    await seed_queue(console_gateway.gw.backend)
+    await page.reload()
+    rows = page.locator(".qs-waiting tr[data-dispatch]")
+    order = [await rows.nth(i).get_attribute("data-dispatch") for i in range(await rows.count())]
+    # res2's P1 fall (75 s) leads and brings its P3 door exit along; then res3 (P1, 40 s),
+    # then res4 (P2).
+    assert order == ["d-seed0", "d-seed3", "d-seed1", "d-seed2"]
+    assert await page.locator('tr[data-dispatch="d-seed0"] .timer.t-red').count() == 1
+    assert await page.locator('tr[data-dispatch="d-seed1"] .timer.t-amber').count() == 1
+    assert await page.locator('tr[data-dispatch="d-seed2"] .timer.t-ok').count() == 1
+    await page.screenshot(path=str(ARTIFACTS / "console-queue-busy.png"))
     await page.context.close()
