@@ -9,6 +9,7 @@ placeholders, aware datetimes in and out, nothing dialect-specific here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -338,6 +339,18 @@ class ConsoleStore:
             f"{_ALERTS} WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?", resident_id, limit
         )
         return [RecentAlert(*r) for r in rows]
+
+    async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
+        if not resident_ids:
+            return {}
+        marks = ", ".join("?" * len(resident_ids))
+        rows = await self.sql.fetch_all(
+            "SELECT r.resident_id, r.name, s.name, s.address FROM residents r"
+            f" JOIN sites s ON s.site_id = r.site_id WHERE r.resident_id IN ({marks})",
+            *resident_ids,
+        )
+        return {r[0]: (r[1] or r[0], ", ".join(x for x in (r[2], r[3]) if x)) for r in rows}
 
     async def open_alarms_of(self, resident_id: str | None, besides: str) -> list[str]:
         """Ids of the resident's other open dispatches (none without a resident)."""

@@ -98,7 +98,7 @@ async def running_console(
 
 
 def console_of(request: Request) -> ConsoleService:
-    """The app's console service (``app.state.console``; see ``attach_console``)."""
+    """The app's console service (``app.state.console``; see :func:`running_console`)."""
     console: ConsoleService | None = getattr(request.app.state, "console", None)
     if console is None:
         raise HTTPException(503, "the console is not running on this gateway")
@@ -143,23 +143,8 @@ async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
         "sections": sections,
         "now": now,
         "open_count": len(alarms),
-        "who": await _who(svc, {a.resident_id for a in alarms if a.resident_id}),
+        "who": await console.store.who(sorted({a.resident_id for a in alarms if a.resident_id})),
     }
-
-
-async def _who(svc: Services, resident_ids: set[str]) -> dict[str, tuple[str, str]]:
-    """Resident id -> (name, site name and address) for the queue's rows."""
-    found: dict[str, tuple[str, str]] = {}
-    sites: dict[str, str] = {}
-    for rid in sorted(resident_ids):
-        r = await svc.store.get_resident(rid)
-        if r is None:
-            continue
-        if r.site_id not in sites:
-            site = await svc.store.get_site(r.site_id)
-            sites[r.site_id] = ", ".join(x for x in (site.name, site.address) if x) if site else ""
-        found[rid] = (r.name or rid, sites[r.site_id])
-    return found
 
 
 @router.get("", response_class=HTMLResponse)
