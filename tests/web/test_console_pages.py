@@ -362,3 +362,18 @@ async def test_a_second_alarm_at_an_address_with_a_responder_on_the_way_warns(en
     page = (await op.get(f"/console/alarm/{second}")).text
     assert "Already dispatched to this address" in page
     assert first in page
+
+
+async def test_a_supervisor_takes_over_and_the_owner_hands_back(env: Env) -> None:
+    op = await env.login("op1")
+    sup = await env.login("sup1", Role.SUPERVISOR)
+    dispatch_id = await env.press("m1")
+    await op.get(f"/console/alarm/{dispatch_id}")
+    assert (await op.post(f"/console/alarm/{dispatch_id}/takeover")).status_code == 403
+    assert "Take over" in (await sup.get(f"/console/alarm/{dispatch_id}")).text
+    await _post(sup, f"/console/alarm/{dispatch_id}/takeover")
+    assert [o.operator for o in await env.console.store.owners()] == ["sup1"]
+    r = await _post(op, f"/console/alarm/{dispatch_id}/act", action="acknowledge")
+    assert _error(r) == "sup1 has this resident's alarms"
+    await _post(sup, f"/console/alarm/{dispatch_id}/handback")
+    assert await env.console.store.owners() == []
