@@ -80,7 +80,7 @@ class LiveEvent:
     def encode(self) -> bytes:
         """This event in the SSE wire format (``id``, ``event``, ``data`` lines)."""
         body = json.dumps(
-            {"kind": self.kind, "ts": self.ts.isoformat(), "summary": self.summary, **self.data},
+            {**self.data, "kind": self.kind, "ts": self.ts.isoformat(), "summary": self.summary},
             separators=(",", ":"),
             default=str,
         )

@@ -14,6 +14,8 @@
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const PING_S = 5;          // the server pings every 5 s of silence
   const STALE_AFTER_S = 12;  // no event or ping for this long: the screen is not live
+  // Kinds that change the queue (device status and NEWS2 lines only go to the log).
+  const QUEUE_KINDS = new Set(["alert", "dispatch", "console", "cleared", "restored", "folded", "reset"]);
 
   // -- live connection ------------------------------------------------------------------
   const banner = document.getElementById("lost-banner");
@@ -61,7 +63,7 @@
     let data = {};
     try { data = JSON.parse(e.data); } catch (err) { return; }
     log(data);
-    if (cfg.scope === "queue") refresh(false);
+    if (cfg.scope === "queue" && QUEUE_KINDS.has(data.kind)) refresh(false);
     else if (cfg.scope === "board" && (data.kind === "dispatch" || data.kind === "alert")) reloadSoon();
     else if (cfg.scope === "alarm" &&
              (data.dispatch_id === cfg.dispatch ||
@@ -103,7 +105,7 @@
       }
       tickTimers();
       if (!parts.length && now) location.reload();  // pages without fragments: whole
-    }, now ? 0 : 80);
+    }, now ? 0 : 150);
   }
 
   const logList = document.getElementById("live-log");
