@@ -208,6 +208,8 @@ class ConsoleService:
         d = await self._load(dispatch_id)
         if not d.state.is_open:
             raise IllegalTransition(dispatch_id, d.state.value, "hold", "it is closed")
+        if d.state is S.RAISED:
+            raise ValueError("acknowledge the alarm before putting it on hold")
         await self._owned_by(d, operator)
         now = self.clock.now()
         due = now + timedelta(seconds=seconds)
@@ -297,8 +299,11 @@ class ConsoleService:
             if d is not None:
                 await self._closed(d)
         elif state == S.ESCALATED.value and a.data.get("actor") in ("timer", "system"):
+            # Only for an alarm someone was handling (cascade exhausted, nobody on scene
+            # in time): one nobody answered is red in the queue already.
+            audit = await self.dispatcher.repo.audit(dispatch_id)
             d = await self.dispatcher.repo.load(dispatch_id)
-            if d is not None:
+            if d is not None and any(r.to_state is S.ACKNOWLEDGED for r in audit):
                 await self._notice(d, "escalated", a.summary.split(": ", 1)[-1])
 
     async def _notice(self, d: Dispatch, kind: str, text: str) -> None:
