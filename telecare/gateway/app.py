@@ -37,6 +37,7 @@ from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.sweeper import OrphanSweeper
+from telecare.gateway.tablet_reply import TabletReplies
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.web.app import WebServer, serve
 from telecare.gateway.web.console import running_console
@@ -193,6 +194,8 @@ class Gateway:
                     self.config.rules.tick_s,
                 )
             )
+            replies = self._tablet_replies()  # hooked before ingest starts, run after it
+            self.pipeline.on_scored.append(replies.submit)
             self.mqtt = await self._stack.enter_async_context(
                 MqttIngest(
                     self.config.mqtt,
@@ -202,6 +205,7 @@ class Gateway:
                 )
             )
             await self._stack.enter_async_context(self.dead_letters)
+            await self._stack.enter_async_context(replies)
             if self.config.serial:
                 self.serial = await self._stack.enter_async_context(
                     SerialIngest(
@@ -278,6 +282,20 @@ class Gateway:
                     "priority": d.priority,
                 },
             )
+        )
+
+    def _tablet_replies(self) -> TabletReplies:
+        """Each scored observation set's result goes back to its tablet over MQTT."""
+        repo = self.dispatcher.repo
+
+        async def find_dispatch(alert_id: str) -> str | None:
+            found = await repo.load_for_alert(alert_id)
+            return found.dispatch_id if found is not None else None
+
+        return TabletReplies(
+            lambda topic, payload: self.mqtt.publish(topic, payload),
+            self.config.mqtt.topic_prefix,
+            find_dispatch,
         )
 
     def _spool_alert(self, alert: Alert) -> None:

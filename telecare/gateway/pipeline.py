@@ -148,6 +148,9 @@ class Pipeline:
         dispatcher.on_closed.append(self._dispatch_closed)
         #: Per-sender allowance of dead letters; past it they are shed (counted only).
         self.dead_letter_limit = dead_letter_limit or DeadLetterLimiter()
+        #: Called (without awaiting) with each observation set once it is stored and
+        #: scored: the tablet's MQTT reply (``gateway.tablet_reply``). Must not block.
+        self.on_scored: list[Callable[[ObservationSet, News2Result, EngineResult], None]] = []
 
     # -- entry point -----------------------------------------------------------------
     async def handle(self, env: Envelope) -> None:
@@ -500,6 +503,8 @@ class Pipeline:
                 )
             )
         await self.apply(result)
+        for listener in self.on_scored:
+            listener(obs, news, result)
         return news
 
     async def _check_observation_reuse(self, obs: ObservationSet, readings: list[Reading]) -> None:

@@ -1,0 +1,142 @@
+"""Issue 12 part 1: a tablet that publishes an observation set over MQTT reads its NEWS2
+result on ``<prefix>/_gateway/tablets/<tablet>/result``, through Mosquitto run with the
+shipped configuration and ACL (each tablet logged in with its own credentials): the
+score, band, the site's advice and the dispatch it opened; another tablet cannot read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import Device, DeviceKind, Resident, Site, SiteKind
+from telecare.firmware_stubs.tablet import Tablet
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import StoreConfig
+from telecare.gateway.store.base import Store
+from telecare.rules.config import DEFAULT_ADVICE
+from tests.ingest.shipped import (
+    device_client,
+    device_password,
+    gateway_config,
+    running_gateway,
+    shipped_broker,
+    users_for,
+)
+
+pytestmark = [pytest.mark.mosquitto]
+
+NORMAL = {
+    "respiration_rate": 16,
+    "spo2": 97,
+    "on_oxygen": False,
+    "systolic_bp": 120,
+    "pulse": 70,
+    "consciousness": "A",
+    "temperature": 36.8,
+}
+#: NEWS2 18: respiration 3, SpO2 3, oxygen 2, systolic 3, pulse 3, consciousness 3,
+#: temperature 1.
+EMERGENCY = {**NORMAL, "respiration_rate": 26, "spo2": 90, "on_oxygen": True}
+EMERGENCY |= {"systolic_bp": 88, "pulse": 135, "consciousness": "V", "temperature": 38.5}
+
+
+async def _provision(store: Store) -> None:
+    await store.upsert_site(Site("s1", SiteKind.CARE_HOME))
+    await store.upsert_site(Site("s2", SiteKind.CARE_HOME))
+    await store.upsert_resident(Resident("res1", "s1"))
+    await store.upsert_resident(Resident("res3", "s2"))
+    await store.upsert_device(Device("tab1", "s1", DeviceKind.TABLET))
+    await store.upsert_device(Device("tab2", "s2", DeviceKind.TABLET))
+
+
+@pytest.fixture
+def broker(topic_prefix: str) -> Iterator[int]:
+    with shipped_broker(topic_prefix, users_for(["tab1", "tab2"])) as port:
+        yield port
+
+
+@pytest.fixture
+async def gateway(broker: int, topic_prefix: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+    store = StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "t.sqlite3"))
+    async with running_gateway(gateway_config(broker, topic_prefix, store)) as gw:
+        await _provision(gw.store)
+        gw.pipeline.decoder.registry.prime(
+            await gw.store.list_devices(), await gw.store.list_residents(), []
+        )
+        yield gw
+
+
+def _tablet(port: int, prefix: str, site: str, device: str) -> Tablet:
+    return Tablet(site, device, port=port, prefix=prefix, password=device_password(device))
+
+
+async def test_a_tablet_reads_the_score_band_and_advice_of_its_set(
+    gateway: Gateway, broker: int, topic_prefix: str
+) -> None:
+    async with _tablet(broker, topic_prefix, "s1", "tab1") as tablet:
+        reply = await tablet.observe("res1", NORMAL)
+    assert reply["v"] == 1
+    assert reply["resident_id"] == "res1"
+    assert (reply["complete"], reply["total"], reply["risk"], reply["red_flag"]) == (
+        True,
+        0,
+        "low",
+        False,
+    )
+    assert reply["components"] == dict.fromkeys(reply["components"], 0)
+    assert len(reply["components"]) == 7
+    assert reply["missing"] == []
+    assert reply["advice"] == DEFAULT_ADVICE["zero"]
+    assert reply["monitoring"] == "minimum 12-hourly"
+    assert (reply["alerts"], reply["dispatch_id"]) == ([], None)
+
+
+async def test_a_partial_set_is_answered_with_what_is_missing(
+    gateway: Gateway, broker: int, topic_prefix: str
+) -> None:
+    partial = {k: v for k, v in NORMAL.items() if k not in ("temperature", "systolic_bp")}
+    async with _tablet(broker, topic_prefix, "s1", "tab1") as tablet:
+        reply = await tablet.observe("res1", partial)
+    assert (reply["complete"], reply["total"], reply["risk"]) == (False, None, None)
+    assert sorted(reply["missing"]) == ["systolic_bp", "temperature"]
+
+
+async def test_an_emergency_set_is_answered_with_its_dispatch(
+    gateway: Gateway, broker: int, topic_prefix: str
+) -> None:
+    async with _tablet(broker, topic_prefix, "s1", "tab1") as tablet:
+        reply = await tablet.observe("res1", EMERGENCY)
+    assert (reply["total"], reply["risk"], reply["red_flag"]) == (18, "high", True)
+    assert reply["advice"] == DEFAULT_ADVICE["high"]
+    assert reply["monitoring"].startswith("continuous monitoring")
+    assert reply["monitoring_interval_s"] == 0
+    [alert] = reply["alerts"]
+    assert alert["priority"] == 1
+    dispatch = await gateway.dispatcher.repo.load_for_alert(alert["alert_id"])
+    assert dispatch is not None
+    assert reply["dispatch_id"] == dispatch.dispatch_id
+
+
+async def test_one_tablet_cannot_read_another_tablets_results(
+    gateway: Gateway, broker: int, topic_prefix: str
+) -> None:
+    """``tab2`` subscribes to every tablet's results; the broker delivers it only its own.
+    Replies reach a subscriber in publish order, so had tab1's been delivered it would
+    have come first. (One connection as tab2: the broker binds client ids to users.)"""
+    async with device_client(broker, "tab2") as snoop:
+        await snoop.subscribe(f"{topic_prefix}/_gateway/tablets/#", qos=1)
+        async with _tablet(broker, topic_prefix, "s1", "tab1") as tab1:
+            first = await tab1.observe("res1", NORMAL)
+        own = json_v1.encode_observation("own-1", datetime.now(UTC), "res3", **NORMAL)
+        await snoop.publish(f"{topic_prefix}/s2/tab2/observation", own, qos=1)
+        message: aiomqtt.Message = await anext(aiter(snoop.messages))
+    assert isinstance(message.payload, bytes)
+    assert json.loads(message.payload)["msg_id"] == "own-1" != first["msg_id"]
+    assert message.topic.value == f"{topic_prefix}/_gateway/tablets/tab2/result"
