@@ -148,8 +148,9 @@ class Pipeline:
         dispatcher.on_closed.append(self._dispatch_closed)
         #: Per-sender allowance of dead letters; past it they are shed (counted only).
         self.dead_letter_limit = dead_letter_limit or DeadLetterLimiter()
-        #: Called (without awaiting) with each observation set once it is stored and
-        #: scored: the tablet's MQTT reply (``gateway.tablet_reply``). Must not block.
+        #: Called (without awaiting) with each observation set from a device once it is
+        #: stored and scored: the tablet's MQTT reply (``gateway.tablet_reply``). Must
+        #: not block.
         self.on_scored: list[Callable[[ObservationSet, News2Result, EngineResult], None]] = []
 
     # -- entry point -----------------------------------------------------------------
@@ -296,11 +297,17 @@ class Pipeline:
         elif isinstance(message, json_v1.Status):
             await self._status(message)
         elif isinstance(message, ObservationSet):
-            await self.handle_observation(message, received_at=env.received_at)
+            await self.handle_observation(
+                message, received_at=env.received_at, on_scored=self._scored
+            )
         else:
             await self.dead_letter(
                 env, f"{type(message).__name__} messages are not handled yet", message.device_id
             )
+
+    def _scored(self, obs: ObservationSet, news: News2Result, result: EngineResult) -> None:
+        for listener in self.on_scored:
+            listener(obs, news, result)
 
     def _alive(self, message: json_v1.Message, received_at: datetime) -> bool:
         """Whether a message proves its device alive. Everything does except a status
@@ -413,12 +420,17 @@ class Pipeline:
         await self.apply(result, notes=notes)
 
     async def handle_observation(
-        self, obs: ObservationSet, *, received_at: datetime | None = None
+        self,
+        obs: ObservationSet,
+        *,
+        received_at: datetime | None = None,
+        on_scored: Callable[[ObservationSet, News2Result, EngineResult], None] | None = None,
     ) -> News2Result | None:
         """Store an observation set's readings, score it (NEWS2) and raise what the score
         calls for. Returns the result (``complete=False`` names what is missing). With
         ``received_at`` a set dated ahead of it is timed by it, and a stale set is stored
-        with its true time but not escalated as current."""
+        with its true time but not escalated as current. ``on_scored`` is called once the set
+        is stored and scored (a tablet's reply, the care-home page's advice and alerts)."""
         resident = await self.decoder.registry.resident(obs.resident_id)
         if resident is None:  # the id may be anything typed on a tablet: not echoed
             raise Rejected(
@@ -503,8 +515,8 @@ class Pipeline:
                 )
             )
         await self.apply(result)
-        for listener in self.on_scored:
-            listener(obs, news, result)
+        if on_scored is not None:
+            on_scored(obs, news, result)
         return news
 
     async def _check_observation_reuse(self, obs: ObservationSet, readings: list[Reading]) -> None:
