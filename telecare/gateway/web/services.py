@@ -27,6 +27,7 @@ from telecare.gateway.store.base import Store
 from telecare.gateway.web.metrics import Metrics
 from telecare.rules.clock import Clock
 from telecare.rules.config import RulesConfig
+from telecare.rules.engine import EngineResult
 from telecare.rules.news2 import News2Result
 
 __all__ = ["LiveHub", "ObservationSink", "Readiness", "Services", "services"]
@@ -43,7 +44,11 @@ class ObservationSink(Protocol):
     (``Pipeline.handle_observation`` in the running gateway)."""
 
     def __call__(
-        self, obs: ObservationSet, *, received_at: datetime | None = None
+        self,
+        obs: ObservationSet,
+        *,
+        received_at: datetime | None = None,
+        on_scored: Callable[[ObservationSet, News2Result, EngineResult], None] | None = None,
     ) -> Awaitable[News2Result | None]: ...
 
 

@@ -18,13 +18,16 @@ teletriage alert raised from it is noted once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-__all__ = ["STALE_AFTER", "Queries", "TabletSet", "TabletSets"]
+from telecare.gateway.store.accounts import accounts_of
+
+__all__ = ["STALE_AFTER", "Queries", "TabletSet", "TabletSets", "tablet_sets_of"]
 
 #: A reserved key with no answer after this long is taken to be an abandoned attempt.
 STALE_AFTER: Final = timedelta(seconds=30)
@@ -44,9 +47,13 @@ class Queries(Protocol):
 
 def _json(value: Any) -> Any:
     """A JSON column as read from either backend (parsed in PostgreSQL, text in SQLite)."""
-    import json
-
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,7 @@ def _row(row: Sequence[Any]) -> TabletSet:
         entered_by=row[5],
         soft_signs=list(_json(row[6]) or []),
         answer=_json(row[7]) if row[7] is not None else None,
-        created_at=row[8],
+        created_at=_when(row[8]),
         teletriage_alert_id=row[9],
     )
 
@@ -168,3 +175,46 @@ class TabletSets:
             limit,
         )
         return [_row(r) for r in rows]
+
+
+def tablet_sets_of(store: object) -> TabletSets:
+    """:class:`TabletSets` over a store's query API (``store.sql``)."""
+    sql = getattr(store, "sql", None)
+    if sql is None:
+        sql = _Interim(accounts_of(store).sql)
+    return TabletSets(sql)
+
+
+class _Interim:
+    """Until ``store.sql`` is merged: its calling convention over the accounts module's
+    interim (datetimes as sortable UTC text, JSON as text). Removed with it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @staticmethod
+    def _params(params: Sequence[object]) -> list[object]:
+        out: list[object] = []
+        for p in params:
+            if isinstance(p, datetime):
+                out.append(p.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            elif isinstance(p, dict | list):
+                out.append(json.dumps(p))
+            else:
+                out.append(p)
+        return out
+
+    async def fetch_all(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await self.inner.fetch_all(sql, self._params(params))
+        return rows
+
+    async def fetch_one(self, sql: str, *params: object) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = await self.inner.fetch_one(sql, self._params(params))
+        return row
+
+    async def execute(self, sql: str, *params: object) -> int:
+        count: int = await self.inner.execute(sql, self._params(params))
+        return count
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError("tablet_sets needs no transaction")
