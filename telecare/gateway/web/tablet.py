@@ -56,6 +56,7 @@ from telecare.gateway.web.auth import (
     Caller,
     check_site,
     current_session,
+    current_user,
     render,
     site_caller,
 )
@@ -151,7 +152,6 @@ async def resident_page(
     resident = await _resident(svc, resident_id, session.user)
     site = await svc.store.get_site(resident.site_id)
     now = svc.clock.now()
-    history = await svc.store.news2_history(resident_id, now - TREND_WINDOW, now + timedelta(1))
     return render(
         request,
         "tablet/resident.html",
@@ -159,8 +159,7 @@ async def resident_page(
             "resident": resident,
             "site_name": (site.name if site else "") or resident.site_id,
             "prefill": await _prefill(svc, resident_id, now),
-            "history": history[-12:],
-            "trend": trend_svg(history, now),
+            **await _trend(svc, resident_id, now),
             "soft_signs": SOFT_SIGNS,
             "bands": json.dumps(BANDS),
             "csrf_token": session.csrf_token,
@@ -169,6 +168,25 @@ async def resident_page(
             "ago": _ago,
         },
     )
+
+
+@router.get(
+    "/tablet/residents/{resident_id}/trend", response_class=HTMLResponse, include_in_schema=False
+)
+async def trend_fragment(
+    request: Request,
+    resident_id: str,
+    svc: Annotated[Services, Depends(services)],
+    user: Annotated[User, Depends(current_user)],
+) -> Response:
+    """The trend box alone: the page refreshes it after each answered set."""
+    await _resident(svc, resident_id, user)
+    return render(request, "tablet/_trend.html", await _trend(svc, resident_id, svc.clock.now()))
+
+
+async def _trend(svc: Services, resident_id: str, now: datetime) -> dict[str, Any]:
+    history = await svc.store.news2_history(resident_id, now - TREND_WINDOW, now + timedelta(1))
+    return {"history": history, "trend": trend_svg(history, now)}
 
 
 @dataclass(frozen=True, slots=True)

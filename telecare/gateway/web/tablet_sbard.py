@@ -112,8 +112,8 @@ def sbard(
             score += ", with a single parameter scoring 3"
     else:
         missing = ", ".join(_LABELS[m][0] for m in result.get("missing", ()) if m in _LABELS)
-        score = f"a partial set (not a NEWS2: {missing} not taken)"
-    situation = f"{caller} about {name}. Observations at {at} give {score}."
+        score = f"a partial set, not a NEWS2 ({missing} not taken)"
+    situation = f"{caller} about {name}. Observations taken at {at}: {score}."
     if signs:
         situation += " Soft signs: " + "; ".join(s.lower() for s in signs) + "."
 

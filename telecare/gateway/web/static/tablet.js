@@ -210,11 +210,12 @@
     $("result-total").textContent = provisional === null || provisional === undefined ? "–" : String(provisional);
     $("result-band").textContent = "Not confirmed yet";
     $("result-status").textContent = note;
-    $("result-advice").textContent = provisional === null || provisional === undefined ? "" :
+    $("result-advice").textContent = "";
+    $("result-monitoring").textContent = provisional === null || provisional === undefined ? "" :
       "Provisional score worked out on this iPad; the advice shows when the gateway answers.";
-    $("result-monitoring").textContent = "";
     $("result-missing").hidden = true;
     $("result-dispatch").hidden = true;
+    box.scrollIntoView({ behavior: "smooth", block: "start" });
   }
 
   function delivered(entry, data) {
@@ -234,9 +235,8 @@
     box.className = "result" + (r.risk ? " risk-" + r.risk : "");
     $("result-total").textContent = r.complete ? String(r.total) : "–";
     $("result-band").textContent = r.complete ? (BAND_TEXT[r.risk] || r.risk) : "Not a NEWS2";
-    var at = new Date(data.taken_at);
-    $("result-status").textContent = "Saved and scored by the gateway (set taken " +
-      at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) + ").";
+    $("result-status").textContent = "Saved and scored by the gateway (set taken at " +
+      hhmm(new Date(data.taken_at)) + ").";
     $("result-advice").textContent = r.advice || "";
     $("result-monitoring").textContent = r.monitoring ? "Monitoring: " + r.monitoring + "." : "";
     var missing = $("result-missing");
@@ -260,6 +260,22 @@
     $("sbard").hidden = false;
     $("teletriage").disabled = false;
     $("teletriage-status").textContent = "";
+    box.scrollIntoView({ behavior: "smooth", block: "start" });
+    refreshTrend();
+  }
+
+  function hhmm(date) {
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return two(date.getHours()) + ":" + two(date.getMinutes());
+  }
+
+  async function refreshTrend() {
+    var box = document.querySelector(".trend-box");
+    if (!box) { return; }
+    try {
+      var r = await fetch(form.getAttribute("data-trend-url"), { credentials: "same-origin" });
+      if (r.ok) { box.innerHTML = await r.text(); }
+    } catch (e) { /* the trend catches up at the next page load */ }
   }
 
   function refused(entry, status, data) {
@@ -276,7 +292,16 @@
   }
 
   // -- wiring ------------------------------------------------------------------------------
+  function sources() {
+    // A pre-filled value keeps its "from oximeter ..." line only while it is unchanged.
+    form.querySelectorAll("[data-source-for]").forEach(function (line) {
+      var input = form.elements[line.getAttribute("data-source-for")];
+      line.hidden = !input || input.value !== input.defaultValue;
+    });
+  }
+
   if (form) {
+    form.addEventListener("input", sources);
     form.addEventListener("input", colour);
     form.addEventListener("change", colour);
     colour();
@@ -304,6 +329,7 @@
     $("new-set").addEventListener("click", function () {
       form.reset();
       colour();
+      sources();
       $("result").hidden = true;
       $("sbard").hidden = true;
       $("form-error").hidden = true;
