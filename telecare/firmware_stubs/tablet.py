@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import random
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -24,7 +25,7 @@ from typing import Any, Self
 from telecare.devices.codecs import json_v1
 from telecare.firmware_stubs.mqtt_device import MqttDevice
 
-__all__ = ["Tablet", "round_values"]
+__all__ = ["Tablet", "round_values", "run_rounds"]
 
 
 def round_values(rnd: random.Random, deterioration: float = 0.0) -> dict[str, Any]:
@@ -114,3 +115,39 @@ class Tablet(MqttDevice):
             return await asyncio.wait_for(future, timeout)
         finally:
             self._waiting.pop(msg_id, None)
+
+
+async def run_rounds(
+    tablet: Tablet,
+    residents: Sequence[str],
+    *,
+    interval: float = 3.0,
+    seed: int = 11,
+    count: int | None = None,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
+) -> int:
+    """Take observation rounds: every ``interval`` seconds one set for the next resident,
+    first set at once. The second resident deteriorates over about 8 rounds and the
+    fourth recovers, so NEWS2 trends show within a minute. ``on_result(resident, reply)``
+    sees each reply (a set whose reply does not come within 10 s is skipped). Returns
+    the number of sets sent (after ``count``, or when cancelled)."""
+    rnd = random.Random(seed)
+    sent = 0
+    rounds = 0
+    while count is None or sent < count:
+        for index, resident in enumerate(residents):
+            if count is not None and sent >= count:
+                break
+            progress = min(1.0, rounds / 8)
+            deterioration = {1: progress, 3: 1.0 - progress}.get(index, 0.05)
+            values = round_values(rnd, deterioration)
+            try:
+                reply = await tablet.observe(resident, values)
+            except TimeoutError:
+                reply = None
+            sent += 1
+            if reply is not None and on_result is not None:
+                on_result(resident, reply)
+            await asyncio.sleep(interval)
+        rounds += 1
+    return sent
