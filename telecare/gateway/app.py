@@ -288,14 +288,10 @@ class Gateway:
         """Each scored observation set's result goes back to its tablet over MQTT."""
         repo = self.dispatcher.repo
 
-        async def find_dispatch(alert_id: str) -> str | None:
-            found = await repo.load_for_alert(alert_id)
-            return found.dispatch_id if found is not None else None
-
         return TabletReplies(
             lambda topic, payload: self.mqtt.publish(topic, payload),
             self.config.mqtt.topic_prefix,
-            find_dispatch,
+            repo.load_for_alert,
         )
 
     def _spool_alert(self, alert: Alert) -> None:

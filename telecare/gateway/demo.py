@@ -216,7 +216,8 @@ async def _tablet_rounds(
     residents = [r.resident_id for r in pop.residents if r.site_id == CARE_HOME]
 
     def heard(resident: str, reply: dict[str, Any]) -> None:
-        score = f"NEWS2 {reply['total']} ({reply['risk']})" if reply["complete"] else "partial"
+        news2 = reply["news2"]
+        score = f"NEWS2 {news2['total']} ({news2['risk']})" if news2["complete"] else "partial"
         said(f"tablet reply   {resident}: {score}")
 
     async with Tablet(

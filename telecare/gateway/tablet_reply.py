@@ -1,11 +1,11 @@
 """What a care-home tablet is told about an observation set it sent, and the MQTT reply.
 
-:func:`observation_result` is the one shape of "the NEWS2 result of a set" for every
-channel a tablet uses: the MQTT reply below, and the care-home page and API
-(``gateway/web``). It holds the total, sub-scores, risk band, red flag, missing
+:func:`observation_result` is "the NEWS2 result of a set" in the care-home API's
+``ObservationResult`` shape (``web/api_care_home.py``), so a tablet gets the same
+document over MQTT as over HTTP: the total, sub-scores, risk band, red flag, missing
 parameters, RCP monitoring frequency and clinical response, the site's escalation
-advice, the alerts the set raised and the dispatch opened for the most urgent of them.
-No names or addresses: identifiers and numbers only.
+advice and the dispatch opened for the most urgent alert the set raised. No names or
+addresses: identifiers and numbers only.
 
 **The reply topic.** After a set published on ``<prefix>/<site>/<tablet>/observation`` is
 stored and scored, the gateway publishes its result (QoS 1, not retained) on::
@@ -28,7 +28,7 @@ Error handling
     until it succeeds, a newer reply pushes it out of the queue, or the context exits;
     failures are logged with the tablet's id, never the values. Looking up the dispatch
     is best effort: if none is found within ``dispatch_wait_s`` the reply says
-    ``"dispatch_id": null`` and names the alert, which the dispatch will carry.
+    ``"dispatch": null`` and lists the alert, which the dispatch will carry.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from telecare.devices.model import Alert, ObservationSet
+from telecare.devices.model import Alert, Dispatch, ObservationSet
 from telecare.gateway.logging import get_logger
 from telecare.gateway.tasks import stop_task
 from telecare.rules.clock import raise_if_cancelling
@@ -52,6 +52,8 @@ __all__ = [
     "QUEUE_SIZE",
     "ScoredSet",
     "TabletReplies",
+    "dispatch_document",
+    "news2_document",
     "observation_result",
     "reply_topic",
 ]
@@ -63,7 +65,7 @@ QUEUE_SIZE = 256
 log = get_logger("telecare.tablet_reply")
 
 Publish = Callable[[str, bytes], Awaitable[None]]
-FindDispatch = Callable[[str], Awaitable[str | None]]
+FindDispatch = Callable[[str], Awaitable[Dispatch | None]]
 
 
 def reply_topic(prefix: str, device_id: str) -> str:
@@ -71,30 +73,64 @@ def reply_topic(prefix: str, device_id: str) -> str:
     return f"{prefix}/_gateway/tablets/{device_id}/result"
 
 
-def observation_result(
-    news: News2Result,
-    advice: str | None,
-    alerts: list[Alert],
-    dispatch_id: str | None = None,
-) -> dict[str, Any]:
-    """The NEWS2 result of one observation set, as JSON-ready values."""
+def news2_document(news: News2Result) -> dict[str, Any]:
+    """A NEWS2 result as JSON-ready values (the care-home API's ``News2Out``)."""
     interval = news.monitoring_interval
-    urgent = sorted(alerts, key=lambda a: a.priority)
     return {
         "complete": news.complete,
         "total": news.total,
-        "components": dict(news.components),
+        "sub_scores": dict(news.components),
         "risk": news.risk,
         "red_flag": news.red_flag,
         "missing": list(news.missing),
-        "spo2_scale": news.spo2_scale,
         "monitoring": news.monitoring,
         "monitoring_interval_s": int(interval.total_seconds()) if interval is not None else None,
         "response": news.response,
-        "advice": advice,
-        "alerts": [{"alert_id": a.alert_id, "priority": a.priority} for a in urgent],
-        "dispatch_id": dispatch_id,
+        "spo2_scale": news.spo2_scale,
     }
+
+
+def dispatch_document(d: Dispatch) -> dict[str, Any]:
+    """A dispatch as JSON-ready values (the care-home API's ``DispatchOut``)."""
+    return {
+        "dispatch_id": d.dispatch_id,
+        "alert_id": d.alert_id,
+        "state": d.state.value,
+        "priority": d.priority,
+        "site_id": d.site_id,
+        "resident_id": d.resident_id,
+        "responder_id": d.responder_id,
+        "cascade_step": d.cascade_step,
+        "outcome": d.outcome,
+        "version": d.version,
+        "created_at": _iso(d.created_at),
+        "updated_at": _iso(d.updated_at),
+    }
+
+
+def observation_result(
+    news: News2Result,
+    advice: str | None,
+    *,
+    site_id: str | None,
+    resident_id: str,
+    taken_at: datetime,
+    dispatch: Dispatch | None = None,
+) -> dict[str, Any]:
+    """The result of one observation set, in the care-home API's ``ObservationResult``
+    shape: the NEWS2 result, the site's advice and the dispatch it opened, if any."""
+    return {
+        "site_id": site_id,
+        "resident_id": resident_id,
+        "taken_at": _iso(taken_at),
+        "news2": news2_document(news),
+        "advice": advice,
+        "dispatch": dispatch_document(dispatch) if dispatch is not None else None,
+    }
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +142,26 @@ class ScoredSet:
     result: EngineResult
 
 
-def encode_reply(scored: ScoredSet, dispatch_id: str | None, now: datetime) -> bytes:
+def encode_reply(scored: ScoredSet, dispatch: Dispatch | None, now: datetime) -> bytes:
+    """The reply document: ``observation_result`` plus the set's ``msg_id``, when it was
+    scored and the alerts it raised."""
+    obs, result = scored.obs, scored.result
     doc = {
         "v": 1,
-        "msg_id": scored.obs.msg_id,
-        "resident_id": scored.obs.resident_id,
-        "ts": scored.obs.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "scored_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        **observation_result(scored.news, scored.result.advice, scored.result.alerts, dispatch_id),
+        "msg_id": obs.msg_id,
+        "scored_at": _iso(now),
+        **observation_result(
+            scored.news,
+            result.advice,
+            site_id=obs.site_id,
+            resident_id=obs.resident_id,
+            taken_at=result.rule_ts or obs.ts,
+            dispatch=dispatch,
+        ),
+        "alerts": [
+            {"alert_id": a.alert_id, "priority": a.priority}
+            for a in sorted(result.alerts, key=lambda a: a.priority)
+        ],
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -164,8 +212,8 @@ class TabletReplies:
         while True:
             raise_if_cancelling()  # a swallowed cancellation must still end the loop
             scored = await self._queue.get()
-            dispatch_id = await self._dispatch_of(scored.result.alerts)
-            payload = encode_reply(scored, dispatch_id, datetime.now(UTC))
+            dispatch = await self._dispatch_of(scored.result.alerts)
+            payload = encode_reply(scored, dispatch, datetime.now(UTC))
             topic = reply_topic(self.prefix, scored.obs.device_id)
             while True:
                 try:
@@ -180,7 +228,7 @@ class TabletReplies:
                 self.published += 1
                 break
 
-    async def _dispatch_of(self, alerts: list[Alert]) -> str | None:
+    async def _dispatch_of(self, alerts: list[Alert]) -> Dispatch | None:
         """The dispatch opened for the most urgent alert, waiting a little for the
         dispatch service's queue; ``None`` when there is no alert or it is not open yet."""
         if not alerts:

@@ -83,19 +83,20 @@ async def test_a_tablet_reads_the_score_band_and_advice_of_its_set(
     async with _tablet(broker, topic_prefix, "s1", "tab1") as tablet:
         reply = await tablet.observe("res1", NORMAL)
     assert reply["v"] == 1
-    assert reply["resident_id"] == "res1"
-    assert (reply["complete"], reply["total"], reply["risk"], reply["red_flag"]) == (
+    assert (reply["site_id"], reply["resident_id"]) == ("s1", "res1")
+    news2 = reply["news2"]
+    assert (news2["complete"], news2["total"], news2["risk"], news2["red_flag"]) == (
         True,
         0,
         "low",
         False,
     )
-    assert reply["components"] == dict.fromkeys(reply["components"], 0)
-    assert len(reply["components"]) == 7
-    assert reply["missing"] == []
+    assert news2["sub_scores"] == dict.fromkeys(news2["sub_scores"], 0)
+    assert len(news2["sub_scores"]) == 7
+    assert news2["missing"] == []
+    assert news2["monitoring"] == "minimum 12-hourly"
     assert reply["advice"] == DEFAULT_ADVICE["zero"]
-    assert reply["monitoring"] == "minimum 12-hourly"
-    assert (reply["alerts"], reply["dispatch_id"]) == ([], None)
+    assert (reply["alerts"], reply["dispatch"]) == ([], None)
 
 
 async def test_a_partial_set_is_answered_with_what_is_missing(
@@ -104,8 +105,9 @@ async def test_a_partial_set_is_answered_with_what_is_missing(
     partial = {k: v for k, v in NORMAL.items() if k not in ("temperature", "systolic_bp")}
     async with _tablet(broker, topic_prefix, "s1", "tab1") as tablet:
         reply = await tablet.observe("res1", partial)
-    assert (reply["complete"], reply["total"], reply["risk"]) == (False, None, None)
-    assert sorted(reply["missing"]) == ["systolic_bp", "temperature"]
+    news2 = reply["news2"]
+    assert (news2["complete"], news2["total"], news2["risk"]) == (False, None, None)
+    assert sorted(news2["missing"]) == ["systolic_bp", "temperature"]
 
 
 async def test_an_emergency_set_is_answered_with_its_dispatch(
@@ -113,15 +115,17 @@ async def test_an_emergency_set_is_answered_with_its_dispatch(
 ) -> None:
     async with _tablet(broker, topic_prefix, "s1", "tab1") as tablet:
         reply = await tablet.observe("res1", EMERGENCY)
-    assert (reply["total"], reply["risk"], reply["red_flag"]) == (18, "high", True)
+    news2 = reply["news2"]
+    assert (news2["total"], news2["risk"], news2["red_flag"]) == (18, "high", True)
+    assert news2["monitoring"].startswith("continuous monitoring")
+    assert news2["monitoring_interval_s"] == 0
     assert reply["advice"] == DEFAULT_ADVICE["high"]
-    assert reply["monitoring"].startswith("continuous monitoring")
-    assert reply["monitoring_interval_s"] == 0
     [alert] = reply["alerts"]
     assert alert["priority"] == 1
     dispatch = await gateway.dispatcher.repo.load_for_alert(alert["alert_id"])
     assert dispatch is not None
-    assert reply["dispatch_id"] == dispatch.dispatch_id
+    assert reply["dispatch"]["dispatch_id"] == dispatch.dispatch_id
+    assert reply["dispatch"]["alert_id"] == alert["alert_id"]
 
 
 async def test_one_tablet_cannot_read_another_tablets_results(

@@ -133,10 +133,15 @@ async def test_a_set_is_scored_with_advice_and_sbard_and_a_retry_is_never_a_dupl
     assert first.status_code == 200, first.text
     answer = first.json()
     result = answer["result"]
-    assert (result["total"], result["risk"], result["complete"]) == (5, "medium", True)
-    assert result["components"]["respiration_rate"] == 2
+    news2 = result["news2"]
+    assert (news2["total"], news2["risk"], news2["complete"]) == (5, "medium", True)
+    assert news2["sub_scores"]["respiration_rate"] == 2
+    assert news2["monitoring"] == "minimum 1-hourly"
     assert result["advice"] == DEFAULT_ADVICE["medium"]
-    assert result["monitoring"] == "minimum 1-hourly"
+    assert (result["site_id"], result["resident_id"]) == ("oak", "oak-r1")
+    dispatch = result["dispatch"]  # medium risk raises an alert: a dispatch opens
+    assert dispatch is not None
+    assert dispatch["state"] == "raised"
     assert answer["soft_signs"] == ["drowsy", "not_eating"]
     letters = [s["letter"] for s in answer["sbard"]]
     assert letters == ["S", "B", "A", "R", "D"]
@@ -165,7 +170,7 @@ async def test_a_partial_set_names_what_is_missing(home: WebEnv) -> None:
     partial = {"spo2": 96, "pulse": 80}
     r = await carer.post(SETS.format("oak-r2"), json={"observations": partial}, headers=_key(4))
     assert r.status_code == 200, r.text
-    result = r.json()["result"]
+    result = r.json()["result"]["news2"]
     assert (result["complete"], result["total"]) == (False, None)
     assert set(result["missing"]) == {
         "respiration_rate",

@@ -42,6 +42,7 @@ from telecare.devices.model import (
     Alert,
     AlertKind,
     DeviceKind,
+    Dispatch,
     ModelError,
     ObservationSet,
     Resident,
@@ -454,18 +455,25 @@ async def _score(
             ) from None
         raise
     news, result = scored[0]
-    dispatch_id = await _dispatch_of(svc, result.alerts)
+    dispatch = await _dispatch_of(svc, result.alerts)
     previous = before[-1] if before else None
     return {
         "taken_at": taken_at.isoformat(),
         "values": values,
         "soft_signs": entry.soft_signs,
-        "result": observation_result(news, result.advice, result.alerts, dispatch_id),
+        "result": observation_result(
+            news,
+            result.advice,
+            site_id=resident.site_id,
+            resident_id=resident.resident_id,
+            taken_at=result.rule_ts or taken_at,
+            dispatch=dispatch,
+        ),
         "previous": [previous.total, previous.risk, previous.ts.isoformat()] if previous else None,
     }
 
 
-async def _dispatch_of(svc: Services, alerts: list[Alert]) -> str | None:
+async def _dispatch_of(svc: Services, alerts: list[Alert]) -> Dispatch | None:
     """The dispatch opened for the most urgent alert (its queue is asynchronous)."""
     if not alerts:
         return None
@@ -473,13 +481,13 @@ async def _dispatch_of(svc: Services, alerts: list[Alert]) -> str | None:
     return await _wait_dispatch(svc, alert_id)
 
 
-async def _wait_dispatch(svc: Services, alert_id: str) -> str | None:
+async def _wait_dispatch(svc: Services, alert_id: str) -> Dispatch | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _DISPATCH_WAIT_S
     while True:
         found = await svc.dispatcher.repo.load_for_alert(alert_id)
         if found is not None:
-            return found.dispatch_id
+            return found
         if loop.time() >= deadline:
             return None
         await asyncio.sleep(0.05)
@@ -545,8 +553,8 @@ async def teletriage(
     alert_id = f"tt-{digest}"
     site = await svc.store.get_site(resident.site_id)
     sections = _sbard(resident, (site.name if site else "") or resident.site_id, stored, by_id=True)
-    result = stored["result"]
-    priority = 2 if result.get("risk") in ("medium", "high") else 3
+    news2 = stored["result"]["news2"]
+    priority = 2 if news2.get("risk") in ("medium", "high") else 3
     alert = Alert(
         alert_id=alert_id,
         kind=AlertKind.NEWS2,
@@ -559,9 +567,9 @@ async def teletriage(
         detail={
             "teletriage": True,
             "requested_by": caller.actor,
-            "news2": result.get("total"),
-            "risk": result.get("risk"),
-            "red_flag": bool(result.get("red_flag")),
+            "news2": news2.get("total"),
+            "risk": news2.get("risk"),
+            "red_flag": bool(news2.get("red_flag")),
             "observations": stored["values"],
             "soft_signs": stored.get("soft_signs", []),
             "sbard": sbard_text(sections),
@@ -572,4 +580,5 @@ async def teletriage(
     await svc.dispatcher.submit(alert)
     await sets.note_teletriage(resident.site_id, body.set_key, alert_id)
     log.info("teletriage_requested", alert_id=alert_id, site_id=resident.site_id)
-    return {"alert_id": alert_id, "dispatch_id": await _wait_dispatch(svc, alert_id)}
+    dispatch = await _wait_dispatch(svc, alert_id)
+    return {"alert_id": alert_id, "dispatch_id": dispatch.dispatch_id if dispatch else None}

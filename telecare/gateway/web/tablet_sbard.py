@@ -100,18 +100,19 @@ def sbard(
     baseline: Sequence[str] = (),
     carer: str = "",
 ) -> list[SbardSection]:
-    """The SBARD handover for one set. ``result``: ``observation_result``'s document;
+    """The SBARD handover for one set. ``result``: ``tablet_reply.observation_result``;
     ``previous``: the resident's score before this one ``(total, risk, ts)``;
     ``baseline``: what is usual for the resident (chronic confusion, SpO2 scale 2)."""
     signs = [SOFT_SIGNS[s] for s in soft_signs if s in SOFT_SIGNS]
     at = taken_at.strftime("%H:%M")
     caller = f"This is {carer} at {site_name}" if carer else f"I am calling from {site_name}"
-    if result.get("complete"):
-        score = f"NEWS2 is {result['total']} ({result['risk']} risk)"
-        if result.get("red_flag"):
+    news2 = result["news2"]
+    if news2.get("complete"):
+        score = f"NEWS2 is {news2['total']} ({news2['risk']} risk)"
+        if news2.get("red_flag"):
             score += ", with a single parameter scoring 3"
     else:
-        missing = ", ".join(_LABELS[m][0] for m in result.get("missing", ()) if m in _LABELS)
+        missing = ", ".join(_LABELS[m][0] for m in news2.get("missing", ()) if m in _LABELS)
         score = f"a partial set, not a NEWS2 ({missing} not taken)"
     situation = f"{caller} about {name}. Observations taken at {at}: {score}."
     if signs:
@@ -125,9 +126,9 @@ def sbard(
         background.append("No earlier NEWS2 on record.")
     background += [f"Usual for them: {b}." for b in baseline]
 
-    assessment = "; ".join(describe_values(values, result.get("components", {}))) + "."
-    if result.get("monitoring"):
-        assessment += f" Monitoring: {result['monitoring']}."
+    assessment = "; ".join(describe_values(values, news2.get("sub_scores", {}))) + "."
+    if news2.get("monitoring"):
+        assessment += f" Monitoring: {news2['monitoring']}."
 
     advice = result.get("advice") or "Follow your escalation plan."
     recommendation = f"Our escalation advice says: {advice} I am asking for your assessment."

@@ -18,42 +18,18 @@ teletriage alert raised from it is noted once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Final
 
-from telecare.gateway.store.accounts import accounts_of
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.sql import Queries, json_value
 
-__all__ = ["STALE_AFTER", "Queries", "TabletSet", "TabletSets", "tablet_sets_of"]
+__all__ = ["STALE_AFTER", "TabletSet", "TabletSets", "tablet_sets_of"]
 
 #: A reserved key with no answer after this long is taken to be an abandoned attempt.
 STALE_AFTER: Final = timedelta(seconds=30)
-
-
-class Queries(Protocol):
-    """The store's query API (``store.sql``), as far as this module uses it."""
-
-    async def fetch_all(self, sql: str, *params: object) -> list[tuple[Any, ...]]: ...
-
-    async def fetch_one(self, sql: str, *params: object) -> tuple[Any, ...] | None: ...
-
-    async def execute(self, sql: str, *params: object) -> int: ...
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
-
-
-def _json(value: Any) -> Any:
-    """A JSON column as read from either backend (parsed in PostgreSQL, text in SQLite)."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def _when(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +60,9 @@ def _row(row: Sequence[Any]) -> TabletSet:
         resident_id=row[3],
         observation_id=row[4],
         entered_by=row[5],
-        soft_signs=list(_json(row[6]) or []),
-        answer=_json(row[7]) if row[7] is not None else None,
-        created_at=_when(row[8]),
+        soft_signs=list(json_value(row[6]) or []),
+        answer=json_value(row[7]) if row[7] is not None else None,
+        created_at=row[8],
         teletriage_alert_id=row[9],
     )
 
@@ -177,44 +153,6 @@ class TabletSets:
         return [_row(r) for r in rows]
 
 
-def tablet_sets_of(store: object) -> TabletSets:
+def tablet_sets_of(store: Store) -> TabletSets:
     """:class:`TabletSets` over a store's query API (``store.sql``)."""
-    sql = getattr(store, "sql", None)
-    if sql is None:
-        sql = _Interim(accounts_of(store).sql)
-    return TabletSets(sql)
-
-
-class _Interim:
-    """Until ``store.sql`` is merged: its calling convention over the accounts module's
-    interim (datetimes as sortable UTC text, JSON as text). Removed with it."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    @staticmethod
-    def _params(params: Sequence[object]) -> list[object]:
-        out: list[object] = []
-        for p in params:
-            if isinstance(p, datetime):
-                out.append(p.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-            elif isinstance(p, dict | list):
-                out.append(json.dumps(p))
-            else:
-                out.append(p)
-        return out
-
-    async def fetch_all(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = await self.inner.fetch_all(sql, self._params(params))
-        return rows
-
-    async def fetch_one(self, sql: str, *params: object) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = await self.inner.fetch_one(sql, self._params(params))
-        return row
-
-    async def execute(self, sql: str, *params: object) -> int:
-        count: int = await self.inner.execute(sql, self._params(params))
-        return count
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
-        raise NotImplementedError("tablet_sets needs no transaction")
+    return TabletSets(store.sql)

@@ -229,24 +229,25 @@
     }
     if (!form || !data || data.resident_id !== form.getAttribute("data-resident")) { return; }
     lastSetKey = data.set_key;
-    var r = data.result;
+    var n = data.result.news2;
     var box = $("result");
     box.hidden = false;
-    box.className = "result" + (r.risk ? " risk-" + r.risk : "");
-    $("result-total").textContent = r.complete ? String(r.total) : "–";
-    $("result-band").textContent = r.complete ? (BAND_TEXT[r.risk] || r.risk) : "Not a NEWS2";
+    box.className = "result" + (n.risk ? " risk-" + n.risk : "");
+    $("result-total").textContent = n.complete ? String(n.total) : "–";
+    $("result-band").textContent = n.complete ? (BAND_TEXT[n.risk] || n.risk) : "Not a NEWS2";
     $("result-status").textContent = "Saved and scored by the gateway (set taken at " +
       hhmm(new Date(data.taken_at)) + ").";
-    $("result-advice").textContent = r.advice || "";
-    $("result-monitoring").textContent = r.monitoring ? "Monitoring: " + r.monitoring + "." : "";
+    $("result-advice").textContent = data.result.advice || "";
+    $("result-monitoring").textContent = n.monitoring ? "Monitoring: " + n.monitoring + "." : "";
     var missing = $("result-missing");
-    missing.hidden = !r.missing.length;
-    missing.textContent = r.missing.length ?
-      "Missing: " + r.missing.join(", ").replace(/_/g, " ") + ". Take them to get a NEWS2." : "";
+    missing.hidden = !n.missing.length;
+    missing.textContent = n.missing.length ?
+      "Missing: " + n.missing.join(", ").replace(/_/g, " ") + ". Take them to get a NEWS2." : "";
     var dispatch = $("result-dispatch");
-    dispatch.hidden = !r.alerts.length;
-    dispatch.textContent = r.alerts.length ? "The monitoring centre has been alerted" +
-      (r.dispatch_id ? " (dispatch " + r.dispatch_id + ")." : ".") : "";
+    var opened = data.result.dispatch;
+    dispatch.hidden = !opened;
+    dispatch.textContent = opened ?
+      "The monitoring centre has been alerted (dispatch " + opened.dispatch_id + ")." : "";
     var list = $("sbard-sections");
     list.textContent = "";
     data.sbard.forEach(function (s) {
