@@ -1,0 +1,347 @@
+"""``python -m bench console``: alarm publish -> visible on the live console, with 20 SSE
+clients connected while ``bench ingest``-style load runs; ingest with and without them.
+
+Each phase runs a fresh :class:`~telecare.gateway.app.Gateway` (SQLite or PostgreSQL
+store, rules, dispatch service, the web face and the console's live hub, as ``telecare
+run`` has them) on a private Mosquitto, and three processes of its own, so the clients'
+and the load's own CPU does not count against the gateway:
+
+* **alarms** (``--role alarms``): logs in as an operator, opens ``--clients``
+  ``/console/live`` SSE streams (0 in the baseline phase), then publishes a pendant press
+  every ``--interval`` s, each from another pendant (a repeat press would fold into the
+  open alarm and raise nothing new). Latency = the time the ``alert`` event for that
+  press arrives on a stream minus the time of the publish, on one clock (same process);
+  one sample per (alarm, client). What is measured is delivery to an HTTP client
+  reading the event stream, as a browser's ``EventSource`` does; painting the row adds
+  a few milliseconds in a browser.
+* **load** (``--role load``): publishes ``--messages`` single-reading messages (SpO2 +
+  pulse) from 200 oximeters as fast as the broker takes them (QoS 1, 1000 in flight).
+* the orchestrator: the gateway; ingest rate = load messages / (first load reading
+  stored .. last load reading stored).
+
+Phases alternate (without clients, with clients) for ``--rounds``; the best ingest rate
+of each side is compared (the machine is small and shared). Targets: p99 <= 1 s;
+ingest with clients >= 0.9 of without.
+
+    python -m bench console [--store sqlite|postgres] [--dsn ...] [--clients 20]
+                            [--messages 8000] [--interval 0.2] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+
+from bench.ingest import private_broker, single_readings
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import Device, DeviceKind, EventType, Resident, Site, SiteKind
+from telecare.gateway.app import Gateway, open_store
+from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig, WebConfig
+from telecare.gateway.logging import configure_logging
+from telecare.gateway.store.accounts import Role, accounts_of
+from telecare.gateway.store.base import Store
+from telecare.gateway.web.auth import hash_password
+from telecare.rules.alarms import alarm_id_for
+
+__all__ = ["main"]
+
+TARGET_P99_S = 1.0
+TARGET_RATIO = 0.9
+LIVE_PATH = "/console/live"
+OPERATOR = "bench-operator"
+PASSWORD = "bench operator passphrase"
+ROOT = Path(__file__).resolve().parents[1]
+OXIMETERS = 200
+PENDANTS = 1000
+
+
+# --------------------------------------------------------------------------- alarms role
+
+
+@dataclass
+class _Stream:
+    seen: dict[str, float]
+    ready: asyncio.Event
+
+
+async def _read_stream(client: httpx.AsyncClient, stream: _Stream) -> None:
+    """Read one SSE stream; note when each ``alert`` event arrives (perf_counter)."""
+    async with client.stream("GET", LIVE_PATH, headers={"accept": "text/event-stream"}) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"{LIVE_PATH} answered {r.status_code}: is the console there?")
+        event = ""
+        async for line in r.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+                stream.ready.set()
+            elif line.startswith("data:") and event == "alert":
+                alert_id = json.loads(line[5:]).get("alert_id")
+                if alert_id is not None:
+                    stream.seen.setdefault(alert_id, time.perf_counter())
+
+
+async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
+    streams = [_Stream({}, asyncio.Event()) for _ in range(args.clients)]
+    published: dict[str, float] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        tasks: list[asyncio.Task[None]] = []
+        if args.clients:
+            limits = httpx.Limits(max_connections=args.clients + 2)
+            for stream in streams:
+                client = await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=args.url, timeout=None, limits=limits)
+                )
+                r = await client.post(
+                    "/api/v1/session", json={"username": OPERATOR, "password": PASSWORD}
+                )
+                r.raise_for_status()
+                tasks.append(asyncio.create_task(_read_stream(client, stream)))
+            await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in streams)), 30)
+        mqtt = await stack.enter_async_context(aiomqtt.Client("127.0.0.1", args.port))
+        # The orchestrator writes "go" when the load starts and closes stdin when it ends.
+        stdin = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+        print("ready", flush=True)
+        await stdin.readline()
+        stop = asyncio.Event()
+        eof = asyncio.create_task(stdin.read())
+        eof.add_done_callback(lambda _: stop.set())
+        n = 0
+        while not stop.is_set() and n < PENDANTS:
+            device, msg_id = f"p{n}", f"press-{n}"
+            payload = json_v1.encode_event(msg_id, datetime.now(UTC), EventType.PENDANT)
+            published[alarm_id_for(device, msg_id)] = time.perf_counter()
+            await mqtt.publish(f"{args.prefix}/s1/{device}/event", payload, qos=1)
+            n += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.interval)
+        await eof
+        deadline = time.perf_counter() + 5  # stragglers
+        while streams and time.perf_counter() < deadline:
+            if all(len(s.seen) >= len(published) for s in streams):
+                break
+            await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = [s.seen[a] - t for s in streams for a, t in published.items() if a in s.seen]
+    return {
+        "alarms": len(published),
+        "clients": args.clients,
+        "latencies": latencies,
+        "missing": len(published) * args.clients - len(latencies),
+    }
+
+
+# --------------------------------------------------------------------------- load role
+
+
+async def _load(args: argparse.Namespace) -> None:
+    work = single_readings(args.prefix, args.messages, OXIMETERS)
+    async with aiomqtt.Client("127.0.0.1", args.port, max_inflight_messages=1000) as pub:
+        for i in range(0, len(work.messages), 500):
+            chunk = work.messages[i : i + 500]
+            await asyncio.gather(*(pub.publish(t, p, qos=1) for t, p in chunk))
+
+
+# --------------------------------------------------------------------------- orchestrator
+
+
+async def _provision(store: Store) -> None:
+    await store.upsert_site(Site("s1", SiteKind.CARE_HOME))
+    for h in range(OXIMETERS // 2):
+        await store.upsert_device(Device(f"h{h}", "s1", DeviceKind.HUB))
+    for r in range(OXIMETERS):
+        await store.upsert_resident(Resident(f"r{r}", "s1"))
+        await store.upsert_device(
+            Device(f"d{r}", "s1", DeviceKind.OXIMETER, f"r{r}", hub_id=f"h{r % (OXIMETERS // 2)}")
+        )
+    for p in range(PENDANTS):
+        await store.upsert_resident(Resident(f"pr{p}", "s1"))
+        await store.upsert_device(Device(f"p{p}", "s1", DeviceKind.PENDANT, f"pr{p}"))
+    digest = await asyncio.to_thread(hash_password, PASSWORD)
+    await accounts_of(store).add_user(
+        OPERATOR, "Bench operator", Role.OPERATOR, digest, datetime.now(UTC)
+    )
+
+
+def _role(role: str, args: argparse.Namespace, **extra: object) -> list[str]:
+    argv = [sys.executable, "-m", "bench", "console", "--role", role]
+    argv += ["--port", str(args.port), "--prefix", args.prefix, "--messages", str(args.messages)]
+    argv += ["--interval", str(args.interval)]
+    for key, value in extra.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+@dataclass
+class Phase:
+    clients: int
+    rate: float
+    seconds: float
+    result: dict[str, Any]
+
+
+async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
+    run = uuid.uuid4().hex[:8]
+    args.prefix = f"bench-{run}/telecare/v1"
+    schema = f"bench_{run}"
+    config = Config(
+        mqtt=MqttConfig(
+            port=args.port, client_id=f"gw-{run}", topic_prefix=args.prefix, max_inflight=1000
+        ),
+        store=StoreConfig(
+            backend=args.store,
+            dsn=args.dsn,
+            schema=schema,
+            timescale=False,
+            sqlite_path=str(tmp / run / "bench.sqlite3"),
+            spool_dir=str(tmp / run / "spool"),
+        ),
+        rules=RulesSection(state_file=str(tmp / run / "rules-state.json"), tick_s=3600),
+        web=WebConfig(enabled=True, host="127.0.0.1", port=0, secure_cookies=False),
+    )
+    try:
+        async with open_store(config) as store:
+            await store.migrate()
+            await _provision(store)
+        async with Gateway(config) as gw:
+            await gw.mqtt.connected.wait()
+            assert gw.web is not None
+            alarms = await asyncio.create_subprocess_exec(
+                *_role("alarms", args, url=gw.web.url, clients=clients),
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert alarms.stdout is not None
+            assert alarms.stdin is not None
+            line = await asyncio.wait_for(alarms.stdout.readline(), 60)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"the alarm process did not start ({line!r})")
+            alarms.stdin.write(b"go\n")
+            await alarms.stdin.drain()
+            rate, seconds = await _ingest(args, gw)
+            alarms.stdin.close()
+            out, _ = await asyncio.wait_for(alarms.communicate(), 60)
+            result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        if args.store == "postgres":
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
+                await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return Phase(clients, rate, seconds, result)
+
+
+async def _ingest(args: argparse.Namespace, gw: Gateway) -> tuple[float, float]:
+    """Run the load process; its messages per second from its first to its last reading
+    stored (2 readings a message)."""
+    counters = gw.pipeline.counters
+    before = counters["readings"]
+    target = before + 2 * args.messages
+    load = await asyncio.create_subprocess_exec(*_role("load", args), cwd=ROOT)
+    while counters["readings"] == before:  # noqa: ASYNC110 - polling a counter
+        await asyncio.sleep(0.002)
+    start = time.perf_counter()
+    while counters["readings"] < target:  # noqa: ASYNC110 - polling a counter
+        await asyncio.sleep(0.002)
+    seconds = time.perf_counter() - start
+    await load.wait()
+    return args.messages / seconds, seconds
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _orchestrate(args: argparse.Namespace) -> bool:
+    phases: list[Phase] = []
+    with private_broker() as port, tempfile.TemporaryDirectory() as tmpdir:
+        args.port = port
+        for n in range(args.rounds):
+            order = (0, args.clients) if n % 2 == 0 else (args.clients, 0)
+            for clients in order:
+                phase = await _phase(args, clients, Path(tmpdir))
+                phases.append(phase)
+                print(
+                    f"  round {n + 1}: {clients:2d} SSE clients: ingest {phase.rate:7.0f} msg/s"
+                    f" ({args.messages} msgs in {phase.seconds:.2f}s),"
+                    f" {phase.result['alarms']} alarms"
+                    + (
+                        f", p50 {statistics.median(phase.result['latencies']) * 1000:.0f} ms"
+                        f" p99 {_pct(phase.result['latencies'], 0.99) * 1000:.0f} ms"
+                        if phase.result["latencies"]
+                        else ""
+                    ),
+                    flush=True,
+                )
+    with_clients = [p for p in phases if p.clients]
+    latencies = [x for p in with_clients for x in p.result["latencies"]]
+    missing = sum(p.result["missing"] for p in with_clients)
+    samples = sum(p.result["alarms"] * p.clients for p in with_clients)
+    base = max(p.rate for p in phases if not p.clients)
+    loaded = max(p.rate for p in with_clients)
+    ratio = loaded / base
+    p50, p99 = statistics.median(latencies), _pct(latencies, 0.99)
+    print(
+        f"alarm -> {LIVE_PATH} event, {args.clients} SSE clients, under ingest load:"
+        f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+        f" ({len(latencies)} of {samples} samples; {missing} missing) | target p99 <= 1 s"
+    )
+    print(
+        f"ingest: {base:.0f} msg/s without clients, {loaded:.0f} msg/s with {args.clients}"
+        f" | ratio {ratio:.2f} (target >= {TARGET_RATIO}; best of {args.rounds} each)"
+    )
+    return p99 <= TARGET_P99_S and ratio >= TARGET_RATIO and missing == 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench console", description=__doc__)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("TELECARE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=8000)
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between alarms")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--role", choices=("alarms", "load"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--url", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    if args.role == "alarms":
+        print(json.dumps(asyncio.run(_alarms(args))), flush=True)
+        return 0
+    if args.role == "load":
+        asyncio.run(_load(args))
+        return 0
+    configure_logging("error", "console")
+    print(
+        f"console benchmark: gateway on {args.store} with the web face and live console,"
+        f" {args.clients} SSE clients, {args.messages} load messages, an alarm every"
+        f" {args.interval} s; alarms, load and clients in their own processes"
+    )
+    return 0 if asyncio.run(_orchestrate(args)) else 1
