@@ -15,7 +15,9 @@ and the load's own CPU does not count against the gateway:
   reading the event stream, as a browser's ``EventSource`` does; painting the row adds
   a few milliseconds in a browser.
 * **load** (``--role load``): publishes ``--messages`` single-reading messages (SpO2 +
-  pulse) from 200 oximeters as fast as the broker takes them (QoS 1, 1000 in flight).
+  pulse) from 200 oximeters as fast as the broker takes them (QoS 1, 1000 in flight), a
+  backlog the gateway drains as in ``bench ingest``; or, with ``--load-rate R``, at a
+  steady R messages/s (a busy centre the gateway keeps up with).
 * the orchestrator: the gateway; ingest rate = load messages / (first load reading
   stored .. last load reading stored).
 
@@ -25,6 +27,7 @@ ingest with clients >= 0.9 of without.
 
     python -m bench console [--store sqlite|postgres] [--dsn ...] [--clients 20]
                             [--messages 6000] [--interval 0.2] [--rounds 2]
+                            [--load-rate 0]
 """
 
 from __future__ import annotations
@@ -103,17 +106,19 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         tasks: list[asyncio.Task[None]] = []
         if args.clients:
-            limits = httpx.Limits(max_connections=args.clients + 2)
-            for stream in streams:
-                client = await stack.enter_async_context(
-                    httpx.AsyncClient(base_url=args.url, timeout=None, limits=limits)
-                )
-                r = await client.post(
+            # One login (argon2 is slow on purpose), its session shared by every stream.
+            async with httpx.AsyncClient(base_url=args.url, timeout=60) as login:
+                r = await login.post(
                     "/api/v1/session", json={"username": OPERATOR, "password": PASSWORD}
                 )
                 r.raise_for_status()
+                cookies = login.cookies
+            for stream in streams:
+                client = await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=args.url, timeout=None, cookies=cookies)
+                )
                 tasks.append(asyncio.create_task(_read_stream(client, stream)))
-            await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in streams)), 30)
+            await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in streams)), 120)
         mqtt = await stack.enter_async_context(aiomqtt.Client("127.0.0.1", args.port))
         # The orchestrator writes "go" when the load starts and closes stdin when it ends.
         stdin = asyncio.StreamReader()
@@ -163,11 +168,18 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _load(args: argparse.Namespace) -> None:
+    """Publish the load: as fast as the broker takes it (``--load-rate 0``, a backlog the
+    gateway drains, as ``bench ingest``), or at a steady ``--load-rate`` messages/s."""
     work = single_readings(args.prefix, args.messages, OXIMETERS)
+    step = 500 if args.load_rate <= 0 else max(1, round(args.load_rate / 20))
     async with aiomqtt.Client("127.0.0.1", args.port, max_inflight_messages=1000) as pub:
-        for i in range(0, len(work.messages), 500):
-            chunk = work.messages[i : i + 500]
+        start = time.perf_counter()
+        for i in range(0, len(work.messages), step):
+            chunk = work.messages[i : i + step]
             await asyncio.gather(*(pub.publish(t, p, qos=1) for t, p in chunk))
+            if args.load_rate > 0:
+                due = start + (i + step) / args.load_rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
 
 
 # --------------------------------------------------------------------------- orchestrator
@@ -194,7 +206,7 @@ async def _provision(store: Store) -> None:
 def _role(role: str, args: argparse.Namespace, **extra: object) -> list[str]:
     argv = [sys.executable, "-m", "bench", "console", "--role", role]
     argv += ["--port", str(args.port), "--prefix", args.prefix, "--messages", str(args.messages)]
-    argv += ["--interval", str(args.interval)]
+    argv += ["--interval", str(args.interval), "--load-rate", str(args.load_rate)]
     for key, value in extra.items():
         argv += [f"--{key}", str(value)]
     return argv
@@ -242,7 +254,12 @@ async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
             )
             assert alarms.stdout is not None
             assert alarms.stdin is not None
-            line = await asyncio.wait_for(alarms.stdout.readline(), 60)
+            try:
+                line = await asyncio.wait_for(alarms.stdout.readline(), 180)
+            except TimeoutError:
+                alarms.kill()
+                await alarms.wait()
+                raise
             if line.strip() != b"ready":
                 raise RuntimeError(f"the alarm process did not start ({line!r})")
             alarms.stdin.write(b"go\n")
@@ -340,6 +357,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between alarms")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--load-rate",
+        type=float,
+        default=0,
+        help="load messages/s (0: all at once, a backlog the gateway drains)",
+    )
     parser.add_argument("--role", choices=("alarms", "load"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
@@ -355,7 +378,8 @@ def main(argv: list[str]) -> int:
     configure_logging("error", "console")
     print(
         f"console benchmark: gateway on {args.store} with the web face and live console,"
-        f" {args.clients} SSE clients, {args.messages} load messages, an alarm every"
+        f" {args.clients} SSE clients, {args.messages} load messages"
+        f" ({f'{args.load_rate:g}/s' if args.load_rate > 0 else 'all at once'}), an alarm every"
         f" {args.interval} s; alarms, load and clients in their own processes"
     )
     return 0 if asyncio.run(_orchestrate(args)) else 1
