@@ -72,7 +72,7 @@ OPERATOR = "bench-operator"
 PASSWORD = "bench operator passphrase"
 ROOT = Path(__file__).resolve().parents[1]
 OXIMETERS = 200
-PENDANTS = 1000
+PENDANTS = 400
 
 
 # --------------------------------------------------------------------------- alarms role
