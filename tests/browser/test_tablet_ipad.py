@@ -146,6 +146,9 @@ async def test_an_ipad_scores_a_set_and_delivers_one_sent_offline_exactly_once(
             await page.wait_for_selector(".trend-box circle")  # the trend caught up
             await page.evaluate("window.scrollTo(0, 0)")
             await page.screenshot(path=str(ARTIFACTS / "tablet-ipad.png"), full_page=True)
+            await page.set_viewport_size({"width": 810, "height": 1080})  # held upright
+            await page.screenshot(path=str(ARTIFACTS / "tablet-ipad-portrait.png"))
+            await page.set_viewport_size({"width": 1080, "height": 810})
             assert await _scores(served.store, "oak-r1") == 1
 
             # Bad Wi-Fi: the set is kept on the iPad, not lost and not sent twice.
