@@ -6,6 +6,7 @@ score, band, the site's advice and the dispatch it opened; another tablet cannot
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -144,3 +145,42 @@ async def test_one_tablet_cannot_read_another_tablets_results(
     assert isinstance(message.payload, bytes)
     assert json.loads(message.payload)["msg_id"] == "own-1" != first["msg_id"]
     assert message.topic.value == f"{topic_prefix}/_gateway/tablets/tab2/result"
+
+
+async def test_a_reply_the_broker_refuses_is_retried_and_a_full_queue_drops_the_oldest() -> None:
+    """No broker needed: ``TabletReplies`` over a publish that fails twice."""
+    from telecare.devices.model import ObservationSet
+    from telecare.gateway.tablet_reply import QUEUE_SIZE, TabletReplies
+    from telecare.rules.engine import EngineResult
+    from telecare.rules.news2 import Observation, score
+
+    sent: list[tuple[str, dict[str, object]]] = []
+    attempts = 0
+    first_at: list[int] = []
+    done = asyncio.Event()
+
+    async def publish(topic: str, payload: bytes) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 2:
+            raise ConnectionError("broker away")
+        sent.append((topic, json.loads(payload)))
+        if not done.is_set():
+            first_at.append(attempts)
+        done.set()
+
+    async def no_dispatch(alert_id: str) -> None:
+        return None
+
+    news = score(Observation(**NORMAL))  # type: ignore[arg-type]
+    replies = TabletReplies(publish, "p/telecare/v1", no_dispatch, retry_s=0.01)
+    for n in range(QUEUE_SIZE + 1):  # one more than fits: the oldest goes
+        obs = ObservationSet("tab1", "res1", datetime.now(UTC), f"m{n}", site_id="s1")
+        replies.submit(obs, news, EngineResult())
+    assert replies.dropped == 1
+    async with replies:
+        await asyncio.wait_for(done.wait(), 10)
+    topic, doc = sent[0]
+    assert topic == "p/telecare/v1/_gateway/tablets/tab1/result"
+    assert doc["msg_id"] == "m1"  # m0 was dropped
+    assert first_at == [3]  # two failures, then the same reply again
