@@ -13,7 +13,9 @@ Session + CSRF header (the page), or a care-home bearer token; one site only:
   request (an alert, then a dispatch) carrying the set, its soft signs and the SBARD;
   once per set.
 
-See ``docs/tablet.md``.
+These are the page's own endpoints, kept out of the OpenAPI document (the care-home
+API for other systems is ``/api/v1``, ``web/api_care_home.py``); their site isolation is
+tested in ``tests/web/test_tablet.py``. See ``docs/tablet.md``.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def _body_hash(resident_id: str, body: SetIn) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-@router.post("/tablet/api/residents/{resident_id}/sets")
+@router.post("/tablet/api/residents/{resident_id}/sets", include_in_schema=False)
 async def submit_set(
     resident_id: str,
     body: SetIn,
@@ -334,7 +336,7 @@ def _sbard(
     )
 
 
-@router.post("/tablet/api/residents/{resident_id}/teletriage")
+@router.post("/tablet/api/residents/{resident_id}/teletriage", include_in_schema=False)
 async def teletriage(
     resident_id: str,
     body: TeletriageIn,
