@@ -34,7 +34,7 @@ from telecare.gateway.web.auth import (
 )
 from telecare.gateway.web.services import Services, services
 from telecare.gateway.web.tablet_api import TREND_WINDOW, page_site, resident_for
-from telecare.gateway.web.tablet_sbard import SOFT_SIGNS
+from telecare.gateway.web.tablet_sbard import SOFT_SIGNS, local
 from telecare.rules.news2 import BANDS
 
 __all__ = ["PREFILL_WINDOW", "router", "trend_svg"]
@@ -106,6 +106,7 @@ async def resident_page(
             "user": session.user,
             "spo2_scale": resident.spo2_scale or 1,
             "ago": _ago,
+            "local": local,
         },
     )
 
@@ -126,7 +127,7 @@ async def trend_fragment(
 
 async def _trend(svc: Services, resident_id: str, now: datetime) -> dict[str, Any]:
     history = await svc.store.news2_history(resident_id, now - TREND_WINDOW, now + timedelta(1))
-    return {"history": history, "trend": trend_svg(history, now)}
+    return {"history": history, "trend": trend_svg(history, now), "local": local}
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,10 +219,10 @@ def trend_svg(
         colour = _RISK_COLOUR.get(h.risk, "#37474f")
         parts.append(
             f'<circle cx="{x(h.ts):.1f}" cy="{y(h.total):.1f}" r="5" fill="{colour}">'
-            f"<title>NEWS2 {h.total} ({h.risk}) {h.ts:%d %b %H:%M}</title></circle>"
+            f"<title>NEWS2 {h.total} ({h.risk}) {local(h.ts):%d %b %H:%M}</title></circle>"
         )
     parts.append(
-        f'<text x="{pad}" y="{height - 4}" class="axis">{start:%d %b %H:%M}</text>'
+        f'<text x="{pad}" y="{height - 4}" class="axis">{local(start):%d %b %H:%M}</text>'
         f'<text x="{width - pad}" y="{height - 4}" text-anchor="end" class="axis">now</text>'
     )
     parts.append("</svg>")

@@ -18,10 +18,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["SOFT_SIGNS", "SbardSection", "describe_values", "sbard", "sbard_text"]
+__all__ = ["SOFT_SIGNS", "SbardSection", "describe_values", "local", "sbard", "sbard_text"]
+
+
+def _uk() -> tzinfo:
+    try:
+        return ZoneInfo("Europe/London")
+    except ZoneInfoNotFoundError:  # no time zone database: UTC, and say so
+        return UTC
+
+
+#: Care homes read clock times in UK time (GMT/BST); UTC where there is no tz database.
+LOCAL_TZ: Final = _uk()
+
+
+def local(ts: datetime) -> datetime:
+    """``ts`` on the care home's clock (:data:`LOCAL_TZ`)."""
+    return ts.astimezone(LOCAL_TZ)
+
 
 #: RESTORE2 soft signs of deterioration: code -> label shown to the carer.
 SOFT_SIGNS: Final[dict[str, str]] = {
@@ -104,7 +122,7 @@ def sbard(
     ``previous``: the resident's score before this one ``(total, risk, ts)``;
     ``baseline``: what is usual for the resident (chronic confusion, SpO2 scale 2)."""
     signs = [SOFT_SIGNS[s] for s in soft_signs if s in SOFT_SIGNS]
-    at = taken_at.strftime("%H:%M")
+    at = local(taken_at).strftime("%H:%M")
     caller = f"This is {carer} at {site_name}" if carer else f"I am calling from {site_name}"
     news2 = result["news2"]
     if news2.get("complete"):
@@ -121,7 +139,9 @@ def sbard(
     background = []
     if previous is not None:
         total, risk, ts = previous
-        background.append(f"Previous NEWS2 {total} ({risk}) at {ts.strftime('%d %b %H:%M')}.")
+        background.append(
+            f"Previous NEWS2 {total} ({risk}) at {local(ts).strftime('%d %b %H:%M')}."
+        )
     else:
         background.append("No earlier NEWS2 on record.")
     background += [f"Usual for them: {b}." for b in baseline]
