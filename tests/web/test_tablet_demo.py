@@ -49,6 +49,8 @@ def test_demo_prints_the_console_and_logins_and_a_tablet_takes_rounds(tmp_path: 
             )
             assert r.status_code == 200, r.text
             assert r.json()["role"] == "operator"
+            console = client.get("/console", headers={"accept": "text/html"})
+            assert console.status_code == 200  # the live console is served
         with httpx.Client(base_url=url.group(1), timeout=10) as client:
             r = client.post(
                 "/api/v1/session", json={"username": "carer", "password": carer.group(1)}
