@@ -1,8 +1,18 @@
-"""The one storage interface: two backends (PostgreSQL/TimescaleDB and SQLite) implement it.
+"""What the gateway needs from storage, by role, and the rows that cross it.
 
-The pipeline writes through it; the console, API and CLI read through it. Writes are
-idempotent: re-delivering the same message (same device and message id) stores nothing
-twice and returns ``False``/``0`` for what was already there.
+Roles (each a small protocol; ``Store`` is all of them, as every store implements):
+
+* :class:`SpooledWrites`: what may be written while the database is away (the
+  ``DurableStore`` spools exactly these); :class:`Ingest` adds what the pipeline reads
+  and annotates straight from the database;
+* :class:`Registry`: sites, residents, devices, responders, receiver accounts;
+* the dispatch repository (``dispatch.repository.DispatchRepository``), as
+  ``store.dispatches``;
+* :class:`Reports`: read queries for reports, exports and the console.
+
+Writes are idempotent: re-delivering the same message (same device and message id)
+stores nothing twice and returns ``False``/``0`` for what was already there. New tables
+are written through ``store.sql`` (``gateway.store.sql``).
 """
 
 from __future__ import annotations
@@ -10,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from telecare.devices.model import (
     AlarmEvent,
     Alert,
     Device,
-    Dispatch,
     DispatchState,
     EventType,
     Metric,
@@ -27,20 +36,21 @@ from telecare.devices.model import (
     Responder,
     Site,
 )
-from telecare.dispatch.audit_chain import Anchor, ChainReport
+from telecare.dispatch.repository import DispatchRepository
 from telecare.gateway.store.clinical import ClinicalChange, ClinicalRecord
-from telecare.gateway.store.registry import Blocker, Kind, RegistryChange
 from telecare.gateway.store.sql import Sql
 
 __all__ = [
     "DEAD_LETTER_PREVIEW",
-    "AuditEntry",
+    "Blocker",
     "ClinicalChange",
     "ClinicalRecord",
     "DeadLetter",
     "HistoryPoint",
     "News2Record",
     "OpenAlarm",
+    "RegistryChange",
+    "StatusItem",
     "Store",
     "TimelineEntry",
 ]
@@ -96,13 +106,37 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
-class AuditEntry:
-    dispatch_id: str
+class StatusItem:
+    """A device status change (heartbeat, online, battery), as the spool keeps it."""
+
+    device_id: str
     at: datetime
-    from_state: DispatchState | None
-    to_state: DispatchState
+    online: bool | None
+    heartbeat: bool
+    battery: float | None
+
+
+Kind = Literal["site", "resident", "responder", "device"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Blocker:
+    """One reason a removal is refused: ``what`` (``open dispatch``, ``device``, ...) and
+    the id of the thing that still references the one to remove."""
+
+    what: str
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryChange:
+    """One audited registry change: who (a person), what, to which thing, and when."""
+
+    at: datetime
     actor: str
-    reason: str = ""
+    action: str  # "set", "remove", "pair", "unpair", "import"
+    kind: Kind
+    entity_id: str
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,24 +197,81 @@ class TimelineEntry:
     elapsed_s: float
 
 
-class Store(Protocol):
-    """What the gateway needs from storage. Implementations are async context managers."""
+class SpooledWrites(Protocol):
+    """The writes that may be spooled while the database is away (then they return as
+    if new: ``True``, or the number of rows handed over)."""
 
-    @property
-    def mode(self) -> str:
-        """``"timescaledb"``, ``"postgres"`` or ``"sqlite"``: what the log reports at start."""
+    async def write_readings(self, readings: Sequence[Reading]) -> int:
+        """Store readings; return how many were new (duplicates are skipped)."""
         ...
 
-    @property
-    def sql(self) -> Sql:
-        """The query API for SQL written once for both backends (``gateway.store.sql``)."""
+    async def write_event(self, event: AlarmEvent) -> bool:
+        """Store an alarm event; ``False`` when this (device, msg_id) was already stored."""
         ...
 
-    async def migrate(self) -> list[str]:
-        """Apply pending migrations; return the names applied (empty when up to date)."""
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        """Store several events in one transaction; for each, whether it was new."""
         ...
 
-    # -- registry (installer) -------------------------------------------------------
+    async def write_alert(self, alert: Alert) -> bool: ...
+
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        """Many alerts in one transaction (an alarm storm); for each, whether it was new."""
+        ...
+
+    async def write_dead_letter(self, letter: DeadLetter) -> None: ...
+
+    async def write_news2(self, score: News2Record) -> bool:
+        """Store a NEWS2 score; ``False`` when this observation's score was already stored."""
+        ...
+
+    async def set_device_status(
+        self,
+        device_id: str,
+        *,
+        online: bool | None = None,
+        at: datetime,
+        heartbeat: bool = False,
+        battery: float | None = None,
+    ) -> None: ...
+
+
+class Ingest(SpooledWrites, Protocol):
+    """The pipeline's storage: the spooled writes, plus reads and annotations that go
+    straight to the database (they raise while it is away)."""
+
+    async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
+        """The content digest stored with event ``(device_id, msg_id)`` (``None``: no such
+        event, or stored before digests were kept); see ``tables.event_digest``."""
+        ...
+
+    async def stored_message_readings(
+        self, device_id: str, msg_id: str
+    ) -> set[tuple[Metric, datetime, float]]:
+        """``(metric, ts, value)`` of every reading stored under ``(device_id, msg_id)``."""
+        ...
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        """:meth:`note_alerts` for one alert."""
+        ...
+
+    async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
+        """Record on stored alerts what happened to them since they were raised, for the
+        operator (``detail.count``: repeats folded in; ``detail.restored_at``), in one
+        transaction."""
+        ...
+
+    async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
+        """Alerts that have no dispatch yet, oldest first: what a crash may have left
+        between storing an alert and opening its dispatch (the gateway re-submits them)."""
+        ...
+
+
+class Registry(Protocol):
+    """Sites, residents, devices, responders and receiver accounts (the installer's)."""
+
     async def upsert_site(self, site: Site) -> None: ...
     async def upsert_resident(self, resident: Resident) -> None: ...
     async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None: ...
@@ -203,6 +294,10 @@ class Store(Protocol):
 
     async def get_resident(self, resident_id: str) -> Resident | None: ...
     async def get_responder(self, responder_id: str) -> Responder | None: ...
+    async def list_devices(self) -> list[Device]: ...
+    async def list_sites(self) -> list[Site]: ...
+    async def list_residents(self, site_id: str | None = None) -> list[Resident]: ...
+    async def list_responders(self) -> list[Responder]: ...
     async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
         """Set a resident's clinical settings and append their history in one transaction
         (the only way they change; ``KeyError`` for an unknown resident)."""
@@ -216,9 +311,8 @@ class Store(Protocol):
         self, kind: Kind, entity_id: str, change: RegistryChange
     ) -> list[Blocker]:
         """Delete a site, resident, responder or device and audit it, in one transaction;
-        or, while anything still references it (an open dispatch, a paired device, a
-        cascade: see ``registry``), delete nothing and return what blocks it.
-        ``KeyError`` when it does not exist."""
+        or, while anything still references it, delete nothing and return what blocks
+        it (see ``registry``). ``KeyError`` when it does not exist."""
         ...
 
     async def pair_device(
@@ -229,26 +323,13 @@ class Store(Protocol):
         ``KeyError`` for an unknown device, ``ValueError`` for a resident not at its site."""
         ...
 
-    async def site_dispatch_ids(self, site_id: str) -> set[str]:
-        """Ids of every dispatch raised at a site (for per-site reports)."""
-        ...
-
-    async def record_registry_change(self, change: RegistryChange) -> None:
-        """Append one entry to the registry audit."""
-        ...
-
+    async def record_registry_change(self, change: RegistryChange) -> None: ...
     async def registry_changes(
         self, kind: Kind | None = None, entity_id: str | None = None
     ) -> list[RegistryChange]:
         """The registry audit, oldest first, optionally of one kind and id."""
         ...
 
-    async def list_devices(self) -> list[Device]: ...
-    async def list_sites(self) -> list[Site]: ...
-    async def list_residents(self, site_id: str | None = None) -> list[Resident]: ...
-    async def list_responders(self) -> list[Responder]: ...
-
-    # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
     async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
         """Map ``(kind, account, zone)`` to a device (replacing an earlier mapping)."""
         ...
@@ -263,100 +344,14 @@ class Store(Protocol):
 
     async def list_receiver_accounts(self) -> list[ReceiverAccount]: ...
 
-    # -- ingest ---------------------------------------------------------------------
-    async def write_readings(self, readings: Sequence[Reading]) -> int:
-        """Store readings; return how many were new (duplicates are skipped)."""
-        ...
 
-    async def write_event(self, event: AlarmEvent) -> bool:
-        """Store an alarm event; ``False`` when this (device, msg_id) was already stored."""
-        ...
+class Reports(Protocol):
+    """Read queries for reports, exports, the CLI and the console."""
 
-    async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
-        """The content digest stored with event ``(device_id, msg_id)`` (``None``: no such
-        event, or stored before digests were kept); see ``rows.event_digest``."""
-        ...
-
-    async def stored_message_readings(
-        self, device_id: str, msg_id: str
-    ) -> set[tuple[Metric, datetime, float]]:
-        """``(metric, ts, value)`` of every reading stored under ``(device_id, msg_id)``:
-        what an observation set with that idempotency key said before."""
-        ...
-
-    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        """Store several events in one transaction; for each, whether it was new."""
-        ...
-
-    async def write_alert(self, alert: Alert) -> bool: ...
-
-    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
-        """Store many alerts in one transaction (an alarm storm); for each, whether it
-        was new."""
-        ...
-
-    async def write_dead_letter(self, letter: DeadLetter) -> None: ...
-
-    async def note_alert(
-        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
-    ) -> None:
-        """Record on a stored alert what happened to it since it was raised, for the
-        operator: ``detail.count`` (repeats folded into it) and ``detail.restored_at``
-        (its device restored but the alarm stays open)."""
-        ...
-
-    async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
-        """:meth:`note_alert` for many alerts in one transaction (an IP receiver's
-        batch of folded presses)."""
-        ...
-
-    async def set_device_status(
-        self,
-        device_id: str,
-        *,
-        online: bool | None = None,
-        at: datetime,
-        heartbeat: bool = False,
-        battery: float | None = None,
-    ) -> None: ...
-
-    # -- dispatch -------------------------------------------------------------------
-    async def create_dispatch(self, dispatch: Dispatch, audit: AuditEntry) -> bool:
-        """Insert a dispatch and its first audit entry in one transaction.
-
-        ``False`` when a dispatch for the same alert already exists.
-        """
-        ...
-
-    async def get_dispatch(self, dispatch_id: str) -> Dispatch | None: ...
-
-    async def open_dispatches(self) -> list[Dispatch]:
-        """Open dispatches, most urgent first (priority, then age)."""
-        ...
-
-    async def dispatch_audit(self, dispatch_id: str) -> list[AuditEntry]: ...
-
-    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
-        """Walk the hash-chained audit trail; the report names every changed, relinked
-        or missing row (``telecare audit verify``)."""
-        ...
-
-    # -- queries --------------------------------------------------------------------
     async def recent_alerts(self, limit: int = 50) -> list[Alert]: ...
-
-    async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
-        """Alerts that have no dispatch yet, oldest first: what a crash may have left
-        between storing an alert and opening its dispatch (the gateway re-submits them)."""
-        ...
-
-    async def latest_readings(self, resident_id: str) -> dict[str, tuple[datetime, float]]:
-        """The latest value of each metric for a resident (metric label -> (ts, value))."""
-        ...
-
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]: ...
-
-    async def write_news2(self, score: News2Record) -> bool:
-        """Store a NEWS2 score; ``False`` when this observation's score was already stored."""
+    async def site_dispatch_ids(self, site_id: str) -> set[str]:
+        """Ids of every dispatch raised at a site (for per-site reports)."""
         ...
 
     async def latest_vitals(
@@ -368,12 +363,7 @@ class Store(Protocol):
         ...
 
     async def metric_history(
-        self,
-        resident_id: str,
-        metric: Metric,
-        start: datetime,
-        end: datetime,
-        bucket: timedelta,
+        self, resident_id: str, metric: Metric, start: datetime, end: datetime, bucket: timedelta
     ) -> list[HistoryPoint]:
         """A metric over ``[start, end)`` downsampled to ``bucket`` (aligned to
         2000-01-01T00:00Z), oldest first; empty buckets are absent."""
@@ -400,6 +390,34 @@ class Store(Protocol):
         """A dispatch's audit trail in order, each step timed from its creation."""
         ...
 
+    async def count(self, table: str) -> int:
+        """Rows in one of the known tables (for tests, status and the CLI)."""
+        ...
+
+
+class Store(Ingest, Registry, Reports, Protocol):
+    """Every role, as each store implements it. Implementations are async context
+    managers."""
+
+    @property
+    def mode(self) -> str:
+        """``"timescaledb"``, ``"postgres"`` or ``"sqlite"``: what the log reports at start."""
+        ...
+
+    @property
+    def sql(self) -> Sql:
+        """The query API for SQL written once for both backends (``gateway.store.sql``)."""
+        ...
+
+    @property
+    def dispatches(self) -> DispatchRepository:
+        """The dispatch repository ``dispatch/`` declares, on this store's database."""
+        ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied (empty when up to date)."""
+        ...
+
     async def maintain(self, now: datetime | None = None) -> list[str]:
         """Housekeeping to run daily (partitions ahead in plain PostgreSQL, dead letters
         past their retention removed); returns what it created."""
@@ -407,8 +425,4 @@ class Store(Protocol):
 
     async def prune_dead_letters(self, now: datetime | None = None) -> int:
         """Delete dead letters older than the store's retention; return how many."""
-        ...
-
-    async def count(self, table: str) -> int:
-        """Rows in one of the known tables (for tests, status and the CLI)."""
         ...

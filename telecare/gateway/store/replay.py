@@ -1,7 +1,7 @@
 """Apply spooled records to a store, in order, once the database is back.
 
 ``apply_records(store, records, origin)`` decodes each record and calls the matching
-store method. Consecutive reading batches are merged into writes of up to
+write of ``SpooledWrites``. Consecutive reading batches are merged into writes of up to
 ``max_rows`` rows. Duplicates (a record whose write had in fact reached the database
 just before the link broke, or a segment replayed twice after a crash) are removed by
 the stores' idempotency keys.
@@ -25,15 +25,9 @@ from collections.abc import Sequence
 import structlog
 
 from telecare.devices.model import AlarmEvent, Alert, Reading, utcnow
-from telecare.gateway.store.base import DeadLetter, News2Record, Store
+from telecare.gateway.store.base import DeadLetter, News2Record, SpooledWrites, StatusItem
 from telecare.gateway.store.errors import is_unavailable
-from telecare.gateway.store.spool_codec import (
-    DispatchItem,
-    ReadingsItem,
-    SpoolItem,
-    StatusItem,
-    decode,
-)
+from telecare.gateway.store.spool_codec import ReadingsItem, SpoolItem, decode
 
 __all__ = ["apply_records"]
 
@@ -41,7 +35,7 @@ log = structlog.get_logger(__name__)
 
 
 async def apply_records(
-    store: Store, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
+    store: SpooledWrites, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
 ) -> int:
     """Write ``records`` to ``store`` in order; return how many records were applied."""
     pending: list[tuple[bytes, ReadingsItem]] = []
@@ -86,30 +80,25 @@ async def apply_records(
     return len(records)
 
 
-async def _apply_one(store: Store, item: SpoolItem) -> None:
+async def _apply_one(store: SpooledWrites, item: SpoolItem) -> None:
     if isinstance(item, AlarmEvent):
         await store.write_event(item)
     elif isinstance(item, Alert):
         await store.write_alert(item)
     elif isinstance(item, DeadLetter):
         await store.write_dead_letter(item)
-    elif isinstance(item, DispatchItem):
-        await store.create_dispatch(item.dispatch, item.audit)
     elif isinstance(item, News2Record):
         await store.write_news2(item)
     elif isinstance(item, StatusItem):
+        s = item
         await store.set_device_status(
-            item.device_id,
-            online=item.online,
-            at=item.at,
-            heartbeat=item.heartbeat,
-            battery=item.battery,
+            s.device_id, online=s.online, at=s.at, heartbeat=s.heartbeat, battery=s.battery
         )
     else:  # ReadingsItem is batched by the caller
         await store.write_readings(item.readings)
 
 
-async def _reject(store: Store, raw: bytes, origin: str, exc: Exception) -> None:
+async def _reject(store: SpooledWrites, raw: bytes, origin: str, exc: Exception) -> None:
     log.error("spool_record_rejected", origin=origin, error=repr(exc))
     await store.write_dead_letter(
         DeadLetter(utcnow(), "spool", origin, f"replay failed: {exc!r}"[:1000], raw)

@@ -80,6 +80,7 @@ __all__ = [
     "Row",
     "Sql",
     "SqliteSql",
+    "TextArray",
     "iso",
     "json_value",
 ]
@@ -108,7 +109,8 @@ class Queries(Protocol):
         ...
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        """Run one statement once per parameter row; return the rows changed in all."""
+        """Run one statement once per parameter row, all in one transaction; return the
+        rows changed in all."""
         ...
 
 
@@ -135,6 +137,12 @@ def json_value(value: Any) -> Any:
     if isinstance(value, str | bytes):
         return json.loads(value)
     return value
+
+
+class TextArray(tuple[str, ...]):
+    """A list of strings stored as ``text[]`` in PostgreSQL and JSON text in SQLite."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +176,34 @@ class Dialect:
             " TIMESTAMPTZ '2000-01-01T00:00:00Z')"
         )
 
+    @property
+    def for_update(self) -> str:
+        """`` FOR UPDATE`` where rows can be locked (PostgreSQL); SQLite's one writer
+        (``BEGIN IMMEDIATE``) already serialises a transaction."""
+        return "" if self.name == "sqlite" else " FOR UPDATE"
+
+    @property
+    def json_type(self) -> str:
+        """The JSON column type (``SELECT CAST(? AS {json_type})`` gives a JSON value
+        back as the database will store it)."""
+        return "TEXT" if self.name == "sqlite" else "jsonb"
+
+    @property
+    def snapshot(self) -> str | None:
+        """First statement of a read-only transaction that must see one snapshot
+        (SQLite's transaction already does)."""
+        if self.name == "sqlite":
+            return None
+        return "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+    def serialise(self, name: str) -> str | None:
+        """A statement that makes transactions on ``name`` take turns until they end
+        (a per-schema advisory lock in PostgreSQL); ``None`` in SQLite, where a
+        transaction already holds the one write lock."""
+        if self.name == "sqlite":
+            return None
+        return f"SELECT pg_advisory_xact_lock(hashtext('{name}:' || current_schema()))"
+
     def json_merge(self, column: str) -> str:
         """``column`` (a JSON object) with the keys of a JSON object parameter ``?``
         merged in: ``UPDATE t SET detail = {json_merge('detail')} WHERE ...``."""
@@ -177,6 +213,8 @@ class Dialect:
 
     def param(self, value: object) -> object:
         """``value`` as this dialect's driver takes it."""
+        if isinstance(value, TextArray):
+            return json.dumps(list(value)) if self.name == "sqlite" else list(value)
         if isinstance(value, datetime):
             return iso(value) if self.name == "sqlite" else _aware(value)
         if isinstance(value, dict | list):
@@ -274,7 +312,7 @@ class SqliteSql:
         return await self.run(lambda c: _execute(c, sql, params))
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        return await self.run(lambda c: _execute_many(c, sql, rows))
+        return await self.run(lambda c: _atomic(c, lambda: _execute_many(c, sql, rows)))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
@@ -324,6 +362,18 @@ async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Conne
         raise
 
 
+def _atomic(conn: sqlite3.Connection, fn: Callable[[], _T]) -> _T:
+    """``fn()`` in one ``BEGIN IMMEDIATE`` transaction (the connection is autocommit)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
 def _fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> list[Row]:
     return [sqlite_row(r) for r in conn.execute(sql, _SQLITE.params(params)).fetchall()]
 
@@ -368,7 +418,7 @@ class PostgresSql:
             return await _PgTx(conn, self.dialect).execute(sql, *params)
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             return await _PgTx(conn, self.dialect).execute_many(sql, rows)
 
     @asynccontextmanager
