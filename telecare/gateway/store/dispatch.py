@@ -72,14 +72,10 @@ class SqlDispatchRepository:
             return True
 
     async def load(self, dispatch_id: str) -> Dispatch | None:
-        return await self._one(
-            f"SELECT {DISPATCHES.names} FROM dispatches WHERE dispatch_id = ?", dispatch_id
-        )
+        return await DISPATCHES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
     async def load_for_alert(self, alert_id: str) -> Dispatch | None:
-        found = await self._one(
-            f"SELECT {DISPATCHES.names} FROM dispatches WHERE alert_id = ?", alert_id
-        )
+        found = await DISPATCHES.one(self.sql, "WHERE alert_id = ?", alert_id)
         return found or await self._one(
             f"SELECT {DISPATCHES.select('d')} FROM dispatch_members m JOIN dispatches d"
             " ON d.dispatch_id = m.dispatch_id WHERE m.alert_id = ?",
@@ -103,11 +99,8 @@ class SqlDispatchRepository:
             return await _add_members(tx, dispatch_id, alert_ids)
 
     async def members(self, dispatch_id: str) -> list[str]:
-        found = await self.sql.fetch_all(
-            "SELECT alert_id FROM dispatch_members WHERE dispatch_id = ? ORDER BY alert_id",
-            dispatch_id,
-        )
-        return [r[0] for r in found]
+        q = "SELECT alert_id FROM dispatch_members WHERE dispatch_id = ? ORDER BY alert_id"
+        return [r[0] for r in await self.sql.fetch_all(q, dispatch_id)]
 
     async def clear_member(self, alert_id: str, at: datetime) -> tuple[str, int] | None:
         async with self.sql.transaction() as tx:
@@ -116,12 +109,8 @@ class SqlDispatchRepository:
             )
             if row is None:
                 return None
-            await tx.execute(
-                "UPDATE dispatch_members SET cleared_at = coalesce(cleared_at, ?)"
-                " WHERE alert_id = ?",
-                at,
-                alert_id,
-            )
+            clear = "UPDATE dispatch_members SET cleared_at = coalesce(cleared_at, ?)"
+            await tx.execute(f"{clear} WHERE alert_id = ?", at, alert_id)
             left = await tx.fetch_one(
                 "SELECT count(*) FROM dispatch_members WHERE dispatch_id = ?"
                 " AND cleared_at IS NULL",
@@ -186,22 +175,12 @@ class SqlDispatchRepository:
         return [CascadeEntry(int(p), r, int(t)) for p, r, t in found]
 
     async def timers(self, dispatch_id: str) -> list[Timer]:
-        found = await self.sql.fetch_all(
-            f"SELECT {TIMERS.names} FROM dispatch_timers WHERE dispatch_id = ?"
-            " ORDER BY due_at, kind",
-            dispatch_id,
-        )
-        return [TIMERS.load(r) for r in found]
+        tail = "WHERE dispatch_id = ? ORDER BY due_at, kind"
+        return await TIMERS.all(self.sql, tail, dispatch_id)
 
     async def due_timers(self, now: datetime, limit: int = 100) -> list[Timer]:
-        found = await self.sql.fetch_all(
-            f"SELECT {TIMERS.select('t')} FROM dispatch_timers t"
-            " JOIN dispatches d ON d.dispatch_id = t.dispatch_id"
-            " WHERE t.due_at <= ? ORDER BY d.priority, t.due_at LIMIT ?",
-            now,
-            limit,
-        )
-        return [TIMERS.load(r) for r in found]
+        tail = "JOIN dispatches USING (dispatch_id) WHERE due_at <= ? ORDER BY priority, due_at"
+        return await TIMERS.all(self.sql, f"{tail} LIMIT ?", now, limit)
 
     async def next_due(self) -> datetime | None:
         row = await self.sql.fetch_one("SELECT min(due_at) FROM dispatch_timers")
@@ -215,21 +194,11 @@ class SqlDispatchRepository:
         )
 
     async def audit(self, dispatch_id: str) -> list[AuditRecord]:
-        found = await self.sql.fetch_all(
-            f"SELECT {AUDIT.names} FROM dispatch_audit WHERE dispatch_id = ? ORDER BY audit_id",
-            dispatch_id,
-        )
-        return [AUDIT.load(r) for r in found]
+        return await AUDIT.all(self.sql, "WHERE dispatch_id = ? ORDER BY audit_id", dispatch_id)
 
     async def audit_between(self, start: datetime, end: datetime) -> list[AuditRecord]:
-        found = await self.sql.fetch_all(
-            f"SELECT {AUDIT.select('a')} FROM dispatch_audit a"
-            " JOIN dispatches d ON d.dispatch_id = a.dispatch_id"
-            " WHERE d.created_at >= ? AND d.created_at < ? ORDER BY a.audit_id",
-            start,
-            end,
-        )
-        return [AUDIT.load(r) for r in found]
+        tail = "JOIN dispatches USING (dispatch_id) WHERE created_at >= ? AND created_at < ?"
+        return await AUDIT.all(self.sql, f"{tail} ORDER BY audit_id", start, end)
 
     async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
         """Walk the chain in ``seq`` order, a page at a time, in one snapshot, and
@@ -263,12 +232,8 @@ class SqlDispatchRepository:
         await self.sql.execute(RECEIPTS.insert(""), *RECEIPTS.params(receipt))
 
     async def receipts(self, dispatch_id: str) -> list[Receipt]:
-        found = await self.sql.fetch_all(
-            f"SELECT {RECEIPTS.names} FROM notification_receipts WHERE dispatch_id = ?"
-            " ORDER BY receipt_id",
-            dispatch_id,
-        )
-        return [RECEIPTS.load(r) for r in found]
+        tail = "WHERE dispatch_id = ? ORDER BY receipt_id"
+        return await RECEIPTS.all(self.sql, tail, dispatch_id)
 
 
 async def append_audit(sql: Sql, tx: Queries, record: AuditRecord) -> None:

@@ -1,41 +1,31 @@
 """``DurableStore``: the ``Store`` the gateway uses, so that nothing accepted is lost.
 
-Wraps a real store (PostgreSQL or SQLite) and replaces only the writes that may be
-spooled (``gateway.store.base.SpooledWrites``)::
+It is the ``Store`` on its wrapped store's ``sql`` (PostgreSQL or SQLite), replacing
+only the writes that may be spooled; reads, the registry, the dispatch repository and
+``store.sql`` are not spooled and raise while the database is away::
 
-    async with PostgresStore(dsn) as pg, DurableStore(pg, spool_dir=...) as store:
-        ...
+    async with PostgresStore(dsn) as pg, DurableStore(pg, spool_dir=...) as store: ...
 
-* ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher`
-  (bounded queue, binary COPY batches) and returns once the rows are in the database or
-  in the spool.
-* ``write_event(s)``, ``write_alert(s)``, ``write_dead_letter``, ``write_news2`` and
-  ``set_device_status`` go straight to the store, in their own transactions, never
-  behind a batch of readings.
+* ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher` and
+  returns once the rows are in the database or in the spool; the other spooled writes
+  go straight to the store in their own transactions, never behind a batch of readings.
 * When the database is unreachable (``is_unavailable``) a write goes to the local
   :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``).
   From then until the spool has been replayed, *every* write goes to the spool, so the
-  replay keeps the original order (an alert is stored before the dispatch that refers
-  to it). A replayer task probes the database with exponential backoff and jitter,
+  replay keeps the original order. A replayer task probes the database with backoff,
   replays the segments in order (duplicates removed by the idempotency keys), deletes
   each once applied, and switches back to direct writes.
-* Everything else (reads, the registry, the dispatch repository, ``store.sql``) is the
-  shared ``SqlStore`` on the wrapped store's ``sql``: not spooled, it raises while the
-  database is away (there is nothing to spool for a read).
-* The spool reports its state (``on_spool_state``, a ``SpoolState``, called on the
-  event loop); whether a nearly full spool is an alert is the caller's decision.
+* The spool reports its state (``on_spool_state``, called on the event loop); whether
+  a nearly full spool is an alert is the caller's decision.
 
-Resource handling
-    Entering starts the batcher, the replayer and the daily maintenance task (a
-    ``TaskGroup``). Leaving flushes the batcher (to the database or the spool), stops
-    the tasks and closes the spool; records not yet replayed stay on disk and are
-    replayed after the next start. The wrapped store is not closed: its owner does that.
+Resource handling: entering starts the batcher, the replayer and the daily maintenance
+task; leaving flushes the batcher (to the database or the spool), stops the tasks and
+closes the spool (what is not replayed yet is replayed after the next start). The
+wrapped store is not closed: its owner does that.
 
-Error handling
-    ``SpoolFull`` propagates to the writer (do not acknowledge; the sender redelivers).
-    Errors that are not "database unreachable" propagate unchanged. The replayer logs
-    and retries what fails; a record the database rejects becomes a dead letter
-    (see ``gateway.store.replay``).
+Errors: ``SpoolFull`` propagates to the writer (do not acknowledge; the sender
+redelivers); errors that are not "database unreachable" propagate unchanged; a spooled
+record the database rejects becomes a dead letter (``gateway.store.spool_codec``).
 """
 
 from __future__ import annotations
@@ -45,19 +35,18 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 import structlog
 
 from telecare.devices.model import AlarmEvent, Alert, Reading
 from telecare.gateway.backoff import Backoff
-from telecare.gateway.store.base import DeadLetter, News2Record, StatusItem
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.batcher import Destination, ReadingBatcher
 from telecare.gateway.store.errors import is_unavailable
-from telecare.gateway.store.replay import apply_records
+from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.spool import Spool, SpoolState
-from telecare.gateway.store.spool_codec import ReadingsItem, SpoolItem, encode
-from telecare.gateway.store.sqlstore import SqlStore
+from telecare.gateway.store.spool_codec import ReadingsItem, SpoolItem, apply_records, encode
 from telecare.rules.clock import raise_if_cancelling
 
 __all__ = ["DurableStore"]
@@ -65,26 +54,13 @@ __all__ = ["DurableStore"]
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
+_I = TypeVar("_I")
 
 
-class Backend(SqlStore):
-    """A store the durable store can wrap (``SqliteStore``, ``PostgresStore``)."""
-
-    @property
-    def mode(self) -> str:
-        raise NotImplementedError
-
-    async def migrate(self) -> list[str]:
-        raise NotImplementedError
-
-    async def maintain(self, now: datetime | None = None) -> list[str]:
-        raise NotImplementedError
-
-
-class DurableStore(SqlStore):
+class DurableStore(Store):
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         *,
         spool_dir: str | os.PathLike[str],
         spool_max_bytes: int = 1024 * 1024 * 1024,
@@ -129,13 +105,13 @@ class DurableStore(SqlStore):
 
     @property
     def mode(self) -> str:
-        return str(getattr(self.store, "mode", "?"))
+        return self.store.mode
 
     async def migrate(self) -> list[str]:
-        return await _backend(self.store).migrate()
+        return await self.store.migrate()
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
-        return await _backend(self.store).maintain(now)
+        return await self.store.maintain(now)
 
     @property
     def degraded(self) -> bool:
@@ -317,44 +293,44 @@ class DurableStore(SqlStore):
         return len(readings)
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        where, new = await self._put(event, lambda: self.store.write_event(event))
-        return where == "spool" or bool(new)
+        return await self._accepted(event, lambda: self.store.write_event(event))
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         """One transaction while the database is there; each spooled on its own when not."""
-        if not self._degraded:
-            try:
-                return await self.store.write_events(events)
-            except Exception as exc:
-                raise_if_cancelling()
-                if not is_unavailable(exc):
-                    raise
-                self._set_degraded(exc)
-        return [await self.write_event(e) for e in events]
+        return await self._many(self.store.write_events, self.write_event, events)
 
     async def write_alert(self, alert: Alert) -> bool:
-        where, new = await self._put(alert, lambda: self.store.write_alert(alert))
-        return where == "spool" or bool(new)
+        return await self._accepted(alert, lambda: self.store.write_alert(alert))
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
-        """One transaction for many alerts while the database is there; alert by alert
-        (each spooled) once it is not."""
-        if not self._degraded:
-            try:
-                return await self.store.write_alerts(alerts)
-            except Exception as exc:
-                raise_if_cancelling()
-                if not is_unavailable(exc):
-                    raise
-                self._set_degraded(exc)
-        return [await self.write_alert(a) for a in alerts]
+        """Like :meth:`write_events`, for an alarm storm's alerts."""
+        return await self._many(self.store.write_alerts, self.write_alert, alerts)
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         await self._put(letter, lambda: self.store.write_dead_letter(letter))
 
     async def write_news2(self, score: News2Record) -> bool:
-        where, new = await self._put(score, lambda: self.store.write_news2(score))
+        return await self._accepted(score, lambda: self.store.write_news2(score))
+
+    async def _accepted(self, item: SpoolItem, call: Callable[[], Awaitable[bool]]) -> bool:
+        where, new = await self._put(item, call)
         return where == "spool" or bool(new)
+
+    async def _many(
+        self,
+        together: Callable[[Sequence[_I]], Awaitable[list[bool]]],
+        alone: Callable[[_I], Awaitable[bool]],
+        items: Sequence[_I],
+    ) -> list[bool]:
+        if not self._degraded:
+            try:
+                return await together(items)
+            except Exception as exc:
+                raise_if_cancelling()
+                if not is_unavailable(exc):
+                    raise
+                self._set_degraded(exc)
+        return [await alone(i) for i in items]
 
     async def set_device_status(
         self,
@@ -371,8 +347,3 @@ class DurableStore(SqlStore):
                 device_id, online=online, at=at, heartbeat=heartbeat, battery=battery
             ),
         )
-
-
-def _backend(store: SqlStore) -> Backend:
-    """``store`` as a backend (it migrates and maintains; ``SqlStore`` alone does not)."""
-    return cast(Backend, store)

@@ -1,24 +1,17 @@
-"""PostgreSQL backend through psycopg 3: TimescaleDB hypertables when the extension is
-usable, plain PostgreSQL range partitioning otherwise (``mode`` says which). A schema
-keeps the mode it was created in; the extension lives in a schema of its own, shared by
-every application schema of the database, and is referenced qualified
-(``gateway.store.timescale``).
+"""PostgreSQL backend through psycopg 3: the shared ``Store`` plus opening, migrating,
+maintenance and faster batch writes (binary COPY, arrays) built from the table specs.
 
-Resource handling: an ``AsyncConnectionPool`` opened in ``__aenter__`` and closed in
-``__aexit__``. Every connection uses ``search_path = <schema>, public`` so tests (and
-several gateways on one database) can each have their own schema.
+Modes (``mode``): ``timescaledb`` (hypertables for readings and NEWS2 scores,
+compression after ``compress_after``, retention ``retain_for``, continuous aggregate
+``vitals_hourly``; policies re-applied at every ``migrate``; the extension in a schema
+of its own, referenced qualified: ``gateway.store.timescale``) or ``postgres`` (monthly
+range partitions ``partitions_ahead_months`` ahead, made by ``migrate`` and the daily
+``maintain``). A schema keeps the mode it was created in.
 
-Error handling: psycopg's ``OperationalError`` (server away) propagates to the caller,
-which spools (see ``gateway.store.durable``); integrity conflicts on idempotency keys are
-absorbed and reported as "already stored". Pooled connections are checked on checkout,
-so a connection broken by an outage is replaced instead of failing a write.
-
-Modes: ``timescaledb`` (hypertables for readings and NEWS2 scores, compression after
-``compress_after``, retention ``retain_for``, continuous aggregate ``vitals_hourly``;
-policies (re)applied at every ``migrate``) or ``postgres`` (monthly range partitions
-created ``partitions_ahead_months`` ahead, by ``migrate`` and by ``maintain``, which the
-gateway runs daily). Queries are the same SQL in both modes except the bucketing
-function (``time_bucket`` / ``date_bin``).
+Resources: an ``AsyncConnectionPool`` (checked on checkout, so a connection broken by an
+outage is replaced) opened in ``__aenter__``; every connection uses ``search_path =
+<schema>, public`` and ``TimeZone = UTC``. ``OperationalError`` (server away)
+propagates to the caller, which spools (``gateway.store.durable``).
 """
 
 from __future__ import annotations
@@ -37,11 +30,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from telecare.devices.model import AlarmEvent, Alert, Reading
 from telecare.gateway.store import timescale
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.errors import SchemaNotReady, TimescaleRequired
 from telecare.gateway.store.migrations import migrations_for
 from telecare.gateway.store.roles import APPEND_ONLY, check_identifier, runtime_grants
 from telecare.gateway.store.sql import Dialect, PostgresSql
-from telecare.gateway.store.sqlstore import SqlStore
 from telecare.gateway.store.tables import ALERTS, EVENTS, READINGS, Table
 from telecare.gateway.store.timescale import Extension
 
@@ -57,7 +50,7 @@ _DEDUPE_BATCHES = 8
 _STAGE_DDL = "CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings) ON COMMIT DELETE ROWS"
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(Store):
     sql: PostgresSql
 
     def __init__(
@@ -201,8 +194,7 @@ class PostgresStore(SqlStore):
         self.sql.dialect = Dialect("postgres", bucket_function=bucket)
 
     async def _recorded_variant(self, conn: psycopg.AsyncConnection[TupleRow]) -> str | None:
-        """``timescale`` or ``plain``: the variant this schema's migrations were applied
-        in; ``None`` for a new schema."""
+        """The variant (``timescale``, ``plain``) of the applied migrations, if any."""
         cur = await conn.execute(
             "SELECT to_regclass(format('%%I.schema_migrations', %s::text)) IS NOT NULL",
             (self.schema,),
@@ -256,34 +248,28 @@ class PostgresStore(SqlStore):
             " FROM pg_roles r, pg_class c"
             " WHERE r.rolname = current_user AND c.oid = CAST('dispatch_audit' AS regclass)"
         )
-        if row is None:
-            return []
-        found = []
-        if row[0]:
-            found.append("the store connects as a superuser")
-        elif row[1]:
-            found.append("the store's role owns dispatch_audit (it could disable its triggers)")
-        return found
+        if row is not None and row[0]:
+            return ["the store connects as a superuser"]
+        if row is not None and row[1]:
+            return ["the store's role owns dispatch_audit (it could disable its triggers)"]
+        return []
 
     async def _apply_policies(self, conn: psycopg.AsyncConnection[TupleRow], ts: Extension) -> None:
         """(Re)apply the compression and retention policies on ``readings`` with the
         configured ages: removing first, since ``add_*_policy(if_not_exists)`` keeps an
         existing policy with a different age."""
-        remove_compression = ts.qualified("remove_compression_policy")
-        await conn.execute(f"SELECT {remove_compression}('readings', if_exists => true)".encode())
-        await conn.execute(
-            f"SELECT {ts.qualified('add_compression_policy')}('readings',"
-            " compress_after => %s::interval)".encode(),
-            (self.compress_after,),
-        )
-        remove_retention = ts.qualified("remove_retention_policy")
-        await conn.execute(f"SELECT {remove_retention}('readings', if_exists => true)".encode())
-        if self.retain_for is not None:
-            await conn.execute(
-                f"SELECT {ts.qualified('add_retention_policy')}('readings',"
-                " drop_after => %s::interval)".encode(),
-                (self.retain_for,),
+        for policy, arg, age in (
+            ("compression", "compress_after", self.compress_after),
+            ("retention", "drop_after", self.retain_for),
+        ):
+            remove, add = (
+                ts.qualified(f"remove_{policy}_policy"),
+                ts.qualified(f"add_{policy}_policy"),
             )
+            await conn.execute(f"SELECT {remove}('readings', if_exists => true)".encode())
+            if age is not None:
+                sql_add = f"SELECT {add}('readings', {arg} => %s::interval)"
+                await conn.execute(sql_add.encode(), (age,))
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
         """Daily housekeeping: dead letters past their retention removed (both modes);

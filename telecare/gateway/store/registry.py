@@ -12,7 +12,7 @@ same transaction as the change.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from typing import Any
 
 from telecare.devices.model import (
     Consciousness,
@@ -23,13 +23,13 @@ from telecare.devices.model import (
     Responder,
     Site,
 )
-from telecare.gateway.store.base import Blocker, Kind, RegistryChange
-from telecare.gateway.store.clinical import (
+from telecare.gateway.clinical import (
     ClinicalChange,
     ClinicalRecord,
     ClinicalState,
     plan_clinical,
 )
+from telecare.gateway.store.rows import Blocker, Kind, RegistryChange
 from telecare.gateway.store.sql import Queries, Sql
 from telecare.gateway.store.tables import (
     CLINICAL_HISTORY,
@@ -44,52 +44,44 @@ __all__ = ["KINDS", "TABLES", "Blocker", "Kind", "RegistryChange", "SqlRegistry"
 
 KINDS: tuple[Kind, ...] = ("site", "resident", "responder", "device")
 
-_OPEN = "d.state NOT IN ('resolved', 'cancelled')"
+
+def _open(key: str, join: str = "") -> tuple[str, str]:
+    sql = f"SELECT d.dispatch_id FROM dispatches d{join} WHERE {key} = ?"
+    return "open dispatch", f"{sql} AND d.state NOT IN ('resolved', 'cancelled')"
+
+
+def _refs(what: str, select: str, table: str, key: str) -> tuple[str, str]:
+    return what, f"SELECT {select} FROM {table} WHERE {key} = ?"
+
 
 #: For each kind: (what, SQL with one ``?`` for the id) pairs, in the order reported.
 _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
     "site": (
-        (
-            "open dispatch",
-            f"SELECT d.dispatch_id FROM dispatches d WHERE d.site_id = ? AND {_OPEN}",
-        ),
-        ("resident", "SELECT resident_id FROM residents WHERE site_id = ?"),
-        ("device", "SELECT device_id FROM devices WHERE site_id = ?"),
+        _open("d.site_id"),
+        _refs("resident", "resident_id", "residents", "site_id"),
+        _refs("device", "device_id", "devices", "site_id"),
     ),
     "resident": (
-        (
-            "open dispatch",
-            f"SELECT d.dispatch_id FROM dispatches d WHERE d.resident_id = ? AND {_OPEN}",
-        ),
-        ("paired device", "SELECT device_id FROM devices WHERE resident_id = ?"),
-        (
+        _open("d.resident_id"),
+        _refs("paired device", "device_id", "devices", "resident_id"),
+        _refs(
             "device user",
-            "SELECT device_id || ' user ' || CAST(user_id AS TEXT) FROM device_users"
-            " WHERE resident_id = ?",
+            "device_id || ' user ' || CAST(user_id AS TEXT)",
+            "device_users",
+            "resident_id",
         ),
-        (
+        _refs(
             "clinical history",
-            "SELECT setting || ' recorded by ' || recorded_by FROM resident_clinical_history"
-            " WHERE resident_id = ?",
+            "setting || ' recorded by ' || recorded_by",
+            "resident_clinical_history",
+            "resident_id",
         ),
     ),
     "responder": (
-        (
-            "open dispatch",
-            f"SELECT d.dispatch_id FROM dispatches d WHERE d.responder_id = ? AND {_OPEN}",
-        ),
-        (
-            "resident cascade",
-            "SELECT resident_id FROM resident_responders WHERE responder_id = ?",
-        ),
+        _open("d.responder_id"),
+        _refs("resident cascade", "resident_id", "resident_responders", "responder_id"),
     ),
-    "device": (
-        (
-            "open dispatch",
-            "SELECT d.dispatch_id FROM dispatches d JOIN alerts a ON a.alert_id = d.alert_id"
-            f" WHERE a.device_id = ? AND {_OPEN}",
-        ),
-    ),
+    "device": (_open("a.device_id", " JOIN alerts a ON a.alert_id = d.alert_id"),),
 }
 
 #: The table and key column of each kind (for existence checks and the delete).
@@ -161,16 +153,10 @@ class SqlRegistry:
         return {int(u): r for u, r in found}
 
     async def get_site(self, site_id: str) -> Site | None:
-        row = await self.sql.fetch_one(
-            f"SELECT {SITES.names} FROM sites WHERE site_id = ?", site_id
-        )
-        return SITES.load(row) if row else None
+        return await SITES.one(self.sql, "WHERE site_id = ?", site_id)
 
     async def get_device(self, device_id: str) -> Device | None:
-        row = await self.sql.fetch_one(
-            f"SELECT {DEVICES.names} FROM devices WHERE device_id = ?", device_id
-        )
-        return DEVICES.load(row) if row else None
+        return await DEVICES.one(self.sql, "WHERE device_id = ?", device_id)
 
     async def get_device_secret_hash(self, device_id: str) -> str | None:
         row = await self.sql.fetch_one(
@@ -190,18 +176,13 @@ class SqlRegistry:
         return found[0] if found else None
 
     async def get_responder(self, responder_id: str) -> Responder | None:
-        row = await self.sql.fetch_one(
-            f"SELECT {RESPONDERS.names} FROM responders WHERE responder_id = ?", responder_id
-        )
-        return RESPONDERS.load(row) if row else None
+        return await RESPONDERS.one(self.sql, "WHERE responder_id = ?", responder_id)
 
     async def list_devices(self) -> list[Device]:
-        found = await self.sql.fetch_all(f"SELECT {DEVICES.names} FROM devices ORDER BY device_id")
-        return [DEVICES.load(r) for r in found]
+        return await DEVICES.all(self.sql, "ORDER BY device_id")
 
     async def list_sites(self) -> list[Site]:
-        found = await self.sql.fetch_all(f"SELECT {SITES.names} FROM sites ORDER BY site_id")
-        return [SITES.load(r) for r in found]
+        return await SITES.all(self.sql, "ORDER BY site_id")
 
     async def list_residents(self, site_id: str | None = None) -> list[Resident]:
         if site_id is None:
@@ -224,21 +205,16 @@ class SqlRegistry:
         return [_resident(r, tuple(cascades.get(r[0], ()))) for r in found]
 
     async def list_responders(self) -> list[Responder]:
-        found = await self.sql.fetch_all(
-            f"SELECT {RESPONDERS.names} FROM responders ORDER BY responder_id"
-        )
-        return [RESPONDERS.load(r) for r in found]
+        return await RESPONDERS.all(self.sql, "ORDER BY responder_id")
 
     # -- clinical settings -----------------------------------------------------------------
     async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
         c, lock = change, self.sql.dialect.for_update
         async with self.sql.transaction() as tx:
-            if (
-                await tx.fetch_one(
-                    f"SELECT 1 FROM residents WHERE resident_id = ?{lock}", c.resident_id
-                )
-                is None
-            ):
+            found = await tx.fetch_one(
+                f"SELECT 1 FROM residents WHERE resident_id = ?{lock}", c.resident_id
+            )
+            if found is None:
                 raise KeyError(c.resident_id)
             row = await tx.fetch_one(
                 f"SELECT {_CLINICAL} FROM resident_clinical WHERE resident_id = ?", c.resident_id
@@ -260,12 +236,8 @@ class SqlRegistry:
         return records
 
     async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
-        found = await self.sql.fetch_all(
-            f"SELECT {CLINICAL_HISTORY.names} FROM resident_clinical_history"
-            " WHERE resident_id = ? ORDER BY history_id",
-            resident_id,
-        )
-        return [CLINICAL_HISTORY.load(r) for r in found]
+        tail = "WHERE resident_id = ? ORDER BY history_id"
+        return await CLINICAL_HISTORY.all(self.sql, tail, resident_id)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def remove_entity(
@@ -274,10 +246,7 @@ class SqlRegistry:
         table, key = TABLES[kind]
         lock = self.sql.dialect.for_update
         async with self.sql.transaction() as tx:
-            if (
-                await tx.fetch_one(f"SELECT 1 FROM {table} WHERE {key} = ?{lock}", entity_id)
-                is None
-            ):
+            if not await tx.fetch_one(f"SELECT 1 FROM {table} WHERE {key} = ?{lock}", entity_id):
                 raise KeyError(entity_id)
             blockers = [
                 Blocker(what, str(ref))
@@ -295,12 +264,9 @@ class SqlRegistry:
     ) -> Device:
         lock = self.sql.dialect.for_update
         async with self.sql.transaction() as tx:
-            row = await tx.fetch_one(
-                f"SELECT {DEVICES.names} FROM devices WHERE device_id = ?{lock}", device_id
-            )
-            if row is None:
+            device = await DEVICES.one(tx, f"WHERE device_id = ?{lock}", device_id)
+            if device is None:
                 raise KeyError(device_id)
-            device = DEVICES.load(row)
             if resident_id is not None:
                 found = await tx.fetch_one(
                     "SELECT site_id FROM residents WHERE resident_id = ?", resident_id
@@ -323,13 +289,11 @@ class SqlRegistry:
     async def registry_changes(
         self, kind: Kind | None = None, entity_id: str | None = None
     ) -> list[RegistryChange]:
-        found = await self.sql.fetch_all(
-            f"SELECT {REGISTRY_AUDIT.names} FROM registry_audit"
-            " WHERE (CAST(? AS TEXT) IS NULL OR kind = ?)"
-            " AND (CAST(? AS TEXT) IS NULL OR entity_id = ?) ORDER BY audit_id",
-            kind, kind, entity_id, entity_id,
-        )  # fmt: skip
-        return [REGISTRY_AUDIT.load(r) for r in found]
+        tail = (
+            "WHERE (CAST(? AS TEXT) IS NULL OR kind = ?)"
+            " AND (CAST(? AS TEXT) IS NULL OR entity_id = ?) ORDER BY audit_id"
+        )
+        return await REGISTRY_AUDIT.all(self.sql, tail, kind, kind, entity_id, entity_id)
 
     # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
     async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
@@ -344,43 +308,29 @@ class SqlRegistry:
         ) > 0  # fmt: skip
 
     async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
-        found = await self.sql.fetch_all(
-            f"SELECT {RECEIVER_ACCOUNTS.names} FROM receiver_accounts"
-            " WHERE kind = ? AND account = ? ORDER BY zone",
-            kind, account,
-        )  # fmt: skip
-        return [RECEIVER_ACCOUNTS.load(r) for r in found]
+        tail = "WHERE kind = ? AND account = ? ORDER BY zone"
+        return await RECEIVER_ACCOUNTS.all(self.sql, tail, kind, account)
 
     async def list_receiver_accounts(self) -> list[ReceiverAccount]:
-        found = await self.sql.fetch_all(
-            f"SELECT {RECEIVER_ACCOUNTS.names} FROM receiver_accounts ORDER BY kind, account, zone"
-        )
-        return [RECEIVER_ACCOUNTS.load(r) for r in found]
+        return await RECEIVER_ACCOUNTS.all(self.sql, "ORDER BY kind, account, zone")
 
 
 async def _audit(q: Queries, change: RegistryChange) -> None:
     await q.execute(REGISTRY_AUDIT.insert(""), *REGISTRY_AUDIT.params(change))
 
 
-def _clinical(row: tuple[object, ...] | None) -> ClinicalState:
+def _clinical(row: tuple[Any, ...] | None) -> ClinicalState:
     if row is None:
         return ClinicalState()
     scale, by, at, baseline = row
-    return ClinicalState(
-        None if scale is None else int(str(scale)),
-        None if by is None else str(by),
-        at if isinstance(at, datetime) else None,
-        Consciousness(str(baseline)) if baseline else None,
-    )
+    scale = None if scale is None else int(scale)
+    return ClinicalState(scale, by, at, Consciousness(baseline) if baseline else None)
 
 
-def _resident(row: tuple[object, ...], responders: tuple[str, ...]) -> Resident:
+def _resident(row: tuple[Any, ...], responders: tuple[str, ...]) -> Resident:
     rid, site, name, nhs, notes, *clinical = row
-    state = _clinical(tuple(clinical))
+    c = _clinical(tuple(clinical))
     return Resident(
-        resident_id=str(rid), site_id=str(site), name=str(name),
-        nhs_number=None if nhs is None else str(nhs), notes=str(notes),
-        spo2_scale=state.spo2_scale, spo2_scale_set_by=state.spo2_scale_set_by,
-        spo2_scale_set_at=state.spo2_scale_set_at, baseline_consciousness=state.baseline,
-        responders=responders,
+        rid, site, name, nhs, c.spo2_scale, c.spo2_scale_set_by, c.spo2_scale_set_at,
+        c.baseline, responders, notes,
     )  # fmt: skip

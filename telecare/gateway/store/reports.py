@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from telecare.devices.model import Alert, DispatchState, EventType, Metric, Reading
-from telecare.gateway.store.base import (
+from telecare.gateway.store.rows import (
     DeadLetter,
     HistoryPoint,
     News2Record,
@@ -20,22 +20,9 @@ from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, NEWS2, READINGS
 __all__ = ["COUNTABLE", "SqlReports"]
 
 #: Tables ``count`` accepts (a fixed list: the name is interpolated into SQL).
+_TABLES = "sites residents devices receiver_accounts responders readings alarm_events alerts"
 COUNTABLE = frozenset(
-    [
-        "sites",
-        "residents",
-        "devices",
-        "receiver_accounts",
-        "responders",
-        "readings",
-        "alarm_events",
-        "alerts",
-        "dispatches",
-        "dispatch_audit",
-        "dead_letters",
-        "device_status",
-        "news2_scores",
-    ]
+    f"{_TABLES} dispatches dispatch_audit dead_letters device_status news2_scores".split()
 )
 #: Residents per ``latest_vitals`` statement (bounds the number of parameters).
 _VITALS_CHUNK = 200
@@ -48,17 +35,10 @@ class SqlReports:
     sql: Sql
 
     async def recent_alerts(self, limit: int = 50) -> list[Alert]:
-        found = await self.sql.fetch_all(
-            f"SELECT {ALERTS.names} FROM alerts ORDER BY ts DESC LIMIT ?", limit
-        )
-        return [ALERTS.load(r) for r in found]
+        return await ALERTS.all(self.sql, "ORDER BY ts DESC LIMIT ?", limit)
 
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
-        found = await self.sql.fetch_all(
-            f"SELECT {DEAD_LETTERS.names} FROM dead_letters ORDER BY dead_letter_id DESC LIMIT ?",
-            limit,
-        )
-        return [DEAD_LETTERS.load(r) for r in found]
+        return await DEAD_LETTERS.all(self.sql, "ORDER BY dead_letter_id DESC LIMIT ?", limit)
 
     async def site_dispatch_ids(self, site_id: str) -> set[str]:
         found = await self.sql.fetch_all(
@@ -111,27 +91,17 @@ class SqlReports:
     async def news2_history(
         self, resident_id: str, start: datetime, end: datetime
     ) -> list[News2Record]:
-        found = await self.sql.fetch_all(
-            f"SELECT {NEWS2.names} FROM news2_scores"
-            " WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts",
-            resident_id,
-            start,
-            end,
-        )
-        return [NEWS2.load(r) for r in found]
+        tail = "WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts"
+        return await NEWS2.all(self.sql, tail, resident_id, start, end)
 
     async def resident_readings(
         self, resident_id: str, start: datetime, end: datetime, limit: int = 100_000
     ) -> list[Reading]:
-        found = await self.sql.fetch_all(
-            f"SELECT {READINGS.names} FROM readings WHERE resident_id = ? AND ts >= ? AND ts < ?"
-            " ORDER BY ts, device_id, msg_id, metric LIMIT ?",
-            resident_id,
-            start,
-            end,
-            limit,
+        tail = (
+            "WHERE resident_id = ? AND ts >= ? AND ts < ?"
+            " ORDER BY ts, device_id, msg_id, metric LIMIT ?"
         )
-        return [READINGS.load(r) for r in found]
+        return await READINGS.all(self.sql, tail, resident_id, start, end, limit)
 
     async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
         found = await self.sql.fetch_all(

@@ -220,12 +220,11 @@ class Spool:
         if self._alarmed or (not force and used < self.alarm_ratio * self.max_bytes):
             return
         self._alarmed = True
-        percent = 100 * used / self.max_bytes
         log.error(
             "spool_near_full",
             used_bytes=used,
             max_bytes=self.max_bytes,
-            percent=round(percent, 1),
+            percent=round(100 * used / self.max_bytes, 1),
             directory=str(self.directory),
         )
         self._report(near_full=True)

@@ -1,4 +1,5 @@
-"""What a spool record holds: one write the database could not take, as compact JSON.
+"""What a spool record holds (one write the database could not take, as compact JSON),
+and how records are applied to the store once the database is back.
 
 ``encode(item)`` and ``decode(payload)`` are pure and exact inverses (a round-trip test
 checks it). A record is ``{"k": kind, "v": values}`` (``"r"``: a list of them, for a
@@ -13,16 +14,37 @@ written before a column was added is shorter and decodes with the column's defau
     dead_letter   DeadLetter               DEAD_LETTERS
     news2         News2Record              NEWS2
     status        StatusItem               STATUS
+
+``apply_records(store, records, origin)`` decodes each record and calls the matching
+write of ``SqlWrites``. Consecutive reading batches are merged into writes of up to
+``max_rows`` rows. Duplicates (a record whose write had in fact reached the database
+just before the link broke, or a segment replayed twice after a crash) are removed by
+the stores' idempotency keys.
+
+Error handling
+    An error meaning the database is unreachable again (``is_unavailable``) propagates:
+    the caller keeps the segment and retries it later, from the start. Any other error
+    for a record (a record that cannot be decoded, or that the database rejects) must
+    not block the spool forever: the record is written as a dead letter (source
+    ``spool``, the segment as origin, the error as reason, the record as payload) and
+    replay carries on. Nothing is dropped silently.
+
+Dead letters themselves have no idempotency key: a segment replayed twice after a
+crash part-way through it can store a spooled dead letter twice.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telecare.devices.model import AlarmEvent, Alert, Reading
-from telecare.gateway.store.base import DeadLetter, News2Record, StatusItem
+import structlog
+
+from telecare.devices.model import AlarmEvent, Alert, Reading, utcnow
+from telecare.gateway.store.errors import is_unavailable
+from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.tables import (
     ALERTS,
     DEAD_LETTERS,
@@ -32,8 +54,11 @@ from telecare.gateway.store.tables import (
     STATUS,
     Table,
 )
+from telecare.gateway.store.writes import SqlWrites
 
-__all__ = ["ReadingsItem", "SpoolItem", "StatusItem", "decode", "encode"]
+__all__ = ["ReadingsItem", "SpoolItem", "StatusItem", "apply_records", "decode", "encode"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +68,8 @@ class ReadingsItem:
 
 SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | News2Record | StatusItem
 
-_KINDS: dict[str, Table[Any]] = {
-    "event": EVENTS,
-    "alert": ALERTS,
-    "dead_letter": DEAD_LETTERS,
-    "news2": NEWS2,
-    "status": STATUS,
-}
+_KINDS: dict[str, Table[Any]] = {"event": EVENTS, "alert": ALERTS, "dead_letter": DEAD_LETTERS}
+_KINDS |= {"news2": NEWS2, "status": STATUS}
 _BY_TYPE = {AlarmEvent: "event", Alert: "alert", DeadLetter: "dead_letter"}
 _BY_TYPE |= {News2Record: "news2", StatusItem: "status"}
 
@@ -75,3 +95,68 @@ def decode(payload: bytes) -> SpoolItem:
         item: SpoolItem = _KINDS[kind].from_record(body["v"])
         return item
     raise ValueError(f"unknown spool record kind {kind!r}")
+
+
+async def apply_records(
+    store: SqlWrites, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
+) -> int:
+    """Write ``records`` to ``store`` in order; return how many records were applied."""
+    pending: list[tuple[bytes, ReadingsItem]] = []
+    rows = 0
+
+    async def flush_readings() -> None:
+        nonlocal rows
+        if not pending:
+            return
+        batch: list[Reading] = [r for _, item in pending for r in item.readings]
+        try:
+            await store.write_readings(batch)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            for raw, _ in pending:
+                await _reject(store, raw, origin, exc)
+        pending.clear()
+        rows = 0
+
+    for raw in records:
+        try:
+            item = decode(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            await flush_readings()
+            await _reject(store, raw, origin, exc)
+            continue
+        if isinstance(item, ReadingsItem):
+            if rows + len(item.readings) > max_rows:
+                await flush_readings()
+            pending.append((raw, item))
+            rows += len(item.readings)
+            continue
+        await flush_readings()
+        try:
+            await _apply_one(store, item)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            await _reject(store, raw, origin, exc)
+    await flush_readings()
+    return len(records)
+
+
+async def _apply_one(store: SqlWrites, item: SpoolItem) -> None:
+    if isinstance(item, StatusItem):
+        s = item
+        await store.set_device_status(
+            s.device_id, online=s.online, at=s.at, heartbeat=s.heartbeat, battery=s.battery
+        )
+    elif not isinstance(item, ReadingsItem):  # readings are batched by the caller
+        write = {"event": store.write_event, "alert": store.write_alert}
+        write |= {"dead_letter": store.write_dead_letter, "news2": store.write_news2}
+        await write[_BY_TYPE[type(item)]](item)  # type: ignore[operator]
+
+
+async def _reject(store: SqlWrites, raw: bytes, origin: str, exc: Exception) -> None:
+    log.error("spool_record_rejected", origin=origin, error=repr(exc))
+    await store.write_dead_letter(
+        DeadLetter(utcnow(), "spool", origin, f"replay failed: {exc!r}"[:1000], raw)
+    )

@@ -4,7 +4,7 @@ Resource handling: one ``sqlite3`` connection opened in ``__aenter__`` and close
 ``__aexit__``; every call runs in a worker thread under an ``asyncio.Lock`` (see
 ``gateway.store.sql.SqliteSql``) so the event loop never blocks on disk.
 ``synchronous=FULL`` so a committed write survives a power cut. Everything else is the
-shared ``SqlStore``.
+shared ``Store``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from types import TracebackType
 from typing import Self
 
 from telecare.gateway.private_files import private_dir, private_file
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.migrations import migrations_for
 from telecare.gateway.store.sql import SqliteSql
-from telecare.gateway.store.sqlstore import SqlStore
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(SqlStore):
-    mode = "sqlite"
+class SqliteStore(Store):
     sql: SqliteSql
 
     def __init__(
@@ -35,6 +34,10 @@ class SqliteStore(SqlStore):
         self.dead_letter_retention = dead_letter_retention
         #: The query API (``gateway.store.sql``); it owns the connection and its lock.
         self.sql = SqliteSql()
+
+    @property
+    def mode(self) -> str:
+        return "sqlite"
 
     async def __aenter__(self) -> Self:
         if self.path != ":memory:":

@@ -1,10 +1,9 @@
-"""The ingest role, written once for both backends: the writes the spool may take
-(``SpooledWrites``) and the pipeline's direct reads and annotations (``Ingest``).
+"""The ingest role, written once for both backends: the writes the spool may take (the
+``write_*`` methods and ``set_device_status``) and the pipeline's direct reads and notes.
 
 Idempotency keys are the tables' unique indexes (``ON CONFLICT DO NOTHING``): a write
-returns ``False``/``0`` for what was already stored. The PostgreSQL store overrides the
-batch writes with faster forms of the same statements (binary ``COPY`` for readings,
-arrays for events and alerts), generated from the same table specs.
+returns ``False``/``0`` for what was already stored. ``PostgresStore`` overrides the
+batch writes with faster forms (binary ``COPY``, arrays) built from the same specs.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from telecare.devices.model import AlarmEvent, Alert, Metric, Reading
-from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record
+from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, EVENTS, NEWS2, READINGS
 
@@ -67,8 +66,7 @@ class SqlWrites:
         heartbeat: bool = False,
         battery: float | None = None,
     ) -> None:
-        first = True if online is None else online
-        hb = at if heartbeat else None
+        first, hb = True if online is None else online, at if heartbeat else None
         await self.sql.execute(
             _STATUS, device_id, first, at, hb, battery, device_id, online, online
         )
@@ -82,12 +80,10 @@ class SqlWrites:
     async def stored_message_readings(
         self, device_id: str, msg_id: str
     ) -> set[tuple[Metric, datetime, float]]:
-        found = await self.sql.fetch_all(
-            "SELECT metric, ts, value FROM readings WHERE device_id = ? AND msg_id = ?",
-            device_id,
-            msg_id,
-        )
-        return {(Metric(m), ts, float(v)) for m, ts, v in found}
+        q = "SELECT metric, ts, value FROM readings WHERE device_id = ? AND msg_id = ?"
+        return {
+            (Metric(m), ts, float(v)) for m, ts, v in await self.sql.fetch_all(q, device_id, msg_id)
+        }
 
     async def note_alert(
         self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
