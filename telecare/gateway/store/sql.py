@@ -196,18 +196,9 @@ class Dialect:
             return f"json_patch({column}, ?)"
         return f"{column} || CAST(? AS jsonb)"
 
-    def param(self, value: object) -> object:
-        """``value`` as this dialect's driver takes it."""
-        if isinstance(value, TextArray):
-            return json.dumps(list(value)) if self.name == "sqlite" else list(value)
-        if isinstance(value, datetime):
-            return iso(value) if self.name == "sqlite" else _aware(value)
-        if isinstance(value, dict | list):
-            return json.dumps(value) if self.name == "sqlite" else Jsonb(value)
-        return value
-
     def params(self, values: Sequence[object]) -> tuple[object, ...]:
-        return tuple(self.param(v) for v in values)
+        """PostgreSQL parameters as psycopg takes them (SQLite's: the adapters below)."""
+        return tuple(_PG_PARAM.get(type(v), _same)(v) for v in values)
 
 
 def _aware(ts: datetime) -> datetime:
@@ -231,13 +222,25 @@ _TS_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
 
 def _sqlite_value(value: Any) -> Any:
-    if type(value) is str and 20 <= len(value) <= 27 and _TS_TEXT.fullmatch(value):
+    if type(value) is str and value[-1:] == "Z" and _TS_TEXT.fullmatch(value):
         return datetime.fromisoformat(value)
     return value
 
 
 def sqlite_row(row: Sequence[Any]) -> Row:
     return tuple(_sqlite_value(v) for v in row)
+
+
+# SQLite's parameters are converted by sqlite3 itself (in C, process-wide) via adapters.
+_ADAPT: dict[type, Callable[[Any], str]] = {datetime: iso, dict: json.dumps, list: json.dumps}
+for _type, _adapt in (*_ADAPT.items(), (TextArray, json.dumps)):
+    sqlite3.register_adapter(_type, _adapt)
+_PG_PARAM: dict[type, Callable[[Any], object]] = {TextArray: list, dict: Jsonb, list: Jsonb}
+_PG_PARAM[datetime] = _aware
+
+
+def _same(value: object) -> object:
+    return value
 
 
 # -- SQLite ----------------------------------------------------------------------------
@@ -338,9 +341,9 @@ def _atomic(conn: sqlite3.Connection, fn: Callable[[], _T]) -> _T:
 def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
     if op == "many":
         before = conn.total_changes
-        conn.executemany(sql, (_SQLITE.params(r) for r in params))
+        conn.executemany(sql, params)
         return conn.total_changes - before
-    cur = conn.execute(sql, _SQLITE.params(params))
+    cur = conn.execute(sql, params)
     if op == "exec":
         return cur.rowcount
     if op == "one":
