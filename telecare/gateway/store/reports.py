@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from telecare.devices.model import Alert, DispatchState, EventType, Metric, Reading
+from telecare.devices.model import Alert, Dispatch, DispatchState, EventType, Metric, Reading
 from telecare.gateway.store.rows import (
     DeadLetter,
     HistoryPoint,
@@ -15,7 +15,7 @@ from telecare.gateway.store.rows import (
     TimelineEntry,
 )
 from telecare.gateway.store.sql import Sql
-from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, NEWS2, READINGS
+from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, DISPATCHES, NEWS2, READINGS
 
 __all__ = ["COUNTABLE", "SqlReports"]
 
@@ -39,6 +39,11 @@ class SqlReports:
 
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
         return await DEAD_LETTERS.all(self.sql, "ORDER BY dead_letter_id DESC LIMIT ?", limit)
+
+    async def open_dispatches(self) -> list[Dispatch]:
+        """Open dispatches, most urgent first (priority, then age)."""
+        tail = "WHERE state NOT IN ('resolved', 'cancelled') ORDER BY priority, created_at"
+        return await DISPATCHES.all(self.sql, tail)
 
     async def site_dispatch_ids(self, site_id: str) -> set[str]:
         found = await self.sql.fetch_all(
