@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -92,8 +92,7 @@ def decode(payload: bytes) -> SpoolItem:
     if kind == "readings":
         return ReadingsItem(tuple(READINGS.from_record(v) for v in body["r"]))
     if kind in _KINDS:
-        item: SpoolItem = _KINDS[kind].from_record(body["v"])
-        return item
+        return cast(SpoolItem, _KINDS[kind].from_record(body["v"]))
     raise ValueError(f"unknown spool record kind {kind!r}")
 
 

@@ -1,11 +1,7 @@
-"""SQLite backend: the embedded default (``telecare demo``), WAL mode, one writer.
-
-Resource handling: one ``sqlite3`` connection opened in ``__aenter__`` and closed in
-``__aexit__``; every call runs in a worker thread under an ``asyncio.Lock`` (see
-``gateway.store.sql.SqliteSql``) so the event loop never blocks on disk.
-``synchronous=FULL`` so a committed write survives a power cut. Everything else is the
-shared ``Store``.
-"""
+"""SQLite backend: the embedded default (``telecare demo``), WAL mode, one writer, the
+shared ``Store`` plus opening, migrating and maintenance. One ``sqlite3`` connection,
+used in a worker thread under a lock (``sql.SqliteSql``) so the event loop never blocks
+on disk; ``synchronous=FULL`` so a committed write survives a power cut."""
 
 from __future__ import annotations
 
