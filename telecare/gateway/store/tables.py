@@ -215,7 +215,7 @@ JSON: Final = "json"
 READINGS = Table(
     "readings",
     (C("device_id"), C("metric", SMALL, Metric), C("value", FLOAT), C("ts", TS))
-    + (C("msg_id"), C("resident_id"), C("site_id", db=False)),
+    + (C("msg_id"), C("resident_id"), C("site_id", db=False), C("quality", default="ok")),
     _reading,
 )
 EVENTS = Table(
