@@ -21,13 +21,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
 from telecare.dispatch.audit_chain import Anchor
 from telecare.dispatch.records import AuditRecord
-from telecare.gateway.store import rows
-from telecare.gateway.store.postgres import PostgresStore, insert_audit, insert_dispatch
+from telecare.gateway.store.dispatch import append_audit
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.tables import AUDIT, DISPATCHES
 
 __all__ = ["main"]
 
@@ -56,21 +57,17 @@ def _records(dispatch_ids: list[str], n: int) -> list[AuditRecord]:
     ]
 
 
-async def _run(
-    pool: AsyncConnectionPool, records: list[AuditRecord], writers: int, chained: bool
-) -> float:
+async def _run(sql: Sql, records: list[AuditRecord], writers: int, chained: bool) -> float:
     async def writer(part: list[AuditRecord]) -> None:
-        async with pool.connection() as conn:
-            for record in part:
-                async with conn.transaction():
-                    if chained:
-                        await insert_audit(conn, record)
-                    else:
-                        await conn.execute(
-                            f"INSERT INTO audit_plain ({rows.AUDIT_COLUMNS})"
-                            " VALUES (%s,%s,%s,%s,%s,%s,%s)".encode(),
-                            rows.audit_params(record),
-                        )
+        for record in part:
+            async with sql.transaction() as tx:
+                if chained:
+                    await append_audit(sql, tx, record)
+                else:
+                    await tx.execute(
+                        f"INSERT INTO audit_plain ({AUDIT.names}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        *AUDIT.params(record),
+                    )
 
     parts = [records[i::writers] for i in range(writers)]
     t0 = time.perf_counter()
@@ -91,15 +88,15 @@ async def _bench(args: argparse.Namespace) -> int:
                 )
             async with store.pool.connection() as conn:
                 await conn.execute(_BASELINE_DDL.encode())
-                for did in ids:
-                    d = Dispatch(did, f"a-{did}", DispatchState.RAISED, 1, now, now)
-                    await insert_dispatch(conn, d)
+            for did in ids:
+                d = Dispatch(did, f"a-{did}", DispatchState.RAISED, 1, now, now)
+                await store.sql.execute(DISPATCHES.insert(), *DISPATCHES.params(d))
             plain, chained = [], []
             for _ in range(args.rounds):
                 records = _records(ids, args.appends)
-                plain.append(await _run(store.pool, records, args.writers, chained=False))
-                chained.append(await _run(store.pool, records, args.writers, chained=True))
-            report = await store.verify_audit()
+                plain.append(await _run(store.sql, records, args.writers, chained=False))
+                chained.append(await _run(store.sql, records, args.writers, chained=True))
+            report = await store.dispatches.verify_audit()
             assert report.ok, report.problems
             head: Anchor | None = report.head
     finally:

@@ -234,7 +234,7 @@ async def test_a_partial_set_with_a_red_parameter_escalates_and_names_what_is_mi
         assert (five.priority, five.detail["news2_at_least"]) == (1, 17)
         for key, route in (("p1", "urgent"), ("p2", "urgent"), ("p3", "emergency")):
             d = await _dispatch(gw, by_source[key].alert_id)
-            audit = await gw.store.dispatch_audit(d.dispatch_id)
+            audit = await gw.store.dispatches.audit(d.dispatch_id)
             assert audit[0].detail["route"] == route
         assert await gw.store.count("news2_scores") == 0  # no NEWS2 total was stored
 
@@ -286,7 +286,7 @@ async def test_injury_reported_by_the_device_or_an_operator_routes_to_999_first(
         await site.publish("pend1", "event", fall)
         d = await _dispatch(gw, alarm_id_for("pend1", "f1"))
         assert d.responder_id == "amb"
-        audit = await gw.store.dispatch_audit(d.dispatch_id)
+        audit = await gw.store.dispatches.audit(d.dispatch_id)
         assert audit[0].detail["route"] == "emergency"
         assert audit[0].detail["cascade"][0] == "amb"
         [alert] = [a for a in await _alerts(gw.store) if a.alert_id == d.alert_id]
@@ -307,7 +307,9 @@ async def test_injury_reported_by_the_device_or_an_operator_routes_to_999_first(
         assert cascade[0].responder_id == "amb"
         contacted = await gw.dispatcher.contact(d2.dispatch_id, "operator-7")
         assert contacted.responder_id == "amb"
-        last = [a for a in await gw.store.dispatch_audit(d2.dispatch_id) if a.detail.get("injury")]
+        last = [
+            a for a in await gw.store.dispatches.audit(d2.dispatch_id) if a.detail.get("injury")
+        ]
         assert [(a.actor, a.detail["route"]) for a in last] == [("operator-7", "emergency")]
 
         # A device may only report injury with a fall / pendant / post-fall event.
@@ -327,7 +329,7 @@ async def test_default_cascades_follow_keyholder_warden_firefighter_rapid_respon
         routes = {}
         for msg_id in ("p1", "f1"):
             d = await _dispatch(gw, alarm_id_for("pend1", msg_id))
-            first = (await gw.store.dispatch_audit(d.dispatch_id))[0]
+            first = (await gw.store.dispatches.audit(d.dispatch_id))[0]
             routes[msg_id] = (first.detail["route"], first.detail["cascade"])
         assert routes == {
             "p1": ("wellbeing", ["kh1", "w1", "ff1", "rr1", "amb"]),

@@ -79,7 +79,7 @@ async def press_and_check(gw: Gateway, host: str, port: int, prefix: str) -> Non
     assert "Mrs A" not in alert.reason
 
     assert await gw.store.count("alarm_events") == 1
-    audit = await gw.store.dispatch_audit(dispatch.dispatch_id)
+    audit = await gw.store.dispatches.audit(dispatch.dispatch_id)
     assert [(a.from_state, a.to_state, a.actor) for a in audit] == [
         (None, DispatchState.RAISED, "system")
     ]

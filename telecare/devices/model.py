@@ -453,6 +453,10 @@ class Responder:
 # --------------------------------------------------------------------------- telemetry
 
 
+#: What a reading's ``quality`` may be.
+READING_QUALITIES = ("ok", "invalid", "demo")
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One measured value. Idempotency key: ``(device_id, msg_id, metric)``.
@@ -469,9 +473,13 @@ class Reading:
     msg_id: str
     resident_id: str | None = None
     site_id: str | None = None
+    #: ``ok``; ``invalid`` or ``demo`` when the device flagged the value (BLE status bits).
+    quality: str = "ok"
 
     def __post_init__(self) -> None:
         Reading.check_ids(self.device_id, self.msg_id, self.resident_id, self.site_id)
+        if self.quality not in READING_QUALITIES:
+            raise ModelError("quality", f"{self.quality!r} is not one of {READING_QUALITIES}")
         metric = self.metric
         if not isinstance(metric, Metric):
             try:
@@ -504,6 +512,7 @@ class Reading:
         msg_id: str,
         resident_id: str | None = None,
         site_id: str | None = None,
+        quality: str = "ok",
     ) -> Reading:
         """A reading whose identifiers the caller has already validated (with
         :meth:`check_ids`, once for all the readings of a message, or because they come
@@ -514,6 +523,8 @@ class Reading:
         """
         if type(metric) is not Metric:
             raise ModelError("metric", f"{metric!r} is not a Metric")
+        if quality not in READING_QUALITIES:
+            raise ModelError("quality", f"{quality!r} is not one of {READING_QUALITIES}")
         value, unit = _checked_measure(metric, value, unit)
         if type(ts) is not datetime or ts.tzinfo is not UTC:  # UTC: what codecs produce
             _check_ts("ts", ts)
@@ -527,6 +538,7 @@ class Reading:
         _set(new, "msg_id", msg_id)
         _set(new, "resident_id", resident_id)
         _set(new, "site_id", site_id)
+        _set(new, "quality", quality)
         return new
 
     def owned_by(self, site_id: str | None, resident_id: str | None) -> Reading:
@@ -543,6 +555,7 @@ class Reading:
         _set(new, "msg_id", self.msg_id)
         _set(new, "resident_id", resident_id)
         _set(new, "site_id", site_id)
+        _set(new, "quality", self.quality)
         return new
 
 

@@ -1,8 +1,8 @@
 """Dispatch (layer 3): responders, cascades, the alarm lifecycle, timers, notifiers, reports.
 
 Imports ``devices`` and ``rules`` only. The public surface is re-exported here; the
-gateway implements :class:`DispatchRepository` (``gateway/store/dispatch_pg.py``,
-``gateway/store/dispatch_sqlite.py``) and builds a :class:`DispatchService`. See
+gateway implements :class:`DispatchRepository` (``gateway/store/dispatch.py``, on
+both backends) and builds a :class:`DispatchService`. See
 ``docs/dispatch.md``.
 """
 

@@ -1,5 +1,5 @@
 """What dispatch needs from storage, declared here and implemented in the gateway layer
-(``gateway/store/dispatch_pg.py``, ``gateway/store/dispatch_sqlite.py``).
+(``gateway/store/dispatch.py``, once for both backends).
 
 The one rule every implementation keeps: :meth:`DispatchRepository.apply` is a single
 transaction that compare-and-sets ``version``, appends the audit record and sets/clears

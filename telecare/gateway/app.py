@@ -19,7 +19,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-from telecare.devices.model import Alert, Dispatch, DispatchState
+from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
 from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
 from telecare.gateway.dispatching import add_store_responders, build_dispatcher
@@ -35,6 +35,7 @@ from telecare.gateway.rule_state import RuleRunner, load_engine
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.spool import SpoolState
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.sweeper import OrphanSweeper
 from telecare.gateway.tablet_reply import TabletReplies
@@ -139,7 +140,7 @@ class Gateway:
                 DurableStore(
                     backend,
                     spool_dir=spool_path(self.config),
-                    on_alert=self._spool_alert,
+                    on_spool_state=self._spool_state,
                 )
             )
             # Dead letters are stored by the pipeline and also published (best effort) on
@@ -294,8 +295,21 @@ class Gateway:
             repo.load_for_alert,
         )
 
-    def _spool_alert(self, alert: Alert) -> None:
+    def _spool_state(self, state: SpoolState) -> None:
         """The local spool is nearly full (the database has been away a long time)."""
+        if not state.near_full:
+            return
+        now = self.clock.now()
+        alert = Alert(
+            alert_id=f"spool-near-full-{now.strftime('%Y%m%dT%H%M%S.%f')}",
+            kind=AlertKind.TECHNICAL,
+            priority=2,
+            reason=f"local spool {state.percent:.0f}% full ({state.used_bytes} of"
+            f" {state.max_bytes} bytes): the database has been unreachable; new data will be"
+            " refused when it is full",
+            ts=now,
+            detail={"used_bytes": state.used_bytes, "max_bytes": state.max_bytes},
+        )
         task = asyncio.get_running_loop().create_task(self.pipeline.raise_alert(alert))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -39,8 +39,6 @@ from telecare.dispatch.responders import ResponderProfile
 from telecare.gateway.config import Config
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.store.base import Store
-from telecare.gateway.store.dispatch_pg import PgDispatchRepository
-from telecare.gateway.store.dispatch_sqlite import SqliteDispatchRepository
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import Clock
@@ -76,9 +74,7 @@ class GatewayMqttTransport:
 
 
 def dispatch_repository(backend: PostgresStore | SqliteStore) -> DispatchRepository:
-    if isinstance(backend, PostgresStore):
-        return PgDispatchRepository(backend.pool)
-    return SqliteDispatchRepository(backend._run)
+    return backend.dispatches
 
 
 def _load_dispatch_file(path: str) -> dict[str, Any]:

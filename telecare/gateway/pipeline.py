@@ -63,7 +63,7 @@ from telecare.gateway.failures import is_storage_unavailable, poison_reason, whe
 from telecare.gateway.ingest.deadletter import DeadLetterLimiter, Verdict, flood_alert, sender_key
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record, Store
-from telecare.gateway.store.rows import event_digest
+from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
 from telecare.rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
 from telecare.rules.clock import Clock

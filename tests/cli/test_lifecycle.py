@@ -7,7 +7,7 @@ import asyncio
 import re
 
 from telecare.devices.model import Dispatch, DispatchState
-from telecare.gateway.store.base import AuditEntry
+from telecare.dispatch.records import AuditRecord
 from telecare.gateway.store.registry import RegistryChange
 from telecare.gateway.store.sqlite import SqliteStore
 from tests.cli.conftest import Cli
@@ -148,7 +148,9 @@ def test_remove_refuses_while_in_use_says_which_and_audits_the_person(cli: Cli) 
         async with SqliteStore(cli.db) as store:
             await store.write_alert(alert(1))  # device p1, resident res1, site s1
             d = Dispatch("d1", "a1", DispatchState.RAISED, 1, T0, T0, "s1", "res1", "kh1")
-            await store.create_dispatch(d, AuditEntry("d1", T0, None, d.state, "gateway"))
+            await store.dispatches.create(
+                d, AuditRecord("d1", T0, None, d.state, "gateway"), (), ()
+            )
 
     asyncio.run(open_alarm())
     out = cli("device", "remove", "p1", "--by", "jo", code=4)

@@ -13,13 +13,10 @@ from telecare.dispatch.cascades import CascadeConfig, Route, StepTemplate, resol
 from telecare.dispatch.errors import CascadeConfigError
 from telecare.dispatch.machine import Event, EventKind, transition
 from telecare.dispatch.records import TimerKind
+from telecare.dispatch.repository import DispatchRepository
 from telecare.dispatch.responders import OnCall, ResponderDirectory
 from telecare.dispatch.service import DispatchService
 from telecare.gateway.store.base import Store
-from telecare.gateway.store.dispatch_pg import PgDispatchRepository
-from telecare.gateway.store.dispatch_sqlite import SqliteDispatchRepository
-from telecare.gateway.store.postgres import PostgresStore
-from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, directory, make_alert, seed
 
@@ -151,11 +148,8 @@ def test_directory_from_config() -> None:
 
 
 # -- the repository contract on both backends ------------------------------------------------
-def repo_for(store: Store) -> PgDispatchRepository | SqliteDispatchRepository:
-    if isinstance(store, PostgresStore):
-        return PgDispatchRepository(store.pool)
-    assert isinstance(store, SqliteStore)
-    return SqliteDispatchRepository(store._run)
+def repo_for(store: Store) -> DispatchRepository:
+    return store.dispatches
 
 
 async def test_repository_lifecycle_and_race_on_both_backends(store: Store) -> None:
@@ -180,10 +174,10 @@ async def test_repository_lifecycle_and_race_on_both_backends(store: Store) -> N
     assert len(await repo.audit(did)) == 2
     assert await repo.timers(did) == []
     # The store's own readers agree with the repository's writes.
-    assert [a.to_state for a in await store.dispatch_audit(did)] == [
+    assert [a.to_state for a in await store.dispatches.audit(did)] == [
         a.to_state for a in await repo.audit(did)
     ]
-    assert await store.get_dispatch(did) == await repo.load(did)
+    assert await store.dispatches.load(did) == await repo.load(did)
     if (await repo.load(did)).state is DispatchState.ACKNOWLEDGED:  # type: ignore[union-attr]
         await service.contact(did, "op1")
         clock.advance(300)

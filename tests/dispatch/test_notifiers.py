@@ -31,7 +31,6 @@ from telecare.dispatch.notifiers.webhook import (
 from telecare.dispatch.notify import Notifier
 from telecare.dispatch.responders import Contact, ResponderDirectory, ResponderProfile
 from telecare.dispatch.service import DispatchService
-from telecare.gateway.store.dispatch_sqlite import SqliteDispatchRepository
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import RESPONDERS, make_alert, seed
@@ -217,7 +216,7 @@ async def test_a_contacted_responder_is_notified_on_every_channel_with_receipts(
     await seed(sqlite_store)
     box, port = smtp_server
     clock = FakeClock()
-    repo = SqliteDispatchRepository(sqlite_store._run)
+    repo = sqlite_store.dispatches
     kh1 = RESPONDERS[0]
     assert kh1.kind is ResponderKind.KEYHOLDER
     contacts = (

@@ -13,7 +13,6 @@ from telecare.dispatch.cascades import Route
 from telecare.dispatch.records import AuditRecord
 from telecare.dispatch.reports import build_report, response_report
 from telecare.dispatch.service import DispatchService
-from telecare.gateway.store.dispatch_pg import PgDispatchRepository
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, directory, make_alert, seed
@@ -157,7 +156,7 @@ def test_periods_bucket_by_raised_time_and_empty_periods_have_no_percentages() -
 async def test_report_from_the_stored_audit_trail(pg_store: PostgresStore) -> None:
     await seed(pg_store)
     clock = FakeClock(NOW)
-    repo = PgDispatchRepository(pg_store.pool)
+    repo = pg_store.dispatches
     service = DispatchService(repo, pg_store, clock, directory=directory())
     quick, slow = make_alert(EventType.PENDANT), make_alert(EventType.FALL)
     for alert in (quick, slow):

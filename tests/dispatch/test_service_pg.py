@@ -14,7 +14,6 @@ from telecare.dispatch.machine import Event, EventKind, transition
 from telecare.dispatch.notify import Notifier
 from telecare.dispatch.records import TimerKind
 from telecare.dispatch.service import DispatchService
-from telecare.gateway.store.dispatch_pg import PgDispatchRepository
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import (
@@ -37,7 +36,7 @@ def transport() -> MemoryTransport:
 
 
 def build(store: PostgresStore, clock: FakeClock, transport: MemoryTransport) -> DispatchService:
-    repo = PgDispatchRepository(store.pool)
+    repo = store.dispatches
     notifier = Notifier(
         repo, clock, transports=[transport], directory=directory(), supervisors=SUPERVISORS
     )
@@ -115,7 +114,7 @@ async def test_every_transition_of_a_full_attendance(
     assert audit[1].reason == "answered the call"
     assert audit[-1].detail["outcome"] == "assisted_at_home"
     # The same dispatch is what the store's own reader sees.
-    assert (await pg_store.get_dispatch(did)) == final
+    assert (await pg_store.dispatches.load(did)) == final
     with pytest.raises(IllegalTransition, match="it is closed"):
         await service.acknowledge(did, "op2")
 

@@ -7,7 +7,6 @@ import pytest
 from telecare.devices.model import Alert, AlertKind, EventType
 from telecare.dispatch.service import DispatchService
 from telecare.dispatch.storm import AlarmQueue
-from telecare.gateway.store.dispatch_pg import PgDispatchRepository
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, directory, eventually, make_alert, seed
@@ -60,9 +59,7 @@ async def test_service_dispatches_the_pendant_before_the_storm(pg_store: Postgre
     pendant = make_alert(EventType.PENDANT, ts=NOW)
     for alert in (storm[0], pendant):  # only alerts that get a dispatch need a row
         await pg_store.write_alert(alert)
-    service = DispatchService(
-        PgDispatchRepository(pg_store.pool), pg_store, FakeClock(NOW), directory=directory()
-    )
+    service = DispatchService(pg_store.dispatches, pg_store, FakeClock(NOW), directory=directory())
     for alert in storm:  # the storm arrives first ...
         await service.submit(alert)
     await service.submit(pendant)  # ... the pendant press last

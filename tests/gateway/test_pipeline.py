@@ -28,8 +28,8 @@ from telecare.gateway.envelope import Envelope
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.postgres import PostgresStore
-from telecare.gateway.store.rows import event_digest
 from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
 from telecare.rules.alarms import alarm_id_for
 from telecare.rules.clock import FakeClock
@@ -128,7 +128,7 @@ async def test_hub_batch_attributes_children_to_their_residents(
         },
     ]
     await pipeline.handle(_env("s1/hub/batch", json_v1.encode_batch("batch1", items)))
-    assert (await store.latest_readings("r1"))["spo2"] == (TS, 94.0)
+    assert (await store.latest_vitals(["r1"]))["r1"]["spo2"] == (TS, 94.0)
     dispatch = await dispatch_for(store, alarm_id_for("p2", "b"))
     assert dispatch.resident_id == "r2"
 
@@ -195,7 +195,7 @@ async def test_observation_set_is_scored_stored_and_escalated(
     assert score.risk == "high"
     assert score.red_flag is True
     # The vitals are kept as readings too.
-    latest = await store.latest_readings("r1")
+    latest = (await store.latest_vitals(["r1"]))["r1"]
     assert latest["pulse"] == (TS, 135.0)
     assert latest["temperature"] == (TS, 34.9)
     [alert] = [a for a in await store.recent_alerts() if a.kind is AlertKind.NEWS2]
@@ -268,7 +268,7 @@ async def test_a_group_with_one_poison_message_dead_letters_only_that_one(
     await pipeline.handle_group([_env("s1/hub/batch", batch), _env("s1/oxi/reading", good)])
     [letter] = await store.dead_letters()
     assert letter.origin.endswith("s1/hub/batch")
-    assert (await store.latest_readings("r1"))["spo2"] == (TS, 96.0)
+    assert (await store.latest_vitals(["r1"]))["r1"]["spo2"] == (TS, 96.0)
 
 
 async def test_reused_msg_id_on_both_backends(store: Store, pipeline: Pipeline) -> None:
@@ -373,5 +373,5 @@ async def test_reused_msg_id_for_an_observation_set(store: Store, pipeline: Pipe
     [score] = await store.news2_history("r1", TS, TS + timedelta(seconds=1))
     assert score.total == 0
     assert await store.count("alerts") == 0
-    assert (await store.latest_readings("r1"))["pulse"] == (TS, 70.0)
+    assert (await store.latest_vitals(["r1"]))["r1"]["pulse"] == (TS, 70.0)
     assert pipeline.counters["msg_id_reused"] == 1

@@ -92,25 +92,14 @@ async def stored_events(store: AnyStore) -> list[StoredEvent]:
     """Every row of ``alarm_events`` (the store has no read query for them)."""
     cols = "device_id, msg_id, type, phase, ts, code, device_type, location, source"
     sql = f"SELECT {cols} FROM alarm_events ORDER BY event_id"
-    if isinstance(store, SqliteStore):
-        rows = await store._run(lambda c: c.execute(sql).fetchall())
-        return [
-            StoredEvent(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4]), *r[5:]) for r in rows
-        ]
-    async with store.pool.connection() as conn:
-        cur = await conn.execute(sql)
-        return [StoredEvent(*r) for r in await cur.fetchall()]
+    return [StoredEvent(*r) for r in await store.sql.fetch_all(sql)]
 
 
 async def last_heartbeat(store: AnyStore, device_id: str) -> Any:
-    sql = "SELECT last_heartbeat FROM device_status WHERE device_id = "
-    if isinstance(store, SqliteStore):
-        rows = await store._run(lambda c: c.execute(sql + "?", (device_id,)).fetchall())
-    else:
-        async with store.pool.connection() as conn:
-            cur = await conn.execute(sql + "%s", (device_id,))
-            rows = await cur.fetchall()
-    return rows[0][0] if rows else None
+    row = await store.sql.fetch_one(
+        "SELECT last_heartbeat FROM device_status WHERE device_id = ?", device_id
+    )
+    return row[0] if row else None
 
 
 def mrq(ref: str, mty: str = "ME", stc: str = "0010", dty: str = "0003", cid: str = CID) -> str:

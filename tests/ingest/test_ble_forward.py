@@ -84,7 +84,7 @@ async def test_forwarded_ble_values_become_readings_or_dead_letters(
         await _forward(hub, "ghost1", "2A5E", encode_2a5e(95, 72))
         letters = await eventually(gw.store.dead_letters, lambda ds: len(ds) == 4)
 
-    latest = {k: v for k, (_, v) in (await gw.store.latest_readings("res1")).items()}
+    latest = {k: v for k, (_, v) in (await gw.store.latest_vitals(["res1"]))["res1"].items()}
     assert latest["spo2"] == 93.0
     assert latest["systolic_bp"] == pytest.approx(142, abs=0.5)  # sent in kPa
     assert latest["diastolic_bp"] == pytest.approx(88, abs=0.5)
@@ -146,15 +146,15 @@ async def test_ble_device_time_demo_invalid_data_and_user_ids(
             ),
         )
         await eventually(lambda: gw.store.count("readings"), lambda n: n == 2)
-        assert (await gw.store.latest_readings("res1"))["spo2"] == (week_ago, 95.0)
+        assert (await gw.store.latest_vitals(["res1"]))["res1"]["spo2"] == (week_ago, 95.0)
 
         # Once user 2 is mapped to res2, the cuff's reading for user 2 is res2's.
         await gw.store.set_device_user("cuff1", 2, "res2")
         await gw.store.set_device_user("cuff1", 1, "res1")
         await _forward(hub, "cuff1", "2A35", encode_2a35(150, 95, 113, user_id=2))
         await eventually(lambda: gw.store.count("readings"), lambda n: n == 5)
-        assert (await gw.store.latest_readings("res2"))["systolic_bp"][1] == 150.0
-        assert "systolic_bp" not in await gw.store.latest_readings("res1")
+        assert (await gw.store.latest_vitals(["res2"]))["res2"]["systolic_bp"][1] == 150.0
+        assert "systolic_bp" not in (await gw.store.latest_vitals(["res1"]))["res1"]
         # The unknown user (0xFF) is never guessed.
         await _forward(hub, "cuff1", "2A35", encode_2a35(150, 95, 113, user_id=0xFF))
         letters = await eventually(gw.store.dead_letters, lambda ds: len(ds) == 3)

@@ -38,7 +38,7 @@ from telecare.devices.model import (
 from telecare.gateway.app import Gateway
 from telecare.gateway.config import IngestSection, StoreConfig
 from telecare.gateway.store.base import DeadLetter, Store
-from telecare.gateway.store.rows import event_digest
+from telecare.gateway.store.tables import event_digest
 from tests.helpers import eventually
 from tests.ingest.shipped import device_client, gateway_config, running_gateway, shipped_broker
 from tests.ingest.shipped import users_for as _users_for
@@ -177,8 +177,8 @@ async def test_a_hub_forwards_only_for_its_registered_children(
     await _publish(broker, topic_prefix, "hub1", "batch", stranger)
     reason = await _dead_letter(gw, "not registered to it")
     assert reason == "hub 'hub1' forwarded for device 'pend2', which is not registered to it"
-    latest = await eventually(lambda: gw.store.latest_readings("res1"))  # its child: stored
-    assert latest["spo2"][1] == 95.0
+    vitals = await eventually(lambda: gw.store.latest_vitals(["res1"]), lambda v: bool(v["res1"]))
+    assert vitals["res1"]["spo2"][1] == 95.0  # its child: stored
     assert await gw.store.stored_event_digest("pend2", "f2") is None
     assert await gw.store.count("alerts") == 0
 

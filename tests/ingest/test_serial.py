@@ -78,7 +78,7 @@ async def _serial(
 
 
 async def _latest(store: Store) -> dict[str, float]:
-    return {k: v for k, (_, v) in (await store.latest_readings("res1")).items()}
+    return {k: v for k, (_, v) in (await store.latest_vitals(["res1"]))["res1"].items()}
 
 
 async def _reasons(store: Store) -> list[str]:

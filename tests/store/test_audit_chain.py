@@ -26,6 +26,7 @@ from telecare.dispatch.audit_chain import (
 )
 from telecare.gateway.dispatching import dispatch_repository
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sql import json_value
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import NOW, make_alert, seed
@@ -69,29 +70,27 @@ def owner_sql(store: Backend, statement: str, params: tuple[object, ...] = ()) -
 
 
 async def audit_id_of(store: Backend, seq: int) -> int:
-    if isinstance(store, SqliteStore):
-        row = await store._one("SELECT audit_id FROM dispatch_audit WHERE seq = ?", (seq,))
-    else:
-        row = await store._one("SELECT audit_id FROM dispatch_audit WHERE seq = %s", (seq,))
+    row = await store.sql.fetch_one("SELECT audit_id FROM dispatch_audit WHERE seq = ?", seq)
+    assert row is not None
     return int(row[0])
 
 
 async def test_every_transition_is_chained_and_verifies(store: Backend) -> None:
     await run_dispatches(store)
-    report = await store.verify_audit()
+    report = await store.dispatches.verify_audit()
     assert report.ok, report.problems
     assert (report.rows, report.unchained) == (5, 0)
     assert report.head is not None
     assert report.head.seq == 5
     # The head is an anchor a later run can be held to.
-    assert (await store.verify_audit(report.head)).ok
+    assert (await store.dispatches.verify_audit(report.head)).ok
 
 
 async def test_a_changed_row_fails_verification_naming_it(store: Backend) -> None:
     await run_dispatches(store)
     audit_id = await audit_id_of(store, 2)
     owner_sql(store, "UPDATE dispatch_audit SET reason = %s WHERE seq = 2", ("nothing to see",))
-    report = await store.verify_audit()
+    report = await store.dispatches.verify_audit()
     assert not report.ok
     assert report.problems == [
         f"audit row {audit_id} (seq 2, dispatch {report_dispatch(report.problems[0])}) was"
@@ -124,7 +123,7 @@ async def test_a_changed_row_with_its_hash_recomputed_breaks_the_next_link(
         "UPDATE dispatch_audit SET actor = %s, row_hash = %s WHERE seq = 2",
         ("somebody-else", row_hash(victim.prev_hash, content)),
     )
-    report = await store.verify_audit()
+    report = await store.dispatches.verify_audit()
     next_id = await audit_id_of(store, 3)
     assert len(report.problems) == 1
     assert report.problems[0].startswith(f"audit row {next_id} (seq 3,")
@@ -132,17 +131,18 @@ async def test_a_changed_row_with_its_hash_recomputed_breaks_the_next_link(
 
 
 async def chain_rows(store: Backend) -> list[ChainRow]:
-    from telecare.gateway.store import rows as r
-
-    found = await store._all(f"SELECT {r.CHAIN_ROW_COLUMNS} FROM dispatch_audit ORDER BY seq")
-    return [r.chain_row(x) for x in found]
+    found = await store.sql.fetch_all(
+        "SELECT audit_id, seq, prev_hash, row_hash, dispatch_id, at, from_state, to_state,"
+        " actor, reason, detail FROM dispatch_audit ORDER BY seq"
+    )
+    return [ChainRow(*x[:10], json_value(x[10])) for x in found]
 
 
 async def test_a_removed_row_is_detected(store: Backend) -> None:
     await run_dispatches(store)
     next_id = await audit_id_of(store, 3)
     owner_sql(store, "DELETE FROM dispatch_audit WHERE seq = 2")
-    report = await store.verify_audit()
+    report = await store.dispatches.verify_audit()
     assert not report.ok
     assert any(
         p.startswith(f"seq 2 missing before audit row {next_id} (seq 3,") for p in report.problems
@@ -151,12 +151,12 @@ async def test_a_removed_row_is_detected(store: Backend) -> None:
 
 async def test_removing_the_last_rows_is_detected(store: Backend) -> None:
     ids = await run_dispatches(store)
-    head = (await store.verify_audit()).head
+    head = (await store.dispatches.verify_audit()).head
     assert head is not None
     # The last row is dispatch 2's acknowledgement: without it the dispatch's state no
     # longer matches its audit trail, and the recorded head is gone.
     owner_sql(store, "DELETE FROM dispatch_audit WHERE seq = 5")
-    report = await store.verify_audit(head)
+    report = await store.dispatches.verify_audit(head)
     assert "anchor seq 5 is gone: the chain ends at seq 4, rows were removed" in report.problems
     assert any(p.startswith(f"dispatch {ids[1]} is 'acknowledged'") for p in report.problems)
 
@@ -165,19 +165,17 @@ async def test_an_unchained_row_is_refused(store: Backend) -> None:
     ids = await run_dispatches(store, opened=1, acknowledged=0)
     if isinstance(store, SqliteStore):
         with pytest.raises(sqlite3.IntegrityError, match="must carry seq"):
-            await store._run(
-                lambda c: c.execute(
-                    "INSERT INTO dispatch_audit (dispatch_id, at, to_state, actor)"
-                    " VALUES (?, '2026-01-01T00:00:00.000000Z', 'raised', 'x')",
-                    (ids[0],),
-                )
+            await store.sql.execute(
+                "INSERT INTO dispatch_audit (dispatch_id, at, to_state, actor)"
+                " VALUES (?, '2026-01-01T00:00:00.000000Z', 'raised', 'x')",
+                ids[0],
             )
     else:
         with pytest.raises(psycopg.errors.CheckViolation):
-            await store._exec(
+            await store.sql.execute(
                 "INSERT INTO dispatch_audit (dispatch_id, at, to_state, actor)"
-                " VALUES (%s, now(), 'raised', 'x')",
-                (ids[0],),
+                " VALUES (?, now(), 'raised', 'x')",
+                ids[0],
             )
 
 
@@ -185,9 +183,9 @@ async def test_an_unchained_row_is_refused(store: Backend) -> None:
 async def test_truncate_is_refused_even_for_the_owner(pg_store: PostgresStore) -> None:
     await run_dispatches(pg_store)
     with pytest.raises(psycopg.errors.RaiseException, match="append-only: TRUNCATE refused"):
-        await pg_store._exec("TRUNCATE dispatch_audit", ())
+        await pg_store.sql.execute("TRUNCATE dispatch_audit")
     with pytest.raises(psycopg.errors.RaiseException, match="append-only: TRUNCATE refused"):
-        await pg_store._exec("TRUNCATE dispatches CASCADE", ())
+        await pg_store.sql.execute("TRUNCATE dispatches CASCADE")
     assert await pg_store.count("dispatch_audit") == 5
 
 
@@ -217,10 +215,12 @@ async def test_racing_transitions_on_postgres_make_one_valid_chain(
                 return_exceptions=True,
             )
         assert sum(not isinstance(r, BaseException) for r in results) >= len(ids)
-        report = await store.verify_audit()
+        report = await store.dispatches.verify_audit()
         assert report.ok, report.problems
         assert report.rows == await store.count("dispatch_audit") == 2 * len(ids)
-        seqs = [r[0] for r in await store._all("SELECT seq FROM dispatch_audit ORDER BY seq")]
+        seqs = [
+            r[0] for r in await store.sql.fetch_all("SELECT seq FROM dispatch_audit ORDER BY seq")
+        ]
         assert seqs == list(range(1, 2 * len(ids) + 1))
 
 

@@ -252,7 +252,7 @@ def test_the_gateway_runs_end_to_end_as_the_runtime_role(
                 d = await eventually(lambda: gw.dispatcher.repo.load_for_alert(alert_id))
                 await gw.dispatcher.acknowledge(d.dispatch_id, "op1")
                 await eventually(lambda: _counted(store, "readings", 2))
-                report = await store.verify_audit()
+                report = await store.dispatches.verify_audit()
         assert report.ok, report.problems
         assert report.rows == 2
         assert not [e for e in logs if e["event"] == "store_role_too_powerful"]

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
-from telecare.gateway.store.base import AuditEntry, DeadLetter, News2Record, Store
+from telecare.devices.model import Dispatch, DispatchState
+from telecare.dispatch.records import AuditRecord
+from telecare.gateway.store.base import DeadLetter, News2Record, Store
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.errors import SpoolFull
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.spool import SpoolState
 from tests.store.helpers import T0, alert, event, message, registry
 from tests.store.proxy import TcpProxy
 
@@ -29,9 +31,9 @@ async def test_writes_go_straight_through_when_the_database_is_up(
         assert await durable.write_event(event(1)) is False
         assert await durable.write_alert(alert(1)) is True
         dispatch = Dispatch("d1", "a1", DispatchState.RAISED, 1, T0, T0, "s1", "res1")
-        audit = AuditEntry("d1", T0, None, DispatchState.RAISED, "gateway")
-        assert await durable.create_dispatch(dispatch, audit) is True
-        assert await durable.create_dispatch(dispatch, audit) is False
+        audit = AuditRecord("d1", T0, None, DispatchState.RAISED, "gateway")
+        assert await durable.dispatches.create(dispatch, audit, (), ()) is True
+        assert await durable.dispatches.create(dispatch, audit, (), ()) is False
         score = News2Record("res1", T0, 3, "low", False, {"spo2": 1}, 1, "obs1")
         assert await durable.write_news2(score) is True
         assert await durable.write_news2(score) is False
@@ -44,7 +46,7 @@ async def test_writes_go_straight_through_when_the_database_is_up(
     assert await store.count("readings") == 150
     assert await store.count("dead_letters") == 1
     assert await store.count("device_status") == 1
-    assert (await store.get_dispatch("d1")) == dispatch
+    assert (await store.dispatches.load("d1")) == dispatch
     assert not any((tmp_path / "spool").glob("*.seg"))
 
 
@@ -53,7 +55,7 @@ async def test_full_spool_refuses_and_alarms(
 ) -> None:
     async with PostgresStore(pg_dsn, schema=pg_schema) as direct:
         await direct.migrate()
-    alerts: list[Alert] = []
+    states: list[SpoolState] = []
     proxied = PostgresStore(proxied_dsn, schema=pg_schema, timeout=0.5)
     async with proxied:
         await pg_proxy.cut()
@@ -61,7 +63,7 @@ async def test_full_spool_refuses_and_alarms(
             proxied,
             spool_dir=tmp_path / "spool",
             spool_max_bytes=4000,
-            on_alert=alerts.append,
+            on_spool_state=states.append,
             batch_age=0.005,
             retry_initial=0.05,
             maintain_every=None,
@@ -73,9 +75,9 @@ async def test_full_spool_refuses_and_alarms(
 
             with pytest.raises(SpoolFull):
                 await fill()
-            await asyncio.sleep(0)  # the alert callback is scheduled on the loop
+            await asyncio.sleep(0)  # the state callback is scheduled on the loop
             assert durable.stats()["spool_bytes"] <= 4000
             assert durable.degraded
-    assert len(alerts) == 1
-    assert alerts[0].kind is AlertKind.TECHNICAL
-    assert alerts[0].priority == 2
+    assert len(states) == 1  # reported once, not on every refused append
+    assert states[0].near_full
+    assert states[0].max_bytes == 4000

@@ -1,5 +1,6 @@
-"""The database link is cut while readings, alarm events, alerts and dispatches keep
-arriving, then restored: every one is stored exactly once (nothing lost, nothing twice).
+"""The database link is cut while readings, alarm events and alerts keep arriving, then
+restored: every one is stored exactly once (nothing lost, nothing twice). (Dispatches are
+not spooled: the dispatch service writes them directly and retries.)
 
 PostgreSQL sits behind a TCP proxy (tests/store/proxy.py) that breaks every connection
 and refuses new ones while cut.
@@ -12,11 +13,9 @@ from pathlib import Path
 
 import psycopg
 
-from telecare.devices.model import Dispatch, DispatchState
-from telecare.gateway.store.base import AuditEntry
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
-from tests.store.helpers import T0, alert, event, message, registry
+from tests.store.helpers import alert, event, message, registry
 from tests.store.proxy import TcpProxy
 
 GUARD = 60  # seconds: a hang guard only, never a performance assertion
@@ -38,7 +37,7 @@ async def _count_and_duplicates(dsn: str, schema: str) -> dict[str, int]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute(f'SET search_path = "{schema}"')
         out = {}
-        for table in ("readings", "alarm_events", "alerts", "dispatches", "dispatch_audit"):
+        for table in ("readings", "alarm_events", "alerts"):
             cur = await conn.execute(f"SELECT count(*) FROM {table}")
             row = await cur.fetchone()
             assert row is not None
@@ -85,9 +84,6 @@ async def test_outage_loses_nothing_and_duplicates_nothing(
             for i in range(n_alarms):
                 assert await store.write_event(event(i))
                 assert await store.write_alert(alert(i))
-                dispatch = Dispatch(f"d{i}", f"a{i}", DispatchState.RAISED, 1, T0, T0, "s1", "res1")
-                audit = AuditEntry(f"d{i}", T0, None, DispatchState.RAISED, "gateway")
-                assert await store.create_dispatch(dispatch, audit)
                 if i % 5 == 0:  # redelivered alarm
                     await store.write_event(event(i))
                 await asyncio.sleep(0.005)
@@ -117,8 +113,6 @@ async def test_outage_loses_nothing_and_duplicates_nothing(
         "readings": 3 * n_messages,
         "alarm_events": n_alarms,
         "alerts": n_alarms,
-        "dispatches": n_alarms,
-        "dispatch_audit": n_alarms,
         "duplicate_readings": 0,
     }
 

@@ -7,9 +7,11 @@ from datetime import timedelta
 import pytest
 
 from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState, Metric, Reading
+from telecare.dispatch.records import AuditRecord
 from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import dispatch_repository
-from telecare.gateway.store.base import AuditEntry, News2Record, Store
+from telecare.gateway.store.base import News2Record, Store
+from telecare.gateway.store.dispatch import append_audit
 from tests.store.helpers import T0, registry
 
 S = timedelta(seconds=1)
@@ -86,49 +88,31 @@ async def _dispatch(
     await store.write_alert(
         Alert(f"a{i}", AlertKind.ALARM, priority, f"alarm {i}", created, "s1", "res1")
     )
-    await store.create_dispatch(
+    await store.dispatches.create(
         Dispatch(f"d{i}", f"a{i}", DispatchState.RAISED, priority, created, created, "s1"),
-        AuditEntry(f"d{i}", created, None, DispatchState.RAISED, "gateway"),
+        AuditRecord(f"d{i}", created, None, DispatchState.RAISED, "gateway"),
+        (),
+        (),
     )
     # Audit steps go straight into the append-only trail (the dispatch service's job).
     prev = DispatchState.RAISED
     for state, after_s in steps:
-        entry = AuditEntry(f"d{i}", created + after_s * S, prev, DispatchState(state), "op")
+        entry = AuditRecord(f"d{i}", created + after_s * S, prev, DispatchState(state), "op")
         await _append_audit(store, entry)
         prev = DispatchState(state)
     if steps and not DispatchState(steps[-1][0]).is_open:
         await _close(store, f"d{i}", steps[-1][0])
 
 
-async def _append_audit(store: Store, entry: AuditEntry) -> None:
-    from telecare.gateway.store.postgres import PostgresStore, insert_audit
-    from telecare.gateway.store.sqlite import SqliteStore
-    from telecare.gateway.store.sqlite import insert_audit as sqlite_insert_audit
-
-    if isinstance(store, PostgresStore):
-        async with store.pool.connection() as conn:
-            await insert_audit(conn, entry)
-    else:
-        assert isinstance(store, SqliteStore)
-        await store._run(lambda c: sqlite_insert_audit(c, entry))
+async def _append_audit(store: Store, entry: AuditRecord) -> None:
+    async with store.sql.transaction() as tx:
+        await append_audit(store.sql, tx, entry)
 
 
 async def _close(store: Store, dispatch_id: str, state: str) -> None:
-    from telecare.gateway.store.postgres import PostgresStore
-    from telecare.gateway.store.sqlite import SqliteStore
-
-    if isinstance(store, PostgresStore):
-        async with store.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE dispatches SET state = %s WHERE dispatch_id = %s", (state, dispatch_id)
-            )
-    else:
-        assert isinstance(store, SqliteStore)
-        await store._run(
-            lambda c: c.execute(
-                "UPDATE dispatches SET state = ? WHERE dispatch_id = ?", (state, dispatch_id)
-            )
-        )
+    await store.sql.execute(
+        "UPDATE dispatches SET state = ? WHERE dispatch_id = ?", state, dispatch_id
+    )
 
 
 async def test_open_alarms_by_priority_then_age(store: Store) -> None:

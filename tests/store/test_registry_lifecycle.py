@@ -15,8 +15,9 @@ from telecare.devices.model import (
     Responder,
     ResponderKind,
 )
+from telecare.dispatch.records import AuditRecord
 from telecare.gateway.decode import Registry
-from telecare.gateway.store.base import AuditEntry, Store
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.registry import Blocker, RegistryChange
 from tests.store.helpers import T0, alert, registry
 
@@ -28,7 +29,7 @@ def _change(action: str, kind: str, entity_id: str) -> RegistryChange:
 async def _open_dispatch(store: Store, state: DispatchState = DispatchState.RAISED) -> None:
     await store.write_alert(alert(1))  # device p1, resident res1, site s1
     dispatch = Dispatch("d1", "a1", state, 1, T0, T0, "s1", "res1", "kh1")
-    await store.create_dispatch(dispatch, AuditEntry("d1", T0, None, state, "gateway"))
+    await store.dispatches.create(dispatch, AuditRecord("d1", T0, None, state, "gateway"), (), ())
 
 
 async def test_remove_refuses_while_an_open_dispatch_references_it(store: Store) -> None:

@@ -11,12 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState, Metric, Reading
-from telecare.gateway.store.base import AuditEntry, DeadLetter, News2Record
+from telecare.devices.model import Alert, AlertKind, Metric, Reading
+from telecare.gateway.store.base import DeadLetter, News2Record
 from telecare.gateway.store.errors import SpoolFull
-from telecare.gateway.store.spool import MAGIC, Spool
+from telecare.gateway.store.spool import MAGIC, Spool, SpoolState
 from telecare.gateway.store.spool_codec import (
-    DispatchItem,
     ReadingsItem,
     StatusItem,
     decode,
@@ -98,20 +97,25 @@ def test_garbage_file_is_reported_not_raised(tmp_path: Path) -> None:
     assert spool.read(path).records == []
 
 
-def test_bound_and_near_full_alarm(tmp_path: Path) -> None:
-    alerts: list[Alert] = []
-    spool = Spool(tmp_path, max_bytes=1000, alarm_ratio=0.8, on_alert=alerts.append)
+def test_bound_and_near_full_state(tmp_path: Path) -> None:
+    states: list[SpoolState] = []
+    spool = Spool(tmp_path, max_bytes=1000, alarm_ratio=0.8, on_state=states.append)
     spool.append([b"x" * 600])
-    assert alerts == []
+    assert states == []
     spool.append([b"y" * 200])  # 8 + 2*(8+...) > 800 bytes
-    assert len(alerts) == 1
-    assert alerts[0].kind is AlertKind.TECHNICAL
-    assert "spool" in alerts[0].reason
+    assert len(states) == 1
+    assert states[0].near_full
+    assert states[0].used_bytes == spool.used_bytes
+    assert states[0].percent > 80
     spool.append([b"z"])
-    assert len(alerts) == 1  # raised once, not on every append
+    assert len(states) == 1  # reported once, not on every append
     with pytest.raises(SpoolFull, match="full"):
         spool.append([b"w" * 300])
     assert _all_records(spool) == [b"x" * 600, b"y" * 200, b"z"]
+    spool.seal()
+    for path in spool.sealed():
+        spool.remove(path)
+    assert [s.near_full for s in states] == [True, False]  # and cleared again
 
 
 def test_segments_rotate_by_size(tmp_path: Path) -> None:
@@ -129,10 +133,6 @@ ITEMS = [
     alert(5),
     Alert("t1", AlertKind.TECHNICAL, 2, "spool", T0, detail={"nested": {"a": [1, 2]}}),
     DeadLetter(T0, "mqtt", "t/x", "bad json", b"\x00\xff{", "d9"),
-    DispatchItem(
-        Dispatch("d1", "a1", DispatchState.RAISED, 1, T0, T0, "s1", "res1", "r1", 2, None, 3),
-        AuditEntry("d1", T0, None, DispatchState.RAISED, "gateway", "why", {"k": 1}),
-    ),
     News2Record("res1", T0, 7, "high", True, {"spo2": 3, "pulse": 2}, 2, "obs1"),
     StatusItem("ox1", T0, None, True, 55.5),
 ]

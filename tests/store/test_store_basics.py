@@ -22,7 +22,8 @@ from telecare.devices.model import (
     Site,
     SiteKind,
 )
-from telecare.gateway.store.base import AuditEntry, DeadLetter, Store
+from telecare.dispatch.records import AuditRecord
+from telecare.gateway.store.base import DeadLetter, Store
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -64,7 +65,7 @@ async def test_readings_are_idempotent(store: Store) -> None:
     assert await store.write_readings(batch) == 0
     assert await store.write_readings(batch + batch) == 0
     assert await store.count("readings") == 2
-    latest = await store.latest_readings("res1")
+    latest = (await store.latest_vitals(["res1"]))["res1"]
     assert latest["spo2"][1] == 96.0
     assert latest["pulse"][0] == NOW
 
@@ -89,11 +90,12 @@ async def test_event_alert_dispatch(store: Store) -> None:
     assert await store.write_alert(alert) is True
     assert await store.write_alert(alert) is False
     dispatch = Dispatch("dp1", "a1", DispatchState.RAISED, 1, NOW, NOW, "s1", "res1", "r2")
-    audit = AuditEntry("dp1", NOW, None, DispatchState.RAISED, "gateway", "pendant pressed")
-    assert await store.create_dispatch(dispatch, audit) is True
-    assert await store.create_dispatch(dispatch, audit) is False
-    assert await store.open_dispatches() == [dispatch]
-    assert await store.dispatch_audit("dp1") == [audit]
+    audit = AuditRecord("dp1", NOW, None, DispatchState.RAISED, "gateway", "pendant pressed")
+    assert await store.dispatches.create(dispatch, audit, (), ()) is True
+    assert await store.dispatches.create(dispatch, audit, (), ()) is False
+    assert await store.dispatches.load("dp1") == dispatch
+    assert [a.dispatch_id for a in await store.open_alarms(NOW)] == ["dp1"]
+    assert await store.dispatches.audit("dp1") == [audit]
     assert (await store.recent_alerts())[0] == alert
 
 

@@ -210,7 +210,7 @@ async def test_action_list_acknowledge_contact_outcomes_hold_recall_and_close(en
     closure = await env.console.store.closure(dispatch_id)
     assert closure is not None
     assert (closure.false_alarm, closure.closed_by) == (True, "op1")
-    actors = {a.actor for a in await env.store.dispatch_audit(dispatch_id)}
+    actors = {a.actor for a in await env.store.dispatches.audit(dispatch_id)}
     assert {"op1", "system"} <= actors
     page = (await op.get(url)).text
     assert re.search(r'class="actor">op1<', page)

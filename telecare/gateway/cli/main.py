@@ -187,7 +187,7 @@ def audit_verify(
 
     async def main() -> ChainReport:
         async with open_store(cfg) as store:
-            return await store.verify_audit(expected)
+            return await store.dispatches.verify_audit(expected)
 
     try:
         report = _run(main)

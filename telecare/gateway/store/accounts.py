@@ -309,74 +309,28 @@ def _token(row: Sequence[Any]) -> ApiToken:
 
 
 def accounts_of(store: object) -> Accounts:
-    """:class:`Accounts` over a store backend's query API (``store.sql``)."""
-    return Accounts(_InterimSql(store))  # TEMP(console): until accounts speak store.sql
+    """:class:`Accounts` over a store's query API (``store.sql``)."""
+    return Accounts(_Params(getattr(store, "sql")))  # noqa: B009
 
 
-class _InterimSql:
-    """Until the store's own ``store.sql`` lands: the same four calls on either backend.
+class _Params:
+    """``store.sql`` in this module's calling style (parameters as one sequence)."""
 
-    (Removed when ``store.sql`` is merged; nothing outside this module sees it.)
-    """
-
-    def __init__(self, store: object, conn: Any = None) -> None:
-        self.store = store
-        self._conn = conn
-
-    def _pg(self) -> bool:
-        return hasattr(self.store, "pool")
-
-    async def _go(self, sql: str, params: Sequence[Any], mode: str) -> Any:
-        if self._pg():
-            return await self._pg_go(sql.replace("?", "%s"), params, mode)
-
-        def run(conn: Any) -> Any:
-            with conn:
-                cur = conn.execute(sql, tuple(params))
-                if mode == "all":
-                    return cur.fetchall()
-                if mode == "one":
-                    return cur.fetchone()
-                return cur.rowcount
-
-        return await self.store._run(run)  # type: ignore[attr-defined]
-
-    async def _pg_go(self, sql: str, params: Sequence[Any], mode: str) -> Any:
-        async def on(conn: Any) -> Any:
-            cur = await conn.execute(sql, tuple(params))
-            if mode == "all":
-                return await cur.fetchall()
-            if mode == "one":
-                return await cur.fetchone()
-            return cur.rowcount
-
-        if self._conn is not None:
-            return await on(self._conn)
-        async with self.store.pool.connection() as conn:  # type: ignore[attr-defined]
-            return await on(conn)
+    def __init__(self, queries: Any) -> None:
+        self._q = queries
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        rows: list[Any] = await self._go(sql, params, "all")
+        rows: list[Any] = await self._q.fetch_all(sql, *params)
         return rows
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
-        return await self._go(sql, params, "one")
+        return await self._q.fetch_one(sql, *params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        count: int = await self._go(sql, params, "count")
+        count: int = await self._q.execute(sql, *params)
         return count
 
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
-        return _interim_transaction(self)
-
-
-@asynccontextmanager
-async def _interim_transaction(sql: _InterimSql) -> AsyncIterator[Any]:
-    # Account writes are few and each statement is idempotent on retry; a transaction on
-    # the shared SQLite connection would hold its lock across awaits, so statements run
-    # one by one there. PostgreSQL gets a real transaction on one pooled connection.
-    if sql._pg():
-        async with sql.store.pool.connection() as conn, conn.transaction():  # type: ignore[attr-defined]
-            yield _InterimSql(sql.store, conn)
-        return
-    yield sql
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        async with self._q.transaction() as tx:
+            yield _Params(tx)

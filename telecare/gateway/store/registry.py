@@ -1,91 +1,87 @@
-"""Registry lifecycle shared by both backends: what refuses a removal, and the audit of
-registry changes (``registry_audit``, migration 0014).
+"""The registry role, written once for both backends: sites, residents, devices,
+responders, receiver accounts, device users, clinical settings, and their lifecycle.
 
 A thing is *blocked* from removal while an open dispatch (an alarm not yet resolved or
 cancelled) references it, and while other registry entries still depend on it (a site's
 residents and devices, a resident's paired devices, a responder in a cascade). Residents
 with recorded clinical settings are never deleted: their history is a clinical record.
+Removals, pairings and imports are audited in ``registry_audit`` (migration 0014) in the
+same transaction as the change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
-__all__ = ["KINDS", "TABLES", "Blocker", "Kind", "RegistryChange", "blocker_queries"]
+from telecare.devices.model import (
+    Consciousness,
+    Device,
+    ReceiverAccount,
+    ReceiverKind,
+    Resident,
+    Responder,
+    Site,
+)
+from telecare.gateway.clinical import (
+    ClinicalChange,
+    ClinicalRecord,
+    ClinicalState,
+    plan_clinical,
+)
+from telecare.gateway.store.rows import Blocker, Kind, RegistryChange
+from telecare.gateway.store.sql import Queries, Sql
+from telecare.gateway.store.tables import (
+    CLINICAL_HISTORY,
+    DEVICES,
+    RECEIVER_ACCOUNTS,
+    REGISTRY_AUDIT,
+    RESPONDERS,
+    SITES,
+)
 
-Kind = Literal["site", "resident", "responder", "device"]
+__all__ = ["KINDS", "TABLES", "Blocker", "Kind", "RegistryChange", "SqlRegistry"]
+
 KINDS: tuple[Kind, ...] = ("site", "resident", "responder", "device")
 
-_OPEN = "d.state NOT IN ('resolved', 'cancelled')"
+
+def _open(key: str, join: str = "") -> tuple[str, str]:
+    sql = f"SELECT d.dispatch_id FROM dispatches d{join} WHERE {key} = ?"
+    return "open dispatch", f"{sql} AND d.state NOT IN ('resolved', 'cancelled')"
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Blocker:
-    """One reason a removal is refused: ``what`` (``open dispatch``, ``device``, ...) and
-    the id of the thing that still references the one to remove."""
-
-    what: str
-    ref: str
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryChange:
-    """One audited registry change: who (a person), what, to which thing, and when."""
-
-    at: datetime
-    actor: str
-    action: str  # "set", "remove", "pair", "unpair", "import"
-    kind: Kind
-    entity_id: str
-    detail: dict[str, Any] = field(default_factory=dict)
+def _refs(what: str, select: str, table: str, key: str) -> tuple[str, str]:
+    return what, f"SELECT {select} FROM {table} WHERE {key} = ?"
 
 
 #: For each kind: (what, SQL with one ``?`` for the id) pairs, in the order reported.
 _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
     "site": (
-        (
-            "open dispatch",
-            f"SELECT d.dispatch_id FROM dispatches d WHERE d.site_id = ? AND {_OPEN}",
-        ),
-        ("resident", "SELECT resident_id FROM residents WHERE site_id = ?"),
-        ("device", "SELECT device_id FROM devices WHERE site_id = ?"),
+        _open("d.site_id"),
+        _refs("resident", "resident_id", "residents", "site_id"),
+        _refs("device", "device_id", "devices", "site_id"),
     ),
     "resident": (
-        (
-            "open dispatch",
-            f"SELECT d.dispatch_id FROM dispatches d WHERE d.resident_id = ? AND {_OPEN}",
-        ),
-        ("paired device", "SELECT device_id FROM devices WHERE resident_id = ?"),
-        (
+        _open("d.resident_id"),
+        _refs("paired device", "device_id", "devices", "resident_id"),
+        _refs(
             "device user",
-            "SELECT device_id || ' user ' || CAST(user_id AS TEXT) FROM device_users"
-            " WHERE resident_id = ?",
+            "device_id || ' user ' || CAST(user_id AS TEXT)",
+            "device_users",
+            "resident_id",
         ),
-        (
+        _refs(
             "clinical history",
-            "SELECT setting || ' recorded by ' || recorded_by FROM resident_clinical_history"
-            " WHERE resident_id = ?",
+            "setting || ' recorded by ' || recorded_by",
+            "resident_clinical_history",
+            "resident_id",
         ),
     ),
     "responder": (
-        (
-            "open dispatch",
-            f"SELECT d.dispatch_id FROM dispatches d WHERE d.responder_id = ? AND {_OPEN}",
-        ),
-        (
-            "resident cascade",
-            "SELECT resident_id FROM resident_responders WHERE responder_id = ?",
-        ),
+        _open("d.responder_id"),
+        _refs("resident cascade", "resident_id", "resident_responders", "responder_id"),
     ),
-    "device": (
-        (
-            "open dispatch",
-            "SELECT d.dispatch_id FROM dispatches d JOIN alerts a ON a.alert_id = d.alert_id"
-            f" WHERE a.device_id = ? AND {_OPEN}",
-        ),
-    ),
+    "device": (_open("a.device_id", " JOIN alerts a ON a.alert_id = d.alert_id"),),
 }
 
 #: The table and key column of each kind (for existence checks and the delete).
@@ -96,7 +92,245 @@ TABLES: dict[Kind, tuple[str, str]] = {
     "device": ("devices", "device_id"),
 }
 
+#: Registry columns of a resident (never the clinical settings: see ``set_clinical``).
+_RESIDENT = "resident_id, site_id, name, nhs_number, notes"
+#: A resident with its clinical settings (migration 0009) joined in.
+_RESIDENT_SELECT = (
+    "SELECT r.resident_id, r.site_id, r.name, r.nhs_number, r.notes, c.spo2_scale,"
+    " c.spo2_scale_set_by, c.spo2_scale_set_at, c.baseline_consciousness"
+    " FROM residents r LEFT JOIN resident_clinical c ON c.resident_id = r.resident_id"
+)
+_CLINICAL = "spo2_scale, spo2_scale_set_by, spo2_scale_set_at, baseline_consciousness"
+_DEVICE_UPSERT = (
+    DEVICES.upsert("device_id").replace(
+        f"({DEVICES.names}) VALUES (", f"({DEVICES.names}, secret_hash) VALUES (?, "
+    )
+    + ", secret_hash = COALESCE(excluded.secret_hash, devices.secret_hash)"
+)
 
-def blocker_queries(kind: Kind, placeholder: str = "?") -> tuple[tuple[str, str], ...]:
-    """The blocker queries of ``kind`` with ``placeholder`` for the id (``%s`` for psycopg)."""
-    return tuple((what, sql.replace("?", placeholder)) for what, sql in _BLOCKERS[kind])
+
+class SqlRegistry:
+    """:class:`~gateway.store.base.Registry` on ``self.sql``."""
+
+    sql: Sql
+
+    async def upsert_site(self, site: Site) -> None:
+        await self.sql.execute(SITES.upsert("site_id"), *SITES.params(site))
+
+    async def upsert_resident(self, resident: Resident) -> None:
+        r = resident
+        async with self.sql.transaction() as tx:
+            await tx.execute(
+                f"INSERT INTO residents ({_RESIDENT}) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (resident_id) DO UPDATE SET site_id = excluded.site_id,"
+                " name = excluded.name, nhs_number = excluded.nhs_number, notes = excluded.notes",
+                r.resident_id, r.site_id, r.name, r.nhs_number, r.notes,
+            )  # fmt: skip
+            await tx.execute("DELETE FROM resident_responders WHERE resident_id = ?", r.resident_id)
+            await tx.execute_many(
+                "INSERT INTO resident_responders (resident_id, position, responder_id)"
+                " VALUES (?, ?, ?)",
+                [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
+            )
+
+    async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
+        await self.sql.execute(_DEVICE_UPSERT, *DEVICES.params(device), secret_hash)
+
+    async def upsert_responder(self, responder: Responder) -> None:
+        await self.sql.execute(RESPONDERS.upsert("responder_id"), *RESPONDERS.params(responder))
+
+    async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
+        await self.sql.execute(
+            "INSERT INTO device_users (device_id, user_id, resident_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (device_id, user_id) DO UPDATE SET resident_id = excluded.resident_id",
+            device_id, user_id, resident_id,
+        )  # fmt: skip
+
+    async def device_users(self, device_id: str) -> dict[int, str]:
+        found = await self.sql.fetch_all(
+            "SELECT user_id, resident_id FROM device_users WHERE device_id = ?", device_id
+        )
+        return {int(u): r for u, r in found}
+
+    async def get_site(self, site_id: str) -> Site | None:
+        return await SITES.one(self.sql, "WHERE site_id = ?", site_id)
+
+    async def get_device(self, device_id: str) -> Device | None:
+        return await DEVICES.one(self.sql, "WHERE device_id = ?", device_id)
+
+    async def get_device_secret_hash(self, device_id: str) -> str | None:
+        row = await self.sql.fetch_one(
+            "SELECT secret_hash FROM devices WHERE device_id = ?", device_id
+        )
+        return row[0] if row else None
+
+    async def device_credentials(self) -> list[tuple[str, str]]:
+        found = await self.sql.fetch_all(
+            "SELECT device_id, secret_hash FROM devices WHERE secret_hash IS NOT NULL"
+            " ORDER BY device_id"
+        )
+        return [(str(d), str(h)) for d, h in found]
+
+    async def get_resident(self, resident_id: str) -> Resident | None:
+        found = await self._residents(" WHERE r.resident_id = ?", resident_id)
+        return found[0] if found else None
+
+    async def get_responder(self, responder_id: str) -> Responder | None:
+        return await RESPONDERS.one(self.sql, "WHERE responder_id = ?", responder_id)
+
+    async def list_devices(self) -> list[Device]:
+        return await DEVICES.all(self.sql, "ORDER BY device_id")
+
+    async def list_sites(self) -> list[Site]:
+        return await SITES.all(self.sql, "ORDER BY site_id")
+
+    async def list_residents(self, site_id: str | None = None) -> list[Resident]:
+        if site_id is None:
+            return await self._residents("")
+        return await self._residents(" WHERE r.site_id = ?", site_id)
+
+    async def _residents(self, where: str, *params: object) -> list[Resident]:
+        found = await self.sql.fetch_all(
+            f"{_RESIDENT_SELECT}{where} ORDER BY r.resident_id", *params
+        )
+        order = await self.sql.fetch_all(
+            "SELECT p.resident_id, p.responder_id FROM resident_responders p"
+            f" JOIN residents r ON r.resident_id = p.resident_id{where}"
+            " ORDER BY p.resident_id, p.position",
+            *params,
+        )
+        cascades: dict[str, list[str]] = {}
+        for rid, responder_id in order:
+            cascades.setdefault(rid, []).append(responder_id)
+        return [_resident(r, tuple(cascades.get(r[0], ()))) for r in found]
+
+    async def list_responders(self) -> list[Responder]:
+        return await RESPONDERS.all(self.sql, "ORDER BY responder_id")
+
+    # -- clinical settings -----------------------------------------------------------------
+    async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
+        c, lock = change, self.sql.dialect.for_update
+        async with self.sql.transaction() as tx:
+            found = await tx.fetch_one(
+                f"SELECT 1 FROM residents WHERE resident_id = ?{lock}", c.resident_id
+            )
+            if found is None:
+                raise KeyError(c.resident_id)
+            row = await tx.fetch_one(
+                f"SELECT {_CLINICAL} FROM resident_clinical WHERE resident_id = ?", c.resident_id
+            )
+            new, records = plan_clinical(_clinical(row), c)
+            await tx.execute(
+                f"INSERT INTO resident_clinical (resident_id, {_CLINICAL}, updated_by, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (resident_id) DO UPDATE SET"
+                " spo2_scale = excluded.spo2_scale, spo2_scale_set_by = excluded.spo2_scale_set_by,"
+                " spo2_scale_set_at = excluded.spo2_scale_set_at,"
+                " baseline_consciousness = excluded.baseline_consciousness,"
+                " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                c.resident_id, new.spo2_scale, new.spo2_scale_set_by, new.spo2_scale_set_at,
+                new.baseline.value if new.baseline else None, c.recorded_by, c.recorded_at,
+            )  # fmt: skip
+            await tx.execute_many(
+                CLINICAL_HISTORY.insert(""), [CLINICAL_HISTORY.params(h) for h in records]
+            )
+        return records
+
+    async def clinical_history(self, resident_id: str) -> list[ClinicalRecord]:
+        tail = "WHERE resident_id = ? ORDER BY history_id"
+        return await CLINICAL_HISTORY.all(self.sql, tail, resident_id)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def remove_entity(
+        self, kind: Kind, entity_id: str, change: RegistryChange
+    ) -> list[Blocker]:
+        table, key = TABLES[kind]
+        lock = self.sql.dialect.for_update
+        async with self.sql.transaction() as tx:
+            if not await tx.fetch_one(f"SELECT 1 FROM {table} WHERE {key} = ?{lock}", entity_id):
+                raise KeyError(entity_id)
+            blockers = [
+                Blocker(what, str(ref))
+                for what, query in _BLOCKERS[kind]
+                for (ref,) in await tx.fetch_all(query, entity_id)
+            ]
+            if blockers:
+                return blockers
+            await tx.execute(f"DELETE FROM {table} WHERE {key} = ?", entity_id)
+            await _audit(tx, change)
+            return []
+
+    async def pair_device(
+        self, device_id: str, resident_id: str | None, location: str | None, change: RegistryChange
+    ) -> Device:
+        lock = self.sql.dialect.for_update
+        async with self.sql.transaction() as tx:
+            device = await DEVICES.one(tx, f"WHERE device_id = ?{lock}", device_id)
+            if device is None:
+                raise KeyError(device_id)
+            if resident_id is not None:
+                found = await tx.fetch_one(
+                    "SELECT site_id FROM residents WHERE resident_id = ?", resident_id
+                )
+                if found is None or found[0] != device.site_id:
+                    raise ValueError(
+                        f"resident {resident_id!r} does not exist at site {device.site_id!r}"
+                    )
+            new_location = device.location if location is None else location
+            await tx.execute(
+                "UPDATE devices SET resident_id = ?, location = ? WHERE device_id = ?",
+                resident_id, new_location, device_id,
+            )  # fmt: skip
+            await _audit(tx, change)
+            return replace(device, resident_id=resident_id, location=new_location)
+
+    async def record_registry_change(self, change: RegistryChange) -> None:
+        await _audit(self.sql, change)
+
+    async def registry_changes(
+        self, kind: Kind | None = None, entity_id: str | None = None
+    ) -> list[RegistryChange]:
+        tail = (
+            "WHERE (CAST(? AS TEXT) IS NULL OR kind = ?)"
+            " AND (CAST(? AS TEXT) IS NULL OR entity_id = ?) ORDER BY audit_id"
+        )
+        return await REGISTRY_AUDIT.all(self.sql, tail, kind, kind, entity_id, entity_id)
+
+    # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
+    async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
+        await self.sql.execute(
+            RECEIVER_ACCOUNTS.upsert("kind", "account", "zone"), *RECEIVER_ACCOUNTS.params(mapping)
+        )
+
+    async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
+        return await self.sql.execute(
+            "DELETE FROM receiver_accounts WHERE kind = ? AND account = ? AND zone = ?",
+            kind, account, zone,
+        ) > 0  # fmt: skip
+
+    async def receiver_accounts(self, kind: ReceiverKind, account: str) -> list[ReceiverAccount]:
+        tail = "WHERE kind = ? AND account = ? ORDER BY zone"
+        return await RECEIVER_ACCOUNTS.all(self.sql, tail, kind, account)
+
+    async def list_receiver_accounts(self) -> list[ReceiverAccount]:
+        return await RECEIVER_ACCOUNTS.all(self.sql, "ORDER BY kind, account, zone")
+
+
+async def _audit(q: Queries, change: RegistryChange) -> None:
+    await q.execute(REGISTRY_AUDIT.insert(""), *REGISTRY_AUDIT.params(change))
+
+
+def _clinical(row: tuple[Any, ...] | None) -> ClinicalState:
+    if row is None:
+        return ClinicalState()
+    scale, by, at, baseline = row
+    scale = None if scale is None else int(scale)
+    return ClinicalState(scale, by, at, Consciousness(baseline) if baseline else None)
+
+
+def _resident(row: tuple[Any, ...], responders: tuple[str, ...]) -> Resident:
+    rid, site, name, nhs, notes, *clinical = row
+    c = _clinical(tuple(clinical))
+    return Resident(
+        rid, site, name, nhs, c.spo2_scale, c.spo2_scale_set_by, c.spo2_scale_set_at,
+        c.baseline, responders, notes,
+    )  # fmt: skip

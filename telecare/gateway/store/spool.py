@@ -18,9 +18,11 @@ a segment left by an earlier run: those are *sealed*. ``seal()`` closes the acti
 a replayer can read every sealed segment in order, then ``remove()`` each once applied.
 
 Bound: ``max_bytes`` over all segments. An append that would pass it raises
-:class:`~gateway.store.errors.SpoolFull` (the caller must not acknowledge). Crossing
-``alarm_ratio`` of the bound calls ``on_alert`` once with a TECHNICAL ``Alert`` and logs;
-it re-arms when usage falls back below ``alarm_ratio - 0.1``.
+:class:`~gateway.store.errors.SpoolFull` (the caller must not acknowledge). The spool
+reports its state, and decides nothing more: crossing ``alarm_ratio`` of the bound logs
+and calls ``on_state`` once with a :class:`SpoolState` whose ``near_full`` is true; when
+usage falls back below ``alarm_ratio - 0.1`` it calls ``on_state`` again with
+``near_full`` false. Whether that is an alert is the caller's (the rules') decision.
 
 All methods block on disk I/O: async callers run them in a worker thread (see
 ``gateway.store.durable``). One ``Spool`` per directory and process.
@@ -39,11 +41,10 @@ from typing import BinaryIO
 
 import structlog
 
-from telecare.devices.model import Alert, AlertKind, utcnow
 from telecare.gateway.private_files import open_private, private_dir
 from telecare.gateway.store.errors import SpoolFull
 
-__all__ = ["MAGIC", "SegmentContents", "Spool"]
+__all__ = ["MAGIC", "SegmentContents", "Spool", "SpoolState"]
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +64,20 @@ class SegmentContents:
     damage: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SpoolState:
+    """How full the spool is, reported when it crosses its alarm ratio either way."""
+
+    used_bytes: int
+    max_bytes: int
+    directory: str
+    near_full: bool
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.used_bytes / self.max_bytes
+
+
 class Spool:
     def __init__(
         self,
@@ -71,7 +86,7 @@ class Spool:
         max_bytes: int = 1024 * 1024 * 1024,
         segment_bytes: int = 16 * 1024 * 1024,
         alarm_ratio: float = 0.8,
-        on_alert: Callable[[Alert], None] | None = None,
+        on_state: Callable[[SpoolState], None] | None = None,
     ) -> None:
         if not 0 < alarm_ratio <= 1:
             raise ValueError(f"alarm_ratio {alarm_ratio!r} must be in (0, 1]")
@@ -79,7 +94,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.alarm_ratio = alarm_ratio
-        self._on_alert = on_alert
+        self._on_state = on_state
         self._lock = threading.Lock()
         self._active: BinaryIO | None = None
         self._active_path: Path | None = None
@@ -194,6 +209,7 @@ class Spool:
             if self._alarmed and self.used_bytes < (self.alarm_ratio - 0.1) * self.max_bytes:
                 self._alarmed = False
                 log.info("spool_alarm_cleared", used_bytes=self.used_bytes)
+                self._report(near_full=False)
 
     def _segment_paths(self) -> list[Path]:
         return sorted(p for p in self.directory.glob("*.seg") if p.stem.isdigit())
@@ -204,36 +220,23 @@ class Spool:
         if self._alarmed or (not force and used < self.alarm_ratio * self.max_bytes):
             return
         self._alarmed = True
-        percent = 100 * used / self.max_bytes
         log.error(
             "spool_near_full",
             used_bytes=used,
             max_bytes=self.max_bytes,
-            percent=round(percent, 1),
+            percent=round(100 * used / self.max_bytes, 1),
             directory=str(self.directory),
         )
-        if self._on_alert is None:
+        self._report(near_full=True)
+
+    def _report(self, *, near_full: bool) -> None:
+        if self._on_state is None:
             return
-        now = utcnow()
-        alert = Alert(
-            alert_id=f"spool-near-full-{now.strftime('%Y%m%dT%H%M%S.%f')}",
-            kind=AlertKind.TECHNICAL,
-            priority=2,
-            reason=(
-                f"local spool {percent:.0f}% full ({used} of {self.max_bytes} bytes): the"
-                " database has been unreachable; new data will be refused when it is full"
-            ),
-            ts=now,
-            detail={
-                "used_bytes": used,
-                "max_bytes": self.max_bytes,
-                "directory": str(self.directory),
-            },
-        )
+        state = SpoolState(self.used_bytes, self.max_bytes, str(self.directory), near_full)
         try:
-            self._on_alert(alert)
+            self._on_state(state)
         except Exception:  # a failing callback must not lose the append that succeeded
-            log.exception("spool_alert_callback_failed")
+            log.exception("spool_state_callback_failed")
 
 
 def _frame(payload: bytes) -> bytes:

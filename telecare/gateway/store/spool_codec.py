@@ -1,41 +1,64 @@
-"""What a spool record holds: one write the database could not take, as compact JSON.
+"""What a spool record holds (one write the database could not take, as compact JSON),
+and how records are applied to the store once the database is back.
 
 ``encode(item)`` and ``decode(payload)`` are pure and exact inverses (a round-trip test
-checks it). An item is one of::
+checks it). A record is ``{"k": kind, "v": values}`` (``"r"``: a list of them, for a
+batch of readings) with the values of the table spec's spooled columns, in order
+(``gateway.store.tables``): timestamps ISO 8601 with offset, bytes base64. A record
+written before a column was added is shorter and decodes with the column's default.
 
-    ReadingsItem(readings)            a batch of readings
-    AlarmEvent                        an alarm event
-    Alert                             an alert
-    DeadLetter                        a dead letter (payload kept as base64)
-    DispatchItem(dispatch, audit)     a new dispatch with its first audit entry
-    News2Record                       a NEWS2 score
-    StatusItem(...)                   a device status change (heartbeat, online, battery)
+    kind          item                     spec
+    readings      ReadingsItem(readings)   READINGS (one list per reading)
+    event         AlarmEvent               EVENTS
+    alert         Alert                    ALERTS
+    dead_letter   DeadLetter               DEAD_LETTERS
+    news2         News2Record              NEWS2
+    status        StatusItem               STATUS
 
-Timestamps are ISO 8601 with offset, so nothing is lost to a time zone.
+``apply_records(store, records, origin)`` decodes each record and calls the matching
+write of ``SqlWrites``. Consecutive reading batches are merged into writes of up to
+``max_rows`` rows. Duplicates (a record whose write had in fact reached the database
+just before the link broke, or a segment replayed twice after a crash) are removed by
+the stores' idempotency keys.
+
+Error handling
+    An error meaning the database is unreachable again (``is_unavailable``) propagates:
+    the caller keeps the segment and retries it later, from the start. Any other error
+    for a record (a record that cannot be decoded, or that the database rejects) must
+    not block the spool forever: the record is written as a dead letter (source
+    ``spool``, the segment as origin, the error as reason, the record as payload) and
+    replay carries on. Nothing is dropped silently.
+
+Dead letters themselves have no idempotency key: a segment replayed twice after a
+crash part-way through it can store a spooled dead letter twice.
 """
 
 from __future__ import annotations
 
-import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from telecare.devices.model import (
-    AlarmEvent,
-    Alert,
-    AlertKind,
-    Dispatch,
-    DispatchState,
-    EventType,
-    Metric,
-    Phase,
-    Reading,
+import structlog
+
+from telecare.devices.model import AlarmEvent, Alert, Reading, utcnow
+from telecare.gateway.store.errors import is_unavailable
+from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
+from telecare.gateway.store.tables import (
+    ALERTS,
+    DEAD_LETTERS,
+    EVENTS,
+    NEWS2,
+    READINGS,
+    STATUS,
+    Table,
 )
-from telecare.gateway.store.base import AuditEntry, DeadLetter, News2Record
+from telecare.gateway.store.writes import SqlWrites
 
-__all__ = ["DispatchItem", "ReadingsItem", "SpoolItem", "StatusItem", "decode", "encode"]
+__all__ = ["ReadingsItem", "SpoolItem", "StatusItem", "apply_records", "decode", "encode"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,156 +66,22 @@ class ReadingsItem:
     readings: tuple[Reading, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class DispatchItem:
-    dispatch: Dispatch
-    audit: AuditEntry
+SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | News2Record | StatusItem
 
-
-@dataclass(frozen=True, slots=True)
-class StatusItem:
-    device_id: str
-    at: datetime
-    online: bool | None
-    heartbeat: bool
-    battery: float | None
-
-
-SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | DispatchItem | News2Record | StatusItem
-
-
-def _ts(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _dt(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def _opt_dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+_KINDS: dict[str, Table[Any]] = {"event": EVENTS, "alert": ALERTS, "dead_letter": DEAD_LETTERS}
+_KINDS |= {"news2": NEWS2, "status": STATUS}
+_BY_TYPE = {AlarmEvent: "event", Alert: "alert", DeadLetter: "dead_letter"}
+_BY_TYPE |= {News2Record: "news2", StatusItem: "status"}
 
 
 def encode(item: SpoolItem) -> bytes:
     """The record payload for ``item``."""
     body: dict[str, Any]
     if isinstance(item, ReadingsItem):
-        body = {
-            "k": "readings",
-            "r": [
-                [
-                    r.device_id,
-                    int(r.metric),
-                    r.value,
-                    r.ts.isoformat(),
-                    r.msg_id,
-                    r.resident_id,
-                    r.site_id,
-                ]
-                for r in item.readings
-            ],
-        }
-    elif isinstance(item, AlarmEvent):
-        e = item
-        body = {
-            "k": "event",
-            "v": [
-                e.device_id,
-                e.type.value,
-                e.phase.value,
-                e.ts.isoformat(),
-                e.msg_id,
-                e.site_id,
-                e.resident_id,
-                e.zone,
-                e.source,
-                e.code,
-                e.device_type,
-                e.location,
-            ],
-        }
-    elif isinstance(item, Alert):
-        a = item
-        body = {
-            "k": "alert",
-            "v": [
-                a.alert_id,
-                a.kind.value,
-                a.priority,
-                a.reason,
-                a.ts.isoformat(),
-                a.site_id,
-                a.resident_id,
-                a.device_id,
-                a.event_type.value if a.event_type else None,
-                a.source_key,
-                a.detail,
-            ],
-        }
-    elif isinstance(item, DeadLetter):
-        d = item
-        body = {
-            "k": "dead_letter",
-            "v": [
-                d.received_at.isoformat(),
-                d.source,
-                d.origin,
-                d.reason,
-                base64.b64encode(d.payload).decode("ascii"),
-                d.device_id,
-                d.payload_bytes,
-            ],
-        }
-    elif isinstance(item, DispatchItem):
-        dp, au = item.dispatch, item.audit
-        body = {
-            "k": "dispatch",
-            "d": [
-                dp.dispatch_id,
-                dp.alert_id,
-                dp.state.value,
-                dp.priority,
-                dp.created_at.isoformat(),
-                dp.updated_at.isoformat(),
-                dp.site_id,
-                dp.resident_id,
-                dp.responder_id,
-                dp.cascade_step,
-                dp.outcome,
-                dp.version,
-            ],
-            "a": [
-                au.dispatch_id,
-                au.at.isoformat(),
-                au.from_state.value if au.from_state else None,
-                au.to_state.value,
-                au.actor,
-                au.reason,
-                au.detail,
-            ],
-        }
-    elif isinstance(item, News2Record):
-        n = item
-        body = {
-            "k": "news2",
-            "v": [
-                n.resident_id,
-                n.ts.isoformat(),
-                n.total,
-                n.risk,
-                n.red_flag,
-                n.components,
-                n.spo2_scale,
-                n.observation_id,
-                n.consciousness,
-            ],
-        }
+        body = {"k": "readings", "r": [READINGS.record(r) for r in item.readings]}
     else:
-        s = item
-        body = {
-            "k": "status",
-            "v": [s.device_id, s.at.isoformat(), s.online, s.heartbeat, s.battery],
-        }
+        kind = _BY_TYPE[type(item)]
+        body = {"k": kind, "v": _KINDS[kind].record(item)}
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -201,84 +90,72 @@ def decode(payload: bytes) -> SpoolItem:
     body = json.loads(payload)
     kind = body.get("k")
     if kind == "readings":
-        return ReadingsItem(
-            tuple(
-                Reading(dev, Metric(m), v, Metric(m).unit, _dt(ts), msg, res, site)
-                for dev, m, v, ts, msg, res, site in body["r"]
-            )
-        )
-    if kind == "event":
-        dev, typ, phase, ts, msg, site, res, zone, source, code, *unit = body["v"]
-        dty, lco = (*unit, None, None)[:2]  # records spooled before 0012 have neither
-        return AlarmEvent(
-            dev,
-            EventType(typ),
-            Phase(phase),
-            _dt(ts),
-            msg,
-            site,
-            res,
-            zone,
-            source,
-            code,
-            device_type=dty,
-            location=lco,
-        )
-    if kind == "alert":
-        aid, k, prio, reason, ts, site, res, dev, et, key, detail = body["v"]
-        return Alert(
-            aid,
-            AlertKind(k),
-            prio,
-            reason,
-            _dt(ts),
-            site,
-            res,
-            dev,
-            EventType(et) if et else None,
-            key,
-            detail,
-        )
-    if kind == "dead_letter":
-        at, source, origin, reason, data, dev, *size = body["v"]  # no size in older spools
-        payload = base64.b64decode(data)
-        return DeadLetter(_dt(at), source, origin, reason, payload, dev, *size)
-    if kind == "dispatch":
-        (did, aid, state, prio, created, updated, site, res, resp, step, outcome, version) = body[
-            "d"
-        ]
-        adid, at, frm, to, actor, reason, detail = body["a"]
-        return DispatchItem(
-            Dispatch(
-                did,
-                aid,
-                DispatchState(state),
-                prio,
-                _dt(created),
-                _dt(updated),
-                site,
-                res,
-                resp,
-                step,
-                outcome,
-                version,
-            ),
-            AuditEntry(
-                adid,
-                _dt(at),
-                DispatchState(frm) if frm else None,
-                DispatchState(to),
-                actor,
-                reason,
-                detail,
-            ),
-        )
-    if kind == "news2":
-        # An 8-element record was spooled before the ACVPU level was kept (0013).
-        res, ts, total, risk, red, comps, scale, obs, *rest = body["v"]
-        acvpu = rest[0] if rest else None
-        return News2Record(res, _dt(ts), total, risk, red, comps, scale, obs, acvpu)
-    if kind == "status":
-        dev, at, online, hb, battery = body["v"]
-        return StatusItem(dev, _dt(at), online, hb, battery)
+        return ReadingsItem(tuple(READINGS.from_record(v) for v in body["r"]))
+    if kind in _KINDS:
+        return cast(SpoolItem, _KINDS[kind].from_record(body["v"]))
     raise ValueError(f"unknown spool record kind {kind!r}")
+
+
+async def apply_records(
+    store: SqlWrites, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
+) -> int:
+    """Write ``records`` to ``store`` in order; return how many records were applied."""
+    pending: list[tuple[bytes, ReadingsItem]] = []
+    rows = 0
+
+    async def flush_readings() -> None:
+        nonlocal rows
+        if not pending:
+            return
+        batch: list[Reading] = [r for _, item in pending for r in item.readings]
+        try:
+            await store.write_readings(batch)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            for raw, _ in pending:
+                await _reject(store, raw, origin, exc)
+        pending.clear()
+        rows = 0
+
+    for raw in records:
+        try:
+            item = decode(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            await flush_readings()
+            await _reject(store, raw, origin, exc)
+            continue
+        if isinstance(item, ReadingsItem):
+            if rows + len(item.readings) > max_rows:
+                await flush_readings()
+            pending.append((raw, item))
+            rows += len(item.readings)
+            continue
+        await flush_readings()
+        try:
+            await _apply_one(store, item)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            await _reject(store, raw, origin, exc)
+    await flush_readings()
+    return len(records)
+
+
+async def _apply_one(store: SqlWrites, item: SpoolItem) -> None:
+    if isinstance(item, StatusItem):
+        s = item
+        await store.set_device_status(
+            s.device_id, online=s.online, at=s.at, heartbeat=s.heartbeat, battery=s.battery
+        )
+    elif not isinstance(item, ReadingsItem):  # readings are batched by the caller
+        write = {"event": store.write_event, "alert": store.write_alert}
+        write |= {"dead_letter": store.write_dead_letter, "news2": store.write_news2}
+        await write[_BY_TYPE[type(item)]](item)  # type: ignore[operator]
+
+
+async def _reject(store: SqlWrites, raw: bytes, origin: str, exc: Exception) -> None:
+    log.error("spool_record_rejected", origin=origin, error=repr(exc))
+    await store.write_dead_letter(
+        DeadLetter(utcnow(), "spool", origin, f"replay failed: {exc!r}"[:1000], raw)
+    )

@@ -1,63 +1,54 @@
 """``store.sql``: one small query API both backends expose, so SQL is written once.
 
-Every store (``SqliteStore``, ``PostgresStore``, and ``DurableStore`` passing its
-store's through) has a ``sql`` attribute with:
+Every store (``SqliteStore``, ``PostgresStore``, ``DurableStore``) has ``store.sql``::
 
     rows = await store.sql.fetch_all("SELECT a, b FROM t WHERE c = ? AND d < ?", c, d)
     row = await store.sql.fetch_one("SELECT a FROM t WHERE c = ?", c)   # or None
     n = await store.sql.execute("UPDATE t SET a = ? WHERE c = ?", a, c)  # rowcount
     n = await store.sql.execute_many("INSERT INTO t (a, c) VALUES (?, ?)", [(1, 2), (3, 4)])
     async with store.sql.transaction() as tx:      # all or nothing
-        await tx.execute(...)
         row = await tx.fetch_one(...)
 
-Rows are plain tuples. Each call outside ``transaction()`` is its own transaction
-(autocommit). Inside ``transaction()`` use only ``tx``: on SQLite the transaction holds
-the store's one connection, so calling ``store.sql`` (or a store method) from inside it
-raises ``RuntimeError`` rather than deadlock; on PostgreSQL it would run on another
-connection and not see the transaction's writes. A transaction that raises is rolled
-back; one that returns is committed.
+Rows are plain tuples. Each call outside ``transaction()`` is its own transaction. A
+transaction that raises is rolled back, one that returns is committed. Inside it use
+only ``tx``: on SQLite the transaction holds the store's one connection, so using
+``store.sql`` (or a store method) inside it raises ``RuntimeError`` rather than deadlock;
+on PostgreSQL it would run on another connection and not see the transaction's writes.
 
-Writing SQL that runs on both dialects (SQLite 3.35+, PostgreSQL 14+)
-    * Placeholders are ``?`` (positional), never ``%s``. A ``?`` inside a single-quoted
-      literal is left alone; ``%`` needs no escaping. So PostgreSQL's jsonb ``?``
-      operators are unavailable: use ``jsonb_exists(...)`` (PostgreSQL-only anyway).
-    * Casts: ``CAST(? AS TEXT)``, never ``?::text``. A parameter only compared with
-      ``IS NULL`` needs a cast for PostgreSQL to know its type.
-    * Upsert: ``INSERT ... ON CONFLICT (key) DO UPDATE SET col = excluded.col`` and
-      ``ON CONFLICT DO NOTHING`` (then ``execute`` returns 0 for a duplicate) and
-      ``RETURNING`` work on both as written.
-    * Column types in migrations: timestamps are ``timestamptz`` / ``TEXT``; booleans
+SQL for both dialects (SQLite 3.35+, PostgreSQL 14+)
+    * Placeholders are ``?``, never ``%s`` (a ``?`` in a single-quoted literal is left
+      alone; ``%`` needs no escaping; PostgreSQL's jsonb ``?`` operators are out).
+    * Casts: ``CAST(? AS TEXT)``, never ``?::text``; a parameter only compared with
+      ``IS NULL`` needs one for PostgreSQL to know its type.
+    * ``INSERT ... ON CONFLICT (key) DO UPDATE SET col = excluded.col``, ``ON CONFLICT
+      DO NOTHING`` (``execute`` then returns 0 for a duplicate) and ``RETURNING`` work on
+      both as written.
+    * Migration column types: timestamps ``timestamptz`` / ``TEXT``; booleans
       ``boolean`` / ``INTEGER``; JSON ``jsonb`` / ``TEXT``.
-    * What differs goes through ``store.sql.dialect`` (the only place that knows):
-      ``dialect.name`` (``"sqlite"`` or ``"postgres"``), ``dialect.time_bucket(column,
-      width)`` (bucket start, aligned to 2000-01-01T00:00Z), ``dialect.json_merge(column)``
-      (the column with a JSON object parameter ``?`` merged in). Anything else that
-      differs belongs in :class:`Dialect`, not in a caller.
+    * What differs goes through ``store.sql.dialect`` (:class:`Dialect`, the only place
+      that knows): ``name``, ``time_bucket(column, width)`` (bucket start, aligned to
+      2000-01-01T00:00Z), ``json_merge(column)``, ``for_update``, ``serialise(name)``.
 
 Values
     * ``datetime``: pass aware datetimes (a naive one raises ``TypeError``); they come
-      back as aware UTC datetimes on both backends. SQLite stores them as TEXT in the
-      one sortable form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (so ``<``, ``ORDER BY`` and
-      ``MAX`` work); on reading, any TEXT value of the form ``YYYY-MM-DDTHH:MM:SS[.f]Z``
-      is returned as a datetime, so store nothing else in that form. An SQL expression
-      on a timestamp (``MIN``, ``MAX``, a ``CASE``) comes back as a datetime as long as
-      its value is a stored timestamp.
-    * ``bool``: pass ``bool``; SQLite returns ``0``/``1``, so read with ``bool(v)``.
-    * JSON: pass a ``dict`` or ``list`` (sent as ``jsonb`` in PostgreSQL, so the column
-      must be ``jsonb``; TEXT in SQLite); read with :func:`json_value`, which accepts
-      either backend's form (parsed in PostgreSQL, text in SQLite).
+      back as aware UTC datetimes on both. SQLite stores them as TEXT in the one
+      sortable form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (so ``<``, ``ORDER BY``, ``MAX``
+      work) and any TEXT of the form ``YYYY-MM-DDTHH:MM:SS[.f]Z`` is read back as a
+      datetime, so store nothing else in that form.
+    * ``bool``: SQLite returns ``0``/``1``, so read with ``bool(v)``.
+    * JSON: pass a ``dict`` or ``list`` (``jsonb`` in PostgreSQL, so the column must be
+      ``jsonb``); read with :func:`json_value` (parsed in PostgreSQL, text in SQLite).
     * ``bytes`` (``bytea`` / ``BLOB``), ``int``, ``float``, ``str``, ``None``: as is.
 
-Errors: integrity errors are the driver's (``sqlite3.IntegrityError``,
-``psycopg.errors.UniqueViolation`` ...); ``gateway.store.errors.is_unavailable``
-says whether an error means the database is away.
+Errors are the driver's (``sqlite3.IntegrityError``, ``psycopg.errors.UniqueViolation``
+...); ``gateway.store.errors.is_unavailable`` says whether one means the database is away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -65,7 +56,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -80,6 +71,7 @@ __all__ = [
     "Row",
     "Sql",
     "SqliteSql",
+    "TextArray",
     "iso",
     "json_value",
 ]
@@ -92,42 +84,41 @@ BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 _ORIGIN_EPOCH = int(BUCKET_ORIGIN.timestamp())
 
 
-class Queries(Protocol):
-    """What a caller runs SQL through (``store.sql`` and a transaction's ``tx``)."""
+class Queries:
+    """What a caller runs SQL through (``store.sql`` and a transaction's ``tx``): four
+    methods on one primitive each backend provides, ``_do(op, sql, params)``."""
+
+    async def _do(self, op: str, sql: str, params: Any) -> Any:
+        raise NotImplementedError
 
     async def fetch_all(self, sql: str, *params: object) -> list[Row]:
-        """Every row the statement returns."""
-        ...
+        return cast(list[Row], await self._do("all", sql, params))
 
     async def fetch_one(self, sql: str, *params: object) -> Row | None:
-        """The first row, or ``None`` when there is none."""
-        ...
+        return cast(Row | None, await self._do("one", sql, params))
 
     async def execute(self, sql: str, *params: object) -> int:
         """Run a statement; return how many rows it inserted, updated or deleted."""
-        ...
+        return cast(int, await self._do("exec", sql, params))
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        """Run one statement once per parameter row; return the rows changed in all."""
-        ...
+        """One statement per parameter row, all in one transaction; rows changed in all."""
+        return cast(int, await self._do("many", sql, rows))
 
 
-class Sql(Queries, Protocol):
+class Sql(Queries):
     """``store.sql``: :class:`Queries` plus transactions and the dialect."""
 
-    @property
-    def dialect(self) -> Dialect: ...
+    dialect: Dialect
 
     def transaction(self) -> AbstractAsyncContextManager[Queries]:
         """``async with sql.transaction() as tx``: ``tx``'s statements commit together."""
-        ...
+        raise NotImplementedError
 
 
 def iso(ts: datetime) -> str:
     """The sortable UTC text form SQLite stores timestamps in."""
-    if ts.tzinfo is None:
-        raise TypeError(f"naive datetime {ts!r}: pass an aware (UTC) datetime")
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _aware(ts).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def json_value(value: Any) -> Any:
@@ -135,6 +126,12 @@ def json_value(value: Any) -> Any:
     if isinstance(value, str | bytes):
         return json.loads(value)
     return value
+
+
+class TextArray(tuple[str, ...]):
+    """A list of strings stored as ``text[]`` in PostgreSQL and JSON text in SQLite."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +143,6 @@ class Dialect:
 
     name: Literal["sqlite", "postgres"]
     bucket_function: str = "date_bin"
-
-    def sql(self, text: str) -> str:
-        """``text`` with ``?`` placeholders in this dialect's driver's style."""
-        return text if self.name == "sqlite" else _pyformat(text)
 
     def time_bucket(self, column: str, width: timedelta) -> str:
         """An expression for the start of ``column``'s bucket of ``width`` (whole
@@ -168,6 +161,34 @@ class Dialect:
             " TIMESTAMPTZ '2000-01-01T00:00:00Z')"
         )
 
+    @property
+    def for_update(self) -> str:
+        """`` FOR UPDATE`` where rows can be locked (PostgreSQL); SQLite's one writer
+        (``BEGIN IMMEDIATE``) already serialises a transaction."""
+        return "" if self.name == "sqlite" else " FOR UPDATE"
+
+    @property
+    def json_type(self) -> str:
+        """The JSON column type (``SELECT CAST(? AS {json_type})`` gives a JSON value
+        back as the database will store it)."""
+        return "TEXT" if self.name == "sqlite" else "jsonb"
+
+    @property
+    def snapshot(self) -> str | None:
+        """First statement of a read-only transaction that must see one snapshot
+        (SQLite's transaction already does)."""
+        if self.name == "sqlite":
+            return None
+        return "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+    def serialise(self, name: str) -> str | None:
+        """A statement that makes transactions on ``name`` take turns until they end
+        (a per-schema advisory lock in PostgreSQL); ``None`` in SQLite, where a
+        transaction already holds the one write lock."""
+        if self.name == "sqlite":
+            return None
+        return f"SELECT pg_advisory_xact_lock(hashtext('{name}:' || current_schema()))"
+
     def json_merge(self, column: str) -> str:
         """``column`` (a JSON object) with the keys of a JSON object parameter ``?``
         merged in: ``UPDATE t SET detail = {json_merge('detail')} WHERE ...``."""
@@ -175,16 +196,9 @@ class Dialect:
             return f"json_patch({column}, ?)"
         return f"{column} || CAST(? AS jsonb)"
 
-    def param(self, value: object) -> object:
-        """``value`` as this dialect's driver takes it."""
-        if isinstance(value, datetime):
-            return iso(value) if self.name == "sqlite" else _aware(value)
-        if isinstance(value, dict | list):
-            return json.dumps(value) if self.name == "sqlite" else Jsonb(value)
-        return value
-
     def params(self, values: Sequence[object]) -> tuple[object, ...]:
-        return tuple(self.param(v) for v in values)
+        """PostgreSQL parameters as psycopg takes them (SQLite's: the adapters below)."""
+        return tuple(_PG_PARAM.get(type(v), _same)(v) for v in values)
 
 
 def _aware(ts: datetime) -> datetime:
@@ -203,25 +217,30 @@ def _pyformat(text: str) -> str:
     return "'".join(parts)
 
 
+#: The one form SQLite timestamps are stored in (``iso``), read back as datetimes.
+_TS_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+
+
 def _sqlite_value(value: Any) -> Any:
-    """A stored value as the caller gets it: timestamp text becomes a datetime."""
-    if (
-        type(value) is str
-        and 20 <= len(value) <= 30
-        and value[-1] == "Z"
-        and value[10] == "T"
-        and value[4] == "-"
-        and value[13] == ":"
-    ):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return value
+    if type(value) is str and value[-1:] == "Z" and _TS_TEXT.fullmatch(value):
+        return datetime.fromisoformat(value)
     return value
 
 
 def sqlite_row(row: Sequence[Any]) -> Row:
     return tuple(_sqlite_value(v) for v in row)
+
+
+# SQLite's parameters are converted by sqlite3 itself (in C, process-wide) via adapters.
+_ADAPT: dict[type, Callable[[Any], str]] = {datetime: iso, dict: json.dumps, list: json.dumps}
+for _type, _adapt in (*_ADAPT.items(), (TextArray, json.dumps)):
+    sqlite3.register_adapter(_type, _adapt)
+_PG_PARAM: dict[type, Callable[[Any], object]] = {TextArray: list, dict: Jsonb, list: Jsonb}
+_PG_PARAM[datetime] = _aware
+
+
+def _same(value: object) -> object:
+    return value
 
 
 # -- SQLite ----------------------------------------------------------------------------
@@ -230,15 +249,14 @@ _SQLITE = Dialect("sqlite")
 _in_transaction: ContextVar[SqliteSql | None] = ContextVar("telecare_sqlite_tx", default=None)
 
 
-class SqliteSql:
+class SqliteSql(Sql):
     """The SQLite side: one connection, used in a worker thread under one lock.
 
     The store opens it (``open(connection)``) and closes it; ``run(fn)`` runs
     ``fn(connection)`` in a worker thread under the lock, for the store's own code."""
 
-    dialect = _SQLITE
-
     def __init__(self) -> None:
+        self.dialect = _SQLITE
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -264,17 +282,10 @@ class SqliteSql:
         async with self._lock:
             return await _in_thread(fn, conn)
 
-    async def fetch_all(self, sql: str, *params: object) -> list[Row]:
-        return await self.run(lambda c: _fetch_all(c, sql, params))
-
-    async def fetch_one(self, sql: str, *params: object) -> Row | None:
-        return await self.run(lambda c: _fetch_one(c, sql, params))
-
-    async def execute(self, sql: str, *params: object) -> int:
-        return await self.run(lambda c: _execute(c, sql, params))
-
-    async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        return await self.run(lambda c: _execute_many(c, sql, rows))
+    async def _do(self, op: str, sql: str, params: Any) -> Any:
+        if op == "many":  # one transaction, as documented
+            return await self.run(lambda c: _atomic(c, lambda: _sqlite_do(c, op, sql, params)))
+        return await self.run(lambda c: _sqlite_do(c, op, sql, params))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
@@ -292,23 +303,14 @@ class SqliteSql:
             await _in_thread(lambda c: c.execute("COMMIT"), conn)
 
 
-class _SqliteTx:
+class _SqliteTx(Queries):
     """The statements of one SQLite transaction (the lock is already held)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def fetch_all(self, sql: str, *params: object) -> list[Row]:
-        return await _in_thread(lambda c: _fetch_all(c, sql, params), self._conn)
-
-    async def fetch_one(self, sql: str, *params: object) -> Row | None:
-        return await _in_thread(lambda c: _fetch_one(c, sql, params), self._conn)
-
-    async def execute(self, sql: str, *params: object) -> int:
-        return await _in_thread(lambda c: _execute(c, sql, params), self._conn)
-
-    async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        return await _in_thread(lambda c: _execute_many(c, sql, rows), self._conn)
+    async def _do(self, op: str, sql: str, params: Any) -> Any:
+        return await _in_thread(lambda c: _sqlite_do(c, op, sql, params), self._conn)
 
 
 async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
@@ -324,30 +326,34 @@ async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Conne
         raise
 
 
-def _fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> list[Row]:
-    return [sqlite_row(r) for r in conn.execute(sql, _SQLITE.params(params)).fetchall()]
+def _atomic(conn: sqlite3.Connection, fn: Callable[[], _T]) -> _T:
+    """``fn()`` in one ``BEGIN IMMEDIATE`` transaction (the connection is autocommit)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
 
 
-def _fetch_one(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> Row | None:
-    row = conn.execute(sql, _SQLITE.params(params)).fetchone()
-    return None if row is None else sqlite_row(row)
-
-
-def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> int:
-    return conn.execute(sql, _SQLITE.params(params)).rowcount
-
-
-def _execute_many(conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[object]]) -> int:
-    before = conn.total_changes
-    conn.executemany(sql, (_SQLITE.params(r) for r in rows))
-    return conn.total_changes - before
+def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
+    if op == "many":
+        before = conn.total_changes
+        conn.executemany(sql, params)
+        return conn.total_changes - before
+    cur = conn.execute(sql, params)
+    if op == "exec":
+        return cur.rowcount
+    if op == "one":
+        row = cur.fetchone()
+        return None if row is None else sqlite_row(row)
+    return [sqlite_row(r) for r in cur.fetchall()]
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
-Connection = psycopg.AsyncConnection[TupleRow]
-
-
-class PostgresSql:
+class PostgresSql(Sql):
     """The PostgreSQL side: a statement per pooled connection, a transaction on one."""
 
     def __init__(self, pool: AsyncConnectionPool, dialect: Dialect | None = None) -> None:
@@ -355,21 +361,12 @@ class PostgresSql:
         #: Replaced by the store once it knows whether TimescaleDB is in use.
         self.dialect = dialect or Dialect("postgres")
 
-    async def fetch_all(self, sql: str, *params: object) -> list[Row]:
+    async def _do(self, op: str, sql: str, params: Any) -> Any:
         async with self._pool.connection() as conn:
-            return await _PgTx(conn, self.dialect).fetch_all(sql, *params)
-
-    async def fetch_one(self, sql: str, *params: object) -> Row | None:
-        async with self._pool.connection() as conn:
-            return await _PgTx(conn, self.dialect).fetch_one(sql, *params)
-
-    async def execute(self, sql: str, *params: object) -> int:
-        async with self._pool.connection() as conn:
-            return await _PgTx(conn, self.dialect).execute(sql, *params)
-
-    async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        async with self._pool.connection() as conn:
-            return await _PgTx(conn, self.dialect).execute_many(sql, rows)
+            if op != "many":
+                return await _PgTx(conn, self.dialect)._do(op, sql, params)
+            async with conn.transaction():  # one transaction, as documented
+                return await _PgTx(conn, self.dialect)._do(op, sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
@@ -377,29 +374,23 @@ class PostgresSql:
             yield _PgTx(conn, self.dialect)
 
 
-class _PgTx:
+class _PgTx(Queries):
     """Statements on one PostgreSQL connection (in a transaction, or autocommit)."""
 
-    def __init__(self, conn: Connection, dialect: Dialect) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[TupleRow], dialect: Dialect) -> None:
         self._conn = conn
         self._dialect = dialect
 
-    async def fetch_all(self, sql: str, *params: object) -> list[Row]:
-        cur = await self._conn.execute(_pyformat(sql).encode(), self._dialect.params(params))
-        return await cur.fetchall()
-
-    async def fetch_one(self, sql: str, *params: object) -> Row | None:
-        cur = await self._conn.execute(_pyformat(sql).encode(), self._dialect.params(params))
-        return await cur.fetchone()
-
-    async def execute(self, sql: str, *params: object) -> int:
-        cur = await self._conn.execute(_pyformat(sql).encode(), self._dialect.params(params))
-        return cur.rowcount
-
-    async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        params = [self._dialect.params(r) for r in rows]
-        if not params:
-            return 0
-        async with self._conn.cursor() as cur:
-            await cur.executemany(_pyformat(sql).encode(), params)
+    async def _do(self, op: str, sql: str, params: Any) -> Any:
+        query = _pyformat(sql).encode()
+        if op == "many":
+            rows = [self._dialect.params(r) for r in params]
+            if not rows:
+                return 0
+            async with self._conn.cursor() as cur:
+                await cur.executemany(query, rows)
+                return cur.rowcount
+        cur = await self._conn.execute(query, self._dialect.params(params))
+        if op == "exec":
             return cur.rowcount
+        return await (cur.fetchone() if op == "one" else cur.fetchall())

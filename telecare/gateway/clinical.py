@@ -1,9 +1,9 @@
 """Clinical settings of a resident (SpO2 scale, consciousness baseline) and their history.
 
-Only :meth:`Store.set_clinical` changes them (``telecare resident clinical``, and later the
+Only ``Store.set_clinical`` changes them (``telecare resident clinical``, and later the
 API); ``upsert_resident`` never does. Every change appends one :class:`ClinicalRecord`
-per setting it names, with who recorded it, when, and the previous value. The planning
-below is shared by both backends so that they cannot disagree.
+per setting it names, with who recorded it, when, and the previous value. What a change
+means (the rules below) is decided here; the store only records it.
 """
 
 from __future__ import annotations

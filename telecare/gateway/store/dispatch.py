@@ -1,0 +1,285 @@
+"""The dispatch repository (``dispatch.repository.DispatchRepository``), written once for
+both backends on ``store.sql``; every store exposes one as ``store.dispatches``.
+
+Every write is one transaction. :meth:`apply` and :meth:`reroute` compare-and-set
+``version`` (``UPDATE ... WHERE version = ?``): in PostgreSQL a concurrent updater
+blocks on the row lock, then re-checks the ``WHERE`` on the committed row and matches
+nothing; in SQLite the one writer (``BEGIN IMMEDIATE``) serialises them; either way
+exactly one of several racing transitions commits and the others see ``False``.
+
+Audit records are appended to one hash chain per store (``dispatch.audit_chain``):
+appenders take turns (``Dialect.serialise``) until they commit, so racing transitions
+still make one gapless chain; the unique ``seq`` index refuses a fork should anything
+append without the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from telecare.devices.model import Dispatch
+from telecare.dispatch.audit_chain import (
+    GENESIS,
+    Anchor,
+    ChainReport,
+    ChainRow,
+    ChainVerifier,
+    canonical,
+    row_hash,
+)
+from telecare.dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
+from telecare.gateway.store.sql import Queries, Sql, json_value
+from telecare.gateway.store.tables import AUDIT, DISPATCHES, RECEIPTS, TIMERS
+
+__all__ = ["SqlDispatchRepository", "append_audit"]
+
+_OPEN = "state NOT IN ('resolved', 'cancelled')"
+_CASCADE = "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
+_CHAIN = f"audit_id, seq, prev_hash, row_hash, {AUDIT.names}"
+_PAGE = 5000
+
+
+class SqlDispatchRepository:
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+
+    async def create(
+        self,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+        timers: Sequence[Timer],
+        *,
+        group_key: str | None = None,
+        members: Sequence[str] = (),
+    ) -> bool:
+        d = dispatch
+        async with self.sql.transaction() as tx:
+            if await tx.execute(DISPATCHES.insert(), *DISPATCHES.params(d)) != 1:
+                return False
+            if group_key is not None:
+                await tx.execute(
+                    "INSERT INTO dispatch_groups (dispatch_id, group_key) VALUES (?, ?)",
+                    d.dispatch_id,
+                    group_key,
+                )
+                await _add_members(tx, d.dispatch_id, members)
+            await append_audit(self.sql, tx, audit)
+            await _set_cascade(tx, d.dispatch_id, cascade)
+            await _set_timers(tx, timers)
+            return True
+
+    async def load(self, dispatch_id: str) -> Dispatch | None:
+        return await DISPATCHES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
+
+    async def load_for_alert(self, alert_id: str) -> Dispatch | None:
+        found = await DISPATCHES.one(self.sql, "WHERE alert_id = ?", alert_id)
+        return found or await self._one(
+            f"SELECT {DISPATCHES.select('d')} FROM dispatch_members m JOIN dispatches d"
+            " ON d.dispatch_id = m.dispatch_id WHERE m.alert_id = ?",
+            alert_id,
+        )
+
+    async def open_group(self, group_key: str) -> Dispatch | None:
+        return await self._one(
+            f"SELECT {DISPATCHES.select('d')} FROM dispatch_groups g JOIN dispatches d"
+            f" ON d.dispatch_id = g.dispatch_id WHERE g.group_key = ? AND d.{_OPEN}"
+            " ORDER BY d.created_at DESC LIMIT 1",
+            group_key,
+        )
+
+    async def _one(self, sql: str, *params: object) -> Dispatch | None:
+        row = await self.sql.fetch_one(sql, *params)
+        return DISPATCHES.load(row) if row else None
+
+    async def add_members(self, dispatch_id: str, alert_ids: Sequence[str]) -> int:
+        async with self.sql.transaction() as tx:
+            return await _add_members(tx, dispatch_id, alert_ids)
+
+    async def members(self, dispatch_id: str) -> list[str]:
+        q = "SELECT alert_id FROM dispatch_members WHERE dispatch_id = ? ORDER BY alert_id"
+        return [r[0] for r in await self.sql.fetch_all(q, dispatch_id)]
+
+    async def clear_member(self, alert_id: str, at: datetime) -> tuple[str, int] | None:
+        async with self.sql.transaction() as tx:
+            row = await tx.fetch_one(
+                "SELECT dispatch_id FROM dispatch_members WHERE alert_id = ?", alert_id
+            )
+            if row is None:
+                return None
+            clear = "UPDATE dispatch_members SET cleared_at = coalesce(cleared_at, ?)"
+            await tx.execute(f"{clear} WHERE alert_id = ?", at, alert_id)
+            left = await tx.fetch_one(
+                "SELECT count(*) FROM dispatch_members WHERE dispatch_id = ?"
+                " AND cleared_at IS NULL",
+                row[0],
+            )
+            return row[0], int(left[0]) if left else 0
+
+    async def apply(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        set_timers: Sequence[Timer],
+        clear_timers: Sequence[TimerKind],
+    ) -> bool:
+        d = dispatch
+        async with self.sql.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE dispatches SET state = ?, updated_at = ?, responder_id = ?,"
+                " cascade_step = ?, outcome = ?, version = ? WHERE dispatch_id = ? AND version = ?",
+                d.state, d.updated_at, d.responder_id, d.cascade_step, d.outcome, d.version,
+                d.dispatch_id, expected_version,
+            )  # fmt: skip
+            if changed != 1:
+                return False
+            await append_audit(self.sql, tx, audit)
+            await tx.execute_many(
+                "DELETE FROM dispatch_timers WHERE dispatch_id = ? AND kind = ?",
+                [(d.dispatch_id, k) for k in clear_timers],
+            )
+            await _set_timers(tx, set_timers)
+            return True
+
+    async def reroute(
+        self,
+        expected_version: int,
+        dispatch: Dispatch,
+        audit: AuditRecord,
+        cascade: Sequence[CascadeEntry],
+    ) -> bool:
+        d = dispatch
+        async with self.sql.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE dispatches SET updated_at = ?, responder_id = ?, cascade_step = ?,"
+                " version = ? WHERE dispatch_id = ? AND version = ?",
+                d.updated_at, d.responder_id, d.cascade_step, d.version, d.dispatch_id,
+                expected_version,
+            )  # fmt: skip
+            if changed != 1:
+                return False
+            await append_audit(self.sql, tx, audit)
+            await tx.execute("DELETE FROM dispatch_cascade WHERE dispatch_id = ?", d.dispatch_id)
+            await _set_cascade(tx, d.dispatch_id, cascade)
+            return True
+
+    async def cascade(self, dispatch_id: str) -> list[CascadeEntry]:
+        found = await self.sql.fetch_all(
+            "SELECT position, responder_id, timeout_s FROM dispatch_cascade"
+            " WHERE dispatch_id = ? ORDER BY position",
+            dispatch_id,
+        )
+        return [CascadeEntry(int(p), r, int(t)) for p, r, t in found]
+
+    async def timers(self, dispatch_id: str) -> list[Timer]:
+        tail = "WHERE dispatch_id = ? ORDER BY due_at, kind"
+        return await TIMERS.all(self.sql, tail, dispatch_id)
+
+    async def due_timers(self, now: datetime, limit: int = 100) -> list[Timer]:
+        tail = "JOIN dispatches USING (dispatch_id) WHERE due_at <= ? ORDER BY priority, due_at"
+        return await TIMERS.all(self.sql, f"{tail} LIMIT ?", now, limit)
+
+    async def next_due(self) -> datetime | None:
+        row = await self.sql.fetch_one("SELECT min(due_at) FROM dispatch_timers")
+        return row[0] if row else None
+
+    async def drop_timer(self, timer: Timer) -> None:
+        await self.sql.execute(
+            "DELETE FROM dispatch_timers WHERE dispatch_id = ? AND kind = ? AND due_at = ?"
+            " AND step = ?",
+            *TIMERS.params(timer),
+        )
+
+    async def audit(self, dispatch_id: str) -> list[AuditRecord]:
+        return await AUDIT.all(self.sql, "WHERE dispatch_id = ? ORDER BY audit_id", dispatch_id)
+
+    async def audit_between(self, start: datetime, end: datetime) -> list[AuditRecord]:
+        tail = "JOIN dispatches USING (dispatch_id) WHERE created_at >= ? AND created_at < ?"
+        return await AUDIT.all(self.sql, f"{tail} ORDER BY audit_id", start, end)
+
+    async def verify_audit(self, anchor: Anchor | None = None) -> ChainReport:
+        """Walk the chain in ``seq`` order, a page at a time, in one snapshot, and
+        cross-check each dispatch's state against its last audit row."""
+        verifier = ChainVerifier(anchor)
+        async with self.sql.transaction() as tx:
+            if snapshot := self.sql.dialect.snapshot:
+                await tx.execute(snapshot)
+            after = -(2**62)
+            while page := await tx.fetch_all(
+                f"SELECT {_CHAIN} FROM dispatch_audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                after,
+                _PAGE,
+            ):
+                for aid, seq, prev, digest, did, at, frm, to, actor, reason, detail in page:
+                    row = (aid, seq, prev, digest, did, at, frm, to, actor, reason)
+                    verifier.feed(ChainRow(*row, json_value(detail)))
+                after = page[-1][1]
+            report = verifier.finish()
+            unchained = await tx.fetch_one("SELECT count(*) FROM dispatch_audit WHERE seq IS NULL")
+            report.unchained = int(unchained[0]) if unchained else 0
+            states = await tx.fetch_all(
+                "SELECT d.dispatch_id, d.state, (SELECT a.to_state FROM dispatch_audit a"
+                " WHERE a.dispatch_id = d.dispatch_id ORDER BY a.audit_id DESC LIMIT 1)"
+                " FROM dispatches d ORDER BY d.dispatch_id"
+            )
+        report.problems.extend(_mismatch(*r) for r in states if r[1] != r[2])
+        return report
+
+    async def record_receipt(self, receipt: Receipt) -> None:
+        await self.sql.execute(RECEIPTS.insert(""), *RECEIPTS.params(receipt))
+
+    async def receipts(self, dispatch_id: str) -> list[Receipt]:
+        tail = "WHERE dispatch_id = ? ORDER BY receipt_id"
+        return await RECEIPTS.all(self.sql, tail, dispatch_id)
+
+
+async def append_audit(sql: Sql, tx: Queries, record: AuditRecord) -> None:
+    """Append ``record`` to the hash chain, inside the transaction ``tx``."""
+    if lock := sql.dialect.serialise("telecare-audit"):
+        await tx.execute(lock)
+    # A new statement after the lock: under READ COMMITTED it sees the last committed row.
+    last = await tx.fetch_one(
+        "SELECT seq, row_hash FROM dispatch_audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+    )
+    # The detail as the database will give it back (jsonb normalises numbers).
+    stored = await tx.fetch_one(f"SELECT CAST(? AS {sql.dialect.json_type})", record.detail)
+    seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
+    a, detail = record, json_value(stored[0]) if stored else {}
+    content = canonical(
+        seq, a.dispatch_id, a.at, a.from_state, a.to_state, a.actor, a.reason, detail
+    )
+    await tx.execute(
+        f"INSERT INTO dispatch_audit ({AUDIT.names}, seq, prev_hash, row_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        *AUDIT.params(a), seq, prev, row_hash(prev, content),
+    )  # fmt: skip
+
+
+async def _add_members(tx: Queries, dispatch_id: str, alert_ids: Sequence[str]) -> int:
+    return await tx.execute_many(
+        "INSERT INTO dispatch_members (alert_id, dispatch_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(a, dispatch_id) for a in alert_ids],
+    )
+
+
+async def _set_cascade(tx: Queries, dispatch_id: str, cascade: Sequence[CascadeEntry]) -> None:
+    await tx.execute_many(
+        f"{_CASCADE} VALUES (?, ?, ?, ?)",
+        [(dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade],
+    )
+
+
+async def _set_timers(tx: Queries, timers: Sequence[Timer]) -> None:
+    await tx.execute_many(TIMERS.upsert("dispatch_id", "kind"), map(TIMERS.params, timers))
+
+
+def _mismatch(dispatch_id: Any, state: Any, last: Any) -> str:
+    if last is None:
+        return f"dispatch {dispatch_id} has no audit row: its rows were removed"
+    return (
+        f"dispatch {dispatch_id} is '{state}' but its last audit row says '{last}':"
+        " audit rows were removed (or the state was changed without an audit row)"
+    )

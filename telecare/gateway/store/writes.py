@@ -1,0 +1,108 @@
+"""The ingest role, written once for both backends: the writes the spool may take (the
+``write_*`` methods and ``set_device_status``) and the pipeline's direct reads and notes.
+
+Idempotency keys are the tables' unique indexes (``ON CONFLICT DO NOTHING``): a write
+returns ``False``/``0`` for what was already stored. ``PostgresStore`` overrides the
+batch writes with faster forms (binary ``COPY``, arrays) built from the same specs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from telecare.devices.model import AlarmEvent, Alert, Metric, Reading
+from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record
+from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, EVENTS, NEWS2, READINGS
+
+__all__ = ["SqlWrites"]
+
+_STATUS = (
+    "INSERT INTO device_status (device_id, online, changed_at, last_heartbeat, battery)"
+    " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE device_id = ?)"
+    " ON CONFLICT (device_id) DO UPDATE SET online = COALESCE(?, device_status.online),"
+    " changed_at = CASE WHEN CAST(? AS BOOLEAN) IS NULL THEN device_status.changed_at"
+    " ELSE excluded.changed_at END,"
+    " last_heartbeat = COALESCE(excluded.last_heartbeat, device_status.last_heartbeat),"
+    " battery = COALESCE(excluded.battery, device_status.battery)"
+)
+
+
+class SqlWrites:
+    """:class:`~gateway.store.base.Ingest` on ``self.sql``."""
+
+    sql: Sql
+
+    async def write_readings(self, readings: Sequence[Reading]) -> int:
+        return await self.sql.execute_many(READINGS.insert(), map(READINGS.params, readings))
+
+    async def write_event(self, event: AlarmEvent) -> bool:
+        return await self.sql.execute(EVENTS.insert(), *EVENTS.params(event)) == 1
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        async with self.sql.transaction() as tx:
+            return [await tx.execute(EVENTS.insert(), *EVENTS.params(e)) == 1 for e in events]
+
+    async def write_alert(self, alert: Alert) -> bool:
+        return await self.sql.execute(ALERTS.insert(), *ALERTS.params(alert)) == 1
+
+    async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
+        async with self.sql.transaction() as tx:
+            return [await tx.execute(ALERTS.insert(), *ALERTS.params(a)) == 1 for a in alerts]
+
+    async def write_dead_letter(self, letter: DeadLetter) -> None:
+        await self.sql.execute(DEAD_LETTERS.insert(""), *DEAD_LETTERS.params(letter))
+
+    async def write_news2(self, score: News2Record) -> bool:
+        return await self.sql.execute(NEWS2.insert(), *NEWS2.params(score)) == 1
+
+    async def set_device_status(
+        self,
+        device_id: str,
+        *,
+        online: bool | None = None,
+        at: datetime,
+        heartbeat: bool = False,
+        battery: float | None = None,
+    ) -> None:
+        first, hb = True if online is None else online, at if heartbeat else None
+        await self.sql.execute(
+            _STATUS, device_id, first, at, hb, battery, device_id, online, online
+        )
+
+    async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
+        row = await self.sql.fetch_one(
+            "SELECT digest FROM alarm_events WHERE device_id = ? AND msg_id = ?", device_id, msg_id
+        )
+        return row[0] if row else None
+
+    async def stored_message_readings(
+        self, device_id: str, msg_id: str
+    ) -> set[tuple[Metric, datetime, float]]:
+        q = "SELECT metric, ts, value FROM readings WHERE device_id = ? AND msg_id = ?"
+        return {
+            (Metric(m), ts, float(v)) for m, ts, v in await self.sql.fetch_all(q, device_id, msg_id)
+        }
+
+    async def note_alert(
+        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
+    ) -> None:
+        await self.note_alerts([AlertNote(alert_id, count, restored_at)])
+
+    async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
+        merge = self.sql.dialect.json_merge("detail")
+        await self.sql.execute_many(
+            f"UPDATE alerts SET detail = {merge} WHERE alert_id = ?",
+            [(p, n.alert_id) for n in notes if (p := n.patch())],
+        )
+
+    async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
+        found = await self.sql.fetch_all(
+            f"SELECT {ALERTS.select('a')} FROM alerts a WHERE NOT EXISTS"
+            " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
+            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = a.alert_id)"
+            " ORDER BY a.ts LIMIT ?",
+            limit,
+        )
+        return [ALERTS.load(r) for r in found]
