@@ -9,7 +9,9 @@ input and act on each :class:`EngineResult`:
 call                                                   use it for
 =====================================================  ====================================
 ``engine.watch_device(device)``                        each provisioned device at start-up
-                                                       (heartbeat watch; interval 0 = none)
+                                                       and when it changes (heartbeat watch;
+                                                       interval 0 = none)
+``engine.unwatch_device(device_id)``                   a device removed from the registry
 ``engine.device_seen(device_id, received_at)``         every message of any kind (heartbeat,
                                                        status, event, reading): proof of life
 ``engine.on_event(event, resident, received_at=...)``  every :class:`AlarmEvent`
@@ -145,6 +147,10 @@ class RuleEngine:
             site_id=device.site_id,
             resident_id=device.resident_id,
         )
+
+    def unwatch_device(self, device_id: str) -> None:
+        """Stop watching a device's heartbeat (it was removed from the registry)."""
+        self.temporal.watch_device(device_id, 0, self.clock.now())
 
     def device_seen(self, device_id: str, received_at: datetime) -> EngineResult:
         """Any message from a device, at the gateway's receive time: proof of life
