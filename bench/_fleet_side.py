@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sqlite3
 import sys
@@ -130,7 +131,7 @@ def _count_calls(obj: Any, names: tuple[str, ...], counts: dict[str, int]) -> No
         setattr(obj, name, counted)
 
 
-def _time_rule_writes(writes: list[float]) -> str:
+def _time_rule_writes(writes: list[float], rows: list[int]) -> str:
     """Time every rule-state save of the tick (whichever function this tree has)."""
     from telecare.gateway import rule_state
 
@@ -138,6 +139,7 @@ def _time_rule_writes(writes: list[float]) -> str:
         real_async = rule_state.write_changes
 
         async def timed_async(*a: Any, **kw: Any) -> Any:
+            rows.append(len(a[1]))
             t0 = time.perf_counter()
             try:
                 return await real_async(*a, **kw)
@@ -265,7 +267,8 @@ async def gateway(args: argparse.Namespace) -> dict[str, Any]:
     await provision(args)
     provisioned_s = time.perf_counter() - t0
     writes: list[float] = []
-    what = _time_rule_writes(writes)
+    rows: list[int] = []
+    what = _time_rule_writes(writes, rows)
     stalls = Stalls()
     reads: dict[str, int] = {}
     t0 = time.perf_counter()
@@ -293,6 +296,8 @@ async def gateway(args: argparse.Namespace) -> dict[str, Any]:
             stalls.reset()
             first_writes = list(writes)
             writes.clear()
+            rows.clear()
+            load0 = os.getloadavg()[0]
             beats0 = gw.pipeline.counters["heartbeats"]
             reads0 = sum(reads.values())
             scans0 = await _pg_scans(args)
@@ -306,6 +311,8 @@ async def gateway(args: argparse.Namespace) -> dict[str, Any]:
             longest, over = stalls.longest, stalls.over_50ms
             sent = dict(statements.counts)
             window_writes = list(writes)
+            window_rows = list(rows)
+            load1 = os.getloadavg()[0]
             dead = gw.pipeline.counters["dead_letters"]
         finally:
             publisher.terminate()
@@ -332,7 +339,9 @@ async def gateway(args: argparse.Namespace) -> dict[str, Any]:
         "rule_writes": len(window_writes),
         "rule_write_max_s": max(window_writes, default=0.0),
         "rule_write_mean_s": sum(window_writes) / max(1, len(window_writes)),
+        "rule_write_rows_mean": (sum(window_rows) / len(window_rows) if window_rows else None),
         "warmup_rule_writes": [round(w, 3) for w in first_writes],
+        "load_average": f"{load0:.1f} -> {load1:.1f}",
         "state_file_bytes": state_file.stat().st_size if state_file.exists() else None,
         "dead_letters": dead,
     }

@@ -101,12 +101,14 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("rule-state writes in window", "rule_writes", "{}"),
     ("rule-state write, longest s", "rule_write_max_s", "{:.3f}"),
     ("rule-state write, mean s", "rule_write_mean_s", "{:.3f}"),
+    ("rule-state rows per write, mean", "rule_write_rows_mean", "{:.0f}"),
     ("rule-state writes in warm-up, s", "warmup_rule_writes", "{}"),
     ("state file bytes", "state_file_bytes", "{}"),
     ("longest event-loop stall ms", "longest_stall_ms", "{:.0f}"),
     ("event-loop stalls > 50 ms", "stalls_over_50ms", "{}"),
     ("dead letters", "dead_letters", "{}"),
-    ("gateway start s (100k primed)", "gateway_start_s", "{:.1f}"),
+    ("gateway start s (registry primed)", "gateway_start_s", "{:.1f}"),
+    ("machine load average (1 min)", "load_average", "{}"),
 )
 
 
