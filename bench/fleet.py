@@ -16,7 +16,15 @@ rule-state write, which writes everything) it measures for ``--seconds``:
   status upsert's own existence check on ``devices``);
 * every rule-state write of a tick (the whole-state JSON file before; the changed
   ``rule_state`` rows after): the longest and the mean;
-* the longest event-loop stall (how late a 10 ms sleep woke up) and stalls over 50 ms.
+* the longest event-loop stall (how late a 10 ms sleep woke up) and stalls over 50 ms;
+* every SQL statement the gateway process sent (psycopg's cursor, or SQLite's trace
+  callback), by kind, per heartbeat: registry reads, status upserts, the pool's
+  connection checks (empty queries), rule-state writes, change-log polls.
+
+The window starts after the first rule-state write (the "after" tree's first write has
+every row: nothing is in the store yet; it is listed under warm-up). On a shared,
+loaded machine the gateway may not keep up with 333/s: compare CPU per heartbeat and
+statements per heartbeat first, and the load average printed with each side.
 
 **Before** is the tree of ``--before`` (default ``6e8b851``, main before this change),
 exported with ``git archive``; **after** is this checkout. Each side runs the same driver
@@ -107,6 +115,7 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("longest event-loop stall ms", "longest_stall_ms", "{:.0f}"),
     ("event-loop stalls > 50 ms", "stalls_over_50ms", "{}"),
     ("dead letters", "dead_letters", "{}"),
+    ("writes spooled (database too slow)", "spooled", "{}"),
     ("gateway start s (registry primed)", "gateway_start_s", "{:.1f}"),
     ("machine load average (1 min)", "load_average", "{}"),
 )
