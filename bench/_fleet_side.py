@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -289,7 +290,7 @@ async def gateway(args: argparse.Namespace) -> dict[str, Any]:
             "publish",
             *("--port", str(args.port), "--prefix", args.prefix),
             *("--devices", str(args.devices), "--sites", str(args.sites)),
-            *("--rate", str(args.rate), "--seconds", str(args.warmup + args.seconds + 5)),
+            *("--rate", str(args.rate), "--seconds", str(args.warmup + args.seconds + 300)),
         )
         try:
             await asyncio.sleep(args.warmup)
@@ -321,7 +322,8 @@ async def gateway(args: argparse.Namespace) -> dict[str, Any]:
             dead = gw.pipeline.counters["dead_letters"]
             spooled = gw.store.stats().get("items_spooled", 0) - spooled0  # type: ignore[attr-defined]
         finally:
-            publisher.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                publisher.terminate()
             await publisher.wait()
             monitor.cancel()
     state_file = tmp / "rules-state.json"

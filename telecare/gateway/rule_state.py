@@ -8,11 +8,10 @@ event loop for 150-436 ms. Now the engine marks what each input and tick changes
 (:meth:`RuleEngine.take_changes`): a heartbeat changes its device's row, a tick the rows
 of the alerts it raised, so a write costs in proportion to the change, not the fleet.
 
-Consistency: a tick's changes are written in one transaction (JSON encoded in a worker
-thread). Changes that could not be written (database away) are kept and merged with the
-next tick's (the newer row wins), so nothing is skipped once the database is back; a
-crash while it is away loses the changes since the last write (as a crash between two
-file saves did).
+Consistency: a tick's changes are written in one transaction. Changes that could not be
+written (database away) are kept and merged with the next tick's (the newer row wins),
+so nothing is skipped once the database is back; a crash while it is away loses the
+changes since the last write (as a crash between two file saves did).
 
 The old file (``rules.state_file``, default ``rules-state.json`` next to the SQLite
 database): read once, when the table is still empty, written to the table, and renamed
@@ -51,8 +50,9 @@ StateRow = tuple[str, str, dict[str, Any]]
 
 #: Rows per statement: one multi-row statement per chunk instead of one statement per
 #: row (a row-by-row ``execute_many`` of a 100,000-row first write kept the event loop
-#: busy in the driver for seconds).
-CHUNK: Final = 500
+#: busy in the driver for seconds), short enough (< 4 KiB) for psycopg to cache its
+#: parsed form (a longer one is re-parsed every time: 64 ms for 500 rows).
+CHUNK: Final = 250
 _UPSERT = (
     "INSERT INTO rule_state (section, key, value) VALUES {rows}"
     " ON CONFLICT (section, key) DO UPDATE SET value = excluded.value"
@@ -110,31 +110,30 @@ async def _migrate_file(store: Store, path: Path, config: RulesConfig, clock: Cl
     return engine
 
 
-def _encode(changes: Changes) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
-    upserts: list[tuple[str, str, str]] = []
-    deletes: list[tuple[str, str]] = []
-    dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
-    for (section, key), value in changes.items():
-        if value is None:
-            deletes.append((section, key))
-        else:
-            upserts.append((section, key, dumps(value)))
-    return upserts, deletes
-
-
 async def write_changes(store: Store, changes: Changes) -> None:
     """Write ``changes`` to ``rule_state`` in one transaction, :data:`CHUNK` rows a
-    statement (JSON encoded in a thread: the values are fresh dicts nobody else holds)."""
+    statement, each chunk JSON encoded just before it is sent (in the event loop: a few
+    milliseconds a chunk; a worker thread contending for the GIL stalled the loop for
+    longer on a loaded machine)."""
     if not changes:
         return
-    upserts, deletes = await asyncio.to_thread(_encode, changes)
+    dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+    deletes = [key for key, value in changes.items() if value is None]
+    upserts = [(key, value) for key, value in changes.items() if value is not None]
     async with store.sql.transaction() as tx:
-        for sql, rows in ((_DELETE, deletes), (_UPSERT, upserts)):
-            for start in range(0, len(rows), CHUNK):
-                chunk = rows[start : start + CHUNK]
-                width = len(chunk[0])
-                values = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
-                await tx.execute(sql.format(rows=values), *(v for row in chunk for v in row))
+        for start in range(0, len(deletes), CHUNK):
+            chunk = deletes[start : start + CHUNK]
+            await tx.execute(
+                _DELETE.format(rows=",".join(["(?,?)"] * len(chunk))),
+                *(v for key in chunk for v in key),
+            )
+        for start in range(0, len(upserts), CHUNK):
+            params: list[str] = []
+            for (section, key), value in upserts[start : start + CHUNK]:
+                params += (section, key, dumps(value))
+            await tx.execute(
+                _UPSERT.format(rows=",".join(["(?,?,?)"] * (len(params) // 3))), *params
+            )
 
 
 class RuleRunner:
