@@ -33,6 +33,7 @@ query a second on both backends.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -288,6 +289,11 @@ class RegistryWatch:
         accounts = await self.store.list_receiver_accounts()
         self.registry.forget_all()
         self.registry.prime(devices, residents, accounts)
+        # The registry and the rule state (loaded before) are most of a large fleet's
+        # heap and live as long as the process: keep them out of the garbage collector's
+        # full collections, which otherwise stop the event loop for ~0.3 s at 100,000
+        # devices.
+        gc.freeze()
         return {d.device_id: d for d in devices}
 
     async def poll(self) -> int:
