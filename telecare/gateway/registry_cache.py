@@ -292,7 +292,8 @@ class RegistryWatch:
         # The registry and the rule state (loaded before) are most of a large fleet's
         # heap and live as long as the process: keep them out of the garbage collector's
         # full collections, which otherwise stop the event loop for ~0.3 s at 100,000
-        # devices.
+        # devices. Collected first, so only what is alive is set aside.
+        gc.collect()
         gc.freeze()
         return {d.device_id: d for d in devices}
 
