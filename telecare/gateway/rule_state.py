@@ -111,16 +111,27 @@ async def _migrate_file(store: Store, path: Path, config: RulesConfig, clock: Cl
 
 
 async def write_changes(store: Store, changes: Changes) -> None:
-    """Write ``changes`` to ``rule_state`` in one transaction, :data:`CHUNK` rows a
-    statement, each chunk JSON encoded just before it is sent (in the event loop: a few
-    milliseconds a chunk; a worker thread contending for the GIL stalled the loop for
-    longer on a loaded machine)."""
+    """Write ``changes`` to ``rule_state`` in one transaction.
+
+    On PostgreSQL :data:`CHUNK` rows a statement, each chunk JSON encoded just before it
+    is sent (in the event loop: a few milliseconds a chunk; a worker thread contending
+    for the GIL stalled the loop for longer on a loaded machine). On SQLite, whose one
+    connection serves every write of the gateway, one ``execute_many`` per kind: one
+    worker-thread hop for all rows (encoded there) instead of one per chunk, each
+    waiting its turn behind the gateway's other writes."""
     if not changes:
         return
     dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
     deletes = [key for key, value in changes.items() if value is None]
     upserts = [(key, value) for key, value in changes.items() if value is not None]
     async with store.sql.transaction() as tx:
+        if store.sql.dialect.name == "sqlite":
+            if deletes:
+                await tx.execute_many(_DELETE.format(rows="(?,?)"), deletes)
+            if upserts:
+                rows = ((section, key, dumps(value)) for (section, key), value in upserts)
+                await tx.execute_many(_UPSERT.format(rows="(?,?,?)"), rows)
+            return
         for start in range(0, len(deletes), CHUNK):
             chunk = deletes[start : start + CHUNK]
             await tx.execute(
