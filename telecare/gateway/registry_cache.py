@@ -47,6 +47,7 @@ from telecare.devices.model import (
     Resident,
     normalise_account,
 )
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.base import Store
 from telecare.gateway.tasks import stop_task
@@ -68,6 +69,13 @@ KEEP_CHANGES: Final = timedelta(days=7)
 class Registry:
     """Provisioned devices, residents and receiver accounts; see the module docstring.
 
+    While the store is unavailable (``gateway.failures``) an expired entry (only "not
+    provisioned" expires) is served instead of failing the lookup: the database being
+    away must not stop a device's data, which is spooled meanwhile (only a key never
+    seen raises). After such a failure the store is asked again only after
+    ``away_retry_s``, so an outage costs one pool timeout per period, not one per
+    message.
+
     Receiver accounts (DC-09, SCAIP, a serial Contact ID line) are cached per
     ``(kind, account)`` with all of that account's zone mappings: see
     :meth:`receiver_device`.
@@ -85,6 +93,12 @@ class Registry:
         self._generation = 0
         #: Store reads made on a miss, by kind (``device``, ``resident``, ``account``).
         self.reads: dict[str, int] = {"device": 0, "resident": 0, "account": 0}
+        #: Lookups answered from an expired entry because the store was unavailable.
+        self.stale_hits = 0
+        #: After the store failed a lookup, expired entries are served without asking it
+        #: again for this long (each attempt may wait for the pool's timeout).
+        self.away_retry_s = 5.0
+        self._away_until = float("-inf")
 
     def prime(
         self,
@@ -215,6 +229,10 @@ class Registry:
         if pending is not None:
             result: _V | None = await asyncio.shield(pending)
             return result
+        stale = cache.get(key)
+        if stale is not None and time.monotonic() < self._away_until:
+            self.stale_hits += 1  # the store failed a moment ago: do not wait on it again
+            return stale[1]
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._loading[(kind, key)] = fut
         generation = self._generation
@@ -222,6 +240,13 @@ class Registry:
         try:
             found = await fetch(key)
         except BaseException as exc:
+            if stale is not None and isinstance(exc, Exception) and is_storage_unavailable(exc):
+                # The database is away: what we last knew beats stopping a device's
+                # data (the writes themselves are spooled).
+                self._away_until = time.monotonic() + self.away_retry_s
+                self.stale_hits += 1
+                fut.set_result(stale[1])
+                return stale[1]
             fut.set_exception(exc)
             fut.exception()  # retrieved: waiters re-raise it, nobody else must
             raise
