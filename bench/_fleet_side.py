@@ -187,8 +187,8 @@ class Statements:
             kind = "status upsert"
         elif "rule_state" in text:
             kind = "rule_state write"
-        elif "registry_changes" in text:
-            kind = "registry_changes poll"
+        elif "registry_changelog" in text:
+            kind = "registry_changelog poll"
         else:
             kind = "other"
         self.counts[kind] += 1

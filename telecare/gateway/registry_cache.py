@@ -10,7 +10,7 @@ Here an entry stays until the registry says it changed:
   result is kept. Concurrent misses for the same key share one read. "Not provisioned" is
   remembered only for ``negative_ttl`` seconds, so a flood from an unknown device cannot
   hammer the store and a device added a moment later is not refused for long.
-* :class:`RegistryWatch` polls ``registry_changes`` (migration 0016), a change log that
+* :class:`RegistryWatch` polls ``registry_changelog`` (migration 0016), a change log that
   triggers on the registry tables write in commit order whoever changes them (the CLI in
   another process, an import, the API), every ``poll_s`` seconds: one indexed query that
   normally returns nothing. Each change drops the cached entry; a changed device is
@@ -263,7 +263,7 @@ def _account_key(kind: ReceiverKind, account: str) -> str:
 
 
 class RegistryWatch:
-    """Keeps a :class:`Registry` in step with the store's ``registry_changes``.
+    """Keeps a :class:`Registry` in step with the store's ``registry_changelog``.
 
     Entering reads the change log's position, then primes the registry with everything
     provisioned (so nothing changed in between is missed: it is re-read after), and
@@ -284,7 +284,7 @@ class RegistryWatch:
         self.registry = registry
         self.poll_s = poll_s
         self.engine = engine
-        #: The last change applied (``registry_changes.seq``).
+        #: The last change applied (``registry_changelog.seq``).
         self.position = 0
         #: Polls made, and changes applied (for the benchmark and the tests).
         self.polls = 0
@@ -292,7 +292,7 @@ class RegistryWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        row = await self.store.sql.fetch_one("SELECT MAX(seq) FROM registry_changes")
+        row = await self.store.sql.fetch_one("SELECT MAX(seq) FROM registry_changelog")
         self.position = int(row[0]) if row and row[0] is not None else 0
         await self.reload_all()
         self._task = asyncio.create_task(self._run(), name="registry-watch")
@@ -326,7 +326,7 @@ class RegistryWatch:
         """Apply the changes logged since the last poll; return how many there were."""
         self.polls += 1
         found = await self.store.sql.fetch_all(
-            "SELECT seq, kind, entity_id FROM registry_changes WHERE seq > ? ORDER BY seq",
+            "SELECT seq, kind, entity_id FROM registry_changelog WHERE seq > ? ORDER BY seq",
             self.position,
         )
         if not found:
@@ -368,7 +368,7 @@ class RegistryWatch:
     async def prune(self, keep: timedelta = KEEP_CHANGES) -> int:
         """Delete change-log rows older than ``keep`` that this watch has applied."""
         return await self.store.sql.execute(
-            "DELETE FROM registry_changes WHERE seq <= ? AND at < ?",
+            "DELETE FROM registry_changelog WHERE seq <= ? AND at < ?",
             self.position,
             datetime.now(UTC) - keep,
         )

@@ -1,6 +1,6 @@
 """The registry cache is loaded once and kept warm; registry changes made anywhere (another
 store connection, the CLI in another process) reach a running gateway through the store's
-change log (``registry_changes``, migration 0016) within a bounded time; a heartbeat of a
+change log (``registry_changelog``, migration 0016) within a bounded time; a heartbeat of a
 known device reads nothing from the registry tables."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS rule_state (
     PRIMARY KEY (section, key)
 );
 
--- registry_changes: which registry entry changed, in commit order, written by the
+-- registry_changelog: which registry entry changed, in commit order, written by the
 -- triggers below whoever writes (the CLI in another process, an import, the API). A
 -- running gateway polls it (gateway/registry_cache.py) and drops or reloads what it has
 -- cached.
@@ -22,22 +22,22 @@ CREATE TABLE IF NOT EXISTS rule_state (
 -- registry table therefore first takes a transaction-scoped advisory lock (one per
 -- schema; registry writes are rare and short): writers take seq values one transaction
 -- at a time, in commit order.
-CREATE TABLE IF NOT EXISTS registry_changes (
+CREATE TABLE IF NOT EXISTS registry_changelog (
     seq       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at        timestamptz NOT NULL DEFAULT now(),
     kind      text NOT NULL,
     entity_id text NOT NULL
 );
 
-CREATE OR REPLACE FUNCTION registry_changes_lock() RETURNS trigger
+CREATE OR REPLACE FUNCTION registry_changelog_lock() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext(TG_TABLE_SCHEMA || '.registry_changes'));
+    PERFORM pg_advisory_xact_lock(hashtext(TG_TABLE_SCHEMA || '.registry_changelog'));
     RETURN NULL;
 END $$;
 
 -- TG_ARGV[0]: the kind logged; TG_ARGV[1]: the column holding the entity id.
-CREATE OR REPLACE FUNCTION registry_changes_log() RETURNS trigger
+CREATE OR REPLACE FUNCTION registry_changelog_log() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     new_id text;
@@ -45,12 +45,12 @@ DECLARE
 BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_id := to_jsonb(NEW) ->> TG_ARGV[1];
-        INSERT INTO registry_changes (kind, entity_id) VALUES (TG_ARGV[0], new_id);
+        INSERT INTO registry_changelog (kind, entity_id) VALUES (TG_ARGV[0], new_id);
     END IF;
     IF TG_OP <> 'INSERT' THEN
         old_id := to_jsonb(OLD) ->> TG_ARGV[1];
         IF old_id IS DISTINCT FROM new_id THEN
-            INSERT INTO registry_changes (kind, entity_id) VALUES (TG_ARGV[0], old_id);
+            INSERT INTO registry_changelog (kind, entity_id) VALUES (TG_ARGV[0], old_id);
         END IF;
     END IF;
     RETURN NULL;
@@ -75,12 +75,12 @@ BEGIN
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', t.tbl || '_changes_lock', t.tbl);
         EXECUTE format(
             'CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %I'
-            ' FOR EACH STATEMENT EXECUTE FUNCTION registry_changes_lock()',
+            ' FOR EACH STATEMENT EXECUTE FUNCTION registry_changelog_lock()',
             t.tbl || '_changes_lock', t.tbl);
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', t.tbl || '_changes_log', t.tbl);
         EXECUTE format(
             'CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %I'
-            ' FOR EACH ROW EXECUTE FUNCTION registry_changes_log(%L, %L)',
+            ' FOR EACH ROW EXECUTE FUNCTION registry_changelog_log(%L, %L)',
             t.tbl || '_changes_log', t.tbl, t.kind, t.col);
     END LOOP;
 END $$;
