@@ -306,6 +306,7 @@ class RegistryWatch:
     ) -> None:
         task, self._task = self._task, None
         await stop_task(task)
+        gc.unfreeze()  # what was set aside may be collected again (tests start many)
 
     async def reload_all(self) -> dict[str, Device]:
         """Load everything provisioned into the registry (three queries); the devices."""
