@@ -4,9 +4,9 @@
         await gw.wait_closed()             # until stop() (SIGINT/SIGTERM in the CLI)
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
-(store -> durable store (batcher + spool) -> dispatch service -> orphan sweeper -> rule
-runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09 and SCAIP
-receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
+(store -> durable store (batcher + spool) -> dispatch service -> registry watch -> orphan
+sweeper -> rule runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09
+and SCAIP receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
 in-flight messages finish and are acknowledged, and the store is closed last: everything
 accepted is flushed.
 """
@@ -31,6 +31,7 @@ from telecare.gateway.ingest.scaip import ScaipReceiver
 from telecare.gateway.ingest.serial import SerialIngest
 from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Activity, ActivityFeed, Pipeline
+from telecare.gateway.registry_cache import RegistryWatch
 from telecare.gateway.rule_state import RuleRunner, load_engine
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.durable import DurableStore
@@ -173,10 +174,10 @@ class Gateway:
                     max_age_s=self.config.ingest.max_age_s,
                 ),
             )
-            self.pipeline.decoder.registry.prime(
-                await self.store.list_devices(),
-                await self.store.list_residents(),
-                await self.store.list_receiver_accounts(),
+            # The registry is loaded once and kept; registry changes (the CLI in another
+            # process too) reach it through the store's change log.
+            await self._stack.enter_async_context(
+                RegistryWatch(self.store, self.pipeline.decoder.registry, engine=engine)
             )
             await self._stack.enter_async_context(
                 OrphanSweeper(
@@ -188,12 +189,7 @@ class Gateway:
                 )
             )
             await self._stack.enter_async_context(
-                RuleRunner(
-                    self.pipeline,
-                    self.clock,
-                    rule_state_path(self.config),
-                    self.config.rules.tick_s,
-                )
+                RuleRunner(self.pipeline, self.clock, self.store, self.config.rules.tick_s)
             )
             replies = self._tablet_replies()  # hooked before ingest starts, run after it
             self.pipeline.on_scored.append(replies.submit)
@@ -321,9 +317,7 @@ class Gateway:
             rules = await asyncio.to_thread(load_rules_file, rc.file) if rc.file else RulesConfig()
         except RulesConfigError as exc:
             raise ConfigError(str(exc)) from None
-        engine = await asyncio.to_thread(
-            load_engine, rule_state_path(self.config), rules, self.clock
-        )
+        engine = await load_engine(self.store, rules, self.clock, rule_state_path(self.config))
         now = self.clock.now()
         for device in await self.store.list_devices():
             engine.watch_device(device, now)

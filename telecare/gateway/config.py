@@ -228,8 +228,10 @@ class WebConfig:
 class RulesSection:
     #: Declarative rules file (``docs/examples/rules.toml``); empty = built-in defaults.
     file: str = ""
-    #: Where rule state (open alarms, timers, trends) is persisted across restarts.
-    #: Empty: next to the SQLite file, or ``data/rules-state-<schema>.json`` for PostgreSQL.
+    #: The rule-state JSON file of older versions: rule state (open alarms, timers,
+    #: trends) now lives in the store (``rule_state``); this file, when the table is still
+    #: empty, is read into it once and renamed ``.migrated``. Empty: next to the SQLite
+    #: file, or ``data/rules-state-<schema>.json`` for PostgreSQL.
     state_file: str = ""
     #: Seconds between runs of the time-driven rules.
     tick_s: float = 10.0

@@ -27,10 +27,7 @@ user is rejected.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 from telecare.devices.codecs import Malformed, ble, json_v1, registry
 from telecare.devices.model import (
@@ -39,12 +36,9 @@ from telecare.devices.model import (
     DeviceKind,
     ObservationSet,
     Reading,
-    ReceiverAccount,
-    ReceiverKind,
-    Resident,
-    normalise_account,
 )
 from telecare.gateway.envelope import Envelope
+from telecare.gateway.registry_cache import Registry
 from telecare.gateway.store.base import Store
 from telecare.gateway.timebounds import TimeBounds
 from telecare.rules.clock import Clock, SystemClock
@@ -68,148 +62,6 @@ class Rejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.device_id = device_id
-
-
-class Registry:
-    """Provisioned devices and residents, cached for ``ttl`` seconds.
-
-    The gateway primes it with everything provisioned at start. A miss reads the store
-    (so a device provisioned while the gateway runs is accepted at once); concurrent
-    misses for the same key share one read, and "not provisioned" is remembered for
-    ``negative_ttl`` seconds so a flood from an unknown device cannot hammer the store.
-
-    Receiver accounts (DC-09, SCAIP, a serial Contact ID line) are cached the same way,
-    per ``(kind, account)`` with all of that account's zone mappings: see
-    :meth:`receiver_device`.
-    """
-
-    def __init__(self, store: Store, ttl: float = 30.0, negative_ttl: float = 1.0) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._negative_ttl = negative_ttl
-        self._devices: dict[str, tuple[float, Device | None]] = {}
-        self._residents: dict[str, tuple[float, Resident | None]] = {}
-        self._accounts: dict[str, tuple[float, tuple[ReceiverAccount, ...] | None]] = {}
-        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
-
-    def prime(
-        self,
-        devices: Iterable[Device] = (),
-        residents: Iterable[Resident] = (),
-        accounts: Iterable[ReceiverAccount] = (),
-    ) -> None:
-        now = time.monotonic()
-        for d in devices:
-            self._devices[d.device_id] = (now, d)
-        for r in residents:
-            self._residents[r.resident_id] = (now, r)
-        grouped: dict[str, list[ReceiverAccount]] = {}
-        for a in accounts:
-            grouped.setdefault(_account_key(a.kind, a.account), []).append(a)
-        for key, found in grouped.items():
-            self._accounts[key] = (now, tuple(found))
-
-    async def receiver_mapping(
-        self, kind: ReceiverKind, account: str, zone: str = ""
-    ) -> ReceiverAccount | None:
-        """The mapping for ``account`` (and ``zone``) in ``kind``'s namespace: the one for
-        this exact zone if there is one, else the account-wide one (zone ``""``), else
-        ``None`` (the caller dead-letters: an unknown account is never guessed)."""
-        account = normalise_account(kind, account)
-        key = _account_key(kind, account)
-        hit = self._fresh(self._accounts, key)
-        if hit is not None:
-            found = hit[1]
-        else:
-
-            async def fetch(_: str) -> tuple[ReceiverAccount, ...] | None:
-                return tuple(await self._store.receiver_accounts(kind, account)) or None
-
-            found = await self._load("account", key, fetch, self._accounts)
-        if not found:
-            return None
-        zone = normalise_account(kind, zone)
-        wide = None
-        for m in found:
-            if m.zone == zone and zone:
-                return m
-            if not m.zone:
-                wide = m
-        return wide
-
-    async def receiver_device(
-        self, kind: ReceiverKind, account: str, zone: str = ""
-    ) -> Device | None:
-        """The provisioned device ``account`` (and ``zone``) maps to, or ``None``."""
-        mapping = await self.receiver_mapping(kind, account, zone)
-        if mapping is None:
-            return None
-        return await self.device(mapping.device_id)
-
-    def forget_accounts(self) -> None:
-        """Drop cached account mappings (after the CLI changed them in this process)."""
-        self._accounts.clear()
-
-    def cached_device(self, device_id: str) -> tuple[float, Device | None] | None:
-        """The fresh cache entry ``(loaded_at, device or None)`` for ``device_id``, or
-        ``None`` when :meth:`device` must be awaited (the hot path's synchronous hit)."""
-        return self._fresh(self._devices, device_id)
-
-    def cached_resident(self, resident_id: str) -> tuple[float, Resident | None] | None:
-        """Like :meth:`cached_device`, for :meth:`resident`."""
-        return self._fresh(self._residents, resident_id)
-
-    def _fresh(
-        self, cache: dict[str, tuple[float, _V | None]], key: str
-    ) -> tuple[float, _V | None] | None:
-        hit = cache.get(key)
-        if hit is None:
-            return None
-        ttl = self._ttl if hit[1] is not None else self._negative_ttl
-        return hit if time.monotonic() - hit[0] < ttl else None
-
-    async def device(self, device_id: str) -> Device | None:
-        hit = self.cached_device(device_id)
-        if hit is not None:
-            return hit[1]
-        return await self._load("device", device_id, self._store.get_device, self._devices)
-
-    async def resident(self, resident_id: str | None) -> Resident | None:
-        if resident_id is None:
-            return None
-        hit = self.cached_resident(resident_id)
-        if hit is not None:
-            return hit[1]
-        return await self._load("resident", resident_id, self._store.get_resident, self._residents)
-
-    async def _load(
-        self,
-        kind: str,
-        key: str,
-        fetch: Callable[[str], Awaitable[_V | None]],
-        cache: dict[str, tuple[float, _V | None]],
-    ) -> _V | None:
-        pending = self._loading.get((kind, key))
-        if pending is not None:
-            result: _V | None = await asyncio.shield(pending)
-            return result
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._loading[(kind, key)] = fut
-        try:
-            found = await fetch(key)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        finally:
-            del self._loading[(kind, key)]
-        cache[key] = (time.monotonic(), found)
-        fut.set_result(found)
-        return found
-
-
-def _account_key(kind: ReceiverKind, account: str) -> str:
-    return f"{kind.value}:{account}"
 
 
 #: How many parsed topics :class:`MessageDecoder` remembers (one per device and channel

@@ -35,7 +35,10 @@ State (:class:`AlarmBook`) keeps the open alarms, keyed by ``(device_id, event t
   next press raises a new alarm instead of folding into a closed one.
 
 The book snapshots to a plain JSON-able dict and is rebuilt from one, so it survives a
-restart. All methods are synchronous and read no clock: time comes from the events.
+restart; :meth:`AlarmBook.take_changes` gives only the alarms opened, changed or dropped
+since its last call (one row per alarm id), so a persistent store writes what changed,
+not the whole book. All methods are synchronous and read no clock: time comes from the
+events.
 """
 
 from __future__ import annotations
@@ -243,6 +246,8 @@ class AlarmBook:
     _by_owner: dict[tuple[str, str], set[tuple[str, EventType]]] = field(default_factory=dict)
     #: alarm id -> key, so closing one alarm of many is a lookup, not a scan.
     _ids: dict[str, tuple[str, EventType]] = field(default_factory=dict)
+    #: Alarm ids put or dropped since the last :meth:`take_changes`.
+    _dirty: set[str] = field(default_factory=set)
 
     @property
     def open_alarms(self) -> list[OpenAlarm]:
@@ -353,12 +358,24 @@ class AlarmBook:
             fold_window=timedelta(seconds=float(data["fold_window_s"])),
             priorities=dict(priorities or PRIORITY),
         )
-        book._load(OpenAlarm.from_dict(d) for d in data["open"])
+        book.load(OpenAlarm.from_dict(d) for d in data["open"])
         return book
 
-    def _load(self, alarms: Iterable[OpenAlarm]) -> None:
+    def load(self, alarms: Iterable[OpenAlarm]) -> None:
+        """Open ``alarms`` as they were stored (a restart): nothing is marked changed."""
         for alarm in alarms:
             self._put((alarm.device_id, alarm.type), alarm)
+        self._dirty.clear()  # loaded from where it is stored: nothing to write back
+
+    def take_changes(self) -> dict[str, dict[str, Any] | None]:
+        """The alarms changed since the last call, by alarm id: the alarm as
+        :meth:`OpenAlarm.to_dict` gives it, or ``None`` when it is no longer open."""
+        dirty, self._dirty = self._dirty, set()
+        out: dict[str, dict[str, Any] | None] = {}
+        for alarm_id in dirty:
+            key = self._ids.get(alarm_id)
+            out[alarm_id] = self._open[key].to_dict() if key is not None else None
+        return out
 
     # ------------------------------------------------------------------ indexes
 
@@ -376,10 +393,12 @@ class AlarmBook:
             self._by_owner.setdefault(owner, set()).add(key)
         self._open[key] = alarm
         self._ids[alarm.alarm_id] = key
+        self._dirty.add(alarm.alarm_id)
 
     def _drop(self, key: tuple[str, EventType]) -> OpenAlarm:
         alarm = self._open.pop(key)
         self._ids.pop(alarm.alarm_id, None)
+        self._dirty.add(alarm.alarm_id)
         for owner in self._owners(alarm):
             keys = self._by_owner[owner]
             keys.discard(key)

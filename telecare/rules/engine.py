@@ -9,7 +9,9 @@ input and act on each :class:`EngineResult`:
 call                                                   use it for
 =====================================================  ====================================
 ``engine.watch_device(device)``                        each provisioned device at start-up
-                                                       (heartbeat watch; interval 0 = none)
+                                                       and when it changes (heartbeat watch;
+                                                       interval 0 = none)
+``engine.unwatch_device(device_id)``                   a device removed from the registry
 ``engine.device_seen(device_id, received_at)``         every message of any kind (heartbeat,
                                                        status, event, reading): proof of life
 ``engine.on_event(event, resident, received_at=...)``  every :class:`AlarmEvent`
@@ -20,7 +22,8 @@ call                                                   use it for
 ``engine.close(alert_id)``                             the dispatch layer resolved or closed an
                                                        alert (releases its fold key / rule)
 ``engine.tick(now)``                                   periodically (e.g. every 10 s)
-``engine.snapshot()`` / ``RuleEngine.restore(...)``    persist state / rebuild after restart
+``engine.take_changes()`` / ``RuleEngine.from_rows``   persist what changed (rows) / rebuild
+``engine.snapshot()`` / ``RuleEngine.restore(...)``    the whole state as one dict / rebuild
 =====================================================  ====================================
 
 An :class:`EngineResult` holds ``alerts`` to raise (store and dispatch them),
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -143,6 +147,10 @@ class RuleEngine:
             site_id=device.site_id,
             resident_id=device.resident_id,
         )
+
+    def unwatch_device(self, device_id: str) -> None:
+        """Stop watching a device's heartbeat (it was removed from the registry)."""
+        self.temporal.watch_device(device_id, 0, self.clock.now())
 
     def device_seen(self, device_id: str, received_at: datetime) -> EngineResult:
         """Any message from a device, at the gateway's receive time: proof of life
@@ -398,6 +406,44 @@ class RuleEngine:
         engine = cls(config, clock)
         engine.alarms = AlarmBook.from_snapshot(data["alarms"])
         engine.temporal = TemporalRules.from_snapshot(data["temporal"], engine.config)
+        return engine
+
+    def rows(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """All rule state as rows ``(section, key, JSON-able value)``: one per open alarm
+        (section ``alarm``, by alarm id) and one per temporal key (see
+        :data:`rules.temporal.SECTIONS`)."""
+        for alarm in self.alarms.open_alarms:
+            yield "alarm", alarm.alarm_id, alarm.to_dict()
+        yield from self.temporal.rows()
+
+    def take_changes(self) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """The rows (as :meth:`rows` gives them) changed since the last call; ``None``
+        for a row that is gone. Every input and tick marks what it changes, so this
+        costs in proportion to the change, not to the fleet."""
+        changes: dict[tuple[str, str], dict[str, Any] | None] = {
+            ("alarm", alarm_id): row for alarm_id, row in self.alarms.take_changes().items()
+        }
+        changes.update(self.temporal.take_changes())
+        return changes
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Iterable[tuple[str, str, dict[str, Any]]],
+        config: RulesConfig | None = None,
+        clock: Clock | None = None,
+    ) -> RuleEngine:
+        """An engine rebuilt from :meth:`rows` output (the fold window is the config's)."""
+        engine = cls(config, clock)
+        alarms: list[OpenAlarm] = []
+        temporal: list[tuple[str, str, dict[str, Any]]] = []
+        for section, key, value in rows:
+            if section == "alarm":
+                alarms.append(OpenAlarm.from_dict(value))
+            else:
+                temporal.append((section, key, value))
+        engine.alarms.load(alarms)
+        engine.temporal = TemporalRules.from_rows(temporal, engine.config)
         return engine
 
     # ------------------------------------------------------------------ helpers

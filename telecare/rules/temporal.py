@@ -32,13 +32,18 @@ Each rule raises its alert once and then waits for the clearing condition.
 
 State is plain data: :meth:`TemporalRules.snapshot` returns a JSON-able dict and
 :meth:`TemporalRules.from_snapshot` rebuilds the rules from it, so timers survive a
-restart (a restart mid-window neither loses nor repeats an alert).
+restart (a restart mid-window neither loses nor repeats an alert). The same state is one
+row per key (:data:`SECTIONS`: a device's heartbeat watch, a resident's activity, NEWS2
+and SpO2 state, a device's clock fault): :meth:`TemporalRules.take_changes` gives only
+the rows changed since its last call (every mutation marks its row), so a persistent
+store writes what changed instead of everything after every tick.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -48,7 +53,17 @@ from telecare.rules.alarms import ClearedAlarm, priority_of
 from telecare.rules.config import RulesConfig
 from telecare.rules.news2 import RISK_ORDER
 
-__all__ = ["TemporalOutput", "TemporalRules", "Trend"]
+__all__ = ["SECTIONS", "TemporalOutput", "TemporalRules", "Trend"]
+
+#: The row sections of the state, each keyed by a device or resident id, and the
+#: snapshot key each one is stored under.
+SECTIONS: dict[str, str] = {
+    "device": "devices",
+    "activity": "activity",
+    "news2": "news2",
+    "spo2": "spo2",
+    "clock": "skewed",
+}
 
 
 @dataclass(slots=True)
@@ -140,6 +155,8 @@ class TemporalRules:
         #: an entry is checked against the device's real deadline when it comes due, so
         #: hearing a device costs nothing here and a tick touches only due devices.
         self._hb_due: list[tuple[datetime, str]] = []
+        #: ``(section, key)`` of the rows changed since the last :meth:`take_changes`.
+        self._dirty: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -154,7 +171,8 @@ class TemporalRules:
     ) -> None:
         """Expect a message from ``device_id`` every ``interval_s`` (0 stops watching)."""
         if interval_s <= 0:
-            self._devices.pop(device_id, None)
+            if self._devices.pop(device_id, None) is not None:
+                self._dirty.add(("device", device_id))
             return
         current = self._devices.get(device_id)
         last_seen = current.last_seen if current else now
@@ -163,6 +181,12 @@ class TemporalRules:
         dev = self._devices[device_id] = _Device(
             interval_s, last_seen, site_id, resident_id, alert_id, since
         )
+        if current is None or (current.interval_s, current.site_id, current.resident_id) != (
+            interval_s,
+            site_id,
+            resident_id,
+        ):
+            self._dirty.add(("device", device_id))
         heapq.heappush(self._hb_due, (self._deadline(dev), device_id))
 
     def _deadline(self, dev: _Device) -> datetime:
@@ -190,8 +214,10 @@ class TemporalRules:
             return None
         if ts > dev.last_seen:
             dev.last_seen = ts
+            self._dirty.add(("device", device_id))
         if dev.alert_id is None:
             return None
+        self._dirty.add(("device", device_id))
         cleared = ClearedAlarm(dev.alert_id, "device heard again", ts)
         self._holders.pop(dev.alert_id, None)
         dev.alert_id = None
@@ -219,6 +245,7 @@ class TemporalRules:
             raised += 1
             dev.alert_id = _alert_id("hb", device_id, dev.last_seen.isoformat(), since.isoformat())
             self._holders[dev.alert_id] = ("device", device_id)
+            self._dirty.add(("device", device_id))
             out.alerts.append(
                 Alert(
                     alert_id=dev.alert_id,
@@ -245,6 +272,7 @@ class TemporalRules:
         """The resident did something (motion, a press, a door): clears an inactivity alert."""
         out = TemporalOutput()
         act = self._activity.setdefault(resident_id, _Activity(watching_since=ts))
+        self._dirty.add(("activity", resident_id))
         act.last = ts if act.last is None else max(act.last, ts)
         act.site_id = site_id or act.site_id
         if act.alert_id is not None:
@@ -260,6 +288,7 @@ class TemporalRules:
             act = self._activity.get(rid)
             if act is None:  # start watching now; judge only windows that start later
                 act = self._activity[rid] = _Activity(watching_since=now)
+                self._dirty.add(("activity", rid))
             site = self.config.site(rules.site_id or act.site_id)
             tz = site.tz
             today: date = now.astimezone(tz).date()
@@ -269,6 +298,7 @@ class TemporalRules:
                 if now < end or act.checked.get(str(i)) == today.isoformat():
                     continue
                 act.checked[str(i)] = today.isoformat()
+                self._dirty.add(("activity", rid))
                 if start < act.watching_since or (act.last is not None and act.last >= start):
                     continue
                 if act.alert_id is not None:
@@ -307,6 +337,7 @@ class TemporalRules:
         out = TemporalOutput()
         site = self.config.site(site_id)
         st = self._news2.setdefault(resident_id, _News2())
+        self._dirty.add(("news2", resident_id))
         st.site_id = site_id or st.site_id
         window = timedelta(hours=site.news2_trend_window_h)
         earlier = [t for when, t in st.history if ts - window <= when <= ts]
@@ -336,6 +367,7 @@ class TemporalRules:
             site = self.config.site(st.site_id)
             st.due_alert_id = _alert_id("od", rid, st.due_at.isoformat())
             self._holders[st.due_alert_id] = ("news2", rid)
+            self._dirty.add(("news2", rid))
             out.alerts.append(
                 Alert(
                     alert_id=st.due_alert_id,
@@ -366,21 +398,31 @@ class TemporalRules:
     ) -> TemporalOutput:
         """One SpO2 reading: alert once it has stayed below ``target`` for ``sustained_s``."""
         out = TemporalOutput()
-        st = self._spo2.setdefault(resident_id, _Spo2())
-        st.site_id = site_id or st.site_id
+        st = self._spo2.get(resident_id)
+        if st is None:
+            st = self._spo2[resident_id] = _Spo2()
+            self._dirty.add(("spo2", resident_id))
+        if site_id and site_id != st.site_id:
+            st.site_id = site_id
+            self._dirty.add(("spo2", resident_id))
         if value >= target:
-            st.low_since = None
+            if st.low_since is not None:
+                st.low_since = None
+                self._dirty.add(("spo2", resident_id))
             if st.alert_id is not None:
+                self._dirty.add(("spo2", resident_id))
                 out.cleared.append(ClearedAlarm(st.alert_id, "SpO2 back at target", ts))
                 self._holders.pop(st.alert_id, None)
                 st.alert_id = None
             return out
         if st.low_since is None or ts < st.low_since:
             st.low_since = ts
+            self._dirty.add(("spo2", resident_id))
         below = (ts - st.low_since).total_seconds()
         if st.alert_id is None and below >= sustained_s:
             st.alert_id = _alert_id("sp", resident_id, st.low_since.isoformat())
             self._holders[st.alert_id] = ("spo2", resident_id)
+            self._dirty.add(("spo2", resident_id))
             out.alerts.append(
                 Alert(
                     alert_id=st.alert_id,
@@ -417,6 +459,7 @@ class TemporalRules:
         if holder is None:
             return False
         kind, key = holder
+        self._dirty.add((kind, key))
         if kind == "device" and (dev := self._devices.get(key)) and dev.alert_id == alert_id:
             dev.alert_id = None
             # Still silent: count the silence again from the close, not from the start.
@@ -461,6 +504,7 @@ class TemporalRules:
         if ahead <= tolerance:
             alert_id = self._skewed.pop(device_id, None)
             if alert_id is not None:
+                self._dirty.add(("clock", device_id))
                 self._holders.pop(alert_id, None)
                 why = "device clock plausible again"
                 out.cleared.append(ClearedAlarm(alert_id, why, received_at))
@@ -469,6 +513,7 @@ class TemporalRules:
             alert_id = _alert_id("ck", device_id, received_at.isoformat())
             self._skewed[device_id] = alert_id
             self._holders[alert_id] = ("clock", device_id)
+            self._dirty.add(("clock", device_id))
             out.alerts.append(
                 Alert(
                     alert_id=alert_id,
@@ -491,46 +536,87 @@ class TemporalRules:
     # ------------------------------------------------------------------ persistence
 
     def snapshot(self) -> dict[str, Any]:
+        """All state as one JSON-able dict (the rows of :meth:`rows`, by section)."""
+        data: dict[str, Any] = {"version": 1}
+        data.update({name: {} for name in SECTIONS.values()})
+        for section, key, value in self.rows():
+            data[SECTIONS[section]][key] = value
+        data["skewed"] = {k: v["alert_id"] for k, v in data["skewed"].items()}
+        return data
+
+    def rows(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Every row of the state: ``(section, key, JSON-able value)``."""
+        for section, table in self._tables().items():
+            for key in table:
+                value = self._row(section, key)
+                assert value is not None
+                yield section, key, value
+
+    def take_changes(self) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """The rows changed since the last call: ``(section, key)`` -> the row as
+        :meth:`rows` gives it, or ``None`` when the key is gone."""
+        dirty, self._dirty = self._dirty, set()
+        return {sk: self._row(*sk) for sk in dirty}
+
+    def _tables(self) -> dict[str, dict[str, Any]]:
         return {
-            "version": 1,
-            "devices": {
-                k: {
-                    "interval_s": d.interval_s,
-                    "last_seen": _iso(d.last_seen),
-                    "site_id": d.site_id,
-                    "resident_id": d.resident_id,
-                    "alert_id": d.alert_id,
-                }
-                for k, d in self._devices.items()
-            },
-            "activity": {
-                k: {
-                    "watching_since": _iso(a.watching_since),
-                    "last": _iso(a.last),
-                    "site_id": a.site_id,
-                    "checked": dict(a.checked),
-                    "alert_id": a.alert_id,
-                }
-                for k, a in self._activity.items()
-            },
-            "news2": {
-                k: {
-                    "history": [[w.isoformat(), t] for w, t in n.history],
-                    "last_ts": _iso(n.last_ts),
-                    "last_risk": n.last_risk,
-                    "last_total": n.last_total,
-                    "due_at": _iso(n.due_at),
-                    "due_alert_id": n.due_alert_id,
-                    "site_id": n.site_id,
-                }
-                for k, n in self._news2.items()
-            },
-            "spo2": {
-                k: {"low_since": _iso(s.low_since), "alert_id": s.alert_id, "site_id": s.site_id}
-                for k, s in self._spo2.items()
-            },
-            "skewed": dict(self._skewed),
+            "device": self._devices,
+            "activity": self._activity,
+            "news2": self._news2,
+            "spo2": self._spo2,
+            "clock": self._skewed,
         }
+
+    def _row(self, section: str, key: str) -> dict[str, Any] | None:
+        found = self._tables()[section].get(key)
+        if found is None:
+            return None
+        if isinstance(found, _Device):
+            return {
+                "interval_s": found.interval_s,
+                "last_seen": _iso(found.last_seen),
+                "site_id": found.site_id,
+                "resident_id": found.resident_id,
+                "alert_id": found.alert_id,
+            }
+        if isinstance(found, _Activity):
+            return {
+                "watching_since": _iso(found.watching_since),
+                "last": _iso(found.last),
+                "site_id": found.site_id,
+                "checked": dict(found.checked),
+                "alert_id": found.alert_id,
+            }
+        if isinstance(found, _News2):
+            return {
+                "history": [[w.isoformat(), t] for w, t in found.history],
+                "last_ts": _iso(found.last_ts),
+                "last_risk": found.last_risk,
+                "last_total": found.last_total,
+                "due_at": _iso(found.due_at),
+                "due_alert_id": found.due_alert_id,
+                "site_id": found.site_id,
+            }
+        if isinstance(found, _Spo2):
+            return {
+                "low_since": _iso(found.low_since),
+                "alert_id": found.alert_id,
+                "site_id": found.site_id,
+            }
+        return {"alert_id": found}  # clock: the open clock-fault alert id
+
+    @classmethod
+    def from_rows(
+        cls, rows: Iterable[tuple[str, str, dict[str, Any]]], config: RulesConfig | None = None
+    ) -> TemporalRules:
+        """Rules rebuilt from :meth:`rows` output (unknown sections are ignored)."""
+        data: dict[str, Any] = {"version": 1}
+        data.update({name: {} for name in SECTIONS.values()})
+        for section, key, value in rows:
+            table = SECTIONS.get(section)
+            if table is not None:
+                data[table][key] = value["alert_id"] if section == "clock" else value
+        return cls.from_snapshot(data, config)
 
     @classmethod
     def from_snapshot(

@@ -1,5 +1,5 @@
 """Files holding personal data are the gateway user's alone: the SQLite database and its
-WAL, spool segments and the rule-state file are created 0600 in directories created 0700,
+WAL and spool segments are created 0600 in directories created 0700,
 whatever the umask; a world-readable file left by an older version is tightened."""
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from telecare.devices.model import AlarmEvent, EventType, Phase
-from telecare.gateway.rule_state import save_engine
 from telecare.gateway.store.spool import Spool
 from telecare.gateway.store.sqlite import SqliteStore
-from telecare.rules.engine import RuleEngine
 
 
 def _mode(path: Path) -> int:
@@ -78,13 +76,3 @@ def test_an_existing_spool_directory_is_tightened(tmp_path: Path) -> None:
     directory.chmod(0o755)
     Spool(directory).close()
     assert _mode(directory) == 0o700
-
-
-def test_rule_state_file_is_private(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "rules-state.json"
-    save_engine(path, RuleEngine())
-    assert _mode(path) == 0o600
-    assert _mode(path.parent) == 0o700
-    path.chmod(0o644)
-    save_engine(path, RuleEngine())  # rewritten through a fresh private temp file
-    assert _mode(path) == 0o600

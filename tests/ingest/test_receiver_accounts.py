@@ -20,7 +20,7 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.gateway.cli.provision import app
-from telecare.gateway.decode import Registry
+from telecare.gateway.registry_cache import Registry
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 
@@ -93,7 +93,7 @@ async def test_registry_resolves_zone_then_account_and_caches(
     await store.upsert_receiver_account(ReceiverAccount(cid, "1234", "u1"))
     await store.upsert_receiver_account(ReceiverAccount(cid, "1234", "s1", "005"))
     await store.upsert_receiver_account(ReceiverAccount(ReceiverKind.SCAIP, "1234", "s1"))
-    registry = Registry(store, ttl=30.0, negative_ttl=30.0)
+    registry = Registry(store, negative_ttl=30.0)
 
     async def _device(r: Registry, kind: ReceiverKind, account: str, zone: str = "") -> str:
         found = await r.receiver_device(kind, account, zone)
@@ -105,7 +105,7 @@ async def test_registry_resolves_zone_then_account_and_caches(
     assert await _device(registry, ReceiverKind.SCAIP, "1234") == "s1"
     assert await registry.receiver_device(ReceiverKind.SIA, "1234") is None  # kinds are apart
     assert await registry.receiver_device(cid, "9999") is None
-    # Cached: a mapping removed in the store is still served until the TTL or forget.
+    # Cached: a mapping removed in the store is still served until it is forgotten.
     await store.delete_receiver_account(cid, "1234", "005")
     assert await _device(registry, cid, "1234", "005") == "s1"
     registry.forget_accounts()

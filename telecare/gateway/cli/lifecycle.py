@@ -549,7 +549,7 @@ def device_set(
 @device_app.command("remove")
 def device_remove(device_id: str, by: ByOption = None, config: ConfigOption = None) -> None:
     """Remove a device and its credentials. Refused while one of its alarms is open.
-    A running gateway stops accepting it within its registry refresh (30 s); regenerate
+    A running gateway stops accepting it within about a second; regenerate
     the broker's password file (device mosquitto-passwd) to stop it connecting."""
     with_store(load_cli_config(config), lambda store: _remove(store, "device", device_id, by))
     console.print(f"device [bold]{device_id}[/bold] removed")
