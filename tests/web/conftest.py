@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from telecare.devices.model import Resident, Site, SiteKind
 from telecare.gateway.config import Config
 from telecare.gateway.store.accounts import Accounts, Role, accounts_of
 from telecare.gateway.store.postgres import PostgresStore
@@ -70,6 +71,12 @@ class WebEnv:
         c.headers[CSRF_HEADER] = r.json()["csrf_token"]
         return c
 
+    async def care_home(self, site_id: str, *residents: str) -> None:
+        """Provision a care home and its residents."""
+        await self.store.upsert_site(Site(site_id, SiteKind.CARE_HOME, name=f"{site_id} House"))
+        for rid in residents:
+            await self.store.upsert_resident(Resident(rid, site_id, name=f"Resident {rid}"))
+
     async def token(self, site_id: str, name: str = "home-system") -> str:
         """A new care-home API token of ``site_id`` (the bearer string)."""
         token_id, secret, bearer = new_api_token()
@@ -91,6 +98,7 @@ async def web(store: SqliteStore | PostgresStore) -> AsyncIterator[WebEnv]:
             dispatcher=pipeline.dispatcher,
             accounts=accounts,
             clock=clock,
+            rules=pipeline.engine.config,
             observations=pipeline.handle_observation,
         )
         app = create_app(svc)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -117,6 +117,7 @@ class Accounts:
 
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
+        self._pruned_at: datetime | None = None
 
     # -- users -------------------------------------------------------------------------
     async def add_user(
@@ -297,7 +298,13 @@ class Accounts:
             (scope, key),
         )
 
-    async def prune_answers(self, before: datetime) -> int:
+    async def prune_answers(
+        self, before: datetime, now: datetime, every: timedelta = timedelta(0)
+    ) -> int:
+        """Forget answers created before ``before``; skipped if done within ``every``."""
+        if self._pruned_at is not None and now - self._pruned_at < every:
+            return 0
+        self._pruned_at = now
         return await self.sql.execute(
             "DELETE FROM api_idempotency WHERE created_at < ?", (_iso(before),)
         )
