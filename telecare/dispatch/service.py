@@ -421,6 +421,24 @@ class DispatchService:
                 return new
         raise StaleDispatch(dispatch_id, d.version)
 
+    async def add_note(self, dispatch_id: str, actor: str, text: str) -> Dispatch:
+        """Append ``actor``'s note to the dispatch's audit trail. No state change, and the
+        version stays (a note never makes another operator's action stale); open or
+        closed. Raises :class:`UnknownDispatch`."""
+        text = text.strip()
+        if not text or not actor.strip():
+            raise ValueError("a note needs its text and the person adding it (actor)")
+        for _ in range(_CAS_RETRIES):
+            d = await self._load(dispatch_id)
+            now = self.clock.now()
+            new = replace(d, updated_at=now)
+            audit = AuditRecord(dispatch_id, now, d.state, d.state, actor, text, {"event": "note"})
+            if await self.repo.apply(d.version, new, audit, (), ()):
+                if self.on_change is not None:
+                    self.on_change(new, actor, "note added")
+                return new
+        raise StaleDispatch(dispatch_id, d.version)
+
     async def on_restore(self, alert_id: str, actor: str = "device") -> Dispatch | None:
         """A restore for ``alert_id``'s alarm: auto-clear while still unacknowledged.
         ``None`` when there is no dispatch or an operator already owns it. A member of a

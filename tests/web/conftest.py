@@ -12,6 +12,8 @@ token of site S1. Clients talk to the app in-process (``httpx.ASGITransport``) o
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -19,21 +21,37 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from argon2 import PasswordHasher, profiles
 from fastapi import FastAPI
 
-from telecare.devices.model import Resident, Site, SiteKind
+from telecare.devices.model import (
+    Alert,
+    AlertKind,
+    Dispatch,
+    EventType,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
 from telecare.gateway.config import Config
+from telecare.gateway.dispatching import add_store_responders
 from telecare.gateway.store.accounts import Accounts, Role, accounts_of
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.web.app import create_app
-from telecare.gateway.web.auth import CSRF_HEADER, digest, hash_password, new_api_token
+from telecare.gateway.web.auth import CSRF_HEADER, digest, new_api_token
 from telecare.gateway.web.services import Services
 from telecare.rules.clock import FakeClock
 from tests.helpers import running_pipeline
 
 BASE_URL = "https://testserver"
 PASSWORD = "correct horse battery staple"
+#: Hashed once, with argon2's cheapest parameters: verifying the production ones takes
+#: about a second on a busy test machine, at every login (the parameters travel in the
+#: hash, so the gateway verifies these as it would any other).
+PASSWORD_HASH = PasswordHasher.from_parameters(profiles.CHEAPEST).hash(PASSWORD)
 
 
 @dataclass
@@ -56,7 +74,7 @@ class WebEnv:
         self, username: str, role: Role = Role.OPERATOR, site_id: str | None = None
     ) -> None:
         await self.accounts.add_user(
-            username, username.title(), role, hash_password(PASSWORD), self.clock.now(), site_id
+            username, username.title(), role, PASSWORD_HASH, self.clock.now(), site_id
         )
 
     async def login(
@@ -76,6 +94,35 @@ class WebEnv:
         await self.store.upsert_site(Site(site_id, SiteKind.CARE_HOME, name=f"{site_id} House"))
         for rid in residents:
             await self.store.upsert_resident(Resident(rid, site_id, name=f"Resident {rid}"))
+
+    async def responders(self, resident_id: str, *responders: tuple[str, ResponderKind]) -> None:
+        """Provision responders, in cascade order for ``resident_id``."""
+        for rid, kind in responders:
+            await self.store.upsert_responder(Responder(rid, kind, name=rid))
+        resident = await self.store.get_resident(resident_id)
+        assert resident is not None
+        await self.store.upsert_resident(
+            dataclasses.replace(resident, responders=tuple(r for r, _ in responders))
+        )
+        await add_store_responders(self.services.dispatcher.directory, self.store)
+
+    async def raise_alarm(
+        self, site_id: str, resident_id: str, priority: int = 1, *, injury: bool = False
+    ) -> Dispatch:
+        """A pendant alarm of ``resident_id``, stored and opened as a dispatch."""
+        alert = Alert(
+            alert_id=f"al-{uuid.uuid4().hex[:16]}",
+            kind=AlertKind.ALARM,
+            priority=priority,
+            reason="pendant pressed",
+            ts=self.clock.now(),
+            site_id=site_id,
+            resident_id=resident_id,
+            event_type=EventType.PENDANT,
+            detail={"injury": injury},
+        )
+        await self.store.write_alert(alert)
+        return await self.services.dispatcher.open(alert)
 
     async def token(self, site_id: str, name: str = "home-system") -> str:
         """A new care-home API token of ``site_id`` (the bearer string)."""

@@ -39,7 +39,7 @@ from fastapi.templating import Jinja2Templates
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.accounts import accounts_of
-from telecare.gateway.web import api_care_home, auth, console, ops, tablet
+from telecare.gateway.web import api_care_home, api_operator, auth, console, ops, tablet
 from telecare.gateway.web.services import Services
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ _ROUTERS: Final[Sequence[APIRouter]] = (
     console.router,
     tablet.router,
     api_care_home.router,
+    api_operator.router,
 )
 
 
