@@ -12,14 +12,13 @@ lists cannot break them silently (a test runs each query on both backends).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from telecare.devices.model import Dispatch, DispatchState
-from telecare.gateway.store.accounts import Sql
+from telecare.gateway.store.sql import Sql, json_value
 
 __all__ = ["AlarmRow", "DispatchFilter", "alerts_for_source", "find_alarms", "find_dispatches"]
 
@@ -37,17 +36,8 @@ def _dt(value: Any) -> datetime:
 
 
 def _detail(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    try:
-        loaded = json.loads(value or "{}")
-    except (TypeError, ValueError):
-        return {}
+    loaded = json_value(value or "{}")
     return loaded if isinstance(loaded, dict) else {}
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat()
 
 
 def _dispatch(row: Sequence[Any]) -> Dispatch:
@@ -73,7 +63,7 @@ async def alerts_for_source(sql: Sql, source_key: str) -> list[tuple[str, int, d
     rows = await sql.fetch_all(
         "SELECT alert_id, priority, detail FROM alerts WHERE source_key = ?"
         " ORDER BY priority, alert_id",
-        (source_key,),
+        source_key,
     )
     return [(str(r[0]), int(r[1]), _detail(r[2])) for r in rows]
 
@@ -113,7 +103,7 @@ def _where(f: DispatchFilter) -> tuple[str, list[Any]]:
         params.append(f.max_priority)
     if f.since is not None:
         clauses.append("d.created_at >= ?")
-        params.append(_iso(f.since))
+        params.append(f.since)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -124,7 +114,8 @@ async def find_dispatches(sql: Sql, f: DispatchFilter) -> list[Dispatch]:
     order = "d.priority, d.created_at" if f.open else "d.created_at DESC"
     rows = await sql.fetch_all(
         f"SELECT {_DISPATCH_COLUMNS} FROM dispatches d{where} ORDER BY {order} LIMIT ?",
-        (*params, f.limit),
+        *params,
+        f.limit,
     )
     return [_dispatch(r) for r in rows]
 
@@ -159,7 +150,7 @@ async def find_alarms(sql: Sql, f: DispatchFilter) -> list[AlarmRow]:
         params.append(f.max_priority)
     if f.since is not None:
         clauses.append("a.ts >= ?")
-        params.append(_iso(f.since))
+        params.append(f.since)
     closed = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
     if f.open is True:
         clauses.append("(d.state IS NULL OR d.state NOT IN (?, ?))")
@@ -176,7 +167,8 @@ async def find_alarms(sql: Sql, f: DispatchFilter) -> list[AlarmRow]:
         f" a.device_id, a.event_type, {_DISPATCH_COLUMNS} FROM alerts a"
         f" LEFT JOIN dispatches d ON d.alert_id = a.alert_id{where}"
         " ORDER BY a.ts DESC LIMIT ?",
-        (*params, f.limit),
+        *params,
+        f.limit,
     )
     return [
         AlarmRow(

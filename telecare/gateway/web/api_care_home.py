@@ -305,7 +305,7 @@ def _check_time(svc: Services, taken_at: datetime, now: datetime) -> None:
 async def _dispatch_for(svc: Services, source_key: str) -> tuple[DispatchOut | None, str | None]:
     """The dispatch opened for the most urgent alert ``source_key`` raised, and that
     alert's advice. Waits (bounded) for the dispatch service's intake queue."""
-    sql = svc.accounts.sql
+    sql = svc.store.sql
     alerts = await alerts_for_source(sql, source_key)
     if not alerts:
         return None, None

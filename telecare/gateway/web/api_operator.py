@@ -279,13 +279,13 @@ Filters = Annotated[DispatchFilter, Depends(_filters)]
 @router.get("/dispatches", response_model=list[DispatchOut])
 async def list_dispatches(svc: Svc, user: Operator, f: Filters) -> list[DispatchOut]:
     """Dispatches, filtered: open ones most urgent then oldest first, else newest first."""
-    return [dispatch_out(d) for d in await find_dispatches(svc.accounts.sql, f)]
+    return [dispatch_out(d) for d in await find_dispatches(svc.store.sql, f)]
 
 
 @router.get("/alarms", response_model=list[AlarmOut])
 async def list_alarms(svc: Svc, user: Operator, f: Filters) -> list[AlarmOut]:
     """Alerts raised (newest first) with their dispatch; the same filters."""
-    return [_alarm_out(a) for a in await find_alarms(svc.accounts.sql, f)]
+    return [_alarm_out(a) for a in await find_alarms(svc.store.sql, f)]
 
 
 def _alarm_out(a: AlarmRow) -> AlarmOut:

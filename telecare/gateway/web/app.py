@@ -182,7 +182,7 @@ def gateway_services(gw: Gateway) -> Services:
         config=gw.config,
         store=gw.store,
         dispatcher=gw.dispatcher,
-        accounts=accounts_of(gw.backend),
+        accounts=accounts_of(gw.store),
         clock=gw.clock,
         rules=gw.pipeline.engine.config,
         observations=gw.pipeline.handle_observation,
