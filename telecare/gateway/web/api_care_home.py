@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from telecare.devices.model import (
     Alert,
@@ -99,10 +99,21 @@ def _bounded(metric: Metric, description: str) -> Any:
 
 
 # -- models ----------------------------------------------------------------------------------
+_EXAMPLE_SET: Final[dict[str, Any]] = {
+    "respiration_rate": 22,
+    "spo2": 94,
+    "on_oxygen": False,
+    "systolic_bp": 105,
+    "pulse": 96,
+    "consciousness": "A",
+    "temperature": 38.2,
+}
+
+
 class ObservationIn(BaseModel):
     """A NEWS2 chart's fields, or any subset of them (at least one)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE_SET]})
 
     respiration_rate: float | None = _bounded(Metric.RESPIRATION_RATE, "breaths per minute")
     spo2: float | None = _bounded(Metric.SPO2, "oxygen saturation, %")
@@ -216,7 +227,18 @@ class HistoryOut(BaseModel):
 class TeletriageIn(BaseModel):
     """A request for a clinician (nurse practitioner, GP, NHS 111) to call back."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "observations": _EXAMPLE_SET,
+                    "soft_signs": ["new confusion", "not eating or drinking"],
+                    "sbard": "S: Mrs B is more confused since this morning. B: ...",
+                }
+            ]
+        },
+    )
 
     #: The ``Idempotency-Key`` of a set already submitted for this resident...
     observation_key: str | None = Field(default=None, min_length=1, max_length=128)

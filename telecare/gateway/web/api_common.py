@@ -21,11 +21,10 @@ from typing import Final
 from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel
 
 from telecare.devices.model import Dispatch, DispatchState
-from telecare.gateway.web.auth import SESSION_COOKIE
+from telecare.gateway.web.auth import bearer_scheme, cookie_scheme
 from telecare.gateway.web.services import Services
 
 __all__ = [
@@ -44,12 +43,6 @@ __all__ = [
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 KEEP_ANSWERS: Final = timedelta(days=7)
 _PRUNE_EVERY: Final = timedelta(hours=1)
-
-#: Documented in the OpenAPI document (``site_caller`` reads the headers itself).
-bearer_scheme = HTTPBearer(auto_error=False, description="Care-home API token (telecare token add)")
-cookie_scheme = APIKeyCookie(
-    name=SESSION_COOKIE, auto_error=False, description="Console session (POST /api/v1/session)"
-)
 
 
 class ErrorOut(BaseModel):

@@ -36,6 +36,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel, Field
 
 from telecare.gateway.logging import get_logger
@@ -48,7 +49,9 @@ __all__ = [
     "SESSION_COOKIE",
     "Caller",
     "NotLoggedIn",
+    "bearer_scheme",
     "check_site",
+    "cookie_scheme",
     "current_session",
     "current_user",
     "digest",
@@ -87,6 +90,12 @@ LANDING: Final[dict[Role, str]] = {
     Role.INSTALLER: "/api/v1/openapi.json",
     Role.CARE_HOME: "/tablet",
 }
+
+#: Documented in the OpenAPI document (the dependencies below read the headers themselves).
+bearer_scheme = HTTPBearer(auto_error=False, description="Care-home API token (telecare token add)")
+cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="Console session (POST /api/v1/session)"
+)
 
 _hasher = PasswordHasher()
 #: Verified against when the user does not exist, so a login takes as long either way.
@@ -411,6 +420,7 @@ async def api_login(
     "/api/v1/session",
     response_model=SessionOut,
     responses={401: {"description": "not logged in"}},
+    dependencies=[Depends(cookie_scheme)],
 )
 async def api_whoami(session: Annotated[Session, Depends(current_session)]) -> SessionOut:
     """Who is logged in, and the CSRF token of the session."""
@@ -421,6 +431,7 @@ async def api_whoami(session: Annotated[Session, Depends(current_session)]) -> S
     "/api/v1/session",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={401: {"description": "not logged in"}, 403: {"description": "CSRF"}},
+    dependencies=[Depends(cookie_scheme)],
 )
 async def api_logout(
     request: Request,
