@@ -178,7 +178,7 @@ class WebServer:
 
 def gateway_services(gw: Gateway) -> Services:
     """The :class:`Services` of a running gateway (store, dispatch, pipeline, clock)."""
-    return Services(
+    svc = Services(
         config=gw.config,
         store=gw.store,
         dispatcher=gw.dispatcher,
@@ -187,6 +187,8 @@ def gateway_services(gw: Gateway) -> Services:
         rules=gw.pipeline.engine.config,
         observations=gw.pipeline.handle_observation,
     )
+    ops.watch_gateway(gw, svc)
+    return svc
 
 
 def serve(gw: Gateway) -> WebServer:
