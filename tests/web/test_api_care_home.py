@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from telecare.gateway.store.accounts import Role
+from telecare.gateway.web.api_care_home import ObservationIn
+from telecare.gateway.web.api_common import body_hash
 from tests.web.conftest import WebEnv
 
 SEPSIS_LIKE = {
@@ -260,3 +262,19 @@ async def test_a_revoked_or_wrong_token_is_401(web: WebEnv) -> None:
 async def test_no_credentials_is_401(web: WebEnv, path: str) -> None:
     c = await web.client()
     assert (await c.get(path)).status_code == 401
+
+
+async def test_a_claim_left_by_a_stopped_gateway_is_taken_over(web: WebEnv) -> None:
+    c = await _client(web)
+    key = _key()
+    url = "/api/v1/sites/S1/residents/S1-r1/observations"
+    # What a gateway that stopped mid-request leaves: the key claimed, no answer yet.
+    claim = body_hash(url, ObservationIn.model_validate(NORMAL))
+    now = web.clock.now()
+    assert await web.accounts.reserve_answer("site:S1", key["Idempotency-Key"], claim, now)
+    r = await c.post(url, json=NORMAL, headers=key)
+    assert r.status_code == 409
+    assert r.headers["Retry-After"] == "1", r.text
+    web.clock.advance(minutes=2)
+    r = await c.post(url, json=NORMAL, headers=key)
+    assert r.status_code == 201, r.text

@@ -77,6 +77,7 @@ class StoredAnswer:
     body_hash: str
     status: int
     response: str
+    created_at: datetime
 
 
 _USER = "u.user_id, u.username, u.display_name, u.role, u.site_id, u.disabled"
@@ -256,12 +257,12 @@ class Accounts:
 
     async def answer(self, scope: str, key: str) -> StoredAnswer | None:
         row = await self.sql.fetch_one(
-            "SELECT body_hash, status, response FROM api_idempotency"
+            "SELECT body_hash, status, response, created_at FROM api_idempotency"
             " WHERE scope = ? AND idem_key = ?",
             scope,
             key,
         )
-        return StoredAnswer(row[0], int(row[1]), row[2]) if row else None
+        return StoredAnswer(row[0], int(row[1]), row[2], row[3]) if row else None
 
     async def keep_answer(self, scope: str, key: str, status: int, response: str) -> None:
         await self.sql.execute(

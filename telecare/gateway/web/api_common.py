@@ -5,9 +5,11 @@ Idempotency (:func:`idempotent`): the first request with a key claims it (a row 
 status 0) before doing anything; its answer is stored with the key and replayed, byte
 for byte, to every retry with the same key and the same request (``Idempotent-Replayed:
 true``). The same key with a different request is 409; a retry that arrives while the
-first is still being worked on is 409 with ``Retry-After: 1``. A request that fails (an
-exception, a 4xx) gives its key back, so a corrected retry can use it. Keys are scoped
-per site and kept :data:`KEEP_ANSWERS` (pruned at most hourly, on the way past).
+first is still being worked on is 409 with ``Retry-After: 1`` (a claim older than
+:data:`CLAIM_TIMEOUT`, left by a gateway that stopped mid-request, is taken over). A
+request that fails (an exception, a 4xx) gives its key back, so a corrected retry can
+use it. Keys are scoped per site and kept :data:`KEEP_ANSWERS` (pruned at most hourly,
+on the way past).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "DispatchOut",
     "ErrorOut",
     "bearer_scheme",
+    "body_hash",
     "cookie_scheme",
     "dispatch_out",
     "idempotent",
@@ -43,6 +46,8 @@ __all__ = [
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 KEEP_ANSWERS: Final = timedelta(days=7)
 _PRUNE_EVERY: Final = timedelta(hours=1)
+#: A request still unanswered after this long was lost (the gateway stopped under it).
+CLAIM_TIMEOUT: Final = timedelta(minutes=1)
 
 
 class ErrorOut(BaseModel):
@@ -92,8 +97,13 @@ def unprocessable(field: str, message: str, where: str = "body") -> RequestValid
 
 def request_hash(request: Request, body: BaseModel) -> str:
     """What makes two requests "the same" for a key: the path and the parsed body."""
+    return body_hash(request.url.path, body)
+
+
+def body_hash(path: str, body: BaseModel) -> str:
+    """SHA-256 of the path and the body as parsed (so spacing and key order do not count)."""
     canonical = json.dumps(
-        {"path": request.url.path, "body": body.model_dump(mode="json")},
+        {"path": path, "body": body.model_dump(mode="json")},
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -111,7 +121,7 @@ async def idempotent(
     accounts = svc.accounts
     now = svc.clock.now()
     await accounts.prune_answers(now - KEEP_ANSWERS, now, every=_PRUNE_EVERY)
-    for _ in range(2):
+    for _ in range(3):
         if await accounts.reserve_answer(scope, key, body_hash, now):
             break
         answer = await accounts.answer(scope, key)
@@ -123,6 +133,9 @@ async def idempotent(
                 f"this {IDEMPOTENCY_HEADER} was used for a different request;"
                 " use a new key for a new request",
             )
+        if answer.status == 0 and now - answer.created_at > CLAIM_TIMEOUT:
+            await accounts.release_answer(scope, key)
+            continue
         if answer.status == 0:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
