@@ -182,12 +182,18 @@ class DispatchService:
         return group
 
     async def open(
-        self, alert: Alert, *, grouped: Sequence[Alert] = (), group_key: str | None = None
+        self,
+        alert: Alert,
+        *,
+        grouped: Sequence[Alert] = (),
+        group_key: str | None = None,
+        actor: str = "system",
     ) -> Dispatch:
         """Open (or return the existing) dispatch for ``alert``. The alert must be stored.
 
         ``grouped`` are further identical technical alerts folded into this dispatch;
-        ``group_key`` makes it a group dispatch that later alerts of that key join.
+        ``group_key`` makes it a group dispatch that later alerts of that key join;
+        ``actor`` is who asked for it (a person's request, e.g. a teletriage call).
         """
         existing = await self.repo.load_for_alert(alert.alert_id)
         if existing is not None:
@@ -215,6 +221,7 @@ class DispatchService:
             site_id=alert.site_id,
             resident_id=alert.resident_id,
             first_responder=cascade[0].responder_id if cascade else None,
+            actor=actor,
             reason=alert.reason,
             policy=self.policy,
         )

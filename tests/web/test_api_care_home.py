@@ -222,6 +222,8 @@ async def test_teletriage_opens_a_clinical_dispatch_with_the_set(web: WebEnv) ->
     assert alert.detail["queue"] == "clinical"
     assert alert.detail["soft_signs"] == ["new confusion", "not eating"]
     assert alert.detail["requested_by"].startswith("token:")
+    audit = await web.services.dispatcher.repo.audit(d["dispatch_id"])
+    assert audit[0].actor == alert.detail["requested_by"]
 
 
 async def test_teletriage_with_an_inline_set(web: WebEnv) -> None:

@@ -630,7 +630,7 @@ async def _teletriage(
         detail=detail,
     )
     await svc.store.write_alert(alert)
-    dispatch = await svc.dispatcher.open(alert)
+    dispatch = await svc.dispatcher.open(alert, actor=caller.actor)
     return TeletriageOut(
         site_id=site_id,
         resident_id=resident.resident_id,
