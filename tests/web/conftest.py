@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -45,6 +45,7 @@ from telecare.gateway.web.auth import CSRF_HEADER, digest, new_api_token
 from telecare.gateway.web.services import Services
 from telecare.rules.clock import FakeClock
 from tests.helpers import running_pipeline
+from tests.store.conftest import pg_proxy, proxied_dsn  # noqa: F401 (fixtures, re-exported)
 
 BASE_URL = "https://testserver"
 PASSWORD = "correct horse battery staple"
@@ -131,14 +132,13 @@ class WebEnv:
         return bearer
 
 
-@pytest.fixture
-async def web(store: SqliteStore | PostgresStore) -> AsyncIterator[WebEnv]:
-    """The app over ``store`` (both backends), with its dispatch service running."""
+@asynccontextmanager
+async def web_env(store: SqliteStore | PostgresStore) -> AsyncIterator[WebEnv]:
+    """The app over ``store``, with its pipeline and dispatch service running."""
     clock = FakeClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
     async with AsyncExitStack() as stack:
         pipeline = await stack.enter_async_context(running_pipeline(store, clock))
         accounts = accounts_of(store)
-        assert pipeline.dispatcher is not None
         svc = Services(
             config=Config(),
             store=store,
@@ -148,5 +148,18 @@ async def web(store: SqliteStore | PostgresStore) -> AsyncIterator[WebEnv]:
             rules=pipeline.engine.config,
             observations=pipeline.handle_observation,
         )
-        app = create_app(svc)
-        yield WebEnv(app, svc, store, clock, accounts, stack)
+        yield WebEnv(create_app(svc), svc, store, clock, accounts, stack)
+
+
+@pytest.fixture
+async def web(store: SqliteStore | PostgresStore) -> AsyncIterator[WebEnv]:
+    """The app over ``store`` (both backends)."""
+    async with web_env(store) as env:
+        yield env
+
+
+@pytest.fixture
+async def web_pg(pg_store: PostgresStore) -> AsyncIterator[WebEnv]:
+    """The app over PostgreSQL only (for what only a server database does)."""
+    async with web_env(pg_store) as env:
+        yield env

@@ -10,10 +10,12 @@ import pytest
 
 from telecare.gateway.app import Gateway
 from telecare.gateway.config import Config, MqttConfig, StoreConfig, WebConfig
+from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.web.ops import open_alarm_metrics, reason_class
 from tests.helpers import eventually
 from tests.services import MqttServer
-from tests.web.conftest import WebEnv
+from tests.store.proxy import TcpProxy
+from tests.web.conftest import WebEnv, web_env
 
 
 def test_reason_classes_drop_what_varies_per_message() -> None:
@@ -66,3 +68,25 @@ async def test_a_running_gateway_reports_ingest_dead_letters_and_readiness(
             assert "telecare_spool_bytes" in text
             assert 'telecare_queue_depth{queue="dispatch_intake"} 0.0' in text
             assert "telecare_sse_clients 0.0" in text
+
+
+@pytest.mark.postgres
+async def test_the_database_away_is_503_with_retry_after(
+    proxied_dsn: str, pg_proxy: TcpProxy, pg_schema: str
+) -> None:
+    async with (
+        PostgresStore(proxied_dsn, schema=pg_schema, timeout=1.0) as store,
+    ):
+        await store.migrate()
+        async with web_env(store) as web:
+            await web.care_home("S1", "S1-r1")
+            c = await web.client()
+            c.headers["Authorization"] = f"Bearer {await web.token('S1')}"
+            assert (await c.get("/api/v1/sites/S1/residents")).status_code == 200
+            await pg_proxy.cut()
+            r = await c.get("/api/v1/sites/S1/residents")
+            assert r.status_code == 503
+            assert r.headers["Retry-After"] == "5"
+            assert "Idempotency-Key" in r.json()["detail"]
+            await pg_proxy.restore()
+            assert (await c.get("/api/v1/sites/S1/residents")).status_code == 200

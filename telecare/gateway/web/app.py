@@ -35,10 +35,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.accounts import accounts_of
+from telecare.gateway.store.errors import is_unavailable
 from telecare.gateway.web import api_care_home, api_operator, auth, console, ops, tablet
 from telecare.gateway.web.services import Services
 
@@ -83,6 +85,7 @@ def create_app(svc: Services, *, extra: Sequence[APIRouter] = ()) -> FastAPI:
     for router in (*_ROUTERS, *extra):
         app.include_router(router)
     app.add_exception_handler(auth.NotLoggedIn, _not_logged_in)
+    app.add_middleware(_StoreAway)
 
     @app.get("/", include_in_schema=False)
     async def home(request: Request) -> Response:
@@ -101,6 +104,39 @@ async def _not_logged_in(request: Request, exc: Exception) -> Response:
     ):
         return JSONResponse({"detail": "not logged in"}, status_code=401)
     return auth.login_redirect(request)
+
+
+class _StoreAway:
+    """The database away is 503 with ``Retry-After`` (a tablet retries with the same
+    ``Idempotency-Key``), not a 500. A plain ASGI middleware: it never buffers a
+    response, so streams (the console's SSE) pass untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started or not is_unavailable(exc):
+                raise
+            log.warning("web_store_unavailable", path=scope["path"], error=type(exc).__name__)
+            response = JSONResponse(
+                {"detail": "the database is unavailable; retry soon (same Idempotency-Key)"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+            await response(scope, receive, send)
 
 
 class _Server(uvicorn.Server):
