@@ -146,6 +146,7 @@ async def test_lists_filter_by_state_site_and_priority(web: WebEnv) -> None:
     await _post(alice, one.dispatch_id, "acknowledge", version=one.version)
     r = await alice.get("/api/v1/dispatches", params={"open": "true"})
     assert [d["priority"] for d in r.json()] == [1, 3]
+    assert (await alice.get("/api/v1/dispatches", params={"open": "false"})).json() == []
     r = await alice.get("/api/v1/dispatches", params={"site_id": "S2"})
     assert [d["site_id"] for d in r.json()] == ["S2"]
     r = await alice.get("/api/v1/dispatches", params={"state": "acknowledged"})

@@ -81,36 +81,35 @@ class DispatchFilter:
     limit: int = 100
 
 
-def _where(f: DispatchFilter) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    closed = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
-    if f.open is True:
-        clauses.append("d.state NOT IN (?, ?)")
-        params += closed
-    elif f.open is False:
-        clauses.append("d.state IN (?, ?)")
-        params += closed
+_CLOSED = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
+
+
+def _where(f: DispatchFilter, t: str, at: str) -> tuple[str, list[Any]]:
+    """``f`` as SQL on table alias ``t`` (its time column ``at``); states are the
+    dispatch's (``d``), and an alert without a dispatch (``d.state`` NULL) is open."""
+    clauses = [f"{t}.{col} = ?" for col in ("site_id", "resident_id") if getattr(f, col)]
+    params: list[Any] = [getattr(f, col) for col in ("site_id", "resident_id") if getattr(f, col)]
+    if f.max_priority is not None:
+        clauses.append(f"{t}.priority <= ?")
+        params.append(f.max_priority)
+    if f.since is not None:
+        clauses.append(f"{t}.{at} >= ?")
+        params.append(f.since)
+    if f.open is not None:
+        clauses.append(
+            "(d.state IS NULL OR d.state NOT IN (?, ?))" if f.open else "d.state IN (?, ?)"
+        )
+        params += _CLOSED
     if f.states:
         clauses.append(f"d.state IN ({', '.join('?' for _ in f.states)})")
         params += [s.value for s in f.states]
-    for column, value in (("d.site_id", f.site_id), ("d.resident_id", f.resident_id)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if f.max_priority is not None:
-        clauses.append("d.priority <= ?")
-        params.append(f.max_priority)
-    if f.since is not None:
-        clauses.append("d.created_at >= ?")
-        params.append(f.since)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 async def find_dispatches(sql: Sql, f: DispatchFilter) -> list[Dispatch]:
     """Dispatches matching ``f``, most urgent then oldest first when open, newest first
     otherwise."""
-    where, params = _where(f)
+    where, params = _where(f, "d", "created_at")
     order = "d.priority, d.created_at" if f.open else "d.created_at DESC"
     rows = await sql.fetch_all(
         f"SELECT {_DISPATCH_COLUMNS} FROM dispatches d{where} ORDER BY {order} LIMIT ?",
@@ -139,29 +138,7 @@ class AlarmRow:
 async def find_alarms(sql: Sql, f: DispatchFilter) -> list[AlarmRow]:
     """Alerts, newest first, with their dispatch; ``f``'s state filters apply to the
     dispatch (an alert without one counts as open)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("a.site_id", f.site_id), ("a.resident_id", f.resident_id)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if f.max_priority is not None:
-        clauses.append("a.priority <= ?")
-        params.append(f.max_priority)
-    if f.since is not None:
-        clauses.append("a.ts >= ?")
-        params.append(f.since)
-    closed = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
-    if f.open is True:
-        clauses.append("(d.state IS NULL OR d.state NOT IN (?, ?))")
-        params += closed
-    elif f.open is False:
-        clauses.append("d.state IN (?, ?)")
-        params += closed
-    if f.states:
-        clauses.append(f"d.state IN ({', '.join('?' for _ in f.states)})")
-        params += [s.value for s in f.states]
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    where, params = _where(f, "a", "ts")
     rows = await sql.fetch_all(
         "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
         f" a.device_id, a.event_type, {_DISPATCH_COLUMNS} FROM alerts a"
