@@ -202,7 +202,7 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[User]]:
 class Caller:
     """Who calls the care-home API and which sites they may touch."""
 
-    #: Written into audit rows: the user name, or ``token:<name>@<site>``.
+    #: Written into audit rows: ``user:<username>`` or ``token:<name>@<site>``.
     actor: str
     #: The one site a token or care-home user is bound to; ``None``: any (ARC staff).
     site_id: str | None
@@ -238,9 +238,9 @@ async def site_caller(
         await _check_csrf(request, found.csrf_token)
     user = found.user
     if user.role is Role.CARE_HOME:
-        return Caller(user.username, user.site_id, user=user)
+        return Caller(f"user:{user.username}", user.site_id, user=user)
     if user.role in (Role.OPERATOR, Role.SUPERVISOR):
-        return Caller(user.username, None, user=user)
+        return Caller(f"user:{user.username}", None, user=user)
     raise HTTPException(status.HTTP_403_FORBIDDEN, f"the role {user.role} has no care-home access")
 
 
