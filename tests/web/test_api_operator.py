@@ -122,6 +122,9 @@ async def test_injury_reroutes_to_999_and_handover_keeps_the_reference(web: WebE
     )
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "accepted"
+    audit = (await alice.get(f"/api/v1/dispatches/{d.dispatch_id}")).json()["audit"]
+    assert [a["actor"] for a in audit[1:]] == ["alice"] * 4
+    assert [a["reason"] for a in audit][2] == "bleeding"
 
 
 async def test_assign_a_named_responder(web: WebEnv) -> None:
