@@ -117,13 +117,7 @@ class Accounts:
             "INSERT INTO web_users (username, display_name, role, site_id, password_hash,"
             " disabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (username) DO NOTHING RETURNING user_id",
-            username,
-            display_name,
-            role.value,
-            site_id,
-            password_hash,
-            False,
-            now,
+            *(username, display_name, role.value, site_id, password_hash, False, now),
         )
         if row is None:
             raise DuplicateUser(username)
@@ -172,11 +166,7 @@ class Accounts:
         await self.sql.execute(
             "INSERT INTO web_sessions (token_hash, user_id, csrf_token, created_at,"
             " last_seen_at) VALUES (?, ?, ?, ?, ?)",
-            token_hash,
-            user_id,
-            csrf_token,
-            now,
-            now,
+            *(token_hash, user_id, csrf_token, now, now),
         )
 
     async def session(self, token_hash: str) -> Session | None:
@@ -211,12 +201,7 @@ class Accounts:
     ) -> ApiToken:
         await self.sql.execute(
             f"INSERT INTO api_tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?)",
-            token_id,
-            site_id,
-            name,
-            secret_hash,
-            now,
-            None,
+            *(token_id, site_id, name, secret_hash, now, None),
         )
         return ApiToken(token_id, site_id, name, secret_hash, now)
 
@@ -248,10 +233,7 @@ class Accounts:
         done = await self.sql.execute(
             "INSERT INTO api_idempotency (scope, idem_key, body_hash, status, response,"
             " created_at) VALUES (?, ?, ?, 0, '', ?) ON CONFLICT DO NOTHING",
-            scope,
-            key,
-            body_hash,
-            now,
+            *(scope, key, body_hash, now),
         )
         return bool(done)
 
@@ -267,10 +249,7 @@ class Accounts:
     async def keep_answer(self, scope: str, key: str, status: int, response: str) -> None:
         await self.sql.execute(
             "UPDATE api_idempotency SET status = ?, response = ? WHERE scope = ? AND idem_key = ?",
-            status,
-            response,
-            scope,
-            key,
+            *(status, response, scope, key),
         )
 
     async def release_answer(self, scope: str, key: str) -> None:
