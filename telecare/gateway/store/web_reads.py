@@ -20,7 +20,14 @@ from typing import Any
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.gateway.store.sql import Sql, json_value
 
-__all__ = ["AlarmRow", "DispatchFilter", "alerts_for_source", "find_alarms", "find_dispatches"]
+__all__ = [
+    "AlarmRow",
+    "DispatchFilter",
+    "alerts_for_source",
+    "find_alarms",
+    "find_dispatches",
+    "open_by_priority",
+]
 
 _DISPATCH_COLUMNS = (
     "d.dispatch_id, d.alert_id, d.state, d.priority, d.created_at, d.updated_at, d.site_id,"
@@ -117,6 +124,16 @@ async def find_dispatches(sql: Sql, f: DispatchFilter) -> list[Dispatch]:
         f.limit,
     )
     return [_dispatch(r) for r in rows]
+
+
+async def open_by_priority(sql: Sql) -> dict[int, tuple[int, datetime]]:
+    """Open dispatches per priority: ``priority -> (count, oldest created_at)``."""
+    rows = await sql.fetch_all(
+        "SELECT priority, COUNT(*), MIN(created_at) FROM dispatches"
+        " WHERE state NOT IN (?, ?) GROUP BY priority",
+        *_CLOSED,
+    )
+    return {int(r[0]): (int(r[1]), _dt(r[2])) for r in rows}
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from telecare.gateway.store.durable import DurableStore
+from telecare.gateway.store.web_reads import open_by_priority
 from telecare.gateway.web.services import Services, services
 
 if TYPE_CHECKING:
@@ -148,9 +149,9 @@ def watch_gateway(gw: Gateway, svc: Services) -> None:
 async def open_alarm_metrics(svc: Services) -> None:
     """Open dispatches by priority, and the age of the oldest."""
     now = svc.clock.now()
-    open_ = await svc.store.open_dispatches()
-    by_priority = Counter(d.priority for d in open_)
+    by_priority = await open_by_priority(svc.store.sql)
     for priority in range(1, 6):
-        svc.metrics.open_alarms.labels(str(priority)).set(by_priority.get(priority, 0))
-    oldest = min((d.created_at for d in open_), default=None)
-    svc.metrics.oldest_open_alarm.set((now - oldest).total_seconds() if oldest else 0)
+        count = by_priority.get(priority, (0, now))[0]
+        svc.metrics.open_alarms.labels(str(priority)).set(count)
+    oldest = min((at for _, at in by_priority.values()), default=now)
+    svc.metrics.oldest_open_alarm.set(max(0.0, (now - oldest).total_seconds()))
