@@ -86,6 +86,7 @@ def create_app(svc: Services, *, extra: Sequence[APIRouter] = ()) -> FastAPI:
         app.include_router(router)
     app.add_exception_handler(auth.NotLoggedIn, _not_logged_in)
     app.add_middleware(_StoreAway)
+    app.add_middleware(_SecurityHeaders)
 
     @app.get("/", include_in_schema=False)
     async def home(request: Request) -> Response:
@@ -104,6 +105,36 @@ async def _not_logged_in(request: Request, exc: Exception) -> Response:
     ):
         return JSONResponse({"detail": "not logged in"}, status_code=401)
     return auth.login_redirect(request)
+
+
+_SECURITY_HEADERS: Final = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),  # no page of the console inside another site's frame
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class _SecurityHeaders:
+    """Headers on every response; API answers (personal data) are never cached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith(API_PREFIX)
+
+        async def add(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + _SECURITY_HEADERS
+                if api:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, add)
 
 
 class _StoreAway:
