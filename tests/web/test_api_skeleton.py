@@ -180,7 +180,7 @@ async def test_password_guessing_is_throttled_per_user_name(web: WebEnv) -> None
 async def test_security_headers_and_no_caching_of_api_answers(web: WebEnv) -> None:
     c = await web.login("alice")
     r = await c.get("/api/v1/session")
-    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-frame-options"] == "SAMEORIGIN"
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["cache-control"] == "no-store"
     assert "cache-control" not in (await c.get("/static/base.css")).headers

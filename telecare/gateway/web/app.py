@@ -109,7 +109,7 @@ async def _not_logged_in(request: Request, exc: Exception) -> Response:
 
 _SECURITY_HEADERS: Final = [
     (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),  # no page of the console inside another site's frame
+    (b"x-frame-options", b"SAMEORIGIN"),  # never inside another site's frame
     (b"referrer-policy", b"same-origin"),
 ]
 
