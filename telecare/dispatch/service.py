@@ -182,12 +182,18 @@ class DispatchService:
         return group
 
     async def open(
-        self, alert: Alert, *, grouped: Sequence[Alert] = (), group_key: str | None = None
+        self,
+        alert: Alert,
+        *,
+        grouped: Sequence[Alert] = (),
+        group_key: str | None = None,
+        actor: str = "system",
     ) -> Dispatch:
         """Open (or return the existing) dispatch for ``alert``. The alert must be stored.
 
         ``grouped`` are further identical technical alerts folded into this dispatch;
-        ``group_key`` makes it a group dispatch that later alerts of that key join.
+        ``group_key`` makes it a group dispatch that later alerts of that key join;
+        ``actor`` is who asked for it (a person's request, e.g. a teletriage call).
         """
         existing = await self.repo.load_for_alert(alert.alert_id)
         if existing is not None:
@@ -215,6 +221,7 @@ class DispatchService:
             site_id=alert.site_id,
             resident_id=alert.resident_id,
             first_responder=cascade[0].responder_id if cascade else None,
+            actor=actor,
             reason=alert.reason,
             policy=self.policy,
         )
@@ -418,6 +425,24 @@ class DispatchService:
                 log.info("dispatch_rerouted", dispatch_id=dispatch_id, route="emergency")
                 if self.on_change is not None:
                     self.on_change(new, actor, "injury reported: route emergency")
+                return new
+        raise StaleDispatch(dispatch_id, d.version)
+
+    async def add_note(self, dispatch_id: str, actor: str, text: str) -> Dispatch:
+        """Append ``actor``'s note to the dispatch's audit trail. No state change, and the
+        version stays (a note never makes another operator's action stale); open or
+        closed. Raises :class:`UnknownDispatch`."""
+        text = text.strip()
+        if not text or not actor.strip():
+            raise ValueError("a note needs its text and the person adding it (actor)")
+        for _ in range(_CAS_RETRIES):
+            d = await self._load(dispatch_id)
+            now = self.clock.now()
+            new = replace(d, updated_at=now)
+            audit = AuditRecord(dispatch_id, now, d.state, d.state, actor, text, {"event": "note"})
+            if await self.repo.apply(d.version, new, audit, (), ()):
+                if self.on_change is not None:
+                    self.on_change(new, actor, "note added")
                 return new
         raise StaleDispatch(dispatch_id, d.version)
 

@@ -161,3 +161,26 @@ async def test_telecare_run_serves_the_web_app(mqtt_server: MqttServer, tmp_path
             assert (await c.get("/healthz")).status_code == 200
             assert (await c.get("/login")).status_code == 200
             assert (await c.get("/api/v1/openapi.json")).json()["info"]["title"]
+
+
+async def test_password_guessing_is_throttled_per_user_name(web: WebEnv) -> None:
+    await web.add_user("alice")
+    c = await web.client()
+    for _ in range(5):
+        r = await c.post("/api/v1/session", json={"username": "alice", "password": "guess"})
+        assert r.status_code == 401
+    r = await c.post("/api/v1/session", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) == 15 * 60
+    web.clock.advance(minutes=15)
+    r = await c.post("/api/v1/session", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 200
+
+
+async def test_security_headers_and_no_caching_of_api_answers(web: WebEnv) -> None:
+    c = await web.login("alice")
+    r = await c.get("/api/v1/session")
+    assert r.headers["x-frame-options"] == "SAMEORIGIN"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cache-control"] == "no-store"
+    assert "cache-control" not in (await c.get("/static/base.css")).headers

@@ -257,6 +257,7 @@ def _mount() -> None:
         rules_cmd,
         serial_cmd,
         simulate,
+        users,
     )
 
     app.add_typer(provision.site_app, name="site")
@@ -272,6 +273,7 @@ def _mount() -> None:
     app.command("doctor")(doctor.doctor)
     app.command("import")(import_cmd.import_csv)
     report.app.command("response-times")(response_times.response_times)
+    users.mount(app)
 
 
 _mount()

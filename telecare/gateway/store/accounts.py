@@ -1,23 +1,19 @@
-"""Web accounts: console users, their sessions, care-home API tokens, idempotent answers.
+"""Web accounts (migration 0017) on ``store.sql``: console users, their sessions,
+care-home API tokens, and the answers kept for ``Idempotency-Key`` retries.
 
-Written once for both backends on the store's small query API (``store.sql``:
-``fetch_all`` / ``fetch_one`` / ``execute`` / ``transaction`` with ``?`` placeholders),
-against the tables of migration 0017. Nothing here hashes or checks a password: the
-web layer (``gateway/web/auth.py``) hands in argon2 hashes and SHA-256 digests, so no
-secret in the clear ever reaches a table.
-
-Times are written as ISO-8601 UTC text (PostgreSQL casts them to ``timestamptz``) and
-read back through :func:`_when`, which accepts either form.
+Nothing here hashes or checks a secret: the web layer (``gateway/web/auth.py``) hands in
+argon2 password hashes and SHA-256 digests of session cookies and token secrets, so no
+secret in the clear reaches a table.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
+
+from telecare.gateway.store.sql import Row, Sql
 
 __all__ = [
     "Accounts",
@@ -25,23 +21,10 @@ __all__ = [
     "DuplicateUser",
     "Role",
     "Session",
-    "Sql",
     "StoredAnswer",
     "User",
     "accounts_of",
 ]
-
-
-class Sql(Protocol):
-    """The store's query API (``store.sql``), as this module uses it."""
-
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Any | None: ...
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
 
 
 class Role(StrEnum):
@@ -88,28 +71,28 @@ class ApiToken:
 
 @dataclass(frozen=True, slots=True)
 class StoredAnswer:
-    """The answer given to the first request that carried an ``Idempotency-Key``."""
+    """The answer given to the first request that carried an ``Idempotency-Key``
+    (``status`` 0: that request is still being worked on)."""
 
     body_hash: str
     status: int
     response: str
+    created_at: datetime
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat()
+_USER = "u.user_id, u.username, u.display_name, u.role, u.site_id, u.disabled"
+_TOKEN = "token_id, site_id, name, secret_hash, created_at, revoked_at"
+_OF_USER = (
+    "DELETE FROM web_sessions WHERE user_id IN (SELECT user_id FROM web_users WHERE username = ?)"
+)
 
 
-def _when(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromisoformat(str(value)).astimezone(UTC)
-
-
-_USER_COLUMNS = "user_id, username, display_name, role, site_id, disabled"
-
-
-def _user(row: Sequence[Any]) -> User:
+def _user(row: Row) -> User:
     return User(int(row[0]), row[1], row[2], Role(row[3]), row[4], bool(row[5]))
+
+
+def _token(row: Row) -> ApiToken:
+    return ApiToken(*row)
 
 
 class Accounts:
@@ -117,6 +100,7 @@ class Accounts:
 
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
+        self._pruned_at: datetime | None = None
 
     # -- users -------------------------------------------------------------------------
     async def add_user(
@@ -129,62 +113,50 @@ class Accounts:
         site_id: str | None = None,
     ) -> User:
         """Create a user; :class:`DuplicateUser` when the name is taken."""
-        if await self.user(username) is not None:
-            raise DuplicateUser(username)
-        await self.sql.execute(
+        row = await self.sql.fetch_one(
             "INSERT INTO web_users (username, display_name, role, site_id, password_hash,"
-            " disabled, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
-            (username, display_name, role.value, site_id, password_hash, _iso(now)),
+            " disabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (username) DO NOTHING RETURNING user_id",
+            *(username, display_name, role.value, site_id, password_hash, False, now),
         )
-        user = await self.user(username)
-        assert user is not None
-        return user
+        if row is None:
+            raise DuplicateUser(username)
+        return User(int(row[0]), username, display_name, role, site_id)
 
     async def user(self, username: str) -> User | None:
-        row = await self.sql.fetch_one(
-            f"SELECT {_USER_COLUMNS} FROM web_users WHERE username = ?", (username,)
-        )
-        return _user(row) if row else None
+        found = await self.password_hash(username)
+        return found[0] if found else None
 
     async def password_hash(self, username: str) -> tuple[User, str] | None:
         """The user and their stored hash, for a login attempt."""
         row = await self.sql.fetch_one(
-            f"SELECT {_USER_COLUMNS}, password_hash FROM web_users WHERE username = ?",
-            (username,),
+            f"SELECT {_USER}, u.password_hash FROM web_users u WHERE u.username = ?", username
         )
         return (_user(row), str(row[6])) if row else None
 
     async def set_password(self, username: str, password_hash: str) -> bool:
-        """Replace a password hash (also ends the user's sessions)."""
+        """Replace a password hash; the user's sessions end."""
         async with self.sql.transaction() as tx:
             done = await tx.execute(
                 "UPDATE web_users SET password_hash = ? WHERE username = ?",
-                (password_hash, username),
+                password_hash,
+                username,
             )
-            await tx.execute(
-                "DELETE FROM web_sessions WHERE user_id IN"
-                " (SELECT user_id FROM web_users WHERE username = ?)",
-                (username,),
-            )
+            await tx.execute(_OF_USER, username)
         return bool(done)
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
         """Disable (and log out) or re-enable a user."""
         async with self.sql.transaction() as tx:
             done = await tx.execute(
-                "UPDATE web_users SET disabled = ? WHERE username = ?",
-                (int(disabled), username),
+                "UPDATE web_users SET disabled = ? WHERE username = ?", disabled, username
             )
             if disabled:
-                await tx.execute(
-                    "DELETE FROM web_sessions WHERE user_id IN"
-                    " (SELECT user_id FROM web_users WHERE username = ?)",
-                    (username,),
-                )
+                await tx.execute(_OF_USER, username)
         return bool(done)
 
     async def list_users(self) -> list[User]:
-        rows = await self.sql.fetch_all(f"SELECT {_USER_COLUMNS} FROM web_users ORDER BY username")
+        rows = await self.sql.fetch_all(f"SELECT {_USER} FROM web_users u ORDER BY u.username")
         return [_user(r) for r in rows]
 
     # -- sessions ----------------------------------------------------------------------
@@ -194,74 +166,63 @@ class Accounts:
         await self.sql.execute(
             "INSERT INTO web_sessions (token_hash, user_id, csrf_token, created_at,"
             " last_seen_at) VALUES (?, ?, ?, ?, ?)",
-            (token_hash, user_id, csrf_token, _iso(now), _iso(now)),
+            *(token_hash, user_id, csrf_token, now, now),
         )
 
     async def session(self, token_hash: str) -> Session | None:
         row = await self.sql.fetch_one(
-            "SELECT u.user_id, u.username, u.display_name, u.role, u.site_id, u.disabled,"
-            " s.csrf_token, s.created_at, s.last_seen_at FROM web_sessions s"
+            f"SELECT {_USER}, s.csrf_token, s.created_at, s.last_seen_at FROM web_sessions s"
             " JOIN web_users u ON u.user_id = s.user_id WHERE s.token_hash = ?",
-            (token_hash,),
+            token_hash,
         )
-        if row is None:
-            return None
-        return Session(_user(row), str(row[6]), _when(row[7]), _when(row[8]))
+        return Session(_user(row), row[6], row[7], row[8]) if row else None
 
     async def touch_session(self, token_hash: str, now: datetime) -> None:
         await self.sql.execute(
-            "UPDATE web_sessions SET last_seen_at = ? WHERE token_hash = ?",
-            (_iso(now), token_hash),
+            "UPDATE web_sessions SET last_seen_at = ? WHERE token_hash = ?", now, token_hash
         )
 
     async def end_session(self, token_hash: str) -> None:
-        await self.sql.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+        await self.sql.execute("DELETE FROM web_sessions WHERE token_hash = ?", token_hash)
 
     async def logged_in(self, since: datetime) -> list[tuple[User, datetime]]:
-        """Users with a session used since ``since`` and when each was last seen."""
+        """Users with a session used since ``since``, each with when it was last seen."""
         rows = await self.sql.fetch_all(
-            "SELECT u.user_id, u.username, u.display_name, u.role, u.site_id, u.disabled,"
-            " s.last_seen_at FROM web_sessions s JOIN web_users u ON u.user_id = s.user_id"
+            f"SELECT {_USER}, MAX(s.last_seen_at) FROM web_sessions s"
+            " JOIN web_users u ON u.user_id = s.user_id WHERE s.last_seen_at >= ?"
+            f" GROUP BY {_USER} ORDER BY u.username",
+            since,
         )
-        latest: dict[int, tuple[User, datetime]] = {}
-        for row in rows:
-            seen = _when(row[6])
-            user = _user(row)
-            if seen >= since and (user.user_id not in latest or latest[user.user_id][1] < seen):
-                latest[user.user_id] = (user, seen)
-        return sorted(latest.values(), key=lambda pair: pair[0].username)
+        return [(_user(r), r[6]) for r in rows]
 
     # -- API tokens --------------------------------------------------------------------
     async def add_token(
         self, token_id: str, site_id: str, name: str, secret_hash: str, now: datetime
     ) -> ApiToken:
         await self.sql.execute(
-            "INSERT INTO api_tokens (token_id, site_id, name, secret_hash, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (token_id, site_id, name, secret_hash, _iso(now)),
+            f"INSERT INTO api_tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?)",
+            *(token_id, site_id, name, secret_hash, now, None),
         )
         return ApiToken(token_id, site_id, name, secret_hash, now)
 
     async def token(self, token_id: str) -> ApiToken | None:
         row = await self.sql.fetch_one(
-            "SELECT token_id, site_id, name, secret_hash, created_at, revoked_at"
-            " FROM api_tokens WHERE token_id = ?",
-            (token_id,),
+            f"SELECT {_TOKEN} FROM api_tokens WHERE token_id = ?", token_id
         )
         return _token(row) if row else None
 
     async def list_tokens(self, site_id: str | None = None) -> list[ApiToken]:
-        sql = "SELECT token_id, site_id, name, secret_hash, created_at, revoked_at FROM api_tokens"
-        params: tuple[str, ...] = ()
-        if site_id is not None:
-            sql += " WHERE site_id = ?"
-            params = (site_id,)
-        return [_token(r) for r in await self.sql.fetch_all(sql + " ORDER BY created_at", params)]
+        where, params = (" WHERE site_id = ?", (site_id,)) if site_id else ("", ())
+        rows = await self.sql.fetch_all(
+            f"SELECT {_TOKEN} FROM api_tokens{where} ORDER BY created_at, token_id", *params
+        )
+        return [_token(r) for r in rows]
 
     async def revoke_token(self, token_id: str, now: datetime) -> bool:
         done = await self.sql.execute(
             "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
-            (_iso(now), token_id),
+            now,
+            token_id,
         )
         return bool(done)
 
@@ -272,65 +233,43 @@ class Accounts:
         done = await self.sql.execute(
             "INSERT INTO api_idempotency (scope, idem_key, body_hash, status, response,"
             " created_at) VALUES (?, ?, ?, 0, '', ?) ON CONFLICT DO NOTHING",
-            (scope, key, body_hash, _iso(now)),
+            *(scope, key, body_hash, now),
         )
         return bool(done)
 
     async def answer(self, scope: str, key: str) -> StoredAnswer | None:
         row = await self.sql.fetch_one(
-            "SELECT body_hash, status, response FROM api_idempotency"
+            "SELECT body_hash, status, response, created_at FROM api_idempotency"
             " WHERE scope = ? AND idem_key = ?",
-            (scope, key),
+            scope,
+            key,
         )
-        return StoredAnswer(str(row[0]), int(row[1]), str(row[2])) if row else None
+        return StoredAnswer(row[0], int(row[1]), row[2], row[3]) if row else None
 
     async def keep_answer(self, scope: str, key: str, status: int, response: str) -> None:
         await self.sql.execute(
             "UPDATE api_idempotency SET status = ?, response = ? WHERE scope = ? AND idem_key = ?",
-            (status, response, scope, key),
+            *(status, response, scope, key),
         )
 
     async def release_answer(self, scope: str, key: str) -> None:
-        """Forget a reservation whose request failed, so a retry can do the work."""
+        """Forget a claim whose request failed, so a retry can do the work."""
         await self.sql.execute(
             "DELETE FROM api_idempotency WHERE scope = ? AND idem_key = ? AND status = 0",
-            (scope, key),
+            scope,
+            key,
         )
 
-    async def prune_answers(self, before: datetime) -> int:
-        return await self.sql.execute(
-            "DELETE FROM api_idempotency WHERE created_at < ?", (_iso(before),)
-        )
+    async def prune_answers(
+        self, before: datetime, now: datetime, every: timedelta = timedelta(0)
+    ) -> int:
+        """Forget answers created before ``before``; skipped if done within ``every``."""
+        if self._pruned_at is not None and now - self._pruned_at < every:
+            return 0
+        self._pruned_at = now
+        return await self.sql.execute("DELETE FROM api_idempotency WHERE created_at < ?", before)
 
 
-def _token(row: Sequence[Any]) -> ApiToken:
-    revoked = _when(row[5]) if row[5] is not None else None
-    return ApiToken(row[0], row[1], row[2], row[3], _when(row[4]), revoked)
-
-
-def accounts_of(store: object) -> Accounts:
+def accounts_of(store: Any) -> Accounts:
     """:class:`Accounts` over a store's query API (``store.sql``)."""
-    return Accounts(_Params(getattr(store, "sql")))  # noqa: B009
-
-
-class _Params:
-    """``store.sql`` in this module's calling style (parameters as one sequence)."""
-
-    def __init__(self, queries: Any) -> None:
-        self._q = queries
-
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        rows: list[Any] = await self._q.fetch_all(sql, *params)
-        return rows
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
-        return await self._q.fetch_one(sql, *params)
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        count: int = await self._q.execute(sql, *params)
-        return count
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        async with self._q.transaction() as tx:
-            yield _Params(tx)
+    return Accounts(store.sql)

@@ -35,11 +35,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.accounts import accounts_of
-from telecare.gateway.web import auth, console, ops, tablet
+from telecare.gateway.store.errors import is_unavailable
+from telecare.gateway.web import api_care_home, api_operator, auth, console, ops, tablet
 from telecare.gateway.web.services import Services
 
 if TYPE_CHECKING:
@@ -60,6 +62,8 @@ _ROUTERS: Final[Sequence[APIRouter]] = (
     ops.router,
     console.router,
     tablet.router,
+    api_care_home.router,
+    api_operator.router,
 )
 
 
@@ -81,6 +85,8 @@ def create_app(svc: Services, *, extra: Sequence[APIRouter] = ()) -> FastAPI:
     for router in (*_ROUTERS, *extra):
         app.include_router(router)
     app.add_exception_handler(auth.NotLoggedIn, _not_logged_in)
+    app.add_middleware(_StoreAway)
+    app.add_middleware(_SecurityHeaders)
 
     @app.get("/", include_in_schema=False)
     async def home(request: Request) -> Response:
@@ -99,6 +105,69 @@ async def _not_logged_in(request: Request, exc: Exception) -> Response:
     ):
         return JSONResponse({"detail": "not logged in"}, status_code=401)
     return auth.login_redirect(request)
+
+
+_SECURITY_HEADERS: Final = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"SAMEORIGIN"),  # never inside another site's frame
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class _SecurityHeaders:
+    """Headers on every response; API answers (personal data) are never cached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith(API_PREFIX)
+
+        async def add(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + _SECURITY_HEADERS
+                if api:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, add)
+
+
+class _StoreAway:
+    """The database away is 503 with ``Retry-After`` (a tablet retries with the same
+    ``Idempotency-Key``), not a 500. A plain ASGI middleware: it never buffers a
+    response, so streams (the console's SSE) pass untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started or not is_unavailable(exc):
+                raise
+            log.warning("web_store_unavailable", path=scope["path"], error=type(exc).__name__)
+            response = JSONResponse(
+                {"detail": "the database is unavailable; retry soon (same Idempotency-Key)"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+            await response(scope, receive, send)
 
 
 class _Server(uvicorn.Server):
@@ -176,15 +245,17 @@ class WebServer:
 
 def gateway_services(gw: Gateway) -> Services:
     """The :class:`Services` of a running gateway (store, dispatch, pipeline, clock)."""
-    return Services(
+    svc = Services(
         config=gw.config,
         store=gw.store,
         dispatcher=gw.dispatcher,
-        accounts=accounts_of(gw.backend),
+        accounts=accounts_of(gw.store),
         clock=gw.clock,
         rules=gw.pipeline.engine.config,
         observations=gw.pipeline.handle_observation,
     )
+    ops.watch_gateway(gw, svc)
+    return svc
 
 
 def serve(gw: Gateway) -> WebServer:

@@ -36,6 +36,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel, Field
 
 from telecare.gateway.logging import get_logger
@@ -48,7 +49,9 @@ __all__ = [
     "SESSION_COOKIE",
     "Caller",
     "NotLoggedIn",
+    "bearer_scheme",
     "check_site",
+    "cookie_scheme",
     "current_session",
     "current_user",
     "digest",
@@ -87,6 +90,12 @@ LANDING: Final[dict[Role, str]] = {
     Role.INSTALLER: "/api/v1/openapi.json",
     Role.CARE_HOME: "/tablet",
 }
+
+#: Documented in the OpenAPI document (the dependencies below read the headers themselves).
+bearer_scheme = HTTPBearer(auto_error=False, description="Care-home API token (telecare token add)")
+cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="Console session (POST /api/v1/session)"
+)
 
 _hasher = PasswordHasher()
 #: Verified against when the user does not exist, so a login takes as long either way.
@@ -307,10 +316,14 @@ async def login_submit(
     csrf_token: Annotated[str, Form(max_length=100)] = "",
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
+    next = _safe_next(next) or ""
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(csrf_token.encode(), expected.encode()):
         return _login_page(request, next, "The form expired: please try again.", 403)
-    user = await authenticate(svc, username, password)
+    try:
+        user = await authenticate(svc, username, password)
+    except TooManyAttempts:
+        return _login_page(request, next, "Too many failed attempts: wait a while.", 429)
     if user is None:
         return _login_page(request, next, "Wrong user name or password.", 401)
     target = _safe_next(next) or LANDING[user.role]
@@ -332,16 +345,38 @@ async def logout(
     return response
 
 
+class TooManyAttempts(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed logins; try again in {round(retry_after)} s")
+        self.retry_after = retry_after
+
+
 async def authenticate(svc: Services, username: str, password: str) -> User | None:
-    """The user if the password is right and the account enabled (constant-ish time)."""
+    """The user if the password is right and the account enabled (constant-ish time).
+    Raises :class:`TooManyAttempts` while the name is throttled (``LoginThrottle``)."""
+    now = svc.clock.now()
+    wait = svc.throttle.retry_after(username, now)
+    if wait > 0:
+        log.warning("login_throttled", retry_after=round(wait))
+        raise TooManyAttempts(wait)
     found = await svc.accounts.password_hash(username)
     stored = found[1] if found else _DUMMY_HASH
     ok = await verify_password(stored, password)
     if found is None or not ok or found[0].disabled:
+        svc.throttle.failed(username, now)
         log.info("login_refused", reason="unknown" if found is None else "password_or_disabled")
         return None
+    svc.throttle.succeeded(username)
     log.info("login", user=found[0].username, role=found[0].role.value)
     return found[0]
+
+
+def _throttled(exc: TooManyAttempts) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        str(exc),
+        headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+    )
 
 
 async def start_session(svc: Services, response: Response, user: User) -> str:
@@ -394,13 +429,19 @@ def _session_out(user: User, csrf: str) -> SessionOut:
 @router.post(
     "/api/v1/session",
     response_model=SessionOut,
-    responses={401: {"description": "wrong user name or password"}},
+    responses={
+        401: {"description": "wrong user name or password"},
+        429: {"description": "too many failed logins for this user name"},
+    },
 )
 async def api_login(
     body: LoginBody, response: Response, svc: Annotated[Services, Depends(services)]
 ) -> SessionOut:
     """Log in; the session cookie is set and the CSRF token returned."""
-    user = await authenticate(svc, body.username, body.password)
+    try:
+        user = await authenticate(svc, body.username, body.password)
+    except TooManyAttempts as exc:
+        raise _throttled(exc) from None
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
     csrf = await start_session(svc, response, user)
@@ -411,6 +452,7 @@ async def api_login(
     "/api/v1/session",
     response_model=SessionOut,
     responses={401: {"description": "not logged in"}},
+    dependencies=[Depends(cookie_scheme)],
 )
 async def api_whoami(session: Annotated[Session, Depends(current_session)]) -> SessionOut:
     """Who is logged in, and the CSRF token of the session."""
@@ -421,6 +463,7 @@ async def api_whoami(session: Annotated[Session, Depends(current_session)]) -> S
     "/api/v1/session",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={401: {"description": "not logged in"}, 403: {"description": "CSRF"}},
+    dependencies=[Depends(cookie_scheme)],
 )
 async def api_logout(
     request: Request,

@@ -46,8 +46,13 @@ class Metrics:
         self.queue_depth = Gauge(
             "telecare_queue_depth", "Items waiting in a bounded queue", ["queue"], registry=r
         )
-        self.spool_depth = Gauge(
-            "telecare_spool_records", "Writes spooled to local disk awaiting the store", registry=r
+        self.spool_bytes = Gauge(
+            "telecare_spool_bytes",
+            "Writes spooled to local disk, waiting for the database (bytes)",
+            registry=r,
+        )
+        self.store_degraded = Gauge(
+            "telecare_store_degraded", "1 while the database is away and writes spool", registry=r
         )
         self.open_alarms = Gauge(
             "telecare_open_alarms",

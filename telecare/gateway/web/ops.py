@@ -10,16 +10,23 @@ Neither needs a login and neither says anything about a resident.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from telecare.gateway.store.durable import DurableStore
+from telecare.gateway.store.web_reads import open_by_priority
 from telecare.gateway.web.services import Services, services
 
-__all__ = ["router"]
+if TYPE_CHECKING:
+    from telecare.gateway.app import Gateway
+
+__all__ = ["open_alarm_metrics", "reason_class", "router", "watch_gateway"]
 
 router = APIRouter(tags=["operations"])
 
@@ -68,3 +75,83 @@ async def metrics(svc: Annotated[Services, Depends(services)]) -> Response:
     """Prometheus text exposition of :class:`~telecare.gateway.web.metrics.Metrics`."""
     await svc.metrics.refresh()
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- a running gateway's figures -------------------------------------------------------------
+#: Distinct dead-letter reason labels kept; any more are counted as "other".
+_MAX_REASONS = 40
+_VOLATILE = re.compile(r"'[^']*'|\"[^\"]*\"|\b[0-9a-f]{8,}\b|\d+")
+
+
+def reason_class(reason: str) -> str:
+    """A dead-letter reason without what varies per message (ids, numbers, quoted text),
+    cut at its first colon: a label with a bounded number of values."""
+    head = _VOLATILE.sub("_", reason).split(":", 1)[0].strip()
+    return " ".join(head.split())[:60] or "unknown"
+
+
+def watch_gateway(gw: Gateway, svc: Services) -> None:
+    """Register the running gateway's metrics and readiness checks on ``svc``."""
+    metrics = svc.metrics
+    reasons: Counter[str] = Counter()
+    letters = gw.feed.subscribe(size=4096)  # drained at every scrape (bounded between them)
+
+    def received() -> dict[str, float]:
+        counters = gw.pipeline.counters
+        return {
+            k.removeprefix("received_"): v for k, v in counters.items() if k.startswith("received_")
+        }
+
+    metrics.ingest.source = received
+    metrics.dead_letters.source = lambda: reasons
+
+    async def refresh() -> None:
+        while not letters.empty():
+            activity = letters.get_nowait()
+            if activity.kind == "dead_letter":
+                label = reason_class(str(activity.data.get("reason", "")))
+                if label not in reasons and len(reasons) >= _MAX_REASONS:
+                    label = "other"
+                reasons[label] += 1
+        metrics.queue_depth.labels("dispatch_intake").set(gw.dispatcher.intake.qsize())
+        metrics.queue_depth.labels("dead_letter_publish").set(gw.dead_letters.depth)
+        if isinstance(gw.store, DurableStore):
+            stats = gw.store.stats()
+            metrics.spool_bytes.set(stats.get("spool_bytes", 0))
+            metrics.store_degraded.set(stats.get("degraded", 0))
+            metrics.queue_depth.labels("readings_batch").set(stats.get("queue_depth", 0))
+        await open_alarm_metrics(svc)
+
+    async def broker() -> tuple[str, bool, str]:
+        ok = gw.mqtt.connected.is_set()
+        return "broker", ok, "connected" if ok else "not connected (reconnecting)"
+
+    async def store() -> tuple[str, bool, str]:
+        try:
+            await svc.store.sql.fetch_one("SELECT 1")
+        except Exception as exc:
+            return "store", False, f"unreachable ({type(exc).__name__})"
+        return "store", True, "reachable"
+
+    async def spool() -> tuple[str, bool, str]:
+        if not isinstance(gw.store, DurableStore):
+            return "spool", True, "not used"
+        stats = gw.store.stats()
+        used, most = stats.get("spool_bytes", 0), stats.get("spool_max_bytes", 0)
+        full = bool(most) and used >= most * 0.9
+        state = "spooling: database away" if stats.get("degraded") else "idle"
+        return "spool", not full, f"{state}; {used} of {most} bytes"
+
+    metrics.add_refresher(refresh)
+    svc.readiness.extend([broker, store, spool])
+
+
+async def open_alarm_metrics(svc: Services) -> None:
+    """Open dispatches by priority, and the age of the oldest."""
+    now = svc.clock.now()
+    by_priority = await open_by_priority(svc.store.sql)
+    for priority in range(1, 6):
+        count = by_priority.get(priority, (0, now))[0]
+        svc.metrics.open_alarms.labels(str(priority)).set(count)
+    oldest = min((at for _, at in by_priority.values()), default=now)
+    svc.metrics.oldest_open_alarm.set(max(0.0, (now - oldest).total_seconds()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fastapi import Request
@@ -30,7 +30,7 @@ from telecare.rules.config import RulesConfig
 from telecare.rules.engine import EngineResult
 from telecare.rules.news2 import News2Result
 
-__all__ = ["LiveHub", "ObservationSink", "Readiness", "Services", "services"]
+__all__ = ["LiveHub", "LoginThrottle", "ObservationSink", "Readiness", "Services", "services"]
 
 
 class LiveHub(Protocol):
@@ -56,6 +56,32 @@ class ObservationSink(Protocol):
 Readiness = Callable[[], Awaitable[tuple[str, bool, str]]]
 
 
+class LoginThrottle:
+    """Failed logins per user name: after :attr:`limit` within :attr:`window` the name is
+    refused until the oldest of them is that old (password guessing gets ~20 an hour)."""
+
+    def __init__(self, limit: int = 5, window: timedelta = timedelta(minutes=15)) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, list[datetime]] = {}
+
+    def retry_after(self, username: str, now: datetime) -> float:
+        """Seconds until ``username`` may try again (0: now)."""
+        recent = [t for t in self._failures.get(username.lower(), []) if now - t < self.window]
+        if len(recent) < self.limit:
+            return 0.0
+        return (recent[0] + self.window - now).total_seconds()
+
+    def failed(self, username: str, now: datetime) -> None:
+        if len(self._failures) > 10_000:  # bounded: forget names with no recent failure
+            self._failures = {k: v for k, v in self._failures.items() if now - v[-1] < self.window}
+        times = self._failures.setdefault(username.lower(), [])
+        times.append(now)
+        del times[: -self.limit]
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(username.lower(), None)
+
+
 @dataclass
 class Services:
     """Everything the web face uses; one per app (``app.state.services``)."""
@@ -74,6 +100,7 @@ class Services:
     observations: ObservationSink | None = None
     #: Checks ``/readyz`` runs (the gateway adds broker, store and spool).
     readiness: list[Readiness] = field(default_factory=list)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def services(request: Request) -> Services:

@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS web_users (
                   CHECK (role IN ('operator', 'supervisor', 'installer', 'care_home')),
     site_id       text,
     password_hash text NOT NULL,
-    disabled      integer NOT NULL DEFAULT 0,
+    disabled      boolean NOT NULL DEFAULT false,
     created_at    timestamptz NOT NULL,
     CHECK (role <> 'care_home' OR site_id IS NOT NULL)
 );
