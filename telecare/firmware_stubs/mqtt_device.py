@@ -134,10 +134,12 @@ class Pendant(MqttDevice):
 class Hub(MqttDevice):
     """A home hub: forwards its child sensors' events and readings in batches."""
 
-    async def forward(self, items: list[dict[str, Any]]) -> str:
-        """``items``: ``{"device_id", "channel", ...v1 fields}`` without ``v``."""
+    async def forward(self, items: list[dict[str, Any]], *, urgent: bool = False) -> str:
+        """``items``: ``{"device_id", "channel", ...v1 fields}`` without ``v``. ``urgent``:
+        publish on the ``urgent`` channel (children's events, sent at once: the gateway's
+        alarm lane) instead of ``batch`` (telemetry)."""
         msg_id = self.next_msg_id()
-        await self.publish("batch", json_v1.encode_batch(msg_id, items))
+        await self.publish("urgent" if urgent else "batch", json_v1.encode_batch(msg_id, items))
         return msg_id
 
     def child_event(

@@ -4,9 +4,10 @@
         await gw.wait_closed()             # until stop() (SIGINT/SIGTERM in the CLI)
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
-(store -> durable store (batcher + spool) -> dispatch service -> registry watch -> orphan
-sweeper -> rule runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09
-and SCAIP receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
+(store -> durable store (batcher + spool) -> the alarm lane's store path -> dispatch
+service -> registry watch -> orphan sweeper -> rule runner -> the alarm lane's MQTT
+session -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09 and SCAIP
+receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
 in-flight messages finish and are acknowledged, and the store is closed last: everything
 accepted is flushed.
 """
@@ -24,6 +25,7 @@ from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
 from telecare.gateway.dispatching import add_store_responders, build_dispatcher
 from telecare.gateway.errors import ConfigError
+from telecare.gateway.ingest import lanes
 from telecare.gateway.ingest.dc09 import Dc09Receiver
 from telecare.gateway.ingest.deadletter import DeadLetterPublisher
 from telecare.gateway.ingest.mqtt import MqttIngest, gateway_topic
@@ -116,6 +118,8 @@ class Gateway:
         self.store: Store
         self.pipeline: Pipeline
         self.mqtt: MqttIngest
+        #: The alarm lane's MQTT session (``None`` with ``mqtt.alarm_lane = false``).
+        self.alarm_mqtt: MqttIngest | None = None
         self.dead_letters: DeadLetterPublisher
         self.serial: SerialIngest | None = None
         self.dc09: Dc09Receiver | None = None
@@ -150,10 +154,17 @@ class Gateway:
                 lambda topic, payload: self.mqtt.publish(topic, payload),
                 gateway_topic(self.config.mqtt.topic_prefix, "deadletter"),
             )
+            # The alarm lane's own store path (gateway/ingest/lanes.py): its own connection
+            # and durable store; dispatches are written through it too.
+            lane_backend, lane_store = backend, self.store
+            if self.config.mqtt.alarm_lane:
+                lane_backend, lane_store = await self._stack.enter_async_context(
+                    lanes.lane_store(self.config, backend, on_alert=self._spool_alert)
+                )
             engine = await self._rule_engine()
             dispatcher = build_dispatcher(
                 self.config,
-                backend,
+                lane_backend,
                 self.store,
                 self.clock,
                 lambda topic, payload: self.mqtt.publish(topic, payload),
@@ -193,12 +204,19 @@ class Gateway:
             )
             replies = self._tablet_replies()  # hooked before ingest starts, run after it
             self.pipeline.on_scored.append(replies.submit)
+            skip = None
+            if self.config.mqtt.alarm_lane:
+                self.alarm_mqtt = await self._stack.enter_async_context(
+                    lanes.lane_ingest(self.config.mqtt, self.pipeline.lane(lane_store), self.clock)
+                )
+                skip = lanes.skip_alarms(self.alarm_mqtt)
             self.mqtt = await self._stack.enter_async_context(
                 MqttIngest(
                     self.config.mqtt,
                     self.pipeline.handle,
                     self.clock,
                     group_handler=self.pipeline.handle_group,
+                    skip=skip,
                 )
             )
             await self._stack.enter_async_context(self.dead_letters)

@@ -31,6 +31,7 @@ from telecare.gateway.errors import ConfigError
 from telecare.gateway.store import roles
 
 __all__ = [
+    "ALARM_LANE_SUFFIX",
     "MIN_WEBHOOK_SECRET_BYTES",
     "Config",
     "Dc09Config",
@@ -119,6 +120,9 @@ def dsn_user(dsn: str) -> str | None:
 
 #: The gateway's broker user and client id in the shipped broker configuration.
 DEFAULT_CLIENT_ID = "telecare-gateway"
+#: Appended to the gateway's username and client id for the alarm lane's own MQTT session
+#: (``telecare-gateway-alarms``; see ``gateway/ingest/lanes.py`` and docs/security.md).
+ALARM_LANE_SUFFIX = "-alarms"
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,11 @@ class MqttConfig:
     max_inflight: int = 1000
     tls: bool = False
     ca_file: str = ""
+    #: Alarm-class messages (events, observation sets, status, hubs' ``urgent`` batches)
+    #: on their own MQTT session, queue and store path (``gateway/ingest/lanes.py``). The
+    #: lane logs in as ``<username>-alarms`` (client id ``<client_id>-alarms``) with the
+    #: same password; ``telecare device mosquitto-passwd --gateway-user`` writes both.
+    alarm_lane: bool = True
 
     def __post_init__(self) -> None:
         _secret(self, "password")

@@ -29,6 +29,15 @@ cancelled, the rules forget every alert it held, so the next press raises a new 
 (a fold into an alarm whose dispatch is already closed is re-run as a new alarm too, in
 case the rule state was restored from before the close).
 
+Lanes: the gateway runs a second pipeline, :meth:`Pipeline.lane`, for the alarm lane
+(``gateway/ingest/lanes.py``): the same decoder, rules, dispatcher, feed and counters
+over the alarm lane's own store path. Alarm-class messages (events, observation sets,
+status) that reach this pipeline anyway (an event inside a hub's ``batch``, a serial
+line) are handed to it (:attr:`alarm_lane`), so they are stored and dispatched at once,
+never behind a write of telemetry. A group of telemetry yields to the event loop every
+couple of milliseconds (``_YIELD_S``), so the alarm lane's work never waits long for a
+group's decoding.
+
 Storms: the time-driven rules run in chunks of ``tick_chunk`` alerts, most urgent first,
 yielding to the event loop between chunks, so a regional outage (100,000 devices
 falling silent) never holds up ingest or the other rules.
@@ -37,7 +46,9 @@ falling silent) never holds up ingest or the other rules.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +85,8 @@ from telecare.rules.plausibility import check_plausible
 __all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
 
 _CLOSED = frozenset({DispatchState.RESOLVED, DispatchState.CANCELLED})
+#: A group of telemetry yields to the event loop after this much work (seconds).
+_YIELD_S = 0.002
 
 log = get_logger("telecare.pipeline")
 
@@ -152,6 +165,18 @@ class Pipeline:
         #: stored and scored: the tablet's MQTT reply (``gateway.tablet_reply``). Must
         #: not block.
         self.on_scored: list[Callable[[ObservationSet, News2Result, EngineResult], None]] = []
+        #: Where alarm-class messages go (:meth:`lane`); ``None``: handled here.
+        self.alarm_lane: Pipeline | None = None
+
+    def lane(self, store: Store) -> Pipeline:
+        """A pipeline for another lane: the same decoder, rules, dispatcher, feed,
+        counters and dead-letter allowance, writing through ``store`` (its own store
+        path). Alarm-class messages this pipeline meets are handed to it from now on."""
+        sibling = copy.copy(self)
+        sibling.store = store
+        sibling.alarm_lane = None
+        self.alarm_lane = sibling
+        return sibling
 
     # -- entry point -----------------------------------------------------------------
     async def handle(self, env: Envelope) -> None:
@@ -174,11 +199,16 @@ class Pipeline:
         readings are handled on their own so that only the poison one is dead-lettered."""
         readings: list[Reading] = []
         spans: list[tuple[Envelope, int, int]] = []
+        clock = time.perf_counter
+        since = clock()
         for env in envs:
             start = len(readings)
             await self._handle(env, readings)
             if len(readings) > start:
                 spans.append((env, start, len(readings)))
+            if clock() - since > _YIELD_S:  # let the alarm lane in
+                await asyncio.sleep(0)
+                since = clock()
         if not readings:
             return
         seen_at = max(e.received_at for e in envs)
@@ -286,8 +316,9 @@ class Pipeline:
             await self.poison(env, "process", exc)
 
     async def _message(self, env: Envelope, message: json_v1.Message) -> None:
+        lane = self.alarm_lane or self  # alarm-class messages: the alarm lane's store path
         if isinstance(message, AlarmEvent):
-            await self.handle_event(message, received_at=env.received_at)
+            await lane.handle_event(message, received_at=env.received_at)
         elif isinstance(message, json_v1.Heartbeat):
             await self._check_clock(message.device_id, message.ts, env.received_at)
             await self.store.set_device_status(
@@ -295,9 +326,9 @@ class Pipeline:
             )
             self.counters["heartbeats"] += 1
         elif isinstance(message, json_v1.Status):
-            await self._status(message)
+            await lane._status(message)
         elif isinstance(message, ObservationSet):
-            await self.handle_observation(
+            await lane.handle_observation(
                 message, received_at=env.received_at, on_scored=self._scored
             )
         else:
@@ -344,7 +375,12 @@ class Pipeline:
         self.counters["readings_duplicate"] += len(readings) - stored
         registry = self.decoder.registry
         on_reading = self.engine.on_reading
-        for reading in readings:
+        clock = time.perf_counter
+        since = clock()
+        for n, reading in enumerate(readings):
+            if not n & 255 and clock() - since > _YIELD_S:  # let the alarm lane in
+                await asyncio.sleep(0)
+                since = clock()
             rid = reading.resident_id
             if rid is None:
                 resident = None

@@ -67,7 +67,18 @@ MAX_DEPTH: Final = 8
 #: Longest number literal accepted (characters). ``1`` followed by 400 zeros is a valid
 #: JSON integer that no float can hold; 24 characters hold every double in exponent form.
 MAX_NUMBER_CHARS: Final = 24
-CHANNELS: Final = ("event", "reading", "batch", "heartbeat", "status", "ble", "observation")
+#: ``urgent`` is a hub's ``batch`` of its children's events, sent at once: the gateway
+#: takes it in its alarm lane, apart from telemetry (docs/protocol.md).
+CHANNELS: Final = (
+    "event",
+    "reading",
+    "batch",
+    "heartbeat",
+    "status",
+    "ble",
+    "observation",
+    "urgent",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +196,7 @@ def _decode_body(
             return [Heartbeat(device_id, _msg_id(doc), _ts(doc), battery)]
         if channel == "ble":
             return [_decode_ble(device_id, doc)]
-        if channel == "batch":
+        if channel in ("batch", "urgent"):
             return _decode_batch(device_id, doc, site_id, resident_id)
         if channel == "observation":
             return [_decode_observation(device_id, doc, site_id, resident_id)]

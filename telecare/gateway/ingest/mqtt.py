@@ -33,9 +33,16 @@ Gateway presence
     retained. Devices' own online/offline (their last will and retained status) arrives on
     ``<prefix>/<site>/<device>/status`` and is stored by the pipeline like any message.
 
+Lanes
+    The gateway runs two of these (``gateway/ingest/lanes.py``): the telemetry session
+    above, and the alarm lane's own session (its own client id, ``subscriptions`` to the
+    alarm channels only, no presence topic). ``skip`` names topics the telemetry
+    session acknowledges without processing, because the alarm lane handles its own
+    copy (counted in ``skipped``).
+
 Resource handling
     :class:`MqttIngest` is an async context manager owning one named task,
-    ``mqtt-ingest``, which connects, subscribes and receives until the context exits
+    ``mqtt-ingest`` (or ``name``), which connects, subscribes and receives until the context exits
     (then it is cancelled and awaited; messages being processed are cancelled and stay
     unacknowledged, so the broker redelivers them).
 
@@ -175,8 +182,19 @@ class MqttIngest:
         *,
         backoff: Backoff | None = None,
         group_handler: GroupHandler | None = None,
+        subscriptions: Sequence[str] | None = None,
+        presence: bool = True,
+        skip: Callable[[str], bool] | None = None,
+        name: str = "mqtt-ingest",
     ) -> None:
         self.config = config
+        #: Topic filters (QoS 1); default: every device topic, ``<prefix>/+/+/+``.
+        self.subscriptions = tuple(subscriptions or (f"{config.topic_prefix}/+/+/+",))
+        #: Publish the gateway's online status and last will (one session does).
+        self.presence = presence
+        #: Topics acknowledged without processing (another lane handles them).
+        self.skip = skip
+        self.name = name
         self.handler = handler
         #: Handles messages of the unordered channels together (see "Ordering" above);
         #: without it each message goes to ``handler`` on its own.
@@ -189,20 +207,23 @@ class MqttIngest:
         #: Messages acknowledged to the broker / left unacknowledged after a failure.
         self.acked = 0
         self.not_stored = 0
+        self.skipped = 0
+        #: Set once the broker has granted the subscriptions (it then holds the session).
+        self.subscribed = False
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._order = _TopicOrder()
 
     @property
     def subscription(self) -> str:
-        return f"{self.config.topic_prefix}/+/+/+"
+        return ", ".join(self.subscriptions)
 
     @property
     def status_topic(self) -> str:
         return gateway_topic(self.config.topic_prefix, "status")
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="mqtt-ingest")
+        self._task = asyncio.create_task(self._run(), name=self.name)
         return self
 
     async def __aexit__(
@@ -245,7 +266,9 @@ class MqttIngest:
             keepalive=c.keepalive,
             max_inflight_messages=c.max_inflight,
             tls_context=tls_context,
-            will=aiomqtt.Will(self.status_topic, _status_payload(False), qos=1, retain=True),
+            will=aiomqtt.Will(self.status_topic, _status_payload(False), qos=1, retain=True)
+            if self.presence
+            else None,
         )
         enable_manual_ack(client)
         return client
@@ -257,14 +280,16 @@ class MqttIngest:
                 async with self._make_client() as client:
                     self._client = client
                     await self._subscribe(client)
-                    await client.publish(
-                        self.status_topic, _status_payload(True), qos=1, retain=True
-                    )
+                    if self.presence:
+                        await client.publish(
+                            self.status_topic, _status_payload(True), qos=1, retain=True
+                        )
                     self.backoff.reset()
                     self.connections += 1
                     self.connected.set()
                     log.info(
                         "mqtt_connected",
+                        session=self.name,
                         host=self.config.host,
                         port=self.config.port,
                         subscription=self.subscription,
@@ -275,17 +300,20 @@ class MqttIngest:
                 self.connected.clear()
                 self._client = None
                 delay = self.backoff.next_delay()
-                log.warning("mqtt_disconnected", error=str(exc), retry_in=round(delay, 2))
+                log.warning(
+                    "mqtt_disconnected", session=self.name, error=str(exc), retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        granted = await client.subscribe(self.subscription, qos=1, timeout=10)
+        granted = await client.subscribe([(t, 1) for t in self.subscriptions], timeout=10)
         if _refused(granted):
             raise SubscriptionRefused(
                 f"broker refused the subscription to {self.subscription!r} "
                 f"(granted {list(granted)!r}); check the ACL for user "
                 f"{self.config.username or '(anonymous)'!r}"
             )
+        self.subscribed = True
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Receive until the connection drops or a message fails to be stored.
@@ -304,6 +332,7 @@ class MqttIngest:
         # One per connection: slots of tasks cancelled on the way out die with it.
         inflight = asyncio.Semaphore(self.config.max_inflight)
         grouping = self.group_handler is not None
+        skip = self.skip
 
         def start(coro: Coroutine[Any, Any, None]) -> None:
             task = asyncio.create_task(coro)
@@ -316,6 +345,10 @@ class MqttIngest:
                 while arrived:
                     group: list[aiomqtt.Message] = []
                     for message in arrived:
+                        if skip is not None and skip(message.topic.value):
+                            manual_ack(client, message)  # the alarm lane has its own copy
+                            self.skipped += 1
+                            continue
                         if group and inflight.locked():  # start it before waiting for room
                             start(self._process_group(client, group, inflight, failures, failed))
                             group = []
