@@ -43,6 +43,7 @@ from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.sweeper import OrphanSweeper
 from telecare.gateway.tablet_reply import TabletReplies
 from telecare.gateway.timebounds import TimeBounds
+from telecare.gateway.turns import Turns
 from telecare.gateway.web.app import WebServer, serve
 from telecare.gateway.web.console import running_console
 from telecare.gateway.web.console_service import ConsoleService
@@ -210,6 +211,7 @@ class Gateway:
                     lanes.lane_ingest(self.config.mqtt, self.pipeline.lane(lane_store), self.clock)
                 )
                 skip = lanes.skip_alarms(self.alarm_mqtt)
+                self.pipeline.turns = Turns()  # telemetry: one step per loop iteration
             self.mqtt = await self._stack.enter_async_context(
                 MqttIngest(
                     self.config.mqtt,

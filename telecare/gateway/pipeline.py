@@ -34,9 +34,10 @@ Lanes: the gateway runs a second pipeline, :meth:`Pipeline.lane`, for the alarm 
 over the alarm lane's own store path. Alarm-class messages (events, observation sets,
 status) that reach this pipeline anyway (an event inside a hub's ``batch``, a serial
 line) are handed to it (:attr:`alarm_lane`), so they are stored and dispatched at once,
-never behind a write of telemetry. A group of telemetry yields to the event loop every
-couple of milliseconds (``_YIELD_S``), so the alarm lane's work never waits long for a
-group's decoding.
+never behind a write of telemetry. With :attr:`turns` set (the telemetry pipeline), each
+message, group and rules pass takes a turn (``gateway/turns.py``: one telemetry step per
+event-loop iteration) and a long group yields every couple of milliseconds
+(``_YIELD_S``), so the alarm lane's steps never wait behind a thousand telemetry steps.
 
 Storms: the time-driven rules run in chunks of ``tick_chunk`` alerts, most urgent first,
 yielding to the event loop between chunks, so a regional outage (100,000 devices
@@ -76,6 +77,7 @@ from telecare.gateway.logging import get_logger
 from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record, Store
 from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
+from telecare.gateway.turns import Turns
 from telecare.rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
 from telecare.rules.clock import Clock
 from telecare.rules.engine import EngineResult, RuleEngine
@@ -167,6 +169,8 @@ class Pipeline:
         self.on_scored: list[Callable[[ObservationSet, News2Result, EngineResult], None]] = []
         #: Where alarm-class messages go (:meth:`lane`); ``None``: handled here.
         self.alarm_lane: Pipeline | None = None
+        #: Telemetry pacing (see the module docstring); ``None``: no pacing.
+        self.turns: Turns | None = None
 
     def lane(self, store: Store) -> Pipeline:
         """A pipeline for another lane: the same decoder, rules, dispatcher, feed,
@@ -175,6 +179,7 @@ class Pipeline:
         sibling = copy.copy(self)
         sibling.store = store
         sibling.alarm_lane = None
+        sibling.turns = None
         self.alarm_lane = sibling
         return sibling
 
@@ -183,6 +188,7 @@ class Pipeline:
         """Decode and process one envelope; return once its content is durable (or it is
         dead-lettered). Raises only when storage is unavailable (do not acknowledge)."""
         readings: list[Reading] = []
+        await self._pause()
         await self._handle(env, readings)
         if readings:
             await self.guarded(
@@ -200,6 +206,7 @@ class Pipeline:
         readings: list[Reading] = []
         spans: list[tuple[Envelope, int, int]] = []
         clock = time.perf_counter
+        await self._pause()
         since = clock()
         for env in envs:
             start = len(readings)
@@ -207,7 +214,7 @@ class Pipeline:
             if len(readings) > start:
                 spans.append((env, start, len(readings)))
             if clock() - since > _YIELD_S:  # let the alarm lane in
-                await asyncio.sleep(0)
+                await self._pause(always=True)
                 since = clock()
         if not readings:
             return
@@ -229,6 +236,13 @@ class Pipeline:
                     "process",
                     partial(self.handle_readings, readings[start:end], seen_at=env.received_at),
                 )
+
+    async def _pause(self, *, always: bool = False) -> None:
+        """Take a telemetry turn (with :attr:`turns`); else yield if ``always``."""
+        if self.turns is not None:
+            await self.turns.take()
+        elif always:
+            await asyncio.sleep(0)
 
     async def guarded(
         self,
@@ -376,10 +390,11 @@ class Pipeline:
         registry = self.decoder.registry
         on_reading = self.engine.on_reading
         clock = time.perf_counter
+        await self._pause()
         since = clock()
         for n, reading in enumerate(readings):
             if not n & 255 and clock() - since > _YIELD_S:  # let the alarm lane in
-                await asyncio.sleep(0)
+                await self._pause(always=True)
                 since = clock()
             rid = reading.resident_id
             if rid is None:
