@@ -10,7 +10,7 @@ from telecare.gateway.turns import Turns
 
 
 async def test_one_turn_per_iteration_in_arrival_order_while_other_work_goes_on() -> None:
-    turns = Turns()
+    turns = Turns(per_iteration=1)
     ticks = 0
     order: list[tuple[str, int]] = []
 
@@ -36,8 +36,34 @@ async def test_one_turn_per_iteration_in_arrival_order_while_other_work_goes_on(
     assert (turns.taken, turns.waited, turns.waiting) == (5, 4, 0)
 
 
+async def test_at_most_per_iteration_steps_start_in_one_iteration() -> None:
+    turns = Turns(per_iteration=3)
+    ticks = 0
+    started: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    async def telemetry() -> None:
+        await turns.take()
+        started.append(ticks)
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        await asyncio.gather(*(telemetry() for _ in range(20)))
+    finally:
+        tick_task.cancel()
+        await asyncio.gather(tick_task, return_exceptions=True)
+    per_tick = [started.count(t) for t in set(started)]
+    assert max(per_tick) <= 3
+    assert len(started) == 20
+
+
 async def test_a_cancelled_waiter_is_skipped() -> None:
-    turns = Turns()
+    turns = Turns(per_iteration=1)
     first = asyncio.create_task(turns.take())
     cancelled = asyncio.create_task(turns.take())
     after = asyncio.create_task(turns.take())
