@@ -30,6 +30,11 @@ from telecare.devices.codecs import json_v1
 __all__ = ["main"]
 
 
+def _client(port: int, inflight: int) -> aiomqtt.Client:
+    # A long timeout: on a loaded machine the broker may take seconds to acknowledge.
+    return aiomqtt.Client("127.0.0.1", port, max_inflight_messages=inflight, timeout=120)
+
+
 def _stop_on_sigterm() -> asyncio.Event:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -39,7 +44,7 @@ def _stop_on_sigterm() -> asyncio.Event:
 async def alarms(args: argparse.Namespace) -> None:
     lines: list[str] = []
     stop = _stop_on_sigterm()
-    async with aiomqtt.Client("127.0.0.1", args.port, max_inflight_messages=100) as client:
+    async with _client(args.port, 100) as client:
         start = time.monotonic()
         for n in range(args.count):
             if stop.is_set():
@@ -75,7 +80,7 @@ async def readings(args: argparse.Namespace) -> None:
     per_s = args.rate / args.batch  # messages a second
     sent = 0
     stop = _stop_on_sigterm()
-    async with aiomqtt.Client("127.0.0.1", args.port, max_inflight_messages=1000) as client:
+    async with _client(args.port, 1000) as client:
         start = time.monotonic()
         while True:
             elapsed = time.monotonic() - start
@@ -96,7 +101,7 @@ async def readings(args: argparse.Namespace) -> None:
 
 async def enqueue(args: argparse.Namespace) -> None:
     n = -(-args.readings // args.batch)
-    async with aiomqtt.Client("127.0.0.1", args.port, max_inflight_messages=1000) as client:
+    async with _client(args.port, 1000) as client:
         start = time.monotonic()
         for first in range(0, n, 500):
             chunk = [

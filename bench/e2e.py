@@ -45,6 +45,7 @@ from telecare.gateway.app import Gateway, open_store
 from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig
 from telecare.gateway.logging import configure_logging
 from telecare.gateway.store.base import Store
+from telecare.gateway.store.durable import DurableStore
 from telecare.rules.alarms import alarm_id_for
 
 __all__ = ["main"]
@@ -177,6 +178,13 @@ async def presses(
     """The press process (not niced: its publish stamps must not wait for the CPU)."""
     extra = ["--first", str(first), "--count", str(count), "--interval", str(interval)]
     return await _spawn(_load_cmd("alarms", port, prefix, *extra))
+
+
+async def _drained(gw: Gateway) -> None:
+    """Until nothing waits in a spool (a write that timed out under load was spooled)."""
+    for store in (gw.store, gw.alarm_store):
+        if isinstance(store, DurableStore):
+            await store.wait_drained()
 
 
 async def _wait_connected(gw: Gateway) -> None:
@@ -322,6 +330,7 @@ async def run(args: argparse.Namespace) -> bool:
                 load, stored = await scenario_load(gw, clock, port, prefix, tmp, args)
                 results.append(load)
                 published += stored
+                await _drained(gw)
             messages, readings = await enqueue_backlog(port, prefix, args)
             published += readings
             async with Gateway(config) as gw:
@@ -330,6 +339,7 @@ async def run(args: argparse.Namespace) -> bool:
                 results.append(
                     await scenario_backlog(gw, clock, port, prefix, tmp, args, messages, readings)
                 )
+                await _drained(gw)
             async with open_store(config) as store:
                 counted = await store.count("readings")
         finally:

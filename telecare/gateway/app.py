@@ -119,8 +119,10 @@ class Gateway:
         self.store: Store
         self.pipeline: Pipeline
         self.mqtt: MqttIngest
-        #: The alarm lane's MQTT session (``None`` with ``mqtt.alarm_lane = false``).
+        #: The alarm lane's MQTT session and store path (``None`` / ``store`` with
+        #: ``mqtt.alarm_lane = false``).
         self.alarm_mqtt: MqttIngest | None = None
+        self.alarm_store: Store
         self.dead_letters: DeadLetterPublisher
         self.serial: SerialIngest | None = None
         self.dc09: Dc09Receiver | None = None
@@ -157,9 +159,9 @@ class Gateway:
             )
             # The alarm lane's own store path (gateway/ingest/lanes.py): its own connection
             # and durable store; dispatches are written through it too.
-            lane_backend, lane_store = backend, self.store
+            lane_backend, self.alarm_store = backend, self.store
             if self.config.mqtt.alarm_lane:
-                lane_backend, lane_store = await self._stack.enter_async_context(
+                lane_backend, self.alarm_store = await self._stack.enter_async_context(
                     lanes.lane_store(self.config, backend, on_alert=self._spool_alert)
                 )
             engine = await self._rule_engine()
@@ -208,7 +210,9 @@ class Gateway:
             skip = None
             if self.config.mqtt.alarm_lane:
                 self.alarm_mqtt = await self._stack.enter_async_context(
-                    lanes.lane_ingest(self.config.mqtt, self.pipeline.lane(lane_store), self.clock)
+                    lanes.lane_ingest(
+                        self.config.mqtt, self.pipeline.lane(self.alarm_store), self.clock
+                    )
                 )
                 skip = lanes.skip_alarms(self.alarm_mqtt)
                 self.pipeline.turns = Turns()  # telemetry: one step per loop iteration
