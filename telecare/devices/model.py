@@ -88,7 +88,15 @@ ID_PATTERN: Final = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
 #: compared case-insensitively. (The configured gateway username and the responder-app
 #: ids are checked by the provisioning CLI, which knows them.)
 RESERVED_IDS: Final = frozenset(
-    {"_gateway", "gateway", "telecare-gateway", "status", "deadletter", "responders"}
+    {
+        "_gateway",
+        "gateway",
+        "telecare-gateway",
+        "telecare-gateway-alarms",  # the gateway's alarm lane (gateway/ingest/lanes.py)
+        "status",
+        "deadletter",
+        "responders",
+    }
 )
 
 

@@ -160,7 +160,7 @@ class Gateway:
             # The alarm lane's own store path (gateway/ingest/lanes.py): its own connection
             # and durable store; dispatches are written through it too.
             lane_backend, self.alarm_store = backend, self.store
-            if self.config.mqtt.alarm_lane:
+            if lanes.lane_enabled(self.config.mqtt):
                 lane_backend, self.alarm_store = await self._stack.enter_async_context(
                     lanes.lane_store(self.config, backend, on_alert=self._spool_alert)
                 )
@@ -208,13 +208,14 @@ class Gateway:
             replies = self._tablet_replies()  # hooked before ingest starts, run after it
             self.pipeline.on_scored.append(replies.submit)
             skip = None
-            if self.config.mqtt.alarm_lane:
+            if lanes.lane_enabled(self.config.mqtt):
                 self.alarm_mqtt = await self._stack.enter_async_context(
                     lanes.lane_ingest(
                         self.config.mqtt, self.pipeline.lane(self.alarm_store), self.clock
                     )
                 )
                 skip = lanes.skip_alarms(self.alarm_mqtt)
+                await self._lane_subscribed(self.alarm_mqtt)
                 self.pipeline.turns = Turns()  # telemetry: one step per loop iteration
             self.mqtt = await self._stack.enter_async_context(
                 MqttIngest(
@@ -279,6 +280,15 @@ class Gateway:
         log.info("gateway_stopping", counters=dict(self.pipeline.counters))
         await self._stack.__aexit__(exc_type, exc, tb)
         log.info("gateway_stopped")
+
+    @staticmethod
+    async def _lane_subscribed(lane: MqttIngest) -> None:
+        """Give the alarm lane a moment to subscribe before telemetry connects (until
+        then the telemetry session handles alarms too: nothing is lost, only slower)."""
+        try:
+            await asyncio.wait_for(lane.connected.wait(), lanes.LANE_START_S)
+        except TimeoutError:
+            log.warning("alarm_lane_not_subscribed", waited_s=lanes.LANE_START_S)
 
     def _dispatch_activity(self, d: Dispatch, actor: str, reason: str) -> None:
         if d.state is DispatchState.RAISED:

@@ -27,10 +27,12 @@ from telecare.devices.model import (
 )
 from telecare.firmware_stubs.mqtt_device import Hub, Pendant
 from telecare.gateway.app import Gateway
+from telecare.gateway.auth import hash_secret, write_password_file
 from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig
 from telecare.gateway.ingest.lanes import alarm_subscriptions, is_alarm_topic, lane_mqtt_config
 from telecare.rules.alarms import alarm_id_for
 from tests.helpers import eventually
+from tests.ingest.test_provision import shipped_broker
 from tests.services import MqttServer
 
 READING_MESSAGES = 60
@@ -189,3 +191,53 @@ def test_the_lane_identity_subscriptions_and_topics() -> None:
     assert is_alarm_topic("telecare/v1/s1/hub1/urgent")
     assert not is_alarm_topic("telecare/v1/s1/hub1/batch")
     assert not is_alarm_topic("telecare/v1/s1/oxi1/reading")
+
+
+async def test_the_shipped_broker_gives_the_lane_its_own_user_and_only_alarm_topics(
+    broker_dir: Path, tmp_path: Path
+) -> None:
+    """With deploy/mosquitto's configuration and ACL: the lane logs in as
+    ``telecare-gateway-alarms`` (same password), is granted the alarm channels, and a
+    device's press reaches a dispatch; the lane's user may not read telemetry."""
+    prefix = f"lane-{uuid.uuid4().hex[:8]}/telecare/v1"
+    gw_password = "gw-" + uuid.uuid4().hex
+    pwfile = broker_dir / "telecare.passwd"
+    users = {"telecare-gateway": gw_password, "telecare-gateway-alarms": gw_password}
+    users["pend1"] = "pend1-" + uuid.uuid4().hex
+    write_password_file(pwfile, [(u, hash_secret(p)) for u, p in users.items()])
+    with shipped_broker(broker_dir, prefix, pwfile) as port:
+        config = Config(
+            mqtt=MqttConfig(
+                port=port, username="telecare-gateway", password=gw_password, topic_prefix=prefix
+            ),
+            store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "gw.sqlite3")),
+            rules=RulesSection(state_file=str(tmp_path / "rules.json"), tick_s=3600),
+        )
+        async with Gateway(config) as gw:
+            await gw.store.upsert_site(Site("s1", SiteKind.HOME))
+            await gw.store.upsert_resident(Resident("r1", "s1"))
+            await gw.store.upsert_device(Device("pend1", "s1", DeviceKind.PENDANT, "r1"))
+            lane = gw.alarm_mqtt
+            assert lane is not None
+            await eventually(lambda: _true(lane.subscribed and gw.mqtt.connected.is_set()))
+            assert lane.config.username == lane.config.client_id == "telecare-gateway-alarms"
+            pendant = Pendant("s1", "pend1", port=port, prefix=prefix, password=users["pend1"])
+            async with pendant:
+                msg_id = await pendant.press()
+            state = await eventually(lambda: _dispatch_state(gw, alarm_id_for("pend1", msg_id)))
+            assert state is DispatchState.RAISED
+            assert lane.acked >= 1
+        # The lane's user reads the alarm channels only: a reading published before a
+        # press never reaches it (one publisher: the broker keeps its order).
+        spy = aiomqtt.Client(
+            "127.0.0.1", port, username="telecare-gateway-alarms", password=gw_password
+        )
+        async with spy, pendant:
+            await spy.subscribe([(f"{prefix}/+/+/reading", 1), (f"{prefix}/+/+/event", 1)])
+            now = datetime.now(UTC)
+            await pendant.publish(
+                "reading", json_v1.encode_readings("r1", now, [("pulse", 70, "/min")])
+            )
+            await pendant.press()
+            first = await anext(aiter(spy.messages))
+        assert first.topic.value.endswith("/pend1/event")

@@ -167,7 +167,8 @@ def test_provisioned_credentials_and_acl_on_the_real_broker(tmp_path: Path) -> N
         gw_password = re.search(r"password: (\S+)", out.split("gateway user")[1])
         assert gw_password is not None
         entries = read_password_file(pwfile)
-        assert set(entries) == {"pend1", "pend2", "telecare-gateway"}
+        # The gateway's alarm lane logs in as <user>-alarms with the same password.
+        assert set(entries) == {"pend1", "pend2", "telecare-gateway", "telecare-gateway-alarms"}
         assert verify_secret(pend1, entries["pend1"])
 
         prefix = "acltest/telecare/v1"
@@ -177,6 +178,8 @@ def test_provisioned_credentials_and_acl_on_the_real_broker(tmp_path: Path) -> N
             assert not asyncio.run(_connects(port, "pend2", pend2_old))  # rotated away
             assert asyncio.run(_connects(port, "pend2", pend2))
             assert not asyncio.run(_connects(port, "ghost", pend1))
+            lane = ("telecare-gateway-alarms", gw_password.group(1))
+            assert asyncio.run(_connects(port, *lane))
             received = asyncio.run(_acl_check(port, prefix, gw_password.group(1), pend1))
         assert received == [f"{prefix}/s1/pend1/event"]
     finally:

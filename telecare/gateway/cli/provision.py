@@ -75,7 +75,7 @@ from telecare.gateway.cli.common import (
     with_store,
 )
 from telecare.gateway.cli.groups import app, device_app, resident_app, responder_app, site_app
-from telecare.gateway.config import DEFAULT_CLIENT_ID, Config
+from telecare.gateway.config import ALARM_LANE_SUFFIX, DEFAULT_CLIENT_ID, Config
 from telecare.gateway.decode import FORWARDERS
 from telecare.gateway.store.base import ClinicalChange, ClinicalRecord, Store
 from telecare.rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
@@ -360,8 +360,9 @@ def responder_add(
     async def save(store: Store) -> None:
         if await store.get_device(responder_id) is not None:
             raise _fail(f"{responder_id!r} is a device id; a responder needs another id")
-        if responder_id == (cfg.mqtt.username or DEFAULT_CLIENT_ID):
-            raise _fail(f"{responder_id!r} is the gateway's MQTT user; choose another id")
+        gateway_user = cfg.mqtt.username or DEFAULT_CLIENT_ID
+        if responder_id in (gateway_user, gateway_user + ALARM_LANE_SUFFIX):
+            raise _fail(f"{responder_id!r} is a gateway MQTT user; choose another id")
         await store.upsert_responder(responder)
 
     _with_store(cfg, save)
@@ -610,10 +611,15 @@ def device_mosquitto_passwd(
         return await store.device_credentials(), await _broker_identities(cfg, store)
 
     credentials, identities = _with_store(cfg, load)
+    gateway_users: tuple[str, ...] = ()
     if gateway_user is not None:
+        # The alarm lane's session logs in as <user>-alarms with the same password.
+        gateway_users = (gateway_user, gateway_user + ALARM_LANE_SUFFIX)
         identities[gateway_user] = "the gateway's MQTT user"
-        if any(device_id == gateway_user for device_id, _ in credentials):
-            raise _fail(f"--gateway-user {gateway_user!r} is a device id; choose another name")
+        identities[gateway_users[1]] = "the gateway's alarm-lane MQTT user"
+        taken = [u for u in gateway_users if any(d == u for d, _ in credentials)]
+        if taken:
+            raise _fail(f"--gateway-user {taken[0]!r} is a device id; choose another name")
     devices: dict[str, str] = {}
     refused: list[str] = []
     for device_id, hashed in credentials:
@@ -625,9 +631,10 @@ def device_mosquitto_passwd(
     entries = {u: h for u, h in read_password_file(file).items() if u not in devices}
     entries.update(devices)
     secret = None
-    if gateway_user is not None:
+    if gateway_users:
         secret = new_secret()
-        entries[gateway_user] = hash_secret(secret)
+        for user in gateway_users:
+            entries[user] = hash_secret(secret)
     n = write_password_file(file, entries.items(), group=gid)
     console.print(f"wrote {n} entries ({len(devices)} devices) to {file}")
     if not _broker_can_read(file):
@@ -637,7 +644,8 @@ def device_mosquitto_passwd(
         )
     if gateway_user is not None and secret is not None:
         console.print(
-            f"gateway user [bold]{gateway_user}[/bold] password: [bold]{secret}[/bold]"
+            f"gateway user [bold]{gateway_user}[/bold] (and its alarm lane's"
+            f" [bold]{gateway_user}{ALARM_LANE_SUFFIX}[/bold]) password: [bold]{secret}[/bold]"
             " (shown once; set TELECARE_MQTT__PASSWORD; mqtt.username must be the same name)"
         )
     if refused:
@@ -680,7 +688,11 @@ def _broker_can_read(file: Path) -> bool:
 async def _broker_identities(cfg: Config, store: Store) -> dict[str, str]:
     """Broker user names that belong to something other than a device: the gateway's
     user, responders and responder apps (their MQTT username is the app id)."""
-    found = {cfg.mqtt.username or DEFAULT_CLIENT_ID: "the gateway's MQTT user"}
+    user = cfg.mqtt.username or DEFAULT_CLIENT_ID
+    found = {
+        user: "the gateway's MQTT user",
+        user + ALARM_LANE_SUFFIX: "the gateway's alarm-lane MQTT user",
+    }
     for responder in await store.list_responders():
         found[responder.responder_id] = "a responder"
     found.update(await asyncio.to_thread(_dispatch_file_identities, cfg))

@@ -37,7 +37,15 @@ still dead-lettered). Once the lane's persistent session has been granted its
 subscriptions (the broker then queues alarms for it even while it is away), the
 telemetry session acknowledges alarm-class messages without processing them
 (:func:`skip_alarms`); until then, for example while the broker refuses the lane's user,
-it processes them itself, so an alarm is never dropped for a missing ACL line.
+it processes them itself, so an alarm is never dropped for a missing ACL line. The
+gateway starts the lane first and gives it :data:`LANE_START_S` to subscribe before the
+telemetry session connects. The lane needs persistent sessions (``clean_session =
+false``, the default): with clean sessions it is not started (:func:`lane_enabled`).
+
+Known gap: alarm-class messages queued for the telemetry session *before the lane's
+session first existed* (the first start after upgrading, with a backlog) and taken after
+the lane subscribed are acknowledged unprocessed. Upgrade with the gateway's queue
+drained (docs/architecture.md, "The alarm lane").
 
 Resource handling
     :func:`lane_store` is an async context manager (the lane's connection and durable
@@ -66,8 +74,10 @@ from telecare.rules.clock import Clock
 __all__ = [
     "ALARM_CHANNELS",
     "LANE_POOL_SIZE",
+    "LANE_START_S",
     "alarm_subscriptions",
     "is_alarm_topic",
+    "lane_enabled",
     "lane_ingest",
     "lane_mqtt_config",
     "lane_store",
@@ -79,8 +89,15 @@ ALARM_CHANNELS: Final = frozenset({"event", "observation", "status", "urgent"})
 #: PostgreSQL connections of the lane's own pool: an alarm's event, alert and dispatch
 #: writes, plus the sweeper's and dispatch timers' reads.
 LANE_POOL_SIZE: Final = 3
+#: Seconds the gateway waits for the lane to subscribe before starting telemetry.
+LANE_START_S: Final = 5.0
 
 Backend = PostgresStore | SqliteStore
+
+
+def lane_enabled(mqtt: MqttConfig) -> bool:
+    """Whether the gateway runs the alarm lane: configured, on persistent sessions."""
+    return mqtt.alarm_lane and not mqtt.clean_session
 
 
 def lane_mqtt_config(mqtt: MqttConfig) -> MqttConfig:
@@ -105,14 +122,11 @@ def is_alarm_topic(topic: str) -> bool:
 
 
 def skip_alarms(lane: MqttIngest) -> Callable[[str], bool]:
-    """The telemetry session's ``skip``: alarm-class topics once ``lane``'s session holds
-    its subscriptions (persistent: the broker queues for it while it is away; a clean
-    session only while it is connected)."""
-    persistent = not lane.config.clean_session
+    """The telemetry session's ``skip``: alarm-class topics once ``lane``'s persistent
+    session holds its subscriptions (the broker queues for it while it is away)."""
 
     def skip(topic: str) -> bool:
-        owned = lane.subscribed if persistent else lane.connected.is_set()
-        return owned and is_alarm_topic(topic)
+        return lane.subscribed and is_alarm_topic(topic)
 
     return skip
 
