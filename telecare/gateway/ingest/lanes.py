@@ -86,9 +86,9 @@ __all__ = [
 
 #: Channels whose messages travel in the alarm lane (see the module docstring).
 ALARM_CHANNELS: Final = frozenset({"event", "observation", "status", "urgent"})
-#: PostgreSQL connections of the lane's own pool: an alarm's event, alert and dispatch
-#: writes, plus the sweeper's and dispatch timers' reads.
-LANE_POOL_SIZE: Final = 3
+#: PostgreSQL connections of the lane's own pool: each alarm holds one at a time (event,
+#: alert, dispatch), several alarms at once (a storm) several; plus the dispatch timers.
+LANE_POOL_SIZE: Final = 6
 #: Seconds the gateway waits for the lane to subscribe before starting telemetry.
 LANE_START_S: Final = 5.0
 
