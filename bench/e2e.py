@@ -372,7 +372,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--load-seconds", type=float, default=20.0, help="duration of (b)")
     parser.add_argument("--batch", type=int, default=20, help="readings per hub batch")
     parser.add_argument("--hubs", type=int, default=500, help="hubs (2 oximeters each)")
-    parser.add_argument("--interval", type=float, default=0.05, help="seconds between presses")
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between presses")
     parser.add_argument("--idle", type=int, default=200, help="presses in (a)")
     parser.add_argument("--pendants", type=int, default=2000, help="most presses in (c)")
     parser.add_argument("--nice", type=int, default=10, help="niceness of load generators")
