@@ -362,7 +362,7 @@ def responder_add(
             raise _fail(f"{responder_id!r} is a device id; a responder needs another id")
         gateway_user = cfg.mqtt.username or DEFAULT_CLIENT_ID
         if responder_id in (gateway_user, gateway_user + ALARM_LANE_SUFFIX):
-            raise _fail(f"{responder_id!r} is a gateway MQTT user; choose another id")
+            raise _fail(f"{responder_id!r} is the gateway's MQTT user; choose another id")
         await store.upsert_responder(responder)
 
     _with_store(cfg, save)
@@ -644,9 +644,9 @@ def device_mosquitto_passwd(
         )
     if gateway_user is not None and secret is not None:
         console.print(
-            f"gateway user [bold]{gateway_user}[/bold] (and its alarm lane's"
-            f" [bold]{gateway_user}{ALARM_LANE_SUFFIX}[/bold]) password: [bold]{secret}[/bold]"
-            " (shown once; set TELECARE_MQTT__PASSWORD; mqtt.username must be the same name)"
+            f"gateway user [bold]{gateway_user}[/bold] password: [bold]{secret}[/bold]"
+            " (shown once; set TELECARE_MQTT__PASSWORD; mqtt.username must be the same name;"
+            f" its alarm lane's user {gateway_user}{ALARM_LANE_SUFFIX} has the same password)"
         )
     if refused:
         for line in refused:
