@@ -88,7 +88,9 @@ async def readings(args: argparse.Namespace) -> None:
             elapsed = time.monotonic() - start
             if elapsed >= args.seconds or stop.is_set():
                 break
-            due = int(elapsed * per_s) + 1
+            # At most 50 ms worth per round: a starved generator falls behind and says
+            # so (the rate it prints), instead of catching up in one giant burst.
+            due = min(int(elapsed * per_s) + 1, sent + max(1, int(per_s * 0.05)))
             burst = [
                 _batch(args.prefix, args.tag, i, args.batch, args.hubs, args.per_hub)
                 for i in range(sent, due)

@@ -375,7 +375,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between presses")
     parser.add_argument("--idle", type=int, default=200, help="presses in (a)")
     parser.add_argument("--pendants", type=int, default=2000, help="most presses in (c)")
-    parser.add_argument("--nice", type=int, default=10, help="niceness of load generators")
+    parser.add_argument("--nice", type=int, default=0, help="niceness of load generators")
     parser.add_argument("--no-lane", action="store_true", help="baseline: mqtt.alarm_lane off")
     args = parser.parse_args(argv)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
