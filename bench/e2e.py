@@ -311,6 +311,12 @@ def _report(results: list[Result]) -> bool:
             + (f" | {result.missing} WITHOUT DISPATCH" if result.missing else "")
         )
         print(f"  {'':<28} {result.note}")
+        quarter = max(1, len(result.latencies_ms) // 4)
+        first = Result("", result.latencies_ms[:quarter], 0, "").pct(0.5)
+        last = Result("", result.latencies_ms[-quarter:], 0, "").pct(0.5)
+        # Growing from the first to the last quarter: a queue builds up (presses arrive
+        # faster than something serves them), not a fixed delay.
+        print(f"  {'':<28} p50 of the first / last quarter of presses: {first:.1f} / {last:.1f} ms")
     return ok
 
 
