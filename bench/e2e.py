@@ -97,9 +97,6 @@ class DispatchClock:
     """Stamps each dispatch the moment the dispatch service has stored it (raised)."""
 
     def __init__(self, gw: Gateway) -> None:
-        # The registry kept warm for the whole run, as issue 11 part 2 makes it (it
-        # expires after 30 s today, and then every hub batch re-reads 20 devices).
-        gw.pipeline.decoder.registry._ttl = 24 * 3600.0
         self.created: dict[str, float] = {}
         inner = gw.dispatcher.on_change
 

@@ -162,7 +162,7 @@ class Gateway:
             lane_backend, self.alarm_store = backend, self.store
             if lanes.lane_enabled(self.config.mqtt):
                 lane_backend, self.alarm_store = await self._stack.enter_async_context(
-                    lanes.lane_store(self.config, backend, on_alert=self._spool_alert)
+                    lanes.lane_store(self.config, backend, on_spool_state=self._spool_state)
                 )
             engine = await self._rule_engine()
             dispatcher = build_dispatcher(

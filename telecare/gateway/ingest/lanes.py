@@ -61,13 +61,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
-from telecare.devices.model import Alert
 from telecare.gateway.config import ALARM_LANE_SUFFIX, Config, MqttConfig, spool_path
 from telecare.gateway.ingest.mqtt import MqttIngest
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.spool import SpoolState
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import Clock
 
@@ -151,7 +151,10 @@ def _own_backend(config: Config, main: Backend) -> Backend | None:
 
 @contextlib.asynccontextmanager
 async def lane_store(
-    config: Config, main: Backend, *, on_alert: Callable[[Alert], object] | None = None
+    config: Config,
+    main: Backend,
+    *,
+    on_spool_state: Callable[[SpoolState], object] | None = None,
 ) -> AsyncIterator[tuple[Backend, Store]]:
     """The lane's store path over ``main``'s database (migrated already): its own
     connection (the backend, for the dispatch repository) and durable store."""
@@ -166,7 +169,7 @@ async def lane_store(
             DurableStore(
                 backend,
                 spool_dir=Path(spool_path(config)) / "alarms",
-                on_alert=on_alert,
+                on_spool_state=on_spool_state,
                 maintain_every=None,  # the main store maintains the database
             )
         )
