@@ -40,6 +40,7 @@ from telecare.gateway.store.spool import SpoolState
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.sweeper import OrphanSweeper
 from telecare.gateway.tablet_reply import TabletReplies
+from telecare.gateway.tasks import LoopFailed, Supervisor
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.web.app import WebServer, serve
 from telecare.gateway.web.console import running_console
@@ -125,6 +126,10 @@ class Gateway:
         self.web: WebServer | None = None
         self.console: ConsoleService | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: The one task group of every long-running loop (``gateway.tasks``).
+        self.supervisor = Supervisor(on_failure=self._fail)
+        #: Set when a loop met an error it does not retry; the gateway then stops.
+        self.failure: LoopFailed | None = None
 
     async def __aenter__(self) -> Self:
         try:
@@ -135,6 +140,9 @@ class Gateway:
             if isinstance(backend, PostgresStore):
                 for warning in await backend.role_warnings():
                     log.warning("store_role_too_powerful", problem=warning, see="docs/security.md")
+            # Every long-running loop runs in this one task group (gateway.tasks); it is
+            # left after every component has stopped its loops, before the store closes.
+            supervisor = await self._stack.enter_async_context(self.supervisor)
             # Readings are batched (COPY); anything written while the database is away is
             # spooled to local disk (fsync) and replayed in order when it returns.
             self.store = await self._stack.enter_async_context(
@@ -149,6 +157,7 @@ class Gateway:
             self.dead_letters = DeadLetterPublisher(
                 lambda topic, payload: self.mqtt.publish(topic, payload),
                 gateway_topic(self.config.mqtt.topic_prefix, "deadletter"),
+                supervisor=supervisor,
             )
             engine = await self._rule_engine()
             dispatcher = build_dispatcher(
@@ -186,10 +195,17 @@ class Gateway:
                     self.clock,
                     every_s=self.config.dispatch.sweep_s,
                     grace_s=self.config.dispatch.sweep_s,
+                    supervisor=supervisor,
                 )
             )
             await self._stack.enter_async_context(
-                RuleRunner(self.pipeline, self.clock, self.store, self.config.rules.tick_s)
+                RuleRunner(
+                    self.pipeline,
+                    self.clock,
+                    self.store,
+                    self.config.rules.tick_s,
+                    supervisor=supervisor,
+                )
             )
             replies = self._tablet_replies()  # hooked before ingest starts, run after it
             self.pipeline.on_scored.append(replies.submit)
@@ -199,6 +215,7 @@ class Gateway:
                     self.pipeline.handle,
                     self.clock,
                     group_handler=self.pipeline.handle_group,
+                    supervisor=supervisor,
                 )
             )
             await self._stack.enter_async_context(self.dead_letters)
@@ -211,6 +228,7 @@ class Gateway:
                         self.pipeline.decoder.registry.device,
                         self.clock,
                         accounts=self.pipeline.decoder.registry.receiver_device,
+                        supervisor=supervisor,
                     )
                 )
             if self.config.receivers.dc09.enabled:
@@ -220,6 +238,7 @@ class Gateway:
                         self.pipeline,
                         self.pipeline.decoder.registry.receiver_device,
                         self.clock,
+                        supervisor=supervisor,
                     )
                 )
             if self.config.receivers.scaip.enabled:
@@ -233,6 +252,7 @@ class Gateway:
                         self.clock,
                         watch=self.pipeline.engine.watch_device,
                         status=self.store.set_device_status,
+                        supervisor=supervisor,
                     )
                 )
             if self.config.web.enabled:  # entered last, left first: no request outlives ingest
@@ -255,6 +275,8 @@ class Gateway:
         log.info("gateway_stopping", counters=dict(self.pipeline.counters))
         await self._stack.__aexit__(exc_type, exc, tb)
         log.info("gateway_stopped")
+        if self.failure is not None and exc is None:
+            raise self.failure  # never stop as if nothing had happened
 
     def _dispatch_activity(self, d: Dispatch, actor: str, reason: str) -> None:
         if d.state is DispatchState.RAISED:
@@ -326,5 +348,17 @@ class Gateway:
     def stop(self) -> None:
         self._stopped.set()
 
+    def _fail(self, failure: LoopFailed) -> None:
+        """A loop stopped on an error it does not retry: stop the whole gateway, in
+        dependency order (ingest first, store last), then raise it from
+        :meth:`wait_closed` (``telecare run`` exits non-zero)."""
+        if self.failure is None:
+            self.failure = failure
+            log.critical("gateway_failing", loop=failure.name, error=str(failure))
+        self._stopped.set()
+
     async def wait_closed(self) -> None:
+        """Wait until :meth:`stop`; raises :class:`LoopFailed` when a loop failed."""
         await self._stopped.wait()
+        if self.failure is not None:
+            raise self.failure

@@ -35,22 +35,26 @@ of the period, truncated), never one per byte. A partial frame left in the buffe
 the port goes away is dead-lettered as ``partial frame``.
 
 Resource handling
-    :class:`SerialIngest` is an async context manager owning one named task per port,
-    ``serial:<port>``. Leaving cancels and awaits them and closes the ports.
+    :class:`SerialIngest` is an async context manager running one supervised loop per
+    port, ``serial:<port>`` (:mod:`telecare.gateway.tasks`), in the gateway's supervisor
+    (or a private one when used alone). Leaving stops them and closes the ports.
 
 Error handling
     Open failures and unplugs (``OSError``, ``SerialException``, ``termios.error``,
-    EOF) -> close, wait
-    :class:`~gateway.backoff.Backoff`, reopen, forever, logged. A device that is not
+    EOF) -> close, wait the port's :class:`~telecare.gateway.backoff.Backoff`, reopen,
+    forever, logged (``serial_closed``, ``loop_retry``). A device that is not
     provisioned -> its data is dead-lettered (rate-limited like noise) until it is.
-    Storage unavailable (``gateway.failures``) -> retried with backoff until stored (the
-    port is not read meanwhile; a serial line has no redelivery, so dropping would lose
-    data). Any other exception while turning a frame into the model or processing what
-    it carried -> that frame is a poison message: dead-lettered through the pipeline's
-    one guarded stage (``Sink.guarded``: the stage and exception class as the reason, the
-    chunk it came in as the payload) and the port reads on. A codec name that is unknown
-    or not a stream codec -> :class:`~gateway.errors.ConfigError` when the context is
-    entered.
+    Storage unavailable (``gateway.failures``), for a write or for the device lookup
+    (the registry serves what it last knew while the database is away, so this is only
+    a device it has never seen) -> retried with backoff until done (the port is not read
+    meanwhile; a serial line has no redelivery, so dropping would lose data). Any other
+    exception while turning a frame into the model or processing what it carried ->
+    that frame is a poison message: dead-lettered through the pipeline's one guarded
+    stage (``Sink.guarded``: the stage and exception class as the reason, the chunk it
+    came in as the payload) and the port reads on. Anything else the loop meets ->
+    ``loop_failed`` and the gateway stops, loudly: a port never stops reading
+    unseen. A codec name that is unknown or not a stream codec ->
+    :class:`~gateway.errors.ConfigError` when the context is entered.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import serial
 import serial_asyncio_fast
@@ -82,7 +86,8 @@ from telecare.gateway.envelope import Envelope
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
-from telecare.rules.clock import Clock, raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor, retry_until_done, supervise
+from telecare.rules.clock import Clock
 
 __all__ = ["AccountLookup", "PortReader", "PortStats", "SerialIngest", "Sink", "open_port"]
 
@@ -103,6 +108,17 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Opener = Callable[[str, registry.LineSettings], Awaitable[Streams]]
 #: What opening or reading a port raises when the device is away or refuses a setting.
 PORT_ERRORS = (OSError, serial.SerialException, termios.error)
+
+_T = TypeVar("_T")
+
+
+class PortClosed(Exception):
+    """The port reached end of file or failed: the loop reopens it after its backoff."""
+
+
+def _retried(exc: BaseException) -> bool:
+    """What a port's loop retries: the port going away, and storage being unavailable."""
+    return isinstance(exc, (*PORT_ERRORS, PortClosed)) or is_storage_unavailable(exc)
 
 
 def _is_pty(url: str) -> bool:
@@ -241,42 +257,42 @@ class PortReader:
     def port(self) -> str:
         return self.config.port
 
+    def loop(self) -> Loop:
+        """This port's supervised loop, ``serial:<port>`` (see "Error handling" above)."""
+        return Loop(f"serial:{self.port}", self._session, retry=_retried, backoff=self.backoff)
+
     async def run(self) -> None:
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            try:
-                reader, writer = await self._open(self.port, self.codec.line)
-            except PORT_ERRORS as exc:
-                delay = self.backoff.next_delay()
-                log.warning(
-                    "serial_open_failed", port=self.port, error=str(exc), retry_in=round(delay, 2)
-                )
-                await asyncio.sleep(delay)
-                continue
-            self.stats.opened += 1
-            self.backoff.reset()
-            self.is_open.set()
-            log.info("serial_open", port=self.port, codec=self.codec.name, line=self.codec.line)
-            decoder = self.codec.new_decoder()
-            self._reducer = None
-            try:
-                await self._read(reader, decoder)
-                log.warning("serial_closed", port=self.port, reason="end of file")
-            except PORT_ERRORS as exc:
-                log.warning("serial_closed", port=self.port, error=str(exc))
-            finally:
-                self.is_open.clear()
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-            await self._partial_frame(decoder)
-            await self._flush_noise(force=True)
-            await asyncio.sleep(self.backoff.next_delay())
+        """Read the port until cancelled (the supervised loop, run in the caller's task)."""
+        await supervise(self.loop())
+
+    async def _session(self) -> None:
+        """Open the port and read it until it closes; always ends by raising (a port
+        error, :class:`PortClosed`), which the loop retries after its backoff."""
+        reader, writer = await self._open(self.port, self.codec.line)
+        self.stats.opened += 1
+        self.backoff.reset()
+        self.is_open.set()
+        log.info("serial_open", port=self.port, codec=self.codec.name, line=self.codec.line)
+        decoder = self.codec.new_decoder()
+        self._reducer = None
+        try:
+            await self._read(reader, decoder)
+            reason = "end of file"
+        except PORT_ERRORS as exc:
+            reason = str(exc)
+        finally:
+            self.is_open.clear()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        log.warning("serial_closed", port=self.port, reason=reason)
+        await self._partial_frame(decoder)
+        await self._flush_noise(force=True)
+        raise PortClosed(f"{self.port}: {reason}")
 
     async def _read(self, reader: asyncio.StreamReader, decoder: FrameDecoder[Any]) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
             timeout = max(0.05, self._noise.interval)
             try:
                 async with asyncio.timeout(timeout):
@@ -298,7 +314,7 @@ class PortReader:
             self._noise.add(n, len(skips), skips[0].reason, chunk)
         if frames:
             self.stats.frames += len(frames)
-            device = await self.lookup(self.config.device_id)
+            device = await self._until_done("lookup", partial(self.lookup, self.config.device_id))
             if device is None:
                 await self._unprovisioned(chunk, len(frames))
             else:
@@ -423,22 +439,14 @@ class PortReader:
     async def _stored(self, write: Callable[[Any], Awaitable[None]], item: Any = None) -> None:
         """Write until it succeeds: a serial line cannot resend what we drop. Only
         storage-unavailable errors reach here (``Sink.guarded`` dead-letters the rest)."""
+        await self._until_done("store", partial(write, item))
+
+    async def _until_done(self, what: str, work: Callable[[], Awaitable[_T]]) -> _T:
+        """``work`` retried while storage is unavailable (the port is not read meanwhile)."""
         backoff = Backoff(initial=0.2, cap=5.0)
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            try:
-                await write(item)
-                return
-            except Exception as exc:
-                raise_if_cancelling()
-                if not is_storage_unavailable(exc):  # pragma: no cover - guarded upstream
-                    log.error("serial_write_dropped", port=self.port, error_type=type(exc).__name__)
-                    return
-                delay = backoff.next_delay()
-                log.error(
-                    "serial_store_failed", port=self.port, error=repr(exc), retry_in=round(delay, 2)
-                )
-                await asyncio.sleep(delay)
+        loop = Loop(f"serial:{self.port}:{what}", work, is_storage_unavailable, backoff)
+        result: _T = await retry_until_done(loop)
+        return result
 
     async def _unprovisioned(self, chunk: bytes, frames: int) -> None:
         reason = (
@@ -497,6 +505,7 @@ class SerialIngest:
         backoff: Callable[[], Backoff] = Backoff,
         report_interval: float = 10.0,
         accounts: AccountLookup | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.readers = [
             PortReader(
@@ -510,10 +519,10 @@ class SerialIngest:
             )
             for p in ports
         ]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Loops(supervisor)
 
     async def __aenter__(self) -> Self:
-        self._tasks = [asyncio.create_task(r.run(), name=f"serial:{r.port}") for r in self.readers]
+        await self._loops.start(*(r.loop() for r in self.readers))
         return self
 
     async def __aexit__(
@@ -522,10 +531,7 @@ class SerialIngest:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._loops.stop()
 
     def stats(self) -> dict[str, PortStats]:
         return {r.port: r.stats for r in self.readers}
