@@ -273,7 +273,12 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         log.info("gateway_stopping", counters=dict(self.pipeline.counters))
-        await self._stack.__aexit__(exc_type, exc, tb)
+        if exc is not None and exc is self.failure:
+            # A failed loop stops the gateway the orderly way (flushing what it accepted);
+            # the failure itself propagates from here unchanged.
+            await self._stack.__aexit__(None, None, None)
+        else:
+            await self._stack.__aexit__(exc_type, exc, tb)
         log.info("gateway_stopped")
         if self.failure is not None and exc is None:
             raise self.failure  # never stop as if nothing had happened

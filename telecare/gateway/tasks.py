@@ -172,7 +172,9 @@ class Supervisor:
         for task in self._tasks:
             task.cancel()
         if group is not None:
-            await group.__aexit__(exc_type, exc, tb)
+            # Not handed the exception the body raised: the task group would wrap it in
+            # an ExceptionGroup; it goes on as it is, and the group raises only its own.
+            await group.__aexit__(None, None, None)
 
     @property
     def running(self) -> list[str]:

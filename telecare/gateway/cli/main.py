@@ -70,13 +70,18 @@ def run(config: ConfigOption = None) -> None:
     cfg = load_cli_config(config)
     configure_logging(cfg.log.level, cfg.log.format)
     from telecare.gateway.app import Gateway
+    from telecare.gateway.tasks import LoopFailed
 
     async def main() -> None:
         async with Gateway(cfg) as gw:
             _install_stop(gw.stop)
             await gw.wait_closed()
 
-    _run(main)
+    try:
+        _run(main)
+    except LoopFailed as exc:  # logged with its traceback (loop_failed); stop loudly
+        err_console.print(f"[red]gateway stopped:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @db_app.command("migrate")
