@@ -44,9 +44,12 @@ __all__ = [
     "Consciousness",
     "Device",
     "DeviceKind",
+    "DeviceMessage",
+    "DeviceStatus",
     "Dispatch",
     "DispatchState",
     "EventType",
+    "Heartbeat",
     "Metric",
     "ModelError",
     "ObservationSet",
@@ -88,7 +91,15 @@ ID_PATTERN: Final = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
 #: compared case-insensitively. (The configured gateway username and the responder-app
 #: ids are checked by the provisioning CLI, which knows them.)
 RESERVED_IDS: Final = frozenset(
-    {"_gateway", "gateway", "telecare-gateway", "status", "deadletter", "responders"}
+    {
+        "_gateway",
+        "gateway",
+        "telecare-gateway",
+        "telecare-gateway-out",
+        "status",
+        "deadletter",
+        "responders",
+    }
 )
 
 
@@ -752,6 +763,32 @@ _OBSERVATION_METRICS: Final = {
     "pulse": Metric.PULSE,
     "temperature": Metric.TEMPERATURE,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A device says it is alive (and how full its battery is). Proof of life for the
+    heartbeat rule; stored as the device's status, not as an event."""
+
+    device_id: str
+    msg_id: str
+    ts: datetime
+    battery: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """A device's online/offline state: its own retained "online", or the last will the
+    broker publishes for it when it drops off (``ts`` is ``None`` in a last will)."""
+
+    device_id: str
+    online: bool
+    ts: datetime | None
+
+
+#: What the decode stage hands the pipeline for one message: the model, never a codec's
+#: own types.
+DeviceMessage = Reading | AlarmEvent | Heartbeat | DeviceStatus | ObservationSet
 
 
 class AlertKind(StrEnum):

@@ -4,11 +4,18 @@
         await gw.wait_closed()             # until stop() (SIGINT/SIGTERM in the CLI)
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
-(store -> durable store (batcher + spool) -> dispatch service -> registry watch -> orphan
-sweeper -> rule runner -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09
-and SCAIP receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
-in-flight messages finish and are acknowledged, and the store is closed last: everything
-accepted is flushed.
+(store -> the supervisor (the one ``TaskGroup`` of every long-running loop,
+``gateway.tasks``) -> the outbound MQTT publisher -> durable store (batcher + spool) ->
+dead-letter publisher -> dispatch service -> pipeline -> registry watch -> orphan
+sweeper -> rule runner -> MQTT ingest -> serial ingest -> DC-09 and SCAIP receivers) and
+left in reverse, so on shutdown ingest stops taking new messages first, in-flight
+messages finish and are acknowledged, and the store is closed last: everything accepted
+is flushed.
+
+Error handling: every loop retries what is transient with backoff and a log line; a loop
+that meets anything else stops the gateway (``Gateway.failure``), in the same order as
+a normal stop, and :meth:`Gateway.wait_closed` then raises :class:`LoopFailed`
+(``telecare run`` exits 1). No loop ends silently.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from telecare.gateway.ingest.scaip import ScaipReceiver
 from telecare.gateway.ingest.serial import SerialIngest
 from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Activity, ActivityFeed, Pipeline
+from telecare.gateway.publisher import MqttPublisher
 from telecare.gateway.registry_cache import RegistryWatch
 from telecare.gateway.rule_state import RuleRunner, load_engine
 from telecare.gateway.store.base import Store
@@ -117,6 +125,7 @@ class Gateway:
         self.store: Store
         self.pipeline: Pipeline
         self.mqtt: MqttIngest
+        self.publisher: MqttPublisher
         self.dead_letters: DeadLetterPublisher
         self.serial: SerialIngest | None = None
         self.dc09: Dc09Receiver | None = None
@@ -143,6 +152,11 @@ class Gateway:
             # Every long-running loop runs in this one task group (gateway.tasks); it is
             # left after every component has stopped its loops, before the store closes.
             supervisor = await self._stack.enter_async_context(self.supervisor)
+            # Built before anything that publishes (dead letters, responder apps), on its
+            # own connection: nothing reaches into the ingest session to publish.
+            self.publisher = await self._stack.enter_async_context(
+                MqttPublisher(self.config.mqtt, supervisor=supervisor)
+            )
             # Readings are batched (COPY); anything written while the database is away is
             # spooled to local disk (fsync) and replayed in order when it returns.
             self.store = await self._stack.enter_async_context(
@@ -153,19 +167,20 @@ class Gateway:
                 )
             )
             # Dead letters are stored by the pipeline and also published (best effort) on
-            # <prefix>/_gateway/deadletter through the ingest connection.
+            # <prefix>/_gateway/deadletter.
             self.dead_letters = DeadLetterPublisher(
-                lambda topic, payload: self.mqtt.publish(topic, payload),
+                self.publisher.publish,
                 gateway_topic(self.config.mqtt.topic_prefix, "deadletter"),
                 supervisor=supervisor,
             )
+            await self._stack.enter_async_context(self.dead_letters)
             engine = await self._rule_engine()
             dispatcher = build_dispatcher(
                 self.config,
                 backend,
                 self.store,
                 self.clock,
-                lambda topic, payload: self.mqtt.publish(topic, payload),
+                self.publisher.publish,
             )
             await add_store_responders(dispatcher.directory, self.store)
             dispatcher.on_change = self._dispatch_activity
@@ -218,7 +233,6 @@ class Gateway:
                     supervisor=supervisor,
                 )
             )
-            await self._stack.enter_async_context(self.dead_letters)
             await self._stack.enter_async_context(replies)
             if self.config.serial:
                 self.serial = await self._stack.enter_async_context(
@@ -313,7 +327,7 @@ class Gateway:
         repo = self.dispatcher.repo
 
         return TabletReplies(
-            lambda topic, payload: self.mqtt.publish(topic, payload),
+            self.publisher.publish,
             self.config.mqtt.topic_prefix,
             repo.load_for_alert,
         )

@@ -77,6 +77,7 @@ from telecare.gateway.cli.common import (
 from telecare.gateway.cli.groups import app, device_app, resident_app, responder_app, site_app
 from telecare.gateway.config import DEFAULT_CLIENT_ID, Config
 from telecare.gateway.decode import FORWARDERS
+from telecare.gateway.publisher import PUBLISHER_SUFFIX
 from telecare.gateway.store.base import ClinicalChange, ClinicalRecord, Store
 from telecare.rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
 
@@ -612,6 +613,7 @@ def device_mosquitto_passwd(
     credentials, identities = _with_store(cfg, load)
     if gateway_user is not None:
         identities[gateway_user] = "the gateway's MQTT user"
+        identities[gateway_user + PUBLISHER_SUFFIX] = "the gateway's MQTT publisher"
         if any(device_id == gateway_user for device_id, _ in credentials):
             raise _fail(f"--gateway-user {gateway_user!r} is a device id; choose another name")
     devices: dict[str, str] = {}
@@ -627,7 +629,8 @@ def device_mosquitto_passwd(
     secret = None
     if gateway_user is not None:
         secret = new_secret()
-        entries[gateway_user] = hash_secret(secret)
+        # The outbound publisher's session logs in as <user>-out with the same password.
+        entries[gateway_user] = entries[gateway_user + PUBLISHER_SUFFIX] = hash_secret(secret)
     n = write_password_file(file, entries.items(), group=gid)
     console.print(f"wrote {n} entries ({len(devices)} devices) to {file}")
     if not _broker_can_read(file):
@@ -680,7 +683,8 @@ def _broker_can_read(file: Path) -> bool:
 async def _broker_identities(cfg: Config, store: Store) -> dict[str, str]:
     """Broker user names that belong to something other than a device: the gateway's
     user, responders and responder apps (their MQTT username is the app id)."""
-    found = {cfg.mqtt.username or DEFAULT_CLIENT_ID: "the gateway's MQTT user"}
+    user = cfg.mqtt.username or DEFAULT_CLIENT_ID
+    found = {user: "the gateway's MQTT user", user + PUBLISHER_SUFFIX: "the gateway's publisher"}
     for responder in await store.list_responders():
         found[responder.responder_id] = "a responder"
     found.update(await asyncio.to_thread(_dispatch_file_identities, cfg))

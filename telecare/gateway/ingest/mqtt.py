@@ -195,7 +195,6 @@ class MqttIngest:
         self.acked = 0
         self.not_stored = 0
         self._loops = Loops(supervisor)
-        self._client: aiomqtt.Client | None = None
         self._order = _TopicOrder()
 
     @property
@@ -219,19 +218,6 @@ class MqttIngest:
         tb: TracebackType | None,
     ) -> None:
         await self._loops.stop()
-
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
-    ) -> None:
-        """Publish through the ingest connection (dead-letter topic, responder app).
-
-        Raises ``RuntimeError`` while disconnected and ``aiomqtt.MqttError`` if the
-        broker does not confirm in time.
-        """
-        client = self._client
-        if client is None:
-            raise RuntimeError("MQTT is not connected")
-        await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
 
     def _make_client(self) -> aiomqtt.Client:
         c = self.config
@@ -258,7 +244,6 @@ class MqttIngest:
         ``MqttError``; the supervised loop reconnects after its backoff)."""
         try:
             async with self._make_client() as client:
-                self._client = client
                 await self._subscribe(client)
                 await client.publish(self.status_topic, _status_payload(True), qos=1, retain=True)
                 self.backoff.reset()
@@ -277,7 +262,6 @@ class MqttIngest:
             raise
         finally:
             self.connected.clear()
-            self._client = None
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         granted = await client.subscribe(self.subscription, qos=1, timeout=10)
