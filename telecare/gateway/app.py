@@ -29,6 +29,7 @@ from typing import Self
 from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
 from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
+from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.dispatching import add_store_responders, build_dispatcher
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.ingest.dc09 import Dc09Receiver
@@ -237,11 +238,13 @@ class Gateway:
             if self.config.serial:
                 self.serial = await self._stack.enter_async_context(
                     SerialIngest(
-                        self.config.serial,
-                        self.pipeline,
-                        self.pipeline.decoder.registry.device,
+                        SerialDecoding.with_registry(
+                            self.config.serial,
+                            self.pipeline,
+                            self.pipeline.decoder.registry,
+                            self.clock,
+                        ),
                         self.clock,
-                        accounts=self.pipeline.decoder.registry.receiver_device,
                         supervisor=supervisor,
                     )
                 )

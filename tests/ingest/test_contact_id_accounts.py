@@ -23,6 +23,7 @@ from telecare.devices.model import (
 from telecare.firmware_stubs.alarm_receiver import encode_contact_id
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.config import SerialPortConfig
+from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.ingest.serial import SerialIngest
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
@@ -57,15 +58,14 @@ async def test_accounts_map_to_devices_and_an_unknown_account_is_dead_lettered(
     port = PtyPort(tmp_path)
     try:
         async with running_pipeline(store, clock) as pipeline:
-            ingest = SerialIngest(
+            decoding = SerialDecoding.with_registry(
                 [SerialPortConfig(str(port.path), "contact_id", "arc1")],
                 pipeline,
-                pipeline.decoder.registry.device,
+                pipeline.decoder.registry,
                 clock,
-                backoff=lambda: Backoff(initial=0.02, cap=0.1),
                 report_interval=0.2,
-                accounts=pipeline.decoder.registry.receiver_device,
             )
+            ingest = SerialIngest(decoding, clock, backoff=lambda: Backoff(initial=0.02, cap=0.1))
             async with ingest:
                 await asyncio.wait_for(ingest.readers[0].is_open.wait(), 10)
                 port.reader_opened()
