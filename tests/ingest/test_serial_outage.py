@@ -42,6 +42,7 @@ from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.tasks import LoopFailed
 from tests.helpers import eventually
 from tests.ingest.ptys import PtyPort
+from tests.ingest.support import GatewayProcess
 from tests.services import MqttServer, PgServer
 from tests.store.proxy import TcpProxy
 
@@ -187,3 +188,35 @@ async def test_a_loop_failing_with_an_unexpected_error_stops_the_gateway_loudly(
     # stopped in order after the failure, not abandoned half-way
     assert events.index("loop_failed") < events.index("gateway_failing")
     assert events.index("gateway_failing") < events.index("gateway_stopped")
+
+
+async def test_telecare_run_exits_non_zero_when_a_loop_fails(
+    mqtt_server: MqttServer, tmp_path: Path
+) -> None:
+    """The same failure under ``telecare run``: the process exits 1, and says why."""
+    db = tmp_path / "telecare.sqlite3"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[mqtt]\nport = {mqtt_server.port}\nclient_id = "gw-{tmp_path.name}"\n\n'
+        f'[store]\nbackend = "sqlite"\nsqlite_path = "{db}"\n\n'
+        "[dispatch]\nsweep_s = 0.05\n\n"
+        '[log]\nlevel = "info"\nformat = "json"\n',
+        encoding="utf-8",
+    )
+    gateway = GatewayProcess(config, tmp_path / "gateway.log")
+    gateway.start()
+    try:
+        await gateway.wait_for_log("mqtt_connected")
+        with sqlite3.connect(db) as conn:
+            conn.execute("ALTER TABLE alerts RENAME TO alerts_gone")
+        assert gateway.proc is not None
+        deadline = time.monotonic() + GUARD
+        while gateway.proc.poll() is None:
+            assert time.monotonic() < deadline, gateway.log_text()
+            await asyncio.sleep(0.05)
+        assert gateway.proc.returncode == 1, gateway.log_text()
+        log = gateway.log_text()
+        assert '"event": "loop_failed"' in log or '"event":"loop_failed"' in log, log
+        assert "gateway stopped: loop 'orphan-sweep' stopped: OperationalError" in log
+    finally:
+        gateway.stop()
