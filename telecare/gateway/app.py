@@ -23,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from functools import partial
 from types import TracebackType
 from typing import Self
 
-from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
+from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
 from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.dispatching import add_store_responders, build_dispatcher
 from telecare.gateway.errors import ConfigError
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.ingest.dc09 import Dc09Receiver
 from telecare.gateway.ingest.deadletter import DeadLetterPublisher
 from telecare.gateway.ingest.mqtt import MqttIngest, gateway_topic
@@ -49,7 +51,7 @@ from telecare.gateway.store.spool import SpoolState
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.sweeper import OrphanSweeper
 from telecare.gateway.tablet_reply import TabletReplies
-from telecare.gateway.tasks import LoopFailed, Supervisor
+from telecare.gateway.tasks import Loop, LoopFailed, Supervisor
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.web.app import WebServer, serve
 from telecare.gateway.web.console import running_console
@@ -57,6 +59,7 @@ from telecare.gateway.web.console_service import ConsoleService
 from telecare.rules.clock import Clock, SystemClock
 from telecare.rules.config import RulesConfig, RulesConfigError, load_rules_file
 from telecare.rules.engine import RuleEngine
+from telecare.rules.storage import spool_alert
 
 __all__ = ["Gateway", "open_store", "prepare_store", "spool_path"]
 
@@ -135,7 +138,6 @@ class Gateway:
         self.backend: PostgresStore | SqliteStore
         self.web: WebServer | None = None
         self.console: ConsoleService | None = None
-        self._background: set[asyncio.Task[None]] = set()
         #: The one task group of every long-running loop (``gateway.tasks``).
         self.supervisor = Supervisor(on_failure=self._fail)
         #: Set when a loop met an error it does not retry; the gateway then stops.
@@ -336,23 +338,21 @@ class Gateway:
         )
 
     def _spool_state(self, state: SpoolState) -> None:
-        """The local spool is nearly full (the database has been away a long time)."""
-        if not state.near_full:
-            return
-        now = self.clock.now()
-        alert = Alert(
-            alert_id=f"spool-near-full-{now.strftime('%Y%m%dT%H%M%S.%f')}",
-            kind=AlertKind.TECHNICAL,
-            priority=2,
-            reason=f"local spool {state.percent:.0f}% full ({state.used_bytes} of"
-            f" {state.max_bytes} bytes): the database has been unreachable; new data will be"
-            " refused when it is full",
-            ts=now,
-            detail={"used_bytes": state.used_bytes, "max_bytes": state.max_bytes},
+        """The spool reports how full it is; whether that is an alert is the rules'
+        decision (``rules.storage``). One is raised in the background, retried while
+        storage is unavailable, in the gateway's task group."""
+        alert = spool_alert(
+            state.used_bytes, state.max_bytes, near_full=state.near_full, at=self.clock.now()
         )
-        task = asyncio.get_running_loop().create_task(self.pipeline.raise_alert(alert))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if alert is None:
+            return
+        self.supervisor.start_once(
+            Loop(
+                "spool-alert",
+                partial(self.pipeline.raise_alert, alert),
+                retry=is_storage_unavailable,
+            )
+        )
 
     async def _rule_engine(self) -> RuleEngine:
         """The rule engine with its persisted state, watching every provisioned device."""

@@ -183,9 +183,17 @@ class Supervisor:
 
     def start(self, loop: Loop) -> asyncio.Task[None]:
         """Run ``loop`` in this supervisor's task group, as a task named after it."""
+        return self._start(loop, supervise)
+
+    def start_once(self, loop: Loop) -> asyncio.Task[None]:
+        """Run ``loop``'s step until it succeeds once (:func:`retry_until_done`), in this
+        task group: background work that must not fail unseen (a spool alert)."""
+        return self._start(loop, retry_until_done)
+
+    def _start(self, loop: Loop, run: Callable[[Loop], Awaitable[object]]) -> asyncio.Task[None]:
         if self._group is None:
             raise RuntimeError("Supervisor is not running; use 'async with'")
-        task = self._group.create_task(self._run(loop), name=loop.name)
+        task = self._group.create_task(self._run(loop, run), name=loop.name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -198,9 +206,9 @@ class Supervisor:
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _run(self, loop: Loop) -> None:
+    async def _run(self, loop: Loop, run: Callable[[Loop], Awaitable[object]]) -> None:
         try:
-            await supervise(loop)
+            await run(loop)
         except LoopFailed as failure:
             if self.failure is None:
                 self.failure = failure

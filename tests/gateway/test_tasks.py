@@ -130,3 +130,23 @@ async def test_a_component_on_its_own_gets_a_private_supervisor() -> None:
     await asyncio.wait_for(ticked.wait(), 10)
     await loops.stop()
     assert ticks >= 3
+
+
+async def test_one_shot_work_is_retried_until_done_inside_the_task_group() -> None:
+    outcomes: list[Exception | None] = [Transient("spool busy"), None]
+    done = asyncio.Event()
+
+    async def step() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        done.set()
+
+    async with Supervisor() as supervisor:
+        task = supervisor.start_once(Loop("spool-alert", step, retry=_transient, backoff=FAST))
+        await asyncio.wait_for(done.wait(), 10)
+        await asyncio.wait_for(asyncio.wait([task]), 10)
+        assert task.done()
+        assert not task.cancelled()
+        assert supervisor.running == []
+    assert outcomes == []
