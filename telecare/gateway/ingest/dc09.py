@@ -117,17 +117,10 @@ class Dc09Handler:
     Stateless per connection except for the retry memo."""
 
     def __init__(
-        self,
-        config: Dc09Config,
-        sink: Dc09Sink,
-        accounts: AccountLookup,
-        clock: Clock,
-        *,
-        supervisor: Supervisor | None = None,
+        self, config: Dc09Config, sink: Dc09Sink, accounts: AccountLookup, clock: Clock
     ) -> None:
         self.config = config
         self.sink = sink
-        self._loops = Loops(supervisor)
         self.accounts = accounts
         self.clock = clock
         #: How events are stored before the ACK; the receiver swaps in its batching writer.
