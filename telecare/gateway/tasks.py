@@ -6,7 +6,7 @@ dead-letter publisher, the IP receivers' store writers) is a :class:`Loop`: a na
 exceptions it retries and its :class:`~telecare.gateway.backoff.Backoff`. The helper
 calls the step over and over::
 
-    Loop("rules-tick", runner.tick_once, retry=is_storage_unavailable)
+    Loop("orphan-sweep", sweep_after_a_while, retry=is_storage_unavailable)
 
 Contract of a supervised loop
     * the step returns -> the backoff is reset and the step runs again at once;
