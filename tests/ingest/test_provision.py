@@ -124,11 +124,16 @@ async def _acl_check(port: int, prefix: str, gw_password: str, pend1: str) -> li
                 f"{prefix}/s1/pend1/event",  # its own: delivered
             ):
                 await device.publish(topic, b"{}", qos=1)
+        # The gateway's outbound publisher (its own user, same password) may write there.
+        async with aiomqtt.Client(
+            "127.0.0.1", port, username="telecare-gateway-out", password=gw_password
+        ) as publisher:
+            await publisher.publish(f"{prefix}/_gateway/deadletter", b"{}", qos=1)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 async for message in gw.messages:
                     received.append(str(message.topic))
-                    if str(message.topic).endswith("/pend1/event"):
+                    if str(message.topic).endswith("/_gateway/deadletter"):
                         break
     return received
 
@@ -167,7 +172,9 @@ def test_provisioned_credentials_and_acl_on_the_real_broker(tmp_path: Path) -> N
         gw_password = re.search(r"password: (\S+)", out.split("gateway user")[1])
         assert gw_password is not None
         entries = read_password_file(pwfile)
-        assert set(entries) == {"pend1", "pend2", "telecare-gateway"}
+        # the gateway's user and its outbound publisher's (same password)
+        assert set(entries) == {"pend1", "pend2", "telecare-gateway", "telecare-gateway-out"}
+        assert entries["telecare-gateway-out"] == entries["telecare-gateway"]
         assert verify_secret(pend1, entries["pend1"])
 
         prefix = "acltest/telecare/v1"
@@ -178,6 +185,6 @@ def test_provisioned_credentials_and_acl_on_the_real_broker(tmp_path: Path) -> N
             assert asyncio.run(_connects(port, "pend2", pend2))
             assert not asyncio.run(_connects(port, "ghost", pend1))
             received = asyncio.run(_acl_check(port, prefix, gw_password.group(1), pend1))
-        assert received == [f"{prefix}/s1/pend1/event"]
+        assert received == [f"{prefix}/s1/pend1/event", f"{prefix}/_gateway/deadletter"]
     finally:
         shutil.rmtree(broker_dir, ignore_errors=True)
