@@ -32,6 +32,8 @@ Error handling
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from types import TracebackType
 from typing import Self
@@ -128,15 +130,32 @@ class MqttPublisher:
 
     async def _session(self) -> None:
         """Connect and stay connected until the connection drops (``MqttError``)."""
-        async with self._make_client() as client:
+        client = self._make_client()
+        await _connect(client, timeout=float(self.config.keepalive))
+        try:
             self._client = client
             self.backoff.reset()
             log.info("mqtt_publisher_connected", host=self.config.host, port=self.config.port)
-            try:
-                async for _ in client.messages:  # subscribed to nothing: ends on disconnect
-                    pass
-            finally:
-                self._client = None
+            async for _ in client.messages:  # subscribed to nothing: ends on disconnect
+                pass
+        finally:
+            self._client = None
+            await client.__aexit__(None, None, None)
+
+
+async def _connect(client: aiomqtt.Client, *, timeout: float) -> None:
+    """Enter ``client``; if cancelled meanwhile (the gateway failed to start), let the
+    attempt finish (at most ``timeout`` s) and disconnect, so no task of the client is
+    left running, then re-raise the cancellation."""
+    attempt = asyncio.ensure_future(client.__aenter__())
+    try:
+        await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await attempt
+            await client.__aexit__(None, None, None)
+        raise
 
 
 def _reconnect(exc: BaseException) -> bool:
