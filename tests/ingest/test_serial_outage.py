@@ -26,7 +26,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from telecare.devices.codecs.oximetry import OximeterSample
-from telecare.devices.model import Device, DeviceKind, Resident, Site, SiteKind
+from telecare.devices.model import (
+    Device,
+    DeviceKind,
+    Resident,
+    Site,
+    SiteKind,
+)
 from telecare.firmware_stubs.oximeter import run_oximeter
 from telecare.gateway.app import Gateway
 from telecare.gateway.config import (
@@ -39,6 +45,7 @@ from telecare.gateway.config import (
 )
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.spool import SpoolState
 from telecare.gateway.tasks import LoopFailed
 from tests.helpers import eventually
 from tests.ingest.ptys import PtyPort
@@ -220,3 +227,23 @@ async def test_telecare_run_exits_non_zero_when_a_loop_fails(
         assert "gateway stopped: loop 'orphan-sweep' stopped: OperationalError" in log
     finally:
         gateway.stop()
+
+
+async def test_a_spool_nearly_full_becomes_the_rules_priority_2_alert(
+    mqtt_server: MqttServer, tmp_path: Path
+) -> None:
+    """What the spool reports (its state, ``SpoolState``) is decided by the rules
+    (``rules.storage``) and raised in the background through the pipeline."""
+    config = Config(
+        mqtt=MqttConfig(port=mqtt_server.port, client_id=f"gw-{tmp_path.name}"),
+        store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "t.sqlite3")),
+        rules=RulesSection(state_file=str(tmp_path / "rules.json")),
+    )
+    async with Gateway(config) as gw:
+        gw._spool_state(SpoolState(700, 1000, str(tmp_path), near_full=False))
+        gw._spool_state(
+            SpoolState(850, 1000, str(tmp_path), near_full=True)
+        )  # what the spool calls
+        [alert] = await eventually(gw.store.recent_alerts, lambda a: len(a) == 1)
+    assert alert.priority == 2
+    assert "85% full (850 of 1000 bytes)" in alert.reason
