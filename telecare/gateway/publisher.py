@@ -55,8 +55,10 @@ PUBLISHER_SUFFIX = "-out"
 PUBLISH_TIMEOUT_S = 10.0
 
 
-class PublishFailed(Exception):
-    """Not published: the publisher is disconnected or the broker did not confirm."""
+class PublishFailed(RuntimeError):
+    """Not published: the publisher is disconnected or the broker did not confirm. (A
+    ``RuntimeError``, what publishing while disconnected raised before: the MQTT notifier
+    transport turns it into a temporary delivery error.)"""
 
 
 def publisher_identity(config: MqttConfig) -> tuple[str, str]:
