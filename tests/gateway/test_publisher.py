@@ -9,8 +9,10 @@ import uuid
 import aiomqtt
 import pytest
 
+from telecare.dispatch.notifiers.base import Message, TemporaryDeliveryError
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.config import MqttConfig
+from telecare.gateway.dispatching import GatewayMqttTransport
 from telecare.gateway.publisher import MqttPublisher, PublishFailed, publisher_identity
 from tests.helpers import eventually
 from tests.services import MqttServer, free_port
@@ -51,3 +53,14 @@ async def test_a_publish_while_the_broker_is_away_fails_and_says_so() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_the_responder_transport_treats_a_disconnected_publisher_as_temporary() -> None:
+    """The MQTT notifier goes through the publisher; while it is away the cascade is told
+    "temporary" (retry), not a permanent failure."""
+    config = MqttConfig(port=free_port(), client_id=f"gw-{uuid.uuid4().hex[:8]}")
+    async with MqttPublisher(config, backoff=Backoff(initial=0.05, cap=0.1)) as publisher:
+        transport = GatewayMqttTransport(publisher.publish, "t/telecare/v1")
+        message = Message("d-1", "kh1", "mqtt", "app1", "Please attend", {"priority": 1})
+        with pytest.raises(TemporaryDeliveryError, match="not connected"):
+            await transport.send(message)
