@@ -1,11 +1,13 @@
 """The gateway's outbound MQTT messages: one publisher on its own connection.
 
 Everything the gateway publishes goes through :class:`MqttPublisher`: dead letters on
-``<prefix>/_gateway/deadletter`` (``gateway.ingest.deadletter``) and dispatches to
+``<prefix>/_gateway/deadletter`` (``gateway.ingest.deadletter``), dispatches to
 responder apps on ``<prefix>/_gateway/responders/<app>/dispatch`` (the MQTT notifier
-transport, ``gateway.dispatching``). The ``Gateway`` builds it before anything that
-publishes and hands its :meth:`~MqttPublisher.publish` to them, so no component reaches
-another's connection and nothing depends on the order the others start in. Ingest
+transport, ``gateway.dispatching``) and NEWS2 results to tablets on
+``<prefix>/_gateway/tablets/<tablet>/result`` (``gateway.tablet_reply``). The
+``Gateway`` builds it before anything that publishes and hands its
+:meth:`~MqttPublisher.publish` to them, so no component reaches another's connection
+and nothing depends on the order the others start in. Ingest
 connections only receive (and announce the gateway's presence on their session).
 
 Identity
