@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from telecare.gateway.auth import hash_secret, write_password_file
+from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from telecare.gateway.store.postgres import PostgresStore
 from tests.ingest.test_provision import ROOT, shipped_broker
@@ -139,13 +140,13 @@ def test_doctor_on_a_healthy_installation(install: Install, tmp_path: Path) -> N
     assert checks["client id bound to username"]["status"] == ("ok" if bound else "fail")
     # The tests' broker directory is world-readable: readable, but flagged.
     assert checks["password file readable by broker"]["status"] == "warn"
-    assert result.exit_code == (0 if bound else 1), result.output
+    assert result.exit_code == (0 if bound else ExitCode.CHECK_FAILED), result.output
     assert json.loads(result.stdout)["ok"] is bound
 
 
 def test_doctor_failing_checks_exit_non_zero(install: Install, tmp_path: Path, pg_dsn: str) -> None:
     """Wrong broker port, an unmigrated schema, a wrong gateway password and an expired
-    certificate: each is reported with its fix, and the exit code is 1."""
+    certificate: each is reported with its fix, and the exit code is 7."""
     fresh = f"t_unmigrated_{tmp_path.name[-6:]}".lower().replace("-", "_")
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -159,7 +160,7 @@ def test_doctor_failing_checks_exit_non_zero(install: Install, tmp_path: Path, p
     )
     expired = _cert(tmp_path / "old.crt", days_left=-1)
     result = CliRunner().invoke(app, _args(install, cfg, "--cert", str(expired)))
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
     checks = _by_name(result.stdout)
     assert checks["broker reachable"]["status"] == "fail"
     assert "mqtt.port" in checks["broker reachable"]["fix"]
@@ -187,7 +188,7 @@ def test_doctor_subprocess_table_and_exit_code(install: Install, tmp_path: Path)
         [*TELECARE, *args], capture_output=True, text=True, timeout=120,
         env={**os.environ, "COLUMNS": "120"},
     )  # fmt: skip
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == ExitCode.CHECK_FAILED, done.stdout + done.stderr
     assert "telecare doctor" in done.stdout
     assert "store reachable" in done.stdout
     assert "to fix" in done.stdout
@@ -197,14 +198,14 @@ def test_doctor_subprocess_table_and_exit_code(install: Install, tmp_path: Path)
     )  # fmt: skip
     checks = _by_name(ok.stdout)
     assert checks["broker reachable"]["status"] == "ok"
-    assert ok.returncode == (0 if _shipped_binds_client_ids() else 1)
+    assert ok.returncode == (0 if _shipped_binds_client_ids() else ExitCode.CHECK_FAILED)
 
 
 def test_doctor_reports_a_configuration_that_does_not_parse(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text('[mqtt]\nport = "abc"\n')
     result = CliRunner().invoke(app, ["doctor", "--config", str(cfg), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.USAGE
     [check] = json.loads(result.stdout)["checks"]
     assert check["check"] == "config"
     assert check["status"] == "fail"

@@ -3,8 +3,9 @@
     telecare doctor --config /etc/telecare/gateway.toml
     telecare doctor -c gateway.toml --probe-device doctor-probe --probe-password ... --json
 
-Exit codes: 0 every check ok (warnings and skips allowed), 1 at least one check failed
-(the configuration not parsing included), 4 bad argument.
+Exit codes (``ExitCode``, as every command): 0 every check ok (warnings and skips
+allowed), 7 at least one check failed, 2 the configuration does not parse (its row says
+why).
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from telecare.gateway.cli.common import ConfigOption
+from telecare.gateway.cli.common import ConfigOption, ExitCode
 from telecare.gateway.cli.logs import command_logging
 from telecare.gateway.config import load_config
 from telecare.gateway.doctor import Check, DoctorOptions, run_checks
 from telecare.gateway.errors import ConfigError
 
 __all__ = ["doctor"]
-
-EXIT_PROBLEM = 1
 
 console = Console()
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
@@ -67,7 +66,8 @@ def doctor(
 ) -> None:
     """Check an installation end to end: configuration, store (reachable, migrated,
     mode, clock), spool, broker (login, client-id binding, ACL), password file and TLS
-    files. Exit code 1 when anything must be fixed."""
+    files. Exit code 7 when anything must be fixed (2 when the configuration does not
+    parse)."""
     try:
         cfg = load_config(config, os.environ)
     except ConfigError as exc:
@@ -100,5 +100,7 @@ def doctor(
             console.print(f"[bold red]{len(failed)} to fix[/bold red]")
         else:
             console.print("[green]all checks passed[/green]")
+    if any(c.name == "config" for c in failed):
+        raise typer.Exit(ExitCode.USAGE)
     if failed:
-        raise typer.Exit(EXIT_PROBLEM)
+        raise typer.Exit(ExitCode.CHECK_FAILED)

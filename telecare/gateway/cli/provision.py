@@ -751,7 +751,8 @@ def device_test(
             if time.monotonic() - started > timeout:
                 raise _fail(
                     f"not stored within {timeout:g}s: is the gateway running, and is "
-                    "the device's site/topic right? (see the dead letters)"
+                    "the device's site/topic right? (see the dead letters)",
+                    ExitCode.NO_ANSWER,
                 )
             await asyncio.sleep(0.1)
         return time.monotonic() - started
@@ -774,4 +775,6 @@ async def _device_client(
         ) as client:
             yield client
     except aiomqtt.MqttError as exc:
-        raise _fail(f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused or failed: {exc}") from None
+        raise _fail(
+            f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused or failed: {exc}", ExitCode.NO_ANSWER
+        ) from None
