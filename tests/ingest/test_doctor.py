@@ -1,7 +1,8 @@
 """``telecare doctor`` (issue 13) against a private Mosquitto started with the shipped
 deploy/mosquitto configuration and ACL, and a real PostgreSQL schema: a healthy
 installation, and failing checks (wrong broker port, unmigrated schema, wrong gateway
-password, expired certificate, bad configuration) that make the exit code non-zero."""
+password, expired certificate, bad configuration) that make the exit code non-zero; the
+throwaway probe device the doctor adds to the password file itself (and removes)."""
 
 from __future__ import annotations
 
@@ -219,3 +220,48 @@ def test_doctor_help_reads_at_80_columns() -> None:
     )  # fmt: skip
     assert done.returncode == 0
     assert all(len(line) <= 80 for line in done.stdout.splitlines())
+
+
+def _throwaway_args(inst: Install, reload_command: str) -> list[str]:
+    return [
+        "doctor",
+        "--config", str(inst.config),
+        "--password-file", str(inst.password_file),
+        "--reload-command", reload_command,
+        "--json",
+    ]  # fmt: skip
+
+
+def test_doctor_creates_and_removes_a_throwaway_probe_device(install: Install) -> None:
+    """No --probe-device: the doctor adds a random probe user to the password file,
+    reloads the broker (here SIGHUP to the test's Mosquitto), runs the login, client-id
+    and ACL checks with it, then restores the file byte for byte, mode kept."""
+    before, mode = install.password_file.read_bytes(), install.password_file.stat().st_mode
+    pid = (install.password_file.parent / "mosquitto.pid").read_text().strip()
+    result = CliRunner().invoke(app, _throwaway_args(install, f"kill -HUP {pid}"))
+    checks = _by_name(result.stdout)
+    probe = checks["probe device"]
+    assert probe["status"] == "ok", probe
+    assert "throwaway 'doctor-probe-" in probe["detail"]
+    for name in ("probe device login", "ACL denies impersonation"):
+        assert checks[name]["status"] == "ok", checks[name]
+    assert "not authorized" in checks["ACL denies impersonation"]["detail"]
+    bound = _shipped_binds_client_ids()
+    assert checks["client id bound to username"]["status"] == ("ok" if bound else "fail")
+    assert result.exit_code == (0 if bound else ExitCode.CHECK_FAILED), result.output
+    assert install.password_file.read_bytes() == before
+    assert install.password_file.stat().st_mode == mode
+    assert b"doctor-probe-" not in install.password_file.read_bytes()
+
+
+def test_doctor_restores_the_password_file_when_the_broker_cannot_be_reloaded(
+    install: Install,
+) -> None:
+    before = install.password_file.read_bytes()
+    result = CliRunner().invoke(app, _throwaway_args(install, "false"))
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
+    probe = _by_name(result.stdout)["probe device"]
+    assert probe["status"] == "fail"
+    assert "cannot reload the broker" in probe["detail"]
+    assert "--reload-command" in probe["fix"]
+    assert install.password_file.read_bytes() == before

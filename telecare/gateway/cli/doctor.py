@@ -1,6 +1,6 @@
 """``telecare doctor``: what is right and what to fix in an installation.
 
-    telecare doctor --config /etc/telecare/gateway.toml
+    telecare doctor --config /etc/telecare/gateway.toml      (as root: throwaway probe)
     telecare doctor -c gateway.toml --probe-device doctor-probe --probe-password ... --json
 
 Exit codes (``ExitCode``, as every command): 0 every check ok (warnings and skips
@@ -42,7 +42,11 @@ def doctor(
     ] = "mosquitto",
     probe_device: Annotated[
         str,
-        typer.Option(help="Throwaway device for the broker checks (login, ACL).", metavar="ID"),
+        typer.Option(
+            help="A device provisioned for the broker checks (login, ACL). Default: a"
+            " throwaway one, added to --password-file and removed after.",
+            metavar="ID",
+        ),
     ] = "",
     probe_password: Annotated[
         str,
@@ -52,6 +56,20 @@ def doctor(
             envvar="TELECARE_DOCTOR_PROBE_PASSWORD",
         ),
     ] = "",
+    reload_command: Annotated[
+        str,
+        typer.Option(
+            help="Makes the broker re-read --password-file (for the throwaway probe).",
+            metavar="CMD",
+        ),
+    ] = "systemctl reload mosquitto",
+    throwaway: Annotated[
+        bool,
+        typer.Option(
+            "--throwaway/--no-throwaway",
+            help="Without --probe-device: create a throwaway probe device (or skip).",
+        ),
+    ] = True,
     cert: Annotated[
         list[Path] | None,
         typer.Option(help="Another PEM certificate to check (repeatable).", metavar="FILE"),
@@ -78,6 +96,8 @@ def doctor(
             broker_user=broker_user,
             probe_device=probe_device,
             probe_password=probe_password,
+            reload_command=reload_command,
+            throwaway_probe=throwaway,
             certs=tuple(cert or ()),
             max_skew_s=max_skew,
             min_free_mb=min_free_mb,
