@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from telecare.gateway.store.postgres import PostgresStore
@@ -156,3 +158,94 @@ def test_import_as_a_subprocess_against_postgresql(
             return len(await store.list_devices()), len(await store.registry_changes())
 
     assert asyncio.run(stored()) == (7, 10)
+
+
+#: A failure the validation cannot foresee, half-way through the file: the database
+#: itself refuses the fourth device (a trigger, as a constraint added by a DBA would).
+SQLITE_REFUSE_FALL02 = (
+    "CREATE TRIGGER refuse_fall02 BEFORE INSERT ON devices WHEN NEW.device_id = 'fall02'"
+    " BEGIN SELECT RAISE(ABORT, 'fall02 refused by the database'); END"
+)
+PG_REFUSE_FALL02 = """
+CREATE FUNCTION {schema}.refuse_fall02() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.device_id = 'fall02' THEN
+        RAISE EXCEPTION 'fall02 refused by the database';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_fall02 BEFORE INSERT ON {schema}.devices
+    FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_fall02();
+"""
+
+
+def test_a_failure_mid_file_leaves_nothing(cli: Cli) -> None:
+    """Residents and three devices are written before the database refuses the fourth:
+    one transaction, so none of them (nor their audit rows) stays; exit 6, no passwords
+    printed; once the obstacle is gone the same file imports whole."""
+    _prepare(cli)
+    with sqlite3.connect(cli.db) as conn:
+        conn.execute(SQLITE_REFUSE_FALL02)
+    result = json.loads(cli("import", str(EXAMPLE), "--json", code=6))
+    assert result["written"] is False
+    assert result["passwords"] == {}
+    [error] = result["errors"]
+    assert "fall02 refused by the database" in error["message"]
+    assert "nothing written" in error["message"]
+    assert cli.json("resident", "list") == []
+    assert cli.json("device", "list") == []
+
+    async def audit() -> list[str]:
+        async with SqliteStore(cli.db) as store:
+            return [c.action for c in await store.registry_changes()]
+
+    assert asyncio.run(audit()) == []
+    text = cli("import", str(EXAMPLE), code=6)
+    assert "error: the store refused a write (fall02 refused by the database)" in text
+    assert "MQTT password" not in text
+    with sqlite3.connect(cli.db) as conn:
+        conn.execute("DROP TRIGGER refuse_fall02")
+    assert json.loads(cli("import", str(EXAMPLE), "--json"))["changed"] == 10
+
+
+@pytest.mark.postgres
+def test_a_failure_mid_file_leaves_nothing_on_postgresql(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[store]\nbackend = "postgres"\ndsn = "{pg_dsn}"\nschema = "{pg_schema}"\n'
+        "timescale = false\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TELECARE, *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    for args in (
+        ("site", "add", "oakhouse", "--kind", "care_home"),
+        ("responder", "add", "warden1", "--kind", "mobile_warden"),
+        ("responder", "add", "kh-smith"),
+    ):
+        assert run(*args).returncode == 0
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(PG_REFUSE_FALL02.format(schema=pg_schema).encode())
+    failed = run("import", str(EXAMPLE), "--json")
+    assert failed.returncode == 6, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "fall02 refused by the database" in json.loads(failed.stdout)["errors"][0]["message"]
+
+    async def stored() -> tuple[int, int, int]:
+        async with PostgresStore(pg_dsn, schema=pg_schema) as store:
+            return (
+                len(await store.list_residents()),
+                len(await store.list_devices()),
+                len(await store.registry_changes()),
+            )
+
+    assert asyncio.run(stored()) == (0, 0, 0)

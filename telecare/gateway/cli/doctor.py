@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from telecare.gateway.cli.common import ConfigOption, ExitCode
 from telecare.gateway.cli.logs import command_logging
@@ -29,6 +31,21 @@ __all__ = ["doctor"]
 
 console = Console()
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def _table(checks: list[Check]) -> Table:
+    """Check, status, and what was found with the fix under it (three columns that
+    wrap at spaces, so that the table reads at 80 columns)."""
+    table = Table(title="telecare doctor", box=box.SIMPLE_HEAD, expand=True)
+    table.add_column("check", ratio=3, overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("found / fix", ratio=7, overflow="fold")
+    for c in checks:
+        found = Text(c.detail)
+        if c.fix:
+            found.append("\nfix: ", style="bold").append(c.fix)
+        table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status}[/]", found)
+    return table
 
 
 def doctor(
@@ -108,14 +125,7 @@ def doctor(
     if json_out:
         typer.echo(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
     else:
-        table = Table(title="telecare doctor")
-        table.add_column("check", overflow="fold")
-        table.add_column("status")
-        table.add_column("found", overflow="fold")
-        table.add_column("fix", overflow="fold")
-        for c in checks:
-            table.add_row(c.name, f"[{_STYLE[c.status]}]{c.status}[/]", c.detail, c.fix)
-        console.print(table)
+        console.print(_table(checks))
         if failed:
             console.print(f"[bold red]{len(failed)} to fix[/bold red]")
         else:

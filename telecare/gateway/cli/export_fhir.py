@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from telecare.gateway.cli.common import ConfigOption, ExitCode, fail, load_cli_config, with_store
 from telecare.gateway.cli.logs import command_logging
@@ -138,14 +139,17 @@ def export_fhir(
     if json_out:
         typer.echo(json.dumps(summary))
         return
-    table = Table(title=f"FHIR export: {len(bundle['entry'])} observations -> {output}")
-    table.add_column("code")
-    table.add_column("what")
-    table.add_column("count", justify="right")
+    n = len(bundle["entry"])
+    console.print(
+        f"wrote {output}: {n} observation(s) since {start:%Y-%m-%d %H:%M} UTC", highlight=False
+    )
+    if not n:
+        return
+    table = Table("code", "what", Column("count", justify="right"), box=box.SIMPLE_HEAD)
     names = {
         e["resource"]["code"]["coding"][0]["code"]: e["resource"]["code"]["text"]
         for e in bundle["entry"]
     }
-    for code, n in sorted(by_code.items()):
-        table.add_row(code, names[code], str(n))
+    for code, count in sorted(by_code.items()):
+        table.add_row(code, names[code], str(count))
     console.print(table)

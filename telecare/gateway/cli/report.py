@@ -78,10 +78,16 @@ def period_json(p: PeriodFigures) -> dict[str, Any]:
 
 
 def print_period(console: Console, p: PeriodFigures) -> None:
+    # Two short lines rather than one that an 80-column terminal breaks mid-figure.
     console.print(
         f"[bold]{p.start:%Y-%m-%d %H:%M} to {p.end:%Y-%m-%d %H:%M}[/bold]: {p.alarms} alarms,"
-        f" {p.abandoned} abandoned; answered within 60 s {_pct(p.pct_answered_60s)}"
-        f" (target 97.5 %), within 180 s {_pct(p.pct_answered_180s)} (target 99 %)"
+        f" {p.abandoned} abandoned",
+        highlight=False,
+    )
+    console.print(
+        f"  answered within 60 s: {_pct(p.pct_answered_60s)} (target 97.5 %);"
+        f" within 180 s: {_pct(p.pct_answered_180s)} (target 99 %)",
+        highlight=False,
     )
     if not p.routes:
         return
