@@ -68,7 +68,7 @@ def doctor(
     probe_password: Annotated[
         str,
         typer.Option(
-            help="Its MQTT password (env TELECARE_DOCTOR_PROBE_PASSWORD).",
+            help="Its MQTT password.",
             metavar="PW",
             envvar="TELECARE_DOCTOR_PROBE_PASSWORD",
         ),
@@ -80,13 +80,14 @@ def doctor(
             metavar="CMD",
         ),
     ] = "systemctl reload mosquitto",
-    throwaway: Annotated[
+    no_throwaway: Annotated[
         bool,
         typer.Option(
-            "--throwaway/--no-throwaway",
-            help="Without --probe-device: create a throwaway probe device (or skip).",
+            "--no-throwaway",
+            help="Without --probe-device, skip the broker checks instead of using a"
+            " throwaway probe.",
         ),
-    ] = True,
+    ] = False,
     cert: Annotated[
         list[Path] | None,
         typer.Option(help="Another PEM certificate to check (repeatable).", metavar="FILE"),
@@ -114,7 +115,7 @@ def doctor(
             probe_device=probe_device,
             probe_password=probe_password,
             reload_command=reload_command,
-            throwaway_probe=throwaway,
+            throwaway_probe=not no_throwaway,
             certs=tuple(cert or ()),
             max_skew_s=max_skew,
             min_free_mb=min_free_mb,
