@@ -127,8 +127,9 @@ def load_cli_config(path: Path | None) -> Config:
 
 
 def fail(message: str, code: ExitCode = ExitCode.INVALID) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code`` (no traceback)."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print ``error: message`` on stderr and exit with ``code`` (no traceback). One
+    logical line: the terminal wraps it, so paths and names are never broken by us."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

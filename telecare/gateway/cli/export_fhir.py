@@ -141,8 +141,9 @@ def export_fhir(
         return
     n = len(bundle["entry"])
     console.print(
-        f"wrote {output}: {n} observation(s) since {start:%Y-%m-%d %H:%M} UTC", highlight=False
+        f"FHIR export: {n} observation(s) since {start:%Y-%m-%d %H:%M} UTC", highlight=False
     )
+    console.print(f"written to {output}", highlight=False, soft_wrap=True)  # a path unbroken
     if not n:
         return
     table = Table("code", "what", Column("count", justify="right"), box=box.SIMPLE_HEAD)
