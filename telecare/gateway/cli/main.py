@@ -41,6 +41,8 @@ from telecare.gateway.cli.common import (
     reflow_help,
     run_store,
 )
+from telecare.gateway.cli.logs import command_logging
+from telecare.gateway.config import Config
 from telecare.gateway.logging import configure_logging
 
 __all__ = ["app", "main"]
@@ -92,10 +94,15 @@ def run(config: ConfigOption = None) -> None:
 def db_migrate(config: ConfigOption = None) -> None:
     """Apply pending schema migrations (idempotent; the gateway also runs them at start)."""
     cfg = load_cli_config(config)
-    configure_logging(cfg.log.level, "console")
     from telecare.gateway.app import open_store
 
     async def main() -> None:
+        # Logging for this command only: in-process (tests) no logger stays bound to
+        # the runner's streams.
+        with command_logging(cfg.log.level):
+            await _migrate(cfg)
+
+    async def _migrate(cfg: Config) -> None:
         async with open_store(cfg, owner=True) as store:
             applied = await store.migrate()
             console.print(f"store mode: [bold]{store.mode}[/bold]")
@@ -182,7 +189,6 @@ def audit_verify(
     from telecare.gateway.app import open_store
 
     cfg = load_cli_config(config)
-    configure_logging(cfg.log.level, "console")
     try:
         expected = Anchor.parse(anchor) if anchor else None
     except ValueError as exc:
@@ -192,8 +198,9 @@ def audit_verify(
         fail(f"no SQLite store at {cfg.store.sqlite_path}", ExitCode.STORE_UNAVAILABLE)
 
     async def main() -> ChainReport:
-        async with open_store(cfg) as store:
-            return await store.dispatches.verify_audit(expected)
+        with command_logging(cfg.log.level):  # for this command only (see db migrate)
+            async with open_store(cfg) as store:
+                return await store.dispatches.verify_audit(expected)
 
     try:
         report = run_store(cfg, main)
