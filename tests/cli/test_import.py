@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from telecare.devices.model import Responder, ResponderKind, Site, SiteKind
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from tests.cli.conftest import Cli
@@ -115,6 +116,16 @@ def test_every_error_has_its_line_and_column_and_nothing_is_written(
     assert "line 1, column room: unknown column" in cli("import", str(header), code=6)
 
 
+async def _prepare_pg(dsn: str, schema: str) -> None:
+    """What ``_prepare`` does, in-process: a loaded machine runs few subprocesses in the
+    test's 120 s, and only the import itself needs to be one."""
+    async with PostgresStore(dsn, schema=schema, use_timescale=False) as store:
+        await store.migrate()
+        await store.upsert_site(Site("oakhouse", SiteKind.CARE_HOME))
+        await store.upsert_responder(Responder("warden1", ResponderKind.MOBILE_WARDEN))
+        await store.upsert_responder(Responder("kh-smith", ResponderKind.KEYHOLDER))
+
+
 @pytest.mark.postgres
 def test_import_as_a_subprocess_against_postgresql(
     pg_dsn: str, pg_schema: str, tmp_path: Path
@@ -134,12 +145,7 @@ def test_import_as_a_subprocess_against_postgresql(
             check=False,
         )
 
-    for args in (
-        ("site", "add", "oakhouse", "--kind", "care_home"),
-        ("responder", "add", "warden1", "--kind", "mobile_warden"),
-        ("responder", "add", "kh-smith"),
-    ):
-        assert run(*args).returncode == 0
+    asyncio.run(_prepare_pg(pg_dsn, pg_schema))
     bad = tmp_path / "bad.csv"
     bad.write_text(BAD)
     failed = run("import", str(bad))
@@ -227,12 +233,7 @@ def test_a_failure_mid_file_leaves_nothing_on_postgresql(
             check=False,
         )
 
-    for args in (
-        ("site", "add", "oakhouse", "--kind", "care_home"),
-        ("responder", "add", "warden1", "--kind", "mobile_warden"),
-        ("responder", "add", "kh-smith"),
-    ):
-        assert run(*args).returncode == 0
+    asyncio.run(_prepare_pg(pg_dsn, pg_schema))
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(PG_REFUSE_FALL02.format(schema=pg_schema).encode())
     failed = run("import", str(EXAMPLE), "--json")
