@@ -88,6 +88,12 @@ async def test_accounts_map_to_devices_and_an_unknown_account_is_dead_lettered(
                 letters = await eventually(lambda: store.dead_letters())
                 # A cancel from the other subscriber leaves this one's alarm open.
                 await send("5678", 1, 406, 1, 4)
+                # Looked up while the dispatch service runs (it stops with the pipeline).
+                by_id = {a.device_id: a.alert_id for a in alerts}
+                dispatches = [
+                    (device_id, await dispatch_for(store, by_id[device_id]))
+                    for device_id in ("unit1", "smoke1")
+                ]
         by_device = {a.device_id: a for a in alerts}
         assert set(by_device) == {"unit1", "unit2", "smoke1"}
         assert by_device["unit1"].event_type is EventType.PENDANT
@@ -98,8 +104,7 @@ async def test_accounts_map_to_devices_and_an_unknown_account_is_dead_lettered(
         assert len(letters) == 1
         assert letters[0].reason.startswith("Contact ID account 9999 zone 001")
         assert letters[0].device_id == "arc1"
-        for device_id in ("unit1", "smoke1"):
-            d = await dispatch_for(store, by_device[device_id].alert_id)
+        for device_id, d in dispatches:
             assert d.state not in CLOSED, (device_id, d.state)
         assert await store.count("alarm_events") == 4  # the 9999 cancel was not stored
     finally:

@@ -63,7 +63,8 @@ def shipped_broker(
     directory: Path, prefix: str, password_file: Path, *, open_modes: bool = True
 ) -> Iterator[int]:
     """Mosquitto with deploy/mosquitto's config and ACL (paths, port and topic prefix
-    substituted), so the tests exercise the files we ship. ``open_modes`` makes every
+    substituted), so the tests exercise the files we ship; its pid is in
+    ``directory/mosquitto.pid`` (SIGHUP reloads it). ``open_modes`` makes every
     file in ``directory`` world-readable; without it the password file keeps the owner,
     group and mode it has (the broker, started as root, reads it as ``mosquitto``)."""
     port = free_port()
@@ -84,6 +85,7 @@ def shipped_broker(
             continue
         lines.append(line)
     lines.append("log_dest stderr")
+    lines.append(f"pid_file {directory / 'mosquitto.pid'}")  # for tests that reload it
     (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
     for path in directory.iterdir():
         if open_modes or path != password_file:

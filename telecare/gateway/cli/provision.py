@@ -376,8 +376,8 @@ def _print_secret(device_id: str, secret: str) -> None:
     console.print(
         f"MQTT username: [bold]{device_id}[/bold]\n"
         f"MQTT password: [bold]{secret}[/bold]\n"
-        "[yellow]The password is shown once and not stored; configure the device now, "
-        "then regenerate the broker's password file (device mosquitto-passwd).[/yellow]"
+        "[yellow]Shown once, not stored: configure the device now, then regenerate\n"
+        "the broker's password file (telecare device mosquitto-passwd FILE).[/yellow]"
     )
 
 
@@ -640,8 +640,9 @@ def device_mosquitto_passwd(
         )
     if gateway_user is not None and secret is not None:
         console.print(
-            f"gateway user [bold]{gateway_user}[/bold] password: [bold]{secret}[/bold]"
-            " (shown once; set TELECARE_MQTT__PASSWORD; mqtt.username must be the same name)"
+            f"gateway user [bold]{gateway_user}[/bold], password: [bold]{secret}[/bold]\n"
+            f"(shown once: set TELECARE_MQTT__PASSWORD; mqtt.username = {gateway_user!r})",
+            highlight=False,
         )
     if refused:
         for line in refused:
@@ -750,12 +751,14 @@ def device_test(
         started = time.monotonic()
         async with _device_client(cfg, device_id, password) as client:
             await client.publish(topic, payload, qos=1)
-        console.print(f"published test event {msg_id} on {topic}; waiting for the gateway...")
+        console.print(f"published test event {msg_id} on {topic}", highlight=False)
+        console.print("waiting for the gateway to store it...")
         while await store.count("alarm_events") <= before:
             if time.monotonic() - started > timeout:
                 raise _fail(
                     f"not stored within {timeout:g}s: is the gateway running, and is "
-                    "the device's site/topic right? (see the dead letters)"
+                    "the device's site/topic right? (see the dead letters)",
+                    ExitCode.NO_ANSWER,
                 )
             await asyncio.sleep(0.1)
         return time.monotonic() - started
@@ -778,4 +781,6 @@ async def _device_client(
         ) as client:
             yield client
     except aiomqtt.MqttError as exc:
-        raise _fail(f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused or failed: {exc}") from None
+        raise _fail(
+            f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused or failed: {exc}", ExitCode.NO_ANSWER
+        ) from None
