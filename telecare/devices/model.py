@@ -44,9 +44,12 @@ __all__ = [
     "Consciousness",
     "Device",
     "DeviceKind",
+    "DeviceMessage",
+    "DeviceStatus",
     "Dispatch",
     "DispatchState",
     "EventType",
+    "Heartbeat",
     "Metric",
     "ModelError",
     "ObservationSet",
@@ -92,6 +95,7 @@ RESERVED_IDS: Final = frozenset(
         "_gateway",
         "gateway",
         "telecare-gateway",
+        "telecare-gateway-out",  # the outbound publisher (gateway/publisher.py)
         "telecare-gateway-alarms",  # the gateway's alarm lane (gateway/ingest/lanes.py)
         "status",
         "deadletter",
@@ -760,6 +764,32 @@ _OBSERVATION_METRICS: Final = {
     "pulse": Metric.PULSE,
     "temperature": Metric.TEMPERATURE,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A device says it is alive (and how full its battery is). Proof of life for the
+    heartbeat rule; stored as the device's status, not as an event."""
+
+    device_id: str
+    msg_id: str
+    ts: datetime
+    battery: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """A device's online/offline state: its own retained "online", or the last will the
+    broker publishes for it when it drops off (``ts`` is ``None`` in a last will)."""
+
+    device_id: str
+    online: bool
+    ts: datetime | None
+
+
+#: What the decode stage hands the pipeline for one message: the model, never a codec's
+#: own types.
+DeviceMessage = Reading | AlarmEvent | Heartbeat | DeviceStatus | ObservationSet
 
 
 class AlertKind(StrEnum):

@@ -4,12 +4,18 @@
         await gw.wait_closed()             # until stop() (SIGINT/SIGTERM in the CLI)
 
 Resource handling: components are entered in dependency order on an ``AsyncExitStack``
-(store -> durable store (batcher + spool) -> the alarm lane's store path -> dispatch
-service -> registry watch -> orphan sweeper -> rule runner -> the alarm lane's MQTT
-session -> MQTT ingest -> dead-letter publisher -> serial ingest -> DC-09 and SCAIP
-receivers) and left in reverse, so on shutdown ingest stops taking new messages first,
-in-flight messages finish and are acknowledged, and the store is closed last: everything
-accepted is flushed.
+(store -> the supervisor (the one ``TaskGroup`` of every long-running loop,
+``gateway.tasks``) -> the outbound MQTT publisher -> durable store (batcher + spool) ->
+dead-letter publisher -> the alarm lane's store path -> dispatch service -> pipeline ->
+registry watch -> orphan sweeper -> rule runner -> the alarm lane's MQTT session -> MQTT
+ingest -> serial ingest -> DC-09 and SCAIP receivers) and left in reverse, so on shutdown
+ingest stops taking new messages first, in-flight messages finish and are acknowledged,
+and the store is closed last: everything accepted is flushed.
+
+Error handling: every loop retries what is transient with backoff and a log line; a loop
+that meets anything else stops the gateway (``Gateway.failure``), in the same order as
+a normal stop, and :meth:`Gateway.wait_closed` then raises :class:`LoopFailed`
+(``telecare run`` exits 1). No loop ends silently.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from functools import partial
 from types import TracebackType
 from typing import Self
 
-from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState
+from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
+from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.dispatching import add_store_responders, build_dispatcher
 from telecare.gateway.errors import ConfigError
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.ingest import lanes
 from telecare.gateway.ingest.dc09 import Dc09Receiver
 from telecare.gateway.ingest.deadletter import DeadLetterPublisher
@@ -33,6 +42,7 @@ from telecare.gateway.ingest.scaip import ScaipReceiver
 from telecare.gateway.ingest.serial import SerialIngest
 from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Activity, ActivityFeed, Pipeline
+from telecare.gateway.publisher import MqttPublisher
 from telecare.gateway.registry_cache import RegistryWatch
 from telecare.gateway.rule_state import RuleRunner, load_engine
 from telecare.gateway.store.base import Store
@@ -42,6 +52,7 @@ from telecare.gateway.store.spool import SpoolState
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.sweeper import OrphanSweeper
 from telecare.gateway.tablet_reply import TabletReplies
+from telecare.gateway.tasks import Loop, LoopFailed, Supervisor
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.turns import Turns
 from telecare.gateway.web.app import WebServer, serve
@@ -50,6 +61,7 @@ from telecare.gateway.web.console_service import ConsoleService
 from telecare.rules.clock import Clock, SystemClock
 from telecare.rules.config import RulesConfig, RulesConfigError, load_rules_file
 from telecare.rules.engine import RuleEngine
+from telecare.rules.storage import spool_alert
 
 __all__ = ["Gateway", "open_store", "prepare_store", "spool_path"]
 
@@ -123,6 +135,7 @@ class Gateway:
         #: ``mqtt.alarm_lane = false``).
         self.alarm_mqtt: MqttIngest | None = None
         self.alarm_store: Store
+        self.publisher: MqttPublisher
         self.dead_letters: DeadLetterPublisher
         self.serial: SerialIngest | None = None
         self.dc09: Dc09Receiver | None = None
@@ -131,7 +144,10 @@ class Gateway:
         self.backend: PostgresStore | SqliteStore
         self.web: WebServer | None = None
         self.console: ConsoleService | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        #: The one task group of every long-running loop (``gateway.tasks``).
+        self.supervisor = Supervisor(on_failure=self._fail)
+        #: Set when a loop met an error it does not retry; the gateway then stops.
+        self.failure: LoopFailed | None = None
 
     async def __aenter__(self) -> Self:
         try:
@@ -142,6 +158,14 @@ class Gateway:
             if isinstance(backend, PostgresStore):
                 for warning in await backend.role_warnings():
                     log.warning("store_role_too_powerful", problem=warning, see="docs/security.md")
+            # Every long-running loop runs in this one task group (gateway.tasks); it is
+            # left after every component has stopped its loops, before the store closes.
+            supervisor = await self._stack.enter_async_context(self.supervisor)
+            # Built before anything that publishes (dead letters, responder apps), on its
+            # own connection: nothing reaches into the ingest session to publish.
+            self.publisher = await self._stack.enter_async_context(
+                MqttPublisher(self.config.mqtt, supervisor=supervisor)
+            )
             # Readings are batched (COPY); anything written while the database is away is
             # spooled to local disk (fsync) and replayed in order when it returns.
             self.store = await self._stack.enter_async_context(
@@ -152,11 +176,13 @@ class Gateway:
                 )
             )
             # Dead letters are stored by the pipeline and also published (best effort) on
-            # <prefix>/_gateway/deadletter through the ingest connection.
+            # <prefix>/_gateway/deadletter.
             self.dead_letters = DeadLetterPublisher(
-                lambda topic, payload: self.mqtt.publish(topic, payload),
+                self.publisher.publish,
                 gateway_topic(self.config.mqtt.topic_prefix, "deadletter"),
+                supervisor=supervisor,
             )
+            await self._stack.enter_async_context(self.dead_letters)
             # The alarm lane's own store path (gateway/ingest/lanes.py): its own connection
             # and durable store; dispatches are written through it too.
             lane_backend, self.alarm_store = backend, self.store
@@ -170,7 +196,7 @@ class Gateway:
                 lane_backend,
                 self.store,
                 self.clock,
-                lambda topic, payload: self.mqtt.publish(topic, payload),
+                self.publisher.publish,
             )
             await add_store_responders(dispatcher.directory, self.store)
             dispatcher.on_change = self._dispatch_activity
@@ -200,10 +226,17 @@ class Gateway:
                     self.clock,
                     every_s=self.config.dispatch.sweep_s,
                     grace_s=self.config.dispatch.sweep_s,
+                    supervisor=supervisor,
                 )
             )
             await self._stack.enter_async_context(
-                RuleRunner(self.pipeline, self.clock, self.store, self.config.rules.tick_s)
+                RuleRunner(
+                    self.pipeline,
+                    self.clock,
+                    self.store,
+                    self.config.rules.tick_s,
+                    supervisor=supervisor,
+                )
             )
             replies = self._tablet_replies()  # hooked before ingest starts, run after it
             self.pipeline.on_scored.append(replies.submit)
@@ -211,7 +244,10 @@ class Gateway:
             if lanes.lane_enabled(self.config.mqtt):
                 self.alarm_mqtt = await self._stack.enter_async_context(
                     lanes.lane_ingest(
-                        self.config.mqtt, self.pipeline.lane(self.alarm_store), self.clock
+                        self.config.mqtt,
+                        self.pipeline.lane(self.alarm_store),
+                        self.clock,
+                        supervisor=supervisor,
                     )
                 )
                 skip = lanes.skip_alarms(self.alarm_mqtt)
@@ -223,19 +259,22 @@ class Gateway:
                     self.pipeline.handle,
                     self.clock,
                     group_handler=self.pipeline.handle_group,
+                    supervisor=supervisor,
                     skip=skip,
                 )
             )
-            await self._stack.enter_async_context(self.dead_letters)
             await self._stack.enter_async_context(replies)
             if self.config.serial:
                 self.serial = await self._stack.enter_async_context(
                     SerialIngest(
-                        self.config.serial,
-                        self.pipeline,
-                        self.pipeline.decoder.registry.device,
+                        SerialDecoding.with_registry(
+                            self.config.serial,
+                            self.pipeline,
+                            self.pipeline.decoder.registry,
+                            self.clock,
+                        ),
                         self.clock,
-                        accounts=self.pipeline.decoder.registry.receiver_device,
+                        supervisor=supervisor,
                     )
                 )
             if self.config.receivers.dc09.enabled:
@@ -245,6 +284,7 @@ class Gateway:
                         self.pipeline,
                         self.pipeline.decoder.registry.receiver_device,
                         self.clock,
+                        supervisor=supervisor,
                     )
                 )
             if self.config.receivers.scaip.enabled:
@@ -258,6 +298,7 @@ class Gateway:
                         self.clock,
                         watch=self.pipeline.engine.watch_device,
                         status=self.store.set_device_status,
+                        supervisor=supervisor,
                     )
                 )
             if self.config.web.enabled:  # entered last, left first: no request outlives ingest
@@ -278,8 +319,15 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         log.info("gateway_stopping", counters=dict(self.pipeline.counters))
-        await self._stack.__aexit__(exc_type, exc, tb)
+        if exc is not None and exc is self.failure:
+            # A failed loop stops the gateway the orderly way (flushing what it accepted);
+            # the failure itself propagates from here unchanged.
+            await self._stack.__aexit__(None, None, None)
+        else:
+            await self._stack.__aexit__(exc_type, exc, tb)
         log.info("gateway_stopped")
+        if self.failure is not None and exc is None:
+            raise self.failure  # never stop as if nothing had happened
 
     @staticmethod
     async def _lane_subscribed(lane: MqttIngest) -> None:
@@ -320,29 +368,27 @@ class Gateway:
         repo = self.dispatcher.repo
 
         return TabletReplies(
-            lambda topic, payload: self.mqtt.publish(topic, payload),
+            self.publisher.publish,
             self.config.mqtt.topic_prefix,
             repo.load_for_alert,
         )
 
     def _spool_state(self, state: SpoolState) -> None:
-        """The local spool is nearly full (the database has been away a long time)."""
-        if not state.near_full:
-            return
-        now = self.clock.now()
-        alert = Alert(
-            alert_id=f"spool-near-full-{now.strftime('%Y%m%dT%H%M%S.%f')}",
-            kind=AlertKind.TECHNICAL,
-            priority=2,
-            reason=f"local spool {state.percent:.0f}% full ({state.used_bytes} of"
-            f" {state.max_bytes} bytes): the database has been unreachable; new data will be"
-            " refused when it is full",
-            ts=now,
-            detail={"used_bytes": state.used_bytes, "max_bytes": state.max_bytes},
+        """The spool reports how full it is; whether that is an alert is the rules'
+        decision (``rules.storage``). One is raised in the background, retried while
+        storage is unavailable, in the gateway's task group."""
+        alert = spool_alert(
+            state.used_bytes, state.max_bytes, near_full=state.near_full, at=self.clock.now()
         )
-        task = asyncio.get_running_loop().create_task(self.pipeline.raise_alert(alert))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if alert is None:
+            return
+        self.supervisor.start_once(
+            Loop(
+                "spool-alert",
+                partial(self.pipeline.raise_alert, alert),
+                retry=is_storage_unavailable,
+            )
+        )
 
     async def _rule_engine(self) -> RuleEngine:
         """The rule engine with its persisted state, watching every provisioned device."""
@@ -360,5 +406,17 @@ class Gateway:
     def stop(self) -> None:
         self._stopped.set()
 
+    def _fail(self, failure: LoopFailed) -> None:
+        """A loop stopped on an error it does not retry: stop the whole gateway, in
+        dependency order (ingest first, store last), then raise it from
+        :meth:`wait_closed` (``telecare run`` exits non-zero)."""
+        if self.failure is None:
+            self.failure = failure
+            log.critical("gateway_failing", loop=failure.name, error=str(failure))
+        self._stopped.set()
+
     async def wait_closed(self) -> None:
+        """Wait until :meth:`stop`; raises :class:`LoopFailed` when a loop failed."""
         await self._stopped.wait()
+        if self.failure is not None:
+            raise self.failure

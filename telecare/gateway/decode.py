@@ -34,6 +34,9 @@ from telecare.devices.model import (
     AlarmEvent,
     Device,
     DeviceKind,
+    DeviceMessage,
+    DeviceStatus,
+    Heartbeat,
     ObservationSet,
     Reading,
 )
@@ -50,7 +53,7 @@ FORWARDERS: Final = frozenset({DeviceKind.HUB, DeviceKind.ALARM_RECEIVER})
 #: Device kinds that may send observation sets (NEWS2) for residents of their site.
 OBSERVERS: Final = frozenset({DeviceKind.TABLET})
 #: Messages the rules re-time when their device clock runs ahead (``TimeBounds``).
-_RETIMED: Final = (AlarmEvent, json_v1.Heartbeat, ObservationSet)
+_RETIMED: Final = (AlarmEvent, Heartbeat, ObservationSet)
 
 _V = TypeVar("_V")
 
@@ -99,7 +102,7 @@ class MessageDecoder:
                 return None
         return topic.device_id
 
-    async def decode(self, env: Envelope) -> list[json_v1.Message]:
+    async def decode(self, env: Envelope) -> list[DeviceMessage]:
         topic = self._topics.get(env.origin)
         if topic is None:
             try:
@@ -126,7 +129,7 @@ class MessageDecoder:
         except Malformed as exc:
             raise Rejected(exc.reason, topic.device_id) from None
         self._check_times(messages, device)
-        out: list[json_v1.Message] = []
+        out: list[DeviceMessage] = []
         hub_id = device.device_id
         for message in messages:
             if isinstance(message, ObservationSet) and device.kind not in OBSERVERS:
@@ -210,7 +213,7 @@ class MessageDecoder:
     async def _attribute(self, message: json_v1.Message, hub: Device) -> json_v1.Message:
         """Children in a hub batch: check provisioning and stamp their site/resident."""
         device_id = message.device_id
-        if device_id == hub.device_id or isinstance(message, json_v1.Status):
+        if device_id == hub.device_id or isinstance(message, DeviceStatus):
             return message
         if hub.kind not in FORWARDERS:
             raise Rejected(

@@ -5,22 +5,31 @@ found and, when not ok, what to do. Nothing here migrates, writes to the store o
 connects as the gateway's MQTT user: with ``use_username_as_clientid`` that connection
 would take over the running gateway's persistent session. The gateway's credentials are
 checked against the broker's password file instead, and the broker's behaviour (login,
-client id binding, ACL) with a throwaway probe device provisioned for the check
-(``--probe-device``/``--probe-password``).
+client id binding, ACL) with a probe device: one provisioned for it
+(``--probe-device``/``--probe-password``), or else a throwaway one the doctor creates
+itself. The throwaway exists only in the broker's password file (a random
+``doctor-probe-<hex>`` user with a random password, never in the store): added, the
+broker reloaded (``--reload-command``), the checks run, then the file is restored byte
+for byte (owner and mode kept) and the broker reloaded again, whatever the checks found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import os
 import pwd
+import shlex
 import shutil
 import socket
 import sqlite3
 import stat
+import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg import sql
 
-from telecare.gateway.auth import read_password_file, verify_secret
+from telecare.gateway.auth import hash_secret, new_secret, read_password_file, verify_secret
 from telecare.gateway.config import Config
 from telecare.gateway.store.migrations import migrations_for
 from telecare.gateway.store.timescale import PRELOAD_FIX, extension_status
@@ -64,6 +73,10 @@ class DoctorOptions:
     min_free_mb: int = 200
     cert_warn_days: int = 30
     timeout_s: float = 3.0
+    #: Makes the broker re-read its password file (no shell; split like one).
+    reload_command: str = "systemctl reload mosquitto"
+    #: Without ``probe_device``: create a throwaway one (needs the password file writable).
+    throwaway_probe: bool = True
 
 
 def run_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
@@ -266,19 +279,128 @@ def _broker_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
             "allow_anonymous false (deploy/mosquitto/mosquitto.conf)" if accepted else "",
         )
     )
-    if not opts.probe_device:
-        out.append(
-            Check(
-                "probe device",
-                "skip",
-                "no --probe-device: login, client-id binding and ACL not tried",
-                "telecare device add doctor-probe --site <site> --kind hub, regenerate the"
-                " password file, then pass --probe-device/--probe-password",
-            )
-        )
-        return out
-    out += _probe_device_checks(cfg, opts)
+    if opts.probe_device:
+        return out + _probe_device_checks(cfg, opts)
+    if not opts.throwaway_probe:
+        return [*out, _no_probe("--no-throwaway and no --probe-device")]
+    if not os.access(opts.password_file, os.W_OK) or not os.access(
+        opts.password_file.parent, os.W_OK
+    ):
+        return [*out, _no_probe(f"cannot write {opts.password_file} for a throwaway probe")]
+    return out + _throwaway_checks(cfg, opts)
+
+
+def _no_probe(why: str) -> Check:
+    return Check(
+        "probe device",
+        "skip",
+        f"{why}: login, client-id binding and ACL not tried",
+        "run as a user who may write --password-file and reload the broker (root), or"
+        " pass --probe-device/--probe-password of a device provisioned for it",
+    )
+
+
+def _throwaway_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
+    """The probe checks with a throwaway probe device, added to the password file and
+    removed again (the file restored, the broker reloaded) whatever happens."""
+    device, secret = f"doctor-probe-{uuid.uuid4().hex[:8]}", new_secret()
+    out: list[Check] = []
+    try:
+        with _probe_entry(opts, device, secret):
+            if _wait_login(cfg, opts, device, secret):
+                out.append(
+                    Check(
+                        "probe device",
+                        "ok",
+                        f"throwaway {device!r} added to {opts.password_file.name} and the"
+                        " broker reloaded; removed after the checks",
+                    )
+                )
+            out += _probe_device_checks(cfg, replace(opts, probe_device=device,
+                                                     probe_password=secret))  # fmt: skip
+    except _ProbeSetupError as exc:
+        out.append(Check("probe device", "fail", str(exc), exc.fix))
     return out
+
+
+class _ProbeSetupError(Exception):
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+@contextlib.contextmanager
+def _probe_entry(opts: DoctorOptions, device: str, secret: str) -> Iterator[None]:
+    """``device`` in the password file while the block runs; afterwards the file as it
+    was (only our line dropped if someone rewrote it meanwhile) and the broker reloaded."""
+    path = opts.password_file
+    original, st = path.read_bytes(), path.stat()
+    sep = b"" if not original or original.endswith(b"\n") else b"\n"
+    line = f"{device}:{hash_secret(secret)}\n".encode()
+    ours = original + sep + line
+    _replace_file(path, ours, st)
+    try:
+        _reload(opts)
+        yield
+    finally:
+        now = path.read_bytes() if path.exists() else b""
+        if now == ours:
+            _replace_file(path, original, st)
+        elif line in now:
+            _replace_file(path, now.replace(line, b""), path.stat())
+        _reload(opts)
+
+
+def _replace_file(path: Path, body: bytes, st: os.stat_result) -> None:
+    """Atomically ``body`` at ``path`` with the owner, group and mode of ``st``."""
+    tmp = path.with_name(f".{path.name}.doctor")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
+            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _reload(opts: DoctorOptions) -> None:
+    try:
+        done = subprocess.run(
+            shlex.split(opts.reload_command), capture_output=True, text=True, timeout=15
+        )
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        why = f"{opts.reload_command!r}: {exc}"
+    else:
+        if done.returncode == 0:
+            return
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        why = f"{opts.reload_command!r} exited {done.returncode}: {lines[-1] if lines else ''}"
+    raise _ProbeSetupError(
+        f"cannot reload the broker for a throwaway probe: {why}".rstrip(": "),
+        "--reload-command (e.g. 'kill -HUP <mosquitto pid>'), or pass --probe-device",
+    )
+
+
+def _wait_login(cfg: Config, opts: DoctorOptions, device: str, secret: str) -> bool:
+    """Whether the throwaway probe can log in within a few seconds of the reload (the
+    broker re-reads the file on its next loop)."""
+    deadline = time.monotonic() + max(5.0, opts.timeout_s)
+    while True:
+        client = _Mqtt(cfg, opts, f"{device}-doctor-w", device, secret)
+        try:
+            if client.connect():
+                return True
+        finally:
+            client.close()
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _probe_device_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
@@ -324,7 +446,7 @@ def _probe_device_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
                 "ACL denies impersonation",
                 "ok" if denied else "fail",
                 f"publishing as another device: {_reason_text(code)}",
-                "" if denied else "acl_file with 'pattern write telecare/v1/+/%u/#'",
+                "" if denied else "acl_file with 'pattern write telecare/v1/+/%u/+'",
             )
         )
         if client is not first and client is not second:

@@ -32,8 +32,8 @@ case the rule state was restored from before the close).
 Lanes: the gateway runs a second pipeline, :meth:`Pipeline.lane`, for the alarm lane
 (``gateway/ingest/lanes.py``): the same decoder, rules, dispatcher, feed and counters
 over the alarm lane's own store path. Alarm-class messages (events, observation sets,
-status) that reach this pipeline anyway (an event inside a hub's ``batch``, a serial
-line) are handed to it (:attr:`alarm_lane`), so they are stored and dispatched at once,
+status) that reach this pipeline anyway (an event inside a hub's ``batch``) are handed
+to it (:attr:`alarm_lane`), so they are stored and dispatched at once,
 never behind a write of telemetry. With :attr:`turns` set (the telemetry pipeline), each
 message, group and rules pass takes a turn (``gateway/turns.py``: one telemetry step per
 event-loop iteration) and a long group yields every couple of milliseconds
@@ -57,13 +57,15 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from telecare.devices.codecs import json_v1
 from telecare.devices.model import (
     AlarmEvent,
     Alert,
     AlertKind,
+    DeviceMessage,
+    DeviceStatus,
     Dispatch,
     DispatchState,
+    Heartbeat,
     ObservationSet,
     Phase,
     Reading,
@@ -329,17 +331,17 @@ class Pipeline:
             del readings[start:]
             await self.poison(env, "process", exc)
 
-    async def _message(self, env: Envelope, message: json_v1.Message) -> None:
+    async def _message(self, env: Envelope, message: DeviceMessage) -> None:
         lane = self.alarm_lane or self  # alarm-class messages: the alarm lane's store path
         if isinstance(message, AlarmEvent):
             await lane.handle_event(message, received_at=env.received_at)
-        elif isinstance(message, json_v1.Heartbeat):
+        elif isinstance(message, Heartbeat):
             await self._check_clock(message.device_id, message.ts, env.received_at)
             await self.store.set_device_status(
                 message.device_id, at=message.ts, heartbeat=True, battery=message.battery
             )
             self.counters["heartbeats"] += 1
-        elif isinstance(message, json_v1.Status):
+        elif isinstance(message, DeviceStatus):
             await lane._status(message)
         elif isinstance(message, ObservationSet):
             await lane.handle_observation(
@@ -354,11 +356,11 @@ class Pipeline:
         for listener in self.on_scored:
             listener(obs, news, result)
 
-    def _alive(self, message: json_v1.Message, received_at: datetime) -> bool:
+    def _alive(self, message: DeviceMessage, received_at: datetime) -> bool:
         """Whether a message proves its device alive. Everything does except a status
         that is not a fresh "online" from the device itself: a last will ("offline") is
         published by the broker, and a retained status may be hours old."""
-        if not isinstance(message, json_v1.Status):
+        if not isinstance(message, DeviceStatus):
             return True
         if not message.online or message.ts is None:
             return False
@@ -767,7 +769,7 @@ class Pipeline:
             )
         )
 
-    async def _status(self, status: json_v1.Status) -> None:
+    async def _status(self, status: DeviceStatus) -> None:
         at = status.ts or self.clock.now()
         await self.store.set_device_status(status.device_id, online=status.online, at=at)
         self.feed.publish(

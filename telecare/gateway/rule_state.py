@@ -17,9 +17,12 @@ The old file (``rules.state_file``, default ``rules-state.json`` next to the SQL
 database): read once, when the table is still empty, written to the table, and renamed
 ``<name>.migrated``; after that it is ignored.
 
-Resource handling: :class:`RuleRunner` is an async context manager owning one named task,
-``rules-tick``, that runs the time-driven rules every ``tick_s`` seconds on the injected
-clock and writes the changed rows; leaving it writes once more.
+Resource handling: :class:`RuleRunner` is an async context manager running one supervised
+loop, ``rules-tick`` (:mod:`telecare.gateway.tasks`), that runs the time-driven rules every
+``tick_s`` seconds on the injected clock and writes the changed rows; leaving it writes
+once more. Error handling: a tick that fails because storage is unavailable is logged and
+retried with backoff (its changes are kept, see above); anything else (a bug in a rule)
+stops the gateway loudly rather than leaving the time-driven rules dead.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store.base import Store
-from telecare.gateway.tasks import stop_task
-from telecare.rules.clock import Clock, raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor
+from telecare.rules.clock import Clock
 from telecare.rules.config import RulesConfig
 from telecare.rules.engine import RuleEngine
 
@@ -150,12 +155,20 @@ async def write_changes(store: Store, changes: Changes) -> None:
 class RuleRunner:
     """Runs the time-driven rules and writes the rule state's changes (see the module)."""
 
-    def __init__(self, pipeline: Pipeline, clock: Clock, store: Store, tick_s: float) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        clock: Clock,
+        store: Store,
+        tick_s: float,
+        *,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.clock = clock
         self.store = store
         self.tick_s = tick_s
-        self._task: asyncio.Task[None] | None = None
+        self._loops = Loops(supervisor)
         self._pending: Changes = {}
         #: Figures for the benchmark: writes made, rows written, the longest write (s).
         self.writes = 0
@@ -163,7 +176,10 @@ class RuleRunner:
         self.max_write_s = 0.0
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="rules-tick")
+        backoff = Backoff(initial=min(1.0, self.tick_s), cap=self.tick_s)
+        await self._loops.start(
+            Loop("rules-tick", self._step, retry=is_storage_unavailable, backoff=backoff)
+        )
         return self
 
     async def __aexit__(
@@ -172,8 +188,7 @@ class RuleRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task, self._task = self._task, None
-        await stop_task(task)
+        await self._loops.stop()
         try:
             await self.save()
         except Exception as exc:  # the database is away: nothing more can be done here
@@ -197,14 +212,8 @@ class RuleRunner:
         self.rows_written += len(pending)
         self.max_write_s = max(self.max_write_s, took)
 
-    async def _run(self) -> None:
-        """Tick forever. A failing tick (store away) is logged and retried next time."""
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.tick_s))
-            try:
-                await self.pipeline.tick()
-                await self.save()
-            except Exception as exc:  # keep ticking: the next tick retries
-                raise_if_cancelling()
-                log.error("rules_tick_failed", error=repr(exc))
+    async def _step(self) -> None:
+        """One tick: wait ``tick_s``, run the time-driven rules, write what changed."""
+        await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.tick_s))
+        await self.pipeline.tick()
+        await self.save()

@@ -40,6 +40,13 @@ class ProbeError(Exception):
     """The port cannot be opened or read (a user mistake: wrong path, busy, no access)."""
 
 
+def _why(exc: Exception) -> str:
+    """The system's reason (``No such file or directory``), not pyserial's nested
+    restatement of the port and errno."""
+    errno = getattr(exc, "errno", None)
+    return os.strerror(errno) if isinstance(errno, int) and errno > 0 else str(exc)
+
+
 @dataclass(slots=True)
 class Attempt:
     """One codec's result on one line setting."""
@@ -176,7 +183,7 @@ def _attempt(
             timeout=0.05,
         )
     except (serial.SerialException, OSError, ValueError) as exc:
-        raise ProbeError(f"cannot open {port}: {exc}") from None
+        raise ProbeError(f"cannot open {port}: {_why(exc)}") from None
     deadline = time.monotonic() + seconds
     try:
         handle.reset_input_buffer()  # what queued before this setting was applied
@@ -184,7 +191,7 @@ def _attempt(
             try:
                 data = handle.read(512)
             except (serial.SerialException, OSError) as exc:
-                raise ProbeError(f"cannot read {port}: {exc}") from None
+                raise ProbeError(f"cannot read {port}: {_why(exc)}") from None
             if not data:
                 continue
             if len(raw) < SEEN_BYTES:

@@ -9,22 +9,24 @@ An alert that joined a group dispatch (a storm member) has its dispatch: it is n
 re-submitted, so the sweeper cannot undo a grouping (``Store.alerts_without_dispatch``
 excludes members).
 
-Resource handling: an async context manager owning one task, ``orphan-sweep``.
-Error handling: a failed sweep (database away) is logged and retried on the next period.
+Resource handling: an async context manager running one supervised loop, ``orphan-sweep``
+(:mod:`telecare.gateway.tasks`). Error handling: a sweep that fails because storage is
+unavailable is logged and retried with backoff; anything else stops the gateway loudly.
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
 from telecare.dispatch import DispatchService
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.base import Store
-from telecare.gateway.tasks import stop_task
-from telecare.rules.clock import Clock, raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor
+from telecare.rules.clock import Clock
 
 __all__ = ["OrphanSweeper"]
 
@@ -40,13 +42,14 @@ class OrphanSweeper:
         *,
         every_s: float = 30.0,
         grace_s: float = 30.0,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
         self.every_s = every_s
         self.grace_s = grace_s
-        self._task: asyncio.Task[None] | None = None
+        self._loops = Loops(supervisor)
 
     async def sweep(self, grace_s: float | None = None) -> int:
         """Submit alerts without a dispatch that are older than ``grace_s``."""
@@ -61,7 +64,10 @@ class OrphanSweeper:
 
     async def __aenter__(self) -> Self:
         await self.sweep(grace_s=0)  # at start nothing is queued: every orphan is real
-        self._task = asyncio.create_task(self._run(), name="orphan-sweep")
+        backoff = Backoff(initial=min(1.0, self.every_s), cap=self.every_s)
+        await self._loops.start(
+            Loop("orphan-sweep", self._step, retry=is_storage_unavailable, backoff=backoff)
+        )
         return self
 
     async def __aexit__(
@@ -70,15 +76,8 @@ class OrphanSweeper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task, self._task = self._task, None
-        await stop_task(task)
+        await self._loops.stop()
 
-    async def _run(self) -> None:
-        while True:
-            raise_if_cancelling()
-            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.every_s))
-            try:
-                await self.sweep()
-            except Exception as exc:  # database away: the next period retries
-                raise_if_cancelling()
-                log.error("orphan_sweep_failed", error=repr(exc))
+    async def _step(self) -> None:
+        await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.every_s))
+        await self.sweep()

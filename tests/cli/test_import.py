@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from telecare.devices.model import Responder, ResponderKind, Site, SiteKind
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from tests.cli.conftest import Cli
@@ -113,6 +116,16 @@ def test_every_error_has_its_line_and_column_and_nothing_is_written(
     assert "line 1, column room: unknown column" in cli("import", str(header), code=6)
 
 
+async def _prepare_pg(dsn: str, schema: str) -> None:
+    """What ``_prepare`` does, in-process: a loaded machine runs few subprocesses in the
+    test's 120 s, and only the import itself needs to be one."""
+    async with PostgresStore(dsn, schema=schema, use_timescale=False) as store:
+        await store.migrate()
+        await store.upsert_site(Site("oakhouse", SiteKind.CARE_HOME))
+        await store.upsert_responder(Responder("warden1", ResponderKind.MOBILE_WARDEN))
+        await store.upsert_responder(Responder("kh-smith", ResponderKind.KEYHOLDER))
+
+
 @pytest.mark.postgres
 def test_import_as_a_subprocess_against_postgresql(
     pg_dsn: str, pg_schema: str, tmp_path: Path
@@ -132,12 +145,7 @@ def test_import_as_a_subprocess_against_postgresql(
             check=False,
         )
 
-    for args in (
-        ("site", "add", "oakhouse", "--kind", "care_home"),
-        ("responder", "add", "warden1", "--kind", "mobile_warden"),
-        ("responder", "add", "kh-smith"),
-    ):
-        assert run(*args).returncode == 0
+    asyncio.run(_prepare_pg(pg_dsn, pg_schema))
     bad = tmp_path / "bad.csv"
     bad.write_text(BAD)
     failed = run("import", str(bad))
@@ -156,3 +164,89 @@ def test_import_as_a_subprocess_against_postgresql(
             return len(await store.list_devices()), len(await store.registry_changes())
 
     assert asyncio.run(stored()) == (7, 10)
+
+
+#: A failure the validation cannot foresee, half-way through the file: the database
+#: itself refuses the fourth device (a trigger, as a constraint added by a DBA would).
+SQLITE_REFUSE_FALL02 = (
+    "CREATE TRIGGER refuse_fall02 BEFORE INSERT ON devices WHEN NEW.device_id = 'fall02'"
+    " BEGIN SELECT RAISE(ABORT, 'fall02 refused by the database'); END"
+)
+PG_REFUSE_FALL02 = """
+CREATE FUNCTION {schema}.refuse_fall02() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.device_id = 'fall02' THEN
+        RAISE EXCEPTION 'fall02 refused by the database';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_fall02 BEFORE INSERT ON {schema}.devices
+    FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_fall02();
+"""
+
+
+def test_a_failure_mid_file_leaves_nothing(cli: Cli) -> None:
+    """Residents and three devices are written before the database refuses the fourth:
+    one transaction, so none of them (nor their audit rows) stays; exit 6, no passwords
+    printed; once the obstacle is gone the same file imports whole."""
+    _prepare(cli)
+    with sqlite3.connect(cli.db) as conn:
+        conn.execute(SQLITE_REFUSE_FALL02)
+    result = json.loads(cli("import", str(EXAMPLE), "--json", code=6))
+    assert result["written"] is False
+    assert result["passwords"] == {}
+    [error] = result["errors"]
+    assert "fall02 refused by the database" in error["message"]
+    assert "nothing written" in error["message"]
+    assert cli.json("resident", "list") == []
+    assert cli.json("device", "list") == []
+
+    async def audit() -> list[str]:
+        async with SqliteStore(cli.db) as store:
+            return [c.action for c in await store.registry_changes()]
+
+    assert asyncio.run(audit()) == []
+    text = cli("import", str(EXAMPLE), code=6)
+    assert "error: the store refused a write (fall02 refused by the database)" in text
+    assert "MQTT password" not in text
+    with sqlite3.connect(cli.db) as conn:
+        conn.execute("DROP TRIGGER refuse_fall02")
+    assert json.loads(cli("import", str(EXAMPLE), "--json"))["changed"] == 10
+
+
+@pytest.mark.postgres
+def test_a_failure_mid_file_leaves_nothing_on_postgresql(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[store]\nbackend = "postgres"\ndsn = "{pg_dsn}"\nschema = "{pg_schema}"\n'
+        "timescale = false\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TELECARE, *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    asyncio.run(_prepare_pg(pg_dsn, pg_schema))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(PG_REFUSE_FALL02.format(schema=pg_schema).encode())
+    failed = run("import", str(EXAMPLE), "--json")
+    assert failed.returncode == 6, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "fall02 refused by the database" in json.loads(failed.stdout)["errors"][0]["message"]
+
+    async def stored() -> tuple[int, int, int]:
+        async with PostgresStore(pg_dsn, schema=pg_schema) as store:
+            return (
+                len(await store.list_residents()),
+                len(await store.list_devices()),
+                len(await store.registry_changes()),
+            )
+
+    assert asyncio.run(stored()) == (0, 0, 0)

@@ -51,7 +51,7 @@ async def test_receiver_test_sends_one_message_and_reports_the_reply(
     assert ok.exit_code == 0, ok.output
     assert "ACK after" in ok.output
     assert encrypted_udp.exit_code == 0, encrypted_udp.output
-    assert unknown.exit_code == 1
+    assert unknown.exit_code == 8  # ExitCode.NO_ANSWER: refused
     assert "answered DUH" in unknown.output
     assert events == 2
     assert [d.reason for d in letters] == [

@@ -52,7 +52,7 @@ async def test_receiver_test_scaip_over_tcp_and_udp(
     assert heartbeat.exit_code == 0, heartbeat.output
     assert "ACK after" in heartbeat.output
     assert alarm.exit_code == 0, alarm.output
-    assert unknown.exit_code == 1
+    assert unknown.exit_code == 8  # ExitCode.NO_ANSWER: refused
     assert "<mrs> status 5" in unknown.output
     assert missing.exit_code == 1
     assert events == 2

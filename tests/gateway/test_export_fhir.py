@@ -28,6 +28,7 @@ from telecare.devices.model import (
     Site,
     SiteKind,
 )
+from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.store import spool_codec
@@ -282,9 +283,9 @@ def test_export_fhir_without_nhs_number_uses_the_resident_id(config: Path) -> No
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["-r", "nobody"], 3, "no resident 'nobody'"),
-        (["-r", "r1", "--site", "s9"], 4, "is not a resident of site 's9'"),
-        (["-r", "r1", "--since", "last tuesday"], 4, "neither an ISO 8601"),
+        (["-r", "nobody"], ExitCode.NOT_FOUND, "no resident 'nobody'"),
+        (["-r", "r1", "--site", "s9"], ExitCode.INVALID, "is not a resident of site 's9'"),
+        (["-r", "r1", "--since", "last tuesday"], ExitCode.INVALID, "neither an ISO 8601"),
     ],
 )
 def test_export_fhir_user_mistakes_exit_with_distinct_codes(
@@ -308,8 +309,8 @@ def test_export_fhir_unreachable_store_exits_5(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text('[store]\nbackend = "postgres"\ndsn = "postgresql://postgres@127.0.0.1:1/x"\n')
     result = CliRunner().invoke(app, ["export", "fhir", "-r", "r1", "-c", str(cfg)])
-    assert result.exit_code == 5
-    assert "store unreachable" in result.stderr
+    assert result.exit_code == ExitCode.STORE_UNAVAILABLE
+    assert "store unavailable" in result.stderr
 
 
 def test_export_fhir_subprocess_writes_the_file_and_a_json_summary(

@@ -23,6 +23,7 @@ from telecare.devices.model import (
     Site,
     SiteKind,
 )
+from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.store.postgres import PostgresStore
@@ -95,5 +96,5 @@ async def test_report_shows_each_route_against_its_own_target(
 def test_report_refuses_an_empty_range(tmp_path: Path) -> None:
     args = ["report", "responses", "--from", "2026-11-24", "--to", "2026-11-23"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.INVALID
     assert "must be after" in result.output

@@ -19,6 +19,7 @@ import aiomqtt
 from telecare.gateway.app import Gateway
 from telecare.gateway.auth import hash_secret, write_password_file
 from telecare.gateway.config import Config, IngestSection, MqttConfig, StoreConfig
+from telecare.gateway.publisher import PUBLISHER_SUFFIX
 from tests.helpers import eventually
 from tests.services import free_port, port_open
 
@@ -78,7 +79,11 @@ def shipped_broker(prefix: str, users: Mapping[str, str]) -> Iterator[int]:
 
 def users_for(device_ids: list[str]) -> dict[str, str]:
     """The gateway user and one user per device, with their passwords."""
-    return {GATEWAY_USER: GATEWAY_PASSWORD, **{d: device_password(d) for d in device_ids}}
+    gateway = {
+        GATEWAY_USER: GATEWAY_PASSWORD,
+        f"{GATEWAY_USER}{PUBLISHER_SUFFIX}": GATEWAY_PASSWORD,
+    }
+    return {**gateway, **{d: device_password(d) for d in device_ids}}
 
 
 def gateway_config(

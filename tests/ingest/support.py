@@ -122,6 +122,8 @@ class GatewayProcess:
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None:
+                self._log.close()
             return
         self.proc.send_signal(signal.SIGTERM)
         try:

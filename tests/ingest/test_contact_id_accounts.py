@@ -23,6 +23,7 @@ from telecare.devices.model import (
 from telecare.firmware_stubs.alarm_receiver import encode_contact_id
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.config import SerialPortConfig
+from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.ingest.serial import SerialIngest
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
@@ -57,15 +58,14 @@ async def test_accounts_map_to_devices_and_an_unknown_account_is_dead_lettered(
     port = PtyPort(tmp_path)
     try:
         async with running_pipeline(store, clock) as pipeline:
-            ingest = SerialIngest(
+            decoding = SerialDecoding.with_registry(
                 [SerialPortConfig(str(port.path), "contact_id", "arc1")],
                 pipeline,
-                pipeline.decoder.registry.device,
+                pipeline.decoder.registry,
                 clock,
-                backoff=lambda: Backoff(initial=0.02, cap=0.1),
                 report_interval=0.2,
-                accounts=pipeline.decoder.registry.receiver_device,
             )
+            ingest = SerialIngest(decoding, clock, backoff=lambda: Backoff(initial=0.02, cap=0.1))
             async with ingest:
                 await asyncio.wait_for(ingest.readers[0].is_open.wait(), 10)
                 port.reader_opened()
@@ -88,6 +88,12 @@ async def test_accounts_map_to_devices_and_an_unknown_account_is_dead_lettered(
                 letters = await eventually(lambda: store.dead_letters())
                 # A cancel from the other subscriber leaves this one's alarm open.
                 await send("5678", 1, 406, 1, 4)
+                # Looked up while the dispatch service runs (it stops with the pipeline).
+                by_id = {a.device_id: a.alert_id for a in alerts}
+                dispatches = [
+                    (device_id, await dispatch_for(store, by_id[device_id]))
+                    for device_id in ("unit1", "smoke1")
+                ]
         by_device = {a.device_id: a for a in alerts}
         assert set(by_device) == {"unit1", "unit2", "smoke1"}
         assert by_device["unit1"].event_type is EventType.PENDANT
@@ -98,8 +104,7 @@ async def test_accounts_map_to_devices_and_an_unknown_account_is_dead_lettered(
         assert len(letters) == 1
         assert letters[0].reason.startswith("Contact ID account 9999 zone 001")
         assert letters[0].device_id == "arc1"
-        for device_id in ("unit1", "smoke1"):
-            d = await dispatch_for(store, by_device[device_id].alert_id)
+        for device_id, d in dispatches:
             assert d.state not in CLOSED, (device_id, d.state)
         assert await store.count("alarm_events") == 4  # the 9999 cancel was not stored
     finally:

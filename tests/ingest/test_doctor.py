@@ -1,7 +1,8 @@
 """``telecare doctor`` (issue 13) against a private Mosquitto started with the shipped
 deploy/mosquitto configuration and ACL, and a real PostgreSQL schema: a healthy
 installation, and failing checks (wrong broker port, unmigrated schema, wrong gateway
-password, expired certificate, bad configuration) that make the exit code non-zero."""
+password, expired certificate, bad configuration) that make the exit code non-zero; the
+throwaway probe device the doctor adds to the password file itself (and removes)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from telecare.gateway.auth import hash_secret, write_password_file
+from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from telecare.gateway.store.postgres import PostgresStore
 from tests.ingest.test_provision import ROOT, shipped_broker
@@ -139,13 +141,13 @@ def test_doctor_on_a_healthy_installation(install: Install, tmp_path: Path) -> N
     assert checks["client id bound to username"]["status"] == ("ok" if bound else "fail")
     # The tests' broker directory is world-readable: readable, but flagged.
     assert checks["password file readable by broker"]["status"] == "warn"
-    assert result.exit_code == (0 if bound else 1), result.output
+    assert result.exit_code == (0 if bound else ExitCode.CHECK_FAILED), result.output
     assert json.loads(result.stdout)["ok"] is bound
 
 
 def test_doctor_failing_checks_exit_non_zero(install: Install, tmp_path: Path, pg_dsn: str) -> None:
     """Wrong broker port, an unmigrated schema, a wrong gateway password and an expired
-    certificate: each is reported with its fix, and the exit code is 1."""
+    certificate: each is reported with its fix, and the exit code is 7."""
     fresh = f"t_unmigrated_{tmp_path.name[-6:]}".lower().replace("-", "_")
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -159,7 +161,7 @@ def test_doctor_failing_checks_exit_non_zero(install: Install, tmp_path: Path, p
     )
     expired = _cert(tmp_path / "old.crt", days_left=-1)
     result = CliRunner().invoke(app, _args(install, cfg, "--cert", str(expired)))
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
     checks = _by_name(result.stdout)
     assert checks["broker reachable"]["status"] == "fail"
     assert "mqtt.port" in checks["broker reachable"]["fix"]
@@ -187,7 +189,7 @@ def test_doctor_subprocess_table_and_exit_code(install: Install, tmp_path: Path)
         [*TELECARE, *args], capture_output=True, text=True, timeout=120,
         env={**os.environ, "COLUMNS": "120"},
     )  # fmt: skip
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == ExitCode.CHECK_FAILED, done.stdout + done.stderr
     assert "telecare doctor" in done.stdout
     assert "store reachable" in done.stdout
     assert "to fix" in done.stdout
@@ -197,14 +199,14 @@ def test_doctor_subprocess_table_and_exit_code(install: Install, tmp_path: Path)
     )  # fmt: skip
     checks = _by_name(ok.stdout)
     assert checks["broker reachable"]["status"] == "ok"
-    assert ok.returncode == (0 if _shipped_binds_client_ids() else 1)
+    assert ok.returncode == (0 if _shipped_binds_client_ids() else ExitCode.CHECK_FAILED)
 
 
 def test_doctor_reports_a_configuration_that_does_not_parse(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text('[mqtt]\nport = "abc"\n')
     result = CliRunner().invoke(app, ["doctor", "--config", str(cfg), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.USAGE
     [check] = json.loads(result.stdout)["checks"]
     assert check["check"] == "config"
     assert check["status"] == "fail"
@@ -218,3 +220,48 @@ def test_doctor_help_reads_at_80_columns() -> None:
     )  # fmt: skip
     assert done.returncode == 0
     assert all(len(line) <= 80 for line in done.stdout.splitlines())
+
+
+def _throwaway_args(inst: Install, reload_command: str) -> list[str]:
+    return [
+        "doctor",
+        "--config", str(inst.config),
+        "--password-file", str(inst.password_file),
+        "--reload-command", reload_command,
+        "--json",
+    ]  # fmt: skip
+
+
+def test_doctor_creates_and_removes_a_throwaway_probe_device(install: Install) -> None:
+    """No --probe-device: the doctor adds a random probe user to the password file,
+    reloads the broker (here SIGHUP to the test's Mosquitto), runs the login, client-id
+    and ACL checks with it, then restores the file byte for byte, mode kept."""
+    before, mode = install.password_file.read_bytes(), install.password_file.stat().st_mode
+    pid = (install.password_file.parent / "mosquitto.pid").read_text().strip()
+    result = CliRunner().invoke(app, _throwaway_args(install, f"kill -HUP {pid}"))
+    checks = _by_name(result.stdout)
+    probe = checks["probe device"]
+    assert probe["status"] == "ok", probe
+    assert "throwaway 'doctor-probe-" in probe["detail"]
+    for name in ("probe device login", "ACL denies impersonation"):
+        assert checks[name]["status"] == "ok", checks[name]
+    assert "not authorized" in checks["ACL denies impersonation"]["detail"]
+    bound = _shipped_binds_client_ids()
+    assert checks["client id bound to username"]["status"] == ("ok" if bound else "fail")
+    assert result.exit_code == (0 if bound else ExitCode.CHECK_FAILED), result.output
+    assert install.password_file.read_bytes() == before
+    assert install.password_file.stat().st_mode == mode
+    assert b"doctor-probe-" not in install.password_file.read_bytes()
+
+
+def test_doctor_restores_the_password_file_when_the_broker_cannot_be_reloaded(
+    install: Install,
+) -> None:
+    before = install.password_file.read_bytes()
+    result = CliRunner().invoke(app, _throwaway_args(install, "false"))
+    assert result.exit_code == ExitCode.CHECK_FAILED, result.output
+    probe = _by_name(result.stdout)["probe device"]
+    assert probe["status"] == "fail"
+    assert "cannot reload the broker" in probe["detail"]
+    assert "--reload-command" in probe["fix"]
+    assert install.password_file.read_bytes() == before

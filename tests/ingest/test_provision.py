@@ -63,7 +63,8 @@ def shipped_broker(
     directory: Path, prefix: str, password_file: Path, *, open_modes: bool = True
 ) -> Iterator[int]:
     """Mosquitto with deploy/mosquitto's config and ACL (paths, port and topic prefix
-    substituted), so the tests exercise the files we ship. ``open_modes`` makes every
+    substituted), so the tests exercise the files we ship; its pid is in
+    ``directory/mosquitto.pid`` (SIGHUP reloads it). ``open_modes`` makes every
     file in ``directory`` world-readable; without it the password file keeps the owner,
     group and mode it has (the broker, started as root, reads it as ``mosquitto``)."""
     port = free_port()
@@ -84,6 +85,7 @@ def shipped_broker(
             continue
         lines.append(line)
     lines.append("log_dest stderr")
+    lines.append(f"pid_file {directory / 'mosquitto.pid'}")  # for tests that reload it
     (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
     for path in directory.iterdir():
         if open_modes or path != password_file:
@@ -124,11 +126,16 @@ async def _acl_check(port: int, prefix: str, gw_password: str, pend1: str) -> li
                 f"{prefix}/s1/pend1/event",  # its own: delivered
             ):
                 await device.publish(topic, b"{}", qos=1)
+        # The gateway's outbound publisher (its own user, same password) may write there.
+        async with aiomqtt.Client(
+            "127.0.0.1", port, username="telecare-gateway-out", password=gw_password
+        ) as publisher:
+            await publisher.publish(f"{prefix}/_gateway/deadletter", b"{}", qos=1)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 async for message in gw.messages:
                     received.append(str(message.topic))
-                    if str(message.topic).endswith("/pend1/event"):
+                    if str(message.topic).endswith("/_gateway/deadletter"):
                         break
     return received
 
@@ -167,8 +174,10 @@ def test_provisioned_credentials_and_acl_on_the_real_broker(tmp_path: Path) -> N
         gw_password = re.search(r"password: (\S+)", out.split("gateway user")[1])
         assert gw_password is not None
         entries = read_password_file(pwfile)
-        # The gateway's alarm lane logs in as <user>-alarms with the same password.
-        assert set(entries) == {"pend1", "pend2", "telecare-gateway", "telecare-gateway-alarms"}
+        # the gateway's user, its outbound publisher's and its alarm lane's (same password)
+        gateway_users = {"telecare-gateway", "telecare-gateway-out", "telecare-gateway-alarms"}
+        assert set(entries) == {"pend1", "pend2", *gateway_users}
+        assert {entries[u] for u in gateway_users} == {entries["telecare-gateway"]}
         assert verify_secret(pend1, entries["pend1"])
 
         prefix = "acltest/telecare/v1"
@@ -181,6 +190,6 @@ def test_provisioned_credentials_and_acl_on_the_real_broker(tmp_path: Path) -> N
             lane = ("telecare-gateway-alarms", gw_password.group(1))
             assert asyncio.run(_connects(port, *lane))
             received = asyncio.run(_acl_check(port, prefix, gw_password.group(1), pend1))
-        assert received == [f"{prefix}/s1/pend1/event"]
+        assert received == [f"{prefix}/s1/pend1/event", f"{prefix}/_gateway/deadletter"]
     finally:
         shutil.rmtree(broker_dir, ignore_errors=True)

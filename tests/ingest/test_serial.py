@@ -28,6 +28,7 @@ from telecare.firmware_stubs.bp_cuff import encode_ua767pbt, run_bp_cuff
 from telecare.firmware_stubs.oximeter import run_oximeter
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.config import SerialPortConfig
+from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.ingest.serial import PortReader, SerialIngest
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store.base import Store
@@ -61,15 +62,14 @@ async def reading(
 async def _serial(
     pipeline: Pipeline, port: PtyPort, codec: str, device_id: str
 ) -> AsyncIterator[PortReader]:
-    ingest = SerialIngest(
+    decoding = SerialDecoding.with_registry(
         [SerialPortConfig(str(port.path), codec, device_id)],
         pipeline,
-        pipeline.decoder.registry.device,
+        pipeline.decoder.registry,
         SystemClock(),
-        backoff=lambda: Backoff(initial=0.02, cap=0.1),
         report_interval=0.2,
-        accounts=pipeline.decoder.registry.receiver_device,
     )
+    ingest = SerialIngest(decoding, SystemClock(), backoff=lambda: Backoff(initial=0.02, cap=0.1))
     async with ingest:
         reader = ingest.readers[0]
         await asyncio.wait_for(reader.is_open.wait(), 10)
@@ -204,7 +204,7 @@ def test_a_port_with_a_codec_that_is_not_a_serial_stream_is_a_config_error(codec
     from telecare.gateway.errors import ConfigError
 
     with pytest.raises(ConfigError, match=codec):
-        SerialIngest(
+        SerialDecoding(
             [SerialPortConfig("/dev/ttyUSB9", codec, "ox1")],
             Pipeline.__new__(Pipeline),
             _no_lookup,

@@ -25,6 +25,7 @@ from telecare.firmware_stubs.oximeter import (
     encode_nonin2,
     encode_nonin8,
 )
+from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from tests.ingest.ptys import PtyPort
 
@@ -135,7 +136,7 @@ def test_probe_reports_what_it_saw_when_nothing_matches(pty: PtyPort) -> None:
         result = CliRunner().invoke(
             app, ["serial", "probe", str(pty.path), "--seconds", "1", "--json"]
         )
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == ExitCode.NO_ANSWER, result.output
     found = json.loads(result.stdout)
     assert found["matched"] is False
     assert found["codec"] is None
@@ -145,16 +146,16 @@ def test_probe_reports_what_it_saw_when_nothing_matches(pty: PtyPort) -> None:
 
 def test_probe_says_nothing_was_received_from_a_silent_port(pty: PtyPort) -> None:
     result = CliRunner().invoke(app, ["serial", "probe", str(pty.path), "--seconds", "0.5"])
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.NO_ANSWER
     assert "nothing received" in result.stdout
 
 
 def test_probe_user_mistakes_exit_without_traceback(tmp_path: Path) -> None:
     missing = CliRunner().invoke(app, ["serial", "probe", str(tmp_path / "ttyNONE")])
-    assert missing.exit_code == 3
+    assert missing.exit_code == ExitCode.IO_ERROR
     assert "cannot open" in missing.stderr
     unknown = CliRunner().invoke(app, ["serial", "probe", "/dev/null", "--codec", "ble_2a35"])
-    assert unknown.exit_code == 4
+    assert unknown.exit_code == ExitCode.INVALID
     assert "not a serial codec: ble_2a35" in unknown.stderr
     for r in (missing, unknown):
         assert "Traceback" not in r.output

@@ -281,6 +281,6 @@ def test_telecare_audit_verify_exits_1_naming_the_changed_row(tmp_path: Path) ->
         conn.execute("UPDATE dispatch_audit SET actor = 'nobody' WHERE seq = 3")
         (audit_id,) = conn.execute("SELECT audit_id FROM dispatch_audit WHERE seq = 3").fetchone()
     bad = subprocess.run([*cmd, "--anchor", anchor], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert bad.returncode == 7, bad.stdout + bad.stderr  # ExitCode.CHECK_FAILED
     assert f"FAIL audit row {audit_id} (seq 3," in bad.stdout
     assert "NOT intact" in bad.stdout

@@ -185,7 +185,7 @@ def test_the_runtime_role_may_append_to_the_audit_but_never_rewrite_it(
         timeout=120,
         check=False,
     )
-    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert bad.returncode == 7, bad.stdout + bad.stderr  # ExitCode.CHECK_FAILED
     assert f"FAIL seq 2 missing before audit row {seq3} (seq 3, dispatch {ids[2]})" in bad.stdout
     assert f"FAIL audit row {seq4} (seq 4, dispatch {ids[0]}) was changed" in bad.stdout
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from telecare.devices import model
 from telecare.devices.codecs import Malformed
 from telecare.devices.model import (
     ID_PATTERN,
@@ -88,19 +89,9 @@ class Topic:
     channel: str
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    device_id: str
-    msg_id: str
-    ts: datetime
-    battery: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    device_id: str
-    online: bool
-    ts: datetime | None
+#: Heartbeats and status live in the model (``devices.model``); the codec's names stay.
+Heartbeat = model.Heartbeat
+Status = model.DeviceStatus
 
 
 @dataclass(frozen=True, slots=True)

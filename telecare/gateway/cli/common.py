@@ -2,17 +2,8 @@
 the configuration option, exit codes, ``--json`` output, ``--by`` and running a store
 action without a traceback for anything the user can fix.
 
-Exit codes (documented in ``docs/cli.md``; scripts may rely on them):
-
-==  =====================================================================
-0   success
-1   invalid value (a bad id, kind, date or combination of options)
-2   usage or configuration error (unknown option, config file invalid)
-3   not found (the site, resident, responder or device does not exist)
-4   refused: still in use (open alarms, paired devices, cascades)
-5   store unavailable (database unreachable or refusing connections)
-6   import file invalid (every error listed with its line and column)
-==  =====================================================================
+Exit codes: one scheme, :class:`ExitCode`, for every command (the table is in
+``docs/cli.md``; scripts may rely on it). No command exits with a bare number.
 """
 
 from __future__ import annotations
@@ -21,6 +12,7 @@ import asyncio
 import getpass
 import inspect
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
@@ -45,6 +37,8 @@ __all__ = [
     "load_cli_config",
     "print_json",
     "reflow_help",
+    "run_store",
+    "store_location",
     "unwrap",
     "with_store",
 ]
@@ -55,13 +49,31 @@ err_console = Console(stderr=True)
 
 
 class ExitCode(IntEnum):
+    """Why a command ended: the same number means the same thing for every command."""
+
+    #: Done (``doctor``: every check ok; ``serial probe``: a device answered).
     OK = 0
+    #: An invalid value: a bad id, kind, format, date, codec or combination of options.
     INVALID = 1
+    #: Usage or configuration error: unknown option, missing argument, config invalid.
     USAGE = 2
+    #: The site, resident, responder, device or receiver account does not exist.
     NOT_FOUND = 3
+    #: Refused while still in use (open alarms, paired devices, cascades; says which).
     IN_USE = 4
+    #: The store cannot be reached (database down, refusing connections, wrong DSN).
     STORE_UNAVAILABLE = 5
+    #: The import file is invalid (every error listed with its line; nothing written).
     IMPORT_INVALID = 6
+    #: A check found something to fix (``doctor``, ``audit verify``).
+    CHECK_FAILED = 7
+    #: A peer did not answer or refused: the broker, the gateway (``device test``), an
+    #: IP receiver (``receiver test``), the device on a serial port (``serial probe``).
+    NO_ANSWER = 8
+    #: A local file or port cannot be read or written (``--output``, a serial port).
+    IO_ERROR = 9
+    #: A bug: a traceback follows; please report it.
+    INTERNAL = 70
 
 
 ConfigOption = Annotated[
@@ -115,8 +127,9 @@ def load_cli_config(path: Path | None) -> Config:
 
 
 def fail(message: str, code: ExitCode = ExitCode.INVALID) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code`` (no traceback)."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print ``error: message`` on stderr and exit with ``code`` (no traceback). One
+    logical line: the terminal wraps it, so paths and names are never broken by us."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -139,16 +152,47 @@ def with_store(cfg: Config, action: Callable[[Any], Awaitable[_T]]) -> _T:
     """Open the configured store, migrate it and run ``action``; exit 5 (no traceback)
     when the database cannot be reached."""
     from telecare.gateway.app import open_store, prepare_store
-    from telecare.gateway.store.errors import is_unavailable
 
     async def main() -> _T:
         async with open_store(cfg) as store:
             await prepare_store(cfg, store)
             return await action(store)
 
+    return run_store(cfg, main)
+
+
+def run_store(cfg: Config, main: Callable[[], Awaitable[_T]]) -> _T:
+    """``asyncio.run(main())``, exiting 5 (no traceback) when the store it opens cannot
+    be reached."""
+    from telecare.gateway.store.errors import is_unavailable
+
+    # The pool logs every failed attempt (several lines each); one error line says it.
+    pool_log = logging.getLogger("psycopg.pool")
+    level = pool_log.level
+    pool_log.setLevel(logging.CRITICAL)
     try:
-        return asyncio.run(main())
+        return asyncio.run(main())  # type: ignore[arg-type]
     except Exception as exc:
         if is_unavailable(exc) or isinstance(exc, OSError):
-            fail(f"store unavailable ({cfg.store.backend}): {exc}", ExitCode.STORE_UNAVAILABLE)
+            fail(
+                f"store unavailable: cannot reach {store_location(cfg)} ({exc}); check"
+                " store.dsn / store.sqlite_path and that the server is running",
+                ExitCode.STORE_UNAVAILABLE,
+            )
         raise
+    finally:
+        pool_log.setLevel(level)
+
+
+def store_location(cfg: Config) -> str:
+    """Where the store is, for messages: never the DSN itself (it may hold a password)."""
+    if cfg.store.backend == "sqlite":
+        return f"SQLite {cfg.store.sqlite_path}"
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(cfg.store.dsn.reveal())
+    except Exception:
+        return "PostgreSQL (store.dsn does not parse)"
+    host = parts.get("host") or "localhost"
+    return f"PostgreSQL {host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"

@@ -6,14 +6,13 @@
 Without ``--output`` the Bundle goes to stdout (and nothing else does). With it, a
 summary follows (a table, or ``--json``: ``{"output", "resident_id", "since", "until",
 "observations", "by_code"}``). The resident's name is never read into the export, its
-filename or the logs. Exit codes: 2 configuration, 3 unknown resident, 4 bad argument
-(``--since``, or ``--site`` not the resident's site), 5 store unreachable, 6 cannot
-write ``--output``.
+filename or the logs. Exit codes (``ExitCode``, as every command): 1 bad argument
+(``--since``, ``--site`` not the resident's site, too many readings), 2 configuration,
+3 unknown resident, 5 store unreachable, 9 cannot write ``--output``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections import Counter
@@ -22,20 +21,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from telecare.gateway.cli.common import ConfigOption, err_console, load_cli_config
+from telecare.gateway.cli.common import ConfigOption, ExitCode, fail, load_cli_config, with_store
 from telecare.gateway.cli.logs import command_logging
-from telecare.gateway.config import Config
 from telecare.gateway.fhir_export import RESIDENT_SYSTEM, build_bundle, patient_identifier
+from telecare.gateway.store.base import Store
 
-__all__ = ["EXIT_BAD_ARGUMENT", "EXIT_NOT_FOUND", "EXIT_STORE", "app", "parse_since"]
+__all__ = ["app", "parse_since"]
 
-EXIT_NOT_FOUND = 3
-EXIT_BAD_ARGUMENT = 4
-EXIT_STORE = 5
-EXIT_OUTPUT = 6
 #: Readings one export holds at most (about 70 days of a 1/min oximeter's two metrics);
 #: beyond it the command refuses rather than hand over a truncated record.
 MAX_READINGS = 100_000
@@ -47,12 +43,6 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 console = Console()
 app = typer.Typer(help="Export data to other systems.", no_args_is_help=True)
-
-
-class _Failure(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -72,33 +62,21 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 async def _export(
-    cfg: Config, resident_id: str, site: str | None, since: datetime, now: datetime, system: str
+    store: Store, resident_id: str, site: str | None, since: datetime, now: datetime, system: str
 ) -> dict[str, Any]:
-    from telecare.gateway.app import open_store, prepare_store
-
-    try:
-        async with open_store(cfg) as store:
-            await prepare_store(cfg, store)
-            resident = await store.get_resident(resident_id)
-            if resident is None:
-                raise _Failure(EXIT_NOT_FOUND, f"no resident {resident_id!r}")
-            if site is not None and resident.site_id != site:
-                raise _Failure(
-                    EXIT_BAD_ARGUMENT,
-                    f"resident {resident_id!r} is not a resident of site {site!r}",
-                )
-            readings = await store.resident_readings(resident_id, since, now, MAX_READINGS + 1)
-            if len(readings) > MAX_READINGS:
-                raise _Failure(
-                    EXIT_BAD_ARGUMENT,
-                    f"more than {MAX_READINGS} readings since {since.isoformat()}:"
-                    " export a shorter period (--since) in several files",
-                )
-            scores = await store.news2_history(resident_id, since, now)
-    except _Failure:
-        raise
-    except Exception as exc:  # a wrong DSN or path is a user mistake: no traceback
-        raise _Failure(EXIT_STORE, f"store unreachable: {type(exc).__name__}: {exc}") from None
+    resident = await store.get_resident(resident_id)
+    if resident is None:
+        fail(f"no resident {resident_id!r}", ExitCode.NOT_FOUND)
+    if site is not None and resident.site_id != site:
+        fail(f"resident {resident_id!r} is not a resident of site {site!r}", ExitCode.INVALID)
+    readings = await store.resident_readings(resident_id, since, now, MAX_READINGS + 1)
+    if len(readings) > MAX_READINGS:
+        fail(
+            f"more than {MAX_READINGS} readings since {since.isoformat()}:"
+            " export a shorter period (--since) in several files",
+            ExitCode.INVALID,
+        )
+    scores = await store.news2_history(resident_id, since, now)
     return build_bundle(
         subject=patient_identifier(resident_id, resident.nhs_number, system),
         readings=readings,
@@ -136,14 +114,11 @@ def export_fhir(
     try:
         start = parse_since(since, now) if since else _EPOCH
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_BAD_ARGUMENT) from None
-    try:
-        with command_logging():  # stderr; stdout carries only the Bundle
-            bundle = asyncio.run(_export(cfg, resident, site, start, now, identifier_system))
-    except _Failure as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(exc.code) from None
+        fail(str(exc), ExitCode.INVALID)
+    with command_logging():  # stderr; stdout carries only the Bundle
+        bundle = with_store(
+            cfg, lambda store: _export(store, resident, site, start, now, identifier_system)
+        )
     text = json.dumps(bundle, indent=2)
     if output is None:
         typer.echo(text)
@@ -151,8 +126,7 @@ def export_fhir(
     try:
         output.write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
-        err_console.print(f"[red]error:[/red] cannot write {output}: {exc.strerror}")
-        raise typer.Exit(EXIT_OUTPUT) from None
+        fail(f"cannot write {output}: {exc.strerror}", ExitCode.IO_ERROR)
     by_code = Counter(e["resource"]["code"]["coding"][0]["code"] for e in bundle["entry"])
     summary = {
         "output": str(output),
@@ -165,14 +139,18 @@ def export_fhir(
     if json_out:
         typer.echo(json.dumps(summary))
         return
-    table = Table(title=f"FHIR export: {len(bundle['entry'])} observations -> {output}")
-    table.add_column("code")
-    table.add_column("what")
-    table.add_column("count", justify="right")
+    n = len(bundle["entry"])
+    console.print(
+        f"FHIR export: {n} observation(s) since {start:%Y-%m-%d %H:%M} UTC", highlight=False
+    )
+    console.print(f"written to {output}", highlight=False, soft_wrap=True)  # a path unbroken
+    if not n:
+        return
+    table = Table("code", "what", Column("count", justify="right"), box=box.SIMPLE_HEAD)
     names = {
         e["resource"]["code"]["coding"][0]["code"]: e["resource"]["code"]["text"]
         for e in bundle["entry"]
     }
-    for code, n in sorted(by_code.items()):
-        table.add_row(code, names[code], str(n))
+    for code, count in sorted(by_code.items()):
+        table.add_row(code, names[code], str(count))
     console.print(table)

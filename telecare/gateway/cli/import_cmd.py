@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -25,6 +27,7 @@ from telecare.gateway.cli.common import (
 )
 from telecare.gateway.cli.importer import ImportError_, Plan, apply_plan, parse_file, plan_changes
 from telecare.gateway.store.base import Store
+from telecare.gateway.store.errors import is_unavailable
 from telecare.gateway.store.registry import Kind, RegistryChange
 
 __all__ = ["import_csv"]
@@ -45,8 +48,9 @@ def import_csv(
 
     The whole file is checked first and every error is reported with its line and
     column; if there is any, nothing is written (exit 6). Only what differs from the
-    store is written, so importing the same file again reports 0 changed. New devices
-    get MQTT passwords, printed once.
+    store is written, in one transaction: all of it or, if the store refuses any of it,
+    none (exit 6 too). Importing the same file again reports 0 changed. New devices get
+    MQTT passwords, printed once.
     """
     cfg = load_cli_config(config)
     who = actor(by)
@@ -77,11 +81,20 @@ def import_csv(
             BarColumn(),
             MofNCompleteColumn(),
             console=err_console,
-            disable=json_out,
+            disable=json_out or not err_console.is_terminal,  # a log gets no blank lines
             transient=True,
         ) as progress:
             task = progress.add_task("import", total=plan.changed)
-            await apply_plan(store, plan, change, secret_hash, lambda: progress.advance(task))
+            try:
+                await apply_plan(store, plan, change, secret_hash, lambda: progress.advance(task))
+            except (sqlite3.Error, psycopg.Error) as exc:
+                if is_unavailable(exc):
+                    raise  # exit 5, "store unavailable"
+                # One transaction: rolled back, nothing of the file is in the store.
+                passwords.clear()
+                why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                refused = f"the store refused a write ({why}); rolled back, nothing written"
+                return Plan(errors=[ImportError_(0, "-", refused)])
         return plan
 
     plan = with_store(cfg, run) if not parsed.errors else Plan(errors=parsed.errors)
@@ -127,14 +140,15 @@ def _print(plan: Plan, lines: int, dry_run: bool, passwords: dict[str, str]) -> 
     console.print(
         f"{lines} line(s): [bold]{plan.changed} {verb}[/bold]"
         f" ({len(plan.created)} new, {len(plan.updated)} updated), {plan.unchanged} unchanged"
-        + (" (dry run: nothing written)" if dry_run else "")
     )
+    if dry_run:
+        console.print("dry run: nothing written")
     if passwords:
         table = Table("MQTT username", "MQTT password", title="new device credentials")
         for device_id, secret in passwords.items():
             table.add_row(device_id, secret)
         console.print(table)
         console.print(
-            "[yellow]Shown once and not stored: configure the devices, then regenerate the "
-            "broker's password file (device mosquitto-passwd).[/yellow]"
+            "[yellow]Shown once, not stored: configure the devices, then regenerate\n"
+            "the broker's password file (telecare device mosquitto-passwd FILE).[/yellow]"
         )

@@ -118,13 +118,24 @@ def device_json(d: Device, credentials: bool) -> dict[str, Any]:
 
 
 _HEADERS = {"credentials": "creds", "spo2_scale": "SpO2 scale"}
+#: Free text wraps (at spaces) when the terminal is narrow; ids and kinds never break.
+_WRAPS = {"location", "responders", "area"}
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+def _table(rows: list[dict[str, Any]], columns: list[str], site: str | None = None) -> Table:
+    """Rows as a table; with ``site`` (a ``--site`` filter) its name is the title and the
+    site column, the same on every row, is left out (room for the rest at 80 columns)."""
+    if site is not None:
+        columns = [c for c in columns if c != "site_id"]
+    table = Table(
+        title=f"site {site}" if site is not None else None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for c in columns:
         header = _HEADERS.get(c, c.removesuffix("_id").replace("_", " "))
-        table.add_column(header, overflow="fold")
+        table.add_column(header, overflow="fold", no_wrap=c not in _WRAPS)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     return table
@@ -296,7 +307,7 @@ def resident_list(
     if json_out:
         print_json(rows)
     else:
-        console.print(_table(rows, ["resident_id", "site_id", "responders", "spo2_scale"]))
+        console.print(_table(rows, ["resident_id", "site_id", "responders", "spo2_scale"], site))
 
 
 @resident_app.command("set")
@@ -477,7 +488,7 @@ def device_list(
         print_json(rows)
         return
     columns = ["device_id", "site_id", "resident_id", "kind", "format", "location", "hub_id"]
-    console.print(_table(rows, [*columns, "credentials"]))
+    console.print(_table(rows, [*columns, "credentials"], site))
 
 
 @device_app.command("show")

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import signal
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -31,7 +32,17 @@ import typer
 from rich.console import Console
 
 from telecare.dispatch.audit_chain import ChainReport
-from telecare.gateway.cli.common import ConfigOption, err_console, load_cli_config, reflow_help
+from telecare.gateway.cli.common import (
+    ConfigOption,
+    ExitCode,
+    err_console,
+    fail,
+    load_cli_config,
+    reflow_help,
+    run_store,
+)
+from telecare.gateway.cli.logs import command_logging
+from telecare.gateway.config import Config
 from telecare.gateway.logging import configure_logging
 
 __all__ = ["app", "main"]
@@ -70,23 +81,33 @@ def run(config: ConfigOption = None) -> None:
     cfg = load_cli_config(config)
     configure_logging(cfg.log.level, cfg.log.format)
     from telecare.gateway.app import Gateway
+    from telecare.gateway.tasks import LoopFailed
 
     async def main() -> None:
         async with Gateway(cfg) as gw:
             _install_stop(gw.stop)
             await gw.wait_closed()
 
-    _run(main)
+    try:
+        _run(main)
+    except LoopFailed as exc:  # logged with its traceback (loop_failed); stop loudly
+        err_console.print(f"[red]gateway stopped:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @db_app.command("migrate")
 def db_migrate(config: ConfigOption = None) -> None:
     """Apply pending schema migrations (idempotent; the gateway also runs them at start)."""
     cfg = load_cli_config(config)
-    configure_logging(cfg.log.level, "console")
     from telecare.gateway.app import open_store
 
     async def main() -> None:
+        # Logging for this command only: in-process (tests) no logger stays bound to
+        # the runner's streams.
+        with command_logging(cfg.log.level):
+            await _migrate(cfg)
+
+    async def _migrate(cfg: Config) -> None:
         async with open_store(cfg, owner=True) as store:
             applied = await store.migrate()
             console.print(f"store mode: [bold]{store.mode}[/bold]")
@@ -96,7 +117,7 @@ def db_migrate(config: ConfigOption = None) -> None:
             else:
                 console.print("schema is up to date")
 
-    _run(main)
+    run_store(cfg, main)
 
 
 @db_app.command("roles")
@@ -139,18 +160,17 @@ def db_roles(
     try:
         script = setup_script(database, cfg.store.schema, owner, runtime)
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc), ExitCode.INVALID)
     if not apply:
         typer.echo(script, nl=False)
         return
     if not admin_dsn:
-        err_console.print("[red]error:[/red] --apply needs --admin-dsn (or TELECARE_ADMIN_DSN)")
-        raise typer.Exit(2)
-    import psycopg
-
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(script.encode())
+        fail("--apply needs --admin-dsn (or TELECARE_ADMIN_DSN)", ExitCode.USAGE)
+    try:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(script.encode())
+    except psycopg.OperationalError as exc:
+        fail(f"--admin-dsn: {exc}".strip(), ExitCode.STORE_UNAVAILABLE)
     console.print(
         f"roles [bold]{owner}[/bold] (owner) and [bold]{runtime}[/bold] (runtime) ready in"
         f" database {database}, schema {cfg.store.schema}; now set their passwords and run"
@@ -168,35 +188,30 @@ def audit_verify(
         ),
     ] = None,
 ) -> None:
-    """Walk the hash-chained audit trail: exit 0 when every row is intact, 1 naming each
+    """Walk the hash-chained audit trail: exit 0 when every row is intact, 7 naming each
     changed or removed row. Read-only (the runtime role's SELECT is enough)."""
     from telecare.dispatch.audit_chain import Anchor
     from telecare.gateway.app import open_store
 
     cfg = load_cli_config(config)
-    configure_logging(cfg.log.level, "console")
     try:
         expected = Anchor.parse(anchor) if anchor else None
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc), ExitCode.INVALID)
 
     if cfg.store.backend == "sqlite" and not Path(cfg.store.sqlite_path).exists():
-        err_console.print(f"[red]error:[/red] no SQLite store at {cfg.store.sqlite_path}")
-        raise typer.Exit(2)
+        fail(f"no SQLite store at {cfg.store.sqlite_path}", ExitCode.STORE_UNAVAILABLE)
 
     async def main() -> ChainReport:
-        async with open_store(cfg) as store:
-            return await store.dispatches.verify_audit(expected)
+        with command_logging(cfg.log.level):  # for this command only (see db migrate)
+            async with open_store(cfg) as store:
+                return await store.dispatches.verify_audit(expected)
 
     try:
-        report = _run(main)
+        report = run_store(cfg, main)
     except (sqlite3.OperationalError, psycopg.errors.UndefinedColumn) as exc:
         # A store from before migration 0008: nothing is chained yet.
-        err_console.print(
-            f"[red]error:[/red] the store has no audit chain ({exc}): run 'telecare db migrate'"
-        )
-        raise typer.Exit(2) from None
+        fail(f"the store has no audit chain ({exc}): run 'telecare db migrate'", ExitCode.USAGE)
     for problem in report.problems:
         console.print(f"[red]FAIL[/red] {problem}", highlight=False, soft_wrap=True)
     if report.unchained:
@@ -207,7 +222,7 @@ def audit_verify(
     head = f"head {report.head}" if report.head else "no chained rows yet"
     if not report.ok:
         console.print(f"audit trail [red]NOT intact[/red]: {len(report.problems)} problems")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
     console.print(
         f"audit trail intact: {report.rows} rows; {head}", highlight=False, soft_wrap=True
     )
@@ -283,6 +298,13 @@ reflow_help(app)
 def main() -> None:
     """The ``telecare`` entry point. Logs go to stderr, warnings and worse, unless a
     command configures them (``run`` from its config): stdout is for results and
-    ``--json`` only. (Not done per command: in-process runners swap stderr.)"""
+    ``--json`` only. (Not done per command: in-process runners swap stderr.) Anything
+    escaping a command is a bug: its traceback, then exit 70 (``ExitCode.INTERNAL``),
+    distinct from every user mistake."""
     configure_logging("warning", "console")
-    app()
+    try:
+        app()
+    except Exception:
+        sys.excepthook(*sys.exc_info())  # Typer's (pretty) traceback
+        err_console.print("[red]internal error[/red]: please report it with the traceback above")
+        sys.exit(ExitCode.INTERNAL)

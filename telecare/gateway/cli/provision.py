@@ -77,6 +77,7 @@ from telecare.gateway.cli.common import (
 from telecare.gateway.cli.groups import app, device_app, resident_app, responder_app, site_app
 from telecare.gateway.config import ALARM_LANE_SUFFIX, DEFAULT_CLIENT_ID, Config
 from telecare.gateway.decode import FORWARDERS
+from telecare.gateway.publisher import PUBLISHER_SUFFIX
 from telecare.gateway.store.base import ClinicalChange, ClinicalRecord, Store
 from telecare.rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
 
@@ -360,8 +361,7 @@ def responder_add(
     async def save(store: Store) -> None:
         if await store.get_device(responder_id) is not None:
             raise _fail(f"{responder_id!r} is a device id; a responder needs another id")
-        gateway_user = cfg.mqtt.username or DEFAULT_CLIENT_ID
-        if responder_id in (gateway_user, gateway_user + ALARM_LANE_SUFFIX):
+        if responder_id in _gateway_users(cfg.mqtt.username or DEFAULT_CLIENT_ID):
             raise _fail(f"{responder_id!r} is the gateway's MQTT user; choose another id")
         await store.upsert_responder(responder)
 
@@ -376,8 +376,8 @@ def _print_secret(device_id: str, secret: str) -> None:
     console.print(
         f"MQTT username: [bold]{device_id}[/bold]\n"
         f"MQTT password: [bold]{secret}[/bold]\n"
-        "[yellow]The password is shown once and not stored; configure the device now, "
-        "then regenerate the broker's password file (device mosquitto-passwd).[/yellow]"
+        "[yellow]Shown once, not stored: configure the device now, then regenerate\n"
+        "the broker's password file (telecare device mosquitto-passwd FILE).[/yellow]"
     )
 
 
@@ -585,7 +585,10 @@ def device_mosquitto_passwd(
     file: Path,
     gateway_user: Annotated[
         str | None,
-        typer.Option(help="Also (re)create this user for the gateway; its password is printed."),
+        typer.Option(
+            help="Also (re)create this user for the gateway, with <user>-out (its publisher)"
+            " and <user>-alarms (its alarm lane) on the same password, which is printed."
+        ),
     ] = None,
     group: Annotated[
         str | None,
@@ -613,10 +616,10 @@ def device_mosquitto_passwd(
     credentials, identities = _with_store(cfg, load)
     gateway_users: tuple[str, ...] = ()
     if gateway_user is not None:
-        # The alarm lane's session logs in as <user>-alarms with the same password.
-        gateway_users = (gateway_user, gateway_user + ALARM_LANE_SUFFIX)
-        identities[gateway_user] = "the gateway's MQTT user"
-        identities[gateway_users[1]] = "the gateway's alarm-lane MQTT user"
+        # The outbound publisher's session logs in as <user>-out and the alarm lane's as
+        # <user>-alarms, with the same password.
+        gateway_users = _gateway_users(gateway_user)
+        identities.update(_gateway_identities(gateway_user))
         taken = [u for u in gateway_users if any(d == u for d, _ in credentials)]
         if taken:
             raise _fail(f"--gateway-user {taken[0]!r} is a device id; choose another name")
@@ -633,8 +636,9 @@ def device_mosquitto_passwd(
     secret = None
     if gateway_users:
         secret = new_secret()
+        hashed_secret = hash_secret(secret)
         for user in gateway_users:
-            entries[user] = hash_secret(secret)
+            entries[user] = hashed_secret
     n = write_password_file(file, entries.items(), group=gid)
     console.print(f"wrote {n} entries ({len(devices)} devices) to {file}")
     if not _broker_can_read(file):
@@ -644,9 +648,10 @@ def device_mosquitto_passwd(
         )
     if gateway_user is not None and secret is not None:
         console.print(
-            f"gateway user [bold]{gateway_user}[/bold] password: [bold]{secret}[/bold]"
-            " (shown once; set TELECARE_MQTT__PASSWORD; mqtt.username must be the same name;"
-            f" its alarm lane's user {gateway_user}{ALARM_LANE_SUFFIX} has the same password)"
+            f"gateway user [bold]{gateway_user}[/bold], password: [bold]{secret}[/bold]\n"
+            f"(shown once: set TELECARE_MQTT__PASSWORD; mqtt.username = {gateway_user!r};\n"
+            f" {gateway_users[1]} and {gateway_users[2]} have the same password)",
+            highlight=False,
         )
     if refused:
         for line in refused:
@@ -685,14 +690,26 @@ def _broker_can_read(file: Path) -> bool:
     return bool(st.st_mode & stat.S_IROTH)
 
 
+def _gateway_users(user: str) -> tuple[str, str, str]:
+    """The gateway's broker users: its ingest session's, its outbound publisher's
+    (``<user>-out``) and its alarm lane's (``<user>-alarms``)."""
+    return user, user + PUBLISHER_SUFFIX, user + ALARM_LANE_SUFFIX
+
+
+def _gateway_identities(user: str) -> dict[str, str]:
+    ingest, out, alarms = _gateway_users(user)
+    return {
+        ingest: "the gateway's MQTT user",
+        out: "the gateway's publisher",
+        alarms: "the gateway's alarm-lane MQTT user",
+    }
+
+
 async def _broker_identities(cfg: Config, store: Store) -> dict[str, str]:
     """Broker user names that belong to something other than a device: the gateway's
-    user, responders and responder apps (their MQTT username is the app id)."""
+    users, responders and responder apps (their MQTT username is the app id)."""
     user = cfg.mqtt.username or DEFAULT_CLIENT_ID
-    found = {
-        user: "the gateway's MQTT user",
-        user + ALARM_LANE_SUFFIX: "the gateway's alarm-lane MQTT user",
-    }
+    found = _gateway_identities(user)
     for responder in await store.list_responders():
         found[responder.responder_id] = "a responder"
     found.update(await asyncio.to_thread(_dispatch_file_identities, cfg))
@@ -758,12 +775,14 @@ def device_test(
         started = time.monotonic()
         async with _device_client(cfg, device_id, password) as client:
             await client.publish(topic, payload, qos=1)
-        console.print(f"published test event {msg_id} on {topic}; waiting for the gateway...")
+        console.print(f"published test event {msg_id} on {topic}", highlight=False)
+        console.print("waiting for the gateway to store it...")
         while await store.count("alarm_events") <= before:
             if time.monotonic() - started > timeout:
                 raise _fail(
                     f"not stored within {timeout:g}s: is the gateway running, and is "
-                    "the device's site/topic right? (see the dead letters)"
+                    "the device's site/topic right? (see the dead letters)",
+                    ExitCode.NO_ANSWER,
                 )
             await asyncio.sleep(0.1)
         return time.monotonic() - started
@@ -786,4 +805,6 @@ async def _device_client(
         ) as client:
             yield client
     except aiomqtt.MqttError as exc:
-        raise _fail(f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused or failed: {exc}") from None
+        raise _fail(
+            f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused or failed: {exc}", ExitCode.NO_ANSWER
+        ) from None

@@ -8,7 +8,8 @@
 
 It proves the listener, the account's key, the account -> device mapping, the pipeline
 and the store in one go: the receiver only acknowledges what it stored, so ``ACK`` means
-stored. ``DUH`` names the reason in the dead letters (``telecare`` console, or the
+stored (exit 0); no reply or a refusal exits 8 (``ExitCode.NO_ANSWER``). ``DUH`` names
+the reason in the dead letters (``telecare`` console, or the
 ``dead_letters`` table). The host, port and key come from the configuration unless
 given. Protocols: ``dc09`` (SIA DC-09), ``scaip`` (SCAIP over SIP: ``ACK`` means ``<mrs>``
 status 0); other receivers add theirs to ``PROTOCOLS``.
@@ -28,7 +29,7 @@ import typer
 from rich.console import Console
 
 from telecare.devices.codecs import Incomplete, Malformed, dc09, scaip, sip
-from telecare.gateway.cli.common import ConfigOption, load_cli_config
+from telecare.gateway.cli.common import ConfigOption, ExitCode, load_cli_config
 from telecare.gateway.config import Config
 
 __all__ = ["PROTOCOLS", "Protocol", "app"]
@@ -208,9 +209,9 @@ async def _scaip(cfg: Config, opts: dict[str, object]) -> str:
 PROTOCOLS[Protocol.SCAIP] = _scaip
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(1)
+def _fail(message: str, code: ExitCode = ExitCode.INVALID) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
 
 
 @app.command("test")
@@ -254,12 +255,15 @@ def receiver_test(
     try:
         token = asyncio.run(_send(PROTOCOLS[protocol], cfg, opts))
     except (TimeoutError, OSError, ValueError, Malformed) as exc:
-        raise _fail(f"no reply from the {protocol.value} receiver: {exc}") from None
+        raise _fail(
+            f"no reply from the {protocol.value} receiver: {exc}", ExitCode.NO_ANSWER
+        ) from None
     elapsed = time.monotonic() - started
     if token != "ACK":
         raise _fail(
             f"the receiver answered {token} after {elapsed:.2f}s: refused (see the dead letters"
-            " for the reason; is the account mapped with 'telecare device map-account'?)"
+            " for the reason; is the account mapped with 'telecare device map-account'?)",
+            ExitCode.NO_ANSWER,
         )
     console.print(f"[green]OK[/green]: ACK after {elapsed:.2f}s (stored)")
 

@@ -3,7 +3,6 @@ route against its own attend target."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from telecare.dispatch.reports import PeriodFigures, RouteFigures, build_report
-from telecare.gateway.cli.common import ConfigOption, err_console, load_cli_config
+from telecare.gateway.cli.common import ConfigOption, ExitCode, fail, load_cli_config, run_store
 from telecare.gateway.config import Config
 from telecare.gateway.dispatching import attend_config, dispatch_repository
 
@@ -40,8 +39,7 @@ def _when(text: str, option: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        err_console.print(f"[red]{option}[/red] {text!r} is not an ISO date or date-time")
-        raise typer.Exit(2) from None
+        fail(f"{option} {text!r} is not an ISO date or date-time", ExitCode.INVALID)
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -80,10 +78,16 @@ def period_json(p: PeriodFigures) -> dict[str, Any]:
 
 
 def print_period(console: Console, p: PeriodFigures) -> None:
+    # Two short lines rather than one that an 80-column terminal breaks mid-figure.
     console.print(
         f"[bold]{p.start:%Y-%m-%d %H:%M} to {p.end:%Y-%m-%d %H:%M}[/bold]: {p.alarms} alarms,"
-        f" {p.abandoned} abandoned; answered within 60 s {_pct(p.pct_answered_60s)}"
-        f" (target 97.5 %), within 180 s {_pct(p.pct_answered_180s)} (target 99 %)"
+        f" {p.abandoned} abandoned",
+        highlight=False,
+    )
+    console.print(
+        f"  answered within 60 s: {_pct(p.pct_answered_60s)} (target 97.5 %);"
+        f" within 180 s: {_pct(p.pct_answered_180s)} (target 99 %)",
+        highlight=False,
     )
     if not p.routes:
         return
@@ -131,9 +135,8 @@ def responses(
     cfg = load_cli_config(config)
     first, last = _when(start, "--from"), _when(end, "--to")
     if last <= first:
-        err_console.print("[red]--to[/red] must be after --from")
-        raise typer.Exit(2)
-    figures = asyncio.run(_figures(cfg, first, last, PERIODS[period]))
+        fail("--to must be after --from", ExitCode.INVALID)
+    figures = run_store(cfg, lambda: _figures(cfg, first, last, PERIODS[period]))
     if as_json:
         typer.echo(json.dumps([period_json(p) for p in figures], indent=2))
         return

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from telecare.gateway.cli.common import ExitCode, fail
 from telecare.rules.config import RulesConfig, RulesConfigError, load_rules_file
 
 app = typer.Typer(help="Rule configuration (NEWS2 advice, alarm and temporal rules).")
@@ -58,8 +59,7 @@ def check(file: Path = typer.Argument(..., help="TOML rules file to validate")) 
     try:
         config = load_rules_file(file)
     except RulesConfigError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(str(exc), ExitCode.INVALID)
     _summary(config, console)
     console.print(
         f"[green]ok[/]: {file} ({len(config.sites)} sites, {len(config.residents)} residents)",

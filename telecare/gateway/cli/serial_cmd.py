@@ -3,8 +3,8 @@
     telecare serial probe /dev/serial/by-id/usb-Prolific-if00-port0
     telecare serial probe /dev/ttyUSB0 --codec cms50d --codec nonin8 --seconds 6 --json
 
-Exit codes: 0 a device answered, 1 nothing matched (what was seen is shown), 3 the port
-cannot be opened or read, 4 bad argument (unknown codec).
+Exit codes (``ExitCode``): 0 a device answered, 8 nothing matched (what was seen is
+shown), 9 the port cannot be opened or read, 1 an unknown or non-serial ``--codec``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from telecare.gateway.cli.common import err_console
+from telecare.gateway.cli.common import ExitCode, fail
 from telecare.gateway.serial_probe import ProbeError, line_text, probe, stream_codecs
 
 __all__ = ["app"]
-
-EXIT_NO_MATCH = 1
-EXIT_PORT = 3
-EXIT_BAD_ARGUMENT = 4
 
 console = Console()
 app = typer.Typer(help="Serial ports.", no_args_is_help=True)
@@ -55,16 +51,14 @@ def serial_probe(
     try:
         codecs = stream_codecs(codec)
     except KeyError as exc:
-        err_console.print(f"[red]error:[/red] {exc.args[0]}")
-        raise typer.Exit(EXIT_BAD_ARGUMENT) from None
+        fail(str(exc.args[0]), ExitCode.INVALID)
     try:
         result = probe(port, codecs, seconds=seconds)
     except ProbeError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_PORT) from None
+        fail(str(exc), ExitCode.IO_ERROR)
     if json_out:
         typer.echo(json.dumps(result.as_dict()))
-        raise typer.Exit(0 if result.match else EXIT_NO_MATCH)
+        raise typer.Exit(ExitCode.OK if result.match else ExitCode.NO_ANSWER)
     table = Table(title=f"serial probe {port}")
     for name, justify in (
         ("line", "left"),
@@ -109,4 +103,4 @@ def serial_probe(
         console.print("[yellow]this port is a pseudo-terminal.[/yellow]")
     console.print(_NOTE, style="dim")
     if m is None:
-        raise typer.Exit(EXIT_NO_MATCH)
+        raise typer.Exit(ExitCode.NO_ANSWER)

@@ -19,10 +19,8 @@ from rich.console import Console
 from telecare.devices.model import EventType
 from telecare.firmware_stubs.mqtt_device import MqttDevice
 from telecare.firmware_stubs.scenario import care_home, private_home, run_population
-from telecare.gateway.app import open_store, prepare_store
 from telecare.gateway.cli.common import load_cli_config
 from telecare.gateway.config import Config
-from telecare.gateway.demo import provision
 
 __all__ = ["app"]
 
@@ -58,6 +56,11 @@ def carehome(
     pop = care_home(site, residents).extend(private_home())
 
     async def main() -> int:
+        # Imported here: the gateway (and its web app) is heavy, and every other
+        # command, even --help, would pay for it at start.
+        from telecare.gateway.app import open_store, prepare_store
+        from telecare.gateway.demo import provision
+
         if provision_store:
             async with open_store(cfg) as store:
                 await prepare_store(cfg, store)

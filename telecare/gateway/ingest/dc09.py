@@ -31,9 +31,10 @@ frame queued while its previous write ran and stores them with
 ACK.
 
 Resource handling
-    :class:`Dc09Receiver` is an async context manager. Entering starts the writer, binds
-    the TCP server and the UDP endpoint and starts ``UDP_WORKERS`` named tasks
-    (``dc09:udp:N``) fed by a bounded queue; every TCP connection runs in its own task
+    :class:`Dc09Receiver` is an async context manager. Entering starts the writer (the
+    supervised loop ``dc09:store``, :mod:`telecare.gateway.tasks`), binds the TCP server
+    and the UDP endpoint and starts ``UDP_WORKERS`` supervised loops (``dc09:udp:N``)
+    fed by a bounded queue; every TCP connection runs in its own task
     (at most ``max_connections``). Leaving stops accepting, cancels the connections and workers
     and awaits them; an alarm being stored when that happens is not acknowledged and the
     unit resends it.
@@ -63,6 +64,7 @@ from telecare.gateway.config import Dc09Config
 from telecare.gateway.decode import Rejected
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.logging import get_logger
+from telecare.gateway.tasks import Loop, Loops, Supervisor
 from telecare.rules.clock import Clock
 
 __all__ = ["Dc09Handler", "Dc09Receiver", "Dc09Sink"]
@@ -319,10 +321,17 @@ class Dc09Receiver:
     """The TCP and UDP listeners of ``[receivers.dc09]`` (see the module docstring)."""
 
     def __init__(
-        self, config: Dc09Config, sink: Dc09Sink, accounts: AccountLookup, clock: Clock
+        self,
+        config: Dc09Config,
+        sink: Dc09Sink,
+        accounts: AccountLookup,
+        clock: Clock,
+        *,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
+        self._loops = Loops(supervisor)
         self.handler = Dc09Handler(config, sink, accounts, clock)
         self.handler.store_events = self._stored
         self._batches: asyncio.Queue[tuple[list[AlarmEvent], asyncio.Future[None]]] = asyncio.Queue(
@@ -343,7 +352,7 @@ class Dc09Receiver:
     async def __aenter__(self) -> Self:
         c = self.config
         try:
-            self._spawn(self._writer(), "dc09:store")
+            await self._loops.start(Loop("dc09:store", self._write_step))
             if c.tcp:
                 self._server = await asyncio.start_server(
                     self._connection, c.host, c.port, reuse_address=True, backlog=1024
@@ -358,8 +367,9 @@ class Dc09Receiver:
                 )
                 self._udp = transport
                 self.udp_port = transport.get_extra_info("sockname")[1]
-                for i in range(UDP_WORKERS):
-                    self._spawn(self._udp_worker(), f"dc09:udp:{i}")
+                await self._loops.start(
+                    *(Loop(f"dc09:udp:{i}", self._udp_step) for i in range(UDP_WORKERS))
+                )
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -380,15 +390,10 @@ class Dc09Receiver:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._loops.stop()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- storing ----------------------------------------------------------------------
     async def _stored(self, events: list[AlarmEvent]) -> None:
@@ -397,46 +402,46 @@ class Dc09Receiver:
         await self._batches.put((events, done))
         await done
 
-    async def _writer(self) -> None:
-        """Store what frames have queued, many frames in one write, until cancelled."""
+    async def _write_step(self) -> None:
+        """Store what frames have queued, many frames in one write (one step of the
+        ``dc09:store`` loop)."""
         batches = self._batches
-        while True:
-            batch = [await batches.get()]
-            while len(batch) < STORE_BATCH_MAX and not batches.empty():
-                batch.append(batches.get_nowait())
-            events = [e for evs, _ in batch for e in evs]
-            self.counters["store_writes"] += 1
-            # The receive time lets the rules check the unit's clock (a late alarm keeps
-            # its true time and is shown as late).
-            now = self.handler.clock.now()
-            try:
-                await self.sink.handle_events(events, received_at=now)
-            except Rejected:
-                # One frame's event was refused (a reused id with other content): take the
-                # frames one by one so only that frame is refused; the others' events are
-                # stored already and go through as duplicates.
-                for evs, done in batch:
-                    try:
-                        await self.sink.handle_events(evs, received_at=now)
-                    except Exception as exc:
-                        if not done.done():
-                            done.set_exception(exc)
-                    else:
-                        if not done.done():
-                            done.set_result(None)
-                continue
-            except Exception as exc:
-                for _, done in batch:
+        batch = [await batches.get()]
+        while len(batch) < STORE_BATCH_MAX and not batches.empty():
+            batch.append(batches.get_nowait())
+        events = [e for evs, _ in batch for e in evs]
+        self.counters["store_writes"] += 1
+        # The receive time lets the rules check the unit's clock (a late alarm keeps
+        # its true time and is shown as late).
+        now = self.handler.clock.now()
+        try:
+            await self.sink.handle_events(events, received_at=now)
+        except Rejected:
+            # One frame's event was refused (a reused id with other content): take the
+            # frames one by one so only that frame is refused; the others' events are
+            # stored already and go through as duplicates.
+            for evs, done in batch:
+                try:
+                    await self.sink.handle_events(evs, received_at=now)
+                except Exception as exc:
                     if not done.done():
                         done.set_exception(exc)
-                continue
-            except BaseException:
-                for _, done in batch:
-                    done.cancel()
-                raise
+                else:
+                    if not done.done():
+                        done.set_result(None)
+            return
+        except Exception as exc:
             for _, done in batch:
                 if not done.done():
-                    done.set_result(None)
+                    done.set_exception(exc)
+            return
+        except BaseException:
+            for _, done in batch:
+                done.cancel()
+            raise
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
 
     # -- TCP --------------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -503,24 +508,24 @@ class Dc09Receiver:
         except asyncio.QueueFull:
             self.counters["udp_dropped"] += 1
 
-    async def _udp_worker(self) -> None:
+    async def _udp_step(self) -> None:
+        """Answer the next datagram (one step of a ``dc09:udp:N`` loop)."""
         handler = self.handler
-        while True:
-            data, addr = await self._queue.get()
-            origin = f"dc09/udp/{addr[0]}"
+        data, addr = await self._queue.get()
+        origin = f"dc09/udp/{addr[0]}"
+        try:
             try:
-                try:
-                    block = dc09.parse_datagram(data)
-                except dc09.Refused as exc:
-                    reply = await handler.refused(exc, data, origin)
-                else:
-                    reply = await handler.on_block(block, data, origin)
-            except Exception as exc:  # a storage error: no ACK, the unit retries
-                self.counters["store_failures"] += 1
-                log.error("dc09_not_stored", origin=origin, error=repr(exc))
-                continue
-            if self._udp is not None and not self._udp.is_closing():
-                self._udp.sendto(reply, addr)
+                block = dc09.parse_datagram(data)
+            except dc09.Refused as exc:
+                reply = await handler.refused(exc, data, origin)
+            else:
+                reply = await handler.on_block(block, data, origin)
+        except Exception as exc:  # a storage error: no ACK, the unit retries
+            self.counters["store_failures"] += 1
+            log.error("dc09_not_stored", origin=origin, error=repr(exc))
+            return
+        if self._udp is not None and not self._udp.is_closing():
+            self._udp.sendto(reply, addr)
 
 
 class _Datagrams(asyncio.DatagramProtocol):

@@ -19,15 +19,17 @@ technical alert (:func:`flood_alert`, priority 4, like a tamper); the episode en
 the sender has been quiet long enough to refill its bucket.
 
 Resource handling
-    :class:`DeadLetterPublisher` is an async context manager owning one named task,
-    ``deadletter-publisher``. :meth:`submit` (the pipeline's ``on_dead_letter`` hook)
-    only enqueues, so a dead letter never waits for the broker and never fails the
-    message that caused it. The queue holds :data:`QUEUE_SIZE` letters; when it is full
-    the oldest is dropped and counted in ``dropped`` (the row is stored anyway).
+    :class:`DeadLetterPublisher` is an async context manager running one supervised loop,
+    ``deadletter-publisher`` (:mod:`telecare.gateway.tasks`). :meth:`submit` (the
+    pipeline's ``on_dead_letter`` hook) only enqueues, so a dead letter never waits for
+    the broker and never fails the message that caused it. The queue holds
+    :data:`QUEUE_SIZE` letters; when it is full the oldest is dropped and counted in
+    ``dropped`` (the row is stored anyway).
 
 Error handling
-    A publish that fails (disconnected, no PUBACK in time) is retried after a short
-    pause until it succeeds or the context exits; failures are logged.
+    A publish that fails (disconnected, no PUBACK in time: any exception from the
+    publisher) is retried every ``retry_s`` seconds until it succeeds or the context
+    exits; failures are logged (``loop_retry``).
 """
 
 from __future__ import annotations
@@ -39,15 +41,16 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Self
 
 from telecare.devices.model import Alert, AlertKind, Device
+from telecare.gateway.backoff import Backoff
 from telecare.gateway.logging import get_logger, scrub_reason
 from telecare.gateway.store.base import DeadLetter
-from telecare.gateway.tasks import stop_task
+from telecare.gateway.tasks import Loop, Loops, Supervisor, retry_until_done
 from telecare.rules.alarms import alarm_id_for
-from telecare.rules.clock import raise_if_cancelling
 
 __all__ = [
     "BURST",
@@ -206,12 +209,19 @@ def flood_alert(key: str, device: Device | None, at: datetime, reason: str) -> A
 class DeadLetterPublisher:
     """Queue dead letters and publish them on ``topic`` through ``publish``."""
 
-    def __init__(self, publish: Publish, topic: str, *, retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        topic: str,
+        *,
+        retry_s: float = 1.0,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self._publish = publish
         self.topic = topic
         self.retry_s = retry_s
         self._queue: asyncio.Queue[DeadLetter] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self._task: asyncio.Task[None] | None = None
+        self._loops = Loops(supervisor)
         self.published = 0
         self.dropped = 0
 
@@ -227,7 +237,7 @@ class DeadLetterPublisher:
         self._queue.put_nowait(letter)
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="deadletter-publisher")
+        await self._loops.start(Loop("deadletter-publisher", self._step))
         return self
 
     async def __aexit__(
@@ -236,21 +246,24 @@ class DeadLetterPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task, self._task = self._task, None
-        await stop_task(task)
+        await self._loops.stop()
 
-    async def _run(self) -> None:
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            letter = await self._queue.get()
-            payload = encode_dead_letter(letter)
-            while True:
-                try:
-                    await self._publish(self.topic, payload)
-                except Exception as exc:
-                    raise_if_cancelling()
-                    log.warning("deadletter_publish_failed", topic=self.topic, error=repr(exc))
-                    await asyncio.sleep(self.retry_s)
-                    continue
-                self.published += 1
-                break
+    async def _step(self) -> None:
+        """Publish the next dead letter, retrying until the broker has it."""
+        letter = await self._queue.get()
+        payload = encode_dead_letter(letter)
+        await retry_until_done(
+            Loop(
+                "deadletter-publish",
+                partial(self._publish, self.topic, payload),
+                retry=_any_publish_failure,
+                backoff=Backoff(initial=self.retry_s, cap=self.retry_s, jitter=False),
+            )
+        )
+        self.published += 1
+
+
+def _any_publish_failure(exc: BaseException) -> bool:
+    """A dead letter's publish is retried whatever failed: the row is stored already,
+    and nothing about one letter can make publishing it fail for good."""
+    return True

@@ -50,7 +50,9 @@ drained (docs/architecture.md, "The alarm lane").
 Resource handling
     :func:`lane_store` is an async context manager (the lane's connection and durable
     store, closed in reverse); :func:`lane_ingest` returns an unstarted ingest that the
-    gateway enters after the pipeline exists and before the telemetry ingest.
+    gateway enters after the pipeline exists and before the telemetry ingest. Its session
+    is a supervised loop (``mqtt-alarm-lane``, :mod:`telecare.gateway.tasks`) in the
+    gateway's task group, retried on connection errors like ``mqtt-ingest``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.spool import SpoolState
 from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.tasks import Supervisor
 from telecare.rules.clock import Clock
 
 __all__ = [
@@ -176,12 +179,21 @@ async def lane_store(
         yield backend, durable
 
 
-def lane_ingest(config: MqttConfig, pipeline: Pipeline, clock: Clock) -> MqttIngest:
-    """The lane's MQTT session (not started): alarm channels only, into ``pipeline``."""
+def lane_ingest(
+    config: MqttConfig,
+    pipeline: Pipeline,
+    clock: Clock,
+    *,
+    supervisor: Supervisor | None = None,
+) -> MqttIngest:
+    """The lane's MQTT session (not started): alarm channels only, into ``pipeline``; its
+    loop, ``mqtt-alarm-lane``, runs in ``supervisor`` (the gateway's; else a private one),
+    reconnecting like the telemetry session's ``mqtt-ingest``."""
     return MqttIngest(
         lane_mqtt_config(config),
         pipeline.handle,
         clock,
+        supervisor=supervisor,
         subscriptions=alarm_subscriptions(config.topic_prefix),
         presence=False,
         name="mqtt-alarm-lane",

@@ -41,16 +41,20 @@ Lanes
     copy (counted in ``skipped``).
 
 Resource handling
-    :class:`MqttIngest` is an async context manager owning one named task,
-    ``mqtt-ingest`` (or ``name``), which connects, subscribes and receives until the context exits
-    (then it is cancelled and awaited; messages being processed are cancelled and stay
+    :class:`MqttIngest` is an async context manager running one supervised loop,
+    ``mqtt-ingest`` (or ``name``: the alarm lane's is ``mqtt-alarm-lane``;
+    :mod:`telecare.gateway.tasks`), in the gateway's supervisor (or a private one), which
+    connects, subscribes and receives until the context exits (then it is cancelled and
+    awaited; messages being processed are cancelled and stay
     unacknowledged, so the broker redelivers them).
 
 Error handling
     Connection loss, a refused connection or a refused subscription (SUBACK failure, e.g.
-    an ACL) -> reconnect and resubscribe with :class:`~gateway.backoff.Backoff`, forever,
-    logged. A message whose processing raises (storage away and nothing to spool to) is
-    *not* acknowledged: the connection is dropped at once so the broker redelivers it,
+    an ACL), or a network error (``OSError``) -> reconnect and resubscribe with
+    :class:`~gateway.backoff.Backoff`, forever, logged (``mqtt_disconnected``,
+    ``loop_retry``). Any other exception ends the loop loudly (``loop_failed``) and
+    stops the gateway. A message whose processing raises (storage away and nothing to
+    spool to) is *not* acknowledged: the connection is dropped at once so the broker redelivers it,
     and everything after it, on reconnect. Nothing else makes processing raise: the
     pipeline dead-letters bad payloads and poison messages (any other exception while
     decoding or processing one message, ``gateway.failures``) and returns, so the
@@ -74,7 +78,8 @@ from telecare.gateway.backoff import Backoff
 from telecare.gateway.config import MqttConfig
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.logging import get_logger
-from telecare.rules.clock import Clock, raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor
+from telecare.rules.clock import Clock
 
 __all__ = [
     "MqttIngest",
@@ -182,6 +187,7 @@ class MqttIngest:
         *,
         backoff: Backoff | None = None,
         group_handler: GroupHandler | None = None,
+        supervisor: Supervisor | None = None,
         subscriptions: Sequence[str] | None = None,
         presence: bool = True,
         skip: Callable[[str], bool] | None = None,
@@ -210,8 +216,7 @@ class MqttIngest:
         self.skipped = 0
         #: Set once the broker has granted the subscriptions (it then holds the session).
         self.subscribed = False
-        self._task: asyncio.Task[None] | None = None
-        self._client: aiomqtt.Client | None = None
+        self._loops = Loops(supervisor)
         self._order = _TopicOrder()
 
     @property
@@ -223,7 +228,9 @@ class MqttIngest:
         return gateway_topic(self.config.topic_prefix, "status")
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        await self._loops.start(
+            Loop(self.name, self._session, retry=_reconnect, backoff=self.backoff)
+        )
         return self
 
     async def __aexit__(
@@ -232,24 +239,7 @@ class MqttIngest:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
-    ) -> None:
-        """Publish through the ingest connection (dead-letter topic, responder app).
-
-        Raises ``RuntimeError`` while disconnected and ``aiomqtt.MqttError`` if the
-        broker does not confirm in time.
-        """
-        client = self._client
-        if client is None:
-            raise RuntimeError("MQTT is not connected")
-        await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
+        await self._loops.stop()
 
     def _make_client(self) -> aiomqtt.Client:
         c = self.config
@@ -273,37 +263,33 @@ class MqttIngest:
         enable_manual_ack(client)
         return client
 
-    async def _run(self) -> None:
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            try:
-                async with self._make_client() as client:
-                    self._client = client
-                    await self._subscribe(client)
-                    if self.presence:
-                        await client.publish(
-                            self.status_topic, _status_payload(True), qos=1, retain=True
-                        )
-                    self.backoff.reset()
-                    self.connections += 1
-                    self.connected.set()
-                    log.info(
-                        "mqtt_connected",
-                        session=self.name,
-                        host=self.config.host,
-                        port=self.config.port,
-                        subscription=self.subscription,
-                        connections=self.connections,
+    async def _session(self) -> None:
+        """Connect, subscribe and receive until the connection ends (which raises an
+        ``MqttError``; the supervised loop reconnects after its backoff)."""
+        try:
+            async with self._make_client() as client:
+                await self._subscribe(client)
+                if self.presence:
+                    await client.publish(
+                        self.status_topic, _status_payload(True), qos=1, retain=True
                     )
-                    await self._receive(client)
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                self._client = None
-                delay = self.backoff.next_delay()
-                log.warning(
-                    "mqtt_disconnected", session=self.name, error=str(exc), retry_in=round(delay, 2)
+                self.backoff.reset()
+                self.connections += 1
+                self.connected.set()
+                log.info(
+                    "mqtt_connected",
+                    session=self.name,
+                    host=self.config.host,
+                    port=self.config.port,
+                    subscription=self.subscription,
+                    connections=self.connections,
                 )
-                await asyncio.sleep(delay)
+                await self._receive(client)
+        except aiomqtt.MqttError as exc:
+            log.warning("mqtt_disconnected", session=self.name, error=str(exc))
+            raise
+        finally:
+            self.connected.clear()
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         granted = await client.subscribe([(t, 1) for t in self.subscriptions], timeout=10)
@@ -446,6 +432,13 @@ class MqttIngest:
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         return Envelope("mqtt", topic, bytes(payload), self.clock.now())
+
+
+def _reconnect(exc: BaseException) -> bool:
+    """What the ingest loop retries: the connection failing or ending (``MqttError``,
+    which includes a refused subscription and a message that could not be stored) and
+    the network (``OSError``). Anything else stops the gateway (``gateway.tasks``)."""
+    return isinstance(exc, aiomqtt.MqttError | OSError)
 
 
 def _unordered(topic: str) -> bool:

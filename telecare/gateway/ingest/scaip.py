@@ -30,9 +30,10 @@ alive to the missed-heartbeat rule and update its device status.
 
 Resource handling
     :class:`ScaipReceiver` is an async context manager owning the UDP endpoint, the TCP
-    and TLS servers, the store writer task (``scaip:store``) and one task per request or
-    connection. Leaving stops accepting, lets requests in flight finish (up to
-    ``drain_s``), then cancels the rest and the writer.
+    and TLS servers, the store writer (the supervised loop ``scaip:store``,
+    :mod:`telecare.gateway.tasks`) and one task per request or connection. Leaving stops
+    accepting, lets requests in flight finish (up to ``drain_s``), then cancels the rest
+    and the writer.
 
 Error handling
     Bad input never raises out of the receiver: it is answered and dead-lettered. More
@@ -60,6 +61,7 @@ from telecare.devices.model import AlarmEvent, Device, EventType, ReceiverKind
 from telecare.gateway.config import ScaipConfig
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.logging import get_logger
+from telecare.gateway.tasks import Loop, Loops, Supervisor
 from telecare.rules.clock import Clock
 
 __all__ = ["ScaipReceiver", "Sink"]
@@ -108,6 +110,7 @@ class ScaipReceiver:
         status: Status | None = None,
         ssl_context: ssl.SSLContext | None = None,
         drain_s: float = DRAIN_S,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -134,7 +137,7 @@ class ScaipReceiver:
         #: Events waiting for the writer. Unbounded on purpose: at most ``max_in_flight``
         #: requests can be waiting (the slots bound it), each with one event.
         self._batch: asyncio.Queue[tuple[AlarmEvent, asyncio.Future[None]]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._loops = Loops(supervisor)
 
     # -- lifetime ----------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -153,7 +156,7 @@ class ScaipReceiver:
             except BaseException:
                 await self._close()
                 raise
-        self._writer = asyncio.create_task(self._write_events(), name="scaip:store")
+        await self._loops.start(Loop("scaip:store", self._write_events))
         log.info(
             "scaip_listening",
             udp=_fmt(self.udp_address),
@@ -206,10 +209,7 @@ class ScaipReceiver:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await asyncio.gather(*idle, return_exceptions=True)
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+        await self._loops.stop()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
@@ -413,28 +413,28 @@ class ScaipReceiver:
 
     async def _write_events(self) -> None:
         """Store the events requests have queued, all waiting ones in one write
-        (``Pipeline.handle_events``: one commit), until cancelled. Natural batching: under
-        load the queue fills while a write is under way; idle, an event goes alone."""
+        (``Pipeline.handle_events``: one commit): one step of the ``scaip:store`` loop.
+        Natural batching: under load the queue fills while a write is under way; idle,
+        an event goes alone."""
         batch_queue = self._batch
-        while True:
-            batch = [await batch_queue.get()]
-            while len(batch) < STORE_BATCH_MAX and not batch_queue.empty():
-                batch.append(batch_queue.get_nowait())
-            self.counters["store_writes"] += 1
-            try:
-                await self.sink.handle_events([event for event, _ in batch])
-            except Exception as exc:  # every request of the batch answers 503; units retry
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            except BaseException:
-                for _, done in batch:
-                    done.cancel()
-                raise
+        batch = [await batch_queue.get()]
+        while len(batch) < STORE_BATCH_MAX and not batch_queue.empty():
+            batch.append(batch_queue.get_nowait())
+        self.counters["store_writes"] += 1
+        try:
+            await self.sink.handle_events([event for event, _ in batch])
+        except Exception as exc:  # every request of the batch answers 503; units retry
             for _, done in batch:
                 if not done.done():
-                    done.set_result(None)
+                    done.set_exception(exc)
+            return
+        except BaseException:
+            for _, done in batch:
+                done.cancel()
+            raise
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
 
     def _build(self, request: sip.SipRequest, reply: scaip.Reply) -> bytes:
         return sip.build_response(

@@ -1,56 +1,26 @@
 """Serial ingest: one asyncio reader per configured port (pyserial-asyncio-fast).
 
-Each reader opens its port with the codec's line settings (``devices.codecs.registry``:
-19200 8-O-1 for a CMS50D+, 9600 8-N-1 for an alarm receiver...), feeds the bytes to the
-codec's incremental decoder and hands what comes out to the pipeline:
-
-* oximeter samples go through :class:`devices.reduce.OximeterReducer` (a reading per
-  metric per second, or at once on a significant change) -> ``handle_readings``;
-* any other frame goes through the codec's ``to_model`` -> readings, or alarm events
-  (Contact ID) -> ``handle_event``.
-
-Readings and events are attributed to the device configured for the port and to the
-resident and site that device is paired with in the store (looked up through the
-pipeline's cached registry, so re-pairing takes effect within its TTL).
-
-Contact ID receiver lines are different: the port's device is the receiver, and each
-message names the subscriber by its account (and zone). Each message is attributed to
-the device its account maps to (``receiver_accounts``, kind ``contact_id``; a zone
-mapping wins over the account-wide one). A message whose account maps to nothing is
-dead-lettered (``Contact ID account ... is not mapped``), never attributed to the
-receiver or to another subscriber.
-
-Timestamps: a chunk read from the port may hold many frames (USB adapters deliver in
-bursts). Frame ``i`` of ``n`` gets ``now - (n-1-i)/rate_hz`` (the codec's frame rate),
-kept strictly increasing per port, so reduced readings keep distinct ids.
-
-Resends: a device that sends a frame again (an A&D cuff that got no confirmation) gives
-it the same message id; the reader remembers the last ``RECENT_IDS`` ids of non-oximeter
-frames per port and drops such a frame instead of storing it under a new receive time.
-
-Noise and partial frames: the decoder resynchronises and reports what it skipped. Skips
-are aggregated per port into at most one dead letter per ``report_interval`` seconds
-(``serial noise: skipped N bytes in K bursts ...``; its payload is the first noisy chunk
-of the period, truncated), never one per byte. A partial frame left in the buffer when
-the port goes away is dead-lettered as ``partial frame``.
+A reader only moves bytes. It opens its port with the codec's line settings
+(``devices.codecs.registry``: 19200 8-O-1 for a CMS50D+, 9600 8-N-1 for an alarm
+receiver...), and hands every chunk it reads, as an
+:class:`~telecare.gateway.envelope.Envelope` (``source="serial"``, the port as origin,
+the receive time), to the port's decode stage
+(:class:`~telecare.gateway.decode_serial.StreamDecoder`: framing, the device lookup,
+the model, storing), waiting until that has stored it: a serial line has no
+redelivery, so the port is not read while storage is away. It also tells the stage when
+the port opened, stayed quiet for ``report_interval`` and closed.
 
 Resource handling
-    :class:`SerialIngest` is an async context manager owning one named task per port,
-    ``serial:<port>``. Leaving cancels and awaits them and closes the ports.
+    :class:`SerialIngest` is an async context manager running one supervised loop per
+    port, ``serial:<port>`` (:mod:`telecare.gateway.tasks`), in the gateway's supervisor
+    (or a private one when used alone). Leaving stops them and closes the ports.
 
 Error handling
     Open failures and unplugs (``OSError``, ``SerialException``, ``termios.error``,
-    EOF) -> close, wait
-    :class:`~gateway.backoff.Backoff`, reopen, forever, logged. A device that is not
-    provisioned -> its data is dead-lettered (rate-limited like noise) until it is.
-    Storage unavailable (``gateway.failures``) -> retried with backoff until stored (the
-    port is not read meanwhile; a serial line has no redelivery, so dropping would lose
-    data). Any other exception while turning a frame into the model or processing what
-    it carried -> that frame is a poison message: dead-lettered through the pipeline's
-    one guarded stage (``Sink.guarded``: the stage and exception class as the reason, the
-    chunk it came in as the payload) and the port reads on. A codec name that is unknown
-    or not a stream codec -> :class:`~gateway.errors.ConfigError` when the context is
-    entered.
+    EOF) -> close, wait the port's :class:`~telecare.gateway.backoff.Backoff`, reopen,
+    forever, logged (``serial_closed``, ``loop_retry``). Storage unavailable escaping
+    the stage (it retries writes itself) -> the same. Anything else -> ``loop_failed``
+    and the gateway stops, loudly: a port never stops reading unseen.
 """
 
 from __future__ import annotations
@@ -59,50 +29,42 @@ import asyncio
 import contextlib
 import os
 import termios
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import partial
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import serial
 import serial_asyncio_fast
 
-from telecare.devices.codecs import Malformed, registry
-from telecare.devices.codecs.contact_id import ContactIdMessage
-from telecare.devices.codecs.oximetry import OximeterSample
-from telecare.devices.codecs.stream import FrameDecoder
-from telecare.devices.model import AlarmEvent, Device, Reading, ReceiverKind
-from telecare.devices.reduce import OximeterReducer
+from telecare.devices.codecs import registry
 from telecare.gateway.backoff import Backoff
-from telecare.gateway.config import SerialPortConfig
+from telecare.gateway.decode_serial import PortStats, SerialDecoding, StreamDecoder
 from telecare.gateway.envelope import Envelope
-from telecare.gateway.errors import ConfigError
 from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
-from telecare.rules.clock import Clock, raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor, supervise
+from telecare.rules.clock import Clock
 
-__all__ = ["AccountLookup", "PortReader", "PortStats", "SerialIngest", "Sink", "open_port"]
+__all__ = ["PORT_ERRORS", "PortClosed", "PortReader", "SerialIngest", "open_port"]
 
 log = get_logger("telecare.ingest.serial")
 
 #: Bytes asked for per read (a CMS50D+ sends 300 B/s; a burst from a USB adapter is
 #: at most a few KiB).
 READ_SIZE = 4096
-#: Bytes of a noisy chunk kept as the dead letter's payload.
-NOISE_SAMPLE_BYTES = 512
-#: Message ids remembered per port to drop a frame the device resends.
-RECENT_IDS = 256
-
-Lookup = Callable[[str], Awaitable[Device | None]]
-#: ``(kind, account, zone) -> device`` (``Registry.receiver_device``).
-AccountLookup = Callable[[ReceiverKind, str, str], Awaitable[Device | None]]
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Opener = Callable[[str, registry.LineSettings], Awaitable[Streams]]
 #: What opening or reading a port raises when the device is away or refuses a setting.
 PORT_ERRORS = (OSError, serial.SerialException, termios.error)
+
+
+class PortClosed(Exception):
+    """The port reached end of file or failed: the loop reopens it after its backoff."""
+
+
+def _retried(exc: BaseException) -> bool:
+    """What a port's loop retries: the port going away, and storage being unavailable."""
+    return isinstance(exc, (*PORT_ERRORS, PortClosed)) or is_storage_unavailable(exc)
 
 
 def _is_pty(url: str) -> bool:
@@ -133,387 +95,99 @@ async def open_port(url: str, line: registry.LineSettings) -> Streams:
     return await serial_asyncio_fast.open_serial_connection(**kwargs)
 
 
-class Sink(Protocol):
-    """What a serial reader needs from the pipeline."""
-
-    async def handle_readings(self, readings: list[Reading]) -> None: ...
-
-    async def handle_event(self, event: AlarmEvent) -> None: ...
-
-    async def dead_letter(
-        self, env: Envelope, reason: str, device_id: str | None = None
-    ) -> None: ...
-
-    async def guarded(
-        self,
-        env: Envelope,
-        stage: str,
-        work: Callable[[], Awaitable[object]],
-        device_id: str | None = None,
-    ) -> bool: ...
-
-    async def poison(
-        self, env: Envelope, stage: str, exc: BaseException, device_id: str | None = None
-    ) -> None: ...
-
-
-@dataclass
-class PortStats:
-    """Per-port figures (exposed as metrics)."""
-
-    opened: int = 0
-    bytes: int = 0
-    frames: int = 0
-    readings: int = 0
-    events: int = 0
-    skipped_bytes: int = 0
-    dead_letters: int = 0
-
-
-class _NoiseReport:
-    """Skips and unprovisioned data aggregated into one dead letter per interval."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.nbytes = 0
-        self.bursts = 0
-        self.first_reason = ""
-        self.sample = b""
-        self.last_report = float("-inf")
-
-    def add(self, nbytes: int, bursts: int, reason: str, chunk: bytes) -> None:
-        if self.nbytes == 0:
-            self.first_reason = reason
-            self.sample = chunk[:NOISE_SAMPLE_BYTES]
-        self.nbytes += nbytes
-        self.bursts += bursts
-
-    def due(self, now: float) -> bool:
-        return self.nbytes > 0 and now - self.last_report >= self.interval
-
-    def take(self, now: float) -> tuple[str, bytes]:
-        reason = (
-            f"serial noise: skipped {self.nbytes} bytes in {self.bursts} bursts"
-            f" (first: {self.first_reason})"
-        )
-        sample = self.sample
-        self.nbytes = self.bursts = 0
-        self.first_reason, self.sample = "", b""
-        self.last_report = now
-        return reason, sample
-
-
 class PortReader:
     """Reads one port until cancelled (see the module docstring)."""
 
     def __init__(
         self,
-        config: SerialPortConfig,
-        sink: Sink,
-        lookup: Lookup,
+        stage: StreamDecoder,
         clock: Clock,
         *,
         backoff: Backoff | None = None,
-        report_interval: float = 10.0,
         opener: Opener | None = None,
-        accounts: AccountLookup | None = None,
     ) -> None:
-        codec = _stream_codec(config)
-        self.config = config
-        self.codec = codec
-        self.sink = sink
-        self.lookup = lookup
-        self.accounts = accounts
+        self.stage = stage
+        self.config = stage.config
+        self.codec = stage.codec
         self.clock = clock
         self.backoff = backoff or Backoff()
-        self.stats = PortStats()
         #: Set while the port is open (tests wait on it before writing).
         self.is_open = asyncio.Event()
         self._open = opener or open_port
-        self._noise = _NoiseReport(report_interval)
-        self._last_ts: datetime | None = None
-        self._reducer: OximeterReducer | None = None
-        #: Message ids of recent non-oximeter frames: a device that resends a frame (an
-        #: A&D cuff without a confirmation) carries the same id, with a new receive time.
-        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def stats(self) -> PortStats:
+        return self.stage.stats
 
     @property
     def port(self) -> str:
         return self.config.port
 
-    async def run(self) -> None:
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            try:
-                reader, writer = await self._open(self.port, self.codec.line)
-            except PORT_ERRORS as exc:
-                delay = self.backoff.next_delay()
-                log.warning(
-                    "serial_open_failed", port=self.port, error=str(exc), retry_in=round(delay, 2)
-                )
-                await asyncio.sleep(delay)
-                continue
-            self.stats.opened += 1
-            self.backoff.reset()
-            self.is_open.set()
-            log.info("serial_open", port=self.port, codec=self.codec.name, line=self.codec.line)
-            decoder = self.codec.new_decoder()
-            self._reducer = None
-            try:
-                await self._read(reader, decoder)
-                log.warning("serial_closed", port=self.port, reason="end of file")
-            except PORT_ERRORS as exc:
-                log.warning("serial_closed", port=self.port, error=str(exc))
-            finally:
-                self.is_open.clear()
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-            await self._partial_frame(decoder)
-            await self._flush_noise(force=True)
-            await asyncio.sleep(self.backoff.next_delay())
+    def loop(self) -> Loop:
+        """This port's supervised loop, ``serial:<port>`` (see "Error handling" above)."""
+        return Loop(f"serial:{self.port}", self._session, retry=_retried, backoff=self.backoff)
 
-    async def _read(self, reader: asyncio.StreamReader, decoder: FrameDecoder[Any]) -> None:
-        loop = asyncio.get_running_loop()
+    async def run(self) -> None:
+        """Read the port until cancelled (the supervised loop, run in the caller's task)."""
+        await supervise(self.loop())
+
+    async def _session(self) -> None:
+        """Open the port and read it until it closes; always ends by raising (a port
+        error, :class:`PortClosed`), which the loop retries after its backoff."""
+        reader, writer = await self._open(self.port, self.codec.line)
+        self.stats.opened += 1
+        self.backoff.reset()
+        self.is_open.set()
+        log.info("serial_open", port=self.port, codec=self.codec.name, line=self.codec.line)
+        self.stage.start()
+        try:
+            await self._read(reader)
+            reason = "end of file"
+        except PORT_ERRORS as exc:
+            reason = str(exc)
+        finally:
+            self.is_open.clear()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        log.warning("serial_closed", port=self.port, reason=reason)
+        await self.stage.closed()
+        raise PortClosed(f"{self.port}: {reason}")
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        stage = self.stage
+        timeout = max(0.05, stage.report_interval)
         while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            timeout = max(0.05, self._noise.interval)
             try:
                 async with asyncio.timeout(timeout):
                     chunk = await reader.read(READ_SIZE)
             except TimeoutError:
-                await self._flush_noise()
+                await stage.idle()
                 continue
             if not chunk:
                 return
             self.stats.bytes += len(chunk)
-            await self._chunk(chunk, decoder, loop.time())
-
-    async def _chunk(self, chunk: bytes, decoder: FrameDecoder[Any], mono: float) -> None:
-        frames = decoder.feed(chunk)
-        skips = decoder.pop_skips()
-        if skips:
-            n = sum(s.nbytes for s in skips)
-            self.stats.skipped_bytes += n
-            self._noise.add(n, len(skips), skips[0].reason, chunk)
-        if frames:
-            self.stats.frames += len(frames)
-            device = await self.lookup(self.config.device_id)
-            if device is None:
-                await self._unprovisioned(chunk, len(frames))
-            else:
-                await self._frames(frames, device, chunk)
-        if self._noise.due(mono):
-            await self._flush_noise()
-
-    async def _frames(self, frames: Sequence[Any], device: Device, chunk: bytes) -> None:
-        readings: list[Reading] = []
-        events: list[AlarmEvent] = []
-        env = Envelope("serial", self.port, chunk[:NOISE_SAMPLE_BYTES], self.clock.now())
-        for frame, ts in zip(frames, self._timestamps(len(frames)), strict=True):
-            try:
-                if isinstance(frame, OximeterSample):
-                    readings.extend(self._reducer_for(device).push(frame, ts))
-                    continue
-                owner = device
-                if isinstance(frame, ContactIdMessage):
-                    mapped = await self._subscriber(frame)
-                    if mapped is None:
-                        continue
-                    owner = mapped
-                items = self.codec.to_model(
-                    frame,
-                    device_id=owner.device_id,
-                    ts=ts,
-                    resident_id=owner.resident_id,
-                    site_id=owner.site_id,
-                )
-                if items and self._resent(items[0].msg_id):
-                    log.info("serial_resend_dropped", port=self.port, msg_id=items[0].msg_id)
-                    continue
-                for item in items:
-                    if isinstance(item, AlarmEvent):
-                        events.append(item)
-                    else:
-                        readings.append(item)
-            except Malformed as exc:
-                await self._dead_letter(exc.reason, repr(frame).encode()[:NOISE_SAMPLE_BYTES])
-            except Exception as exc:  # a poison frame: dead-letter it, read on
-                self.stats.dead_letters += 1
-                await self._stored(partial(self._poison, env, exc))
-        if readings:
-            stored = await self._guarded(env, lambda: self.sink.handle_readings(readings))
-            if stored:
-                self.stats.readings += len(readings)
-        for event in events:
-            if not await self._guarded(env, partial(self.sink.handle_event, event)):
-                continue
-            self.stats.events += 1
-            log.info(
-                "serial_event",
-                port=self.port,
-                device_id=event.device_id,
-                event_type=event.type,
-                phase=event.phase,
-            )
-
-    async def _poison(self, env: Envelope, exc: BaseException, _: object) -> None:
-        await self.sink.poison(env, "decode", exc, self.config.device_id)
-
-    async def _guarded(self, env: Envelope, work: Callable[[], Awaitable[object]]) -> bool:
-        """``work`` through the pipeline's guarded stage, retried while storage is away;
-        ``False`` when it was dead-lettered instead."""
-        done: list[bool] = []
-
-        async def attempt(_: object) -> None:
-            done.append(await self.sink.guarded(env, "process", work, self.config.device_id))
-
-        await self._stored(attempt, None)
-        if not done[-1]:
-            self.stats.dead_letters += 1
-        return done[-1]
-
-    def _resent(self, msg_id: str) -> bool:
-        """Whether ``msg_id`` came from this port recently (remembers the last 256)."""
-        if msg_id in self._recent_ids:
-            return True
-        self._recent_ids[msg_id] = None
-        if len(self._recent_ids) > RECENT_IDS:
-            self._recent_ids.popitem(last=False)
-        return False
-
-    async def _subscriber(self, message: ContactIdMessage) -> Device | None:
-        """The device a Contact ID message's account (and zone) maps to; dead-letters
-        and returns ``None`` when it maps to nothing."""
-        found = None
-        if self.accounts is not None:
-            found = await self.accounts(ReceiverKind.CONTACT_ID, message.account, message.zone)
-        if found is None:
-            await self._dead_letter(
-                f"Contact ID account {message.account} zone {message.zone} on {self.port}"
-                " is not mapped to a device (telecare device map-account DEVICE"
-                f" contact_id:{message.account})",
-                message.text.encode(),
-            )
-        return found
-
-    def _reducer_for(self, device: Device) -> OximeterReducer:
-        r = self._reducer
-        if r is None or (r.resident_id, r.site_id) != (device.resident_id, device.site_id):
-            r = self._reducer = OximeterReducer(
-                device_id=device.device_id,
-                msg_prefix=self.codec.name,
-                resident_id=device.resident_id,
-                site_id=device.site_id,
-            )
-        return r
-
-    def _timestamps(self, n: int) -> list[datetime]:
-        now = self.clock.now()
-        step = timedelta(seconds=1 / self.codec.rate_hz) if self.codec.rate_hz > 0 else None
-        out: list[datetime] = []
-        for i in range(n):
-            ts = now - step * (n - 1 - i) if step is not None else now
-            if self._last_ts is not None and ts <= self._last_ts:
-                ts = self._last_ts + timedelta(milliseconds=1)
-            out.append(ts)
-            self._last_ts = ts
-        return out
-
-    async def _stored(self, write: Callable[[Any], Awaitable[None]], item: Any = None) -> None:
-        """Write until it succeeds: a serial line cannot resend what we drop. Only
-        storage-unavailable errors reach here (``Sink.guarded`` dead-letters the rest)."""
-        backoff = Backoff(initial=0.2, cap=5.0)
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            try:
-                await write(item)
-                return
-            except Exception as exc:
-                raise_if_cancelling()
-                if not is_storage_unavailable(exc):  # pragma: no cover - guarded upstream
-                    log.error("serial_write_dropped", port=self.port, error_type=type(exc).__name__)
-                    return
-                delay = backoff.next_delay()
-                log.error(
-                    "serial_store_failed", port=self.port, error=repr(exc), retry_in=round(delay, 2)
-                )
-                await asyncio.sleep(delay)
-
-    async def _unprovisioned(self, chunk: bytes, frames: int) -> None:
-        reason = (
-            f"device {self.config.device_id!r} on {self.port} is not provisioned;"
-            f" {frames} frames dropped"
-        )
-        mono = asyncio.get_running_loop().time()
-        if mono - self._noise.last_report >= self._noise.interval:
-            self._noise.last_report = mono
-            await self._dead_letter(reason, chunk[:NOISE_SAMPLE_BYTES])
-
-    async def _partial_frame(self, decoder: FrameDecoder[Any]) -> None:
-        pending = getattr(decoder, "pending", 0)
-        if pending:
-            await self._dead_letter(
-                f"partial frame: {pending} bytes left when {self.port} closed", b""
-            )
-
-    async def _flush_noise(self, *, force: bool = False) -> None:
-        mono = asyncio.get_running_loop().time()
-        if self._noise.nbytes and (force or self._noise.due(mono)):
-            reason, sample = self._noise.take(mono)
-            await self._dead_letter(reason, sample)
-
-    async def _dead_letter(self, reason: str, payload: bytes) -> None:
-        env = Envelope("serial", self.port, payload, self.clock.now())
-        self.stats.dead_letters += 1
-        await self._stored(
-            lambda _: self.sink.dead_letter(env, reason, self.config.device_id), None
-        )
-
-
-def _stream_codec(config: SerialPortConfig) -> registry.StreamCodec:
-    try:
-        codec = registry.get(config.codec)
-    except KeyError as exc:
-        raise ConfigError(f"Config 'serial' port {config.port}: {exc.args[0]}") from None
-    if not isinstance(codec, registry.StreamCodec):
-        raise ConfigError(
-            f"Config 'serial' port {config.port}: codec {config.codec!r} is a message codec"
-            " (BLE over MQTT), not a serial stream codec"
-        )
-    return codec
+            await stage.feed(Envelope("serial", self.port, chunk, self.clock.now()))
 
 
 class SerialIngest:
-    """One :class:`PortReader` task per configured port."""
+    """One :class:`PortReader` per port of ``decoding`` (the ports' decode stage)."""
 
     def __init__(
         self,
-        ports: Sequence[SerialPortConfig],
-        sink: Sink,
-        lookup: Lookup,
+        decoding: SerialDecoding,
         clock: Clock,
         *,
         backoff: Callable[[], Backoff] = Backoff,
-        report_interval: float = 10.0,
-        accounts: AccountLookup | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.readers = [
-            PortReader(
-                p,
-                sink,
-                lookup,
-                clock,
-                backoff=backoff(),
-                report_interval=report_interval,
-                accounts=accounts,
-            )
-            for p in ports
+            PortReader(stage, clock, backoff=backoff()) for stage in decoding.streams.values()
         ]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Loops(supervisor)
 
     async def __aenter__(self) -> Self:
-        self._tasks = [asyncio.create_task(r.run(), name=f"serial:{r.port}") for r in self.readers]
+        await self._loops.start(*(r.loop() for r in self.readers))
         return self
 
     async def __aexit__(
@@ -522,10 +196,7 @@ class SerialIngest:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._loops.stop()
 
     def stats(self) -> dict[str, PortStats]:
         return {r.port: r.stats for r in self.readers}

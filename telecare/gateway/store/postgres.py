@@ -52,12 +52,20 @@ class _Fresh:
 
     def __init__(self, fresh_s: float = 1.0) -> None:
         self.fresh_s = fresh_s
+        self.pool: AsyncConnectionPool | None = None
+        self._bad = 0
         self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._returned[conn] = time.monotonic()
 
     async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        # A connection came back broken since the last checkout (the server went away):
+        # every pooled connection is suspect, so each is checked again before use.
+        bad = self.pool.get_stats().get("returns_bad", 0) if self.pool is not None else 0
+        if bad != self._bad:
+            self._bad = bad
+            self._returned.clear()
         if time.monotonic() - self._returned.get(conn, -self.fresh_s) >= self.fresh_s:
             await AsyncConnectionPool.check_connection(conn)
 
@@ -130,6 +138,7 @@ class PostgresStore(Store):
             },
         )
         #: The query API (``gateway.store.sql``); its dialect is set once the mode is known.
+        self._fresh.pool = self._pool
         self.sql = PostgresSql(self._pool)
 
     async def __aenter__(self) -> Self:
