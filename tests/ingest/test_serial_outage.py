@@ -200,7 +200,8 @@ async def test_a_loop_failing_with_an_unexpected_error_stops_the_gateway_loudly(
 async def test_telecare_run_exits_non_zero_when_a_loop_fails(
     mqtt_server: MqttServer, tmp_path: Path
 ) -> None:
-    """The same failure under ``telecare run``: the process exits 1, and says why."""
+    """The same failure under ``telecare run``: the process exits 70 (internal error, the
+    exit-code scheme of docs/cli.md) and says why."""
     db = tmp_path / "telecare.sqlite3"
     config = tmp_path / "gateway.toml"
     config.write_text(
@@ -221,7 +222,7 @@ async def test_telecare_run_exits_non_zero_when_a_loop_fails(
         while gateway.proc.poll() is None:
             assert time.monotonic() < deadline, gateway.log_text()
             await asyncio.sleep(0.05)
-        assert gateway.proc.returncode == 1, gateway.log_text()
+        assert gateway.proc.returncode == 70, gateway.log_text()
         log = gateway.log_text()
         assert '"event": "loop_failed"' in log or '"event":"loop_failed"' in log, log
         assert "gateway stopped: loop 'orphan-sweep' stopped: OperationalError" in log

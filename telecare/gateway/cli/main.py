@@ -92,7 +92,7 @@ def run(config: ConfigOption = None) -> None:
         _run(main)
     except LoopFailed as exc:  # logged with its traceback (loop_failed); stop loudly
         err_console.print(f"[red]gateway stopped:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.INTERNAL) from None
 
 
 @db_app.command("migrate")
