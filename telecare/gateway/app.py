@@ -15,7 +15,7 @@ and the store is closed last: everything accepted is flushed.
 Error handling: every loop retries what is transient with backoff and a log line; a loop
 that meets anything else stops the gateway (``Gateway.failure``), in the same order as
 a normal stop, and :meth:`Gateway.wait_closed` then raises :class:`LoopFailed`
-(``telecare run`` exits 1). No loop ends silently.
+(``telecare run`` exits 70). No loop ends silently.
 """
 
 from __future__ import annotations
