@@ -16,7 +16,7 @@ from telecare.devices.model import (
     ResponderKind,
 )
 from telecare.dispatch.records import AuditRecord
-from telecare.gateway.decode import Registry
+from telecare.gateway.registry_cache import Registry, RegistryWatch
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.registry import Blocker, RegistryChange
 from tests.store.helpers import T0, alert, registry
@@ -89,7 +89,9 @@ async def test_pair_and_unpair_a_device(store: Store) -> None:
 
 async def test_a_removed_device_is_unknown_after_the_cache_refresh(store: Store) -> None:
     await registry(store)
-    cache = Registry(store, ttl=0.0)  # the gateway's default is 30 s (docs/cli.md)
-    assert await cache.device("p1") is not None
-    assert await store.remove_entity("device", "p1", _change("remove", "device", "p1")) == []
-    assert await cache.device("p1") is None
+    cache = Registry(store)  # warm: kept until the registry change log says otherwise
+    async with RegistryWatch(store, cache, poll_s=3600.0) as watch:
+        assert await cache.device("p1") is not None
+        assert await store.remove_entity("device", "p1", _change("remove", "device", "p1")) == []
+        assert await watch.poll() >= 1  # what the running gateway does once a second
+        assert await cache.device("p1") is None
