@@ -1,11 +1,13 @@
 """One spec per table: the columns, once, and everything derived from them.
 
 A :class:`Table` lists its columns in order, each with its kind and how it maps to the
-model's field. From that come the insert statement (``table.insert()``), the column
-list for a ``SELECT`` or a PostgreSQL ``COPY`` (``table.names``, ``table.pg_types``),
-the row parameters (``table.params(item)``), the model from a selected row
-(``table.load(row)``) and the spool record (``table.record(item)`` /
-``table.from_record(values)``, see ``gateway.store.spool_codec``).
+model's field. From that come the insert and upsert statements (``table.insert()``,
+``table.upsert(*key)``), the column lists for ``INSERT``, a PostgreSQL ``COPY`` and a
+``SELECT`` (``table.names``, ``table.pg_types``, ``table.select(alias)``), the row
+parameters (``table.params(item)``), the model from a selected row (``table.load(row)``,
+``table.all``/``table.one``) and the spool record (``table.record(item)`` /
+``table.from_record(values)``, see ``gateway.store.spool_codec``). The roles' specs are
+here; the web tables' specs sit next to their rows (``accounts``, ``console``).
 
 Adding a column: add a :class:`Column` at the end of the spec (with the default that
 older spool records and rows lack) and write one migration per dialect. Spool records
@@ -49,7 +51,7 @@ from telecare.gateway.clinical import ClinicalRecord
 from telecare.gateway.store.rows import DeadLetter, News2Record, RegistryChange, StatusItem
 from telecare.gateway.store.sql import Queries, TextArray, json_value
 
-__all__ = ["Column", "Table", "event_digest"]
+__all__ = ["Column", "Table", "event_digest", "texts"]
 
 M = TypeVar("M")
 Kind = Literal["text", "int", "smallint", "float", "bool", "ts", "json", "bytes", "texts"]
@@ -70,7 +72,8 @@ class Column:
     """One column: ``kind`` (its type on both backends), ``take`` (the model's field
     from the stored value), ``get`` (the stored value from the item; default: the field
     of the same name), ``db=False`` (in the spool record only), ``spool=False``
-    (derived, not spooled), ``default`` (for a spool record from before the column)."""
+    (derived, not a model field, not spooled), ``default`` (for a spool record from before
+    the column), ``auto=True`` (made by the database: selected, never inserted)."""
 
     name: str
     kind: Kind = "text"
@@ -79,6 +82,7 @@ class Column:
     db: bool = True
     spool: bool = True
     default: Any = None
+    auto: bool = False
 
     @property
     def pg_type(self) -> str:
@@ -119,50 +123,66 @@ class Table(Generic[M]):
 
     @cached_property
     def stored(self) -> tuple[Column, ...]:
+        """The columns in the database, as selected and loaded."""
         return tuple(c for c in self.columns if c.db)
 
     @cached_property
-    def names(self) -> str:
-        """The stored columns, comma-separated (``SELECT``, ``INSERT``, ``COPY``)."""
-        return ", ".join(c.name for c in self.stored)
+    def written(self) -> tuple[Column, ...]:
+        """The stored columns a write gives (not those the database makes)."""
+        return tuple(c for c in self.stored if not c.auto)
 
-    def select(self, alias: str) -> str:
-        """``names`` qualified with a table alias, for joins."""
-        return ", ".join(f"{alias}.{c.name}" for c in self.stored)
+    @cached_property
+    def names(self) -> str:
+        """The written columns, comma-separated (``INSERT``, ``COPY``)."""
+        return ", ".join(c.name for c in self.written)
+
+    def select(self, alias: str = "") -> str:
+        """The stored columns for a ``SELECT``, qualified with ``alias`` if given."""
+        return ", ".join(f"{alias}{'.' if alias else ''}{c.name}" for c in self.stored)
 
     @cached_property
     def pg_types(self) -> list[str]:
-        """PostgreSQL types of the stored columns (binary ``COPY``, ``unnest`` arrays)."""
-        return [c.pg_type for c in self.stored]
+        """PostgreSQL types of the written columns (binary ``COPY``, ``unnest`` arrays)."""
+        return [c.pg_type for c in self.written]
 
-    def insert(self, conflict: str | None = None) -> str:
-        marks = ", ".join("?" for _ in self.stored)
-        tail = self.conflict if conflict is None else conflict
+    def insert(self, tail: str | None = None) -> str:
+        """``INSERT`` of the written columns; ``tail`` (default: the table's conflict
+        clause) may also be a ``RETURNING``."""
+        marks = ", ".join("?" for _ in self.written)
+        tail = self.conflict if tail is None else tail
         return f"INSERT INTO {self.name} ({self.names}) VALUES ({marks}) {tail}".rstrip()
 
     def upsert(self, *key: str) -> str:
         """Insert, or update every other column of the row with the same ``key``."""
-        sets = ", ".join(f"{c.name} = excluded.{c.name}" for c in self.stored if c.name not in key)
+        sets = ", ".join(f"{c.name} = excluded.{c.name}" for c in self.written if c.name not in key)
         return self.insert(f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+
+    async def add(self, q: Queries, item: M, tail: str | None = None) -> int:
+        """Run ``insert(tail)`` for ``item``; how many rows it inserted."""
+        return await q.execute(self.insert(tail), *self.params(item))
+
+    async def put(self, q: Queries, item: M, *key: str) -> None:
+        """Run ``upsert(*key)`` for ``item``."""
+        await q.execute(self.upsert(*key), *self.params(item))
 
     @cached_property
     def _get(self) -> Callable[[Any], tuple[Any, ...]]:
-        getters = [c.getter() for c in self.stored]
-        if all(c.get is None for c in self.stored) and len(getters) > 1:
-            return attrgetter(*(c.name for c in self.stored))  # one C call per row
+        getters = [c.getter() for c in self.written]
+        if all(c.get is None for c in self.written) and len(getters) > 1:
+            return attrgetter(*(c.name for c in self.written))  # one C call per row
         return lambda item: tuple(g(item) for g in getters)
 
     def params(self, item: M) -> tuple[Any, ...]:
-        """The stored columns' values for ``item``, in order."""
+        """The written columns' values for ``item``, in order."""
         return self._get(item)
 
     def load(self, row: Sequence[Any]) -> M:
-        """The model from a row selected with ``names`` (derived columns skipped)."""
+        """The model from a row selected with ``select()`` (derived columns skipped)."""
         fields = {c.name: c.loaded(v) for c, v in zip(self.stored, row, strict=True) if c.spool}
         return self.make(**fields)
 
     async def all(self, q: Queries, tail: str = "", *params: object) -> list[M]:
-        """``SELECT names FROM table {tail}``, as models (``tail``: a WHERE, ORDER BY ...)."""
+        """``SELECT select() FROM table {tail}``, as models (``tail``: WHERE, ORDER BY ...)."""
         return [self.load(r) for r in await q.fetch_all(self._select(tail), *params)]
 
     async def one(self, q: Queries, tail: str, *params: object) -> M | None:
@@ -171,7 +191,7 @@ class Table(Generic[M]):
         return None if row is None else self.load(row)
 
     def _select(self, tail: str) -> str:
-        return f"SELECT {self.names} FROM {self.name} {tail}".rstrip()
+        return f"SELECT {self.select()} FROM {self.name} {tail}".rstrip()
 
     @cached_property
     def spooled(self) -> tuple[Column, ...]:
@@ -202,7 +222,8 @@ def _reading(metric: Metric, **fields: Any) -> Reading:
     return Reading(metric=metric, unit=metric.unit, **fields)
 
 
-def _text(*names: str) -> tuple[Column, ...]:
+def texts(*names: str) -> tuple[Column, ...]:
+    """Text columns named ``names``, in order."""
     return tuple(Column(n) for n in names)
 
 
@@ -221,21 +242,21 @@ READINGS = Table(
 EVENTS = Table(
     "alarm_events",
     (C("device_id"), C("type", take=EventType), C("phase", take=Phase), C("ts", TS))
-    + _text("msg_id", "site_id", "resident_id", "zone", "source")
-    + (C("code", INT), *_text("device_type", "location"))
+    + texts("msg_id", "site_id", "resident_id", "zone", "source")
+    + (C("code", INT), *texts("device_type", "location"))
     + (C("digest", get=event_digest, spool=False),),
     AlarmEvent,
 )
 ALERTS = Table(
     "alerts",
     (C("alert_id"), C("kind", take=AlertKind), C("priority", SMALL), C("reason"), C("ts", TS))
-    + _text("site_id", "resident_id", "device_id")
+    + texts("site_id", "resident_id", "device_id")
     + (C("event_type", take=EventType), C("source_key"), C("detail", JSON, dict)),
     Alert,
 )
 DEAD_LETTERS = Table(
     "dead_letters",
-    (C("received_at", TS), *_text("source", "origin", "reason"), C("payload", "bytes"))
+    (C("received_at", TS), *texts("source", "origin", "reason"), C("payload", "bytes"))
     + (C("device_id"), C("payload_bytes", INT, default=-1)),
     DeadLetter,
 )
@@ -255,7 +276,7 @@ STATUS = Table(
 DISPATCHES = Table(
     "dispatches",
     (C("dispatch_id"), C("alert_id"), C("state", take=DispatchState), C("priority", SMALL))
-    + (C("created_at", TS), C("updated_at", TS), *_text("site_id", "resident_id"))
+    + (C("created_at", TS), C("updated_at", TS), *texts("site_id", "resident_id"))
     + (C("responder_id"), C("cascade_step", INT), C("outcome"), C("version", INT)),
     Dispatch,
 )
@@ -266,40 +287,40 @@ AUDIT = Table(
     AuditRecord,
 )
 SITES = Table(
-    "sites", (C("site_id"), C("kind", take=SiteKind), *_text("name", "address", "area")), Site
+    "sites", (C("site_id"), C("kind", take=SiteKind), *texts("name", "address", "area")), Site
 )
 DEVICES = Table(
     "devices",
     (C("device_id"), C("site_id"), C("kind", take=DeviceKind))
-    + _text("resident_id", "format", "location")
+    + texts("resident_id", "format", "location")
     + (C("heartbeat_interval_s", INT), C("hub_id")),
     Device,
 )
 RESPONDERS = Table(
     "responders",
-    (C("responder_id"), C("kind", take=ResponderKind), *_text("name", "phone", "area"))
+    (C("responder_id"), C("kind", take=ResponderKind), *texts("name", "phone", "area"))
     + (C("skills", "texts", get=lambda r: TextArray(r.skills)),),
     Responder,
 )
 RECEIVER_ACCOUNTS = Table(
     "receiver_accounts",
-    (C("kind", take=ReceiverKind), *_text("account", "zone", "device_id")),
+    (C("kind", take=ReceiverKind), *texts("account", "zone", "device_id")),
     ReceiverAccount,
 )
 REGISTRY_AUDIT = Table(
     "registry_audit",
-    (C("at", TS), *_text("actor", "action", "kind", "entity_id"), C("detail", JSON, dict)),
+    (C("at", TS), *texts("actor", "action", "kind", "entity_id"), C("detail", JSON, dict)),
     RegistryChange,
 )
 CLINICAL_HISTORY = Table(
     "resident_clinical_history",
-    _text("resident_id", "setting", "value", "previous", "prescribed_by")
+    texts("resident_id", "setting", "value", "previous", "prescribed_by")
     + (C("prescribed_at", TS), C("recorded_by"), C("recorded_at", TS), C("reason")),
     ClinicalRecord,
 )
 RECEIPTS = Table(
     "notification_receipts",
-    _text("dispatch_id", "channel", "recipient", "status")
+    texts("dispatch_id", "channel", "recipient", "status")
     + (C("attempts", INT), C("at", TS), C("detail")),
     Receipt,
 )

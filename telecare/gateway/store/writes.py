@@ -1,5 +1,6 @@
 """The ingest role, written once for both backends: the writes the spool may take (the
-``write_*`` methods and ``set_device_status``) and the pipeline's direct reads and notes.
+``write_*`` methods; ``set_device_status`` is ``write_status``) and the pipeline's direct
+reads and notes.
 
 Idempotency keys are the tables' unique indexes (``ON CONFLICT DO NOTHING``): a write
 returns ``False``/``0`` for what was already stored. ``PostgresStore`` overrides the
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from telecare.devices.model import AlarmEvent, Alert, Metric, Reading
-from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record
+from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, EVENTS, NEWS2, READINGS
 
@@ -66,10 +67,12 @@ class SqlWrites:
         heartbeat: bool = False,
         battery: float | None = None,
     ) -> None:
-        first, hb = True if online is None else online, at if heartbeat else None
-        await self.sql.execute(
-            _STATUS, device_id, first, at, hb, battery, device_id, online, online
-        )
+        await self.write_status(StatusItem(device_id, at, online, heartbeat, battery))
+
+    async def write_status(self, s: StatusItem) -> None:
+        first, hb = True if s.online is None else s.online, s.at if s.heartbeat else None
+        params = (s.device_id, first, s.at, hb, s.battery, s.device_id, s.online, s.online)
+        await self.sql.execute(_STATUS, *params)
 
     async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
         row = await self.sql.fetch_one(
