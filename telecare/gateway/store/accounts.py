@@ -6,7 +6,6 @@ argon2 password hashes and SHA-256 digests of session cookies and token secrets,
 secret in the clear reaches a table.
 """
 
-# ruff: noqa: RUF005  (the specs read best as rows of columns added together)
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from telecare.gateway.store.sql import Sql
-from telecare.gateway.store.tables import INT, TS, Table, texts
+from telecare.gateway.store.tables import INT, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -83,21 +82,8 @@ class StoredAnswer:
     created_at: datetime
 
 
-USERS = Table(
-    "web_users",
-    (C("user_id", INT, auto=True), C("username"), C("display_name"), C("role", take=Role))
-    + (C("site_id"), C("disabled", "bool")),
-    User,
-)
-TOKENS = Table(
-    "api_tokens",
-    (
-        *texts("token_id", "site_id", "name", "secret_hash"),
-        C("created_at", TS),
-        C("revoked_at", TS),
-    ),
-    ApiToken,
-)
+USERS = Table.of("web_users", User, C("user_id", INT, auto=True))
+TOKENS = Table.of("api_tokens", ApiToken)
 _USER = USERS.select("u")
 _OF_USER = (
     "DELETE FROM web_sessions WHERE user_id IN (SELECT user_id FROM web_users WHERE username = ?)"

@@ -46,7 +46,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Literal, Self
 
 import structlog
@@ -121,12 +120,7 @@ class ReadingBatcher:
         await self._loops.start(Loop("reading-batcher-flusher", self._step))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._closing = True
         if self._nudge is not None:
             _wake(self._nudge)

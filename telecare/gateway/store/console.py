@@ -9,7 +9,6 @@ one spec (``gateway.store.tables``) next to its row type. Join rows are decoded 
 position, so a test that runs each query on both backends catches a changed column.
 """
 
-# ruff: noqa: RUF005  (the specs read best as rows of columns added together)
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Any, Final
 
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.gateway.store.sql import Sql, json_value
-from telecare.gateway.store.tables import DISPATCHES, INT, TS, Table, texts
+from telecare.gateway.store.tables import DISPATCHES, INT, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -105,38 +104,12 @@ class Closure:
     closed_at: datetime
 
 
-OWNERS = Table(
-    "console_owners", (*texts("owner_key", "operator", "dispatch_id"), C("since", TS)), Owner
-)
-TIMERS = Table(
-    "console_timers",
-    (C("dispatch_id"), C("kind"), C("due_at", TS), C("set_by"), C("set_at", TS))
-    + texts("reason", "reference"),
-    TimerRow,
-)
-NOTICES = Table(
-    "console_notices",
-    (C("notice_id", INT, auto=True), *texts("dispatch_id", "kind", "text"), C("created_at", TS))
-    + (C("acked_by"), C("acked_at", TS)),
-    Notice,
-)
-NOTES = Table(
-    "console_notes",
-    (C("note_id", INT, auto=True), *texts("resident_id", "kind", "text"), C("expires_at", TS))
-    + (C("created_by"), C("created_at", TS)),
-    Note,
-)
-VIEWS = Table(
-    "console_views",
-    (*texts("resident_id", "what", "operator"), C("at", TS), C("dispatch_id")),
-    View,
-)
-CLOSURES = Table(
-    "console_closures",
-    (*texts("dispatch_id", "outcome"), C("false_alarm", "bool"), *texts("note", "closed_by"))
-    + (C("closed_at", TS),),
-    Closure,
-)
+OWNERS = Table.of("console_owners", Owner)
+TIMERS = Table.of("console_timers", TimerRow)
+NOTICES = Table.of("console_notices", Notice, C("notice_id", INT, auto=True))
+NOTES = Table.of("console_notes", Note, C("note_id", INT, auto=True))
+VIEWS = Table.of("console_views", View)
+CLOSURES = Table.of("console_closures", Closure)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,6 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import structlog
@@ -151,15 +150,10 @@ class DurableStore(Store):
         await self._batcher.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         try:
             if self._batcher is not None:
-                await self._batcher.__aexit__(exc_type, exc, tb)
+                await self._batcher.__aexit__()
         finally:
             await self._loops.stop()
             if self._spool is not None:

@@ -55,36 +55,27 @@ def _open(key: str, join: str = "") -> tuple[str, str]:
     return "open dispatch", f"{sql} AND d.state NOT IN ('resolved', 'cancelled')"
 
 
-def _refs(what: str, select: str, table: str, key: str) -> tuple[str, str]:
-    return what, f"SELECT {select} FROM {table} WHERE {key} = ?"
-
-
+_USER = "device_id || ' user ' || CAST(user_id AS TEXT)"
+_HISTORY = "setting || ' recorded by ' || recorded_by"
 #: For each kind: (what, SQL with one ``?`` for the id) pairs, in the order reported.
 _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
     "site": (
         _open("d.site_id"),
-        _refs("resident", "resident_id", "residents", "site_id"),
-        _refs("device", "device_id", "devices", "site_id"),
+        ("resident", "SELECT resident_id FROM residents WHERE site_id = ?"),
+        ("device", "SELECT device_id FROM devices WHERE site_id = ?"),
     ),
     "resident": (
         _open("d.resident_id"),
-        _refs("paired device", "device_id", "devices", "resident_id"),
-        _refs(
-            "device user",
-            "device_id || ' user ' || CAST(user_id AS TEXT)",
-            "device_users",
-            "resident_id",
-        ),
-        _refs(
+        ("paired device", "SELECT device_id FROM devices WHERE resident_id = ?"),
+        ("device user", f"SELECT {_USER} FROM device_users WHERE resident_id = ?"),
+        (
             "clinical history",
-            "setting || ' recorded by ' || recorded_by",
-            "resident_clinical_history",
-            "resident_id",
+            f"SELECT {_HISTORY} FROM {CLINICAL_HISTORY.name} WHERE resident_id = ?",
         ),
     ),
     "responder": (
         _open("d.responder_id"),
-        _refs("resident cascade", "resident_id", "resident_responders", "responder_id"),
+        ("resident cascade", "SELECT resident_id FROM resident_responders WHERE responder_id = ?"),
     ),
     "device": (_open("a.device_id", " JOIN alerts a ON a.alert_id = d.alert_id"),),
 }

@@ -1,7 +1,9 @@
 """One spec per table: the columns, once, and everything derived from them.
 
 A :class:`Table` lists its columns in order, each with its kind and how it maps to the
-model's field. From that come the insert and upsert statements (``table.insert()``,
+model's field; ``Table.of(name, Row)`` reads them off a dataclass row type (a column per
+field, in order, the kind from the field's type), so most tables are written down once,
+as their row type. From that come the insert and upsert statements (``table.insert()``,
 ``table.upsert(*key)``), the column lists for ``INSERT``, a PostgreSQL ``COPY`` and a
 ``SELECT`` (``table.names``, ``table.pg_types``, ``table.select(alias)``), the row
 parameters (``table.params(item)``), the model from a selected row (``table.load(row)``,
@@ -9,8 +11,9 @@ parameters (``table.params(item)``), the model from a selected row (``table.load
 ``table.from_record(values)``, see ``gateway.store.spool_codec``). The roles' specs are
 here; the web tables' specs sit next to their rows (``accounts``, ``console``).
 
-Adding a column: add a :class:`Column` at the end of the spec (with the default that
-older spool records and rows lack) and write one migration per dialect. Spool records
+Adding a column: add a field at the end of the row type (or a :class:`Column` at the
+end of an explicit spec, with the default that older spool records lack) and write one
+migration per dialect. Spool records
 are positional, so columns are only ever appended: a record spooled by an older version
 is one shorter and takes the new column's default.
 """
@@ -19,34 +22,30 @@ is one shorter and takes the new column's default.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from functools import cached_property
 from operator import attrgetter
+from types import NoneType, UnionType
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from telecare.devices.model import (
     AlarmEvent,
     Alert,
-    AlertKind,
     Device,
-    DeviceKind,
     Dispatch,
-    DispatchState,
-    EventType,
     Metric,
-    Phase,
     Reading,
     ReceiverAccount,
-    ReceiverKind,
     Responder,
-    ResponderKind,
     Site,
-    SiteKind,
 )
-from telecare.dispatch.records import AuditRecord, Receipt, Timer, TimerKind
+from telecare.dispatch.records import AuditRecord, Receipt, Timer
 from telecare.gateway.clinical import ClinicalRecord
 from telecare.gateway.store.rows import DeadLetter, News2Record, RegistryChange, StatusItem
 from telecare.gateway.store.sql import Queries, TextArray, json_value
@@ -109,6 +108,23 @@ class Column:
 
 def _same(value: Any) -> Any:
     return value
+
+
+_KINDS: dict[Any, Kind] = {str: "text", int: "int", float: "float", bool: "bool"}
+_KINDS |= {datetime: "ts", dict: "json", bytes: "bytes", tuple: "texts", Literal: "text"}
+
+
+def _column(name: str, hint: Any) -> Column:
+    """The column for a field of type ``hint`` (``X | None`` as ``X``; an enum is stored
+    as its value and taken back as the enum)."""
+    t = (
+        next(a for a in typing.get_args(hint) if a is not NoneType)
+        if type(hint) is UnionType
+        else hint
+    )
+    if isinstance(t, type) and issubclass(t, Enum):
+        return Column(name, "smallint" if issubclass(t, int) else "text", take=t)
+    return Column(name, _KINDS[typing.get_origin(t) or t])
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,19 @@ class Table(Generic[M]):
         """The written columns' values for ``item``, in order."""
         return self._get(item)
 
+    @classmethod
+    def of(cls, name: str, row: type[M], *special: Column, skip: Sequence[str] = ()) -> Table[M]:
+        """The spec of the dataclass ``row``: a column per field (but ``skip``), in order,
+        its kind from the field's type; ``special`` replace the column of their name, or
+        follow the fields (a column that is not a field: derived, or made by the database)."""
+        hints, named = typing.get_type_hints(row), {c.name: c for c in special}
+        columns = [
+            named.pop(f.name) if f.name in named else _column(f.name, hints[f.name])
+            for f in dataclasses.fields(row)  # type: ignore[arg-type]
+            if f.name not in skip
+        ]
+        return cls(name, (*columns, *named.values()), row)
+
     def load(self, row: Sequence[Any]) -> M:
         """The model from a row selected with ``select()`` (derived columns skipped)."""
         fields = {c.name: c.loaded(v) for c, v in zip(self.stored, row, strict=True) if c.spool}
@@ -231,101 +260,34 @@ C = Column
 TS: Final = "ts"
 INT: Final = "int"
 SMALL: Final = "smallint"
-FLOAT: Final = "float"
-JSON: Final = "json"
 READINGS = Table(
     "readings",
-    (C("device_id"), C("metric", SMALL, Metric), C("value", FLOAT), C("ts", TS))
+    (C("device_id"), C("metric", SMALL, Metric), C("value", "float"), C("ts", TS))
     + (C("msg_id"), C("resident_id"), C("site_id", db=False), C("quality", default="ok")),
     _reading,
 )
-EVENTS = Table(
-    "alarm_events",
-    (C("device_id"), C("type", take=EventType), C("phase", take=Phase), C("ts", TS))
-    + texts("msg_id", "site_id", "resident_id", "zone", "source")
-    + (C("code", INT), *texts("device_type", "location"))
-    + (C("digest", get=event_digest, spool=False),),
-    AlarmEvent,
+EVENTS = Table.of(
+    "alarm_events", AlarmEvent, C("digest", get=event_digest, spool=False), skip=("injury",)
 )
-ALERTS = Table(
-    "alerts",
-    (C("alert_id"), C("kind", take=AlertKind), C("priority", SMALL), C("reason"), C("ts", TS))
-    + texts("site_id", "resident_id", "device_id")
-    + (C("event_type", take=EventType), C("source_key"), C("detail", JSON, dict)),
-    Alert,
-)
-DEAD_LETTERS = Table(
-    "dead_letters",
-    (C("received_at", TS), *texts("source", "origin", "reason"), C("payload", "bytes"))
-    + (C("device_id"), C("payload_bytes", INT, default=-1)),
-    DeadLetter,
-)
-NEWS2 = Table(
+ALERTS = Table.of("alerts", Alert, C("priority", SMALL))
+DEAD_LETTERS = Table.of("dead_letters", DeadLetter, C("payload_bytes", INT, default=-1))
+NEWS2 = Table.of(
     "news2_scores",
-    (C("resident_id"), C("ts", TS), C("total", INT), C("risk"), C("red_flag", "bool"))
-    + (C("components", JSON, lambda v: {k: int(n) for k, n in v.items()}),)
-    + (C("spo2_scale", INT), C("observation_id"), C("consciousness")),
     News2Record,
+    C("components", "json", lambda v: {k: int(n) for k, n in v.items()}),
 )
-#: A device status change as spooled (the table's upsert is ``SqlWrites.set_device_status``).
-STATUS = Table(
-    "device_status",
-    (C("device_id"), C("at", TS), C("online", "bool"), C("heartbeat", "bool"), C("battery")),
-    StatusItem,
+#: A device status change: a spool record, not a table (``device_status`` keeps the
+#: latest state per device: ``SqlWrites.write_status``).
+STATUS = Table.of("status_change", StatusItem)
+DISPATCHES = Table.of("dispatches", Dispatch, C("priority", SMALL))
+AUDIT = Table.of("dispatch_audit", AuditRecord)
+SITES = Table.of("sites", Site)
+DEVICES = Table.of("devices", Device)
+RESPONDERS = Table.of(
+    "responders", Responder, C("skills", "texts", get=lambda r: TextArray(r.skills))
 )
-DISPATCHES = Table(
-    "dispatches",
-    (C("dispatch_id"), C("alert_id"), C("state", take=DispatchState), C("priority", SMALL))
-    + (C("created_at", TS), C("updated_at", TS), *texts("site_id", "resident_id"))
-    + (C("responder_id"), C("cascade_step", INT), C("outcome"), C("version", INT)),
-    Dispatch,
-)
-AUDIT = Table(
-    "dispatch_audit",
-    (C("dispatch_id"), C("at", TS), C("from_state", take=DispatchState))
-    + (C("to_state", take=DispatchState), C("actor"), C("reason"), C("detail", JSON, dict)),
-    AuditRecord,
-)
-SITES = Table(
-    "sites", (C("site_id"), C("kind", take=SiteKind), *texts("name", "address", "area")), Site
-)
-DEVICES = Table(
-    "devices",
-    (C("device_id"), C("site_id"), C("kind", take=DeviceKind))
-    + texts("resident_id", "format", "location")
-    + (C("heartbeat_interval_s", INT), C("hub_id")),
-    Device,
-)
-RESPONDERS = Table(
-    "responders",
-    (C("responder_id"), C("kind", take=ResponderKind), *texts("name", "phone", "area"))
-    + (C("skills", "texts", get=lambda r: TextArray(r.skills)),),
-    Responder,
-)
-RECEIVER_ACCOUNTS = Table(
-    "receiver_accounts",
-    (C("kind", take=ReceiverKind), *texts("account", "zone", "device_id")),
-    ReceiverAccount,
-)
-REGISTRY_AUDIT = Table(
-    "registry_audit",
-    (C("at", TS), *texts("actor", "action", "kind", "entity_id"), C("detail", JSON, dict)),
-    RegistryChange,
-)
-CLINICAL_HISTORY = Table(
-    "resident_clinical_history",
-    texts("resident_id", "setting", "value", "previous", "prescribed_by")
-    + (C("prescribed_at", TS), C("recorded_by"), C("recorded_at", TS), C("reason")),
-    ClinicalRecord,
-)
-RECEIPTS = Table(
-    "notification_receipts",
-    texts("dispatch_id", "channel", "recipient", "status")
-    + (C("attempts", INT), C("at", TS), C("detail")),
-    Receipt,
-)
-TIMERS = Table(
-    "dispatch_timers",
-    (C("dispatch_id"), C("kind", take=TimerKind), C("due_at", TS), C("step", INT)),
-    Timer,
-)
+RECEIVER_ACCOUNTS = Table.of("receiver_accounts", ReceiverAccount)
+REGISTRY_AUDIT = Table.of("registry_audit", RegistryChange)
+CLINICAL_HISTORY = Table.of("resident_clinical_history", ClinicalRecord)
+RECEIPTS = Table.of("notification_receipts", Receipt)
+TIMERS = Table.of("dispatch_timers", Timer)
