@@ -39,24 +39,24 @@ class SqlWrites:
         return await self.sql.execute_many(READINGS.insert(), map(READINGS.params, readings))
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        return await self.sql.execute(EVENTS.insert(), *EVENTS.params(event)) == 1
+        return await EVENTS.add(self.sql, event) == 1
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         async with self.sql.transaction() as tx:
-            return [await tx.execute(EVENTS.insert(), *EVENTS.params(e)) == 1 for e in events]
+            return [await EVENTS.add(tx, e) == 1 for e in events]
 
     async def write_alert(self, alert: Alert) -> bool:
-        return await self.sql.execute(ALERTS.insert(), *ALERTS.params(alert)) == 1
+        return await ALERTS.add(self.sql, alert) == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         async with self.sql.transaction() as tx:
-            return [await tx.execute(ALERTS.insert(), *ALERTS.params(a)) == 1 for a in alerts]
+            return [await ALERTS.add(tx, a) == 1 for a in alerts]
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
-        await self.sql.execute(DEAD_LETTERS.insert(""), *DEAD_LETTERS.params(letter))
+        await DEAD_LETTERS.add(self.sql, letter, "")
 
     async def write_news2(self, score: News2Record) -> bool:
-        return await self.sql.execute(NEWS2.insert(), *NEWS2.params(score)) == 1
+        return await NEWS2.add(self.sql, score) == 1
 
     async def set_device_status(
         self,
@@ -75,9 +75,8 @@ class SqlWrites:
         await self.sql.execute(_STATUS, *params)
 
     async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
-        row = await self.sql.fetch_one(
-            "SELECT digest FROM alarm_events WHERE device_id = ? AND msg_id = ?", device_id, msg_id
-        )
+        q = "SELECT digest FROM alarm_events WHERE device_id = ? AND msg_id = ?"
+        row = await self.sql.fetch_one(q, device_id, msg_id)
         return row[0] if row else None
 
     async def stored_message_readings(
