@@ -41,6 +41,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, Self, TypeVar
 
 import structlog
@@ -87,19 +88,19 @@ class DurableStore(Store):
     ) -> None:
         self.store, self.sql = store, store.sql
         self.dead_letter_retention = store.dead_letter_retention
-        self.spool_dir = spool_dir
-        self._spool_args: dict[str, Any] = {
-            "max_bytes": spool_max_bytes,
-            "segment_bytes": spool_segment_bytes,
-            "alarm_ratio": spool_alarm_ratio,
-        }
+        self._open_spool = partial(
+            Spool, spool_dir, max_bytes=spool_max_bytes, segment_bytes=spool_segment_bytes,
+            alarm_ratio=spool_alarm_ratio,
+        )  # fmt: skip
         self._on_spool_state = on_spool_state
-        self._batch_rows, self._batch_age = batch_rows, batch_age
+        self._batcher = ReadingBatcher(
+            self._write_batch, max_rows=batch_rows, max_age=batch_age, supervisor=supervisor
+        )
+        self._batch_rows = batch_rows
         self._backoff = Backoff(initial=retry_initial, cap=retry_max)
         self._maintain_every = maintain_every
-        self._supervisor, self._loops = supervisor, Loops(supervisor)
+        self._loops = Loops(supervisor)
         self._spool: Spool | None = None
-        self._batcher: ReadingBatcher | None = None
         # Held while appending to the spool and while deciding the spool is drained, so
         # no write can slip in between "spool empty" and "back to direct writes".
         self._spool_lock = asyncio.Lock()
@@ -132,28 +133,19 @@ class DurableStore(Store):
             if on_state is not None:
                 loop.call_soon_threadsafe(on_state, state)
 
-        self._spool = await asyncio.to_thread(
-            Spool, self.spool_dir, on_state=state_from_thread, **self._spool_args
-        )
+        self._spool = await asyncio.to_thread(self._open_spool, on_state=state_from_thread)
         if self._spool.pending:
             log.warning("spool_pending_at_start", **self._spool.stats())
             self._set_degraded()
         await self._loops.start(Loop("spool-replayer", self._replay, _any, self._backoff))
         if self._maintain_every:
             await self._loops.start(Loop("store-maintenance", self._maintain_later, _any))
-        self._batcher = ReadingBatcher(
-            self._write_batch,
-            max_rows=self._batch_rows,
-            max_age=self._batch_age,
-            supervisor=self._supervisor,
-        )
         await self._batcher.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            if self._batcher is not None:
-                await self._batcher.__aexit__()
+            await self._batcher.__aexit__()
         finally:
             await self._loops.stop()
             if self._spool is not None:
@@ -161,9 +153,7 @@ class DurableStore(Store):
 
     def stats(self) -> dict[str, int]:
         """Batcher, spool and outage figures, for the metrics endpoint."""
-        out = {"degraded": int(self._degraded), **self._counts}
-        if self._batcher is not None:
-            out.update(self._batcher.stats())
+        out = {"degraded": int(self._degraded), **self._counts, **self._batcher.stats()}
         if self._spool is not None:
             out.update(self._spool.stats())
         return out
@@ -245,9 +235,7 @@ class DurableStore(Store):
     async def write_readings(self, readings: Sequence[Reading]) -> int:
         """Returns how many rows were handed to storage (stored or spooled); duplicates
         are removed by the database, so this is not "how many were new"."""
-        batcher = self._batcher
-        if batcher is None:
-            raise RuntimeError("DurableStore is not open; use 'async with'")
+        batcher = self._batcher  # not running: enqueue raises RuntimeError
         # The future directly, not ``await batcher.submit(...)``: one coroutine frame
         # less per message (measurable at thousands of messages a second).
         fut = batcher.enqueue(readings)
