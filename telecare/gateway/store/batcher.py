@@ -109,11 +109,8 @@ class ReadingBatcher:
         self._idle = asyncio.Event()  # closing with nothing queued, or the flusher ended
         self._closing = False
         self._stopped = False
-        self._rows_flushed = 0
-        self._rows_spooled = 0
-        self._flushes = 0
-        self._errors = 0
-        self._rows_in_flight = 0
+        self._counts = dict.fromkeys(("rows_in_flight", "rows_flushed", "rows_spooled"), 0)
+        self._counts |= {"flushes": 0, "errors": 0}
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -176,15 +173,7 @@ class ReadingBatcher:
         return fut
 
     def stats(self) -> dict[str, int]:
-        return {
-            "queue_depth": self._queued,
-            "queue_size": self.queue_size,
-            "rows_in_flight": self._rows_in_flight,
-            "rows_flushed": self._rows_flushed,
-            "rows_spooled": self._rows_spooled,
-            "flushes": self._flushes,
-            "errors": self._errors,
-        }
+        return {"queue_depth": self._queued, "queue_size": self.queue_size, **self._counts}
 
     async def _nap(self, delay: float | None) -> None:
         """Sleep ``delay`` seconds (``None``: until nudged), or less if nudged."""
@@ -227,13 +216,12 @@ class ReadingBatcher:
         await self._flush(batch)
 
     async def _flush(self, batch: _Batch) -> None:
-        readings = batch.rows
-        self._rows_in_flight = len(readings)
-        started = time.perf_counter()
+        readings, counts = batch.rows, self._counts
+        counts["rows_in_flight"], started = len(readings), time.perf_counter()
         try:
             where = await self._write(readings)
         except Exception as exc:  # every producer of the batch sees it; we carry on
-            self._errors += 1
+            counts["errors"] += 1
             log.error(
                 "reading_batch_failed",
                 rows=len(readings),
@@ -245,12 +233,9 @@ class ReadingBatcher:
                     fut.set_exception(exc)
             return
         finally:
-            self._rows_in_flight = 0
-        self._flushes += 1
-        if where == "store":
-            self._rows_flushed += len(readings)
-        else:
-            self._rows_spooled += len(readings)
+            counts["rows_in_flight"] = 0
+        counts["flushes"] += 1
+        counts["rows_flushed" if where == "store" else "rows_spooled"] += len(readings)
         for fut in batch.waiters:
             if not fut.done():
                 fut.set_result(where)

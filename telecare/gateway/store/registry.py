@@ -166,10 +166,8 @@ class SqlRegistry:
         )  # fmt: skip
 
     async def device_users(self, device_id: str) -> dict[int, str]:
-        found = await self.sql.fetch_all(
-            "SELECT user_id, resident_id FROM device_users WHERE device_id = ?", device_id
-        )
-        return {int(u): r for u, r in found}
+        q = "SELECT user_id, resident_id FROM device_users WHERE device_id = ?"
+        return {int(u): r for u, r in await self.sql.fetch_all(q, device_id)}
 
     async def get_site(self, site_id: str) -> Site | None:
         return await SITES.one(self.sql, "WHERE site_id = ?", site_id)
@@ -230,14 +228,12 @@ class SqlRegistry:
     async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
         c, lock = change, self.sql.dialect.for_update
         async with self.sql.transaction() as tx:
-            found = await tx.fetch_one(
+            if not await tx.fetch_one(
                 f"SELECT 1 FROM residents WHERE resident_id = ?{lock}", c.resident_id
-            )
-            if found is None:
+            ):
                 raise KeyError(c.resident_id)
-            row = await tx.fetch_one(
-                f"SELECT {_CLINICAL} FROM resident_clinical WHERE resident_id = ?", c.resident_id
-            )
+            q = f"SELECT {_CLINICAL} FROM resident_clinical WHERE resident_id = ?"
+            row = await tx.fetch_one(q, c.resident_id)
             new, records = plan_clinical(_clinical(row), c)
             await tx.execute(
                 f"INSERT INTO resident_clinical (resident_id, {_CLINICAL}, updated_by, updated_at)"
