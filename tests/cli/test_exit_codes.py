@@ -166,19 +166,25 @@ def test_an_unreachable_store_exits_5_for_every_store_command(tmp_path: Path) ->
     cfg.write_text('[store]\nbackend = "postgres"\ndsn = "postgresql://u:hunter2@127.0.0.1:1/x"\n')
     csv = tmp_path / "ok.csv"
     csv.write_text("site,resident\ns1,r1\n")
-    for command in (["site", "list"], ["import", str(csv)], ["db", "migrate"]):
-        done = subprocess.run(
+    commands = (["site", "list"], ["import", str(csv)], ["db", "migrate"])
+    # Started together: each waits out its own pool timeout, so they overlap.
+    running = [
+        subprocess.Popen(
             [*TELECARE, *command, "--config", str(cfg)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
             env={**os.environ, "COLUMNS": "200"},
         )
-        assert done.returncode == ExitCode.STORE_UNAVAILABLE, (command, done.stderr)
-        assert "cannot reach PostgreSQL 127.0.0.1:1/x" in done.stderr
-        assert "hunter2" not in done.stderr
-        assert "Traceback" not in done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # no pool warnings
+        for command in commands
+    ]
+    for command, proc in zip(commands, running, strict=True):
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == ExitCode.STORE_UNAVAILABLE, (command, stderr)
+        assert "cannot reach PostgreSQL 127.0.0.1:1/x" in stderr
+        assert "hunter2" not in stderr
+        assert "Traceback" not in stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr  # no pool warnings
 
 
 def test_a_bug_exits_70_with_its_traceback() -> None:
