@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from tests.cli.conftest import Cli
+from tests.helpers import run_together
 from tests.ingest.ptys import PtyPort
 from tests.services import free_port
 
@@ -167,24 +168,17 @@ def test_an_unreachable_store_exits_5_for_every_store_command(tmp_path: Path) ->
     csv = tmp_path / "ok.csv"
     csv.write_text("site,resident\ns1,r1\n")
     commands = (["site", "list"], ["import", str(csv)], ["db", "migrate"])
-    # Started together: each waits out its own pool timeout, so they overlap.
-    running = [
-        subprocess.Popen(
-            [*TELECARE, *command, "--config", str(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-        for command in commands
-    ]
-    for command, proc in zip(commands, running, strict=True):
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == ExitCode.STORE_UNAVAILABLE, (command, stderr)
-        assert "cannot reach PostgreSQL 127.0.0.1:1/x" in stderr
-        assert "hunter2" not in stderr
-        assert "Traceback" not in stderr
-        assert len(stderr.strip().splitlines()) == 1, stderr  # no pool warnings
+    # All at once: each waits out its own pool timeout, so the waits overlap.
+    results = run_together(
+        *([*TELECARE, *command, "--config", str(cfg)] for command in commands),
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    for command, done in zip(commands, results, strict=True):
+        assert done.returncode == ExitCode.STORE_UNAVAILABLE, (command, done.stderr)
+        assert "cannot reach PostgreSQL 127.0.0.1:1/x" in done.stderr
+        assert "hunter2" not in done.stderr
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # no pool warnings
 
 
 def test_a_bug_exits_70_with_its_traceback() -> None:
