@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,8 @@ _POOLED_SCHEMA = pytest.StashKey[str]()
 @pytest.fixture
 def pg_schema(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh schema for this test, dropped afterwards; or, asked for after the test's
-    ``store`` fixture took a schema from the pool, that schema (one store, one schema)."""
+    ``store`` or ``pg_store`` took a schema from the pool, that schema (one store, one
+    schema)."""
     if (pooled := request.node.stash.get(_POOLED_SCHEMA, None)) is not None:
         yield pooled
         return
@@ -118,9 +120,9 @@ def pg_schema(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[s
 
 
 @pytest.fixture
-async def pg_store(pg_dsn: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
-    async with PostgresStore(pg_dsn, schema=pg_schema) as store:
-        await store.migrate()
+async def pg_store(request: pytest.FixtureRequest) -> AsyncIterator[PostgresStore]:
+    """A migrated PostgreSQL store (its schema as the ``store`` fixture's)."""
+    async with _postgres_store(request) as store:
         yield store
 
 
@@ -150,7 +152,15 @@ async def store(
             await s.migrate()
             yield s
         return
-    if "pg_schema" in request.fixturenames:  # the test names the schema: a fresh one
+    async with _postgres_store(request) as p:
+        yield p
+
+
+@asynccontextmanager
+async def _postgres_store(request: pytest.FixtureRequest) -> AsyncIterator[PostgresStore]:
+    """A migrated store on a fresh schema when the test names ``pg_schema`` itself, else
+    on one from ``pg_schema_pool`` (which a later ``pg_schema`` request then returns)."""
+    if "pg_schema" in request.fixturenames:
         dsn, name = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
         async with PostgresStore(dsn, schema=name) as p:
             await p.migrate()
