@@ -167,14 +167,14 @@ async def _postgres_store(request: pytest.FixtureRequest) -> AsyncIterator[Postg
             yield p
         return
     pool: SchemaPool = request.getfixturevalue("pg_schema_pool")
-    schema, fresh = pool.take()
+    schema, known = pool.take()
     request.node.stash[_POOLED_SCHEMA] = schema
     structure = None
     try:
         async with PostgresStore(pool.dsn, schema=schema) as p:
             await p.migrate()
             if p.timescale is None:  # TimescaleDB keeps state outside the schema
-                structure = await asyncio.to_thread(pool.structure, schema, fresh=fresh)
+                structure = known or await asyncio.to_thread(pool.structure, schema, fresh=True)
             yield p
     finally:
         await asyncio.to_thread(pool.give_back, schema, structure)

@@ -8,8 +8,9 @@ when it is *exactly* as a fresh one would be, otherwise it is dropped as before:
 
 - its structure (tables, columns, defaults, indexes, constraints, triggers, functions,
   owners, grants, policies, the ``schema_migrations`` rows) is the one it had right after
-  ``migrate()``, before the test ran: a test that added a trigger (``refusing_db``), a
-  grant or a partition gives back a schema that is dropped;
+  its first ``migrate()``, before any test ran on it: a test that added a trigger
+  (``refusing_db``), a grant or a partition gives back a schema that is dropped (the
+  structure is taken once per schema and checked at every give-back);
 - migrating it left every table but ``schema_migrations`` empty (checked once, on the
   new schema: a migration that seeds rows turns reuse off for it);
 - the store ran in plain PostgreSQL mode (TimescaleDB keeps a schema's continuous
@@ -92,16 +93,18 @@ class SchemaPool:
     """Migrated schemas of one test process (each test worker has its own)."""
 
     dsn: str
-    free: list[str] = field(default_factory=list)
+    #: Emptied schemas with their structure (checked when they were given back).
+    free: list[tuple[str, str]] = field(default_factory=list)
     #: Reused schemas handed out, for the session's summary.
     reused: int = 0
 
-    def take(self) -> tuple[str, bool]:
-        """A schema name and whether it is fresh (not yet created: migrate it)."""
+    def take(self) -> tuple[str, str | None]:
+        """A schema name, and its structure when it is a reused one (``None``: a fresh
+        name, to migrate and then to take the structure of)."""
         if self.free:
             self.reused += 1
-            return self.free.pop(), False
-        return f"t_{uuid.uuid4().hex[:12]}", True
+            return self.free.pop()
+        return f"t_{uuid.uuid4().hex[:12]}", None
 
     def structure(self, schema: str, *, fresh: bool) -> str | None:
         """The schema's structure (see ``_STRUCTURE``) with its migrations' rows; ``None``
@@ -125,7 +128,7 @@ class SchemaPool:
         try:
             if structure is not None and self.structure(schema, fresh=False) == structure:
                 self._empty(schema)
-                self.free.append(schema)
+                self.free.append((schema, structure))
                 return
         except psycopg.Error:
             pass
@@ -133,7 +136,7 @@ class SchemaPool:
 
     def close(self) -> None:
         while self.free:
-            drop_pg_schema(self.dsn, self.free.pop())
+            drop_pg_schema(self.dsn, self.free.pop()[0])
 
     @staticmethod
     def _has_rows(conn: psycopg.Connection, schema: str) -> bool:
