@@ -8,12 +8,14 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
+from tests.schema_pool import SchemaPool
 from tests.services import (
     MqttServer,
     PgServer,
@@ -100,18 +102,27 @@ def pg_dsn(pg_server: PgServer) -> str:
     return pg_server.dsn
 
 
+#: The schema of the test's ``store`` fixture, when it took one from ``pg_schema_pool``.
+_POOLED_SCHEMA = pytest.StashKey[str]()
+
+
 @pytest.fixture
-def pg_schema(pg_server: PgServer) -> Iterator[str]:
-    """A fresh schema for this test, dropped afterwards."""
+def pg_schema(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh schema for this test, dropped afterwards; or, asked for after the test's
+    ``store`` or ``pg_store`` took a schema from the pool, that schema (one store, one
+    schema)."""
+    if (pooled := request.node.stash.get(_POOLED_SCHEMA, None)) is not None:
+        yield pooled
+        return
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
     drop_pg_schema(pg_server.dsn, name)
 
 
 @pytest.fixture
-async def pg_store(pg_dsn: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
-    async with PostgresStore(pg_dsn, schema=pg_schema) as store:
-        await store.migrate()
+async def pg_store(request: pytest.FixtureRequest) -> AsyncIterator[PostgresStore]:
+    """A migrated PostgreSQL store (its schema as the ``store`` fixture's)."""
+    async with _postgres_store(request) as store:
         yield store
 
 
@@ -122,21 +133,51 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         yield store
 
 
+@pytest.fixture(scope="session")
+def pg_schema_pool(pg_server: PgServer) -> Iterator[SchemaPool]:
+    """Migrated schemas reused from one ``store`` test to the next (tests/schema_pool.py)."""
+    pool = SchemaPool(pg_server.dsn)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[SqliteStore | PostgresStore]:
-    """Both backends: a test using this runs once against each."""
+    """Both backends: a test using this runs once against each. The PostgreSQL schema is
+    fresh or an emptied one exactly as fresh (``pg_schema_pool``)."""
     if request.param == "sqlite":
         async with SqliteStore(tmp_path / "telecare.sqlite3") as s:
             await s.migrate()
             yield s
         return
-    dsn = request.getfixturevalue("pg_dsn")
-    schema = request.getfixturevalue("pg_schema")
-    async with PostgresStore(dsn, schema=schema) as p:
-        await p.migrate()
+    async with _postgres_store(request) as p:
         yield p
+
+
+@asynccontextmanager
+async def _postgres_store(request: pytest.FixtureRequest) -> AsyncIterator[PostgresStore]:
+    """A migrated store on a fresh schema when the test names ``pg_schema`` itself, else
+    on one from ``pg_schema_pool`` (which a later ``pg_schema`` request then returns)."""
+    if "pg_schema" in request.fixturenames:
+        dsn, name = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+        async with PostgresStore(dsn, schema=name) as p:
+            await p.migrate()
+            yield p
+        return
+    pool: SchemaPool = request.getfixturevalue("pg_schema_pool")
+    schema, known = pool.take()
+    request.node.stash[_POOLED_SCHEMA] = schema
+    structure = None
+    try:
+        async with PostgresStore(pool.dsn, schema=schema) as p:
+            await p.migrate()
+            if p.timescale is None:  # TimescaleDB keeps state outside the schema
+                structure = known or await asyncio.to_thread(pool.structure, schema, fresh=True)
+            yield p
+    finally:
+        await asyncio.to_thread(pool.give_back, schema, structure)
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -55,3 +56,35 @@ async def dispatch_for(store: PostgresStore | SqliteStore, alert_id: str) -> Dis
     found = await eventually(lambda: repo.load_for_alert(alert_id), lambda d: d is not None)
     assert found is not None
     return found
+
+
+def run_together(
+    *commands: Sequence[str], timeout: float = 120, env: Mapping[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``commands`` as ``subprocess.run(..., capture_output=True, text=True)`` would,
+    but all at once: for independent processes that mostly wait (a pool timeout, a probe
+    window), so the waits overlap. Every process is killed if one does not finish within
+    ``timeout`` (or anything else fails)."""
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for command in commands:
+            procs.append(
+                subprocess.Popen(
+                    list(command),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=None if env is None else dict(env),
+                )
+            )
+        deadline = time.monotonic() + timeout
+        done = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        return done
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher, profiles
 
 from telecare.devices.model import (
     Alert,
@@ -43,10 +44,13 @@ from telecare.gateway.store.base import News2Record
 from telecare.gateway.store.console import ConsoleStore
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
-from telecare.gateway.web.auth import hash_password
 from tests.helpers import eventually
 
 PASSWORD = "correct horse battery staple"
+#: Hashed once, with argon2's cheapest parameters (as tests/web/conftest.py does): the
+#: production ones cost a second per user and per login on a busy test machine; the
+#: parameters travel in the hash, so the console verifies it as any other.
+PASSWORD_HASH = PasswordHasher.from_parameters(profiles.CHEAPEST).hash(PASSWORD)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 VIEWPORT = {"width": 1366, "height": 768}
 
@@ -123,7 +127,7 @@ async def _provision(path: Path) -> None:
         await _vitals(store, now)
         accounts = accounts_of(store)
         for name, role in (("op1", Role.OPERATOR), ("op2", Role.OPERATOR)):
-            await accounts.add_user(name, name.upper(), role, hash_password(PASSWORD), now)
+            await accounts.add_user(name, name.upper(), role, PASSWORD_HASH, now)
 
 
 async def _vitals(store: SqliteStore, now: datetime) -> None:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from tests.cli.conftest import Cli
+from tests.helpers import run_together
 from tests.ingest.ptys import PtyPort
 from tests.services import free_port
 
@@ -166,14 +167,13 @@ def test_an_unreachable_store_exits_5_for_every_store_command(tmp_path: Path) ->
     cfg.write_text('[store]\nbackend = "postgres"\ndsn = "postgresql://u:hunter2@127.0.0.1:1/x"\n')
     csv = tmp_path / "ok.csv"
     csv.write_text("site,resident\ns1,r1\n")
-    for command in (["site", "list"], ["import", str(csv)], ["db", "migrate"]):
-        done = subprocess.run(
-            [*TELECARE, *command, "--config", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+    commands = (["site", "list"], ["import", str(csv)], ["db", "migrate"])
+    # All at once: each waits out its own pool timeout, so the waits overlap.
+    results = run_together(
+        *([*TELECARE, *command, "--config", str(cfg)] for command in commands),
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    for command, done in zip(commands, results, strict=True):
         assert done.returncode == ExitCode.STORE_UNAVAILABLE, (command, done.stderr)
         assert "cannot reach PostgreSQL 127.0.0.1:1/x" in done.stderr
         assert "hunter2" not in done.stderr

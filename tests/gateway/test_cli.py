@@ -109,6 +109,8 @@ def test_run_reports_a_bad_config(tmp_path: Path) -> None:
     assert "Config 'mqtt.port' has value 'eighteen'" in result.stderr
 
 
+# The demo takes port 8080 when it is free: never two demos at once (test workers).
+@pytest.mark.xdist_group("demo-port-8080")
 def test_demo_shows_alarms_becoming_dispatches_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [*TELECARE, "demo", "--data-dir", str(tmp_path / "demo"), "--interval", "0.2"],

@@ -36,7 +36,7 @@ from telecare.gateway.store.base import News2Record
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import FakeClock
-from tests.helpers import running_pipeline
+from tests.helpers import run_together, running_pipeline
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -317,10 +317,13 @@ def test_export_fhir_subprocess_writes_the_file_and_a_json_summary(
     config: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "export.json"
-    done = subprocess.run(
+    # Both at once (the human summary's run writes a file of its own).
+    done, table = run_together(
         [*TELECARE, "export", "fhir", "--resident", "r1", "--output", str(out), "--json",
          "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        [*TELECARE, "export", "fhir", "-r", "r1", "-o", str(tmp_path / "export-table.json"),
+         "-c", str(config)],
+        timeout=60, env={**os.environ, "COLUMNS": "80"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -332,10 +335,6 @@ def test_export_fhir_subprocess_writes_the_file_and_a_json_summary(
     _check_bundle(json.loads(text))
     assert NAME not in text + done.stdout + done.stderr
     # The human summary is a table.
-    table = subprocess.run(
-        [*TELECARE, "export", "fhir", "-r", "r1", "-o", str(out), "-c", str(config)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "80"},
-    )  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert "FHIR export" in table.stdout
     assert ACVPU in table.stdout

@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 
 
+# The demo takes port 8080 when it is free: never two demos at once (test workers).
+@pytest.mark.xdist_group("demo-port-8080")
 def test_demo_prints_the_console_and_logins_and_a_tablet_takes_rounds(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [*TELECARE, "demo", "--data-dir", str(tmp_path / "demo"), "--interval", "0.3"],
