@@ -217,7 +217,12 @@ class Gateway:
             # The registry is loaded once and kept; registry changes (the CLI in another
             # process too) reach it through the store's change log.
             await self._stack.enter_async_context(
-                RegistryWatch(self.store, self.pipeline.decoder.registry, engine=engine)
+                RegistryWatch(
+                    self.store,
+                    self.pipeline.decoder.registry,
+                    engine=engine,
+                    supervisor=supervisor,
+                )
             )
             await self._stack.enter_async_context(
                 OrphanSweeper(
@@ -302,7 +307,9 @@ class Gateway:
                     )
                 )
             if self.config.web.enabled:  # entered last, left first: no request outlives ingest
-                self.web = await self._stack.enter_async_context(serve(self))
+                self.web = await self._stack.enter_async_context(
+                    serve(self, start=supervisor.start_once)
+                )
                 # After the server, so left before it: the console ends its SSE streams.
                 self.console = await self._stack.enter_async_context(
                     running_console(self.web.app, self.feed)
