@@ -17,6 +17,11 @@ the ratio (target >= 0.7) and each round's ratio.
 
     python -m bench ingest [--store sqlite|postgres] [--dsn ...] [--rounds 3]
                            [--messages 6000] [--batches 1500] [--batch 20] [--devices 200]
+                           [--against TREE] [--emit FILE]
+
+``--against TREE``: the same benchmark on another tree (the code before a change) and on
+this checkout, alternating, one round at a time (``bench/_against.py``). ``--emit FILE``:
+also write the figures as JSON (what ``--against`` reads).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -222,7 +228,7 @@ async def gateway_receive(
 # --------------------------------------------------------------------------- main
 
 
-async def run(args: argparse.Namespace) -> bool:
+async def run(args: argparse.Namespace, figures: dict[str, float]) -> bool:
     ok = True
     with private_broker() as port, tempfile.TemporaryDirectory() as tmpdir:
         for kind in ("single", "batch"):
@@ -247,6 +253,9 @@ async def run(args: argparse.Namespace) -> bool:
             base, gw = min(bare_times), min(gw_times)
             ratio = base / gw
             ok &= ratio >= TARGET_RATIO and bad == 0
+            figures[f"{work.name}: gateway msg/s"] = n / gw
+            figures[f"{work.name}: bare msg/s"] = n / base
+            figures[f"{work.name}: gateway/bare"] = ratio
             print(
                 f"{work.name:>22}: gateway {n / gw:9.0f} msg/s ({work.readings / gw:9.0f}"
                 f" readings/s, {n} msgs in {gw:.2f}s) | bare receive {n / base:9.0f} msg/s"
@@ -271,12 +280,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of each side; the best of each is compared"
     )
+    parser.add_argument("--against", metavar="TREE", help="compare with the code in TREE")
+    parser.add_argument("--emit", metavar="FILE", help="write the figures as JSON to FILE")
     args = parser.parse_args(argv)
+    if args.against:
+        from bench._against import side_by_side, strip_option
+
+        rest = strip_option(argv, "--against")
+        return side_by_side(__file__, args.against, rest, args.rounds)
     print(
         f"ingest benchmark: the gateway on {args.store} (durable store, rules, dispatch),"
         " private mosquitto (max_inflight_messages 1000)"
     )
     configure_logging("error", "console")
     logging.getLogger("mqtt").setLevel(logging.ERROR)
-    ok = asyncio.run(run(args))
+    figures: dict[str, float] = {}
+    ok = asyncio.run(run(args, figures))
+    if args.emit:
+        Path(args.emit).write_text(json.dumps(figures))
     return 0 if ok else 1
