@@ -51,6 +51,7 @@ if not where.startswith(tree + "/"):
 print(f"  telecare from {where}", flush=True)
 spec = importlib.util.spec_from_file_location("bench_side", path)
 module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module  # dataclasses look their module up there
 spec.loader.exec_module(module)
 raise SystemExit(module.main(sys.argv[3:]))
 """
