@@ -9,8 +9,10 @@ alternating which goes first (before-current, current-before, ...), so a machine
 gets busier or quieter during the run moves both sides alike. Each run writes its
 figures (rates: higher is better) to a JSON file (``--emit``); this prints, per round,
 both sides' figures and the ratio current/before, then the median of each side, the
-ratio of the medians and the median of the per-round ratios, with the load average
-(``os.getloadavg``) before and after.
+ratio of the medians, the median of the per-round ratios and their geometric mean with
+a 95 % confidence interval (a t interval on the logarithms of the paired ratios: "no
+worse" is credible when the interval's lower end is near 1 or above), with the load
+average (``os.getloadavg``) before and after.
 
 What runs on each side
     The benchmark module is *this checkout's* file (``bench/ingest.py``,
@@ -28,6 +30,7 @@ missed", which still printed figures) stops the comparison with its output.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -38,6 +41,13 @@ from pathlib import Path
 __all__ = ["side_by_side", "strip_option"]
 
 HERE = Path(__file__).resolve().parents[1]
+
+#: Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (then ~normal).
+_T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 #: Runs one benchmark module (by path) with ``telecare`` imported from a given tree.
 _SIDE = """
@@ -72,6 +82,18 @@ def strip_option(argv: list[str], name: str, *, has_value: bool = True) -> list[
             continue
         out.append(arg)
     return out
+
+
+def geometric_mean_ci(ratios: list[float]) -> tuple[float, float, float]:
+    """The geometric mean of paired ratios and its 95 % confidence interval (a t
+    interval on the logarithms; the interval is the mean itself for one ratio)."""
+    logs = [math.log(r) for r in ratios]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), math.exp(mean), math.exp(mean)
+    t = _T95[len(logs) - 2] if len(logs) - 1 <= len(_T95) else 1.96
+    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
 def _load() -> str:
@@ -120,9 +142,11 @@ def side_by_side(bench_file: str, before: str, argv: list[str], rounds: int) -> 
         current_runs = [f[name] for f in runs["current"]]
         paired = [c / b for b, c in zip(before_runs, current_runs, strict=True)]
         b, c = statistics.median(before_runs), statistics.median(current_runs)
+        mean, low, high = geometric_mean_ci(paired)
         print(
             f"  {name:<40} median before {b:12,.2f}  current {c:12,.2f}"
             f"  ratio {c / b:6.3f}  (per round {' '.join(f'{p:.2f}' for p in paired)};"
-            f" median {statistics.median(paired):.3f})"
+            f" median {statistics.median(paired):.3f}; geometric mean {mean:.3f},"
+            f" 95 % CI {low:.3f}-{high:.3f})"
         )
     return 0
