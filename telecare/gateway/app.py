@@ -189,7 +189,12 @@ class Gateway:
             lane_backend, self.alarm_store = backend, self.store
             if lanes.lane_enabled(self.config.mqtt):
                 lane_backend, self.alarm_store = await self._stack.enter_async_context(
-                    lanes.lane_store(self.config, backend, on_spool_state=self._spool_state)
+                    lanes.lane_store(
+                        self.config,
+                        backend,
+                        on_spool_state=self._spool_state,
+                        supervisor=supervisor,
+                    )
                 )
             engine = await self._rule_engine()
             dispatcher = build_dispatcher(

@@ -200,7 +200,12 @@ async def test_a_device_removed_with_the_cli_is_refused_by_a_running_gateway(
     toml = tmp_path / "gateway.toml"
     toml.write_text(f'[store]\nbackend = "sqlite"\nsqlite_path = "{config.store.sqlite_path}"\n')
     async with Gateway(config) as gw:
-        assert "registry-watch" in gw.supervisor.running
+        running = gw.supervisor.running
+        assert "registry-watch" in running
+        # Both store paths (telemetry and the alarm lane) run their loops in the gateway's
+        # supervisor, so neither can stop unseen.
+        assert running.count("spool-replayer") == 2
+        assert running.count("reading-batcher-flusher") == 2
         await _provision(gw.store, device_id)
         await eventually(lambda: _connected(gw))
         async with Pendant(
