@@ -13,10 +13,17 @@ clock runs until the last one is done.
 Run for single readings (one message = SpO2 + pulse) and hub batches (one message =
 ``--batch`` child readings). Each side runs ``--rounds`` times, alternating (the machine
 is small and noisy); the best run of each side is compared. Prints messages/s for both,
-the ratio (target >= 0.7) and each round's ratio.
+the ratio (target >= 0.7) and each round's ratio, and the gateway's CPU time (this
+process, every thread) while it drained: messages per CPU second move much less than
+wall-clock rates when other work shares the machine.
 
     python -m bench ingest [--store sqlite|postgres] [--dsn ...] [--rounds 3]
                            [--messages 6000] [--batches 1500] [--batch 20] [--devices 200]
+                           [--against TREE] [--emit FILE]
+
+``--against TREE``: the same benchmark on another tree (the code before a change) and on
+this checkout, alternating, one round at a time (``bench/_against.py``). ``--emit FILE``:
+also write the figures as JSON (what ``--against`` reads).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -179,9 +187,10 @@ async def bare_receive(port: int, subscription: str, work: Workload) -> float:
 
 async def gateway_receive(
     port: int, prefix: str, work: Workload, args: argparse.Namespace, tmp: Path
-) -> tuple[float, Counter[str]]:
+) -> tuple[float, float, Counter[str]]:
     """The real :class:`~gateway.app.Gateway` (durable store, rules, dispatch service),
-    timed from connect until every queued message has been stored and acknowledged."""
+    timed from connect until every queued message has been stored and acknowledged:
+    the wall time and this process's CPU time (every thread: SQLite's too)."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     client_id = f"gw-{uuid.uuid4().hex[:8]}"
     run_dir = tmp / client_id
@@ -205,10 +214,11 @@ async def gateway_receive(
         n = len(work.messages)
         async with Gateway(config) as gw:
             await gw.mqtt.connected.wait()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             while gw.mqtt.acked < n:  # noqa: ASYNC110 - polling a counter, 2 ms resolution
                 await asyncio.sleep(0.002)
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
             counters = Counter(gw.pipeline.counters)
     finally:
         if args.store == "postgres":
@@ -216,18 +226,19 @@ async def gateway_receive(
 
             async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
                 await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    return elapsed, counters
+    return elapsed, cpu, counters
 
 
 # --------------------------------------------------------------------------- main
 
 
-async def run(args: argparse.Namespace) -> bool:
+async def run(args: argparse.Namespace, figures: dict[str, float]) -> bool:
     ok = True
     with private_broker() as port, tempfile.TemporaryDirectory() as tmpdir:
         for kind in ("single", "batch"):
             bare_times: list[float] = []
             gw_times: list[float] = []
+            gw_cpu: list[float] = []
             ratios: list[float] = []
             bad = 0
             for _ in range(args.rounds):
@@ -238,7 +249,8 @@ async def run(args: argparse.Namespace) -> bool:
                     else hub_batches(prefix, args.batches, args.batch, args.devices)
                 )
                 base = await bare_receive(port, f"{prefix}/+/+/+", work)
-                gw, counters = await gateway_receive(port, prefix, work, args, Path(tmpdir))
+                gw, cpu, counters = await gateway_receive(port, prefix, work, args, Path(tmpdir))
+                gw_cpu.append(cpu)
                 bad += counters["dead_letters"]
                 bare_times.append(base)
                 gw_times.append(gw)
@@ -247,11 +259,16 @@ async def run(args: argparse.Namespace) -> bool:
             base, gw = min(bare_times), min(gw_times)
             ratio = base / gw
             ok &= ratio >= TARGET_RATIO and bad == 0
+            figures[f"{work.name}: gateway msg/s"] = n / gw
+            figures[f"{work.name}: bare msg/s"] = n / base
+            figures[f"{work.name}: gateway/bare"] = ratio
+            figures[f"{work.name}: gateway msg per CPU s"] = n / min(gw_cpu)
             print(
                 f"{work.name:>22}: gateway {n / gw:9.0f} msg/s ({work.readings / gw:9.0f}"
                 f" readings/s, {n} msgs in {gw:.2f}s) | bare receive {n / base:9.0f} msg/s"
                 f" | ratio {ratio:.2f} (target >= {TARGET_RATIO}; best of {args.rounds},"
                 f" per round {' '.join(f'{r:.2f}' for r in ratios)})"
+                f" | gateway CPU {min(gw_cpu):.2f}s ({n / min(gw_cpu):.0f} msg per CPU s)"
                 + (f" | {bad} DEAD LETTERS" if bad else "")
             )
     return ok
@@ -271,12 +288,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of each side; the best of each is compared"
     )
+    parser.add_argument("--against", metavar="TREE", help="compare with the code in TREE")
+    parser.add_argument("--emit", metavar="FILE", help="write the figures as JSON to FILE")
     args = parser.parse_args(argv)
+    if args.against:
+        from bench._against import side_by_side, strip_option
+
+        rest = strip_option(argv, "--against")
+        return side_by_side(__file__, args.against, rest, args.rounds)
     print(
         f"ingest benchmark: the gateway on {args.store} (durable store, rules, dispatch),"
         " private mosquitto (max_inflight_messages 1000)"
     )
     configure_logging("error", "console")
     logging.getLogger("mqtt").setLevel(logging.ERROR)
-    ok = asyncio.run(run(args))
+    figures: dict[str, float] = {}
+    ok = asyncio.run(run(args, figures))
+    if args.emit:
+        Path(args.emit).write_text(json.dumps(figures))
     return 0 if ok else 1

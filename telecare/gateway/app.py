@@ -189,7 +189,12 @@ class Gateway:
             lane_backend, self.alarm_store = backend, self.store
             if lanes.lane_enabled(self.config.mqtt):
                 lane_backend, self.alarm_store = await self._stack.enter_async_context(
-                    lanes.lane_store(self.config, backend, on_spool_state=self._spool_state)
+                    lanes.lane_store(
+                        self.config,
+                        backend,
+                        on_spool_state=self._spool_state,
+                        supervisor=supervisor,
+                    )
                 )
             engine = await self._rule_engine()
             dispatcher = build_dispatcher(
@@ -218,7 +223,12 @@ class Gateway:
             # The registry is loaded once and kept; registry changes (the CLI in another
             # process too) reach it through the store's change log.
             await self._stack.enter_async_context(
-                RegistryWatch(self.store, self.pipeline.decoder.registry, engine=engine)
+                RegistryWatch(
+                    self.store,
+                    self.pipeline.decoder.registry,
+                    engine=engine,
+                    supervisor=supervisor,
+                )
             )
             await self._stack.enter_async_context(
                 OrphanSweeper(
@@ -303,7 +313,9 @@ class Gateway:
                     )
                 )
             if self.config.web.enabled:  # entered last, left first: no request outlives ingest
-                self.web = await self._stack.enter_async_context(serve(self))
+                self.web = await self._stack.enter_async_context(
+                    serve(self, start=supervisor.start_once)
+                )
                 # After the server, so left before it: the console ends its SSE streams.
                 self.console = await self._stack.enter_async_context(
                     running_console(self.web.app, self.feed)

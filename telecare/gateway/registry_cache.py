@@ -47,11 +47,11 @@ from telecare.devices.model import (
     Resident,
     normalise_account,
 )
+from telecare.gateway.backoff import Backoff
 from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.base import Store
-from telecare.gateway.tasks import stop_task
-from telecare.rules.clock import raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor
 from telecare.rules.engine import RuleEngine
 
 __all__ = ["Registry", "RegistryWatch"]
@@ -267,9 +267,11 @@ class RegistryWatch:
 
     Entering reads the change log's position, then primes the registry with everything
     provisioned (so nothing changed in between is missed: it is re-read after), and
-    starts one named task, ``registry-watch``, polling every ``poll_s`` seconds; leaving
-    stops it. A failing poll (database away) is logged and retried at the next one; the
-    cache keeps serving what it holds meanwhile.
+    starts one supervised loop (``gateway.tasks``), ``registry-watch``, polling every
+    ``poll_s`` seconds (and pruning the change log hourly), in ``supervisor`` (the
+    gateway's; else a private one); leaving stops it. Storage unavailable (database
+    away) is retried with backoff and a ``loop_retry`` line; the cache keeps serving what
+    it holds meanwhile. Anything else stops the gateway (``loop_failed``).
     """
 
     def __init__(
@@ -279,6 +281,7 @@ class RegistryWatch:
         *,
         poll_s: float = 1.0,
         engine: RuleEngine | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -289,13 +292,17 @@ class RegistryWatch:
         #: Polls made, and changes applied (for the benchmark and the tests).
         self.polls = 0
         self.changes = 0
-        self._task: asyncio.Task[None] | None = None
+        self._last_prune = time.monotonic()
+        self._loops = Loops(supervisor)
 
     async def __aenter__(self) -> Self:
         row = await self.store.sql.fetch_one("SELECT MAX(seq) FROM registry_changelog")
         self.position = int(row[0]) if row and row[0] is not None else 0
         await self.reload_all()
-        self._task = asyncio.create_task(self._run(), name="registry-watch")
+        backoff = Backoff(initial=min(1.0, self.poll_s), cap=max(30.0, self.poll_s))
+        await self._loops.start(
+            Loop("registry-watch", self._step, retry=is_storage_unavailable, backoff=backoff)
+        )
         return self
 
     async def __aexit__(
@@ -304,8 +311,7 @@ class RegistryWatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task, self._task = self._task, None
-        await stop_task(task)
+        await self._loops.stop()
         gc.unfreeze()  # what was set aside may be collected again (tests start many)
 
     async def reload_all(self) -> dict[str, Device]:
@@ -383,17 +389,10 @@ class RegistryWatch:
         else:
             self.engine.watch_device(device)
 
-    async def _run(self) -> None:
-        """Poll forever; a failing poll (database away) is logged and retried."""
-        last_prune = time.monotonic()
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            await asyncio.sleep(self.poll_s)
-            try:
-                await self.poll()
-                if time.monotonic() - last_prune > 3600:
-                    last_prune = time.monotonic()
-                    await self.prune()
-            except Exception as exc:  # keep polling: the next poll retries
-                raise_if_cancelling()
-                log.warning("registry_poll_failed", error_type=type(exc).__name__)
+    async def _step(self) -> None:
+        """One round of the loop: wait ``poll_s``, apply the changes, prune hourly."""
+        await asyncio.sleep(self.poll_s)
+        await self.poll()
+        if time.monotonic() - self._last_prune > 3600:
+            self._last_prune = time.monotonic()
+            await self.prune()

@@ -1,10 +1,10 @@
 """Supervised loops: the one way the gateway runs anything that runs for long.
 
 Every long-running loop (MQTT ingest, a serial port, the rule tick, the orphan sweep, the
-dead-letter publisher, the IP receivers' store writers) is a :class:`Loop`: a name, a
-*step* that does one round of work (and waits for it: a queue, a timer, a socket), the
-exceptions it retries and its :class:`~telecare.gateway.backoff.Backoff`. The helper
-calls the step over and over::
+dead-letter publisher, the IP receivers' store writers, the registry watch, the web
+server) is a :class:`Loop`: a name, a *step* that does one round of work (and waits for
+it: a queue, a timer, a socket), the exceptions it retries and its
+:class:`~telecare.gateway.backoff.Backoff`. The helper calls the step over and over::
 
     Loop("orphan-sweep", sweep_after_a_while, retry=is_storage_unavailable)
 
@@ -19,12 +19,31 @@ Contract of a supervised loop
     * the task is cancelled -> the loop ends, even when a library turned the
       cancellation into an ordinary exception (psycopg answers a cancelled query with
       ``QueryCanceled``) or a step swallowed it: the helper checks
-      ``Task.cancelling()`` after every step and every failure, so call sites no longer
-      have to remember to.
+      ``Task.cancelling()`` after every step and every failure, so call sites never
+      check for cancellation themselves.
 
 :func:`retry_until_done` is the same core for one operation that must succeed (a serial
 line cannot resend what we drop): retried while ``retry`` accepts its error, returned
 from once it succeeds.
+
+How a component uses it
+    * A component in ``gateway/`` takes ``supervisor: Supervisor | None = None``, keeps
+      ``self._loops = Loops(supervisor)``, starts its loops in ``__aenter__``
+      (``await self._loops.start(Loop(...))``) and stops them in ``__aexit__``
+      (``await self._loops.stop()``): the gateway passes its supervisor, a test passes
+      nothing and the component gets a private one. ``Loops.run(name, step, retry=...)``
+      is the same as ``start(Loop(name, step, retry=...))``.
+    * A layer that may not import ``gateway`` (``telecare.dispatch``) declares the
+      protocol it needs in its own package, with plain types only, e.g.
+      ``async def run(self, name: str, step: Callable[[], Awaitable[object]], *, retry:
+      Callable[[BaseException], bool]) -> None`` and ``async def stop(self) -> None``;
+      :class:`Loops` satisfies it structurally, so the gateway injects
+      ``Loops(supervisor)``.
+    * Work that runs once until it is done rather than for ever (the web server's
+      ``serve``, which returns when asked to exit; the spool alert) is handed to a
+      :data:`StartLoop`: the gateway passes :meth:`Supervisor.start_once`; on its own
+      a component uses :func:`start_once` (a task of its own, whose failure the
+      component sees when it awaits the task).
 
 Resource handling
     A :class:`Supervisor` owns one ``asyncio.TaskGroup``; the ``Gateway`` owns one for the
@@ -52,15 +71,18 @@ from typing import Any, Self, TypeVar
 
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.logging import get_logger
-from telecare.rules.clock import raise_if_cancelling
 
 __all__ = [
     "Loop",
     "LoopFailed",
     "Loops",
+    "Retry",
+    "StartLoop",
+    "Step",
     "Supervisor",
     "nothing",
     "retry_until_done",
+    "start_once",
     "stop_task",
     "supervise",
 ]
@@ -68,6 +90,11 @@ __all__ = [
 log = get_logger("telecare.tasks")
 
 _T = TypeVar("_T")
+
+#: One round of a loop's work.
+Step = Callable[[], Awaitable[object]]
+#: Which exceptions a loop retries (``True``: transient).
+Retry = Callable[[BaseException], bool]
 
 
 def nothing(exc: BaseException) -> bool:
@@ -81,9 +108,9 @@ class Loop:
 
     name: str
     #: One round of work; awaits its own trigger (a queue, a timer, a socket).
-    step: Callable[[], Awaitable[object]]
+    step: Step
     #: Which exceptions are transient (retried with ``backoff``); anything else stops it.
-    retry: Callable[[BaseException], bool] = nothing
+    retry: Retry = nothing
     #: The loop's backoff; a step may ``reset()`` it itself (MQTT does after connecting).
     backoff: Backoff = field(default_factory=Backoff)
 
@@ -100,13 +127,27 @@ class LoopFailed(Exception):
         self.error = error
 
 
+#: Starts a loop in a task and returns the task: :meth:`Supervisor.start`,
+#: :meth:`Supervisor.start_once` or :func:`start_once`.
+StartLoop = Callable[[Loop], asyncio.Task[None]]
+
+
+def _end_if_cancelled() -> None:
+    """Re-raise ``CancelledError`` when our task has been asked to cancel, even though
+    what we caught (or returned from) was not a cancellation: a library may turn one
+    into its own error, and a loop that carried on would never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def _attempt(loop: Loop, attempt: int) -> tuple[bool, Any]:
     """Run the step once: ``(True, result)``, or ``(False, None)`` after a retried
     failure and its backoff delay. Raises :class:`LoopFailed` for anything else."""
     try:
         result = await loop.step()
     except Exception as exc:
-        raise_if_cancelling()
+        _end_if_cancelled()
         if not loop.retry(exc):
             log.critical("loop_failed", loop=loop.name, error_type=type(exc).__name__, exc_info=exc)
             raise LoopFailed(loop.name, exc) from exc
@@ -121,7 +162,7 @@ async def _attempt(loop: Loop, attempt: int) -> tuple[bool, Any]:
         )
         await asyncio.sleep(delay)
         return False, None
-    raise_if_cancelling()
+    _end_if_cancelled()
     return True, result
 
 
@@ -234,6 +275,13 @@ class Loops:
             supervisor = self._own
         self._tasks.extend(supervisor.start(loop) for loop in loops)
 
+    async def run(
+        self, name: str, step: Step, *, retry: Retry = nothing, backoff: Backoff | None = None
+    ) -> None:
+        """``start(Loop(name, step, retry, backoff))``, in plain types: what a layer that
+        cannot import this module declares in its protocol (module docstring)."""
+        await self.start(Loop(name, step, retry, backoff or Backoff()))
+
     async def stop(self) -> None:
         """Cancel and await this component's loops (a private supervisor is left too, which
         re-raises a loop's failure)."""
@@ -244,6 +292,17 @@ class Loops:
             await own.__aexit__(None, None, None)
         elif self._given is not None:
             await self._given.stop(*tasks)
+
+
+def start_once(loop: Loop) -> asyncio.Task[None]:
+    """Run ``loop``'s step until it succeeds once (:func:`retry_until_done`) in a task of
+    its own, outside any supervisor: the :data:`StartLoop` of a component used on its own.
+    Whoever awaits the task gets its :class:`LoopFailed`."""
+
+    async def run() -> None:
+        await retry_until_done(loop)
+
+    return asyncio.create_task(run(), name=loop.name)
 
 
 async def stop_task(task: asyncio.Task[_T] | None) -> None:

@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from structlog.testing import capture_logs
 
 from telecare.devices.model import (
     Device,
@@ -37,9 +39,11 @@ from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.registry import RegistryChange
 from telecare.gateway.store.sql import SqliteSql
 from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.tasks import Supervisor
 from telecare.rules.engine import RuleEngine
 from tests.helpers import eventually
-from tests.services import MqttServer
+from tests.services import MqttServer, PgServer
+from tests.store.proxy import TcpProxy
 
 #: Registry tables: a statement reading one of them is a registry read.
 _REGISTRY_READ = re.compile(
@@ -115,6 +119,53 @@ async def _polled_past(watch: RegistryWatch, changes: int) -> bool:
     return watch.changes >= changes
 
 
+@pytest.mark.postgres
+async def test_the_watch_retries_while_the_database_is_away_and_catches_up(
+    pg_server: PgServer, pg_schema: str
+) -> None:
+    """The watch is a supervised loop: a poll that meets the database away is retried
+    with a ``loop_retry`` line (the cache serving what it holds), and once the database
+    is back the change made meanwhile (by another connection) reaches the cache."""
+    parts = urlsplit(pg_server.dsn)
+    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        netloc = f"{parts.username}@" if parts.username else ""
+        proxied = urlunsplit(parts._replace(netloc=f"{netloc}{proxy.host}:{proxy.port}"))
+        async with PostgresStore(proxied, schema=pg_schema, timeout=1.0) as store:
+            await store.migrate()
+            await store.upsert_site(Site("s1", SiteKind.HOME))
+            await store.upsert_device(Device("d1", "s1", DeviceKind.PENDANT))
+            registry = Registry(store)
+            with capture_logs() as logs:
+                async with (
+                    Supervisor() as supervisor,
+                    RegistryWatch(store, registry, poll_s=0.05, supervisor=supervisor) as watch,
+                ):
+                    assert supervisor.running == ["registry-watch"]
+                    await proxy.cut()
+
+                    async def retried() -> bool:
+                        return any(
+                            e["event"] == "loop_retry" and e["loop"] == "registry-watch"
+                            for e in logs
+                        )
+
+                    await eventually(retried)
+                    assert await registry.device("d1") is not None  # served from the cache
+                    async with PostgresStore(pg_server.dsn, schema=pg_schema) as other:
+                        await other.upsert_device(
+                            Device("d1", "s1", DeviceKind.PENDANT, heartbeat_interval_s=60)
+                        )
+                    await proxy.restore()
+                    await eventually(lambda: _polled_past(watch, 1), timeout=30.0)
+                    d1 = registry.cached_device("d1")
+                    assert d1 is not None
+                    assert d1[1] is not None
+                    assert d1[1].heartbeat_interval_s == 60
+                    assert supervisor.running == ["registry-watch"]
+                assert supervisor.failure is None
+            assert not [e for e in logs if e["event"] == "loop_failed"]
+
+
 def _config(mqtt_server: MqttServer, topic_prefix: str, tmp_path: Path) -> Config:
     return Config(
         mqtt=MqttConfig(
@@ -149,6 +200,12 @@ async def test_a_device_removed_with_the_cli_is_refused_by_a_running_gateway(
     toml = tmp_path / "gateway.toml"
     toml.write_text(f'[store]\nbackend = "sqlite"\nsqlite_path = "{config.store.sqlite_path}"\n')
     async with Gateway(config) as gw:
+        running = gw.supervisor.running
+        assert "registry-watch" in running
+        # Both store paths (telemetry and the alarm lane) run their loops in the gateway's
+        # supervisor, so neither can stop unseen.
+        assert running.count("spool-replayer") == 2
+        assert running.count("reading-batcher-flusher") == 2
         await _provision(gw.store, device_id)
         await eventually(lambda: _connected(gw))
         async with Pendant(

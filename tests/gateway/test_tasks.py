@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from structlog.testing import capture_logs
 
 from telecare.gateway.backoff import Backoff
-from telecare.gateway.tasks import Loop, LoopFailed, Loops, Supervisor, retry_until_done
+from telecare.gateway.tasks import (
+    Loop,
+    LoopFailed,
+    Loops,
+    Supervisor,
+    retry_until_done,
+    start_once,
+)
+from telecare.gateway.web.app import WebServer
 
 FAST = Backoff(initial=0.001, cap=0.005)
 
@@ -150,3 +160,51 @@ async def test_one_shot_work_is_retried_until_done_inside_the_task_group() -> No
         assert not task.cancelled()
         assert supervisor.running == []
     assert outcomes == []
+
+
+async def test_loops_run_takes_plain_types_for_layers_that_cannot_import_loop() -> None:
+    """``Loops.run`` is what ``telecare.dispatch`` declares in its own protocol: a name, a
+    step and a retry predicate; the loop runs in the given supervisor like any other."""
+    calls = 0
+    recovered = asyncio.Event()
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Transient("storage away")
+        recovered.set()
+        await asyncio.Event().wait()
+
+    with capture_logs() as logs:
+        async with Supervisor() as supervisor:
+            loops = Loops(supervisor)
+            await loops.run("plain", step, retry=_transient, backoff=FAST)
+            await asyncio.wait_for(recovered.wait(), 10)
+            assert supervisor.running == ["plain"]
+            await loops.stop()
+            assert supervisor.running == []
+    assert [e["loop"] for e in logs if e["event"] == "loop_retry"] == ["plain"]
+
+
+async def test_start_once_on_its_own_hands_the_failure_to_whoever_awaits_the_task() -> None:
+    async def serve() -> None:
+        raise OSError("cannot serve")
+
+    with capture_logs() as logs:
+        task = start_once(Loop("web-server", serve, backoff=FAST))
+        with pytest.raises(LoopFailed) as raised:
+            await asyncio.wait_for(task, 10)
+    assert raised.value.name == "web-server"
+    assert isinstance(raised.value.__cause__, OSError)
+    assert [e["loop"] for e in logs if e["event"] == "loop_failed"] == ["web-server"]
+
+
+async def test_the_web_server_runs_in_the_supervisor_it_is_given() -> None:
+    async with Supervisor() as supervisor:
+        async with WebServer(FastAPI(), "127.0.0.1", 0, start=supervisor.start_once) as web:
+            assert supervisor.running == ["web-server"]
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"{web.url}/nowhere")).status_code == 404
+        assert supervisor.running == []  # asked to exit, it returned: done, not failed
+        assert supervisor.failure is None

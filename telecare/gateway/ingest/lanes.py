@@ -158,9 +158,11 @@ async def lane_store(
     main: Backend,
     *,
     on_spool_state: Callable[[SpoolState], object] | None = None,
+    supervisor: Supervisor | None = None,
 ) -> AsyncIterator[tuple[Backend, Store]]:
     """The lane's store path over ``main``'s database (migrated already): its own
-    connection (the backend, for the dispatch repository) and durable store."""
+    connection (the backend, for the dispatch repository) and durable store, whose loops
+    (spool replayer, batcher flusher) run in ``supervisor`` (the gateway's)."""
     async with contextlib.AsyncExitStack() as stack:
         own = _own_backend(config, main)
         if own is not None:
@@ -174,6 +176,7 @@ async def lane_store(
                 spool_dir=Path(spool_path(config)) / "alarms",
                 on_spool_state=on_spool_state,
                 maintain_every=None,  # the main store maintains the database
+                supervisor=supervisor,
             )
         )
         yield backend, durable

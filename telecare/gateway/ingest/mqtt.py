@@ -43,10 +43,12 @@ Lanes
 Resource handling
     :class:`MqttIngest` is an async context manager running one supervised loop,
     ``mqtt-ingest`` (or ``name``: the alarm lane's is ``mqtt-alarm-lane``;
-    :mod:`telecare.gateway.tasks`), in the gateway's supervisor (or a private one), which
-    connects, subscribes and receives until the context exits (then it is cancelled and
-    awaited; messages being processed are cancelled and stay
-    unacknowledged, so the broker redelivers them).
+    :mod:`telecare.gateway.tasks`), in the gateway's supervisor (or a private one), whose
+    step connects, subscribes and receives until the connection ends; it is the only
+    long-running task here. The messages being processed are tasks of one
+    ``TaskGroup`` per connection, so none outlives its connection. When the context
+    exits the loop is cancelled and awaited; messages being processed are cancelled and
+    stay unacknowledged, so the broker redelivers them.
 
 Error handling
     Connection loss, a refused connection or a refused subscription (SUBACK failure, e.g.
@@ -67,7 +69,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -143,6 +145,29 @@ class SubscriptionRefused(aiomqtt.MqttError):
 
 class _ProcessingFailed(aiomqtt.MqttError):
     """A message could not be stored; leaving the connection makes the broker resend it."""
+
+
+class _Connection:
+    """What the processing tasks of one connection share: the in-flight bound and
+    whether a message has failed (after which nothing more is acknowledged on it)."""
+
+    def __init__(self, inflight: asyncio.Semaphore) -> None:
+        #: Bounds how many messages are being processed at once (MQTT receive maximum).
+        #: One per connection: slots of tasks cancelled on the way out die with it.
+        self.inflight = inflight
+        self.failed = False
+
+    def fail(self, error: Exception) -> _ProcessingFailed:
+        """Mark the connection failed; the error that ends it."""
+        self.failed = True
+        return _ProcessingFailed(f"message processing failed: {error!r}")
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What ended a connection's task group: a message that failed to be stored, before
+    the connection error (or cancellation) that may have followed it."""
+    errors = group.exceptions
+    return next((e for e in errors if isinstance(e, _ProcessingFailed)), errors[0])
 
 
 #: Channels whose messages need no ordering between them (see "Ordering" above).
@@ -304,110 +329,95 @@ class MqttIngest:
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Receive until the connection drops or a message fails to be stored.
 
-        Whatever has arrived is taken from the client's queue in one go (see
-        :func:`take_queued`). Messages of ordered channels are processed each in its own
-        task, in order per topic; those of unordered channels go together to
-        ``group_handler`` in one task per group (or each to ``handler`` in its own task
-        when there is none). The first failure ends the receive loop at once, cancelling
-        the other tasks (all unacknowledged).
+        The receive loop runs in the ``mqtt-ingest`` loop's own step (no task of its own),
+        and every message being processed is a task of one ``TaskGroup`` per connection.
+        The first processing task that fails cancels the receive loop and every other
+        message (all unacknowledged; the group does what a hand-made "failure watch"
+        task used to) and leaves with :class:`_ProcessingFailed`; a connection error
+        ends the receive loop, and the messages being processed, the same way. Either
+        is an ``MqttError``, which the supervised loop retries by reconnecting.
         """
-        failed = asyncio.Event()
-        failures: list[BaseException] = []
-        tasks: set[asyncio.Task[None]] = set()
-        # Bounds how many messages are being processed at once (MQTT receive maximum).
-        # One per connection: slots of tasks cancelled on the way out die with it.
-        inflight = asyncio.Semaphore(self.config.max_inflight)
+        conn = _Connection(asyncio.Semaphore(self.config.max_inflight))
+        error: BaseException | None = None
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                await self._receive_loop(client, tasks, conn)
+        except BaseExceptionGroup as group:
+            error = _first_error(group)
+        if error is not None:
+            raise error  # outside the except block: no "during handling" chain
+
+    async def _receive_loop(
+        self, client: aiomqtt.Client, tasks: asyncio.TaskGroup, conn: _Connection
+    ) -> None:
+        """Hand what arrives to processing tasks in ``tasks``, taking whatever has
+        already arrived from the client's queue in one go (see :func:`take_queued`).
+        Messages of ordered channels are processed each in its own task, in order per
+        topic; those of unordered channels go together to ``group_handler`` in one task
+        per group (or each to ``handler`` in its own task when there is none). Returns
+        or raises only when the connection ends or a message failed."""
+        inflight = conn.inflight
         grouping = self.group_handler is not None
         skip = self.skip
-
-        def start(coro: Coroutine[Any, Any, None]) -> None:
-            task = asyncio.create_task(coro)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        async def receive_loop() -> None:
-            async for first in client.messages:
-                arrived = [first]
-                while arrived:
-                    group: list[aiomqtt.Message] = []
-                    for message in arrived:
-                        if skip is not None and skip(message.topic.value):
-                            manual_ack(client, message)  # the alarm lane has its own copy
-                            self.skipped += 1
-                            continue
-                        if group and inflight.locked():  # start it before waiting for room
-                            start(self._process_group(client, group, inflight, failures, failed))
-                            group = []
-                        await inflight.acquire()
-                        if failed.is_set():
-                            for _ in range(len(group) + 1):
-                                inflight.release()
-                            return
-                        if grouping and _unordered(message.topic.value):
-                            group.append(message)
-                        else:
-                            start(self._process(client, message, inflight, failures, failed))
-                    if group:
-                        start(self._process_group(client, group, inflight, failures, failed))
-                    arrived = take_queued(client, self.config.max_inflight)
-
-        loop_task = asyncio.create_task(receive_loop(), name="mqtt-receive")
-        fail_task = asyncio.create_task(failed.wait(), name="mqtt-failure-watch")
-        try:
-            await asyncio.wait({loop_task, fail_task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (loop_task, fail_task, *tasks):
-                task.cancel()
-            await asyncio.gather(loop_task, fail_task, *tasks, return_exceptions=True)
-        if failures:
-            raise _ProcessingFailed(f"message processing failed: {failures[0]!r}")
-        loop_task.result()  # re-raises the connection error that ended the loop
+        async for first in client.messages:
+            arrived = [first]
+            while arrived:
+                group: list[aiomqtt.Message] = []
+                for message in arrived:
+                    if skip is not None and skip(message.topic.value):
+                        manual_ack(client, message)  # the alarm lane has its own copy
+                        self.skipped += 1
+                        continue
+                    if group and inflight.locked():  # start it before waiting for room
+                        tasks.create_task(self._process_group(client, group, conn))
+                        group = []
+                    await inflight.acquire()
+                    if conn.failed:
+                        for _ in range(len(group) + 1):
+                            inflight.release()
+                        return
+                    if grouping and _unordered(message.topic.value):
+                        group.append(message)
+                    else:
+                        tasks.create_task(self._process(client, message, conn))
+                if group:
+                    tasks.create_task(self._process_group(client, group, conn))
+                arrived = take_queued(client, self.config.max_inflight)
 
     async def _process(
-        self,
-        client: aiomqtt.Client,
-        message: aiomqtt.Message,
-        inflight: asyncio.Semaphore,
-        failures: list[BaseException],
-        failed: asyncio.Event,
+        self, client: aiomqtt.Client, message: aiomqtt.Message, conn: _Connection
     ) -> None:
         topic = message.topic.value
         try:
             if _unordered(topic):
-                await self._store_and_ack(client, message, topic, failed)
+                await self._store_and_ack(client, message, topic, conn)
             else:
                 async with self._order.hold(topic):
-                    await self._store_and_ack(client, message, topic, failed)
+                    await self._store_and_ack(client, message, topic, conn)
         except Exception as exc:  # storage away: no ack; the broker resends on reconnect
             self.not_stored += 1
             log.error("mqtt_message_not_stored", topic=topic, error=repr(exc))
-            failures.append(exc)
-            failed.set()
+            raise conn.fail(exc) from exc
         finally:
-            inflight.release()
+            conn.inflight.release()
 
     async def _store_and_ack(
-        self, client: aiomqtt.Client, message: aiomqtt.Message, topic: str, failed: asyncio.Event
+        self, client: aiomqtt.Client, message: aiomqtt.Message, topic: str, conn: _Connection
     ) -> None:
-        if failed.is_set():
+        if conn.failed:
             return  # a message before it failed: leave it for redelivery
         await self.handler(self._envelope(message, topic))
         manual_ack(client, message)
         self.acked += 1
 
     async def _process_group(
-        self,
-        client: aiomqtt.Client,
-        messages: list[aiomqtt.Message],
-        inflight: asyncio.Semaphore,
-        failures: list[BaseException],
-        failed: asyncio.Event,
+        self, client: aiomqtt.Client, messages: list[aiomqtt.Message], conn: _Connection
     ) -> None:
         """Messages of unordered channels through ``group_handler``, acknowledged once it
         has returned (everything they carried is stored), or none of them."""
         assert self.group_handler is not None
         try:
-            if failed.is_set():
+            if conn.failed:
                 return  # leave them for redelivery
             await self.group_handler([self._envelope(m, m.topic.value) for m in messages])
             for message in messages:
@@ -421,11 +431,10 @@ class MqttIngest:
                 messages=len(messages),
                 error=repr(exc),
             )
-            failures.append(exc)
-            failed.set()
+            raise conn.fail(exc) from exc
         finally:
             for _ in messages:
-                inflight.release()
+                conn.inflight.release()
 
     def _envelope(self, message: aiomqtt.Message, topic: str) -> Envelope:
         payload = message.payload

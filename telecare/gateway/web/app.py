@@ -13,7 +13,8 @@ The OpenAPI document is served at ``/api/v1/openapi.json``; there is no Swagger 
 because it would load its scripts from a CDN and every asset here is served by the
 gateway (monitoring centres and care homes are often offline or locked down).
 
-Resource handling: :class:`WebServer` runs ``uvicorn.Server.serve`` as one task and, on
+Resource handling: :class:`WebServer` runs ``uvicorn.Server.serve`` as one task (through
+``start``: in ``telecare run`` the gateway's supervisor, ``gateway.tasks``) and, on
 leaving, asks it to exit (open requests finish, SSE streams are closed by their
 routers) and awaits it. It never installs signal handlers: the CLI owns SIGINT/SIGTERM
 and stops the whole gateway. Error handling: a server that cannot bind its port raises
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Generator, Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
@@ -41,6 +43,7 @@ from telecare.gateway.errors import ConfigError
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.accounts import accounts_of
 from telecare.gateway.store.errors import is_unavailable
+from telecare.gateway.tasks import Loop, StartLoop, start_once
 from telecare.gateway.web import api_care_home, api_operator, auth, console, ops, tablet
 from telecare.gateway.web.services import Services
 
@@ -181,7 +184,9 @@ class _Server(uvicorn.Server):
 class WebServer:
     """Serve ``app`` on ``host:port`` while inside ``async with`` (see module docstring)."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, host: str, port: int, *, start: StartLoop = start_once
+    ) -> None:
         config = uvicorn.Config(
             app,
             host=host,
@@ -197,6 +202,8 @@ class WebServer:
         self.host = host
         self._sock: socket.socket
         self._task: asyncio.Task[None] | None = None
+        #: Runs ``serve`` (the gateway's supervisor: ``Supervisor.start_once``).
+        self._start = start
 
     @property
     def port(self) -> int:
@@ -218,7 +225,7 @@ class WebServer:
                 f"Config 'web.host'/'web.port' ({host}:{port}): cannot listen ({exc})."
                 " Choose a free port or stop what holds it."
             ) from None
-        self._task = asyncio.create_task(self.server.serve([self._sock]), name="web-server")
+        self._task = self._start(Loop("web-server", partial(self.server.serve, [self._sock])))
         while not self.server.started:
             if self._task.done():
                 self._task.result()
@@ -258,6 +265,7 @@ def gateway_services(gw: Gateway) -> Services:
     return svc
 
 
-def serve(gw: Gateway) -> WebServer:
+def serve(gw: Gateway, start: StartLoop = start_once) -> WebServer:
     """The web server of ``telecare run`` (``[web]`` host and port), not yet started."""
-    return WebServer(create_app(gateway_services(gw)), gw.config.web.host, gw.config.web.port)
+    web = gw.config.web
+    return WebServer(create_app(gateway_services(gw)), web.host, web.port, start=start)
