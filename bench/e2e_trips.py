@@ -92,13 +92,16 @@ def _count_statements(counter: list[int]) -> None:
     psycopg.AsyncCursor.executemany = counted_many  # type: ignore[method-assign,assignment]
 
 
-def _timed(fn: Callable[..., Awaitable[Any]], spent: list[float]) -> Callable[..., Awaitable[Any]]:
+def _timed(
+    fn: Callable[..., Awaitable[Any]], spent: list[float], statements: list[int], used: list[int]
+) -> Callable[..., Awaitable[Any]]:
     async def wrapper(*a: Any, **k: Any) -> Any:
-        start = time.perf_counter()
+        start, before = time.perf_counter(), statements[0]
         try:
             return await fn(*a, **k)
         finally:
             spent.append(time.perf_counter() - start)
+            used.append(statements[0] - before)
 
     return wrapper
 
@@ -124,7 +127,8 @@ async def run(args: argparse.Namespace) -> None:
             await store.upsert_site(Site("s1", SiteKind.HOME, area="north"))
             await store.upsert_resident(Resident("r1", "s1"))
             resident_s: list[float] = []
-            store.get_resident = _timed(store.get_resident, resident_s)  # type: ignore[method-assign,assignment]
+            resident_n: list[int] = []
+            store.get_resident = _timed(store.get_resident, resident_s, statements, resident_n)  # type: ignore[method-assign,assignment]
             async with DispatchService(store.dispatches, store, SystemClock()) as service:
                 per_open, counts = [], []
                 for n in range(args.alarms):
@@ -143,8 +147,9 @@ async def run(args: argparse.Namespace) -> None:
     trip = 2 * args.delay_ms / 1000
     opened, resident = statistics.median(per_open), statistics.median(resident_s)
     print(
-        f"  dispatch open: {statistics.median(counts):.0f} statements (1 of them the resident"
-        f" read), {opened / trip:.1f} round trips ({opened * 1000:.0f} ms at"
+        f"  dispatch open: {statistics.median(counts):.0f} statements"
+        f" ({statistics.median(resident_n):.0f} of them the resident read),"
+        f" {opened / trip:.1f} round trips ({opened * 1000:.0f} ms at"
         f" {trip * 1000:.0f} ms a round trip), of which the resident read"
         f" {resident / trip:.1f}; in the gateway (resident from the cache):"
         f" {(opened - resident) / trip:.1f} round trips"
