@@ -654,7 +654,11 @@ class DispatchService:
     async def _intake_round(self) -> None:
         """Open dispatches for what the intake queue holds (see the module docstring)."""
         entries = [await self.intake.get(), *await self.intake.get_ready(self.max_open - 1)]
-        await asyncio.gather(*(self._open_logged(e) for e in entries if e.group_key is None))
+        single = [e for e in entries if e.group_key is None]
+        if len(single) == 1:
+            await self._open_logged(single[0])  # the usual case: no task to start
+        elif single:
+            await asyncio.gather(*(self._open_logged(e) for e in single))
         for entry in entries:
             if entry.group_key is not None:
                 await self._open_logged(entry)
