@@ -42,7 +42,7 @@ _PAGE = 5000
 #: A new dispatch, unless its alert already has one: its own (the unique ``alert_id``) or
 #: a group dispatch it is a member of.
 _NEW = (
-    f"INSERT INTO dispatches ({DISPATCHES.names}) SELECT {', '.join('?' * len(DISPATCHES.stored))}"
+    f"INSERT INTO dispatches ({DISPATCHES.names}) SELECT {', '.join('?' * len(DISPATCHES.written))}"
     " WHERE NOT EXISTS (SELECT 1 FROM dispatch_members WHERE alert_id = ?) ON CONFLICT DO NOTHING"
 )
 #: In one statement: the new record's detail as the database will give it back (jsonb
@@ -53,6 +53,8 @@ _HEAD = (
     " (SELECT seq, row_hash FROM dispatch_audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1)"
     " h ON x.one = 1"
 )
+#: What a move along the cascade changes (a transition also changes state and outcome).
+_MOVED = ("updated_at", "responder_id", "cascade_step")
 
 
 class SqlDispatchRepository:
@@ -144,15 +146,9 @@ class SqlDispatchRepository:
         set_timers: Sequence[Timer],
         clear_timers: Sequence[TimerKind],
     ) -> bool:
-        d = dispatch
+        d, changed = dispatch, ("state", *_MOVED, "outcome")
         async with self.sql.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE dispatches SET state = ?, updated_at = ?, responder_id = ?,"
-                " cascade_step = ?, outcome = ?, version = ? WHERE dispatch_id = ? AND version = ?",
-                d.state, d.updated_at, d.responder_id, d.cascade_step, d.outcome, d.version,
-                d.dispatch_id, expected_version,
-            )  # fmt: skip
-            if changed != 1:
+            if not await _compare_and_set(tx, expected_version, d, changed):
                 return False
             await append_audit(self.sql, tx, audit)
             await tx.execute_many(
@@ -171,13 +167,7 @@ class SqlDispatchRepository:
     ) -> bool:
         d = dispatch
         async with self.sql.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE dispatches SET updated_at = ?, responder_id = ?, cascade_step = ?,"
-                " version = ? WHERE dispatch_id = ? AND version = ?",
-                d.updated_at, d.responder_id, d.cascade_step, d.version, d.dispatch_id,
-                expected_version,
-            )  # fmt: skip
-            if changed != 1:
+            if not await _compare_and_set(tx, expected_version, d, _MOVED):
                 return False
             await append_audit(self.sql, tx, audit)
             await tx.execute("DELETE FROM dispatch_cascade WHERE dispatch_id = ?", d.dispatch_id)
@@ -247,7 +237,7 @@ class SqlDispatchRepository:
         return report
 
     async def record_receipt(self, receipt: Receipt) -> None:
-        await self.sql.execute(RECEIPTS.insert(""), *RECEIPTS.params(receipt))
+        await RECEIPTS.add(self.sql, receipt, "")
 
     async def receipts(self, dispatch_id: str) -> list[Receipt]:
         tail = "WHERE dispatch_id = ? ORDER BY receipt_id"
@@ -283,6 +273,16 @@ async def _append(tx: Queries, record: AuditRecord, head: Row) -> None:
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         *AUDIT.params(a), seq, prev, row_hash(prev, content),
     )  # fmt: skip
+
+
+async def _compare_and_set(
+    tx: Queries, expected_version: int, d: Dispatch, columns: Sequence[str]
+) -> bool:
+    """Set ``columns`` and ``version`` from ``d`` if the row is still at ``expected_version``."""
+    sets = ", ".join(f"{c} = ?" for c in (*columns, "version"))
+    q = f"UPDATE dispatches SET {sets} WHERE dispatch_id = ? AND version = ?"
+    values = [getattr(d, c) for c in (*columns, "version")]
+    return await tx.execute(q, *values, d.dispatch_id, expected_version) == 1
 
 
 async def _add_members(tx: Queries, dispatch_id: str, alert_ids: Sequence[str]) -> int:
