@@ -7,7 +7,9 @@ work never shares the gateway's event loop (nor the GIL):
   ``time.monotonic()`` is the system-wide CLOCK_MONOTONIC, the clock the gateway side
   stamps dispatches with.
 * ``readings``: hub batches of ``--batch`` SpO2 readings at ``--rate`` readings/s, for
-  ``--seconds`` or SIGTERM; prints ``<messages> <readings> <seconds>``.
+  ``--seconds`` or SIGTERM; prints ``<messages> <readings> <seconds> <cpu seconds>
+  <seconds waiting for a CPU>``: CPU close to ``<seconds>`` means the generator itself
+  was the limit; a long wait for a CPU, that the machine was.
 * ``enqueue``: ``--readings`` readings as hub batches, published as fast as the broker
   takes them (the backlog a fleet of hubs flushes after an outage); prints the same.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import signal
 import sys
@@ -78,10 +81,17 @@ def _batch(prefix: str, tag: str, i: int, size: int, hubs: int, per_hub: int) ->
     return f"{prefix}/s1/h{hub}/batch", json_v1.encode_batch(f"{tag}{i}", items)
 
 
+#: Publishes awaiting their PUBACK before the readings generator waits for some: the
+#: broker's acknowledgements must not pace the offered rate (a burst that waited for all
+#: of its PUBACKs lost a broker round trip per burst on a loaded machine).
+_IN_FLIGHT = 2000
+
+
 async def readings(args: argparse.Namespace) -> None:
     per_s = args.rate / args.batch  # messages a second
     sent = 0
     stop = _stop_on_sigterm()
+    pending: set[asyncio.Task[None]] = set()
     async with _client(args.port, 1000) as client:
         start = time.monotonic()
         while True:
@@ -91,16 +101,31 @@ async def readings(args: argparse.Namespace) -> None:
             # At most 50 ms worth per round: a starved generator falls behind and says
             # so (the rate it prints), instead of catching up in one giant burst.
             due = min(int(elapsed * per_s) + 1, sent + max(1, int(per_s * 0.05)))
-            burst = [
-                _batch(args.prefix, args.tag, i, args.batch, args.hubs, args.per_hub)
-                for i in range(sent, due)
-            ]
-            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in burst))
+            for i in range(sent, due):
+                topic, payload = _batch(
+                    args.prefix, args.tag, i, args.batch, args.hubs, args.per_hub
+                )
+                task = asyncio.create_task(client.publish(topic, payload, qos=1))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
             sent = due
-            # Bursts every 10 ms (one publish round each), on the schedule: no drift.
+            while len(pending) > _IN_FLIGHT:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            # A round every 10 ms, on the schedule: no drift.
             await asyncio.sleep(max(0.0, start + sent / per_s + 0.01 - time.monotonic()))
         elapsed = time.monotonic() - start
-    print(sent, sent * args.batch, f"{elapsed:.3f}")
+        await asyncio.gather(*pending)  # every offered message acknowledged by the broker
+    print(sent, sent * args.batch, f"{elapsed:.3f}", f"{time.process_time():.3f}", _cpu_wait())
+
+
+def _cpu_wait() -> str:
+    """Seconds this process was runnable but waited for a CPU (Linux schedstat of the
+    main thread; ``nan`` elsewhere)."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as f:
+            return f"{int(f.read().split()[1]) / 1e9:.3f}"
+    except (OSError, ValueError, IndexError):
+        return "nan"
 
 
 async def enqueue(args: argparse.Namespace) -> None:
@@ -133,6 +158,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--per-hub", type=int, default=2)
     parser.add_argument("--tag", default="r")
     args = parser.parse_args(argv)
+    # aiomqtt warns of every publish waiting for its PUBACK beyond 10: the point here.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
     run = {"alarms": alarms, "readings": readings, "enqueue": enqueue}[args.mode]
     asyncio.run(run(args))
     return 0

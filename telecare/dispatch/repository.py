@@ -36,7 +36,8 @@ class DispatchRepository(Protocol):
         """Insert dispatch, first audit record, cascade and timers in one transaction;
         with ``group_key``, also the group and its ``members`` (alert ids, the first
         alert's included). ``False`` (and nothing written) when the alert already has a
-        dispatch."""
+        dispatch: its own, or a group dispatch it is a member of (checked in the
+        transaction, so that the service need not read first)."""
         ...
 
     async def load(self, dispatch_id: str) -> Dispatch | None: ...

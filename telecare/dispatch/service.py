@@ -16,24 +16,34 @@ Closing: when a dispatch is resolved or cancelled, each ``on_closed`` listener i
 with the dispatch and the ids of every alert it held (the rules release their fold
 keys, so the next press is a new alert).
 
-Resource handling: an async context manager owning a ``TaskGroup`` of named tasks: the
-timer loop, the intake worker (draining the storm-proof :class:`~dispatch.storm.AlarmQueue`)
-and ``notify_workers`` notification workers. Leaving it cancels and awaits them; timers
-are rows in the store, so a new service on the same store picks them up where this one
-stopped.
+Intake: the worker takes what the queue holds (most urgent first), up to ``max_open``
+entries, and opens them at once (each open is one transaction; the store's unique alert
+id keeps it to one dispatch per alert); group entries of a batch are opened one after
+the other, after its single ones, so two never both start a group of one key.
+
+Resource handling: an async context manager whose loops (:mod:`dispatch.loops`) run in the
+injected ``runner`` (the gateway's supervisor; a private task group by default): the timer
+loop ``dispatch-timers``, the intake worker ``dispatch-intake`` (draining the
+storm-proof :class:`~dispatch.storm.AlarmQueue`) and ``notify_workers`` notification
+workers ``dispatch-notify-<n>``. Leaving it cancels and awaits them; timers are rows in
+the store, so a new service on the same store picks them up where this one stopped. The
+timer loop sleeps until the earliest deadline (at most ``poll_s``); it is woken only by
+a new timer due before that, so opening a dispatch costs it no query.
 
 Error handling: actions raise :class:`~dispatch.errors.IllegalTransition`,
 :class:`~dispatch.errors.StaleDispatch` (only when the caller passed
 ``expected_version``) or :class:`~dispatch.errors.UnknownDispatch`. Without
 ``expected_version`` a lost compare-and-set is retried on the reloaded dispatch, where
-the event is usually no longer legal. The timer loop logs storage errors and tries
-again after ``retry_s``; a notification failure only produces a ``failed`` receipt.
+the event is usually no longer legal. A failed round of the timer loop (the store away)
+is retried by the runner (within ``retry_s``, logged); the intake worker logs a failed
+open and goes on (the alert is stored: the orphan sweep re-submits it); a notification
+failure only produces a ``failed`` receipt. Anything else escaping a loop is a bug: the
+runner ends the loop loudly (in the gateway, the process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -47,6 +57,7 @@ from telecare.devices.model import Alert, Dispatch, DispatchState, ResponderKind
 from telecare.dispatch.attend import AttendConfig, Plan, plan_of, presented_at, stamp
 from telecare.dispatch.cascades import CascadeConfig, Route, resolve_cascade
 from telecare.dispatch.errors import IllegalTransition, StaleDispatch, UnknownDispatch
+from telecare.dispatch.loops import LoopSpec, Runner, TaskLoops, any_error
 from telecare.dispatch.machine import (
     AdvanceCascade,
     ClearTimers,
@@ -65,7 +76,7 @@ from telecare.dispatch.records import AuditRecord, Timer, TimerKind
 from telecare.dispatch.repository import DispatchRepository, Registry
 from telecare.dispatch.responders import ResponderDirectory
 from telecare.dispatch.storm import AlarmQueue, Intake, group_key_text
-from telecare.rules.clock import Clock, raise_if_cancelling
+from telecare.rules.clock import Clock
 
 __all__ = ["DispatchService"]
 
@@ -106,7 +117,9 @@ class DispatchService:
         poll_s: float = 5.0,
         retry_s: float = 5.0,
         notify_workers: int = 4,
+        max_open: int = 3,
         on_change: Callable[[Dispatch, str, str], None] | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.repo = repo
         #: Told of every stored change ``(dispatch, actor, reason)`` (live console, demo).
@@ -123,26 +136,31 @@ class DispatchService:
         self.poll_s = poll_s  # re-check the store this often (other gateways' timers)
         self.retry_s = retry_s
         self._notify_workers = notify_workers
+        #: Intake entries opened at once (each holds a store connection meanwhile).
+        self.max_open = max_open
+        self._runner: Runner = runner or TaskLoops()
+        #: The deadline the timer loop sleeps until; ``None`` while it is not asleep.
+        self._sleeping_until: datetime | None = None
         # Bounded: 1000 pending notifications; beyond that a failed receipt is recorded.
         self._notes: asyncio.Queue[_Note] = asyncio.Queue(maxsize=1000)
         self._wake = asyncio.Event()
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
         self._areas: dict[str, str] = {}
         #: Called for each dispatch that is resolved or cancelled (see the docstring).
         self.on_closed: list[ClosedListener] = []
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        tg = asyncio.TaskGroup()
-        await tg.__aenter__()
-        self._tg = tg
-        self._tasks = [
-            tg.create_task(self._timer_loop(), name="dispatch-timers"),
-            tg.create_task(self._intake_loop(), name="dispatch-intake"),
+        loops = [
+            LoopSpec("dispatch-timers", self._timer_round, any_error, self.retry_s),
+            LoopSpec("dispatch-intake", self._intake_round),
         ]
-        for n in range(self._notify_workers if self.notifier else 0):
-            self._tasks.append(tg.create_task(self._notify_loop(), name=f"dispatch-notify-{n}"))
+        loops += [
+            LoopSpec(f"dispatch-notify-{n}", self._notify_one)
+            for n in range(self._notify_workers if self.notifier else 0)
+        ]
+        await self._runner.start(*loops)
+        self._running = True
         return self
 
     async def __aexit__(
@@ -151,13 +169,9 @@ class DispatchService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg, self._tg = self._tg, None
-        if tg is None:
-            return
-        for task in self._tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tg.__aexit__(exc_type, exc, tb)
+        if self._running:
+            self._running = False
+            await self._runner.stop()
 
     # -- opening -----------------------------------------------------------------------
     async def submit(self, alert: Alert) -> None:
@@ -194,10 +208,11 @@ class DispatchService:
         ``grouped`` are further identical technical alerts folded into this dispatch;
         ``group_key`` makes it a group dispatch that later alerts of that key join;
         ``actor`` is who asked for it (a person's request, e.g. a teletriage call).
+
+        One transaction in the common case: the store refuses the insert when the alert
+        already has a dispatch (its own, or a group's it is a member of), and only then
+        is that dispatch read and returned.
         """
-        existing = await self.repo.load_for_alert(alert.alert_id)
-        if existing is not None:
-            return existing
         now = self.clock.now()
         resident = (
             await self.registry.get_resident(alert.resident_id) if alert.resident_id else None
@@ -250,7 +265,8 @@ class DispatchService:
         log.info("dispatch_opened", dispatch_id=step.dispatch.dispatch_id, route=route.value)
         if self.on_change is not None:
             self.on_change(step.dispatch, step.audit.actor, f"route {route.value}")
-        self._wake.set()
+        for timer in timers:
+            self._timer_set(timer.due_at)
         return step.dispatch
 
     async def _area(self, site_id: str | None) -> str:
@@ -531,7 +547,7 @@ class DispatchService:
                 listener(d, list(dict.fromkeys(held)))
         for effect in step.effects:
             if isinstance(effect, SetTimer):
-                self._wake.set()
+                self._timer_set(effect.timer.due_at)
             elif isinstance(effect, NotifyResponder | NotifySupervisors):
                 self._queue_note(d, effect)
             elif isinstance(effect, AdvanceCascade):
@@ -608,60 +624,60 @@ class DispatchService:
             fired += 1
         return fired
 
-    async def _timer_loop(self) -> None:
-        """Fire due timers, then sleep until the next deadline, a new timer or ``poll_s``.
+    def _timer_set(self, due_at: datetime) -> None:
+        """A timer was stored: wake the timer loop if it sleeps past ``due_at``."""
+        if self._sleeping_until is None or due_at < self._sleeping_until:
+            self._wake.set()
 
-        Retries storage errors after ``retry_s``; never returns; cancellation propagates.
-        """
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            self._wake.clear()
-            try:
-                await self.fire_due_timers()
-                nxt = await self.repo.next_due()
-            except Exception:
-                raise_if_cancelling()
-                log.exception("dispatch_timer_error")
-                nxt = self.clock.now() + timedelta(seconds=self.retry_s)
-            until = self.clock.now() + timedelta(seconds=self.poll_s)
-            await self._sleep(min(until, nxt) if nxt else until)
+    async def _timer_round(self) -> None:
+        """Fire due timers, then sleep until the next deadline, an earlier new timer or
+        ``poll_s`` (other gateways' timers). A storage error goes to the runner."""
+        self._wake.clear()
+        await self.fire_due_timers()
+        nxt = await self.repo.next_due()
+        until = self.clock.now() + timedelta(seconds=self.poll_s)
+        await self._sleep(min(until, nxt) if nxt else until)
 
     async def _sleep(self, until: datetime) -> None:
-        raise_if_cancelling()  # a cancellation swallowed on the way here ends the loop
+        self._sleeping_until = until
         sleeper = asyncio.create_task(self.clock.sleep_until(until), name="dispatch-sleep")
         waker = asyncio.create_task(self._wake.wait(), name="dispatch-wake")
         try:
             await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._sleeping_until = None
             for task in (sleeper, waker):
                 task.cancel()
             await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     # -- workers -----------------------------------------------------------------------
-    async def _intake_loop(self) -> None:
-        """Open a dispatch for each queued entry, most urgent first. Logs and continues
-        past a failure for one entry (it is still an alert in the store)."""
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            entry: Intake = await self.intake.get()
-            try:
-                await self.open_or_join(entry)
-            except Exception:
-                raise_if_cancelling()
-                log.exception("dispatch_open_failed", alert_id=entry.first.alert_id)
+    async def _intake_round(self) -> None:
+        """Open dispatches for what the intake queue holds (see the module docstring)."""
+        entries = [await self.intake.get(), *await self.intake.get_ready(self.max_open - 1)]
+        single = [e for e in entries if e.group_key is None]
+        if len(single) == 1:
+            await self._open_logged(single[0])  # the usual case: no task to start
+        elif single:
+            await asyncio.gather(*(self._open_logged(e) for e in single))
+        for entry in entries:
+            if entry.group_key is not None:
+                await self._open_logged(entry)
 
-    async def _notify_loop(self) -> None:
+    async def _open_logged(self, entry: Intake) -> None:
+        try:
+            await self.open_or_join(entry)
+        except Exception:
+            log.exception("dispatch_open_failed", alert_id=entry.first.alert_id)
+
+    async def _notify_one(self) -> None:
         assert self.notifier is not None
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            d, effect = await self._notes.get()
-            try:
-                await self.notifier.notify(d, effect)
-            except Exception:
-                raise_if_cancelling()
-                log.exception("notification_failed", dispatch_id=d.dispatch_id)
-            finally:
-                self._notes.task_done()
+        d, effect = await self._notes.get()
+        try:
+            await self.notifier.notify(d, effect)
+        except Exception:
+            log.exception("notification_failed", dispatch_id=d.dispatch_id)
+        finally:
+            self._notes.task_done()
 
     async def drain_notifications(self) -> None:
         """Wait until every queued notification has been delivered or failed."""

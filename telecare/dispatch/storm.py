@@ -105,8 +105,21 @@ class AlarmQueue:
         """The most urgent entry (oldest first within a priority), waiting for one."""
         async with self._changed:
             await self._changed.wait_for(lambda: bool(self._heap))
-            _, _, entry = heapq.heappop(self._heap)
-            if entry.group_key is not None:
-                self._groups.pop(entry.group_key, None)
+            entry = self._pop()
             self._changed.notify_all()
             return entry
+
+    async def get_ready(self, most: int) -> list[Intake]:
+        """Up to ``most`` entries already waiting, most urgent first; never waits for one
+        (the intake worker opens what arrived together at once)."""
+        async with self._changed:
+            taken = [self._pop() for _ in range(min(most, len(self._heap)))]
+            if taken:
+                self._changed.notify_all()
+            return taken
+
+    def _pop(self) -> Intake:
+        _, _, entry = heapq.heappop(self._heap)
+        if entry.group_key is not None:
+            self._groups.pop(entry.group_key, None)
+        return entry

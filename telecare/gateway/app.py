@@ -31,7 +31,7 @@ from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
 from telecare.gateway.decode_serial import SerialDecoding
-from telecare.gateway.dispatching import add_store_responders, build_dispatcher
+from telecare.gateway.dispatching import CachedRegistry, add_store_responders, build_dispatcher
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.ingest import lanes
@@ -203,6 +203,7 @@ class Gateway:
                 self.store,
                 self.clock,
                 self.publisher.publish,
+                supervisor=supervisor,
             )
             await add_store_responders(dispatcher.directory, self.store)
             dispatcher.on_change = self._dispatch_activity
@@ -220,6 +221,8 @@ class Gateway:
                     max_age_s=self.config.ingest.max_age_s,
                 ),
             )
+            # Dispatch reads residents from the warm registry cache, not the store.
+            self.dispatcher.registry = CachedRegistry(self.pipeline.decoder.registry, self.store)
             # The registry is loaded once and kept; registry changes (the CLI in another
             # process too) reach it through the store's change log.
             await self._stack.enter_async_context(

@@ -1,9 +1,18 @@
 """Builds the dispatch service for the running gateway: the repository for the configured
-backend, the cascade and responder configuration, and the notifier transports.
+backend, the cascade and responder configuration, the notifier transports, the runner of
+its loops and the registry it reads.
 
 Transports: the responder-app MQTT topic is always available (through the gateway's own
 MQTT connection); signed webhooks when ``dispatch.webhook_secret`` is set; e-mail when
 ``dispatch.smtp_host`` is set.
+
+Loops: the service's loops (``dispatch.loops``) run in the gateway's supervisor
+(:class:`SupervisedLoops` adapts ``gateway.tasks.Loops`` to the ``Runner`` dispatch
+declares): named, retried with the shared backoff (capped at the loop's ``retry_s``),
+and a failure it does not retry stops the gateway loudly.
+
+Registry: residents come from the gateway's warm registry cache (:class:`CachedRegistry`),
+so opening a dispatch for a resident's alarm reads nothing from the telemetry's pool.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from typing import Any
 
 import aiomqtt
 
+from telecare.devices.model import Resident, Site
 from telecare.dispatch import (
     AttendConfig,
     CascadeConfig,
@@ -26,6 +36,7 @@ from telecare.dispatch import (
     ResponderDirectory,
     TimerPolicy,
 )
+from telecare.dispatch.loops import LoopSpec
 from telecare.dispatch.notifiers.base import (
     Message,
     PermanentDeliveryError,
@@ -36,15 +47,20 @@ from telecare.dispatch.notifiers.mqtt import responder_topic
 from telecare.dispatch.notifiers.smtp import SmtpTransport
 from telecare.dispatch.notifiers.webhook import WebhookTransport, check_address
 from telecare.dispatch.responders import ResponderProfile
+from telecare.gateway.backoff import Backoff
 from telecare.gateway.config import Config
 from telecare.gateway.errors import ConfigError
+from telecare.gateway.registry_cache import Registry as RegistryCache
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.tasks import Loop, Loops, Supervisor
 from telecare.rules.clock import Clock
 
 __all__ = [
+    "CachedRegistry",
     "GatewayMqttTransport",
+    "SupervisedLoops",
     "add_store_responders",
     "attend_config",
     "build_dispatcher",
@@ -71,6 +87,42 @@ class GatewayMqttTransport:
         except (aiomqtt.MqttError, RuntimeError) as exc:
             raise TemporaryDeliveryError(f"publish to {topic}: {exc}") from None
         return f"published {topic}"
+
+
+class SupervisedLoops:
+    """The dispatch service's ``Runner``: its loops in the gateway's supervisor (a private
+    one when ``supervisor`` is ``None``), each retried with the shared backoff up to its
+    ``retry_s``."""
+
+    def __init__(self, supervisor: Supervisor | None = None) -> None:
+        self._loops = Loops(supervisor)
+
+    async def start(self, *loops: LoopSpec) -> None:
+        await self._loops.start(*(_loop(spec) for spec in loops))
+
+    async def stop(self) -> None:
+        await self._loops.stop()
+
+
+def _loop(spec: LoopSpec) -> Loop:
+    backoff = Backoff(initial=min(0.5, spec.retry_s), cap=spec.retry_s)
+    return Loop(spec.name, spec.step, retry=spec.retry, backoff=backoff)
+
+
+class CachedRegistry:
+    """What dispatch reads of the registry (``dispatch.Registry``): residents from the
+    gateway's warm cache (invalidated on change by ``RegistryWatch``), sites from the
+    store (the service keeps each site's area once read)."""
+
+    def __init__(self, cache: RegistryCache, store: Store) -> None:
+        self._cache = cache
+        self._store = store
+
+    async def get_resident(self, resident_id: str) -> Resident | None:
+        return await self._cache.resident(resident_id)
+
+    async def get_site(self, site_id: str) -> Site | None:
+        return await self._store.get_site(site_id)
 
 
 def dispatch_repository(backend: PostgresStore | SqliteStore) -> DispatchRepository:
@@ -129,8 +181,12 @@ def build_dispatcher(
     registry: Store,
     clock: Clock,
     publish: Publish,
+    *,
+    supervisor: Supervisor | None = None,
 ) -> DispatchService:
-    """The dispatch service, not yet started (``async with`` it)."""
+    """The dispatch service, not yet started (``async with`` it); its loops run in
+    ``supervisor`` (the gateway's). ``registry`` is read until the gateway hands it the
+    warm cache (:class:`CachedRegistry`)."""
     dc = config.dispatch
     raw = _load_dispatch_file(dc.file)
     try:
@@ -170,4 +226,5 @@ def build_dispatcher(
         notifier=notifier,
         policy=TimerPolicy(ack_after_s=dc.ack_within_s),
         attend=attend_config(config),
+        runner=SupervisedLoops(supervisor),
     )

@@ -30,7 +30,7 @@ from telecare.dispatch.audit_chain import (
     row_hash,
 )
 from telecare.dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
-from telecare.gateway.store.sql import Queries, Sql, json_value
+from telecare.gateway.store.sql import Queries, Row, Sql, json_value
 from telecare.gateway.store.tables import AUDIT, DISPATCHES, RECEIPTS, TIMERS
 
 __all__ = ["SqlDispatchRepository", "append_audit"]
@@ -39,6 +39,20 @@ _OPEN = "state NOT IN ('resolved', 'cancelled')"
 _CASCADE = "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
 _CHAIN = f"audit_id, seq, prev_hash, row_hash, {AUDIT.names}"
 _PAGE = 5000
+#: A new dispatch, unless its alert already has one: its own (the unique ``alert_id``) or
+#: a group dispatch it is a member of.
+_NEW = (
+    f"INSERT INTO dispatches ({DISPATCHES.names}) SELECT {', '.join('?' * len(DISPATCHES.written))}"
+    " WHERE NOT EXISTS (SELECT 1 FROM dispatch_members WHERE alert_id = ?) ON CONFLICT DO NOTHING"
+)
+#: In one statement: the new record's detail as the database will give it back (jsonb
+#: normalises numbers), the chain's head, and whether the record's dispatch exists.
+_HEAD = (
+    "SELECT CAST(? AS {json}), h.seq, h.row_hash,"
+    " (SELECT count(*) FROM dispatches WHERE dispatch_id = ?) FROM (SELECT 1 AS one) x LEFT JOIN"
+    " (SELECT seq, row_hash FROM dispatch_audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1)"
+    " h ON x.one = 1"
+)
 #: What a move along the cascade changes (a transition also changes state and outcome).
 _MOVED = ("updated_at", "responder_id", "cascade_step")
 
@@ -58,17 +72,21 @@ class SqlDispatchRepository:
         members: Sequence[str] = (),
     ) -> bool:
         d = dispatch
-        async with self.sql.transaction() as tx:
-            if await DISPATCHES.add(tx, d) != 1:
-                return False
+        # Pipelined: the insert, the audit lock and the chain's head in one round trip
+        # (which also tells whether the insert happened), the rest with the commit.
+        async with self.sql.transaction(pipelined=True) as tx:
+            await tx.send(_NEW, *DISPATCHES.params(d), d.alert_id)
+            head = await _chain_head(self.sql, tx, audit)
+            if not head[3]:
+                return False  # refused: nothing written
             if group_key is not None:
-                await tx.execute(
+                await tx.send(
                     "INSERT INTO dispatch_groups (dispatch_id, group_key) VALUES (?, ?)",
                     d.dispatch_id,
                     group_key,
                 )
                 await _add_members(tx, d.dispatch_id, members)
-            await append_audit(self.sql, tx, audit)
+            await _append(tx, audit, head)
             await _set_cascade(tx, d.dispatch_id, cascade)
             await _set_timers(tx, timers)
             return True
@@ -228,20 +246,29 @@ class SqlDispatchRepository:
 
 async def append_audit(sql: Sql, tx: Queries, record: AuditRecord) -> None:
     """Append ``record`` to the hash chain, inside the transaction ``tx``."""
+    await _append(tx, record, await _chain_head(sql, tx, record))
+
+
+async def _chain_head(sql: Sql, tx: Queries, record: AuditRecord) -> Row:
+    """Take the chain's lock; then :data:`_HEAD` for ``record``."""
     if lock := sql.dialect.serialise("telecare-audit"):
-        await tx.execute(lock)
+        await tx.send(lock)
     # A new statement after the lock: under READ COMMITTED it sees the last committed row.
-    last = await tx.fetch_one(
-        "SELECT seq, row_hash FROM dispatch_audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+    head = await tx.fetch_one(
+        _HEAD.format(json=sql.dialect.json_type), record.detail, record.dispatch_id
     )
-    # The detail as the database will give it back (jsonb normalises numbers).
-    stored = await tx.fetch_one(f"SELECT CAST(? AS {sql.dialect.json_type})", record.detail)
-    seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
-    a, detail = record, json_value(stored[0]) if stored else {}
+    assert head is not None  # one row, whether or not the chain has one
+    return head
+
+
+async def _append(tx: Queries, record: AuditRecord, head: Row) -> None:
+    stored, last_seq, last_hash, _ = head
+    seq, prev = (int(last_seq) + 1, str(last_hash)) if last_seq is not None else (1, GENESIS)
+    a, detail = record, json_value(stored)
     content = canonical(
         seq, a.dispatch_id, a.at, a.from_state, a.to_state, a.actor, a.reason, detail
     )
-    await tx.execute(
+    await tx.send(
         f"INSERT INTO dispatch_audit ({AUDIT.names}, seq, prev_hash, row_hash)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         *AUDIT.params(a), seq, prev, row_hash(prev, content),

@@ -47,6 +47,7 @@ Errors are the driver's (``sqlite3.IntegrityError``, ``psycopg.errors.UniqueViol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -59,6 +60,7 @@ from functools import lru_cache
 from typing import Any, Literal, TypeVar, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -103,8 +105,15 @@ class Queries:
         return cast(int, await self._do("exec", sql, params))
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        """One statement per parameter row, all in one transaction; rows changed in all."""
+        """One statement per parameter row, all in one transaction; rows changed in all
+        (in a pipelined transaction: not known, ``0``)."""
         return cast(int, await self._do("many", sql, rows))
+
+    async def send(self, sql: str, *params: object) -> None:
+        """Run a statement whose result nobody reads: in a pipelined transaction it is
+        sent without waiting (its error, if any, is raised by the next read or the
+        commit); elsewhere it is :meth:`execute`."""
+        await self._do("send", sql, params)
 
 
 class Sql(Queries):
@@ -112,8 +121,13 @@ class Sql(Queries):
 
     dialect: Dialect
 
-    def transaction(self) -> AbstractAsyncContextManager[Queries]:
-        """``async with sql.transaction() as tx``: ``tx``'s statements commit together."""
+    def transaction(self, *, pipelined: bool = False) -> AbstractAsyncContextManager[Queries]:
+        """``async with sql.transaction() as tx``: ``tx``'s statements commit together.
+
+        ``pipelined``: on PostgreSQL the statements are sent in pipeline mode, so that
+        ``BEGIN``, every :meth:`~Queries.send` and ``execute_many`` up to the next read
+        (``fetch_one``, ``fetch_all``, ``execute``) and ``COMMIT`` travel together: one
+        round trip per read plus one for the commit (SQLite: no difference)."""
         raise NotImplementedError
 
 
@@ -280,7 +294,7 @@ class SqliteSql(Sql):
         return await self.run(lambda c: _sqlite_do(c, op, sql, params))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Queries]:
+    async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[Queries]:
         conn = self._connection()
         async with self._lock:
             await _in_thread(lambda c: c.execute("BEGIN IMMEDIATE"), conn)
@@ -336,7 +350,7 @@ def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
         conn.executemany(sql, params)
         return conn.total_changes - before
     cur = conn.execute(sql, params)
-    if op == "exec":
+    if op in ("exec", "send"):
         return cur.rowcount
     if op == "one":
         row = cur.fetchone()
@@ -361,17 +375,39 @@ class PostgresSql(Sql):
                 return await _PgTx(conn, self.dialect)._do(op, sql, params)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Queries]:
-        async with self._pool.connection() as conn, conn.transaction():
-            yield _PgTx(conn, self.dialect)
+    async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[Queries]:
+        async with self._pool.connection() as conn:
+            if not pipelined:
+                async with conn.transaction():
+                    yield _PgTx(conn, self.dialect)
+                return
+            # BEGIN and COMMIT as statements: psycopg's transaction() syncs on entering
+            # and twice on leaving a pipeline, three round trips of its own.
+            try:
+                async with conn.pipeline() as pipeline:
+                    await conn.execute(b"BEGIN")
+                    yield _PgTx(conn, self.dialect, pipeline)
+                    await conn.execute(b"COMMIT")
+            except BaseException:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):  # else the pool discards it
+                        await conn.execute(b"ROLLBACK")
+                raise
 
 
 class _PgTx(Queries):
-    """Statements on one PostgreSQL connection (in a transaction, or autocommit)."""
+    """Statements on one PostgreSQL connection (in a transaction, or autocommit); with a
+    ``pipeline``, in pipeline mode (``Sql.transaction(pipelined=True)``)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[TupleRow], dialect: Dialect) -> None:
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[TupleRow],
+        dialect: Dialect,
+        pipeline: psycopg.AsyncPipeline | None = None,
+    ) -> None:
         self._conn = conn
         self._dialect = dialect
+        self._pipeline = pipeline
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
         query = _pyformat(sql).encode()
@@ -381,8 +417,12 @@ class _PgTx(Queries):
                 return 0
             async with self._conn.cursor() as cur:
                 await cur.executemany(query, rows)
-                return cur.rowcount
+                return 0 if self._pipeline else cur.rowcount
         cur = await self._conn.execute(query, self._dialect.params(params))
+        if op == "send":
+            return None
         if op == "exec":
+            if self._pipeline is not None:
+                await self._pipeline.sync()  # the count is known once the server answered
             return cur.rowcount
         return await (cur.fetchone() if op == "one" else cur.fetchall())
