@@ -30,6 +30,8 @@ from typing import Self
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
+from telecare.gateway.decode_dc09 import Dc09Decoding
+from telecare.gateway.decode_scaip import ScaipDecoding
 from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.dispatching import add_store_responders, build_dispatcher
 from telecare.gateway.errors import ConfigError
@@ -281,8 +283,13 @@ class Gateway:
                 self.dc09 = await self._stack.enter_async_context(
                     Dc09Receiver(
                         self.config.receivers.dc09,
-                        self.pipeline,
-                        self.pipeline.decoder.registry.receiver_device,
+                        Dc09Decoding.with_registry(
+                            self.config.receivers.dc09,
+                            self.pipeline,
+                            self.pipeline.decoder.registry,
+                            self.clock,
+                            supervisor=supervisor,
+                        ),
                         self.clock,
                         supervisor=supervisor,
                     )
@@ -293,12 +300,16 @@ class Gateway:
                 self.scaip = await self._stack.enter_async_context(
                     ScaipReceiver(
                         self.config.receivers.scaip,
-                        self.pipeline,
-                        self.pipeline.decoder.registry.receiver_device,
+                        ScaipDecoding.with_registry(
+                            self.config.receivers.scaip,
+                            self.pipeline,
+                            self.pipeline.decoder.registry,
+                            self.clock,
+                            watch=self.pipeline.engine.watch_device,
+                            status=self.store.set_device_status,
+                            supervisor=supervisor,
+                        ),
                         self.clock,
-                        watch=self.pipeline.engine.watch_device,
-                        status=self.store.set_device_status,
-                        supervisor=supervisor,
                     )
                 )
             if self.config.web.enabled:  # entered last, left first: no request outlives ingest

@@ -26,6 +26,7 @@ from telecare.devices.model import (
 )
 from telecare.firmware_stubs.dc09_unit import Dc09Unit, parse_reply
 from telecare.gateway.config import Dc09Config
+from telecare.gateway.decode_dc09 import Dc09Decoding
 from telecare.gateway.ingest.dc09 import Dc09Receiver
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store.postgres import PostgresStore
@@ -76,7 +77,8 @@ async def receiving(
     await _provision(store)
     clock = SystemClock()
     async with running_pipeline(store, clock) as pipeline:
-        receiver = Dc09Receiver(config, pipeline, pipeline.decoder.registry.receiver_device, clock)
+        decoding = Dc09Decoding.with_registry(config, pipeline, pipeline.decoder.registry, clock)
+        receiver = Dc09Receiver(config, decoding, clock)
         async with receiver:
             yield pipeline, receiver
 
