@@ -200,6 +200,21 @@ async def test_a_press_after_the_operator_resolved_a_false_alarm_is_a_new_alert(
     assert rig.pipeline.counters["folded"] == 0
 
 
+async def test_a_press_after_a_fold_and_the_close_of_its_alarm_is_a_new_alert(rig: Rig) -> None:
+    """The pipeline remembers an alarm it found open on a fold (its later folds read no
+    dispatch); the close it hears of forgets that, so the next press is a new alarm."""
+    first = await rig.press("p1")
+    rig.clock.advance(10)
+    await rig.event("p1", EventType.PENDANT)  # folds: the open dispatch is remembered
+    assert rig.pipeline.counters["folded"] == 1
+    await rig.dispatcher.acknowledge(first.dispatch_id, "op")
+    await rig.dispatcher.resolve(first.dispatch_id, "op", "false_alarm")
+    rig.clock.advance(10)
+    second = await rig.press("p1")
+    assert second.dispatch_id != first.dispatch_id
+    assert rig.pipeline.counters["folded"] == 1
+
+
 async def test_a_press_folding_into_an_alarm_closed_behind_the_rules_back_is_new(
     rig: Rig,
 ) -> None:
