@@ -425,13 +425,17 @@ class Pipeline:
         self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
     ) -> None:
         """Like :meth:`handle_event` for each, the events stored in one write first (an
-        IP receiver's concurrent alarms share one commit); rules then run in order, and
-        the fold counts and restores they note on stored alerts share one more commit,
-        before this returns (so before the receiver acknowledges)."""
+        IP receiver's concurrent alarms share one commit); rules then run in order; the
+        alerts they raise are stored in one more write and submitted, and the fold counts
+        and restores they note on stored alerts share one more commit, all before this
+        returns (so before the receiver acknowledges)."""
         news = await self.store.write_events(events)
         notes: dict[str, AlertNote] = {}
+        raised: list[Alert] = []
         for event, new in zip(events, news, strict=True):
-            await self._event_stored(event, new, received_at, notes=notes)
+            await self._event_stored(event, new, received_at, notes=notes, raised=raised)
+        if raised:
+            await self._raise_alerts(raised)
         if notes:
             try:
                 await self.store.note_alerts(list(notes.values()))
@@ -445,6 +449,7 @@ class Pipeline:
         received_at: datetime | None = None,
         *,
         notes: dict[str, AlertNote] | None = None,
+        raised: list[Alert] | None = None,
     ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
@@ -480,7 +485,7 @@ class Pipeline:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
             # while the engine already knew the alarm: finish the job (idempotent writes).
             result.alerts.append(self._event_alert(event, alert_id))
-        await self.apply(result, notes=notes)
+        await self.apply(result, notes=notes, raised=raised)
 
     async def handle_observation(
         self,
@@ -626,12 +631,20 @@ class Pipeline:
             self.engine.close(alert_id, now)
 
     async def apply(
-        self, result: EngineResult, *, notes: dict[str, AlertNote] | None = None
+        self,
+        result: EngineResult,
+        *,
+        notes: dict[str, AlertNote] | None = None,
+        raised: list[Alert] | None = None,
     ) -> None:
-        """Act on what the rules decided: raise alerts (most urgent first); report folds,
+        """Act on what the rules decided: raise alerts (most urgent first; given
+        ``raised``, collected there for the caller to raise in one go); report folds,
         restores and clears (fold counts and restores are noted on the stored alert, or,
         given ``notes``, collected there for the caller to write in one go)."""
         alerts = sorted(result.alerts, key=lambda a: a.priority)
+        if raised is not None:
+            raised.extend(alerts)
+            alerts = []
         if len(alerts) == 1:
             await self.raise_alert(alerts[0])
         for k in range(0, len(alerts) if len(alerts) > 1 else 0, self.tick_chunk):
@@ -754,6 +767,22 @@ class Pipeline:
         # alert stored but not yet dispatched when the process dies is re-submitted at the
         # next start (``Store.alerts_without_dispatch``).
         await self.dispatcher.submit(alert)
+
+    async def _raise_alerts(self, alerts: list[Alert]) -> None:
+        """:meth:`raise_alert` for many (a receiver batch's): one write, then each is
+        submitted, most urgent first."""
+        presented = self.clock.now().isoformat()
+        alerts = [
+            a
+            if "presented_at" in a.detail
+            else dataclasses.replace(a, detail={**a.detail, "presented_at": presented})
+            for a in sorted(alerts, key=lambda a: a.priority)
+        ]
+        for alert, new in zip(alerts, await self.store.write_alerts(alerts), strict=True):
+            if new:
+                self._alert_stored(alert)
+        for alert in alerts:
+            await self.dispatcher.submit(alert)
 
     def _alert_stored(self, alert: Alert) -> None:
         self.counters["alerts"] += 1

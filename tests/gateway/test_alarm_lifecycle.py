@@ -307,6 +307,27 @@ async def test_fold_counts_of_a_receiver_batch_are_stored_on_the_alert(rig: Rig)
     assert alert.detail["count"] == 3
 
 
+async def test_alarms_a_receiver_batch_raises_are_stored_presented_and_dispatched(
+    rig: Rig,
+) -> None:
+    # Many units' first alarms in one batch: their alerts share one write, most urgent
+    # first, each with the time it was presented, and each gets its dispatch.
+    now = rig.clock.now()
+    batch = [
+        AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, "b1", "s1", "r1", source="dc09"),
+        AlarmEvent("fall2", EventType.FALL, Phase.ALARM, now, "b2", "s1", "r2", source="scaip"),
+        AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, "b3", "s1", "r1", source="dc09"),
+    ]
+    await rig.pipeline.handle_events(batch, received_at=now)
+    alerts = {a.device_id: a for a in await rig.alerts()}
+    assert set(alerts) == {"p1", "fall2"}
+    assert all(a.detail["presented_at"] == now.isoformat() for a in alerts.values())
+    assert alerts["p1"].detail["count"] == 2  # the third event folded into the first
+    for alert in alerts.values():
+        assert (await dispatch_for(rig.store, alert.alert_id)).state is DispatchState.RAISED
+    assert rig.pipeline.counters["alerts"] == 2
+
+
 # ---------------------------------------------------------------- item 15: motion
 
 
