@@ -279,13 +279,16 @@ class Gateway:
                         supervisor=supervisor,
                     )
                 )
+            # The IP receivers' alarms take the alarm lane's store path when there is one
+            # (the connection the dispatches are written on: no second writer to wait for).
+            receiving = self.pipeline.alarm_lane or self.pipeline
             if self.config.receivers.dc09.enabled:
                 self.dc09 = await self._stack.enter_async_context(
                     Dc09Receiver(
                         self.config.receivers.dc09,
                         Dc09Decoding.with_registry(
                             self.config.receivers.dc09,
-                            self.pipeline,
+                            receiving,
                             self.pipeline.decoder.registry,
                             self.clock,
                             supervisor=supervisor,
@@ -302,11 +305,11 @@ class Gateway:
                         self.config.receivers.scaip,
                         ScaipDecoding.with_registry(
                             self.config.receivers.scaip,
-                            self.pipeline,
+                            receiving,
                             self.pipeline.decoder.registry,
                             self.clock,
                             watch=self.pipeline.engine.watch_device,
-                            status=self.store.set_device_status,
+                            status=receiving.store.set_device_status,
                             supervisor=supervisor,
                         ),
                         self.clock,
