@@ -432,8 +432,13 @@ class Pipeline:
         news = await self.store.write_events(events)
         notes: dict[str, AlertNote] = {}
         raised: list[Alert] = []
-        for event, new in zip(events, news, strict=True):
-            await self._event_stored(event, new, received_at, notes=notes, raised=raised)
+        try:
+            for event, new in zip(events, news, strict=True):
+                await self._event_stored(event, new, received_at, notes=notes, raised=raised)
+        except Exception:
+            if raised:  # what the events before the failing one raised (the rules know it)
+                await self._raise_alerts(raised)
+            raise
         if raised:
             await self._raise_alerts(raised)
         if notes:

@@ -6,6 +6,7 @@ motion feeds inactivity (item 15) and fold counts / restores stored on the alert
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -31,6 +32,7 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.dispatch import DispatchService, ResponderDirectory
+from telecare.gateway.decode import Rejected
 from telecare.gateway.dispatching import add_store_responders, dispatch_repository
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.pipeline import Pipeline
@@ -326,6 +328,20 @@ async def test_alarms_a_receiver_batch_raises_are_stored_presented_and_dispatche
     for alert in alerts.values():
         assert (await dispatch_for(rig.store, alert.alert_id)).state is DispatchState.RAISED
     assert rig.pipeline.counters["alerts"] == 2
+
+
+async def test_a_refused_event_in_a_batch_does_not_lose_the_alerts_raised_before_it(
+    rig: Rig,
+) -> None:
+    now = rig.clock.now()
+    first = AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, "x1", "s1", "r1", source="dc09")
+    await rig.pipeline.handle_events([first], received_at=now)
+    fall = AlarmEvent("fall2", EventType.FALL, Phase.ALARM, now, "f1", "s1", "r2", source="dc09")
+    reused = dataclasses.replace(first, type=EventType.SMOKE)  # same msg_id, other content
+    with pytest.raises(Rejected):
+        await rig.pipeline.handle_events([fall, reused], received_at=now)
+    [alert] = [a for a in await rig.alerts() if a.device_id == "fall2"]
+    assert (await dispatch_for(rig.store, alert.alert_id)).state is DispatchState.RAISED
 
 
 # ---------------------------------------------------------------- item 15: motion
