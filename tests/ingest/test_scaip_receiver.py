@@ -190,3 +190,20 @@ async def test_over_max_in_flight_a_unit_gets_503_and_nothing_is_acknowledged_ea
 
 async def _async(fn: Callable[[], bool]) -> bool:
     return fn()
+
+
+async def test_a_ref_reused_for_other_content_is_refused_and_dead_lettered(
+    store: AnyStore,
+) -> None:
+    await provision(store)
+    async with receiving(store, SystemClock()) as (_, receiver):
+        assert receiver.udp_address is not None
+        unit = ScaipUnit(CID, "127.0.0.1", receiver.udp_address[1])
+        assert await unit.send("ME", "0010", "0003", ref="U-1") == (200, scaip.Mrs("U-1", Snu.OK))
+        status, mrs = await unit.send("IN", "0083", "0011", ref="U-1")  # same ref, other data
+        letters = await eventually(store.dead_letters, lambda ds: len(ds) == 1)
+    assert status == 200
+    assert mrs is not None
+    assert (mrs.ref, mrs.snu) == ("U-1", Snu.WRONG_DATA_CONTENT)
+    assert "already used for an event with different content" in letters[0].reason
+    assert [e.type for e in await stored_events(store)] == ["pendant"]
