@@ -22,8 +22,9 @@ Replies (see the codec's docstring for their layout):
   stored and the unit resends (correcting its clock from the NAK's timestamp);
 * ``DUH``: a valid frame we refuse for good (no key for an encrypted account, a plain
   frame from an account that has a key, the wrong key, an unmapped event code, an
-  account not mapped to a device, an id reused for other content): **dead-lettered**
-  with the reason, never acknowledged.
+  account not mapped to a device, an id reused for other content, or a *poison* frame
+  whose decoding or processing raised something other than storage unavailable):
+  **dead-lettered** with the reason, never acknowledged.
 
 Idempotency: an event's ``msg_id`` is ``dc09-<account>-<seq>-<time>-<digest of the
 content>``, the time being the event time the unit sent (``[H...]``) or else its DC-09
@@ -39,9 +40,11 @@ Resource handling
     receiver enters it before listening and leaves it after the last connection ended.
 
 Error handling
-    Bad input is answered (NAK or DUH, and a dead letter for DUH), never raised. A
-    storage error (the pipeline raised) propagates from :meth:`Dc09Decoding.datagram`
-    and :meth:`Dc09Stream.feed`: no reply, the unit retries.
+    Bad input is answered (NAK or DUH, and a dead letter for DUH), never raised; so is a
+    poison frame (the pipeline's ``poison``: ``decode failed: <class> in <where>`` or
+    ``process failed: ...``). Storage unavailable (``gateway.failures``) propagates from
+    :meth:`Dc09Decoding.datagram` and :meth:`Dc09Stream.feed`: no reply, the unit
+    retries.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from telecare.gateway.config import Dc09Config
 from telecare.gateway.decode import Registry, Rejected
 from telecare.gateway.decode_receivers import EventWriter, Sink
 from telecare.gateway.envelope import Envelope
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.tasks import Supervisor
 from telecare.rules.clock import Clock
@@ -162,8 +166,6 @@ class Dc09Decoding:
         key = self.config.key_for(block.account)
         try:
             events = await self._events(block, key, env)
-            if events:
-                await self.writer.store(events)
         except dc09.Refused as exc:
             return await self.refused(exc, env)
         except _Refuse as exc:
@@ -172,9 +174,20 @@ class Dc09Decoding:
                 return self._reply(dc09.duh(block), "duh")
             log.info("dc09_nak", origin=env.origin, account=block.account, reason=exc.reason)
             return self._reply(dc09.nak(self.clock.now()), "nak")
-        except Rejected as exc:
-            await self._dead_letter(env, exc.reason, exc.device_id)
-            return self._reply(dc09.duh(block), "duh")
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise
+            return await self._poisoned(block, env, "decode", exc)
+        if events:
+            try:
+                await self.writer.store(events)
+            except Rejected as exc:
+                await self._dead_letter(env, exc.reason, exc.device_id)
+                return self._reply(dc09.duh(block), "duh")
+            except Exception as exc:
+                if is_storage_unavailable(exc):
+                    raise
+                return await self._poisoned(block, env, "process", exc, events[0].device_id)
         self.counters["events"] += len(events)
         for event in events:
             log.info(
@@ -191,6 +204,20 @@ class Dc09Decoding:
     def _reply(self, data: bytes, kind: str) -> bytes:
         self.counters[kind] += 1
         return data
+
+    async def _poisoned(
+        self,
+        block: dc09.Block,
+        env: Envelope,
+        stage: str,
+        exc: Exception,
+        device_id: str | None = None,
+    ) -> bytes:
+        """A frame whose ``stage`` failed for a reason no retry cures: a dead letter
+        (the stage and exception class) and DUH, so the unit takes its backup path."""
+        self.counters["poison"] += 1
+        await self.sink.poison(env, stage, exc, device_id)
+        return self._reply(dc09.duh(block), "duh")
 
     async def _dead_letter(self, env: Envelope, reason: str, device_id: str | None = None) -> None:
         self.counters["dead_letters"] += 1

@@ -20,11 +20,15 @@ Resource handling
     request still waiting (their units get no answer and resend).
 
 Error handling
-    ``Rejected`` from a joint write (one request's event reuses a stored id with other
-    content): the requests are stored one by one, so only that request gets the
-    ``Rejected``; the others' events are stored already and go through as duplicates.
-    Any other exception is raised to every request of the write (its unit gets no
-    acknowledgement and resends). The loop itself only stops when cancelled.
+    Storage unavailable (``gateway.failures``) is raised to every request of the write
+    (no acknowledgement: the units resend). Anything else from a joint write
+    (``Rejected``: one request's event reuses a stored id with other content; or a
+    poison event that makes processing fail) makes the writer store the requests one by
+    one, so only the request at fault gets the exception; the others' events are stored
+    already and go through as duplicates. The decode stage turns ``Rejected`` into a
+    refusal and a poison exception into a dead letter (:meth:`Sink.poison`) and a
+    refusal, so that no unit retries a frame that can never be processed. The loop
+    itself only stops when cancelled.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from types import TracebackType
 from typing import Final, Protocol, Self
 
 from telecare.devices.model import AlarmEvent
-from telecare.gateway.decode import Rejected
 from telecare.gateway.envelope import Envelope
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.tasks import Loop, Loops, Supervisor
 from telecare.rules.clock import Clock
 
@@ -56,6 +60,10 @@ class Sink(Protocol):
 
     async def dead_letter(
         self, env: Envelope, reason: str, device_id: str | None = None
+    ) -> None: ...
+
+    async def poison(
+        self, env: Envelope, stage: str, exc: BaseException, device_id: str | None = None
     ) -> None: ...
 
 
@@ -120,12 +128,12 @@ class EventWriter:
         try:
             try:
                 await self.sink.handle_events([e for evs, _ in batch for e in evs], received_at=now)
-            except Rejected:
-                for evs, done in batch:
-                    await self._one(evs, done, now)
-                return
             except Exception as exc:
-                _settle(batch, exc)
+                if is_storage_unavailable(exc) or len(batch) == 1:
+                    _settle(batch, exc)
+                    return
+                for evs, done in batch:  # only the request at fault gets the exception
+                    await self._one(evs, done, now)
                 return
         except BaseException:
             for _, done in batch:

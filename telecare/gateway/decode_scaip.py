@@ -40,8 +40,11 @@ Resource handling
 Error handling
     Bad input is answered (and dead-lettered), never raised. More than
     ``max_in_flight`` requests at once -> ``503`` with ``Retry-After: 1`` (the unit
-    retries). A storage error from the pipeline -> ``503`` with ``Retry-After: 5``
-    (nothing acknowledged), logged. A TCP stream that cannot be framed is dead-lettered
+    retries). Storage unavailable (``gateway.failures``) -> ``503`` with
+    ``Retry-After: 5`` (nothing acknowledged), logged. A poison request (the pipeline's
+    ``poison``: anything else raised) is dead-lettered with the stage and exception
+    class and answered ``<mrs>`` 5 (not treated) when it failed in processing, ``500``
+    when it failed before. A TCP stream that cannot be framed is dead-lettered
     and marked broken (:attr:`ScaipStream.broken`: the receiver closes it unanswered).
 """
 
@@ -62,6 +65,7 @@ from telecare.gateway.config import ScaipConfig
 from telecare.gateway.decode import Registry, Rejected
 from telecare.gateway.decode_receivers import EventWriter, Sink
 from telecare.gateway.envelope import Envelope
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.tasks import Supervisor
 from telecare.rules.clock import Clock
@@ -213,6 +217,15 @@ class ScaipDecoding:
         """The response to one request (``None`` for an ACK), after storing what it
         carried. Never raises for bad input."""
         self.counters["requests"] += 1
+        try:
+            return await self._respond(request, env)
+        except Exception as exc:
+            if is_storage_unavailable(exc):  # the registry or a dead letter: not now
+                return self._store_failed(request, env, exc)
+            await self._poison(request.body, env, "decode", exc)
+            return self._build(request, scaip.Reply(500, "Server Internal Error"))
+
+    async def _respond(self, request: sip.SipRequest, env: Envelope) -> bytes | None:
         checked = scaip.check_request(request)
         if checked is None:
             return None
@@ -256,9 +269,13 @@ class ScaipDecoding:
             error = scaip.ScaipError(exc.reason, scaip.Snu.WRONG_DATA_CONTENT, mrq.ref)
             return await self._refuse(request, env, error, device)
         except Exception as exc:
-            self.counters["store_failed"] += 1
-            log.error("scaip_store_failed", device_id=device.device_id, error=repr(exc))
-            return self._build(request, _unavailable())
+            if is_storage_unavailable(exc):
+                return self._store_failed(request, env, exc)
+            # A poison event: never taken, so the unit must not believe it was (it falls
+            # back); retrying would fail again.
+            await self._poison(request.body, env, "process", exc, device.device_id)
+            refusal = scaip.ScaipError("not processed", scaip.Snu.NOT_TREATED, mrq.ref)
+            return self._build(request, scaip.reject(refusal))
         self.counters["events"] += 1
         log.info(
             "scaip_event",
@@ -284,6 +301,11 @@ class ScaipDecoding:
         await self._dead_letter(request.body, env, exc.reason, device)
         return self._build(request, scaip.reject(exc))
 
+    def _store_failed(self, request: sip.SipRequest, env: Envelope, exc: Exception) -> bytes:
+        self.counters["store_failed"] += 1
+        log.error("scaip_store_failed", origin=env.origin, error=repr(exc))
+        return self._build(request, _unavailable())
+
     def _build(self, request: sip.SipRequest, reply: scaip.Reply) -> bytes:
         return sip.build_response(
             request,
@@ -308,11 +330,30 @@ class ScaipDecoding:
         self, payload: bytes, env: Envelope, reason: str, device: Device | None = None
     ) -> None:
         self.counters["dead_letters"] += 1
-        letter = Envelope("scaip", env.origin, payload[:4096], env.received_at)
+        letter = self._letter(payload, env)
         try:
             await self.sink.dead_letter(letter, reason, device.device_id if device else None)
         except Exception as exc:  # the unit has its answer; losing the letter is logged
             log.error("scaip_dead_letter_failed", origin=env.origin, error=repr(exc))
+
+    async def _poison(
+        self,
+        payload: bytes,
+        env: Envelope,
+        stage: str,
+        exc: Exception,
+        device_id: str | None = None,
+    ) -> None:
+        self.counters["poison"] += 1
+        try:
+            await self.sink.poison(self._letter(payload, env), stage, exc, device_id)
+        except Exception as error:  # the unit has its answer; losing the letter is logged
+            log.error("scaip_dead_letter_failed", origin=env.origin, error=repr(error))
+
+    @staticmethod
+    def _letter(payload: bytes, env: Envelope) -> Envelope:
+        """What a dead letter keeps of a request: its first 4 KiB."""
+        return Envelope("scaip", env.origin, payload[:4096], env.received_at)
 
 
 class ScaipStream:
