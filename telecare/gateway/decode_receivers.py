@@ -12,7 +12,8 @@ once the alarm is stored, so the receiver's acknowledgement (DC-09 ``ACK``, SCAI
 (:meth:`EventWriter.store`) and awaits; one supervised loop takes every request queued
 while its previous write ran and stores all their events with one
 ``Pipeline.handle_events`` (one commit for many units' alarms under load, no added delay
-when quiet), then wakes each request.
+when quiet), and wakes each request as soon as the events and the alerts they raised are
+stored (``on_stored``), before the fold-count notes are written.
 
 Resource handling
     An async context manager: entering starts the loop (``<name>``, on the gateway's
@@ -34,8 +35,9 @@ Error handling
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Final, Protocol, Self
 
@@ -55,7 +57,11 @@ class Sink(Protocol):
     """What a receiver's decode stage needs from the pipeline."""
 
     async def handle_events(
-        self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
+        self,
+        events: Sequence[AlarmEvent],
+        *,
+        received_at: datetime | None = None,
+        on_stored: Callable[[], None] | None = None,
     ) -> None: ...
 
     async def dead_letter(
@@ -127,7 +133,11 @@ class EventWriter:
         now = self.clock.now()
         try:
             try:
-                await self.sink.handle_events([e for evs, _ in batch for e in evs], received_at=now)
+                await self.sink.handle_events(
+                    [e for evs, _ in batch for e in evs],
+                    received_at=now,
+                    on_stored=partial(_settle, batch, None),
+                )
             except Exception as exc:
                 if is_storage_unavailable(exc) or len(batch) == 1:
                     _settle(batch, exc)
@@ -145,7 +155,9 @@ class EventWriter:
         self, events: list[AlarmEvent], done: asyncio.Future[None], now: datetime
     ) -> None:
         try:
-            await self.sink.handle_events(events, received_at=now)
+            await self.sink.handle_events(
+                events, received_at=now, on_stored=partial(_settle, [(events, done)], None)
+            )
         except Exception as exc:
             _settle([(events, done)], exc)
         else:

@@ -21,8 +21,8 @@ For each ``MESSAGE``:
    SCAIP carries none; ``msg_id`` from ``ref``) goes to the stage's
    :class:`~telecare.gateway.decode_receivers.EventWriter` (``scaip:store``), which
    stores every waiting request's event with one ``Pipeline.handle_events``.
-4. **Only after that returned** (the event and what it raised are stored, or spooled) is
-   ``200`` + ``<mrs>`` status 0 the answer. A unit that gets no answer (the gateway was
+4. **Only once the event and the alert it raised are stored** (or spooled) is ``200`` +
+   ``<mrs>`` status 0 the answer. A unit that gets no answer (the gateway was
    killed) resends the same ``ref``: the store's idempotency key recognises it and the
    pipeline finishes whatever the first attempt left undone. A ``ref`` reused for other
    content is refused: ``<mrs>`` status 3 and a dead letter.

@@ -422,13 +422,18 @@ class Pipeline:
         await self._event_stored(event, await self.store.write_event(event), received_at)
 
     async def handle_events(
-        self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
+        self,
+        events: Sequence[AlarmEvent],
+        *,
+        received_at: datetime | None = None,
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
         """Like :meth:`handle_event` for each, the events stored in one write first (an
         IP receiver's concurrent alarms share one commit); rules then run in order; the
-        alerts they raise are stored in one more write and submitted, and the fold counts
-        and restores they note on stored alerts share one more commit, all before this
-        returns (so before the receiver acknowledges)."""
+        alerts they raise are stored in one more write and submitted. ``on_stored`` is
+        called then: what the events carried is durable (the receiver may acknowledge).
+        The fold counts and restores the rules note on stored alerts share one more
+        commit before this returns (an annotation: a failure is logged, not raised)."""
         news = await self.store.write_events(events)
         notes: dict[str, AlertNote] = {}
         raised: list[Alert] = []
@@ -441,6 +446,8 @@ class Pipeline:
             raise
         if raised:
             await self._raise_alerts(raised)
+        if on_stored is not None:
+            on_stored()
         if notes:
             try:
                 await self.store.note_alerts(list(notes.values()))

@@ -320,7 +320,13 @@ async def test_alarms_a_receiver_batch_raises_are_stored_presented_and_dispatche
         AlarmEvent("fall2", EventType.FALL, Phase.ALARM, now, "b2", "s1", "r2", source="scaip"),
         AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, "b3", "s1", "r1", source="dc09"),
     ]
-    await rig.pipeline.handle_events(batch, received_at=now)
+    stored_when_told: list[int] = []  # the receiver may acknowledge once events and alerts are
+    await rig.pipeline.handle_events(
+        batch,
+        received_at=now,
+        on_stored=lambda: stored_when_told.append(rig.pipeline.counters["alerts"]),
+    )
+    assert stored_when_told == [2]
     alerts = {a.device_id: a for a in await rig.alerts()}
     assert set(alerts) == {"p1", "fall2"}
     assert all(a.detail["presented_at"] == now.isoformat() for a in alerts.values())
