@@ -28,6 +28,7 @@ from typing import Any
 
 from bench import receivers
 from bench.ingest import private_broker
+from telecare.dispatch import DispatchService
 from telecare.gateway.logging import configure_logging
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store import sql
@@ -109,6 +110,7 @@ def main(argv: list[str]) -> int:
     for cls, names in (
         (Pipeline, ("handle_events", "_event_stored", "_raise_alerts")),
         (DurableStore, ("write_events", "note_alerts")),
+        (DispatchService, ("open_or_join",)),  # the dispatch intake, per alert
     ):
         for name in names:
             if hasattr(cls, name):  # an older tree may lack a step (to compare)
