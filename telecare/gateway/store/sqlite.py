@@ -10,7 +10,6 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from telecare.devices.model import AlarmEvent
@@ -64,12 +63,7 @@ class SqliteStore(Store):
         self.sql.open(await asyncio.to_thread(self._open))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.sql.close()
 
     def _open(self) -> sqlite3.Connection:

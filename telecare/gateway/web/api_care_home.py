@@ -38,7 +38,7 @@ from telecare.devices.model import (
 )
 from telecare.gateway.decode import Rejected
 from telecare.gateway.store.base import News2Record
-from telecare.gateway.store.web_reads import alerts_for_source
+from telecare.gateway.store.console import ConsoleStore
 from telecare.gateway.web.api_common import (
     IDEMPOTENCY_HEADER,
     DispatchOut,
@@ -328,7 +328,7 @@ async def _dispatch_for(svc: Services, source_key: str) -> tuple[DispatchOut | N
     """The dispatch opened for the most urgent alert ``source_key`` raised, and that
     alert's advice. Waits (bounded) for the dispatch service's intake queue."""
     sql = svc.store.sql
-    alerts = await alerts_for_source(sql, source_key)
+    alerts = await ConsoleStore(sql).alerts_for_source(source_key)
     if not alerts:
         return None, None
     alert_id, _, detail = alerts[0]
