@@ -24,7 +24,11 @@ open alarm (the rules' fold window), as repeated presses do. Logging is at ``war
 
     python -m bench receivers [--store sqlite|postgres] [--dsn ...] [--units 100]
                               [--alarms 4000] [--rate 500] [--seconds 10]
-                              [--protocol all|dc-09|scaip]
+                              [--protocol all|dc-09|scaip] [--rounds 1]
+
+With ``--rounds N`` each protocol runs N rounds; in every other round the gateway goes
+first, and the targets are judged on the median of the rounds. Every line carries the
+1-minute load average (the machine may be shared: compare ratios within one run).
 
 Adding a protocol: write a child-process driver like :func:`_dc09_units`, a bare server
 like :func:`_dc09_bare`, the gateway config and provisioning for it (SCAIP's are in
@@ -302,12 +306,21 @@ async def _phase(
     total: int,
     rate: float | None,
 ) -> tuple[Run, Run]:
+    """Bare and gateway on the same alarms; in every other round (phases 3-4, 7-8 ...)
+    the gateway goes first, so that a drift in the machine's load over a run does not
+    always favour the same side."""
     accounts = [f"{phase:X}{i:03X}" for i in range(args.units)]
-    async with proto.bare() as port:
-        bare = await proto.drive(port, accounts, total, rate)
-    async with proto.gateway(args, tmp, mqtt_port, accounts) as port:
-        gw = await proto.drive(port, accounts, total, rate)
-    return bare, gw
+    runs: dict[str, Run] = {}
+    for side in ("gateway", "bare") if (phase - 1) // 2 % 2 else ("bare", "gateway"):
+        server = proto.bare() if side == "bare" else proto.gateway(args, tmp, mqtt_port, accounts)
+        async with server as port:
+            runs[side] = await proto.drive(port, accounts, total, rate)
+    return runs["bare"], runs["gateway"]
+
+
+def _load() -> str:
+    """The 1-minute load average now (the machine is shared: every figure carries it)."""
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 async def run(args: argparse.Namespace) -> bool:
@@ -319,27 +332,50 @@ async def run(args: argparse.Namespace) -> bool:
         for proto in PROTOCOLS:
             if args.protocol != "all" and args.protocol not in proto.name.lower():
                 continue
-            bare, gw = await _phase(proto, args, tmp, mqtt_port, 1, args.alarms, None)
-            ratio = gw.rate / bare.rate if bare.rate else 0.0
-            ok &= ratio >= TARGET_RATIO and not gw.other
-            print(
-                f"{proto.name}: saturation ({args.units} units, {args.alarms} alarms):"
-                f" gateway {gw.rate:7.0f} alarms/s | bare {bare.rate:7.0f} alarms/s"
-                f" | ratio {ratio:.2f} (target >= {TARGET_RATIO})"
-                + (f" | gateway non-ACK replies {gw.other}" if gw.other else "")
-            )
-            total = round(args.rate * args.seconds)
-            bare_p, gw_p = await _phase(proto, args, tmp, mqtt_port, 2, total, args.rate)
-            ok &= gw_p.pct(99) <= TARGET_P99_MS and gw_p.acked == total
-            print(
-                f"{proto.name}: paced {args.rate:g} alarms/s for {args.seconds:g}s ({total}):"
-                f" gateway p50 {gw_p.pct(50):6.1f} ms p99 {gw_p.pct(99):6.1f} ms"
-                f" max {gw_p.pct(100):6.1f} ms ({gw_p.rate:5.0f}/s acked)"
-                f" | bare p50 {bare_p.pct(50):6.1f} ms p99 {bare_p.pct(99):6.1f} ms"
-                f" | target p99 <= {TARGET_P99_MS:g} ms"
-                f" | gateway mean {_mean_ms(gw_p):.1f} ms"
-            )
+            ratios: list[float] = []
+            p99s: list[float] = []
+            for r in range(args.rounds):
+                ratio, p99 = await _round(proto, args, tmp, mqtt_port, r)
+                ratios.append(ratio)
+                p99s.append(p99)
+            ok &= statistics.median(ratios) >= TARGET_RATIO
+            ok &= statistics.median(p99s) <= TARGET_P99_MS
+            if args.rounds > 1:
+                print(
+                    f"{proto.name}: median of {args.rounds} rounds: ratio"
+                    f" {statistics.median(ratios):.2f} (target >= {TARGET_RATIO}),"
+                    f" gateway paced p99 {statistics.median(p99s):.1f} ms"
+                    f" (target <= {TARGET_P99_MS:g} ms)"
+                )
     return ok
+
+
+async def _round(
+    proto: Protocol, args: argparse.Namespace, tmp: Path, mqtt_port: int, r: int
+) -> tuple[float, float]:
+    """One saturation and one paced phase; (throughput ratio, gateway paced p99 ms)."""
+    tag = f"{proto.name} [round {r + 1}]" if args.rounds > 1 else proto.name
+    bare, gw = await _phase(proto, args, tmp, mqtt_port, 2 * r + 1, args.alarms, None)
+    ratio = gw.rate / bare.rate if bare.rate else 0.0
+    print(
+        f"{tag}: saturation ({args.units} units, {args.alarms} alarms):"
+        f" gateway {gw.rate:7.0f} alarms/s | bare {bare.rate:7.0f} alarms/s"
+        f" | ratio {ratio:.2f} (target >= {TARGET_RATIO}) | {_load()}"
+        + (f" | gateway non-ACK replies {gw.other}" if gw.other else "")
+    )
+    total = round(args.rate * args.seconds)
+    bare_p, gw_p = await _phase(proto, args, tmp, mqtt_port, 2 * r + 2, total, args.rate)
+    print(
+        f"{tag}: paced {args.rate:g} alarms/s for {args.seconds:g}s ({total}):"
+        f" gateway p50 {gw_p.pct(50):6.1f} ms p99 {gw_p.pct(99):6.1f} ms"
+        f" max {gw_p.pct(100):6.1f} ms ({gw_p.rate:5.0f}/s acked)"
+        f" | bare p50 {bare_p.pct(50):6.1f} ms p99 {bare_p.pct(99):6.1f} ms"
+        f" | target p99 <= {TARGET_P99_MS:g} ms"
+        f" | gateway mean {_mean_ms(gw_p):.1f} ms | {_load()}"
+    )
+    if gw.other or gw_p.acked != total:
+        return 0.0, float("inf")  # a gateway that refused or lost alarms meets nothing
+    return ratio, gw_p.pct(99)
 
 
 def _mean_ms(r: Run) -> float:
@@ -360,6 +396,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--alarms", type=int, default=4000, help="alarms in the saturation phase")
     parser.add_argument("--rate", type=float, default=500.0, help="alarms/s in the paced phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds per protocol (sides alternate; median)"
+    )
     args = parser.parse_args(argv)
     print(
         f"receivers benchmark: the gateway on {args.store} (mapping, pipeline, rules, durable"

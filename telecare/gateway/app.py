@@ -30,6 +30,8 @@ from typing import Self
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch import DispatchService
 from telecare.gateway.config import Config, rule_state_path, spool_path
+from telecare.gateway.decode_dc09 import Dc09Decoding
+from telecare.gateway.decode_scaip import ScaipDecoding
 from telecare.gateway.decode_serial import SerialDecoding
 from telecare.gateway.dispatching import CachedRegistry, add_store_responders, build_dispatcher
 from telecare.gateway.errors import ConfigError
@@ -291,12 +293,20 @@ class Gateway:
                         supervisor=supervisor,
                     )
                 )
+            # The IP receivers' alarms take the alarm lane's store path when there is one
+            # (the connection the dispatches are written on: no second writer to wait for).
+            receiving = self.pipeline.alarm_lane or self.pipeline
             if self.config.receivers.dc09.enabled:
                 self.dc09 = await self._stack.enter_async_context(
                     Dc09Receiver(
                         self.config.receivers.dc09,
-                        self.pipeline,
-                        self.pipeline.decoder.registry.receiver_device,
+                        Dc09Decoding.with_registry(
+                            self.config.receivers.dc09,
+                            receiving,
+                            self.pipeline.decoder.registry,
+                            self.clock,
+                            supervisor=supervisor,
+                        ),
                         self.clock,
                         supervisor=supervisor,
                     )
@@ -307,12 +317,16 @@ class Gateway:
                 self.scaip = await self._stack.enter_async_context(
                     ScaipReceiver(
                         self.config.receivers.scaip,
-                        self.pipeline,
-                        self.pipeline.decoder.registry.receiver_device,
+                        ScaipDecoding.with_registry(
+                            self.config.receivers.scaip,
+                            receiving,
+                            self.pipeline.decoder.registry,
+                            self.clock,
+                            watch=self.pipeline.engine.watch_device,
+                            status=receiving.store.set_device_status,
+                            supervisor=supervisor,
+                        ),
                         self.clock,
-                        watch=self.pipeline.engine.watch_device,
-                        status=self.store.set_device_status,
-                        supervisor=supervisor,
                     )
                 )
             if self.config.web.enabled:  # entered last, left first: no request outlives ingest

@@ -91,6 +91,8 @@ __all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
 _CLOSED = frozenset({DispatchState.RESOLVED, DispatchState.CANCELLED})
 #: A group of telemetry yields to the event loop after this much work (seconds).
 _YIELD_S = 0.002
+#: Alarms remembered as checked open (``Pipeline._fold_checked``); past it, start again.
+_FOLD_CHECKED_MAX = 65536
 
 log = get_logger("telecare.pipeline")
 
@@ -173,6 +175,9 @@ class Pipeline:
         self.alarm_lane: Pipeline | None = None
         #: Telemetry pacing (see the module docstring); ``None``: no pacing.
         self.turns: Turns | None = None
+        #: Alarms a press folded into whose dispatch was found not closed: their later
+        #: folds need no store read (a close reaches us through ``_dispatch_closed``).
+        self._fold_checked: set[str] = set()
 
     def lane(self, store: Store) -> Pipeline:
         """A pipeline for another lane: the same decoder, rules, dispatcher, feed,
@@ -417,16 +422,32 @@ class Pipeline:
         await self._event_stored(event, await self.store.write_event(event), received_at)
 
     async def handle_events(
-        self, events: Sequence[AlarmEvent], *, received_at: datetime | None = None
+        self,
+        events: Sequence[AlarmEvent],
+        *,
+        received_at: datetime | None = None,
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
         """Like :meth:`handle_event` for each, the events stored in one write first (an
-        IP receiver's concurrent alarms share one commit); rules then run in order, and
-        the fold counts and restores they note on stored alerts share one more commit,
-        before this returns (so before the receiver acknowledges)."""
+        IP receiver's concurrent alarms share one commit); rules then run in order; the
+        alerts they raise are stored in one more write and submitted. ``on_stored`` is
+        called then: what the events carried is durable (the receiver may acknowledge).
+        The fold counts and restores the rules note on stored alerts share one more
+        commit before this returns (an annotation: a failure is logged, not raised)."""
         news = await self.store.write_events(events)
         notes: dict[str, AlertNote] = {}
-        for event, new in zip(events, news, strict=True):
-            await self._event_stored(event, new, received_at, notes=notes)
+        raised: list[Alert] = []
+        try:
+            for event, new in zip(events, news, strict=True):
+                await self._event_stored(event, new, received_at, notes=notes, raised=raised)
+        except Exception:
+            if raised:  # what the events before the failing one raised (the rules know it)
+                await self._raise_alerts(raised)
+            raise
+        if raised:
+            await self._raise_alerts(raised)
+        if on_stored is not None:
+            on_stored()
         if notes:
             try:
                 await self.store.note_alerts(list(notes.values()))
@@ -440,6 +461,7 @@ class Pipeline:
         received_at: datetime | None = None,
         *,
         notes: dict[str, AlertNote] | None = None,
+        raised: list[Alert] | None = None,
     ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
@@ -459,6 +481,8 @@ class Pipeline:
         resident = await self.decoder.registry.resident(event.resident_id)
         result = self.engine.on_event(event, resident, received_at=received_at)
         for folded in result.folded:
+            if folded.alarm_id in self._fold_checked:
+                continue
             d = await self.dispatcher.repo.load_for_alert(folded.alarm_id)
             if d is not None and d.state in _CLOSED:
                 # Folded into an alarm whose dispatch is already over (rule state older
@@ -466,11 +490,14 @@ class Pipeline:
                 self.engine.close(folded.alarm_id, folded.ts)
                 result = self.engine.on_event(event, resident, received_at=received_at)
                 break
+            if len(self._fold_checked) >= _FOLD_CHECKED_MAX:
+                self._fold_checked.clear()
+            self._fold_checked.add(folded.alarm_id)
         if not new and raises and not result.alerts and not result.folded:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
             # while the engine already knew the alarm: finish the job (idempotent writes).
             result.alerts.append(self._event_alert(event, alert_id))
-        await self.apply(result, notes=notes)
+        await self.apply(result, notes=notes, raised=raised)
 
     async def handle_observation(
         self,
@@ -612,15 +639,24 @@ class Pipeline:
         """A dispatch was resolved or cancelled: release every alert it held."""
         now = self.clock.now()
         for alert_id in alert_ids:
+            self._fold_checked.discard(alert_id)
             self.engine.close(alert_id, now)
 
     async def apply(
-        self, result: EngineResult, *, notes: dict[str, AlertNote] | None = None
+        self,
+        result: EngineResult,
+        *,
+        notes: dict[str, AlertNote] | None = None,
+        raised: list[Alert] | None = None,
     ) -> None:
-        """Act on what the rules decided: raise alerts (most urgent first); report folds,
+        """Act on what the rules decided: raise alerts (most urgent first; given
+        ``raised``, collected there for the caller to raise in one go); report folds,
         restores and clears (fold counts and restores are noted on the stored alert, or,
         given ``notes``, collected there for the caller to write in one go)."""
         alerts = sorted(result.alerts, key=lambda a: a.priority)
+        if raised is not None:
+            raised.extend(alerts)
+            alerts = []
         if len(alerts) == 1:
             await self.raise_alert(alerts[0])
         for k in range(0, len(alerts) if len(alerts) > 1 else 0, self.tick_chunk):
@@ -743,6 +779,22 @@ class Pipeline:
         # alert stored but not yet dispatched when the process dies is re-submitted at the
         # next start (``Store.alerts_without_dispatch``).
         await self.dispatcher.submit(alert)
+
+    async def _raise_alerts(self, alerts: list[Alert]) -> None:
+        """:meth:`raise_alert` for many (a receiver batch's): one write, then each is
+        submitted, most urgent first."""
+        presented = self.clock.now().isoformat()
+        alerts = [
+            a
+            if "presented_at" in a.detail
+            else dataclasses.replace(a, detail={**a.detail, "presented_at": presented})
+            for a in sorted(alerts, key=lambda a: a.priority)
+        ]
+        for alert, new in zip(alerts, await self.store.write_alerts(alerts), strict=True):
+            if new:
+                self._alert_stored(alert)
+        for alert in alerts:
+            await self.dispatcher.submit(alert)
 
     def _alert_stored(self, alert: Alert) -> None:
         self.counters["alerts"] += 1

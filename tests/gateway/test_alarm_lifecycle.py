@@ -6,6 +6,7 @@ motion feeds inactivity (item 15) and fold counts / restores stored on the alert
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -31,6 +32,7 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.dispatch import DispatchService, ResponderDirectory
+from telecare.gateway.decode import Rejected
 from telecare.gateway.dispatching import add_store_responders, dispatch_repository
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.pipeline import Pipeline
@@ -200,6 +202,21 @@ async def test_a_press_after_the_operator_resolved_a_false_alarm_is_a_new_alert(
     assert rig.pipeline.counters["folded"] == 0
 
 
+async def test_a_press_after_a_fold_and_the_close_of_its_alarm_is_a_new_alert(rig: Rig) -> None:
+    """The pipeline remembers an alarm it found open on a fold (its later folds read no
+    dispatch); the close it hears of forgets that, so the next press is a new alarm."""
+    first = await rig.press("p1")
+    rig.clock.advance(10)
+    await rig.event("p1", EventType.PENDANT)  # folds: the open dispatch is remembered
+    assert rig.pipeline.counters["folded"] == 1
+    await rig.dispatcher.acknowledge(first.dispatch_id, "op")
+    await rig.dispatcher.resolve(first.dispatch_id, "op", "false_alarm")
+    rig.clock.advance(10)
+    second = await rig.press("p1")
+    assert second.dispatch_id != first.dispatch_id
+    assert rig.pipeline.counters["folded"] == 1
+
+
 async def test_a_press_folding_into_an_alarm_closed_behind_the_rules_back_is_new(
     rig: Rig,
 ) -> None:
@@ -290,6 +307,47 @@ async def test_fold_counts_of_a_receiver_batch_are_stored_on_the_alert(rig: Rig)
     await rig.pipeline.handle_events(presses, received_at=now)
     [alert] = [a for a in await rig.alerts() if a.alert_id == pendant.alert_id]
     assert alert.detail["count"] == 3
+
+
+async def test_alarms_a_receiver_batch_raises_are_stored_presented_and_dispatched(
+    rig: Rig,
+) -> None:
+    # Many units' first alarms in one batch: their alerts share one write, most urgent
+    # first, each with the time it was presented, and each gets its dispatch.
+    now = rig.clock.now()
+    batch = [
+        AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, "b1", "s1", "r1", source="dc09"),
+        AlarmEvent("fall2", EventType.FALL, Phase.ALARM, now, "b2", "s1", "r2", source="scaip"),
+        AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, "b3", "s1", "r1", source="dc09"),
+    ]
+    stored_when_told: list[int] = []  # the receiver may acknowledge once events and alerts are
+    await rig.pipeline.handle_events(
+        batch,
+        received_at=now,
+        on_stored=lambda: stored_when_told.append(rig.pipeline.counters["alerts"]),
+    )
+    assert stored_when_told == [2]
+    alerts = {a.device_id: a for a in await rig.alerts()}
+    assert set(alerts) == {"p1", "fall2"}
+    assert all(a.detail["presented_at"] == now.isoformat() for a in alerts.values())
+    assert alerts["p1"].detail["count"] == 2  # the third event folded into the first
+    for alert in alerts.values():
+        assert (await dispatch_for(rig.store, alert.alert_id)).state is DispatchState.RAISED
+    assert rig.pipeline.counters["alerts"] == 2
+
+
+async def test_a_refused_event_in_a_batch_does_not_lose_the_alerts_raised_before_it(
+    rig: Rig,
+) -> None:
+    now = rig.clock.now()
+    first = AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, "x1", "s1", "r1", source="dc09")
+    await rig.pipeline.handle_events([first], received_at=now)
+    fall = AlarmEvent("fall2", EventType.FALL, Phase.ALARM, now, "f1", "s1", "r2", source="dc09")
+    reused = dataclasses.replace(first, type=EventType.SMOKE)  # same msg_id, other content
+    with pytest.raises(Rejected):
+        await rig.pipeline.handle_events([fall, reused], received_at=now)
+    [alert] = [a for a in await rig.alerts() if a.device_id == "fall2"]
+    assert (await dispatch_for(rig.store, alert.alert_id)).state is DispatchState.RAISED
 
 
 # ---------------------------------------------------------------- item 15: motion

@@ -24,6 +24,7 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.gateway.config import ScaipConfig
+from telecare.gateway.decode_scaip import ScaipDecoding
 from telecare.gateway.ingest.scaip import ScaipReceiver
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store.postgres import PostgresStore
@@ -63,14 +64,15 @@ async def receiving(
     """A real pipeline (with its dispatch service) behind a SCAIP receiver on free ports."""
     cfg = ScaipConfig(enabled=True, host="127.0.0.1", port=0, **config)
     async with running_pipeline(store, clock) as pipeline:
-        receiver = ScaipReceiver(
+        decoding = ScaipDecoding.with_registry(
             cfg,
             pipeline,
-            pipeline.decoder.registry.receiver_device,
+            pipeline.decoder.registry,
             clock,
             watch=pipeline.engine.watch_device,
             status=store.set_device_status,
         )
+        receiver = ScaipReceiver(cfg, decoding, clock)
         async with receiver:
             yield pipeline, receiver
 

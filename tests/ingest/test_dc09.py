@@ -8,16 +8,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from my_dc09_spt.dc09_spt import dc09_spt
 
 from telecare.devices.codecs import dc09
 from telecare.devices.model import (
+    AlarmEvent,
     Device,
     DeviceKind,
     DispatchState,
     EventType,
+    Phase,
     ReceiverAccount,
     ReceiverKind,
     Resident,
@@ -26,11 +29,14 @@ from telecare.devices.model import (
 )
 from telecare.firmware_stubs.dc09_unit import Dc09Unit, parse_reply
 from telecare.gateway.config import Dc09Config
+from telecare.gateway.decode_dc09 import Dc09Decoding
+from telecare.gateway.decode_receivers import EventWriter
 from telecare.gateway.ingest.dc09 import Dc09Receiver
 from telecare.gateway.pipeline import Pipeline
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import SystemClock
+from telecare.rules.engine import EngineResult
 from tests.helpers import dispatch_for, eventually, running_pipeline
 
 Store = PostgresStore | SqliteStore
@@ -76,7 +82,8 @@ async def receiving(
     await _provision(store)
     clock = SystemClock()
     async with running_pipeline(store, clock) as pipeline:
-        receiver = Dc09Receiver(config, pipeline, pipeline.decoder.registry.receiver_device, clock)
+        decoding = Dc09Decoding.with_registry(config, pipeline, pipeline.decoder.registry, clock)
+        receiver = Dc09Receiver(config, decoding, clock)
         async with receiver:
             yield pipeline, receiver
 
@@ -257,3 +264,57 @@ async def test_a_tcp_connection_carries_many_frames_in_order_and_survives_noise(
         ("unit1", EventType.PENDANT),
         ("smoke1", EventType.SMOKE),
     }
+
+
+async def test_a_poison_frame_is_dead_lettered_and_refused_and_the_receiver_goes_on(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with receiving(sqlite_store) as (pipeline, receiver):
+        port = receiver.tcp_port
+        assert port is not None
+        real = pipeline.engine.on_event
+
+        def on_event(event: AlarmEvent, *args: Any, **kwargs: Any) -> EngineResult:
+            if event.device_id == "unit1":
+                raise ValueError("a rules bug")  # what a poison event makes processing do
+            return real(event, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline.engine, "on_event", on_event)
+        poisoned, healthy = Dc09Unit("1234"), Dc09Unit("5678", key=KEY128)
+        frame = poisoned.frame(poisoned.adm_cid(1, 101, zone=1))
+        assert (await poisoned.exchange_tcp("127.0.0.1", port, frame, 5.0)).token == "DUH"
+        frame = healthy.frame(healthy.adm_cid(1, 101, zone=1))
+        assert (await healthy.exchange_tcp("127.0.0.1", port, frame, 5.0)).token == "ACK"
+        letters = await eventually(sqlite_store.dead_letters, lambda d: len(d) == 1)
+    assert letters[0].reason.startswith("process failed: ValueError in ")
+    assert letters[0].device_id == "unit1"
+    assert "a rules bug" not in letters[0].reason  # the exception's text may quote data
+    assert (receiver.counters["poison"], receiver.counters["ack"]) == (1, 1)
+
+
+async def test_the_writer_stores_a_batch_one_by_one_so_only_the_poison_request_fails(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _provision(sqlite_store)
+    clock = SystemClock()
+    async with running_pipeline(sqlite_store, clock) as pipeline:
+        real = pipeline.engine.on_event
+
+        def on_event(event: AlarmEvent, *args: Any, **kwargs: Any) -> EngineResult:
+            if event.device_id == "unit1":
+                raise ValueError("a rules bug")
+            return real(event, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline.engine, "on_event", on_event)
+        now = clock.now()
+        poison = AlarmEvent("unit1", EventType.PENDANT, Phase.ALARM, now, "w1", "home1", "res1")
+        fine = AlarmEvent("unit2", EventType.PENDANT, Phase.ALARM, now, "w2", "home2", "res2")
+        async with EventWriter("test:store", pipeline, clock) as writer:
+            results = await asyncio.gather(
+                writer.store([poison]), writer.store([fine]), return_exceptions=True
+            )
+    assert isinstance(results[0], ValueError)
+    assert results[1] is None
+    assert writer.writes == 1  # one joint write, then each request on its own
+    assert await sqlite_store.count("alarm_events") == 2
+    assert [a.device_id for a in await sqlite_store.recent_alerts()] == ["unit2"]

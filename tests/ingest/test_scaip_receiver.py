@@ -11,16 +11,19 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from telecare.devices.codecs import scaip, sip
 from telecare.devices.codecs.scaip import Snu
-from telecare.devices.model import EventType
+from telecare.devices.model import AlarmEvent, EventType
 from telecare.firmware_stubs.scaip_unit import ScaipUnit, encode_message, encode_mrq
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import FakeClock, SystemClock
+from telecare.rules.engine import EngineResult
 from tests.helpers import eventually
 from tests.ingest.scaip_support import (
     CID,
@@ -190,3 +193,47 @@ async def test_over_max_in_flight_a_unit_gets_503_and_nothing_is_acknowledged_ea
 
 async def _async(fn: Callable[[], bool]) -> bool:
     return fn()
+
+
+async def test_a_ref_reused_for_other_content_is_refused_and_dead_lettered(
+    store: AnyStore,
+) -> None:
+    await provision(store)
+    async with receiving(store, SystemClock()) as (_, receiver):
+        assert receiver.udp_address is not None
+        unit = ScaipUnit(CID, "127.0.0.1", receiver.udp_address[1])
+        assert await unit.send("ME", "0010", "0003", ref="U-1") == (200, scaip.Mrs("U-1", Snu.OK))
+        status, mrs = await unit.send("IN", "0083", "0011", ref="U-1")  # same ref, other data
+        letters = await eventually(store.dead_letters, lambda ds: len(ds) == 1)
+    assert status == 200
+    assert mrs is not None
+    assert (mrs.ref, mrs.snu) == ("U-1", Snu.WRONG_DATA_CONTENT)
+    assert "already used for an event with different content" in letters[0].reason
+    assert [e.type for e in await stored_events(store)] == ["pendant"]
+
+
+async def test_a_poison_request_gets_not_treated_and_a_dead_letter_and_the_next_is_taken(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await provision(sqlite_store)
+    async with receiving(sqlite_store, SystemClock()) as (pipeline, receiver):
+        assert receiver.udp_address is not None
+        real = pipeline.engine.on_event
+
+        def on_event(event: AlarmEvent, *args: Any, **kwargs: Any) -> EngineResult:
+            if event.msg_id == "scaip-P-1":
+                raise ValueError("a rules bug")  # what a poison event makes processing do
+            return real(event, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline.engine, "on_event", on_event)
+        unit = ScaipUnit(CID, "127.0.0.1", receiver.udp_address[1])
+        poisoned = await unit.send("ME", "0010", "0003", ref="P-1")
+        taken = await unit.send("ME", "0010", "0003", ref="P-2")
+        letters = await eventually(sqlite_store.dead_letters, lambda ds: len(ds) == 1)
+    assert poisoned[0] == 200
+    assert poisoned[1] is not None
+    assert (poisoned[1].ref, poisoned[1].snu) == ("P-1", Snu.NOT_TREATED)
+    assert taken == (200, scaip.Mrs("P-2", Snu.OK))
+    assert letters[0].reason.startswith("process failed: ValueError in ")
+    assert letters[0].device_id == "unit1"
+    assert receiver.counters["poison"] == 1

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self
 
+from telecare.devices.model import AlarmEvent
 from telecare.gateway.private_files import private_dir, private_file
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.migrations import migrations_for
 from telecare.gateway.store.sql import SqliteSql
+from telecare.gateway.store.tables import EVENTS
 
 __all__ = ["SqliteStore"]
 
@@ -33,6 +36,23 @@ class SqliteStore(Store):
     @property
     def mode(self) -> str:
         return "sqlite"
+
+    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
+        """The events in one transaction and one trip to the worker thread (not one per
+        event: an IP receiver hands many units' alarms at once); whether each was new."""
+        insert, rows = EVENTS.insert(), [EVENTS.params(e) for e in events]
+
+        def each(conn: sqlite3.Connection) -> list[bool]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                new = [conn.execute(insert, row).rowcount == 1 for row in rows]
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return new
+
+        return await self.sql.run(each)
 
     async def __aenter__(self) -> Self:
         if self.path != ":memory:":
