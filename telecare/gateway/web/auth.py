@@ -23,6 +23,7 @@ Dependencies, in the order a router reaches for them::
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -98,8 +99,14 @@ cookie_scheme = APIKeyCookie(
 )
 
 _hasher = PasswordHasher()
-#: Verified against when the user does not exist, so a login takes as long either way.
-_DUMMY_HASH: Final = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a login takes as long either
+    way. Made on the first login, not at import: an argon2 hash costs tens of
+    milliseconds, which every CLI start would pay."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -360,7 +367,7 @@ async def authenticate(svc: Services, username: str, password: str) -> User | No
         log.warning("login_throttled", retry_after=round(wait))
         raise TooManyAttempts(wait)
     found = await svc.accounts.password_hash(username)
-    stored = found[1] if found else _DUMMY_HASH
+    stored = found[1] if found else _dummy_hash()
     ok = await verify_password(stored, password)
     if found is None or not ok or found[0].disabled:
         svc.throttle.failed(username, now)

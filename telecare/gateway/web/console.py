@@ -10,7 +10,10 @@ never holds state of its own that could go stale.
 
 Operator actions are HTML form posts (CSRF token in the form) handled by the
 :class:`~telecare.gateway.web.console_service.ConsoleService`, which checks ownership
-and acts through the dispatch service with the operator as the actor. Each post answers
+and acts through the web services layer (``Services.act``, as the operator API does)
+with the logged-in operator as the actor; each form carries the dispatch's ``version``
+as the page showed it, so an action on a dispatch someone changed meanwhile is refused
+("changed by someone else") instead of applied blind. Each post answers
 with a redirect back to the page (``?error=`` when the action was refused), so the
 keyboard shortcuts only submit forms.
 """
@@ -27,7 +30,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from telecare.devices.model import Dispatch, DispatchState, Metric
-from telecare.dispatch.errors import DispatchError, UnknownDispatch
+from telecare.dispatch.errors import DispatchError, StaleDispatch, UnknownDispatch
 from telecare.dispatch.machine import OUTCOMES
 from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import attend_config
@@ -42,6 +45,7 @@ from telecare.gateway.web.console_model import (
     UNANSWERED,
     build_queue,
     cascade_steps,
+    device_state,
     next_action,
     owner_key,
 )
@@ -78,9 +82,7 @@ async def running_console(
     svc: Services = app.state.services
     hub = LiveHub()
     hub.attach(feed)
-    console = ConsoleService(
-        ConsoleStore(svc.store.sql), svc.dispatcher, hub, feed, svc.clock, settings
-    )
+    console = ConsoleService(ConsoleStore(svc.store.sql), svc, hub, feed, svc.clock, settings)
 
     async def count_clients() -> None:
         svc.metrics.sse_clients.set(len(hub.clients()))
@@ -289,9 +291,15 @@ async def _do(url: str, work: Any) -> RedirectResponse:
         return _back(url, f"{exc.owner.operator} has this resident's alarms")
     except NoticesOpen as exc:
         return _back(url, str(exc))
+    except StaleDispatch:
+        return _back(url, "changed by someone else meanwhile: check it and try again")
     except (DispatchError, ValueError) as exc:
         return _back(url, str(exc))
     return _back(url)
+
+
+#: The dispatch's version as the page showed it (empty: act on it as it is now).
+Version = Annotated[int | None, Form()]
 
 
 @router.post("/alarm/{dispatch_id}/act")
@@ -301,9 +309,11 @@ async def act(
     console: Console,
     action: Annotated[str, Form()],
     reference: Annotated[str, Form()] = "",
+    version: Version = None,
 ) -> Response:
     url = f"/console/alarm/{dispatch_id}"
-    return await _do(url, console.act(dispatch_id, user.username, action, reference=reference))
+    work = console.act(dispatch_id, user, action, reference=reference, version=version)
+    return await _do(url, work)
 
 
 @router.post("/alarm/{dispatch_id}/hold")
@@ -352,11 +362,13 @@ async def close(
     outcome: Annotated[str, Form()] = "",
     false_alarm: Annotated[bool, Form()] = False,
     note: Annotated[str, Form()] = "",
+    version: Version = None,
 ) -> Response:
     url = f"/console/alarm/{dispatch_id}"
-    return await _do(
-        url, console.close(dispatch_id, user.username, outcome, false_alarm=false_alarm, note=note)
+    work = console.close(
+        dispatch_id, user, outcome, false_alarm=false_alarm, note=note, version=version
     )
+    return await _do(url, work)
 
 
 # -- the resident -------------------------------------------------------------------------
@@ -379,7 +391,9 @@ async def _banner(svc: Services, console: ConsoleService, resident_id: str) -> d
         "expiring": [n for n in notes if n.expires_at and n.expires_at - now < timedelta(days=2)],
         "responders": responders,
         "recent": await console.store.recent_alerts(resident_id),
-        "devices": await console.store.device_health(resident_id),
+        "devices": [
+            (d, device_state(d, now)) for d in await console.store.device_health(resident_id)
+        ],
         "views": await console.store.views(resident_id, 5),
         "charts": await _charts(svc, resident_id, now),
         "now": now,
