@@ -188,6 +188,7 @@ async def live(request: Request, user: Operator, console: Console) -> StreamingR
 async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) -> dict[str, Any]:
     repo = svc.dispatcher.repo
     audit = await repo.audit(d.dispatch_id)
+    alert = await console.store.alert(d.alert_id)
     names = {
         p.responder.responder_id: (p.responder.kind.value, p.responder.name)
         for p in svc.dispatcher.directory.profiles()
@@ -219,7 +220,8 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
         "engaged_elsewhere": [o for o in others if o.state in _ENGAGED],
         "outcomes": CONTACT_OUTCOMES,
         "close_outcomes": CLOSE_OUTCOMES,
-        "alert": await console.store.alert(d.alert_id),
+        "alert": alert,
+        "unit": await console.store.unit_event(alert.source_key if alert else None),
     }
 
 

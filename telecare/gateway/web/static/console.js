@@ -98,14 +98,84 @@
           if (r.status === 401) { location.reload(); return; }
           if (!r.ok) continue;
           const html = await r.text();
-          const active = document.activeElement && document.activeElement.id;
+          const focus = focusKey(el);
+          const typed = typedValues(el);
           el.innerHTML = html;
-          if (active && document.getElementById(active)) document.getElementById(active).focus();
+          restoreTyped(el, typed);
+          restoreFocus(el, focus);
         } catch (err) { setLost(true, "could not reach the gateway"); }
       }
       tickTimers();
       if (!parts.length && now) location.reload();  // pages without fragments: whole
     }, now ? 0 : 150);
+  }
+
+  // -- keeping the keyboard's place across a re-render -----------------------------------
+  // A live event re-renders a fragment; the operator's focus (a queue row's link, a
+  // button of the action list) and anything typed must survive it: the same control of
+  // the same alarm row, else the control at the same position (the row may have gone).
+  const FOCUSABLE = "a[href], button:not([disabled]), input:not([type=hidden]), select, textarea, [tabindex]";
+  function focusKey(root) {
+    const el = document.activeElement;
+    if (!el || el === document.body || !root.contains(el)) return null;
+    const all = Array.from(root.querySelectorAll(FOCUSABLE));
+    const key = { id: el.id || "", index: all.indexOf(el) };
+    const row = el.closest("[data-dispatch]");
+    if (row) {
+      key.dispatch = row.dataset.dispatch;
+      key.inRow = Array.from(row.querySelectorAll(FOCUSABLE)).indexOf(el);
+    }
+    if (el.form && el.name) {
+      key.form = el.form.getAttribute("action") || "";
+      key.name = el.name;
+      key.value = el.value;
+    }
+    return key;
+  }
+  function restoreFocus(root, key) {
+    if (!key) return;
+    let el = key.id ? document.getElementById(key.id) : null;
+    if (!el && key.dispatch) {
+      const row = root.querySelector('[data-dispatch="' + CSS.escape(key.dispatch) + '"]');
+      if (row) {
+        const inRow = row.querySelectorAll(FOCUSABLE);
+        el = inRow[Math.max(0, Math.min(key.inRow, inRow.length - 1))] || null;
+      }
+    }
+    if (!el && key.name) {
+      el = Array.from(root.querySelectorAll("form")).filter(function (f) {
+        return (f.getAttribute("action") || "") === key.form;
+      }).map(function (f) {
+        return Array.from(f.elements).find(function (c) { return c.name === key.name && c.value === key.value; });
+      }).find(Boolean) || null;
+    }
+    if (!el) {
+      const all = root.querySelectorAll(FOCUSABLE);
+      if (all.length && key.index >= 0) el = all[Math.min(key.index, all.length - 1)];
+    }
+    if (el) el.focus({ preventScroll: true });
+  }
+  // Values typed (or ticked) into a fragment's fields, by id, kept over a re-render.
+  function typedValues(root) {
+    const kept = [];
+    root.querySelectorAll("input[id], select[id], textarea[id]").forEach(function (f) {
+      if (f.type === "hidden") return;
+      if (f.type === "checkbox" || f.type === "radio") {
+        if (f.checked !== f.defaultChecked) kept.push([f.id, "checked", f.checked]);
+      } else if (f.tagName === "SELECT") {
+        const chosen = f.selectedIndex >= 0 ? f.options[f.selectedIndex] : null;
+        if (chosen && !chosen.defaultSelected) kept.push([f.id, "value", f.value]);
+      } else if (f.value !== f.defaultValue) {
+        kept.push([f.id, "value", f.value]);
+      }
+    });
+    return kept;
+  }
+  function restoreTyped(root, kept) {
+    kept.forEach(function (k) {
+      const f = document.getElementById(k[0]);
+      if (f && root.contains(f)) f[k[1]] = k[2];
+    });
   }
 
   const logList = document.getElementById("live-log");
