@@ -15,6 +15,7 @@ from telecare.gateway.web.console_model import (
     build_queue,
     cascade_steps,
     device_state,
+    last_reading,
     next_action,
 )
 
@@ -168,3 +169,10 @@ def test_an_alarm_proves_a_device_alive_and_a_closed_connection_is_not_offline_a
     unit = device_state(_device(None, None, None, 5), T0)
     assert (unit.label, unit.at_risk) == ("in contact", False)
     assert device_state(_device(True, 30, battery=12), T0).at_risk
+    # An oximeter that only sends readings is heard by them (not "not heard yet").
+    latest = {"spo2": (T0 - timedelta(seconds=90), 96.0), "temperature": (T0, 37.0)}
+    read_at = last_reading("oximeter", latest)
+    assert read_at == T0 - timedelta(seconds=90)
+    oxi = device_state(_device(None, None), T0, read_at)
+    assert (oxi.label, oxi.last_heard) == ("in contact", read_at)
+    assert last_reading("pendant", latest) is None

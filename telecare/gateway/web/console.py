@@ -36,16 +36,18 @@ from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import attend_config
 from telecare.gateway.pipeline import ActivityFeed
 from telecare.gateway.store.accounts import Role, Session, User
-from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore
+from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore, DeviceHealth
 from telecare.gateway.web.auth import current_session, render, require_roles
 from telecare.gateway.web.console_charts import Band, Series, line_chart
 from telecare.gateway.web.console_model import (
     ANSWER_TARGET_S,
     CONTACT_OUTCOMES,
     UNANSWERED,
+    DeviceState,
     build_queue,
     cascade_steps,
     device_state,
+    last_reading,
     next_action,
     owner_key,
 )
@@ -393,13 +395,23 @@ async def _banner(svc: Services, console: ConsoleService, resident_id: str) -> d
         "expiring": [n for n in notes if n.expires_at and n.expires_at - now < timedelta(days=2)],
         "responders": responders,
         "recent": await console.store.recent_alerts(resident_id),
-        "devices": [
-            (d, device_state(d, now)) for d in await console.store.device_health(resident_id)
-        ],
+        "devices": await _devices(svc, console, resident_id, now),
         "views": await console.store.views(resident_id, 5),
         "charts": await _charts(svc, resident_id, now),
         "now": now,
     }
+
+
+async def _devices(
+    svc: Services, console: ConsoleService, resident_id: str, now: datetime
+) -> list[tuple[DeviceHealth, DeviceState]]:
+    """Each paired device with its health (``console_model.device_state``)."""
+    vitals = await svc.store.latest_vitals([resident_id], since=now - timedelta(hours=_CHART_HOURS))
+    latest = vitals.get(resident_id, {})
+    return [
+        (d, device_state(d, now, last_reading(d.kind, latest)))
+        for d in await console.store.device_health(resident_id)
+    ]
 
 
 async def _charts(svc: Services, resident_id: str, now: datetime) -> list[str]:
@@ -532,7 +544,22 @@ async def board(
         rows.append(
             {"d": d, "elapsed_s": (now - d.created_at).total_seconds(), "attend_by": attend}
         )
-    return _page(request, "console/board.html", session, rows=rows, now=now)
+    residents = sorted({r["d"].resident_id for r in rows if r["d"].resident_id})
+    names = {
+        p.responder.responder_id: " · ".join(
+            x for x in (p.responder.kind.value.replace("_", " "), p.responder.name) if x
+        )
+        for p in svc.dispatcher.directory.profiles()
+    }
+    return _page(
+        request,
+        "console/board.html",
+        session,
+        rows=rows,
+        now=now,
+        who=await console.store.who(residents),
+        names=names,
+    )
 
 
 @router.get("/supervisor", response_class=HTMLResponse)
@@ -546,13 +573,15 @@ async def supervisor(
     for a in waiting:
         depth[a.priority] = depth.get(a.priority, 0) + 1
     since = now - timedelta(minutes=svc.config.web.session_idle_min)
+    owners = await console.store.owners()
     return _page(
         request,
         "console/supervisor.html",
         session,
         logged_in=await svc.accounts.logged_in(since),
         watching=console.hub.clients(),
-        owners=await console.store.owners(),
+        owners=owners,
+        who=await console.store.who([o.owner_key for o in owners]),
         depth=sorted(depth.items()),
         oldest=max(waiting, key=lambda a: a.age_s, default=None),
         overdue=[a for a in waiting if a.age_s >= ANSWER_TARGET_S],

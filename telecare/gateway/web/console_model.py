@@ -5,7 +5,8 @@ render these.
 
 Device health (:func:`device_state`): a device is "last heard" at the newest of its
 heartbeat, its last alarm event and the time it last came online: any of them proves
-it alive. A device with test calls that has not been heard for two intervals has
+it alive, as do the readings of a measuring device (oximeter, cuff, thermometer). A
+device with test calls that has not been heard for two intervals has
 **missed test calls**. A dropped connection is shown **OFFLINE** only when the device
 has not been heard for :data:`OFFLINE_GRACE` (or two test-call intervals, if longer):
 a pendant or alarm unit that connects to raise an alarm and then closes its connection
@@ -18,12 +19,12 @@ so a resident with a new priority-1 alarm rises with all of their alarms.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
-from telecare.devices.model import Dispatch, DispatchState, ResponderKind
+from telecare.devices.model import DeviceKind, Dispatch, DispatchState, Metric, ResponderKind
 from telecare.dispatch.records import AuditRecord, CascadeEntry
 from telecare.gateway.store.base import OpenAlarm
 from telecare.gateway.store.console import DeviceHealth, Notice, Owner, TimerRow
@@ -42,6 +43,7 @@ __all__ = [
     "build_queue",
     "cascade_steps",
     "device_state",
+    "last_reading",
     "next_action",
     "owner_key",
 ]
@@ -83,10 +85,29 @@ class DeviceState:
         return self.offline or self.missed_test_calls or self.low_battery
 
 
-def device_state(dv: DeviceHealth, now: datetime) -> DeviceState:
-    """``dv``'s health at ``now`` (see the module docstring)."""
+#: What a measuring device's readings are stored as (its readings prove it alive).
+MEASURES: Final[dict[str, frozenset[Metric]]] = {
+    DeviceKind.OXIMETER.value: frozenset({Metric.SPO2, Metric.PULSE}),
+    DeviceKind.BP_CUFF.value: frozenset({Metric.SYSTOLIC_BP, Metric.DIASTOLIC_BP}),
+    DeviceKind.THERMOMETER.value: frozenset({Metric.TEMPERATURE}),
+}
+
+
+def last_reading(kind: str, latest: Mapping[str, tuple[datetime, float]]) -> datetime | None:
+    """When the resident's newest reading of what a device of ``kind`` measures was taken
+    (``latest``: ``Store.latest_vitals`` of the resident, by metric label)."""
+    times = [latest[m.label][0] for m in MEASURES.get(kind, ()) if m.label in latest]
+    return max(times, default=None)
+
+
+def device_state(
+    dv: DeviceHealth, now: datetime, reading_at: datetime | None = None
+) -> DeviceState:
+    """``dv``'s health at ``now`` (see the module docstring); ``reading_at``: its newest
+    reading (:func:`last_reading`), for devices that only send readings."""
     came_online = dv.changed_at if dv.online else None
-    heard = [t for t in (dv.last_heartbeat, dv.last_event, came_online) if t is not None]
+    times = (dv.last_heartbeat, dv.last_event, came_online, reading_at)
+    heard = [t for t in times if t is not None]
     last = max(heard, default=None)
     interval = timedelta(seconds=dv.heartbeat_interval_s)
     missed = dv.heartbeat_interval_s > 0 and last is not None and now - last > 2 * interval

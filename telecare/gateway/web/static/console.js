@@ -186,7 +186,12 @@
     const ts = data.ts ? new Date(data.ts) : new Date();
     t.textContent = ts.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
     li.appendChild(t);
-    li.appendChild(document.createTextNode(data.summary || data.kind));
+    // A device closing its connection is not news of a fault (a pendant connects to
+    // raise an alarm, then goes): the resident banner judges its health.
+    const text = data.kind === "status" && data.device_id
+      ? "device " + data.device_id + (data.online ? " connected" : " closed its connection")
+      : (data.summary || data.kind);
+    li.appendChild(document.createTextNode(text));
     logList.prepend(li);
     while (logList.children.length > 40) logList.lastChild.remove();
   }
