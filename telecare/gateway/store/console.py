@@ -419,7 +419,16 @@ class ConsoleStore:
             " ORDER BY kind, account, zone",
             device_id,
         )
-        return UnitEvent(*row, accounts=tuple((a[0], a[1], a[2]) for a in accounts))
+        source, zone, code, device_type, location, received_at = row
+        return UnitEvent(
+            source,
+            zone,
+            code,
+            device_type,
+            location,
+            received_at,
+            tuple((a[0], a[1], a[2]) for a in accounts),
+        )
 
     async def late_arrivals(
         self, since: datetime, late_s: float, limit: int = 5000

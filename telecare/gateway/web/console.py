@@ -536,15 +536,14 @@ async def board(
     """Dispatches with a responder contacted or on the way, against their attend times."""
     now = svc.clock.now()
     rows = []
-    for d in await svc.store.open_dispatches():
-        if d.state not in _ENGAGED:
-            continue
+    engaged = [d for d in await svc.store.open_dispatches() if d.state in _ENGAGED]
+    for d in engaged:
         timers = await svc.dispatcher.repo.timers(d.dispatch_id)
         attend = next((t.due_at for t in timers if t.kind.value == "attend"), None)
         rows.append(
             {"d": d, "elapsed_s": (now - d.created_at).total_seconds(), "attend_by": attend}
         )
-    residents = sorted({r["d"].resident_id for r in rows if r["d"].resident_id})
+    residents = sorted({d.resident_id for d in engaged if d.resident_id})
     names = {
         p.responder.responder_id: " · ".join(
             x for x in (p.responder.kind.value.replace("_", " "), p.responder.name) if x
