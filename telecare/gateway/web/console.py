@@ -162,7 +162,14 @@ async def queue_page(
 async def queue_fragment(
     request: Request, user: Operator, svc: Svc, console: Console
 ) -> HTMLResponse:
-    return render(request, "console/_queue.html", {"user": user, **await _queue(svc, console)})
+    """The queue for the page's live refresh: the same for every operator, so rendered
+    once per live event however many browsers ask (``web/fragments.py``)."""
+
+    async def fresh() -> bytes:
+        return bytes(render(request, "console/_queue.html", await _queue(svc, console)).body)
+
+    body = await console.queue_fragment.get(console.hub.last_id, fresh)
+    return HTMLResponse(body)
 
 
 @router.get("/next")

@@ -46,6 +46,7 @@ from telecare.gateway.store.accounts import User
 from telecare.gateway.store.console import Closure, ConsoleStore, Owner, TimerRow
 from telecare.gateway.tasks import Loop, Loops
 from telecare.gateway.web.console_model import owner_key
+from telecare.gateway.web.fragments import SharedFragment
 from telecare.gateway.web.live import LiveHub
 from telecare.gateway.web.services import Act, Services
 from telecare.rules.clock import Clock
@@ -112,6 +113,8 @@ class ConsoleService:
         self.settings = settings or ConsoleSettings()
         self._inbox: asyncio.Queue[Activity] = asyncio.Queue(self.settings.queue_size)
         self._loops = Loops(services.supervisor)
+        #: The queue fragment, rendered once per live event for every browser.
+        self.queue_fragment = SharedFragment()
         #: The activity line being turned into a notice (kept while storage is away).
         self._pending: Activity | None = None
         self.dropped_activity = 0

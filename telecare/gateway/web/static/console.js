@@ -67,7 +67,8 @@
     else if (cfg.scope === "board" && (data.kind === "dispatch" || data.kind === "alert")) reloadSoon();
     else if (cfg.scope === "alarm" &&
              (data.dispatch_id === cfg.dispatch ||
-              (cfg.resident && data.resident_id === cfg.resident) || !data.dispatch_id)) refresh(false);
+              (cfg.resident && data.resident_id === cfg.resident) ||
+              (!data.dispatch_id && !data.resident_id && data.kind === "console"))) refresh(false);
   }
 
   // Boards re-render whole (they are short): at most one reload every 2 s.
