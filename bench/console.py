@@ -87,6 +87,10 @@ class _Stream:
     #: alert id -> when this client's re-fetched queue first showed the alarm's row.
     visible: dict[str, float]
     ready: asyncio.Event
+    #: resident id -> when the ``dispatch`` event of its alarm's dispatch arrived.
+    dispatched: dict[str, float]
+    #: How long each ``/console/queue`` request took (s).
+    fetches: list[float]
 
 
 #: Event kinds on which the page re-fetches the queue (``console.js`` QUEUE_KINDS).
@@ -108,10 +112,13 @@ async def _read_stream(client: httpx.AsyncClient, stream: _Stream, dirty: asynci
                 stream.ready.set()
             elif line.startswith("data:") and event in QUEUE_KINDS:
                 dirty.set()
-                if event == "alert":
-                    alert_id = json.loads(line[5:]).get("alert_id")
-                    if alert_id is not None:
-                        stream.seen.setdefault(alert_id, time.perf_counter())
+                data = json.loads(line[5:])
+                if event == "alert" and data.get("alert_id") is not None:
+                    stream.seen.setdefault(data["alert_id"], time.perf_counter())
+                elif event == "dispatch" and data.get("state") == "raised":
+                    resident = data.get("resident_id")
+                    if resident is not None:
+                        stream.dispatched.setdefault(resident, time.perf_counter())
 
 
 async def _refresh_queue(
@@ -124,9 +131,11 @@ async def _refresh_queue(
         await dirty.wait()
         await asyncio.sleep(REFRESH_DELAY_S)
         dirty.clear()
+        asked = time.perf_counter()
         r = await client.get("/console/queue", headers={"accept": "text/html"})
         r.raise_for_status()
         now = time.perf_counter()
+        stream.fetches.append(now - asked)
         html = r.text
         for alert_id, marker in list(rows.items()):
             if alert_id not in stream.visible and marker in html:
@@ -134,7 +143,7 @@ async def _refresh_queue(
 
 
 async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
-    streams = [_Stream({}, {}, asyncio.Event()) for _ in range(args.clients)]
+    streams = [_Stream({}, {}, asyncio.Event(), {}, []) for _ in range(args.clients)]
     published: dict[str, float] = {}
     rows: dict[str, str] = {}  # alert id -> its row's resident cell in the queue fragment
     async with contextlib.AsyncExitStack() as stack:
@@ -187,6 +196,14 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
     latencies = [s.visible[a] - t for s in streams for a, t in published.items() if a in s.visible]
     events = [s.seen[a] - t for s in streams for a, t in published.items() if a in s.seen]
+    resident_of = {a: marker[8:-9] for a, marker in rows.items()}  # <strong>prN</strong>
+    dispatched = [
+        s.dispatched[resident_of[a]] - t
+        for s in streams
+        for a, t in published.items()
+        if resident_of[a] in s.dispatched
+    ]
+    fetches = [x for s in streams for x in s.fetches]
     # Fan-out: for each alarm, last client's arrival minus the first's (the SSE leg's own
     # cost of many clients, apart from the time the alarm spent in ingest).
     spread = []
@@ -199,6 +216,8 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "latencies": latencies,
         "events": events,
+        "dispatched": dispatched,
+        "fetches": fetches,
         "spread": spread,
         "missing": len(published) * args.clients - len(latencies),
     }
@@ -363,6 +382,8 @@ async def _orchestrate(args: argparse.Namespace) -> bool:
     with_clients = [p for p in phases if p.clients]
     latencies = [x for p in with_clients for x in p.result["latencies"]]
     events = [x for p in with_clients for x in p.result["events"]]
+    dispatched = [x for p in with_clients for x in p.result["dispatched"]]
+    fetches = [x for p in with_clients for x in p.result["fetches"]]
     missing = sum(p.result["missing"] for p in with_clients)
     samples = sum(p.result["alarms"] * p.clients for p in with_clients)
     base = max(p.rate for p in phases if not p.clients)
@@ -379,6 +400,17 @@ async def _orchestrate(args: argparse.Namespace) -> bool:
         print(
             f"  of which alarm -> {LIVE_PATH} event: p50"
             f" {statistics.median(events) * 1000:.0f} ms, p99 {_pct(events, 0.99) * 1000:.0f} ms"
+        )
+    if dispatched:
+        print(
+            f"  of which alarm -> its dispatch's event: p50"
+            f" {statistics.median(dispatched) * 1000:.0f} ms,"
+            f" p99 {_pct(dispatched, 0.99) * 1000:.0f} ms"
+        )
+    if fetches:
+        print(
+            f"  /console/queue requests ({len(fetches)}): p50"
+            f" {statistics.median(fetches) * 1000:.0f} ms, p99 {_pct(fetches, 0.99) * 1000:.0f} ms"
         )
     if spread:
         print(

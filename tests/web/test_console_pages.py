@@ -15,6 +15,8 @@ import pytest
 
 from telecare.devices.model import (
     AlarmEvent,
+    Alert,
+    AlertKind,
     Device,
     DeviceKind,
     DispatchState,
@@ -29,7 +31,7 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.gateway.config import Config
-from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.pipeline import Activity, Pipeline
 from telecare.gateway.store.accounts import Role, accounts_of
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
@@ -471,3 +473,44 @@ async def test_console_actions_go_through_the_services_layer_with_the_version_sh
         (DispatchState.ACKNOWLEDGED, "op1"),
         (DispatchState.RESPONDER_CONTACTED, "op1"),
     ]
+
+
+async def test_an_alarm_is_in_the_queue_before_its_dispatch_is_open(env: Env) -> None:
+    """The queue shows an announced alert at once (ringing), while the dispatch service
+    opens its dispatch; then the dispatch's own row replaces it."""
+    op = await env.login("op1")
+    alert = Alert(
+        "al-just-in",
+        AlertKind.ALARM,
+        1,
+        "pendant alarm from device pend1",
+        env.clock.now(),
+        "s1",
+        "res1",
+        "pend1",
+        EventType.PENDANT,
+        "pend1/just-in",
+    )
+    await env.store.write_alert(alert)  # stored, not yet handed to the dispatch service
+    env.pipeline.feed.publish(
+        Activity(
+            "alert",
+            alert.ts,
+            f"P1 {alert.reason}",
+            {"alert_id": alert.alert_id, "site_id": "s1", "resident_id": "res1", "priority": 1},
+        )
+    )
+    queue = (await op.get("/console/queue")).text
+    row = re.search(r'<tr class="row pending p1" data-alert="al-just-in".*?</tr>', queue, re.S)
+    assert row is not None
+    assert 'data-unanswered="1"' in row.group(0)
+    assert "Mrs A" in row.group(0)
+    assert "opening" in row.group(0)
+    d = await env.pipeline.dispatcher.open(alert)
+    # What the gateway's dispatch service announces on the feed (not wired in this env).
+    env.pipeline.feed.publish(
+        Activity("dispatch", d.updated_at, "raised", {"dispatch_id": d.dispatch_id})
+    )
+    queue = (await op.get("/console/queue")).text
+    assert 'data-alert="al-just-in"' not in queue
+    assert f'data-dispatch="{d.dispatch_id}"' in queue

@@ -372,6 +372,19 @@ class ConsoleStore:
         )
         return {r[0]: (r[1] or r[0], ", ".join(x for x in (r[2], r[3]) if x)) for r in rows}
 
+    async def with_dispatch(self, alert_ids: Sequence[str]) -> set[str]:
+        """Which of ``alert_ids`` have a dispatch (their own, or a group's they joined)."""
+        if not alert_ids:
+            return set()
+        marks = ", ".join("?" * len(alert_ids))
+        rows = await self.sql.fetch_all(
+            f"SELECT alert_id FROM dispatches WHERE alert_id IN ({marks})"
+            f" UNION SELECT alert_id FROM dispatch_members WHERE alert_id IN ({marks})",
+            *alert_ids,
+            *alert_ids,
+        )
+        return {r[0] for r in rows}
+
     async def open_alarms_of(self, resident_id: str | None, besides: str) -> list[str]:
         """Ids of the resident's other open dispatches (none without a resident)."""
         rows = await self.sql.fetch_all(

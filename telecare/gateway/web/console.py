@@ -136,7 +136,11 @@ def _back(url: str, error: str = "") -> RedirectResponse:
 # -- the queue ---------------------------------------------------------------------------
 async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
     now = svc.clock.now()
+    pending = await console.pending()
     alarms = await svc.store.open_alarms(now)
+    shown = {a.alert_id for a in alarms}  # opened between the two reads
+    pending = [p for p in pending if p.alert_id not in shown]
+    just_in_residents = {p.resident_id for p in pending if p.resident_id}
     sections = build_queue(
         alarms,
         await console.store.owners(),
@@ -146,8 +150,11 @@ async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
     return {
         "sections": sections,
         "now": now,
-        "open_count": len(alarms),
-        "who": await console.store.who(sorted({a.resident_id for a in alarms if a.resident_id})),
+        "open_count": len(alarms) + len(pending),
+        "pending": pending,
+        "who": await console.store.who(
+            sorted({a.resident_id for a in alarms if a.resident_id} | just_in_residents)
+        ),
     }
 
 

@@ -79,6 +79,24 @@ class NoticesOpen(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class PendingAlert:
+    """An alert the activity feed announced whose dispatch is not open yet: shown in the
+    queue at once (and rings), so an alarm is on the screen while the dispatch service
+    is still opening its dispatch."""
+
+    alert_id: str
+    priority: int
+    ts: datetime
+    summary: str
+    site_id: str | None
+    resident_id: str | None
+
+
+#: Alerts kept waiting for their dispatch (a storm's worth; the oldest go first).
+PENDING_LIMIT: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleSettings:
     """``stale_s``: an acknowledged alarm nobody progressed for this long goes back to
     the queue. ``recheck_s``: how often an alarm handed to an ambulance is re-checked.
@@ -115,6 +133,8 @@ class ConsoleService:
         self._loops = Loops(services.supervisor)
         #: The queue fragment, rendered once per live event for every browser.
         self.queue_fragment = SharedFragment()
+        #: Alerts announced on the feed whose dispatch is not open yet (by alert id).
+        self._just_in: dict[str, PendingAlert] = {}
         #: The activity line being turned into a notice (kept while storage is away).
         self._pending: Activity | None = None
         self.dropped_activity = 0
@@ -271,12 +291,41 @@ class ConsoleService:
 
     # -- notices from the activity feed ------------------------------------------------
     def _offer(self, activity: Activity) -> None:
+        if activity.kind == "alert":
+            self._note_pending(activity)
+            return
         if activity.kind not in ("folded", "restored", "attended", "dispatch"):
             return
         try:
             self._inbox.put_nowait(activity)
         except asyncio.QueueFull:
             self.dropped_activity += 1
+
+    def _note_pending(self, a: Activity) -> None:
+        alert_id, priority = a.data.get("alert_id"), a.data.get("priority")
+        if not isinstance(alert_id, str) or not isinstance(priority, int):
+            return
+        if len(self._just_in) >= PENDING_LIMIT:
+            del self._just_in[next(iter(self._just_in))]
+        site, resident = a.data.get("site_id"), a.data.get("resident_id")
+        self._just_in[alert_id] = PendingAlert(
+            alert_id,
+            priority,
+            a.ts,
+            a.summary,
+            site if isinstance(site, str) else None,
+            resident if isinstance(resident, str) else None,
+        )
+
+    async def pending(self) -> list[PendingAlert]:
+        """Announced alerts still without a dispatch, most urgent then oldest first (one
+        query while there are any: those that have one by now are forgotten)."""
+        if not self._just_in:
+            return []
+        opened = await self.store.with_dispatch(list(self._just_in))
+        for alert_id in opened:
+            self._just_in.pop(alert_id, None)
+        return sorted(self._just_in.values(), key=lambda p: (p.priority, p.ts))
 
     async def _activity_step(self) -> None:
         """One activity line into a notice. Storage away: raised (the helper retries the

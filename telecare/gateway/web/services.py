@@ -44,6 +44,7 @@ __all__ = [
     "ObservationSink",
     "Readiness",
     "Services",
+    "SessionCache",
     "services",
 ]
 
@@ -82,6 +83,33 @@ class LoginThrottle:
 
     def succeeded(self, username: str) -> None:
         self._failures.pop(username.lower(), None)
+
+
+class SessionCache:
+    """Sessions read for page fetches, kept :attr:`ttl_s` (a live console re-fetches its
+    queue on every event: without this, every browser's every fetch is one more database
+    read queued behind ingest). Only safe requests (GET) use it; a request that changes
+    something always reads the session from the store. A logout through this gateway
+    drops the entry at once; a session ended elsewhere (another gateway process, the CLI
+    disabling a user) stops working for page fetches within :attr:`ttl_s`."""
+
+    def __init__(self, ttl_s: float = 2.0, size: int = 1000) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._kept: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str, now: float) -> Any | None:
+        found = self._kept.get(key)
+        if found is None or now - found[0] > self.ttl_s:
+            return None
+        return found[1]
+
+    def put(self, key: str, session: Any, now: float) -> None:
+        if len(self._kept) >= self.size:  # bounded: forget what is stale anyway
+            self._kept = {k: v for k, v in self._kept.items() if now - v[0] <= self.ttl_s}
+        self._kept[key] = (now, session)
+
+    def drop(self, key: str) -> None:
+        self._kept.pop(key, None)
 
 
 #: What the contacted responder reported, recorded by the operator: event and reason.
@@ -138,6 +166,7 @@ class Services:
     #: Checks ``/readyz`` runs (the gateway adds broker, store and spool).
     readiness: list[Readiness] = field(default_factory=list)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    sessions: SessionCache = field(default_factory=SessionCache)
     #: The gateway's supervisor: the web face's own loops (console timers) run in it, so
     #: one that fails stops the gateway loudly. ``None``: a private one (tests, tools).
     supervisor: Supervisor | None = None
