@@ -90,6 +90,14 @@ async def running_console(
         svc.metrics.sse_clients.set(len(hub.clients()))
 
     svc.metrics.add_refresher(count_clients)
+    templates = app.state.templates.env
+
+    async def render_queue() -> bytes:
+        context = await _queue(svc, console)
+        html: str = templates.get_template("console/_queue.html").render(context)
+        return html.encode()
+
+    console.render_queue = render_queue
     async with console:
         svc.live = hub
         app.state.console = console
@@ -190,9 +198,13 @@ async def next_alarm(user: Operator, svc: Svc, console: Console) -> RedirectResp
 
 @router.get("/live")
 async def live(request: Request, user: Operator, console: Console) -> StreamingResponse:
-    """Server-Sent Events; ``Last-Event-ID`` resumes where the browser left off."""
+    """Server-Sent Events; ``Last-Event-ID`` resumes where the browser left off;
+    ``?scope=queue`` (the queue page) also receives the queue itself after each change."""
     last = request.headers.get("last-event-id") or request.query_params.get("last")
-    client = console.hub.connect(user.username, last)
+    scopes = frozenset({"queue"}) if request.query_params.get("scope") == "queue" else frozenset()
+    client = console.hub.connect(user.username, last, scopes)
+    if scopes:
+        console.queue_changed()  # its first push: whatever changed before it connected
     return StreamingResponse(
         sse_stream(console.hub, client),
         media_type="text/event-stream",

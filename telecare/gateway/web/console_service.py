@@ -30,6 +30,7 @@ must not stop the others' timers). Cancellation always ends a loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -47,7 +48,7 @@ from telecare.gateway.store.console import Closure, ConsoleStore, Owner, TimerRo
 from telecare.gateway.tasks import Loop, Loops
 from telecare.gateway.web.console_model import owner_key
 from telecare.gateway.web.fragments import SharedFragment
-from telecare.gateway.web.live import LiveHub
+from telecare.gateway.web.live import LiveEvent, LiveHub
 from telecare.gateway.web.services import Act, Services
 from telecare.rules.clock import Clock
 
@@ -94,6 +95,13 @@ class PendingAlert:
 
 #: Alerts kept waiting for their dispatch (a storm's worth; the oldest go first).
 PENDING_LIMIT: Final = 1000
+#: Event kinds that change the queue (``console.js`` has the same list).
+QUEUE_KINDS: Final = frozenset(
+    {"alert", "dispatch", "console", "cleared", "restored", "folded", "reset"}
+)
+#: After a queue change, wait this long for more before pushing the queue (a press is
+#: an alert then a dispatch event a moment later: one push for both).
+PUSH_DELAY_S: Final = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +143,12 @@ class ConsoleService:
         self.queue_fragment = SharedFragment()
         #: Alerts announced on the feed whose dispatch is not open yet (by alert id).
         self._just_in: dict[str, PendingAlert] = {}
+        #: Renders the queue fragment (set by ``running_console``, which has the
+        #: templates); ``None``: nothing is pushed, pages fetch the queue themselves.
+        self.render_queue: Callable[[], Awaitable[bytes]] | None = None
+        self._queue_changed = asyncio.Event()
+        hub.watchers.append(self._watch)
+        self.pushes = 0
         #: The activity line being turned into a notice (kept while storage is away).
         self._pending: Activity | None = None
         self.dropped_activity = 0
@@ -150,6 +164,12 @@ class ConsoleService:
                 backoff=Backoff(initial=min(1.0, tick), cap=max(30.0, tick)),
             ),
             Loop("console-activity", self._activity_step, retry=is_storage_unavailable),
+            Loop(
+                "console-queue-push",
+                self._push_step,
+                retry=is_storage_unavailable,
+                backoff=Backoff(initial=0.2, cap=5.0),
+            ),
         )
         return self
 
@@ -300,6 +320,36 @@ class ConsoleService:
             self._inbox.put_nowait(activity)
         except asyncio.QueueFull:
             self.dropped_activity += 1
+
+    # -- the queue, pushed to every queue page ------------------------------------------
+    def queue_changed(self) -> None:
+        """Push the queue soon (a queue page just connected)."""
+        self._queue_changed.set()
+
+    def _watch(self, event: LiveEvent) -> None:
+        if event.kind in QUEUE_KINDS:
+            self._queue_changed.set()
+
+    async def _push_step(self) -> None:
+        """After a queue change (and :data:`PUSH_DELAY_S` for the next), render the queue
+        once and push it to every queue page (``LiveHub.broadcast``). Storage away:
+        raised (retried with backoff; pages fetch meanwhile); anything else: logged."""
+        await self._queue_changed.wait()
+        await asyncio.sleep(PUSH_DELAY_S)
+        self._queue_changed.clear()
+        render = self.render_queue
+        if render is None or not self.hub.clients_in("queue"):
+            return
+        try:
+            body = await self.queue_fragment.get(self.hub.last_id, render)
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                self._queue_changed.set()  # push it once the store is back
+                raise
+            log.exception("console_queue_push_failed")
+            return
+        self.hub.broadcast("queue", "queue", body.decode())
+        self.pushes += 1
 
     def _note_pending(self, a: Activity) -> None:
         alert_id, priority = a.data.get("alert_id"), a.data.get("priority")

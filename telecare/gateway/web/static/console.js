@@ -37,7 +37,11 @@
 
   function connect() {
     if (source) source.close();
-    const url = "/console/live" + (cfg.lastId ? "?last=" + encodeURIComponent(cfg.lastId) : "");
+    // The queue page asks for the queue itself to be pushed after each change.
+    const params = [];
+    if (cfg.lastId) params.push("last=" + encodeURIComponent(cfg.lastId));
+    if (cfg.scope === "queue") params.push("scope=queue");
+    const url = "/console/live" + (params.length ? "?" + params.join("&") : "");
     source = new EventSource(url);
     source.onopen = function () { seen(); };
     source.onerror = function () {
@@ -46,6 +50,7 @@
     };
     source.addEventListener("ping", function () { seen(); });
     source.addEventListener("reset", function (e) { seen(e); refresh(true); });
+    source.addEventListener("queue", onQueue);
     ["alert", "dispatch", "restored", "attended", "folded", "cleared", "status", "news2", "console"]
       .forEach(function (kind) { source.addEventListener(kind, onEvent); });
   }
@@ -63,12 +68,33 @@
     let data = {};
     try { data = JSON.parse(e.data); } catch (err) { return; }
     log(data);
-    if (cfg.scope === "queue" && QUEUE_KINDS.has(data.kind)) refresh(false);
+    if (cfg.scope === "queue" && QUEUE_KINDS.has(data.kind)) expectQueue();
     else if (cfg.scope === "board" && (data.kind === "dispatch" || data.kind === "alert")) reloadSoon();
     else if (cfg.scope === "alarm" &&
              (data.dispatch_id === cfg.dispatch ||
               (cfg.resident && data.resident_id === cfg.resident) ||
               (!data.dispatch_id && !data.resident_id && data.kind === "console"))) refresh(false);
+  }
+
+  // The queue page: the gateway pushes the rendered queue after each change (one
+  // rendering for every operator); if none came 2 s after a change, fetch it instead.
+  let lastPush = 0;
+  let fallback = null;
+  function onQueue(e) {
+    seen();
+    lastPush = Date.now();
+    if (fallback) { clearTimeout(fallback); fallback = null; }
+    const el = document.getElementById("queue");
+    if (el) replaceFragment(el, e.data);
+    tickTimers();
+  }
+  function expectQueue() {
+    const asked = Date.now();
+    if (fallback) return;
+    fallback = setTimeout(function () {
+      fallback = null;
+      if (lastPush < asked) refresh(true);
+    }, 2000);
   }
 
   // Boards re-render whole (they are short): at most one reload every 2 s.
@@ -98,17 +124,20 @@
           const r = await fetch(el.dataset.fragment, { headers: { Accept: "text/html" }, credentials: "same-origin" });
           if (r.status === 401) { location.reload(); return; }
           if (!r.ok) continue;
-          const html = await r.text();
-          const focus = focusKey(el);
-          const typed = typedValues(el);
-          el.innerHTML = html;
-          restoreTyped(el, typed);
-          restoreFocus(el, focus);
+          replaceFragment(el, await r.text());
         } catch (err) { setLost(true, "could not reach the gateway"); }
       }
       tickTimers();
       if (!parts.length && now) location.reload();  // pages without fragments: whole
     }, now ? 0 : 150);
+  }
+
+  function replaceFragment(el, html) {
+    const focus = focusKey(el);
+    const typed = typedValues(el);
+    el.innerHTML = html;
+    restoreTyped(el, typed);
+    restoreFocus(el, focus);
   }
 
   // -- keeping the keyboard's place across a re-render -----------------------------------
