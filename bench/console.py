@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,7 @@ def _on_event(
     stream: _Stream, event: str, data: str, dirty: asyncio.Event, rows: dict[str, str]
 ) -> None:
     now = time.perf_counter()
-    if event == "queue":
+    if event in ("queue", "just_in"):
         stream.pushes += 1
         stream.pushed_at = now
         _mark_visible(stream, data, now, rows)
@@ -315,6 +315,8 @@ class Phase:
     result: dict[str, Any]
     #: CPU seconds of the gateway's process while the load drained.
     gateway_cpu_s: float = 0.0
+    #: How long the console took to render each queue it pushed (s).
+    renders: list[float] = field(default_factory=list)
 
 
 async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
@@ -364,6 +366,7 @@ async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
             cpu = time.process_time()
             rate, seconds = await _ingest(args, gw)
             cpu = time.process_time() - cpu
+            renders = list(gw.console.push_seconds) if gw.console is not None else []
             alarms.stdin.close()
             out, _ = await asyncio.wait_for(alarms.communicate(), 60)
             result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -373,7 +376,7 @@ async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
 
             async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
                 await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    return Phase(clients, rate, seconds, result, cpu)
+    return Phase(clients, rate, seconds, result, cpu, renders)
 
 
 async def _ingest(args: argparse.Namespace, gw: Gateway) -> tuple[float, float]:
@@ -449,7 +452,13 @@ async def _orchestrate(args: argparse.Namespace) -> bool:
             f" p99 {_pct(dispatched, 0.99) * 1000:.0f} ms"
         )
     pushes = sum(p.result["pushes"] for p in with_clients)
+    renders = [x for p in with_clients for x in p.renders]
     print(f"  queues pushed to the clients: {pushes}; fallback fetches: {len(fetches)}")
+    if renders:
+        print(
+            f"  queue renderings for the pushes ({len(renders)}): p50"
+            f" {statistics.median(renders) * 1000:.0f} ms, p99 {_pct(renders, 0.99) * 1000:.0f} ms"
+        )
     if fetches:
         print(
             f"  /console/queue requests ({len(fetches)}): p50"

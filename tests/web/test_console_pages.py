@@ -514,3 +514,25 @@ async def test_an_alarm_is_in_the_queue_before_its_dispatch_is_open(env: Env) ->
     queue = (await op.get("/console/queue")).text
     assert 'data-alert="al-just-in"' not in queue
     assert f'data-dispatch="{d.dispatch_id}"' in queue
+
+
+async def test_queue_pages_get_the_just_in_row_then_the_queue_pushed(env: Env) -> None:
+    """A queue page (``?scope=queue``) is pushed the just-in row the moment the alert is
+    announced (from memory), then the whole queue, rendered once for every page."""
+    hub = env.console.hub
+    page = hub.connect("op1", scopes=frozenset({"queue"}))
+    other = hub.connect("op2")  # an alarm page: events only, no snapshots
+    dispatch_id = await env.press("m1")
+    kinds: dict[str, str] = {}
+    while "queue" not in kinds:
+        item = await page.next(5.0)
+        assert item is not None, "nothing pushed"
+        if isinstance(item, bytes):
+            text = item.decode()
+            kinds[text.split("\n", 1)[0].removeprefix("event: ")] = text
+    assert "just_in" in kinds
+    assert "opening" in kinds["just_in"]
+    assert f'data-dispatch="{dispatch_id}"' in kinds["queue"]
+    assert env.console.queue_fragment.renders >= 1
+    while (item := await other.next(0.2)) is not None:
+        assert not isinstance(item, bytes)

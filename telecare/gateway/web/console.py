@@ -56,6 +56,7 @@ from telecare.gateway.web.console_service import (
     ConsoleSettings,
     NoticesOpen,
     Owned,
+    PendingAlert,
 )
 from telecare.gateway.web.live import LiveHub, sse_stream
 from telecare.gateway.web.services import Services, services
@@ -97,7 +98,12 @@ async def running_console(
         html: str = templates.get_template("console/_queue.html").render(context)
         return html.encode()
 
+    def render_just_in(pending: list[PendingAlert], who: dict[str, tuple[str, str]]) -> str:
+        html: str = templates.get_template("console/_just_in.html").render(pending=pending, who=who)
+        return html
+
     console.render_queue = render_queue
+    console.render_just_in = render_just_in
     async with console:
         svc.live = hub
         app.state.console = console
@@ -155,14 +161,16 @@ async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
         await console.store.timers(),
         await console.store.notices(),
     )
+    who = await console.store.who(
+        sorted({a.resident_id for a in alarms if a.resident_id} | just_in_residents)
+    )
+    console.remember(who, shown)
     return {
         "sections": sections,
         "now": now,
         "open_count": len(alarms) + len(pending),
         "pending": pending,
-        "who": await console.store.who(
-            sorted({a.resident_id for a in alarms if a.resident_id} | just_in_residents)
-        ),
+        "who": who,
     }
 
 

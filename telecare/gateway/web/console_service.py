@@ -30,6 +30,7 @@ must not stop the others' timers). Cancellation always ends a loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -146,9 +147,21 @@ class ConsoleService:
         #: Renders the queue fragment (set by ``running_console``, which has the
         #: templates); ``None``: nothing is pushed, pages fetch the queue themselves.
         self.render_queue: Callable[[], Awaitable[bytes]] | None = None
+        #: Renders the just-in section from memory (``running_console``).
+        self.render_just_in: (
+            Callable[[list[PendingAlert], dict[str, tuple[str, str]]], str] | None
+        ) = None
+        self._just_in_changed = asyncio.Event()
+        #: Resident id -> (name, address) as the last queues showed them (no database
+        #: read for a just-in push; a resident not seen yet shows by id until the queue).
+        self.who_seen: dict[str, tuple[str, str]] = {}
+        #: Alert ids the last queue showed with their dispatch (never "just in" again).
+        self.shown_alerts: set[str] = set()
         self._queue_changed = asyncio.Event()
         hub.watchers.append(self._watch)
         self.pushes = 0
+        #: How long the latest pushes took to render (s; for the benchmark).
+        self.push_seconds: list[float] = []
         #: The activity line being turned into a notice (kept while storage is away).
         self._pending: Activity | None = None
         self.dropped_activity = 0
@@ -164,6 +177,7 @@ class ConsoleService:
                 backoff=Backoff(initial=min(1.0, tick), cap=max(30.0, tick)),
             ),
             Loop("console-activity", self._activity_step, retry=is_storage_unavailable),
+            Loop("console-just-in-push", self._just_in_step),
             Loop(
                 "console-queue-push",
                 self._push_step,
@@ -313,6 +327,7 @@ class ConsoleService:
     def _offer(self, activity: Activity) -> None:
         if activity.kind == "alert":
             self._note_pending(activity)
+            self._just_in_changed.set()
             return
         if activity.kind not in ("folded", "restored", "attended", "dispatch"):
             return
@@ -340,6 +355,7 @@ class ConsoleService:
         render = self.render_queue
         if render is None or not self.hub.clients_in("queue"):
             return
+        started = time.perf_counter()
         try:
             body = await self.queue_fragment.get(self.hub.last_id, render)
         except Exception as exc:
@@ -350,6 +366,34 @@ class ConsoleService:
             return
         self.hub.broadcast("queue", "queue", body.decode())
         self.pushes += 1
+        self.push_seconds.append(time.perf_counter() - started)
+        del self.push_seconds[:-1000]
+
+    async def _just_in_step(self) -> None:
+        """The moment an alert is announced: push the just-in rows to every queue page,
+        rendered from memory (no database read, so ingest's writes cannot delay it);
+        the full queue follows with the next queue push. Never fails: rendering what is
+        in memory raises nothing it could retry, and an error is logged."""
+        await self._just_in_changed.wait()
+        self._just_in_changed.clear()
+        render = self.render_just_in
+        if render is None or not self.hub.clients_in("queue"):
+            return
+        rows = [p for p in self._just_in.values() if p.alert_id not in self.shown_alerts]
+        rows.sort(key=lambda p: (p.priority, p.ts))
+        try:
+            html = render(rows, self.who_seen)
+        except Exception:
+            log.exception("console_just_in_push_failed")
+            return
+        self.hub.broadcast("queue", "just_in", html)
+
+    def remember(self, who: dict[str, tuple[str, str]], alert_ids: set[str]) -> None:
+        """What the queue just showed (names for just-in pushes, alerts with dispatches)."""
+        if len(self.who_seen) > 10_000:
+            self.who_seen.clear()
+        self.who_seen.update(who)
+        self.shown_alerts = alert_ids
 
     def _note_pending(self, a: Activity) -> None:
         alert_id, priority = a.data.get("alert_id"), a.data.get("priority")

@@ -51,6 +51,7 @@
     source.addEventListener("ping", function () { seen(); });
     source.addEventListener("reset", function (e) { seen(e); refresh(true); });
     source.addEventListener("queue", onQueue);
+    source.addEventListener("just_in", onJustIn);
     ["alert", "dispatch", "restored", "attended", "folded", "cleared", "status", "news2", "console"]
       .forEach(function (kind) { source.addEventListener(kind, onEvent); });
   }
@@ -86,6 +87,18 @@
     if (fallback) { clearTimeout(fallback); fallback = null; }
     const el = document.getElementById("queue");
     if (el) replaceFragment(el, e.data);
+    tickTimers();
+  }
+  // An alarm just announced: its row (pushed from the gateway's memory) goes on the
+  // screen at once; the whole queue follows.
+  function onJustIn(e) {
+    seen();
+    const el = document.getElementById("just-in");
+    if (!el) return;
+    const box = document.createElement("div");
+    box.innerHTML = e.data;
+    const fresh = box.querySelector("#just-in");
+    if (fresh) el.replaceWith(fresh);
     tickTimers();
   }
   function expectQueue() {
