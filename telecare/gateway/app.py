@@ -173,6 +173,7 @@ class Gateway:
                     backend,
                     spool_dir=spool_path(self.config),
                     on_spool_state=self._spool_state,
+                    supervisor=supervisor,
                 )
             )
             # Dead letters are stored by the pipeline and also published (best effort) on

@@ -12,11 +12,14 @@ not in ``shared_preload_libraries`` runs the not-preloaded tests.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -87,6 +90,36 @@ def more_schemas(pg_dsn: str) -> Iterator[list[str]]:
     _drop_schemas(pg_dsn, names)
 
 
+async def _first_scheduled_run_ended(
+    conn: psycopg.AsyncConnection[Any], job: int, within_s: float = 60.0
+) -> None:
+    """Wait until TimescaleDB's scheduler has run ``job`` once and that run has ended.
+
+    The scheduler starts a new policy at once (a job that never ran is due now), then
+    not before its schedule or retry interval. Doing the policy's work by hand while
+    that first run goes on fails: two compression runs pick the same chunk and the
+    second fails with "columnstore policy failure" (the chunk "is already compressed");
+    a second refresh of a continuous aggregate fails "due to a concurrent refresh".
+    ``last_run_status`` stays NULL while a run is under way.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        cur = await conn.execute(
+            "SELECT total_runs > 0 AND last_run_status IS NOT NULL"
+            " FROM timescaledb_information.job_stats WHERE job_id = %s",
+            (job,),
+        )
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"TimescaleDB's scheduler did not run job {job} within {within_s} s"
+                " (timescaledb.max_background_workers?)"
+            )
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.timescaledb
 async def test_timescale_schema_and_policies(timescale_dsn: str, pg_schema: str) -> None:
     async with PostgresStore(
@@ -124,6 +157,13 @@ async def test_timescale_schema_and_policies(timescale_dsn: str, pg_schema: str)
                 (pg_schema,),
             )
             assert [r[0] for r in await cur.fetchall()] == ["vitals_hourly"]
+            cur = await conn.execute(
+                "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_schema = %s"
+                " AND proc_name = 'policy_refresh_continuous_aggregate'",
+                (pg_schema,),
+            )
+            [(refresh_job,)] = await cur.fetchall()
+            await _first_scheduled_run_ended(conn, refresh_job)
             await conn.execute(f"CALL {refresh}('vitals_hourly', NULL, NULL)".encode())
             cur = await conn.execute(
                 "SELECT metric, n FROM vitals_hourly WHERE resident_id = 'res1' ORDER BY 1"
@@ -159,7 +199,6 @@ async def test_compressed_chunks_take_redeliveries_and_late_readings(
         assert store.timescale is not None
         old = [replace(r, ts=r.ts - timedelta(days=10)) for r in message(1)]
         late = [replace(r, ts=r.ts - timedelta(days=10)) for r in message(2)]
-        assert await store.write_readings(old) == 3
         run_job = store.timescale.qualified("run_job")
         async with store.pool.connection() as conn:
             cur = await conn.execute(
@@ -168,6 +207,8 @@ async def test_compressed_chunks_take_redeliveries_and_late_readings(
                 (pg_schema,),
             )
             [(job,)] = await cur.fetchall()
+            await _first_scheduled_run_ended(conn, job)
+            assert await store.write_readings(old) == 3
             await conn.execute(f"CALL {run_job}(%s)".encode(), (job,))
             cur = await conn.execute(
                 "SELECT is_compressed FROM timescaledb_information.chunks"

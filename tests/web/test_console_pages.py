@@ -34,6 +34,7 @@ from telecare.gateway.config import Config
 from telecare.gateway.pipeline import Activity, Pipeline
 from telecare.gateway.store.accounts import Role, accounts_of
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import StatusItem
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.web.app import create_app
 from telecare.gateway.web.auth import CSRF_FIELD, hash_password
@@ -397,11 +398,11 @@ async def test_a_pendant_that_closes_its_connection_after_its_alarm_is_not_offli
     # The store stamps an event's receive time itself (the wall clock): start there.
     env.clock.set(datetime.now(UTC))
     op = await env.login("op1")
-    await env.store.set_device_status("pend1", online=True, at=env.clock.now())
+    await env.store.write_status(StatusItem("pend1", env.clock.now(), True, False, None))
     env.clock.advance(600)
     await env.press("m1")
     env.clock.advance(2)
-    await env.store.set_device_status("pend1", online=False, at=env.clock.now())
+    await env.store.write_status(StatusItem("pend1", env.clock.now(), False, False, None))
     banner = (await op.get("/console/resident/res1")).text
     device = re.search(r"<li[^>]*>\s*<strong>pendant</strong> pend1.*?</li>", banner, re.S)
     assert device is not None

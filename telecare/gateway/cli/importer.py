@@ -2,11 +2,12 @@
 
 The file is validated as a whole before anything is written (every error reported with
 its line and column); then only what differs from the store is written, so importing
-the same file again changes nothing. The writes and their audit rows are ONE database
-transaction (``store.sql``): if anything fails half-way (the database goes away, a
-constraint the validation could not foresee, someone removed the site meanwhile),
-nothing of the file is in the store. Columns are documented in ``docs/cli.md``; an
-example is ``docs/examples/care-home.csv``.
+the same file again changes nothing. The writes and their audit rows are ONE registry
+transaction (``store.registry_transaction()``: the registry role's writes, not SQL of
+the importer's own): if anything fails half-way (the database goes away, a constraint
+the validation could not foresee, someone removed the site meanwhile), nothing of the
+file is in the store. Columns are documented in ``docs/cli.md``; an example is
+``docs/examples/care-home.csv``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from telecare.devices.codecs import registry as codecs
 from telecare.devices.model import DEFAULT_TEST_CALL_S, Device, DeviceKind, ModelError, Resident
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.registry import Kind, RegistryChange
-from telecare.gateway.store.sql import Queries
 
 __all__ = ["COLUMNS", "ImportError_", "Plan", "apply_plan", "parse_file", "plan_changes"]
 
@@ -315,79 +315,25 @@ async def apply_plan(
     secret_hash: Callable[[str], str | None],
     advance: Callable[[], None],
 ) -> None:
-    """Write a validated plan in one transaction: residents first (devices pair with
-    them), each change audited; all of it or, if any statement fails, none of it.
-    ``secret_hash(device_id)`` gives a new device's credentials."""
+    """Write a validated plan in one registry transaction: residents first (devices pair
+    with them), each change audited; all of it or, if any statement fails, none of it.
+    ``secret_hash(device_id)`` gives a new device's credentials (an existing device keeps
+    its own)."""
     created = set(plan.created)
-    async with store.sql.transaction() as tx:
+    async with store.registry_transaction() as registry:
         for resident in plan.residents:
-            await _write_resident(tx, resident)
-            new = ("resident", resident.resident_id) in created
-            action = "import-create" if new else "import-update"
-            await _write_change(tx, change(action, "resident", resident.resident_id))
+            await registry.upsert_resident(resident)
+            await registry.record_change(_change(change, created, "resident", resident.resident_id))
             advance()
         for device in plan.devices:
             new = ("device", device.device_id) in created
-            await _write_device(tx, device, secret_hash(device.device_id) if new else None)
-            action = "import-create" if new else "import-update"
-            await _write_change(tx, change(action, "device", device.device_id))
+            await registry.upsert_device(device, secret_hash(device.device_id) if new else None)
+            await registry.record_change(_change(change, created, "device", device.device_id))
             advance()
 
 
-# The registry writes of ``Store.upsert_resident``/``upsert_device``/``record_registry_change``
-# on ``store.sql``, so that they can share one transaction.
-
-
-async def _write_resident(tx: Queries, r: Resident) -> None:
-    """Registry fields and the cascade only: clinical settings are not the import's."""
-    await tx.execute(
-        "INSERT INTO residents (resident_id, site_id, name, nhs_number, notes)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (resident_id) DO UPDATE SET"
-        " site_id = excluded.site_id, name = excluded.name,"
-        " nhs_number = excluded.nhs_number, notes = excluded.notes",
-        r.resident_id,
-        r.site_id,
-        r.name,
-        r.nhs_number,
-        r.notes,
-    )
-    await tx.execute("DELETE FROM resident_responders WHERE resident_id = ?", r.resident_id)
-    await tx.execute_many(
-        "INSERT INTO resident_responders (resident_id, position, responder_id) VALUES (?, ?, ?)",
-        [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
-    )
-
-
-async def _write_device(tx: Queries, d: Device, secret_hash: str | None) -> None:
-    """The device; its credentials only when new (an existing device keeps its own)."""
-    await tx.execute(
-        "INSERT INTO devices (device_id, site_id, kind, resident_id, format, location,"
-        " heartbeat_interval_s, hub_id, secret_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (device_id) DO UPDATE SET site_id = excluded.site_id,"
-        " kind = excluded.kind, resident_id = excluded.resident_id, format = excluded.format,"
-        " location = excluded.location, heartbeat_interval_s = excluded.heartbeat_interval_s,"
-        " hub_id = excluded.hub_id,"
-        " secret_hash = COALESCE(excluded.secret_hash, devices.secret_hash)",
-        d.device_id,
-        d.site_id,
-        d.kind.value,
-        d.resident_id,
-        d.format,
-        d.location,
-        d.heartbeat_interval_s,
-        d.hub_id,
-        secret_hash,
-    )
-
-
-async def _write_change(tx: Queries, c: RegistryChange) -> None:
-    await tx.execute(
-        "INSERT INTO registry_audit (at, actor, action, kind, entity_id, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        c.at,
-        c.actor,
-        c.action,
-        c.kind,
-        c.entity_id,
-        dict(c.detail),
-    )
+def _change(
+    change: Callable[[str, Kind, str], RegistryChange], created: set[Any], kind: Kind, key: str
+) -> RegistryChange:
+    new = (kind, key) in created
+    return change("import-create" if new else "import-update", kind, key)

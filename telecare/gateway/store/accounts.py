@@ -13,7 +13,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from telecare.gateway.store.sql import Row, Sql
+from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.tables import INT, Table
+from telecare.gateway.store.tables import Column as C
 
 __all__ = [
     "Accounts",
@@ -80,19 +82,13 @@ class StoredAnswer:
     created_at: datetime
 
 
-_USER = "u.user_id, u.username, u.display_name, u.role, u.site_id, u.disabled"
-_TOKEN = "token_id, site_id, name, secret_hash, created_at, revoked_at"
+USERS = Table.of("web_users", User, C("user_id", INT, auto=True))
+TOKENS = Table.of("api_tokens", ApiToken)
+_USER = USERS.select("u")
 _OF_USER = (
     "DELETE FROM web_sessions WHERE user_id IN (SELECT user_id FROM web_users WHERE username = ?)"
 )
-
-
-def _user(row: Row) -> User:
-    return User(int(row[0]), row[1], row[2], Role(row[3]), row[4], bool(row[5]))
-
-
-def _token(row: Row) -> ApiToken:
-    return ApiToken(*row)
+_ANSWER = "FROM api_idempotency WHERE scope = ? AND idem_key = ?"
 
 
 class Accounts:
@@ -132,16 +128,13 @@ class Accounts:
         row = await self.sql.fetch_one(
             f"SELECT {_USER}, u.password_hash FROM web_users u WHERE u.username = ?", username
         )
-        return (_user(row), str(row[6])) if row else None
+        return (USERS.load(row[:6]), str(row[6])) if row else None
 
     async def set_password(self, username: str, password_hash: str) -> bool:
         """Replace a password hash; the user's sessions end."""
         async with self.sql.transaction() as tx:
-            done = await tx.execute(
-                "UPDATE web_users SET password_hash = ? WHERE username = ?",
-                password_hash,
-                username,
-            )
+            q = "UPDATE web_users SET password_hash = ? WHERE username = ?"
+            done = await tx.execute(q, password_hash, username)
             await tx.execute(_OF_USER, username)
         return bool(done)
 
@@ -156,17 +149,15 @@ class Accounts:
         return bool(done)
 
     async def list_users(self) -> list[User]:
-        rows = await self.sql.fetch_all(f"SELECT {_USER} FROM web_users u ORDER BY u.username")
-        return [_user(r) for r in rows]
+        return await USERS.all(self.sql, "ORDER BY username")
 
     # -- sessions ----------------------------------------------------------------------
     async def create_session(
         self, user_id: int, token_hash: str, csrf_token: str, now: datetime
     ) -> None:
+        q = "INSERT INTO web_sessions (token_hash, user_id, csrf_token, created_at, last_seen_at)"
         await self.sql.execute(
-            "INSERT INTO web_sessions (token_hash, user_id, csrf_token, created_at,"
-            " last_seen_at) VALUES (?, ?, ?, ?, ?)",
-            *(token_hash, user_id, csrf_token, now, now),
+            f"{q} VALUES (?, ?, ?, ?, ?)", token_hash, user_id, csrf_token, now, now
         )
 
     async def session(self, token_hash: str) -> Session | None:
@@ -175,12 +166,11 @@ class Accounts:
             " JOIN web_users u ON u.user_id = s.user_id WHERE s.token_hash = ?",
             token_hash,
         )
-        return Session(_user(row), row[6], row[7], row[8]) if row else None
+        return Session(USERS.load(row[:6]), *row[6:]) if row else None
 
     async def touch_session(self, token_hash: str, now: datetime) -> None:
-        await self.sql.execute(
-            "UPDATE web_sessions SET last_seen_at = ? WHERE token_hash = ?", now, token_hash
-        )
+        q = "UPDATE web_sessions SET last_seen_at = ? WHERE token_hash = ?"
+        await self.sql.execute(q, now, token_hash)
 
     async def end_session(self, token_hash: str) -> None:
         await self.sql.execute("DELETE FROM web_sessions WHERE token_hash = ?", token_hash)
@@ -193,38 +183,26 @@ class Accounts:
             f" GROUP BY {_USER} ORDER BY u.username",
             since,
         )
-        return [(_user(r), r[6]) for r in rows]
+        return [(USERS.load(r[:6]), r[6]) for r in rows]
 
     # -- API tokens --------------------------------------------------------------------
     async def add_token(
         self, token_id: str, site_id: str, name: str, secret_hash: str, now: datetime
     ) -> ApiToken:
-        await self.sql.execute(
-            f"INSERT INTO api_tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?)",
-            *(token_id, site_id, name, secret_hash, now, None),
-        )
-        return ApiToken(token_id, site_id, name, secret_hash, now)
+        token = ApiToken(token_id, site_id, name, secret_hash, now)
+        await TOKENS.add(self.sql, token, "")
+        return token
 
     async def token(self, token_id: str) -> ApiToken | None:
-        row = await self.sql.fetch_one(
-            f"SELECT {_TOKEN} FROM api_tokens WHERE token_id = ?", token_id
-        )
-        return _token(row) if row else None
+        return await TOKENS.one(self.sql, "WHERE token_id = ?", token_id)
 
     async def list_tokens(self, site_id: str | None = None) -> list[ApiToken]:
-        where, params = (" WHERE site_id = ?", (site_id,)) if site_id else ("", ())
-        rows = await self.sql.fetch_all(
-            f"SELECT {_TOKEN} FROM api_tokens{where} ORDER BY created_at, token_id", *params
-        )
-        return [_token(r) for r in rows]
+        where, params = ("WHERE site_id = ? ", (site_id,)) if site_id else ("", ())
+        return await TOKENS.all(self.sql, f"{where}ORDER BY created_at, token_id", *params)
 
     async def revoke_token(self, token_id: str, now: datetime) -> bool:
-        done = await self.sql.execute(
-            "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
-            now,
-            token_id,
-        )
-        return bool(done)
+        q = "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL"
+        return bool(await self.sql.execute(q, now, token_id))
 
     # -- idempotency -------------------------------------------------------------------
     async def reserve_answer(self, scope: str, key: str, body_hash: str, now: datetime) -> bool:
@@ -238,27 +216,17 @@ class Accounts:
         return bool(done)
 
     async def answer(self, scope: str, key: str) -> StoredAnswer | None:
-        row = await self.sql.fetch_one(
-            "SELECT body_hash, status, response, created_at FROM api_idempotency"
-            " WHERE scope = ? AND idem_key = ?",
-            scope,
-            key,
-        )
-        return StoredAnswer(row[0], int(row[1]), row[2], row[3]) if row else None
+        q = f"SELECT body_hash, status, response, created_at {_ANSWER}"
+        row = await self.sql.fetch_one(q, scope, key)
+        return StoredAnswer(*row) if row else None
 
     async def keep_answer(self, scope: str, key: str, status: int, response: str) -> None:
-        await self.sql.execute(
-            "UPDATE api_idempotency SET status = ?, response = ? WHERE scope = ? AND idem_key = ?",
-            *(status, response, scope, key),
-        )
+        q = "UPDATE api_idempotency SET status = ?, response = ? WHERE scope = ? AND idem_key = ?"
+        await self.sql.execute(q, status, response, scope, key)
 
     async def release_answer(self, scope: str, key: str) -> None:
         """Forget a claim whose request failed, so a retry can do the work."""
-        await self.sql.execute(
-            "DELETE FROM api_idempotency WHERE scope = ? AND idem_key = ? AND status = 0",
-            scope,
-            key,
-        )
+        await self.sql.execute(f"DELETE {_ANSWER} AND status = 0", scope, key)
 
     async def prune_answers(
         self, before: datetime, now: datetime, every: timedelta = timedelta(0)

@@ -8,13 +8,15 @@ Each role is a small class of its own, written once for both backends on ``store
 * ``registry.SqlRegistry``: sites, residents, devices, responders, receiver accounts;
 * ``dispatch.SqlDispatchRepository``: the repository ``dispatch/`` declares
   (``dispatch.repository.DispatchRepository``), as ``store.dispatches``;
-* ``reports.SqlReports``: read queries for reports, exports and the console.
+* ``reports.SqlReports``: read queries for reports, exports and the console;
+* ``console.ConsoleStore`` and ``accounts.Accounts`` (the web's tables and reads) are
+  built on ``store.sql`` by their callers (``ConsoleStore(store.sql)``).
 
 The backends (``SqliteStore``, ``PostgresStore``) subclass ``Store`` and add opening,
 migrating, maintenance and (PostgreSQL) faster batch writes; ``DurableStore`` subclasses
 it on its backend's ``sql`` and replaces only the writes that may be spooled. Writes
-are idempotent: re-delivering the same message (same device and
-message id) stores nothing twice and returns ``False``/``0`` for what was already there.
+are idempotent: re-delivering the same message (same device and message id) stores
+nothing twice and returns ``False``/``0`` for what was already there.
 New tables are written through ``store.sql``. The rows these roles take and return
 that are not the canonical model's are in ``gateway.store.rows``.
 """

@@ -24,9 +24,10 @@ and the backpressure reaches the broker through the unacknowledged messages (MQT
 receive maximum) instead of growing memory without bound.
 
 Resource handling
-    ``async with ReadingBatcher(write) as b`` starts the flusher in a ``TaskGroup``.
-    Leaving the block stops new submissions, flushes everything already queued, then
-    stops the flusher. Nothing queued is dropped on a clean exit; a submission still
+    ``async with ReadingBatcher(write) as b`` starts the flusher, a supervised loop
+    (``gateway.tasks``; in ``supervisor`` when given, else a private one). Leaving the
+    block stops new submissions, flushes everything already queued, then stops the
+    flusher. Nothing queued is dropped on a clean exit; a submission still
     waiting for room when the flusher stops is refused with ``RuntimeError`` (it was
     never queued, so its sender has not been acknowledged).
 
@@ -35,7 +36,8 @@ Error handling
     falls back to the spool). If ``write`` raises, the exception is set on every
     submission of that batch, so each producer sees it (and does not acknowledge), it is
     logged and counted in ``stats()["errors"]``, and the flusher carries on with the next
-    batch. A producer cancelled while waiting does not cancel the write of its rows.
+    batch. A producer cancelled while waiting does not cancel the write of its rows. A
+    failure of the flusher itself (a bug) stops it loudly (``LoopFailed``).
 """
 
 from __future__ import annotations
@@ -44,13 +46,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Literal, Self
 
 import structlog
 
 from telecare.devices.model import Reading
-from telecare.rules.clock import raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor
 
 __all__ = ["Destination", "ReadingBatcher"]
 
@@ -85,6 +86,7 @@ class ReadingBatcher:
         max_age: float = 0.2,
         linger: float = 0.001,
         queue_size: int | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         if max_rows < 1 or max_age <= 0 or linger <= 0:
             raise ValueError("max_rows must be >= 1, max_age and linger > 0")
@@ -103,33 +105,28 @@ class ReadingBatcher:
         self._room.set()
         self._nudge: asyncio.Future[None] | None = None  # set while the flusher naps
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._group: asyncio.TaskGroup | None = None
+        self._loops = Loops(supervisor)
+        self._idle = asyncio.Event()  # closing with nothing queued, or the flusher ended
         self._closing = False
         self._stopped = False
-        self._rows_flushed = 0
-        self._rows_spooled = 0
-        self._flushes = 0
-        self._errors = 0
-        self._rows_in_flight = 0
+        self._counts = dict.fromkeys(("rows_in_flight", "rows_flushed", "rows_spooled"), 0)
+        self._counts |= {"flushes": 0, "errors": 0}
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
-        self._group = asyncio.TaskGroup()
-        await self._group.__aenter__()
-        self._group.create_task(self._flusher(), name="reading-batcher-flusher")
+        await self._loops.start(Loop("reading-batcher-flusher", self._step))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._closing = True
         if self._nudge is not None:
             _wake(self._nudge)
-        assert self._group is not None
-        await self._group.__aexit__(exc_type, exc, tb)
+        try:
+            await self._idle.wait()
+        finally:
+            await self._loops.stop()
+            self._stopped = True
+            self._room.set()  # whoever still waits for room is told we stopped
 
     async def submit(self, readings: Sequence[Reading]) -> Destination:
         """Queue readings and wait until they are stored or spooled; returns where."""
@@ -176,15 +173,7 @@ class ReadingBatcher:
         return fut
 
     def stats(self) -> dict[str, int]:
-        return {
-            "queue_depth": self._queued,
-            "queue_size": self.queue_size,
-            "rows_in_flight": self._rows_in_flight,
-            "rows_flushed": self._rows_flushed,
-            "rows_spooled": self._rows_spooled,
-            "flushes": self._flushes,
-            "errors": self._errors,
-        }
+        return {"queue_depth": self._queued, "queue_size": self.queue_size, **self._counts}
 
     async def _nap(self, delay: float | None) -> None:
         """Sleep ``delay`` seconds (``None``: until nudged), or less if nudged."""
@@ -199,43 +188,40 @@ class ReadingBatcher:
             if handle is not None:
                 handle.cancel()
 
-    async def _flusher(self) -> None:
-        assert self._loop is not None
-        loop = self._loop
-        batches = self._batches
+    async def _step(self) -> None:
+        """The flusher's step: the next batch written, or a nap until there is one."""
         try:
-            while True:
-                raise_if_cancelling()  # a swallowed cancellation must still end the loop
-                if not batches:
-                    if self._closing:
-                        return
-                    await self._nap(None)
-                    continue
-                batch = batches[0]
-                while len(batch.rows) < self.max_rows and not self._closing:
-                    due = min(batch.opened + self.max_age, self._last_submit + self.linger)
-                    delay = due - loop.time()
-                    if delay <= 0:
-                        break
-                    await self._nap(delay)
-                batches.popleft()  # later submissions start a new batch
-                self._queued -= len(batch.waiters)
-                if self._queued < self.queue_size:
-                    self._room.set()
-                await self._flush(batch)
-        finally:
-            self._stopped = True
-            self._room.set()  # whoever still waits for room is told we stopped
+            await self._flush_next()
+        except BaseException:
+            self._idle.set()  # cancelled or failed: nothing more will be flushed
+            raise
+
+    async def _flush_next(self) -> None:
+        assert self._loop is not None
+        if not (batches := self._batches):
+            if self._closing:
+                self._idle.set()
+            await self._nap(None)  # until nudged (once idle and closing: until stopped)
+            return
+        batch = batches[0]
+        while len(batch.rows) < self.max_rows and not self._closing:
+            due = min(batch.opened + self.max_age, self._last_submit + self.linger)
+            if (delay := due - self._loop.time()) <= 0:
+                break
+            await self._nap(delay)
+        batches.popleft()  # later submissions start a new batch
+        self._queued -= len(batch.waiters)
+        if self._queued < self.queue_size:
+            self._room.set()
+        await self._flush(batch)
 
     async def _flush(self, batch: _Batch) -> None:
-        readings = batch.rows
-        self._rows_in_flight = len(readings)
-        started = time.perf_counter()
+        readings, counts = batch.rows, self._counts
+        counts["rows_in_flight"], started = len(readings), time.perf_counter()
         try:
             where = await self._write(readings)
         except Exception as exc:  # every producer of the batch sees it; we carry on
-            raise_if_cancelling()
-            self._errors += 1
+            counts["errors"] += 1
             log.error(
                 "reading_batch_failed",
                 rows=len(readings),
@@ -247,12 +233,9 @@ class ReadingBatcher:
                     fut.set_exception(exc)
             return
         finally:
-            self._rows_in_flight = 0
-        self._flushes += 1
-        if where == "store":
-            self._rows_flushed += len(readings)
-        else:
-            self._rows_spooled += len(readings)
+            counts["rows_in_flight"] = 0
+        counts["flushes"] += 1
+        counts["rows_flushed" if where == "store" else "rows_spooled"] += len(readings)
         for fut in batch.waiters:
             if not fut.done():
                 fut.set_result(where)

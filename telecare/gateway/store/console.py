@@ -1,27 +1,34 @@
-"""The operator console's storage: ownership, holds and re-checks, notices, resident
-notes, the viewed-audit and closures (migration 0018), plus the few read queries the
-console needs that the core store does not have (a resident's recent alerts, device
-health, late arrivals after an outage).
+"""The console's role: its tables (migration 0018: ownership, holds and re-checks,
+notices, resident notes, the viewed-audit, closures) and every read query the operator
+console and the operator API need that the core roles do not have (the queue's names,
+a resident's recent alerts and device health, late arrivals after an outage, filtered
+lists of dispatches and alarms, open dispatches per priority).
 
-Written once for both backends on ``store.sql`` (``gateway.store.sql``): ``?``
-placeholders, aware datetimes in and out, nothing dialect-specific here.
+Written once for both backends on ``store.sql`` (``gateway.store.sql``); each table is
+one spec (``gateway.store.tables``) next to its row type. Join rows are decoded here, by
+position, so a test that runs each query on both backends catches a changed column.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
+from telecare.devices.model import Dispatch, DispatchState
 from telecare.gateway.store.sql import Sql, json_value
+from telecare.gateway.store.tables import DISPATCHES, INT, Table
+from telecare.gateway.store.tables import Column as C
 
 __all__ = [
     "NOTE_KINDS",
     "PRIVATE_NOTE_KINDS",
+    "AlarmRow",
     "Closure",
     "ConsoleStore",
     "DeviceHealth",
+    "DispatchFilter",
     "LateArrival",
     "Note",
     "Notice",
@@ -98,6 +105,14 @@ class Closure:
     closed_at: datetime
 
 
+OWNERS = Table.of("console_owners", Owner)
+TIMERS = Table.of("console_timers", TimerRow)
+NOTICES = Table.of("console_notices", Notice, C("notice_id", INT, auto=True))
+NOTES = Table.of("console_notes", Note, C("note_id", INT, auto=True))
+VIEWS = Table.of("console_views", View)
+CLOSURES = Table.of("console_closures", Closure)
+
+
 @dataclass(frozen=True, slots=True)
 class RecentAlert:
     alert_id: str
@@ -156,12 +171,46 @@ class LateArrival:
         return (self.received_at - self.ts).total_seconds()
 
 
-_TIMER_COLS: Final = "dispatch_id, kind, due_at, set_by, set_at, reason, reference"
+@dataclass(frozen=True, slots=True)
+class DispatchFilter:
+    """What the operator API lists; every field ``None`` (or empty) means "any"."""
+
+    open: bool | None = None
+    states: tuple[DispatchState, ...] = ()
+    site_id: str | None = None
+    resident_id: str | None = None
+    max_priority: int | None = None
+    since: datetime | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRow:
+    """An alert (what a device or rule raised) with its dispatch, if one was opened."""
+
+    alert_id: str
+    kind: str
+    priority: int
+    reason: str
+    ts: datetime
+    site_id: str | None
+    resident_id: str | None
+    device_id: str | None
+    event_type: str | None
+    dispatch: Dispatch | None
+
+
 _ALERTS: Final = (
     "SELECT a.alert_id, a.priority, a.reason, a.ts, a.event_type, d.state, d.outcome,"
     " a.source_key FROM alerts a LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
 )
-_CLOSURE_COLS: Final = "dispatch_id, outcome, false_alarm, note, closed_by, closed_at"
+_ALARMS: Final = (
+    "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
+    f" a.device_id, a.event_type, {DISPATCHES.select('d')} FROM alerts a"
+    " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
+)
+_CLOSED: Final = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
+_MATCH: Final = "{} = COALESCE(CAST(? AS TEXT), {})"  # a parameter that may be "any"
 
 
 class ConsoleStore:
@@ -176,110 +225,55 @@ class ConsoleStore:
     ) -> tuple[Owner, bool]:
         """Make ``operator`` the owner of ``owner_key`` unless someone already is; the
         owner after the call (compare it with ``operator``) and whether it is new."""
-        new = await self.sql.execute(
-            "INSERT INTO console_owners (owner_key, operator, dispatch_id, since)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (owner_key) DO NOTHING",
-            owner_key,
-            operator,
-            dispatch_id,
-            now,
-        )
+        new = await OWNERS.add(self.sql, Owner(owner_key, operator, dispatch_id, now))
         owner = await self.owner(owner_key)
         assert owner is not None  # just inserted or already there
         return owner, new > 0
 
     async def owner(self, owner_key: str) -> Owner | None:
-        row = await self.sql.fetch_one(
-            "SELECT owner_key, operator, dispatch_id, since FROM console_owners"
-            " WHERE owner_key = ?",
-            owner_key,
-        )
-        return None if row is None else Owner(*row)
+        return await OWNERS.one(self.sql, "WHERE owner_key = ?", owner_key)
 
     async def owners(self) -> list[Owner]:
-        rows = await self.sql.fetch_all(
-            "SELECT owner_key, operator, dispatch_id, since FROM console_owners ORDER BY since"
-        )
-        return [Owner(*r) for r in rows]
+        return await OWNERS.all(self.sql, "ORDER BY since")
 
     async def release(self, owner_key: str, operator: str | None = None) -> bool:
         """Hand ``owner_key`` back to the queue (only if ``operator`` owns it, when given)."""
-        n = await self.sql.execute(
-            "DELETE FROM console_owners WHERE owner_key = ?"
-            " AND operator = COALESCE(CAST(? AS TEXT), operator)",
-            owner_key,
-            operator,
-        )
-        return n > 0
+        match = _MATCH.format("operator", "operator")
+        q = f"DELETE FROM console_owners WHERE owner_key = ? AND {match}"
+        return await self.sql.execute(q, owner_key, operator) > 0
 
     # -- timers ------------------------------------------------------------------------
     async def set_timer(self, row: TimerRow) -> None:
-        await self.sql.execute(
-            f"INSERT INTO console_timers ({_TIMER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (dispatch_id, kind) DO UPDATE SET due_at = excluded.due_at,"
-            " set_by = excluded.set_by, set_at = excluded.set_at, reason = excluded.reason,"
-            " reference = excluded.reference",
-            *astuple(row),
-        )
+        await TIMERS.put(self.sql, row, "dispatch_id", "kind")
 
     async def clear_timer(self, dispatch_id: str, kind: str | None = None) -> int:
-        return await self.sql.execute(
-            "DELETE FROM console_timers WHERE dispatch_id = ?"
-            " AND kind = COALESCE(CAST(? AS TEXT), kind)",
-            dispatch_id,
-            kind,
-        )
+        q = f"DELETE FROM console_timers WHERE dispatch_id = ? AND {_MATCH.format('kind', 'kind')}"
+        return await self.sql.execute(q, dispatch_id, kind)
 
     async def take_timer(self, row: TimerRow) -> bool:
         """Remove exactly ``row`` (same due time); ``True`` for the one caller that did."""
-        n = await self.sql.execute(
-            "DELETE FROM console_timers WHERE dispatch_id = ? AND kind = ? AND due_at = ?",
-            row.dispatch_id,
-            row.kind,
-            row.due_at,
-        )
-        return n > 0
+        q = "DELETE FROM console_timers WHERE dispatch_id = ? AND kind = ? AND due_at = ?"
+        return await self.sql.execute(q, row.dispatch_id, row.kind, row.due_at) > 0
 
     async def timers(self, due_by: datetime | None = None) -> list[TimerRow]:
         """Every console timer (or those due by ``due_by``), earliest first."""
-        rows = await self.sql.fetch_all(
-            f"SELECT {_TIMER_COLS} FROM console_timers WHERE due_at <= ? ORDER BY due_at",
-            due_by or datetime.max.replace(tzinfo=UTC),
-        )
-        return [TimerRow(*r) for r in rows]
+        due = due_by or datetime.max.replace(tzinfo=UTC)
+        return await TIMERS.all(self.sql, "WHERE due_at <= ? ORDER BY due_at", due)
 
     # -- notices -----------------------------------------------------------------------
     async def add_notice(self, dispatch_id: str, kind: str, text: str, now: datetime) -> int:
-        row = await self.sql.fetch_one(
-            "INSERT INTO console_notices (dispatch_id, kind, text, created_at)"
-            " VALUES (?, ?, ?, ?) RETURNING notice_id",
-            dispatch_id,
-            kind,
-            text,
-            now,
-        )
-        assert row is not None
-        return int(row[0])
+        notice = Notice(0, dispatch_id, kind, text, now, None, None)
+        return await self._returning(NOTICES, notice, "notice_id")
 
     async def notices(self, dispatch_id: str | None = None) -> list[Notice]:
         """Unacknowledged notices (of one dispatch, or all), oldest first."""
-        rows = await self.sql.fetch_all(
-            "SELECT notice_id, dispatch_id, kind, text, created_at, acked_by, acked_at"
-            " FROM console_notices WHERE acked_at IS NULL"
-            " AND dispatch_id = COALESCE(CAST(? AS TEXT), dispatch_id) ORDER BY notice_id",
-            dispatch_id,
-        )
-        return [Notice(*r) for r in rows]
+        tail = f"WHERE acked_at IS NULL AND {_MATCH.format('dispatch_id', 'dispatch_id')}"
+        return await NOTICES.all(self.sql, f"{tail} ORDER BY notice_id", dispatch_id)
 
     async def ack_notice(self, notice_id: int, operator: str, now: datetime) -> bool:
-        n = await self.sql.execute(
-            "UPDATE console_notices SET acked_by = ?, acked_at = ?"
-            " WHERE notice_id = ? AND acked_at IS NULL",
-            operator,
-            now,
-            notice_id,
-        )
-        return n > 0
+        q = "UPDATE console_notices SET acked_by = ?, acked_at = ?"
+        q += " WHERE notice_id = ? AND acked_at IS NULL"
+        return await self.sql.execute(q, operator, now, notice_id) > 0
 
     # -- resident notes and who viewed them --------------------------------------------
     async def add_note(
@@ -293,81 +287,62 @@ class ConsoleStore:
     ) -> int:
         if kind not in NOTE_KINDS:
             raise ValueError(f"note kind {kind!r} is not one of {', '.join(NOTE_KINDS)}")
-        row = await self.sql.fetch_one(
-            "INSERT INTO console_notes (resident_id, kind, text, expires_at, created_by,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING note_id",
-            resident_id,
-            kind,
-            text,
-            expires_at,
-            by,
-            now,
-        )
-        assert row is not None
-        return int(row[0])
+        note = Note(0, resident_id, kind, text, expires_at, by, now)
+        return await self._returning(NOTES, note, "note_id")
 
     async def notes(self, resident_id: str, now: datetime) -> list[Note]:
         """The resident's notes that have not expired, by kind then age."""
-        rows = await self.sql.fetch_all(
-            "SELECT note_id, resident_id, kind, text, expires_at, created_by, created_at"
-            " FROM console_notes WHERE resident_id = ? AND (expires_at IS NULL OR expires_at > ?)"
-            " ORDER BY kind, note_id",
-            resident_id,
-            now,
-        )
-        return [Note(*r) for r in rows]
+        tail = "WHERE resident_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+        return await NOTES.all(self.sql, f"{tail} ORDER BY kind, note_id", resident_id, now)
 
     async def record_view(
         self, resident_id: str, what: str, operator: str, now: datetime, dispatch_id: str | None
     ) -> None:
-        await self.sql.execute(
-            "INSERT INTO console_views (resident_id, what, operator, at, dispatch_id)"
-            " VALUES (?, ?, ?, ?, ?)",
-            resident_id,
-            what,
-            operator,
-            now,
-            dispatch_id,
-        )
+        await VIEWS.add(self.sql, View(resident_id, what, operator, now, dispatch_id), "")
 
     async def views(self, resident_id: str, limit: int = 20) -> list[View]:
-        rows = await self.sql.fetch_all(
-            "SELECT resident_id, what, operator, at, dispatch_id FROM console_views"
-            " WHERE resident_id = ? ORDER BY view_id DESC LIMIT ?",
-            resident_id,
-            limit,
-        )
-        return [View(*r) for r in rows]
+        tail = "WHERE resident_id = ? ORDER BY view_id DESC LIMIT ?"
+        return await VIEWS.all(self.sql, tail, resident_id, limit)
+
+    async def _returning(self, table: Table[Any], item: Any, key: str) -> int:
+        row = await self.sql.fetch_one(table.insert(f"RETURNING {key}"), *table.params(item))
+        assert row is not None
+        return int(row[0])
 
     # -- closures ----------------------------------------------------------------------
     async def record_closure(self, closure: Closure) -> None:
-        await self.sql.execute(
-            f"INSERT INTO console_closures ({_CLOSURE_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (dispatch_id) DO NOTHING",
-            *astuple(closure),
-        )
+        await CLOSURES.add(self.sql, closure, "ON CONFLICT (dispatch_id) DO NOTHING")
 
     async def closure(self, dispatch_id: str) -> Closure | None:
-        row = await self.sql.fetch_one(
-            f"SELECT {_CLOSURE_COLS} FROM console_closures WHERE dispatch_id = ?", dispatch_id
-        )
-        return None if row is None else Closure(row[0], row[1], bool(row[2]), *row[3:])
+        return await CLOSURES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
-    # -- reads for the banner and the outage list --------------------------------------
+    # -- reads for the queue, the banner and the outage list ----------------------------
     async def recent_alerts(self, resident_id: str, limit: int = 8) -> list[RecentAlert]:
-        rows = await self.sql.fetch_all(
-            f"{_ALERTS} WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?", resident_id, limit
-        )
-        return [RecentAlert(*r) for r in rows]
+        q = f"{_ALERTS} WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?"
+        return [RecentAlert(*r) for r in await self.sql.fetch_all(q, resident_id, limit)]
+
+    async def alert(self, alert_id: str) -> RecentAlert | None:
+        row = await self.sql.fetch_one(f"{_ALERTS} WHERE a.alert_id = ?", alert_id)
+        return None if row is None else RecentAlert(*row)
+
+    async def alert_detail(self, alert_id: str) -> dict[str, Any]:
+        row = await self.sql.fetch_one("SELECT detail FROM alerts WHERE alert_id = ?", alert_id)
+        return _detail(row[0] if row else None)
+
+    async def alerts_for_source(self, source_key: str) -> list[tuple[str, int, dict[str, Any]]]:
+        """``(alert_id, priority, detail)`` of each alert an observation set raised (its
+        ``source_key``), most urgent first, so the API can answer with the dispatch."""
+        q = "SELECT alert_id, priority, detail FROM alerts WHERE source_key = ?"
+        rows = await self.sql.fetch_all(f"{q} ORDER BY priority, alert_id", source_key)
+        return [(str(r[0]), int(r[1]), _detail(r[2])) for r in rows]
 
     async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
         if not resident_ids:
             return {}
-        marks = ", ".join("?" * len(resident_ids))
         rows = await self.sql.fetch_all(
-            "SELECT r.resident_id, r.name, s.name, s.address FROM residents r"
-            f" JOIN sites s ON s.site_id = r.site_id WHERE r.resident_id IN ({marks})",
+            "SELECT r.resident_id, r.name, s.name, s.address FROM residents r JOIN sites s"
+            f" ON s.site_id = r.site_id WHERE r.resident_id IN ({_marks(resident_ids)})",
             *resident_ids,
         )
         return {r[0]: (r[1] or r[0], ", ".join(x for x in (r[2], r[3]) if x)) for r in rows}
@@ -387,17 +362,11 @@ class ConsoleStore:
 
     async def open_alarms_of(self, resident_id: str | None, besides: str) -> list[str]:
         """Ids of the resident's other open dispatches (none without a resident)."""
+        q = "SELECT dispatch_id FROM dispatches WHERE resident_id = ? AND dispatch_id <> ?"
         rows = await self.sql.fetch_all(
-            "SELECT dispatch_id FROM dispatches WHERE resident_id = ? AND dispatch_id <> ?"
-            " AND state NOT IN ('resolved', 'cancelled')",
-            resident_id,
-            besides,
+            f"{q} AND state NOT IN (?, ?)", resident_id, besides, *_CLOSED
         )
         return [r[0] for r in rows]
-
-    async def alert(self, alert_id: str) -> RecentAlert | None:
-        row = await self.sql.fetch_one(f"{_ALERTS} WHERE a.alert_id = ?", alert_id)
-        return None if row is None else RecentAlert(*row)
 
     async def device_health(self, resident_id: str) -> list[DeviceHealth]:
         rows = await self.sql.fetch_all(
@@ -408,10 +377,7 @@ class ConsoleStore:
             " WHERE d.resident_id = ? ORDER BY d.device_id",
             resident_id,
         )
-        return [
-            DeviceHealth(r[0], r[1], r[2], r[3], None if r[4] is None else bool(r[4]), *r[5:])
-            for r in rows
-        ]
+        return [DeviceHealth(*(*r[:4], None if r[4] is None else bool(r[4]), *r[5:])) for r in rows]
 
     async def unit_event(self, source_key: str | None) -> UnitEvent | None:
         """The stored event an alarm came from (``source_key`` ``<device>/<msg_id>``) with
@@ -454,10 +420,59 @@ class ConsoleStore:
             since,
             limit,
         )
-        found = [LateArrival(*r) for r in rows]
-        return [e for e in found if e.late_s >= late_s]
+        return [e for e in (LateArrival(*r) for r in rows) if e.late_s >= late_s]
 
-    async def alert_detail(self, alert_id: str) -> dict[str, object]:
-        row = await self.sql.fetch_one("SELECT detail FROM alerts WHERE alert_id = ?", alert_id)
-        value = json_value(row[0]) if row else {}
-        return value if isinstance(value, dict) else {}
+    # -- the operator API's lists --------------------------------------------------------
+    async def find_dispatches(self, f: DispatchFilter) -> list[Dispatch]:
+        """Dispatches matching ``f``, most urgent then oldest first when open, newest
+        first otherwise."""
+        where, params = _where(f, "d", "created_at")
+        order = "d.priority, d.created_at" if f.open else "d.created_at DESC"
+        q = f"SELECT {DISPATCHES.select('d')} FROM dispatches d{where} ORDER BY {order} LIMIT ?"
+        return [DISPATCHES.load(r) for r in await self.sql.fetch_all(q, *params, f.limit)]
+
+    async def find_alarms(self, f: DispatchFilter) -> list[AlarmRow]:
+        """Alerts, newest first, with their dispatch; ``f``'s state filters apply to the
+        dispatch (an alert without one counts as open)."""
+        where, params = _where(f, "a", "ts")
+        q = f"{_ALARMS}{where} ORDER BY a.ts DESC LIMIT ?"
+        rows = await self.sql.fetch_all(q, *params, f.limit)
+        return [
+            AlarmRow(*(*r[:9], DISPATCHES.load(r[9:]) if r[9] is not None else None)) for r in rows
+        ]
+
+    async def open_by_priority(self) -> dict[int, tuple[int, datetime]]:
+        """Open dispatches per priority: ``priority -> (count, oldest created_at)``."""
+        rows = await self.sql.fetch_all(
+            "SELECT priority, COUNT(*), MIN(created_at) FROM dispatches"
+            " WHERE state NOT IN (?, ?) GROUP BY priority",
+            *_CLOSED,
+        )
+        return {int(r[0]): (int(r[1]), r[2]) for r in rows}
+
+
+def _where(f: DispatchFilter, t: str, at: str) -> tuple[str, list[Any]]:
+    """``f`` as SQL on table alias ``t`` (its time column ``at``); states are the
+    dispatch's (``d``), and an alert without a dispatch (``d.state`` NULL) is open."""
+    given = [(f"{t}.{c} = ?", getattr(f, c) or None) for c in ("site_id", "resident_id")]
+    given += [(f"{t}.priority <= ?", f.max_priority), (f"{t}.{at} >= ?", f.since)]
+    clauses = [clause for clause, value in given if value is not None]
+    params: list[Any] = [value for _, value in given if value is not None]
+    if f.open is not None:
+        clauses.append(
+            "(d.state IS NULL OR d.state NOT IN (?, ?))" if f.open else "d.state IN (?, ?)"
+        )
+        params += _CLOSED
+    if f.states:
+        clauses.append(f"d.state IN ({_marks(f.states)})")
+        params += [s.value for s in f.states]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _detail(value: Any) -> dict[str, Any]:
+    loaded = json_value(value or "{}")
+    return loaded if isinstance(loaded, dict) else {}

@@ -39,6 +39,8 @@ _OPEN = "state NOT IN ('resolved', 'cancelled')"
 _CASCADE = "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
 _CHAIN = f"audit_id, seq, prev_hash, row_hash, {AUDIT.names}"
 _PAGE = 5000
+#: What a move along the cascade changes (a transition also changes state and outcome).
+_MOVED = ("updated_at", "responder_id", "cascade_step")
 
 
 class SqlDispatchRepository:
@@ -57,7 +59,7 @@ class SqlDispatchRepository:
     ) -> bool:
         d = dispatch
         async with self.sql.transaction() as tx:
-            if await tx.execute(DISPATCHES.insert(), *DISPATCHES.params(d)) != 1:
+            if await DISPATCHES.add(tx, d) != 1:
                 return False
             if group_key is not None:
                 await tx.execute(
@@ -126,15 +128,9 @@ class SqlDispatchRepository:
         set_timers: Sequence[Timer],
         clear_timers: Sequence[TimerKind],
     ) -> bool:
-        d = dispatch
+        d, changed = dispatch, ("state", *_MOVED, "outcome")
         async with self.sql.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE dispatches SET state = ?, updated_at = ?, responder_id = ?,"
-                " cascade_step = ?, outcome = ?, version = ? WHERE dispatch_id = ? AND version = ?",
-                d.state, d.updated_at, d.responder_id, d.cascade_step, d.outcome, d.version,
-                d.dispatch_id, expected_version,
-            )  # fmt: skip
-            if changed != 1:
+            if not await _compare_and_set(tx, expected_version, d, changed):
                 return False
             await append_audit(self.sql, tx, audit)
             await tx.execute_many(
@@ -153,13 +149,7 @@ class SqlDispatchRepository:
     ) -> bool:
         d = dispatch
         async with self.sql.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE dispatches SET updated_at = ?, responder_id = ?, cascade_step = ?,"
-                " version = ? WHERE dispatch_id = ? AND version = ?",
-                d.updated_at, d.responder_id, d.cascade_step, d.version, d.dispatch_id,
-                expected_version,
-            )  # fmt: skip
-            if changed != 1:
+            if not await _compare_and_set(tx, expected_version, d, _MOVED):
                 return False
             await append_audit(self.sql, tx, audit)
             await tx.execute("DELETE FROM dispatch_cascade WHERE dispatch_id = ?", d.dispatch_id)
@@ -229,7 +219,7 @@ class SqlDispatchRepository:
         return report
 
     async def record_receipt(self, receipt: Receipt) -> None:
-        await self.sql.execute(RECEIPTS.insert(""), *RECEIPTS.params(receipt))
+        await RECEIPTS.add(self.sql, receipt, "")
 
     async def receipts(self, dispatch_id: str) -> list[Receipt]:
         tail = "WHERE dispatch_id = ? ORDER BY receipt_id"
@@ -256,6 +246,16 @@ async def append_audit(sql: Sql, tx: Queries, record: AuditRecord) -> None:
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         *AUDIT.params(a), seq, prev, row_hash(prev, content),
     )  # fmt: skip
+
+
+async def _compare_and_set(
+    tx: Queries, expected_version: int, d: Dispatch, columns: Sequence[str]
+) -> bool:
+    """Set ``columns`` and ``version`` from ``d`` if the row is still at ``expected_version``."""
+    sets = ", ".join(f"{c} = ?" for c in (*columns, "version"))
+    q = f"UPDATE dispatches SET {sets} WHERE dispatch_id = ? AND version = ?"
+    values = [getattr(d, c) for c in (*columns, "version")]
+    return await tx.execute(q, *values, d.dispatch_id, expected_version) == 1
 
 
 async def _add_members(tx: Queries, dispatch_id: str, alert_ids: Sequence[str]) -> int:

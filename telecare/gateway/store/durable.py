@@ -1,8 +1,9 @@
 """``DurableStore``: the ``Store`` the gateway uses, so that nothing accepted is lost.
 
 It is the ``Store`` on its wrapped store's ``sql`` (PostgreSQL or SQLite), replacing
-only the writes that may be spooled; reads, the registry, the dispatch repository and
-``store.sql`` are not spooled and raise while the database is away::
+only the writes that may be spooled (``SqlWrites``' ``write_*``); reads, the registry,
+the dispatch repository and ``store.sql`` are not spooled and raise while the database
+is away::
 
     async with PostgresStore(dsn) as pg, DurableStore(pg, spool_dir=...) as store: ...
 
@@ -12,20 +13,26 @@ only the writes that may be spooled; reads, the registry, the dispatch repositor
 * When the database is unreachable (``is_unavailable``) a write goes to the local
   :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``).
   From then until the spool has been replayed, *every* write goes to the spool, so the
-  replay keeps the original order. A replayer task probes the database with backoff,
-  replays the segments in order (duplicates removed by the idempotency keys), deletes
-  each once applied, and switches back to direct writes.
+  replay keeps the original order. The ``spool-replayer`` loop replays the segments in
+  order (duplicates removed by the idempotency keys), deletes each once applied, and
+  switches back to direct writes.
 * The spool reports its state (``on_spool_state``, called on the event loop); whether
   a nearly full spool is an alert is the caller's decision.
 
-Resource handling: entering starts the batcher, the replayer and the daily maintenance
-task; leaving flushes the batcher (to the database or the spool), stops the tasks and
-closes the spool (what is not replayed yet is replayed after the next start). The
+Resource handling: entering opens the spool and starts the batcher and two supervised
+loops (``gateway.tasks``, in ``supervisor`` when given, else a private one):
+``spool-replayer`` (waits until degraded, replays; any failure is logged and retried
+with backoff from ``retry_initial`` to ``retry_max``) and ``store-maintenance``
+(``maintain()`` every ``maintain_every`` seconds; a failure is logged and retried with
+backoff). Leaving flushes the batcher (to the database or the spool), stops the loops
+and closes the spool (what is not replayed yet is replayed after the next start). The
 wrapped store is not closed: its owner does that.
 
 Errors: ``SpoolFull`` propagates to the writer (do not acknowledge; the sender
 redelivers); errors that are not "database unreachable" propagate unchanged; a spooled
 record the database rejects becomes a dead letter (``gateway.store.spool_codec``).
+A cancelled writer is never spooled: cancellation propagates as ``CancelledError``
+(psycopg re-raises it after cancelling the query), which is not "unreachable".
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from types import TracebackType
+from functools import partial
 from typing import Any, Self, TypeVar
 
 import structlog
@@ -47,7 +54,7 @@ from telecare.gateway.store.errors import is_unavailable
 from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.spool import Spool, SpoolState
 from telecare.gateway.store.spool_codec import ReadingsItem, SpoolItem, apply_records, encode
-from telecare.rules.clock import raise_if_cancelling
+from telecare.gateway.tasks import Loop, Loops, Supervisor
 
 __all__ = ["DurableStore"]
 
@@ -55,6 +62,11 @@ log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 _I = TypeVar("_I")
+
+
+def _any(exc: BaseException) -> bool:
+    """Retry every failure: the replay must go on until the spool is empty."""
+    return True
 
 
 class DurableStore(Store):
@@ -72,26 +84,23 @@ class DurableStore(Store):
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         maintain_every: float | None = 24 * 3600.0,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        self.store = store
-        self.sql = store.sql
+        self.store, self.sql = store, store.sql
         self.dead_letter_retention = store.dead_letter_retention
-        self.spool_dir = spool_dir
-        self._spool_args: dict[str, Any] = {
-            "max_bytes": spool_max_bytes,
-            "segment_bytes": spool_segment_bytes,
-            "alarm_ratio": spool_alarm_ratio,
-        }
+        self._open_spool = partial(
+            Spool, spool_dir, max_bytes=spool_max_bytes, segment_bytes=spool_segment_bytes,
+            alarm_ratio=spool_alarm_ratio,
+        )  # fmt: skip
         self._on_spool_state = on_spool_state
+        self._batcher = ReadingBatcher(
+            self._write_batch, max_rows=batch_rows, max_age=batch_age, supervisor=supervisor
+        )
         self._batch_rows = batch_rows
-        self._batch_age = batch_age
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._backoff = Backoff(initial=retry_initial, cap=retry_max)
         self._maintain_every = maintain_every
+        self._loops = Loops(supervisor)
         self._spool: Spool | None = None
-        self._batcher: ReadingBatcher | None = None
-        self._tasks: asyncio.TaskGroup | None = None
-        self._children: list[asyncio.Task[None]] = []
         # Held while appending to the spool and while deciding the spool is drained, so
         # no write can slip in between "spool empty" and "back to direct writes".
         self._spool_lock = asyncio.Lock()
@@ -99,9 +108,7 @@ class DurableStore(Store):
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
-        self._items_spooled = 0
-        self._records_replayed = 0
-        self._outages = 0
+        self._counts = {"outages": 0, "items_spooled": 0, "records_replayed": 0}
 
     @property
     def mode(self) -> str:
@@ -120,59 +127,33 @@ class DurableStore(Store):
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        loop = asyncio.get_running_loop()
-        on_state = self._on_spool_state
+        loop, on_state = asyncio.get_running_loop(), self._on_spool_state
 
         def state_from_thread(state: SpoolState) -> None:  # the spool calls it in a worker
             if on_state is not None:
                 loop.call_soon_threadsafe(on_state, state)
 
-        self._spool = await asyncio.to_thread(
-            Spool, self.spool_dir, on_state=state_from_thread, **self._spool_args
-        )
+        self._spool = await asyncio.to_thread(self._open_spool, on_state=state_from_thread)
         if self._spool.pending:
             log.warning("spool_pending_at_start", **self._spool.stats())
             self._set_degraded()
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        self._children.append(self._tasks.create_task(self._replayer(), name="spool-replayer"))
+        await self._loops.start(Loop("spool-replayer", self._replay, _any, self._backoff))
         if self._maintain_every:
-            self._children.append(
-                self._tasks.create_task(self._maintainer(), name="store-maintenance")
-            )
-        self._batcher = ReadingBatcher(
-            self._write_batch, max_rows=self._batch_rows, max_age=self._batch_age
-        )
+            await self._loops.start(Loop("store-maintenance", self._maintain_later, _any))
         await self._batcher.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         try:
-            if self._batcher is not None:
-                await self._batcher.__aexit__(exc_type, exc, tb)
+            await self._batcher.__aexit__()
         finally:
-            for task in self._children:
-                task.cancel()
-            if self._tasks is not None:
-                await self._tasks.__aexit__(None, None, None)
+            await self._loops.stop()
             if self._spool is not None:
                 await asyncio.to_thread(self._spool.close)
 
     def stats(self) -> dict[str, int]:
         """Batcher, spool and outage figures, for the metrics endpoint."""
-        out: dict[str, int] = {
-            "degraded": int(self._degraded),
-            "outages": self._outages,
-            "items_spooled": self._items_spooled,
-            "records_replayed": self._records_replayed,
-        }
-        if self._batcher is not None:
-            out.update(self._batcher.stats())
+        out = {"degraded": int(self._degraded), **self._counts, **self._batcher.stats()}
         if self._spool is not None:
             out.update(self._spool.stats())
         return out
@@ -185,7 +166,7 @@ class DurableStore(Store):
     def _set_degraded(self, exc: BaseException | None = None) -> None:
         if not self._degraded:
             self._degraded = True
-            self._outages += exc is not None
+            self._counts["outages"] += exc is not None
             self._drained.clear()
             log.error("store_unavailable_spooling", error=repr(exc) if exc else None)
         self._wake.set()
@@ -194,98 +175,67 @@ class DurableStore(Store):
         self, item: SpoolItem | Callable[[], SpoolItem], call: Callable[[], Awaitable[_T]]
     ) -> tuple[Destination, _T | None]:
         """Write through ``call``; on an unreachable database spool ``item`` instead."""
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            if not self._degraded:
-                try:
-                    return "store", await call()
-                except Exception as exc:
-                    raise_if_cancelling()
-                    if not is_unavailable(exc):
-                        raise
-                    self._set_degraded(exc)
-            async with self._spool_lock:
-                if self._degraded:
-                    spool = self._spool
-                    if spool is None:
-                        raise RuntimeError("DurableStore is not open; use 'async with'")
-                    payload = encode(item() if callable(item) else item)
-                    await asyncio.to_thread(spool.append, [payload])
-                    self._items_spooled += 1
-                    self._wake.set()
-                    return "spool", None
-            # The replayer drained the spool meanwhile: try the database again.
+        if not self._degraded:
+            try:
+                return "store", await call()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                self._set_degraded(exc)
+        async with self._spool_lock:
+            if self._degraded:
+                if self._spool is None:
+                    raise RuntimeError("DurableStore is not open; use 'async with'")
+                payload = encode(item() if callable(item) else item)
+                await asyncio.to_thread(self._spool.append, [payload])
+                self._counts["items_spooled"] += 1
+                self._wake.set()
+                return "spool", None
+        return await self._put(item, call)  # the replayer drained the spool meanwhile
 
     async def _write_batch(self, readings: list[Reading]) -> Destination:
-        where, _ = await self._put(
-            lambda: ReadingsItem(tuple(readings)), lambda: self.store.write_readings(readings)
-        )
+        store = self.store
+        item = lambda: ReadingsItem(tuple(readings))  # noqa: E731  (made only if spooled)
+        where, _ = await self._put(item, lambda: store.write_readings(readings))
         return where
 
-    # -- replay --------------------------------------------------------------------------
-    async def _replayer(self) -> None:
-        """Contract: waits until degraded, then replays; retries with backoff while the
-        database is away; logs and retries anything else; never returns until cancelled."""
-        backoff = Backoff(initial=self._retry_initial, cap=self._retry_max)
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            await self._wake.wait()
-            try:
-                await self._replay_all()
-                backoff.reset()
-            except Exception as exc:
-                raise_if_cancelling()
-                delay = backoff.next_delay()
-                if is_unavailable(exc):
-                    log.info("store_still_unavailable", retry_in=round(delay, 2))
-                else:
-                    log.exception("spool_replay_failed", retry_in=round(delay, 2))
-                await asyncio.sleep(delay)
-
-    async def _replay_all(self) -> None:
+    # -- the loops -----------------------------------------------------------------------
+    async def _replay(self) -> None:
+        """Wait until degraded, then replay every sealed segment until none is left."""
+        await self._wake.wait()
         spool = self._spool
         assert spool is not None
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            async with self._spool_lock:
-                await asyncio.to_thread(spool.seal)
-                segments = spool.sealed()
-                if not segments:
-                    if self._degraded:
-                        log.info("spool_replayed_store_available", **spool.stats())
-                    self._degraded = False
-                    self._wake.clear()
-                    self._drained.set()
-                    return
+        while segments := await self._sealed_or_drained(spool):
             for path in segments:
                 contents = await asyncio.to_thread(spool.read, path)
-                await apply_records(
-                    self.store, contents.records, f"spool/{path.name}", max_rows=self._batch_rows
-                )
-                self._records_replayed += len(contents.records)
+                origin, max_rows = f"spool/{path.name}", self._batch_rows
+                await apply_records(self.store, contents.records, origin, max_rows=max_rows)
+                self._counts["records_replayed"] += len(contents.records)
                 await asyncio.to_thread(spool.remove, path)
 
-    async def _maintainer(self) -> None:
-        """Contract: every ``maintain_every`` seconds runs ``store.maintain()``; logs
-        failures (the database may be away) and tries again next time."""
+    async def _sealed_or_drained(self, spool: Spool) -> list[Any]:
+        """The sealed segments; none left: back to direct writes (under the lock)."""
+        async with self._spool_lock:
+            await asyncio.to_thread(spool.seal)
+            if segments := spool.sealed():
+                return segments
+            if self._degraded:
+                log.info("spool_replayed_store_available", **spool.stats())
+            self._degraded = False
+            self._wake.clear()
+            self._drained.set()
+            return []
+
+    async def _maintain_later(self) -> None:
         assert self._maintain_every is not None
-        while True:
-            raise_if_cancelling()  # a swallowed cancellation must still end the loop
-            await asyncio.sleep(self._maintain_every)
-            try:
-                created = await self.maintain()
-                log.info("store_maintenance_done", created=created)
-            except Exception:
-                raise_if_cancelling()
-                log.exception("store_maintenance_failed")
+        await asyncio.sleep(self._maintain_every)
+        log.info("store_maintenance_done", created=await self.maintain())
 
     # -- writes ------------------------------------------------------------------------
     async def write_readings(self, readings: Sequence[Reading]) -> int:
         """Returns how many rows were handed to storage (stored or spooled); duplicates
         are removed by the database, so this is not "how many were new"."""
-        batcher = self._batcher
-        if batcher is None:
-            raise RuntimeError("DurableStore is not open; use 'async with'")
+        batcher = self._batcher  # not running: enqueue raises RuntimeError
         # The future directly, not ``await batcher.submit(...)``: one coroutine frame
         # less per message (measurable at thousands of messages a second).
         fut = batcher.enqueue(readings)
@@ -293,14 +243,14 @@ class DurableStore(Store):
         return len(readings)
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        return await self._accepted(event, lambda: self.store.write_event(event))
+        return await self._accepted(event, self.store.write_event)
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         """One transaction while the database is there; each spooled on its own when not."""
         return await self._many(self.store.write_events, self.write_event, events)
 
     async def write_alert(self, alert: Alert) -> bool:
-        return await self._accepted(alert, lambda: self.store.write_alert(alert))
+        return await self._accepted(alert, self.store.write_alert)
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         """Like :meth:`write_events`, for an alarm storm's alerts."""
@@ -310,10 +260,13 @@ class DurableStore(Store):
         await self._put(letter, lambda: self.store.write_dead_letter(letter))
 
     async def write_news2(self, score: News2Record) -> bool:
-        return await self._accepted(score, lambda: self.store.write_news2(score))
+        return await self._accepted(score, self.store.write_news2)
 
-    async def _accepted(self, item: SpoolItem, call: Callable[[], Awaitable[bool]]) -> bool:
-        where, new = await self._put(item, call)
+    async def write_status(self, status: StatusItem) -> None:
+        await self._put(status, lambda: self.store.write_status(status))
+
+    async def _accepted(self, item: SpoolItem, write: Callable[[Any], Awaitable[bool]]) -> bool:
+        where, new = await self._put(item, lambda: write(item))
         return where == "spool" or bool(new)
 
     async def _many(
@@ -326,24 +279,7 @@ class DurableStore(Store):
             try:
                 return await together(items)
             except Exception as exc:
-                raise_if_cancelling()
                 if not is_unavailable(exc):
                     raise
                 self._set_degraded(exc)
         return [await alone(i) for i in items]
-
-    async def set_device_status(
-        self,
-        device_id: str,
-        *,
-        online: bool | None = None,
-        at: datetime,
-        heartbeat: bool = False,
-        battery: float | None = None,
-    ) -> None:
-        await self._put(
-            StatusItem(device_id, at, online, heartbeat, battery),
-            lambda: self.store.set_device_status(
-                device_id, online=online, at=at, heartbeat=heartbeat, battery=battery
-            ),
-        )

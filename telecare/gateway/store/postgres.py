@@ -22,7 +22,6 @@ import time
 import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, Self
 
 import psycopg
@@ -145,12 +144,7 @@ class PostgresStore(Store):
         await self._pool.open(wait=True, timeout=self._pool.timeout)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self._pool.close()
 
     @property

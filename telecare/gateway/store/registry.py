@@ -6,11 +6,14 @@ cancelled) references it, and while other registry entries still depend on it (a
 residents and devices, a resident's paired devices, a responder in a cascade). Residents
 with recorded clinical settings are never deleted: their history is a clinical record.
 Removals, pairings and imports are audited in ``registry_audit`` (migration 0014) in the
-same transaction as the change.
+same transaction as the change. Several writes that must land together (an import) go
+through one :meth:`SqlRegistry.registry_transaction`: all of them, or none.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -38,9 +41,11 @@ from telecare.gateway.store.tables import (
     REGISTRY_AUDIT,
     RESPONDERS,
     SITES,
+    Table,
+    texts,
 )
 
-__all__ = ["KINDS", "TABLES", "Blocker", "Kind", "RegistryChange", "SqlRegistry"]
+__all__ = ["KINDS", "TABLES", "Blocker", "Kind", "RegistryChange", "RegistryWrites", "SqlRegistry"]
 
 KINDS: tuple[Kind, ...] = ("site", "resident", "responder", "device")
 
@@ -50,36 +55,27 @@ def _open(key: str, join: str = "") -> tuple[str, str]:
     return "open dispatch", f"{sql} AND d.state NOT IN ('resolved', 'cancelled')"
 
 
-def _refs(what: str, select: str, table: str, key: str) -> tuple[str, str]:
-    return what, f"SELECT {select} FROM {table} WHERE {key} = ?"
-
-
+_USER = "device_id || ' user ' || CAST(user_id AS TEXT)"
+_HISTORY = "setting || ' recorded by ' || recorded_by"
 #: For each kind: (what, SQL with one ``?`` for the id) pairs, in the order reported.
 _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
     "site": (
         _open("d.site_id"),
-        _refs("resident", "resident_id", "residents", "site_id"),
-        _refs("device", "device_id", "devices", "site_id"),
+        ("resident", "SELECT resident_id FROM residents WHERE site_id = ?"),
+        ("device", "SELECT device_id FROM devices WHERE site_id = ?"),
     ),
     "resident": (
         _open("d.resident_id"),
-        _refs("paired device", "device_id", "devices", "resident_id"),
-        _refs(
-            "device user",
-            "device_id || ' user ' || CAST(user_id AS TEXT)",
-            "device_users",
-            "resident_id",
-        ),
-        _refs(
+        ("paired device", "SELECT device_id FROM devices WHERE resident_id = ?"),
+        ("device user", f"SELECT {_USER} FROM device_users WHERE resident_id = ?"),
+        (
             "clinical history",
-            "setting || ' recorded by ' || recorded_by",
-            "resident_clinical_history",
-            "resident_id",
+            f"SELECT {_HISTORY} FROM {CLINICAL_HISTORY.name} WHERE resident_id = ?",
         ),
     ),
     "responder": (
         _open("d.responder_id"),
-        _refs("resident cascade", "resident_id", "resident_responders", "responder_id"),
+        ("resident cascade", "SELECT resident_id FROM resident_responders WHERE responder_id = ?"),
     ),
     "device": (_open("a.device_id", " JOIN alerts a ON a.alert_id = d.alert_id"),),
 }
@@ -92,8 +88,10 @@ TABLES: dict[Kind, tuple[str, str]] = {
     "device": ("devices", "device_id"),
 }
 
-#: Registry columns of a resident (never the clinical settings: see ``set_clinical``).
-_RESIDENT = "resident_id, site_id, name, nhs_number, notes"
+#: A resident's registry columns (never the clinical settings: see ``set_clinical``).
+RESIDENTS = Table(
+    "residents", texts("resident_id", "site_id", "name", "nhs_number", "notes"), Resident
+)
 #: A resident with its clinical settings (migration 0009) joined in.
 _RESIDENT_SELECT = (
     "SELECT r.resident_id, r.site_id, r.name, r.nhs_number, r.notes, c.spo2_scale,"
@@ -109,35 +107,56 @@ _DEVICE_UPSERT = (
 )
 
 
+class RegistryWrites:
+    """The registry's writes on one transaction (``SqlRegistry.registry_transaction``)."""
+
+    def __init__(self, tx: Queries) -> None:
+        self.tx = tx
+
+    async def upsert_resident(self, r: Resident) -> None:
+        """Registry fields and the cascade only: clinical settings are ``set_clinical``'s."""
+        await RESIDENTS.put(self.tx, r, "resident_id")
+        await self.tx.execute(
+            "DELETE FROM resident_responders WHERE resident_id = ?", r.resident_id
+        )
+        await self.tx.execute_many(
+            "INSERT INTO resident_responders (resident_id, position, responder_id)"
+            " VALUES (?, ?, ?)",
+            [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
+        )
+
+    async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
+        """The device; ``secret_hash`` replaces its credentials when given."""
+        await self.tx.execute(_DEVICE_UPSERT, *DEVICES.params(device), secret_hash)
+
+    async def record_change(self, change: RegistryChange) -> None:
+        await REGISTRY_AUDIT.add(self.tx, change, "")
+
+
 class SqlRegistry:
     """:class:`~gateway.store.base.Registry` on ``self.sql``."""
 
     sql: Sql
 
+    @asynccontextmanager
+    async def registry_transaction(self) -> AsyncIterator[RegistryWrites]:
+        """``async with store.registry_transaction() as registry``: its writes commit
+        together, or (if the block raises) none of them."""
+        async with self.sql.transaction() as tx:
+            yield RegistryWrites(tx)
+
     async def upsert_site(self, site: Site) -> None:
-        await self.sql.execute(SITES.upsert("site_id"), *SITES.params(site))
+        await SITES.put(self.sql, site, "site_id")
 
     async def upsert_resident(self, resident: Resident) -> None:
-        r = resident
-        async with self.sql.transaction() as tx:
-            await tx.execute(
-                f"INSERT INTO residents ({_RESIDENT}) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (resident_id) DO UPDATE SET site_id = excluded.site_id,"
-                " name = excluded.name, nhs_number = excluded.nhs_number, notes = excluded.notes",
-                r.resident_id, r.site_id, r.name, r.nhs_number, r.notes,
-            )  # fmt: skip
-            await tx.execute("DELETE FROM resident_responders WHERE resident_id = ?", r.resident_id)
-            await tx.execute_many(
-                "INSERT INTO resident_responders (resident_id, position, responder_id)"
-                " VALUES (?, ?, ?)",
-                [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
-            )
+        async with self.registry_transaction() as registry:
+            await registry.upsert_resident(resident)
 
     async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
-        await self.sql.execute(_DEVICE_UPSERT, *DEVICES.params(device), secret_hash)
+        await RegistryWrites(self.sql).upsert_device(device, secret_hash)
 
     async def upsert_responder(self, responder: Responder) -> None:
-        await self.sql.execute(RESPONDERS.upsert("responder_id"), *RESPONDERS.params(responder))
+        await RESPONDERS.put(self.sql, responder, "responder_id")
 
     async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
         await self.sql.execute(
@@ -147,10 +166,8 @@ class SqlRegistry:
         )  # fmt: skip
 
     async def device_users(self, device_id: str) -> dict[int, str]:
-        found = await self.sql.fetch_all(
-            "SELECT user_id, resident_id FROM device_users WHERE device_id = ?", device_id
-        )
-        return {int(u): r for u, r in found}
+        q = "SELECT user_id, resident_id FROM device_users WHERE device_id = ?"
+        return {int(u): r for u, r in await self.sql.fetch_all(q, device_id)}
 
     async def get_site(self, site_id: str) -> Site | None:
         return await SITES.one(self.sql, "WHERE site_id = ?", site_id)
@@ -211,14 +228,12 @@ class SqlRegistry:
     async def set_clinical(self, change: ClinicalChange) -> list[ClinicalRecord]:
         c, lock = change, self.sql.dialect.for_update
         async with self.sql.transaction() as tx:
-            found = await tx.fetch_one(
+            if not await tx.fetch_one(
                 f"SELECT 1 FROM residents WHERE resident_id = ?{lock}", c.resident_id
-            )
-            if found is None:
+            ):
                 raise KeyError(c.resident_id)
-            row = await tx.fetch_one(
-                f"SELECT {_CLINICAL} FROM resident_clinical WHERE resident_id = ?", c.resident_id
-            )
+            q = f"SELECT {_CLINICAL} FROM resident_clinical WHERE resident_id = ?"
+            row = await tx.fetch_one(q, c.resident_id)
             new, records = plan_clinical(_clinical(row), c)
             await tx.execute(
                 f"INSERT INTO resident_clinical (resident_id, {_CLINICAL}, updated_by, updated_at)"
@@ -256,7 +271,7 @@ class SqlRegistry:
             if blockers:
                 return blockers
             await tx.execute(f"DELETE FROM {table} WHERE {key} = ?", entity_id)
-            await _audit(tx, change)
+            await RegistryWrites(tx).record_change(change)
             return []
 
     async def pair_device(
@@ -280,11 +295,11 @@ class SqlRegistry:
                 "UPDATE devices SET resident_id = ?, location = ? WHERE device_id = ?",
                 resident_id, new_location, device_id,
             )  # fmt: skip
-            await _audit(tx, change)
+            await RegistryWrites(tx).record_change(change)
             return replace(device, resident_id=resident_id, location=new_location)
 
     async def record_registry_change(self, change: RegistryChange) -> None:
-        await _audit(self.sql, change)
+        await RegistryWrites(self.sql).record_change(change)
 
     async def registry_changes(
         self, kind: Kind | None = None, entity_id: str | None = None
@@ -297,9 +312,7 @@ class SqlRegistry:
 
     # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
     async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
-        await self.sql.execute(
-            RECEIVER_ACCOUNTS.upsert("kind", "account", "zone"), *RECEIVER_ACCOUNTS.params(mapping)
-        )
+        await RECEIVER_ACCOUNTS.put(self.sql, mapping, "kind", "account", "zone")
 
     async def delete_receiver_account(self, kind: ReceiverKind, account: str, zone: str) -> bool:
         return await self.sql.execute(
@@ -313,10 +326,6 @@ class SqlRegistry:
 
     async def list_receiver_accounts(self) -> list[ReceiverAccount]:
         return await RECEIVER_ACCOUNTS.all(self.sql, "ORDER BY kind, account, zone")
-
-
-async def _audit(q: Queries, change: RegistryChange) -> None:
-    await q.execute(REGISTRY_AUDIT.insert(""), *REGISTRY_AUDIT.params(change))
 
 
 def _clinical(row: tuple[Any, ...] | None) -> ClinicalState:

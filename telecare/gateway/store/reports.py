@@ -46,10 +46,8 @@ class SqlReports:
         return await DISPATCHES.all(self.sql, tail)
 
     async def site_dispatch_ids(self, site_id: str) -> set[str]:
-        found = await self.sql.fetch_all(
-            "SELECT dispatch_id FROM dispatches WHERE site_id = ?", site_id
-        )
-        return {r[0] for r in found}
+        q = "SELECT dispatch_id FROM dispatches WHERE site_id = ?"
+        return {r[0] for r in await self.sql.fetch_all(q, site_id)}
 
     async def latest_vitals(
         self, resident_ids: Sequence[str], since: datetime | None = None
@@ -81,14 +79,9 @@ class SqlReports:
         self, resident_id: str, metric: Metric, start: datetime, end: datetime, bucket: timedelta
     ) -> list[HistoryPoint]:
         b = self.sql.dialect.time_bucket("ts", bucket)
-        found = await self.sql.fetch_all(
-            f"SELECT {b} AS b, min(value), max(value), avg(value), count(*) FROM readings"
-            " WHERE resident_id = ? AND metric = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b",
-            resident_id,
-            int(metric),
-            start,
-            end,
-        )
+        q = f"SELECT {b} AS b, min(value), max(value), avg(value), count(*) FROM readings"
+        q += " WHERE resident_id = ? AND metric = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b"
+        found = await self.sql.fetch_all(q, resident_id, int(metric), start, end)
         return [
             HistoryPoint(b, float(lo), float(hi), float(a), int(n)) for b, lo, hi, a, n in found
         ]
@@ -117,12 +110,11 @@ class SqlReports:
             " ORDER BY d.priority, d.created_at LIMIT ?",
             limit,
         )
-        out = []
-        for d, a, p, state, at, kind, reason, e, site, res, resp in found:
-            age, event = (now - at).total_seconds(), EventType(e) if e else None
-            row = (d, a, int(p), DispatchState(state), at, age, kind, reason, event)
-            out.append(OpenAlarm(*row, site, res, resp))
-        return out
+        return [
+            OpenAlarm(d, a, int(p), DispatchState(st), at, (now - at).total_seconds(), kind, why,
+                      EventType(e) if e else None, site, res, resp)
+            for d, a, p, st, at, kind, why, e, site, res, resp in found
+        ]  # fmt: skip
 
     async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
         found = await self.sql.fetch_all(
@@ -131,14 +123,14 @@ class SqlReports:
             " WHERE a.dispatch_id = ? ORDER BY a.audit_id",
             dispatch_id,
         )
-        out = []
-        for at, f, t, actor, reason, created in found:
-            frm, elapsed = DispatchState(f) if f else None, (at - created).total_seconds()
-            out.append(TimelineEntry(at, frm, DispatchState(t), actor, reason, elapsed))
-        return out
+        return [
+            TimelineEntry(at, DispatchState(f) if f else None, DispatchState(t), actor, reason,
+                          (at - created).total_seconds())
+            for at, f, t, actor, reason, created in found
+        ]  # fmt: skip
 
     async def count(self, table: str) -> int:
         if table not in COUNTABLE:
             raise ValueError(f"unknown table {table!r}")
-        row = await self.sql.fetch_one(f"SELECT count(*) FROM {table}")
-        return int(row[0]) if row else 0
+        [(n,)] = await self.sql.fetch_all(f"SELECT count(*) FROM {table}")
+        return int(n)

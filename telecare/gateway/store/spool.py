@@ -73,10 +73,6 @@ class SpoolState:
     directory: str
     near_full: bool
 
-    @property
-    def percent(self) -> float:
-        return 100 * self.used_bytes / self.max_bytes
-
 
 class Spool:
     def __init__(
@@ -155,9 +151,7 @@ class Spool:
         with self._lock:
             self._seal_locked()
 
-    def close(self) -> None:
-        with self._lock:
-            self._seal_locked()
+    close = seal
 
     def _start_segment(self) -> BinaryIO:
         path = self.directory / f"{self._next_seq:016d}.seg"
@@ -190,7 +184,7 @@ class Spool:
 
     def read(self, path: Path) -> SegmentContents:
         """The sound records of one segment; damage is reported, never raised."""
-        contents = read_segment(path)
+        contents = _read_segment(path)
         if contents.damage is not None:
             self._damaged += 1
             log.warning(
@@ -245,7 +239,7 @@ def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), crc) + payload
 
 
-def read_segment(path: Path) -> SegmentContents:
+def _read_segment(path: Path) -> SegmentContents:
     """Parse one segment file: its sound records and the reason it stopped early."""
     data = path.read_bytes()
     if not data.startswith(MAGIC):

@@ -16,8 +16,8 @@ written before a column was added is shorter and decodes with the column's defau
     status        StatusItem               STATUS
 
 ``apply_records(store, records, origin)`` decodes each record and calls the matching
-write of ``SqlWrites``. Consecutive reading batches are merged into writes of up to
-``max_rows`` rows. Duplicates (a record whose write had in fact reached the database
+write of ``SqlWrites`` (``write_<kind>``). Consecutive reading batches are merged into
+writes of up to ``max_rows`` rows. Duplicates (a record whose write had in fact reached the database
 just before the link broke, or a segment replayed twice after a crash) are removed by
 the stores' idempotency keys.
 
@@ -36,7 +36,7 @@ crash part-way through it can store a spooled dead letter twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -68,20 +68,24 @@ class ReadingsItem:
 
 SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | News2Record | StatusItem
 
-_KINDS: dict[str, Table[Any]] = {"event": EVENTS, "alert": ALERTS, "dead_letter": DEAD_LETTERS}
-_KINDS |= {"news2": NEWS2, "status": STATUS}
-_BY_TYPE = {AlarmEvent: "event", Alert: "alert", DeadLetter: "dead_letter"}
-_BY_TYPE |= {News2Record: "news2", StatusItem: "status"}
+#: The record kinds besides ``readings``: each is written by ``SqlWrites.write_<kind>``.
+_SPECS: dict[str, Table[Any]] = {
+    "event": EVENTS,
+    "alert": ALERTS,
+    "dead_letter": DEAD_LETTERS,
+    "news2": NEWS2,
+}
+_SPECS["status"] = STATUS
+_KIND: dict[Any, str] = {spec.make: kind for kind, spec in _SPECS.items()}
 
 
 def encode(item: SpoolItem) -> bytes:
     """The record payload for ``item``."""
-    body: dict[str, Any]
     if isinstance(item, ReadingsItem):
-        body = {"k": "readings", "r": [READINGS.record(r) for r in item.readings]}
+        body: dict[str, Any] = {"k": "readings", "r": [READINGS.record(r) for r in item.readings]}
     else:
-        kind = _BY_TYPE[type(item)]
-        body = {"k": kind, "v": _KINDS[kind].record(item)}
+        kind = _KIND[type(item)]
+        body = {"k": kind, "v": _SPECS[kind].record(item)}
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -91,8 +95,8 @@ def decode(payload: bytes) -> SpoolItem:
     kind = body.get("k")
     if kind == "readings":
         return ReadingsItem(tuple(READINGS.from_record(v) for v in body["r"]))
-    if kind in _KINDS:
-        return cast(SpoolItem, _KINDS[kind].from_record(body["v"]))
+    if kind in _SPECS:
+        return cast(SpoolItem, _SPECS[kind].from_record(body["v"]))
     raise ValueError(f"unknown spool record kind {kind!r}")
 
 
@@ -100,58 +104,48 @@ async def apply_records(
     store: SqlWrites, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
 ) -> int:
     """Write ``records`` to ``store`` in order; return how many records were applied."""
-    pending: list[tuple[bytes, ReadingsItem]] = []
-    rows = 0
-
-    async def flush_readings() -> None:
-        nonlocal rows
-        if not pending:
-            return
-        batch: list[Reading] = [r for _, item in pending for r in item.readings]
-        try:
-            await store.write_readings(batch)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise
-            for raw, _ in pending:
-                await _reject(store, raw, origin, exc)
-        pending.clear()
-        rows = 0
-
+    raws: list[bytes] = []  # consecutive reading records, written together
+    rows: list[Reading] = []
     for raw in records:
         try:
-            item = decode(raw)
+            item: SpoolItem | Exception = decode(raw)
         except (ValueError, KeyError, TypeError) as exc:
-            await flush_readings()
-            await _reject(store, raw, origin, exc)
+            item = exc
+        if isinstance(item, ReadingsItem) and len(rows) + len(item.readings) <= max_rows:
+            raws.append(raw)
+            rows += item.readings
             continue
+        await _apply(store, raws, origin, store.write_readings, rows)
+        raws, rows = [], []
         if isinstance(item, ReadingsItem):
-            if rows + len(item.readings) > max_rows:
-                await flush_readings()
-            pending.append((raw, item))
-            rows += len(item.readings)
-            continue
-        await flush_readings()
-        try:
-            await _apply_one(store, item)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise
-            await _reject(store, raw, origin, exc)
-    await flush_readings()
+            raws, rows = [raw], list(item.readings)
+        elif isinstance(item, Exception):
+            await _reject(store, raw, origin, item)
+        else:
+            write = getattr(store, f"write_{_KIND[type(item)]}")
+            await _apply(store, [raw], origin, write, item)
+    await _apply(store, raws, origin, store.write_readings, rows)
     return len(records)
 
 
-async def _apply_one(store: SqlWrites, item: SpoolItem) -> None:
-    if isinstance(item, StatusItem):
-        s = item
-        await store.set_device_status(
-            s.device_id, online=s.online, at=s.at, heartbeat=s.heartbeat, battery=s.battery
-        )
-    elif not isinstance(item, ReadingsItem):  # readings are batched by the caller
-        write = {"event": store.write_event, "alert": store.write_alert}
-        write |= {"dead_letter": store.write_dead_letter, "news2": store.write_news2}
-        await write[_BY_TYPE[type(item)]](item)  # type: ignore[operator]
+async def _apply(
+    store: SqlWrites,
+    raws: list[bytes],
+    origin: str,
+    write: Callable[[Any], Awaitable[object]],
+    arg: object,
+) -> None:
+    """``write(arg)``, the records ``raws``; each becomes a dead letter if the database
+    rejects it (an unreachable database propagates)."""
+    if not raws:
+        return
+    try:
+        await write(arg)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        for raw in raws:
+            await _reject(store, raw, origin, exc)
 
 
 async def _reject(store: SqlWrites, raw: bytes, origin: str, exc: Exception) -> None:

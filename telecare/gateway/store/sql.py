@@ -65,6 +65,7 @@ from psycopg_pool import AsyncConnectionPool
 
 __all__ = [
     "BUCKET_ORIGIN",
+    "SQLITE",
     "Dialect",
     "PostgresSql",
     "Queries",
@@ -136,13 +137,22 @@ class TextArray(tuple[str, ...]):
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """Everything the two SQL dialects do differently, and nothing else.
+    """Everything the two SQL dialects do differently, and nothing else (the fields'
+    defaults are PostgreSQL's; :data:`SQLITE` is SQLite's)."""
 
-    ``bucket_function``: PostgreSQL's bucketing function (``date_bin``, or TimescaleDB's
-    ``time_bucket`` qualified with the extension's schema)."""
-
-    name: Literal["sqlite", "postgres"]
+    name: Literal["sqlite", "postgres"] = "postgres"
+    #: PostgreSQL's bucketing function (``date_bin``, or TimescaleDB's ``time_bucket``
+    #: qualified with the extension's schema).
     bucket_function: str = "date_bin"
+    #: `` FOR UPDATE`` where rows can be locked (PostgreSQL); SQLite's one writer
+    #: (``BEGIN IMMEDIATE``) already serialises a transaction.
+    for_update: str = " FOR UPDATE"
+    #: The JSON column type (``SELECT CAST(? AS {json_type})`` gives a JSON value back as
+    #: the database will store it).
+    json_type: str = "jsonb"
+    #: First statement of a read-only transaction that must see one snapshot (SQLite's
+    #: transaction already does).
+    snapshot: str | None = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
     def time_bucket(self, column: str, width: timedelta) -> str:
         """An expression for the start of ``column``'s bucket of ``width`` (whole
@@ -160,26 +170,6 @@ class Dialect:
             f"{self.bucket_function}(make_interval(secs => {seconds}), {column},"
             " TIMESTAMPTZ '2000-01-01T00:00:00Z')"
         )
-
-    @property
-    def for_update(self) -> str:
-        """`` FOR UPDATE`` where rows can be locked (PostgreSQL); SQLite's one writer
-        (``BEGIN IMMEDIATE``) already serialises a transaction."""
-        return "" if self.name == "sqlite" else " FOR UPDATE"
-
-    @property
-    def json_type(self) -> str:
-        """The JSON column type (``SELECT CAST(? AS {json_type})`` gives a JSON value
-        back as the database will store it)."""
-        return "TEXT" if self.name == "sqlite" else "jsonb"
-
-    @property
-    def snapshot(self) -> str | None:
-        """First statement of a read-only transaction that must see one snapshot
-        (SQLite's transaction already does)."""
-        if self.name == "sqlite":
-            return None
-        return "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
     def serialise(self, name: str) -> str | None:
         """A statement that makes transactions on ``name`` take turns until they end
@@ -199,6 +189,9 @@ class Dialect:
     def params(self, values: Sequence[object]) -> tuple[object, ...]:
         """PostgreSQL parameters as psycopg takes them (SQLite's: the adapters below)."""
         return tuple(_PG_PARAM.get(type(v), _same)(v) for v in values)
+
+
+SQLITE = Dialect("sqlite", for_update="", json_type="TEXT", snapshot=None)
 
 
 def _aware(ts: datetime) -> datetime:
@@ -244,7 +237,6 @@ def _same(value: object) -> object:
 
 
 # -- SQLite ----------------------------------------------------------------------------
-_SQLITE = Dialect("sqlite")
 #: The ``SqliteSql`` whose transaction the current task is in (to refuse a deadlock).
 _in_transaction: ContextVar[SqliteSql | None] = ContextVar("telecare_sqlite_tx", default=None)
 
@@ -256,7 +248,7 @@ class SqliteSql(Sql):
     ``fn(connection)`` in a worker thread under the lock, for the store's own code."""
 
     def __init__(self) -> None:
-        self.dialect = _SQLITE
+        self.dialect = SQLITE
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -359,7 +351,7 @@ class PostgresSql(Sql):
     def __init__(self, pool: AsyncConnectionPool, dialect: Dialect | None = None) -> None:
         self._pool = pool
         #: Replaced by the store once it knows whether TimescaleDB is in use.
-        self.dialect = dialect or Dialect("postgres")
+        self.dialect = dialect or Dialect()
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
         async with self._pool.connection() as conn:

@@ -9,7 +9,6 @@ import asyncio
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from telecare.gateway.private_files import private_dir, private_file
@@ -44,12 +43,7 @@ class SqliteStore(Store):
         self.sql.open(await asyncio.to_thread(self._open))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.sql.close()
 
     def _open(self) -> sqlite3.Connection:

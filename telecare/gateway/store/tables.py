@@ -1,14 +1,19 @@
 """One spec per table: the columns, once, and everything derived from them.
 
 A :class:`Table` lists its columns in order, each with its kind and how it maps to the
-model's field. From that come the insert statement (``table.insert()``), the column
-list for a ``SELECT`` or a PostgreSQL ``COPY`` (``table.names``, ``table.pg_types``),
-the row parameters (``table.params(item)``), the model from a selected row
-(``table.load(row)``) and the spool record (``table.record(item)`` /
-``table.from_record(values)``, see ``gateway.store.spool_codec``).
+model's field; ``Table.of(name, Row)`` reads them off a dataclass row type (a column per
+field, in order, the kind from the field's type), so most tables are written down once,
+as their row type. From that come the insert and upsert statements (``table.insert()``,
+``table.upsert(*key)``), the column lists for ``INSERT``, a PostgreSQL ``COPY`` and a
+``SELECT`` (``table.names``, ``table.pg_types``, ``table.select(alias)``), the row
+parameters (``table.params(item)``), the model from a selected row (``table.load(row)``,
+``table.all``/``table.one``) and the spool record (``table.record(item)`` /
+``table.from_record(values)``, see ``gateway.store.spool_codec``). The roles' specs are
+here; the web tables' specs sit next to their rows (``accounts``, ``console``).
 
-Adding a column: add a :class:`Column` at the end of the spec (with the default that
-older spool records and rows lack) and write one migration per dialect. Spool records
+Adding a column: add a field at the end of the row type (or a :class:`Column` at the
+end of an explicit spec, with the default that older spool records lack) and write one
+migration per dialect. Spool records
 are positional, so columns are only ever appended: a record spooled by an older version
 is one shorter and takes the new column's default.
 """
@@ -17,39 +22,35 @@ is one shorter and takes the new column's default.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from functools import cached_property
 from operator import attrgetter
+from types import NoneType, UnionType
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from telecare.devices.model import (
     AlarmEvent,
     Alert,
-    AlertKind,
     Device,
-    DeviceKind,
     Dispatch,
-    DispatchState,
-    EventType,
     Metric,
-    Phase,
     Reading,
     ReceiverAccount,
-    ReceiverKind,
     Responder,
-    ResponderKind,
     Site,
-    SiteKind,
 )
-from telecare.dispatch.records import AuditRecord, Receipt, Timer, TimerKind
+from telecare.dispatch.records import AuditRecord, Receipt, Timer
 from telecare.gateway.clinical import ClinicalRecord
 from telecare.gateway.store.rows import DeadLetter, News2Record, RegistryChange, StatusItem
 from telecare.gateway.store.sql import Queries, TextArray, json_value
 
-__all__ = ["Column", "Table", "event_digest"]
+__all__ = ["Column", "Table", "event_digest", "texts"]
 
 M = TypeVar("M")
 Kind = Literal["text", "int", "smallint", "float", "bool", "ts", "json", "bytes", "texts"]
@@ -70,7 +71,8 @@ class Column:
     """One column: ``kind`` (its type on both backends), ``take`` (the model's field
     from the stored value), ``get`` (the stored value from the item; default: the field
     of the same name), ``db=False`` (in the spool record only), ``spool=False``
-    (derived, not spooled), ``default`` (for a spool record from before the column)."""
+    (derived, not a model field, not spooled), ``default`` (for a spool record from before
+    the column), ``auto=True`` (made by the database: selected, never inserted)."""
 
     name: str
     kind: Kind = "text"
@@ -79,6 +81,7 @@ class Column:
     db: bool = True
     spool: bool = True
     default: Any = None
+    auto: bool = False
 
     @property
     def pg_type(self) -> str:
@@ -107,6 +110,23 @@ def _same(value: Any) -> Any:
     return value
 
 
+_KINDS: dict[Any, Kind] = {str: "text", int: "int", float: "float", bool: "bool"}
+_KINDS |= {datetime: "ts", dict: "json", bytes: "bytes", tuple: "texts", Literal: "text"}
+
+
+def _column(name: str, hint: Any) -> Column:
+    """The column for a field of type ``hint`` (``X | None`` as ``X``; an enum is stored
+    as its value and taken back as the enum)."""
+    t = (
+        next(a for a in typing.get_args(hint) if a is not NoneType)
+        if type(hint) is UnionType
+        else hint
+    )
+    if isinstance(t, type) and issubclass(t, Enum):
+        return Column(name, "smallint" if issubclass(t, int) else "text", take=t)
+    return Column(name, _KINDS[typing.get_origin(t) or t])
+
+
 @dataclass(frozen=True)
 class Table(Generic[M]):
     """A table's columns and how a row becomes a model (``make(**fields)``)."""
@@ -119,50 +139,79 @@ class Table(Generic[M]):
 
     @cached_property
     def stored(self) -> tuple[Column, ...]:
+        """The columns in the database, as selected and loaded."""
         return tuple(c for c in self.columns if c.db)
 
     @cached_property
-    def names(self) -> str:
-        """The stored columns, comma-separated (``SELECT``, ``INSERT``, ``COPY``)."""
-        return ", ".join(c.name for c in self.stored)
+    def written(self) -> tuple[Column, ...]:
+        """The stored columns a write gives (not those the database makes)."""
+        return tuple(c for c in self.stored if not c.auto)
 
-    def select(self, alias: str) -> str:
-        """``names`` qualified with a table alias, for joins."""
-        return ", ".join(f"{alias}.{c.name}" for c in self.stored)
+    @cached_property
+    def names(self) -> str:
+        """The written columns, comma-separated (``INSERT``, ``COPY``)."""
+        return ", ".join(c.name for c in self.written)
+
+    def select(self, alias: str = "") -> str:
+        """The stored columns for a ``SELECT``, qualified with ``alias`` if given."""
+        return ", ".join(f"{alias}{'.' if alias else ''}{c.name}" for c in self.stored)
 
     @cached_property
     def pg_types(self) -> list[str]:
-        """PostgreSQL types of the stored columns (binary ``COPY``, ``unnest`` arrays)."""
-        return [c.pg_type for c in self.stored]
+        """PostgreSQL types of the written columns (binary ``COPY``, ``unnest`` arrays)."""
+        return [c.pg_type for c in self.written]
 
-    def insert(self, conflict: str | None = None) -> str:
-        marks = ", ".join("?" for _ in self.stored)
-        tail = self.conflict if conflict is None else conflict
+    def insert(self, tail: str | None = None) -> str:
+        """``INSERT`` of the written columns; ``tail`` (default: the table's conflict
+        clause) may also be a ``RETURNING``."""
+        marks = ", ".join("?" for _ in self.written)
+        tail = self.conflict if tail is None else tail
         return f"INSERT INTO {self.name} ({self.names}) VALUES ({marks}) {tail}".rstrip()
 
     def upsert(self, *key: str) -> str:
         """Insert, or update every other column of the row with the same ``key``."""
-        sets = ", ".join(f"{c.name} = excluded.{c.name}" for c in self.stored if c.name not in key)
+        sets = ", ".join(f"{c.name} = excluded.{c.name}" for c in self.written if c.name not in key)
         return self.insert(f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+
+    async def add(self, q: Queries, item: M, tail: str | None = None) -> int:
+        """Run ``insert(tail)`` for ``item``; how many rows it inserted."""
+        return await q.execute(self.insert(tail), *self.params(item))
+
+    async def put(self, q: Queries, item: M, *key: str) -> None:
+        """Run ``upsert(*key)`` for ``item``."""
+        await q.execute(self.upsert(*key), *self.params(item))
 
     @cached_property
     def _get(self) -> Callable[[Any], tuple[Any, ...]]:
-        getters = [c.getter() for c in self.stored]
-        if all(c.get is None for c in self.stored) and len(getters) > 1:
-            return attrgetter(*(c.name for c in self.stored))  # one C call per row
+        getters = [c.getter() for c in self.written]
+        if all(c.get is None for c in self.written) and len(getters) > 1:
+            return attrgetter(*(c.name for c in self.written))  # one C call per row
         return lambda item: tuple(g(item) for g in getters)
 
     def params(self, item: M) -> tuple[Any, ...]:
-        """The stored columns' values for ``item``, in order."""
+        """The written columns' values for ``item``, in order."""
         return self._get(item)
 
+    @classmethod
+    def of(cls, name: str, row: type[M], *special: Column, skip: Sequence[str] = ()) -> Table[M]:
+        """The spec of the dataclass ``row``: a column per field (but ``skip``), in order,
+        its kind from the field's type; ``special`` replace the column of their name, or
+        follow the fields (a column that is not a field: derived, or made by the database)."""
+        hints, named = typing.get_type_hints(row), {c.name: c for c in special}
+        columns = [
+            named.pop(f.name) if f.name in named else _column(f.name, hints[f.name])
+            for f in dataclasses.fields(row)  # type: ignore[arg-type]
+            if f.name not in skip
+        ]
+        return cls(name, (*columns, *named.values()), row)
+
     def load(self, row: Sequence[Any]) -> M:
-        """The model from a row selected with ``names`` (derived columns skipped)."""
+        """The model from a row selected with ``select()`` (derived columns skipped)."""
         fields = {c.name: c.loaded(v) for c, v in zip(self.stored, row, strict=True) if c.spool}
         return self.make(**fields)
 
     async def all(self, q: Queries, tail: str = "", *params: object) -> list[M]:
-        """``SELECT names FROM table {tail}``, as models (``tail``: a WHERE, ORDER BY ...)."""
+        """``SELECT select() FROM table {tail}``, as models (``tail``: WHERE, ORDER BY ...)."""
         return [self.load(r) for r in await q.fetch_all(self._select(tail), *params)]
 
     async def one(self, q: Queries, tail: str, *params: object) -> M | None:
@@ -171,7 +220,7 @@ class Table(Generic[M]):
         return None if row is None else self.load(row)
 
     def _select(self, tail: str) -> str:
-        return f"SELECT {self.names} FROM {self.name} {tail}".rstrip()
+        return f"SELECT {self.select()} FROM {self.name} {tail}".rstrip()
 
     @cached_property
     def spooled(self) -> tuple[Column, ...]:
@@ -202,7 +251,8 @@ def _reading(metric: Metric, **fields: Any) -> Reading:
     return Reading(metric=metric, unit=metric.unit, **fields)
 
 
-def _text(*names: str) -> tuple[Column, ...]:
+def texts(*names: str) -> tuple[Column, ...]:
+    """Text columns named ``names``, in order."""
     return tuple(Column(n) for n in names)
 
 
@@ -210,101 +260,34 @@ C = Column
 TS: Final = "ts"
 INT: Final = "int"
 SMALL: Final = "smallint"
-FLOAT: Final = "float"
-JSON: Final = "json"
 READINGS = Table(
     "readings",
-    (C("device_id"), C("metric", SMALL, Metric), C("value", FLOAT), C("ts", TS))
+    (C("device_id"), C("metric", SMALL, Metric), C("value", "float"), C("ts", TS))
     + (C("msg_id"), C("resident_id"), C("site_id", db=False), C("quality", default="ok")),
     _reading,
 )
-EVENTS = Table(
-    "alarm_events",
-    (C("device_id"), C("type", take=EventType), C("phase", take=Phase), C("ts", TS))
-    + _text("msg_id", "site_id", "resident_id", "zone", "source")
-    + (C("code", INT), *_text("device_type", "location"))
-    + (C("digest", get=event_digest, spool=False),),
-    AlarmEvent,
+EVENTS = Table.of(
+    "alarm_events", AlarmEvent, C("digest", get=event_digest, spool=False), skip=("injury",)
 )
-ALERTS = Table(
-    "alerts",
-    (C("alert_id"), C("kind", take=AlertKind), C("priority", SMALL), C("reason"), C("ts", TS))
-    + _text("site_id", "resident_id", "device_id")
-    + (C("event_type", take=EventType), C("source_key"), C("detail", JSON, dict)),
-    Alert,
-)
-DEAD_LETTERS = Table(
-    "dead_letters",
-    (C("received_at", TS), *_text("source", "origin", "reason"), C("payload", "bytes"))
-    + (C("device_id"), C("payload_bytes", INT, default=-1)),
-    DeadLetter,
-)
-NEWS2 = Table(
+ALERTS = Table.of("alerts", Alert, C("priority", SMALL))
+DEAD_LETTERS = Table.of("dead_letters", DeadLetter, C("payload_bytes", INT, default=-1))
+NEWS2 = Table.of(
     "news2_scores",
-    (C("resident_id"), C("ts", TS), C("total", INT), C("risk"), C("red_flag", "bool"))
-    + (C("components", JSON, lambda v: {k: int(n) for k, n in v.items()}),)
-    + (C("spo2_scale", INT), C("observation_id"), C("consciousness")),
     News2Record,
+    C("components", "json", lambda v: {k: int(n) for k, n in v.items()}),
 )
-#: A device status change as spooled (the table's upsert is ``SqlWrites.set_device_status``).
-STATUS = Table(
-    "device_status",
-    (C("device_id"), C("at", TS), C("online", "bool"), C("heartbeat", "bool"), C("battery")),
-    StatusItem,
+#: A device status change: a spool record, not a table (``device_status`` keeps the
+#: latest state per device: ``SqlWrites.write_status``).
+STATUS = Table.of("status_change", StatusItem)
+DISPATCHES = Table.of("dispatches", Dispatch, C("priority", SMALL))
+AUDIT = Table.of("dispatch_audit", AuditRecord)
+SITES = Table.of("sites", Site)
+DEVICES = Table.of("devices", Device)
+RESPONDERS = Table.of(
+    "responders", Responder, C("skills", "texts", get=lambda r: TextArray(r.skills))
 )
-DISPATCHES = Table(
-    "dispatches",
-    (C("dispatch_id"), C("alert_id"), C("state", take=DispatchState), C("priority", SMALL))
-    + (C("created_at", TS), C("updated_at", TS), *_text("site_id", "resident_id"))
-    + (C("responder_id"), C("cascade_step", INT), C("outcome"), C("version", INT)),
-    Dispatch,
-)
-AUDIT = Table(
-    "dispatch_audit",
-    (C("dispatch_id"), C("at", TS), C("from_state", take=DispatchState))
-    + (C("to_state", take=DispatchState), C("actor"), C("reason"), C("detail", JSON, dict)),
-    AuditRecord,
-)
-SITES = Table(
-    "sites", (C("site_id"), C("kind", take=SiteKind), *_text("name", "address", "area")), Site
-)
-DEVICES = Table(
-    "devices",
-    (C("device_id"), C("site_id"), C("kind", take=DeviceKind))
-    + _text("resident_id", "format", "location")
-    + (C("heartbeat_interval_s", INT), C("hub_id")),
-    Device,
-)
-RESPONDERS = Table(
-    "responders",
-    (C("responder_id"), C("kind", take=ResponderKind), *_text("name", "phone", "area"))
-    + (C("skills", "texts", get=lambda r: TextArray(r.skills)),),
-    Responder,
-)
-RECEIVER_ACCOUNTS = Table(
-    "receiver_accounts",
-    (C("kind", take=ReceiverKind), *_text("account", "zone", "device_id")),
-    ReceiverAccount,
-)
-REGISTRY_AUDIT = Table(
-    "registry_audit",
-    (C("at", TS), *_text("actor", "action", "kind", "entity_id"), C("detail", JSON, dict)),
-    RegistryChange,
-)
-CLINICAL_HISTORY = Table(
-    "resident_clinical_history",
-    _text("resident_id", "setting", "value", "previous", "prescribed_by")
-    + (C("prescribed_at", TS), C("recorded_by"), C("recorded_at", TS), C("reason")),
-    ClinicalRecord,
-)
-RECEIPTS = Table(
-    "notification_receipts",
-    _text("dispatch_id", "channel", "recipient", "status")
-    + (C("attempts", INT), C("at", TS), C("detail")),
-    Receipt,
-)
-TIMERS = Table(
-    "dispatch_timers",
-    (C("dispatch_id"), C("kind", take=TimerKind), C("due_at", TS), C("step", INT)),
-    Timer,
-)
+RECEIVER_ACCOUNTS = Table.of("receiver_accounts", ReceiverAccount)
+REGISTRY_AUDIT = Table.of("registry_audit", RegistryChange)
+CLINICAL_HISTORY = Table.of("resident_clinical_history", ClinicalRecord)
+RECEIPTS = Table.of("notification_receipts", Receipt)
+TIMERS = Table.of("dispatch_timers", Timer)

@@ -1,5 +1,6 @@
 """The ingest role, written once for both backends: the writes the spool may take (the
-``write_*`` methods and ``set_device_status``) and the pipeline's direct reads and notes.
+``write_*`` methods; ``set_device_status`` is ``write_status``) and the pipeline's direct
+reads and notes.
 
 Idempotency keys are the tables' unique indexes (``ON CONFLICT DO NOTHING``): a write
 returns ``False``/``0`` for what was already stored. ``PostgresStore`` overrides the
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from telecare.devices.model import AlarmEvent, Alert, Metric, Reading
-from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record
+from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, EVENTS, NEWS2, READINGS
 
@@ -38,24 +39,24 @@ class SqlWrites:
         return await self.sql.execute_many(READINGS.insert(), map(READINGS.params, readings))
 
     async def write_event(self, event: AlarmEvent) -> bool:
-        return await self.sql.execute(EVENTS.insert(), *EVENTS.params(event)) == 1
+        return await EVENTS.add(self.sql, event) == 1
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         async with self.sql.transaction() as tx:
-            return [await tx.execute(EVENTS.insert(), *EVENTS.params(e)) == 1 for e in events]
+            return [await EVENTS.add(tx, e) == 1 for e in events]
 
     async def write_alert(self, alert: Alert) -> bool:
-        return await self.sql.execute(ALERTS.insert(), *ALERTS.params(alert)) == 1
+        return await ALERTS.add(self.sql, alert) == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         async with self.sql.transaction() as tx:
-            return [await tx.execute(ALERTS.insert(), *ALERTS.params(a)) == 1 for a in alerts]
+            return [await ALERTS.add(tx, a) == 1 for a in alerts]
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
-        await self.sql.execute(DEAD_LETTERS.insert(""), *DEAD_LETTERS.params(letter))
+        await DEAD_LETTERS.add(self.sql, letter, "")
 
     async def write_news2(self, score: News2Record) -> bool:
-        return await self.sql.execute(NEWS2.insert(), *NEWS2.params(score)) == 1
+        return await NEWS2.add(self.sql, score) == 1
 
     async def set_device_status(
         self,
@@ -66,15 +67,16 @@ class SqlWrites:
         heartbeat: bool = False,
         battery: float | None = None,
     ) -> None:
-        first, hb = True if online is None else online, at if heartbeat else None
-        await self.sql.execute(
-            _STATUS, device_id, first, at, hb, battery, device_id, online, online
-        )
+        await self.write_status(StatusItem(device_id, at, online, heartbeat, battery))
+
+    async def write_status(self, s: StatusItem) -> None:
+        first, hb = True if s.online is None else s.online, s.at if s.heartbeat else None
+        params = (s.device_id, first, s.at, hb, s.battery, s.device_id, s.online, s.online)
+        await self.sql.execute(_STATUS, *params)
 
     async def stored_event_digest(self, device_id: str, msg_id: str) -> str | None:
-        row = await self.sql.fetch_one(
-            "SELECT digest FROM alarm_events WHERE device_id = ? AND msg_id = ?", device_id, msg_id
-        )
+        q = "SELECT digest FROM alarm_events WHERE device_id = ? AND msg_id = ?"
+        row = await self.sql.fetch_one(q, device_id, msg_id)
         return row[0] if row else None
 
     async def stored_message_readings(

@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from telecare.gateway.store.console import ConsoleStore
 from telecare.gateway.store.durable import DurableStore
-from telecare.gateway.store.web_reads import open_by_priority
 from telecare.gateway.web.services import Services, services
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def watch_gateway(gw: Gateway, svc: Services) -> None:
 async def open_alarm_metrics(svc: Services) -> None:
     """Open dispatches by priority, and the age of the oldest."""
     now = svc.clock.now()
-    by_priority = await open_by_priority(svc.store.sql)
+    by_priority = await ConsoleStore(svc.store.sql).open_by_priority()
     for priority in range(1, 6):
         count = by_priority.get(priority, (0, now))[0]
         svc.metrics.open_alarms.labels(str(priority)).set(count)
