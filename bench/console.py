@@ -6,14 +6,17 @@ store, rules, dispatch service, the web face and the console's live hub, as ``te
 run`` has them) on a private Mosquitto, and three processes of its own, so the clients'
 and the load's own CPU does not count against the gateway:
 
-* **alarms** (``--role alarms``): logs in as an operator, opens ``--clients``
-  ``/console/live`` SSE streams (0 in the baseline phase), then publishes a pendant press
-  every ``--interval`` s, each from another pendant (a repeat press would fold into the
-  open alarm and raise nothing new). Latency = the time the ``alert`` event for that
-  press arrives on a stream minus the time of the publish, on one clock (same process);
-  one sample per (alarm, client). What is measured is delivery to an HTTP client
-  reading the event stream, as a browser's ``EventSource`` does; painting the row adds
-  a few milliseconds in a browser.
+* **alarms** (``--role alarms``): logs in as an operator, opens ``--clients`` clients
+  that behave as the console's queue page does (0 in the baseline phase): each reads a
+  ``/console/live?scope=queue`` SSE stream, on which the gateway pushes the rendered
+  queue after each change, and fetches ``/console/queue`` itself only when no queue was
+  pushed within 2 s of a change (as ``console.js``). It then
+  publishes a pendant press every ``--interval`` s, each from another pendant (a repeat
+  press would fold into the open alarm and raise nothing new). Latency = the time a
+  client's queue (pushed or fetched) first holds the press's row minus the publish,
+  on one clock (same process); one sample per (alarm, client): what the operator sees,
+  short of the browser painting the HTML it was given. The arrival of the ``alert``
+  event on the stream is reported too (the SSE leg alone).
 * **load** (``--role load``): publishes ``--messages`` single-reading messages (SpO2 +
   pulse) from 200 oximeters as fast as the broker takes them (QoS 1, 1000 in flight), a
   backlog the gateway drains as in ``bench ingest``; or, with ``--load-rate R``, at a
@@ -44,7 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,29 +83,102 @@ PENDANTS = 400
 
 @dataclass
 class _Stream:
+    #: alert id -> when its ``alert`` event arrived on this stream (perf_counter).
     seen: dict[str, float]
+    #: alert id -> when this client's re-fetched queue first showed the alarm's row.
+    visible: dict[str, float]
     ready: asyncio.Event
+    #: resident id -> when the ``dispatch`` event of its alarm's dispatch arrived.
+    dispatched: dict[str, float]
+    #: How long each ``/console/queue`` request took (s).
+    fetches: list[float]
+    #: Queues pushed to this client; when the last push and the last change arrived.
+    pushes: int = 0
+    pushed_at: float = 0.0
+    changed_at: float = 0.0
 
 
-async def _read_stream(client: httpx.AsyncClient, stream: _Stream) -> None:
-    """Read one SSE stream; note when each ``alert`` event arrives (perf_counter)."""
-    async with client.stream("GET", LIVE_PATH, headers={"accept": "text/event-stream"}) as r:
+#: Event kinds on which the page re-fetches the queue (``console.js`` QUEUE_KINDS).
+QUEUE_KINDS = frozenset({"alert", "dispatch", "console", "cleared", "restored", "folded", "reset"})
+#: The page fetches the queue itself when none was pushed this long after a change.
+FALLBACK_S = 2.0
+
+
+async def _read_stream(
+    client: httpx.AsyncClient, stream: _Stream, dirty: asyncio.Event, rows: dict[str, str]
+) -> None:
+    """Read one SSE stream as the queue page does (``?scope=queue``): note when each
+    ``alert`` event arrives, when a pushed ``queue`` first shows an alarm's row (the
+    row is on the screen), and mark the queue dirty for the page's fetch fallback."""
+    url = f"{LIVE_PATH}?scope=queue"
+    async with client.stream("GET", url, headers={"accept": "text/event-stream"}) as r:
         if r.status_code != 200:
             raise RuntimeError(f"{LIVE_PATH} answered {r.status_code}: is the console there?")
-        event = ""
+        event, data = "", []
         async for line in r.aiter_lines():
             if line.startswith("event:"):
                 event = line[6:].strip()
                 stream.ready.set()
-            elif line.startswith("data:") and event == "alert":
-                alert_id = json.loads(line[5:]).get("alert_id")
-                if alert_id is not None:
-                    stream.seen.setdefault(alert_id, time.perf_counter())
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+            elif not line and event:
+                _on_event(stream, event, "\n".join(data), dirty, rows)
+                event, data = "", []
+
+
+def _on_event(
+    stream: _Stream, event: str, data: str, dirty: asyncio.Event, rows: dict[str, str]
+) -> None:
+    now = time.perf_counter()
+    if event in ("queue", "just_in"):
+        stream.pushes += 1
+        stream.pushed_at = now
+        _mark_visible(stream, data, now, rows)
+        return
+    if event not in QUEUE_KINDS:
+        return
+    stream.changed_at = now
+    dirty.set()
+    doc = json.loads(data)
+    if event == "alert" and doc.get("alert_id") is not None:
+        stream.seen.setdefault(doc["alert_id"], now)
+    elif event == "dispatch" and doc.get("state") == "raised":
+        resident = doc.get("resident_id")
+        if resident is not None:
+            stream.dispatched.setdefault(resident, now)
+
+
+def _mark_visible(stream: _Stream, html: str, now: float, rows: dict[str, str]) -> None:
+    for alert_id, marker in list(rows.items()):
+        if alert_id not in stream.visible and marker in html:
+            stream.visible[alert_id] = now
+
+
+async def _refresh_queue(
+    client: httpx.AsyncClient, stream: _Stream, dirty: asyncio.Event, rows: dict[str, str]
+) -> None:
+    """The page's fallback (``console.js``): when no queue was pushed within 2 s of a
+    change, fetch ``/console/queue``. ``rows``: alert id -> the resident cell that marks
+    its row in the fragment."""
+    while True:
+        await dirty.wait()
+        dirty.clear()
+        changed = stream.changed_at
+        await asyncio.sleep(FALLBACK_S)
+        if stream.pushed_at >= changed:
+            continue
+        asked = time.perf_counter()
+        r = await client.get("/console/queue", headers={"accept": "text/html"})
+        r.raise_for_status()
+        now = time.perf_counter()
+        stream.fetches.append(now - asked)
+        _mark_visible(stream, r.text, now, rows)
 
 
 async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
-    streams = [_Stream({}, asyncio.Event()) for _ in range(args.clients)]
+    streams = [_Stream({}, {}, asyncio.Event(), {}, []) for _ in range(args.clients)]
     published: dict[str, float] = {}
+    rows: dict[str, str] = {}  # alert id -> its row's resident cell in the queue fragment
     async with contextlib.AsyncExitStack() as stack:
         tasks: list[asyncio.Task[None]] = []
         if args.clients:
@@ -117,7 +193,9 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
                 client = await stack.enter_async_context(
                     httpx.AsyncClient(base_url=args.url, timeout=None, cookies=cookies)
                 )
-                tasks.append(asyncio.create_task(_read_stream(client, stream)))
+                dirty = asyncio.Event()
+                tasks.append(asyncio.create_task(_read_stream(client, stream, dirty, rows)))
+                tasks.append(asyncio.create_task(_refresh_queue(client, stream, dirty, rows)))
             await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in streams)), 120)
         mqtt = await stack.enter_async_context(aiomqtt.Client("127.0.0.1", args.port))
         # The orchestrator writes "go" when the load starts and closes stdin when it ends.
@@ -133,7 +211,9 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
         while not stop.is_set() and n < PENDANTS:
             device, msg_id = f"p{n}", f"press-{n}"
             payload = json_v1.encode_event(msg_id, datetime.now(UTC), EventType.PENDANT)
-            published[alarm_id_for(device, msg_id)] = time.perf_counter()
+            alert_id = alarm_id_for(device, msg_id)
+            rows[alert_id] = f"<strong>pr{n}</strong>"  # the row shows its resident
+            published[alert_id] = time.perf_counter()
             await mqtt.publish(f"{args.prefix}/s1/{device}/event", payload, qos=1)
             n += 1
             with contextlib.suppress(TimeoutError):
@@ -141,13 +221,23 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
         await eof
         deadline = time.perf_counter() + 5  # stragglers
         while streams and time.perf_counter() < deadline:
-            if all(len(s.seen) >= len(published) for s in streams):
+            if all(len(s.visible) >= len(published) for s in streams):
                 break
             await asyncio.sleep(0.05)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    latencies = [s.seen[a] - t for s in streams for a, t in published.items() if a in s.seen]
+    latencies = [s.visible[a] - t for s in streams for a, t in published.items() if a in s.visible]
+    events = [s.seen[a] - t for s in streams for a, t in published.items() if a in s.seen]
+    resident_of = {a: marker[8:-9] for a, marker in rows.items()}  # <strong>prN</strong>
+    dispatched = [
+        s.dispatched[resident_of[a]] - t
+        for s in streams
+        for a, t in published.items()
+        if resident_of[a] in s.dispatched
+    ]
+    fetches = [x for s in streams for x in s.fetches]
+    pushes = sum(s.pushes for s in streams)
     # Fan-out: for each alarm, last client's arrival minus the first's (the SSE leg's own
     # cost of many clients, apart from the time the alarm spent in ingest).
     spread = []
@@ -156,9 +246,14 @@ async def _alarms(args: argparse.Namespace) -> dict[str, Any]:
         if len(times) > 1:
             spread.append(max(times) - min(times))
     return {
+        "client_cpu_s": time.process_time(),
         "alarms": len(published),
         "clients": args.clients,
         "latencies": latencies,
+        "events": events,
+        "dispatched": dispatched,
+        "fetches": fetches,
+        "pushes": pushes,
         "spread": spread,
         "missing": len(published) * args.clients - len(latencies),
     }
@@ -218,6 +313,10 @@ class Phase:
     rate: float
     seconds: float
     result: dict[str, Any]
+    #: CPU seconds of the gateway's process while the load drained.
+    gateway_cpu_s: float = 0.0
+    #: How long the console took to render each queue it pushed (s).
+    renders: list[float] = field(default_factory=list)
 
 
 async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
@@ -264,7 +363,10 @@ async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
                 raise RuntimeError(f"the alarm process did not start ({line!r})")
             alarms.stdin.write(b"go\n")
             await alarms.stdin.drain()
+            cpu = time.process_time()
             rate, seconds = await _ingest(args, gw)
+            cpu = time.process_time() - cpu
+            renders = list(gw.console.push_seconds) if gw.console is not None else []
             alarms.stdin.close()
             out, _ = await asyncio.wait_for(alarms.communicate(), 60)
             result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -274,7 +376,7 @@ async def _phase(args: argparse.Namespace, clients: int, tmp: Path) -> Phase:
 
             async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
                 await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    return Phase(clients, rate, seconds, result)
+    return Phase(clients, rate, seconds, result, cpu, renders)
 
 
 async def _ingest(args: argparse.Namespace, gw: Gateway) -> tuple[float, float]:
@@ -311,7 +413,8 @@ async def _orchestrate(args: argparse.Namespace) -> bool:
                 print(
                     f"  round {n + 1}: {clients:2d} SSE clients: ingest {phase.rate:7.0f} msg/s"
                     f" ({args.messages} msgs in {phase.seconds:.2f}s),"
-                    f" {phase.result['alarms']} alarms"
+                    f" {phase.result['alarms']} alarms, gateway CPU {phase.gateway_cpu_s:.2f} s,"
+                    f" clients' process CPU {phase.result['client_cpu_s']:.2f} s"
                     + (
                         f", p50 {statistics.median(phase.result['latencies']) * 1000:.0f} ms"
                         f" p99 {_pct(phase.result['latencies'], 0.99) * 1000:.0f} ms"
@@ -322,6 +425,9 @@ async def _orchestrate(args: argparse.Namespace) -> bool:
                 )
     with_clients = [p for p in phases if p.clients]
     latencies = [x for p in with_clients for x in p.result["latencies"]]
+    events = [x for p in with_clients for x in p.result["events"]]
+    dispatched = [x for p in with_clients for x in p.result["dispatched"]]
+    fetches = [x for p in with_clients for x in p.result["fetches"]]
     missing = sum(p.result["missing"] for p in with_clients)
     samples = sum(p.result["alarms"] * p.clients for p in with_clients)
     base = max(p.rate for p in phases if not p.clients)
@@ -330,10 +436,34 @@ async def _orchestrate(args: argparse.Namespace) -> bool:
     spread = [x for p in with_clients for x in p.result["spread"]]
     p50, p99 = statistics.median(latencies), _pct(latencies, 0.99)
     print(
-        f"alarm -> {LIVE_PATH} event, {args.clients} SSE clients, under ingest load:"
+        f"alarm -> row in the client's queue, {args.clients} clients, under ingest load:"
         f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
         f" ({len(latencies)} of {samples} samples; {missing} missing) | target p99 <= 1 s"
     )
+    if events:
+        print(
+            f"  of which alarm -> {LIVE_PATH} event: p50"
+            f" {statistics.median(events) * 1000:.0f} ms, p99 {_pct(events, 0.99) * 1000:.0f} ms"
+        )
+    if dispatched:
+        print(
+            f"  of which alarm -> its dispatch's event: p50"
+            f" {statistics.median(dispatched) * 1000:.0f} ms,"
+            f" p99 {_pct(dispatched, 0.99) * 1000:.0f} ms"
+        )
+    pushes = sum(p.result["pushes"] for p in with_clients)
+    renders = [x for p in with_clients for x in p.renders]
+    print(f"  queues pushed to the clients: {pushes}; fallback fetches: {len(fetches)}")
+    if renders:
+        print(
+            f"  queue renderings for the pushes ({len(renders)}): p50"
+            f" {statistics.median(renders) * 1000:.0f} ms, p99 {_pct(renders, 0.99) * 1000:.0f} ms"
+        )
+    if fetches:
+        print(
+            f"  /console/queue requests ({len(fetches)}): p50"
+            f" {statistics.median(fetches) * 1000:.0f} ms, p99 {_pct(fetches, 0.99) * 1000:.0f} ms"
+        )
     if spread:
         print(
             f"fan-out (last client - first client, per alarm): p50"

@@ -126,7 +126,8 @@ async def _provision(path: Path) -> None:
         await notes.add_note("res1", "risk", "Dog in the house", "inst", now)
         await _vitals(store, now)
         accounts = accounts_of(store)
-        for name, role in (("op1", Role.OPERATOR), ("op2", Role.OPERATOR)):
+        users = (("op1", Role.OPERATOR), ("op2", Role.OPERATOR), ("sup1", Role.SUPERVISOR))
+        for name, role in users:
             await accounts.add_user(name, name.upper(), role, PASSWORD_HASH, now)
 
 

@@ -85,7 +85,7 @@ async def test_operator_works_an_alarm_from_the_keyboard_to_closed(
     await page.select_option("#outcome", "no_action_needed")
     await page.check("#false-alarm")
     await page.click("#close-form button[type=submit]")
-    await page.wait_for_function("document.getElementById('state').textContent === 'resolved'")
+    await page.wait_for_function("document.getElementById('state')?.textContent === 'resolved'")
     actors = await page.locator("#audit td.actor").all_inner_texts()
     assert "op1" in actors
     assert "false alarm" in await page.inner_text(".alarm-head")
@@ -153,3 +153,56 @@ async def test_queue_at_a_glance_orders_groups_and_colours(
     assert await page.locator('tr[data-dispatch="d-seed2"] .timer.t-ok').count() == 1
     await page.screenshot(path=str(ARTIFACTS / "console-queue-busy.png"))
     await page.context.close()
+
+
+async def test_keyboard_focus_stays_on_its_row_after_a_live_refresh(
+    console_gateway: ConsoleGateway, browser: Any
+) -> None:
+    """An operator tabbing through the queue keeps their place when a new alarm arrives
+    and the queue is re-rendered: the same row's link keeps the focus (not the top of
+    the page), and Enter opens that alarm."""
+    cg = console_gateway
+    page = await cg.login(browser, "op1")
+    await seed_queue(cg.gw.backend)
+    await page.reload()
+    await page.wait_for_selector("#live-state.on")
+    await page.focus('tr[data-dispatch="d-seed2"] a.open-alarm')
+    await _press(cg)  # a P1 press: re-rendered above the focused row
+    await page.wait_for_selector('.qs-waiting tr[data-dispatch]:not([data-dispatch^="d-seed"])')
+    focused = await page.evaluate(
+        "(() => { const r = document.activeElement.closest('tr');"
+        " return r ? r.dataset.dispatch : document.activeElement.tagName; })()"
+    )
+    assert focused == "d-seed2"
+    await page.screenshot(path=str(ARTIFACTS / "console-queue-focus.png"))
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{cg.url}/console/alarm/d-seed2")
+    await page.context.close()
+
+
+async def test_board_and_supervisor_view_screenshots(
+    console_gateway: ConsoleGateway, browser: Any
+) -> None:
+    """The dispatch board with a responder on the way and the supervisor view with a
+    busy queue, at 1366x768 (screenshots for looking at)."""
+    cg = console_gateway
+    await seed_queue(cg.gw.backend)
+    page = await cg.login(browser, "op1")
+    await _alarm_live_within_1s(cg, page)
+    await page.keyboard.press("n")
+    await page.wait_for_selector('#do-next[data-action="acknowledge"]')
+    await page.keyboard.press("a")
+    await page.wait_for_selector('#do-next[data-action="contact"]')
+    await page.keyboard.press("d")
+    await page.wait_for_selector('#do-next[data-action="outcome"]')
+    await page.keyboard.press("1")
+    await page.wait_for_selector('#do-next[data-action="en_route"]')
+    await page.goto(f"{cg.url}/console/board")
+    assert "warden1" in await page.inner_text("main")
+    await page.screenshot(path=str(ARTIFACTS / "console-board.png"), full_page=True)
+    sup = await cg.login(browser, "sup1")
+    await sup.goto(f"{cg.url}/console/supervisor")
+    assert "op1" in await sup.inner_text("main")
+    await sup.screenshot(path=str(ARTIFACTS / "console-supervisor.png"), full_page=True)
+    for p in (page, sup):
+        await p.context.close()

@@ -184,3 +184,29 @@ async def test_security_headers_and_no_caching_of_api_answers(web: WebEnv) -> No
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["cache-control"] == "no-store"
     assert "cache-control" not in (await c.get("/static/base.css")).headers
+
+
+async def test_page_fetches_reuse_a_session_briefly_but_changes_always_check_it(
+    web: WebEnv,
+) -> None:
+    """A console re-fetching its queue on every live event does not read its session
+    from the store each time; a disabled user is refused at once for anything that
+    changes state, and for page fetches once the kept copy (2 s) is stale."""
+    c = await web.login("alice")
+    reads = 0
+    session = web.accounts.session
+
+    async def counting(key: str) -> object:
+        nonlocal reads
+        reads += 1
+        return await session(key)
+
+    web.accounts.session = counting  # type: ignore[method-assign,assignment]
+    for _ in range(5):
+        assert (await c.get("/api/v1/session")).status_code == 200
+    assert reads == 1
+    await web.accounts.set_disabled("alice", True)
+    refused = await c.post("/api/v1/dispatches/d-none/acknowledge", json={"version": 1})
+    assert refused.status_code == 401
+    web.services.sessions.ttl_s = 0.0
+    assert (await c.get("/api/v1/session")).status_code == 401

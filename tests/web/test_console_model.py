@@ -8,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch.records import AuditRecord, CascadeEntry
 from telecare.gateway.store.base import OpenAlarm
-from telecare.gateway.store.console import Owner, TimerRow
+from telecare.gateway.store.console import DeviceHealth, Owner, TimerRow
 from telecare.gateway.web.console_model import (
+    OFFLINE_GRACE,
     answer_colour,
     build_queue,
     cascade_steps,
+    device_state,
+    last_reading,
     next_action,
 )
 
@@ -119,3 +122,57 @@ def test_do_next_follows_the_lifecycle() -> None:
     assert next_action(_dispatch(S.EN_ROUTE), acked, None).action == "on_scene"
     assert next_action(_dispatch(S.ON_SCENE), acked, None).action == "close"
     assert next_action(_dispatch(S.RESOLVED), acked, None).action == "none"
+
+
+def _device(
+    online: bool | None,
+    changed_s: float | None,
+    heartbeat_s: float | None = None,
+    event_s: float | None = None,
+    interval: int = 0,
+    battery: float | None = None,
+) -> DeviceHealth:
+    def ago(s: float | None) -> datetime | None:
+        return None if s is None else T0 - timedelta(seconds=s)
+
+    return DeviceHealth(
+        "pend1",
+        "pendant",
+        "",
+        interval,
+        online,
+        ago(changed_s),
+        ago(heartbeat_s),
+        battery,
+        ago(event_s),
+    )
+
+
+def test_an_alarm_proves_a_device_alive_and_a_closed_connection_is_not_offline_at_once() -> None:
+    # Heartbeat 3 h ago (hourly test calls), alarm 1 min ago, connection closed after it.
+    after_alarm = device_state(_device(False, 50, 3 * 3600, 60, interval=3600), T0)
+    assert after_alarm.label == "not connected"
+    assert after_alarm.last_heard == T0 - timedelta(seconds=60)
+    assert not after_alarm.missed_test_calls
+    assert not after_alarm.at_risk
+    # Silent long past the grace (and past two test-call intervals): a safety risk.
+    silent = device_state(_device(False, 3 * 3600, 3 * 3600, None, interval=3600), T0)
+    assert (silent.label, silent.offline, silent.missed_test_calls) == ("OFFLINE", True, True)
+    assert silent.at_risk
+    # No test calls configured: OFFLINE once quiet for longer than OFFLINE_GRACE.
+    quiet = OFFLINE_GRACE.total_seconds()
+    assert device_state(_device(False, quiet + 10, None, quiet + 20), T0).offline
+    assert not device_state(_device(False, quiet - 10, None, quiet - 5), T0).offline
+    # Connected, never heard, and a SCAIP unit with no connection state.
+    assert device_state(_device(True, 30), T0).label == "connected"
+    assert device_state(_device(None, None), T0).label == "not heard yet"
+    unit = device_state(_device(None, None, None, 5), T0)
+    assert (unit.label, unit.at_risk) == ("in contact", False)
+    assert device_state(_device(True, 30, battery=12), T0).at_risk
+    # An oximeter that only sends readings is heard by them (not "not heard yet").
+    latest = {"spo2": (T0 - timedelta(seconds=90), 96.0), "temperature": (T0, 37.0)}
+    read_at = last_reading("oximeter", latest)
+    assert read_at == T0 - timedelta(seconds=90)
+    oxi = device_state(_device(None, None), T0, read_at)
+    assert (oxi.label, oxi.last_heard) == ("in contact", read_at)
+    assert last_reading("pendant", latest) is None

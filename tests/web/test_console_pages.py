@@ -15,11 +15,15 @@ import pytest
 
 from telecare.devices.model import (
     AlarmEvent,
+    Alert,
+    AlertKind,
     Device,
     DeviceKind,
     DispatchState,
     EventType,
     Phase,
+    ReceiverAccount,
+    ReceiverKind,
     Resident,
     Responder,
     ResponderKind,
@@ -27,15 +31,17 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.gateway.config import Config
-from telecare.gateway.pipeline import Pipeline
+from telecare.gateway.pipeline import Activity, Pipeline
 from telecare.gateway.store.accounts import Role, accounts_of
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import StatusItem
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.web.app import create_app
 from telecare.gateway.web.auth import CSRF_FIELD, hash_password
 from telecare.gateway.web.console import running_console
 from telecare.gateway.web.console_service import ConsoleService, ConsoleSettings
 from telecare.gateway.web.services import Services
+from telecare.rules.alarms import alarm_id_for
 from telecare.rules.clock import FakeClock
 from tests.helpers import dispatch_for, eventually, running_pipeline
 
@@ -381,3 +387,153 @@ async def test_a_supervisor_takes_over_and_the_owner_hands_back(env: Env) -> Non
     assert _error(r) == "sup1 has this resident's alarms"
     await _post(sup, f"/console/alarm/{dispatch_id}/handback")
     assert await env.console.store.owners() == []
+
+
+async def test_a_pendant_that_closes_its_connection_after_its_alarm_is_not_offline(
+    env: Env,
+) -> None:
+    """A pendant connects, presses and disconnects (its last will / clean "offline"): the
+    alarm proves it alive, so the banner says when it was last heard, not OFFLINE; only
+    a device silent for the grace period after dropping off is OFFLINE."""
+    # The store stamps an event's receive time itself (the wall clock): start there.
+    env.clock.set(datetime.now(UTC))
+    op = await env.login("op1")
+    await env.store.write_status(StatusItem("pend1", env.clock.now(), True, False, None))
+    env.clock.advance(600)
+    await env.press("m1")
+    env.clock.advance(2)
+    await env.store.write_status(StatusItem("pend1", env.clock.now(), False, False, None))
+    banner = (await op.get("/console/resident/res1")).text
+    device = re.search(r"<li[^>]*>\s*<strong>pendant</strong> pend1.*?</li>", banner, re.S)
+    assert device is not None
+    assert "OFFLINE" not in device.group(0)
+    assert "risk-dev" not in device.group(0)
+    assert "not connected" in device.group(0)
+    assert "last heard" in device.group(0)
+    env.clock.advance(16 * 60)  # silent since: now it is a safety risk
+    banner = (await op.get("/console/resident/res1")).text
+    device = re.search(r"<li[^>]*>\s*<strong>pendant</strong> pend1.*?</li>", banner, re.S)
+    assert device is not None
+    assert "<strong>OFFLINE</strong>" in device.group(0)
+    assert "risk-dev" in device.group(0)
+
+
+async def test_a_scaip_alarm_shows_the_units_call_back_details(env: Env) -> None:
+    await env.store.upsert_receiver_account(ReceiverAccount(ReceiverKind.SCAIP, "26317", "pend1"))
+    event = AlarmEvent(
+        "pend1",
+        EventType.PENDANT,
+        Phase.ALARM,
+        env.clock.now(),
+        "scaip-00001883",
+        "s1",
+        "res1",
+        source="scaip",
+        code=10,
+        device_type="0005",
+        location="011",
+    )
+    await env.pipeline.handle_event(event, received_at=env.clock.now())
+    dispatch_id = (
+        await dispatch_for(env.store, alarm_id_for("pend1", "scaip-00001883"))
+    ).dispatch_id
+    op = await env.login("op1")
+    page = (await op.get(f"/console/alarm/{dispatch_id}")).text
+    unit = re.search(r'<aside class="unit".*?</aside>', page, re.S)
+    assert unit is not None
+    assert "SCAIP" in unit.group(0)
+    assert "SIP user 26317" in unit.group(0)
+    assert re.search(r"Location code</dt><dd><strong>011</strong>", unit.group(0))
+    assert "0005" in unit.group(0)
+    # An MQTT pendant's alarm has no unit box.
+    other = await env.press("m-mqtt", kind=EventType.FALL)
+    assert 'class="unit"' not in (await op.get(f"/console/alarm/{other}")).text
+
+
+async def test_console_actions_go_through_the_services_layer_with_the_version_shown(
+    env: Env,
+) -> None:
+    """The console's forms carry the dispatch's version: an action on a dispatch that
+    changed since the page was drawn is refused, not applied blind; the audit names the
+    operator."""
+    op = await env.login("op1")
+    dispatch_id = await env.press("m1")
+    url = f"/console/alarm/{dispatch_id}"
+    page = (await op.get(url)).text
+    shown = re.search(r'name="version" value="(\d+)"', page)
+    assert shown is not None
+    assert not _error(await _post(op, f"{url}/act", action="acknowledge", version=shown.group(1)))
+    stale = await _post(op, f"{url}/act", action="contact", version=shown.group(1))
+    assert "changed by someone else" in _error(stale)
+    d = await env.pipeline.dispatcher.repo.load(dispatch_id)
+    assert d is not None
+    assert d.state is DispatchState.ACKNOWLEDGED
+    assert not _error(await _post(op, f"{url}/act", action="contact", version=str(d.version)))
+    audit = await env.store.dispatches.audit(dispatch_id)
+    assert [(a.to_state, a.actor) for a in audit if a.actor == "op1"][:2] == [
+        (DispatchState.ACKNOWLEDGED, "op1"),
+        (DispatchState.RESPONDER_CONTACTED, "op1"),
+    ]
+
+
+async def test_an_alarm_is_in_the_queue_before_its_dispatch_is_open(env: Env) -> None:
+    """The queue shows an announced alert at once (ringing), while the dispatch service
+    opens its dispatch; then the dispatch's own row replaces it."""
+    op = await env.login("op1")
+    alert = Alert(
+        "al-just-in",
+        AlertKind.ALARM,
+        1,
+        "pendant alarm from device pend1",
+        env.clock.now(),
+        "s1",
+        "res1",
+        "pend1",
+        EventType.PENDANT,
+        "pend1/just-in",
+    )
+    await env.store.write_alert(alert)  # stored, not yet handed to the dispatch service
+    env.pipeline.feed.publish(
+        Activity(
+            "alert",
+            alert.ts,
+            f"P1 {alert.reason}",
+            {"alert_id": alert.alert_id, "site_id": "s1", "resident_id": "res1", "priority": 1},
+        )
+    )
+    queue = (await op.get("/console/queue")).text
+    row = re.search(r'<tr class="row pending p1" data-alert="al-just-in".*?</tr>', queue, re.S)
+    assert row is not None
+    assert 'data-unanswered="1"' in row.group(0)
+    assert "Mrs A" in row.group(0)
+    assert "opening" in row.group(0)
+    d = await env.pipeline.dispatcher.open(alert)
+    # What the gateway's dispatch service announces on the feed (not wired in this env).
+    env.pipeline.feed.publish(
+        Activity("dispatch", d.updated_at, "raised", {"dispatch_id": d.dispatch_id})
+    )
+    queue = (await op.get("/console/queue")).text
+    assert 'data-alert="al-just-in"' not in queue
+    assert f'data-dispatch="{d.dispatch_id}"' in queue
+
+
+async def test_queue_pages_get_the_just_in_row_then_the_queue_pushed(env: Env) -> None:
+    """A queue page (``?scope=queue``) is pushed the just-in row the moment the alert is
+    announced (from memory), then the whole queue, rendered once for every page."""
+    hub = env.console.hub
+    page = hub.connect("op1", scopes=frozenset({"queue"}))
+    other = hub.connect("op2")  # an alarm page: events only, no snapshots
+    dispatch_id = await env.press("m1")
+    kinds: dict[str, str] = {}
+    while "queue" not in kinds:
+        item = await page.next(5.0)
+        assert item is not None, "nothing pushed"
+        if isinstance(item, bytes):
+            text = item.decode()
+            kinds[text.split("\n", 1)[0].removeprefix("event: ")] = text
+    assert "just_in" in kinds
+    assert "opening" in kinds["just_in"]
+    assert f'data-dispatch="{dispatch_id}"' in kinds["queue"]
+    assert env.console.queue_fragment.renders >= 1
+    while (item := await other.next(0.2)) is not None:
+        assert not isinstance(item, bytes)

@@ -35,6 +35,7 @@ __all__ = [
     "Owner",
     "RecentAlert",
     "TimerRow",
+    "UnitEvent",
     "View",
 ]
 
@@ -121,6 +122,7 @@ class RecentAlert:
     event_type: str | None
     state: str | None
     outcome: str | None
+    source_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,24 @@ class DeviceHealth:
     changed_at: datetime | None
     last_heartbeat: datetime | None
     battery: float | None
+    #: When the gateway last received an alarm event from it (any alarm proves it alive).
+    last_event: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitEvent:
+    """What an alarm unit said about one event, as received: the protocol (``source``),
+    its codes, and the receiver accounts the device is mapped under (SCAIP ``cid``,
+    Contact ID / SIA account), for the operator to call the unit back."""
+
+    source: str
+    zone: str | None
+    code: int | None
+    device_type: str | None
+    location: str | None
+    received_at: datetime
+    #: ``(kind, account, zone)`` of each receiver account mapped to the device.
+    accounts: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +201,8 @@ class AlarmRow:
 
 
 _ALERTS: Final = (
-    "SELECT a.alert_id, a.priority, a.reason, a.ts, a.event_type, d.state, d.outcome"
-    " FROM alerts a LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
+    "SELECT a.alert_id, a.priority, a.reason, a.ts, a.event_type, d.state, d.outcome,"
+    " a.source_key FROM alerts a LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
 )
 _ALARMS: Final = (
     "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
@@ -327,6 +347,19 @@ class ConsoleStore:
         )
         return {r[0]: (r[1] or r[0], ", ".join(x for x in (r[2], r[3]) if x)) for r in rows}
 
+    async def with_dispatch(self, alert_ids: Sequence[str]) -> set[str]:
+        """Which of ``alert_ids`` have a dispatch (their own, or a group's they joined)."""
+        if not alert_ids:
+            return set()
+        marks = ", ".join("?" * len(alert_ids))
+        rows = await self.sql.fetch_all(
+            f"SELECT alert_id FROM dispatches WHERE alert_id IN ({marks})"
+            f" UNION SELECT alert_id FROM dispatch_members WHERE alert_id IN ({marks})",
+            *alert_ids,
+            *alert_ids,
+        )
+        return {r[0] for r in rows}
+
     async def open_alarms_of(self, resident_id: str | None, besides: str) -> list[str]:
         """Ids of the resident's other open dispatches (none without a resident)."""
         q = "SELECT dispatch_id FROM dispatches WHERE resident_id = ? AND dispatch_id <> ?"
@@ -338,12 +371,43 @@ class ConsoleStore:
     async def device_health(self, resident_id: str) -> list[DeviceHealth]:
         rows = await self.sql.fetch_all(
             "SELECT d.device_id, d.kind, d.location, d.heartbeat_interval_s, s.online,"
-            " s.changed_at, s.last_heartbeat, s.battery FROM devices d"
-            " LEFT JOIN device_status s ON s.device_id = d.device_id"
+            " s.changed_at, s.last_heartbeat, s.battery,"
+            " (SELECT MAX(e.received_at) FROM alarm_events e WHERE e.device_id = d.device_id)"
+            " FROM devices d LEFT JOIN device_status s ON s.device_id = d.device_id"
             " WHERE d.resident_id = ? ORDER BY d.device_id",
             resident_id,
         )
         return [DeviceHealth(*(*r[:4], None if r[4] is None else bool(r[4]), *r[5:])) for r in rows]
+
+    async def unit_event(self, source_key: str | None) -> UnitEvent | None:
+        """The stored event an alarm came from (``source_key`` ``<device>/<msg_id>``) with
+        the device's receiver accounts; ``None`` for an alert not raised by an event."""
+        if not source_key or "/" not in source_key:
+            return None
+        device_id, msg_id = source_key.split("/", 1)
+        row = await self.sql.fetch_one(
+            "SELECT source, zone, code, device_type, location, received_at FROM alarm_events"
+            " WHERE device_id = ? AND msg_id = ?",
+            device_id,
+            msg_id,
+        )
+        if row is None:
+            return None
+        accounts = await self.sql.fetch_all(
+            "SELECT kind, account, zone FROM receiver_accounts WHERE device_id = ?"
+            " ORDER BY kind, account, zone",
+            device_id,
+        )
+        source, zone, code, device_type, location, received_at = row
+        return UnitEvent(
+            source,
+            zone,
+            code,
+            device_type,
+            location,
+            received_at,
+            tuple((a[0], a[1], a[2]) for a in accounts),
+        )
 
     async def late_arrivals(
         self, since: datetime, late_s: float, limit: int = 5000

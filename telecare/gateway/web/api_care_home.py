@@ -16,7 +16,6 @@ logged-in user) and refuses every other site with 404, as if it did not exist.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
@@ -27,18 +26,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from telecare.devices.model import (
-    Alert,
-    AlertKind,
     Consciousness,
     Metric,
     ModelError,
-    ObservationSet,
     Resident,
     Site,
 )
-from telecare.gateway.decode import Rejected
 from telecare.gateway.store.base import News2Record
-from telecare.gateway.store.console import ConsoleStore
+from telecare.gateway.web import teletriage
 from telecare.gateway.web.api_common import (
     IDEMPOTENCY_HEADER,
     DispatchOut,
@@ -51,8 +46,13 @@ from telecare.gateway.web.api_common import (
     unprocessable,
 )
 from telecare.gateway.web.auth import Caller, check_site, site_caller
+from telecare.gateway.web.observations import (
+    ObservationRefused,
+    new_observation,
+    observation_id,
+    observe,
+)
 from telecare.gateway.web.services import Services, services
-from telecare.rules.news2 import News2Result
 
 __all__ = ["router"]
 
@@ -80,8 +80,6 @@ IdemKey = Annotated[
         description="A new random key per set (a UUID); the same key on every retry of it.",
     ),
 ]
-#: How long to wait for the dispatch service to open the dispatch of an alert just raised.
-DISPATCH_WAIT_S: Final = 3.0
 #: NEWS2 metrics shown as latest vitals and history (NEWS2 parameters plus diastolic).
 VITALS: Final = (
     Metric.RESPIRATION_RATE,
@@ -287,22 +285,6 @@ async def _resident(svc: Services, caller: Caller, site_id: str, resident_id: st
     return resident
 
 
-def _news2_out(news: News2Result) -> News2Out:
-    interval = news.monitoring_interval
-    return News2Out(
-        complete=news.complete,
-        total=news.total,
-        sub_scores=dict(news.components),
-        risk=news.risk,  # type: ignore[arg-type]
-        red_flag=news.red_flag,
-        missing=list(news.missing),
-        monitoring=news.monitoring,
-        monitoring_interval_s=int(interval.total_seconds()) if interval is not None else None,
-        response=news.response,
-        spo2_scale=news.spo2_scale,
-    )
-
-
 def _msg_id(scope: str, key: str, prefix: str = "k") -> str:
     """A model-valid id derived from the idempotency key (same key, same id)."""
     return prefix + hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()[:40]
@@ -324,75 +306,36 @@ def _check_time(svc: Services, taken_at: datetime, now: datetime) -> None:
         raise unprocessable("taken_at", "is too old to be accepted")
 
 
-async def _dispatch_for(svc: Services, source_key: str) -> tuple[DispatchOut | None, str | None]:
-    """The dispatch opened for the most urgent alert ``source_key`` raised, and that
-    alert's advice. Waits (bounded) for the dispatch service's intake queue."""
-    sql = svc.store.sql
-    alerts = await ConsoleStore(sql).alerts_for_source(source_key)
-    if not alerts:
-        return None, None
-    alert_id, _, detail = alerts[0]
-    advice = detail.get("advice") if isinstance(detail.get("advice"), str) else None
-    deadline = asyncio.get_running_loop().time() + DISPATCH_WAIT_S
-    delay = 0.01
-    while True:
-        found = await svc.dispatcher.repo.load_for_alert(alert_id)
-        if found is not None:
-            return dispatch_out(found), advice
-        if asyncio.get_running_loop().time() > deadline:
-            return None, advice
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
 async def _submit(
     svc: Services,
     caller: Caller,
     site_id: str,
     resident: Resident,
     body: ObservationIn,
-    msg_id: str,
+    key: str,
 ) -> ObservationResult:
-    """Run one set through the pipeline; the answer the API gives for it."""
+    """Run one set through the one observation path; the answer the API gives for it."""
     if svc.observations is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "observations are not accepted")
     now = svc.clock.now()
     taken_at = (body.taken_at or now).astimezone(UTC)
     _check_time(svc, taken_at, now)
+    values = body.model_dump(include=set(_PARAMETERS), exclude_none=True)
     try:
-        obs = ObservationSet(
+        obs = new_observation(
+            values,
             device_id=_device_of(caller),
             resident_id=resident.resident_id,
-            ts=taken_at,
-            msg_id=msg_id,
-            respiration_rate=body.respiration_rate,
-            spo2=body.spo2,
-            on_oxygen=body.on_oxygen,
-            systolic_bp=body.systolic_bp,
-            pulse=body.pulse,
-            consciousness=body.consciousness,
-            temperature=body.temperature,
             site_id=site_id,
+            taken_at=taken_at,
+            msg_id=observation_id(site_id, key),
         )
-        news = await svc.observations(obs, received_at=now)
-    except ModelError as exc:
+        outcome = await observe(
+            svc.observations, svc.dispatcher.repo.load_for_alert, obs, received_at=now
+        )
+    except ObservationRefused as exc:
         raise unprocessable(exc.field, exc.reason) from None
-    except Rejected as exc:
-        raise unprocessable("", exc.reason) from None
-    if news is None:  # pragma: no cover - the pipeline scores every accepted set
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the set was not scored")
-    dispatch, alert_advice = await _dispatch_for(svc, f"{obs.device_id}/{obs.msg_id}")
-    advice = alert_advice
-    if advice is None and news.complete and news.total is not None and news.risk is not None:
-        advice = svc.rules.site(site_id).advice_for(news.total, news.risk)
-    return ObservationResult(
-        site_id=site_id,
-        resident_id=resident.resident_id,
-        taken_at=taken_at,
-        news2=_news2_out(news),
-        advice=advice,
-        dispatch=dispatch,
-    )
+    return ObservationResult.model_validate(outcome.document())
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -422,7 +365,7 @@ async def submit_observations(
     scope = f"site:{site_id}"
 
     async def work() -> tuple[int, BaseModel]:
-        result = await _submit(svc, caller, site_id, resident, body, _msg_id(scope, key))
+        result = await _submit(svc, caller, site_id, resident, body, key)
         return status.HTTP_201_CREATED, result
 
     return await idempotent(svc, scope, key, request_hash(request, body), work)
@@ -568,9 +511,7 @@ async def _attached_set(
     key: str,
 ) -> ObservationResult | None:
     if body.observations is not None:
-        return await _submit(
-            svc, caller, site_id, resident, body.observations, _msg_id(scope, f"tt\n{key}")
-        )
+        return await _submit(svc, caller, site_id, resident, body.observations, f"tt\n{key}")
     if body.observation_key is None:
         return None
     answer = await svc.accounts.answer(scope, body.observation_key)
@@ -593,44 +534,19 @@ async def _teletriage(
 ) -> TeletriageOut:
     attached = await _attached_set(svc, caller, site_id, resident, body, scope, key)
     news = attached.news2 if attached else None
-    rules = svc.rules.site(site_id)
-    priority = (rules.news2_priority.get(news.risk) if news and news.risk else None) or 3
-    now = svc.clock.now()
-    detail: dict[str, Any] = {
-        "teletriage": True,
-        "queue": "clinical",
-        "requested_by": caller.actor,
-        "soft_signs": list(body.soft_signs),
-        "sbard": body.sbard,
-        "note": body.note,
-    }
-    reason = "Teletriage request"
-    if news is not None and attached is not None:
-        detail.update(
-            news2=news.total if news.total is not None else None,
-            risk=news.risk,
-            red_flag=news.red_flag,
-            components=news.sub_scores,
-            observation_taken_at=attached.taken_at.isoformat(),
-            advice=attached.advice,
-        )
-        if news.total is not None:
-            reason += f": NEWS2 {news.total} ({news.risk})"
-    if body.soft_signs:
-        reason += f"; soft signs: {', '.join(body.soft_signs)}"
-    alert = Alert(
+    dispatch = await teletriage.request_teletriage(
+        svc,
         alert_id=_msg_id(scope, f"teletriage\n{key}", prefix="tt-"),
-        kind=AlertKind.NEWS2,
-        priority=min(max(priority, 1), 5),
-        reason=reason[:500],
-        ts=now,
         site_id=site_id,
         resident_id=resident.resident_id,
-        source_key=None,
-        detail=detail,
+        requested_by=caller.actor,
+        news2=news.model_dump(mode="json") if news is not None else None,
+        advice=attached.advice if attached else None,
+        taken_at=attached.taken_at if attached else None,
+        soft_signs=body.soft_signs,
+        sbard=body.sbard,
+        note=body.note,
     )
-    await svc.store.write_alert(alert)
-    dispatch = await svc.dispatcher.open(alert, actor=caller.actor)
     return TeletriageOut(
         site_id=site_id,
         resident_id=resident.resident_id,

@@ -1,6 +1,7 @@
 """The operator API (``/api/v1/alarms``, ``/api/v1/dispatches``): list, filter and act.
 
-Every action goes through the dispatch service and its state machine, and every action
+Every action goes through the web services layer (``Services.act``, shared with the
+console) to the dispatch service and its state machine, and every action
 carries the ``version`` of the dispatch the operator decided on: the store applies it
 only if nobody changed the dispatch since (compare-and-set). So when two operators act
 on one dispatch exactly one wins; the other gets **409** with the dispatch as it is now,
@@ -17,7 +18,6 @@ responder the cascade proposes, or a named one), ``assign`` (a named responder),
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch.errors import IllegalTransition, StaleDispatch, UnknownDispatch
-from telecare.dispatch.machine import OUTCOMES, Event, EventKind, allowed_events
+from telecare.dispatch.machine import OUTCOMES, EventKind, allowed_events
 from telecare.dispatch.records import AuditRecord
 from telecare.gateway.store.accounts import Role, User
 from telecare.gateway.store.console import AlarmRow, ConsoleStore, DispatchFilter
@@ -39,7 +39,7 @@ from telecare.gateway.web.api_common import (
     unprocessable,
 )
 from telecare.gateway.web.auth import require_roles
-from telecare.gateway.web.services import Services, services
+from telecare.gateway.web.services import Act, Services, services
 
 __all__ = ["router"]
 
@@ -189,18 +189,11 @@ async def _conflict(svc: Services, dispatch_id: str, why: str) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_409_CONFLICT)
 
 
-async def _act(
-    svc: Services,
-    dispatch_id: str,
-    version: int,
-    action: Callable[[Dispatch], Awaitable[Dispatch]],
-) -> DispatchOut | JSONResponse:
-    """Run ``action`` on the dispatch if it is still at ``version``; 409 otherwise."""
-    d = await _load(svc, dispatch_id)
-    if d.version != version:
-        return await _conflict(svc, dispatch_id, "changed by someone else")
+async def _act(svc: Services, user: User, dispatch_id: str, act: Act) -> DispatchOut | JSONResponse:
+    """Apply ``act`` through the services layer if the dispatch is still at
+    ``act.version``; 409 (with the dispatch as it is now) otherwise."""
     try:
-        await action(d)
+        await svc.act(user, dispatch_id, act)
     except StaleDispatch:
         return await _conflict(svc, dispatch_id, "changed by someone else")
     except IllegalTransition as exc:
@@ -211,31 +204,6 @@ async def _act(
         raise unprocessable("", str(exc)) from None
     # As stored now: the service may have moved on already (the next in the cascade).
     return dispatch_out(await _load(svc, dispatch_id))
-
-
-def _event(
-    svc: Services, user: User, body: Versioned, event: Event
-) -> Callable[[Dispatch], Awaitable[Dispatch]]:
-    async def run(d: Dispatch) -> Dispatch:
-        return await svc.dispatcher.apply(
-            d.dispatch_id, event, user.username, body.note, expected_version=body.version
-        )
-
-    return run
-
-
-def _responder_event(
-    svc: Services, user: User, body: Versioned, kind: EventKind
-) -> Callable[[Dispatch], Awaitable[Dispatch]]:
-    """An event the contacted responder would report, recorded by the operator."""
-
-    async def run(d: Dispatch) -> Dispatch:
-        event = Event(kind, d.responder_id)
-        return await svc.dispatcher.apply(
-            d.dispatch_id, event, user.username, body.note, expected_version=body.version
-        )
-
-    return run
 
 
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -330,9 +298,7 @@ async def acknowledge(
     dispatch_id: DispatchId, body: Versioned, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """Take the alarm: you own it now (the first of two operators wins)."""
-    return await _act(
-        svc, dispatch_id, body.version, _event(svc, user, body, Event(EventKind.ACKNOWLEDGE))
-    )
+    return await _act(svc, user, dispatch_id, Act("acknowledge", body.version, body.note))
 
 
 @router.post(
@@ -342,18 +308,14 @@ async def contact(
     dispatch_id: DispatchId, body: ContactIn, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """Contact the responder the cascade proposes (or ``responder_id``)."""
-
-    async def run(d: Dispatch) -> Dispatch:
-        return await svc.dispatcher.contact(
-            d.dispatch_id,
-            user.username,
-            body.responder_id,
-            body.note,
-            timeout_s=body.timeout_s,
-            expected_version=body.version,
-        )
-
-    return await _act(svc, dispatch_id, body.version, run)
+    act = Act(
+        "contact",
+        body.version,
+        body.note,
+        responder_id=body.responder_id,
+        timeout_s=body.timeout_s,
+    )
+    return await _act(svc, user, dispatch_id, act)
 
 
 @router.post(
@@ -383,12 +345,7 @@ async def contact_outcome(
     dispatch_id: DispatchId, body: ContactOutcomeIn, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """What the contacted responder said: answered (coming), no answer, or declined."""
-    kind = {
-        "answered": EventKind.ACCEPT,
-        "no_answer": EventKind.NO_ANSWER,
-        "declined": EventKind.DECLINE,
-    }[body.outcome]
-    return await _act(svc, dispatch_id, body.version, _responder_event(svc, user, body, kind))
+    return await _act(svc, user, dispatch_id, Act(body.outcome, body.version, body.note))
 
 
 @router.post(
@@ -398,9 +355,7 @@ async def en_route(
     dispatch_id: DispatchId, body: Versioned, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """The responder is on the way."""
-    return await _act(
-        svc, dispatch_id, body.version, _responder_event(svc, user, body, EventKind.EN_ROUTE)
-    )
+    return await _act(svc, user, dispatch_id, Act("en_route", body.version, body.note))
 
 
 @router.post(
@@ -410,9 +365,7 @@ async def arrived(
     dispatch_id: DispatchId, body: Versioned, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """The responder is with the resident."""
-    return await _act(
-        svc, dispatch_id, body.version, _responder_event(svc, user, body, EventKind.ON_SCENE)
-    )
+    return await _act(svc, user, dispatch_id, Act("on_scene", body.version, body.note))
 
 
 @router.post(
@@ -422,8 +375,8 @@ async def close(
     dispatch_id: DispatchId, body: CloseIn, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """Close with an outcome code (``false_alarm`` for a false alarm)."""
-    event = Event(EventKind.RESOLVE, outcome=body.outcome)
-    return await _act(svc, dispatch_id, body.version, _event(svc, user, body, event))
+    act = Act("close", body.version, body.note, outcome=body.outcome)
+    return await _act(svc, user, dispatch_id, act)
 
 
 @router.post(
@@ -433,11 +386,7 @@ async def injury(
     dispatch_id: DispatchId, body: Versioned, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """The person is injured: the dispatch moves to the emergency route (999 first)."""
-
-    async def run(d: Dispatch) -> Dispatch:
-        return await svc.dispatcher.report_injury(d.dispatch_id, user.username, body.note)
-
-    return await _act(svc, dispatch_id, body.version, run)
+    return await _act(svc, user, dispatch_id, Act("injury", body.version, body.note))
 
 
 @router.post(
@@ -449,13 +398,8 @@ async def handover_999(
     dispatch_id: DispatchId, body: HandoverIn, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """You phoned 999 and the ambulance service took the call (give its reference)."""
-
-    async def run(d: Dispatch) -> Dispatch:
-        return await svc.dispatcher.handed_to_999(
-            d.dispatch_id, user.username, body.reference, body.note
-        )
-
-    return await _act(svc, dispatch_id, body.version, run)
+    act = Act("handover", body.version, body.note, reference=body.reference)
+    return await _act(svc, user, dispatch_id, act)
 
 
 @router.post(
@@ -465,9 +409,7 @@ async def escalate(
     dispatch_id: DispatchId, body: Versioned, svc: Svc, user: Operator
 ) -> DispatchOut | JSONResponse:
     """Escalate to the supervisors."""
-    return await _act(
-        svc, dispatch_id, body.version, _event(svc, user, body, Event(EventKind.ESCALATE))
-    )
+    return await _act(svc, user, dispatch_id, Act("escalate", body.version, body.note))
 
 
 @router.post(
@@ -479,6 +421,6 @@ async def escalate(
 async def add_note(dispatch_id: DispatchId, body: NoteIn, svc: Svc, user: Operator) -> DispatchOut:
     """Add a note to the dispatch's audit trail (no state change)."""
     try:
-        return dispatch_out(await svc.dispatcher.add_note(dispatch_id, user.username, body.text))
+        return dispatch_out(await svc.act(user, dispatch_id, Act("note", note=body.text)))
     except UnknownDispatch:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dispatch {dispatch_id!r}") from None

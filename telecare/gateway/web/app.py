@@ -260,6 +260,7 @@ def gateway_services(gw: Gateway) -> Services:
         clock=gw.clock,
         rules=gw.pipeline.engine.config,
         observations=gw.pipeline.handle_observation,
+        supervisor=gw.supervisor,
     )
     ops.watch_gateway(gw, svc)
     return svc

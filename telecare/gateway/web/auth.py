@@ -27,6 +27,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -152,13 +153,20 @@ async def optional_session(
     if not token:
         return None
     key = digest(token)
-    found = await svc.accounts.session(key)
+    safe = request.method in _SAFE_METHODS
+    kept = svc.sessions.get(key, time.monotonic()) if safe else None
+    found: Session | None = kept if isinstance(kept, Session) else None
+    if found is None:
+        found = await svc.accounts.session(key)
+        if found is not None and safe:
+            svc.sessions.put(key, found, time.monotonic())
     now = svc.clock.now()
     idle = timedelta(minutes=svc.config.web.session_idle_min)
     if found is None or found.user.disabled or now - found.last_seen_at > idle:
         return None
     if now - found.last_seen_at > _TOUCH_EVERY:
         await svc.accounts.touch_session(key, now)
+        svc.sessions.drop(key)  # the kept copy has the old last-seen time
     return found
 
 
@@ -405,6 +413,7 @@ async def start_session(svc: Services, response: Response, user: User) -> str:
 async def end_session(svc: Services, request: Request) -> None:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
+        svc.sessions.drop(digest(token))
         await svc.accounts.end_session(digest(token))
 
 

@@ -10,7 +10,10 @@ never holds state of its own that could go stale.
 
 Operator actions are HTML form posts (CSRF token in the form) handled by the
 :class:`~telecare.gateway.web.console_service.ConsoleService`, which checks ownership
-and acts through the dispatch service with the operator as the actor. Each post answers
+and acts through the web services layer (``Services.act``, as the operator API does)
+with the logged-in operator as the actor; each form carries the dispatch's ``version``
+as the page showed it, so an action on a dispatch someone changed meanwhile is refused
+("changed by someone else") instead of applied blind. Each post answers
 with a redirect back to the page (``?error=`` when the action was refused), so the
 keyboard shortcuts only submit forms.
 """
@@ -27,21 +30,24 @@ from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from telecare.devices.model import Dispatch, DispatchState, Metric
-from telecare.dispatch.errors import DispatchError, UnknownDispatch
+from telecare.dispatch.errors import DispatchError, StaleDispatch, UnknownDispatch
 from telecare.dispatch.machine import OUTCOMES
 from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import attend_config
 from telecare.gateway.pipeline import ActivityFeed
 from telecare.gateway.store.accounts import Role, Session, User
-from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore
+from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore, DeviceHealth
 from telecare.gateway.web.auth import current_session, render, require_roles
 from telecare.gateway.web.console_charts import Band, Series, line_chart
 from telecare.gateway.web.console_model import (
     ANSWER_TARGET_S,
     CONTACT_OUTCOMES,
     UNANSWERED,
+    DeviceState,
     build_queue,
     cascade_steps,
+    device_state,
+    last_reading,
     next_action,
     owner_key,
 )
@@ -50,6 +56,7 @@ from telecare.gateway.web.console_service import (
     ConsoleSettings,
     NoticesOpen,
     Owned,
+    PendingAlert,
 )
 from telecare.gateway.web.live import LiveHub, sse_stream
 from telecare.gateway.web.services import Services, services
@@ -78,14 +85,25 @@ async def running_console(
     svc: Services = app.state.services
     hub = LiveHub()
     hub.attach(feed)
-    console = ConsoleService(
-        ConsoleStore(svc.store.sql), svc.dispatcher, hub, feed, svc.clock, settings
-    )
+    console = ConsoleService(ConsoleStore(svc.store.sql), svc, hub, feed, svc.clock, settings)
 
     async def count_clients() -> None:
         svc.metrics.sse_clients.set(len(hub.clients()))
 
     svc.metrics.add_refresher(count_clients)
+    templates = app.state.templates.env
+
+    async def render_queue() -> bytes:
+        context = await _queue(svc, console)
+        html: str = templates.get_template("console/_queue.html").render(context)
+        return html.encode()
+
+    def render_just_in(pending: list[PendingAlert], who: dict[str, tuple[str, str]]) -> str:
+        html: str = templates.get_template("console/_just_in.html").render(pending=pending, who=who)
+        return html
+
+    console.render_queue = render_queue
+    console.render_just_in = render_just_in
     async with console:
         svc.live = hub
         app.state.console = console
@@ -132,18 +150,27 @@ def _back(url: str, error: str = "") -> RedirectResponse:
 # -- the queue ---------------------------------------------------------------------------
 async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
     now = svc.clock.now()
+    pending = await console.pending()
     alarms = await svc.store.open_alarms(now)
+    shown = {a.alert_id for a in alarms}  # opened between the two reads
+    pending = [p for p in pending if p.alert_id not in shown]
+    just_in_residents = {p.resident_id for p in pending if p.resident_id}
     sections = build_queue(
         alarms,
         await console.store.owners(),
         await console.store.timers(),
         await console.store.notices(),
     )
+    who = await console.store.who(
+        sorted({a.resident_id for a in alarms if a.resident_id} | just_in_residents)
+    )
+    console.remember(who, shown)
     return {
         "sections": sections,
         "now": now,
-        "open_count": len(alarms),
-        "who": await console.store.who(sorted({a.resident_id for a in alarms if a.resident_id})),
+        "open_count": len(alarms) + len(pending),
+        "pending": pending,
+        "who": who,
     }
 
 
@@ -158,7 +185,14 @@ async def queue_page(
 async def queue_fragment(
     request: Request, user: Operator, svc: Svc, console: Console
 ) -> HTMLResponse:
-    return render(request, "console/_queue.html", {"user": user, **await _queue(svc, console)})
+    """The queue for the page's live refresh: the same for every operator, so rendered
+    once per live event however many browsers ask (``web/fragments.py``)."""
+
+    async def fresh() -> bytes:
+        return bytes(render(request, "console/_queue.html", await _queue(svc, console)).body)
+
+    body = await console.queue_fragment.get(console.hub.last_id, fresh)
+    return HTMLResponse(body)
 
 
 @router.get("/next")
@@ -172,9 +206,13 @@ async def next_alarm(user: Operator, svc: Svc, console: Console) -> RedirectResp
 
 @router.get("/live")
 async def live(request: Request, user: Operator, console: Console) -> StreamingResponse:
-    """Server-Sent Events; ``Last-Event-ID`` resumes where the browser left off."""
+    """Server-Sent Events; ``Last-Event-ID`` resumes where the browser left off;
+    ``?scope=queue`` (the queue page) also receives the queue itself after each change."""
     last = request.headers.get("last-event-id") or request.query_params.get("last")
-    client = console.hub.connect(user.username, last)
+    scopes = frozenset({"queue"}) if request.query_params.get("scope") == "queue" else frozenset()
+    client = console.hub.connect(user.username, last, scopes)
+    if scopes:
+        console.queue_changed()  # its first push: whatever changed before it connected
     return StreamingResponse(
         sse_stream(console.hub, client),
         media_type="text/event-stream",
@@ -186,6 +224,7 @@ async def live(request: Request, user: Operator, console: Console) -> StreamingR
 async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) -> dict[str, Any]:
     repo = svc.dispatcher.repo
     audit = await repo.audit(d.dispatch_id)
+    alert = await console.store.alert(d.alert_id)
     names = {
         p.responder.responder_id: (p.responder.kind.value, p.responder.name)
         for p in svc.dispatcher.directory.profiles()
@@ -217,7 +256,8 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
         "engaged_elsewhere": [o for o in others if o.state in _ENGAGED],
         "outcomes": CONTACT_OUTCOMES,
         "close_outcomes": CLOSE_OUTCOMES,
-        "alert": await console.store.alert(d.alert_id),
+        "alert": alert,
+        "unit": await console.store.unit_event(alert.source_key if alert else None),
     }
 
 
@@ -289,9 +329,15 @@ async def _do(url: str, work: Any) -> RedirectResponse:
         return _back(url, f"{exc.owner.operator} has this resident's alarms")
     except NoticesOpen as exc:
         return _back(url, str(exc))
+    except StaleDispatch:
+        return _back(url, "changed by someone else meanwhile: check it and try again")
     except (DispatchError, ValueError) as exc:
         return _back(url, str(exc))
     return _back(url)
+
+
+#: The dispatch's version as the page showed it (empty: act on it as it is now).
+Version = Annotated[int | None, Form()]
 
 
 @router.post("/alarm/{dispatch_id}/act")
@@ -301,9 +347,11 @@ async def act(
     console: Console,
     action: Annotated[str, Form()],
     reference: Annotated[str, Form()] = "",
+    version: Version = None,
 ) -> Response:
     url = f"/console/alarm/{dispatch_id}"
-    return await _do(url, console.act(dispatch_id, user.username, action, reference=reference))
+    work = console.act(dispatch_id, user, action, reference=reference, version=version)
+    return await _do(url, work)
 
 
 @router.post("/alarm/{dispatch_id}/hold")
@@ -352,11 +400,13 @@ async def close(
     outcome: Annotated[str, Form()] = "",
     false_alarm: Annotated[bool, Form()] = False,
     note: Annotated[str, Form()] = "",
+    version: Version = None,
 ) -> Response:
     url = f"/console/alarm/{dispatch_id}"
-    return await _do(
-        url, console.close(dispatch_id, user.username, outcome, false_alarm=false_alarm, note=note)
+    work = console.close(
+        dispatch_id, user, outcome, false_alarm=false_alarm, note=note, version=version
     )
+    return await _do(url, work)
 
 
 # -- the resident -------------------------------------------------------------------------
@@ -379,11 +429,23 @@ async def _banner(svc: Services, console: ConsoleService, resident_id: str) -> d
         "expiring": [n for n in notes if n.expires_at and n.expires_at - now < timedelta(days=2)],
         "responders": responders,
         "recent": await console.store.recent_alerts(resident_id),
-        "devices": await console.store.device_health(resident_id),
+        "devices": await _devices(svc, console, resident_id, now),
         "views": await console.store.views(resident_id, 5),
         "charts": await _charts(svc, resident_id, now),
         "now": now,
     }
+
+
+async def _devices(
+    svc: Services, console: ConsoleService, resident_id: str, now: datetime
+) -> list[tuple[DeviceHealth, DeviceState]]:
+    """Each paired device with its health (``console_model.device_state``)."""
+    vitals = await svc.store.latest_vitals([resident_id], since=now - timedelta(hours=_CHART_HOURS))
+    latest = vitals.get(resident_id, {})
+    return [
+        (d, device_state(d, now, last_reading(d.kind, latest)))
+        for d in await console.store.device_health(resident_id)
+    ]
 
 
 async def _charts(svc: Services, resident_id: str, now: datetime) -> list[str]:
@@ -508,15 +570,29 @@ async def board(
     """Dispatches with a responder contacted or on the way, against their attend times."""
     now = svc.clock.now()
     rows = []
-    for d in await svc.store.open_dispatches():
-        if d.state not in _ENGAGED:
-            continue
+    engaged = [d for d in await svc.store.open_dispatches() if d.state in _ENGAGED]
+    for d in engaged:
         timers = await svc.dispatcher.repo.timers(d.dispatch_id)
         attend = next((t.due_at for t in timers if t.kind.value == "attend"), None)
         rows.append(
             {"d": d, "elapsed_s": (now - d.created_at).total_seconds(), "attend_by": attend}
         )
-    return _page(request, "console/board.html", session, rows=rows, now=now)
+    residents = sorted({d.resident_id for d in engaged if d.resident_id})
+    names = {
+        p.responder.responder_id: " · ".join(
+            x for x in (p.responder.kind.value.replace("_", " "), p.responder.name) if x
+        )
+        for p in svc.dispatcher.directory.profiles()
+    }
+    return _page(
+        request,
+        "console/board.html",
+        session,
+        rows=rows,
+        now=now,
+        who=await console.store.who(residents),
+        names=names,
+    )
 
 
 @router.get("/supervisor", response_class=HTMLResponse)
@@ -530,13 +606,15 @@ async def supervisor(
     for a in waiting:
         depth[a.priority] = depth.get(a.priority, 0) + 1
     since = now - timedelta(minutes=svc.config.web.session_idle_min)
+    owners = await console.store.owners()
     return _page(
         request,
         "console/supervisor.html",
         session,
         logged_in=await svc.accounts.logged_in(since),
         watching=console.hub.clients(),
-        owners=await console.store.owners(),
+        owners=owners,
+        who=await console.store.who([o.owner_key for o in owners]),
         depth=sorted(depth.items()),
         oldest=max(waiting, key=lambda a: a.age_s, default=None),
         overdue=[a for a in waiting if a.age_s >= ANSWER_TARGET_S],

@@ -1,6 +1,16 @@
 """What the console shows, computed without I/O: the queue's order, grouping and
-timer colours, the action list's steps and its "do next", and the dispatch board's
-attend timers. The routes (``console.py``) load rows and render these.
+timer colours, the action list's steps and its "do next", the dispatch board's
+attend timers and each device's health. The routes (``console.py``) load rows and
+render these.
+
+Device health (:func:`device_state`): a device is "last heard" at the newest of its
+heartbeat, its last alarm event and the time it last came online: any of them proves
+it alive, as do the readings of a measuring device (oximeter, cuff, thermometer). A
+device with test calls that has not been heard for two intervals has
+**missed test calls**. A dropped connection is shown **OFFLINE** only when the device
+has not been heard for :data:`OFFLINE_GRACE` (or two test-call intervals, if longer):
+a pendant or alarm unit that connects to raise an alarm and then closes its connection
+is doing what it should, and must not look dead right after its alarm.
 
 Queue order: priority (1 first) then age (oldest first); rows are grouped per resident
 (an alarm without a resident is its own group); a group sorts by its most urgent row,
@@ -9,27 +19,31 @@ so a resident with a new priority-1 alarm rises with all of their alarms.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
-from telecare.devices.model import Dispatch, DispatchState, ResponderKind
+from telecare.devices.model import DeviceKind, Dispatch, DispatchState, Metric, ResponderKind
 from telecare.dispatch.records import AuditRecord, CascadeEntry
 from telecare.gateway.store.base import OpenAlarm
-from telecare.gateway.store.console import Notice, Owner, TimerRow
+from telecare.gateway.store.console import DeviceHealth, Notice, Owner, TimerRow
 
 __all__ = [
     "ANSWER_TARGET_S",
     "CONTACT_OUTCOMES",
+    "OFFLINE_GRACE",
     "UNANSWERED",
     "ActionStep",
+    "DeviceState",
     "NextAction",
     "QueueGroup",
     "QueueRow",
     "answer_colour",
     "build_queue",
     "cascade_steps",
+    "device_state",
+    "last_reading",
     "next_action",
     "owner_key",
 ]
@@ -48,6 +62,69 @@ CONTACT_OUTCOMES: Final = (
 #: escalated alarm is one the supervisors were alerted to (not answered in 60 s, the
 #: cascade exhausted, nobody on scene in time): it wants a person just as much.
 UNANSWERED: Final = frozenset({S.RAISED, S.ESCALATED})
+#: A device heard from this recently is not OFFLINE because its connection closed.
+OFFLINE_GRACE: Final = timedelta(minutes=15)
+#: Battery below this (%) is shown as low, in red.
+LOW_BATTERY: Final = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """A device's health as the resident banner shows it."""
+
+    #: "connected", "not connected", "OFFLINE" or "not heard yet".
+    label: str
+    last_heard: datetime | None
+    missed_test_calls: bool
+    low_battery: bool
+    offline: bool
+
+    @property
+    def at_risk(self) -> bool:
+        """Shown in red: a safety risk for the resident."""
+        return self.offline or self.missed_test_calls or self.low_battery
+
+
+#: What a measuring device's readings are stored as (its readings prove it alive).
+MEASURES: Final[dict[str, frozenset[Metric]]] = {
+    DeviceKind.OXIMETER.value: frozenset({Metric.SPO2, Metric.PULSE}),
+    DeviceKind.BP_CUFF.value: frozenset({Metric.SYSTOLIC_BP, Metric.DIASTOLIC_BP}),
+    DeviceKind.THERMOMETER.value: frozenset({Metric.TEMPERATURE}),
+}
+
+
+def last_reading(kind: str, latest: Mapping[str, tuple[datetime, float]]) -> datetime | None:
+    """When the resident's newest reading of what a device of ``kind`` measures was taken
+    (``latest``: ``Store.latest_vitals`` of the resident, by metric label)."""
+    times = [latest[m.label][0] for m in MEASURES.get(kind, ()) if m.label in latest]
+    return max(times, default=None)
+
+
+def device_state(
+    dv: DeviceHealth, now: datetime, reading_at: datetime | None = None
+) -> DeviceState:
+    """``dv``'s health at ``now`` (see the module docstring); ``reading_at``: its newest
+    reading (:func:`last_reading`), for devices that only send readings."""
+    came_online = dv.changed_at if dv.online else None
+    times = (dv.last_heartbeat, dv.last_event, came_online, reading_at)
+    heard = [t for t in times if t is not None]
+    last = max(heard, default=None)
+    interval = timedelta(seconds=dv.heartbeat_interval_s)
+    missed = dv.heartbeat_interval_s > 0 and last is not None and now - last > 2 * interval
+    offline = False
+    if dv.online:
+        label = "connected"
+    elif last is None:
+        label = "not heard yet" if dv.online is None else "OFFLINE"
+        offline = dv.online is False
+    elif dv.online is None:
+        label = "in contact"
+    elif now - last <= max(OFFLINE_GRACE, 2 * interval):
+        label = "not connected"
+    else:
+        label, offline = "OFFLINE", True
+    low = dv.battery is not None and dv.battery < LOW_BATTERY
+    return DeviceState(label, last, missed, low, offline)
 
 
 def owner_key(resident_id: str | None, dispatch_id: str) -> str:

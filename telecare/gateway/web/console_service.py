@@ -3,8 +3,9 @@
 * **Ownership**: the operator who opens an alarm owns that resident's alarms; anyone
   else opening one is told who has it (``Owned``); it can be handed back to the queue.
   Every action checks it, so two operators never work one resident by accident.
-* **Actions** go through the :class:`~telecare.dispatch.DispatchService` with the
-  operator as the actor, so every audit row names the person.
+* **Actions** go through the web services layer (:meth:`Services.act
+  <telecare.gateway.web.services.Services.act>`, the same path as the operator API) with
+  the logged-in person as the actor, so every audit row names them.
 * **Hold with a timed recall**, **re-check** of an alarm handed to an ambulance, and an
   acknowledged alarm **left without progress** for ``stale_s`` returning to the queue:
   console timers (stored, so they survive a restart) fired by a loop every ``tick_s``.
@@ -14,34 +15,43 @@
 * **Closing** needs an outcome code; the false-alarm flag and a note are stored beside
   it; it is refused while a notice is unacknowledged.
 
-Resource handling: an async context manager owning a ``TaskGroup`` of two named tasks
-(the timer loop and the activity worker). Leaving it cancels and awaits them.
+Resource handling: an async context manager running two supervised loops
+(:mod:`telecare.gateway.tasks`), ``console-timers`` and ``console-activity``, in the
+gateway's supervisor (``Services.supervisor``) or a private one. Leaving it stops them.
 
 Error handling: actions raise :class:`Owned`, :class:`NoticesOpen`,
 :class:`~telecare.dispatch.errors.IllegalTransition`, ``StaleDispatch``,
-``UnknownDispatch`` or ``ValueError`` (bad input) for the routes to show. Both loops log
-and continue past a failure (the store away, a dispatch gone); cancellation propagates.
+``UnknownDispatch`` or ``ValueError`` (bad input) for the routes to show. A timer round
+or a notice that fails because storage is unavailable is retried by the helper with
+backoff (a notice is not lost); anything else is logged and skipped (one dispatch gone
+must not stop the others' timers). Cancellation always ends a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final, Self
 
 from telecare.devices.model import Dispatch, DispatchState, EventType, ResponderKind
-from telecare.dispatch import DispatchService
 from telecare.dispatch.errors import IllegalTransition, UnknownDispatch
-from telecare.dispatch.machine import OUTCOMES, Event, EventKind
+from telecare.dispatch.machine import OUTCOMES
+from telecare.gateway.backoff import Backoff
+from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Activity, ActivityFeed
+from telecare.gateway.store.accounts import User
 from telecare.gateway.store.console import Closure, ConsoleStore, Owner, TimerRow
+from telecare.gateway.tasks import Loop, Loops
 from telecare.gateway.web.console_model import owner_key
-from telecare.gateway.web.live import LiveHub
-from telecare.rules.clock import Clock, raise_if_cancelling
+from telecare.gateway.web.fragments import SharedFragment
+from telecare.gateway.web.live import LiveEvent, LiveHub
+from telecare.gateway.web.services import Act, Services
+from telecare.rules.clock import Clock
 
 __all__ = ["ConsoleService", "ConsoleSettings", "NoticesOpen", "Owned"]
 
@@ -71,6 +81,31 @@ class NoticesOpen(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class PendingAlert:
+    """An alert the activity feed announced whose dispatch is not open yet: shown in the
+    queue at once (and rings), so an alarm is on the screen while the dispatch service
+    is still opening its dispatch."""
+
+    alert_id: str
+    priority: int
+    ts: datetime
+    summary: str
+    site_id: str | None
+    resident_id: str | None
+
+
+#: Alerts kept waiting for their dispatch (a storm's worth; the oldest go first).
+PENDING_LIMIT: Final = 1000
+#: Event kinds that change the queue (``console.js`` has the same list).
+QUEUE_KINDS: Final = frozenset(
+    {"alert", "dispatch", "console", "cleared", "restored", "folded", "reset"}
+)
+#: After a queue change, wait this long for more before pushing the queue (a press is
+#: an alert then a dispatch event a moment later: one push for both).
+PUSH_DELAY_S: Final = 0.1
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleSettings:
     """``stale_s``: an acknowledged alarm nobody progressed for this long goes back to
     the queue. ``recheck_s``: how often an alarm handed to an ambulance is re-checked.
@@ -90,31 +125,66 @@ class ConsoleService:
     def __init__(
         self,
         store: ConsoleStore,
-        dispatcher: DispatchService,
+        services: Services,
         hub: LiveHub,
         feed: ActivityFeed,
         clock: Clock,
         settings: ConsoleSettings | None = None,
     ) -> None:
         self.store = store
-        self.dispatcher = dispatcher
+        self.services = services
+        #: Reads only: every action goes through ``services.act``.
+        self.repo = services.dispatcher.repo
         self.hub = hub
         self.clock = clock
         self.settings = settings or ConsoleSettings()
         self._inbox: asyncio.Queue[Activity] = asyncio.Queue(self.settings.queue_size)
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Loops(services.supervisor)
+        #: The queue fragment, rendered once per live event for every browser.
+        self.queue_fragment = SharedFragment()
+        #: Alerts announced on the feed whose dispatch is not open yet (by alert id).
+        self._just_in: dict[str, PendingAlert] = {}
+        #: Renders the queue fragment (set by ``running_console``, which has the
+        #: templates); ``None``: nothing is pushed, pages fetch the queue themselves.
+        self.render_queue: Callable[[], Awaitable[bytes]] | None = None
+        #: Renders the just-in section from memory (``running_console``).
+        self.render_just_in: (
+            Callable[[list[PendingAlert], dict[str, tuple[str, str]]], str] | None
+        ) = None
+        self._just_in_changed = asyncio.Event()
+        #: Resident id -> (name, address) as the last queues showed them (no database
+        #: read for a just-in push; a resident not seen yet shows by id until the queue).
+        self.who_seen: dict[str, tuple[str, str]] = {}
+        #: Alert ids the last queue showed with their dispatch (never "just in" again).
+        self.shown_alerts: set[str] = set()
+        self._queue_changed = asyncio.Event()
+        hub.watchers.append(self._watch)
+        self.pushes = 0
+        #: How long the latest pushes took to render (s; for the benchmark).
+        self.push_seconds: list[float] = []
+        #: The activity line being turned into a notice (kept while storage is away).
+        self._pending: Activity | None = None
         self.dropped_activity = 0
         feed.listen(self._offer)
 
     async def __aenter__(self) -> Self:
-        tg = asyncio.TaskGroup()
-        await tg.__aenter__()
-        self._tg = tg
-        self._tasks = [
-            tg.create_task(self._timer_loop(), name="console-timers"),
-            tg.create_task(self._activity_loop(), name="console-activity"),
-        ]
+        tick = self.settings.tick_s
+        await self._loops.start(
+            Loop(
+                "console-timers",
+                self._timer_step,
+                retry=is_storage_unavailable,
+                backoff=Backoff(initial=min(1.0, tick), cap=max(30.0, tick)),
+            ),
+            Loop("console-activity", self._activity_step, retry=is_storage_unavailable),
+            Loop("console-just-in-push", self._just_in_step),
+            Loop(
+                "console-queue-push",
+                self._push_step,
+                retry=is_storage_unavailable,
+                backoff=Backoff(initial=0.2, cap=5.0),
+            ),
+        )
         return self
 
     async def __aexit__(
@@ -123,13 +193,7 @@ class ConsoleService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg, self._tg = self._tg, None
-        if tg is None:
-            return
-        for task in self._tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tg.__aexit__(exc_type, exc, tb)
+        await self._loops.stop()
 
     # -- ownership ---------------------------------------------------------------------
     async def open(self, dispatch_id: str, operator: str) -> tuple[Dispatch, Owner | None]:
@@ -168,37 +232,31 @@ class ConsoleService:
 
     # -- actions -----------------------------------------------------------------------
     async def act(
-        self, dispatch_id: str, operator: str, action: str, *, reference: str = ""
+        self,
+        dispatch_id: str,
+        user: User,
+        action: str,
+        *,
+        reference: str = "",
+        version: int | None = None,
     ) -> Dispatch:
         """Apply one action verb (``acknowledge``, ``contact``, ``answered``,
         ``no_answer``, ``declined``, ``handover``, ``en_route``, ``on_scene``,
-        ``escalate``, ``injury``) as ``operator``, who must own the resident."""
-        d = await self._load(dispatch_id)
-        await self._owned_by(d, operator)
-        svc, who = self.dispatcher, d.responder_id
-        if action == "acknowledge":
-            return await svc.acknowledge(dispatch_id, operator, "answered at the console")
-        if action == "contact":
-            return await svc.contact(dispatch_id, operator)
-        if action == "handover":
-            new = await svc.handed_to_999(dispatch_id, operator, reference)
-            await self._arm_recheck(new, operator, reference.strip())
-            return new
-        if action == "escalate":
-            return await svc.escalate(dispatch_id, operator, "escalated by the operator")
-        if action == "injury":
-            return await svc.report_injury(dispatch_id, operator, "injury reported by phone")
-        kinds = {
-            "answered": (EventKind.ACCEPT, "answered: will attend"),
-            "no_answer": (EventKind.NO_ANSWER, "no answer"),
-            "declined": (EventKind.DECLINE, "declined"),
-            "en_route": (EventKind.EN_ROUTE, "responder on the way"),
-            "on_scene": (EventKind.ON_SCENE, "responder arrived"),
-        }
-        if action not in kinds:
+        ``escalate``, ``injury``) as ``user``, who must own the resident, through the
+        services layer (``version``: the one the page showed, compare-and-set)."""
+        if action in ("close", "note"):
             raise ValueError(f"unknown action {action!r}")
-        kind, reason = kinds[action]
-        return await svc.apply(dispatch_id, Event(kind, who), operator, reason)
+        d = await self._load(dispatch_id)
+        await self._owned_by(d, user.username)
+        defaults = {
+            "acknowledge": "answered at the console",
+            "injury": "injury reported by phone",
+        }
+        act = Act(action, version, defaults.get(action, ""), reference=reference)
+        new = await self.services.act(user, dispatch_id, act)
+        if action == "handover":
+            await self._arm_recheck(new, user.username, reference.strip())
+        return new
 
     async def hold(self, dispatch_id: str, operator: str, seconds: int, reason: str) -> TimerRow:
         """Put an alarm on hold; it is recalled to the queue after ``seconds`` (3 s to
@@ -232,21 +290,34 @@ class ConsoleService:
             self._tell("notice_acked", d, operator, f"notice read by {operator}")
 
     async def close(
-        self, dispatch_id: str, operator: str, outcome: str, *, false_alarm: bool, note: str = ""
+        self,
+        dispatch_id: str,
+        user: User,
+        outcome: str,
+        *,
+        false_alarm: bool,
+        note: str = "",
+        version: int | None = None,
     ) -> Dispatch:
         """Close with an outcome code; refused while a notice is unacknowledged."""
         if outcome not in OUTCOMES or outcome == "auto_cleared":
             raise ValueError("choose an outcome code to close the alarm")
         d = await self._load(dispatch_id)
-        await self._owned_by(d, operator)
+        await self._owned_by(d, user.username)
         open_notices = await self.store.notices(dispatch_id)
         if open_notices:
             raise NoticesOpen(len(open_notices))
         reason = "false alarm" if false_alarm else (note.strip()[:200] or "closed")
-        new = await self.dispatcher.resolve(dispatch_id, operator, outcome, reason)
+        act = Act("close", version, reason, outcome=outcome)
+        new = await self.services.act(user, dispatch_id, act)
         await self.store.record_closure(
             Closure(
-                dispatch_id, outcome, false_alarm, note.strip()[:2000], operator, new.updated_at
+                dispatch_id,
+                outcome,
+                false_alarm,
+                note.strip()[:2000],
+                user.username,
+                new.updated_at,
             )
         )
         await self._closed(new)
@@ -254,6 +325,10 @@ class ConsoleService:
 
     # -- notices from the activity feed ------------------------------------------------
     def _offer(self, activity: Activity) -> None:
+        if activity.kind == "alert":
+            self._note_pending(activity)
+            self._just_in_changed.set()
+            return
         if activity.kind not in ("folded", "restored", "attended", "dispatch"):
             return
         try:
@@ -261,16 +336,103 @@ class ConsoleService:
         except asyncio.QueueFull:
             self.dropped_activity += 1
 
-    async def _activity_loop(self) -> None:
-        """Turn activity lines into notices; logs and continues past a failure."""
-        while True:
-            raise_if_cancelling()
-            activity = await self._inbox.get()
-            try:
-                await self.on_activity(activity)
-            except Exception:
-                raise_if_cancelling()
-                log.exception("console_activity_failed", kind=activity.kind)
+    # -- the queue, pushed to every queue page ------------------------------------------
+    def queue_changed(self) -> None:
+        """Push the queue soon (a queue page just connected)."""
+        self._queue_changed.set()
+
+    def _watch(self, event: LiveEvent) -> None:
+        if event.kind in QUEUE_KINDS:
+            self._queue_changed.set()
+
+    async def _push_step(self) -> None:
+        """After a queue change (and :data:`PUSH_DELAY_S` for the next), render the queue
+        once and push it to every queue page (``LiveHub.broadcast``). Storage away:
+        raised (retried with backoff; pages fetch meanwhile); anything else: logged."""
+        await self._queue_changed.wait()
+        await asyncio.sleep(PUSH_DELAY_S)
+        self._queue_changed.clear()
+        render = self.render_queue
+        if render is None or not self.hub.clients_in("queue"):
+            return
+        started = time.perf_counter()
+        try:
+            body = await self.queue_fragment.get(self.hub.last_id, render)
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                self._queue_changed.set()  # push it once the store is back
+                raise
+            log.exception("console_queue_push_failed")
+            return
+        self.hub.broadcast("queue", "queue", body.decode())
+        self.pushes += 1
+        self.push_seconds.append(time.perf_counter() - started)
+        del self.push_seconds[:-1000]
+
+    async def _just_in_step(self) -> None:
+        """The moment an alert is announced: push the just-in rows to every queue page,
+        rendered from memory (no database read, so ingest's writes cannot delay it);
+        the full queue follows with the next queue push. Never fails: rendering what is
+        in memory raises nothing it could retry, and an error is logged."""
+        await self._just_in_changed.wait()
+        self._just_in_changed.clear()
+        render = self.render_just_in
+        if render is None or not self.hub.clients_in("queue"):
+            return
+        rows = [p for p in self._just_in.values() if p.alert_id not in self.shown_alerts]
+        rows.sort(key=lambda p: (p.priority, p.ts))
+        try:
+            html = render(rows, self.who_seen)
+        except Exception:
+            log.exception("console_just_in_push_failed")
+            return
+        self.hub.broadcast("queue", "just_in", html)
+
+    def remember(self, who: dict[str, tuple[str, str]], alert_ids: set[str]) -> None:
+        """What the queue just showed (names for just-in pushes, alerts with dispatches)."""
+        if len(self.who_seen) > 10_000:
+            self.who_seen.clear()
+        self.who_seen.update(who)
+        self.shown_alerts = alert_ids
+
+    def _note_pending(self, a: Activity) -> None:
+        alert_id, priority = a.data.get("alert_id"), a.data.get("priority")
+        if not isinstance(alert_id, str) or not isinstance(priority, int):
+            return
+        if len(self._just_in) >= PENDING_LIMIT:
+            del self._just_in[next(iter(self._just_in))]
+        site, resident = a.data.get("site_id"), a.data.get("resident_id")
+        self._just_in[alert_id] = PendingAlert(
+            alert_id,
+            priority,
+            a.ts,
+            a.summary,
+            site if isinstance(site, str) else None,
+            resident if isinstance(resident, str) else None,
+        )
+
+    async def pending(self) -> list[PendingAlert]:
+        """Announced alerts still without a dispatch, most urgent then oldest first (one
+        query while there are any: those that have one by now are forgotten)."""
+        if not self._just_in:
+            return []
+        opened = await self.store.with_dispatch(list(self._just_in))
+        for alert_id in opened:
+            self._just_in.pop(alert_id, None)
+        return sorted(self._just_in.values(), key=lambda p: (p.priority, p.ts))
+
+    async def _activity_step(self) -> None:
+        """One activity line into a notice. Storage away: raised (the helper retries the
+        same line after a backoff); anything else: logged and skipped."""
+        activity = self._pending or await self._inbox.get()
+        self._pending = activity
+        try:
+            await self.on_activity(activity)
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise  # kept in _pending: the same line again after the backoff
+            log.exception("console_activity_failed", kind=activity.kind)
+        self._pending = None
 
     async def on_activity(self, a: Activity) -> None:
         if a.kind == "dispatch":
@@ -279,7 +441,7 @@ class ConsoleService:
         alert_id = a.data.get("alert_id")
         if not isinstance(alert_id, str):
             return
-        d = await self.dispatcher.repo.load_for_alert(alert_id)
+        d = await self.repo.load_for_alert(alert_id)
         if d is None or not d.state.is_open or d.state is S.RAISED:
             return  # still in the queue: the operator sees it anyway
         text = {
@@ -295,14 +457,14 @@ class ConsoleService:
         if not isinstance(dispatch_id, str):
             return
         if state in (S.RESOLVED.value, S.CANCELLED.value):
-            d = await self.dispatcher.repo.load(dispatch_id)
+            d = await self.repo.load(dispatch_id)
             if d is not None:
                 await self._closed(d)
         elif state == S.ESCALATED.value and a.data.get("actor") in ("timer", "system"):
             # Only for an alarm someone was handling (cascade exhausted, nobody on scene
             # in time): one nobody answered is red in the queue already.
-            audit = await self.dispatcher.repo.audit(dispatch_id)
-            d = await self.dispatcher.repo.load(dispatch_id)
+            audit = await self.repo.audit(dispatch_id)
+            d = await self.repo.load(dispatch_id)
             if d is not None and any(r.to_state is S.ACKNOWLEDGED for r in audit):
                 await self._notice(d, "escalated", a.summary.split(": ", 1)[-1])
 
@@ -332,18 +494,16 @@ class ConsoleService:
             )
         )
 
-    async def _timer_loop(self) -> None:
-        """Every ``tick_s``: fire due holds and re-checks, return stale alarms. Logs
-        and continues past a failure; never returns; cancellation propagates."""
-        while True:
-            raise_if_cancelling()
-            try:
-                await self.tick()
-            except Exception:
-                raise_if_cancelling()
-                log.exception("console_timer_error")
-            raise_if_cancelling()  # a cancellation swallowed in tick() still ends the loop
-            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.settings.tick_s))
+    async def _timer_step(self) -> None:
+        """One round: fire what is due, then sleep ``tick_s``. Storage away: raised (the
+        helper retries with backoff); anything else: logged, and the next round runs."""
+        try:
+            await self.tick()
+        except Exception as exc:
+            if is_storage_unavailable(exc):
+                raise
+            log.exception("console_timer_error")
+        await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.settings.tick_s))
 
     async def tick(self) -> int:
         """Fire what is due now; return how many alarms came back to the queue."""
@@ -352,7 +512,7 @@ class ConsoleService:
         for t in await self.store.timers(due_by=now):
             if not await self.store.take_timer(t):
                 continue  # another process fired it
-            d = await self.dispatcher.repo.load(t.dispatch_id)
+            d = await self.repo.load(t.dispatch_id)
             if d is None or not d.state.is_open:
                 continue
             fired += 1
@@ -362,7 +522,7 @@ class ConsoleService:
                 await self._recheck(d, t, now)
         for owner in await self.store.owners():
             # Only owned alarms can be left without progress (others are in the queue).
-            d = await self.dispatcher.repo.load(owner.dispatch_id)
+            d = await self.repo.load(owner.dispatch_id)
             if d is None or d.state not in _IDLE:
                 continue
             if now - d.updated_at < timedelta(seconds=self.settings.stale_s):
@@ -396,7 +556,7 @@ class ConsoleService:
 
     # -- helpers -----------------------------------------------------------------------
     async def _load(self, dispatch_id: str) -> Dispatch:
-        d = await self.dispatcher.repo.load(dispatch_id)
+        d = await self.repo.load(dispatch_id)
         if d is None:
             raise UnknownDispatch(dispatch_id)
         return d

@@ -21,8 +21,15 @@ Why this shape
     * **A stale screen never looks live.** The stream sends a ``ping`` event every
       ``ping_s``; the page shows its "connection lost" banner when the EventSource errors
       or when no event or ping arrived for a few ping intervals.
-    * **No personal data.** Activity lines carry ids, states and priorities only; the
-      page fetches what it shows (names, addresses) through authenticated routes.
+    * **No personal data in events.** Activity lines carry ids, states and priorities
+      only, and only they are numbered and kept for replay.
+    * **Snapshots are pushed, not fetched by everyone.** A client that connected with a
+      scope (``?scope=queue``: the queue page) also receives :meth:`LiveHub.broadcast`
+      messages for it: the queue fragment, rendered once for all of them after a change
+      (``ConsoleService``), instead of every browser re-fetching it (N requests, N
+      authentications per event). Snapshots hold what the page shows (names,
+      addresses) to logged-in operators only; they have no id, are never kept in the
+      ring and never replayed: after a reconnect the page fetches the queue itself.
 
 Resource handling: the hub owns no task; each SSE response owns its client and removes
 it when the response ends (normally, by a disconnect, or by being dropped).
@@ -87,15 +94,20 @@ class LiveEvent:
         return f"id: {self.event_id}\nevent: {self.kind}\ndata: {body}\n\n".encode()
 
 
-#: What a client's queue holds: an event, or ``None`` for "you were dropped: go away".
-_Item = LiveEvent | None
+#: What a client's queue holds: an event, a snapshot already in the wire format, or
+#: ``None`` for "you were dropped: go away".
+_Item = LiveEvent | bytes | None
 
 
 class LiveClient:
     """One connected browser: its bounded queue and the events to replay first."""
 
-    def __init__(self, who: str, size: int, replay: list[LiveEvent]) -> None:
+    def __init__(
+        self, who: str, size: int, replay: list[LiveEvent], scopes: frozenset[str] = frozenset()
+    ) -> None:
         self.who = who
+        #: Snapshots this client wants (``queue``).
+        self.scopes = scopes
         self.connected_at = datetime.now(UTC)
         self.replay = replay
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=size)
@@ -108,7 +120,7 @@ class LiveClient:
             self.queue.get_nowait()
         self.queue.put_nowait(None)
 
-    def offer(self, event: LiveEvent) -> bool:
+    def offer(self, event: LiveEvent | bytes) -> bool:
         """Queue ``event``; ``False`` (and the client marked dropped) when it is full."""
         if self.dropped:
             return False
@@ -119,7 +131,7 @@ class LiveClient:
             return False
         return True
 
-    async def next(self, timeout: float) -> LiveEvent | None:
+    async def next(self, timeout: float) -> LiveEvent | bytes | None:
         """The next event, or ``None`` after ``timeout`` s of silence (send a ping).
         Raises :class:`ClientDropped` once the hub dropped this client."""
         if self.replay:
@@ -161,6 +173,8 @@ class LiveHub:
         self._seq = 0
         self._history: deque[LiveEvent] = deque(maxlen=history)
         self._clients: set[LiveClient] = set()
+        #: Called with every event emitted (the console marks its queue changed).
+        self.watchers: list[Callable[[LiveEvent], None]] = []
         #: Counters for /metrics and the supervisor view.
         self.published = 0
         self.dropped_clients = 0
@@ -194,17 +208,39 @@ class LiveHub:
         )
         self._history.append(event)
         self.published += 1
-        for client in [c for c in self._clients if not c.offer(event)]:
-            self._clients.discard(client)
-            self.dropped_clients += 1
+        self._offer_all(event, self._clients)
+        for watcher in self.watchers:
+            watcher(event)
         return event
 
+    def broadcast(self, scope: str, kind: str, body: str) -> int:
+        """Push a snapshot (``kind``, text ``body``) to every client of ``scope``, encoded
+        once; not numbered, not kept. Returns how many clients it was offered to."""
+        data = "".join(f"data: {line}\n" for line in body.split("\n"))
+        wire = f"event: {kind}\n{data}\n".encode()
+        clients = [c for c in self._clients if scope in c.scopes]
+        self._offer_all(wire, clients)
+        return len(clients)
+
+    def clients_in(self, scope: str) -> int:
+        """How many connected clients want ``scope``'s snapshots."""
+        return sum(1 for c in self._clients if scope in c.scopes)
+
+    def _offer_all(
+        self, item: LiveEvent | bytes, clients: set[LiveClient] | list[LiveClient]
+    ) -> None:
+        for client in [c for c in clients if not c.offer(item)]:
+            self._clients.discard(client)
+            self.dropped_clients += 1
+
     # -- out ---------------------------------------------------------------------------
-    def connect(self, who: str, last_event_id: str | None = None) -> LiveClient:
+    def connect(
+        self, who: str, last_event_id: str | None = None, scopes: frozenset[str] = frozenset()
+    ) -> LiveClient:
         """A new client; with ``last_event_id``, the events after it are replayed first
-        (or a ``reset`` event when they cannot be)."""
+        (or a ``reset`` event when they cannot be); ``scopes``: snapshots it wants."""
         replay = self._replay(last_event_id) if last_event_id else []
-        client = LiveClient(who, self.client_queue, replay)
+        client = LiveClient(who, self.client_queue, replay, scopes)
         self._clients.add(client)
         return client
 
@@ -273,6 +309,8 @@ async def sse_stream(
                 return
             if event is None:
                 yield _ping(hub)
+            elif isinstance(event, bytes):
+                yield event
             else:
                 yield event.encode()
     finally:

@@ -181,7 +181,7 @@ _RISK_COLOUR: Final = {
 
 
 def trend_svg(
-    history: list[News2Record], now: datetime, width: int = 640, height: int = 160
+    history: list[News2Record], now: datetime, width: int = 640, height: int = 240
 ) -> str:
     """The resident's NEWS2 over :data:`TREND_WINDOW` as an inline SVG (band shading,
     one dot per score, coloured by band). Empty string without scores."""

@@ -3,15 +3,16 @@
 Session + CSRF header (the page), or a care-home bearer token; one site only:
 
 * ``POST /tablet/api/residents/{id}/sets`` with an ``Idempotency-Key`` header: store and
-  score a set (any subset of the seven parameters) and its RESTORE2 soft signs. The
-  answer is ``tablet_reply.observation_result`` (the care-home API's ``ObservationResult``,
-  the same document as the MQTT reply) plus the SBARD. A retry with the same key and body
+  score a set (any subset of the seven parameters) and its RESTORE2 soft signs, by the
+  one observation path (``web/observations.py``, as the care-home API and MQTT tablets).
+  The answer is its ``ObservationResult`` document (the same as the care-home API's and
+  the MQTT reply's) plus the SBARD. A retry with the same key and body
   gets the same answer and stores nothing twice (``tablet_store``); the same key with
   another body is 409; while the first attempt is still running a retry gets 503 with
   ``Retry-After``.
 * ``POST /tablet/api/residents/{id}/teletriage`` ``{"set_key": ...}``: raise a teletriage
-  request (an alert, then a dispatch) carrying the set, its soft signs and the SBARD;
-  once per set.
+  request (``web/teletriage.py``, as the care-home API: an alert, then its dispatch)
+  carrying the set, its soft signs and the SBARD; once per set.
 
 These are the page's own endpoints, kept out of the OpenAPI document (the care-home
 API for other systems is ``/api/v1``, ``web/api_care_home.py``); their site isolation is
@@ -20,7 +21,6 @@ tested in ``tests/web/test_tablet.py``. See ``docs/tablet.md``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -30,29 +30,25 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from telecare.devices.model import (
-    Alert,
-    AlertKind,
-    Dispatch,
-    ModelError,
-    ObservationSet,
-    Resident,
-)
-from telecare.gateway.decode import Rejected
+from telecare.devices.model import Resident
 from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.accounts import Role, User
-from telecare.gateway.tablet_reply import observation_result
 from telecare.gateway.web.auth import (
     Caller,
     check_site,
     site_caller,
 )
+from telecare.gateway.web.observations import (
+    ObservationRefused,
+    new_observation,
+    observation_id,
+    observe,
+)
 from telecare.gateway.web.services import Services, services
 from telecare.gateway.web.tablet_sbard import SOFT_SIGNS, SbardSection, sbard, sbard_text
 from telecare.gateway.web.tablet_store import TabletSet, TabletSets, tablet_sets_of
-from telecare.rules.engine import EngineResult
-from telecare.rules.news2 import News2Result
+from telecare.gateway.web.teletriage import request_teletriage
 
 __all__ = ["TREND_WINDOW", "WEB_DEVICE", "page_site", "resident_for", "router"]
 
@@ -63,7 +59,6 @@ WEB_DEVICE: Final = "tablet-page"
 #: How far back the trend (and "the previous score") goes.
 TREND_WINDOW: Final = timedelta(days=7)
 _KEY: Final = re.compile(r"[A-Za-z0-9._:-]{8,100}")
-_DISPATCH_WAIT_S: Final = 2.0
 
 router = APIRouter(tags=["tablet"])
 
@@ -146,11 +141,6 @@ def _check_key(key: str | None) -> str:
     return key
 
 
-def _observation_id(site_id: str, key: str) -> str:
-    """The set's msg_id in the pipeline (its readings' idempotency key)."""
-    return "tp-" + hashlib.sha256(f"{site_id}|{key}".encode()).hexdigest()[:24]
-
-
 def _body_hash(resident_id: str, body: SetIn) -> str:
     doc = {"resident_id": resident_id, **body.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -175,8 +165,7 @@ async def submit_set(
         idem_key=key,
         body_hash=_body_hash(resident_id, body),
         resident_id=resident_id,
-        observation_id="tp-"
-        + hashlib.sha256(f"{resident.site_id}|{key}".encode()).hexdigest()[:24],
+        observation_id=observation_id(resident.site_id, key),
         entered_by=caller.actor,
         soft_signs=body.soft_signs,
         answer=None,
@@ -225,30 +214,26 @@ async def _replay(
 async def _score(
     svc: Services, resident: Resident, entry: TabletSet, body: SetIn, now: datetime
 ) -> dict[str, Any]:
-    """Hand the set to the pipeline; the stored answer (no names in it)."""
+    """Hand the set to the one observation path; the stored answer (no names in it)."""
     if svc.observations is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "observations are not accepted")
     values = body.observations.model_dump(exclude_none=True)
     taken_at = body.taken_at or now
-    try:
-        obs = ObservationSet(
-            device_id=WEB_DEVICE,
-            resident_id=resident.resident_id,
-            ts=taken_at,
-            msg_id=entry.observation_id,
-            site_id=resident.site_id,
-            **values,
-        )
-    except ModelError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    scored: list[tuple[News2Result, EngineResult]] = []
     before = await svc.store.news2_history(resident.resident_id, taken_at - TREND_WINDOW, taken_at)
     try:
-        await svc.observations(
-            obs, received_at=now, on_scored=lambda _o, news, res: scored.append((news, res))
+        obs = new_observation(
+            values,
+            device_id=WEB_DEVICE,
+            resident_id=resident.resident_id,
+            site_id=resident.site_id,
+            taken_at=taken_at,
+            msg_id=entry.observation_id,
         )
-    except Rejected as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.reason) from None
+        outcome = await observe(
+            svc.observations, svc.dispatcher.repo.load_for_alert, obs, received_at=now
+        )
+    except ObservationRefused as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Exception as exc:
         if is_storage_unavailable(exc):
             raise HTTPException(
@@ -257,43 +242,14 @@ async def _score(
                 headers={"Retry-After": "5"},
             ) from None
         raise
-    news, result = scored[0]
-    dispatch = await _dispatch_of(svc, result.alerts)
     previous = before[-1] if before else None
     return {
         "taken_at": taken_at.isoformat(),
         "values": values,
         "soft_signs": entry.soft_signs,
-        "result": observation_result(
-            news,
-            result.advice,
-            site_id=resident.site_id,
-            resident_id=resident.resident_id,
-            taken_at=result.rule_ts or taken_at,
-            dispatch=dispatch,
-        ),
+        "result": outcome.document(),
         "previous": [previous.total, previous.risk, previous.ts.isoformat()] if previous else None,
     }
-
-
-async def _dispatch_of(svc: Services, alerts: list[Alert]) -> Dispatch | None:
-    """The dispatch opened for the most urgent alert (its queue is asynchronous)."""
-    if not alerts:
-        return None
-    alert_id = min(alerts, key=lambda a: a.priority).alert_id
-    return await _wait_dispatch(svc, alert_id)
-
-
-async def _wait_dispatch(svc: Services, alert_id: str) -> Dispatch | None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _DISPATCH_WAIT_S
-    while True:
-        found = await svc.dispatcher.repo.load_for_alert(alert_id)
-        if found is not None:
-            return found
-        if loop.time() >= deadline:
-            return None
-        await asyncio.sleep(0.05)
 
 
 async def _answer(
@@ -356,32 +312,21 @@ async def teletriage(
     alert_id = f"tt-{digest}"
     site = await svc.store.get_site(resident.site_id)
     sections = _sbard(resident, (site.name if site else "") or resident.site_id, stored, by_id=True)
-    news2 = stored["result"]["news2"]
-    priority = 2 if news2.get("risk") in ("medium", "high") else 3
-    alert = Alert(
+    result = stored["result"]
+    dispatch = await request_teletriage(
+        svc,
         alert_id=alert_id,
-        kind=AlertKind.NEWS2,
-        priority=priority,
-        reason=f"teletriage request from the care home for resident {resident_id}",
-        ts=svc.clock.now(),
         site_id=resident.site_id,
         resident_id=resident_id,
+        requested_by=caller.actor,
+        news2=result["news2"],
+        advice=result.get("advice"),
+        taken_at=datetime.fromisoformat(stored["taken_at"]),
+        observations=stored["values"],
+        soft_signs=stored.get("soft_signs", []),
+        sbard=sbard_text(sections),
         source_key=f"{WEB_DEVICE}/{found.observation_id}",
-        detail={
-            "teletriage": True,
-            "requested_by": caller.actor,
-            "news2": news2.get("total"),
-            "risk": news2.get("risk"),
-            "red_flag": bool(news2.get("red_flag")),
-            "observations": stored["values"],
-            "soft_signs": stored.get("soft_signs", []),
-            "sbard": sbard_text(sections),
-            "presented_at": svc.clock.now().isoformat(),
-        },
     )
-    await svc.store.write_alert(alert)
-    await svc.dispatcher.submit(alert)
     await sets.note_teletriage(resident.site_id, body.set_key, alert_id)
     log.info("teletriage_requested", alert_id=alert_id, site_id=resident.site_id)
-    dispatch = await _wait_dispatch(svc, alert_id)
-    return {"alert_id": alert_id, "dispatch_id": dispatch.dispatch_id if dispatch else None}
+    return {"alert_id": alert_id, "dispatch_id": dispatch.dispatch_id}

@@ -37,7 +37,11 @@
 
   function connect() {
     if (source) source.close();
-    const url = "/console/live" + (cfg.lastId ? "?last=" + encodeURIComponent(cfg.lastId) : "");
+    // The queue page asks for the queue itself to be pushed after each change.
+    const params = [];
+    if (cfg.lastId) params.push("last=" + encodeURIComponent(cfg.lastId));
+    if (cfg.scope === "queue") params.push("scope=queue");
+    const url = "/console/live" + (params.length ? "?" + params.join("&") : "");
     source = new EventSource(url);
     source.onopen = function () { seen(); };
     source.onerror = function () {
@@ -46,6 +50,8 @@
     };
     source.addEventListener("ping", function () { seen(); });
     source.addEventListener("reset", function (e) { seen(e); refresh(true); });
+    source.addEventListener("queue", onQueue);
+    source.addEventListener("just_in", onJustIn);
     ["alert", "dispatch", "restored", "attended", "folded", "cleared", "status", "news2", "console"]
       .forEach(function (kind) { source.addEventListener(kind, onEvent); });
   }
@@ -63,11 +69,45 @@
     let data = {};
     try { data = JSON.parse(e.data); } catch (err) { return; }
     log(data);
-    if (cfg.scope === "queue" && QUEUE_KINDS.has(data.kind)) refresh(false);
+    if (cfg.scope === "queue" && QUEUE_KINDS.has(data.kind)) expectQueue();
     else if (cfg.scope === "board" && (data.kind === "dispatch" || data.kind === "alert")) reloadSoon();
     else if (cfg.scope === "alarm" &&
              (data.dispatch_id === cfg.dispatch ||
-              (cfg.resident && data.resident_id === cfg.resident) || !data.dispatch_id)) refresh(false);
+              (cfg.resident && data.resident_id === cfg.resident) ||
+              (!data.dispatch_id && !data.resident_id && data.kind === "console"))) refresh(false);
+  }
+
+  // The queue page: the gateway pushes the rendered queue after each change (one
+  // rendering for every operator); if none came 2 s after a change, fetch it instead.
+  let lastPush = 0;
+  let fallback = null;
+  function onQueue(e) {
+    seen();
+    lastPush = Date.now();
+    if (fallback) { clearTimeout(fallback); fallback = null; }
+    const el = document.getElementById("queue");
+    if (el) replaceFragment(el, e.data);
+    tickTimers();
+  }
+  // An alarm just announced: its row (pushed from the gateway's memory) goes on the
+  // screen at once; the whole queue follows.
+  function onJustIn(e) {
+    seen();
+    const el = document.getElementById("just-in");
+    if (!el) return;
+    const box = document.createElement("div");
+    box.innerHTML = e.data;
+    const fresh = box.querySelector("#just-in");
+    if (fresh) el.replaceWith(fresh);
+    tickTimers();
+  }
+  function expectQueue() {
+    const asked = Date.now();
+    if (fallback) return;
+    fallback = setTimeout(function () {
+      fallback = null;
+      if (lastPush < asked) refresh(true);
+    }, 2000);
   }
 
   // Boards re-render whole (they are short): at most one reload every 2 s.
@@ -97,15 +137,88 @@
           const r = await fetch(el.dataset.fragment, { headers: { Accept: "text/html" }, credentials: "same-origin" });
           if (r.status === 401) { location.reload(); return; }
           if (!r.ok) continue;
-          const html = await r.text();
-          const active = document.activeElement && document.activeElement.id;
-          el.innerHTML = html;
-          if (active && document.getElementById(active)) document.getElementById(active).focus();
+          replaceFragment(el, await r.text());
         } catch (err) { setLost(true, "could not reach the gateway"); }
       }
       tickTimers();
       if (!parts.length && now) location.reload();  // pages without fragments: whole
     }, now ? 0 : 150);
+  }
+
+  function replaceFragment(el, html) {
+    const focus = focusKey(el);
+    const typed = typedValues(el);
+    el.innerHTML = html;
+    restoreTyped(el, typed);
+    restoreFocus(el, focus);
+  }
+
+  // -- keeping the keyboard's place across a re-render -----------------------------------
+  // A live event re-renders a fragment; the operator's focus (a queue row's link, a
+  // button of the action list) and anything typed must survive it: the same control of
+  // the same alarm row, else the control at the same position (the row may have gone).
+  const FOCUSABLE = "a[href], button:not([disabled]), input:not([type=hidden]), select, textarea, [tabindex]";
+  function focusKey(root) {
+    const el = document.activeElement;
+    if (!el || el === document.body || !root.contains(el)) return null;
+    const all = Array.from(root.querySelectorAll(FOCUSABLE));
+    const key = { id: el.id || "", index: all.indexOf(el) };
+    const row = el.closest("[data-dispatch]");
+    if (row) {
+      key.dispatch = row.dataset.dispatch;
+      key.inRow = Array.from(row.querySelectorAll(FOCUSABLE)).indexOf(el);
+    }
+    if (el.form && el.name) {
+      key.form = el.form.getAttribute("action") || "";
+      key.name = el.name;
+      key.value = el.value;
+    }
+    return key;
+  }
+  function restoreFocus(root, key) {
+    if (!key) return;
+    let el = key.id ? document.getElementById(key.id) : null;
+    if (!el && key.dispatch) {
+      const row = root.querySelector('[data-dispatch="' + CSS.escape(key.dispatch) + '"]');
+      if (row) {
+        const inRow = row.querySelectorAll(FOCUSABLE);
+        el = inRow[Math.max(0, Math.min(key.inRow, inRow.length - 1))] || null;
+      }
+    }
+    if (!el && key.name) {
+      el = Array.from(root.querySelectorAll("form")).filter(function (f) {
+        return (f.getAttribute("action") || "") === key.form;
+      }).map(function (f) {
+        return Array.from(f.elements).find(function (c) { return c.name === key.name && c.value === key.value; });
+      }).find(Boolean) || null;
+    }
+    if (!el) {
+      const all = root.querySelectorAll(FOCUSABLE);
+      if (all.length && key.index >= 0) el = all[Math.min(key.index, all.length - 1)];
+    }
+    if (el) el.focus({ preventScroll: true });
+  }
+  // Values typed (or ticked) into a fragment's fields, by id, kept over a re-render.
+  function typedValues(root) {
+    const kept = [];
+    root.querySelectorAll("input[id], select[id], textarea[id]").forEach(function (f) {
+      if (f.type === "hidden") return;
+      if (f.type === "checkbox" || f.type === "radio") {
+        if (f.checked !== f.defaultChecked) kept.push([f.id, "checked", f.checked]);
+      } else if (f.tagName === "SELECT") {
+        const chosen = f.selectedIndex >= 0 ? f.options[f.selectedIndex] : null;
+        if (chosen && !chosen.defaultSelected) kept.push([f.id, "value", f.value]);
+      } else if (f.value !== f.defaultValue) {
+        kept.push([f.id, "value", f.value]);
+      }
+    });
+    return kept;
+  }
+  function restoreTyped(root, kept) {
+    kept.forEach(function (k) {
+      const f = document.getElementById(k[0]);
+      if (f && root.contains(f)) f[k[1]] = k[2];
+    });
   }
 
   const logList = document.getElementById("live-log");
@@ -116,7 +229,12 @@
     const ts = data.ts ? new Date(data.ts) : new Date();
     t.textContent = ts.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
     li.appendChild(t);
-    li.appendChild(document.createTextNode(data.summary || data.kind));
+    // A device closing its connection is not news of a fault (a pendant connects to
+    // raise an alarm, then goes): the resident banner judges its health.
+    const text = data.kind === "status" && data.device_id
+      ? "device " + data.device_id + (data.online ? " connected" : " closed its connection")
+      : (data.summary || data.kind);
+    li.appendChild(document.createTextNode(text));
     logList.prepend(li);
     while (logList.children.length > 40) logList.lastChild.remove();
   }
