@@ -1,38 +1,32 @@
 """``DurableStore``: the ``Store`` the gateway uses, so that nothing accepted is lost.
 
-It is the ``Store`` on its wrapped store's ``sql`` (PostgreSQL or SQLite), replacing
-only the writes that may be spooled (``SqlWrites``' ``write_*``); reads, the registry,
-the dispatch repository and ``store.sql`` are not spooled and raise while the database
-is away::
+It is the ``Store`` on its wrapped store's ``sql``, replacing only the writes that may be
+spooled (``SqlWrites``' ``write_*``); reads, the registry, the dispatch repository and
+``store.sql`` are not spooled and raise while the database is away::
 
     async with PostgresStore(dsn) as pg, DurableStore(pg, spool_dir=...) as store: ...
 
-* ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher` and
-  returns once the rows are in the database or in the spool; the other spooled writes
-  go straight to the store in their own transactions, never behind a batch of readings.
-* When the database is unreachable (``is_unavailable``) a write goes to the local
-  :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``).
-  From then until the spool has been replayed, *every* write goes to the spool, so the
-  replay keeps the original order. The ``spool-replayer`` loop replays the segments in
-  order (duplicates removed by the idempotency keys), deletes each once applied, and
-  switches back to direct writes.
-* The spool reports its state (``on_spool_state``, called on the event loop); whether
-  a nearly full spool is an alert is the caller's decision.
+* ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher`; the
+  other spooled writes go straight to the store, never behind a batch of readings.
+* While the database is unreachable (``is_unavailable``) a write goes to the local
+  :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``); until
+  the spool is replayed *every* write goes there, so the replay keeps the order. The
+  ``spool-replayer`` loop replays the segments in order (duplicates removed by the
+  idempotency keys), deletes each once applied, then switches back to direct writes.
+* The spool reports its state (``on_spool_state``, on the event loop); whether a nearly
+  full spool is an alert is the caller's decision.
 
-Resource handling: entering opens the spool and starts the batcher and two supervised
-loops (``gateway.tasks``, in ``supervisor`` when given, else a private one):
-``spool-replayer`` (waits until degraded, replays; any failure is logged and retried
-with backoff from ``retry_initial`` to ``retry_max``) and ``store-maintenance``
-(``maintain()`` every ``maintain_every`` seconds; a failure is logged and retried with
-backoff). Leaving flushes the batcher (to the database or the spool), stops the loops
-and closes the spool (what is not replayed yet is replayed after the next start). The
-wrapped store is not closed: its owner does that.
+Resources: entering opens the spool and starts the batcher and two supervised loops
+(``gateway.tasks``, in ``supervisor`` when given, else a private one): ``spool-replayer``
+and ``store-maintenance`` (``maintain()`` every ``maintain_every`` seconds), each failure
+logged and retried with backoff. Leaving flushes the batcher (to the database or the
+spool), stops the loops and closes the spool (what is left is replayed after the next
+start). The wrapped store is its owner's to close.
 
 Errors: ``SpoolFull`` propagates to the writer (do not acknowledge; the sender
-redelivers); errors that are not "database unreachable" propagate unchanged; a spooled
-record the database rejects becomes a dead letter (``gateway.store.spool_codec``).
-A cancelled writer is never spooled: cancellation propagates as ``CancelledError``
-(psycopg re-raises it after cancelling the query), which is not "unreachable".
+redelivers), as do errors that are not "database unreachable" (a cancelled writer's
+``CancelledError`` among them: it is never spooled); a spooled record the database
+rejects becomes a dead letter (``gateway.store.spool_codec``).
 """
 
 from __future__ import annotations
@@ -64,8 +58,7 @@ _T = TypeVar("_T")
 _I = TypeVar("_I")
 
 
-def _any(exc: BaseException) -> bool:
-    """Retry every failure: the replay must go on until the spool is empty."""
+def _any(exc: BaseException) -> bool:  # retry every failure: the spool must drain
     return True
 
 
@@ -233,12 +226,9 @@ class DurableStore(Store):
 
     # -- writes ------------------------------------------------------------------------
     async def write_readings(self, readings: Sequence[Reading]) -> int:
-        """Returns how many rows were handed to storage (stored or spooled); duplicates
-        are removed by the database, so this is not "how many were new"."""
+        """How many rows were stored or spooled (not "how many were new")."""
         batcher = self._batcher  # not running: enqueue raises RuntimeError
-        # The future directly, not ``await batcher.submit(...)``: one coroutine frame
-        # less per message (measurable at thousands of messages a second).
-        fut = batcher.enqueue(readings)
+        fut = batcher.enqueue(readings)  # the future itself: a coroutine frame less
         await (batcher.submit(readings) if fut is None else fut)  # None: wait for room
         return len(readings)
 

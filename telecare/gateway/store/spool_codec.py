@@ -1,36 +1,22 @@
 """What a spool record holds (one write the database could not take, as compact JSON),
 and how records are applied to the store once the database is back.
 
-``encode(item)`` and ``decode(payload)`` are pure and exact inverses (a round-trip test
-checks it). A record is ``{"k": kind, "v": values}`` (``"r"``: a list of them, for a
-batch of readings) with the values of the table spec's spooled columns, in order
-(``gateway.store.tables``): timestamps ISO 8601 with offset, bytes base64. A record
-written before a column was added is shorter and decodes with the column's default.
-
-    kind          item                     spec
-    readings      ReadingsItem(readings)   READINGS (one list per reading)
-    event         AlarmEvent               EVENTS
-    alert         Alert                    ALERTS
-    dead_letter   DeadLetter               DEAD_LETTERS
-    news2         News2Record              NEWS2
-    status        StatusItem               STATUS
+``encode(item)`` and ``decode(payload)`` are pure and exact inverses. A record is
+``{"k": kind, "v": values}`` (``"r"``: a list of them, for a batch of readings), the
+values of the table spec's spooled columns in order (``gateway.store.tables``: ISO 8601
+timestamps, base64 bytes); one written before a column was added is shorter and decodes
+with the column's default.
 
 ``apply_records(store, records, origin)`` decodes each record and calls the matching
-write of ``SqlWrites`` (``write_<kind>``). Consecutive reading batches are merged into
-writes of up to ``max_rows`` rows. Duplicates (a record whose write had in fact reached the database
-just before the link broke, or a segment replayed twice after a crash) are removed by
-the stores' idempotency keys.
+write of ``SqlWrites`` (``write_<kind>``), consecutive reading batches merged into
+writes of up to ``max_rows`` rows. Duplicates (a write that had in fact reached the
+database, a segment replayed twice after a crash) are removed by the idempotency keys;
+dead letters have none, so such a replay can store a spooled dead letter twice.
 
-Error handling
-    An error meaning the database is unreachable again (``is_unavailable``) propagates:
-    the caller keeps the segment and retries it later, from the start. Any other error
-    for a record (a record that cannot be decoded, or that the database rejects) must
-    not block the spool forever: the record is written as a dead letter (source
-    ``spool``, the segment as origin, the error as reason, the record as payload) and
-    replay carries on. Nothing is dropped silently.
-
-Dead letters themselves have no idempotency key: a segment replayed twice after a
-crash part-way through it can store a spooled dead letter twice.
+Errors: "database unreachable" (``is_unavailable``) propagates: the caller keeps the
+segment and retries it from the start. Any other error for a record (undecodable, or
+rejected by the database) must not block the spool: the record becomes a dead letter
+(source ``spool``, the segment as origin, the error as reason) and replay carries on.
 """
 
 from __future__ import annotations
@@ -69,13 +55,8 @@ class ReadingsItem:
 SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | News2Record | StatusItem
 
 #: The record kinds besides ``readings``: each is written by ``SqlWrites.write_<kind>``.
-_SPECS: dict[str, Table[Any]] = {
-    "event": EVENTS,
-    "alert": ALERTS,
-    "dead_letter": DEAD_LETTERS,
-    "news2": NEWS2,
-}
-_SPECS["status"] = STATUS
+_SPECS: dict[str, Table[Any]] = {"event": EVENTS, "alert": ALERTS, "dead_letter": DEAD_LETTERS}
+_SPECS |= {"news2": NEWS2, "status": STATUS}
 _KIND: dict[Any, str] = {spec.make: kind for kind, spec in _SPECS.items()}
 
 

@@ -1,21 +1,18 @@
 """One spec per table: the columns, once, and everything derived from them.
 
-A :class:`Table` lists its columns in order, each with its kind and how it maps to the
-model's field; ``Table.of(name, Row)`` reads them off a dataclass row type (a column per
-field, in order, the kind from the field's type), so most tables are written down once,
-as their row type. From that come the insert and upsert statements (``table.insert()``,
-``table.upsert(*key)``), the column lists for ``INSERT``, a PostgreSQL ``COPY`` and a
-``SELECT`` (``table.names``, ``table.pg_types``, ``table.select(alias)``), the row
-parameters (``table.params(item)``), the model from a selected row (``table.load(row)``,
-``table.all``/``table.one``) and the spool record (``table.record(item)`` /
-``table.from_record(values)``, see ``gateway.store.spool_codec``). The roles' specs are
-here; the web tables' specs sit next to their rows (``accounts``, ``console``).
+A :class:`Table` lists its columns in order (``Table.of(name, Row)`` reads them off a
+dataclass row type); from it come the statements (``insert``, ``upsert``, ``select``,
+``add``, ``put``, ``all``, ``one``), the column lists for ``INSERT`` and a PostgreSQL
+``COPY`` (``names``, ``pg_types``), the row parameters (``params``), the model from a
+selected row (``load``) and the spool record (``record``/``from_record``, see
+``gateway.store.spool_codec``). A table without a row type of its own is a spec of
+columns only (its rows are ``dict``s). The roles' specs are here; the web tables' specs
+sit next to their rows (``accounts``, ``console``).
 
-Adding a column: add a field at the end of the row type (or a :class:`Column` at the
-end of an explicit spec, with the default that older spool records lack) and write one
-migration per dialect. Spool records
-are positional, so columns are only ever appended: a record spooled by an older version
-is one shorter and takes the new column's default.
+Adding a column: a field at the end of the row type (or a :class:`Column` at the end of
+an explicit spec, with the default that older spool records lack) and one migration per
+dialect. Spool records are positional, so columns are only ever appended: a record
+spooled by an older version is one shorter and takes the new column's default.
 """
 
 # ruff: noqa: RUF005  (the specs read best as rows of columns added together)
@@ -50,7 +47,7 @@ from telecare.gateway.clinical import ClinicalRecord
 from telecare.gateway.store.rows import DeadLetter, News2Record, RegistryChange, StatusItem
 from telecare.gateway.store.sql import Queries, TextArray, json_value
 
-__all__ = ["Column", "Table", "event_digest", "texts"]
+__all__ = ["Column", "Table", "event_digest", "plain"]
 
 M = TypeVar("M")
 Kind = Literal["text", "int", "smallint", "float", "bool", "ts", "json", "bytes", "texts"]
@@ -251,9 +248,9 @@ def _reading(metric: Metric, **fields: Any) -> Reading:
     return Reading(metric=metric, unit=metric.unit, **fields)
 
 
-def texts(*names: str) -> tuple[Column, ...]:
-    """Text columns named ``names``, in order."""
-    return tuple(Column(n) for n in names)
+def plain(name: str, *columns: Column) -> Table[dict[str, Any]]:
+    """The spec of a table whose rows are no model's (loaded as ``dict``)."""
+    return Table(name, columns, dict)
 
 
 C = Column
@@ -291,3 +288,16 @@ REGISTRY_AUDIT = Table.of("registry_audit", RegistryChange)
 CLINICAL_HISTORY = Table.of("resident_clinical_history", ClinicalRecord)
 RECEIPTS = Table.of("notification_receipts", Receipt)
 TIMERS = Table.of("dispatch_timers", Timer)
+# Tables whose rows are no model's: their statements, their values given as they are.
+DEVICE_USERS = plain("device_users", C("device_id"), C("user_id", INT), C("resident_id"))
+CASCADES = plain("resident_responders", C("resident_id"), C("position", INT), C("responder_id"))
+CLINICAL = plain(
+    "resident_clinical",
+    *(C("resident_id"), C("spo2_scale", INT), C("spo2_scale_set_by"), C("spo2_scale_set_at", TS)),
+    *(C("baseline_consciousness"), C("updated_by"), C("updated_at", TS)),
+)
+GROUPS = plain("dispatch_groups", C("dispatch_id"), C("group_key"))
+MEMBERS = plain("dispatch_members", C("alert_id"), C("dispatch_id"))
+DISPATCH_CASCADE = plain(
+    "dispatch_cascade", C("dispatch_id"), C("position", INT), C("responder_id"), C("timeout_s", INT)
+)
