@@ -47,9 +47,7 @@ from telecare.gateway.store.tables import (
     Table,
 )
 
-__all__ = ["KINDS", "TABLES", "Blocker", "Kind", "RegistryChange", "RegistryWrites", "SqlRegistry"]
-
-KINDS: tuple[Kind, ...] = ("site", "resident", "responder", "device")
+__all__ = ["Blocker", "Kind", "RegistryChange", "RegistryWrites", "SqlRegistry"]
 
 
 def _open(key: str, join: str = "") -> tuple[str, str]:
@@ -80,14 +78,6 @@ _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
         ("resident cascade", "SELECT resident_id FROM resident_responders WHERE responder_id = ?"),
     ),
     "device": (_open("a.device_id", " JOIN alerts a ON a.alert_id = d.alert_id"),),
-}
-
-#: The table and key column of each kind (for existence checks and the delete).
-TABLES: dict[Kind, tuple[str, str]] = {
-    "site": ("sites", "site_id"),
-    "resident": ("residents", "resident_id"),
-    "responder": ("responders", "responder_id"),
-    "device": ("devices", "device_id"),
 }
 
 #: The clinical settings, named as a ``Resident`` has them.
@@ -244,7 +234,7 @@ class SqlRegistry:
     async def remove_entity(
         self, kind: Kind, entity_id: str, change: RegistryChange
     ) -> list[Blocker]:
-        table, key = TABLES[kind]
+        table, key = f"{kind}s", f"{kind}_id"  # sites.site_id, devices.device_id, ...
         lock = self.sql.dialect.for_update
         async with self.sql.transaction() as tx:
             if not await tx.fetch_one(f"SELECT 1 FROM {table} WHERE {key} = ?{lock}", entity_id):

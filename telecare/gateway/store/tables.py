@@ -5,7 +5,7 @@ dataclass row type); from it come the statements (``insert``, ``upsert``, ``sele
 ``add``, ``put``, ``all``, ``one``), the column lists for ``INSERT`` and a PostgreSQL
 ``COPY`` (``names``, ``pg_types``), the row parameters (``params``), the model from a
 selected row (``load``) and the spool record (``record``/``from_record``, see
-``gateway.store.spool_codec``). A table without a row type of its own is a spec of
+``gateway.store.durable``). A table without a row type of its own is a spec of
 columns only (its rows are ``dict``s). The roles' specs are here; the web tables' specs
 sit next to their rows (``accounts``, ``console``).
 
@@ -29,7 +29,7 @@ from enum import Enum
 from functools import cached_property
 from operator import attrgetter
 from types import NoneType, UnionType
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar, cast
 
 from telecare.devices.model import (
     AlarmEvent,
@@ -248,9 +248,10 @@ def _reading(metric: Metric, **fields: Any) -> Reading:
     return Reading(metric=metric, unit=metric.unit, **fields)
 
 
-def plain(name: str, *columns: Column) -> Table[dict[str, Any]]:
-    """The spec of a table whose rows are no model's (loaded as ``dict``)."""
-    return Table(name, columns, dict)
+def plain(name: str, columns: str) -> Table[dict[str, Any]]:
+    """The spec of a table whose rows are no model's (loaded as ``dict``); ``columns``:
+    ``"name name:kind ..."``, in order (the kind ``text`` when not given)."""
+    return Table(name, tuple(Column(*cast(Any, c.split(":"))) for c in columns.split()), dict)
 
 
 C = Column
@@ -289,15 +290,13 @@ CLINICAL_HISTORY = Table.of("resident_clinical_history", ClinicalRecord)
 RECEIPTS = Table.of("notification_receipts", Receipt)
 TIMERS = Table.of("dispatch_timers", Timer)
 # Tables whose rows are no model's: their statements, their values given as they are.
-DEVICE_USERS = plain("device_users", C("device_id"), C("user_id", INT), C("resident_id"))
-CASCADES = plain("resident_responders", C("resident_id"), C("position", INT), C("responder_id"))
+DEVICE_USERS = plain("device_users", "device_id user_id:int resident_id")
+CASCADES = plain("resident_responders", "resident_id position:int responder_id")
 CLINICAL = plain(
     "resident_clinical",
-    *(C("resident_id"), C("spo2_scale", INT), C("spo2_scale_set_by"), C("spo2_scale_set_at", TS)),
-    *(C("baseline_consciousness"), C("updated_by"), C("updated_at", TS)),
+    "resident_id spo2_scale:int spo2_scale_set_by spo2_scale_set_at:ts baseline_consciousness"
+    " updated_by updated_at:ts",
 )
-GROUPS = plain("dispatch_groups", C("dispatch_id"), C("group_key"))
-MEMBERS = plain("dispatch_members", C("alert_id"), C("dispatch_id"))
-DISPATCH_CASCADE = plain(
-    "dispatch_cascade", C("dispatch_id"), C("position", INT), C("responder_id"), C("timeout_s", INT)
-)
+GROUPS = plain("dispatch_groups", "dispatch_id group_key")
+MEMBERS = plain("dispatch_members", "alert_id dispatch_id")
+DISPATCH_CASCADE = plain("dispatch_cascade", "dispatch_id position:int responder_id timeout_s:int")
