@@ -31,7 +31,7 @@ from telecare.devices.model import (
 from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from telecare.gateway.envelope import Envelope
-from telecare.gateway.store import spool_codec
+from telecare.gateway.store import durable
 from telecare.gateway.store.base import News2Record
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
@@ -352,10 +352,10 @@ def test_export_fhir_help_reads_at_80_columns() -> None:
 
 def test_news2_acvpu_level_survives_the_spool_and_old_records_still_decode() -> None:
     score = News2Record("r1", TS, 8, "high", True, {"consciousness": 3}, 1, "hub/obs1", "C")
-    assert spool_codec.decode(spool_codec.encode(score)) == score
-    old = json.loads(spool_codec.encode(score))
+    assert durable.decode(durable.encode(score)) == score
+    old = json.loads(durable.encode(score))
     old["v"] = old["v"][:8]  # spooled before migration 0013
-    decoded = spool_codec.decode(json.dumps(old).encode())
+    decoded = durable.decode(json.dumps(old).encode())
     assert isinstance(decoded, News2Record)
     assert decoded.consciousness is None
     assert decoded.total == 8

@@ -11,7 +11,7 @@ import pytest
 
 from telecare.devices.model import Metric, ModelError, Reading
 from telecare.gateway.store.base import Store
-from telecare.gateway.store.spool_codec import ReadingsItem, decode, encode
+from telecare.gateway.store.durable import ReadingsItem, decode, encode
 from tests.store.helpers import T0, registry
 
 

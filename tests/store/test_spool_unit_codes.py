@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from telecare.devices.model import AlarmEvent, EventType, Phase
-from telecare.gateway.store.spool_codec import decode, encode
+from telecare.gateway.store.durable import decode, encode
 from tests.store.helpers import T0
 
 

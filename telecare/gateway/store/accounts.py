@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from telecare.gateway.store.sql import Sql
-from telecare.gateway.store.tables import INT, Table
+from telecare.gateway.store.tables import INT, Table, plain
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -84,6 +84,8 @@ class StoredAnswer:
 
 USERS = Table.of("web_users", User, C("user_id", INT, auto=True))
 TOKENS = Table.of("api_tokens", ApiToken)
+SESSIONS = plain("web_sessions", "token_hash user_id:int csrf_token created_at:ts last_seen_at:ts")
+ANSWERS = plain("api_idempotency", "scope idem_key body_hash status:int response created_at:ts")
 _USER = USERS.select("u")
 _OF_USER = (
     "DELETE FROM web_sessions WHERE user_id IN (SELECT user_id FROM web_users WHERE username = ?)"
@@ -155,10 +157,7 @@ class Accounts:
     async def create_session(
         self, user_id: int, token_hash: str, csrf_token: str, now: datetime
     ) -> None:
-        q = "INSERT INTO web_sessions (token_hash, user_id, csrf_token, created_at, last_seen_at)"
-        await self.sql.execute(
-            f"{q} VALUES (?, ?, ?, ?, ?)", token_hash, user_id, csrf_token, now, now
-        )
+        await self.sql.execute(SESSIONS.insert(""), token_hash, user_id, csrf_token, now, now)
 
     async def session(self, token_hash: str) -> Session | None:
         row = await self.sql.fetch_one(
@@ -208,12 +207,7 @@ class Accounts:
     async def reserve_answer(self, scope: str, key: str, body_hash: str, now: datetime) -> bool:
         """Claim ``(scope, key)`` for a request in progress (status 0); ``False`` if the
         key was seen before (read it with :meth:`answer`)."""
-        done = await self.sql.execute(
-            "INSERT INTO api_idempotency (scope, idem_key, body_hash, status, response,"
-            " created_at) VALUES (?, ?, ?, 0, '', ?) ON CONFLICT DO NOTHING",
-            *(scope, key, body_hash, now),
-        )
-        return bool(done)
+        return bool(await self.sql.execute(ANSWERS.insert(), scope, key, body_hash, 0, "", now))
 
     async def answer(self, scope: str, key: str) -> StoredAnswer | None:
         q = f"SELECT body_hash, status, response, created_at {_ANSWER}"

@@ -1,24 +1,17 @@
 """What the gateway needs from storage, by role; ``Store`` is every role together.
 
-Each role is a small class of its own, written once for both backends on ``store.sql``
-(``gateway.store.sql``), and ``Store`` composes them:
+Each role is a small class written once for both backends on ``store.sql``
+(``gateway.store.sql``): ``writes.SqlWrites`` (the writes that may be spooled, which the
+``DurableStore`` replaces, and the pipeline's direct reads), ``registry.SqlRegistry``,
+``reports.SqlReports`` (reads for reports, exports and the console) and, as
+``store.dispatches``, ``dispatch.SqlDispatchRepository`` (the repository ``dispatch/``
+declares). The web's tables and reads (``console.ConsoleStore``, ``accounts.Accounts``)
+are built on ``store.sql`` by their callers.
 
-* ``writes.SqlWrites``: the writes that may be spooled while the database is away (the
-  ``DurableStore`` replaces exactly these) and the pipeline's direct reads;
-* ``registry.SqlRegistry``: sites, residents, devices, responders, receiver accounts;
-* ``dispatch.SqlDispatchRepository``: the repository ``dispatch/`` declares
-  (``dispatch.repository.DispatchRepository``), as ``store.dispatches``;
-* ``reports.SqlReports``: read queries for reports, exports and the console;
-* ``console.ConsoleStore`` and ``accounts.Accounts`` (the web's tables and reads) are
-  built on ``store.sql`` by their callers (``ConsoleStore(store.sql)``).
-
-The backends (``SqliteStore``, ``PostgresStore``) subclass ``Store`` and add opening,
-migrating, maintenance and (PostgreSQL) faster batch writes; ``DurableStore`` subclasses
-it on its backend's ``sql`` and replaces only the writes that may be spooled. Writes
-are idempotent: re-delivering the same message (same device and message id) stores
-nothing twice and returns ``False``/``0`` for what was already there.
-New tables are written through ``store.sql``. The rows these roles take and return
-that are not the canonical model's are in ``gateway.store.rows``.
+The backends (``SqliteStore``, ``PostgresStore``) add opening, migrating, maintenance and
+(PostgreSQL) faster batch writes. Writes are idempotent: re-delivering the same message
+(same device and message id) stores nothing twice and returns ``False``/``0`` for what
+was already there.
 """
 
 from __future__ import annotations
@@ -33,15 +26,9 @@ from telecare.gateway.store.reports import SqlReports
 from telecare.gateway.store.rows import (
     DEAD_LETTER_PREVIEW,
     AlertNote,
-    Blocker,
     DeadLetter,
-    HistoryPoint,
-    Kind,
     News2Record,
     OpenAlarm,
-    RegistryChange,
-    StatusItem,
-    TimelineEntry,
 )
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.writes import SqlWrites
@@ -49,18 +36,12 @@ from telecare.gateway.store.writes import SqlWrites
 __all__ = [
     "DEAD_LETTER_PREVIEW",
     "AlertNote",
-    "Blocker",
     "ClinicalChange",
     "ClinicalRecord",
     "DeadLetter",
-    "HistoryPoint",
-    "Kind",
     "News2Record",
     "OpenAlarm",
-    "RegistryChange",
-    "StatusItem",
     "Store",
-    "TimelineEntry",
 ]
 
 

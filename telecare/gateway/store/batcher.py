@@ -2,42 +2,28 @@
 
 ``await batcher.submit(readings)`` returns only once the readings are durably stored or
 spooled (whatever ``write`` does), so the MQTT ingest acknowledges a message only then.
-Many producers' submissions are gathered into one write. A batch is written when it
-holds ``max_rows`` rows, when its first row is ``max_age`` seconds old, or when no new
-submission has arrived for ``linger`` seconds, whichever comes first. ``linger`` matters
-when every producer is waiting for its acknowledgement (a lull, or an MQTT receive window
-smaller than a batch): without it each batch would sit out the whole ``max_age`` although
-nothing more can arrive, capping throughput at ``in-flight rows / max_age``. Under load,
-submissions pile up while a batch is being written, so batches fill to ``max_rows``.
+Many producers' submissions are gathered into one write, made when the batch holds
+``max_rows`` rows, when its first row is ``max_age`` seconds old, or when no submission
+has arrived for ``linger`` seconds (so a lull, or an MQTT receive window smaller than a
+batch, does not sit out the whole ``max_age``). Under load, batches fill to ``max_rows``.
+Per submission it is cheap: the rows join the batch being gathered and the submitter
+waits on its own future; the flusher naps until the batch's deadline and is nudged only
+when the batch fills or the first row of an idle spell arrives.
 
-How it is cheap per submission: a submission appends its rows to the batch being
-gathered (no queue item, no wake-up of the flusher) and waits on its own future (so
-cancelling one producer cancels only its wait). The flusher does not wake per
-submission: it naps until the batch's age or linger deadline (the linger measured from
-the latest submission) and is nudged only when the batch fills or the first row of an
-idle period arrives.
+Bounds: at most ``queue_size`` submissions (default ``2 * max_rows``) wait, in batches of
+at most ``max_rows`` rows (a message is never split). Beyond that a submission waits for
+room, and the backpressure reaches the broker (MQTT receive maximum) instead of memory.
 
-Bounds: at most ``queue_size`` submissions (default ``2 * max_rows``) wait for the
-flusher, in batches of at most ``max_rows`` rows (plus the rest of the message that
-crossed the limit: a message is never split). A submission beyond that waits for room,
-and the backpressure reaches the broker through the unacknowledged messages (MQTT
-receive maximum) instead of growing memory without bound.
+Resource handling: ``async with ReadingBatcher(write) as b`` starts the flusher, a
+supervised loop (``gateway.tasks``; in ``supervisor`` when given, else a private one).
+Leaving stops new submissions, flushes everything queued, then stops the flusher; a
+submission still waiting for room then is refused with ``RuntimeError`` (never queued,
+so its sender was not acknowledged).
 
-Resource handling
-    ``async with ReadingBatcher(write) as b`` starts the flusher, a supervised loop
-    (``gateway.tasks``; in ``supervisor`` when given, else a private one). Leaving the
-    block stops new submissions, flushes everything already queued, then stops the
-    flusher. Nothing queued is dropped on a clean exit; a submission still
-    waiting for room when the flusher stops is refused with ``RuntimeError`` (it was
-    never queued, so its sender has not been acknowledged).
-
-Error handling
-    ``write`` decides what "durable" means (``DurableStore`` writes to the database and
-    falls back to the spool). If ``write`` raises, the exception is set on every
-    submission of that batch, so each producer sees it (and does not acknowledge), it is
-    logged and counted in ``stats()["errors"]``, and the flusher carries on with the next
-    batch. A producer cancelled while waiting does not cancel the write of its rows. A
-    failure of the flusher itself (a bug) stops it loudly (``LoopFailed``).
+Errors: if ``write`` raises, every submission of that batch gets the exception (its
+producer does not acknowledge), it is logged and counted (``stats()["errors"]``) and the
+flusher goes on. A producer cancelled while waiting does not cancel the write of its
+rows. A failure of the flusher itself (a bug) stops it loudly (``LoopFailed``).
 """
 
 from __future__ import annotations
@@ -94,9 +80,7 @@ class ReadingBatcher:
         self.max_rows = max_rows
         self.max_age = max_age
         self.linger = min(linger, max_age)
-        # Size: a submission is one message (one to a few readings). Two batches' worth
-        # lets the next batch fill while one is being written; beyond that, submit()
-        # waits (see the module docstring).
+        # Two batches' worth of messages: the next fills while one is being written.
         self.queue_size = queue_size or 2 * max_rows
         self._batches: deque[_Batch] = deque()  # oldest first; only the last one grows
         self._queued = 0  # submissions in self._batches
@@ -139,13 +123,9 @@ class ReadingBatcher:
         return await fut
 
     def enqueue(self, readings: Sequence[Reading]) -> asyncio.Future[Destination] | None:
-        """Queue readings without waiting: the future resolves (to where they went) once
-        they are stored or spooled, or fails with the error of their batch. ``None`` when
-        the queue is full: nothing was queued; ``await submit(...)`` waits for room.
-
-        ``submit`` is this plus the wait; a caller that is itself a coroutine saves a
-        coroutine frame per message by awaiting the future directly.
-        """
+        """Queue readings without waiting (``submit`` without the wait): the future
+        resolves to where they went, or fails with their batch's error. ``None`` when the
+        queue is full: nothing was queued; ``await submit(...)`` waits for room."""
         loop = self._loop
         if self._closing or loop is None:
             raise RuntimeError("ReadingBatcher is not running; use 'async with'")

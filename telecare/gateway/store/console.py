@@ -33,7 +33,6 @@ __all__ = [
     "Note",
     "Notice",
     "Owner",
-    "RecentAlert",
     "TimerRow",
     "UnitEvent",
     "View",
@@ -114,18 +113,6 @@ CLOSURES = Table.of("console_closures", Closure)
 
 
 @dataclass(frozen=True, slots=True)
-class RecentAlert:
-    alert_id: str
-    priority: int
-    reason: str
-    ts: datetime
-    event_type: str | None
-    state: str | None
-    outcome: str | None
-    source_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class DeviceHealth:
     device_id: str
     kind: str
@@ -198,15 +185,20 @@ class AlarmRow:
     device_id: str | None
     event_type: str | None
     dispatch: Dispatch | None
+    source_key: str | None = None  # ``<device>/<msg_id>`` of the event it came from
+
+    @property
+    def state(self) -> DispatchState | None:
+        return self.dispatch.state if self.dispatch else None
+
+    @property
+    def outcome(self) -> str | None:
+        return self.dispatch.outcome if self.dispatch else None
 
 
-_ALERTS: Final = (
-    "SELECT a.alert_id, a.priority, a.reason, a.ts, a.event_type, d.state, d.outcome,"
-    " a.source_key FROM alerts a LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
-)
 _ALARMS: Final = (
     "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
-    f" a.device_id, a.event_type, {DISPATCHES.select('d')} FROM alerts a"
+    f" a.device_id, a.event_type, a.source_key, {DISPATCHES.select('d')} FROM alerts a"
     " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
 )
 _CLOSED: Final = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
@@ -317,13 +309,20 @@ class ConsoleStore:
         return await CLOSURES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
     # -- reads for the queue, the banner and the outage list ----------------------------
-    async def recent_alerts(self, resident_id: str, limit: int = 8) -> list[RecentAlert]:
-        q = f"{_ALERTS} WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?"
-        return [RecentAlert(*r) for r in await self.sql.fetch_all(q, resident_id, limit)]
+    async def recent_alerts(self, resident_id: str, limit: int = 8) -> list[AlarmRow]:
+        return await self._alarms(
+            "WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?", resident_id, limit
+        )
 
-    async def alert(self, alert_id: str) -> RecentAlert | None:
-        row = await self.sql.fetch_one(f"{_ALERTS} WHERE a.alert_id = ?", alert_id)
-        return None if row is None else RecentAlert(*row)
+    async def alert(self, alert_id: str) -> AlarmRow | None:
+        return next(iter(await self._alarms("WHERE a.alert_id = ?", alert_id)), None)
+
+    async def _alarms(self, tail: str, *params: object) -> list[AlarmRow]:
+        rows = await self.sql.fetch_all(f"{_ALARMS} {tail}", *params)
+        return [
+            AlarmRow(*r[:9], DISPATCHES.load(r[10:]) if r[10] is not None else None, r[9])
+            for r in rows
+        ]
 
     async def alert_detail(self, alert_id: str) -> dict[str, Any]:
         row = await self.sql.fetch_one("SELECT detail FROM alerts WHERE alert_id = ?", alert_id)
@@ -435,11 +434,7 @@ class ConsoleStore:
         """Alerts, newest first, with their dispatch; ``f``'s state filters apply to the
         dispatch (an alert without one counts as open)."""
         where, params = _where(f, "a", "ts")
-        q = f"{_ALARMS}{where} ORDER BY a.ts DESC LIMIT ?"
-        rows = await self.sql.fetch_all(q, *params, f.limit)
-        return [
-            AlarmRow(*(*r[:9], DISPATCHES.load(r[9:]) if r[9] is not None else None)) for r in rows
-        ]
+        return await self._alarms(f"{where} ORDER BY a.ts DESC LIMIT ?", *params, f.limit)
 
     async def open_by_priority(self) -> dict[int, tuple[int, datetime]]:
         """Open dispatches per priority: ``priority -> (count, oldest created_at)``."""

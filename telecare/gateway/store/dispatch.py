@@ -31,12 +31,19 @@ from telecare.dispatch.audit_chain import (
 )
 from telecare.dispatch.records import AuditRecord, CascadeEntry, Receipt, Timer, TimerKind
 from telecare.gateway.store.sql import Queries, Row, Sql, json_value
-from telecare.gateway.store.tables import AUDIT, DISPATCHES, RECEIPTS, TIMERS
+from telecare.gateway.store.tables import (
+    AUDIT,
+    DISPATCH_CASCADE,
+    DISPATCHES,
+    GROUPS,
+    MEMBERS,
+    RECEIPTS,
+    TIMERS,
+)
 
 __all__ = ["SqlDispatchRepository", "append_audit"]
 
 _OPEN = "state NOT IN ('resolved', 'cancelled')"
-_CASCADE = "INSERT INTO dispatch_cascade (dispatch_id, position, responder_id, timeout_s)"
 _CHAIN = f"audit_id, seq, prev_hash, row_hash, {AUDIT.names}"
 _PAGE = 5000
 #: A new dispatch, unless its alert already has one: its own (the unique ``alert_id``) or
@@ -80,11 +87,7 @@ class SqlDispatchRepository:
             if not head[3]:
                 return False  # refused: nothing written
             if group_key is not None:
-                await tx.send(
-                    "INSERT INTO dispatch_groups (dispatch_id, group_key) VALUES (?, ?)",
-                    d.dispatch_id,
-                    group_key,
-                )
+                await tx.send(GROUPS.insert(""), d.dispatch_id, group_key)
                 await _add_members(tx, d.dispatch_id, members)
             await _append(tx, audit, head)
             await _set_cascade(tx, d.dispatch_id, cascade)
@@ -195,11 +198,8 @@ class SqlDispatchRepository:
         return row[0] if row else None
 
     async def drop_timer(self, timer: Timer) -> None:
-        await self.sql.execute(
-            "DELETE FROM dispatch_timers WHERE dispatch_id = ? AND kind = ? AND due_at = ?"
-            " AND step = ?",
-            *TIMERS.params(timer),
-        )
+        match = " AND ".join(f"{c.name} = ?" for c in TIMERS.written)
+        await self.sql.execute(f"DELETE FROM dispatch_timers WHERE {match}", *TIMERS.params(timer))
 
     async def audit(self, dispatch_id: str) -> list[AuditRecord]:
         return await AUDIT.all(self.sql, "WHERE dispatch_id = ? ORDER BY audit_id", dispatch_id)
@@ -286,17 +286,12 @@ async def _compare_and_set(
 
 
 async def _add_members(tx: Queries, dispatch_id: str, alert_ids: Sequence[str]) -> int:
-    return await tx.execute_many(
-        "INSERT INTO dispatch_members (alert_id, dispatch_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        [(a, dispatch_id) for a in alert_ids],
-    )
+    return await tx.execute_many(MEMBERS.insert(), [(a, dispatch_id) for a in alert_ids])
 
 
 async def _set_cascade(tx: Queries, dispatch_id: str, cascade: Sequence[CascadeEntry]) -> None:
-    await tx.execute_many(
-        f"{_CASCADE} VALUES (?, ?, ?, ?)",
-        [(dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade],
-    )
+    rows = [(dispatch_id, e.position, e.responder_id, e.timeout_s) for e in cascade]
+    await tx.execute_many(DISPATCH_CASCADE.insert(""), rows)
 
 
 async def _set_timers(tx: Queries, timers: Sequence[Timer]) -> None:

@@ -1,62 +1,79 @@
-"""``DurableStore``: the ``Store`` the gateway uses, so that nothing accepted is lost.
+"""``DurableStore``: the ``Store`` the gateway uses, so that nothing accepted is lost,
+and the spool's records (what they hold, how they are replayed).
 
-It is the ``Store`` on its wrapped store's ``sql`` (PostgreSQL or SQLite), replacing
-only the writes that may be spooled (``SqlWrites``' ``write_*``); reads, the registry,
-the dispatch repository and ``store.sql`` are not spooled and raise while the database
-is away::
+It is the ``Store`` on its wrapped store's ``sql``, replacing only the writes that may be
+spooled (``SqlWrites``' ``write_*``); reads, the registry, the dispatch repository and
+``store.sql`` are not spooled and raise while the database is away::
 
     async with PostgresStore(dsn) as pg, DurableStore(pg, spool_dir=...) as store: ...
 
-* ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher` and
-  returns once the rows are in the database or in the spool; the other spooled writes
-  go straight to the store in their own transactions, never behind a batch of readings.
-* When the database is unreachable (``is_unavailable``) a write goes to the local
-  :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``).
-  From then until the spool has been replayed, *every* write goes to the spool, so the
-  replay keeps the original order. The ``spool-replayer`` loop replays the segments in
-  order (duplicates removed by the idempotency keys), deletes each once applied, and
-  switches back to direct writes.
-* The spool reports its state (``on_spool_state``, called on the event loop); whether
-  a nearly full spool is an alert is the caller's decision.
+* ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher`; the
+  other spooled writes go straight to the store, never behind a batch of readings.
+* While the database is unreachable (``is_unavailable``) a write goes to the local
+  :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``); until
+  the spool is replayed *every* write goes there, so the replay keeps the order. The
+  ``spool-replayer`` loop replays the segments in order (``apply_records``), deletes
+  each once applied, then switches back to direct writes.
+* The spool reports its state (``on_spool_state``, on the event loop); whether a nearly
+  full spool is an alert is the caller's decision.
 
-Resource handling: entering opens the spool and starts the batcher and two supervised
-loops (``gateway.tasks``, in ``supervisor`` when given, else a private one):
-``spool-replayer`` (waits until degraded, replays; any failure is logged and retried
-with backoff from ``retry_initial`` to ``retry_max``) and ``store-maintenance``
-(``maintain()`` every ``maintain_every`` seconds; a failure is logged and retried with
-backoff). Leaving flushes the batcher (to the database or the spool), stops the loops
-and closes the spool (what is not replayed yet is replayed after the next start). The
-wrapped store is not closed: its owner does that.
+A record (``encode``/``decode``, pure and exact inverses) is ``{"k": kind, "v": values}``
+(``"r"``: a list of them, for a batch of readings), the values of the table spec's
+spooled columns in order (``gateway.store.tables``: ISO 8601 timestamps, base64 bytes);
+one written before a column was added is shorter and decodes with the column's default.
+``apply_records`` calls the matching ``SqlWrites.write_<kind>`` for each, consecutive
+reading batches merged into writes of up to ``max_rows`` rows. Duplicates (a write that
+had in fact reached the database, a segment replayed twice after a crash) are removed by
+the idempotency keys; dead letters have none, so such a replay can store one twice.
+
+Resources: entering opens the spool and starts the batcher and two supervised loops
+(``gateway.tasks``, in ``supervisor`` when given, else a private one): ``spool-replayer``
+and ``store-maintenance`` (``maintain()`` every ``maintain_every`` seconds), each failure
+logged and retried with backoff. Leaving flushes the batcher (to the database or the
+spool), stops the loops and closes the spool (what is left is replayed after the next
+start). The wrapped store is its owner's to close.
 
 Errors: ``SpoolFull`` propagates to the writer (do not acknowledge; the sender
-redelivers); errors that are not "database unreachable" propagate unchanged; a spooled
-record the database rejects becomes a dead letter (``gateway.store.spool_codec``).
-A cancelled writer is never spooled: cancellation propagates as ``CancelledError``
-(psycopg re-raises it after cancelling the query), which is not "unreachable".
+redelivers), as do errors that are not "database unreachable" (a cancelled writer's
+``CancelledError`` among them: it is never spooled). In a replay, "unreachable" again
+propagates (the segment is kept and retried from its start); any other error for a
+record (undecodable, or rejected by the database) makes it a dead letter (source
+``spool``, the segment as origin, the error as reason) and the replay carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import structlog
 
-from telecare.devices.model import AlarmEvent, Alert, Reading
+from telecare.devices.model import AlarmEvent, Alert, Reading, utcnow
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.batcher import Destination, ReadingBatcher
 from telecare.gateway.store.errors import is_unavailable
 from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.spool import Spool, SpoolState
-from telecare.gateway.store.spool_codec import ReadingsItem, SpoolItem, apply_records, encode
+from telecare.gateway.store.tables import (
+    ALERTS,
+    DEAD_LETTERS,
+    EVENTS,
+    NEWS2,
+    READINGS,
+    STATUS,
+    Table,
+)
+from telecare.gateway.store.writes import SqlWrites
 from telecare.gateway.tasks import Loop, Loops, Supervisor
 
-__all__ = ["DurableStore"]
+__all__ = ["DurableStore", "ReadingsItem", "SpoolItem", "apply_records", "decode", "encode"]
 
 log = structlog.get_logger(__name__)
 
@@ -64,8 +81,96 @@ _T = TypeVar("_T")
 _I = TypeVar("_I")
 
 
-def _any(exc: BaseException) -> bool:
-    """Retry every failure: the replay must go on until the spool is empty."""
+@dataclass(frozen=True, slots=True)
+class ReadingsItem:
+    readings: tuple[Reading, ...]
+
+
+SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | News2Record | StatusItem
+
+#: The record kinds besides ``readings``: each is written by ``SqlWrites.write_<kind>``.
+_SPECS: dict[str, Table[Any]] = {"event": EVENTS, "alert": ALERTS, "dead_letter": DEAD_LETTERS}
+_SPECS |= {"news2": NEWS2, "status": STATUS}
+_KIND: dict[Any, str] = {spec.make: kind for kind, spec in _SPECS.items()}
+
+
+def encode(item: SpoolItem) -> bytes:
+    """The record payload for ``item``."""
+    if isinstance(item, ReadingsItem):
+        body: dict[str, Any] = {"k": "readings", "r": [READINGS.record(r) for r in item.readings]}
+    else:
+        kind = _KIND[type(item)]
+        body = {"k": kind, "v": _SPECS[kind].record(item)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(payload: bytes) -> SpoolItem:
+    """The item a record payload holds. Raises ``ValueError`` for an unknown record."""
+    body = json.loads(payload)
+    kind = body.get("k")
+    if kind == "readings":
+        return ReadingsItem(tuple(READINGS.from_record(v) for v in body["r"]))
+    if kind in _SPECS:
+        return cast(SpoolItem, _SPECS[kind].from_record(body["v"]))
+    raise ValueError(f"unknown spool record kind {kind!r}")
+
+
+async def apply_records(
+    store: SqlWrites, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
+) -> int:
+    """Write ``records`` to ``store`` in order; return how many records were applied."""
+    raws: list[bytes] = []  # consecutive reading records, written together
+    rows: list[Reading] = []
+    for raw in records:
+        try:
+            item: SpoolItem | Exception = decode(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            item = exc
+        if isinstance(item, ReadingsItem) and len(rows) + len(item.readings) <= max_rows:
+            raws.append(raw)
+            rows += item.readings
+            continue
+        await _apply(store, raws, origin, store.write_readings, rows)
+        raws, rows = [], []
+        if isinstance(item, ReadingsItem):
+            raws, rows = [raw], list(item.readings)
+        elif isinstance(item, Exception):
+            await _reject(store, raw, origin, item)
+        else:
+            write = getattr(store, f"write_{_KIND[type(item)]}")
+            await _apply(store, [raw], origin, write, item)
+    await _apply(store, raws, origin, store.write_readings, rows)
+    return len(records)
+
+
+async def _apply(
+    store: SqlWrites,
+    raws: list[bytes],
+    origin: str,
+    write: Callable[[Any], Awaitable[object]],
+    arg: object,
+) -> None:
+    """``write(arg)``, the records ``raws``; each becomes a dead letter if the database
+    rejects it (an unreachable database propagates)."""
+    if not raws:
+        return
+    try:
+        await write(arg)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        for raw in raws:
+            await _reject(store, raw, origin, exc)
+
+
+async def _reject(store: SqlWrites, raw: bytes, origin: str, exc: Exception) -> None:
+    log.error("spool_record_rejected", origin=origin, error=repr(exc))
+    await store.write_dead_letter(
+        DeadLetter(utcnow(), "spool", origin, f"replay failed: {exc!r}"[:1000], raw)
+    )
+
+
+def _any(exc: BaseException) -> bool:  # retry every failure: the spool must drain
     return True
 
 
@@ -233,12 +338,9 @@ class DurableStore(Store):
 
     # -- writes ------------------------------------------------------------------------
     async def write_readings(self, readings: Sequence[Reading]) -> int:
-        """Returns how many rows were handed to storage (stored or spooled); duplicates
-        are removed by the database, so this is not "how many were new"."""
+        """How many rows were stored or spooled (not "how many were new")."""
         batcher = self._batcher  # not running: enqueue raises RuntimeError
-        # The future directly, not ``await batcher.submit(...)``: one coroutine frame
-        # less per message (measurable at thousands of messages a second).
-        fut = batcher.enqueue(readings)
+        fut = batcher.enqueue(readings)  # the future itself: a coroutine frame less
         await (batcher.submit(readings) if fut is None else fut)  # None: wait for room
         return len(readings)
 

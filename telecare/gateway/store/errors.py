@@ -23,39 +23,27 @@ __all__ = ["SchemaNotReady", "SpoolFull", "StorageError", "TimescaleRequired", "
 
 
 class StorageError(Exception):
-    """Base class of the storage layer's own errors."""
+    """Base class of the storage layer's own errors (see the module docstring)."""
 
 
 class SchemaNotReady(StorageError):
-    """The schema is not migrated to what this code needs (and we may not migrate it)."""
-
     def __init__(self, schema: str, problem: str) -> None:
         super().__init__(
             f"PostgreSQL schema {schema!r} {problem}: run 'telecare db migrate' with the owner"
             " role (store.migrate_dsn), then start the gateway again"
         )
-        self.schema = schema
 
 
 class SpoolFull(StorageError):
-    """The spool cannot take ``needed`` more bytes without passing its bound."""
-
     def __init__(self, directory: str, used: int, limit: int, needed: int) -> None:
         super().__init__(
             f"spool {directory} is full ({used} of {limit} bytes used, {needed} more needed)"
             ": PostgreSQL has been unreachable too long; raise spool_max_bytes or restore the"
             " database"
         )
-        self.directory = directory
-        self.used = used
-        self.limit = limit
-        self.needed = needed
 
 
 class TimescaleRequired(StorageError):
-    """The schema was created with TimescaleDB hypertables, but the extension cannot be
-    used now (``gateway.store.timescale`` logged why)."""
-
     def __init__(self, schema: str) -> None:
         super().__init__(
             f"schema {schema} was created with TimescaleDB hypertables, but TimescaleDB"
@@ -63,7 +51,6 @@ class TimescaleRequired(StorageError):
             " add 'timescaledb' to shared_preload_libraries and restart PostgreSQL, or"
             " install the extension again"
         )
-        self.schema = schema
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -35,19 +35,19 @@ from telecare.gateway.clinical import (
 from telecare.gateway.store.rows import Blocker, Kind, RegistryChange
 from telecare.gateway.store.sql import Queries, Sql
 from telecare.gateway.store.tables import (
+    CASCADES,
+    CLINICAL,
     CLINICAL_HISTORY,
+    DEVICE_USERS,
     DEVICES,
     RECEIVER_ACCOUNTS,
     REGISTRY_AUDIT,
     RESPONDERS,
     SITES,
     Table,
-    texts,
 )
 
-__all__ = ["KINDS", "TABLES", "Blocker", "Kind", "RegistryChange", "RegistryWrites", "SqlRegistry"]
-
-KINDS: tuple[Kind, ...] = ("site", "resident", "responder", "device")
+__all__ = ["Blocker", "Kind", "RegistryChange", "RegistryWrites", "SqlRegistry"]
 
 
 def _open(key: str, join: str = "") -> tuple[str, str]:
@@ -80,25 +80,15 @@ _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
     "device": (_open("a.device_id", " JOIN alerts a ON a.alert_id = d.alert_id"),),
 }
 
-#: The table and key column of each kind (for existence checks and the delete).
-TABLES: dict[Kind, tuple[str, str]] = {
-    "site": ("sites", "site_id"),
-    "resident": ("residents", "resident_id"),
-    "responder": ("responders", "responder_id"),
-    "device": ("devices", "device_id"),
-}
-
+#: The clinical settings, named as a ``Resident`` has them.
+_CLINICAL = [c.name for c in CLINICAL.columns[1:5]]
 #: A resident's registry columns (never the clinical settings: see ``set_clinical``).
-RESIDENTS = Table(
-    "residents", texts("resident_id", "site_id", "name", "nhs_number", "notes"), Resident
-)
+RESIDENTS = Table.of("residents", Resident, skip=(*_CLINICAL, "responders"))
 #: A resident with its clinical settings (migration 0009) joined in.
 _RESIDENT_SELECT = (
-    "SELECT r.resident_id, r.site_id, r.name, r.nhs_number, r.notes, c.spo2_scale,"
-    " c.spo2_scale_set_by, c.spo2_scale_set_at, c.baseline_consciousness"
+    f"SELECT {RESIDENTS.select('r')}, {', '.join(f'c.{n}' for n in _CLINICAL)}"
     " FROM residents r LEFT JOIN resident_clinical c ON c.resident_id = r.resident_id"
 )
-_CLINICAL = "spo2_scale, spo2_scale_set_by, spo2_scale_set_at, baseline_consciousness"
 _DEVICE_UPSERT = (
     DEVICES.upsert("device_id").replace(
         f"({DEVICES.names}) VALUES (", f"({DEVICES.names}, secret_hash) VALUES (?, "
@@ -119,11 +109,8 @@ class RegistryWrites:
         await self.tx.execute(
             "DELETE FROM resident_responders WHERE resident_id = ?", r.resident_id
         )
-        await self.tx.execute_many(
-            "INSERT INTO resident_responders (resident_id, position, responder_id)"
-            " VALUES (?, ?, ?)",
-            [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)],
-        )
+        cascade = [(r.resident_id, i, rid) for i, rid in enumerate(r.responders)]
+        await self.tx.execute_many(CASCADES.insert(""), cascade)
 
     async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
         """The device; ``secret_hash`` replaces its credentials when given."""
@@ -134,7 +121,7 @@ class RegistryWrites:
 
 
 class SqlRegistry:
-    """:class:`~gateway.store.base.Registry` on ``self.sql``."""
+    """The registry role on ``self.sql``."""
 
     sql: Sql
 
@@ -159,11 +146,8 @@ class SqlRegistry:
         await RESPONDERS.put(self.sql, responder, "responder_id")
 
     async def set_device_user(self, device_id: str, user_id: int, resident_id: str) -> None:
-        await self.sql.execute(
-            "INSERT INTO device_users (device_id, user_id, resident_id) VALUES (?, ?, ?)"
-            " ON CONFLICT (device_id, user_id) DO UPDATE SET resident_id = excluded.resident_id",
-            device_id, user_id, resident_id,
-        )  # fmt: skip
+        q = DEVICE_USERS.upsert("device_id", "user_id")
+        await self.sql.execute(q, device_id, user_id, resident_id)
 
     async def device_users(self, device_id: str) -> dict[int, str]:
         q = "SELECT user_id, resident_id FROM device_users WHERE device_id = ?"
@@ -176,10 +160,8 @@ class SqlRegistry:
         return await DEVICES.one(self.sql, "WHERE device_id = ?", device_id)
 
     async def get_device_secret_hash(self, device_id: str) -> str | None:
-        row = await self.sql.fetch_one(
-            "SELECT secret_hash FROM devices WHERE device_id = ?", device_id
-        )
-        return row[0] if row else None
+        q = "SELECT secret_hash FROM devices WHERE device_id = ?"
+        return row[0] if (row := await self.sql.fetch_one(q, device_id)) else None
 
     async def device_credentials(self) -> list[tuple[str, str]]:
         found = await self.sql.fetch_all(
@@ -232,16 +214,10 @@ class SqlRegistry:
                 f"SELECT 1 FROM residents WHERE resident_id = ?{lock}", c.resident_id
             ):
                 raise KeyError(c.resident_id)
-            q = f"SELECT {_CLINICAL} FROM resident_clinical WHERE resident_id = ?"
-            row = await tx.fetch_one(q, c.resident_id)
-            new, records = plan_clinical(_clinical(row), c)
+            q = f"SELECT {', '.join(_CLINICAL)} FROM resident_clinical WHERE resident_id = ?"
+            new, records = plan_clinical(_clinical(await tx.fetch_one(q, c.resident_id)), c)
             await tx.execute(
-                f"INSERT INTO resident_clinical (resident_id, {_CLINICAL}, updated_by, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (resident_id) DO UPDATE SET"
-                " spo2_scale = excluded.spo2_scale, spo2_scale_set_by = excluded.spo2_scale_set_by,"
-                " spo2_scale_set_at = excluded.spo2_scale_set_at,"
-                " baseline_consciousness = excluded.baseline_consciousness,"
-                " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                CLINICAL.upsert("resident_id"),
                 c.resident_id, new.spo2_scale, new.spo2_scale_set_by, new.spo2_scale_set_at,
                 new.baseline.value if new.baseline else None, c.recorded_by, c.recorded_at,
             )  # fmt: skip
@@ -258,7 +234,7 @@ class SqlRegistry:
     async def remove_entity(
         self, kind: Kind, entity_id: str, change: RegistryChange
     ) -> list[Blocker]:
-        table, key = TABLES[kind]
+        table, key = f"{kind}s", f"{kind}_id"  # sites.site_id, devices.device_id, ...
         lock = self.sql.dialect.for_update
         async with self.sql.transaction() as tx:
             if not await tx.fetch_one(f"SELECT 1 FROM {table} WHERE {key} = ?{lock}", entity_id):

@@ -1,5 +1,5 @@
 """The reports role, written once for both backends: read queries for reports, the FHIR
-export, the CLI and the console (``gateway.store.base.Reports``)."""
+export, the CLI and the console."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ _EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
 
 
 class SqlReports:
-    """:class:`~gateway.store.base.Reports` on ``self.sql``."""
+    """The reports role on ``self.sql``."""
 
     sql: Sql
 

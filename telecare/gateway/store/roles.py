@@ -6,11 +6,9 @@ running gateway needs.
   the two login roles, the database's privileges, the schema owned by the owner role.
 - ``runtime_grants`` is applied by the owner after every migration
   (``PostgresStore.migrate`` with ``runtime_role``): read and write on the operational
-  tables, but on ``dispatch_audit``, ``resident_clinical_history`` and ``registry_audit``
-  only ``SELECT`` and
-  ``INSERT`` (no ``UPDATE``, ``DELETE``, ``TRUNCATE``, ``TRIGGER``),
-  ``schema_migrations`` read-only, nothing owned,
-  so the runtime role can neither rewrite the audit nor disable its triggers.
+  tables, but on the :data:`APPEND_ONLY` records only ``SELECT`` and ``INSERT`` (no
+  ``UPDATE``, ``DELETE``, ``TRUNCATE``, ``TRIGGER``), ``schema_migrations`` read-only,
+  nothing owned, so the runtime role can neither rewrite the audit nor disable its triggers.
 """
 
 from __future__ import annotations
@@ -58,23 +56,14 @@ def runtime_grants(
         "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
     ]
     grants = [sql.SQL(text).format(s=s, r=r) for text in statements]
-    for table in append_only:
-        grants.append(
-            sql.SQL("REVOKE UPDATE, DELETE ON {s}.{t} FROM {r}").format(
-                s=s, t=sql.Identifier(table), r=r
-            )
-        )
-    return grants
+    revoke = sql.SQL("REVOKE UPDATE, DELETE ON {s}.{t} FROM {r}")
+    return grants + [revoke.format(s=s, t=sql.Identifier(t), r=r) for t in append_only]
 
 
 def setup_script(database: str, schema: str, owner: str, runtime: str) -> str:
     """One-time administrator SQL (idempotent) creating the two roles and the schema."""
-    for what, value in (
-        ("database", database),
-        ("schema", schema),
-        ("owner role", owner),
-        ("runtime role", runtime),
-    ):
+    names = {"database": database, "schema": schema, "owner role": owner, "runtime role": runtime}
+    for what, value in names.items():
         check_identifier(what, value)
     return f"""\
 -- telecare: database roles. Run once as a superuser (or a role with CREATEROLE):

@@ -130,6 +130,10 @@ class Sql(Queries):
         round trip per read plus one for the commit (SQLite: no difference)."""
         raise NotImplementedError
 
+    async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
+        async with self.transaction() as tx:  # one transaction, as documented
+            return await tx.execute_many(sql, rows)
+
 
 def iso(ts: datetime) -> str:
     """The sortable UTC text form SQLite stores timestamps in."""
@@ -289,8 +293,6 @@ class SqliteSql(Sql):
             return await _in_thread(fn, conn)
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
-        if op == "many":  # one transaction, as documented
-            return await self.run(lambda c: _atomic(c, lambda: _sqlite_do(c, op, sql, params)))
         return await self.run(lambda c: _sqlite_do(c, op, sql, params))
 
     @asynccontextmanager
@@ -332,18 +334,6 @@ async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Conne
         raise
 
 
-def _atomic(conn: sqlite3.Connection, fn: Callable[[], _T]) -> _T:
-    """``fn()`` in one ``BEGIN IMMEDIATE`` transaction (the connection is autocommit)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn()
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
 def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
     if op == "many":
         before = conn.total_changes
@@ -369,10 +359,7 @@ class PostgresSql(Sql):
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
         async with self._pool.connection() as conn:
-            if op != "many":
-                return await _PgTx(conn, self.dialect)._do(op, sql, params)
-            async with conn.transaction():  # one transaction, as documented
-                return await _PgTx(conn, self.dialect)._do(op, sql, params)
+            return await _PgTx(conn, self.dialect)._do(op, sql, params)
 
     @asynccontextmanager
     async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[Queries]:

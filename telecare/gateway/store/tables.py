@@ -1,21 +1,18 @@
 """One spec per table: the columns, once, and everything derived from them.
 
-A :class:`Table` lists its columns in order, each with its kind and how it maps to the
-model's field; ``Table.of(name, Row)`` reads them off a dataclass row type (a column per
-field, in order, the kind from the field's type), so most tables are written down once,
-as their row type. From that come the insert and upsert statements (``table.insert()``,
-``table.upsert(*key)``), the column lists for ``INSERT``, a PostgreSQL ``COPY`` and a
-``SELECT`` (``table.names``, ``table.pg_types``, ``table.select(alias)``), the row
-parameters (``table.params(item)``), the model from a selected row (``table.load(row)``,
-``table.all``/``table.one``) and the spool record (``table.record(item)`` /
-``table.from_record(values)``, see ``gateway.store.spool_codec``). The roles' specs are
-here; the web tables' specs sit next to their rows (``accounts``, ``console``).
+A :class:`Table` lists its columns in order (``Table.of(name, Row)`` reads them off a
+dataclass row type); from it come the statements (``insert``, ``upsert``, ``select``,
+``add``, ``put``, ``all``, ``one``), the column lists for ``INSERT`` and a PostgreSQL
+``COPY`` (``names``, ``pg_types``), the row parameters (``params``), the model from a
+selected row (``load``) and the spool record (``record``/``from_record``, see
+``gateway.store.durable``). A table without a row type of its own is a spec of
+columns only (its rows are ``dict``s). The roles' specs are here; the web tables' specs
+sit next to their rows (``accounts``, ``console``).
 
-Adding a column: add a field at the end of the row type (or a :class:`Column` at the
-end of an explicit spec, with the default that older spool records lack) and write one
-migration per dialect. Spool records
-are positional, so columns are only ever appended: a record spooled by an older version
-is one shorter and takes the new column's default.
+Adding a column: a field at the end of the row type (or a :class:`Column` at the end of
+an explicit spec, with the default that older spool records lack) and one migration per
+dialect. Spool records are positional, so columns are only ever appended: a record
+spooled by an older version is one shorter and takes the new column's default.
 """
 
 # ruff: noqa: RUF005  (the specs read best as rows of columns added together)
@@ -32,7 +29,7 @@ from enum import Enum
 from functools import cached_property
 from operator import attrgetter
 from types import NoneType, UnionType
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar, cast
 
 from telecare.devices.model import (
     AlarmEvent,
@@ -50,7 +47,7 @@ from telecare.gateway.clinical import ClinicalRecord
 from telecare.gateway.store.rows import DeadLetter, News2Record, RegistryChange, StatusItem
 from telecare.gateway.store.sql import Queries, TextArray, json_value
 
-__all__ = ["Column", "Table", "event_digest", "texts"]
+__all__ = ["Column", "Table", "event_digest", "plain"]
 
 M = TypeVar("M")
 Kind = Literal["text", "int", "smallint", "float", "bool", "ts", "json", "bytes", "texts"]
@@ -251,9 +248,10 @@ def _reading(metric: Metric, **fields: Any) -> Reading:
     return Reading(metric=metric, unit=metric.unit, **fields)
 
 
-def texts(*names: str) -> tuple[Column, ...]:
-    """Text columns named ``names``, in order."""
-    return tuple(Column(n) for n in names)
+def plain(name: str, columns: str) -> Table[dict[str, Any]]:
+    """The spec of a table whose rows are no model's (loaded as ``dict``); ``columns``:
+    ``"name name:kind ..."``, in order (the kind ``text`` when not given)."""
+    return Table(name, tuple(Column(*cast(Any, c.split(":"))) for c in columns.split()), dict)
 
 
 C = Column
@@ -291,3 +289,14 @@ REGISTRY_AUDIT = Table.of("registry_audit", RegistryChange)
 CLINICAL_HISTORY = Table.of("resident_clinical_history", ClinicalRecord)
 RECEIPTS = Table.of("notification_receipts", Receipt)
 TIMERS = Table.of("dispatch_timers", Timer)
+# Tables whose rows are no model's: their statements, their values given as they are.
+DEVICE_USERS = plain("device_users", "device_id user_id:int resident_id")
+CASCADES = plain("resident_responders", "resident_id position:int responder_id")
+CLINICAL = plain(
+    "resident_clinical",
+    "resident_id spo2_scale:int spo2_scale_set_by spo2_scale_set_at:ts baseline_consciousness"
+    " updated_by updated_at:ts",
+)
+GROUPS = plain("dispatch_groups", "dispatch_id group_key")
+MEMBERS = plain("dispatch_members", "alert_id dispatch_id")
+DISPATCH_CASCADE = plain("dispatch_cascade", "dispatch_id position:int responder_id timeout_s:int")

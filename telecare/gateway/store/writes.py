@@ -31,7 +31,7 @@ _STATUS = (
 
 
 class SqlWrites:
-    """:class:`~gateway.store.base.Ingest` on ``self.sql``."""
+    """The ingest role on ``self.sql``."""
 
     sql: Sql
 
