@@ -161,6 +161,8 @@ async def _store_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
             )
         else:
             out.append(Check("store mode", "ok", f"{mode}; TimescaleDB preloaded"))
+            if variant == "timescale":
+                out.append(await _timescale_jobs(conn, cfg.store.schema))
         before = datetime.now(UTC)
         cur = await conn.execute("SELECT now()")
         row = await cur.fetchone()
@@ -177,6 +179,39 @@ async def _store_checks(cfg: Config, opts: DoctorOptions) -> list[Check]:
             )
         )
     return out
+
+
+_FAILED_JOBS = """
+SELECT j.job_id, j.application_name,
+       (SELECT e.err_message FROM timescaledb_information.job_errors e
+        WHERE e.job_id = j.job_id ORDER BY e.start_time DESC LIMIT 1)
+FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s USING (job_id)
+WHERE s.last_run_status = 'Failed' AND (j.hypertable_schema = %(schema)s
+   OR (j.hypertable_schema, j.hypertable_name) IN (
+      SELECT materialization_hypertable_schema, materialization_hypertable_name
+      FROM timescaledb_information.continuous_aggregates WHERE view_schema = %(schema)s))
+ORDER BY j.job_id
+"""
+
+
+async def _timescale_jobs(conn: psycopg.AsyncConnection[Any], schema: str) -> Check:
+    """The schema's TimescaleDB policy jobs (compression, retention, the continuous
+    aggregate's refresh) whose last scheduled run failed: a warning with the last error
+    of each (storage keeps working; old data may not be compressed or dropped)."""
+    cur = await conn.execute(_FAILED_JOBS, {"schema": schema})
+    failed = await cur.fetchall()
+    if not failed:
+        return Check("timescaledb jobs", "ok", "no policy job's last run failed")
+    found = "; ".join(f"{name}: {error or 'see the server log'}" for _, name, error in failed)
+    ids = ", ".join(str(job_id) for job_id, _, _ in failed)
+    return Check(
+        "timescaledb jobs",
+        "warn",
+        f"last run failed: {found}",
+        f"SELECT * FROM timescaledb_information.job_errors WHERE job_id IN ({ids});"
+        " 'cannot drop portal' is a TimescaleDB bug: the work was done, only the run is"
+        " marked failed (docs/storage.md)",
+    )
 
 
 def _sqlite_checks(path: Path) -> list[Check]:

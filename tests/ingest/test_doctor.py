@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from psycopg import sql
 from typer.testing import CliRunner
 
 from telecare.gateway.auth import hash_secret, write_password_file
@@ -31,6 +32,8 @@ from telecare.gateway.store.postgres import PostgresStore
 from tests.helpers import run_together
 from tests.ingest.test_provision import ROOT, shipped_broker
 from tests.services import free_port
+from tests.store.helpers import message
+from tests.store.test_timescale import _first_scheduled_run_ended, _probe
 
 TELECARE = [sys.executable, "-m", "telecare.gateway.cli"]
 GW_USER, GW_PASSWORD = "telecare-gateway", "gw-secret-1"
@@ -263,3 +266,60 @@ def test_doctor_restores_the_password_file_when_the_broker_cannot_be_reloaded(
     assert "cannot reload the broker" in probe["detail"]
     assert "--reload-command" in probe["fix"]
     assert install.password_file.read_bytes() == before
+
+
+async def _failing_retention_job(dsn: str, schema: str) -> int:
+    """A TimescaleDB schema whose retention policy fails for sure: a view depends on the
+    one chunk (60 days old) it must drop. The policy is added once the view exists, and
+    the scheduler's first run of it (at once, a new job is due now) has ended."""
+    old = [replace(r, ts=datetime.now(UTC) - timedelta(days=60)) for r in message(1)]
+    async with PostgresStore(dsn, schema=schema, retain_for=None) as store:
+        await store.migrate()
+        await store.write_readings(old)
+        async with store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks"
+                " WHERE hypertable_schema = %s AND hypertable_name = 'readings'",
+                (schema,),
+            )
+            [(chunk_schema, chunk)] = await cur.fetchall()
+            await conn.execute(
+                sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(
+                    sql.Identifier(schema, "pin"), sql.Identifier(chunk_schema, chunk)
+                )
+            )
+        store.retain_for = timedelta(days=30)
+        await store.migrate()
+        async with store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_schema = %s"
+                " AND proc_name = 'policy_retention'",
+                (schema,),
+            )
+            [(job,)] = await cur.fetchall()
+            await _first_scheduled_run_ended(conn, job)
+    return int(job)
+
+
+def test_doctor_warns_of_failing_timescaledb_jobs(
+    tmp_path: Path, pg_dsn: str, pg_schema: str
+) -> None:
+    """A policy job of the schema whose last scheduled run failed: a warning (storage
+    still works) naming the job and its error, with where to read more."""
+    if not _probe(pg_dsn)[1]:
+        pytest.skip("needs TimescaleDB preloaded (point TELECARE_TEST_PG_DSN at one)")
+    job = asyncio.run(_failing_retention_job(pg_dsn, pg_schema))
+    cfg = _write_config(
+        tmp_path, port=free_port(), prefix="doc/telecare/v1", dsn=pg_dsn, schema=pg_schema
+    )
+    cfg.write_text(cfg.read_text().replace("timescale = false", "timescale = true"))
+    args = ["doctor", "--config", str(cfg), "--password-file", str(tmp_path / "passwd")]
+    result = CliRunner().invoke(app, [*args, "--no-throwaway", "--json"])
+    checks = _by_name(result.stdout)
+    assert checks["store mode"]["detail"].startswith("TimescaleDB"), checks["store mode"]
+    jobs = checks["timescaledb jobs"]
+    assert jobs["status"] == "warn"
+    assert f"Retention Policy [{job}]: cannot drop table" in jobs["detail"]
+    assert "other objects depend on it" in jobs["detail"]
+    listed = jobs["fix"].split("job_id IN (")[1].split(")")[0]
+    assert str(job) in listed.split(", ")

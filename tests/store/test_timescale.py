@@ -185,6 +185,60 @@ async def test_timescale_schema_and_policies(timescale_dsn: str, pg_schema: str)
             assert [r[0]["compress_after"] for r in await cur.fetchall()] == ["3 days"]
 
 
+_JOBS = """
+SELECT j.proc_name, j.job_id, j.config, s.total_runs, s.last_run_started_at::text,
+       s.next_start::text
+FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s USING (job_id)
+WHERE j.hypertable_schema = %(schema)s
+   OR (j.hypertable_schema, j.hypertable_name) IN (
+      SELECT materialization_hypertable_schema, materialization_hypertable_name
+      FROM timescaledb_information.continuous_aggregates WHERE view_schema = %(schema)s)
+"""
+
+
+async def _jobs(store: PostgresStore) -> dict[str, tuple[Any, ...]]:
+    """The schema's policy jobs by kind: (job id, config, runs, last start, next start)."""
+    async with store.pool.connection() as conn:
+        cur = await conn.execute(_JOBS, {"schema": store.schema})
+        return {row[0]: tuple(row[1:]) for row in await cur.fetchall()}
+
+
+@pytest.mark.timescaledb
+async def test_a_restart_leaves_unchanged_policies_alone(
+    timescale_dsn: str, pg_schema: str
+) -> None:
+    """Every gateway start migrates. Policies with the configured ages keep their jobs,
+    run history and schedule (a job added again would run at once, and removing one
+    cancels its run under way); a changed age replaces that policy's job only."""
+    ages: dict[str, Any] = {"compress_after": timedelta(days=2), "retain_for": timedelta(days=30)}
+    async with PostgresStore(timescale_dsn, schema=pg_schema, **ages) as store:
+        await store.migrate()
+        first = await _jobs(store)
+        assert sorted(first) == [
+            "policy_compression",
+            "policy_refresh_continuous_aggregate",
+            "policy_retention",
+        ]
+        async with store.pool.connection() as conn:
+            for job_id, *_ in first.values():
+                await _first_scheduled_run_ended(conn, job_id)
+        ran = await _jobs(store)
+        assert all(runs >= 1 for _, _, runs, _, _ in ran.values())
+        assert await store.migrate() == []
+        assert await _jobs(store) == ran
+    async with PostgresStore(timescale_dsn, schema=pg_schema, **ages) as store:
+        assert await store.migrate() == []  # a restart
+        assert await _jobs(store) == ran
+    ages["retain_for"] = timedelta(days=60)
+    async with PostgresStore(timescale_dsn, schema=pg_schema, **ages) as store:
+        await store.migrate()
+        changed = await _jobs(store)
+    assert changed["policy_retention"][0] != ran["policy_retention"][0]
+    assert changed["policy_retention"][1]["drop_after"] == "60 days"
+    del changed["policy_retention"], ran["policy_retention"]
+    assert changed == ran
+
+
 @pytest.mark.timescaledb
 async def test_compressed_chunks_take_redeliveries_and_late_readings(
     timescale_dsn: str, pg_schema: str

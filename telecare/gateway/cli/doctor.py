@@ -101,9 +101,9 @@ def doctor(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Check an installation end to end: configuration, store (reachable, migrated,
-    mode, clock), spool, broker (login, client-id binding, ACL), password file and TLS
-    files. Exit code 7 when anything must be fixed (2 when the configuration does not
-    parse)."""
+    mode, TimescaleDB jobs, clock), spool, broker (login, client-id binding, ACL),
+    password file and TLS files. Exit code 7 when anything must be fixed (2 when the
+    configuration does not parse)."""
     try:
         cfg = load_config(config, os.environ)
     except ConfigError as exc:

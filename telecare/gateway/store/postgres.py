@@ -3,7 +3,7 @@ maintenance and faster batch writes (binary COPY, arrays) built from the table s
 
 Modes (``mode``): ``timescaledb`` (hypertables for readings and NEWS2 scores,
 compression after ``compress_after``, retention ``retain_for``, continuous aggregate
-``vitals_hourly``; policies re-applied at every ``migrate``; the extension in a schema
+``vitals_hourly``; policies replaced at ``migrate`` if their ages changed; the extension in a schema
 of its own, referenced qualified: ``gateway.store.timescale``) or ``postgres`` (monthly
 range partitions ``partitions_ahead_months`` ahead, made by ``migrate`` and the daily
 ``maintain``). A schema keeps the mode it was created in.
@@ -282,13 +282,22 @@ class PostgresStore(Store):
         return []
 
     async def _apply_policies(self, conn: psycopg.AsyncConnection[TupleRow], ts: Extension) -> None:
-        """(Re)apply the compression and retention policies on ``readings`` with the
-        configured ages: removing first, since ``add_*_policy(if_not_exists)`` keeps an
-        existing policy with a different age."""
+        """Apply the compression and retention policies on ``readings`` with the
+        configured ages. One that has its age already is left alone (a new job would run
+        at once and a removed one is cancelled mid-run, at every start); one with another
+        age is removed and added again (``add_*_policy(if_not_exists)`` keeps the old)."""
         for policy, arg, age in (
             ("compression", "compress_after", self.compress_after),
             ("retention", "drop_after", self.retain_for),
         ):
+            cur = await conn.execute(
+                "SELECT 1 FROM timescaledb_information.jobs WHERE hypertable_schema = %s"
+                " AND hypertable_name = 'readings' AND proc_name = %s"
+                " AND (config->>%s)::interval = %s::interval",
+                (self.schema, f"policy_{policy}", arg, age),
+            )
+            if await cur.fetchone() is not None:
+                continue
             remove, add = (
                 ts.qualified(f"remove_{policy}_policy"),
                 ts.qualified(f"add_{policy}_policy"),
