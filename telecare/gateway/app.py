@@ -401,6 +401,7 @@ class Gateway:
             self.publisher.publish,
             self.config.mqtt.topic_prefix,
             repo.load_for_alert,
+            supervisor=self.supervisor,
         )
 
     def _spool_state(self, state: SpoolState) -> None:

@@ -320,11 +320,7 @@ class ConsoleStore:
     async def _alarms(self, tail: str, *params: object) -> list[AlarmRow]:
         rows = await self.sql.fetch_all(f"{_ALARMS} {tail}", *params)
         return [
-            AlarmRow(
-                *r[:9],
-                dispatch=DISPATCHES.load(r[10:]) if r[10] is not None else None,
-                source_key=r[9],
-            )
+            AlarmRow(*(*r[:9], DISPATCHES.load(r[10:]) if r[10] is not None else None, r[9]))
             for r in rows
         ]
 
