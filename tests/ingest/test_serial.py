@@ -133,6 +133,11 @@ async def test_contact_id_alarm_receiver_over_a_pty_raises_alarms(
             )
             await eventually(lambda: store.count("alarm_events"), lambda n: n == 2)
             reasons = await eventually(lambda: _reasons(store))
+
+            async def events_counted() -> int:  # counted once the sink has returned
+                return reader.stats.events
+
+            assert await eventually(events_counted, lambda n: n >= 2) == 2
         assert reader.stats.events == 2
         assert any("checksum" in r for r in reasons)
         alerts = await store.recent_alerts()

@@ -53,10 +53,14 @@ _NEW = (
     " WHERE NOT EXISTS (SELECT 1 FROM dispatch_members WHERE alert_id = ?) ON CONFLICT DO NOTHING"
 )
 #: In one statement: the new record's detail as the database will give it back (jsonb
-#: normalises numbers), the chain's head, and whether the record's dispatch exists.
+#: normalises numbers), the chain's head, and whether this transaction's insert made the
+#: dispatch: it exists but has no audit row yet (a dispatch is only ever committed with
+#: its first audit row, so one already there was made by someone else: a redelivery).
 _HEAD = (
     "SELECT CAST(? AS {json}), h.seq, h.row_hash,"
-    " (SELECT count(*) FROM dispatches WHERE dispatch_id = ?) FROM (SELECT 1 AS one) x LEFT JOIN"
+    " CASE WHEN EXISTS (SELECT 1 FROM dispatches WHERE dispatch_id = ?)"
+    " AND NOT EXISTS (SELECT 1 FROM dispatch_audit WHERE dispatch_id = ?) THEN 1 ELSE 0 END"
+    " FROM (SELECT 1 AS one) x LEFT JOIN"
     " (SELECT seq, row_hash FROM dispatch_audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1)"
     " h ON x.one = 1"
 )
@@ -255,7 +259,10 @@ async def _chain_head(sql: Sql, tx: Queries, record: AuditRecord) -> Row:
         await tx.send(lock)
     # A new statement after the lock: under READ COMMITTED it sees the last committed row.
     head = await tx.fetch_one(
-        _HEAD.format(json=sql.dialect.json_type), record.detail, record.dispatch_id
+        _HEAD.format(json=sql.dialect.json_type),
+        record.detail,
+        record.dispatch_id,
+        record.dispatch_id,
     )
     assert head is not None  # one row, whether or not the chain has one
     return head
