@@ -10,7 +10,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "raise_if_cancelling"]
+__all__ = ["Clock", "FakeClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -75,16 +75,3 @@ class FakeClock:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((when, fut))
         await fut
-
-
-def raise_if_cancelling() -> None:
-    """Call in an ``except Exception`` block of a retry loop.
-
-    A library may turn a cancellation into an ordinary exception (psycopg answers a
-    cancelled query with ``QueryCanceled``); a loop that logged it and carried on would
-    never stop, and a ``TaskGroup`` waiting for it would hang. If our task has been asked
-    to cancel, this re-raises ``CancelledError`` so the loop ends as it was asked to.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
