@@ -21,6 +21,14 @@ from telecare.gateway.store.tables import EVENTS
 
 __all__ = ["SqliteStore"]
 
+#: The last line of a migration that edits ``sqlite_schema`` under ``PRAGMA
+#: writable_schema = ON`` (https://www.sqlite.org/lang_altertable.html, "Making Other Kinds
+#: Of Table Schema Changes"): ``migrate`` then does the step SQL cannot, since the pragma
+#: takes only a literal: ``PRAGMA schema_version`` = the current one + 1, read in the
+#: migration's write transaction, so every connection reloads the schema; then
+#: ``writable_schema`` off.
+SCHEMA_EDITED = "-- sqlite: schema_version + 1, writable_schema OFF"
+
 
 class SqliteStore(Store):
     sql: SqliteSql
@@ -85,7 +93,7 @@ class SqliteStore(Store):
             for m in migrations_for("sqlite"):
                 if m.version in done:
                     continue
-                conn.executescript("BEGIN IMMEDIATE;\n" + m.sql + "\n;")
+                _apply(conn, m.sql)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
                     (m.version, m.name),
@@ -103,3 +111,24 @@ class SqliteStore(Store):
         await self.sql.execute("PRAGMA optimize")
         await self.sql.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return []
+
+
+def _apply(conn: sqlite3.Connection, sql: str) -> None:
+    """Run one migration's SQL in a write transaction, left open for the caller to
+    record and commit (rolled back if it fails); a schema edit (``SCHEMA_EDITED``) gets
+    its version bump, and ``writable_schema`` is off again whatever happens."""
+    script, edited, rest = sql.partition(SCHEMA_EDITED)
+    if rest.strip():
+        raise RuntimeError(f"{SCHEMA_EDITED!r} must be a migration's last line")
+    try:
+        conn.executescript("BEGIN IMMEDIATE;\n" + script + "\n;")
+        if edited:
+            (version,) = conn.execute("PRAGMA schema_version").fetchone()
+            conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        if edited:
+            conn.execute("PRAGMA writable_schema = OFF")
