@@ -141,6 +141,8 @@ class DispatchService:
         self._runner: Runner = runner or TaskLoops()
         #: The deadline the timer loop sleeps until; ``None`` while it is not asleep.
         self._sleeping_until: datetime | None = None
+        #: Set by the timer loop's firing step, taken by its sleeping step.
+        self._timer_next: datetime | None = None
         # Bounded: 1000 pending notifications; beyond that a failed receipt is recorded.
         self._notes: asyncio.Queue[_Note] = asyncio.Queue(maxsize=1000)
         self._wake = asyncio.Event()
@@ -630,13 +632,20 @@ class DispatchService:
             self._wake.set()
 
     async def _timer_round(self) -> None:
-        """Fire due timers, then sleep until the next deadline, an earlier new timer or
-        ``poll_s`` (other gateways' timers). A storage error goes to the runner."""
+        """Two steps taken in turn: fire due timers and find the next deadline; then sleep
+        until it, an earlier new timer or ``poll_s`` (other gateways' timers). Separate
+        steps so that the runner, which checks for a cancellation after every step, ends
+        the loop before it sleeps when a library swallowed one during the store's work.
+        A storage error goes to the runner (and the firing step runs again)."""
+        until, self._timer_next = self._timer_next, None
+        if until is not None:
+            await self._sleep(until)
+            return
         self._wake.clear()
         await self.fire_due_timers()
         nxt = await self.repo.next_due()
         until = self.clock.now() + timedelta(seconds=self.poll_s)
-        await self._sleep(min(until, nxt) if nxt else until)
+        self._timer_next = min(until, nxt) if nxt else until
 
     async def _sleep(self, until: datetime) -> None:
         self._sleeping_until = until
