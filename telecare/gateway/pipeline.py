@@ -91,8 +91,6 @@ __all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
 _CLOSED = frozenset({DispatchState.RESOLVED, DispatchState.CANCELLED})
 #: A group of telemetry yields to the event loop after this much work (seconds).
 _YIELD_S = 0.002
-#: Alarms remembered as checked open (``Pipeline._fold_checked``); past it, start again.
-_FOLD_CHECKED_MAX = 65536
 
 log = get_logger("telecare.pipeline")
 
@@ -175,9 +173,6 @@ class Pipeline:
         self.alarm_lane: Pipeline | None = None
         #: Telemetry pacing (see the module docstring); ``None``: no pacing.
         self.turns: Turns | None = None
-        #: Alarms a press folded into whose dispatch was found not closed: their later
-        #: folds need no store read (a close reaches us through ``_dispatch_closed``).
-        self._fold_checked: set[str] = set()
 
     def lane(self, store: Store) -> Pipeline:
         """A pipeline for another lane: the same decoder, rules, dispatcher, feed,
@@ -481,8 +476,6 @@ class Pipeline:
         resident = await self.decoder.registry.resident(event.resident_id)
         result = self.engine.on_event(event, resident, received_at=received_at)
         for folded in result.folded:
-            if folded.alarm_id in self._fold_checked:
-                continue
             d = await self.dispatcher.repo.load_for_alert(folded.alarm_id)
             if d is not None and d.state in _CLOSED:
                 # Folded into an alarm whose dispatch is already over (rule state older
@@ -490,9 +483,6 @@ class Pipeline:
                 self.engine.close(folded.alarm_id, folded.ts)
                 result = self.engine.on_event(event, resident, received_at=received_at)
                 break
-            if len(self._fold_checked) >= _FOLD_CHECKED_MAX:
-                self._fold_checked.clear()
-            self._fold_checked.add(folded.alarm_id)
         if not new and raises and not result.alerts and not result.folded:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
             # while the engine already knew the alarm: finish the job (idempotent writes).
@@ -639,7 +629,6 @@ class Pipeline:
         """A dispatch was resolved or cancelled: release every alert it held."""
         now = self.clock.now()
         for alert_id in alert_ids:
-            self._fold_checked.discard(alert_id)
             self.engine.close(alert_id, now)
 
     async def apply(
