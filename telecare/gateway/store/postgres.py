@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import psycopg
 import structlog
-from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -35,9 +34,9 @@ from telecare.devices.model import AlarmEvent, Alert, Reading
 from telecare.gateway.store import timescale
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.errors import SchemaNotReady, TimescaleRequired
-from telecare.gateway.store.migrations import migrations_for
+from telecare.gateway.store.migrations import RECORD, Migration, apply_pending, migrations_for
 from telecare.gateway.store.roles import APPEND_ONLY, check_identifier, runtime_grants
-from telecare.gateway.store.sql import Dialect, PostgresSql
+from telecare.gateway.store.sql import Dialect, PostgresSql, Queries, TextArray
 from telecare.gateway.store.tables import ALERTS, EVENTS, READINGS, Table
 from telecare.gateway.store.timescale import Extension
 
@@ -159,58 +158,41 @@ class PostgresStore(Store):
     async def migrate(self) -> list[str]:
         """Create the schema, choose the mode (see ``_choose_timescale``), apply the
         pending migrations of that mode, then the policies or the partitions."""
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-            )
-            if await cur.fetchone() is None:  # CREATE SCHEMA checks rights before existence
-                await conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
-            recorded = await self._recorded_variant(conn)
+        q = self.sql
+        if await q.fetch_one("SELECT 1 FROM pg_namespace WHERE nspname = ?", self.schema) is None:
+            # CREATE SCHEMA checks rights before existence
+            await q.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        recorded = _variant((await self._applied()).values())
         self._set_timescale(await self._choose_timescale(recorded))
-        async with self._pool.connection() as conn:
-            async with conn.transaction():
-                # One migrator at a time per schema.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"telecare:{self.schema}",)
+        ts = self.timescale
+        async with q.transaction() as tx:
+            # One migrator at a time per schema.
+            await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", f"telecare:{self.schema}")
+
+            async def apply(m: Migration) -> None:
+                await tx.execute(ts.render(m.sql) if ts else m.sql)
+                await tx.execute(RECORD, m.version, m.name)
+
+            applied = await apply_pending(tx, "postgres", "timescale" if ts else "plain", apply)
+            if ts is not None:
+                await self._apply_policies(tx, ts)
+            if self.runtime_role is not None:
+                found = await tx.fetch_all(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
+                    " ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relname = ANY(?)",
+                    self.schema,
+                    TextArray(APPEND_ONLY),
                 )
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
-                    " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                cur = await conn.execute("SELECT version FROM schema_migrations")
-                done = {r[0] for r in await cur.fetchall()}
-                variant = "timescale" if self.timescale is not None else "plain"
-                applied = []
-                for m in migrations_for("postgres", variant):
-                    if m.version in done:
-                        continue
-                    text = self.timescale.render(m.sql) if self.timescale else m.sql
-                    await conn.execute(text.encode())
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (m.version, m.name),
-                    )
-                    applied.append(m.name)
-                if self.timescale is not None:
-                    await self._apply_policies(conn, self.timescale)
-                if self.runtime_role is not None:
-                    cur = await conn.execute(
-                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
-                        " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)",
-                        (self.schema, list(APPEND_ONLY)),
-                    )
-                    append_only = sorted(r[0] for r in await cur.fetchall())
-                    for grant in runtime_grants(self.schema, self.runtime_role, append_only):
-                        await conn.execute(grant)
-            if self.timescale is None:
-                await self.ensure_partitions(conn, datetime.now(UTC))
+                append_only = sorted(r[0] for r in found)
+                for grant in runtime_grants(self.schema, self.runtime_role, append_only):
+                    await tx.execute(grant.as_string())
+        if ts is None:
+            await self.ensure_partitions(datetime.now(UTC))
         log.info(
             "store_mode",
             mode=self.mode,
             schema=self.schema,
-            timescaledb=self.timescale and f"{self.timescale.version} in {self.timescale.schema}",
+            timescaledb=ts and f"{ts.version} in {ts.schema}",
             applied=applied,
         )
         return applied
@@ -220,20 +202,18 @@ class PostgresStore(Store):
         bucket = found.qualified("time_bucket") if found else "date_bin"
         self.sql.dialect = Dialect("postgres", bucket_function=bucket)
 
-    async def _recorded_variant(self, conn: psycopg.AsyncConnection[TupleRow]) -> str | None:
-        """The variant (``timescale``, ``plain``) of the applied migrations, if any."""
-        cur = await conn.execute(
-            "SELECT to_regclass(format('%%I.schema_migrations', %s::text)) IS NOT NULL",
-            (self.schema,),
+    async def _applied(self) -> dict[int, str]:
+        """The applied migrations of this schema, version to file name (none yet: empty)."""
+        table = f"{self.schema}.schema_migrations"
+        [(exists,)] = await self.sql.fetch_all(
+            "SELECT to_regclass(CAST(? AS text)) IS NOT NULL", table
         )
-        [(exists,)] = await cur.fetchall()
         if not exists:
-            return None
-        cur = await conn.execute(
-            sql.SQL("SELECT name FROM {}.schema_migrations").format(sql.Identifier(self.schema))
-        )
-        variants = {n.split(".")[1] for (n,) in await cur.fetchall() if n.count(".") == 2}
-        return "timescale" if "timescale" in variants else "plain" if variants else None
+            return {}
+        return {
+            int(v): str(n)
+            for v, n in await self.sql.fetch_all(f"SELECT version, name FROM {table}")
+        }
 
     async def _choose_timescale(self, recorded: str | None) -> Extension | None:
         """The TimescaleDB to use, or ``None`` for plain partitions. A schema keeps the
@@ -253,17 +233,13 @@ class PostgresStore(Store):
     async def attach(self) -> None:
         """For a runtime role that may not migrate: learn the storage mode from the
         applied migrations and refuse to run on a schema that lacks some."""
-        async with self._pool.connection() as conn:
-            try:
-                cur = await conn.execute("SELECT version, name FROM schema_migrations")
-            except psycopg.errors.UndefinedTable:
-                raise SchemaNotReady(self.schema, "has no migrations") from None
-            done = {int(v): str(n) for v, n in await cur.fetchall()}
-        variant = "timescale" if any(".timescale." in n for n in done.values()) else "plain"
+        done = await self._applied()
+        if not done:
+            raise SchemaNotReady(self.schema, "has no migrations")
         # Hypertables need the extension (already created by the owner or administrator).
+        variant = _variant(done.values()) or "plain"
         self._set_timescale(await self._choose_timescale(variant))
-        wanted = migrations_for("postgres", variant)
-        missing = [m.name for m in wanted if m.version not in done]
+        missing = [m.name for m in migrations_for("postgres", variant) if m.version not in done]
         if missing:
             raise SchemaNotReady(self.schema, f"lacks {', '.join(missing)}")
 
@@ -281,7 +257,7 @@ class PostgresStore(Store):
             return ["the store's role owns dispatch_audit (it could disable its triggers)"]
         return []
 
-    async def _apply_policies(self, conn: psycopg.AsyncConnection[TupleRow], ts: Extension) -> None:
+    async def _apply_policies(self, q: Queries, ts: Extension) -> None:
         """Apply the compression and retention policies on ``readings`` with the
         configured ages. One that has its age already is left alone (a new job would run
         at once and a removed one is cancelled mid-run, at every start); one with another
@@ -290,22 +266,24 @@ class PostgresStore(Store):
             ("compression", "compress_after", self.compress_after),
             ("retention", "drop_after", self.retain_for),
         ):
-            cur = await conn.execute(
-                "SELECT 1 FROM timescaledb_information.jobs WHERE hypertable_schema = %s"
-                " AND hypertable_name = 'readings' AND proc_name = %s"
-                " AND (config->>%s)::interval = %s::interval",
-                (self.schema, f"policy_{policy}", arg, age),
+            same = await q.fetch_one(
+                "SELECT 1 FROM timescaledb_information.jobs WHERE hypertable_schema = ?"
+                " AND hypertable_name = 'readings' AND proc_name = ?"
+                " AND CAST(config->>? AS interval) = CAST(? AS interval)",
+                self.schema,
+                f"policy_{policy}",
+                arg,
+                age,
             )
-            if await cur.fetchone() is not None:
+            if same is not None:
                 continue
             remove, add = (
                 ts.qualified(f"remove_{policy}_policy"),
                 ts.qualified(f"add_{policy}_policy"),
             )
-            await conn.execute(f"SELECT {remove}('readings', if_exists => true)".encode())
+            await q.execute(f"SELECT {remove}('readings', if_exists => true)")
             if age is not None:
-                sql_add = f"SELECT {add}('readings', {arg} => %s::interval)"
-                await conn.execute(sql_add.encode(), (age,))
+                await q.execute(f"SELECT {add}('readings', {arg} => CAST(? AS interval))", age)
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
         """Daily housekeeping: dead letters past their retention removed (both modes);
@@ -314,52 +292,36 @@ class PostgresStore(Store):
         await self.prune_dead_letters(now)
         if self.timescale is not None:
             return []
-        async with self._pool.connection() as conn:
-            try:
-                return await self.ensure_partitions(conn, now or datetime.now(UTC))
-            except psycopg.errors.InsufficientPrivilege:
-                # The runtime role owns no table; the owner makes partitions ahead at each
-                # `telecare db migrate` (run it monthly), rows meanwhile go to the default.
-                log.warning("partitions_need_owner", schema=self.schema, see="docs/security.md")
-                return []
+        try:
+            return await self.ensure_partitions(now or datetime.now(UTC))
+        except psycopg.errors.InsufficientPrivilege:
+            # The runtime role owns no table; the owner makes partitions ahead at each
+            # `telecare db migrate` (run it monthly), rows meanwhile go to the default.
+            log.warning("partitions_need_owner", schema=self.schema, see="docs/security.md")
+            return []
 
-    async def ensure_partitions(
-        self, conn: psycopg.AsyncConnection[TupleRow], now: datetime
-    ) -> list[str]:
+    async def ensure_partitions(self, now: datetime) -> list[str]:
         """Create monthly partitions of ``readings`` and ``news2_scores`` from last month
         to N months ahead. A month whose rows already sit in the default partition (data
         far in the future) is logged and skipped; the rows stay readable there."""
         created = []
         for table in PARTITIONED:
-            year, month = now.year, now.month - 1
-            for _ in range(self.partitions_ahead_months + 2):
-                if month == 0:
-                    year, month = year - 1, 12
-                start = datetime(year, month, 1, tzinfo=UTC)
-                nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-                name = f"{table}_{year:04d}{month:02d}"
-                cur = await conn.execute(
-                    "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE n.nspname = %s AND c.relname = %s",
-                    (self.schema, name),
+            for ahead in range(-1, self.partitions_ahead_months + 1):
+                start, end = _month(now, ahead), _month(now, ahead + 1)
+                name = f"{table}_{start:%Y%m}"
+                found = await self.sql.fetch_all(
+                    "SELECT to_regclass(CAST(? AS text)) IS NOT NULL", f"{self.schema}.{name}"
                 )
-                if await cur.fetchone() is None:
-                    try:
-                        await conn.execute(
-                            sql.SQL(
-                                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}"
-                                " FOR VALUES FROM ({}) TO ({})"
-                            ).format(
-                                sql.Identifier(name),
-                                sql.Identifier(table),
-                                sql.Literal(start),
-                                sql.Literal(nxt),
-                            )
-                        )
-                        created.append(name)
-                    except psycopg.errors.CheckViolation as exc:
-                        log.warning("partition_not_created", partition=name, error=str(exc))
-                year, month = nxt.year, nxt.month
+                if found[0][0]:
+                    continue
+                try:
+                    await self.sql.execute(
+                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}"
+                        f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                    )
+                    created.append(name)
+                except psycopg.errors.CheckViolation as exc:
+                    log.warning("partition_not_created", partition=name, error=str(exc))
         return created
 
     # -- faster batch writes: the same statements, as binary COPY and arrays ---------------
@@ -393,39 +355,37 @@ class PostgresStore(Store):
                 return cur.rowcount
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        new = await self._insert_arrays(EVENTS, events, "device_id, msg_id")
-        out: list[bool] = []
-        for e in events:  # a key twice in one batch: only its first is new
-            key = (e.device_id, e.msg_id)
-            out.append(key in new)
-            new.discard(key)
-        return out
+        return await self._insert_arrays(EVENTS, events, "device_id", "msg_id")
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
-        new = await self._insert_arrays(ALERTS, alerts, "alert_id")
-        return [(a.alert_id,) in new for a in alerts]
+        return await self._insert_arrays(ALERTS, alerts, "alert_id")
 
     async def _insert_arrays(
-        self, table: Table[Any], items: Sequence[Any], key: str
-    ) -> set[tuple[Any, ...]]:
+        self, table: Table[Any], items: Sequence[Any], *key: str
+    ) -> list[bool]:
         """Insert ``items`` in one short statement over one array per column (a VALUES
-        list of thousands of placeholders costs more to prepare than to run); the keys
-        of the rows that were new."""
+        list of thousands of placeholders costs more to prepare than to run); whether
+        each was new (a ``key`` twice in one batch: only its first, as on SQLite)."""
         if not items:
-            return set()
+            return []
         columns = zip(*map(table.params, items), strict=True)
         arrays = [
             [Jsonb(v) for v in col] if c.kind == "json" else list(col)
-            for c, col in zip(table.stored, columns, strict=True)
+            for c, col in zip(table.written, columns, strict=True)
         ]
         unnest = ", ".join(f"%s::{t}[]" for t in table.pg_types)
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 f"INSERT INTO {table.name} ({table.names}) SELECT * FROM unnest({unnest})"
-                f" ON CONFLICT DO NOTHING RETURNING {key}".encode(),
+                f" ON CONFLICT DO NOTHING RETURNING {', '.join(key)}".encode(),
                 arrays,
             )
-            return {tuple(r) for r in await cur.fetchall()}
+            new = {tuple(r) for r in await cur.fetchall()}
+        out = []
+        for k in (tuple(getattr(i, name) for name in key) for i in items):
+            out.append(k in new)
+            new.discard(k)
+        return out
 
 
 async def _copy(
@@ -436,3 +396,16 @@ async def _copy(
         copy.set_types(READINGS.pg_types)
         for row in map(READINGS.params, readings):
             await copy.write_row(row)
+
+
+def _month(now: datetime, ahead: int) -> datetime:
+    """The first instant (UTC) of the month ``ahead`` months after ``now``'s."""
+    year, month = divmod(now.year * 12 + now.month - 1 + ahead, 12)
+    return datetime(year, month + 1, 1, tzinfo=UTC)
+
+
+def _variant(names: Iterable[str]) -> str | None:
+    """The variant the applied migrations ``names`` were made for (``None``: no variant
+    file among them yet, a new schema)."""
+    variants = {n.split(".")[1] for n in names if n.count(".") == 2}
+    return "timescale" if "timescale" in variants else "plain" if variants else None

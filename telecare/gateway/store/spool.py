@@ -59,7 +59,6 @@ class SegmentContents:
     """What could be read from one segment: the good records, and why reading stopped
     early (``None`` when the whole segment was sound)."""
 
-    path: Path
     records: list[bytes]
     damage: str | None = None
 
@@ -243,24 +242,24 @@ def _read_segment(path: Path) -> SegmentContents:
     """Parse one segment file: its sound records and the reason it stopped early."""
     data = path.read_bytes()
     if not data.startswith(MAGIC):
-        return SegmentContents(path, [], "bad magic: not a spool segment")
+        return SegmentContents([], "bad magic: not a spool segment")
     records: list[bytes] = []
     pos = len(MAGIC)
     while pos < len(data):
         if len(data) - pos < _HEADER.size:
-            return SegmentContents(path, records, f"truncated header at byte {pos}")
+            return SegmentContents(records, f"truncated header at byte {pos}")
         length, crc = _HEADER.unpack_from(data, pos)
         if length > MAX_RECORD:
-            return SegmentContents(path, records, f"implausible length {length} at byte {pos}")
+            return SegmentContents(records, f"implausible length {length} at byte {pos}")
         start = pos + _HEADER.size
         if start + length > len(data):
-            return SegmentContents(path, records, f"truncated record at byte {pos}")
+            return SegmentContents(records, f"truncated record at byte {pos}")
         payload = data[start : start + length]
         if zlib.crc32(payload, zlib.crc32(data[pos : pos + 4])) != crc:
-            return SegmentContents(path, records, f"CRC mismatch at byte {pos}")
+            return SegmentContents(records, f"CRC mismatch at byte {pos}")
         records.append(payload)
         pos = start + length
-    return SegmentContents(path, records)
+    return SegmentContents(records)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Self
 from telecare.devices.model import AlarmEvent
 from telecare.gateway.private_files import private_dir, private_file
 from telecare.gateway.store.base import Store
-from telecare.gateway.store.migrations import migrations_for
+from telecare.gateway.store.migrations import RECORD, Migration, apply_pending
 from telecare.gateway.store.sql import SqliteSql
 from telecare.gateway.store.tables import EVENTS
 
@@ -83,26 +83,14 @@ class SqliteStore(Store):
         return conn
 
     async def migrate(self) -> list[str]:
-        def run(conn: sqlite3.Connection) -> list[str]:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                " name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-            applied = []
-            for m in migrations_for("sqlite"):
-                if m.version in done:
-                    continue
-                _apply(conn, m.sql)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                    (m.version, m.name),
-                )
-                conn.execute("COMMIT")
-                applied.append(m.name)
-            return applied
+        def apply(conn: sqlite3.Connection, m: Migration) -> None:
+            _apply(conn, m.sql)
+            conn.execute(RECORD, (m.version, m.name))
+            conn.execute("COMMIT")
 
-        return await self.sql.run(run)
+        return await apply_pending(
+            self.sql, "sqlite", None, lambda m: self.sql.run(lambda c: apply(c, m))
+        )
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
         """Daily housekeeping: drop dead letters past their retention, refresh the

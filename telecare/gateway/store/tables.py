@@ -80,10 +80,6 @@ class Column:
     default: Any = None
     auto: bool = False
 
-    @property
-    def pg_type(self) -> str:
-        return _PG_TYPES.get(self.kind, "text[]")
-
     def getter(self) -> Callable[[Any], Any]:
         return self.get or attrgetter(self.name)
 
@@ -156,7 +152,7 @@ class Table(Generic[M]):
     @cached_property
     def pg_types(self) -> list[str]:
         """PostgreSQL types of the written columns (binary ``COPY``, ``unnest`` arrays)."""
-        return [c.pg_type for c in self.written]
+        return [_PG_TYPES.get(c.kind, "text[]") for c in self.written]
 
     def insert(self, tail: str | None = None) -> str:
         """``INSERT`` of the written columns; ``tail`` (default: the table's conflict

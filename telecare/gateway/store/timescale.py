@@ -82,11 +82,6 @@ class ExtensionStatus:
     preloaded: bool
     preload_setting: str | None
 
-    @property
-    def usable(self) -> bool:
-        version = self.version or self.available
-        return version is not None and self.preloaded and _version(version) >= MIN_VERSION
-
 
 async def extension_status(conn: psycopg.AsyncConnection[TupleRow]) -> ExtensionStatus:
     """The server's TimescaleDB: installed, created, preloaded (read-only)."""
@@ -104,25 +99,23 @@ async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
     closes the session anyway, only that connection is lost.
     """
     st = await extension_status(conn)
-    available, found_schema, found_version = st.available, st.schema, st.version
-    preloaded, preload_setting = st.preloaded, st.preload_setting
-    if available is None and found_version is None:
+    if st.available is None and st.version is None:
         log.info(
             "timescaledb_unavailable",
             reason="the extension is not installed on this PostgreSQL server",
             fix="install TimescaleDB for this PostgreSQL (or set store.timescale = false)",
         )
         return None
-    if not preloaded:
+    if not st.preloaded:
         log.warning(
             "timescaledb_not_preloaded",
             reason="the extension's files are installed but its library is not preloaded",
-            shared_preload_libraries=preload_setting,
+            shared_preload_libraries=st.preload_setting,
             fix=PRELOAD_FIX,
             fallback="plain PostgreSQL partitions",
         )
         return None
-    version = found_version or available or ""
+    version = st.version or st.available or ""
     if _version(version) < MIN_VERSION:
         log.warning(
             "timescaledb_too_old",
@@ -132,8 +125,8 @@ async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
             fallback="plain PostgreSQL partitions",
         )
         return None
-    if found_schema is not None:
-        return Extension(found_schema, found_version or version)
+    if st.schema is not None:
+        return Extension(st.schema, version)
     return await _create(conn, schema)
 
 
