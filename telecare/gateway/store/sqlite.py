@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self
@@ -83,14 +83,10 @@ class SqliteStore(Store):
         return conn
 
     async def migrate(self) -> list[str]:
-        def apply(conn: sqlite3.Connection, m: Migration) -> None:
-            _apply(conn, m.sql)
-            conn.execute(RECORD, (m.version, m.name))
-            conn.execute("COMMIT")
+        def apply(m: Migration) -> Awaitable[None]:
+            return self.sql.run(lambda conn: _apply(conn, m.sql, m.version, m.name))
 
-        return await apply_pending(
-            self.sql, "sqlite", None, lambda m: self.sql.run(lambda c: apply(c, m))
-        )
+        return await apply_pending(self.sql, "sqlite", None, apply)
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
         """Daily housekeeping: drop dead letters past their retention, refresh the
@@ -101,22 +97,27 @@ class SqliteStore(Store):
         return []
 
 
-def _apply(conn: sqlite3.Connection, sql: str) -> None:
-    """Run one migration's SQL in a write transaction, left open for the caller to
-    record and commit (rolled back if it fails); a schema edit (``SCHEMA_EDITED``) gets
-    its version bump, and ``writable_schema`` is off again whatever happens."""
+def _apply(conn: sqlite3.Connection, sql: str, *record: object) -> None:
+    """Run one migration's SQL and record it (``RECORD``, ``record``: version and name)
+    in one write transaction, rolled back if either fails; a schema edit
+    (``SCHEMA_EDITED``) gets its version bump, and ``writable_schema`` is off again
+    whatever happens."""
     script, edited, rest = sql.partition(SCHEMA_EDITED)
     if rest.strip():
         raise RuntimeError(f"{SCHEMA_EDITED!r} must be a migration's last line")
     try:
-        conn.executescript("BEGIN IMMEDIATE;\n" + script + "\n;")
-        if edited:
-            (version,) = conn.execute("PRAGMA schema_version").fetchone()
-            conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+        try:
+            conn.executescript("BEGIN IMMEDIATE;\n" + script + "\n;")
+            if edited:
+                (version,) = conn.execute("PRAGMA schema_version").fetchone()
+                conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+        finally:
+            if edited:
+                conn.execute("PRAGMA writable_schema = OFF")
+        if record:
+            conn.execute(RECORD, record)
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    finally:
-        if edited:
-            conn.execute("PRAGMA writable_schema = OFF")
