@@ -22,9 +22,9 @@ def test_a_dead_letter_keeps_a_bounded_preview() -> None:
     assert len(letter.payload) == DEAD_LETTER_PREVIEW
     assert payload.startswith(letter.payload)
     assert letter.payload_bytes == len(payload)
-    assert letter.truncated
+    assert letter.payload_bytes > len(letter.payload)  # cut
     small = DeadLetter(NOW, "mqtt", "t/x", "bad", b"{", "d1")
-    assert (small.payload, small.payload_bytes, small.truncated) == (b"{", 1, False)
+    assert (small.payload, small.payload_bytes) == (b"{", len(small.payload))  # whole
 
 
 def test_the_spool_keeps_the_full_size() -> None:

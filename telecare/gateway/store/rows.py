@@ -53,10 +53,6 @@ class DeadLetter:
         if len(self.payload) > DEAD_LETTER_PREVIEW:
             object.__setattr__(self, "payload", bytes(self.payload[:DEAD_LETTER_PREVIEW]))
 
-    @property
-    def truncated(self) -> bool:
-        return self.payload_bytes > len(self.payload)
-
 
 @dataclass(frozen=True, slots=True)
 class StatusItem:
