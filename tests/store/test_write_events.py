@@ -32,6 +32,15 @@ async def test_write_events_reports_which_were_new(
     assert await store.count("alarm_events") == 4
 
 
+async def test_write_alerts_reports_which_were_new(store: PostgresStore | SqliteStore) -> None:
+    a = [Alert(f"a{i}", AlertKind.ALARM, 1, "pendant", T0) for i in range(3)]
+    assert await store.write_alerts(a[:2]) == [True, True]
+    # An alert id twice in one batch is stored once: new only the first time.
+    assert await store.write_alerts([a[1], a[2], a[2]]) == [False, True, False]
+    assert await store.write_alerts([]) == []
+    assert await store.sql.fetch_all("SELECT count(*) FROM alerts") == [(3,)]
+
+
 async def test_note_alerts_patches_each_alert_detail_in_one_call(
     store: PostgresStore | SqliteStore, tmp_path: Path
 ) -> None:

@@ -100,7 +100,7 @@ class Spool:
         self._records_appended = 0
         self._damaged = 0
         private_dir(self.directory, own=True)  # segments hold personal data: 0700
-        for path in self._segment_paths():
+        for path in sorted(p for p in self.directory.glob("*.seg") if p.stem.isdigit()):
             self._sealed_sizes[path] = path.stat().st_size
             self._next_seq = max(self._next_seq, int(path.stem) + 1)
 
@@ -203,9 +203,6 @@ class Spool:
                 self._alarmed = False
                 log.info("spool_alarm_cleared", used_bytes=self.used_bytes)
                 self._report(near_full=False)
-
-    def _segment_paths(self) -> list[Path]:
-        return sorted(p for p in self.directory.glob("*.seg") if p.stem.isdigit())
 
     # -- alarm ------------------------------------------------------------------------
     def _maybe_alarm(self, *, force: bool = False) -> None:

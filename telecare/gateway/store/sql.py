@@ -304,10 +304,10 @@ class SqliteSql(Sql):
             try:
                 yield _SqliteTx(conn)
             except BaseException:
-                _in_transaction.reset(token)
                 await asyncio.shield(_in_thread(lambda c: c.execute("ROLLBACK"), conn))
                 raise
-            _in_transaction.reset(token)
+            finally:
+                _in_transaction.reset(token)
             await _in_thread(lambda c: c.execute("COMMIT"), conn)
 
 

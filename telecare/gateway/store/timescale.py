@@ -23,6 +23,7 @@ so ``prepare`` checks for it first and, without it, reports the fix and returns 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import takewhile
 
 import psycopg
 import structlog
@@ -168,9 +169,5 @@ async def _create(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
 
 
 def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split("-")[0].split("."):
-        if not piece.isdigit():
-            break
-        parts.append(int(piece))
-    return tuple(parts)
+    """``2.15.1-dev`` as ``(2, 15, 1)``: the numbers up to the first piece that is not one."""
+    return tuple(map(int, takewhile(str.isdigit, text.split("-")[0].split("."))))
