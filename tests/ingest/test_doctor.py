@@ -268,6 +268,14 @@ def test_doctor_restores_the_password_file_when_the_broker_cannot_be_reloaded(
     assert install.password_file.read_bytes() == before
 
 
+_SCHEMA_JOBS = """
+SELECT job_id FROM timescaledb_information.jobs
+WHERE hypertable_schema = %(schema)s OR (hypertable_schema, hypertable_name) IN (
+    SELECT materialization_hypertable_schema, materialization_hypertable_name
+    FROM timescaledb_information.continuous_aggregates WHERE view_schema = %(schema)s)
+"""
+
+
 async def _failing_retention_job(dsn: str, schema: str) -> int:
     """A TimescaleDB schema whose retention policy fails for sure: a view depends on the
     one chunk (60 days old) it must drop. The policy is added once the view exists, and
@@ -288,6 +296,23 @@ async def _failing_retention_job(dsn: str, schema: str) -> int:
                     sql.Identifier(schema, "pin"), sql.Identifier(chunk_schema, chunk)
                 )
             )
+            # The schema's other policies (compression, the aggregate's refresh) must not
+            # run beside the retention run: a deadlock with them would be its error
+            # instead. Each has run once (a new job is due at once); then none again.
+            cur = await conn.execute(
+                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n"
+                " ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'"
+            )
+            [(ts_schema,)] = await cur.fetchall()
+            cur = await conn.execute(_SCHEMA_JOBS, {"schema": schema})
+            for (other,) in await cur.fetchall():
+                await _first_scheduled_run_ended(conn, other)
+                await conn.execute(
+                    sql.SQL("SELECT {}(%s::int, scheduled => false)").format(
+                        sql.Identifier(ts_schema, "alter_job")
+                    ),
+                    (other,),
+                )
         store.retain_for = timedelta(days=30)
         await store.migrate()
         async with store.pool.connection() as conn:
