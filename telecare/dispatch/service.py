@@ -147,7 +147,6 @@ class DispatchService:
         self._notes: asyncio.Queue[_Note] = asyncio.Queue(maxsize=1000)
         self._wake = asyncio.Event()
         self._running = False
-        self._areas: dict[str, str] = {}
         #: Called for each dispatch that is resolved or cancelled (see the docstring).
         self.on_closed: list[ClosedListener] = []
 
@@ -272,12 +271,11 @@ class DispatchService:
         return step.dispatch
 
     async def _area(self, site_id: str | None) -> str:
-        if site_id is None:
-            return "default"
-        if site_id not in self._areas:
-            site = await self.registry.get_site(site_id)
-            self._areas[site_id] = site.area if site else "default"
-        return self._areas[site_id]
+        """The site's response area as the registry has it now: never kept here, so a site
+        an installer moved to another area is dispatched in its new area (the gateway's
+        registry answers from a warm cache invalidated on change)."""
+        site = await self.registry.get_site(site_id) if site_id is not None else None
+        return site.area if site else "default"
 
     # -- actions -----------------------------------------------------------------------
     async def acknowledge(
