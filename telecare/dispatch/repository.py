@@ -122,7 +122,12 @@ class DispatchRepository(Protocol):
 
 
 class Registry(Protocol):
-    """The registry lookups dispatch needs; the gateway's ``Store`` already has them."""
+    """The registry lookups dispatch needs; the gateway's ``Store`` already has them.
+
+    Asked at every submit and open (and re-route), never cached by dispatch: the answer
+    must be the registry as it is now (a site moved to another area, a resident's new
+    responders). The gateway answers from its warm registry cache (invalidated on
+    change), so these cost no query on the alarm path."""
 
     async def get_site(self, site_id: str) -> Site | None: ...
 

@@ -72,7 +72,7 @@ from telecare.dispatch.machine import (
     transition,
 )
 from telecare.dispatch.notify import Notifier
-from telecare.dispatch.records import AuditRecord, Timer, TimerKind
+from telecare.dispatch.records import AuditRecord, CascadeEntry, Timer, TimerKind
 from telecare.dispatch.repository import DispatchRepository, Registry
 from telecare.dispatch.responders import ResponderDirectory
 from telecare.dispatch.storm import AlarmQueue, Intake, group_key_text
@@ -147,7 +147,6 @@ class DispatchService:
         self._notes: asyncio.Queue[_Note] = asyncio.Queue(maxsize=1000)
         self._wake = asyncio.Event()
         self._running = False
-        self._areas: dict[str, str] = {}
         #: Called for each dispatch that is resolved or cancelled (see the docstring).
         self.on_closed: list[ClosedListener] = []
 
@@ -216,20 +215,8 @@ class DispatchService:
         is that dispatch read and returned.
         """
         now = self.clock.now()
-        resident = (
-            await self.registry.get_resident(alert.resident_id) if alert.resident_id else None
-        )
-        area = await self._area(alert.site_id)
         route = self.cascades.route_for(alert)
-        templates = self.cascades.templates_for(route, alert.site_id, alert.resident_id)
-        cascade = resolve_cascade(
-            templates,
-            resident=resident,
-            area=area,
-            directory=self.directory,
-            at=now,
-            max_steps=self.cascades.max_steps,
-        )
+        area, cascade = await self._resolve(route, alert.site_id, alert.resident_id, now)
         step = open_dispatch(
             f"d-{uuid.uuid4().hex[:20]}",
             alert.alert_id,
@@ -271,13 +258,37 @@ class DispatchService:
             self._timer_set(timer.due_at)
         return step.dispatch
 
+    async def cascade_for(
+        self, route: Route, site_id: str | None, resident_id: str | None
+    ) -> list[CascadeEntry]:
+        """The cascade a dispatch of ``route`` for this resident (or site) would walk if
+        it opened now: the resident's own responders and the area's on-call ones,
+        resolved exactly as :meth:`open` does (for the console's resident page; an open
+        dispatch's own cascade is ``repo.cascade``)."""
+        return (await self._resolve(route, site_id, resident_id, self.clock.now()))[1]
+
+    async def _resolve(
+        self, route: Route, site_id: str | None, resident_id: str | None, at: datetime
+    ) -> tuple[str, list[CascadeEntry]]:
+        """The site's area and the resolved cascade of ``route`` at ``at``."""
+        resident = await self.registry.get_resident(resident_id) if resident_id else None
+        area = await self._area(site_id)
+        cascade = resolve_cascade(
+            self.cascades.templates_for(route, site_id, resident_id),
+            resident=resident,
+            area=area,
+            directory=self.directory,
+            at=at,
+            max_steps=self.cascades.max_steps,
+        )
+        return area, cascade
+
     async def _area(self, site_id: str | None) -> str:
-        if site_id is None:
-            return "default"
-        if site_id not in self._areas:
-            site = await self.registry.get_site(site_id)
-            self._areas[site_id] = site.area if site else "default"
-        return self._areas[site_id]
+        """The site's response area as the registry has it now: never kept here, so a site
+        an installer moved to another area is dispatched in its new area (the gateway's
+        registry answers from a warm cache invalidated on change)."""
+        site = await self.registry.get_site(site_id) if site_id is not None else None
+        return site.area if site else "default"
 
     # -- actions -----------------------------------------------------------------------
     async def acknowledge(
@@ -402,16 +413,7 @@ class DispatchService:
             if not d.state.is_open:
                 raise IllegalTransition(dispatch_id, d.state.value, "report_injury", "it is closed")
             now = self.clock.now()
-            resident = await self.registry.get_resident(d.resident_id) if d.resident_id else None
-            templates = self.cascades.templates_for(Route.EMERGENCY, d.site_id, d.resident_id)
-            cascade = resolve_cascade(
-                templates,
-                resident=resident,
-                area=await self._area(d.site_id),
-                directory=self.directory,
-                at=now,
-                max_steps=self.cascades.max_steps,
-            )
+            _, cascade = await self._resolve(Route.EMERGENCY, d.site_id, d.resident_id, now)
             engaged = d.state in _ENGAGED
             records = await self.repo.audit(dispatch_id)
             presented = presented_at(records[0].detail, records[0].at) if records else now

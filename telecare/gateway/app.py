@@ -223,8 +223,8 @@ class Gateway:
                     max_age_s=self.config.ingest.max_age_s,
                 ),
             )
-            # Dispatch reads residents from the warm registry cache, not the store.
-            self.dispatcher.registry = CachedRegistry(self.pipeline.decoder.registry, self.store)
+            # Dispatch reads residents and sites from the warm registry cache, not the store.
+            self.dispatcher.registry = CachedRegistry(self.pipeline.decoder.registry)
             # The registry is loaded once and kept; registry changes (the CLI in another
             # process too) reach it through the store's change log.
             await self._stack.enter_async_context(

@@ -11,8 +11,10 @@ Loops: the service's loops (``dispatch.loops``) run in the gateway's supervisor
 declares): named, retried with the shared backoff (capped at the loop's ``retry_s``),
 and a failure it does not retry stops the gateway loudly.
 
-Registry: residents come from the gateway's warm registry cache (:class:`CachedRegistry`),
-so opening a dispatch for a resident's alarm reads nothing from the telemetry's pool.
+Registry: residents and sites come from the gateway's warm registry cache
+(:class:`CachedRegistry`), so opening a dispatch for a resident's alarm reads nothing from
+the telemetry's pool, and a resident or site changed anywhere (the CLI in another process)
+is dispatched as it is now once the registry watch has applied the change.
 """
 
 from __future__ import annotations
@@ -110,19 +112,18 @@ def _loop(spec: LoopSpec) -> Loop:
 
 
 class CachedRegistry:
-    """What dispatch reads of the registry (``dispatch.Registry``): residents from the
-    gateway's warm cache (invalidated on change by ``RegistryWatch``), sites from the
-    store (the service keeps each site's area once read)."""
+    """What dispatch reads of the registry (``dispatch.Registry``): residents and sites
+    from the gateway's warm cache, invalidated on change by ``RegistryWatch`` (a site
+    moved to another area is dispatched in its new area)."""
 
-    def __init__(self, cache: RegistryCache, store: Store) -> None:
+    def __init__(self, cache: RegistryCache) -> None:
         self._cache = cache
-        self._store = store
 
     async def get_resident(self, resident_id: str) -> Resident | None:
         return await self._cache.resident(resident_id)
 
     async def get_site(self, site_id: str) -> Site | None:
-        return await self._store.get_site(site_id)
+        return await self._cache.site(site_id)
 
 
 def dispatch_repository(backend: PostgresStore | SqliteStore) -> DispatchRepository:

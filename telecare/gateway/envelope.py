@@ -16,3 +16,7 @@ class Envelope:
     origin: str  # topic, serial port or endpoint
     payload: bytes
     received_at: datetime
+    #: A retained MQTT message the broker replayed because the gateway (re)subscribed,
+    #: not one published just now: ``received_at`` says nothing of when it was sent
+    #: (a device's last will can be days old). See ``docs/protocol.md`` ("status").
+    retained: bool = False

@@ -342,7 +342,7 @@ class Pipeline:
             )
             self.counters["heartbeats"] += 1
         elif isinstance(message, DeviceStatus):
-            await lane._status(message)
+            await lane._status(message, replayed=env.retained)
         elif isinstance(message, ObservationSet):
             await lane.handle_observation(
                 message, received_at=env.received_at, on_scored=self._scored
@@ -810,14 +810,28 @@ class Pipeline:
             )
         )
 
-    async def _status(self, status: DeviceStatus) -> None:
+    async def _status(self, status: DeviceStatus, *, replayed: bool = False) -> None:
+        """Store a device's online/offline. A live status without a time of its own (a
+        last will the broker publishes as the device drops) is timed on arrival. A
+        retained one the broker *replays* at (re)subscribe without a time was sent at
+        some unknown moment, already recorded if the gateway was running then: it
+        changes the stored state only if it differs, never re-times it (an old "offline"
+        must not look fresh, an old "online" must not move "last heard";
+        docs/protocol.md)."""
+        if replayed and status.ts is None:
+            row = await self.store.sql.fetch_one(
+                "SELECT online FROM device_status WHERE device_id = ?", status.device_id
+            )
+            if row is not None and row[0] is not None and bool(row[0]) == status.online:
+                return
         at = status.ts or self.clock.now()
         await self.store.set_device_status(status.device_id, online=status.online, at=at)
         self.feed.publish(
             Activity(
                 "status",
                 at,
-                f"device {status.device_id} {'online' if status.online else 'OFFLINE'}",
+                f"device {status.device_id} {'online' if status.online else 'OFFLINE'}"
+                + (" (retained status: time unknown)" if replayed and status.ts is None else ""),
                 {"device_id": status.device_id, "online": status.online},
             )
         )

@@ -1,5 +1,5 @@
-"""The registry cache: provisioned devices, residents and receiver accounts, kept warm and
-invalidated when the registry changes, never expired on a timer.
+"""The registry cache: provisioned devices, residents, sites and receiver accounts, kept
+warm and invalidated when the registry changes, never expired on a timer.
 
 Why: a device heartbeats every few minutes; a cache entry that expired after 30 s made
 every heartbeat of a 100,000-device fleet read its device back from the database.
@@ -16,9 +16,11 @@ Here an entry stays until the registry says it changed:
   normally returns nothing. Each change drops the cached entry; a changed device is
   reloaded at once and handed to the rule engine (which then watches its new heartbeat
   interval, or stops watching a removed device). A large burst of changes (an import)
-  reloads everything in three queries instead of one per entry. So a device removed or
+  reloads everything in four queries instead of one per entry. So a device removed or
   changed with the CLI is refused or treated anew by a running gateway within
-  ``poll_s`` plus one query.
+  ``poll_s`` plus one query. Sites are cached for dispatch (a site's response area
+  chooses the area responders of its cascade and its storm group): a site moved to
+  another area with the CLI is dispatched in its new area after the same delay.
 
 Why a change log and not ``registry_audit`` (migration 0014): the audit is written by
 some CLI commands only (not ``device add``, ``resident clinical`` or receiver accounts),
@@ -45,6 +47,7 @@ from telecare.devices.model import (
     ReceiverAccount,
     ReceiverKind,
     Resident,
+    Site,
     normalise_account,
 )
 from telecare.gateway.backoff import Backoff
@@ -67,7 +70,8 @@ KEEP_CHANGES: Final = timedelta(days=7)
 
 
 class Registry:
-    """Provisioned devices, residents and receiver accounts; see the module docstring.
+    """Provisioned devices, residents, sites and receiver accounts; see the module
+    docstring.
 
     While the store is unavailable (``gateway.failures``) an expired entry (only "not
     provisioned" expires) is served instead of failing the lookup: the database being
@@ -86,13 +90,15 @@ class Registry:
         self._negative_ttl = negative_ttl
         self._devices: dict[str, tuple[float, Device | None]] = {}
         self._residents: dict[str, tuple[float, Resident | None]] = {}
+        self._sites: dict[str, tuple[float, Site | None]] = {}
         self._accounts: dict[str, tuple[float, tuple[ReceiverAccount, ...] | None]] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
         #: Bumped by every invalidation: a read that started before one is not cached
         #: (it may have read the row as it was before the change).
         self._generation = 0
-        #: Store reads made on a miss, by kind (``device``, ``resident``, ``account``).
-        self.reads: dict[str, int] = {"device": 0, "resident": 0, "account": 0}
+        #: Store reads made on a miss, by kind (``device``, ``resident``, ``site``,
+        #: ``account``).
+        self.reads: dict[str, int] = {"device": 0, "resident": 0, "site": 0, "account": 0}
         #: Lookups answered from an expired entry because the store was unavailable.
         self.stale_hits = 0
         #: After the store failed a lookup, expired entries are served without asking it
@@ -105,6 +111,7 @@ class Registry:
         devices: Iterable[Device] = (),
         residents: Iterable[Resident] = (),
         accounts: Iterable[ReceiverAccount] = (),
+        sites: Iterable[Site] = (),
     ) -> None:
         """Cache everything provisioned (at start, and after a large burst of changes)."""
         now = time.monotonic()
@@ -112,6 +119,8 @@ class Registry:
             self._devices[d.device_id] = (now, d)
         for r in residents:
             self._residents[r.resident_id] = (now, r)
+        for s in sites:
+            self._sites[s.site_id] = (now, s)
         grouped: dict[str, list[ReceiverAccount]] = {}
         for a in accounts:
             grouped.setdefault(_account_key(a.kind, a.account), []).append(a)
@@ -131,6 +140,12 @@ class Registry:
         for resident_id in resident_ids:
             self._residents.pop(resident_id, None)
 
+    def forget_sites(self, site_ids: Iterable[str]) -> None:
+        """Drop these sites (changed in the store: another area, removed)."""
+        self._generation += 1
+        for site_id in site_ids:
+            self._sites.pop(site_id, None)
+
     def forget_accounts(self) -> None:
         """Drop every cached account mapping (a mapping changed in the store)."""
         self._generation += 1
@@ -141,6 +156,7 @@ class Registry:
         self._generation += 1
         self._devices.clear()
         self._residents.clear()
+        self._sites.clear()
         self._accounts.clear()
 
     def put_device(self, device_id: str, device: Device | None) -> None:
@@ -217,6 +233,13 @@ class Registry:
         if hit is not None:
             return hit[1]
         return await self._load("resident", resident_id, self._store.get_resident, self._residents)
+
+    async def site(self, site_id: str) -> Site | None:
+        """The site as the registry has it now (``None``: no such site)."""
+        hit = self._fresh(self._sites, site_id)
+        if hit is not None:
+            return hit[1]
+        return await self._load("site", site_id, self._store.get_site, self._sites)
 
     async def _load(
         self,
@@ -315,12 +338,13 @@ class RegistryWatch:
         gc.unfreeze()  # what was set aside may be collected again (tests start many)
 
     async def reload_all(self) -> dict[str, Device]:
-        """Load everything provisioned into the registry (three queries); the devices."""
+        """Load everything provisioned into the registry (four queries); the devices."""
         devices = await self.store.list_devices()
         residents = await self.store.list_residents()
         accounts = await self.store.list_receiver_accounts()
+        sites = await self.store.list_sites()
         self.registry.forget_all()
-        self.registry.prime(devices, residents, accounts)
+        self.registry.prime(devices, residents, accounts, sites)
         # The registry and the rule state (loaded before) are most of a large fleet's
         # heap and live as long as the process: keep them out of the garbage collector's
         # full collections, which otherwise stop the event loop for ~0.3 s at 100,000
@@ -340,12 +364,15 @@ class RegistryWatch:
             return 0
         devices: set[str] = set()
         residents: set[str] = set()
+        sites: set[str] = set()
         accounts = False
         for _, kind, entity_id in found:
             if kind == "device":
                 devices.add(str(entity_id))
             elif kind == "resident":
                 residents.add(str(entity_id))
+            elif kind == "site":
+                sites.add(str(entity_id))
             elif kind == "account":
                 accounts = True
         if len(found) > RELOAD_ALL_OVER:
@@ -354,6 +381,7 @@ class RegistryWatch:
                 self._tell(device_id, devices_now.get(device_id))
         else:
             self.registry.forget_residents(residents)
+            self.registry.forget_sites(sites)
             if accounts:
                 self.registry.forget_accounts()
             self.registry.forget_devices(devices)
@@ -368,6 +396,7 @@ class RegistryWatch:
             changes=len(found),
             devices=len(devices),
             residents=len(residents),
+            sites=len(sites),
             accounts=accounts,
         )
         return len(found)

@@ -166,6 +166,10 @@ async def test_keyboard_focus_stays_on_its_row_after_a_live_refresh(
     await seed_queue(cg.gw.backend)
     await page.reload()
     await page.wait_for_selector("#live-state.on")
+    # The queue a new connection is pushed first (rendered anew: it holds the seeded
+    # rows) has replaced the loaded one before the row is focused.
+    await page.wait_for_function("Number(document.body.dataset.queuePushes || 0) >= 1")
+    await page.wait_for_selector('tr[data-dispatch="d-seed2"] a.open-alarm')
     await page.focus('tr[data-dispatch="d-seed2"] a.open-alarm')
     await _press(cg)  # a P1 press: re-rendered above the focused row
     await page.wait_for_selector('.qs-waiting tr[data-dispatch]:not([data-dispatch^="d-seed"])')

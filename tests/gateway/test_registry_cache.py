@@ -85,7 +85,7 @@ async def test_changes_made_on_another_connection_reach_the_cache(
     async with RegistryWatch(store, registry, poll_s=0.05, engine=engine) as watch:
         assert await registry.device("d1") is not None
         assert await registry.resident("r1") is not None
-        assert registry.reads == {"device": 0, "resident": 0, "account": 0}  # primed
+        assert registry.reads == {"device": 0, "resident": 0, "site": 0, "account": 0}  # primed
 
         async with _other(store, request) as other:
             await other.upsert_device(
@@ -270,7 +270,12 @@ async def test_a_heartbeat_of_a_known_device_reads_nothing_from_the_registry(
     status_writes = [s for s in statements if "device_status" in s]
     assert len(status_writes) >= 20  # the trace saw the heartbeats' own writes
     assert [s for s in statements if _REGISTRY_READ.match(s)] == []
-    assert gw.pipeline.decoder.registry.reads == {"device": 0, "resident": 0, "account": 0}
+    assert gw.pipeline.decoder.registry.reads == {
+        "device": 0,
+        "resident": 0,
+        "site": 0,
+        "account": 0,
+    }
 
 
 async def _connected(gw: Gateway) -> bool:

@@ -76,7 +76,6 @@ from telecare.gateway.cli.common import (
 )
 from telecare.gateway.cli.groups import app, device_app, resident_app, responder_app, site_app
 from telecare.gateway.config import ALARM_LANE_SUFFIX, DEFAULT_CLIENT_ID, Config
-from telecare.gateway.decode import FORWARDERS
 from telecare.gateway.publisher import PUBLISHER_SUFFIX
 from telecare.gateway.store.base import ClinicalChange, ClinicalRecord, Store
 from telecare.rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
@@ -452,6 +451,10 @@ def device_add(
                     f"resident {resident!r} does not exist at site {site!r}", ExitCode.NOT_FOUND
                 )
         if hub is not None:
+            # Here, not at the top: the decode stage pulls in the rule engine and numpy,
+            # which every ``telecare`` process (even ``--help``) would otherwise pay for.
+            from telecare.gateway.decode import FORWARDERS
+
             parent = await store.get_device(hub)
             if parent is None or parent.site_id != site:
                 raise _fail(f"hub {hub!r} does not exist at site {site!r}", ExitCode.NOT_FOUND)

@@ -15,7 +15,6 @@ from rich.table import Table
 from telecare.dispatch.reports import PeriodFigures, RouteFigures, build_report
 from telecare.gateway.cli.common import ConfigOption, ExitCode, fail, load_cli_config, run_store
 from telecare.gateway.config import Config
-from telecare.gateway.dispatching import attend_config, dispatch_repository
 
 __all__ = ["PERIODS", "Period", "app", "period_json", "print_period"]
 
@@ -116,6 +115,10 @@ async def _figures(
     cfg: Config, start: datetime, end: datetime, period: timedelta
 ) -> list[PeriodFigures]:
     from telecare.gateway.app import open_store
+
+    # Imported here: building the dispatcher pulls in the registry cache and the rule
+    # engine (numpy), which ``telecare --help`` and every other command need not load.
+    from telecare.gateway.dispatching import attend_config, dispatch_repository
 
     attend = attend_config(cfg)
     async with open_store(cfg) as store:

@@ -23,7 +23,6 @@ from telecare.gateway.cli.common import (
     print_json,
     with_store,
 )
-from telecare.gateway.dispatching import attend_config, dispatch_repository
 
 __all__ = ["response_times"]
 
@@ -70,6 +69,10 @@ def response_times(
     end = now if until is None else parse_when(until, "--until", now)
     if end <= start:
         fail("--until must be after --since", ExitCode.INVALID)
+
+    # Imported here: building the dispatcher pulls in the registry cache and the rule
+    # engine (numpy), which ``telecare --help`` and every other command need not load.
+    from telecare.gateway.dispatching import attend_config, dispatch_repository
 
     attend = attend_config(cfg)
 

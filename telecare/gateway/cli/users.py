@@ -6,7 +6,7 @@
     telecare token add --site S1 --name "Oak House EHR"               # prints the token once
     telecare token list [--site S1] | revoke TOKEN_ID
 
-Passwords are stored as argon2id hashes and tokens as SHA-256 digests (``web/auth.py``);
+Passwords are stored as argon2id hashes and tokens as SHA-256 digests (``web/credentials.py``);
 neither is ever printed again or logged. Mounted by ``gateway.cli.main`` (``mount``).
 """
 
@@ -28,7 +28,7 @@ from telecare.gateway.cli.common import (
     with_store,
 )
 from telecare.gateway.store.accounts import ApiToken, DuplicateUser, Role, User, accounts_of
-from telecare.gateway.web.auth import digest, hash_password, new_api_token
+from telecare.gateway.web.credentials import digest, hash_password, new_api_token
 
 __all__ = ["mount", "token_app", "user_app"]
 

@@ -32,6 +32,11 @@ Gateway presence
     ``<prefix>/_gateway/status``; on every (re)connect ``online: true`` is published there,
     retained. Devices' own online/offline (their last will and retained status) arrives on
     ``<prefix>/<site>/<device>/status`` and is stored by the pipeline like any message.
+    A retained message the broker replays because the gateway (re)subscribed arrives with
+    the RETAIN flag set (MQTT 3.1.1 3.3.1.3: set only for a new subscription's replay,
+    cleared on a live delivery); the envelope says so (``Envelope.retained``), because
+    such a message was published at some unknown time before, maybe days ago: the
+    pipeline must not take the moment it arrived for the time of a device's last will.
 
 Lanes
     The gateway runs two of these (``gateway/ingest/lanes.py``): the telemetry session
@@ -440,7 +445,9 @@ class MqttIngest:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
-        return Envelope("mqtt", topic, bytes(payload), self.clock.now())
+        return Envelope(
+            "mqtt", topic, bytes(payload), self.clock.now(), retained=bool(message.retain)
+        )
 
 
 def _reconnect(exc: BaseException) -> bool:

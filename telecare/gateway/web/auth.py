@@ -22,9 +22,6 @@ Dependencies, in the order a router reaches for them::
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import hashlib
 import hmac
 import secrets
 import time
@@ -34,8 +31,6 @@ from datetime import timedelta
 from typing import Annotated, Final
 from urllib.parse import quote
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
@@ -43,6 +38,14 @@ from pydantic import BaseModel, Field
 
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.accounts import ApiToken, Role, Session, User
+from telecare.gateway.web.credentials import (
+    TOKEN_PREFIX,
+    digest,
+    dummy_hash,
+    hash_password,
+    new_api_token,
+    verify_password,
+)
 from telecare.gateway.web.services import Services, services
 
 __all__ = [
@@ -74,7 +77,6 @@ SESSION_COOKIE: Final = "telecare_session"
 LOGIN_CSRF_COOKIE: Final = "telecare_login_csrf"
 CSRF_HEADER: Final = "X-CSRF-Token"
 CSRF_FIELD: Final = "csrf_token"
-TOKEN_PREFIX: Final = "tc_"
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 #: A session's last-seen time is written at most this often (not on every request).
 _TOUCH_EVERY: Final = timedelta(minutes=1)
@@ -98,46 +100,6 @@ bearer_scheme = HTTPBearer(auto_error=False, description="Care-home API token (t
 cookie_scheme = APIKeyCookie(
     name=SESSION_COOKIE, auto_error=False, description="Console session (POST /api/v1/session)"
 )
-
-_hasher = PasswordHasher()
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """Verified against when the user does not exist, so a login takes as long either
-    way. Made on first use, not at import: every process importing the web face (each
-    CLI command) would otherwise pay one argon2 hash at start."""
-    return _hasher.hash(secrets.token_urlsafe(16))
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash (salted, with the library's current cost parameters)."""
-    return _hasher.hash(password)
-
-
-async def verify_password(password_hash: str, password: str) -> bool:
-    """Check a password in a worker thread (argon2 takes tens of milliseconds)."""
-
-    def check() -> bool:
-        try:
-            return _hasher.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    return await asyncio.to_thread(check)
-
-
-def digest(secret: str) -> str:
-    """SHA-256 hex of a high-entropy secret (session cookie, API token)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_api_token() -> tuple[str, str, str]:
-    """``(token_id, secret, bearer)``: store the id and ``digest(secret)``, show the
-    bearer once."""
-    token_id = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
-    return token_id, secret, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
 
 class NotLoggedIn(Exception):
@@ -375,7 +337,7 @@ async def authenticate(svc: Services, username: str, password: str) -> User | No
         log.warning("login_throttled", retry_after=round(wait))
         raise TooManyAttempts(wait)
     found = await svc.accounts.password_hash(username)
-    stored = found[1] if found else _dummy_hash()
+    stored = found[1] if found else dummy_hash()
     ok = await verify_password(stored, password)
     if found is None or not ok or found[0].disabled:
         svc.throttle.failed(username, now)

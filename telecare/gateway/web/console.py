@@ -29,7 +29,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from telecare.devices.model import Dispatch, DispatchState, Metric
+from telecare.devices.model import Dispatch, DispatchState, Metric, Resident
+from telecare.dispatch.cascades import Route
 from telecare.dispatch.errors import DispatchError, StaleDispatch, UnknownDispatch
 from telecare.dispatch.machine import OUTCOMES
 from telecare.dispatch.reports import build_report
@@ -50,6 +51,7 @@ from telecare.gateway.web.console_model import (
     last_reading,
     next_action,
     owner_key,
+    same_address,
 )
 from telecare.gateway.web.console_service import (
     ConsoleService,
@@ -233,14 +235,12 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
     current_kind = names.get(d.responder_id or "", (None, ""))[0]
     owner = await console.store.owner(owner_key(d.resident_id, d.dispatch_id))
     timers = [t for t in await console.store.timers() if t.dispatch_id == d.dispatch_id]
+    site = await svc.store.get_site(d.site_id) if d.site_id else None
+    kind = site.kind if site else None
     others = [
         o
         for o in await svc.store.open_dispatches()
-        if o.dispatch_id != d.dispatch_id
-        and (
-            (d.resident_id and o.resident_id == d.resident_id)
-            or (d.site_id and o.site_id == d.site_id)
-        )
+        if o.dispatch_id != d.dispatch_id and same_address(d, o, kind)
     ]
     return {
         "d": d,
@@ -285,7 +285,7 @@ async def alarm_page(
     except UnknownDispatch:
         raise HTTPException(404, f"no alarm {dispatch_id}") from None
     context = await _alarm_context(svc, console, d)
-    banner = await _banner(svc, console, d.resident_id) if d.resident_id else None
+    banner = await _banner(svc, console, d.resident_id, d) if d.resident_id else None
     return _page(
         request,
         "console/alarm.html",
@@ -410,30 +410,52 @@ async def close(
 
 
 # -- the resident -------------------------------------------------------------------------
-async def _banner(svc: Services, console: ConsoleService, resident_id: str) -> dict[str, Any]:
+async def _banner(
+    svc: Services, console: ConsoleService, resident_id: str, d: Dispatch | None = None
+) -> dict[str, Any]:
     now = svc.clock.now()
     resident = await svc.store.get_resident(resident_id)
     if resident is None:
         raise HTTPException(404, f"no resident {resident_id}")
     site = await svc.store.get_site(resident.site_id)
     notes = await console.store.notes(resident_id, now)
-    responders = []
-    for rid in resident.responders:
-        r = await svc.store.get_responder(rid)
-        responders.append((rid, r.kind.value if r else "?", r.name if r else ""))
     return {
         "resident": resident,
         "site": site,
         "public_notes": [n for n in notes if n.kind not in PRIVATE_NOTE_KINDS],
         "private_kinds": sorted({n.kind for n in notes if n.kind in PRIVATE_NOTE_KINDS}),
         "expiring": [n for n in notes if n.expires_at and n.expires_at - now < timedelta(days=2)],
-        "responders": responders,
+        **await _cascade(svc, resident, d),
         "recent": await console.store.recent_alerts(resident_id),
         "devices": await _devices(svc, console, resident_id, now),
         "views": await console.store.views(resident_id, 5),
         "charts": await _charts(svc, resident_id, now),
         "now": now,
     }
+
+
+async def _cascade(svc: Services, resident: Resident, d: Dispatch | None) -> dict[str, Any]:
+    """The banner's cascade: the one the dispatch resolved and walks (the resident's own
+    responders, then the on-call responders covering the site's area, skipping anyone
+    off call), or, on the resident's page, the one a pendant alarm would get now. Each
+    step ``(responder id, kind, name, whose)``: ``own`` for the resident's list, else
+    ``area``."""
+    dispatcher = svc.dispatcher
+    if d is not None:
+        entries = await dispatcher.repo.cascade(d.dispatch_id)
+        note = "as this alarm's dispatch"
+    else:
+        entries = await dispatcher.cascade_for(
+            Route.WELLBEING, resident.site_id, resident.resident_id
+        )
+        note = "for a pendant alarm now"
+    steps = []
+    for e in entries:
+        profile = dispatcher.directory.get(e.responder_id)
+        r = profile.responder if profile else await svc.store.get_responder(e.responder_id)
+        whose = "own" if e.responder_id in resident.responders else "area"
+        steps.append((e.responder_id, r.kind.value if r else "?", r.name if r else "", whose))
+    return {"cascade": steps, "cascade_note": note}
 
 
 async def _devices(

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
-from telecare.devices.model import DeviceKind, Dispatch, DispatchState, Metric, ResponderKind
+from telecare.devices.model import (
+    DeviceKind,
+    Dispatch,
+    DispatchState,
+    Metric,
+    ResponderKind,
+    SiteKind,
+)
 from telecare.dispatch.records import AuditRecord, CascadeEntry
 from telecare.gateway.store.base import OpenAlarm
 from telecare.gateway.store.console import DeviceHealth, Notice, Owner, TimerRow
@@ -46,6 +53,7 @@ __all__ = [
     "last_reading",
     "next_action",
     "owner_key",
+    "same_address",
 ]
 
 S = DispatchState
@@ -125,6 +133,24 @@ def device_state(
         label, offline = "OFFLINE", True
     low = dv.battery is not None and dv.battery < LOW_BATTERY
     return DeviceState(label, last, missed, low, offline)
+
+
+def same_address(d: Dispatch, other: Dispatch, site_kind: SiteKind | None) -> bool:
+    """Whether ``other`` is an alarm at the same address as ``d`` (the alarm page's
+    "other open alarms for this resident or address" and "already dispatched").
+
+    A site is one address when it is a home (a couple's two pendants, the home's smoke
+    detector). A care home is many: each resident's room or flat is their own (the
+    model has no finer address than the resident), so another resident's alarm there is
+    not this address; an alarm of the building itself (no resident: the corridor's
+    smoke detector, the mains) concerns every room and is shown with all of them."""
+    if d.resident_id and other.resident_id == d.resident_id:
+        return True
+    if not d.site_id or other.site_id != d.site_id:
+        return False
+    if site_kind is not SiteKind.CARE_HOME:
+        return True
+    return d.resident_id is None or other.resident_id is None
 
 
 def owner_key(resident_id: str | None, dispatch_id: str) -> str:

@@ -110,12 +110,16 @@ class ConsoleSettings:
     """``stale_s``: an acknowledged alarm nobody progressed for this long goes back to
     the queue. ``recheck_s``: how often an alarm handed to an ambulance is re-checked.
     ``floor_escalate_s``: a person on the floor still waiting this long escalates to the
-    supervisors. ``tick_s``: how often timers are checked."""
+    supervisors. ``tick_s``: how often timers are checked. ``queue_refresh_s``: queue
+    pages are pushed the queue at least this often, rendered anew, even when nothing
+    happened in this gateway, so alarms another process wrote on the same store (a
+    second gateway, the CLI) show without a reload."""
 
     stale_s: int = 180
     recheck_s: int = 15 * 60
     floor_escalate_s: int = 30 * 60
     tick_s: float = 1.0
+    queue_refresh_s: float = 10.0
     #: Activity lines waiting for the worker (notices are advisory: past this, dropped
     #: and counted rather than holding up the publisher).
     queue_size: int = 1024
@@ -338,7 +342,10 @@ class ConsoleService:
 
     # -- the queue, pushed to every queue page ------------------------------------------
     def queue_changed(self) -> None:
-        """Push the queue soon (a queue page just connected)."""
+        """Push the queue soon, rendered anew (a queue page just connected: what it
+        showed was rendered from the store, which may hold more than the kept copy, made
+        for the same live event, e.g. alarms another process wrote since)."""
+        self.queue_fragment.invalidate()
         self._queue_changed.set()
 
     def _watch(self, event: LiveEvent) -> None:
@@ -347,9 +354,15 @@ class ConsoleService:
 
     async def _push_step(self) -> None:
         """After a queue change (and :data:`PUSH_DELAY_S` for the next), render the queue
-        once and push it to every queue page (``LiveHub.broadcast``). Storage away:
-        raised (retried with backoff; pages fetch meanwhile); anything else: logged."""
-        await self._queue_changed.wait()
+        once and push it to every queue page (``LiveHub.broadcast``); with no change for
+        ``queue_refresh_s``, render it anew and push it anyway. Storage away: raised
+        (retried with backoff; pages fetch meanwhile); anything else: logged."""
+        try:
+            await asyncio.wait_for(self._queue_changed.wait(), self.settings.queue_refresh_s)
+        except TimeoutError:
+            # Nothing happened here for a while: push anyway, rendered anew, so what
+            # another process (a second gateway on this store, the CLI) changed shows.
+            self.queue_fragment.invalidate()
         await asyncio.sleep(PUSH_DELAY_S)
         self._queue_changed.clear()
         render = self.render_queue

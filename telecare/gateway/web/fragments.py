@@ -43,6 +43,11 @@ class SharedFragment:
     def _fresh(self, key: str) -> bool:
         return self._key == key and time.monotonic() - self._at < self.max_age_s
 
+    def invalidate(self) -> None:
+        """Forget the kept copy: the next :meth:`get` renders anew, whatever its key
+        (the store may have changed with no live event here: another process wrote)."""
+        self._key = None
+
     async def get(self, key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
         """The fragment for ``key``: the kept copy when it was made for ``key`` and is
         young enough, else one new rendering (shared with requests waiting meanwhile)."""

@@ -84,6 +84,8 @@
   function onQueue(e) {
     seen();
     lastPush = Date.now();
+    // Counted on the page (tests wait for the push a new connection gets first).
+    document.body.dataset.queuePushes = String(Number(document.body.dataset.queuePushes || 0) + 1);
     if (fallback) { clearTimeout(fallback); fallback = null; }
     const el = document.getElementById("queue");
     if (el) replaceFragment(el, e.data);

@@ -1,0 +1,141 @@
+"""A site's response area is read from the registry as it is now at every dispatch: an
+installer who moves a site to another area (``telecare site set --area``) gets that
+area's responders in the next cascade, without a restart. The service kept each site's
+area for good before, so the next alarm still went to the old area's responders."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from telecare.devices.model import (
+    Device,
+    DeviceKind,
+    Resident,
+    Responder,
+    ResponderKind,
+    Site,
+    SiteKind,
+)
+from telecare.dispatch.responders import ResponderDirectory, ResponderProfile
+from telecare.dispatch.service import DispatchService
+from telecare.firmware_stubs.mqtt_device import Pendant
+from telecare.gateway.app import Gateway
+from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
+from telecare.rules.alarms import alarm_id_for
+from telecare.rules.clock import FakeClock
+from tests.dispatch.conftest import make_alert
+from tests.helpers import dispatch_for, eventually
+from tests.services import MqttServer
+
+_WARDENS = (
+    Responder("w-north", ResponderKind.MOBILE_WARDEN, area="north"),
+    Responder("w-south", ResponderKind.MOBILE_WARDEN, area="south"),
+)
+
+
+async def _seed(store: SqliteStore | PostgresStore) -> None:
+    """A home in the north with two residents who have no responders of their own, so
+    the wellbeing cascade starts with the mobile warden covering the site's area."""
+    await store.upsert_site(Site("sa", SiteKind.HOME, area="north"))
+    for resident_id in ("ra1", "ra2"):
+        await store.upsert_resident(Resident(resident_id, "sa"))
+    for warden in _WARDENS:
+        await store.upsert_responder(warden)
+
+
+async def test_a_site_moved_to_another_area_is_dispatched_in_its_new_area(
+    store: SqliteStore | PostgresStore, clock: FakeClock
+) -> None:
+    await _seed(store)
+    wardens = ResponderDirectory([ResponderProfile(w) for w in _WARDENS])
+    svc = DispatchService(store.dispatches, store, clock, directory=wardens)
+
+    first = make_alert(site_id="sa", resident_id="ra1")
+    assert await store.write_alert(first)
+    before = await svc.open(first)
+    assert before.responder_id == "w-north"
+
+    await store.upsert_site(Site("sa", SiteKind.HOME, area="south"))  # the installer
+    second = make_alert(site_id="sa", resident_id="ra2")
+    assert await store.write_alert(second)
+    after = await svc.open(second)
+    assert after.responder_id == "w-south"
+    opened = (await svc.repo.audit(after.dispatch_id))[0].detail
+    assert opened["area"] == "south"
+    assert opened["cascade"][0] == "w-south"
+    assert "w-north" not in opened["cascade"]
+
+
+@pytest.mark.mosquitto
+async def test_a_running_gateway_follows_a_site_the_cli_moved_to_another_area(
+    mqtt_server: MqttServer, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The whole path: the CLI (a process of its own) moves the site; the gateway's
+    registry watch drops the cached site; the next alarm there is dispatched to the new
+    area's warden; the site is then served from the warm cache again (no store read per
+    alarm)."""
+    db = tmp_path / "gw.sqlite3"
+    config = Config(
+        mqtt=MqttConfig(
+            host=mqtt_server.host,
+            port=mqtt_server.port,
+            topic_prefix=topic_prefix,
+            client_id=f"gw-{uuid.uuid4().hex[:8]}",
+        ),
+        store=StoreConfig(backend="sqlite", sqlite_path=str(db)),
+        rules=RulesSection(tick_s=3600.0),
+    )
+    toml = tmp_path / "gateway.toml"
+    toml.write_text(f'[store]\nbackend = "sqlite"\nsqlite_path = "{db}"\n')
+    async with SqliteStore(db) as store:  # provisioned before the gateway starts
+        await store.migrate()
+        await _seed(store)
+        for n in (1, 2):
+            await store.upsert_device(Device(f"pa{n}", "sa", DeviceKind.PENDANT, f"ra{n}"))
+    async with Gateway(config) as gw:
+        await eventually(lambda: _connected(gw))
+        registry = gw.pipeline.decoder.registry
+        async with Pendant(
+            "sa", "pa1", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
+        ) as pendant:
+            msg_id = await pendant.press()
+        before = await dispatch_for(gw.store, alarm_id_for("pa1", msg_id))
+        assert before.responder_id == "w-north"
+
+        command = ["site", "set", "sa", "--area", "south", "--config", str(toml), "--by", "inst"]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "telecare.gateway.cli", *command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+        async def moved() -> bool:
+            site = await gw.dispatcher.registry.get_site("sa")  # what dispatch reads
+            return site is not None and site.area == "south"
+
+        await eventually(moved)  # the watch applied the change (within its poll)
+        reads = dict(registry.reads)
+        async with Pendant(
+            "sa", "pa2", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
+        ) as pendant:
+            msg_id = await pendant.press()
+        after = await dispatch_for(gw.store, alarm_id_for("pa2", msg_id))
+        assert after.responder_id == "w-south"
+        assert registry.reads == reads  # the alarm read its site (and all) from the cache
+
+
+async def _connected(gw: Gateway) -> bool:
+    return gw.mqtt.connected.is_set()
