@@ -80,7 +80,13 @@ from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record, Stor
 from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.turns import Turns
-from telecare.rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
+from telecare.rules.alarms import (
+    ClearedAlarm,
+    OpenAlarm,
+    alarm_id_for,
+    is_technical,
+    priority_of,
+)
 from telecare.rules.clock import Clock
 from telecare.rules.engine import EngineResult, RuleEngine
 from telecare.rules.news2 import News2Result, News2ValueError, Observation
@@ -134,6 +140,33 @@ class ActivityFeed:
 
     def unsubscribe(self, q: asyncio.Queue[Activity]) -> None:
         self._subscribers.discard(q)
+
+
+@dataclass(frozen=True, slots=True)
+class _FoldTargets:
+    """The open alarms a batch's presses may fold into (``ids``), as the store has them:
+    ``states`` holds those whose alert is stored, with their dispatch's state."""
+
+    ids: set[str]
+    states: dict[str, str | None]
+
+
+def _open_alarm_alert(alarm: OpenAlarm, event: AlarmEvent) -> Alert:
+    """The alert of an open alarm whose own alert was never stored (its first press's
+    time and key; ``event`` is the press that found it)."""
+    return Alert(
+        alert_id=alarm.alarm_id,
+        kind=AlertKind.TECHNICAL if is_technical(alarm.type) else AlertKind.ALARM,
+        priority=alarm.priority,
+        reason=f"{alarm.type.value.replace('_', ' ')} alarm from device {alarm.device_id}",
+        ts=alarm.raised_at,
+        site_id=alarm.site_id or event.site_id,
+        resident_id=alarm.resident_id or event.resident_id,
+        device_id=alarm.device_id,
+        event_type=alarm.type,
+        source_key=alarm.source_key,
+        detail={"count": alarm.count, "recovered": True},
+    )
 
 
 class Pipeline:
@@ -432,9 +465,12 @@ class Pipeline:
         news = await self.store.write_events(events)
         notes: dict[str, AlertNote] = {}
         raised: list[Alert] = []
+        targets = await self._fold_targets(events)
         try:
             for event, new in zip(events, news, strict=True):
-                await self._event_stored(event, new, received_at, notes=notes, raised=raised)
+                await self._event_stored(
+                    event, new, received_at, notes=notes, raised=raised, targets=targets
+                )
         except Exception:
             if raised:  # what the events before the failing one raised (the rules know it)
                 await self._raise_alerts(raised)
@@ -449,6 +485,36 @@ class Pipeline:
             except Exception as exc:  # an annotation only: the events themselves are stored
                 log.warning("alert_notes_failed", alerts=len(notes), error=repr(exc))
 
+    async def _fold_targets(self, events: Sequence[AlarmEvent]) -> _FoldTargets:
+        """What the open alarms ``events`` may fold into look like in the store (one
+        query for a batch): stored alert or not, the state of its dispatch."""
+        book = self.engine.alarms
+        ids = {
+            a.alarm_id
+            for e in events
+            if e.phase is Phase.ALARM and (a := book.open_for(e.device_id, e.type)) is not None
+        }
+        return _FoldTargets(ids, await self._alarm_states(ids))
+
+    async def _alarm_states(self, ids: set[str]) -> dict[str, str | None]:
+        if not ids or getattr(self.store, "degraded", False):
+            # Database away (writes spooled): nothing to read; taken as stored and open.
+            return dict.fromkeys(ids)
+        return await self.store.alarm_states(ids)
+
+    async def _fold_target(
+        self, alarm_id: str, targets: _FoldTargets | None, raised: list[Alert] | None
+    ) -> tuple[bool, bool]:
+        """``(alert stored, dispatch closed)`` for an open alarm a press folded into."""
+        if raised and any(a.alert_id == alarm_id for a in raised):
+            return True, False  # raised by this batch: written with its alerts
+        if targets is None or alarm_id not in targets.ids:
+            targets = _FoldTargets({alarm_id}, await self._alarm_states({alarm_id}))
+        if alarm_id not in targets.states:
+            return False, False
+        state = targets.states[alarm_id]
+        return True, state is not None and DispatchState(state) in _CLOSED
+
     async def _event_stored(
         self,
         event: AlarmEvent,
@@ -457,6 +523,7 @@ class Pipeline:
         *,
         notes: dict[str, AlertNote] | None = None,
         raised: list[Alert] | None = None,
+        targets: _FoldTargets | None = None,
     ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
@@ -476,13 +543,20 @@ class Pipeline:
         resident = await self.decoder.registry.resident(event.resident_id)
         result = self.engine.on_event(event, resident, received_at=received_at)
         for folded in result.folded:
-            d = await self.dispatcher.repo.load_for_alert(folded.alarm_id)
-            if d is not None and d.state in _CLOSED:
+            known, closed = await self._fold_target(folded.alarm_id, targets, raised)
+            if closed:
                 # Folded into an alarm whose dispatch is already over (rule state older
                 # than the close): release it and take the press as a new alarm.
                 self.engine.close(folded.alarm_id, folded.ts)
                 result = self.engine.on_event(event, resident, received_at=received_at)
                 break
+            if not known and (alarm := self.engine.alarms.get(folded.alarm_id)) is not None:
+                # Folded into an open alarm whose alert was never stored (the process
+                # died, or the store failed, between the rules and the alert's write,
+                # and the rule state outlived it): raise that alarm's alert now.
+                self.counters["alerts_recovered"] += 1
+                log.warning("alert_recovered", alert_id=alarm.alarm_id, device_id=alarm.device_id)
+                result.alerts.append(_open_alarm_alert(alarm, event))
         if not new and raises and not result.alerts and not result.folded:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
             # while the engine already knew the alarm: finish the job (idempotent writes).
