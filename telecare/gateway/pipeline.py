@@ -97,6 +97,11 @@ __all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
 _CLOSED = frozenset({DispatchState.RESOLVED, DispatchState.CANCELLED})
 #: A group of telemetry yields to the event loop after this much work (seconds).
 _YIELD_S = 0.002
+#: A receiver batch's fold counts and restores are written at most this often (seconds)
+#: while batches keep coming (``Pipeline.handle_events``); the receivers' writer writes
+#: what is left once it has been idle for ``NOTES_IDLE_S``.
+NOTES_EVERY_S = 1.0
+NOTES_IDLE_S = 0.2
 
 log = get_logger("telecare.pipeline")
 
@@ -195,6 +200,10 @@ class Pipeline:
         self._on_dead_letter = on_dead_letter
         #: Alerts raised per chunk of a tick before yielding to the event loop.
         self.tick_chunk = 100
+        #: Receiver batches' alert notes not written yet (:meth:`flush_notes`).
+        self._notes: dict[str, AlertNote] = {}
+        self._notes_due = 0.0
+        self._notes_lock = asyncio.Lock()  # flushes commit in order
         dispatcher.on_closed.append(self._dispatch_closed)
         #: Per-sender allowance of dead letters; past it they are shed (counted only).
         self.dead_letter_limit = dead_letter_limit or DeadLetterLimiter()
@@ -215,6 +224,8 @@ class Pipeline:
         sibling.store = store
         sibling.alarm_lane = None
         sibling.turns = None
+        sibling._notes = {}
+        sibling._notes_lock = asyncio.Lock()
         self.alarm_lane = sibling
         return sibling
 
@@ -447,6 +458,7 @@ class Pipeline:
         gateway already). A redelivery (same idempotency key, same content) completes what
         an earlier attempt left undone; the same key with different content raises
         ``Rejected`` and goes through no rules."""
+        event = event.received(received_at)
         await self._event_stored(event, await self.store.write_event(event), received_at)
 
     async def handle_events(
@@ -460,12 +472,24 @@ class Pipeline:
         IP receiver's concurrent alarms share one commit); rules then run in order; the
         alerts they raise are stored in one more write and submitted. ``on_stored`` is
         called then: what the events carried is durable (the receiver may acknowledge).
-        The fold counts and restores the rules note on stored alerts share one more
-        commit before this returns (an annotation: a failure is logged, not raised)."""
-        news = await self.store.write_events(events)
-        notes: dict[str, AlertNote] = {}
+        The fold counts and restores the rules note on stored alerts (annotations) are
+        kept and written with later batches' in one commit at most every
+        ``NOTES_EVERY_S`` (:meth:`flush_notes`: the receivers' writer writes what is left
+        when it falls idle); a failure is logged, not raised."""
+        if received_at is not None:  # a receiver stamps each frame's own time before
+            events = [e.received(received_at) for e in events]
+        # The fold targets are read while the events are written (PostgreSQL: on
+        # another connection; SQLite: queued right behind the write).
+        reading = asyncio.ensure_future(self._fold_targets(events))
+        try:
+            news = await self.store.write_events(events)
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        targets = await reading
+        notes = self._notes
         raised: list[Alert] = []
-        targets = await self._fold_targets(events)
         try:
             for event, new in zip(events, news, strict=True):
                 await self._event_stored(
@@ -479,10 +503,25 @@ class Pipeline:
             await self._raise_alerts(raised)
         if on_stored is not None:
             on_stored()
-        if notes:
+        if notes and time.monotonic() >= self._notes_due:
+            await self.flush_notes()
+
+    @property
+    def notes_pending(self) -> bool:
+        """Whether receiver batches' alert notes wait for :meth:`flush_notes`."""
+        return bool(self._notes)
+
+    async def flush_notes(self) -> None:
+        """Write the receiver batches' pending fold counts and restores (one commit)."""
+        self._notes_due = time.monotonic() + NOTES_EVERY_S
+        async with self._notes_lock:
+            notes = list(self._notes.values())
+            self._notes.clear()  # the same dict: a batch in its rules pass adds to it
+            if not notes:
+                return
             try:
-                await self.store.note_alerts(list(notes.values()))
-            except Exception as exc:  # an annotation only: the events themselves are stored
+                await self.store.note_alerts(notes)
+            except Exception as exc:  # an annotation: the events themselves are stored
                 log.warning("alert_notes_failed", alerts=len(notes), error=repr(exc))
 
     async def _fold_targets(self, events: Sequence[AlarmEvent]) -> _FoldTargets:
@@ -774,6 +813,8 @@ class Pipeline:
         restored_at: datetime | None = None,
         notes: dict[str, AlertNote] | None = None,
     ) -> None:
+        if notes is None and alert_id in self._notes:
+            notes = self._notes  # behind a receiver batch's note: keep the order
         if notes is not None:
             # The later note of the same alert wins key by key, as successive
             # note_alert calls would.

@@ -6,7 +6,8 @@ the alarm open but no alert exists. Once the store is well again, the next press
 same unit (inside the fold window) must raise that alarm's alert and open its dispatch;
 before the fix it was folded into the open alarm and no alert was ever written. Through
 the MQTT path (``Pipeline.handle``, one event) and a receiver batch
-(``Pipeline.handle_events``)."""
+(``Pipeline.handle_events``). And the fold counts a receiver's writer defers reach the
+alert."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.dispatch import DispatchService, ResponderDirectory
+from telecare.gateway.decode_receivers import EventWriter
 from telecare.gateway.dispatching import add_store_responders, dispatch_repository
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.pipeline import Pipeline
@@ -37,7 +39,7 @@ from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.alarms import alarm_id_for
 from telecare.rules.clock import FakeClock
-from tests.helpers import dispatch_for
+from tests.helpers import dispatch_for, eventually
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 PREFIX = "telecare/v1"
@@ -119,3 +121,36 @@ async def test_the_next_press_raises_an_alarm_whose_alert_write_failed(
     assert alert.detail["count"] == 2
     assert (await dispatch_for(store, alert.alert_id)).alert_id == alert.alert_id
     assert pipeline.counters["alerts_recovered"] == 1
+
+
+async def test_a_receiver_writers_fold_counts_reach_the_alert_once_it_falls_idle(
+    store: SqliteStore | PostgresStore, pipeline: Pipeline
+) -> None:
+    # The notes of batches that come in a row share a write (at most one a second);
+    # what is left is written once the writer has nothing to do.
+    assert isinstance(pipeline.clock, FakeClock)
+    async with EventWriter("test:store", pipeline, pipeline.clock) as writer:
+        for n in range(5):
+            now = pipeline.clock.now()
+            press = AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, now, f"w{n}", "s1", "r1")
+            await writer.store([press])
+            pipeline.clock.advance(1)
+
+        async def count() -> object:
+            [alert] = await store.recent_alerts(10)
+            return alert.detail.get("count")
+
+        assert await eventually(count, lambda c: c == 5) == 5
+    assert not pipeline.notes_pending
+
+
+@pytest.mark.parametrize("via", ["mqtt", "receiver batch"])
+async def test_an_events_received_at_is_the_gateways_receive_time_not_the_databases(
+    store: SqliteStore | PostgresStore, pipeline: Pipeline, via: str
+) -> None:
+    # The pipeline's clock is days behind the database's: the stored receive time is
+    # the gateway's (the time the message arrived), not when the row was written.
+    await _press(pipeline, via, "r1")
+    row = await store.sql.fetch_one("SELECT received_at FROM alarm_events")
+    assert row is not None
+    assert row[0] == TS
