@@ -108,8 +108,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     for cls, names in (
-        (Pipeline, ("handle_events", "_event_stored", "_raise_alerts")),
-        (DurableStore, ("write_events", "note_alerts")),
+        (Pipeline, ("handle_events", "_event_stored", "_raise_alerts", "_fold_targets")),
+        (DurableStore, ("write_events", "note_alerts", "alarm_states")),
         (DispatchService, ("open_or_join",)),  # the dispatch intake, per alert
     ):
         for name in names:

@@ -206,34 +206,27 @@ async def gateway(
     args: argparse.Namespace, tmp: Path, mqtt_port: int, cids: list[str]
 ) -> AsyncIterator[int]:
     """The real gateway with the SCAIP receiver on UDP (a fresh store per run)."""
-    from telecare.gateway.app import Gateway, open_store
+    from bench._pg_roles import store_section
+    from telecare.gateway.app import Gateway, open_store, prepare_store
     from telecare.gateway.config import (
         Config,
         MqttConfig,
         ReceiversSection,
         RulesSection,
         ScaipConfig,
-        StoreConfig,
     )
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     run_dir = tmp / schema
-    config = Config(
-        mqtt=MqttConfig(port=mqtt_port, client_id=f"gw-{schema}", topic_prefix=schema),
-        store=StoreConfig(
-            backend=args.store,
-            dsn=args.dsn,
-            schema=schema,
-            timescale=False,
-            sqlite_path=str(run_dir / "bench.sqlite3"),
-            spool_dir=str(run_dir / "spool"),
-        ),
-        rules=RulesSection(state_file=str(run_dir / "rules-state.json"), tick_s=3600),
-        receivers=ReceiversSection(scaip=ScaipConfig(enabled=True, port=0, tcp=False)),
-    )
-    try:
+    async with store_section(args.store, args.dsn, run_dir) as store_config:
+        config = Config(
+            mqtt=MqttConfig(port=mqtt_port, client_id=f"gw-{schema}", topic_prefix=schema),
+            store=store_config,
+            rules=RulesSection(state_file=str(run_dir / "rules-state.json"), tick_s=3600),
+            receivers=ReceiversSection(scaip=ScaipConfig(enabled=True, port=0, tcp=False)),
+        )
         async with open_store(config) as store:
-            await store.migrate()
+            await prepare_store(config, store)
             await store.upsert_site(Site("bench", SiteKind.HOME))
             for cid in cids:
                 await store.upsert_device(Device(f"u{cid}", "bench", DeviceKind.PENDANT))
@@ -247,9 +240,3 @@ async def gateway(
             counters = gw.scaip.counters
             if counters["events"] != counters["requests"] or counters["busy"]:
                 print(f"  gateway counters: {dict(counters)}")
-    finally:
-        if args.store == "postgres":
-            import psycopg
-
-            async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
-                await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

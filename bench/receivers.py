@@ -53,16 +53,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import _scaip
+from bench._pg_roles import store_section
 from telecare.devices.codecs import Incomplete, Malformed, dc09
 from telecare.devices.model import Device, DeviceKind, ReceiverAccount, ReceiverKind, Site, SiteKind
-from telecare.gateway.app import Gateway, open_store
+from telecare.gateway.app import Gateway, open_store, prepare_store
 from telecare.gateway.config import (
     Config,
     Dc09Config,
     MqttConfig,
     ReceiversSection,
     RulesSection,
-    StoreConfig,
 )
 from telecare.gateway.logging import configure_logging
 
@@ -236,22 +236,15 @@ async def _dc09_gateway(
 ) -> AsyncIterator[int]:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     run_dir = tmp / schema
-    config = Config(
-        mqtt=MqttConfig(port=mqtt_port, client_id=f"gw-{schema}", topic_prefix=schema),
-        store=StoreConfig(
-            backend=args.store,
-            dsn=args.dsn,
-            schema=schema,
-            timescale=False,
-            sqlite_path=str(run_dir / "bench.sqlite3"),
-            spool_dir=str(run_dir / "spool"),
-        ),
-        rules=RulesSection(state_file=str(run_dir / "rules-state.json"), tick_s=3600),
-        receivers=ReceiversSection(dc09=Dc09Config(enabled=True, port=0, udp=False)),
-    )
-    try:
+    async with store_section(args.store, args.dsn, run_dir) as store_config:
+        config = Config(
+            mqtt=MqttConfig(port=mqtt_port, client_id=f"gw-{schema}", topic_prefix=schema),
+            store=store_config,
+            rules=RulesSection(state_file=str(run_dir / "rules-state.json"), tick_s=3600),
+            receivers=ReceiversSection(dc09=Dc09Config(enabled=True, port=0, udp=False)),
+        )
         async with open_store(config) as store:
-            await store.migrate()
+            await prepare_store(config, store)
             await store.upsert_site(Site("bench", SiteKind.HOME))
             for a in accounts:
                 await store.upsert_device(Device(f"u{a}", "bench", DeviceKind.PENDANT))
@@ -265,12 +258,6 @@ async def _dc09_gateway(
             refused = gw.dc09.counters["duh"] + gw.dc09.counters["nak"]
             if refused:
                 print(f"  gateway refused {refused} frames: {dict(gw.dc09.counters)}")
-    finally:
-        if args.store == "postgres":
-            import psycopg
-
-            async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as c:
-                await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 # --------------------------------------------------------------------------- protocols

@@ -658,6 +658,9 @@ class AlarmEvent:
     #: SCAIP device type (``dty``) and location code (``lco``) as the unit sent them.
     device_type: str | None = None
     location: str | None = None
+    #: When the gateway received it (stored as ``alarm_events.received_at``); ``None``
+    #: until the pipeline stamps it (:meth:`received`).
+    received_at: datetime | None = None
 
     def __post_init__(self) -> None:
         _check_id("device_id", self.device_id)
@@ -667,6 +670,15 @@ class AlarmEvent:
         object.__setattr__(self, "type", _enum("type", EventType, self.type))
         object.__setattr__(self, "phase", _enum("phase", Phase, self.phase))
         _check_ts("ts", self.ts)
+        if self.received_at is not None:
+            _check_ts("received_at", self.received_at)
+
+    def received(self, at: datetime | None) -> AlarmEvent:
+        """This event with the gateway's receive time ``at`` unless it has one."""
+        if self.received_at is not None or at is None:
+            return self
+        _check_ts("received_at", at)
+        return _restamp(self, received_at=at)
 
     def owned_by(self, site_id: str | None, resident_id: str | None) -> AlarmEvent:
         """This event attributed to a site and resident (see ``Reading.owned_by``)."""

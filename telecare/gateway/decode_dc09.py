@@ -241,10 +241,11 @@ class Dc09Decoding:
         account = content.account or block.account
         stamp, event_ts = self._times(content, env.received_at)
         msg_base = self._msg_id(block, content, account, stamp, env.received_at)
+        got = env.received_at
         try:
             if block.token == "ADM-CID":
-                return [await self._cid_event(content, account, msg_base, event_ts)]
-            return await self._sia_events(content, account, msg_base, event_ts)
+                return [await self._cid_event(content, account, msg_base, event_ts, got)]
+            return await self._sia_events(content, account, msg_base, event_ts, got)
         except Malformed as exc:
             raise _Refuse(exc.reason, dc09.Reply.DUH) from None
         except ModelError as exc:
@@ -320,7 +321,7 @@ class Dc09Decoding:
         return device
 
     async def _cid_event(
-        self, content: dc09.Content, account: str, msg_id: str, ts: datetime
+        self, content: dc09.Content, account: str, msg_id: str, ts: datetime, got: datetime
     ) -> AlarmEvent:
         message = dc09.adm_cid(content, account)
         device = await self._device(ReceiverKind.CONTACT_ID, account, message.zone)
@@ -335,10 +336,11 @@ class Dc09Decoding:
             zone=message.zone,
             source="dc09",
             code=message.code,
+            received_at=got,
         )
 
     async def _sia_events(
-        self, content: dc09.Content, account: str, msg_id: str, ts: datetime
+        self, content: dc09.Content, account: str, msg_id: str, ts: datetime, got: datetime
     ) -> list[AlarmEvent]:
         found = dc09.sia_dcs(content)
         devices = [await self._device(ReceiverKind.SIA, account, e.zone) for e in found]
@@ -353,6 +355,7 @@ class Dc09Decoding:
                 resident_id=device.resident_id,
                 zone=e.zone or None,
                 source="dc09",
+                received_at=got,
             )
             for i, (e, device) in enumerate(zip(found, devices, strict=True))
         ]

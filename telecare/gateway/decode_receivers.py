@@ -13,12 +13,16 @@ once the alarm is stored, so the receiver's acknowledgement (DC-09 ``ACK``, SCAI
 while its previous write ran and stores all their events with one
 ``Pipeline.handle_events`` (one commit for many units' alarms under load, no added delay
 when quiet), and wakes each request as soon as the events and the alerts they raised are
-stored (``on_stored``), before the fold-count notes are written.
+stored (``on_stored``). The fold counts and restores the rules note on stored alerts are
+annotations the pipeline writes at most once a second while batches keep coming
+(``Pipeline.handle_events``); once no request has come for ``NOTES_IDLE_S`` the loop
+writes what is left (``Sink.flush_notes``), and so does leaving.
 
 Resource handling
     An async context manager: entering starts the loop (``<name>``, on the gateway's
     supervisor when given, :mod:`telecare.gateway.tasks`); leaving cancels it and every
-    request still waiting (their units get no answer and resend).
+    request still waiting (their units get no answer and resend), then writes the
+    pending notes (a failure is logged by the pipeline).
 
 Error handling
     Storage unavailable (``gateway.failures``) is raised to every request of the write
@@ -44,6 +48,7 @@ from typing import Final, Protocol, Self
 from telecare.devices.model import AlarmEvent
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.failures import is_storage_unavailable
+from telecare.gateway.pipeline import NOTES_IDLE_S
 from telecare.gateway.tasks import Loop, Loops, Supervisor
 from telecare.rules.clock import Clock
 
@@ -71,6 +76,11 @@ class Sink(Protocol):
     async def poison(
         self, env: Envelope, stage: str, exc: BaseException, device_id: str | None = None
     ) -> None: ...
+
+    @property
+    def notes_pending(self) -> bool: ...
+
+    async def flush_notes(self) -> None: ...
 
 
 _Request = tuple[list[AlarmEvent], "asyncio.Future[None]"]
@@ -114,6 +124,8 @@ class EventWriter:
         while not self._queue.empty():
             _, done = self._queue.get_nowait()
             done.cancel()
+        if self.sink.notes_pending:
+            await self.sink.flush_notes()
 
     async def store(self, events: list[AlarmEvent]) -> None:
         """Return once ``events`` are stored (or spooled); raise what storing raised."""
@@ -124,7 +136,15 @@ class EventWriter:
     async def _step(self) -> None:
         """Store what requests have queued, many in one write (one step of the loop)."""
         queue = self._queue
-        batch = [await queue.get()]
+        if self.sink.notes_pending and queue.empty():
+            try:
+                first = await asyncio.wait_for(queue.get(), NOTES_IDLE_S)
+            except TimeoutError:  # idle: write the batches' pending notes
+                await self.sink.flush_notes()
+                return
+        else:
+            first = await queue.get()
+        batch = [first]
         while len(batch) < self.batch_max and not queue.empty():
             batch.append(queue.get_nowait())
         self.writes += 1

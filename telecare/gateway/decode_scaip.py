@@ -257,7 +257,7 @@ class ScaipDecoding:
                 ts=received_at,
                 site_id=device.site_id,
                 resident_id=device.resident_id,
-            )
+            ).received(received_at)
         except scaip.ScaipError as exc:
             return await self._refuse(request, env, exc, device)
         if self.watch is not None and device.device_id not in self._watched:

@@ -80,7 +80,13 @@ from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record, Stor
 from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.turns import Turns
-from telecare.rules.alarms import ClearedAlarm, alarm_id_for, is_technical, priority_of
+from telecare.rules.alarms import (
+    ClearedAlarm,
+    OpenAlarm,
+    alarm_id_for,
+    is_technical,
+    priority_of,
+)
 from telecare.rules.clock import Clock
 from telecare.rules.engine import EngineResult, RuleEngine
 from telecare.rules.news2 import News2Result, News2ValueError, Observation
@@ -91,6 +97,11 @@ __all__ = ["Activity", "ActivityFeed", "Envelope", "Pipeline"]
 _CLOSED = frozenset({DispatchState.RESOLVED, DispatchState.CANCELLED})
 #: A group of telemetry yields to the event loop after this much work (seconds).
 _YIELD_S = 0.002
+#: A receiver batch's fold counts and restores are written at most this often (seconds)
+#: while batches keep coming (``Pipeline.handle_events``); the receivers' writer writes
+#: what is left once it has been idle for ``NOTES_IDLE_S``.
+NOTES_EVERY_S = 1.0
+NOTES_IDLE_S = 0.2
 
 log = get_logger("telecare.pipeline")
 
@@ -136,6 +147,33 @@ class ActivityFeed:
         self._subscribers.discard(q)
 
 
+@dataclass(frozen=True, slots=True)
+class _FoldTargets:
+    """The open alarms a batch's presses may fold into (``ids``), as the store has them:
+    ``states`` holds those whose alert is stored, with their dispatch's state."""
+
+    ids: set[str]
+    states: dict[str, str | None]
+
+
+def _open_alarm_alert(alarm: OpenAlarm, event: AlarmEvent) -> Alert:
+    """The alert of an open alarm whose own alert was never stored (its first press's
+    time and key; ``event`` is the press that found it)."""
+    return Alert(
+        alert_id=alarm.alarm_id,
+        kind=AlertKind.TECHNICAL if is_technical(alarm.type) else AlertKind.ALARM,
+        priority=alarm.priority,
+        reason=f"{alarm.type.value.replace('_', ' ')} alarm from device {alarm.device_id}",
+        ts=alarm.raised_at,
+        site_id=alarm.site_id or event.site_id,
+        resident_id=alarm.resident_id or event.resident_id,
+        device_id=alarm.device_id,
+        event_type=alarm.type,
+        source_key=alarm.source_key,
+        detail={"count": alarm.count, "recovered": True},
+    )
+
+
 class Pipeline:
     def __init__(
         self,
@@ -162,6 +200,10 @@ class Pipeline:
         self._on_dead_letter = on_dead_letter
         #: Alerts raised per chunk of a tick before yielding to the event loop.
         self.tick_chunk = 100
+        #: Receiver batches' alert notes not written yet (:meth:`flush_notes`).
+        self._notes: dict[str, AlertNote] = {}
+        self._notes_due = 0.0
+        self._notes_lock = asyncio.Lock()  # flushes commit in order
         dispatcher.on_closed.append(self._dispatch_closed)
         #: Per-sender allowance of dead letters; past it they are shed (counted only).
         self.dead_letter_limit = dead_letter_limit or DeadLetterLimiter()
@@ -182,6 +224,8 @@ class Pipeline:
         sibling.store = store
         sibling.alarm_lane = None
         sibling.turns = None
+        sibling._notes = {}
+        sibling._notes_lock = asyncio.Lock()
         self.alarm_lane = sibling
         return sibling
 
@@ -414,6 +458,7 @@ class Pipeline:
         gateway already). A redelivery (same idempotency key, same content) completes what
         an earlier attempt left undone; the same key with different content raises
         ``Rejected`` and goes through no rules."""
+        event = event.received(received_at)
         await self._event_stored(event, await self.store.write_event(event), received_at)
 
     async def handle_events(
@@ -427,14 +472,29 @@ class Pipeline:
         IP receiver's concurrent alarms share one commit); rules then run in order; the
         alerts they raise are stored in one more write and submitted. ``on_stored`` is
         called then: what the events carried is durable (the receiver may acknowledge).
-        The fold counts and restores the rules note on stored alerts share one more
-        commit before this returns (an annotation: a failure is logged, not raised)."""
-        news = await self.store.write_events(events)
-        notes: dict[str, AlertNote] = {}
+        The fold counts and restores the rules note on stored alerts (annotations) are
+        kept and written with later batches' in one commit at most every
+        ``NOTES_EVERY_S`` (:meth:`flush_notes`: the receivers' writer writes what is left
+        when it falls idle); a failure is logged, not raised."""
+        if received_at is not None:  # a receiver stamps each frame's own time before
+            events = [e.received(received_at) for e in events]
+        # The fold targets are read while the events are written (PostgreSQL: on
+        # another connection; SQLite: queued right behind the write).
+        reading = asyncio.ensure_future(self._fold_targets(events))
+        try:
+            news = await self.store.write_events(events)
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        targets = await reading
+        notes = self._notes
         raised: list[Alert] = []
         try:
             for event, new in zip(events, news, strict=True):
-                await self._event_stored(event, new, received_at, notes=notes, raised=raised)
+                await self._event_stored(
+                    event, new, received_at, notes=notes, raised=raised, targets=targets
+                )
         except Exception:
             if raised:  # what the events before the failing one raised (the rules know it)
                 await self._raise_alerts(raised)
@@ -443,11 +503,56 @@ class Pipeline:
             await self._raise_alerts(raised)
         if on_stored is not None:
             on_stored()
-        if notes:
+        if notes and time.monotonic() >= self._notes_due:
+            await self.flush_notes()
+
+    @property
+    def notes_pending(self) -> bool:
+        """Whether receiver batches' alert notes wait for :meth:`flush_notes`."""
+        return bool(self._notes)
+
+    async def flush_notes(self) -> None:
+        """Write the receiver batches' pending fold counts and restores (one commit)."""
+        self._notes_due = time.monotonic() + NOTES_EVERY_S
+        async with self._notes_lock:
+            notes = list(self._notes.values())
+            self._notes.clear()  # the same dict: a batch in its rules pass adds to it
+            if not notes:
+                return
             try:
-                await self.store.note_alerts(list(notes.values()))
-            except Exception as exc:  # an annotation only: the events themselves are stored
+                await self.store.note_alerts(notes)
+            except Exception as exc:  # an annotation: the events themselves are stored
                 log.warning("alert_notes_failed", alerts=len(notes), error=repr(exc))
+
+    async def _fold_targets(self, events: Sequence[AlarmEvent]) -> _FoldTargets:
+        """What the open alarms ``events`` may fold into look like in the store (one
+        query for a batch): stored alert or not, the state of its dispatch."""
+        book = self.engine.alarms
+        ids = {
+            a.alarm_id
+            for e in events
+            if e.phase is Phase.ALARM and (a := book.open_for(e.device_id, e.type)) is not None
+        }
+        return _FoldTargets(ids, await self._alarm_states(ids))
+
+    async def _alarm_states(self, ids: set[str]) -> dict[str, str | None]:
+        if not ids or getattr(self.store, "degraded", False):
+            # Database away (writes spooled): nothing to read; taken as stored and open.
+            return dict.fromkeys(ids)
+        return await self.store.alarm_states(ids)
+
+    async def _fold_target(
+        self, alarm_id: str, targets: _FoldTargets | None, raised: list[Alert] | None
+    ) -> tuple[bool, bool]:
+        """``(alert stored, dispatch closed)`` for an open alarm a press folded into."""
+        if raised and any(a.alert_id == alarm_id for a in raised):
+            return True, False  # raised by this batch: written with its alerts
+        if targets is None or alarm_id not in targets.ids:
+            targets = _FoldTargets({alarm_id}, await self._alarm_states({alarm_id}))
+        if alarm_id not in targets.states:
+            return False, False
+        state = targets.states[alarm_id]
+        return True, state is not None and DispatchState(state) in _CLOSED
 
     async def _event_stored(
         self,
@@ -457,6 +562,7 @@ class Pipeline:
         *,
         notes: dict[str, AlertNote] | None = None,
         raised: list[Alert] | None = None,
+        targets: _FoldTargets | None = None,
     ) -> None:
         self.counters["events"] += 1
         raises = event.phase is Phase.ALARM and priority_of(event.type) is not None
@@ -476,13 +582,20 @@ class Pipeline:
         resident = await self.decoder.registry.resident(event.resident_id)
         result = self.engine.on_event(event, resident, received_at=received_at)
         for folded in result.folded:
-            d = await self.dispatcher.repo.load_for_alert(folded.alarm_id)
-            if d is not None and d.state in _CLOSED:
+            known, closed = await self._fold_target(folded.alarm_id, targets, raised)
+            if closed:
                 # Folded into an alarm whose dispatch is already over (rule state older
                 # than the close): release it and take the press as a new alarm.
                 self.engine.close(folded.alarm_id, folded.ts)
                 result = self.engine.on_event(event, resident, received_at=received_at)
                 break
+            if not known and (alarm := self.engine.alarms.get(folded.alarm_id)) is not None:
+                # Folded into an open alarm whose alert was never stored (the process
+                # died, or the store failed, between the rules and the alert's write,
+                # and the rule state outlived it): raise that alarm's alert now.
+                self.counters["alerts_recovered"] += 1
+                log.warning("alert_recovered", alert_id=alarm.alarm_id, device_id=alarm.device_id)
+                result.alerts.append(_open_alarm_alert(alarm, event))
         if not new and raises and not result.alerts and not result.folded:
             # Redelivered after a crash that stored the event but not its alert/dispatch,
             # while the engine already knew the alarm: finish the job (idempotent writes).
@@ -700,6 +813,8 @@ class Pipeline:
         restored_at: datetime | None = None,
         notes: dict[str, AlertNote] | None = None,
     ) -> None:
+        if notes is None and alert_id in self._notes:
+            notes = self._notes  # behind a receiver batch's note: keep the order
         if notes is not None:
             # The later note of the same alert wins key by key, as successive
             # note_alert calls would.

@@ -293,6 +293,16 @@ class AlarmBook:
         self._put(key, alarm)
         return AlarmOutcome(Outcome.RAISED, (alarm,), superseded=current)
 
+    def get(self, alarm_id: str) -> OpenAlarm | None:
+        """The open alarm with this id, if any."""
+        key = self._ids.get(alarm_id)
+        return self._open.get(key) if key is not None else None
+
+    def open_for(self, device_id: str, event_type: EventType) -> OpenAlarm | None:
+        """The alarm open for this device and event type (what a press of it would
+        fold into, inside the fold window), if any."""
+        return self._open.get((device_id, event_type))
+
     def close(self, alarm_id: str) -> OpenAlarm | None:
         """Close one alarm by id (the dispatch layer resolved or closed it): its key is
         released, so the next press raises a new alarm. ``None`` if not open."""

@@ -41,6 +41,7 @@ from telecare.devices.model import (
     ReceiverAccount,
     Responder,
     Site,
+    utcnow,
 )
 from telecare.dispatch.records import AuditRecord, Receipt, Timer
 from telecare.gateway.clinical import ClinicalRecord
@@ -261,7 +262,13 @@ READINGS = Table(
     _reading,
 )
 EVENTS = Table.of(
-    "alarm_events", AlarmEvent, C("digest", get=event_digest, spool=False), skip=("injury",)
+    "alarm_events",
+    AlarmEvent,
+    # The pipeline's receive time (none: the write's). Not in the spool record (a replayed
+    # event has the replay's time, as with the column's old database default).
+    C("received_at", TS, get=lambda e: e.received_at or utcnow(), spool=False),
+    C("digest", get=event_digest, spool=False),
+    skip=("injury",),
 )
 ALERTS = Table.of("alerts", Alert, C("priority", SMALL))
 DEAD_LETTERS = Table.of("dead_letters", DeadLetter, C("payload_bytes", INT, default=-1))

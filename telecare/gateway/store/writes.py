@@ -9,12 +9,12 @@ batch writes with faster forms (binary ``COPY``, arrays) built from the same spe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from telecare.devices.model import AlarmEvent, Alert, Metric, Reading
 from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record, StatusItem
-from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.sql import Sql, TextArray
 from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, EVENTS, NEWS2, READINGS
 
 __all__ = ["SqlWrites"]
@@ -27,6 +27,17 @@ _STATUS = (
     " ELSE excluded.changed_at END,"
     " last_heartbeat = COALESCE(excluded.last_heartbeat, device_status.last_heartbeat),"
     " battery = COALESCE(excluded.battery, device_status.battery)"
+)
+
+
+#: Each listed alert that is stored, with the state of the dispatch holding it (its own
+#: or the one it joined), ``NULL`` while none does.
+_ALARM_STATES = (
+    "SELECT a.alert_id, COALESCE(d.state, dm.state) FROM alerts a"
+    " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
+    " LEFT JOIN dispatch_members m ON m.alert_id = a.alert_id"
+    " LEFT JOIN dispatches dm ON dm.dispatch_id = m.dispatch_id"
+    " WHERE a.alert_id {ids}"
 )
 
 
@@ -98,6 +109,18 @@ class SqlWrites:
             f"UPDATE alerts SET detail = {merge} WHERE alert_id = ?",
             [(p, n.alert_id) for n in notes if (p := n.patch())],
         )
+
+    async def alarm_states(self, alert_ids: Collection[str]) -> dict[str, str | None]:
+        """For the pipeline's fold check, in one query for a batch: each of
+        ``alert_ids`` whose alert is stored -> the state of the dispatch holding it
+        (``None`` while no dispatch does yet). An id missing from the answer has no
+        stored alert."""
+        if not alert_ids:
+            return {}
+        sqlite = self.sql.dialect.name == "sqlite"
+        ids = "IN (SELECT value FROM json_each(?))" if sqlite else "= ANY(?)"
+        rows = await self.sql.fetch_all(_ALARM_STATES.format(ids=ids), TextArray(alert_ids))
+        return {str(r[0]): r[1] for r in rows}
 
     async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
         found = await self.sql.fetch_all(
