@@ -133,15 +133,16 @@ async def test_open_alarms_by_priority_then_age(store: Store) -> None:
 async def test_dispatch_timeline(store: Store) -> None:
     await registry(store)
     await _dispatch(store, 1, 1, 0, [("acknowledged", 42.5), ("accepted", 120), ("on_scene", 1800)])
-    timeline = await store.dispatch_timeline("d1")
-    assert [(t.to_state.value, t.elapsed_s) for t in timeline] == [
+    created = (await store.dispatches.load("d1") or pytest.fail("no d1")).created_at
+    timeline = await store.dispatches.audit("d1")
+    assert [(t.to_state.value, (t.at - created).total_seconds()) for t in timeline] == [
         ("raised", 0.0),
         ("acknowledged", 42.5),
         ("accepted", 120.0),
         ("on_scene", 1800.0),
     ]
     assert timeline[1].from_state is DispatchState.RAISED
-    assert await store.dispatch_timeline("nope") == []
+    assert await store.dispatches.audit("nope") == []
 
 
 async def test_response_times_from_the_stored_rows(store: Store) -> None:

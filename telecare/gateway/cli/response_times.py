@@ -24,6 +24,7 @@ from telecare.gateway.cli.common import (
     with_store,
 )
 from telecare.gateway.dispatching import attend_config, dispatch_repository
+from telecare.gateway.store.reports import DispatchFilter
 
 __all__ = ["response_times"]
 
@@ -78,7 +79,8 @@ def response_times(
             fail(f"site {site!r} does not exist", ExitCode.NOT_FOUND)
         records = await dispatch_repository(store).audit_between(start, end)
         if site is not None:
-            ids = await store.site_dispatch_ids(site)
+            found = await store.find_dispatches(DispatchFilter(site_id=site, limit=None))
+            ids = {d.dispatch_id for d in found}
             records = [r for r in records if r.dispatch_id in ids]
         return response_report(records, start, end, report.PERIODS[period], attend)
 

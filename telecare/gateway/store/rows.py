@@ -136,15 +136,3 @@ class OpenAlarm:
     site_id: str | None
     resident_id: str | None
     responder_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    """One step of a dispatch's timeline, with seconds since the dispatch was created."""
-
-    at: datetime
-    from_state: DispatchState | None
-    to_state: DispatchState
-    actor: str
-    reason: str
-    elapsed_s: float

@@ -37,6 +37,7 @@ from telecare.gateway.dispatching import attend_config
 from telecare.gateway.pipeline import ActivityFeed
 from telecare.gateway.store.accounts import Role, Session, User
 from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore, DeviceHealth
+from telecare.gateway.store.reports import DispatchFilter
 from telecare.gateway.web.auth import current_session, render, require_roles
 from telecare.gateway.web.console_charts import Band, Series, line_chart
 from telecare.gateway.web.console_model import (
@@ -73,6 +74,8 @@ Svc = Annotated[Services, Depends(services)]
 #: Outcome codes an operator can close with (``auto_cleared`` is the device's own).
 CLOSE_OUTCOMES: Final = tuple(sorted(OUTCOMES - {"auto_cleared"}))
 _CHART_HOURS: Final = 72
+#: Every open dispatch, most urgent then oldest first.
+_OPEN: Final = DispatchFilter(open=True, limit=None)
 
 
 @asynccontextmanager
@@ -224,7 +227,7 @@ async def live(request: Request, user: Operator, console: Console) -> StreamingR
 async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) -> dict[str, Any]:
     repo = svc.dispatcher.repo
     audit = await repo.audit(d.dispatch_id)
-    alert = await console.store.alert(d.alert_id)
+    alert = await svc.store.alert(d.alert_id)
     names = {
         p.responder.responder_id: (p.responder.kind.value, p.responder.name)
         for p in svc.dispatcher.directory.profiles()
@@ -235,7 +238,7 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
     timers = [t for t in await console.store.timers() if t.dispatch_id == d.dispatch_id]
     others = [
         o
-        for o in await svc.store.open_dispatches()
+        for o in await svc.store.find_dispatches(_OPEN)
         if o.dispatch_id != d.dispatch_id
         and (
             (d.resident_id and o.resident_id == d.resident_id)
@@ -250,7 +253,7 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
         "hold": next((t for t in timers if t.kind == "hold"), None),
         "recheck": next((t for t in timers if t.kind == "recheck"), None),
         "notices": await console.store.notices(d.dispatch_id),
-        "timeline": await svc.store.dispatch_timeline(d.dispatch_id),
+        "timeline": audit,
         "closure": await console.store.closure(d.dispatch_id),
         "others": others,
         "engaged_elsewhere": [o for o in others if o.state in _ENGAGED],
@@ -428,7 +431,7 @@ async def _banner(svc: Services, console: ConsoleService, resident_id: str) -> d
         "private_kinds": sorted({n.kind for n in notes if n.kind in PRIVATE_NOTE_KINDS}),
         "expiring": [n for n in notes if n.expires_at and n.expires_at - now < timedelta(days=2)],
         "responders": responders,
-        "recent": await console.store.recent_alerts(resident_id),
+        "recent": await svc.store.find_alarms(DispatchFilter(resident_id=resident_id, limit=8)),
         "devices": await _devices(svc, console, resident_id, now),
         "views": await console.store.views(resident_id, 5),
         "charts": await _charts(svc, resident_id, now),
@@ -570,7 +573,7 @@ async def board(
     """Dispatches with a responder contacted or on the way, against their attend times."""
     now = svc.clock.now()
     rows = []
-    engaged = [d for d in await svc.store.open_dispatches() if d.state in _ENGAGED]
+    engaged = [d for d in await svc.store.find_dispatches(_OPEN) if d.state in _ENGAGED]
     for d in engaged:
         timers = await svc.dispatcher.repo.timers(d.dispatch_id)
         attend = next((t.due_at for t in timers if t.kind.value == "attend"), None)
