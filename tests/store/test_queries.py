@@ -122,12 +122,14 @@ async def test_open_alarms_by_priority_then_age(store: Store) -> None:
     await _dispatch(store, 3, 1, 50, [])
     await _dispatch(store, 4, 1, 10, [("acknowledged", 5), ("resolved", 60)])
     now = T0 + 200 * S
-    alarms = await store.open_alarms(now)
-    assert [a.dispatch_id for a in alarms] == ["d3", "d2", "d1"]
-    assert [a.age_s for a in alarms] == [150.0, 100.0, 200.0]
+    alarms = await store.open_alarms()
+    assert [a.alert_id for a in alarms] == ["a3", "a2", "a1"]
+    opened = [a.dispatch for a in alarms if a.dispatch]
+    assert [d.dispatch_id for d in opened] == ["d3", "d2", "d1"]
+    assert [(now - d.created_at).total_seconds() for d in opened] == [150.0, 100.0, 200.0]
     assert alarms[0].reason == "alarm 3"
     assert alarms[0].state is DispatchState.RAISED
-    assert [a.dispatch_id for a in await store.open_alarms(now, limit=1)] == ["d3"]
+    assert [a.alert_id for a in await store.open_alarms(limit=1)] == ["a3"]
 
 
 async def test_dispatch_timeline(store: Store) -> None:

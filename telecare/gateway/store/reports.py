@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from telecare.devices.model import Alert, Dispatch, DispatchState, EventType, Metric, Reading
-from telecare.gateway.store.rows import DeadLetter, HistoryPoint, News2Record, OpenAlarm
+from telecare.devices.model import Alert, Dispatch, DispatchState, Metric, Reading
+from telecare.gateway.store.rows import DeadLetter, HistoryPoint, News2Record
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, DISPATCHES, NEWS2, READINGS
 
@@ -168,20 +168,11 @@ class SqlReports:
         )
         return await READINGS.all(self.sql, tail, resident_id, start, end, limit)
 
-    async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
-        found = await self.sql.fetch_all(
-            "SELECT d.dispatch_id, d.alert_id, d.priority, d.state, d.created_at, a.kind,"
-            " a.reason, a.event_type, d.site_id, d.resident_id, d.responder_id"
-            " FROM dispatches d JOIN alerts a ON a.alert_id = d.alert_id"
-            " WHERE d.state NOT IN ('resolved', 'cancelled')"
-            " ORDER BY d.priority, d.created_at LIMIT ?",
-            limit,
-        )
-        return [
-            OpenAlarm(d, a, int(p), DispatchState(st), at, (now - at).total_seconds(), kind, why,
-                      EventType(e) if e else None, site, res, resp)
-            for d, a, p, st, at, kind, why, e, site, res, resp in found
-        ]  # fmt: skip
+    async def open_alarms(self, limit: int = 200) -> list[AlarmRow]:
+        """Alerts whose dispatch is open (the operator's queue), the most urgent and then
+        the oldest dispatch first."""
+        tail = " WHERE d.state NOT IN (?, ?) ORDER BY d.priority, d.created_at LIMIT ?"
+        return await self._alarms(tail, *_CLOSED, limit)
 
     async def count(self, table: str) -> int:
         if table not in COUNTABLE:

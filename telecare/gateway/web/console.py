@@ -154,7 +154,7 @@ def _back(url: str, error: str = "") -> RedirectResponse:
 async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
     now = svc.clock.now()
     pending = await console.pending()
-    alarms = await svc.store.open_alarms(now)
+    alarms = await svc.store.open_alarms()
     shown = {a.alert_id for a in alarms}  # opened between the two reads
     pending = [p for p in pending if p.alert_id not in shown]
     just_in_residents = {p.resident_id for p in pending if p.resident_id}
@@ -163,6 +163,7 @@ async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
         await console.store.owners(),
         await console.store.timers(),
         await console.store.notices(),
+        now,
     )
     who = await console.store.who(
         sorted({a.resident_id for a in alarms if a.resident_id} | just_in_residents)
@@ -204,7 +205,7 @@ async def next_alarm(user: Operator, svc: Svc, console: Console) -> RedirectResp
     waiting = (await _queue(svc, console))["sections"]["waiting"]
     if not waiting:
         return RedirectResponse("/console", 303)
-    return RedirectResponse(f"/console/alarm/{waiting[0].rows[0].alarm.dispatch_id}", 303)
+    return RedirectResponse(f"/console/alarm/{waiting[0].rows[0].dispatch.dispatch_id}", 303)
 
 
 @router.get("/live")
@@ -603,7 +604,7 @@ async def supervisor(
     request: Request, user: Supervisor, session: SessionDep, svc: Svc, console: Console
 ) -> HTMLResponse:
     now = svc.clock.now()
-    alarms = await svc.store.open_alarms(now, limit=10_000)
+    alarms = await svc.store.find_dispatches(DispatchFilter(open=True, limit=10_000))
     waiting = [a for a in alarms if a.state in UNANSWERED]
     depth: dict[int, int] = {}
     for a in waiting:
@@ -619,8 +620,8 @@ async def supervisor(
         owners=owners,
         who=await console.store.who([o.owner_key for o in owners]),
         depth=sorted(depth.items()),
-        oldest=max(waiting, key=lambda a: a.age_s, default=None),
-        overdue=[a for a in waiting if a.age_s >= ANSWER_TARGET_S],
+        oldest=min(waiting, key=lambda a: a.created_at, default=None),
+        overdue=[a for a in waiting if (now - a.created_at).total_seconds() >= ANSWER_TARGET_S],
         open_count=len(alarms),
         hub=console.hub,
         now=now,
