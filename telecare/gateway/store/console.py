@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from telecare.gateway.store.sql import Sql, json_value
-from telecare.gateway.store.tables import INT, Table
+from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.tables import ALERTS, INT, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -264,8 +264,8 @@ class ConsoleStore:
 
     # -- reads for the queue, the banner and the outage list ----------------------------
     async def alert_detail(self, alert_id: str) -> dict[str, Any]:
-        row = await self.sql.fetch_one("SELECT detail FROM alerts WHERE alert_id = ?", alert_id)
-        return _detail(row[0] if row else None)
+        alert = await ALERTS.one(self.sql, "WHERE alert_id = ?", alert_id)
+        return alert.detail if alert else {}
 
     async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
@@ -340,7 +340,3 @@ class ConsoleStore:
 def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" for _ in values)
 
-
-def _detail(value: Any) -> dict[str, Any]:
-    loaded = json_value(value or "{}")
-    return loaded if isinstance(loaded, dict) else {}
