@@ -339,4 +339,3 @@ class ConsoleStore:
 
 def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" for _ in values)
-

@@ -84,12 +84,9 @@ _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
 _CLINICAL = [c.name for c in CLINICAL.columns[1:5]]
 #: A resident's registry columns (never the clinical settings: see ``set_clinical``).
 RESIDENTS = Table.of("residents", Resident, skip=(*_CLINICAL, "responders"))
-#: A resident as read: its clinical settings (migration 0009) joined in (``c``); its
-#: cascade is read apart (``SqlRegistry._residents``).
-_RESIDENT = Table.of("residents", Resident, skip=("responders",))
-_READ = [f"{'c' if c.name in _CLINICAL else 'r'}.{c.name}" for c in _RESIDENT.stored]
+#: A resident with its clinical settings (migration 0009) joined in.
 _RESIDENT_SELECT = (
-    f"SELECT {', '.join(_READ)}"
+    f"SELECT {RESIDENTS.select('r')}, {', '.join(f'c.{n}' for n in _CLINICAL)}"
     " FROM residents r LEFT JOIN resident_clinical c ON c.resident_id = r.resident_id"
 )
 _DEVICE_UPSERT = (
@@ -204,7 +201,7 @@ class SqlRegistry:
         cascades: dict[str, list[str]] = {}
         for rid, responder_id in order:
             cascades.setdefault(rid, []).append(responder_id)
-        return [replace(_RESIDENT.load(r), responders=tuple(cascades.get(r[0], ()))) for r in found]
+        return [_resident(r, tuple(cascades.get(r[0], ()))) for r in found]
 
     async def list_responders(self) -> list[Responder]:
         return await RESPONDERS.all(self.sql, "ORDER BY responder_id")
@@ -304,3 +301,12 @@ def _clinical(row: tuple[Any, ...] | None) -> ClinicalState:
     scale, by, at, baseline = row
     scale = None if scale is None else int(scale)
     return ClinicalState(scale, by, at, Consciousness(baseline) if baseline else None)
+
+
+def _resident(row: tuple[Any, ...], responders: tuple[str, ...]) -> Resident:
+    rid, site, name, nhs, notes, *clinical = row
+    c = _clinical(tuple(clinical))
+    return Resident(
+        rid, site, name, nhs, c.spo2_scale, c.spo2_scale_set_by, c.spo2_scale_set_at,
+        c.baseline, responders, notes,
+    )  # fmt: skip
