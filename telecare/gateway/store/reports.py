@@ -149,9 +149,7 @@ class SqlReports:
         q = f"SELECT {b} AS b, min(value), max(value), avg(value), count(*) FROM readings"
         q += " WHERE resident_id = ? AND metric = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b"
         found = await self.sql.fetch_all(q, resident_id, int(metric), start, end)
-        return [
-            HistoryPoint(b, float(lo), float(hi), float(a), int(n)) for b, lo, hi, a, n in found
-        ]
+        return [HistoryPoint(*r) for r in found]  # double precision / REAL: floats on both
 
     async def news2_history(
         self, resident_id: str, start: datetime, end: datetime
