@@ -263,7 +263,7 @@ async def _append(tx: Queries, record: AuditRecord, head: Row) -> None:
     )
     await tx.send(
         f"INSERT INTO dispatch_audit ({AUDIT.names}, seq, prev_hash, row_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f" VALUES ({', '.join('?' * (len(AUDIT.written) + 3))})",
         *AUDIT.params(a), seq, prev, row_hash(prev, content),
     )  # fmt: skip
 
