@@ -61,7 +61,7 @@ from telecare.devices.model import Device, DeviceKind, EventType, Resident, Site
 from telecare.gateway.app import Gateway, open_store
 from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig, WebConfig
 from telecare.gateway.logging import configure_logging
-from telecare.gateway.store.accounts import Role, accounts_of
+from telecare.gateway.store.accounts import Accounts, Role
 from telecare.gateway.store.base import Store
 from telecare.gateway.web.auth import hash_password
 from telecare.rules.alarms import alarm_id_for
@@ -293,7 +293,7 @@ async def _provision(store: Store) -> None:
         await store.upsert_resident(Resident(f"pr{p}", "s1"))
         await store.upsert_device(Device(f"p{p}", "s1", DeviceKind.PENDANT, f"pr{p}"))
     digest = await asyncio.to_thread(hash_password, PASSWORD)
-    await accounts_of(store).add_user(
+    await Accounts(store.sql).add_user(
         OPERATOR, "Bench operator", Role.OPERATOR, digest, datetime.now(UTC)
     )
 

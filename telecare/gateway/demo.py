@@ -33,7 +33,7 @@ from telecare.gateway.app import Gateway, open_store
 from telecare.gateway.broker import EmbeddedBroker
 from telecare.gateway.config import Config, MqttConfig, StoreConfig, WebConfig
 from telecare.gateway.pipeline import Activity
-from telecare.gateway.store.accounts import Role, accounts_of
+from telecare.gateway.store.accounts import Accounts, Role
 from telecare.gateway.store.base import Store
 from telecare.gateway.web.auth import hash_password
 
@@ -76,7 +76,7 @@ class DemoLogin:
 
 async def demo_logins(store: Store, site_id: str = CARE_HOME) -> list[DemoLogin]:
     """A demo operator and a demo carer of ``site_id``, with new passwords (printed)."""
-    accounts = accounts_of(store)
+    accounts = Accounts(store.sql)
     logins = [
         DemoLogin("operator", secrets.token_urlsafe(9), Role.OPERATOR),
         DemoLogin("carer", secrets.token_urlsafe(9), Role.CARE_HOME, site_id),

@@ -39,7 +39,7 @@ from telecare.gateway.app import Gateway
 from telecare.gateway.broker import EmbeddedBroker
 from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig, WebConfig
 from telecare.gateway.dispatching import dispatch_repository
-from telecare.gateway.store.accounts import Role, accounts_of
+from telecare.gateway.store.accounts import Accounts, Role
 from telecare.gateway.store.base import News2Record
 from telecare.gateway.store.console import ConsoleStore
 from telecare.gateway.store.postgres import PostgresStore
@@ -125,7 +125,7 @@ async def _provision(path: Path) -> None:
         await notes.add_note("res1", "hearing", "Hard of hearing: speak slowly", "inst", now)
         await notes.add_note("res1", "risk", "Dog in the house", "inst", now)
         await _vitals(store, now)
-        accounts = accounts_of(store)
+        accounts = Accounts(store.sql)
         users = (("op1", Role.OPERATOR), ("op2", Role.OPERATOR), ("sup1", Role.SUPERVISOR))
         for name, role in users:
             await accounts.add_user(name, name.upper(), role, PASSWORD_HASH, now)

@@ -22,7 +22,7 @@ import pytest
 
 from telecare.devices.model import Device, DeviceKind, Metric, Reading, Resident, Site, SiteKind
 from telecare.gateway.config import Config, WebConfig
-from telecare.gateway.store.accounts import Role, accounts_of
+from telecare.gateway.store.accounts import Accounts, Role
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.web.app import WebServer, create_app
 from telecare.gateway.web.auth import hash_password
@@ -77,7 +77,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
                 ),
             ]
         )
-        accounts = accounts_of(store)
+        accounts = Accounts(store.sql)
         await accounts.add_user(
             "carer", "Sam Carer", Role.CARE_HOME, hash_password(PASSWORD), now, "oak"
         )

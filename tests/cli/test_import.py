@@ -18,6 +18,7 @@ from telecare.devices.model import Responder, ResponderKind, Site, SiteKind
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from tests.cli.conftest import Cli
+from tests.store.helpers import registry_changes
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs/examples/care-home.csv"
@@ -51,7 +52,7 @@ def test_the_example_file_imports_and_reimporting_changes_nothing(cli: Cli) -> N
 
     async def audit() -> set[str]:
         async with SqliteStore(cli.db) as store:
-            return {c.actor for c in await store.registry_changes()}
+            return {c.actor for c in await registry_changes(store)}
 
     assert asyncio.run(audit()) == {"installer-jo"}
 
@@ -161,7 +162,7 @@ def test_import_as_a_subprocess_against_postgresql(
 
     async def stored() -> tuple[int, int]:
         async with PostgresStore(pg_dsn, schema=pg_schema) as store:
-            return len(await store.list_devices()), len(await store.registry_changes())
+            return len(await store.list_devices()), len(await registry_changes(store))
 
     assert asyncio.run(stored()) == (7, 10)
 
@@ -203,7 +204,7 @@ def test_a_failure_mid_file_leaves_nothing(cli: Cli) -> None:
 
     async def audit() -> list[str]:
         async with SqliteStore(cli.db) as store:
-            return [c.action for c in await store.registry_changes()]
+            return [c.action for c in await registry_changes(store)]
 
     assert asyncio.run(audit()) == []
     text = cli("import", str(EXAMPLE), code=6)
@@ -246,7 +247,7 @@ def test_a_failure_mid_file_leaves_nothing_on_postgresql(
             return (
                 len(await store.list_residents()),
                 len(await store.list_devices()),
-                len(await store.registry_changes()),
+                len(await registry_changes(store)),
             )
 
     assert asyncio.run(stored()) == (0, 0, 0)

@@ -11,7 +11,7 @@ from telecare.dispatch.records import AuditRecord
 from telecare.gateway.store.registry import RegistryChange
 from telecare.gateway.store.sqlite import SqliteStore
 from tests.cli.conftest import Cli
-from tests.store.helpers import T0, alert
+from tests.store.helpers import T0, alert, registry_changes
 
 PERSONAL = ("Mrs Example", "9434765919", "keysafe 4711", "Oak House", "1 Elm Road", "07700900")
 
@@ -39,7 +39,7 @@ def _commission(cli: Cli) -> None:
 def _audit(cli: Cli) -> list[RegistryChange]:
     async def load() -> list[RegistryChange]:
         async with SqliteStore(cli.db) as store:
-            return await store.registry_changes()
+            return await registry_changes(store)
 
     return asyncio.run(load())
 

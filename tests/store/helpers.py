@@ -19,6 +19,8 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.gateway.store.base import Store
+from telecare.gateway.store.rows import RegistryChange
+from telecare.gateway.store.tables import REGISTRY_AUDIT
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -61,3 +63,11 @@ async def registry(store: Store) -> None:
     await store.upsert_resident(Resident("res2", "s1"))
     await store.upsert_device(Device("ox1", "s1", DeviceKind.OXIMETER, "res1"))
     await store.upsert_device(Device("p1", "s1", DeviceKind.PENDANT, "res1"))
+
+
+async def registry_changes(
+    store: Store, kind: str | None = None, entity_id: str | None = None
+) -> list[RegistryChange]:
+    """The registry audit, oldest first (of one thing, when given): only tests read it."""
+    changes = await REGISTRY_AUDIT.all(store.sql, "ORDER BY audit_id")
+    return [c for c in changes if kind in (None, c.kind) and entity_id in (None, c.entity_id)]

@@ -122,26 +122,29 @@ async def test_open_alarms_by_priority_then_age(store: Store) -> None:
     await _dispatch(store, 3, 1, 50, [])
     await _dispatch(store, 4, 1, 10, [("acknowledged", 5), ("resolved", 60)])
     now = T0 + 200 * S
-    alarms = await store.open_alarms(now)
-    assert [a.dispatch_id for a in alarms] == ["d3", "d2", "d1"]
-    assert [a.age_s for a in alarms] == [150.0, 100.0, 200.0]
+    alarms = await store.open_alarms()
+    assert [a.alert_id for a in alarms] == ["a3", "a2", "a1"]
+    opened = [a.dispatch for a in alarms if a.dispatch]
+    assert [d.dispatch_id for d in opened] == ["d3", "d2", "d1"]
+    assert [(now - d.created_at).total_seconds() for d in opened] == [150.0, 100.0, 200.0]
     assert alarms[0].reason == "alarm 3"
     assert alarms[0].state is DispatchState.RAISED
-    assert [a.dispatch_id for a in await store.open_alarms(now, limit=1)] == ["d3"]
+    assert [a.alert_id for a in await store.open_alarms(limit=1)] == ["a3"]
 
 
 async def test_dispatch_timeline(store: Store) -> None:
     await registry(store)
     await _dispatch(store, 1, 1, 0, [("acknowledged", 42.5), ("accepted", 120), ("on_scene", 1800)])
-    timeline = await store.dispatch_timeline("d1")
-    assert [(t.to_state.value, t.elapsed_s) for t in timeline] == [
+    created = (await store.dispatches.load("d1") or pytest.fail("no d1")).created_at
+    timeline = await store.dispatches.audit("d1")
+    assert [(t.to_state.value, (t.at - created).total_seconds()) for t in timeline] == [
         ("raised", 0.0),
         ("acknowledged", 42.5),
         ("accepted", 120.0),
         ("on_scene", 1800.0),
     ]
     assert timeline[1].from_state is DispatchState.RAISED
-    assert await store.dispatch_timeline("nope") == []
+    assert await store.dispatches.audit("nope") == []
 
 
 async def test_response_times_from_the_stored_rows(store: Store) -> None:

@@ -37,7 +37,7 @@ from telecare.devices.model import (
 )
 from telecare.gateway.config import Config
 from telecare.gateway.dispatching import add_store_responders
-from telecare.gateway.store.accounts import Accounts, Role, accounts_of
+from telecare.gateway.store.accounts import Accounts, Role
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.web.app import create_app
@@ -138,7 +138,7 @@ async def web_env(store: SqliteStore | PostgresStore) -> AsyncIterator[WebEnv]:
     clock = FakeClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
     async with AsyncExitStack() as stack:
         pipeline = await stack.enter_async_context(running_pipeline(store, clock))
-        accounts = accounts_of(store)
+        accounts = Accounts(store.sql)
         svc = Services(
             config=Config(),
             store=store,

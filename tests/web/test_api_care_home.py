@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from telecare.gateway.store.accounts import Role
-from telecare.gateway.store.console import ConsoleStore, DispatchFilter
+from telecare.gateway.store.reports import DispatchFilter
 from telecare.gateway.web.api_care_home import ObservationIn
 from telecare.gateway.web.api_common import body_hash
 from tests.web.conftest import WebEnv
@@ -102,7 +102,7 @@ async def test_retry_with_the_same_key_gives_the_same_answer_and_stores_once(
     now = web.clock.now()
     scores = await web.store.news2_history("S1-r1", now - timedelta(hours=1), now + timedelta(1))
     assert len(scores) == 1
-    assert len(await ConsoleStore(web.store.sql).find_dispatches(DispatchFilter(open=True))) == 1
+    assert len(await web.store.find_dispatches(DispatchFilter(open=True))) == 1
 
 
 async def test_concurrent_retries_with_one_key_store_once(web: WebEnv) -> None:

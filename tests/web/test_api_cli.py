@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from telecare.gateway.cli.main import app
 from telecare.gateway.config import load_config
-from telecare.gateway.store.accounts import accounts_of
+from telecare.gateway.store.accounts import Accounts
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.web.app import create_app
 from telecare.gateway.web.services import Services
@@ -90,7 +90,7 @@ async def test_a_token_from_the_cli_works_for_its_site_only(tmp_path: Path) -> N
         SqliteStore(config.store.sqlite_path) as store,
         running_pipeline(store, clock) as pipeline,
     ):
-        svc = Services(config, store, pipeline.dispatcher, accounts_of(store), clock)
+        svc = Services(config, store, pipeline.dispatcher, Accounts(store.sql), clock)
         transport = httpx.ASGITransport(app=create_app(svc))
         async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
             assert (await c.get("/api/v1/sites/S1/residents", headers=headers)).status_code == 200

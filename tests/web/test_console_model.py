@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch.records import AuditRecord, CascadeEntry
-from telecare.gateway.store.base import OpenAlarm
 from telecare.gateway.store.console import DeviceHealth, Owner, TimerRow
+from telecare.gateway.store.reports import AlarmRow
 from telecare.gateway.web.console_model import (
     OFFLINE_GRACE,
     answer_colour,
@@ -29,21 +29,10 @@ def _alarm(
     age_s: float,
     resident: str | None,
     state: DispatchState = S.RAISED,
-) -> OpenAlarm:
-    return OpenAlarm(
-        dispatch_id,
-        f"a-{dispatch_id}",
-        priority,
-        state,
-        T0 - timedelta(seconds=age_s),
-        age_s,
-        "alarm",
-        "r",
-        None,
-        "s1",
-        resident,
-        None,
-    )
+) -> AlarmRow:
+    at = T0 - timedelta(seconds=age_s)
+    d = Dispatch(dispatch_id, f"a-{dispatch_id}", state, priority, at, at, "s1", resident)
+    return AlarmRow(f"a-{dispatch_id}", "alarm", priority, "r", at, "s1", resident, None, None, d)
 
 
 def test_queue_is_priority_then_age_grouped_per_resident() -> None:
@@ -54,16 +43,17 @@ def test_queue_is_priority_then_age_grouped_per_resident() -> None:
         _alarm("d4", 2, 20, "res1"),  # res1's more urgent alarm lifts the group
         _alarm("d5", 1, 5, None),  # no resident: a group of its own
     ]
-    waiting = build_queue(alarms, [], [], [])["waiting"]
+    waiting = build_queue(alarms, [], [], [], T0)["waiting"]
     assert [g.key for g in waiting] == ["res3", "res2", "dispatch:d5", "res1"]
-    assert [r.alarm.dispatch_id for r in waiting[-1].rows] == ["d4", "d1"]
+    assert [r.dispatch.dispatch_id for r in waiting[-1].rows] == ["d4", "d1"]
+    assert [r.age_s for r in waiting[-1].rows] == [20.0, 300.0]
 
 
 def test_owned_and_held_rows_leave_the_waiting_section() -> None:
     alarms = [_alarm("d1", 1, 10, "res1"), _alarm("d2", 2, 10, "res2"), _alarm("d3", 2, 5, "res3")]
     owners = [Owner("res1", "op1", "d1", T0)]
     holds = [TimerRow("d2", "hold", T0 + timedelta(minutes=5), "op2", T0, "", None)]
-    sections = build_queue(alarms, owners, holds, [])
+    sections = build_queue(alarms, owners, holds, [], T0)
     assert [g.key for g in sections["owned"]] == ["res1"]
     assert sections["owned"][0].owner == owners[0]
     assert [g.key for g in sections["held"]] == ["res2"]

@@ -32,7 +32,7 @@ from telecare.devices.model import (
 )
 from telecare.gateway.config import Config
 from telecare.gateway.pipeline import Activity, Pipeline
-from telecare.gateway.store.accounts import Role, accounts_of
+from telecare.gateway.store.accounts import Accounts, Role
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.rows import StatusItem
 from telecare.gateway.store.sqlite import SqliteStore
@@ -59,7 +59,7 @@ class Env:
     app: object
 
     async def login(self, username: str, role: Role = Role.OPERATOR) -> httpx.AsyncClient:
-        accounts = accounts_of(self.store)
+        accounts = Accounts(self.store.sql)
         await accounts.add_user(
             username, username.title(), role, hash_password(PASSWORD), self.clock.now()
         )
@@ -109,7 +109,7 @@ async def env(store: SqliteStore | PostgresStore) -> AsyncIterator[Env]:
             config=Config(),
             store=store,
             dispatcher=pipeline.dispatcher,
-            accounts=accounts_of(store),
+            accounts=Accounts(store.sql),
             clock=clock,
         )
         app = create_app(svc)

@@ -23,6 +23,7 @@ from telecare.gateway.cli.common import (
     print_json,
     with_store,
 )
+from telecare.gateway.store.reports import DispatchFilter
 
 __all__ = ["response_times"]
 
@@ -81,7 +82,8 @@ def response_times(
             fail(f"site {site!r} does not exist", ExitCode.NOT_FOUND)
         records = await dispatch_repository(store).audit_between(start, end)
         if site is not None:
-            ids = await store.site_dispatch_ids(site)
+            found = await store.find_dispatches(DispatchFilter(site_id=site, limit=None))
+            ids = {d.dispatch_id for d in found}
             records = [r for r in records if r.dispatch_id in ids]
         return response_report(records, start, end, report.PERIODS[period], attend)
 

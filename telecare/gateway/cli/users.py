@@ -27,7 +27,7 @@ from telecare.gateway.cli.common import (
     print_json,
     with_store,
 )
-from telecare.gateway.store.accounts import ApiToken, DuplicateUser, Role, User, accounts_of
+from telecare.gateway.store.accounts import Accounts, ApiToken, DuplicateUser, Role, User
 from telecare.gateway.web.credentials import digest, hash_password, new_api_token
 
 __all__ = ["mount", "token_app", "user_app"]
@@ -108,7 +108,7 @@ def user_add(
         if site is not None and await store.get_site(site) is None:
             fail(f"no site {site!r}", ExitCode.NOT_FOUND)
         try:
-            return await accounts_of(store).add_user(
+            return await Accounts(store.sql).add_user(
                 clean, name or clean, role, password_hash, _now(), site
             )
         except DuplicateUser:
@@ -122,7 +122,7 @@ def user_add(
 def user_list(json_out: JsonOption = False, config: ConfigOption = None) -> None:
     """List the console users (never their passwords)."""
     cfg = load_cli_config(config)
-    users = with_store(cfg, lambda store: accounts_of(store).list_users())
+    users = with_store(cfg, lambda store: Accounts(store.sql).list_users())
     if json_out:
         print_json([_user_json(u) for u in users])
         return
@@ -143,14 +143,14 @@ def user_passwd(
     """Set a user's password (their open sessions end)."""
     password_hash = hash_password(_password(password_stdin))
     cfg = load_cli_config(config)
-    if not with_store(cfg, lambda store: accounts_of(store).set_password(username, password_hash)):
+    if not with_store(cfg, lambda store: Accounts(store.sql).set_password(username, password_hash)):
         fail(f"no user {username!r}", ExitCode.NOT_FOUND)
     typer.echo(f"password of {username} changed")
 
 
 def _set_disabled(username: str, disabled: bool, config: ConfigOption) -> None:
     cfg = load_cli_config(config)
-    if not with_store(cfg, lambda store: accounts_of(store).set_disabled(username, disabled)):
+    if not with_store(cfg, lambda store: Accounts(store.sql).set_disabled(username, disabled)):
         fail(f"no user {username!r}", ExitCode.NOT_FOUND)
     typer.echo(f"user {username} {'disabled' if disabled else 'enabled'}")
 
@@ -184,7 +184,7 @@ def token_add(
     async def action(store: Any) -> ApiToken:
         if await store.get_site(site) is None:
             fail(f"no site {site!r}", ExitCode.NOT_FOUND)
-        return await accounts_of(store).add_token(token_id, site, label, digest(secret), _now())
+        return await Accounts(store.sql).add_token(token_id, site, label, digest(secret), _now())
 
     token = with_store(cfg, action)
     if json_out:
@@ -203,7 +203,7 @@ def token_list(
 ) -> None:
     """List API tokens (ids and sites; the secrets are not stored)."""
     cfg = load_cli_config(config)
-    tokens = with_store(cfg, lambda store: accounts_of(store).list_tokens(site))
+    tokens = with_store(cfg, lambda store: Accounts(store.sql).list_tokens(site))
     if json_out:
         print_json([_token_json(t) for t in tokens])
         return
@@ -216,6 +216,6 @@ def token_list(
 def token_revoke(token_id: str, config: ConfigOption = None) -> None:
     """Revoke a token at once (requests carrying it get 401)."""
     cfg = load_cli_config(config)
-    if not with_store(cfg, lambda store: accounts_of(store).revoke_token(token_id, _now())):
+    if not with_store(cfg, lambda store: Accounts(store.sql).revoke_token(token_id, _now())):
         fail(f"no active token {token_id!r}", ExitCode.NOT_FOUND)
     typer.echo(f"token {token_id} revoked")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.tables import INT, Table, plain
@@ -25,7 +24,6 @@ __all__ = [
     "Session",
     "StoredAnswer",
     "User",
-    "accounts_of",
 ]
 
 
@@ -134,19 +132,18 @@ class Accounts:
 
     async def set_password(self, username: str, password_hash: str) -> bool:
         """Replace a password hash; the user's sessions end."""
-        async with self.sql.transaction() as tx:
-            q = "UPDATE web_users SET password_hash = ? WHERE username = ?"
-            done = await tx.execute(q, password_hash, username)
-            await tx.execute(_OF_USER, username)
-        return bool(done)
+        return await self._set(username, "password_hash", password_hash, log_out=True)
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
         """Disable (and log out) or re-enable a user."""
+        return await self._set(username, "disabled", disabled, log_out=disabled)
+
+    async def _set(self, username: str, column: str, value: object, log_out: bool) -> bool:
+        """Set one column of the user; with ``log_out``, their sessions end with it."""
         async with self.sql.transaction() as tx:
-            done = await tx.execute(
-                "UPDATE web_users SET disabled = ? WHERE username = ?", disabled, username
-            )
-            if disabled:
+            q = f"UPDATE web_users SET {column} = ? WHERE username = ?"
+            done = await tx.execute(q, value, username)
+            if log_out:
                 await tx.execute(_OF_USER, username)
         return bool(done)
 
@@ -230,8 +227,3 @@ class Accounts:
             return 0
         self._pruned_at = now
         return await self.sql.execute("DELETE FROM api_idempotency WHERE created_at < ?", before)
-
-
-def accounts_of(store: Any) -> Accounts:
-    """:class:`Accounts` over a store's query API (``store.sql``)."""
-    return Accounts(store.sql)

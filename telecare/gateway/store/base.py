@@ -28,7 +28,6 @@ from telecare.gateway.store.rows import (
     AlertNote,
     DeadLetter,
     News2Record,
-    OpenAlarm,
 )
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.writes import SqlWrites
@@ -40,7 +39,6 @@ __all__ = [
     "ClinicalRecord",
     "DeadLetter",
     "News2Record",
-    "OpenAlarm",
     "Store",
 ]
 

@@ -1,8 +1,9 @@
 """The console's role: its tables (migration 0018: ownership, holds and re-checks,
-notices, resident notes, the viewed-audit, closures) and every read query the operator
-console and the operator API need that the core roles do not have (the queue's names,
-a resident's recent alerts and device health, late arrivals after an outage, filtered
-lists of dispatches and alarms, open dispatches per priority).
+notices, resident notes, the viewed-audit, closures) and the read queries only the
+operator console needs (the queue's names, a resident's device health, the unit's own
+account of an event, late arrivals after an outage). The filtered lists of dispatches and
+alarms the console shares with the operator API are the reports role's
+(``reports.SqlReports.find_dispatches``, ``find_alarms``).
 
 Written once for both backends on ``store.sql`` (``gateway.store.sql``); each table is
 one spec (``gateway.store.tables``) next to its row type. Join rows are decoded here, by
@@ -16,19 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from telecare.devices.model import Dispatch, DispatchState
-from telecare.gateway.store.sql import Sql, json_value
-from telecare.gateway.store.tables import DISPATCHES, INT, Table
+from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.tables import ALERTS, INT, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
     "NOTE_KINDS",
     "PRIVATE_NOTE_KINDS",
-    "AlarmRow",
     "Closure",
     "ConsoleStore",
     "DeviceHealth",
-    "DispatchFilter",
     "LateArrival",
     "Note",
     "Notice",
@@ -158,50 +156,6 @@ class LateArrival:
         return (self.received_at - self.ts).total_seconds()
 
 
-@dataclass(frozen=True, slots=True)
-class DispatchFilter:
-    """What the operator API lists; every field ``None`` (or empty) means "any"."""
-
-    open: bool | None = None
-    states: tuple[DispatchState, ...] = ()
-    site_id: str | None = None
-    resident_id: str | None = None
-    max_priority: int | None = None
-    since: datetime | None = None
-    limit: int = 100
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmRow:
-    """An alert (what a device or rule raised) with its dispatch, if one was opened."""
-
-    alert_id: str
-    kind: str
-    priority: int
-    reason: str
-    ts: datetime
-    site_id: str | None
-    resident_id: str | None
-    device_id: str | None
-    event_type: str | None
-    dispatch: Dispatch | None
-    source_key: str | None = None  # ``<device>/<msg_id>`` of the event it came from
-
-    @property
-    def state(self) -> DispatchState | None:
-        return self.dispatch.state if self.dispatch else None
-
-    @property
-    def outcome(self) -> str | None:
-        return self.dispatch.outcome if self.dispatch else None
-
-
-_ALARMS: Final = (
-    "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
-    f" a.device_id, a.event_type, a.source_key, {DISPATCHES.select('d')} FROM alerts a"
-    " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
-)
-_CLOSED: Final = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
 _MATCH: Final = "{} = COALESCE(CAST(? AS TEXT), {})"  # a parameter that may be "any"
 
 
@@ -309,31 +263,9 @@ class ConsoleStore:
         return await CLOSURES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
     # -- reads for the queue, the banner and the outage list ----------------------------
-    async def recent_alerts(self, resident_id: str, limit: int = 8) -> list[AlarmRow]:
-        return await self._alarms(
-            "WHERE a.resident_id = ? ORDER BY a.ts DESC LIMIT ?", resident_id, limit
-        )
-
-    async def alert(self, alert_id: str) -> AlarmRow | None:
-        return next(iter(await self._alarms("WHERE a.alert_id = ?", alert_id)), None)
-
-    async def _alarms(self, tail: str, *params: object) -> list[AlarmRow]:
-        rows = await self.sql.fetch_all(f"{_ALARMS} {tail}", *params)
-        return [
-            AlarmRow(*(*r[:9], DISPATCHES.load(r[10:]) if r[10] is not None else None, r[9]))
-            for r in rows
-        ]
-
     async def alert_detail(self, alert_id: str) -> dict[str, Any]:
-        row = await self.sql.fetch_one("SELECT detail FROM alerts WHERE alert_id = ?", alert_id)
-        return _detail(row[0] if row else None)
-
-    async def alerts_for_source(self, source_key: str) -> list[tuple[str, int, dict[str, Any]]]:
-        """``(alert_id, priority, detail)`` of each alert an observation set raised (its
-        ``source_key``), most urgent first, so the API can answer with the dispatch."""
-        q = "SELECT alert_id, priority, detail FROM alerts WHERE source_key = ?"
-        rows = await self.sql.fetch_all(f"{q} ORDER BY priority, alert_id", source_key)
-        return [(str(r[0]), int(r[1]), _detail(r[2])) for r in rows]
+        alert = await ALERTS.one(self.sql, "WHERE alert_id = ?", alert_id)
+        return alert.detail if alert else {}
 
     async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
@@ -350,7 +282,7 @@ class ConsoleStore:
         """Which of ``alert_ids`` have a dispatch (their own, or a group's they joined)."""
         if not alert_ids:
             return set()
-        marks = ", ".join("?" * len(alert_ids))
+        marks = _marks(alert_ids)
         rows = await self.sql.fetch_all(
             f"SELECT alert_id FROM dispatches WHERE alert_id IN ({marks})"
             f" UNION SELECT alert_id FROM dispatch_members WHERE alert_id IN ({marks})",
@@ -358,14 +290,6 @@ class ConsoleStore:
             *alert_ids,
         )
         return {r[0] for r in rows}
-
-    async def open_alarms_of(self, resident_id: str | None, besides: str) -> list[str]:
-        """Ids of the resident's other open dispatches (none without a resident)."""
-        q = "SELECT dispatch_id FROM dispatches WHERE resident_id = ? AND dispatch_id <> ?"
-        rows = await self.sql.fetch_all(
-            f"{q} AND state NOT IN (?, ?)", resident_id, besides, *_CLOSED
-        )
-        return [r[0] for r in rows]
 
     async def device_health(self, resident_id: str) -> list[DeviceHealth]:
         rows = await self.sql.fetch_all(
@@ -397,16 +321,7 @@ class ConsoleStore:
             " ORDER BY kind, account, zone",
             device_id,
         )
-        source, zone, code, device_type, location, received_at = row
-        return UnitEvent(
-            source,
-            zone,
-            code,
-            device_type,
-            location,
-            received_at,
-            tuple((a[0], a[1], a[2]) for a in accounts),
-        )
+        return UnitEvent(*(*row, tuple((k, a, z) for k, a, z in accounts)))
 
     async def late_arrivals(
         self, since: datetime, late_s: float, limit: int = 5000
@@ -421,53 +336,6 @@ class ConsoleStore:
         )
         return [e for e in (LateArrival(*r) for r in rows) if e.late_s >= late_s]
 
-    # -- the operator API's lists --------------------------------------------------------
-    async def find_dispatches(self, f: DispatchFilter) -> list[Dispatch]:
-        """Dispatches matching ``f``, most urgent then oldest first when open, newest
-        first otherwise."""
-        where, params = _where(f, "d", "created_at")
-        order = "d.priority, d.created_at" if f.open else "d.created_at DESC"
-        q = f"SELECT {DISPATCHES.select('d')} FROM dispatches d{where} ORDER BY {order} LIMIT ?"
-        return [DISPATCHES.load(r) for r in await self.sql.fetch_all(q, *params, f.limit)]
-
-    async def find_alarms(self, f: DispatchFilter) -> list[AlarmRow]:
-        """Alerts, newest first, with their dispatch; ``f``'s state filters apply to the
-        dispatch (an alert without one counts as open)."""
-        where, params = _where(f, "a", "ts")
-        return await self._alarms(f"{where} ORDER BY a.ts DESC LIMIT ?", *params, f.limit)
-
-    async def open_by_priority(self) -> dict[int, tuple[int, datetime]]:
-        """Open dispatches per priority: ``priority -> (count, oldest created_at)``."""
-        rows = await self.sql.fetch_all(
-            "SELECT priority, COUNT(*), MIN(created_at) FROM dispatches"
-            " WHERE state NOT IN (?, ?) GROUP BY priority",
-            *_CLOSED,
-        )
-        return {int(r[0]): (int(r[1]), r[2]) for r in rows}
-
-
-def _where(f: DispatchFilter, t: str, at: str) -> tuple[str, list[Any]]:
-    """``f`` as SQL on table alias ``t`` (its time column ``at``); states are the
-    dispatch's (``d``), and an alert without a dispatch (``d.state`` NULL) is open."""
-    given = [(f"{t}.{c} = ?", getattr(f, c) or None) for c in ("site_id", "resident_id")]
-    given += [(f"{t}.priority <= ?", f.max_priority), (f"{t}.{at} >= ?", f.since)]
-    clauses = [clause for clause, value in given if value is not None]
-    params: list[Any] = [value for _, value in given if value is not None]
-    if f.open is not None:
-        clauses.append(
-            "(d.state IS NULL OR d.state NOT IN (?, ?))" if f.open else "d.state IN (?, ?)"
-        )
-        params += _CLOSED
-    if f.states:
-        clauses.append(f"d.state IN ({_marks(f.states)})")
-        params += [s.value for s in f.states]
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
 
 def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" for _ in values)
-
-
-def _detail(value: Any) -> dict[str, Any]:
-    loaded = json_value(value or "{}")
-    return loaded if isinstance(loaded, dict) else {}

@@ -103,23 +103,13 @@ class SqlDispatchRepository:
 
     async def load_for_alert(self, alert_id: str) -> Dispatch | None:
         found = await DISPATCHES.one(self.sql, "WHERE alert_id = ?", alert_id)
-        return found or await self._one(
-            f"SELECT {DISPATCHES.select('d')} FROM dispatch_members m JOIN dispatches d"
-            " ON d.dispatch_id = m.dispatch_id WHERE m.alert_id = ?",
-            alert_id,
-        )
+        member = "SELECT dispatch_id FROM dispatch_members WHERE alert_id = ?"
+        return found or await DISPATCHES.one(self.sql, f"WHERE dispatch_id = ({member})", alert_id)
 
     async def open_group(self, group_key: str) -> Dispatch | None:
-        return await self._one(
-            f"SELECT {DISPATCHES.select('d')} FROM dispatch_groups g JOIN dispatches d"
-            f" ON d.dispatch_id = g.dispatch_id WHERE g.group_key = ? AND d.{_OPEN}"
-            " ORDER BY d.created_at DESC LIMIT 1",
-            group_key,
-        )
-
-    async def _one(self, sql: str, *params: object) -> Dispatch | None:
-        row = await self.sql.fetch_one(sql, *params)
-        return DISPATCHES.load(row) if row else None
+        group = "SELECT dispatch_id FROM dispatch_groups WHERE group_key = ?"
+        tail = f"WHERE dispatch_id IN ({group}) AND {_OPEN} ORDER BY created_at DESC LIMIT 1"
+        return await DISPATCHES.one(self.sql, tail, group_key)
 
     async def add_members(self, dispatch_id: str, alert_ids: Sequence[str]) -> int:
         async with self.sql.transaction() as tx:
@@ -182,12 +172,9 @@ class SqlDispatchRepository:
             return True
 
     async def cascade(self, dispatch_id: str) -> list[CascadeEntry]:
-        found = await self.sql.fetch_all(
-            "SELECT position, responder_id, timeout_s FROM dispatch_cascade"
-            " WHERE dispatch_id = ? ORDER BY position",
-            dispatch_id,
-        )
-        return [CascadeEntry(int(p), r, int(t)) for p, r, t in found]
+        q = "SELECT position, responder_id, timeout_s FROM dispatch_cascade WHERE dispatch_id = ?"
+        found = await self.sql.fetch_all(f"{q} ORDER BY position", dispatch_id)
+        return [CascadeEntry(*r) for r in found]
 
     async def timers(self, dispatch_id: str) -> list[Timer]:
         tail = "WHERE dispatch_id = ? ORDER BY due_at, kind"
@@ -225,9 +212,8 @@ class SqlDispatchRepository:
                 after,
                 _PAGE,
             ):
-                for aid, seq, prev, digest, did, at, frm, to, actor, reason, detail in page:
-                    row = (aid, seq, prev, digest, did, at, frm, to, actor, reason)
-                    verifier.feed(ChainRow(*row, json_value(detail)))
+                for r in page:  # the stored columns, the detail parsed
+                    verifier.feed(ChainRow(*(*r[:-1], json_value(r[-1]))))
                 after = page[-1][1]
             report = verifier.finish()
             unchained = await tx.fetch_one("SELECT count(*) FROM dispatch_audit WHERE seq IS NULL")
@@ -277,7 +263,7 @@ async def _append(tx: Queries, record: AuditRecord, head: Row) -> None:
     )
     await tx.send(
         f"INSERT INTO dispatch_audit ({AUDIT.names}, seq, prev_hash, row_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f" VALUES ({', '.join('?' * (len(AUDIT.written) + 3))})",
         *AUDIT.params(a), seq, prev, row_hash(prev, content),
     )  # fmt: skip
 

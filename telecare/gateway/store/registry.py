@@ -277,15 +277,6 @@ class SqlRegistry:
     async def record_registry_change(self, change: RegistryChange) -> None:
         await RegistryWrites(self.sql).record_change(change)
 
-    async def registry_changes(
-        self, kind: Kind | None = None, entity_id: str | None = None
-    ) -> list[RegistryChange]:
-        tail = (
-            "WHERE (CAST(? AS TEXT) IS NULL OR kind = ?)"
-            " AND (CAST(? AS TEXT) IS NULL OR entity_id = ?) ORDER BY audit_id"
-        )
-        return await REGISTRY_AUDIT.all(self.sql, tail, kind, kind, entity_id, entity_id)
-
     # -- receiver accounts (DC-09, SCAIP, serial Contact ID) ------------------------------
     async def upsert_receiver_account(self, mapping: ReceiverAccount) -> None:
         await RECEIVER_ACCOUNTS.put(self.sql, mapping, "kind", "account", "zone")

@@ -1,23 +1,20 @@
 """The reports role, written once for both backends: read queries for reports, the FHIR
-export, the CLI and the console."""
+export, the CLI, the console and the operator API (filtered lists of dispatches and of
+alarms, one query each: :class:`DispatchFilter`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
-from telecare.devices.model import Alert, Dispatch, DispatchState, EventType, Metric, Reading
-from telecare.gateway.store.rows import (
-    DeadLetter,
-    HistoryPoint,
-    News2Record,
-    OpenAlarm,
-    TimelineEntry,
-)
+from telecare.devices.model import Alert, Dispatch, DispatchState, Metric, Reading
+from telecare.gateway.store.rows import DeadLetter, HistoryPoint, News2Record
 from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, DISPATCHES, NEWS2, READINGS
 
-__all__ = ["COUNTABLE", "SqlReports"]
+__all__ = ["COUNTABLE", "AlarmRow", "DispatchFilter", "SqlReports"]
 
 #: Tables ``count`` accepts (a fixed list: the name is interpolated into SQL).
 _TABLES = "sites residents devices receiver_accounts responders readings alarm_events alerts"
@@ -27,6 +24,53 @@ COUNTABLE = frozenset(
 #: Residents per ``latest_vitals`` statement (bounds the number of parameters).
 _VITALS_CHUNK = 200
 _EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+_CLOSED: Final = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchFilter:
+    """What :meth:`SqlReports.find_dispatches` and ``find_alarms`` list; every field
+    ``None`` (or empty) means "any" (``limit`` ``None``: every match)."""
+
+    open: bool | None = None
+    states: tuple[DispatchState, ...] = ()
+    site_id: str | None = None
+    resident_id: str | None = None
+    max_priority: int | None = None
+    since: datetime | None = None
+    limit: int | None = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRow:
+    """An alert (what a device or rule raised) with its dispatch, if one was opened."""
+
+    alert_id: str
+    kind: str
+    priority: int
+    reason: str
+    ts: datetime
+    site_id: str | None
+    resident_id: str | None
+    device_id: str | None
+    event_type: str | None
+    dispatch: Dispatch | None
+    source_key: str | None = None  # ``<device>/<msg_id>`` of the event it came from
+
+    @property
+    def state(self) -> DispatchState | None:
+        return self.dispatch.state if self.dispatch else None
+
+    @property
+    def outcome(self) -> str | None:
+        return self.dispatch.outcome if self.dispatch else None
+
+
+_ALARMS: Final = (
+    "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
+    f" a.device_id, a.event_type, a.source_key, {DISPATCHES.select('d')} FROM alerts a"
+    " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
+)
 
 
 class SqlReports:
@@ -40,14 +84,37 @@ class SqlReports:
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
         return await DEAD_LETTERS.all(self.sql, "ORDER BY dead_letter_id DESC LIMIT ?", limit)
 
-    async def open_dispatches(self) -> list[Dispatch]:
-        """Open dispatches, most urgent first (priority, then age)."""
-        tail = "WHERE state NOT IN ('resolved', 'cancelled') ORDER BY priority, created_at"
-        return await DISPATCHES.all(self.sql, tail)
+    async def find_dispatches(self, f: DispatchFilter) -> list[Dispatch]:
+        """Dispatches matching ``f``, most urgent then oldest first when open, newest
+        first otherwise."""
+        where, params = _where(f, "d", "created_at")
+        order = "d.priority, d.created_at" if f.open else "d.created_at DESC"
+        return await DISPATCHES.all(self.sql, f"d{where} ORDER BY {order}{_limit(f)}", *params)
 
-    async def site_dispatch_ids(self, site_id: str) -> set[str]:
-        q = "SELECT dispatch_id FROM dispatches WHERE site_id = ?"
-        return {r[0] for r in await self.sql.fetch_all(q, site_id)}
+    async def find_alarms(self, f: DispatchFilter) -> list[AlarmRow]:
+        """Alerts, newest first, with their dispatch; ``f``'s state filters apply to the
+        dispatch (an alert without one counts as open)."""
+        where, params = _where(f, "a", "ts")
+        return await self._alarms(f"{where} ORDER BY a.ts DESC{_limit(f)}", *params)
+
+    async def alert(self, alert_id: str) -> AlarmRow | None:
+        return next(iter(await self._alarms(" WHERE a.alert_id = ?", alert_id)), None)
+
+    async def _alarms(self, tail: str, *params: object) -> list[AlarmRow]:
+        rows = await self.sql.fetch_all(f"{_ALARMS}{tail}", *params)
+        return [
+            AlarmRow(*(*r[:9], DISPATCHES.load(r[10:]) if r[10] is not None else None, r[9]))
+            for r in rows
+        ]
+
+    async def open_by_priority(self) -> dict[int, tuple[int, datetime]]:
+        """Open dispatches per priority: ``priority -> (count, oldest created_at)``."""
+        rows = await self.sql.fetch_all(
+            "SELECT priority, COUNT(*), MIN(created_at) FROM dispatches"
+            " WHERE state NOT IN (?, ?) GROUP BY priority",
+            *_CLOSED,
+        )
+        return {int(r[0]): (int(r[1]), r[2]) for r in rows}
 
     async def latest_vitals(
         self, resident_ids: Sequence[str], since: datetime | None = None
@@ -82,9 +149,7 @@ class SqlReports:
         q = f"SELECT {b} AS b, min(value), max(value), avg(value), count(*) FROM readings"
         q += " WHERE resident_id = ? AND metric = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b"
         found = await self.sql.fetch_all(q, resident_id, int(metric), start, end)
-        return [
-            HistoryPoint(b, float(lo), float(hi), float(a), int(n)) for b, lo, hi, a, n in found
-        ]
+        return [HistoryPoint(*r) for r in found]  # double precision / REAL: floats on both
 
     async def news2_history(
         self, resident_id: str, start: datetime, end: datetime
@@ -101,36 +166,36 @@ class SqlReports:
         )
         return await READINGS.all(self.sql, tail, resident_id, start, end, limit)
 
-    async def open_alarms(self, now: datetime, limit: int = 200) -> list[OpenAlarm]:
-        found = await self.sql.fetch_all(
-            "SELECT d.dispatch_id, d.alert_id, d.priority, d.state, d.created_at, a.kind,"
-            " a.reason, a.event_type, d.site_id, d.resident_id, d.responder_id"
-            " FROM dispatches d JOIN alerts a ON a.alert_id = d.alert_id"
-            " WHERE d.state NOT IN ('resolved', 'cancelled')"
-            " ORDER BY d.priority, d.created_at LIMIT ?",
-            limit,
-        )
-        return [
-            OpenAlarm(d, a, int(p), DispatchState(st), at, (now - at).total_seconds(), kind, why,
-                      EventType(e) if e else None, site, res, resp)
-            for d, a, p, st, at, kind, why, e, site, res, resp in found
-        ]  # fmt: skip
-
-    async def dispatch_timeline(self, dispatch_id: str) -> list[TimelineEntry]:
-        found = await self.sql.fetch_all(
-            "SELECT a.at, a.from_state, a.to_state, a.actor, a.reason, d.created_at"
-            " FROM dispatch_audit a JOIN dispatches d ON d.dispatch_id = a.dispatch_id"
-            " WHERE a.dispatch_id = ? ORDER BY a.audit_id",
-            dispatch_id,
-        )
-        return [
-            TimelineEntry(at, DispatchState(f) if f else None, DispatchState(t), actor, reason,
-                          (at - created).total_seconds())
-            for at, f, t, actor, reason, created in found
-        ]  # fmt: skip
+    async def open_alarms(self, limit: int = 200) -> list[AlarmRow]:
+        """Alerts whose dispatch is open (the operator's queue), the most urgent and then
+        the oldest dispatch first."""
+        tail = " WHERE d.state NOT IN (?, ?) ORDER BY d.priority, d.created_at LIMIT ?"
+        return await self._alarms(tail, *_CLOSED, limit)
 
     async def count(self, table: str) -> int:
         if table not in COUNTABLE:
             raise ValueError(f"unknown table {table!r}")
         [(n,)] = await self.sql.fetch_all(f"SELECT count(*) FROM {table}")
         return int(n)
+
+
+def _where(f: DispatchFilter, t: str, at: str) -> tuple[str, list[Any]]:
+    """``f`` as SQL on table alias ``t`` (its time column ``at``); states are the
+    dispatch's (``d``), and an alert without a dispatch (``d.state`` NULL) is open."""
+    given = [(f"{t}.{c} = ?", getattr(f, c) or None) for c in ("site_id", "resident_id")]
+    given += [(f"{t}.priority <= ?", f.max_priority), (f"{t}.{at} >= ?", f.since)]
+    clauses = [clause for clause, value in given if value is not None]
+    params: list[Any] = [value for _, value in given if value is not None]
+    if f.open is not None:
+        clauses.append(
+            "(d.state IS NULL OR d.state NOT IN (?, ?))" if f.open else "d.state IN (?, ?)"
+        )
+        params += _CLOSED
+    if f.states:
+        clauses.append(f"d.state IN ({', '.join('?' for _ in f.states)})")
+        params += [s.value for s in f.states]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _limit(f: DispatchFilter) -> str:
+    return "" if f.limit is None else f" LIMIT {int(f.limit)}"

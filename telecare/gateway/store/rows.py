@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from telecare.devices.model import DispatchState, EventType
-
 #: Payload bytes a dead letter keeps: enough to see what the sender got wrong, not a copy
 #: of whatever a broken or hostile device sends (a 1 MB payload was once stored whole).
 DEAD_LETTER_PREVIEW = 1024
@@ -114,33 +112,3 @@ class HistoryPoint:
     max: float
     avg: float
     count: int
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAlarm:
-    """An alert whose dispatch is still open, as the operator's queue shows it."""
-
-    dispatch_id: str
-    alert_id: str
-    priority: int
-    state: DispatchState
-    created_at: datetime
-    age_s: float
-    kind: str
-    reason: str
-    event_type: EventType | None
-    site_id: str | None
-    resident_id: str | None
-    responder_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    """One step of a dispatch's timeline, with seconds since the dispatch was created."""
-
-    at: datetime
-    from_state: DispatchState | None
-    to_state: DispatchState
-    actor: str
-    reason: str
-    elapsed_s: float

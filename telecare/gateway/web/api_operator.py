@@ -30,7 +30,7 @@ from telecare.dispatch.errors import IllegalTransition, StaleDispatch, UnknownDi
 from telecare.dispatch.machine import OUTCOMES, EventKind, allowed_events
 from telecare.dispatch.records import AuditRecord
 from telecare.gateway.store.accounts import Role, User
-from telecare.gateway.store.console import AlarmRow, ConsoleStore, DispatchFilter
+from telecare.gateway.store.reports import AlarmRow, DispatchFilter
 from telecare.gateway.web.api_common import (
     DispatchOut,
     ErrorOut,
@@ -247,13 +247,13 @@ Filters = Annotated[DispatchFilter, Depends(_filters)]
 @router.get("/dispatches", response_model=list[DispatchOut])
 async def list_dispatches(svc: Svc, user: Operator, f: Filters) -> list[DispatchOut]:
     """Dispatches, filtered: open ones most urgent then oldest first, else newest first."""
-    return [dispatch_out(d) for d in await ConsoleStore(svc.store.sql).find_dispatches(f)]
+    return [dispatch_out(d) for d in await svc.store.find_dispatches(f)]
 
 
 @router.get("/alarms", response_model=list[AlarmOut])
 async def list_alarms(svc: Svc, user: Operator, f: Filters) -> list[AlarmOut]:
     """Alerts raised (newest first) with their dispatch; the same filters."""
-    return [_alarm_out(a) for a in await ConsoleStore(svc.store.sql).find_alarms(f)]
+    return [_alarm_out(a) for a in await svc.store.find_alarms(f)]
 
 
 def _alarm_out(a: AlarmRow) -> AlarmOut:

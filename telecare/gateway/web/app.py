@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from telecare.gateway.errors import ConfigError
 from telecare.gateway.logging import get_logger
-from telecare.gateway.store.accounts import accounts_of
+from telecare.gateway.store.accounts import Accounts
 from telecare.gateway.store.errors import is_unavailable
 from telecare.gateway.tasks import Loop, StartLoop, start_once
 from telecare.gateway.web import api_care_home, api_operator, auth, console, ops, tablet
@@ -256,7 +256,7 @@ def gateway_services(gw: Gateway) -> Services:
         config=gw.config,
         store=gw.store,
         dispatcher=gw.dispatcher,
-        accounts=accounts_of(gw.store),
+        accounts=Accounts(gw.store.sql),
         clock=gw.clock,
         rules=gw.pipeline.engine.config,
         observations=gw.pipeline.handle_observation,

@@ -38,6 +38,7 @@ from telecare.gateway.dispatching import attend_config
 from telecare.gateway.pipeline import ActivityFeed
 from telecare.gateway.store.accounts import Role, Session, User
 from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore, DeviceHealth
+from telecare.gateway.store.reports import DispatchFilter
 from telecare.gateway.web.auth import current_session, render, require_roles
 from telecare.gateway.web.console_charts import Band, Series, line_chart
 from telecare.gateway.web.console_model import (
@@ -75,6 +76,8 @@ Svc = Annotated[Services, Depends(services)]
 #: Outcome codes an operator can close with (``auto_cleared`` is the device's own).
 CLOSE_OUTCOMES: Final = tuple(sorted(OUTCOMES - {"auto_cleared"}))
 _CHART_HOURS: Final = 72
+#: Every open dispatch, most urgent then oldest first.
+_OPEN: Final = DispatchFilter(open=True, limit=None)
 
 
 @asynccontextmanager
@@ -153,7 +156,7 @@ def _back(url: str, error: str = "") -> RedirectResponse:
 async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
     now = svc.clock.now()
     pending = await console.pending()
-    alarms = await svc.store.open_alarms(now)
+    alarms = await svc.store.open_alarms()
     shown = {a.alert_id for a in alarms}  # opened between the two reads
     pending = [p for p in pending if p.alert_id not in shown]
     just_in_residents = {p.resident_id for p in pending if p.resident_id}
@@ -162,6 +165,7 @@ async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
         await console.store.owners(),
         await console.store.timers(),
         await console.store.notices(),
+        now,
     )
     who = await console.store.who(
         sorted({a.resident_id for a in alarms if a.resident_id} | just_in_residents)
@@ -203,7 +207,7 @@ async def next_alarm(user: Operator, svc: Svc, console: Console) -> RedirectResp
     waiting = (await _queue(svc, console))["sections"]["waiting"]
     if not waiting:
         return RedirectResponse("/console", 303)
-    return RedirectResponse(f"/console/alarm/{waiting[0].rows[0].alarm.dispatch_id}", 303)
+    return RedirectResponse(f"/console/alarm/{waiting[0].rows[0].dispatch.dispatch_id}", 303)
 
 
 @router.get("/live")
@@ -226,7 +230,7 @@ async def live(request: Request, user: Operator, console: Console) -> StreamingR
 async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) -> dict[str, Any]:
     repo = svc.dispatcher.repo
     audit = await repo.audit(d.dispatch_id)
-    alert = await console.store.alert(d.alert_id)
+    alert = await svc.store.alert(d.alert_id)
     names = {
         p.responder.responder_id: (p.responder.kind.value, p.responder.name)
         for p in svc.dispatcher.directory.profiles()
@@ -239,7 +243,7 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
     kind = site.kind if site else None
     others = [
         o
-        for o in await svc.store.open_dispatches()
+        for o in await svc.store.find_dispatches(_OPEN)
         if o.dispatch_id != d.dispatch_id and same_address(d, o, kind)
     ]
     return {
@@ -250,7 +254,7 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
         "hold": next((t for t in timers if t.kind == "hold"), None),
         "recheck": next((t for t in timers if t.kind == "recheck"), None),
         "notices": await console.store.notices(d.dispatch_id),
-        "timeline": await svc.store.dispatch_timeline(d.dispatch_id),
+        "timeline": audit,
         "closure": await console.store.closure(d.dispatch_id),
         "others": others,
         "engaged_elsewhere": [o for o in others if o.state in _ENGAGED],
@@ -426,7 +430,7 @@ async def _banner(
         "private_kinds": sorted({n.kind for n in notes if n.kind in PRIVATE_NOTE_KINDS}),
         "expiring": [n for n in notes if n.expires_at and n.expires_at - now < timedelta(days=2)],
         **await _cascade(svc, resident, d),
-        "recent": await console.store.recent_alerts(resident_id),
+        "recent": await svc.store.find_alarms(DispatchFilter(resident_id=resident_id, limit=8)),
         "devices": await _devices(svc, console, resident_id, now),
         "views": await console.store.views(resident_id, 5),
         "charts": await _charts(svc, resident_id, now),
@@ -592,7 +596,7 @@ async def board(
     """Dispatches with a responder contacted or on the way, against their attend times."""
     now = svc.clock.now()
     rows = []
-    engaged = [d for d in await svc.store.open_dispatches() if d.state in _ENGAGED]
+    engaged = [d for d in await svc.store.find_dispatches(_OPEN) if d.state in _ENGAGED]
     for d in engaged:
         timers = await svc.dispatcher.repo.timers(d.dispatch_id)
         attend = next((t.due_at for t in timers if t.kind.value == "attend"), None)
@@ -622,7 +626,7 @@ async def supervisor(
     request: Request, user: Supervisor, session: SessionDep, svc: Svc, console: Console
 ) -> HTMLResponse:
     now = svc.clock.now()
-    alarms = await svc.store.open_alarms(now, limit=10_000)
+    alarms = await svc.store.find_dispatches(DispatchFilter(open=True, limit=10_000))
     waiting = [a for a in alarms if a.state in UNANSWERED]
     depth: dict[int, int] = {}
     for a in waiting:
@@ -638,8 +642,8 @@ async def supervisor(
         owners=owners,
         who=await console.store.who([o.owner_key for o in owners]),
         depth=sorted(depth.items()),
-        oldest=max(waiting, key=lambda a: a.age_s, default=None),
-        overdue=[a for a in waiting if a.age_s >= ANSWER_TARGET_S],
+        oldest=min(waiting, key=lambda a: a.created_at, default=None),
+        overdue=[a for a in waiting if (now - a.created_at).total_seconds() >= ANSWER_TARGET_S],
         open_count=len(alarms),
         hub=console.hub,
         now=now,

@@ -33,8 +33,8 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.dispatch.records import AuditRecord, CascadeEntry
-from telecare.gateway.store.base import OpenAlarm
 from telecare.gateway.store.console import DeviceHealth, Notice, Owner, TimerRow
+from telecare.gateway.store.reports import AlarmRow
 
 __all__ = [
     "ANSWER_TARGET_S",
@@ -172,7 +172,10 @@ def answer_colour(age_s: float, state: DispatchState) -> str:
 
 @dataclass(frozen=True, slots=True)
 class QueueRow:
-    alarm: OpenAlarm
+    alarm: AlarmRow
+    #: The alarm's open dispatch, and seconds since it was opened.
+    dispatch: Dispatch
+    age_s: float
     owner: Owner | None
     hold: TimerRow | None
     recheck: TimerRow | None
@@ -180,11 +183,11 @@ class QueueRow:
 
     @property
     def colour(self) -> str:
-        return answer_colour(self.alarm.age_s, self.alarm.state)
+        return answer_colour(self.age_s, self.dispatch.state)
 
     @property
     def unanswered(self) -> bool:
-        return self.alarm.state in UNANSWERED
+        return self.dispatch.state in UNANSWERED
 
     @property
     def section(self) -> str:
@@ -205,7 +208,7 @@ class QueueGroup:
 
     @property
     def rank(self) -> tuple[int, float]:
-        return min((r.alarm.priority, -r.alarm.age_s) for r in self.rows)
+        return min((r.dispatch.priority, -r.age_s) for r in self.rows)
 
     @property
     def owner(self) -> Owner | None:
@@ -213,13 +216,15 @@ class QueueGroup:
 
 
 def build_queue(
-    alarms: Iterable[OpenAlarm],
+    alarms: Iterable[AlarmRow],
     owners: Iterable[Owner],
     timers: Iterable[TimerRow],
     notices: Iterable[Notice],
+    now: datetime,
 ) -> dict[str, list[QueueGroup]]:
     """The queue's sections (``waiting``, ``owned``, ``held``), each a list of groups
-    per resident, most urgent first; rows in a group by priority then age."""
+    per resident, most urgent first; rows in a group by priority then age. ``alarms``:
+    alerts with an open dispatch (``store.open_alarms``); any other is left out."""
     by_key = {o.owner_key: o for o in owners}
     holds = {t.dispatch_id: t for t in timers if t.kind == "hold"}
     rechecks = {t.dispatch_id: t for t in timers if t.kind == "recheck"}
@@ -227,22 +232,24 @@ def build_queue(
     for n in notices:
         open_notices.setdefault(n.dispatch_id, []).append(n)
     sections: dict[str, dict[str, QueueGroup]] = {"waiting": {}, "owned": {}, "held": {}}
-    for a in alarms:
-        key = owner_key(a.resident_id, a.dispatch_id)
+    for a, d in ((a, a.dispatch) for a in alarms if a.dispatch is not None):
+        key = owner_key(d.resident_id, d.dispatch_id)
         row = QueueRow(
             a,
+            d,
+            (now - d.created_at).total_seconds(),
             by_key.get(key),
-            holds.get(a.dispatch_id),
-            rechecks.get(a.dispatch_id),
-            tuple(open_notices.get(a.dispatch_id, ())),
+            holds.get(d.dispatch_id),
+            rechecks.get(d.dispatch_id),
+            tuple(open_notices.get(d.dispatch_id, ())),
         )
         groups = sections[row.section]
-        group = groups.setdefault(key, QueueGroup(key, a.resident_id, a.site_id))
+        group = groups.setdefault(key, QueueGroup(key, d.resident_id, d.site_id))
         group.rows.append(row)
     out: dict[str, list[QueueGroup]] = {}
     for name, groups in sections.items():
         for g in groups.values():
-            g.rows.sort(key=lambda r: (r.alarm.priority, -r.alarm.age_s))
+            g.rows.sort(key=lambda r: (r.dispatch.priority, -r.age_s))
         out[name] = sorted(groups.values(), key=lambda g: g.rank)
     return out
 

@@ -46,6 +46,7 @@ from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Activity, ActivityFeed
 from telecare.gateway.store.accounts import User
 from telecare.gateway.store.console import Closure, ConsoleStore, Owner, TimerRow
+from telecare.gateway.store.reports import DispatchFilter
 from telecare.gateway.tasks import Loop, Loops
 from telecare.gateway.web.console_model import owner_key
 from telecare.gateway.web.fragments import SharedFragment
@@ -489,7 +490,11 @@ class ConsoleService:
         await self.store.clear_timer(d.dispatch_id)
         key = owner_key(d.resident_id, d.dispatch_id)
         owner = await self.store.owner(key)
-        if owner is not None and not await self.store.open_alarms_of(d.resident_id, d.dispatch_id):
+        if owner is None:
+            return
+        mine = DispatchFilter(open=True, resident_id=d.resident_id, limit=None)
+        others = await self.services.store.find_dispatches(mine) if d.resident_id else []
+        if all(o.dispatch_id == d.dispatch_id for o in others):  # the resident's last
             await self.store.release(key)
 
     # -- timers ------------------------------------------------------------------------

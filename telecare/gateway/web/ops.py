@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from telecare.gateway.store.console import ConsoleStore
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.web.services import Services, services
 
@@ -149,7 +148,7 @@ def watch_gateway(gw: Gateway, svc: Services) -> None:
 async def open_alarm_metrics(svc: Services) -> None:
     """Open dispatches by priority, and the age of the oldest."""
     now = svc.clock.now()
-    by_priority = await ConsoleStore(svc.store.sql).open_by_priority()
+    by_priority = await svc.store.open_by_priority()
     for priority in range(1, 6):
         count = by_priority.get(priority, (0, now))[0]
         svc.metrics.open_alarms.labels(str(priority)).set(count)
