@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from telecare.devices.model import Metric, Reading
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.sql import Queries, json_value
 
@@ -154,3 +155,67 @@ async def test_time_bucket_is_the_same_on_both(store: Store) -> None:
     assert all(b.utcoffset() == timedelta(0) for b, _, _ in found)
     with pytest.raises(ValueError, match="whole number"):
         sql.dialect.time_bucket("at", timedelta(milliseconds=1500))
+
+
+async def test_execute_many_values_read_back_as_execute_gives_them(store: Store) -> None:
+    """A column of datetimes, of JSON, of an ``IntEnum``, and columns that mix types or
+    hold None, through ``execute_many``."""
+    sql = await _table(store)
+    plus2 = timezone(timedelta(hours=2))
+    rows = [
+        ("a", T0, True, {"k": 1}, Metric.SPO2),
+        ("b", T0.astimezone(plus2) + timedelta(seconds=1), False, {"k": [2]}, None),
+        ("c", T0.replace(microsecond=0), True, {}, 3),
+    ]
+    insert = "INSERT INTO notes (note_id, at, done, detail, n) VALUES (?, ?, ?, ?, ?)"
+    assert await sql.execute_many(insert, rows) == 3
+    found = await sql.fetch_all("SELECT note_id, at, done, detail, n FROM notes ORDER BY at")
+    assert [(i, at, bool(d), json_value(j), n) for i, at, d, j, n in found] == [
+        ("c", T0.replace(microsecond=0), True, {}, 3),
+        ("a", T0, True, {"k": 1}, int(Metric.SPO2)),
+        ("b", T0 + timedelta(seconds=1), False, {"k": [2]}, None),
+    ]
+    assert all(r[1].utcoffset() == timedelta(0) for r in found)
+    with pytest.raises(TypeError, match="naive"):
+        await sql.execute_many(
+            insert, [("d", T0, True, {}, 1), ("e", datetime(2026, 1, 1), True, {}, 1)]
+        )
+    assert await sql.fetch_one("SELECT count(*) FROM notes") == (3,)
+
+
+async def test_sqlite_stores_one_sortable_text_form(sqlite_store: Store) -> None:
+    sql = await _table(sqlite_store)
+    at = datetime(2026, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))  # 12:00Z, no µs
+    await sql.execute("INSERT INTO notes (note_id, at) VALUES (?, ?)", "a", at)
+    await sql.execute_many("INSERT INTO notes (note_id, at) VALUES (?, ?)", [("b", at), ("c", T0)])
+    texts = await sql.fetch_all("SELECT note_id, 'at ' || at FROM notes ORDER BY note_id")
+    assert texts == [
+        ("a", "at 2026-03-01T12:00:00.000000Z"),
+        ("b", "at 2026-03-01T12:00:00.000000Z"),
+        ("c", "at 2026-03-01T12:00:00.123456Z"),
+    ]
+
+
+async def test_readings_batch_values_read_back(store: Store) -> None:
+    """``write_readings`` (on SQLite its parameters made a column at a time): offsets,
+    a resident or none, a flag, an empty batch."""
+    plus2 = timezone(timedelta(hours=2))
+    batch = [
+        Reading("d1", Metric.SPO2, 96, "%", T0.astimezone(plus2), "m1", "res1"),
+        Reading("d1", Metric.PULSE, 72.5, "/min", T0.replace(microsecond=0), "m1", None),
+        Reading("d1", Metric.SPO2, 40, "%", T0, "m2", "res1", quality="invalid"),
+    ]
+    assert await store.write_readings([]) == 0
+    assert await store.write_readings(batch) == 3
+    assert await store.stored_message_readings("d1", "m1") == {
+        (Metric.SPO2, T0, 96.0),
+        (Metric.PULSE, T0.replace(microsecond=0), 72.5),
+    }
+    found = await store.sql.fetch_all(
+        "SELECT msg_id, metric, ts, resident_id, quality FROM readings ORDER BY msg_id, metric"
+    )
+    assert found == [
+        ("m1", int(Metric.SPO2), T0, "res1", "ok"),
+        ("m1", int(Metric.PULSE), T0.replace(microsecond=0), None, "ok"),
+        ("m2", int(Metric.SPO2), T0, "res1", "invalid"),
+    ]

@@ -136,8 +136,11 @@ class Sql(Queries):
 
 
 def iso(ts: datetime) -> str:
-    """The sortable UTC text form SQLite stores timestamps in."""
-    return _aware(ts).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The sortable UTC text form SQLite stores timestamps in (``isoformat``: a third
+    less CPU than ``strftime``, and the year always four digits)."""
+    if ts.tzinfo is not UTC:
+        ts = _aware(ts).astimezone(UTC)
+    return ts.isoformat(timespec="microseconds")[:-6] + "Z"  # less "+00:00"
 
 
 def json_value(value: Any) -> Any:
@@ -240,6 +243,23 @@ def _sqlite_value(value: Any) -> Any:
 
 def sqlite_row(row: Sequence[Any]) -> Row:
     return tuple(_sqlite_value(v) for v in row)
+
+
+def sqlite_rows(columns: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """``executemany`` rows from their columns, each converted at once: a ``map`` of the
+    adapter of a column's one type (``iso``, JSON), an ``IntEnum`` column's to ``int``.
+    sqlite3's adapters, called per value, cost +20 % CPU on a batch of readings, and
+    so does transposing rows already made (an iterator per row)."""
+    return list(zip(*map(_sqlite_column, columns), strict=True))
+
+
+def _sqlite_column(values: Sequence[Any]) -> Iterable[Any]:
+    if len(kinds := set(map(type, values))) != 1:
+        return values
+    kind = kinds.pop()
+    enum = kind is not int and issubclass(kind, int)  # bound as its number anyway
+    adapt = _ADAPT.get(kind, int if enum else None)
+    return values if adapt is None else map(adapt, values)
 
 
 # SQLite's parameters are converted by sqlite3 itself (in C, process-wide) via adapters.

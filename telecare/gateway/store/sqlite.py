@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self
 
-from telecare.devices.model import AlarmEvent
+from telecare.devices.model import AlarmEvent, Reading
 from telecare.gateway.private_files import private_dir, private_file
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.migrations import RECORD, Migration, apply_pending
-from telecare.gateway.store.sql import SqliteSql
-from telecare.gateway.store.tables import EVENTS
+from telecare.gateway.store.sql import SqliteSql, sqlite_rows
+from telecare.gateway.store.tables import EVENTS, READINGS
 
 __all__ = ["SqliteStore"]
 
@@ -44,6 +44,11 @@ class SqliteStore(Store):
     @property
     def mode(self) -> str:
         return "sqlite"
+
+    async def write_readings(self, readings: Sequence[Reading]) -> int:
+        """The parameters made a column at a time (``sql.sqlite_rows``)."""
+        columns = [list(map(c.getter(), readings)) for c in READINGS.written]
+        return await self.sql.execute_many(READINGS.insert(), sqlite_rows(columns))
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         """The events in one transaction and one trip to the worker thread (not one per
