@@ -176,15 +176,13 @@ class Table(Generic[M]):
         await q.execute(self.upsert(*key), *self.params(item))
 
     @cached_property
-    def _get(self) -> Callable[[Any], tuple[Any, ...]]:
+    def params(self) -> Callable[[M], tuple[Any, ...]]:
+        """``params(item)``: the written columns' values for ``item``, in order (the
+        getter itself, no Python call around it: COPY calls it per row)."""
         getters = [c.getter() for c in self.written]
         if all(c.get is None for c in self.written) and len(getters) > 1:
             return attrgetter(*(c.name for c in self.written))  # one C call per row
         return lambda item: tuple(g(item) for g in getters)
-
-    def params(self, item: M) -> tuple[Any, ...]:
-        """The written columns' values for ``item``, in order."""
-        return self._get(item)
 
     @classmethod
     def of(cls, name: str, row: type[M], *special: Column, skip: Sequence[str] = ()) -> Table[M]:
