@@ -179,8 +179,8 @@ class Registry:
             self._responders[responder_id] = responder
 
     def responders(self) -> list[Responder]:
-        """Every responder, in the order loaded (then added)."""
-        return list(self._responders.values())
+        """Every responder, by id (the order a restart would load them in)."""
+        return sorted(self._responders.values(), key=lambda r: r.responder_id)
 
     def put_device(self, device_id: str, device: Device | None) -> None:
         """Cache ``device`` as just read from the store (``None``: not provisioned)."""

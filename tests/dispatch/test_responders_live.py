@@ -107,7 +107,7 @@ async def test_the_directory_follows_responders_added_moved_and_removed(
         await watch.poll()
         assert directory.get("w-new") is None  # removed
         assert directory.get("w-file") == configured
-        assert [p.responder_id for p in directory.profiles()] == ["w-file", "w-south", "w-gone"]
+        assert [p.responder_id for p in directory.profiles()] == ["w-file", "w-gone", "w-south"]
         reads = dict(registry.reads)
         assert (await _opened(svc, store, "ra2"))[0] == "w-gone"
         assert registry.reads == reads  # the alarm read nothing from the store
