@@ -2,7 +2,14 @@
 (kind, area, skills) plus on-call windows, the areas they cover and how to reach them.
 
 A :class:`ResponderDirectory` answers "who of kind K, covering area A, with skills S, is
-on call now?" in a stable order (the order the configuration lists them).
+on call now?" in a stable order (the order the configuration lists them, then the
+registry's).
+
+Two sources: the dispatch file's profiles (on-call windows, contacts, areas), fixed at
+start, and the registry's responders (``telecare responder add``), which the gateway
+keeps in step while it runs (:meth:`ResponderDirectory.register`, called by its registry
+watch): a responder added, moved to another area or removed with the CLI is dispatched
+as the registry has them now. A responder the file describes is used as the file says.
 """
 
 from __future__ import annotations
@@ -103,21 +110,43 @@ class ResponderProfile:
 
 
 class ResponderDirectory:
-    """Every responder profile the dispatcher may use, in configuration order."""
+    """Every responder profile the dispatcher may use: the configured ones in
+    configuration order, then the registry's others (see the module docstring)."""
 
     def __init__(self, profiles: Iterable[ResponderProfile] = ()) -> None:
-        self._profiles: dict[str, ResponderProfile] = {}
+        self._configured: dict[str, ResponderProfile] = {}
         for p in profiles:
-            self._profiles[p.responder_id] = p
+            self._configured[p.responder_id] = p
+        #: The registry's responders the configuration does not describe.
+        self._registered: dict[str, ResponderProfile] = {}
+        self._profiles = dict(self._configured)
 
     def get(self, responder_id: str) -> ResponderProfile | None:
         return self._profiles.get(responder_id)
 
     def add(self, profile: ResponderProfile) -> None:
-        self._profiles[profile.responder_id] = profile
+        """Add (or replace) a configured profile."""
+        self._configured[profile.responder_id] = profile
+        self._registered.pop(profile.responder_id, None)
+        self._profiles = {**self._configured, **self._registered}
+
+    def register(self, responders: Iterable[Responder]) -> int:
+        """The registry's responders as they are now, all of them: each one the
+        configuration does not describe gets a plain profile (always on call, its own
+        area, no contacts: the operator phones them); one no longer listed is dropped.
+        Returns how many are registered so."""
+        registered: dict[str, ResponderProfile] = {}
+        for r in responders:
+            if r.responder_id in self._configured:
+                continue
+            old = self._registered.get(r.responder_id)
+            registered[r.responder_id] = old if old and old.responder == r else ResponderProfile(r)
+        self._registered = registered
+        self._profiles = {**self._configured, **registered}
+        return len(registered)
 
     def profiles(self) -> list[ResponderProfile]:
-        """Every profile, in configuration order."""
+        """Every profile, in configuration order (then the registry's)."""
         return list(self._profiles.values())
 
     def candidates(

@@ -226,12 +226,14 @@ class Gateway:
             # Dispatch reads residents and sites from the warm registry cache, not the store.
             self.dispatcher.registry = CachedRegistry(self.pipeline.decoder.registry)
             # The registry is loaded once and kept; registry changes (the CLI in another
-            # process too) reach it through the store's change log.
+            # process too) reach it through the store's change log, and dispatch's
+            # responder directory with it.
             await self._stack.enter_async_context(
                 RegistryWatch(
                     self.store,
                     self.pipeline.decoder.registry,
                     engine=engine,
+                    on_responders=self.dispatcher.directory.register,
                     supervisor=supervisor,
                 )
             )

@@ -14,7 +14,9 @@ and a failure it does not retry stops the gateway loudly.
 Registry: residents and sites come from the gateway's warm registry cache
 (:class:`CachedRegistry`), so opening a dispatch for a resident's alarm reads nothing from
 the telemetry's pool, and a resident or site changed anywhere (the CLI in another process)
-is dispatched as it is now once the registry watch has applied the change.
+is dispatched as it is now once the registry watch has applied the change. Responders
+likewise: the watch hands every responder to the directory after each change
+(``ResponderDirectory.register``), so one added, moved or removed is dispatched so.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ from telecare.dispatch.notifiers.base import (
 from telecare.dispatch.notifiers.mqtt import responder_topic
 from telecare.dispatch.notifiers.smtp import SmtpTransport
 from telecare.dispatch.notifiers.webhook import WebhookTransport, check_address
-from telecare.dispatch.responders import ResponderProfile
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.config import Config
 from telecare.gateway.errors import ConfigError
@@ -152,13 +153,10 @@ def attend_config(config: Config) -> AttendConfig:
 
 async def add_store_responders(directory: ResponderDirectory, store: Store) -> int:
     """Responders provisioned in the store (``telecare responder add``) join the directory
-    unless the dispatch file already describes them (on-call windows, contacts)."""
-    added = 0
-    for responder in await store.list_responders():
-        if directory.get(responder.responder_id) is None:
-            directory.add(ResponderProfile(responder))
-            added += 1
-    return added
+    unless the dispatch file already describes them (on-call windows, contacts); how many
+    joined. The running gateway's registry watch then keeps them in step
+    (``RegistryWatch(on_responders=directory.register)``)."""
+    return directory.register(await store.list_responders())
 
 
 def _check_webhook_addresses(directory: ResponderDirectory) -> None:

@@ -33,10 +33,20 @@ def private_dir(path: Path, *, own: bool = False) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create ``path`` empty if it is missing; either way leave it ``0600``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    """Create ``path`` empty if it is missing; either way leave it ``0600``.
+
+    An existing file is changed by name, never opened: closing a descriptor of a file
+    drops every POSIX lock this process holds on it, so opening and closing a SQLite
+    database another connection of this process has open (a second store, the alarm
+    lane's) made that connection lose its locks and stop seeing other processes'
+    commits (a running gateway no longer saw the CLI's registry changes)."""
     try:
-        os.fchmod(fd, FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        os.chmod(path, FILE_MODE)
+        return path
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask filtered open's mode
     finally:
         os.close(fd)
     return path

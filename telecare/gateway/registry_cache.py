@@ -1,5 +1,5 @@
-"""The registry cache: provisioned devices, residents, sites and receiver accounts, kept
-warm and invalidated when the registry changes, never expired on a timer.
+"""The registry cache: provisioned devices, residents, sites, responders and receiver
+accounts, kept warm and invalidated when the registry changes, never expired on a timer.
 
 Why: a device heartbeats every few minutes; a cache entry that expired after 30 s made
 every heartbeat of a 100,000-device fleet read its device back from the database.
@@ -16,11 +16,16 @@ Here an entry stays until the registry says it changed:
   normally returns nothing. Each change drops the cached entry; a changed device is
   reloaded at once and handed to the rule engine (which then watches its new heartbeat
   interval, or stops watching a removed device). A large burst of changes (an import)
-  reloads everything in four queries instead of one per entry. So a device removed or
+  reloads everything in five queries instead of one per entry. So a device removed or
   changed with the CLI is refused or treated anew by a running gateway within
   ``poll_s`` plus one query. Sites are cached for dispatch (a site's response area
   chooses the area responders of its cascade and its storm group): a site moved to
   another area with the CLI is dispatched in its new area after the same delay.
+  Responders (migration 0024 logs them) are held all together, since a cascade's area
+  step picks among all of them: a changed one is read again at once and the whole set
+  handed to ``on_responders`` (the dispatch service's responder directory), so a
+  responder added, moved or removed with the CLI is dispatched so after the same delay,
+  and no alarm reads a responder from the store.
 
 Why a change log and not ``registry_audit`` (migration 0014): the audit is written by
 some CLI commands only (not ``device add``, ``resident clinical`` or receiver accounts),
@@ -37,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -47,6 +52,7 @@ from telecare.devices.model import (
     ReceiverAccount,
     ReceiverKind,
     Resident,
+    Responder,
     Site,
     normalise_account,
 )
@@ -70,8 +76,8 @@ KEEP_CHANGES: Final = timedelta(days=7)
 
 
 class Registry:
-    """Provisioned devices, residents, sites and receiver accounts; see the module
-    docstring.
+    """Provisioned devices, residents, sites, responders and receiver accounts; see the
+    module docstring.
 
     While the store is unavailable (``gateway.failures``) an expired entry (only "not
     provisioned" expires) is served instead of failing the lookup: the database being
@@ -91,6 +97,8 @@ class Registry:
         self._devices: dict[str, tuple[float, Device | None]] = {}
         self._residents: dict[str, tuple[float, Resident | None]] = {}
         self._sites: dict[str, tuple[float, Site | None]] = {}
+        #: Every responder (never a miss: loaded in full, kept in step by the watch).
+        self._responders: dict[str, Responder] = {}
         self._accounts: dict[str, tuple[float, tuple[ReceiverAccount, ...] | None]] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
         #: Bumped by every invalidation: a read that started before one is not cached
@@ -112,9 +120,12 @@ class Registry:
         residents: Iterable[Resident] = (),
         accounts: Iterable[ReceiverAccount] = (),
         sites: Iterable[Site] = (),
+        responders: Iterable[Responder] = (),
     ) -> None:
         """Cache everything provisioned (at start, and after a large burst of changes)."""
         now = time.monotonic()
+        for responder in responders:
+            self._responders[responder.responder_id] = responder
         for d in devices:
             self._devices[d.device_id] = (now, d)
         for r in residents:
@@ -157,7 +168,19 @@ class Registry:
         self._devices.clear()
         self._residents.clear()
         self._sites.clear()
+        self._responders.clear()
         self._accounts.clear()
+
+    def put_responder(self, responder_id: str, responder: Responder | None) -> None:
+        """Keep ``responder`` as just read from the store (``None``: removed)."""
+        if responder is None:
+            self._responders.pop(responder_id, None)
+        else:
+            self._responders[responder_id] = responder
+
+    def responders(self) -> list[Responder]:
+        """Every responder, by id (the order a restart would load them in)."""
+        return sorted(self._responders.values(), key=lambda r: r.responder_id)
 
     def put_device(self, device_id: str, device: Device | None) -> None:
         """Cache ``device`` as just read from the store (``None``: not provisioned)."""
@@ -304,12 +327,16 @@ class RegistryWatch:
         *,
         poll_s: float = 1.0,
         engine: RuleEngine | None = None,
+        on_responders: Callable[[Sequence[Responder]], object] | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.poll_s = poll_s
         self.engine = engine
+        #: Handed every responder at start and after each change to them (the dispatch
+        #: service's ``ResponderDirectory.register``).
+        self.on_responders = on_responders
         #: The last change applied (``registry_changelog.seq``).
         self.position = 0
         #: Polls made, and changes applied (for the benchmark and the tests).
@@ -338,13 +365,15 @@ class RegistryWatch:
         gc.unfreeze()  # what was set aside may be collected again (tests start many)
 
     async def reload_all(self) -> dict[str, Device]:
-        """Load everything provisioned into the registry (four queries); the devices."""
+        """Load everything provisioned into the registry (five queries); the devices."""
         devices = await self.store.list_devices()
         residents = await self.store.list_residents()
         accounts = await self.store.list_receiver_accounts()
         sites = await self.store.list_sites()
+        responders = await self.store.list_responders()
         self.registry.forget_all()
-        self.registry.prime(devices, residents, accounts, sites)
+        self.registry.prime(devices, residents, accounts, sites, responders)
+        self._tell_responders()
         # The registry and the rule state (loaded before) are most of a large fleet's
         # heap and live as long as the process: keep them out of the garbage collector's
         # full collections, which otherwise stop the event loop for ~0.3 s at 100,000
@@ -365,6 +394,7 @@ class RegistryWatch:
         devices: set[str] = set()
         residents: set[str] = set()
         sites: set[str] = set()
+        responders: set[str] = set()
         accounts = False
         for _, kind, entity_id in found:
             if kind == "device":
@@ -373,6 +403,8 @@ class RegistryWatch:
                 residents.add(str(entity_id))
             elif kind == "site":
                 sites.add(str(entity_id))
+            elif kind == "responder":
+                responders.add(str(entity_id))
             elif kind == "account":
                 accounts = True
         if len(found) > RELOAD_ALL_OVER:
@@ -389,6 +421,11 @@ class RegistryWatch:
                 device = await self.store.get_device(device_id)
                 self.registry.put_device(device_id, device)
                 self._tell(device_id, device)
+            for responder_id in sorted(responders):
+                responder = await self.store.get_responder(responder_id)
+                self.registry.put_responder(responder_id, responder)
+            if responders:
+                self._tell_responders()
         self.position = int(found[-1][0])
         self.changes += len(found)
         log.info(
@@ -397,6 +434,7 @@ class RegistryWatch:
             devices=len(devices),
             residents=len(residents),
             sites=len(sites),
+            responders=len(responders),
             accounts=accounts,
         )
         return len(found)
@@ -408,6 +446,11 @@ class RegistryWatch:
             self.position,
             datetime.now(UTC) - keep,
         )
+
+    def _tell_responders(self) -> None:
+        """Dispatch's directory takes the responders as they are now."""
+        if self.on_responders is not None:
+            self.on_responders(self.registry.responders())
 
     def _tell(self, device_id: str, device: Device | None) -> None:
         """The rules watch a changed device's heartbeat anew; a removed one no more."""
