@@ -21,7 +21,7 @@ Here an entry stays until the registry says it changed:
   ``poll_s`` plus one query. Sites are cached for dispatch (a site's response area
   chooses the area responders of its cascade and its storm group): a site moved to
   another area with the CLI is dispatched in its new area after the same delay.
-  Responders (migration 0024 logs them) are held all together, since a cascade's area
+  Responders (migration 0021 logs them) are held all together, since a cascade's area
   step picks among all of them: a changed one is read again at once and the whole set
   handed to ``on_responders`` (the dispatch service's responder directory), so a
   responder added, moved or removed with the CLI is dispatched so after the same delay,

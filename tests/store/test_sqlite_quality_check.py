@@ -63,7 +63,7 @@ async def test_database_from_before_0020_upgrades(tmp_path: Path) -> None:
         assert await store.sql.fetch_all(
             "SELECT msg_id, quality FROM readings WHERE msg_id LIKE 'o_' ORDER BY msg_id"
         ) == [("o1", "ok"), ("o2", "invalid"), ("o3", "demo")]
-        # 0020's one bump, and one per object later migrations create (0024's triggers).
+        # 0020's one bump, and one per object later migrations create (0021's triggers).
         (now,) = await store.sql.fetch_all("SELECT count(*) FROM sqlite_schema")
         later = now[0] - objects
         assert await store.sql.fetch_all("PRAGMA schema_version") == [(version + 1 + later,)]
