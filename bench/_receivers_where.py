@@ -2,7 +2,7 @@
 
     python -m bench._receivers_where [dc-09|scaip] [sqlite|postgres] [--alarms 4000]
                                      [--rate 0 (as fast as ACKs come back) | 500]
-                                     [--seconds 10]
+                                     [--seconds 10] [--profile FILE]
 
 Runs one phase of ``python -m bench receivers`` (the same gateway, units and alarms) with
 timers wrapped around the pipeline's batch steps and the store's writes, and counts the
@@ -11,6 +11,12 @@ for each step, how often it ran, its mean and its worst time, and the ACK latenc
 and without the first 500 alarms (each unit's first alarm raises an alert and a
 dispatch; the later ones fold). A diagnostic, not a benchmark: the wrappers cost a
 little themselves, and there is no baseline.
+
+It also prints the process's CPU time per alarm (all threads, ``getrusage``; the units,
+Mosquitto and the database server excluded) and the event-loop thread's. With
+``--profile FILE`` the event-loop thread runs under cProfile on a CPU clock
+(``time.thread_time``: a wait costs nothing) for the phase; the profile goes to FILE
+(``python -m pstats FILE``) and the 25 functions with the most own time are printed.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import cProfile
 import functools
+import pstats
+import resource
 import statistics
 import tempfile
 import time
@@ -65,6 +74,11 @@ def _count_trips() -> None:
     sql._in_thread = counted
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _ms(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return 1000 * xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
@@ -80,7 +94,14 @@ async def _run(args: argparse.Namespace) -> None:
         async with proto.gateway(bench_args, Path(tmp), mqtt_port, accounts) as port:
             _TIMES.clear()
             trips = _TRIPS["sqlite"]
+            profile = cProfile.Profile(time.thread_time) if args.profile else None
+            cpu, loop_cpu = _cpu(), time.thread_time()
+            if profile is not None:
+                profile.enable()
             run = await proto.drive(port, accounts, total, rate)
+            if profile is not None:
+                profile.disable()
+            cpu, loop_cpu = _cpu() - cpu, time.thread_time() - loop_cpu
             trips = _TRIPS["sqlite"] - trips
     phase = f"paced {args.rate:g}/s" if rate else "saturation"
     print(
@@ -90,6 +111,15 @@ async def _run(args: argparse.Namespace) -> None:
         f" after the first 500: p99 {_ms(run.latencies[500:], 0.99):.1f} ms;"
         f" SQLite thread trips {trips} ({trips / max(1, run.acked):.2f} per alarm)"
     )
+    per = 1000 / max(1, run.acked)
+    print(
+        f"  CPU per alarm: process {cpu * per:.3f} ms (all threads; database server"
+        f" excluded), event-loop thread {loop_cpu * per:.3f} ms"
+        + (" (profiled: inflated)" if profile is not None else "")
+    )
+    if profile is not None:
+        profile.dump_stats(args.profile)
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
     for name, xs in _TIMES.items():
         print(
             f"  {name:15s} n={len(xs):6d}  mean {1000 * statistics.fmean(xs):7.2f} ms"
@@ -106,6 +136,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--alarms", type=int, default=4000)
     parser.add_argument("--rate", type=float, default=0.0, help="0: as fast as ACKs come back")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the loop thread to FILE")
     args = parser.parse_args(argv)
     for cls, names in (
         (Pipeline, ("handle_events", "_event_stored", "_raise_alerts", "_fold_targets")),

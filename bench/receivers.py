@@ -19,6 +19,11 @@ frame only after the previous one's ACK. Two phases per side:
    (target: p99 <= 50 ms at 500 alarms/s). A frame that has to wait for its unit's
    previous ACK counts that wait: nothing is hidden by coordinated omission.
 
+Each side also gets its CPU time per alarm (user + system, all threads of this
+process, from ``getrusage``; the units, Mosquitto and the database server excluded) and
+the CPU ratio bare / gateway, which unlike the wall-clock ratio hardly moves with the
+other load on a shared machine.
+
 Each unit's first alarm raises an alert and a dispatch; its later presses fold into that
 open alarm (the rules' fold window), as repeated presses do. Logging is at ``warning``.
 
@@ -42,6 +47,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -83,10 +89,16 @@ class Run:
     other: dict[str, int] = field(default_factory=dict)
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds
+    cpu: float = 0.0  # seconds of this (the server's) process's CPU, all threads
 
     @property
     def rate(self) -> float:
         return self.acked / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        """The server process's CPU per ACKed alarm, in ms."""
+        return 1000 * self.cpu / self.acked if self.acked else float("nan")
 
     def pct(self, q: float) -> float:
         """Latency percentile in ms."""
@@ -301,8 +313,28 @@ async def _phase(
     for side in ("gateway", "bare") if (phase - 1) // 2 % 2 else ("bare", "gateway"):
         server = proto.bare() if side == "bare" else proto.gateway(args, tmp, mqtt_port, accounts)
         async with server as port:
+            before = _cpu()
             runs[side] = await proto.drive(port, accounts, total, rate)
+            runs[side].cpu = _cpu() - before
     return runs["bare"], runs["gateway"]
+
+
+def _cpu() -> float:
+    """User + system CPU seconds of this process, all its threads (the event loop, the
+    SQLite worker thread, the PostgreSQL pool's I/O): the server side of both loops. The
+    simulated units (a child process), Mosquitto and the database server are not in it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_line(bare: Run, gw: Run) -> str:
+    """CPU per alarm of both sides and their ratio (bare / gateway): unlike the
+    wall-clock ratio, it does not swing with the other load on the machine."""
+    ratio = bare.cpu_ms / gw.cpu_ms if gw.cpu_ms else float("nan")
+    return (
+        f"CPU/alarm gateway {gw.cpu_ms:.3f} ms | bare {bare.cpu_ms:.3f} ms"
+        f" | CPU ratio {ratio:.2f} (>= 0.5: within 2x of bare; database server excluded)"
+    )
 
 
 def _load() -> str:
@@ -321,10 +353,12 @@ async def run(args: argparse.Namespace) -> bool:
                 continue
             ratios: list[float] = []
             p99s: list[float] = []
+            cpus: list[float] = []
             for r in range(args.rounds):
-                ratio, p99 = await _round(proto, args, tmp, mqtt_port, r)
+                ratio, p99, cpu = await _round(proto, args, tmp, mqtt_port, r)
                 ratios.append(ratio)
                 p99s.append(p99)
+                cpus.append(cpu)
             ok &= statistics.median(ratios) >= TARGET_RATIO
             ok &= statistics.median(p99s) <= TARGET_P99_MS
             if args.rounds > 1:
@@ -332,15 +366,17 @@ async def run(args: argparse.Namespace) -> bool:
                     f"{proto.name}: median of {args.rounds} rounds: ratio"
                     f" {statistics.median(ratios):.2f} (target >= {TARGET_RATIO}),"
                     f" gateway paced p99 {statistics.median(p99s):.1f} ms"
-                    f" (target <= {TARGET_P99_MS:g} ms)"
+                    f" (target <= {TARGET_P99_MS:g} ms),"
+                    f" saturation CPU ratio {statistics.median(cpus):.2f}"
                 )
     return ok
 
 
 async def _round(
     proto: Protocol, args: argparse.Namespace, tmp: Path, mqtt_port: int, r: int
-) -> tuple[float, float]:
-    """One saturation and one paced phase; (throughput ratio, gateway paced p99 ms)."""
+) -> tuple[float, float, float]:
+    """One saturation and one paced phase; (throughput ratio, gateway paced p99 ms,
+    saturation CPU ratio: bare CPU per alarm / gateway CPU per alarm)."""
     tag = f"{proto.name} [round {r + 1}]" if args.rounds > 1 else proto.name
     bare, gw = await _phase(proto, args, tmp, mqtt_port, 2 * r + 1, args.alarms, None)
     ratio = gw.rate / bare.rate if bare.rate else 0.0
@@ -350,6 +386,7 @@ async def _round(
         f" | ratio {ratio:.2f} (target >= {TARGET_RATIO}) | {_load()}"
         + (f" | gateway non-ACK replies {gw.other}" if gw.other else "")
     )
+    print(f"{tag}: saturation {_cpu_line(bare, gw)}")
     total = round(args.rate * args.seconds)
     bare_p, gw_p = await _phase(proto, args, tmp, mqtt_port, 2 * r + 2, total, args.rate)
     print(
@@ -360,9 +397,11 @@ async def _round(
         f" | target p99 <= {TARGET_P99_MS:g} ms"
         f" | gateway mean {_mean_ms(gw_p):.1f} ms | {_load()}"
     )
+    print(f"{tag}: paced {_cpu_line(bare_p, gw_p)}")
+    cpu_ratio = bare.cpu_ms / gw.cpu_ms if gw.cpu_ms else 0.0
     if gw.other or gw_p.acked != total:
-        return 0.0, float("inf")  # a gateway that refused or lost alarms meets nothing
-    return ratio, gw_p.pct(99)
+        return 0.0, float("inf"), 0.0  # a gateway that refused or lost alarms meets nothing
+    return ratio, gw_p.pct(99), cpu_ratio
 
 
 def _mean_ms(r: Run) -> float:

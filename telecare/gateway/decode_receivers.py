@@ -137,8 +137,11 @@ class EventWriter:
         """Store what requests have queued, many in one write (one step of the loop)."""
         queue = self._queue
         if self.sink.notes_pending and queue.empty():
+            # asyncio.timeout, not wait_for: no task per step (a cancelled get leaves
+            # its request in the queue).
             try:
-                first = await asyncio.wait_for(queue.get(), NOTES_IDLE_S)
+                async with asyncio.timeout(NOTES_IDLE_S):
+                    first = await queue.get()
             except TimeoutError:  # idle: write the batches' pending notes
                 await self.sink.flush_notes()
                 return
