@@ -536,7 +536,7 @@ class Pipeline:
         return _FoldTargets(ids, await self._alarm_states(ids))
 
     async def _alarm_states(self, ids: set[str]) -> dict[str, str | None]:
-        if not ids or getattr(self.store, "degraded", False):
+        if not ids or self.store.degraded:
             # Database away (writes spooled): nothing to read; taken as stored and open.
             return dict.fromkeys(ids)
         return await self.store.alarm_states(ids)
@@ -706,7 +706,7 @@ class Pipeline:
         """``Rejected`` when ``(device_id, msg_id)`` already stored other values: the content
         of an observation set is its readings, stored under that key. Skipped while the
         database is away (writes are spooled; there is nothing to compare with)."""
-        if getattr(self.store, "degraded", False):
+        if self.store.degraded:
             return
         stored = await self.store.stored_message_readings(obs.device_id, obs.msg_id)
         # A subset is a redelivery of a set whose readings were not all stored yet.
@@ -933,12 +933,9 @@ class Pipeline:
         changes the stored state only if it differs, never re-times it (an old "offline"
         must not look fresh, an old "online" must not move "last heard";
         docs/protocol.md)."""
-        if replayed and status.ts is None:
-            row = await self.store.sql.fetch_one(
-                "SELECT online FROM device_status WHERE device_id = ?", status.device_id
-            )
-            if row is not None and row[0] is not None and bool(row[0]) == status.online:
-                return
+        unchanged = replayed and status.ts is None
+        if unchanged and await self.store.device_online(status.device_id) == status.online:
+            return
         at = status.ts or self.clock.now()
         await self.store.set_device_status(status.device_id, online=status.online, at=at)
         self.feed.publish(

@@ -56,6 +56,12 @@ class Store(SqlWrites, SqlRegistry, SqlReports):
         return SqlDispatchRepository(self.sql)
 
     @property
+    def degraded(self) -> bool:
+        """True while writes go to a local spool instead of the database (only the
+        ``DurableStore`` ever is)."""
+        return False
+
+    @property
     def mode(self) -> str:
         """``"timescaledb"``, ``"postgres"`` or ``"sqlite"``: what the log reports at start."""
         raise NotImplementedError

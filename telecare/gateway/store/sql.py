@@ -27,7 +27,8 @@ SQL for both dialects (SQLite 3.35+, PostgreSQL 14+)
       ``boolean`` / ``INTEGER``; JSON ``jsonb`` / ``TEXT``.
     * What differs goes through ``store.sql.dialect`` (:class:`Dialect`, the only place
       that knows): ``name``, ``time_bucket(column, width)`` (bucket start, aligned to
-      2000-01-01T00:00Z), ``json_merge(column)``, ``for_update``, ``serialise(name)``.
+      2000-01-01T00:00Z), ``json_merge(column)``, ``any_of(column)`` (against a
+      ``TextArray`` parameter), ``for_update``, ``serialise(name)``.
 
 Values
     * ``datetime``: pass aware datetimes (a naive one raises ``TypeError``); they come
@@ -199,6 +200,13 @@ class Dialect:
         if self.name == "sqlite":
             return None
         return f"SELECT pg_advisory_xact_lock(hashtext('{name}:' || current_schema()))"
+
+    def any_of(self, column: str) -> str:
+        """``column`` equal to any element of a :class:`TextArray` parameter ``?``:
+        ``WHERE {any_of('alert_id')}``."""
+        if self.name == "sqlite":
+            return f"{column} IN (SELECT value FROM json_each(?))"
+        return f"{column} = ANY(?)"
 
     def json_merge(self, column: str) -> str:
         """``column`` (a JSON object) with the keys of a JSON object parameter ``?``

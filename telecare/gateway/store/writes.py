@@ -37,7 +37,7 @@ _ALARM_STATES = (
     " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
     " LEFT JOIN dispatch_members m ON m.alert_id = a.alert_id"
     " LEFT JOIN dispatches dm ON dm.dispatch_id = m.dispatch_id"
-    " WHERE a.alert_id {ids}"
+    " WHERE {ids}"
 )
 
 
@@ -110,6 +110,13 @@ class SqlWrites:
             [(p, n.alert_id) for n in notes if (p := n.patch())],
         )
 
+    async def device_online(self, device_id: str) -> bool | None:
+        """The device's stored online state (``None``: none stored yet)."""
+        row = await self.sql.fetch_one(
+            "SELECT online FROM device_status WHERE device_id = ?", device_id
+        )
+        return None if row is None or row[0] is None else bool(row[0])
+
     async def alarm_states(self, alert_ids: Collection[str]) -> dict[str, str | None]:
         """For the pipeline's fold check, in one query for a batch: each of
         ``alert_ids`` whose alert is stored -> the state of the dispatch holding it
@@ -117,8 +124,7 @@ class SqlWrites:
         stored alert."""
         if not alert_ids:
             return {}
-        sqlite = self.sql.dialect.name == "sqlite"
-        ids = "IN (SELECT value FROM json_each(?))" if sqlite else "= ANY(?)"
+        ids = self.sql.dialect.any_of("a.alert_id")
         rows = await self.sql.fetch_all(_ALARM_STATES.format(ids=ids), TextArray(alert_ids))
         return {str(r[0]): r[1] for r in rows}
 
