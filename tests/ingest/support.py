@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
+import psycopg
 
 from telecare.devices.model import (
     Device,
@@ -30,6 +31,7 @@ from telecare.devices.model import (
 from telecare.gateway.store.base import Store
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 async def provision(store: Store, *, pendants: int = 1) -> list[str]:
@@ -63,17 +65,47 @@ def write_config(
     topic_prefix: str,
     dsn: str,
     schema: str,
+    extra: str = "",
+    mqtt_host: str = "127.0.0.1",
 ) -> Path:
+    """A gateway configuration on a PostgreSQL schema; ``extra``: more TOML sections."""
     path.write_text(
         "[mqtt]\n"
-        f'host = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "{client_id}"\n'
+        f'host = "{mqtt_host}"\nport = {mqtt_port}\nclient_id = "{client_id}"\n'
         f'topic_prefix = "{topic_prefix}"\n\n'
         "[store]\n"
         f'backend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\ntimescale = false\n\n'
+        f"{extra}"
         '[log]\nlevel = "info"\nformat = "json"\n',
         encoding="utf-8",
     )
     return path
+
+
+def dc09_section(port: int, keys: str = "") -> str:
+    """The DC-09 receiver's section for :func:`write_config` (``keys``: a TOML table)."""
+    keys_line = f"keys = {keys}\n" if keys else ""
+    return f'[receivers.dc09]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n{keys_line}\n'
+
+
+def blocked_pids(conn: psycopg.Connection, schema: str, table: str = "alerts") -> list[int]:
+    """Sessions waiting for a lock on ``schema.table`` (a test holds it)."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)",
+        (f'"{schema}".{table}',),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def count_rows(conn: psycopg.Connection, schema: str, table: str) -> int:
+    row = conn.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def awaitable(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` as a coroutine (a synchronous probe inside ``eventually``)."""
+    return fn(*args)
 
 
 @dataclass

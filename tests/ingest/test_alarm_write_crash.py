@@ -36,7 +36,7 @@ from telecare.devices.model import (
 from telecare.firmware_stubs.dc09_unit import Dc09Unit, Reply
 from telecare.gateway.store.postgres import PostgresStore
 from tests.helpers import eventually
-from tests.ingest.support import GatewayProcess
+from tests.ingest.support import GatewayProcess, awaitable, blocked_pids, dc09_section, write_config
 from tests.services import MqttServer, PgServer, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -46,34 +46,6 @@ def _scalar(conn: psycopg.Connection, sql: str, *params: object) -> int:
     row = conn.execute(sql, params).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _blocked_pids(conn: psycopg.Connection, schema: str) -> list[int]:
-    rows = conn.execute(
-        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)",
-        (f'"{schema}".alerts',),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-async def _probe(fn, *args):  # type: ignore[no-untyped-def]
-    return fn(*args)
-
-
-def _config(path: Path, *, dc09_port: int, mqtt: MqttServer, dsn: str, schema: str) -> Path:
-    path.write_text(
-        "[mqtt]\n"
-        f'host = "{mqtt.host}"\nport = {mqtt.port}\nclient_id = "gw-crash-{uuid.uuid4().hex[:8]}"\n'
-        f'topic_prefix = "t-{uuid.uuid4().hex[:8]}"\n\n'
-        "[store]\n"
-        f'backend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\ntimescale = false\n\n'
-        "[rules]\ntick_s = 0.2\n\n"
-        "[receivers.dc09]\n"
-        f'enabled = true\nhost = "127.0.0.1"\nport = {dc09_port}\n\n'
-        '[log]\nlevel = "info"\nformat = "json"\n',
-        encoding="utf-8",
-    )
-    return path
 
 
 async def test_sigkill_after_the_rule_state_write_before_the_alert_write_loses_no_alert(
@@ -88,8 +60,15 @@ async def test_sigkill_after_the_rule_state_write_before_the_alert_write_loses_n
             ReceiverAccount(ReceiverKind.CONTACT_ID, "2000", "unit0")
         )
     port = free_port()
-    config = _config(
-        tmp_path / "gw.toml", dc09_port=port, mqtt=mqtt_server, dsn=pg_server.dsn, schema=pg_schema
+    config = write_config(
+        tmp_path / "gw.toml",
+        mqtt_host=mqtt_server.host,
+        mqtt_port=mqtt_server.port,
+        client_id=f"gw-crash-{uuid.uuid4().hex[:8]}",
+        topic_prefix=f"t-{uuid.uuid4().hex[:8]}",
+        dsn=pg_server.dsn,
+        schema=pg_schema,
+        extra="[rules]\ntick_s = 0.2\n\n" + dc09_section(port),
     )
     unit = Dc09Unit("2000")
     # No event time ([H...]): the frame's DC-09 timestamp keys the message, as for a
@@ -112,9 +91,9 @@ async def test_sigkill_after_the_rule_state_write_before_the_alert_write_loses_n
             )
             # The event is stored, the alert's write hangs on the lock, and the rules
             # tick has written the open alarm to rule_state: the crash point.
-            await eventually(lambda: _probe(_blocked_pids, probe, pg_schema), timeout=30)
+            await eventually(lambda: awaitable(blocked_pids, probe, pg_schema), timeout=30)
             await eventually(
-                lambda: _probe(
+                lambda: awaitable(
                     _scalar, probe, f"SELECT count(*) FROM {s}.rule_state WHERE section = 'alarm'"
                 ),
                 timeout=30,
@@ -126,9 +105,9 @@ async def test_sigkill_after_the_rule_state_write_before_the_alert_write_loses_n
             if delivery is not None:
                 delivery.cancel()
                 await asyncio.gather(delivery, return_exceptions=True)
-        for pid in _blocked_pids(probe, pg_schema):
+        for pid in blocked_pids(probe, pg_schema):
             probe.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        await eventually(lambda: _probe(_blocked_pids, probe, pg_schema), lambda p: not p)
+        await eventually(lambda: awaitable(blocked_pids, probe, pg_schema), lambda p: not p)
         locker.commit()  # release the lock
         assert _scalar(probe, f"SELECT count(*) FROM {s}.alerts") == 0
 
@@ -144,7 +123,7 @@ async def test_sigkill_after_the_rule_state_write_before_the_alert_write_loses_n
             # The retry was a new message to the store (re-stamped), not a duplicate.
             assert _scalar(probe, f"SELECT count(*) FROM {s}.alarm_events") == 2
             found = await eventually(
-                lambda: _probe(
+                lambda: awaitable(
                     lambda: probe.execute(
                         f"SELECT a.device_id, d.state FROM {s}.alerts a"
                         f" JOIN {s}.dispatches d ON d.alert_id = a.alert_id"

@@ -33,47 +33,20 @@ from telecare.devices.model import (
 from telecare.firmware_stubs.dc09_unit import Dc09Unit, Reply
 from telecare.gateway.store.postgres import PostgresStore
 from tests.helpers import eventually
-from tests.ingest.support import GatewayProcess
+from tests.ingest.support import (
+    GatewayProcess,
+    awaitable,
+    blocked_pids,
+    count_rows,
+    dc09_section,
+    write_config,
+)
 from tests.services import MqttServer, PgServer, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 KEY = bytes(range(32))
 UNITS = 5
-
-
-def _count(conn: psycopg.Connection, schema: str, table: str) -> int:
-    row = conn.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _blocked_pids(conn: psycopg.Connection, schema: str) -> list[int]:
-    rows = conn.execute(
-        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)",
-        (f'"{schema}".alerts',),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-async def _probe(fn, *args):  # type: ignore[no-untyped-def]
-    return fn(*args)
-
-
-def _config(path: Path, *, dc09_port: int, mqtt: MqttServer, dsn: str, schema: str) -> Path:
-    path.write_text(
-        "[mqtt]\n"
-        f'host = "{mqtt.host}"\nport = {mqtt.port}\nclient_id = "gw-dc09-{uuid.uuid4().hex[:8]}"\n'
-        f'topic_prefix = "t-{uuid.uuid4().hex[:8]}"\n\n'
-        "[store]\n"
-        f'backend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\ntimescale = false\n\n'
-        "[receivers.dc09]\n"
-        f'enabled = true\nhost = "127.0.0.1"\nport = {dc09_port}\n'
-        f'keys = {{ "1001" = "{KEY.hex()}", "1003" = "{KEY.hex()}" }}\n\n'
-        '[log]\nlevel = "info"\nformat = "json"\n',
-        encoding="utf-8",
-    )
-    return path
 
 
 async def test_sigkill_between_receipt_and_ack_loses_nothing_and_retries_are_duplicates(
@@ -90,8 +63,16 @@ async def test_sigkill_between_receipt_and_ack_loses_nothing_and_retries_are_dup
                 ReceiverAccount(ReceiverKind.CONTACT_ID, account, f"unit{i}")
             )
     port = free_port()
-    config = _config(
-        tmp_path / "gw.toml", dc09_port=port, mqtt=mqtt_server, dsn=pg_server.dsn, schema=pg_schema
+    keys = f'{{ "1001" = "{KEY.hex()}", "1003" = "{KEY.hex()}" }}'
+    config = write_config(
+        tmp_path / "gw.toml",
+        mqtt_host=mqtt_server.host,
+        mqtt_port=mqtt_server.port,
+        client_id=f"gw-dc09-{uuid.uuid4().hex[:8]}",
+        topic_prefix=f"t-{uuid.uuid4().hex[:8]}",
+        dsn=pg_server.dsn,
+        schema=pg_schema,
+        extra=dc09_section(port, keys),
     )
     pressed = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=20)
     units = [Dc09Unit(a, key=KEY if a in ("1001", "1003") else None) for a in accounts]
@@ -114,8 +95,8 @@ async def test_sigkill_between_receipt_and_ack_loses_nothing_and_retries_are_dup
                 for u, m in zip(units, messages, strict=True)
             ]
             # An event is stored, its alert write hangs, nothing is acknowledged.
-            await eventually(lambda: _probe(_blocked_pids, probe, pg_schema), timeout=30)
-            stored_before_kill = _count(probe, pg_schema, "alarm_events")
+            await eventually(lambda: awaitable(blocked_pids, probe, pg_schema), timeout=30)
+            stored_before_kill = count_rows(probe, pg_schema, "alarm_events")
             assert stored_before_kill >= 1
             assert all(u.replies == [] for u in units)
         except BaseException:
@@ -125,10 +106,10 @@ async def test_sigkill_between_receipt_and_ack_loses_nothing_and_retries_are_dup
             raise
         finally:
             first.kill()
-        for pid in _blocked_pids(probe, pg_schema):
+        for pid in blocked_pids(probe, pg_schema):
             probe.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        await eventually(lambda: _probe(_blocked_pids, probe, pg_schema), lambda p: not p)
-        assert _count(probe, pg_schema, "alerts") == 0
+        await eventually(lambda: awaitable(blocked_pids, probe, pg_schema), lambda p: not p)
+        assert count_rows(probe, pg_schema, "alerts") == 0
 
         second = GatewayProcess(config, tmp_path / "gw2.log")
         second.start()
@@ -146,7 +127,7 @@ async def test_sigkill_between_receipt_and_ack_loses_nothing_and_retries_are_dup
             assert {r[0] for r in rows} == {f"unit{i}" for i in range(UNITS)}
             assert {r[2] for r in rows} == {pressed}
             alerts = await eventually(
-                lambda: _probe(
+                lambda: awaitable(
                     lambda: probe.execute(
                         f'SELECT a.device_id, a.ts FROM "{pg_schema}".alerts a JOIN'
                         f' "{pg_schema}".dispatches d ON d.alert_id = a.alert_id'
@@ -156,8 +137,8 @@ async def test_sigkill_between_receipt_and_ack_loses_nothing_and_retries_are_dup
                 timeout=30,
             )
             assert sorted(alerts) == sorted((f"unit{i}", pressed) for i in range(UNITS))
-            assert _count(probe, pg_schema, "alerts") == UNITS
-            assert _count(probe, pg_schema, "dispatches") == UNITS
+            assert count_rows(probe, pg_schema, "alerts") == UNITS
+            assert count_rows(probe, pg_schema, "dispatches") == UNITS
         finally:
             for task in deliveries:
                 task.cancel()

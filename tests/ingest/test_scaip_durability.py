@@ -17,9 +17,7 @@ import asyncio
 import random
 import socket
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import psycopg
 import pytest
@@ -30,30 +28,10 @@ from telecare.firmware_stubs.scaip_unit import ScaipUnit
 from telecare.gateway.store.postgres import PostgresStore
 from tests.helpers import eventually
 from tests.ingest.scaip_support import CID, provision
-from tests.ingest.support import GatewayProcess, write_config
+from tests.ingest.support import GatewayProcess, awaitable, blocked_pids, count_rows, write_config
 from tests.services import PgServer, free_port, start_mosquitto
 
-T = TypeVar("T")
-
 pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto]
-
-
-def _blocked_pids(conn: psycopg.Connection, schema: str, table: str) -> list[int]:
-    rows = conn.execute(
-        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)",
-        (f'"{schema}".{table}',),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def _count(conn: psycopg.Connection, schema: str, table: str) -> int:
-    row = conn.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def _async(fn: Callable[..., T], *args: object) -> T:
-    return fn(*args)
 
 
 def _sip_port() -> int:
@@ -111,7 +89,7 @@ async def test_sigkill_between_receive_and_acknowledge_loses_nothing(
             await first.wait_for_log("scaip_listening")
             sending = asyncio.create_task(unit.send("ME", "0010", "0003", ref="KILL-1"))
             # The gateway has received the alarm and is stuck storing it: no answer yet.
-            await eventually(lambda: _async(_blocked_pids, probe, pg_schema, locked), timeout=20)
+            await eventually(lambda: awaitable(blocked_pids, probe, pg_schema, locked), timeout=20)
             assert not sending.done()
         except BaseException:
             if sending is not None:
@@ -120,10 +98,10 @@ async def test_sigkill_between_receive_and_acknowledge_loses_nothing(
         finally:
             first.kill()
         assert sending is not None
-        for pid in _blocked_pids(probe, pg_schema, locked):
+        for pid in blocked_pids(probe, pg_schema, locked):
             probe.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        await eventually(lambda: _async(_blocked_pids, probe, pg_schema, locked), lambda p: not p)
-        stored_before = _count(probe, pg_schema, "alarm_events")
+        await eventually(lambda: awaitable(blocked_pids, probe, pg_schema, locked), lambda p: not p)
+        stored_before = count_rows(probe, pg_schema, "alarm_events")
         assert stored_before == (0 if locked == "alarm_events" else 1)
         assert not sending.done()  # the unit is still retransmitting the same request
 
@@ -137,11 +115,11 @@ async def test_sigkill_between_receive_and_acknowledge_loses_nothing(
             assert mrs is not None
             assert (mrs.ref, mrs.snu) == ("KILL-1", Snu.OK)
             await eventually(
-                lambda: _async(_count, probe, pg_schema, "dispatches"), lambda n: n >= 1
+                lambda: awaitable(count_rows, probe, pg_schema, "dispatches"), lambda n: n >= 1
             )
-            assert _count(probe, pg_schema, "alarm_events") == 1
-            assert _count(probe, pg_schema, "alerts") == 1
-            assert _count(probe, pg_schema, "dispatches") == 1
+            assert count_rows(probe, pg_schema, "alarm_events") == 1
+            assert count_rows(probe, pg_schema, "alerts") == 1
+            assert count_rows(probe, pg_schema, "dispatches") == 1
             row = probe.execute(
                 f'SELECT device_id, msg_id, type FROM "{pg_schema}".alarm_events'
             ).fetchone()
