@@ -7,10 +7,8 @@ offered until a restart, and a removed or moved one kept being offered."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +27,6 @@ from telecare.dispatch.responders import Contact, ResponderDirectory, ResponderP
 from telecare.dispatch.service import DispatchService
 from telecare.firmware_stubs.mqtt_device import Pendant
 from telecare.gateway.app import Gateway
-from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig
 from telecare.gateway.dispatching import CachedRegistry
 from telecare.gateway.registry_cache import Registry, RegistryWatch
 from telecare.gateway.store.postgres import PostgresStore
@@ -38,6 +35,7 @@ from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.alarms import alarm_id_for
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import make_alert
+from tests.dispatch.live_gateway import cli, connected, sqlite_gateway
 from tests.helpers import dispatch_for, eventually
 from tests.services import MqttServer
 
@@ -152,38 +150,17 @@ async def test_a_running_gateway_dispatches_to_responders_the_cli_added_and_move
     warden. The CLI moves them to another area: the next alarm no longer offers them.
     The CLI adds a keyholder and puts them in a resident's cascade: that resident's next
     alarm goes to them first. No alarm reads the registry from the store."""
-    db = tmp_path / "gw.sqlite3"
-    config = Config(
-        mqtt=MqttConfig(
-            host=mqtt_server.host,
-            port=mqtt_server.port,
-            topic_prefix=topic_prefix,
-            client_id=f"gw-{uuid.uuid4().hex[:8]}",
-        ),
-        store=StoreConfig(backend="sqlite", sqlite_path=str(db)),
-        rules=RulesSection(tick_s=3600.0),
-    )
-    toml = tmp_path / "gateway.toml"
-    toml.write_text(f'[store]\nbackend = "sqlite"\nsqlite_path = "{db}"\n')
-    async with SqliteStore(db) as store:  # provisioned before the gateway starts
+    config, toml = sqlite_gateway(tmp_path, mqtt_server, topic_prefix)
+    async with SqliteStore(
+        config.store.sqlite_path
+    ) as store:  # provisioned before the gateway starts
         await store.migrate()
         await _seed(store)
         for n in (1, 2, 3):
             await store.upsert_device(Device(f"pa{n}", "sa", DeviceKind.PENDANT, f"ra{n}"))
 
-    async def cli(*command: str) -> None:
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "telecare.gateway.cli", *command, "--config", str(toml)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "COLUMNS": "200"},
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-
     async with Gateway(config) as gw:
-        await eventually(lambda: _connected(gw))
+        await eventually(lambda: connected(gw))
         registry = gw.pipeline.decoder.registry
 
         async def press(device_id: str) -> list[str]:
@@ -199,7 +176,7 @@ async def test_a_running_gateway_dispatches_to_responders_the_cli_added_and_move
             assert registry.reads == reads  # the alarm read its registry from the cache
             return cascade
 
-        await cli("responder", "add", "w-north", "--kind", "mobile_warden", "--area", "north")
+        await cli(toml, "responder", "add", "w-north", "--kind", "mobile_warden", "--area", "north")
 
         async def known() -> bool:
             return gw.dispatcher.directory.get("w-north") is not None
@@ -207,7 +184,7 @@ async def test_a_running_gateway_dispatches_to_responders_the_cli_added_and_move
         await eventually(known)  # the watch applied the change (within its poll)
         assert (await press("pa1"))[0] == "w-north"
 
-        await cli("responder", "set", "w-north", "--area", "south", "--by", "inst")
+        await cli(toml, "responder", "set", "w-north", "--area", "south", "--by", "inst")
 
         async def moved() -> bool:
             p = gw.dispatcher.directory.get("w-north")
@@ -216,8 +193,8 @@ async def test_a_running_gateway_dispatches_to_responders_the_cli_added_and_move
         await eventually(moved)
         assert "w-north" not in await press("pa2")
 
-        await cli("responder", "add", "kh-new", "--kind", "keyholder")
-        await cli("resident", "set", "ra3", "--responders", "kh-new", "--by", "inst")
+        await cli(toml, "responder", "add", "kh-new", "--kind", "keyholder")
+        await cli(toml, "resident", "set", "ra3", "--responders", "kh-new", "--by", "inst")
 
         async def in_cascade() -> bool:
             resident = await gw.dispatcher.registry.get_resident("ra3")  # what dispatch reads
@@ -225,7 +202,3 @@ async def test_a_running_gateway_dispatches_to_responders_the_cli_added_and_move
 
         await eventually(in_cascade)
         assert (await press("pa3"))[0] == "kh-new"
-
-
-async def _connected(gw: Gateway) -> bool:
-    return gw.mqtt.connected.is_set()

@@ -5,11 +5,6 @@ area for good before, so the next alarm still went to the old area's responders.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,12 +22,12 @@ from telecare.dispatch.responders import ResponderDirectory, ResponderProfile
 from telecare.dispatch.service import DispatchService
 from telecare.firmware_stubs.mqtt_device import Pendant
 from telecare.gateway.app import Gateway
-from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.alarms import alarm_id_for
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import make_alert
+from tests.dispatch.live_gateway import cli, connected, sqlite_gateway
 from tests.helpers import dispatch_for, eventually
 from tests.services import MqttServer
 
@@ -83,26 +78,16 @@ async def test_a_running_gateway_follows_a_site_the_cli_moved_to_another_area(
     registry watch drops the cached site; the next alarm there is dispatched to the new
     area's warden; the site is then served from the warm cache again (no store read per
     alarm)."""
-    db = tmp_path / "gw.sqlite3"
-    config = Config(
-        mqtt=MqttConfig(
-            host=mqtt_server.host,
-            port=mqtt_server.port,
-            topic_prefix=topic_prefix,
-            client_id=f"gw-{uuid.uuid4().hex[:8]}",
-        ),
-        store=StoreConfig(backend="sqlite", sqlite_path=str(db)),
-        rules=RulesSection(tick_s=3600.0),
-    )
-    toml = tmp_path / "gateway.toml"
-    toml.write_text(f'[store]\nbackend = "sqlite"\nsqlite_path = "{db}"\n')
-    async with SqliteStore(db) as store:  # provisioned before the gateway starts
+    config, toml = sqlite_gateway(tmp_path, mqtt_server, topic_prefix)
+    async with SqliteStore(
+        config.store.sqlite_path
+    ) as store:  # provisioned before the gateway starts
         await store.migrate()
         await _seed(store)
         for n in (1, 2):
             await store.upsert_device(Device(f"pa{n}", "sa", DeviceKind.PENDANT, f"ra{n}"))
     async with Gateway(config) as gw:
-        await eventually(lambda: _connected(gw))
+        await eventually(lambda: connected(gw))
         registry = gw.pipeline.decoder.registry
         async with Pendant(
             "sa", "pa1", host=mqtt_server.host, port=mqtt_server.port, prefix=topic_prefix
@@ -111,16 +96,7 @@ async def test_a_running_gateway_follows_a_site_the_cli_moved_to_another_area(
         before = await dispatch_for(gw.store, alarm_id_for("pa1", msg_id))
         assert before.responder_id == "w-north"
 
-        command = ["site", "set", "sa", "--area", "south", "--config", str(toml), "--by", "inst"]
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "telecare.gateway.cli", *command],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "COLUMNS": "200"},
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        await cli(toml, "site", "set", "sa", "--area", "south", "--by", "inst")
 
         async def moved() -> bool:
             site = await gw.dispatcher.registry.get_site("sa")  # what dispatch reads
@@ -135,7 +111,3 @@ async def test_a_running_gateway_follows_a_site_the_cli_moved_to_another_area(
         after = await dispatch_for(gw.store, alarm_id_for("pa2", msg_id))
         assert after.responder_id == "w-south"
         assert registry.reads == reads  # the alarm read its site (and all) from the cache
-
-
-async def _connected(gw: Gateway) -> bool:
-    return gw.mqtt.connected.is_set()
