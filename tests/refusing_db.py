@@ -1,11 +1,14 @@
-"""A real database that refuses one row: a trigger on ``alarm_events`` that raises for
-events in zone ``013``. What the gateway meets when a message is valid to the codec but
-the store refuses it (a constraint, a bug): not "storage unavailable", so the message
-must be dead-lettered, not retried for ever."""
+"""A real database that refuses writes, by trigger: one row (``refuse_zone``: events in
+zone ``013``), or every insert into a table for a while (``inserts_refused``). What the
+gateway meets when a message is valid to the codec but the store refuses it (a
+constraint, a bug): not "storage unavailable", so the message must be dead-lettered, not
+retried for ever; or a write that fails after the rules ran."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psycopg
 
@@ -42,3 +45,30 @@ def refuse_zone(store: SqliteStore | PostgresStore) -> str:
     ) as conn:
         conn.execute(_POSTGRES.encode())
     return "RaiseException"
+
+
+@asynccontextmanager
+async def inserts_refused(store: SqliteStore | PostgresStore, table: str) -> AsyncIterator[None]:
+    """Every insert into ``table`` fails in the database while inside."""
+    sql, name = store.sql, f"refuse_{table}"
+    if sql.dialect.name == "sqlite":
+        await sql.execute(
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table}"
+            f" BEGIN SELECT RAISE(ABORT, '{table} write refused (test)'); END"
+        )
+    else:
+        await sql.execute(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$ BEGIN RAISE EXCEPTION '{table} write refused (test)'; END $$"
+        )
+        await sql.execute(
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()"
+        )
+    try:
+        yield
+    finally:
+        if sql.dialect.name == "sqlite":
+            await sql.execute(f"DROP TRIGGER {name}")
+        else:
+            await sql.execute(f"DROP TRIGGER {name} ON {table}")
+            await sql.execute(f"DROP FUNCTION {name}()")

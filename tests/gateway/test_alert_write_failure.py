@@ -12,7 +12,6 @@ alert."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -40,37 +39,10 @@ from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.alarms import alarm_id_for
 from telecare.rules.clock import FakeClock
 from tests.helpers import dispatch_for, eventually
+from tests.refusing_db import inserts_refused
 
 TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 PREFIX = "telecare/v1"
-
-
-@asynccontextmanager
-async def alerts_refused(store: SqliteStore | PostgresStore) -> AsyncIterator[None]:
-    """Every insert into ``alerts`` fails in the database while inside."""
-    sql = store.sql
-    if sql.dialect.name == "sqlite":
-        await sql.execute(
-            "CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts"
-            " BEGIN SELECT RAISE(ABORT, 'alert write refused (test)'); END"
-        )
-    else:
-        await sql.execute(
-            "CREATE FUNCTION refuse_alerts() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN RAISE EXCEPTION 'alert write refused (test)'; END $$"
-        )
-        await sql.execute(
-            "CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts"
-            " FOR EACH ROW EXECUTE FUNCTION refuse_alerts()"
-        )
-    try:
-        yield
-    finally:
-        if sql.dialect.name == "sqlite":
-            await sql.execute("DROP TRIGGER refuse_alerts")
-        else:
-            await sql.execute("DROP TRIGGER refuse_alerts ON alerts")
-            await sql.execute("DROP FUNCTION refuse_alerts()")
 
 
 @pytest.fixture
@@ -102,12 +74,12 @@ async def test_the_next_press_raises_an_alarm_whose_alert_write_failed(
     store: SqliteStore | PostgresStore, pipeline: Pipeline, via: str
 ) -> None:
     assert isinstance(pipeline.clock, FakeClock)
-    async with alerts_refused(store):
+    async with inserts_refused(store, "alerts"):
         if via == "mqtt":  # the source's guard makes it a poison message (acknowledged)
             await _press(pipeline, via, "m1")
             assert pipeline.counters["poison_process"] == 1
         else:  # the receiver's writer refuses the frame (the unit gets no ACK)
-            with pytest.raises(Exception, match="alert write refused"):
+            with pytest.raises(Exception, match="alerts write refused"):
                 await _press(pipeline, via, "m1")
     assert await store.count("alarm_events") == 1
     assert await store.recent_alerts(10) == []
