@@ -290,7 +290,7 @@ class Dc09Decoding:
         what = f"{block.token}|{content.payload}"
         if stamp is not None:
             digest = hashlib.sha256(what.encode()).hexdigest()[:8]
-            key = f"dc09-{account}-{block.seq}-{_compact(stamp)}-{digest}"
+            key = f"dc09-{account}-{block.seq}-{stamp:%Y%m%dT%H%M%S}-{digest}"
         else:
             digest = hashlib.sha256(f"{what}|{received:%Y%m%d}".encode()).hexdigest()[:12]
             key = f"dc09-{account}-{block.seq}-c{digest}"
@@ -392,14 +392,6 @@ class Dc09Stream:
             del buffer[:used]
             # The usual chunk is exactly one frame: its envelope as it is.
             yield await decoding.frame(block, env if raw == env.payload else _with(env, raw))
-
-
-def _compact(ts: datetime) -> str:
-    """``ts`` as ``%Y%m%dT%H%M%S`` (the msg_id's time; the same text, without strftime's
-    cost on every frame)."""
-    if ts.year < 1000:  # strftime does not pad such a year: keep its text
-        return f"{ts:%Y%m%dT%H%M%S}"
-    return f"{ts.year}{ts.month:02d}{ts.day:02d}T{ts.hour:02d}{ts.minute:02d}{ts.second:02d}"
 
 
 def _with(env: Envelope, payload: bytes) -> Envelope:

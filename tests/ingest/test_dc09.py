@@ -318,19 +318,3 @@ async def test_the_writer_stores_a_batch_one_by_one_so_only_the_poison_request_f
     assert writer.writes == 1  # one joint write, then each request on its own
     assert await sqlite_store.count("alarm_events") == 2
     assert [a.device_id for a in await sqlite_store.recent_alerts()] == ["unit2"]
-
-
-@pytest.mark.parametrize(
-    "ts",
-    [
-        datetime(1, 1, 1, tzinfo=UTC),
-        datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC),
-        datetime(1000, 1, 2, 3, 4, 5, tzinfo=UTC),
-        datetime(2026, 12, 2, 13, 7, 9, 123456, tzinfo=UTC),
-        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
-    ],
-)
-def test_the_msg_id_time_is_the_strftime_text_so_ids_survive_the_change(ts: datetime) -> None:
-    from telecare.gateway.decode_dc09 import _compact
-
-    assert _compact(ts) == f"{ts:%Y%m%dT%H%M%S}"
