@@ -94,8 +94,9 @@ def line_chart(
             f"{_fmt(v)}</text>"
         )
     if t0 is not None and t1 is not None:
+        if t1 != t0:  # one reading time: only the right end, where its point is drawn
+            parts.append(f'<text x="{_PAD_L}" y="{_H - 3}" class="ax">{t0:%d %b %H:%M}</text>')
         parts.append(
-            f'<text x="{_PAD_L}" y="{_H - 3}" class="ax">{t0:%d %b %H:%M}</text>'
             f'<text x="{_W - _PAD_R}" y="{_H - 3}" text-anchor="end" class="ax">'
             f"{t1:%d %b %H:%M}</text>"
         )
