@@ -6,18 +6,19 @@ alarms the console shares with the operator API are the reports role's
 (``reports.SqlReports.find_dispatches``, ``find_alarms``).
 
 Written once for both backends on ``store.sql`` (``gateway.store.sql``); each table is
-one spec (``gateway.store.tables``) next to its row type. Join rows are decoded here, by
+one spec (``gateway.store.tables``) next to its row type, and so are the reads of
+``alarm_events`` (a spec of the columns a row type names). Join rows are decoded here, by
 position, so a test that runs each query on both backends catches a changed column.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.sql import Sql, TextArray
 from telecare.gateway.store.tables import ALERTS, INT, Table
 from telecare.gateway.store.tables import Column as C
 
@@ -156,6 +157,11 @@ class LateArrival:
         return (self.received_at - self.ts).total_seconds()
 
 
+#: Reads of ``alarm_events``: the columns their row types name.
+UNIT_EVENTS = Table.of("alarm_events", UnitEvent, skip=("accounts",))
+LATE_ARRIVALS = Table.of("alarm_events", LateArrival)
+
+
 _MATCH: Final = "{} = COALESCE(CAST(? AS TEXT), {})"  # a parameter that may be "any"
 
 
@@ -269,27 +275,12 @@ class ConsoleStore:
 
     async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
-        if not resident_ids:
-            return {}
         rows = await self.sql.fetch_all(
             "SELECT r.resident_id, r.name, s.name, s.address FROM residents r JOIN sites s"
-            f" ON s.site_id = r.site_id WHERE r.resident_id IN ({_marks(resident_ids)})",
-            *resident_ids,
+            f" ON s.site_id = r.site_id WHERE {self.sql.dialect.any_of('r.resident_id')}",
+            TextArray(resident_ids),
         )
         return {r[0]: (r[1] or r[0], ", ".join(x for x in (r[2], r[3]) if x)) for r in rows}
-
-    async def with_dispatch(self, alert_ids: Sequence[str]) -> set[str]:
-        """Which of ``alert_ids`` have a dispatch (their own, or a group's they joined)."""
-        if not alert_ids:
-            return set()
-        marks = _marks(alert_ids)
-        rows = await self.sql.fetch_all(
-            f"SELECT alert_id FROM dispatches WHERE alert_id IN ({marks})"
-            f" UNION SELECT alert_id FROM dispatch_members WHERE alert_id IN ({marks})",
-            *alert_ids,
-            *alert_ids,
-        )
-        return {r[0] for r in rows}
 
     async def device_health(self, resident_id: str) -> list[DeviceHealth]:
         rows = await self.sql.fetch_all(
@@ -308,34 +299,22 @@ class ConsoleStore:
         if not source_key or "/" not in source_key:
             return None
         device_id, msg_id = source_key.split("/", 1)
-        row = await self.sql.fetch_one(
-            "SELECT source, zone, code, device_type, location, received_at FROM alarm_events"
-            " WHERE device_id = ? AND msg_id = ?",
-            device_id,
-            msg_id,
-        )
-        if row is None:
+        tail = "WHERE device_id = ? AND msg_id = ?"
+        event = await UNIT_EVENTS.one(self.sql, tail, device_id, msg_id)
+        if event is None:
             return None
         accounts = await self.sql.fetch_all(
             "SELECT kind, account, zone FROM receiver_accounts WHERE device_id = ?"
             " ORDER BY kind, account, zone",
             device_id,
         )
-        return UnitEvent(*(*row, tuple((k, a, z) for k, a, z in accounts)))
+        return replace(event, accounts=tuple(accounts))
 
     async def late_arrivals(
         self, since: datetime, late_s: float, limit: int = 5000
     ) -> list[LateArrival]:
         """Alarm events received since ``since`` that arrived at least ``late_s`` after
         the device raised them (the backlog an outage leaves), oldest first."""
-        rows = await self.sql.fetch_all(
-            "SELECT device_id, type, ts, received_at, site_id, resident_id FROM alarm_events"
-            " WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?",
-            since,
-            limit,
-        )
-        return [e for e in (LateArrival(*r) for r in rows) if e.late_s >= late_s]
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" for _ in values)
+        tail = "WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?"
+        events = await LATE_ARRIVALS.all(self.sql, tail, since, limit)
+        return [e for e in events if e.late_s >= late_s]

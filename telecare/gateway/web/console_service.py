@@ -430,9 +430,10 @@ class ConsoleService:
         query while there are any: those that have one by now are forgotten)."""
         if not self._just_in:
             return []
-        opened = await self.store.with_dispatch(list(self._just_in))
-        for alert_id in opened:
-            self._just_in.pop(alert_id, None)
+        states = await self.services.store.alarm_states(list(self._just_in))
+        for alert_id, state in states.items():
+            if state is not None:  # a dispatch holds it (its own, or a group's it joined)
+                self._just_in.pop(alert_id, None)
         return sorted(self._just_in.values(), key=lambda p: (p.priority, p.ts))
 
     async def _activity_step(self) -> None:
