@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from telecare.gateway.store.sql import Sql, TextArray
-from telecare.gateway.store.tables import ALERTS, INT, Table
+from telecare.gateway.store.tables import INT, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -269,10 +269,6 @@ class ConsoleStore:
         return await CLOSURES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
     # -- reads for the queue, the banner and the outage list ----------------------------
-    async def alert_detail(self, alert_id: str) -> dict[str, Any]:
-        alert = await ALERTS.one(self.sql, "WHERE alert_id = ?", alert_id)
-        return alert.detail if alert else {}
-
     async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
         rows = await self.sql.fetch_all(

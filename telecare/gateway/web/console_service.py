@@ -560,8 +560,8 @@ class ConsoleService:
     async def _recheck(self, d: Dispatch, t: TimerRow, now: datetime) -> None:
         ref = t.reference or "?"
         waited = now - d.created_at
-        alert = await self.store.alert_detail(d.alert_id)
-        on_floor = alert.get("event_type") in {e.value for e in _ON_THE_FLOOR} or d.priority == 1
+        alert = await self.services.store.alert(d.alert_id)
+        on_floor = (alert is not None and alert.event_type in _ON_THE_FLOOR) or d.priority == 1
         if on_floor and waited >= timedelta(seconds=self.settings.floor_escalate_s):
             text = (
                 f"ambulance ref {ref}: still waiting after {int(waited.total_seconds() // 60)}"
