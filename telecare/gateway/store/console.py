@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from telecare.devices.model import ReceiverAccount
 from telecare.gateway.store.sql import Sql, TextArray
-from telecare.gateway.store.tables import INT, Table
+from telecare.gateway.store.tables import INT, RECEIVER_ACCOUNTS, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -137,8 +138,8 @@ class UnitEvent:
     device_type: str | None
     location: str | None
     received_at: datetime
-    #: ``(kind, account, zone)`` of each receiver account mapped to the device.
-    accounts: tuple[tuple[str, str, str], ...] = ()
+    #: The receiver accounts mapped to the device.
+    accounts: tuple[ReceiverAccount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,11 +300,8 @@ class ConsoleStore:
         event = await UNIT_EVENTS.one(self.sql, tail, device_id, msg_id)
         if event is None:
             return None
-        accounts = await self.sql.fetch_all(
-            "SELECT kind, account, zone FROM receiver_accounts WHERE device_id = ?"
-            " ORDER BY kind, account, zone",
-            device_id,
-        )
+        tail = "WHERE device_id = ? ORDER BY kind, account, zone"
+        accounts = await RECEIVER_ACCOUNTS.all(self.sql, tail, device_id)
         return replace(event, accounts=tuple(accounts))
 
     async def late_arrivals(
