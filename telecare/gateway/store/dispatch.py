@@ -104,9 +104,9 @@ class SqlDispatchRepository:
         return await DISPATCHES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
     async def load_for_alert(self, alert_id: str) -> Dispatch | None:
-        found = await DISPATCHES.one(self.sql, "WHERE alert_id = ?", alert_id)
         member = "SELECT dispatch_id FROM dispatch_members WHERE alert_id = ?"
-        return found or await DISPATCHES.one(self.sql, f"WHERE dispatch_id = ({member})", alert_id)
+        tail = f"WHERE alert_id = ? OR dispatch_id = ({member}) ORDER BY alert_id = ? DESC LIMIT 1"
+        return await DISPATCHES.one(self.sql, tail, alert_id, alert_id, alert_id)  # its own first
 
     async def open_group(self, group_key: str) -> Dispatch | None:
         group = "SELECT dispatch_id FROM dispatch_groups WHERE group_key = ?"
@@ -225,10 +225,6 @@ class SqlDispatchRepository:
 
     async def record_receipt(self, receipt: Receipt) -> None:
         await RECEIPTS.add(self.sql, receipt, "")
-
-    async def receipts(self, dispatch_id: str) -> list[Receipt]:
-        tail = "WHERE dispatch_id = ? ORDER BY receipt_id"
-        return await RECEIPTS.all(self.sql, tail, dispatch_id)
 
 
 async def append_audit(sql: Sql, tx: Queries, record: AuditRecord) -> None:
