@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 from telecare.devices.model import ReceiverAccount
 from telecare.gateway.store.sql import Sql, TextArray
@@ -214,9 +214,8 @@ class ConsoleStore:
         return await TIMERS.all(self.sql, "WHERE due_at <= ? ORDER BY due_at", due)
 
     # -- notices -----------------------------------------------------------------------
-    async def add_notice(self, dispatch_id: str, kind: str, text: str, now: datetime) -> int:
-        notice = Notice(0, dispatch_id, kind, text, now, None, None)
-        return await self._returning(NOTICES, notice, "notice_id")
+    async def add_notice(self, dispatch_id: str, kind: str, text: str, now: datetime) -> None:
+        await NOTICES.add(self.sql, Notice(0, dispatch_id, kind, text, now, None, None), "")
 
     async def notices(self, dispatch_id: str | None = None) -> list[Notice]:
         """Unacknowledged notices (of one dispatch, or all), oldest first."""
@@ -237,11 +236,10 @@ class ConsoleStore:
         by: str,
         now: datetime,
         expires_at: datetime | None = None,
-    ) -> int:
+    ) -> None:
         if kind not in NOTE_KINDS:
             raise ValueError(f"note kind {kind!r} is not one of {', '.join(NOTE_KINDS)}")
-        note = Note(0, resident_id, kind, text, expires_at, by, now)
-        return await self._returning(NOTES, note, "note_id")
+        await NOTES.add(self.sql, Note(0, resident_id, kind, text, expires_at, by, now), "")
 
     async def notes(self, resident_id: str, now: datetime) -> list[Note]:
         """The resident's notes that have not expired, by kind then age."""
@@ -256,11 +254,6 @@ class ConsoleStore:
     async def views(self, resident_id: str, limit: int = 20) -> list[View]:
         tail = "WHERE resident_id = ? ORDER BY view_id DESC LIMIT ?"
         return await VIEWS.all(self.sql, tail, resident_id, limit)
-
-    async def _returning(self, table: Table[Any], item: Any, key: str) -> int:
-        row = await self.sql.fetch_one(table.insert(f"RETURNING {key}"), *table.params(item))
-        assert row is not None
-        return int(row[0])
 
     # -- closures ----------------------------------------------------------------------
     async def record_closure(self, closure: Closure) -> None:
