@@ -6,9 +6,9 @@ alarms the console shares with the operator API are the reports role's
 (``reports.SqlReports.find_dispatches``, ``find_alarms``).
 
 Written once for both backends on ``store.sql`` (``gateway.store.sql``); each table is
-one spec (``gateway.store.tables``) next to its row type, and so are the reads of
-``alarm_events`` (a spec of the columns a row type names). Join rows are decoded here, by
-position, so a test that runs each query on both backends catches a changed column.
+one spec (``gateway.store.tables``) next to its row type, as are the reads of
+``alarm_events`` (an ``AlarmEvent`` and more). Join rows are decoded here, by position,
+so a test that runs each query on both backends catches a changed column.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
-from telecare.devices.model import ReceiverAccount
+from telecare.devices.model import AlarmEvent, ReceiverAccount
 from telecare.gateway.store.sql import Sql, TextArray
 from telecare.gateway.store.tables import INT, RECEIVER_ACCOUNTS, Table
 from telecare.gateway.store.tables import Column as C
@@ -127,40 +127,27 @@ class DeviceHealth:
 
 
 @dataclass(frozen=True, slots=True)
-class UnitEvent:
-    """What an alarm unit said about one event, as received: the protocol (``source``),
-    its codes, and the receiver accounts the device is mapped under (SCAIP ``cid``,
-    Contact ID / SIA account), for the operator to call the unit back."""
+class UnitEvent(AlarmEvent):
+    """What an alarm unit said about one event, as received (the protocol ``source``, its
+    codes), with the receiver accounts the device is mapped under (SCAIP ``cid``, Contact
+    ID / SIA account), for the operator to call the unit back."""
 
-    source: str
-    zone: str | None
-    code: int | None
-    device_type: str | None
-    location: str | None
-    received_at: datetime
-    #: The receiver accounts mapped to the device.
     accounts: tuple[ReceiverAccount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class LateArrival:
+class LateArrival(AlarmEvent):
     """An alarm event that reached the gateway ``late_s`` after the device raised it."""
-
-    device_id: str
-    type: str
-    ts: datetime
-    received_at: datetime
-    site_id: str | None
-    resident_id: str | None
 
     @property
     def late_s(self) -> float:
+        assert self.received_at is not None  # stored: the pipeline stamped it
         return (self.received_at - self.ts).total_seconds()
 
 
-#: Reads of ``alarm_events``: the columns their row types name.
-UNIT_EVENTS = Table.of("alarm_events", UnitEvent, skip=("accounts",))
-LATE_ARRIVALS = Table.of("alarm_events", LateArrival)
+#: Reads of ``alarm_events`` (with the receive time, which the spool record leaves out).
+UNIT_EVENTS = Table.of("alarm_events", UnitEvent, skip=("injury", "accounts"))
+LATE_ARRIVALS = Table.of("alarm_events", LateArrival, skip=("injury",))
 
 
 _MATCH: Final = "{} = COALESCE(CAST(? AS TEXT), {})"  # a parameter that may be "any"
