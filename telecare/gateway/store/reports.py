@@ -5,7 +5,7 @@ alarms, one query each: :class:`DispatchFilter`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -13,7 +13,7 @@ from telecare.devices.model import Alert, Dispatch, DispatchState, Metric, Readi
 from telecare.gateway.store.dispatch import OPEN
 from telecare.gateway.store.rows import DeadLetter, HistoryPoint, News2Record
 from telecare.gateway.store.sql import Sql, TextArray
-from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, DISPATCHES, NEWS2, READINGS
+from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, DISPATCHES, NEWS2, READINGS, Table
 
 __all__ = ["COUNTABLE", "AlarmRow", "DispatchFilter", "SqlReports"]
 
@@ -40,20 +40,10 @@ class DispatchFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class AlarmRow:
+class AlarmRow(Alert):
     """An alert (what a device or rule raised) with its dispatch, if one was opened."""
 
-    alert_id: str
-    kind: str
-    priority: int
-    reason: str
-    ts: datetime
-    site_id: str | None
-    resident_id: str | None
-    device_id: str | None
-    event_type: str | None
-    dispatch: Dispatch | None
-    source_key: str | None = None  # ``<device>/<msg_id>`` of the event it came from
+    dispatch: Dispatch | None = None
 
     @property
     def state(self) -> DispatchState | None:
@@ -64,9 +54,9 @@ class AlarmRow:
         return self.dispatch.outcome if self.dispatch else None
 
 
+_ALARM_ROWS = Table.of("alerts", AlarmRow, skip=("dispatch",))
 _ALARMS: Final = (
-    "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
-    f" a.device_id, a.event_type, a.source_key, {DISPATCHES.select('d')} FROM alerts a"
+    f"SELECT {_ALARM_ROWS.select('a')}, {DISPATCHES.select('d')} FROM alerts a"
     " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
 )
 
@@ -100,8 +90,9 @@ class SqlReports:
 
     async def _alarms(self, tail: str, *params: object) -> list[AlarmRow]:
         rows = await self.sql.fetch_all(f"{_ALARMS}{tail}", *params)
+        n = len(_ALARM_ROWS.stored)  # the alert's columns, then the dispatch's (or NULLs)
         return [
-            AlarmRow(*(*r[:9], DISPATCHES.load(r[10:]) if r[10] is not None else None, r[9]))
+            replace(_ALARM_ROWS.load(r[:n]), dispatch=DISPATCHES.load(r[n:]) if r[n] else None)
             for r in rows
         ]
 
