@@ -150,7 +150,7 @@ UNIT_EVENTS = Table.of("alarm_events", UnitEvent, skip=("injury", "accounts"))
 LATE_ARRIVALS = Table.of("alarm_events", LateArrival, skip=("injury",))
 
 
-_MATCH: Final = "{} = COALESCE(CAST(? AS TEXT), {})"  # a parameter that may be "any"
+_MATCH: Final = "{0} = COALESCE(CAST(? AS TEXT), {0})"  # a parameter that may be "any"
 
 
 class ConsoleStore:
@@ -178,8 +178,7 @@ class ConsoleStore:
 
     async def release(self, owner_key: str, operator: str | None = None) -> bool:
         """Hand ``owner_key`` back to the queue (only if ``operator`` owns it, when given)."""
-        match = _MATCH.format("operator", "operator")
-        q = f"DELETE FROM console_owners WHERE owner_key = ? AND {match}"
+        q = f"DELETE FROM console_owners WHERE owner_key = ? AND {_MATCH.format('operator')}"
         return await self.sql.execute(q, owner_key, operator) > 0
 
     # -- timers ------------------------------------------------------------------------
@@ -187,7 +186,7 @@ class ConsoleStore:
         await TIMERS.put(self.sql, row, "dispatch_id", "kind")
 
     async def clear_timer(self, dispatch_id: str, kind: str | None = None) -> int:
-        q = f"DELETE FROM console_timers WHERE dispatch_id = ? AND {_MATCH.format('kind', 'kind')}"
+        q = f"DELETE FROM console_timers WHERE dispatch_id = ? AND {_MATCH.format('kind')}"
         return await self.sql.execute(q, dispatch_id, kind)
 
     async def take_timer(self, row: TimerRow) -> bool:
@@ -206,7 +205,7 @@ class ConsoleStore:
 
     async def notices(self, dispatch_id: str | None = None) -> list[Notice]:
         """Unacknowledged notices (of one dispatch, or all), oldest first."""
-        tail = f"WHERE acked_at IS NULL AND {_MATCH.format('dispatch_id', 'dispatch_id')}"
+        tail = f"WHERE acked_at IS NULL AND {_MATCH.format('dispatch_id')}"
         return await NOTICES.all(self.sql, f"{tail} ORDER BY notice_id", dispatch_id)
 
     async def ack_notice(self, notice_id: int, operator: str, now: datetime) -> bool:

@@ -163,9 +163,8 @@ class SqlReports:
 
 
 def _tail(f: DispatchFilter, t: str, at: str, order: str) -> tuple[str, list[Any]]:
-    """``f`` as SQL on table alias ``t`` (its time column ``at``), sorted by ``order``;
-    states are the dispatch's (``d``), and an alert without a dispatch (``d.state`` NULL)
-    is open."""
+    """``f`` as SQL on table alias ``t`` (time column ``at``), sorted by ``order``; states
+    are the dispatch's (``d``), and an alert without one (``d.state`` NULL) is open."""
     given = [(f"{t}.{c} = ?", getattr(f, c) or None) for c in ("site_id", "resident_id")]
     given += [(f"{t}.priority <= ?", f.max_priority), (f"{t}.{at} >= ?", f.since)]
     clauses = [clause for clause, value in given if value is not None]
