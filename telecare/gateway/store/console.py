@@ -6,21 +6,20 @@ alarms the console shares with the operator API are the reports role's
 (``reports.SqlReports.find_dispatches``, ``find_alarms``).
 
 Written once for both backends on ``store.sql`` (``gateway.store.sql``); each table is
-one spec (``gateway.store.tables``) next to its row type, as are the reads of
-``alarm_events`` (an ``AlarmEvent`` and more). Join rows are decoded here, by position,
-so a test that runs each query on both backends catches a changed column.
+one spec (``gateway.store.tables``) next to its row type. Join rows are decoded here, by
+position, so a test that runs each query on both backends catches a changed column.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from telecare.devices.model import AlarmEvent, ReceiverAccount
 from telecare.gateway.store.sql import Sql, TextArray
-from telecare.gateway.store.tables import INT, RECEIVER_ACCOUNTS, Table
+from telecare.gateway.store.tables import EVENTS, INT, RECEIVER_ACCOUNTS, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -145,11 +144,9 @@ class LateArrival(AlarmEvent):
         return (self.received_at - self.ts).total_seconds()
 
 
-#: Reads of ``alarm_events`` (with the receive time, which the spool record leaves out).
-UNIT_EVENTS = Table.of("alarm_events", UnitEvent, skip=("injury", "accounts"))
-LATE_ARRIVALS = Table.of("alarm_events", LateArrival, skip=("injury",))
-
-
+#: The columns of ``alarm_events`` (its one spec, ``EVENTS``) an ``AlarmEvent`` has, the
+#: receive time included (which ``EVENTS.load`` leaves out: not in a spool record).
+_EVENT_COLUMNS = [c for c in EVENTS.stored if c.name in {f.name for f in fields(AlarmEvent)}]
 _MATCH: Final = "{0} = COALESCE(CAST(? AS TEXT), {0})"  # a parameter that may be "any"
 
 
@@ -275,13 +272,12 @@ class ConsoleStore:
         if not source_key or "/" not in source_key:
             return None
         device_id, msg_id = source_key.split("/", 1)
-        tail = "WHERE device_id = ? AND msg_id = ?"
-        event = await UNIT_EVENTS.one(self.sql, tail, device_id, msg_id)
-        if event is None:
+        found = await self._events("WHERE device_id = ? AND msg_id = ?", device_id, msg_id)
+        if not found:
             return None
         tail = "WHERE device_id = ? ORDER BY kind, account, zone"
         accounts = await RECEIVER_ACCOUNTS.all(self.sql, tail, device_id)
-        return replace(event, accounts=tuple(accounts))
+        return UnitEvent(**found[0], accounts=tuple(accounts))
 
     async def late_arrivals(
         self, since: datetime, late_s: float, limit: int = 5000
@@ -289,5 +285,10 @@ class ConsoleStore:
         """Alarm events received since ``since`` that arrived at least ``late_s`` after
         the device raised them (the backlog an outage leaves), oldest first."""
         tail = "WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?"
-        events = await LATE_ARRIVALS.all(self.sql, tail, since, limit)
+        events = [LateArrival(**e) for e in await self._events(tail, since, limit)]
         return [e for e in events if e.late_s >= late_s]
+
+    async def _events(self, tail: str, *params: object) -> list[dict[str, Any]]:
+        q = f"SELECT {', '.join(c.name for c in _EVENT_COLUMNS)} FROM alarm_events {tail}"
+        rows = await self.sql.fetch_all(q, *params)
+        return [{c.name: c.loaded(v) for c, v in zip(_EVENT_COLUMNS, r, strict=True)} for r in rows]
