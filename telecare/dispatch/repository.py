@@ -118,8 +118,6 @@ class DispatchRepository(Protocol):
 
     async def record_receipt(self, receipt: Receipt) -> None: ...
 
-    async def receipts(self, dispatch_id: str) -> list[Receipt]: ...
-
 
 class Registry(Protocol):
     """The registry lookups dispatch needs; the gateway's ``Store`` already has them.

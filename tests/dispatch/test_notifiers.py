@@ -32,6 +32,7 @@ from telecare.dispatch.notify import Notifier
 from telecare.dispatch.responders import Contact, ResponderDirectory, ResponderProfile
 from telecare.dispatch.service import DispatchService
 from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.store.tables import RECEIPTS
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import RESPONDERS, make_alert, seed
 from tests.services import MqttServer, free_port
@@ -252,7 +253,8 @@ async def test_a_contacted_responder_is_notified_on_every_channel_with_receipts(
             await service.drain_notifications()
         got = await asyncio.wait_for(first_message(app), 10)
         assert json.loads(got.payload)["dispatch_id"] == did
-    receipts = {r.channel: r for r in await repo.receipts(did)}
+    stored = await RECEIPTS.all(sqlite_store.sql, "WHERE dispatch_id = ?", did)
+    receipts = {r.channel: r for r in stored}
     assert {c: r.status for c, r in receipts.items()} == {
         "webhook": "delivered",
         "email": "delivered",

@@ -15,6 +15,7 @@ from telecare.dispatch.notify import Notifier
 from telecare.dispatch.records import TimerKind
 from telecare.dispatch.service import DispatchService
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.tables import RECEIPTS
 from telecare.rules.clock import FakeClock
 from tests.dispatch.conftest import (
     NOW,
@@ -254,7 +255,7 @@ async def test_unacknowledged_after_60s_escalates_and_alerts_supervisors(
     assert (audit[-1].actor, audit[-1].to_state) == ("timer", S.ESCALATED)
     assert "not acknowledged within 60 s" in audit[-1].reason
     assert [m.recipient for m in transport.sent] == ["supervisors"]
-    (receipt,) = await service.repo.receipts(did)
+    (receipt,) = await RECEIPTS.all(pg_store.sql, "WHERE dispatch_id = ?", did)
     assert (receipt.status, receipt.recipient, receipt.attempts) == ("delivered", "supervisors", 1)
     # The supervisor takes it over: acknowledge from escalated.
     assert (await service.acknowledge(did, "supervisor1")).state is S.ACKNOWLEDGED

@@ -32,7 +32,7 @@ def _alarm(
 ) -> AlarmRow:
     at = T0 - timedelta(seconds=age_s)
     d = Dispatch(dispatch_id, f"a-{dispatch_id}", state, priority, at, at, "s1", resident)
-    return AlarmRow(f"a-{dispatch_id}", "alarm", priority, "r", at, "s1", resident, None, None, d)
+    return AlarmRow(f"a-{dispatch_id}", "alarm", priority, "r", at, "s1", resident, dispatch=d)
 
 
 def test_queue_is_priority_then_age_grouped_per_resident() -> None:

@@ -13,12 +13,13 @@ position, so a test that runs each query on both backends catches a changed colu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from telecare.gateway.store.sql import Sql
-from telecare.gateway.store.tables import ALERTS, INT, Table
+from telecare.devices.model import AlarmEvent, ReceiverAccount
+from telecare.gateway.store.sql import Sql, TextArray
+from telecare.gateway.store.tables import EVENTS, INT, RECEIVER_ACCOUNTS, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -125,38 +126,28 @@ class DeviceHealth:
 
 
 @dataclass(frozen=True, slots=True)
-class UnitEvent:
-    """What an alarm unit said about one event, as received: the protocol (``source``),
-    its codes, and the receiver accounts the device is mapped under (SCAIP ``cid``,
-    Contact ID / SIA account), for the operator to call the unit back."""
+class UnitEvent(AlarmEvent):
+    """What an alarm unit said about one event, as received (the protocol ``source``, its
+    codes), with the receiver accounts the device is mapped under (SCAIP ``cid``, Contact
+    ID / SIA account), for the operator to call the unit back."""
 
-    source: str
-    zone: str | None
-    code: int | None
-    device_type: str | None
-    location: str | None
-    received_at: datetime
-    #: ``(kind, account, zone)`` of each receiver account mapped to the device.
-    accounts: tuple[tuple[str, str, str], ...] = ()
+    accounts: tuple[ReceiverAccount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class LateArrival:
+class LateArrival(AlarmEvent):
     """An alarm event that reached the gateway ``late_s`` after the device raised it."""
-
-    device_id: str
-    type: str
-    ts: datetime
-    received_at: datetime
-    site_id: str | None
-    resident_id: str | None
 
     @property
     def late_s(self) -> float:
+        assert self.received_at is not None  # stored: the pipeline stamped it
         return (self.received_at - self.ts).total_seconds()
 
 
-_MATCH: Final = "{} = COALESCE(CAST(? AS TEXT), {})"  # a parameter that may be "any"
+#: The columns of ``alarm_events`` (its one spec, ``EVENTS``) an ``AlarmEvent`` has, the
+#: receive time included (which ``EVENTS.load`` leaves out: not in a spool record).
+_EVENT_COLUMNS = [c for c in EVENTS.stored if c.name in {f.name for f in fields(AlarmEvent)}]
+_MATCH: Final = "{0} = COALESCE(CAST(? AS TEXT), {0})"  # a parameter that may be "any"
 
 
 class ConsoleStore:
@@ -184,8 +175,7 @@ class ConsoleStore:
 
     async def release(self, owner_key: str, operator: str | None = None) -> bool:
         """Hand ``owner_key`` back to the queue (only if ``operator`` owns it, when given)."""
-        match = _MATCH.format("operator", "operator")
-        q = f"DELETE FROM console_owners WHERE owner_key = ? AND {match}"
+        q = f"DELETE FROM console_owners WHERE owner_key = ? AND {_MATCH.format('operator')}"
         return await self.sql.execute(q, owner_key, operator) > 0
 
     # -- timers ------------------------------------------------------------------------
@@ -193,7 +183,7 @@ class ConsoleStore:
         await TIMERS.put(self.sql, row, "dispatch_id", "kind")
 
     async def clear_timer(self, dispatch_id: str, kind: str | None = None) -> int:
-        q = f"DELETE FROM console_timers WHERE dispatch_id = ? AND {_MATCH.format('kind', 'kind')}"
+        q = f"DELETE FROM console_timers WHERE dispatch_id = ? AND {_MATCH.format('kind')}"
         return await self.sql.execute(q, dispatch_id, kind)
 
     async def take_timer(self, row: TimerRow) -> bool:
@@ -207,13 +197,12 @@ class ConsoleStore:
         return await TIMERS.all(self.sql, "WHERE due_at <= ? ORDER BY due_at", due)
 
     # -- notices -----------------------------------------------------------------------
-    async def add_notice(self, dispatch_id: str, kind: str, text: str, now: datetime) -> int:
-        notice = Notice(0, dispatch_id, kind, text, now, None, None)
-        return await self._returning(NOTICES, notice, "notice_id")
+    async def add_notice(self, dispatch_id: str, kind: str, text: str, now: datetime) -> None:
+        await NOTICES.add(self.sql, Notice(0, dispatch_id, kind, text, now, None, None), "")
 
     async def notices(self, dispatch_id: str | None = None) -> list[Notice]:
         """Unacknowledged notices (of one dispatch, or all), oldest first."""
-        tail = f"WHERE acked_at IS NULL AND {_MATCH.format('dispatch_id', 'dispatch_id')}"
+        tail = f"WHERE acked_at IS NULL AND {_MATCH.format('dispatch_id')}"
         return await NOTICES.all(self.sql, f"{tail} ORDER BY notice_id", dispatch_id)
 
     async def ack_notice(self, notice_id: int, operator: str, now: datetime) -> bool:
@@ -230,11 +219,10 @@ class ConsoleStore:
         by: str,
         now: datetime,
         expires_at: datetime | None = None,
-    ) -> int:
+    ) -> None:
         if kind not in NOTE_KINDS:
             raise ValueError(f"note kind {kind!r} is not one of {', '.join(NOTE_KINDS)}")
-        note = Note(0, resident_id, kind, text, expires_at, by, now)
-        return await self._returning(NOTES, note, "note_id")
+        await NOTES.add(self.sql, Note(0, resident_id, kind, text, expires_at, by, now), "")
 
     async def notes(self, resident_id: str, now: datetime) -> list[Note]:
         """The resident's notes that have not expired, by kind then age."""
@@ -250,11 +238,6 @@ class ConsoleStore:
         tail = "WHERE resident_id = ? ORDER BY view_id DESC LIMIT ?"
         return await VIEWS.all(self.sql, tail, resident_id, limit)
 
-    async def _returning(self, table: Table[Any], item: Any, key: str) -> int:
-        row = await self.sql.fetch_one(table.insert(f"RETURNING {key}"), *table.params(item))
-        assert row is not None
-        return int(row[0])
-
     # -- closures ----------------------------------------------------------------------
     async def record_closure(self, closure: Closure) -> None:
         await CLOSURES.add(self.sql, closure, "ON CONFLICT (dispatch_id) DO NOTHING")
@@ -263,33 +246,14 @@ class ConsoleStore:
         return await CLOSURES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
     # -- reads for the queue, the banner and the outage list ----------------------------
-    async def alert_detail(self, alert_id: str) -> dict[str, Any]:
-        alert = await ALERTS.one(self.sql, "WHERE alert_id = ?", alert_id)
-        return alert.detail if alert else {}
-
     async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
-        if not resident_ids:
-            return {}
         rows = await self.sql.fetch_all(
             "SELECT r.resident_id, r.name, s.name, s.address FROM residents r JOIN sites s"
-            f" ON s.site_id = r.site_id WHERE r.resident_id IN ({_marks(resident_ids)})",
-            *resident_ids,
+            f" ON s.site_id = r.site_id WHERE {self.sql.dialect.any_of('r.resident_id')}",
+            TextArray(resident_ids),
         )
         return {r[0]: (r[1] or r[0], ", ".join(x for x in (r[2], r[3]) if x)) for r in rows}
-
-    async def with_dispatch(self, alert_ids: Sequence[str]) -> set[str]:
-        """Which of ``alert_ids`` have a dispatch (their own, or a group's they joined)."""
-        if not alert_ids:
-            return set()
-        marks = _marks(alert_ids)
-        rows = await self.sql.fetch_all(
-            f"SELECT alert_id FROM dispatches WHERE alert_id IN ({marks})"
-            f" UNION SELECT alert_id FROM dispatch_members WHERE alert_id IN ({marks})",
-            *alert_ids,
-            *alert_ids,
-        )
-        return {r[0] for r in rows}
 
     async def device_health(self, resident_id: str) -> list[DeviceHealth]:
         rows = await self.sql.fetch_all(
@@ -308,34 +272,23 @@ class ConsoleStore:
         if not source_key or "/" not in source_key:
             return None
         device_id, msg_id = source_key.split("/", 1)
-        row = await self.sql.fetch_one(
-            "SELECT source, zone, code, device_type, location, received_at FROM alarm_events"
-            " WHERE device_id = ? AND msg_id = ?",
-            device_id,
-            msg_id,
-        )
-        if row is None:
+        found = await self._events("WHERE device_id = ? AND msg_id = ?", device_id, msg_id)
+        if not found:
             return None
-        accounts = await self.sql.fetch_all(
-            "SELECT kind, account, zone FROM receiver_accounts WHERE device_id = ?"
-            " ORDER BY kind, account, zone",
-            device_id,
-        )
-        return UnitEvent(*(*row, tuple((k, a, z) for k, a, z in accounts)))
+        tail = "WHERE device_id = ? ORDER BY kind, account, zone"
+        accounts = await RECEIVER_ACCOUNTS.all(self.sql, tail, device_id)
+        return UnitEvent(**found[0], accounts=tuple(accounts))
 
     async def late_arrivals(
         self, since: datetime, late_s: float, limit: int = 5000
     ) -> list[LateArrival]:
         """Alarm events received since ``since`` that arrived at least ``late_s`` after
         the device raised them (the backlog an outage leaves), oldest first."""
-        rows = await self.sql.fetch_all(
-            "SELECT device_id, type, ts, received_at, site_id, resident_id FROM alarm_events"
-            " WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?",
-            since,
-            limit,
-        )
-        return [e for e in (LateArrival(*r) for r in rows) if e.late_s >= late_s]
+        tail = "WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?"
+        events = [LateArrival(**e) for e in await self._events(tail, since, limit)]
+        return [e for e in events if e.late_s >= late_s]
 
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" for _ in values)
+    async def _events(self, tail: str, *params: object) -> list[dict[str, Any]]:
+        q = f"SELECT {', '.join(c.name for c in _EVENT_COLUMNS)} FROM alarm_events {tail}"
+        rows = await self.sql.fetch_all(q, *params)
+        return [{c.name: c.loaded(v) for c, v in zip(_EVENT_COLUMNS, r, strict=True)} for r in rows]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from telecare.devices.model import Dispatch
 from telecare.dispatch.audit_chain import (
@@ -41,9 +41,11 @@ from telecare.gateway.store.tables import (
     TIMERS,
 )
 
-__all__ = ["SqlDispatchRepository", "append_audit"]
+__all__ = ["OPEN", "SqlDispatchRepository", "append_audit"]
 
-_OPEN = "state NOT IN ('resolved', 'cancelled')"
+#: A dispatch not yet resolved or cancelled, on the alias ``d``: written as the partial
+#: index ``dispatches_open`` is (no parameters), so that the planner can use it.
+OPEN: Final = "d.state NOT IN ('resolved', 'cancelled')"
 _CHAIN = f"audit_id, seq, prev_hash, row_hash, {AUDIT.names}"
 _PAGE = 5000
 #: A new dispatch, unless its alert already has one: its own (the unique ``alert_id``) or
@@ -92,7 +94,7 @@ class SqlDispatchRepository:
                 return False  # refused: nothing written
             if group_key is not None:
                 await tx.send(GROUPS.insert(""), d.dispatch_id, group_key)
-                await _add_members(tx, d.dispatch_id, members)
+                await tx.execute_many(MEMBERS.insert(), [(a, d.dispatch_id) for a in members])
             await _append(tx, audit, head)
             await _set_cascade(tx, d.dispatch_id, cascade)
             await _set_timers(tx, timers)
@@ -102,38 +104,33 @@ class SqlDispatchRepository:
         return await DISPATCHES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
 
     async def load_for_alert(self, alert_id: str) -> Dispatch | None:
-        found = await DISPATCHES.one(self.sql, "WHERE alert_id = ?", alert_id)
         member = "SELECT dispatch_id FROM dispatch_members WHERE alert_id = ?"
-        return found or await DISPATCHES.one(self.sql, f"WHERE dispatch_id = ({member})", alert_id)
+        tail = f"WHERE alert_id = ? OR dispatch_id = ({member}) ORDER BY alert_id = ? DESC LIMIT 1"
+        return await DISPATCHES.one(self.sql, tail, alert_id, alert_id, alert_id)  # its own first
 
     async def open_group(self, group_key: str) -> Dispatch | None:
         group = "SELECT dispatch_id FROM dispatch_groups WHERE group_key = ?"
-        tail = f"WHERE dispatch_id IN ({group}) AND {_OPEN} ORDER BY created_at DESC LIMIT 1"
+        tail = f"d WHERE dispatch_id IN ({group}) AND {OPEN} ORDER BY created_at DESC LIMIT 1"
         return await DISPATCHES.one(self.sql, tail, group_key)
 
     async def add_members(self, dispatch_id: str, alert_ids: Sequence[str]) -> int:
-        async with self.sql.transaction() as tx:
-            return await _add_members(tx, dispatch_id, alert_ids)
+        return await self.sql.execute_many(MEMBERS.insert(), [(a, dispatch_id) for a in alert_ids])
 
     async def members(self, dispatch_id: str) -> list[str]:
         q = "SELECT alert_id FROM dispatch_members WHERE dispatch_id = ? ORDER BY alert_id"
         return [r[0] for r in await self.sql.fetch_all(q, dispatch_id)]
 
     async def clear_member(self, alert_id: str, at: datetime) -> tuple[str, int] | None:
+        clear = "UPDATE dispatch_members SET cleared_at = coalesce(cleared_at, ?)"
+        left = "SELECT count(*) FROM dispatch_members WHERE dispatch_id = ? AND cleared_at IS NULL"
         async with self.sql.transaction() as tx:
             row = await tx.fetch_one(
-                "SELECT dispatch_id FROM dispatch_members WHERE alert_id = ?", alert_id
+                f"{clear} WHERE alert_id = ? RETURNING dispatch_id", at, alert_id
             )
             if row is None:
                 return None
-            clear = "UPDATE dispatch_members SET cleared_at = coalesce(cleared_at, ?)"
-            await tx.execute(f"{clear} WHERE alert_id = ?", at, alert_id)
-            left = await tx.fetch_one(
-                "SELECT count(*) FROM dispatch_members WHERE dispatch_id = ?"
-                " AND cleared_at IS NULL",
-                row[0],
-            )
-            return row[0], int(left[0]) if left else 0
+            [(n,)] = await tx.fetch_all(left, row[0])
+            return row[0], int(n)
 
     async def apply(
         self,
@@ -229,10 +226,6 @@ class SqlDispatchRepository:
     async def record_receipt(self, receipt: Receipt) -> None:
         await RECEIPTS.add(self.sql, receipt, "")
 
-    async def receipts(self, dispatch_id: str) -> list[Receipt]:
-        tail = "WHERE dispatch_id = ? ORDER BY receipt_id"
-        return await RECEIPTS.all(self.sql, tail, dispatch_id)
-
 
 async def append_audit(sql: Sql, tx: Queries, record: AuditRecord) -> None:
     """Append ``record`` to the hash chain, inside the transaction ``tx``."""
@@ -276,10 +269,6 @@ async def _compare_and_set(
     q = f"UPDATE dispatches SET {sets} WHERE dispatch_id = ? AND version = ?"
     values = [getattr(d, c) for c in (*columns, "version")]
     return await tx.execute(q, *values, d.dispatch_id, expected_version) == 1
-
-
-async def _add_members(tx: Queries, dispatch_id: str, alert_ids: Sequence[str]) -> int:
-    return await tx.execute_many(MEMBERS.insert(), [(a, dispatch_id) for a in alert_ids])
 
 
 async def _set_cascade(tx: Queries, dispatch_id: str, cascade: Sequence[CascadeEntry]) -> None:

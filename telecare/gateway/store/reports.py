@@ -5,14 +5,15 @@ alarms, one query each: :class:`DispatchFilter`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from telecare.devices.model import Alert, Dispatch, DispatchState, Metric, Reading
+from telecare.gateway.store.dispatch import OPEN
 from telecare.gateway.store.rows import DeadLetter, HistoryPoint, News2Record
-from telecare.gateway.store.sql import Sql
-from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, DISPATCHES, NEWS2, READINGS
+from telecare.gateway.store.sql import Sql, TextArray
+from telecare.gateway.store.tables import ALERTS, DEAD_LETTERS, DISPATCHES, NEWS2, READINGS, Table
 
 __all__ = ["COUNTABLE", "AlarmRow", "DispatchFilter", "SqlReports"]
 
@@ -21,10 +22,7 @@ _TABLES = "sites residents devices receiver_accounts responders readings alarm_e
 COUNTABLE = frozenset(
     f"{_TABLES} dispatches dispatch_audit dead_letters device_status news2_scores".split()
 )
-#: Residents per ``latest_vitals`` statement (bounds the number of parameters).
-_VITALS_CHUNK = 200
 _EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
-_CLOSED: Final = (DispatchState.RESOLVED.value, DispatchState.CANCELLED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +40,10 @@ class DispatchFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class AlarmRow:
+class AlarmRow(Alert):
     """An alert (what a device or rule raised) with its dispatch, if one was opened."""
 
-    alert_id: str
-    kind: str
-    priority: int
-    reason: str
-    ts: datetime
-    site_id: str | None
-    resident_id: str | None
-    device_id: str | None
-    event_type: str | None
-    dispatch: Dispatch | None
-    source_key: str | None = None  # ``<device>/<msg_id>`` of the event it came from
+    dispatch: Dispatch | None = None
 
     @property
     def state(self) -> DispatchState | None:
@@ -66,9 +54,9 @@ class AlarmRow:
         return self.dispatch.outcome if self.dispatch else None
 
 
+_ALARM_ROWS = Table.of("alerts", AlarmRow, skip=("dispatch",))
 _ALARMS: Final = (
-    "SELECT a.alert_id, a.kind, a.priority, a.reason, a.ts, a.site_id, a.resident_id,"
-    f" a.device_id, a.event_type, a.source_key, {DISPATCHES.select('d')} FROM alerts a"
+    f"SELECT {_ALARM_ROWS.select('a')}, {DISPATCHES.select('d')} FROM alerts a"
     " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
 )
 
@@ -87,33 +75,31 @@ class SqlReports:
     async def find_dispatches(self, f: DispatchFilter) -> list[Dispatch]:
         """Dispatches matching ``f``, most urgent then oldest first when open, newest
         first otherwise."""
-        where, params = _where(f, "d", "created_at")
         order = "d.priority, d.created_at" if f.open else "d.created_at DESC"
-        return await DISPATCHES.all(self.sql, f"d{where} ORDER BY {order}{_limit(f)}", *params)
+        tail, params = _tail(f, "d", "created_at", order)
+        return await DISPATCHES.all(self.sql, f"d{tail}", *params)
 
     async def find_alarms(self, f: DispatchFilter) -> list[AlarmRow]:
         """Alerts, newest first, with their dispatch; ``f``'s state filters apply to the
         dispatch (an alert without one counts as open)."""
-        where, params = _where(f, "a", "ts")
-        return await self._alarms(f"{where} ORDER BY a.ts DESC{_limit(f)}", *params)
+        tail, params = _tail(f, "a", "ts", "a.ts DESC")
+        return await self._alarms(tail, *params)
 
     async def alert(self, alert_id: str) -> AlarmRow | None:
         return next(iter(await self._alarms(" WHERE a.alert_id = ?", alert_id)), None)
 
     async def _alarms(self, tail: str, *params: object) -> list[AlarmRow]:
         rows = await self.sql.fetch_all(f"{_ALARMS}{tail}", *params)
+        n = len(_ALARM_ROWS.stored)  # the alert's columns, then the dispatch's (or NULLs)
         return [
-            AlarmRow(*(*r[:9], DISPATCHES.load(r[10:]) if r[10] is not None else None, r[9]))
+            replace(_ALARM_ROWS.load(r[:n]), dispatch=DISPATCHES.load(r[n:]) if r[n] else None)
             for r in rows
         ]
 
     async def open_by_priority(self) -> dict[int, tuple[int, datetime]]:
         """Open dispatches per priority: ``priority -> (count, oldest created_at)``."""
-        rows = await self.sql.fetch_all(
-            "SELECT priority, COUNT(*), MIN(created_at) FROM dispatches"
-            " WHERE state NOT IN (?, ?) GROUP BY priority",
-            *_CLOSED,
-        )
+        q = f"SELECT priority, COUNT(*), MIN(created_at) FROM dispatches d WHERE {OPEN}"
+        rows = await self.sql.fetch_all(f"{q} GROUP BY priority")
         return {int(r[0]): (int(r[1]), r[2]) for r in rows}
 
     async def latest_vitals(
@@ -123,23 +109,21 @@ class SqlReports:
         # (resident, metric): cost independent of how much history there is.
         out: dict[str, dict[str, tuple[datetime, float]]] = {rid: {} for rid in resident_ids}
         probe = (
-            "(SELECT {} FROM readings WHERE resident_id = k.rid AND metric = k.m AND ts >= ?"
-            " ORDER BY ts DESC LIMIT 1)"
+            "(SELECT {} FROM readings WHERE resident_id = r.resident_id AND metric = m.m"
+            " AND ts >= ? ORDER BY ts DESC LIMIT 1)"
         )
-        ids = list(out)
-        for i in range(0, len(ids), _VITALS_CHUNK):
-            keys = [(rid, int(m)) for rid in ids[i : i + _VITALS_CHUNK] for m in Metric]
-            values = ", ".join("(?, ?)" for _ in keys)
-            found = await self.sql.fetch_all(
-                f"WITH k (rid, m) AS (VALUES {values}) SELECT k.rid, k.m,"
-                f" {probe.format('ts')}, {probe.format('value')} FROM k",
-                *(v for key in keys for v in key),
-                since or _EARLIEST,
-                since or _EARLIEST,
-            )
-            for rid, metric, ts, value in found:
-                if ts is not None:
-                    out[rid][Metric(int(metric)).label] = (ts, float(value))
+        metrics = ", ".join(f"({int(m)})" for m in Metric)
+        found = await self.sql.fetch_all(
+            f"WITH m (m) AS (VALUES {metrics}) SELECT r.resident_id, m.m, {probe.format('ts')},"
+            f" {probe.format('value')} FROM residents r CROSS JOIN m"
+            f" WHERE {self.sql.dialect.any_of('r.resident_id')}",
+            since or _EARLIEST,
+            since or _EARLIEST,
+            TextArray(out),
+        )
+        for rid, metric, ts, value in found:
+            if ts is not None:
+                out[rid][Metric(int(metric)).label] = (ts, float(value))
         return out
 
     async def metric_history(
@@ -169,8 +153,7 @@ class SqlReports:
     async def open_alarms(self, limit: int = 200) -> list[AlarmRow]:
         """Alerts whose dispatch is open (the operator's queue), the most urgent and then
         the oldest dispatch first."""
-        tail = " WHERE d.state NOT IN (?, ?) ORDER BY d.priority, d.created_at LIMIT ?"
-        return await self._alarms(tail, *_CLOSED, limit)
+        return await self._alarms(f" WHERE {OPEN} ORDER BY d.priority, d.created_at LIMIT ?", limit)
 
     async def count(self, table: str) -> int:
         if table not in COUNTABLE:
@@ -179,23 +162,18 @@ class SqlReports:
         return int(n)
 
 
-def _where(f: DispatchFilter, t: str, at: str) -> tuple[str, list[Any]]:
-    """``f`` as SQL on table alias ``t`` (its time column ``at``); states are the
-    dispatch's (``d``), and an alert without a dispatch (``d.state`` NULL) is open."""
+def _tail(f: DispatchFilter, t: str, at: str, order: str) -> tuple[str, list[Any]]:
+    """``f`` as SQL on table alias ``t`` (time column ``at``), sorted by ``order``; states
+    are the dispatch's (``d``), and an alert without one (``d.state`` NULL) is open."""
     given = [(f"{t}.{c} = ?", getattr(f, c) or None) for c in ("site_id", "resident_id")]
     given += [(f"{t}.priority <= ?", f.max_priority), (f"{t}.{at} >= ?", f.since)]
     clauses = [clause for clause, value in given if value is not None]
     params: list[Any] = [value for _, value in given if value is not None]
     if f.open is not None:
-        clauses.append(
-            "(d.state IS NULL OR d.state NOT IN (?, ?))" if f.open else "d.state IN (?, ?)"
-        )
-        params += _CLOSED
+        clauses.append(f"(d.state IS NULL OR {OPEN})" if f.open else f"NOT ({OPEN})")
     if f.states:
         clauses.append(f"d.state IN ({', '.join('?' for _ in f.states)})")
         params += [s.value for s in f.states]
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _limit(f: DispatchFilter) -> str:
-    return "" if f.limit is None else f" LIMIT {int(f.limit)}"
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    limit = "" if f.limit is None else f" LIMIT {int(f.limit)}"
+    return f"{where} ORDER BY {order}{limit}", params

@@ -430,9 +430,10 @@ class ConsoleService:
         query while there are any: those that have one by now are forgotten)."""
         if not self._just_in:
             return []
-        opened = await self.store.with_dispatch(list(self._just_in))
-        for alert_id in opened:
-            self._just_in.pop(alert_id, None)
+        states = await self.services.store.alarm_states(list(self._just_in))
+        for alert_id, state in states.items():
+            if state is not None:  # a dispatch holds it (its own, or a group's it joined)
+                self._just_in.pop(alert_id, None)
         return sorted(self._just_in.values(), key=lambda p: (p.priority, p.ts))
 
     async def _activity_step(self) -> None:
@@ -559,8 +560,8 @@ class ConsoleService:
     async def _recheck(self, d: Dispatch, t: TimerRow, now: datetime) -> None:
         ref = t.reference or "?"
         waited = now - d.created_at
-        alert = await self.store.alert_detail(d.alert_id)
-        on_floor = alert.get("event_type") in {e.value for e in _ON_THE_FLOOR} or d.priority == 1
+        alert = await self.services.store.alert(d.alert_id)
+        on_floor = (alert is not None and alert.event_type in _ON_THE_FLOOR) or d.priority == 1
         if on_floor and waited >= timedelta(seconds=self.settings.floor_escalate_s):
             text = (
                 f"ambulance ref {ref}: still waiting after {int(waited.total_seconds() // 60)}"
