@@ -270,13 +270,11 @@ class SqlRegistry:
                     raise ValueError(
                         f"resident {resident_id!r} does not exist at site {device.site_id!r}"
                     )
-            new_location = device.location if location is None else location
-            await tx.execute(
-                "UPDATE devices SET resident_id = ?, location = ? WHERE device_id = ?",
-                resident_id, new_location, device_id,
-            )  # fmt: skip
+            location = device.location if location is None else location
+            paired = replace(device, resident_id=resident_id, location=location)
+            await DEVICES.put(tx, paired, "device_id")
             await RegistryWrites(tx).record_change(change)
-            return replace(device, resident_id=resident_id, location=new_location)
+            return paired
 
     async def record_registry_change(self, change: RegistryChange) -> None:
         await RegistryWrites(self.sql).record_change(change)
