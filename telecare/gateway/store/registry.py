@@ -90,8 +90,8 @@ RESIDENTS = Table.of(
     *(replace(c, auto=True) for c in CLINICAL.columns[1:5]),
     skip=("responders",),
 )
-#: A resident with its clinical settings joined in (``residents`` still has migration
-#: 0001's clinical columns of the same names, unread: so never ``RESIDENTS.all``).
+#: A resident with its clinical settings joined in. Read residents with it, never with
+#: ``RESIDENTS.all``: ``residents`` keeps migration 0001's legacy clinical columns.
 _RESIDENT_SELECT = (
     f"SELECT {', '.join(('c.' if c.auto else 'r.') + c.name for c in RESIDENTS.stored)}"
     " FROM residents r LEFT JOIN resident_clinical c ON c.resident_id = r.resident_id"
