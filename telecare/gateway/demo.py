@@ -83,7 +83,7 @@ async def demo_logins(store: Store, site_id: str = CARE_HOME) -> list[DemoLogin]
     ]
     for login in logins:
         digest = await asyncio.to_thread(hash_password, login.password)
-        if await accounts.user(login.username) is None:
+        if await accounts.password_hash(login.username) is None:
             name = "Demo operator" if login.role is Role.OPERATOR else "Demo carer"
             await accounts.add_user(
                 login.username, name, login.role, digest, datetime.now(UTC), login.site_id

@@ -48,10 +48,10 @@ async def test_registry_round_trip(store: Store) -> None:
     assert resident.name == "Resident One"
     device = await store.get_device("d1")
     assert device == Device("d1", "s1", DeviceKind.PENDANT, "res1")
-    assert await store.get_device_secret_hash("d1") == "secret-hash"
+    assert await store.device_credentials() == [("d1", "secret-hash")]
     # Re-provisioning without a new secret keeps the old one.
     await store.upsert_device(Device("d1", "s1", DeviceKind.PENDANT, "res1", location="hall"))
-    assert await store.get_device_secret_hash("d1") == "secret-hash"
+    assert await store.device_credentials() == [("d1", "secret-hash")]
     assert await store.get_device("nope") is None
 
 

@@ -82,7 +82,7 @@ class WebEnv:
         self, username: str, role: Role = Role.OPERATOR, site_id: str | None = None
     ) -> httpx.AsyncClient:
         """A new user ``username`` logged in; the client sends the CSRF header."""
-        if await self.accounts.user(username) is None:
+        if await self.accounts.password_hash(username) is None:
             await self.add_user(username, role, site_id)
         c = await self.client()
         r = await c.post("/api/v1/session", json={"username": username, "password": PASSWORD})

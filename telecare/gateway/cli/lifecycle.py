@@ -469,10 +469,8 @@ def responder_remove(responder_id: str, by: ByOption = None, config: ConfigOptio
 
 
 async def _devices(store: Store) -> list[dict[str, Any]]:
-    return [
-        device_json(d, await store.get_device_secret_hash(d.device_id) is not None)
-        for d in await store.list_devices()
-    ]
+    credentials = dict(await store.device_credentials())
+    return [device_json(d, d.device_id in credentials) for d in await store.list_devices()]
 
 
 @device_app.command("list")
@@ -499,7 +497,7 @@ def device_show(device_id: str, json_out: JsonOption = False, config: ConfigOpti
         device = await store.get_device(device_id)
         if device is None:
             return None
-        has_secret = await store.get_device_secret_hash(device_id) is not None
+        has_secret = device_id in dict(await store.device_credentials())
         users = await store.device_users(device_id)
         return device_json(device, has_secret) | {"users": {str(k): v for k, v in users.items()}}
 

@@ -119,10 +119,6 @@ class Accounts:
             raise DuplicateUser(username)
         return User(int(row[0]), username, display_name, role, site_id)
 
-    async def user(self, username: str) -> User | None:
-        found = await self.password_hash(username)
-        return found[0] if found else None
-
     async def password_hash(self, username: str) -> tuple[User, str] | None:
         """The user and their stored hash, for a login attempt."""
         row = await self.sql.fetch_one(

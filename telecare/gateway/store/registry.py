@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from itertools import groupby
+from operator import itemgetter
+from typing import cast
 
 from telecare.devices.model import (
-    Consciousness,
     Device,
     ReceiverAccount,
     ReceiverKind,
@@ -33,7 +34,7 @@ from telecare.gateway.clinical import (
     plan_clinical,
 )
 from telecare.gateway.store.rows import Blocker, Kind, RegistryChange
-from telecare.gateway.store.sql import Queries, Sql
+from telecare.gateway.store.sql import Queries, Row, Sql
 from telecare.gateway.store.tables import (
     CASCADES,
     CLINICAL,
@@ -80,20 +81,20 @@ _BLOCKERS: dict[Kind, tuple[tuple[str, str], ...]] = {
     "device": (_open("a.device_id", " JOIN alerts a ON a.alert_id = d.alert_id"),),
 }
 
-#: The clinical settings, named as a ``Resident`` has them.
-_CLINICAL = [c.name for c in CLINICAL.columns[1:5]]
-#: A resident's registry columns (never the clinical settings: see ``set_clinical``).
-RESIDENTS = Table.of("residents", Resident, skip=(*_CLINICAL, "responders"))
-#: A resident with its clinical settings (migration 0009) joined in.
-_RESIDENT_SELECT = (
-    f"SELECT {RESIDENTS.select('r')}, {', '.join(f'c.{n}' for n in _CLINICAL)}"
-    " FROM residents r LEFT JOIN resident_clinical c ON c.resident_id = r.resident_id"
+#: A resident: its registry columns and (``auto``: never written here, only by
+#: ``set_clinical``) its clinical settings, named as ``resident_clinical`` (migration
+#: 0009) has them; the cascade (``responders``) is read apart.
+RESIDENTS = Table.of(
+    "residents",
+    Resident,
+    *(replace(c, auto=True) for c in CLINICAL.columns[1:5]),
+    skip=("responders",),
 )
-_DEVICE_UPSERT = (
-    DEVICES.upsert("device_id").replace(
-        f"({DEVICES.names}) VALUES (", f"({DEVICES.names}, secret_hash) VALUES (?, "
-    )
-    + ", secret_hash = COALESCE(excluded.secret_hash, devices.secret_hash)"
+#: A resident with its clinical settings joined in. Read residents with it, never with
+#: ``RESIDENTS.all``: ``residents`` keeps migration 0001's legacy clinical columns.
+_RESIDENT_SELECT = (
+    f"SELECT {', '.join(('c.' if c.auto else 'r.') + c.name for c in RESIDENTS.stored)}"
+    " FROM residents r LEFT JOIN resident_clinical c ON c.resident_id = r.resident_id"
 )
 
 
@@ -114,7 +115,10 @@ class RegistryWrites:
 
     async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
         """The device; ``secret_hash`` replaces its credentials when given."""
-        await self.tx.execute(_DEVICE_UPSERT, *DEVICES.params(device), secret_hash)
+        await DEVICES.put(self.tx, device, "device_id")
+        if secret_hash is not None:
+            q = "UPDATE devices SET secret_hash = ? WHERE device_id = ?"
+            await self.tx.execute(q, secret_hash, device.device_id)
 
     async def record_change(self, change: RegistryChange) -> None:
         await REGISTRY_AUDIT.add(self.tx, change, "")
@@ -140,7 +144,8 @@ class SqlRegistry:
             await registry.upsert_resident(resident)
 
     async def upsert_device(self, device: Device, secret_hash: str | None = None) -> None:
-        await RegistryWrites(self.sql).upsert_device(device, secret_hash)
+        async with self.registry_transaction() as registry:
+            await registry.upsert_device(device, secret_hash)
 
     async def upsert_responder(self, responder: Responder) -> None:
         await RESPONDERS.put(self.sql, responder, "responder_id")
@@ -158,10 +163,6 @@ class SqlRegistry:
 
     async def get_device(self, device_id: str) -> Device | None:
         return await DEVICES.one(self.sql, "WHERE device_id = ?", device_id)
-
-    async def get_device_secret_hash(self, device_id: str) -> str | None:
-        q = "SELECT secret_hash FROM devices WHERE device_id = ?"
-        return row[0] if (row := await self.sql.fetch_one(q, device_id)) else None
 
     async def device_credentials(self) -> list[tuple[str, str]]:
         found = await self.sql.fetch_all(
@@ -198,10 +199,9 @@ class SqlRegistry:
             " ORDER BY p.resident_id, p.position",
             *params,
         )
-        cascades: dict[str, list[str]] = {}
-        for rid, responder_id in order:
-            cascades.setdefault(rid, []).append(responder_id)
-        return [_resident(r, tuple(cascades.get(r[0], ()))) for r in found]
+        cascades = {rid: tuple(p[1] for p in ps) for rid, ps in groupby(order, itemgetter(0))}
+        residents = map(RESIDENTS.load, found)
+        return [replace(r, responders=cascades.get(r.resident_id, ())) for r in residents]
 
     async def list_responders(self) -> list[Responder]:
         return await RESPONDERS.all(self.sql, "ORDER BY responder_id")
@@ -214,8 +214,12 @@ class SqlRegistry:
                 f"SELECT 1 FROM residents WHERE resident_id = ?{lock}", c.resident_id
             ):
                 raise KeyError(c.resident_id)
-            q = f"SELECT {', '.join(_CLINICAL)} FROM resident_clinical WHERE resident_id = ?"
-            new, records = plan_clinical(_clinical(await tx.fetch_one(q, c.resident_id)), c)
+            row = await tx.fetch_one(f"{_RESIDENT_SELECT} WHERE r.resident_id = ?", c.resident_id)
+            r = RESIDENTS.load(cast(Row, row))
+            old = ClinicalState(
+                r.spo2_scale, r.spo2_scale_set_by, r.spo2_scale_set_at, r.baseline_consciousness
+            )
+            new, records = plan_clinical(old, c)
             await tx.execute(
                 CLINICAL.upsert("resident_id"),
                 c.resident_id, new.spo2_scale, new.spo2_scale_set_by, new.spo2_scale_set_at,
@@ -266,13 +270,11 @@ class SqlRegistry:
                     raise ValueError(
                         f"resident {resident_id!r} does not exist at site {device.site_id!r}"
                     )
-            new_location = device.location if location is None else location
-            await tx.execute(
-                "UPDATE devices SET resident_id = ?, location = ? WHERE device_id = ?",
-                resident_id, new_location, device_id,
-            )  # fmt: skip
+            location = device.location if location is None else location
+            paired = replace(device, resident_id=resident_id, location=location)
+            await DEVICES.put(tx, paired, "device_id")
             await RegistryWrites(tx).record_change(change)
-            return replace(device, resident_id=resident_id, location=new_location)
+            return paired
 
     async def record_registry_change(self, change: RegistryChange) -> None:
         await RegistryWrites(self.sql).record_change(change)
@@ -293,20 +295,3 @@ class SqlRegistry:
 
     async def list_receiver_accounts(self) -> list[ReceiverAccount]:
         return await RECEIVER_ACCOUNTS.all(self.sql, "ORDER BY kind, account, zone")
-
-
-def _clinical(row: tuple[Any, ...] | None) -> ClinicalState:
-    if row is None:
-        return ClinicalState()
-    scale, by, at, baseline = row
-    scale = None if scale is None else int(scale)
-    return ClinicalState(scale, by, at, Consciousness(baseline) if baseline else None)
-
-
-def _resident(row: tuple[Any, ...], responders: tuple[str, ...]) -> Resident:
-    rid, site, name, nhs, notes, *clinical = row
-    c = _clinical(tuple(clinical))
-    return Resident(
-        rid, site, name, nhs, c.spo2_scale, c.spo2_scale_set_by, c.spo2_scale_set_at,
-        c.baseline, responders, notes,
-    )  # fmt: skip

@@ -70,7 +70,8 @@ class Column:
     from the stored value), ``get`` (the stored value from the item; default: the field
     of the same name), ``db=False`` (in the spool record only), ``spool=False``
     (derived, not a model field, not spooled), ``default`` (for a spool record from before
-    the column), ``auto=True`` (made by the database: selected, never inserted)."""
+    the column), ``auto=True`` (selected, never written: made by the database, or another
+    table's, joined in)."""
 
     name: str
     kind: Kind = "text"
@@ -85,7 +86,8 @@ class Column:
         return self.get or attrgetter(self.name)
 
     def loaded(self, value: Any, convert: dict[str, Callable[[Any], Any]] = _LOAD) -> Any:
-        """The model's field from a database value (either dialect's form)."""
+        """The model's field from a database value (either dialect's form), or with
+        ``convert=_DECODE`` from a spool record's JSON value."""
         if value is None:
             return self.default
         value = convert.get(self.kind, _same)(value)
@@ -94,10 +96,6 @@ class Column:
     def encoded(self, value: Any) -> Any:
         """JSON form of a stored value (spool records)."""
         return None if value is None else _ENCODE.get(self.kind, _same)(value)
-
-    def decoded(self, value: Any) -> Any:
-        """The model's field from a spool record's JSON value."""
-        return self.loaded(value, _DECODE)
 
 
 def _same(value: Any) -> Any:
@@ -128,8 +126,6 @@ class Table(Generic[M]):
     name: str
     columns: tuple[Column, ...]
     make: Callable[..., M]
-    #: What ``insert()`` does on a conflict with a unique key.
-    conflict: str = "ON CONFLICT DO NOTHING"
 
     @cached_property
     def stored(self) -> tuple[Column, ...]:
@@ -156,10 +152,10 @@ class Table(Generic[M]):
         return [_PG_TYPES.get(c.kind, "text[]") for c in self.written]
 
     def insert(self, tail: str | None = None) -> str:
-        """``INSERT`` of the written columns; ``tail`` (default: the table's conflict
-        clause) may also be a ``RETURNING``."""
+        """``INSERT`` of the written columns; ``tail`` (default: ``ON CONFLICT DO
+        NOTHING``) may also be a ``RETURNING``."""
         marks = ", ".join("?" for _ in self.written)
-        tail = self.conflict if tail is None else tail
+        tail = "ON CONFLICT DO NOTHING" if tail is None else tail
         return f"INSERT INTO {self.name} ({self.names}) VALUES ({marks}) {tail}".rstrip()
 
     def upsert(self, *key: str) -> str:
@@ -226,7 +222,9 @@ class Table(Generic[M]):
         if len(values) > len(cols):
             raise ValueError(f"{self.name} record has {len(values)} values, not {len(cols)}")
         values = [*values, *(c.default for c in cols[len(values) :])]
-        return self.make(**{c.name: c.decoded(v) for c, v in zip(cols, values, strict=True)})
+        return self.make(
+            **{c.name: c.loaded(v, _DECODE) for c, v in zip(cols, values, strict=True)}
+        )
 
 
 def event_digest(event: AlarmEvent) -> str:
