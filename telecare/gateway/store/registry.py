@@ -33,6 +33,7 @@ from telecare.gateway.clinical import (
     ClinicalState,
     plan_clinical,
 )
+from telecare.gateway.store.dispatch import OPEN
 from telecare.gateway.store.rows import Blocker, Kind, RegistryChange
 from telecare.gateway.store.sql import Queries, Row, Sql
 from telecare.gateway.store.tables import (
@@ -53,7 +54,7 @@ __all__ = ["Blocker", "Kind", "RegistryChange", "RegistryWrites", "SqlRegistry"]
 
 def _open(key: str, join: str = "") -> tuple[str, str]:
     sql = f"SELECT d.dispatch_id FROM dispatches d{join} WHERE {key} = ?"
-    return "open dispatch", f"{sql} AND d.state NOT IN ('resolved', 'cancelled')"
+    return "open dispatch", f"{sql} AND {OPEN}"
 
 
 _USER = "device_id || ' user ' || CAST(user_id AS TEXT)"
