@@ -29,6 +29,7 @@ rows. A failure of the flusher itself (a bug) stops it loudly (``LoopFailed``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,11 +59,6 @@ class _Batch:
         self.waiters: list[asyncio.Future[Destination]] = []
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class ReadingBatcher:
     def __init__(
         self,
@@ -87,7 +83,7 @@ class ReadingBatcher:
         self._last_submit = 0.0
         self._room = asyncio.Event()
         self._room.set()
-        self._nudge: asyncio.Future[None] | None = None  # set while the flusher naps
+        self._nudge = asyncio.Event()  # ends the flusher's nap early
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops = Loops(supervisor)
         self._idle = asyncio.Event()  # closing with nothing queued, or the flusher ended
@@ -103,8 +99,7 @@ class ReadingBatcher:
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
-        if self._nudge is not None:
-            _wake(self._nudge)
+        self._nudge.set()
         try:
             await self._idle.wait()
         finally:
@@ -147,9 +142,8 @@ class ReadingBatcher:
         waiters.append(fut)
         self._queued += 1
         self._last_submit = loop.time()
-        nudge = self._nudge
-        if nudge is not None and (len(waiters) == 1 or len(batch.rows) >= self.max_rows):
-            _wake(nudge)  # first rows after an idle spell, or a full batch
+        if len(waiters) == 1 or len(batch.rows) >= self.max_rows:
+            self._nudge.set()  # first rows after an idle spell, or a full batch
         return fut
 
     def stats(self) -> dict[str, int]:
@@ -157,16 +151,10 @@ class ReadingBatcher:
 
     async def _nap(self, delay: float | None) -> None:
         """Sleep ``delay`` seconds (``None``: until nudged), or less if nudged."""
-        assert self._loop is not None
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._nudge = fut
-        handle = None if delay is None else self._loop.call_later(delay, _wake, fut)
-        try:
-            await fut
-        finally:
-            self._nudge = None
-            if handle is not None:
-                handle.cancel()
+        self._nudge.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._nudge.wait()
 
     async def _step(self) -> None:
         """The flusher's step: the next batch written, or a nap until there is one."""
