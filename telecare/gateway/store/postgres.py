@@ -50,8 +50,12 @@ PARTITIONED = ("readings", "news2_scores")
 #: After a batch hits a duplicate, this many following batches take the de-duplicating
 #: path directly (a redelivery or a spool replay usually brings several in a row).
 _DEDUPE_BATCHES = 8
-#: A pooled connection given back less than this many seconds ago is handed out unchecked.
+#: A pooled connection given back less than this many seconds ago is handed out without
+#: the pool's check (its last use worked; a failed one is discarded by the pool).
 _FRESH_S = 1.0
+#: One row when the table named by the parameter (``schema.table``) exists; no rights needed
+#: (``CREATE ... IF NOT EXISTS`` checks the right to create before existence).
+_EXISTS = "SELECT 1 WHERE to_regclass(CAST(? AS text)) IS NOT NULL"
 _STAGE_DDL = "CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings) ON COMMIT DELETE ROWS"
 
 
@@ -126,13 +130,11 @@ class PostgresStore(Store):
         return "timescaledb" if self.timescale is not None else "postgres"
 
     async def _given_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """The pool's ``reset`` (on return): when ``conn`` came back (see :meth:`_check`)."""
+        """The pool's ``reset`` (on return): when ``conn`` came back (:data:`_FRESH_S`)."""
         self._returned[conn] = time.monotonic()
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """The pool's ``check`` (on checkout): a connection given back less than
-        ``_FRESH_S`` ago skips the check's round trip (its last use worked; a failed one
-        is discarded by the pool)."""
+        """The pool's ``check`` (on checkout), skipped for a fresh one (:data:`_FRESH_S`)."""
         # A connection came back broken since the last checkout (the server went away):
         # every pooled connection is suspect, so each is checked again before use.
         bad = self.pool.get_stats().get("returns_bad", 0)
@@ -180,10 +182,7 @@ class PostgresStore(Store):
     async def _applied(self) -> dict[int, str]:
         """The applied migrations of this schema, version to file name (none yet: empty)."""
         table = f"{self.schema}.schema_migrations"
-        [(exists,)] = await self.sql.fetch_all(
-            "SELECT to_regclass(CAST(? AS text)) IS NOT NULL", table
-        )
-        if not exists:
+        if await self.sql.fetch_one(_EXISTS, table) is None:
             return {}
         return {
             int(v): str(n)
@@ -262,9 +261,8 @@ class PostgresStore(Store):
                 await q.execute(f"SELECT {add}('readings', {arg} => CAST(? AS interval))", age)
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
-        """Daily housekeeping: dead letters past their retention removed (both modes);
-        the partitions ahead created in plain mode (nothing to do in TimescaleDB mode,
-        where chunks and policies are the extension's job)."""
+        """Daily housekeeping: dead letters past their retention removed; in plain mode the
+        partitions ahead (TimescaleDB's chunks and policies are the extension's job)."""
         await self.prune_dead_letters(now)
         if self.timescale is not None:
             return []
@@ -285,10 +283,7 @@ class PostgresStore(Store):
             for ahead in range(-1, self.partitions_ahead_months + 1):
                 start, end = _month(now, ahead), _month(now, ahead + 1)
                 name = f"{table}_{start:%Y%m}"
-                found = await self.sql.fetch_all(
-                    "SELECT to_regclass(CAST(? AS text)) IS NOT NULL", f"{self.schema}.{name}"
-                )
-                if found[0][0]:
+                if await self.sql.fetch_one(_EXISTS, f"{self.schema}.{name}") is not None:
                     continue
                 try:
                     await self.sql.execute(

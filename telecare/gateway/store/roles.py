@@ -49,10 +49,9 @@ def runtime_grants(schema: str, role: str) -> list[sql.Composed]:
         "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}",
         "REVOKE INSERT, UPDATE, DELETE ON {s}.schema_migrations FROM {r}",
         "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+        *(f"REVOKE UPDATE, DELETE ON {{s}}.{table} FROM {{r}}" for table in APPEND_ONLY),
     ]
-    grants = [sql.SQL(text).format(s=s, r=r) for text in statements]
-    revoke = sql.SQL("REVOKE UPDATE, DELETE ON {s}.{t} FROM {r}")
-    return grants + [revoke.format(s=s, t=sql.Identifier(t), r=r) for t in APPEND_ONLY]
+    return [sql.SQL(text).format(s=s, r=r) for text in statements]
 
 
 def setup_script(database: str, schema: str, owner: str, runtime: str) -> str:
