@@ -86,8 +86,7 @@ class ReadingBatcher:
         self._loops = Loops(supervisor)
         self._idle = asyncio.Event()  # closing with nothing queued, or the flusher ended
         self._closing = False
-        self._counts = dict.fromkeys(("rows_in_flight", "rows_flushed", "rows_spooled"), 0)
-        self._counts |= {"flushes": 0, "errors": 0}
+        self._counts = dict.fromkeys(("rows_flushed", "rows_spooled", "flushes", "errors"), 0)
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -181,7 +180,7 @@ class ReadingBatcher:
 
     async def _flush(self, batch: _Batch) -> None:
         readings, counts = batch.rows, self._counts
-        counts["rows_in_flight"], started = len(readings), time.perf_counter()
+        started = time.perf_counter()
         try:
             where = await self._write(readings)
         except Exception as exc:  # every producer of the batch sees it; we carry on
@@ -196,8 +195,6 @@ class ReadingBatcher:
                 if not fut.done():
                     fut.set_exception(exc)
             return
-        finally:
-            counts["rows_in_flight"] = 0
         counts["flushes"] += 1
         counts["rows_flushed" if where == "store" else "rows_spooled"] += len(readings)
         for fut in batch.waiters:
