@@ -53,8 +53,8 @@ _DEDUPE_BATCHES = 8
 #: A pooled connection given back less than this many seconds ago is handed out without
 #: the pool's check (its last use worked; a failed one is discarded by the pool).
 _FRESH_S = 1.0
-#: One row when the table named by the parameter (``schema.table``) exists; no rights needed
-#: (``CREATE ... IF NOT EXISTS`` checks the right to create before existence).
+#: One row when the table ``?`` (``schema.table``) exists: asked first, as ``CREATE ...
+#: IF NOT EXISTS`` checks the right to create before existence (a runtime role has none).
 _EXISTS = "SELECT 1 WHERE to_regclass(CAST(? AS text)) IS NOT NULL"
 _STAGE_DDL = "CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings) ON COMMIT DELETE ROWS"
 
