@@ -11,7 +11,7 @@ range partitions ``partitions_ahead_months`` ahead, made by ``migrate`` and the 
 Resources: an ``AsyncConnectionPool`` opened in ``__aenter__``; a connection idle for a
 second or more is checked on checkout, so one broken by an outage is replaced (one given
 back less than a second ago is not: a round trip per statement was 11 % of a fleet's
-heartbeat work; :class:`_Fresh`); every connection uses ``search_path =
+heartbeat work; ``PostgresStore._check``); every connection uses ``search_path =
 <schema>, public`` and ``TimeZone = UTC``. ``OperationalError`` (server away)
 propagates to the caller, which spools (``gateway.store.durable``).
 """
@@ -35,37 +35,12 @@ from telecare.gateway.store import timescale
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.errors import SchemaNotReady, TimescaleRequired
 from telecare.gateway.store.migrations import RECORD, Migration, apply_pending, migrations_for
-from telecare.gateway.store.roles import APPEND_ONLY, check_identifier, runtime_grants
-from telecare.gateway.store.sql import Dialect, PostgresSql, Queries, TextArray
+from telecare.gateway.store.roles import check_identifier, runtime_grants
+from telecare.gateway.store.sql import Dialect, PostgresSql, Queries
 from telecare.gateway.store.tables import ALERTS, EVENTS, READINGS, Table
 from telecare.gateway.store.timescale import Extension
 
 __all__ = ["PostgresStore"]
-
-
-class _Fresh:
-    """The pool's ``check`` (on checkout) and ``reset`` (on return): a connection given
-    back less than ``fresh_s`` ago skips the check's round trip (its last use worked; a
-    failed one is discarded by the pool)."""
-
-    def __init__(self, fresh_s: float = 1.0) -> None:
-        self.fresh_s = fresh_s
-        self.pool: AsyncConnectionPool | None = None
-        self._bad = 0
-        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-
-    async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._returned[conn] = time.monotonic()
-
-    async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        # A connection came back broken since the last checkout (the server went away):
-        # every pooled connection is suspect, so each is checked again before use.
-        bad = self.pool.get_stats().get("returns_bad", 0) if self.pool is not None else 0
-        if bad != self._bad:
-            self._bad = bad
-            self._returned.clear()
-        if time.monotonic() - self._returned.get(conn, -self.fresh_s) >= self.fresh_s:
-            await AsyncConnectionPool.check_connection(conn)
 
 
 log = structlog.get_logger(__name__)
@@ -75,6 +50,12 @@ PARTITIONED = ("readings", "news2_scores")
 #: After a batch hits a duplicate, this many following batches take the de-duplicating
 #: path directly (a redelivery or a spool replay usually brings several in a row).
 _DEDUPE_BATCHES = 8
+#: A pooled connection given back less than this many seconds ago is handed out without
+#: the pool's check (its last use worked; a failed one is discarded by the pool).
+_FRESH_S = 1.0
+#: One row when the table ``?`` (``schema.table``) exists: asked first, as ``CREATE ...
+#: IF NOT EXISTS`` checks the right to create before existence (a runtime role has none).
+_EXISTS = "SELECT 1 WHERE to_regclass(CAST(? AS text)) IS NOT NULL"
 _STAGE_DDL = "CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings) ON COMMIT DELETE ROWS"
 
 
@@ -99,7 +80,7 @@ class PostgresStore(Store):
     ) -> None:
         # The schema goes into libpq ``options`` below: a space there would start another
         # server setting ("x -c log_statement=none"), so only plain identifiers pass.
-        check_identifier("PostgreSQL schema", schema)
+        self.schema = check_identifier("PostgreSQL schema", schema)
         if runtime_role is not None:
             check_identifier("PostgreSQL runtime role", runtime_role)
         self.runtime_role = runtime_role
@@ -109,7 +90,6 @@ class PostgresStore(Store):
                 " continuous aggregate's three-day refresh window"
             )
         self.dsn = dsn
-        self.schema = schema
         self.use_timescale = use_timescale
         self.timescale_schema = timescale_schema
         #: The TimescaleDB in use (set by ``migrate``); ``None`` in plain PostgreSQL mode.
@@ -117,53 +97,62 @@ class PostgresStore(Store):
         self.partitions_ahead_months = partitions_ahead_months
         self.compress_after = compress_after
         self.retain_for = retain_for
-        #: Dead letters older than this are deleted by :meth:`maintain` (``None``: kept).
         self.dead_letter_retention = dead_letter_retention
         self._dedupe_batches = 0
-        self._fresh = _Fresh()
-        self._pool = AsyncConnectionPool(
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._bad_returns = 0
+        self.pool = AsyncConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             open=False,
             name=f"telecare-{schema}",
-            check=self._fresh.check,
-            reset=self._fresh.reset,
+            check=self._check,
+            reset=self._given_back,
             kwargs={
                 "options": f"-c search_path={schema},public -c TimeZone=UTC",
                 "autocommit": True,
             },
         )
         #: The query API (``gateway.store.sql``); its dialect is set once the mode is known.
-        self._fresh.pool = self._pool
-        self.sql = PostgresSql(self._pool)
+        self.sql = PostgresSql(self.pool)
 
     async def __aenter__(self) -> Self:
-        await self._pool.open(wait=True, timeout=self._pool.timeout)
+        await self.pool.open(wait=True, timeout=self.pool.timeout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._pool.close()
-
-    @property
-    def pool(self) -> AsyncConnectionPool:
-        return self._pool
+        await self.pool.close()
 
     @property
     def mode(self) -> str:
         return "timescaledb" if self.timescale is not None else "postgres"
 
+    async def _given_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The pool's ``reset`` (on return): when ``conn`` came back (:data:`_FRESH_S`)."""
+        self._returned[conn] = time.monotonic()
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The pool's ``check`` (on checkout), skipped for a fresh one (:data:`_FRESH_S`)."""
+        # A connection came back broken since the last checkout (the server went away):
+        # every pooled connection is suspect, so each is checked again before use.
+        bad = self.pool.get_stats().get("returns_bad", 0)
+        if bad != self._bad_returns:
+            self._bad_returns = bad
+            self._returned.clear()
+        if time.monotonic() - self._returned.get(conn, -_FRESH_S) >= _FRESH_S:
+            await AsyncConnectionPool.check_connection(conn)
+
     # -- migrations ------------------------------------------------------------------
     async def migrate(self) -> list[str]:
-        """Create the schema, choose the mode (see ``_choose_timescale``), apply the
-        pending migrations of that mode, then the policies or the partitions."""
+        """Create the schema, choose the mode (see ``_choose_mode``), apply the pending
+        migrations of that mode, then the policies or the partitions."""
         q = self.sql
         if await q.fetch_one("SELECT 1 FROM pg_namespace WHERE nspname = ?", self.schema) is None:
             # CREATE SCHEMA checks rights before existence
             await q.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-        recorded = _variant((await self._applied()).values())
-        self._set_timescale(await self._choose_timescale(recorded))
+        await self._choose_mode(_variant((await self._applied()).values()))
         ts = self.timescale
         async with q.transaction() as tx:
             # One migrator at a time per schema.
@@ -177,14 +166,7 @@ class PostgresStore(Store):
             if ts is not None:
                 await self._apply_policies(tx, ts)
             if self.runtime_role is not None:
-                found = await tx.fetch_all(
-                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
-                    " ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relname = ANY(?)",
-                    self.schema,
-                    TextArray(APPEND_ONLY),
-                )
-                append_only = sorted(r[0] for r in found)
-                for grant in runtime_grants(self.schema, self.runtime_role, append_only):
+                for grant in runtime_grants(self.schema, self.runtime_role):
                     await tx.execute(grant.as_string())
         if ts is None:
             await self.ensure_partitions(datetime.now(UTC))
@@ -197,38 +179,33 @@ class PostgresStore(Store):
         )
         return applied
 
-    def _set_timescale(self, found: Extension | None) -> None:
-        self.timescale = found
-        bucket = found.qualified("time_bucket") if found else "date_bin"
-        self.sql.dialect = Dialect("postgres", bucket_function=bucket)
-
     async def _applied(self) -> dict[int, str]:
         """The applied migrations of this schema, version to file name (none yet: empty)."""
         table = f"{self.schema}.schema_migrations"
-        [(exists,)] = await self.sql.fetch_all(
-            "SELECT to_regclass(CAST(? AS text)) IS NOT NULL", table
-        )
-        if not exists:
+        if await self.sql.fetch_one(_EXISTS, table) is None:
             return {}
         return {
             int(v): str(n)
             for v, n in await self.sql.fetch_all(f"SELECT version, name FROM {table}")
         }
 
-    async def _choose_timescale(self, recorded: str | None) -> Extension | None:
-        """The TimescaleDB to use, or ``None`` for plain partitions. A schema keeps the
-        mode it was created in: plain stays plain (even once TimescaleDB is available;
-        converting tables is an operator's job), hypertables need the extension (even with
-        ``use_timescale=False``). A new schema uses TimescaleDB when asked and usable."""
-        if recorded == "plain" or (recorded is None and not self.use_timescale):
-            return None
-        # A connection of its own: should the server end the session anyway, only this
-        # connection is lost (the pool drops it), not the migration's.
-        async with self._pool.connection() as conn:
-            found = await timescale.prepare(conn, self.timescale_schema)
-        if found is None and recorded == "timescale":
-            raise TimescaleRequired(self.schema)
-        return found
+    async def _choose_mode(self, recorded: str | None) -> None:
+        """Set :attr:`timescale` (``None``: plain partitions) and the dialect to match. A
+        schema keeps the mode it was created in (``recorded``): plain stays plain (even
+        once TimescaleDB is available; converting tables is an operator's job), hypertables
+        need the extension (even with ``use_timescale=False``). A new schema uses
+        TimescaleDB when asked and usable."""
+        found = None
+        if recorded == "timescale" or (recorded is None and self.use_timescale):
+            # A connection of its own: should the server end the session anyway, only this
+            # connection is lost (the pool drops it), not the migration's.
+            async with self.pool.connection() as conn:
+                found = await timescale.prepare(conn, self.timescale_schema)
+            if found is None and recorded == "timescale":
+                raise TimescaleRequired(self.schema)
+        self.timescale = found
+        bucket = found.qualified("time_bucket") if found else "date_bin"
+        self.sql.dialect = Dialect("postgres", bucket_function=bucket)
 
     async def attach(self) -> None:
         """For a runtime role that may not migrate: learn the storage mode from the
@@ -238,7 +215,7 @@ class PostgresStore(Store):
             raise SchemaNotReady(self.schema, "has no migrations")
         # Hypertables need the extension (already created by the owner or administrator).
         variant = _variant(done.values()) or "plain"
-        self._set_timescale(await self._choose_timescale(variant))
+        await self._choose_mode(variant)
         missing = [m.name for m in migrations_for("postgres", variant) if m.version not in done]
         if missing:
             raise SchemaNotReady(self.schema, f"lacks {', '.join(missing)}")
@@ -277,18 +254,15 @@ class PostgresStore(Store):
             )
             if same is not None:
                 continue
-            remove, add = (
-                ts.qualified(f"remove_{policy}_policy"),
-                ts.qualified(f"add_{policy}_policy"),
-            )
+            remove = ts.qualified(f"remove_{policy}_policy")
             await q.execute(f"SELECT {remove}('readings', if_exists => true)")
             if age is not None:
+                add = ts.qualified(f"add_{policy}_policy")
                 await q.execute(f"SELECT {add}('readings', {arg} => CAST(? AS interval))", age)
 
     async def maintain(self, now: datetime | None = None) -> list[str]:
-        """Daily housekeeping: dead letters past their retention removed (both modes);
-        the partitions ahead created in plain mode (nothing to do in TimescaleDB mode,
-        where chunks and policies are the extension's job)."""
+        """Daily housekeeping: dead letters past their retention removed; in plain mode the
+        partitions ahead (TimescaleDB's chunks and policies are the extension's job)."""
         await self.prune_dead_letters(now)
         if self.timescale is not None:
             return []
@@ -309,10 +283,7 @@ class PostgresStore(Store):
             for ahead in range(-1, self.partitions_ahead_months + 1):
                 start, end = _month(now, ahead), _month(now, ahead + 1)
                 name = f"{table}_{start:%Y%m}"
-                found = await self.sql.fetch_all(
-                    "SELECT to_regclass(CAST(? AS text)) IS NOT NULL", f"{self.schema}.{name}"
-                )
-                if found[0][0]:
+                if await self.sql.fetch_one(_EXISTS, f"{self.schema}.{name}") is not None:
                     continue
                 try:
                     await self.sql.execute(
@@ -336,7 +307,7 @@ class PostgresStore(Store):
         """
         if not readings:
             return 0
-        async with self._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             if self._dedupe_batches == 0:
                 try:
                     async with conn.transaction():
@@ -374,7 +345,7 @@ class PostgresStore(Store):
             for c, col in zip(table.written, columns, strict=True)
         ]
         unnest = ", ".join(f"%s::{t}[]" for t in table.pg_types)
-        async with self._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             cur = await conn.execute(
                 f"INSERT INTO {table.name} ({table.names}) SELECT * FROM unnest({unnest})"
                 f" ON CONFLICT DO NOTHING RETURNING {', '.join(key)}".encode(),

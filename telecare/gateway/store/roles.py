@@ -14,15 +14,13 @@ running gateway needs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Final
 
 from psycopg import sql
 
 __all__ = ["APPEND_ONLY", "IDENTIFIER", "check_identifier", "runtime_grants", "setup_script"]
 
-#: Records of who did what: the runtime role may read and append, never change or remove
-#: (those of them that exist in the schema when the grants are applied).
+#: Records of who did what: the runtime role may read and append, never change or remove.
 APPEND_ONLY: Final = ("dispatch_audit", "resident_clinical_history", "registry_audit")
 
 #: A schema or role name we accept: lower case, never needs quoting, and safe inside
@@ -40,12 +38,9 @@ def check_identifier(what: str, value: str) -> str:
     return value
 
 
-def runtime_grants(
-    schema: str, role: str, append_only: Iterable[str] = ("dispatch_audit",)
-) -> list[sql.Composed]:
+def runtime_grants(schema: str, role: str) -> list[sql.Composed]:
     """The runtime role's privileges on ``schema`` (re-applied after each migration, so
-    tables added later are covered); ``append_only``: existing tables of
-    :data:`APPEND_ONLY`."""
+    tables added later are covered)."""
     s, r = sql.Identifier(schema), sql.Identifier(role)
     statements = [
         "GRANT USAGE ON SCHEMA {s} TO {r}",
@@ -54,10 +49,9 @@ def runtime_grants(
         "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}",
         "REVOKE INSERT, UPDATE, DELETE ON {s}.schema_migrations FROM {r}",
         "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+        *(f"REVOKE UPDATE, DELETE ON {{s}}.{table} FROM {{r}}" for table in APPEND_ONLY),
     ]
-    grants = [sql.SQL(text).format(s=s, r=r) for text in statements]
-    revoke = sql.SQL("REVOKE UPDATE, DELETE ON {s}.{t} FROM {r}")
-    return grants + [revoke.format(s=s, t=sql.Identifier(t), r=r) for t in append_only]
+    return [sql.SQL(text).format(s=s, r=r) for text in statements]
 
 
 def setup_script(database: str, schema: str, owner: str, runtime: str) -> str:

@@ -15,9 +15,6 @@ ends the session with ``FATAL: extension "timescaledb" must be preloaded``. The 
 defines the ``timescaledb.bgw_launcher_poll_time`` setting only when it was preloaded,
 so ``prepare`` checks for it first and, without it, reports the fix and returns ``None``
 (the store then uses plain PostgreSQL partitions) without ever touching the extension.
-
-``prepare`` never raises for "TimescaleDB cannot be used" (it logs why and returns
-``None``); it raises only when the database is unreachable.
 """
 
 from __future__ import annotations
@@ -87,27 +84,27 @@ class ExtensionStatus:
 async def extension_status(conn: psycopg.AsyncConnection[TupleRow]) -> ExtensionStatus:
     """The server's TimescaleDB: installed, created, preloaded (read-only)."""
     cur = await conn.execute(_PROBE, (_LOADER_SETTING,))
-    [(available, found_schema, found_version, preloaded, preload_setting)] = await cur.fetchall()
-    return ExtensionStatus(available, found_schema, found_version, bool(preloaded), preload_setting)
+    [row] = await cur.fetchall()
+    return ExtensionStatus(*row)
 
 
 async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Extension | None:
     """The usable TimescaleDB of this database, created in ``schema`` if it is not
     installed yet; ``None`` (with a log line saying why and what to do) when it cannot
-    be used.
+    be used. It never raises for that, only when the database is unreachable.
 
     ``conn`` must be in autocommit mode. Give it a connection of its own: if a server
     closes the session anyway, only that connection is lost.
     """
     st = await extension_status(conn)
-    if st.available is None and st.version is None:
+    version = st.version or st.available
+    if version is None:
         log.info(
             "timescaledb_unavailable",
             reason="the extension is not installed on this PostgreSQL server",
             fix="install TimescaleDB for this PostgreSQL (or set store.timescale = false)",
         )
-        return None
-    if not st.preloaded:
+    elif not st.preloaded:
         log.warning(
             "timescaledb_not_preloaded",
             reason="the extension's files are installed but its library is not preloaded",
@@ -115,9 +112,7 @@ async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
             fix=PRELOAD_FIX,
             fallback="plain PostgreSQL partitions",
         )
-        return None
-    version = st.version or st.available or ""
-    if _version(version) < MIN_VERSION:
+    elif _version(version) < MIN_VERSION:
         log.warning(
             "timescaledb_too_old",
             version=version,
@@ -125,10 +120,11 @@ async def prepare(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
             fix="update TimescaleDB (ALTER EXTENSION timescaledb UPDATE)",
             fallback="plain PostgreSQL partitions",
         )
-        return None
-    if st.schema is not None:
+    elif st.schema is not None:
         return Extension(st.schema, version)
-    return await _create(conn, schema)
+    else:
+        return await _create(conn, schema)
+    return None
 
 
 async def _create(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Extension | None:
@@ -137,19 +133,12 @@ async def _create(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
             # One creator at a time per database (several gateways or tests may start
             # together); whoever comes second finds it created.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('telecare:timescaledb'))")
+            ident = sql.Identifier(schema)
+            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
             await conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {}").format(ident)
             )
-            await conn.execute(
-                sql.SQL("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {}").format(
-                    sql.Identifier(schema)
-                )
-            )
-            cur = await conn.execute(
-                "SELECT n.nspname, e.extversion FROM pg_extension e"
-                " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'"
-            )
-            row = await cur.fetchone()
+            st = await extension_status(conn)
     except psycopg.Error as exc:
         if is_unavailable(exc):
             raise
@@ -162,10 +151,10 @@ async def _create(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> Exten
             fallback="plain PostgreSQL partitions",
         )
         return None
-    if row is None:  # dropped again by someone else in between: try again at next start
-        return None
-    log.info("timescaledb_created", schema=row[0], version=row[1])
-    return Extension(row[0], row[1])
+    if st.schema is None or st.version is None:
+        return None  # dropped again by someone else in between: try again at next start
+    log.info("timescaledb_created", schema=st.schema, version=st.version)
+    return Extension(st.schema, st.version)
 
 
 def _version(text: str) -> tuple[int, ...]:
