@@ -10,10 +10,11 @@ spooled (``SqlWrites``' ``write_*``); reads, the registry, the dispatch reposito
 * ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher`; the
   other spooled writes go straight to the store, never behind a batch of readings.
 * While the database is unreachable (``is_unavailable``) a write goes to the local
-  :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``); until
-  the spool is replayed *every* write goes there, so the replay keeps the order. The
-  ``spool-replayer`` loop replays the segments in order (``apply_records``), deletes
-  each once applied, then switches back to direct writes.
+  :class:`~gateway.store.spool.Spool` (committed) and counts as accepted (``True``);
+  until the spool is replayed *every* write goes there, so the replay keeps the order.
+  The ``spool-replayer`` loop replays the oldest records a page at a time
+  (``apply_records``), deletes each page once applied, then switches back to direct
+  writes.
 * The spool reports its state (``on_spool_state``, on the event loop); whether a nearly
   full spool is an alert is the caller's decision.
 
@@ -23,7 +24,7 @@ spooled columns in order (``gateway.store.tables``: ISO 8601 timestamps, base64 
 one written before a column was added is shorter and decodes with the column's default.
 ``apply_records`` calls the matching ``SqlWrites.write_<kind>`` for each, consecutive
 reading batches merged into writes of up to ``max_rows`` rows. Duplicates (a write that
-had in fact reached the database, a segment replayed twice after a crash) are removed by
+had in fact reached the database, a page replayed twice after a crash) are removed by
 the idempotency keys; dead letters have none, so such a replay can store one twice.
 
 Resources: entering opens the spool and starts the batcher and two supervised loops
@@ -36,9 +37,10 @@ start). The wrapped store is its owner's to close.
 Errors: ``SpoolFull`` propagates to the writer (do not acknowledge; the sender
 redelivers), as do errors that are not "database unreachable" (a cancelled writer's
 ``CancelledError`` among them: it is never spooled). In a replay, "unreachable" again
-propagates (the segment is kept and retried from its start); any other error for a
+propagates (the page is kept and retried from its start); any other error for a
 record (undecodable, or rejected by the database) makes it a dead letter (source
-``spool``, the segment as origin, the error as reason) and the replay carries on.
+``spool``, the page's ``spool/<first seq>-<last seq>`` as origin, the error as reason)
+and the replay carries on.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any, Self, TypeVar, cast
 
 import structlog
@@ -181,7 +182,6 @@ class DurableStore(Store):
         *,
         spool_dir: str | os.PathLike[str],
         spool_max_bytes: int = 1024 * 1024 * 1024,
-        spool_segment_bytes: int = 16 * 1024 * 1024,
         spool_alarm_ratio: float = 0.8,
         on_spool_state: Callable[[SpoolState], object] | None = None,
         batch_rows: int = 5000,
@@ -193,11 +193,12 @@ class DurableStore(Store):
     ) -> None:
         self.store, self.sql = store, store.sql
         self.dead_letter_retention = store.dead_letter_retention
-        self._open_spool = partial(
-            Spool, spool_dir, max_bytes=spool_max_bytes, segment_bytes=spool_segment_bytes,
+        self._spool = Spool(
+            spool_dir,
+            max_bytes=spool_max_bytes,
             alarm_ratio=spool_alarm_ratio,
-        )  # fmt: skip
-        self._on_spool_state = on_spool_state
+            on_state=on_spool_state,
+        )
         self._batcher = ReadingBatcher(
             self._write_batch, max_rows=batch_rows, max_age=batch_age, supervisor=supervisor
         )
@@ -205,7 +206,6 @@ class DurableStore(Store):
         self._backoff = Backoff(initial=retry_initial, cap=retry_max)
         self._maintain_every = maintain_every
         self._loops = Loops(supervisor)
-        self._spool: Spool | None = None
         # Held while appending to the spool and while deciding the spool is drained, so
         # no write can slip in between "spool empty" and "back to direct writes".
         self._spool_lock = asyncio.Lock()
@@ -232,13 +232,7 @@ class DurableStore(Store):
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        loop, on_state = asyncio.get_running_loop(), self._on_spool_state
-
-        def state_from_thread(state: SpoolState) -> None:  # the spool calls it in a worker
-            if on_state is not None:
-                loop.call_soon_threadsafe(on_state, state)
-
-        self._spool = await asyncio.to_thread(self._open_spool, on_state=state_from_thread)
+        await self._spool.__aenter__()
         if self._spool.pending:
             log.warning("spool_pending_at_start", **self._spool.stats())
             self._set_degraded()
@@ -253,15 +247,12 @@ class DurableStore(Store):
             await self._batcher.__aexit__()
         finally:
             await self._loops.stop()
-            if self._spool is not None:
-                await asyncio.to_thread(self._spool.close)
+            await self._spool.__aexit__()
 
     def stats(self) -> dict[str, int]:
         """Batcher, spool and outage figures, for the metrics endpoint."""
         out = {"degraded": int(self._degraded), **self._counts, **self._batcher.stats()}
-        if self._spool is not None:
-            out.update(self._spool.stats())
-        return out
+        return out | self._spool.stats()
 
     async def wait_drained(self) -> None:
         """Return once nothing waits in the spool and writes go to the database again."""
@@ -289,10 +280,7 @@ class DurableStore(Store):
                 self._set_degraded(exc)
         async with self._spool_lock:
             if self._degraded:
-                if self._spool is None:
-                    raise RuntimeError("DurableStore is not open; use 'async with'")
-                payload = encode(item() if callable(item) else item)
-                await asyncio.to_thread(self._spool.append, [payload])
+                await self._spool.append(encode(item() if callable(item) else item))
                 self._counts["items_spooled"] += 1
                 self._wake.set()
                 return "spool", None
@@ -306,30 +294,28 @@ class DurableStore(Store):
 
     # -- the loops -----------------------------------------------------------------------
     async def _replay(self) -> None:
-        """Wait until degraded, then replay every sealed segment until none is left."""
+        """Wait until degraded, then replay the oldest records, a page at a time, until
+        none is left."""
         await self._wake.wait()
         spool = self._spool
-        assert spool is not None
-        while segments := await self._sealed_or_drained(spool):
-            for path in segments:
-                contents = await asyncio.to_thread(spool.read, path)
-                origin, max_rows = f"spool/{path.name}", self._batch_rows
-                await apply_records(self.store, contents.records, origin, max_rows=max_rows)
-                self._counts["records_replayed"] += len(contents.records)
-                await asyncio.to_thread(spool.remove, path)
+        while await self._pending_or_drained():
+            page = await spool.oldest()
+            origin, records = f"spool/{page[0][0]}-{page[-1][0]}", [r for _, r in page]
+            await apply_records(self.store, records, origin, max_rows=self._batch_rows)
+            self._counts["records_replayed"] += len(records)
+            await spool.remove_through(page[-1][0])
 
-    async def _sealed_or_drained(self, spool: Spool) -> list[Any]:
-        """The sealed segments; none left: back to direct writes (under the lock)."""
+    async def _pending_or_drained(self) -> bool:
+        """Whether records wait; none left: back to direct writes (under the lock)."""
         async with self._spool_lock:
-            await asyncio.to_thread(spool.seal)
-            if segments := spool.sealed():
-                return segments
+            if self._spool.pending:
+                return True
             if self._degraded:
-                log.info("spool_replayed_store_available", **spool.stats())
+                log.info("spool_replayed_store_available", **self._spool.stats())
             self._degraded = False
             self._wake.clear()
             self._drained.set()
-            return []
+            return False
 
     async def _maintain_later(self) -> None:
         assert self._maintain_every is not None
