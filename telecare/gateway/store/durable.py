@@ -118,8 +118,8 @@ def decode(payload: bytes) -> SpoolItem:
 
 async def apply_records(
     store: SqlWrites, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
-) -> int:
-    """Write ``records`` to ``store`` in order; return how many records were applied."""
+) -> None:
+    """Write ``records`` to ``store`` in order."""
     raws: list[bytes] = []  # consecutive reading records, written together
     rows: list[Reading] = []
     for raw in records:
@@ -141,7 +141,6 @@ async def apply_records(
             write = getattr(store, f"write_{_KIND[type(item)]}")
             await _apply(store, [raw], origin, write, item)
     await _apply(store, raws, origin, store.write_readings, rows)
-    return len(records)
 
 
 async def _apply(
@@ -294,8 +293,7 @@ class DurableStore(Store):
 
     # -- the loops -----------------------------------------------------------------------
     async def _replay(self) -> None:
-        """Wait until degraded, then replay the oldest records, a page at a time, until
-        none is left."""
+        """Wait until degraded, then replay the spool, oldest page first, until it is empty."""
         await self._wake.wait()
         spool = self._spool
         while await self._pending_or_drained():

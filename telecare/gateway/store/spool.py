@@ -129,9 +129,9 @@ class Spool:
         try:
             await self._sql.run(partial(self._insert, payload))
         except SpoolFull:
-            self._maybe_alarm(force=True)
+            self._report(refused=True)
             raise
-        self._maybe_alarm()
+        self._report()
 
     def _insert(self, payload: bytes, db: sqlite3.Connection) -> None:
         if self.used_bytes + len(payload) > self.max_bytes:
@@ -149,10 +149,7 @@ class Spool:
     async def remove_through(self, seq: int) -> None:
         """Delete the records up to ``seq``, once they have all been applied."""
         await self._sql.run(partial(self._delete, seq))
-        if self._alarmed and self.used_bytes < (self.alarm_ratio - 0.1) * self.max_bytes:
-            self._alarmed = False
-            log.info("spool_alarm_cleared", used_bytes=self.used_bytes)
-            self._report(near_full=False)
+        self._report()
 
     def _delete(self, seq: int, db: sqlite3.Connection) -> None:
         delete = "DELETE FROM records WHERE seq <= ? RETURNING length(payload)"
@@ -161,28 +158,28 @@ class Spool:
         self._records -= len(sizes)
 
     # -- alarm ------------------------------------------------------------------------
-    def _maybe_alarm(self, *, force: bool = False) -> None:
-        used = self.used_bytes
-        if self._alarmed or (not force and used < self.alarm_ratio * self.max_bytes):
+    def _report(self, *, refused: bool = False) -> None:
+        """Log and report the state when usage crosses ``alarm_ratio`` (or an append was
+        refused), and again when it falls back below ``alarm_ratio - 0.1``."""
+        used, most = self.used_bytes, self.max_bytes
+        if not self._alarmed and (refused or used >= self.alarm_ratio * most):
+            log.error(
+                "spool_near_full",
+                used_bytes=used,
+                max_bytes=most,
+                percent=round(100 * used / most, 1),
+                directory=str(self.directory),
+            )
+        elif self._alarmed and used < (self.alarm_ratio - 0.1) * most:
+            log.info("spool_alarm_cleared", used_bytes=used)
+        else:
             return
-        self._alarmed = True
-        log.error(
-            "spool_near_full",
-            used_bytes=used,
-            max_bytes=self.max_bytes,
-            percent=round(100 * used / self.max_bytes, 1),
-            directory=str(self.directory),
-        )
-        self._report(near_full=True)
-
-    def _report(self, *, near_full: bool) -> None:
-        if self._on_state is None:
-            return
-        state = SpoolState(self.used_bytes, self.max_bytes, str(self.directory), near_full)
-        try:
-            self._on_state(state)
-        except Exception:  # a failing callback must not lose the append that succeeded
-            log.exception("spool_state_callback_failed")
+        self._alarmed = not self._alarmed
+        if self._on_state is not None:
+            try:
+                self._on_state(SpoolState(used, most, str(self.directory), self._alarmed))
+            except Exception:  # a failing callback must not lose the append that succeeded
+                log.exception("spool_state_callback_failed")
 
 
 def _connect(path: Path) -> tuple[sqlite3.Connection, int, int]:
