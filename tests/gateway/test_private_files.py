@@ -59,7 +59,7 @@ async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) 
 async def test_the_spool_database_and_directory_are_private(tmp_path: Path) -> None:
     directory = tmp_path / "spool"
     async with Spool(directory) as spool:
-        await spool.append(b"a record with personal data")
+        await spool.append([b"a record with personal data"])
         files = list(directory.iterdir())  # spool.db and, while open, its -wal and -shm
         assert {f.name for f in files} >= {"spool.db", "spool.db-wal"}
         for file in files:

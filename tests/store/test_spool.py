@@ -33,8 +33,8 @@ async def _records(spool: Spool) -> list[bytes]:
 
 async def test_records_survive_reopen_in_order(tmp_path: Path) -> None:
     async with Spool(tmp_path) as spool:
-        for payload in (b"one", b"two", b"three"):
-            await spool.append(payload)
+        await spool.append([b"one", b"two"])  # one transaction
+        await spool.append([b"three"])
         assert spool.pending
     async with Spool(tmp_path) as again:
         assert again.pending
@@ -45,10 +45,10 @@ async def test_records_survive_reopen_in_order(tmp_path: Path) -> None:
 
 async def test_remove_through_keeps_what_came_after_the_page(tmp_path: Path) -> None:
     async with Spool(tmp_path) as spool:
-        await spool.append(b"x")
-        await spool.append(b"y")
+        await spool.append([b"x"])
+        await spool.append([b"y"])
         page = await spool.oldest()
-        await spool.append(b"later")  # appended while the page was being replayed
+        await spool.append([b"later"])  # appended while the page was being replayed
         await spool.remove_through(page[-1][0])
         assert await _records(spool) == [b"later"]
         assert spool.used_bytes == len(b"later")
@@ -63,8 +63,8 @@ async def test_pages_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(spool_module, "PAGE_BYTES", 100)
     async with Spool(tmp_path) as spool:
         for i in range(5):
-            await spool.append(bytes([i]) * 40)
-        await spool.append(b"big" * 100)
+            await spool.append([bytes([i]) * 40])
+        await spool.append([b"big" * 100])
         replayed: list[list[bytes]] = []
         while page := await spool.oldest():
             replayed.append([payload for _, payload in page])
@@ -83,7 +83,7 @@ async def test_a_damaged_spool_is_moved_aside_not_fatal(tmp_path: Path, damage: 
     else:
         async with Spool(tmp_path) as spool:
             for i in range(200):
-                await spool.append(bytes([i % 256]) * 500)
+                await spool.append([bytes([i % 256]) * 500])
         data = bytearray(db.read_bytes())
         data[4096 : 4096 * 4] = b"\xff" * (4096 * 3)  # pages 2-4: the table's b-tree
         db.write_bytes(bytes(data))
@@ -93,7 +93,7 @@ async def test_a_damaged_spool_is_moved_aside_not_fatal(tmp_path: Path, damage: 
         async with spool:  # must not raise
             assert not spool.pending
             assert spool.stats()["spool_damaged"] == 1
-            await spool.append(b"after")  # a new, empty spool works
+            await spool.append([b"after"])  # a new, empty spool works
             assert await _records(spool) == [b"after"]
     (aside,) = db.parent.glob("spool.db.damaged-*")
     assert aside.read_bytes() == original  # kept for inspection, not deleted
@@ -112,7 +112,7 @@ from telecare.gateway.store.spool import Spool
 async def main():
     spool = await Spool({str(tmp_path)!r}).__aenter__()
     for i in range(50):
-        await spool.append(b"record %d" % i)
+        await spool.append([b"record %d" % i])
     os.kill(os.getpid(), signal.SIGKILL)
 
 asyncio.run(main())
@@ -131,17 +131,17 @@ asyncio.run(main())
 async def test_bound_and_near_full_state(tmp_path: Path) -> None:
     states: list[SpoolState] = []
     async with Spool(tmp_path, max_bytes=1000, alarm_ratio=0.8, on_state=states.append) as spool:
-        await spool.append(b"x" * 600)
+        await spool.append([b"x" * 600])
         assert states == []
-        await spool.append(b"y" * 200)  # 800 bytes: 80 %
+        await spool.append([b"y" * 200])  # 800 bytes: 80 %
         assert len(states) == 1
         assert states[0].near_full
         assert states[0].used_bytes == spool.used_bytes == 800
         assert states[0].max_bytes == 1000
-        await spool.append(b"z")
+        await spool.append([b"z"])
         assert len(states) == 1  # reported once, not on every append
         with pytest.raises(SpoolFull, match="full"):
-            await spool.append(b"w" * 300)
+            await spool.append([b"w" * 100, b"w" * 200])  # all or nothing
         assert await _records(spool) == [b"x" * 600, b"y" * 200, b"z"]  # nothing written
         assert spool.used_bytes == 801
         await spool.remove_through((await spool.oldest())[-1][0])
@@ -152,7 +152,7 @@ async def test_a_refused_append_reports_the_state_even_below_the_ratio(tmp_path:
     states: list[SpoolState] = []
     async with Spool(tmp_path, max_bytes=1000, on_state=states.append) as spool:
         with pytest.raises(SpoolFull):
-            await spool.append(b"x" * 1001)
+            await spool.append([b"x" * 1001])
         assert [(s.used_bytes, s.near_full) for s in states] == [(0, True)]
         assert not spool.pending
 
@@ -162,7 +162,7 @@ async def test_a_failing_state_callback_does_not_fail_the_append(tmp_path: Path)
         raise RuntimeError("callback bug")
 
     async with Spool(tmp_path, max_bytes=100, on_state=broken) as spool:
-        await spool.append(b"x" * 90)
+        await spool.append([b"x" * 90])
         assert await _records(spool) == [b"x" * 90]
 
 

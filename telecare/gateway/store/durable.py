@@ -79,7 +79,6 @@ __all__ = ["DurableStore", "ReadingsItem", "SpoolItem", "apply_records", "decode
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
-_I = TypeVar("_I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +266,12 @@ class DurableStore(Store):
         self._wake.set()
 
     async def _put(
-        self, item: SpoolItem | Callable[[], SpoolItem], call: Callable[[], Awaitable[_T]]
+        self,
+        items: Sequence[SpoolItem] | Callable[[], Sequence[SpoolItem]],
+        call: Callable[[], Awaitable[_T]],
     ) -> tuple[Destination, _T | None]:
-        """Write through ``call``; on an unreachable database spool ``item`` instead."""
+        """Write through ``call``; on an unreachable database spool ``items`` instead (one
+        transaction)."""
         if not self._degraded:
             try:
                 return "store", await call()
@@ -279,15 +281,16 @@ class DurableStore(Store):
                 self._set_degraded(exc)
         async with self._spool_lock:
             if self._degraded:
-                await self._spool.append(encode(item() if callable(item) else item))
-                self._counts["items_spooled"] += 1
+                payloads = [encode(i) for i in (items() if callable(items) else items)]
+                await self._spool.append(payloads)
+                self._counts["items_spooled"] += len(payloads)
                 self._wake.set()
                 return "spool", None
-        return await self._put(item, call)  # the replayer drained the spool meanwhile
+        return await self._put(items, call)  # the replayer drained the spool meanwhile
 
     async def _write_batch(self, readings: list[Reading]) -> Destination:
         store = self.store
-        item = lambda: ReadingsItem(tuple(readings))  # noqa: E731  (made only if spooled)
+        item = lambda: [ReadingsItem(tuple(readings))]  # noqa: E731  (made only if spooled)
         where, _ = await self._put(item, lambda: store.write_readings(readings))
         return where
 
@@ -332,40 +335,31 @@ class DurableStore(Store):
         return await self._accepted(event, self.store.write_event)
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        """One transaction while the database is there; each spooled on its own when not."""
-        return await self._many(self.store.write_events, self.write_event, events)
+        """One transaction, in the database or (while it is away) in the spool."""
+        return await self._all_accepted(events, self.store.write_events)
 
     async def write_alert(self, alert: Alert) -> bool:
         return await self._accepted(alert, self.store.write_alert)
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         """Like :meth:`write_events`, for an alarm storm's alerts."""
-        return await self._many(self.store.write_alerts, self.write_alert, alerts)
+        return await self._all_accepted(alerts, self.store.write_alerts)
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
-        await self._put(letter, lambda: self.store.write_dead_letter(letter))
+        await self._put([letter], lambda: self.store.write_dead_letter(letter))
 
     async def write_news2(self, score: News2Record) -> bool:
         return await self._accepted(score, self.store.write_news2)
 
     async def write_status(self, status: StatusItem) -> None:
-        await self._put(status, lambda: self.store.write_status(status))
+        await self._put([status], lambda: self.store.write_status(status))
 
     async def _accepted(self, item: SpoolItem, write: Callable[[Any], Awaitable[bool]]) -> bool:
-        where, new = await self._put(item, lambda: write(item))
+        where, new = await self._put([item], lambda: write(item))
         return where == "spool" or bool(new)
 
-    async def _many(
-        self,
-        together: Callable[[Sequence[_I]], Awaitable[list[bool]]],
-        alone: Callable[[_I], Awaitable[bool]],
-        items: Sequence[_I],
+    async def _all_accepted(
+        self, items: Sequence[SpoolItem], write: Callable[[Any], Awaitable[list[bool]]]
     ) -> list[bool]:
-        if not self._degraded:
-            try:
-                return await together(items)
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    raise
-                self._set_degraded(exc)
-        return [await alone(i) for i in items]
+        _, new = await self._put(items, lambda: write(items))
+        return [True] * len(items) if new is None else new

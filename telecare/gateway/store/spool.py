@@ -2,10 +2,10 @@
 
 ``<directory>/spool.db`` holds one table, ``records(seq INTEGER PRIMARY KEY
 AUTOINCREMENT, payload BLOB NOT NULL)``, in WAL mode with ``synchronous=FULL``. An
-``append`` is one statement, so one transaction, and returns once it is committed: the
-record survives a crash or a power cut, and SQLite's atomic commit leaves no torn record
-to detect. The replayer reads the ``oldest`` records, a page at a time in ``seq`` order,
-and deletes them once applied (``remove_through``).
+``append`` is one transaction (all of its records or none) and returns once it is
+committed: the records survive a crash or a power cut, and SQLite's atomic commit leaves
+no torn record to detect. The replayer reads the ``oldest`` records, a page at a time in
+``seq`` order, and deletes them once applied (``remove_through``).
 
 A ``spool.db`` that cannot be opened or read (not a database, corrupt) must not stop the
 gateway from starting: it is moved aside (with its ``-wal``/``-shm``) as
@@ -30,7 +30,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -121,24 +121,26 @@ class Spool:
         }
 
     # -- writing ----------------------------------------------------------------------
-    async def append(self, payload: bytes) -> None:
-        """Append a record; return only once it is committed.
+    async def append(self, payloads: Sequence[bytes]) -> None:
+        """Append records in one transaction; return only once it is committed.
 
-        Raises ``SpoolFull`` (nothing written) when it would pass ``max_bytes``.
+        Raises ``SpoolFull`` (nothing written) when they would pass ``max_bytes``.
         """
         try:
-            await self._sql.run(partial(self._insert, payload))
+            await self._sql.run(partial(self._insert, payloads))
         except SpoolFull:
             self._report(refused=True)
             raise
         self._report()
 
-    def _insert(self, payload: bytes, db: sqlite3.Connection) -> None:
-        if self.used_bytes + len(payload) > self.max_bytes:
-            raise SpoolFull(str(self.directory), self.used_bytes, self.max_bytes, len(payload))
-        db.execute("INSERT INTO records (payload) VALUES (?)", (payload,))
-        self.used_bytes += len(payload)
-        self._records += 1
+    def _insert(self, payloads: Sequence[bytes], db: sqlite3.Connection) -> None:
+        size = sum(map(len, payloads))
+        if self.used_bytes + size > self.max_bytes:
+            raise SpoolFull(str(self.directory), self.used_bytes, self.max_bytes, size)
+        with db:
+            db.executemany("INSERT INTO records (payload) VALUES (?)", [(p,) for p in payloads])
+        self.used_bytes += size
+        self._records += len(payloads)
 
     # -- reading back -----------------------------------------------------------------
     async def oldest(self) -> list[tuple[int, bytes]]:
@@ -153,7 +155,8 @@ class Spool:
 
     def _delete(self, seq: int, db: sqlite3.Connection) -> None:
         delete = "DELETE FROM records WHERE seq <= ? RETURNING length(payload)"
-        sizes = db.execute(delete, (seq,)).fetchall()
+        with db:
+            sizes = db.execute(delete, (seq,)).fetchall()
         self.used_bytes -= sum(size for (size,) in sizes)
         self._records -= len(sizes)
 
@@ -185,7 +188,7 @@ class Spool:
 def _connect(path: Path) -> tuple[sqlite3.Connection, int, int]:
     """Open (or create, ``0600``) the spool database; return it, its record count and
     payload bytes. Raises ``sqlite3.DatabaseError`` when it is not a sound database."""
-    db = sqlite3.connect(private_file(path), check_same_thread=False, isolation_level=None)
+    db = sqlite3.connect(private_file(path), check_same_thread=False)  # ``with db``: BEGIN
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # the WAL is fsync-ed at every commit
