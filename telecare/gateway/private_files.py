@@ -1,5 +1,5 @@
 """Files and directories only the gateway's own user may read: the SQLite database (and
-its WAL), spool segments and the rule-state file hold personal data (who pressed what,
+its WAL), the spool database and the rule-state file hold personal data (who pressed what,
 vital signs), so they are created ``0600`` in directories created ``0700``, whatever the
 process umask.
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
-__all__ = ["DIR_MODE", "FILE_MODE", "open_private", "private_dir", "private_file"]
+__all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "private_file"]
 
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
@@ -50,16 +50,3 @@ def private_file(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
-
-
-def open_private(path: Path, *, exclusive: bool = False) -> BinaryIO:
-    """Open ``path`` for binary writing as ``0600``: truncated, or with ``exclusive`` it
-    must not exist yet."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        return os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise

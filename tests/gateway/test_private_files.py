@@ -1,5 +1,5 @@
 """Files holding personal data are the gateway user's alone: the SQLite database and its
-WAL and spool segments are created 0600 in directories created 0700,
+WAL and the spool database are created 0600 in directories created 0700,
 whatever the umask; a world-readable file left by an older version is tightened."""
 
 from __future__ import annotations
@@ -56,23 +56,25 @@ async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) 
     )  # a directory the gateway did not create is left alone
 
 
-def test_spool_segments_and_directory_are_private(tmp_path: Path) -> None:
+async def test_the_spool_database_and_directory_are_private(tmp_path: Path) -> None:
     directory = tmp_path / "spool"
-    spool = Spool(directory)
-    try:
-        spool.append([b"a record with personal data"])
-    finally:
-        spool.close()
-    segments = list(directory.iterdir())
-    assert segments
-    for segment in segments:
-        assert _mode(segment) == 0o600, (segment, oct(_mode(segment)))
+    async with Spool(directory) as spool:
+        await spool.append([b"a record with personal data"])
+        files = list(directory.iterdir())  # spool.db and, while open, its -wal and -shm
+        assert {f.name for f in files} >= {"spool.db", "spool.db-wal"}
+        for file in files:
+            assert _mode(file) == 0o600, (file, oct(_mode(file)))
+    assert _mode(directory / "spool.db") == 0o600
     assert _mode(directory) == 0o700
 
 
-def test_an_existing_spool_directory_is_tightened(tmp_path: Path) -> None:
+async def test_an_existing_spool_directory_and_database_are_tightened(tmp_path: Path) -> None:
     directory = tmp_path / "spool"
-    directory.mkdir(mode=0o755)
+    async with Spool(directory):
+        pass
     directory.chmod(0o755)
-    Spool(directory).close()
+    (directory / "spool.db").chmod(0o644)
+    async with Spool(directory):
+        pass
     assert _mode(directory) == 0o700
+    assert _mode(directory / "spool.db") == 0o600

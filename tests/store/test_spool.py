@@ -1,126 +1,169 @@
-"""The on-disk spool: records survive reopening, damage is detected and skipped, the
-bound is enforced and a technical alarm is raised as it nears full; the record codec
+"""The on-disk spool (SQLite): records survive reopening and kill -9 in order, are read
+back in pages and deleted once replayed, a damaged database is moved aside (never fatal),
+the bound is enforced and the state is reported as it nears full; the record codec
 round-trips every kind of item."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from telecare.devices.model import Alert, AlertKind, Metric, Reading
+from telecare.gateway.store import spool as spool_module
 from telecare.gateway.store.base import DeadLetter, News2Record
 from telecare.gateway.store.durable import ReadingsItem, decode, encode
 from telecare.gateway.store.errors import SpoolFull
 from telecare.gateway.store.rows import StatusItem
-from telecare.gateway.store.spool import MAGIC, Spool, SpoolState
+from telecare.gateway.store.spool import Spool, SpoolState
 from tests.store.helpers import T0, alert, event, message
 
 
-def _all_records(spool: Spool) -> list[bytes]:
-    spool.seal()
-    out: list[bytes] = []
-    for path in spool.sealed():
-        out += spool.read(path).records
-    return out
+async def _records(spool: Spool) -> list[bytes]:
+    return [payload for _, payload in await spool.oldest()]
 
 
-def test_records_survive_reopen_in_order(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.append([b"one", b"two"])
-    spool.append([b"three"])
-    assert spool.pending
-    spool.close()
-    again = Spool(tmp_path)
-    assert again.pending
-    assert _all_records(again) == [b"one", b"two", b"three"]
-    # A new run never appends to an old segment.
-    again.append([b"four"])
-    again.seal()
-    assert len(again.sealed()) == 2
+async def test_records_survive_reopen_in_order(tmp_path: Path) -> None:
+    async with Spool(tmp_path) as spool:
+        await spool.append([b"one", b"two"])  # one transaction
+        await spool.append([b"three"])
+        assert spool.pending
+    async with Spool(tmp_path) as again:
+        assert again.pending
+        assert again.stats()["spool_records"] == 3
+        assert again.used_bytes == len(b"onetwothree")
+        assert await _records(again) == [b"one", b"two", b"three"]
 
 
-def test_remove_after_replay_empties_the_spool(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.append([b"x"])
-    spool.seal()
-    for path in spool.sealed():
-        spool.remove(path)
-    assert not spool.pending
-    assert spool.used_bytes == 0
-    assert list(tmp_path.iterdir()) == []
+async def test_remove_through_keeps_what_came_after_the_page(tmp_path: Path) -> None:
+    async with Spool(tmp_path) as spool:
+        await spool.append([b"x"])
+        await spool.append([b"y"])
+        page = await spool.oldest()
+        await spool.append([b"later"])  # appended while the page was being replayed
+        await spool.remove_through(page[-1][0])
+        assert await _records(spool) == [b"later"]
+        assert spool.used_bytes == len(b"later")
+        (last,) = await spool.oldest()
+        await spool.remove_through(last[0])
+        assert not spool.pending
+        assert spool.used_bytes == 0
+        assert await spool.oldest() == []
 
 
-@pytest.mark.parametrize("cut", [1, 5, 8, 11])
-def test_torn_tail_is_skipped_not_fatal(tmp_path: Path, cut: int) -> None:
-    spool = Spool(tmp_path)
-    spool.append([b"first record", b"second record"])
-    spool.close()
-    (segment,) = tmp_path.glob("*.seg")
-    data = segment.read_bytes()
-    segment.write_bytes(data[: len(data) - cut])  # crash part-way through the last write
-    reopened = Spool(tmp_path)  # must not raise
-    (path,) = reopened.sealed()
-    contents = reopened.read(path)
-    assert contents.records == [b"first record"]
-    assert contents.damage is not None
-    assert "truncated" in contents.damage
-    assert reopened.stats()["spool_damaged_segments"] == 1
+async def test_pages_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "PAGE_BYTES", 100)
+    async with Spool(tmp_path) as spool:
+        for i in range(5):
+            await spool.append([bytes([i]) * 40])
+        await spool.append([b"big" * 100])
+        replayed: list[list[bytes]] = []
+        while page := await spool.oldest():
+            replayed.append([payload for _, payload in page])
+            await spool.remove_through(page[-1][0])
+    # Two 40-byte records fit in 100 bytes; a record larger than a page is read alone.
+    assert [len(p) for p in replayed] == [2, 2, 1, 1]
+    expected = [bytes([i]) * 40 for i in range(5)] + [b"big" * 100]
+    assert [r for page in replayed for r in page] == expected
 
 
-def test_flipped_bit_is_caught_by_the_crc(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.append([b"good", b"will be damaged", b"after"])
-    spool.close()
-    (segment,) = tmp_path.glob("*.seg")
-    data = bytearray(segment.read_bytes())
-    second = len(MAGIC) + 8 + len(b"good") + 8
-    data[second + 3] ^= 0x01
-    segment.write_bytes(bytes(data))
-    contents = Spool(tmp_path).read(segment)
-    assert contents.records == [b"good"]
-    assert contents.damage is not None
-    assert "CRC" in contents.damage
+@pytest.mark.parametrize("damage", ["not a database", "corrupt pages"])
+async def test_a_damaged_spool_is_moved_aside_not_fatal(tmp_path: Path, damage: str) -> None:
+    db = tmp_path / "spool.db"
+    if damage == "not a database":
+        db.write_bytes(b"not a spool" * 1000)
+    else:
+        async with Spool(tmp_path) as spool:
+            for i in range(200):
+                await spool.append([bytes([i % 256]) * 500])
+        data = bytearray(db.read_bytes())
+        data[4096 : 4096 * 4] = b"\xff" * (4096 * 3)  # pages 2-4: the table's b-tree
+        db.write_bytes(bytes(data))
+    original = db.read_bytes()
+    with capture_logs() as logs:
+        spool = Spool(tmp_path)
+        async with spool:  # must not raise
+            assert not spool.pending
+            assert spool.stats()["spool_damaged"] == 1
+            await spool.append([b"after"])  # a new, empty spool works
+            assert await _records(spool) == [b"after"]
+    (aside,) = db.parent.glob("spool.db.damaged-*")
+    assert aside.read_bytes() == original  # kept for inspection, not deleted
+    (event,) = [e for e in logs if e["event"] == "spool_damaged"]
+    assert event["moved_to"] == aside.name
+    assert event["reason"]
 
 
-def test_garbage_file_is_reported_not_raised(tmp_path: Path) -> None:
-    (tmp_path / "0000000000000001.seg").write_bytes(b"not a spool")
-    spool = Spool(tmp_path)
-    (path,) = spool.sealed()
-    assert spool.read(path).records == []
+def test_committed_records_survive_kill_9(tmp_path: Path) -> None:
+    """Appended and committed, then the process is killed: nothing flushed by a clean
+    close (the WAL is left as it was), and every record is there at the next start."""
+    script = f"""
+import asyncio, os, signal
+from telecare.gateway.store.spool import Spool
+
+async def main():
+    spool = await Spool({str(tmp_path)!r}).__aenter__()
+    for i in range(50):
+        await spool.append([b"record %d" % i])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+    child = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    assert (tmp_path / "spool.db-wal").exists()  # not checkpointed: a crash, not a close
+
+    async def reopened() -> list[bytes]:
+        async with Spool(tmp_path) as spool:
+            return await _records(spool)
+
+    assert asyncio.run(reopened()) == [b"record %d" % i for i in range(50)]
 
 
-def test_bound_and_near_full_state(tmp_path: Path) -> None:
+async def test_bound_and_near_full_state(tmp_path: Path) -> None:
     states: list[SpoolState] = []
-    spool = Spool(tmp_path, max_bytes=1000, alarm_ratio=0.8, on_state=states.append)
-    spool.append([b"x" * 600])
-    assert states == []
-    spool.append([b"y" * 200])  # 8 + 2*(8+...) > 800 bytes
-    assert len(states) == 1
-    assert states[0].near_full
-    assert states[0].used_bytes == spool.used_bytes
-    assert states[0].used_bytes > 0.8 * states[0].max_bytes
-    spool.append([b"z"])
-    assert len(states) == 1  # reported once, not on every append
-    with pytest.raises(SpoolFull, match="full"):
-        spool.append([b"w" * 300])
-    assert _all_records(spool) == [b"x" * 600, b"y" * 200, b"z"]
-    spool.seal()
-    for path in spool.sealed():
-        spool.remove(path)
-    assert [s.near_full for s in states] == [True, False]  # and cleared again
+    async with Spool(tmp_path, max_bytes=1000, alarm_ratio=0.8, on_state=states.append) as spool:
+        await spool.append([b"x" * 600])
+        assert states == []
+        await spool.append([b"y" * 200])  # 800 bytes: 80 %
+        assert len(states) == 1
+        assert states[0].near_full
+        assert states[0].used_bytes == spool.used_bytes == 800
+        assert states[0].max_bytes == 1000
+        await spool.append([b"z"])
+        assert len(states) == 1  # reported once, not on every append
+        with pytest.raises(SpoolFull, match="full"):
+            await spool.append([b"w" * 100, b"w" * 200])  # all or nothing
+        assert await _records(spool) == [b"x" * 600, b"y" * 200, b"z"]  # nothing written
+        assert spool.used_bytes == 801
+        await spool.remove_through((await spool.oldest())[-1][0])
+        assert [s.near_full for s in states] == [True, False]  # and cleared again
 
 
-def test_segments_rotate_by_size(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, segment_bytes=110)  # magic + two 48-byte records
-    for i in range(10):
-        spool.append([bytes([i]) * 40])
-    spool.seal()
-    assert len(spool.sealed()) == 10 // 2
-    assert _all_records(spool) == [bytes([i]) * 40 for i in range(10)]
+async def test_a_refused_append_reports_the_state_even_below_the_ratio(tmp_path: Path) -> None:
+    states: list[SpoolState] = []
+    async with Spool(tmp_path, max_bytes=1000, on_state=states.append) as spool:
+        with pytest.raises(SpoolFull):
+            await spool.append([b"x" * 1001])
+        assert [(s.used_bytes, s.near_full) for s in states] == [(0, True)]
+        assert not spool.pending
+
+
+async def test_a_failing_state_callback_does_not_fail_the_append(tmp_path: Path) -> None:
+    def broken(state: SpoolState) -> None:
+        raise RuntimeError("callback bug")
+
+    async with Spool(tmp_path, max_bytes=100, on_state=broken) as spool:
+        await spool.append([b"x" * 90])
+        assert await _records(spool) == [b"x" * 90]
 
 
 ITEMS = [

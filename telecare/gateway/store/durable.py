@@ -10,10 +10,11 @@ spooled (``SqlWrites``' ``write_*``); reads, the registry, the dispatch reposito
 * ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher`; the
   other spooled writes go straight to the store, never behind a batch of readings.
 * While the database is unreachable (``is_unavailable``) a write goes to the local
-  :class:`~gateway.store.spool.Spool` (fsync-ed) and counts as accepted (``True``); until
-  the spool is replayed *every* write goes there, so the replay keeps the order. The
-  ``spool-replayer`` loop replays the segments in order (``apply_records``), deletes
-  each once applied, then switches back to direct writes.
+  :class:`~gateway.store.spool.Spool` (committed) and counts as accepted (``True``);
+  until the spool is replayed *every* write goes there, so the replay keeps the order.
+  The ``spool-replayer`` loop replays the oldest records a page at a time
+  (``apply_records``), deletes each page once applied, then switches back to direct
+  writes.
 * The spool reports its state (``on_spool_state``, on the event loop); whether a nearly
   full spool is an alert is the caller's decision.
 
@@ -23,7 +24,7 @@ spooled columns in order (``gateway.store.tables``: ISO 8601 timestamps, base64 
 one written before a column was added is shorter and decodes with the column's default.
 ``apply_records`` calls the matching ``SqlWrites.write_<kind>`` for each, consecutive
 reading batches merged into writes of up to ``max_rows`` rows. Duplicates (a write that
-had in fact reached the database, a segment replayed twice after a crash) are removed by
+had in fact reached the database, a page replayed twice after a crash) are removed by
 the idempotency keys; dead letters have none, so such a replay can store one twice.
 
 Resources: entering opens the spool and starts the batcher and two supervised loops
@@ -36,9 +37,10 @@ start). The wrapped store is its owner's to close.
 Errors: ``SpoolFull`` propagates to the writer (do not acknowledge; the sender
 redelivers), as do errors that are not "database unreachable" (a cancelled writer's
 ``CancelledError`` among them: it is never spooled). In a replay, "unreachable" again
-propagates (the segment is kept and retried from its start); any other error for a
+propagates (the page is kept and retried from its start); any other error for a
 record (undecodable, or rejected by the database) makes it a dead letter (source
-``spool``, the segment as origin, the error as reason) and the replay carries on.
+``spool``, the page's ``spool/<first seq>-<last seq>`` as origin, the error as reason)
+and the replay carries on.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any, Self, TypeVar, cast
 
 import structlog
@@ -78,7 +79,6 @@ __all__ = ["DurableStore", "ReadingsItem", "SpoolItem", "apply_records", "decode
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
-_I = TypeVar("_I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +117,8 @@ def decode(payload: bytes) -> SpoolItem:
 
 async def apply_records(
     store: SqlWrites, records: Sequence[bytes], origin: str, *, max_rows: int = 5000
-) -> int:
-    """Write ``records`` to ``store`` in order; return how many records were applied."""
+) -> None:
+    """Write ``records`` to ``store`` in order."""
     raws: list[bytes] = []  # consecutive reading records, written together
     rows: list[Reading] = []
     for raw in records:
@@ -140,7 +140,6 @@ async def apply_records(
             write = getattr(store, f"write_{_KIND[type(item)]}")
             await _apply(store, [raw], origin, write, item)
     await _apply(store, raws, origin, store.write_readings, rows)
-    return len(records)
 
 
 async def _apply(
@@ -181,7 +180,6 @@ class DurableStore(Store):
         *,
         spool_dir: str | os.PathLike[str],
         spool_max_bytes: int = 1024 * 1024 * 1024,
-        spool_segment_bytes: int = 16 * 1024 * 1024,
         spool_alarm_ratio: float = 0.8,
         on_spool_state: Callable[[SpoolState], object] | None = None,
         batch_rows: int = 5000,
@@ -193,11 +191,12 @@ class DurableStore(Store):
     ) -> None:
         self.store, self.sql = store, store.sql
         self.dead_letter_retention = store.dead_letter_retention
-        self._open_spool = partial(
-            Spool, spool_dir, max_bytes=spool_max_bytes, segment_bytes=spool_segment_bytes,
+        self._spool = Spool(
+            spool_dir,
+            max_bytes=spool_max_bytes,
             alarm_ratio=spool_alarm_ratio,
-        )  # fmt: skip
-        self._on_spool_state = on_spool_state
+            on_state=on_spool_state,
+        )
         self._batcher = ReadingBatcher(
             self._write_batch, max_rows=batch_rows, max_age=batch_age, supervisor=supervisor
         )
@@ -205,7 +204,6 @@ class DurableStore(Store):
         self._backoff = Backoff(initial=retry_initial, cap=retry_max)
         self._maintain_every = maintain_every
         self._loops = Loops(supervisor)
-        self._spool: Spool | None = None
         # Held while appending to the spool and while deciding the spool is drained, so
         # no write can slip in between "spool empty" and "back to direct writes".
         self._spool_lock = asyncio.Lock()
@@ -232,13 +230,7 @@ class DurableStore(Store):
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        loop, on_state = asyncio.get_running_loop(), self._on_spool_state
-
-        def state_from_thread(state: SpoolState) -> None:  # the spool calls it in a worker
-            if on_state is not None:
-                loop.call_soon_threadsafe(on_state, state)
-
-        self._spool = await asyncio.to_thread(self._open_spool, on_state=state_from_thread)
+        await self._spool.__aenter__()
         if self._spool.pending:
             log.warning("spool_pending_at_start", **self._spool.stats())
             self._set_degraded()
@@ -253,15 +245,12 @@ class DurableStore(Store):
             await self._batcher.__aexit__()
         finally:
             await self._loops.stop()
-            if self._spool is not None:
-                await asyncio.to_thread(self._spool.close)
+            await self._spool.__aexit__()
 
     def stats(self) -> dict[str, int]:
         """Batcher, spool and outage figures, for the metrics endpoint."""
         out = {"degraded": int(self._degraded), **self._counts, **self._batcher.stats()}
-        if self._spool is not None:
-            out.update(self._spool.stats())
-        return out
+        return out | self._spool.stats()
 
     async def wait_drained(self) -> None:
         """Return once nothing waits in the spool and writes go to the database again."""
@@ -277,9 +266,12 @@ class DurableStore(Store):
         self._wake.set()
 
     async def _put(
-        self, item: SpoolItem | Callable[[], SpoolItem], call: Callable[[], Awaitable[_T]]
+        self,
+        items: Sequence[SpoolItem] | Callable[[], Sequence[SpoolItem]],
+        call: Callable[[], Awaitable[_T]],
     ) -> tuple[Destination, _T | None]:
-        """Write through ``call``; on an unreachable database spool ``item`` instead."""
+        """Write through ``call``; on an unreachable database spool ``items`` instead (one
+        transaction)."""
         if not self._degraded:
             try:
                 return "store", await call()
@@ -289,47 +281,42 @@ class DurableStore(Store):
                 self._set_degraded(exc)
         async with self._spool_lock:
             if self._degraded:
-                if self._spool is None:
-                    raise RuntimeError("DurableStore is not open; use 'async with'")
-                payload = encode(item() if callable(item) else item)
-                await asyncio.to_thread(self._spool.append, [payload])
-                self._counts["items_spooled"] += 1
+                payloads = [encode(i) for i in (items() if callable(items) else items)]
+                await self._spool.append(payloads)
+                self._counts["items_spooled"] += len(payloads)
                 self._wake.set()
                 return "spool", None
-        return await self._put(item, call)  # the replayer drained the spool meanwhile
+        return await self._put(items, call)  # the replayer drained the spool meanwhile
 
     async def _write_batch(self, readings: list[Reading]) -> Destination:
         store = self.store
-        item = lambda: ReadingsItem(tuple(readings))  # noqa: E731  (made only if spooled)
+        item = lambda: [ReadingsItem(tuple(readings))]  # noqa: E731  (made only if spooled)
         where, _ = await self._put(item, lambda: store.write_readings(readings))
         return where
 
     # -- the loops -----------------------------------------------------------------------
     async def _replay(self) -> None:
-        """Wait until degraded, then replay every sealed segment until none is left."""
+        """Wait until degraded, then replay the spool, oldest page first, until it is empty."""
         await self._wake.wait()
         spool = self._spool
-        assert spool is not None
-        while segments := await self._sealed_or_drained(spool):
-            for path in segments:
-                contents = await asyncio.to_thread(spool.read, path)
-                origin, max_rows = f"spool/{path.name}", self._batch_rows
-                await apply_records(self.store, contents.records, origin, max_rows=max_rows)
-                self._counts["records_replayed"] += len(contents.records)
-                await asyncio.to_thread(spool.remove, path)
+        while await self._pending_or_drained():
+            page = await spool.oldest()
+            origin, records = f"spool/{page[0][0]}-{page[-1][0]}", [r for _, r in page]
+            await apply_records(self.store, records, origin, max_rows=self._batch_rows)
+            self._counts["records_replayed"] += len(records)
+            await spool.remove_through(page[-1][0])
 
-    async def _sealed_or_drained(self, spool: Spool) -> list[Any]:
-        """The sealed segments; none left: back to direct writes (under the lock)."""
+    async def _pending_or_drained(self) -> bool:
+        """Whether records wait; none left: back to direct writes (under the lock)."""
         async with self._spool_lock:
-            await asyncio.to_thread(spool.seal)
-            if segments := spool.sealed():
-                return segments
+            if self._spool.pending:
+                return True
             if self._degraded:
-                log.info("spool_replayed_store_available", **spool.stats())
+                log.info("spool_replayed_store_available", **self._spool.stats())
             self._degraded = False
             self._wake.clear()
             self._drained.set()
-            return []
+            return False
 
     async def _maintain_later(self) -> None:
         assert self._maintain_every is not None
@@ -348,40 +335,31 @@ class DurableStore(Store):
         return await self._accepted(event, self.store.write_event)
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        """One transaction while the database is there; each spooled on its own when not."""
-        return await self._many(self.store.write_events, self.write_event, events)
+        """One transaction, in the database or (while it is away) in the spool."""
+        return await self._all_accepted(events, self.store.write_events)
 
     async def write_alert(self, alert: Alert) -> bool:
         return await self._accepted(alert, self.store.write_alert)
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         """Like :meth:`write_events`, for an alarm storm's alerts."""
-        return await self._many(self.store.write_alerts, self.write_alert, alerts)
+        return await self._all_accepted(alerts, self.store.write_alerts)
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
-        await self._put(letter, lambda: self.store.write_dead_letter(letter))
+        await self._put([letter], lambda: self.store.write_dead_letter(letter))
 
     async def write_news2(self, score: News2Record) -> bool:
         return await self._accepted(score, self.store.write_news2)
 
     async def write_status(self, status: StatusItem) -> None:
-        await self._put(status, lambda: self.store.write_status(status))
+        await self._put([status], lambda: self.store.write_status(status))
 
     async def _accepted(self, item: SpoolItem, write: Callable[[Any], Awaitable[bool]]) -> bool:
-        where, new = await self._put(item, lambda: write(item))
+        where, new = await self._put([item], lambda: write(item))
         return where == "spool" or bool(new)
 
-    async def _many(
-        self,
-        together: Callable[[Sequence[_I]], Awaitable[list[bool]]],
-        alone: Callable[[_I], Awaitable[bool]],
-        items: Sequence[_I],
+    async def _all_accepted(
+        self, items: Sequence[SpoolItem], write: Callable[[Any], Awaitable[list[bool]]]
     ) -> list[bool]:
-        if not self._degraded:
-            try:
-                return await together(items)
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    raise
-                self._set_degraded(exc)
-        return [await alone(i) for i in items]
+        _, new = await self._put(items, lambda: write(items))
+        return [True] * len(items) if new is None else new
