@@ -2,17 +2,9 @@
 
 ``await batcher.submit(readings)`` returns only once the readings are durably stored or
 spooled (whatever ``write`` does), so the MQTT ingest acknowledges a message only then.
-Many producers' submissions are gathered into one write, made when the batch holds
-``max_rows`` rows, when its first row is ``max_age`` seconds old, or when no submission
-has arrived for ``linger`` seconds (so a lull, or an MQTT receive window smaller than a
-batch, does not sit out the whole ``max_age``). Under load, batches fill to ``max_rows``.
-Per submission it is cheap: the rows join the batch being gathered and the submitter
-waits on its own future; the flusher naps until the batch's deadline and is nudged only
-when the batch fills or the first row of an idle spell arrives.
-
-Bounds: at most ``queue_size`` submissions (default ``2 * max_rows``) wait, in batches of
-at most ``max_rows`` rows (a message is never split). Beyond that a submission waits for
-room, and the backpressure reaches the broker (MQTT receive maximum) instead of memory.
+When a batch is written (``max_rows``, ``max_age``, ``linger``) and how the queue is
+bounded (``queue_size`` submissions, default ``2 * max_rows``; beyond it ``submit`` waits
+for room, so the backpressure reaches the broker): docs/storage.md, "Ingest".
 
 Resource handling: ``async with ReadingBatcher(write) as b`` starts the flusher, a
 supervised loop (``gateway.tasks``; in ``supervisor`` when given, else a private one).

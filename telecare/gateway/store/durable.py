@@ -7,25 +7,19 @@ spooled (``SqlWrites``' ``write_*``); reads, the registry, the dispatch reposito
 
     async with PostgresStore(dsn) as pg, DurableStore(pg, spool_dir=...) as store: ...
 
-* ``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher`; the
-  other spooled writes go straight to the store, never behind a batch of readings.
-* While the database is unreachable (``is_unavailable``) a write goes to the local
-  :class:`~gateway.store.spool.Spool` (committed) and counts as accepted (``True``);
-  until the spool is replayed *every* write goes there, so the replay keeps the order.
-  The ``spool-replayer`` loop replays the oldest records a page at a time
-  (``apply_records``), deletes each page once applied, then switches back to direct
-  writes.
-* The spool reports its state (``on_spool_state``, on the event loop); whether a nearly
-  full spool is an alert is the caller's decision.
+``write_readings`` goes through a :class:`~gateway.store.batcher.ReadingBatcher`; the
+other spooled writes go straight to the store, never behind a batch of readings. When
+and how writes go to the :class:`~gateway.store.spool.Spool` and are replayed (in
+order, by the ``spool-replayer`` loop with ``apply_records``): docs/storage.md,
+"Durability: the spool". The spool reports its state (``on_spool_state``); whether a
+nearly full spool is an alert is the caller's decision.
 
 A record (``encode``/``decode``, pure and exact inverses) is ``{"k": kind, "v": values}``
 (``"r"``: a list of them, for a batch of readings), the values of the table spec's
 spooled columns in order (``gateway.store.tables``: ISO 8601 timestamps, base64 bytes);
 one written before a column was added is shorter and decodes with the column's default.
 ``apply_records`` calls the matching ``SqlWrites.write_<kind>`` for each, consecutive
-reading batches merged into writes of up to ``max_rows`` rows. Duplicates (a write that
-had in fact reached the database, a page replayed twice after a crash) are removed by
-the idempotency keys; dead letters have none, so such a replay can store one twice.
+reading batches merged into writes of up to ``max_rows`` rows.
 
 Resources: entering opens the spool and starts the batcher and two supervised loops
 (``gateway.tasks``, in ``supervisor`` when given, else a private one): ``spool-replayer``

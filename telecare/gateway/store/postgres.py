@@ -1,12 +1,9 @@
 """PostgreSQL backend through psycopg 3: the shared ``Store`` plus opening, migrating,
 maintenance and faster batch writes (binary COPY, arrays) built from the table specs.
 
-Modes (``mode``): ``timescaledb`` (hypertables for readings and NEWS2 scores,
-compression after ``compress_after``, retention ``retain_for``, continuous aggregate
-``vitals_hourly``; policies replaced at ``migrate`` if their ages changed; the extension in a schema
-of its own, referenced qualified: ``gateway.store.timescale``) or ``postgres`` (monthly
-range partitions ``partitions_ahead_months`` ahead, made by ``migrate`` and the daily
-``maintain``). A schema keeps the mode it was created in.
+Modes (``mode``: ``timescaledb`` with hypertables and policies, the extension in a
+schema of its own; ``postgres`` with monthly partitions), how a schema's mode is chosen
+and kept: docs/storage.md, "Modes (PostgreSQL)".
 
 Resources: an ``AsyncConnectionPool`` opened in ``__aenter__``; a connection idle for a
 second or more is checked on checkout, so one broken by an outage is replaced (one given

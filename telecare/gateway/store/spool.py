@@ -1,27 +1,16 @@
-"""A local spool on disk for what could not reach the database: a SQLite database.
+"""A local spool on disk for what could not reach the database: one SQLite database,
+``<directory>/spool.db`` (the file, its bound, how a damaged one is moved aside:
+docs/storage.md, "Durability: the spool").
 
-``<directory>/spool.db`` holds one table, ``records(seq INTEGER PRIMARY KEY
-AUTOINCREMENT, payload BLOB NOT NULL)``, in WAL mode with ``synchronous=FULL``. An
-``append`` is one transaction (all of its records or none) and returns once it is
-committed: the records survive a crash or a power cut, and SQLite's atomic commit leaves
-no torn record to detect. The replayer reads the ``oldest`` records, a page at a time in
-``seq`` order, and deletes them once applied (``remove_through``).
-
-A ``spool.db`` that cannot be opened or read (not a database, corrupt) must not stop the
-gateway from starting: it is moved aside (with its ``-wal``/``-shm``) as
-``spool.db.damaged-<UTC time>``, logged (``spool_damaged``, with the reason), counted,
-and an empty spool is started in its place.
-
-Bound: ``max_bytes`` over the payloads waiting. An append that would pass it raises
-:class:`~gateway.store.errors.SpoolFull` (the caller must not acknowledge). The spool
-reports its state, and decides nothing more: crossing ``alarm_ratio`` of the bound logs
-and calls ``on_state`` once with a :class:`SpoolState` whose ``near_full`` is true; when
-usage falls back below ``alarm_ratio - 0.1`` it calls ``on_state`` again with
-``near_full`` false. Whether that is an alert is the caller's (the rules') decision.
-
-``async with Spool(directory) as spool``: the connection is used in a worker thread
-under one lock (``sql.SqliteSql``), so the event loop never blocks on disk, and
-``on_state`` is called on the event loop. One ``Spool`` per directory and process.
+``async with Spool(directory) as spool``. ``append`` returns once its records are
+committed, or raises :class:`~gateway.store.errors.SpoolFull` with nothing written (the
+caller must not acknowledge); ``oldest`` and ``remove_through`` replay in ``seq`` order.
+The spool reports its state and decides nothing more: ``on_state`` gets a
+:class:`SpoolState` (on the event loop) when usage crosses ``alarm_ratio`` of
+``max_bytes`` and again once it falls below ``alarm_ratio - 0.1``; whether that is an
+alert is the rules' decision. The connection is used in a worker thread under one lock
+(``sql.SqliteSql``), so the event loop never blocks on disk. One ``Spool`` per
+directory and process.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
-"""Finding, or creating, the TimescaleDB extension for the PostgreSQL store.
-
-An extension exists once per *database*, while every gateway (and every test, and the
-benchmark) has its own *schema* in that database. So the extension never goes into an
-application schema: ``CREATE EXTENSION`` without ``SCHEMA`` would put it into the first
-schema on ``search_path`` (the first gateway's), where the second schema's migrations
-cannot see ``create_hypertable`` and dropping the first schema drops the extension with
-it. Instead the store uses the extension where it already is (any schema, often
-``public``) or creates it in its own schema (``timescaledb`` by default), and every
-reference to its functions is qualified with that schema (``Extension.qualified``).
-
-Not preloaded: with the extension's files installed but ``timescaledb`` missing from
-``shared_preload_libraries``, ``CREATE EXTENSION`` (or the first use of an installed one)
-ends the session with ``FATAL: extension "timescaledb" must be preloaded``. The loader
-defines the ``timescaledb.bgw_launcher_poll_time`` setting only when it was preloaded,
-so ``prepare`` checks for it first and, without it, reports the fix and returns ``None``
-(the store then uses plain PostgreSQL partitions) without ever touching the extension.
+"""Finding, or creating, the TimescaleDB extension for the PostgreSQL store: where it
+lives (never in an application schema: found where it is, or created in a schema of its
+own, every reference to its functions qualified with that schema by
+``Extension.qualified``) and the checks made before anything is tried (installed,
+preloaded, recent enough) are described in docs/storage.md, "Modes (PostgreSQL)".
 """
 
 from __future__ import annotations
