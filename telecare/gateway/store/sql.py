@@ -6,6 +6,7 @@ Every store (``SqliteStore``, ``PostgresStore``, ``DurableStore``) has ``store.s
     row = await store.sql.fetch_one("SELECT a FROM t WHERE c = ?", c)   # or None
     n = await store.sql.execute("UPDATE t SET a = ? WHERE c = ?", a, c)  # rowcount
     n = await store.sql.execute_many("INSERT INTO t (a, c) VALUES (?, ?)", [(1, 2), (3, 4)])
+    ns = await store.sql.execute_each("INSERT ... ON CONFLICT DO NOTHING", rows)  # [0, 1, ...]
     async with store.sql.transaction() as tx:      # all or nothing
         row = await tx.fetch_one(...)
 
@@ -89,7 +90,7 @@ _ORIGIN_EPOCH = int(BUCKET_ORIGIN.timestamp())
 
 
 class Queries:
-    """What a caller runs SQL through (``store.sql`` and a transaction's ``tx``): four
+    """What a caller runs SQL through (``store.sql`` and a transaction's ``tx``): these
     methods on one primitive each backend provides, ``_do(op, sql, params)``."""
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
@@ -109,6 +110,11 @@ class Queries:
         """One statement per parameter row, all in one transaction; rows changed in all
         (in a pipelined transaction: not known, ``0``)."""
         return cast(int, await self._do("many", sql, rows))
+
+    async def execute_each(self, sql: str, rows: Iterable[Sequence[object]]) -> list[int]:
+        """Like :meth:`execute_many`, but how many rows each parameter row changed (one
+        trip to SQLite's worker thread: a batch of idempotent inserts says which were new)."""
+        return cast(list[int], await self._do("each", sql, rows))
 
     async def send(self, sql: str, *params: object) -> None:
         """Run a statement whose result nobody reads: in a pipelined transaction it is
@@ -130,10 +136,6 @@ class Sql(Queries):
         (``fetch_one``, ``fetch_all``, ``execute``) and ``COMMIT`` travel together: one
         round trip per read plus one for the commit (SQLite: no difference)."""
         raise NotImplementedError
-
-    async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        async with self.transaction() as tx:  # one transaction, as documented
-            return await tx.execute_many(sql, rows)
 
 
 def iso(ts: datetime) -> str:
@@ -363,10 +365,16 @@ async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Conne
 
 
 def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
+    if op in ("many", "each") and not conn.in_transaction:  # one transaction, as documented
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:  # committed, or rolled back if it raises
+            return _sqlite_do(conn, op, sql, params)
     if op == "many":
         before = conn.total_changes
         conn.executemany(sql, params)
         return conn.total_changes - before
+    if op == "each":
+        return [conn.execute(sql, row).rowcount for row in params]
     cur = conn.execute(sql, params)
     if op in ("exec", "send"):
         return cur.rowcount
@@ -386,6 +394,9 @@ class PostgresSql(Sql):
         self.dialect = dialect or Dialect()
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
+        if op in ("many", "each"):
+            async with self.transaction() as tx:  # one transaction, as documented
+                return await tx._do(op, sql, params)
         async with self._pool.connection() as conn:
             return await _PgTx(conn, self.dialect)._do(op, sql, params)
 
@@ -425,6 +436,8 @@ class _PgTx(Queries):
         self._pipeline = pipeline
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
+        if op == "each":
+            return [await self._do("exec", sql, row) for row in params]
         query = _pyformat(sql).encode()
         if op == "many":
             rows = [self._dialect.params(r) for r in params]

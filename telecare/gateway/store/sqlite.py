@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self
 
-from telecare.devices.model import AlarmEvent, Reading
+from telecare.devices.model import Reading
 from telecare.gateway.private_files import private_dir, private_file
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.migrations import RECORD, Migration, apply_pending
 from telecare.gateway.store.sql import SqliteSql, sqlite_rows
-from telecare.gateway.store.tables import EVENTS, READINGS
+from telecare.gateway.store.tables import READINGS
 
 __all__ = ["SqliteStore"]
 
@@ -49,23 +49,6 @@ class SqliteStore(Store):
         """The parameters made a column at a time (``sql.sqlite_rows``)."""
         columns = [list(map(c.getter(), readings)) for c in READINGS.written]
         return await self.sql.execute_many(READINGS.insert(), sqlite_rows(columns))
-
-    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        """The events in one transaction and one trip to the worker thread (not one per
-        event: an IP receiver hands many units' alarms at once); whether each was new."""
-        insert, rows = EVENTS.insert(), [EVENTS.params(e) for e in events]
-
-        def each(conn: sqlite3.Connection) -> list[bool]:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                new = [conn.execute(insert, row).rowcount == 1 for row in rows]
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return new
-
-        return await self.sql.run(each)
 
     async def __aenter__(self) -> Self:
         if self.path != ":memory:":

@@ -53,15 +53,15 @@ class SqlWrites:
         return await EVENTS.add(self.sql, event) == 1
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        async with self.sql.transaction() as tx:
-            return [await EVENTS.add(tx, e) == 1 for e in events]
+        new = await self.sql.execute_each(EVENTS.insert(), map(EVENTS.params, events))
+        return [n == 1 for n in new]
 
     async def write_alert(self, alert: Alert) -> bool:
         return await ALERTS.add(self.sql, alert) == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
-        async with self.sql.transaction() as tx:
-            return [await ALERTS.add(tx, a) == 1 for a in alerts]
+        new = await self.sql.execute_each(ALERTS.insert(), map(ALERTS.params, alerts))
+        return [n == 1 for n in new]
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         await DEAD_LETTERS.add(self.sql, letter, "")
