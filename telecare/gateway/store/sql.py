@@ -251,8 +251,8 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def sqlite_row(row: Sequence[Any]) -> Row:
-    return tuple(_sqlite_value(v) for v in row)
+def _sqlite_row(_cursor: sqlite3.Cursor, row: Sequence[Any]) -> Row:
+    return tuple(map(_sqlite_value, row))
 
 
 def sqlite_rows(columns: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
@@ -301,6 +301,7 @@ class SqliteSql(Sql):
         self._lock = asyncio.Lock()
 
     def open(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = _sqlite_row  # rows as tuples, timestamps as datetimes
         self._conn = conn
 
     async def close(self) -> None:
@@ -378,10 +379,7 @@ def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
     cur = conn.execute(sql, params)
     if op in ("exec", "send"):
         return cur.rowcount
-    if op == "one":
-        row = cur.fetchone()
-        return None if row is None else sqlite_row(row)
-    return [sqlite_row(r) for r in cur.fetchall()]
+    return cur.fetchone() if op == "one" else cur.fetchall()
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
