@@ -219,7 +219,7 @@ class Dialect:
 
     def params(self, values: Sequence[object]) -> tuple[object, ...]:
         """PostgreSQL parameters as psycopg takes them (SQLite's: the adapters below)."""
-        return tuple(_PG_PARAM.get(type(v), _same)(v) for v in values)
+        return tuple(f(v) if (f := _PG_PARAM.get(type(v))) else v for v in values)
 
 
 SQLITE = Dialect("sqlite", for_update="", json_type="TEXT", snapshot=None)
@@ -278,10 +278,6 @@ for _type, _adapt in (*_ADAPT.items(), (TextArray, json.dumps)):
     sqlite3.register_adapter(_type, _adapt)
 _PG_PARAM: dict[type, Callable[[Any], object]] = {TextArray: list, dict: Jsonb, list: Jsonb}
 _PG_PARAM[datetime] = _aware
-
-
-def _same(value: object) -> object:
-    return value
 
 
 # -- SQLite ----------------------------------------------------------------------------
