@@ -77,6 +77,7 @@ from telecare.gateway.failures import is_storage_unavailable, poison_reason, whe
 from telecare.gateway.ingest.deadletter import DeadLetterLimiter, Verdict, flood_alert, sender_key
 from telecare.gateway.logging import get_logger
 from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record, Store
+from telecare.gateway.store.rows import StatusItem
 from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.turns import Turns
@@ -381,8 +382,8 @@ class Pipeline:
             await lane.handle_event(message, received_at=env.received_at)
         elif isinstance(message, Heartbeat):
             await self._check_clock(message.device_id, message.ts, env.received_at)
-            await self.store.set_device_status(
-                message.device_id, at=message.ts, heartbeat=True, battery=message.battery
+            await self.store.write_status(
+                StatusItem(message.device_id, message.ts, heartbeat=True, battery=message.battery)
             )
             self.counters["heartbeats"] += 1
         elif isinstance(message, DeviceStatus):
@@ -937,7 +938,7 @@ class Pipeline:
         if unchanged and await self.store.device_online(status.device_id) == status.online:
             return
         at = status.ts or self.clock.now()
-        await self.store.set_device_status(status.device_id, online=status.online, at=at)
+        await self.store.write_status(StatusItem(status.device_id, at, status.online))
         self.feed.publish(
             Activity(
                 "status",

@@ -58,9 +58,9 @@ class StatusItem:
 
     device_id: str
     at: datetime
-    online: bool | None
-    heartbeat: bool
-    battery: float | None
+    online: bool | None = None  # None: unchanged
+    heartbeat: bool = False
+    battery: float | None = None
 
 
 Kind = Literal["site", "resident", "responder", "device"]

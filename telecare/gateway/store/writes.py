@@ -1,6 +1,5 @@
 """The ingest role, written once for both backends: the writes the spool may take (the
-``write_*`` methods; ``set_device_status`` is ``write_status``) and the pipeline's direct
-reads and notes.
+``write_*`` methods) and the pipeline's direct reads and notes.
 
 Idempotency keys are the tables' unique indexes (``ON CONFLICT DO NOTHING``): a write
 returns ``False``/``0`` for what was already stored. ``PostgresStore`` overrides the
@@ -68,17 +67,6 @@ class SqlWrites:
 
     async def write_news2(self, score: News2Record) -> bool:
         return await NEWS2.add(self.sql, score) == 1
-
-    async def set_device_status(
-        self,
-        device_id: str,
-        *,
-        online: bool | None = None,
-        at: datetime,
-        heartbeat: bool = False,
-        battery: float | None = None,
-    ) -> None:
-        await self.write_status(StatusItem(device_id, at, online, heartbeat, battery))
 
     async def write_status(self, s: StatusItem) -> None:
         first, hb = True if s.online is None else s.online, s.at if s.heartbeat else None
