@@ -76,8 +76,8 @@ from telecare.gateway.envelope import Envelope
 from telecare.gateway.failures import is_storage_unavailable, poison_reason, where
 from telecare.gateway.ingest.deadletter import DeadLetterLimiter, Verdict, flood_alert, sender_key
 from telecare.gateway.logging import get_logger
-from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record, Store
-from telecare.gateway.store.rows import StatusItem
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.turns import Turns

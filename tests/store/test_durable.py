@@ -10,11 +10,11 @@ import pytest
 
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch.records import AuditRecord
-from telecare.gateway.store.base import DeadLetter, News2Record, Store
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.errors import SpoolFull
 from telecare.gateway.store.postgres import PostgresStore
-from telecare.gateway.store.rows import StatusItem
+from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.spool import SpoolState
 from tests.store.helpers import T0, alert, event, message, registry
 from tests.store.proxy import TcpProxy

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from telecare.devices.model import AlarmEvent, Alert, AlertKind, EventType, Phase
-from telecare.gateway.store.base import AlertNote
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import AlertNote
 from telecare.gateway.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
