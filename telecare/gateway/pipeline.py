@@ -818,7 +818,7 @@ class Pipeline:
             notes = self._notes  # behind a receiver batch's note: keep the order
         if notes is not None:
             # The later note of the same alert wins key by key, as successive
-            # note_alert calls would.
+            # note_alerts calls would.
             was = notes.get(alert_id)
             notes[alert_id] = AlertNote(
                 alert_id,
@@ -829,7 +829,7 @@ class Pipeline:
             )
             return
         try:
-            await self.store.note_alert(alert_id, count=count, restored_at=restored_at)
+            await self.store.note_alerts([AlertNote(alert_id, count, restored_at)])
         except Exception as exc:  # an annotation only: the events themselves are stored
             log.warning("alert_note_failed", alert_id=alert_id, error=repr(exc))
 

@@ -86,11 +86,6 @@ class SqlWrites:
             (Metric(m), ts, float(v)) for m, ts, v in await self.sql.fetch_all(q, device_id, msg_id)
         }
 
-    async def note_alert(
-        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
-    ) -> None:
-        await self.note_alerts([AlertNote(alert_id, count, restored_at)])
-
     async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
         merge = self.sql.dialect.json_merge("detail")
         await self.sql.execute_many(
