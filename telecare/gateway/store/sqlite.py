@@ -32,6 +32,7 @@ SCHEMA_EDITED = "-- sqlite: schema_version + 1, writable_schema OFF"
 
 class SqliteStore(Store):
     sql: SqliteSql
+    mode = "sqlite"
 
     def __init__(
         self, path: str | Path, *, dead_letter_retention: timedelta | None = timedelta(days=30)
@@ -40,10 +41,6 @@ class SqliteStore(Store):
         self.dead_letter_retention = dead_letter_retention
         #: The query API (``gateway.store.sql``); it owns the connection and its lock.
         self.sql = SqliteSql()
-
-    @property
-    def mode(self) -> str:
-        return "sqlite"
 
     async def write_readings(self, readings: Sequence[Reading]) -> int:
         """The parameters made a column at a time (``sql.sqlite_rows``)."""
@@ -72,7 +69,7 @@ class SqliteStore(Store):
 
     async def migrate(self) -> list[str]:
         def apply(m: Migration) -> Awaitable[None]:
-            return self.sql.run(lambda conn: _apply(conn, m.sql, m.version, m.name))
+            return self.sql.run(lambda conn: _apply(conn, m))
 
         return await apply_pending(self.sql, "sqlite", None, apply)
 
@@ -85,12 +82,11 @@ class SqliteStore(Store):
         return []
 
 
-def _apply(conn: sqlite3.Connection, sql: str, *record: object) -> None:
-    """Run one migration's SQL and record it (``RECORD``, ``record``: version and name)
-    in one write transaction, rolled back if either fails; a schema edit
-    (``SCHEMA_EDITED``) gets its version bump, and ``writable_schema`` is off again
-    whatever happens."""
-    script, edited, rest = sql.partition(SCHEMA_EDITED)
+def _apply(conn: sqlite3.Connection, m: Migration) -> None:
+    """Run migration ``m``'s SQL and record it (``RECORD``) in one write transaction,
+    rolled back if either fails; a schema edit (``SCHEMA_EDITED``) gets its version bump,
+    and ``writable_schema`` is off again whatever happens."""
+    script, edited, rest = m.sql.partition(SCHEMA_EDITED)
     if rest.strip():
         raise RuntimeError(f"{SCHEMA_EDITED!r} must be a migration's last line")
     try:
@@ -102,8 +98,7 @@ def _apply(conn: sqlite3.Connection, sql: str, *record: object) -> None:
         finally:
             if edited:
                 conn.execute("PRAGMA writable_schema = OFF")
-        if record:
-            conn.execute(RECORD, record)
+        conn.execute(RECORD, (m.version, m.name))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
