@@ -338,14 +338,14 @@ class SqliteSql(Sql):
             await _in_thread(lambda c: c.execute("COMMIT"), conn)
 
 
+@dataclass(frozen=True, slots=True)
 class _SqliteTx(Queries):
     """The statements of one SQLite transaction (the lock is already held)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    conn: sqlite3.Connection
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
-        return await _in_thread(lambda c: _sqlite_do(c, op, sql, params), self._conn)
+        return await _in_thread(lambda c: _sqlite_do(c, op, sql, params), self.conn)
 
 
 async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
@@ -415,36 +415,31 @@ class PostgresSql(Sql):
                 raise
 
 
+@dataclass(frozen=True, slots=True)
 class _PgTx(Queries):
     """Statements on one PostgreSQL connection (in a transaction, or autocommit); with a
     ``pipeline``, in pipeline mode (``Sql.transaction(pipelined=True)``)."""
 
-    def __init__(
-        self,
-        conn: psycopg.AsyncConnection[TupleRow],
-        dialect: Dialect,
-        pipeline: psycopg.AsyncPipeline | None = None,
-    ) -> None:
-        self._conn = conn
-        self._dialect = dialect
-        self._pipeline = pipeline
+    conn: psycopg.AsyncConnection[TupleRow]
+    dialect: Dialect
+    pipeline: psycopg.AsyncPipeline | None = None
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
         if op == "each":
             return [await self._do("exec", sql, row) for row in params]
         query = _pyformat(sql).encode()
         if op == "many":
-            rows = [self._dialect.params(r) for r in params]
+            rows = [self.dialect.params(r) for r in params]
             if not rows:
                 return 0
-            async with self._conn.cursor() as cur:
+            async with self.conn.cursor() as cur:
                 await cur.executemany(query, rows)
-                return 0 if self._pipeline else cur.rowcount
-        cur = await self._conn.execute(query, self._dialect.params(params))
+                return 0 if self.pipeline else cur.rowcount
+        cur = await self.conn.execute(query, self.dialect.params(params))
         if op == "send":
             return None
         if op == "exec":
-            if self._pipeline is not None:
-                await self._pipeline.sync()  # the count is known once the server answered
+            if self.pipeline is not None:
+                await self.pipeline.sync()  # the count is known once the server answered
             return cur.rowcount
         return await (cur.fetchone() if op == "one" else cur.fetchall())
