@@ -22,7 +22,6 @@ from functools import cached_property
 from telecare.gateway.store.dispatch import SqlDispatchRepository
 from telecare.gateway.store.registry import SqlRegistry
 from telecare.gateway.store.reports import SqlReports
-from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.writes import SqlWrites
 
 __all__ = ["Store"]
@@ -31,7 +30,6 @@ __all__ = ["Store"]
 class Store(SqlWrites, SqlRegistry, SqlReports):
     """Every role on ``sql``; a backend (or the durable store) provides the rest."""
 
-    sql: Sql
     #: Dead letters older than this are deleted by ``maintain`` (``None``: kept).
     dead_letter_retention: timedelta | None = timedelta(days=30)
 

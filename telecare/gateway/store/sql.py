@@ -314,7 +314,6 @@ class SqliteSql(Sql):
         return self._conn
 
     async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """``fn(connection)`` in a worker thread, under the lock."""
         conn = self._connection()
         async with self._lock:
             return await _in_thread(fn, conn)
