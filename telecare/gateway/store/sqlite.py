@@ -89,7 +89,7 @@ def _apply(conn: sqlite3.Connection, m: Migration) -> None:
     script, edited, rest = m.sql.partition(SCHEMA_EDITED)
     if rest.strip():
         raise RuntimeError(f"{SCHEMA_EDITED!r} must be a migration's last line")
-    try:
+    with conn:  # committed, or rolled back (if it began) when anything raises
         try:
             conn.executescript("BEGIN IMMEDIATE;\n" + script + "\n;")
             if edited:
@@ -99,8 +99,3 @@ def _apply(conn: sqlite3.Connection, m: Migration) -> None:
             if edited:
                 conn.execute("PRAGMA writable_schema = OFF")
         conn.execute(RECORD, (m.version, m.name))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
