@@ -366,9 +366,7 @@ def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
         with conn:  # committed, or rolled back if it raises
             return _sqlite_do(conn, op, sql, params)
     if op == "many":
-        before = conn.total_changes
-        conn.executemany(sql, params)
-        return conn.total_changes - before
+        return conn.executemany(sql, params).rowcount
     if op == "each":
         return [conn.execute(sql, row).rowcount for row in params]
     cur = conn.execute(sql, params)
