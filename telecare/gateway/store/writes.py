@@ -112,11 +112,10 @@ class SqlWrites:
         return {str(r[0]): r[1] for r in rows}
 
     async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
-        found = await self.sql.fetch_all(
-            f"SELECT {ALERTS.select('a')} FROM alerts a WHERE NOT EXISTS"
-            " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
-            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = a.alert_id)"
-            " ORDER BY a.ts LIMIT ?",
+        return await ALERTS.all(
+            self.sql,
+            "WHERE NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.alert_id = alerts.alert_id)"
+            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = alerts.alert_id)"
+            " ORDER BY ts LIMIT ?",
             limit,
         )
-        return [ALERTS.load(r) for r in found]
