@@ -105,8 +105,6 @@ class SqlWrites:
         ``alert_ids`` whose alert is stored -> the state of the dispatch holding it
         (``None`` while no dispatch does yet). An id missing from the answer has no
         stored alert."""
-        if not alert_ids:
-            return {}
         ids = self.sql.dialect.any_of("a.alert_id")
         rows = await self.sql.fetch_all(_ALARM_STATES.format(ids=ids), TextArray(alert_ids))
         return {str(r[0]): r[1] for r in rows}
