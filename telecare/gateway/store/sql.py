@@ -379,10 +379,10 @@ def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
 class PostgresSql(Sql):
     """The PostgreSQL side: a statement per pooled connection, a transaction on one."""
 
-    def __init__(self, pool: AsyncConnectionPool, dialect: Dialect | None = None) -> None:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
         #: Replaced by the store once it knows whether TimescaleDB is in use.
-        self.dialect = dialect or Dialect()
+        self.dialect = Dialect()
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
         if op in ("many", "each"):
