@@ -29,8 +29,6 @@ _STATUS = (
 )
 
 
-#: Each listed alert that is stored, with the state of the dispatch holding it (its own
-#: or the one it joined), ``NULL`` while none does.
 _ALARM_STATES = (
     "SELECT a.alert_id, COALESCE(d.state, dm.state) FROM alerts a"
     " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
@@ -102,9 +100,9 @@ class SqlWrites:
 
     async def alarm_states(self, alert_ids: Collection[str]) -> dict[str, str | None]:
         """For the pipeline's fold check, in one query for a batch: each of
-        ``alert_ids`` whose alert is stored -> the state of the dispatch holding it
-        (``None`` while no dispatch does yet). An id missing from the answer has no
-        stored alert."""
+        ``alert_ids`` whose alert is stored -> the state of the dispatch holding it (its
+        own or the one it joined; ``None`` while none does yet). An id missing from the
+        answer has no stored alert."""
         ids = self.sql.dialect.any_of("a.alert_id")
         rows = await self.sql.fetch_all(_ALARM_STATES.format(ids=ids), TextArray(alert_ids))
         return {str(r[0]): r[1] for r in rows}
