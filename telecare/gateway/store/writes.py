@@ -50,14 +50,14 @@ class SqlWrites:
         return await EVENTS.add(self.sql, event) == 1
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        new = await self.sql.execute_each(EVENTS.insert(), map(EVENTS.params, events))
+        new = await self.sql.execute_each(EVENTS.insert(), [EVENTS.params(e) for e in events])
         return [n == 1 for n in new]
 
     async def write_alert(self, alert: Alert) -> bool:
         return await ALERTS.add(self.sql, alert) == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
-        new = await self.sql.execute_each(ALERTS.insert(), map(ALERTS.params, alerts))
+        new = await self.sql.execute_each(ALERTS.insert(), [ALERTS.params(a) for a in alerts])
         return [n == 1 for n in new]
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
