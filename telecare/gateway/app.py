@@ -325,7 +325,7 @@ class Gateway:
                             self.pipeline.decoder.registry,
                             self.clock,
                             watch=self.pipeline.engine.watch_device,
-                            status=receiving.store.set_device_status,
+                            status=receiving.store.write_status,
                             supervisor=supervisor,
                         ),
                         self.clock,

@@ -67,6 +67,7 @@ from telecare.gateway.decode_receivers import EventWriter, Sink
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
+from telecare.gateway.store.rows import StatusItem
 from telecare.gateway.tasks import Supervisor
 from telecare.rules.clock import Clock
 
@@ -78,8 +79,8 @@ log = get_logger("telecare.decode.scaip")
 AccountLookup = Callable[[ReceiverKind, str, str], Awaitable[Device | None]]
 #: ``(device, now)``: let the heartbeat rule watch a device heard for the first time.
 Watch = Callable[[Device, datetime], None]
-#: ``Store.set_device_status`` for heartbeats (best effort: the event is what is durable).
-Status = Callable[..., Awaitable[None]]
+#: ``Store.write_status`` for heartbeats (best effort: the event is what is durable).
+Status = Callable[[StatusItem], Awaitable[None]]
 #: The answer to a datagram that needs work first: run it, send what it returns.
 Later = Coroutine[Any, Any, bytes | None]
 #: How long an answered UDP transaction's response is kept for retransmissions (64*T1).
@@ -286,7 +287,7 @@ class ScaipDecoding:
         )
         if event.type is EventType.PERIODIC_TEST and self.status is not None:
             try:
-                await self.status(device.device_id, at=received_at, heartbeat=True)
+                await self.status(StatusItem(device.device_id, received_at, heartbeat=True))
             except Exception as exc:  # the event is stored: the status is a convenience
                 log.warning("scaip_status_failed", device_id=device.device_id, error=repr(exc))
         return self._build(request, scaip.accepted(mrq.ref))

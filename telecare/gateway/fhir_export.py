@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from telecare.devices.model import Metric, Reading
-from telecare.gateway.store.base import News2Record
+from telecare.gateway.store.rows import News2Record
 
 __all__ = [
     "NHS_NUMBER_SYSTEM",

@@ -76,7 +76,8 @@ from telecare.gateway.envelope import Envelope
 from telecare.gateway.failures import is_storage_unavailable, poison_reason, where
 from telecare.gateway.ingest.deadletter import DeadLetterLimiter, Verdict, flood_alert, sender_key
 from telecare.gateway.logging import get_logger
-from telecare.gateway.store.base import AlertNote, DeadLetter, News2Record, Store
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.rows import AlertNote, DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.tables import event_digest
 from telecare.gateway.timebounds import TimeBounds
 from telecare.gateway.turns import Turns
@@ -381,8 +382,8 @@ class Pipeline:
             await lane.handle_event(message, received_at=env.received_at)
         elif isinstance(message, Heartbeat):
             await self._check_clock(message.device_id, message.ts, env.received_at)
-            await self.store.set_device_status(
-                message.device_id, at=message.ts, heartbeat=True, battery=message.battery
+            await self.store.write_status(
+                StatusItem(message.device_id, message.ts, heartbeat=True, battery=message.battery)
             )
             self.counters["heartbeats"] += 1
         elif isinstance(message, DeviceStatus):
@@ -817,7 +818,7 @@ class Pipeline:
             notes = self._notes  # behind a receiver batch's note: keep the order
         if notes is not None:
             # The later note of the same alert wins key by key, as successive
-            # note_alert calls would.
+            # note_alerts calls would.
             was = notes.get(alert_id)
             notes[alert_id] = AlertNote(
                 alert_id,
@@ -828,7 +829,7 @@ class Pipeline:
             )
             return
         try:
-            await self.store.note_alert(alert_id, count=count, restored_at=restored_at)
+            await self.store.note_alerts([AlertNote(alert_id, count, restored_at)])
         except Exception as exc:  # an annotation only: the events themselves are stored
             log.warning("alert_note_failed", alert_id=alert_id, error=repr(exc))
 
@@ -937,7 +938,7 @@ class Pipeline:
         if unchanged and await self.store.device_online(status.device_id) == status.online:
             return
         at = status.ts or self.clock.now()
-        await self.store.set_device_status(status.device_id, online=status.online, at=at)
+        await self.store.write_status(StatusItem(status.device_id, at, status.online))
         self.feed.publish(
             Activity(
                 "status",

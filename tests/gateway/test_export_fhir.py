@@ -32,8 +32,8 @@ from telecare.gateway.cli.common import ExitCode
 from telecare.gateway.cli.main import app
 from telecare.gateway.envelope import Envelope
 from telecare.gateway.store import durable
-from telecare.gateway.store.base import News2Record
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import News2Record
 from telecare.gateway.store.sqlite import SqliteStore
 from telecare.rules.clock import FakeClock
 from tests.helpers import run_together, running_pipeline

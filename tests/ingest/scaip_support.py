@@ -70,7 +70,7 @@ async def receiving(
             pipeline.decoder.registry,
             clock,
             watch=pipeline.engine.watch_device,
-            status=store.set_device_status,
+            status=store.write_status,
         )
         receiver = ScaipReceiver(cfg, decoding, clock)
         async with receiver:

@@ -22,7 +22,7 @@ from telecare.firmware_stubs.mqtt_device import Pendant
 from telecare.gateway.app import Gateway
 from telecare.gateway.config import Config, MqttConfig, SerialPortConfig, StoreConfig
 from telecare.gateway.ingest.mqtt import gateway_topic
-from telecare.gateway.store.base import DEAD_LETTER_PREVIEW
+from telecare.gateway.store.rows import DEAD_LETTER_PREVIEW
 from tests.helpers import eventually
 from tests.ingest.ptys import PtyPort
 from tests.ingest.support import listen_dead_letters, provision

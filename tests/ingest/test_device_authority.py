@@ -37,7 +37,8 @@ from telecare.devices.model import (
 )
 from telecare.gateway.app import Gateway
 from telecare.gateway.config import IngestSection, StoreConfig
-from telecare.gateway.store.base import DeadLetter, Store
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.rows import DeadLetter
 from telecare.gateway.store.tables import event_digest
 from tests.helpers import eventually
 from tests.ingest.shipped import device_client, gateway_config, running_gateway, shipped_broker

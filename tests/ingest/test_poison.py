@@ -32,8 +32,8 @@ from telecare.devices.codecs import json_v1
 from telecare.devices.model import EventType
 from telecare.gateway.app import Gateway
 from telecare.gateway.config import StoreConfig
-from telecare.gateway.store.base import DEAD_LETTER_PREVIEW
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import DEAD_LETTER_PREVIEW
 from tests.ingest.shipped import (
     GATEWAY_PASSWORD,
     GATEWAY_USER,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from telecare.gateway.app import open_store
 from telecare.gateway.config import Config, StoreConfig, load_config
-from telecare.gateway.store.base import DEAD_LETTER_PREVIEW, DeadLetter, Store
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.durable import decode, encode
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import DEAD_LETTER_PREVIEW, DeadLetter
 from telecare.gateway.store.sqlite import SqliteStore
 
 NOW = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

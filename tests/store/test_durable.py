@@ -10,10 +10,11 @@ import pytest
 
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch.records import AuditRecord
-from telecare.gateway.store.base import DeadLetter, News2Record, Store
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.errors import SpoolFull
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.spool import SpoolState
 from tests.store.helpers import T0, alert, event, message, registry
 from tests.store.proxy import TcpProxy
@@ -38,7 +39,7 @@ async def test_writes_go_straight_through_when_the_database_is_up(
         assert await durable.write_news2(score) is True
         assert await durable.write_news2(score) is False
         await durable.write_dead_letter(DeadLetter(T0, "mqtt", "t", "bad", b"x"))
-        await durable.set_device_status("ox1", online=True, at=T0, heartbeat=True)
+        await durable.write_status(StatusItem("ox1", T0, True, heartbeat=True))
         stats = durable.stats()
         assert not durable.degraded
     assert stats["items_spooled"] == 0

@@ -10,8 +10,9 @@ from telecare.devices.model import Alert, AlertKind, Dispatch, DispatchState, Me
 from telecare.dispatch.records import AuditRecord
 from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import dispatch_repository
-from telecare.gateway.store.base import News2Record, Store
+from telecare.gateway.store.base import Store
 from telecare.gateway.store.dispatch import append_audit
+from telecare.gateway.store.rows import News2Record
 from tests.store.helpers import T0, registry
 
 S = timedelta(seconds=1)

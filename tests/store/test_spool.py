@@ -19,10 +19,9 @@ from structlog.testing import capture_logs
 
 from telecare.devices.model import Alert, AlertKind, Metric, Reading
 from telecare.gateway.store import spool as spool_module
-from telecare.gateway.store.base import DeadLetter, News2Record
 from telecare.gateway.store.durable import ReadingsItem, decode, encode
 from telecare.gateway.store.errors import SpoolFull
-from telecare.gateway.store.rows import StatusItem
+from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
 from telecare.gateway.store.spool import Spool, SpoolState
 from tests.store.helpers import T0, alert, event, message
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from telecare.devices.model import Metric, Reading
@@ -87,6 +89,23 @@ async def test_upsert_rowcounts_and_returning(store: Store) -> None:
         ("d", "", 7),
     ]
     assert await sql.execute("DELETE FROM notes WHERE n = ?", 7) == 3
+
+
+async def test_execute_each_counts_each_row_all_or_nothing(store: Store) -> None:
+    sql = await _table(store)
+    ignore = "INSERT INTO notes (note_id, at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+    assert await sql.execute_each(ignore, [("a", T0), ("b", T0), ("a", T0)]) == [1, 1, 0]
+    assert await sql.execute_each(ignore, []) == []
+    async with sql.transaction() as tx:
+        assert await tx.execute_each(ignore, [("b", T0), ("c", T0)]) == [0, 1]
+    for run in (sql.execute_each, sql.execute_many):  # a failing row: none stored
+        with pytest.raises((sqlite3.IntegrityError, psycopg.errors.NotNullViolation)):
+            await run(ignore, [("d", T0), ("e", None)])
+    assert await sql.fetch_all("SELECT note_id FROM notes ORDER BY note_id") == [
+        ("a",),
+        ("b",),
+        ("c",),
+    ]
 
 
 async def test_transaction_commits_or_rolls_back(store: Store) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from telecare.gateway.store.migrations import migrations_for
+from telecare.gateway.store.migrations import Migration, migrations_for
 from telecare.gateway.store.sqlite import SCHEMA_EDITED, SqliteStore, _apply
 from tests.store.helpers import message, registry
 
@@ -88,12 +88,12 @@ def test_failed_schema_edit_rolls_back_with_writable_schema_off(tmp_path: Path) 
     before = _table_sql_of(conn, "t")
     bad = "PRAGMA writable_schema = ON;\nUPDATE sqlite_schema SET sql = 'x' WHERE nope;\n"
     with pytest.raises(sqlite3.OperationalError, match="nope"):
-        _apply(conn, bad + SCHEMA_EDITED + "\n")
+        _apply(conn, Migration(99, "bad", bad + SCHEMA_EDITED + "\n"))
     assert not conn.in_transaction
     assert conn.execute("PRAGMA writable_schema").fetchone() == (0,)
     assert _table_sql_of(conn, "t") == before
     with pytest.raises(RuntimeError, match="last line"):
-        _apply(conn, SCHEMA_EDITED + "\nSELECT 1;")
+        _apply(conn, Migration(99, "bad", SCHEMA_EDITED + "\nSELECT 1;"))
 
 
 def _table_sql_of(conn: sqlite3.Connection, name: str) -> str:

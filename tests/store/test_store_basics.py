@@ -23,7 +23,8 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.dispatch.records import AuditRecord
-from telecare.gateway.store.base import DeadLetter, Store
+from telecare.gateway.store.base import Store
+from telecare.gateway.store.rows import DeadLetter
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from telecare.devices.model import AlarmEvent, Alert, AlertKind, EventType, Phase
-from telecare.gateway.store.base import AlertNote
 from telecare.gateway.store.durable import DurableStore
 from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.rows import AlertNote
 from telecare.gateway.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -61,3 +61,9 @@ async def test_note_alerts_patches_each_alert_detail_in_one_call(
         "a1": {"keep": 1, "restored_at": restored.isoformat()},
         "a2": {"keep": 2},
     }
+
+
+async def test_alarm_states_of_stored_alerts_only(store: PostgresStore | SqliteStore) -> None:
+    assert await store.write_alerts([Alert("a0", AlertKind.ALARM, 1, "pendant", T0)]) == [True]
+    assert await store.alarm_states({"a0", "nope"}) == {"a0": None}  # no dispatch yet
+    assert await store.alarm_states(set()) == {}

@@ -75,9 +75,10 @@ from telecare.gateway.cli.common import (
     with_store,
 )
 from telecare.gateway.cli.groups import app, device_app, resident_app, responder_app, site_app
+from telecare.gateway.clinical import ClinicalChange, ClinicalRecord
 from telecare.gateway.config import ALARM_LANE_SUFFIX, DEFAULT_CLIENT_ID, Config
 from telecare.gateway.publisher import PUBLISHER_SUFFIX
-from telecare.gateway.store.base import ClinicalChange, ClinicalRecord, Store
+from telecare.gateway.store.base import Store
 from telecare.rules.config import ResidentRules, RulesConfig, RulesConfigError, load_rules_file
 
 __all__ = ["app", "device_app", "resident_app", "responder_app", "site_app"]

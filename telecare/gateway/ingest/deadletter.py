@@ -2,7 +2,7 @@
 
 **Publishing.** Every dead letter is published on ``<prefix>/_gateway/deadletter`` (QoS 1,
 not retained). The stored dead-letter row (with a bounded payload preview, see
-:data:`gateway.store.base.DEAD_LETTER_PREVIEW`) is the record; the topic is a live feed for
+:data:`gateway.store.rows.DEAD_LETTER_PREVIEW`) is the record; the topic is a live feed for
 installers and monitoring (``mosquitto_sub -t 'telecare/v1/_gateway/deadletter'``) and
 carries the reason and ids, never the payload, which may hold personal data::
 
@@ -48,7 +48,7 @@ from typing import Self
 from telecare.devices.model import Alert, AlertKind, Device
 from telecare.gateway.backoff import Backoff
 from telecare.gateway.logging import get_logger, scrub_reason
-from telecare.gateway.store.base import DeadLetter
+from telecare.gateway.store.rows import DeadLetter
 from telecare.gateway.tasks import Loop, Loops, Supervisor, retry_until_done
 from telecare.rules.alarms import alarm_id_for
 

@@ -19,34 +19,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
-from telecare.gateway.clinical import ClinicalChange, ClinicalRecord
 from telecare.gateway.store.dispatch import SqlDispatchRepository
 from telecare.gateway.store.registry import SqlRegistry
 from telecare.gateway.store.reports import SqlReports
-from telecare.gateway.store.rows import (
-    DEAD_LETTER_PREVIEW,
-    AlertNote,
-    DeadLetter,
-    News2Record,
-)
-from telecare.gateway.store.sql import Sql
 from telecare.gateway.store.writes import SqlWrites
 
-__all__ = [
-    "DEAD_LETTER_PREVIEW",
-    "AlertNote",
-    "ClinicalChange",
-    "ClinicalRecord",
-    "DeadLetter",
-    "News2Record",
-    "Store",
-]
+__all__ = ["Store"]
 
 
 class Store(SqlWrites, SqlRegistry, SqlReports):
     """Every role on ``sql``; a backend (or the durable store) provides the rest."""
 
-    sql: Sql
     #: Dead letters older than this are deleted by ``maintain`` (``None``: kept).
     dead_letter_retention: timedelta | None = timedelta(days=30)
 

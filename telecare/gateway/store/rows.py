@@ -22,12 +22,9 @@ class AlertNote:
 
     def patch(self) -> dict[str, Any]:
         """The keys merged into the alert's ``detail``."""
-        note: dict[str, Any] = {}
-        if self.count is not None:
-            note["count"] = self.count
-        if self.restored_at is not None:
-            note["restored_at"] = self.restored_at.isoformat()
-        return note
+        restored = None if self.restored_at is None else self.restored_at.isoformat()
+        note = {"count": self.count, "restored_at": restored}
+        return {k: v for k, v in note.items() if v is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +55,9 @@ class StatusItem:
 
     device_id: str
     at: datetime
-    online: bool | None
-    heartbeat: bool
-    battery: float | None
+    online: bool | None = None  # None: unchanged
+    heartbeat: bool = False
+    battery: float | None = None
 
 
 Kind = Literal["site", "resident", "responder", "device"]

@@ -6,6 +6,7 @@ Every store (``SqliteStore``, ``PostgresStore``, ``DurableStore``) has ``store.s
     row = await store.sql.fetch_one("SELECT a FROM t WHERE c = ?", c)   # or None
     n = await store.sql.execute("UPDATE t SET a = ? WHERE c = ?", a, c)  # rowcount
     n = await store.sql.execute_many("INSERT INTO t (a, c) VALUES (?, ?)", [(1, 2), (3, 4)])
+    ns = await store.sql.execute_each("INSERT ... ON CONFLICT DO NOTHING", rows)  # [0, 1, ...]
     async with store.sql.transaction() as tx:      # all or nothing
         row = await tx.fetch_one(...)
 
@@ -89,7 +90,7 @@ _ORIGIN_EPOCH = int(BUCKET_ORIGIN.timestamp())
 
 
 class Queries:
-    """What a caller runs SQL through (``store.sql`` and a transaction's ``tx``): four
+    """What a caller runs SQL through (``store.sql`` and a transaction's ``tx``): these
     methods on one primitive each backend provides, ``_do(op, sql, params)``."""
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
@@ -109,6 +110,11 @@ class Queries:
         """One statement per parameter row, all in one transaction; rows changed in all
         (in a pipelined transaction: not known, ``0``)."""
         return cast(int, await self._do("many", sql, rows))
+
+    async def execute_each(self, sql: str, rows: Iterable[Sequence[object]]) -> list[int]:
+        """Like :meth:`execute_many`, but how many rows each parameter row changed (one
+        trip to SQLite's worker thread: a batch of idempotent inserts says which were new)."""
+        return cast(list[int], await self._do("each", sql, rows))
 
     async def send(self, sql: str, *params: object) -> None:
         """Run a statement whose result nobody reads: in a pipelined transaction it is
@@ -130,10 +136,6 @@ class Sql(Queries):
         (``fetch_one``, ``fetch_all``, ``execute``) and ``COMMIT`` travel together: one
         round trip per read plus one for the commit (SQLite: no difference)."""
         raise NotImplementedError
-
-    async def execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> int:
-        async with self.transaction() as tx:  # one transaction, as documented
-            return await tx.execute_many(sql, rows)
 
 
 def iso(ts: datetime) -> str:
@@ -217,7 +219,7 @@ class Dialect:
 
     def params(self, values: Sequence[object]) -> tuple[object, ...]:
         """PostgreSQL parameters as psycopg takes them (SQLite's: the adapters below)."""
-        return tuple(_PG_PARAM.get(type(v), _same)(v) for v in values)
+        return tuple(f(v) if (f := _PG_PARAM.get(type(v))) else v for v in values)
 
 
 SQLITE = Dialect("sqlite", for_update="", json_type="TEXT", snapshot=None)
@@ -249,8 +251,8 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def sqlite_row(row: Sequence[Any]) -> Row:
-    return tuple(_sqlite_value(v) for v in row)
+def _sqlite_row(_cursor: sqlite3.Cursor, row: Sequence[Any]) -> Row:
+    return tuple(map(_sqlite_value, row))
 
 
 def sqlite_rows(columns: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
@@ -278,10 +280,6 @@ _PG_PARAM: dict[type, Callable[[Any], object]] = {TextArray: list, dict: Jsonb, 
 _PG_PARAM[datetime] = _aware
 
 
-def _same(value: object) -> object:
-    return value
-
-
 # -- SQLite ----------------------------------------------------------------------------
 #: The ``SqliteSql`` whose transaction the current task is in (to refuse a deadlock).
 _in_transaction: ContextVar[SqliteSql | None] = ContextVar("telecare_sqlite_tx", default=None)
@@ -299,6 +297,7 @@ class SqliteSql(Sql):
         self._lock = asyncio.Lock()
 
     def open(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = _sqlite_row  # rows as tuples, timestamps as datetimes
         self._conn = conn
 
     async def close(self) -> None:
@@ -315,7 +314,6 @@ class SqliteSql(Sql):
         return self._conn
 
     async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """``fn(connection)`` in a worker thread, under the lock."""
         conn = self._connection()
         async with self._lock:
             return await _in_thread(fn, conn)
@@ -339,14 +337,14 @@ class SqliteSql(Sql):
             await _in_thread(lambda c: c.execute("COMMIT"), conn)
 
 
+@dataclass(frozen=True, slots=True)
 class _SqliteTx(Queries):
     """The statements of one SQLite transaction (the lock is already held)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    conn: sqlite3.Connection
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
-        return await _in_thread(lambda c: _sqlite_do(c, op, sql, params), self._conn)
+        return await _in_thread(lambda c: _sqlite_do(c, op, sql, params), self.conn)
 
 
 async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
@@ -363,29 +361,33 @@ async def _in_thread(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Conne
 
 
 def _sqlite_do(conn: sqlite3.Connection, op: str, sql: str, params: Any) -> Any:
+    if op in ("many", "each") and not conn.in_transaction:  # one transaction, as documented
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:  # committed, or rolled back if it raises
+            return _sqlite_do(conn, op, sql, params)
     if op == "many":
-        before = conn.total_changes
-        conn.executemany(sql, params)
-        return conn.total_changes - before
+        return conn.executemany(sql, params).rowcount
+    if op == "each":
+        return [conn.execute(sql, row).rowcount for row in params]
     cur = conn.execute(sql, params)
     if op in ("exec", "send"):
         return cur.rowcount
-    if op == "one":
-        row = cur.fetchone()
-        return None if row is None else sqlite_row(row)
-    return [sqlite_row(r) for r in cur.fetchall()]
+    return cur.fetchone() if op == "one" else cur.fetchall()
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
 class PostgresSql(Sql):
     """The PostgreSQL side: a statement per pooled connection, a transaction on one."""
 
-    def __init__(self, pool: AsyncConnectionPool, dialect: Dialect | None = None) -> None:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
         #: Replaced by the store once it knows whether TimescaleDB is in use.
-        self.dialect = dialect or Dialect()
+        self.dialect = Dialect()
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
+        if op in ("many", "each"):
+            async with self.transaction() as tx:  # one transaction, as documented
+                return await tx._do(op, sql, params)
         async with self._pool.connection() as conn:
             return await _PgTx(conn, self.dialect)._do(op, sql, params)
 
@@ -410,34 +412,31 @@ class PostgresSql(Sql):
                 raise
 
 
+@dataclass(frozen=True, slots=True)
 class _PgTx(Queries):
     """Statements on one PostgreSQL connection (in a transaction, or autocommit); with a
     ``pipeline``, in pipeline mode (``Sql.transaction(pipelined=True)``)."""
 
-    def __init__(
-        self,
-        conn: psycopg.AsyncConnection[TupleRow],
-        dialect: Dialect,
-        pipeline: psycopg.AsyncPipeline | None = None,
-    ) -> None:
-        self._conn = conn
-        self._dialect = dialect
-        self._pipeline = pipeline
+    conn: psycopg.AsyncConnection[TupleRow]
+    dialect: Dialect
+    pipeline: psycopg.AsyncPipeline | None = None
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
+        if op == "each":
+            return [await self._do("exec", sql, row) for row in params]
         query = _pyformat(sql).encode()
         if op == "many":
-            rows = [self._dialect.params(r) for r in params]
+            rows = [self.dialect.params(r) for r in params]
             if not rows:
                 return 0
-            async with self._conn.cursor() as cur:
+            async with self.conn.cursor() as cur:
                 await cur.executemany(query, rows)
-                return 0 if self._pipeline else cur.rowcount
-        cur = await self._conn.execute(query, self._dialect.params(params))
+                return 0 if self.pipeline else cur.rowcount
+        cur = await self.conn.execute(query, self.dialect.params(params))
         if op == "send":
             return None
         if op == "exec":
-            if self._pipeline is not None:
-                await self._pipeline.sync()  # the count is known once the server answered
+            if self.pipeline is not None:
+                await self.pipeline.sync()  # the count is known once the server answered
             return cur.rowcount
         return await (cur.fetchone() if op == "one" else cur.fetchall())

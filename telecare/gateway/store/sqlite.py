@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self
 
-from telecare.devices.model import AlarmEvent, Reading
+from telecare.devices.model import Reading
 from telecare.gateway.private_files import private_dir, private_file
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.migrations import RECORD, Migration, apply_pending
 from telecare.gateway.store.sql import SqliteSql, sqlite_rows
-from telecare.gateway.store.tables import EVENTS, READINGS
+from telecare.gateway.store.tables import READINGS
 
 __all__ = ["SqliteStore"]
 
@@ -32,6 +32,7 @@ SCHEMA_EDITED = "-- sqlite: schema_version + 1, writable_schema OFF"
 
 class SqliteStore(Store):
     sql: SqliteSql
+    mode = "sqlite"
 
     def __init__(
         self, path: str | Path, *, dead_letter_retention: timedelta | None = timedelta(days=30)
@@ -41,31 +42,10 @@ class SqliteStore(Store):
         #: The query API (``gateway.store.sql``); it owns the connection and its lock.
         self.sql = SqliteSql()
 
-    @property
-    def mode(self) -> str:
-        return "sqlite"
-
     async def write_readings(self, readings: Sequence[Reading]) -> int:
         """The parameters made a column at a time (``sql.sqlite_rows``)."""
         columns = [list(map(c.getter(), readings)) for c in READINGS.written]
         return await self.sql.execute_many(READINGS.insert(), sqlite_rows(columns))
-
-    async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        """The events in one transaction and one trip to the worker thread (not one per
-        event: an IP receiver hands many units' alarms at once); whether each was new."""
-        insert, rows = EVENTS.insert(), [EVENTS.params(e) for e in events]
-
-        def each(conn: sqlite3.Connection) -> list[bool]:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                new = [conn.execute(insert, row).rowcount == 1 for row in rows]
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return new
-
-        return await self.sql.run(each)
 
     async def __aenter__(self) -> Self:
         if self.path != ":memory:":
@@ -89,7 +69,7 @@ class SqliteStore(Store):
 
     async def migrate(self) -> list[str]:
         def apply(m: Migration) -> Awaitable[None]:
-            return self.sql.run(lambda conn: _apply(conn, m.sql, m.version, m.name))
+            return self.sql.run(lambda conn: _apply(conn, m))
 
         return await apply_pending(self.sql, "sqlite", None, apply)
 
@@ -102,15 +82,14 @@ class SqliteStore(Store):
         return []
 
 
-def _apply(conn: sqlite3.Connection, sql: str, *record: object) -> None:
-    """Run one migration's SQL and record it (``RECORD``, ``record``: version and name)
-    in one write transaction, rolled back if either fails; a schema edit
-    (``SCHEMA_EDITED``) gets its version bump, and ``writable_schema`` is off again
-    whatever happens."""
-    script, edited, rest = sql.partition(SCHEMA_EDITED)
+def _apply(conn: sqlite3.Connection, m: Migration) -> None:
+    """Run migration ``m``'s SQL and record it (``RECORD``) in one write transaction,
+    rolled back if either fails; a schema edit (``SCHEMA_EDITED``) gets its version bump,
+    and ``writable_schema`` is off again whatever happens."""
+    script, edited, rest = m.sql.partition(SCHEMA_EDITED)
     if rest.strip():
         raise RuntimeError(f"{SCHEMA_EDITED!r} must be a migration's last line")
-    try:
+    with conn:  # committed, or rolled back (if it began) when anything raises
         try:
             conn.executescript("BEGIN IMMEDIATE;\n" + script + "\n;")
             if edited:
@@ -119,10 +98,4 @@ def _apply(conn: sqlite3.Connection, sql: str, *record: object) -> None:
         finally:
             if edited:
                 conn.execute("PRAGMA writable_schema = OFF")
-        if record:
-            conn.execute(RECORD, record)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        conn.execute(RECORD, (m.version, m.name))

@@ -1,6 +1,5 @@
 """The ingest role, written once for both backends: the writes the spool may take (the
-``write_*`` methods; ``set_device_status`` is ``write_status``) and the pipeline's direct
-reads and notes.
+``write_*`` methods) and the pipeline's direct reads and notes.
 
 Idempotency keys are the tables' unique indexes (``ON CONFLICT DO NOTHING``): a write
 returns ``False``/``0`` for what was already stored. ``PostgresStore`` overrides the
@@ -30,8 +29,6 @@ _STATUS = (
 )
 
 
-#: Each listed alert that is stored, with the state of the dispatch holding it (its own
-#: or the one it joined), ``NULL`` while none does.
 _ALARM_STATES = (
     "SELECT a.alert_id, COALESCE(d.state, dm.state) FROM alerts a"
     " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
@@ -53,32 +50,21 @@ class SqlWrites:
         return await EVENTS.add(self.sql, event) == 1
 
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
-        async with self.sql.transaction() as tx:
-            return [await EVENTS.add(tx, e) == 1 for e in events]
+        new = await self.sql.execute_each(EVENTS.insert(), [EVENTS.params(e) for e in events])
+        return [n == 1 for n in new]
 
     async def write_alert(self, alert: Alert) -> bool:
         return await ALERTS.add(self.sql, alert) == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
-        async with self.sql.transaction() as tx:
-            return [await ALERTS.add(tx, a) == 1 for a in alerts]
+        new = await self.sql.execute_each(ALERTS.insert(), [ALERTS.params(a) for a in alerts])
+        return [n == 1 for n in new]
 
     async def write_dead_letter(self, letter: DeadLetter) -> None:
         await DEAD_LETTERS.add(self.sql, letter, "")
 
     async def write_news2(self, score: News2Record) -> bool:
         return await NEWS2.add(self.sql, score) == 1
-
-    async def set_device_status(
-        self,
-        device_id: str,
-        *,
-        online: bool | None = None,
-        at: datetime,
-        heartbeat: bool = False,
-        battery: float | None = None,
-    ) -> None:
-        await self.write_status(StatusItem(device_id, at, online, heartbeat, battery))
 
     async def write_status(self, s: StatusItem) -> None:
         first, hb = True if s.online is None else s.online, s.at if s.heartbeat else None
@@ -98,11 +84,6 @@ class SqlWrites:
             (Metric(m), ts, float(v)) for m, ts, v in await self.sql.fetch_all(q, device_id, msg_id)
         }
 
-    async def note_alert(
-        self, alert_id: str, *, count: int | None = None, restored_at: datetime | None = None
-    ) -> None:
-        await self.note_alerts([AlertNote(alert_id, count, restored_at)])
-
     async def note_alerts(self, notes: Sequence[AlertNote]) -> None:
         merge = self.sql.dialect.json_merge("detail")
         await self.sql.execute_many(
@@ -119,21 +100,18 @@ class SqlWrites:
 
     async def alarm_states(self, alert_ids: Collection[str]) -> dict[str, str | None]:
         """For the pipeline's fold check, in one query for a batch: each of
-        ``alert_ids`` whose alert is stored -> the state of the dispatch holding it
-        (``None`` while no dispatch does yet). An id missing from the answer has no
-        stored alert."""
-        if not alert_ids:
-            return {}
+        ``alert_ids`` whose alert is stored -> the state of the dispatch holding it (its
+        own or the one it joined; ``None`` while none does yet). An id missing from the
+        answer has no stored alert."""
         ids = self.sql.dialect.any_of("a.alert_id")
         rows = await self.sql.fetch_all(_ALARM_STATES.format(ids=ids), TextArray(alert_ids))
         return {str(r[0]): r[1] for r in rows}
 
     async def alerts_without_dispatch(self, limit: int = 1000) -> list[Alert]:
-        found = await self.sql.fetch_all(
-            f"SELECT {ALERTS.select('a')} FROM alerts a WHERE NOT EXISTS"
-            " (SELECT 1 FROM dispatches d WHERE d.alert_id = a.alert_id)"
-            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = a.alert_id)"
-            " ORDER BY a.ts LIMIT ?",
+        return await ALERTS.all(
+            self.sql,
+            "WHERE NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.alert_id = alerts.alert_id)"
+            " AND NOT EXISTS (SELECT 1 FROM dispatch_members m WHERE m.alert_id = alerts.alert_id)"
+            " ORDER BY ts LIMIT ?",
             limit,
         )
-        return [ALERTS.load(r) for r in found]

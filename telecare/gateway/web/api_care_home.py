@@ -32,7 +32,7 @@ from telecare.devices.model import (
     Resident,
     Site,
 )
-from telecare.gateway.store.base import News2Record
+from telecare.gateway.store.rows import News2Record
 from telecare.gateway.web import teletriage
 from telecare.gateway.web.api_common import (
     IDEMPOTENCY_HEADER,

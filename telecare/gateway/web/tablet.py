@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse
 
 from telecare.devices.model import DeviceKind
 from telecare.gateway.store.accounts import Session, User
-from telecare.gateway.store.base import News2Record
+from telecare.gateway.store.rows import News2Record
 from telecare.gateway.web import tablet_api
 from telecare.gateway.web.auth import (
     current_session,

@@ -36,15 +36,10 @@ def migrations_for(dialect: str, mode: str | None = None) -> list[Migration]:
     found: dict[int, Migration] = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         name = entry.name
-        if not name.endswith(".sql"):
+        stem, _, variant = name.removesuffix(".sql").partition(".")
+        if not name.endswith(".sql") or variant not in ("", mode):
             continue
-        stem = name[: -len(".sql")]
-        variant = None
-        if "." in stem:
-            stem, variant = stem.split(".", 1)
-        if variant is not None and variant != mode:
-            continue
-        version = int(stem.split("_", 1)[0])
+        version = int(stem.partition("_")[0])
         if version in found:
             raise RuntimeError(f"two migrations with version {version} in {dialect}: {name}")
         found[version] = Migration(version, name, entry.read_text(encoding="utf-8"))
