@@ -40,10 +40,10 @@ from telecare.gateway.broker import EmbeddedBroker
 from telecare.gateway.config import Config, MqttConfig, RulesSection, StoreConfig, WebConfig
 from telecare.gateway.dispatching import dispatch_repository
 from telecare.gateway.store.accounts import Accounts, Role
-from telecare.gateway.store.console import ConsoleStore
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.rows import News2Record
 from telecare.gateway.store.sqlite import SqliteStore
+from telecare.gateway.web.console_store import ConsoleStore
 from tests.helpers import eventually
 
 PASSWORD = "correct horse battery staple"

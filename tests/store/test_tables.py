@@ -9,11 +9,12 @@ import json
 import pytest
 
 from telecare.devices.model import AlarmEvent, EventType, Metric, Phase, Reading
-from telecare.gateway.store import accounts, console, registry, tables
+from telecare.gateway.store import accounts, registry, tables
 from telecare.gateway.store.base import Store
 from telecare.gateway.store.durable import ReadingsItem, encode
 from telecare.gateway.store.rows import DeadLetter, StatusItem
 from telecare.gateway.store.tables import Table
+from telecare.gateway.web import console_store as console
 from tests.store.helpers import T0
 
 SPECS = list(

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from telecare.devices.model import Dispatch, DispatchState
 from telecare.dispatch.records import AuditRecord, CascadeEntry
-from telecare.gateway.store.console import DeviceHealth, Owner, TimerRow
-from telecare.gateway.store.reports import AlarmRow
+from telecare.gateway.store.reports import AlarmRow, DeviceHealth
 from telecare.gateway.web.console_model import (
     OFFLINE_GRACE,
     answer_colour,
@@ -18,6 +17,7 @@ from telecare.gateway.web.console_model import (
     last_reading,
     next_action,
 )
+from telecare.gateway.web.console_store import Owner, TimerRow
 
 T0 = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
 S = DispatchState

@@ -5,8 +5,9 @@ Each role is a small class written once for both backends on ``store.sql``
 ``DurableStore`` replaces, and the pipeline's direct reads), ``registry.SqlRegistry``,
 ``reports.SqlReports`` (reads for reports, exports and the console) and, as
 ``store.dispatches``, ``dispatch.SqlDispatchRepository`` (the repository ``dispatch/``
-declares). The web's tables and reads (``console.ConsoleStore``, ``accounts.Accounts``)
-are built on ``store.sql`` by their callers.
+declares). ``accounts.Accounts`` (web users, sessions, API tokens) is built on
+``store.sql`` by its callers; a feature's own state (``web.console_store``,
+``web.tablet_store``, ``gateway.rule_state``) lives with the feature, on ``store.sql``.
 
 The backends (``SqliteStore``, ``PostgresStore``) add opening, migrating, maintenance and
 (PostgreSQL) faster batch writes. Writes are idempotent: re-delivering the same message

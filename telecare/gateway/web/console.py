@@ -37,8 +37,7 @@ from telecare.dispatch.reports import build_report
 from telecare.gateway.dispatching import attend_config
 from telecare.gateway.pipeline import ActivityFeed
 from telecare.gateway.store.accounts import Role, Session, User
-from telecare.gateway.store.console import PRIVATE_NOTE_KINDS, ConsoleStore, DeviceHealth
-from telecare.gateway.store.reports import DispatchFilter
+from telecare.gateway.store.reports import DeviceHealth, DispatchFilter
 from telecare.gateway.web.auth import current_session, render, require_roles
 from telecare.gateway.web.console_charts import Band, Series, line_chart
 from telecare.gateway.web.console_model import (
@@ -61,6 +60,7 @@ from telecare.gateway.web.console_service import (
     Owned,
     PendingAlert,
 )
+from telecare.gateway.web.console_store import PRIVATE_NOTE_KINDS, ConsoleStore
 from telecare.gateway.web.live import LiveHub, sse_stream
 from telecare.gateway.web.services import Services, services
 
@@ -167,7 +167,7 @@ async def _queue(svc: Services, console: ConsoleService) -> dict[str, Any]:
         await console.store.notices(),
         now,
     )
-    who = await console.store.who(
+    who = await console.services.store.who(
         sorted({a.resident_id for a in alarms if a.resident_id} | just_in_residents)
     )
     console.remember(who, shown)
@@ -261,7 +261,7 @@ async def _alarm_context(svc: Services, console: ConsoleService, d: Dispatch) ->
         "outcomes": CONTACT_OUTCOMES,
         "close_outcomes": CLOSE_OUTCOMES,
         "alert": alert,
-        "unit": await console.store.unit_event(alert.source_key if alert else None),
+        "unit": await console.services.store.unit_event(alert.source_key if alert else None),
     }
 
 
@@ -470,7 +470,7 @@ async def _devices(
     latest = vitals.get(resident_id, {})
     return [
         (d, device_state(d, now, last_reading(d.kind, latest)))
-        for d in await console.store.device_health(resident_id)
+        for d in await console.services.store.device_health(resident_id)
     ]
 
 
@@ -616,7 +616,7 @@ async def board(
         session,
         rows=rows,
         now=now,
-        who=await console.store.who(residents),
+        who=await console.services.store.who(residents),
         names=names,
     )
 
@@ -640,7 +640,7 @@ async def supervisor(
         logged_in=await svc.accounts.logged_in(since),
         watching=console.hub.clients(),
         owners=owners,
-        who=await console.store.who([o.owner_key for o in owners]),
+        who=await console.services.store.who([o.owner_key for o in owners]),
         depth=sorted(depth.items()),
         oldest=min(waiting, key=lambda a: a.created_at, default=None),
         overdue=[a for a in waiting if (now - a.created_at).total_seconds() >= ANSWER_TARGET_S],
@@ -663,7 +663,7 @@ async def outage(
     """What arrived late (an outage's backlog) and which residents to call back."""
     now = svc.clock.now()
     hours, late_s = max(1, min(hours, 168)), max(10, late_s)
-    late = await console.store.late_arrivals(now - timedelta(hours=hours), late_s)
+    late = await console.services.store.late_arrivals(now - timedelta(hours=hours), late_s)
     residents: dict[str, list[Any]] = {}
     for e in late:
         residents.setdefault(e.resident_id or f"site {e.site_id}", []).append(e)

@@ -33,8 +33,8 @@ from telecare.devices.model import (
     SiteKind,
 )
 from telecare.dispatch.records import AuditRecord, CascadeEntry
-from telecare.gateway.store.console import DeviceHealth, Notice, Owner, TimerRow
-from telecare.gateway.store.reports import AlarmRow
+from telecare.gateway.store.reports import AlarmRow, DeviceHealth
+from telecare.gateway.web.console_store import Notice, Owner, TimerRow
 
 __all__ = [
     "ANSWER_TARGET_S",

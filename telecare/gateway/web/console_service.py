@@ -45,10 +45,10 @@ from telecare.gateway.failures import is_storage_unavailable
 from telecare.gateway.logging import get_logger
 from telecare.gateway.pipeline import Activity, ActivityFeed
 from telecare.gateway.store.accounts import User
-from telecare.gateway.store.console import Closure, ConsoleStore, Owner, TimerRow
 from telecare.gateway.store.reports import DispatchFilter
 from telecare.gateway.tasks import Loop, Loops
 from telecare.gateway.web.console_model import owner_key
+from telecare.gateway.web.console_store import Closure, ConsoleStore, Owner, TimerRow
 from telecare.gateway.web.fragments import SharedFragment
 from telecare.gateway.web.live import LiveEvent, LiveHub
 from telecare.gateway.web.services import Act, Services

@@ -1,4 +1,4 @@
--- The operator console's own state (gateway/store/console.py, docs/console.md).
+-- The operator console's own state (gateway/web/console_store.py, docs/console.md).
 -- Who owns a resident's alarms: the operator who opened one. Released by handing back,
 -- by a hold, or when an acknowledged alarm is left without progress.
 CREATE TABLE IF NOT EXISTS console_owners (

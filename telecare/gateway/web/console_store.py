@@ -1,25 +1,21 @@
-"""The console's role: its tables (migration 0018: ownership, holds and re-checks,
-notices, resident notes, the viewed-audit, closures) and the read queries only the
-operator console needs (the queue's names, a resident's device health, the unit's own
-account of an event, late arrivals after an outage). The filtered lists of dispatches and
-alarms the console shares with the operator API are the reports role's
-(``reports.SqlReports.find_dispatches``, ``find_alarms``).
+"""The console's own state (migration 0018: ownership, holds and re-checks, notices,
+resident notes, the viewed-audit, closures), kept with the console as the tablet's is
+(``web.tablet_store``). Its reads of the gateway's data (the queue's names, a resident's
+device health, the unit's own account of an event, late arrivals, the filtered lists of
+dispatches and alarms) are the store's reports role (``store.reports.SqlReports``).
 
 Written once for both backends on ``store.sql`` (``gateway.store.sql``); each table is
-one spec (``gateway.store.tables``) next to its row type. Join rows are decoded here, by
-position, so a test that runs each query on both backends catches a changed column.
+one spec (``gateway.store.tables``) next to its row type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
-from telecare.devices.model import AlarmEvent, ReceiverAccount
-from telecare.gateway.store.sql import Sql, TextArray
-from telecare.gateway.store.tables import EVENTS, INT, RECEIVER_ACCOUNTS, Table
+from telecare.gateway.store.sql import Sql
+from telecare.gateway.store.tables import INT, Table
 from telecare.gateway.store.tables import Column as C
 
 __all__ = [
@@ -27,13 +23,10 @@ __all__ = [
     "PRIVATE_NOTE_KINDS",
     "Closure",
     "ConsoleStore",
-    "DeviceHealth",
-    "LateArrival",
     "Note",
     "Notice",
     "Owner",
     "TimerRow",
-    "UnitEvent",
     "View",
 ]
 
@@ -111,42 +104,6 @@ VIEWS = Table.of("console_views", View)
 CLOSURES = Table.of("console_closures", Closure)
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceHealth:
-    device_id: str
-    kind: str
-    location: str
-    heartbeat_interval_s: int
-    online: bool | None
-    changed_at: datetime | None
-    last_heartbeat: datetime | None
-    battery: float | None
-    #: When the gateway last received an alarm event from it (any alarm proves it alive).
-    last_event: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UnitEvent(AlarmEvent):
-    """What an alarm unit said about one event, as received (the protocol ``source``, its
-    codes), with the receiver accounts the device is mapped under (SCAIP ``cid``, Contact
-    ID / SIA account), for the operator to call the unit back."""
-
-    accounts: tuple[ReceiverAccount, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LateArrival(AlarmEvent):
-    """An alarm event that reached the gateway ``late_s`` after the device raised it."""
-
-    @property
-    def late_s(self) -> float:
-        assert self.received_at is not None  # stored: the pipeline stamped it
-        return (self.received_at - self.ts).total_seconds()
-
-
-#: The columns of ``alarm_events`` (its one spec, ``EVENTS``) an ``AlarmEvent`` has, the
-#: receive time included (which ``EVENTS.load`` leaves out: not in a spool record).
-_EVENT_COLUMNS = [c for c in EVENTS.stored if c.name in {f.name for f in fields(AlarmEvent)}]
 _MATCH: Final = "{0} = COALESCE(CAST(? AS TEXT), {0})"  # a parameter that may be "any"
 
 
@@ -244,51 +201,3 @@ class ConsoleStore:
 
     async def closure(self, dispatch_id: str) -> Closure | None:
         return await CLOSURES.one(self.sql, "WHERE dispatch_id = ?", dispatch_id)
-
-    # -- reads for the queue, the banner and the outage list ----------------------------
-    async def who(self, resident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """Resident id -> (name, "site name, address") in one query (the queue's rows)."""
-        rows = await self.sql.fetch_all(
-            "SELECT r.resident_id, r.name, s.name, s.address FROM residents r JOIN sites s"
-            f" ON s.site_id = r.site_id WHERE {self.sql.dialect.any_of('r.resident_id')}",
-            TextArray(resident_ids),
-        )
-        return {r[0]: (r[1] or r[0], ", ".join(x for x in (r[2], r[3]) if x)) for r in rows}
-
-    async def device_health(self, resident_id: str) -> list[DeviceHealth]:
-        rows = await self.sql.fetch_all(
-            "SELECT d.device_id, d.kind, d.location, d.heartbeat_interval_s, s.online,"
-            " s.changed_at, s.last_heartbeat, s.battery,"
-            " (SELECT MAX(e.received_at) FROM alarm_events e WHERE e.device_id = d.device_id)"
-            " FROM devices d LEFT JOIN device_status s ON s.device_id = d.device_id"
-            " WHERE d.resident_id = ? ORDER BY d.device_id",
-            resident_id,
-        )
-        return [DeviceHealth(*(*r[:4], None if r[4] is None else bool(r[4]), *r[5:])) for r in rows]
-
-    async def unit_event(self, source_key: str | None) -> UnitEvent | None:
-        """The stored event an alarm came from (``source_key`` ``<device>/<msg_id>``) with
-        the device's receiver accounts; ``None`` for an alert not raised by an event."""
-        if not source_key or "/" not in source_key:
-            return None
-        device_id, msg_id = source_key.split("/", 1)
-        found = await self._events("WHERE device_id = ? AND msg_id = ?", device_id, msg_id)
-        if not found:
-            return None
-        tail = "WHERE device_id = ? ORDER BY kind, account, zone"
-        accounts = await RECEIVER_ACCOUNTS.all(self.sql, tail, device_id)
-        return UnitEvent(**found[0], accounts=tuple(accounts))
-
-    async def late_arrivals(
-        self, since: datetime, late_s: float, limit: int = 5000
-    ) -> list[LateArrival]:
-        """Alarm events received since ``since`` that arrived at least ``late_s`` after
-        the device raised them (the backlog an outage leaves), oldest first."""
-        tail = "WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?"
-        events = [LateArrival(**e) for e in await self._events(tail, since, limit)]
-        return [e for e in events if e.late_s >= late_s]
-
-    async def _events(self, tail: str, *params: object) -> list[dict[str, Any]]:
-        q = f"SELECT {', '.join(c.name for c in _EVENT_COLUMNS)} FROM alarm_events {tail}"
-        rows = await self.sql.fetch_all(q, *params)
-        return [{c.name: c.loaded(v) for c, v in zip(_EVENT_COLUMNS, r, strict=True)} for r in rows]
