@@ -232,6 +232,7 @@ class Pipeline:
         sibling.store = store
         sibling.alarm_lane = None
         sibling.turns = None
+        sibling.overtakes = self.turns
         sibling._notes = {}
         sibling._notes_lock = asyncio.Lock()
         self.alarm_lane = sibling

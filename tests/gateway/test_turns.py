@@ -6,8 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime
 
+from telecare.devices.codecs import json_v1
+from telecare.devices.model import (
+    AlarmEvent,
+    Device,
+    DeviceKind,
+    EventType,
+    Resident,
+    Site,
+    SiteKind,
+)
+from telecare.gateway.envelope import Envelope
+from telecare.gateway.store.postgres import PostgresStore
+from telecare.gateway.store.sqlite import SqliteStore
 from telecare.gateway.turns import Turns
+from telecare.rules.clock import FakeClock
+from tests.helpers import running_pipeline
+
+TS = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 async def test_one_turn_per_iteration_in_arrival_order_while_other_work_goes_on() -> None:
@@ -132,3 +150,34 @@ async def test_when_the_last_alarm_is_done_every_waiter_goes_at_once() -> None:
     assert (turns.alarms, turns.waiting) == (0, 0)
     await asyncio.sleep(0)
     assert all(t.done() for t in waiting)
+
+
+async def test_the_alarm_lane_holds_the_turns_while_it_handles_an_alarm(
+    store: SqliteStore | PostgresStore,
+) -> None:
+    await store.upsert_site(Site("s1", SiteKind.CARE_HOME))
+    await store.upsert_device(Device("hub", "s1", DeviceKind.HUB))
+    await store.upsert_resident(Resident("r1", "s1"))
+    await store.upsert_device(Device("p1", "s1", DeviceKind.PENDANT, "r1", hub_id="hub"))
+    turns = Turns()
+    held: list[int] = []
+    write_event = store.write_event
+
+    async def spy(event: AlarmEvent) -> bool:
+        held.append(turns.alarms)
+        return await write_event(event)
+
+    store.write_event = spy  # type: ignore[method-assign]
+    async with running_pipeline(store, FakeClock(TS)) as telemetry:
+        lane = telemetry.lane(store)
+        telemetry.pace(turns)
+        assert (telemetry.turns, lane.turns, lane.overtakes) == (turns, None, turns)
+        press = json_v1.encode_event("m1", TS, EventType.PENDANT)
+        await lane.handle(Envelope("mqtt", "telecare/v1/s1/p1/event", press, TS))
+        item = {"device_id": "p1", "channel": "event", "msg_id": "m2", "ts": TS.isoformat()}
+        batch = json_v1.encode_batch("b1", [{**item, "type": EventType.PENDANT.value}])
+        await telemetry.handle(Envelope("mqtt", "telecare/v1/s1/hub/batch", batch, TS))
+    # The lane's press (held by ``handle`` and ``handle_event``), then the event inside a
+    # telemetry batch, handed over to the lane (held by ``handle_event``).
+    assert held == [2, 1]
+    assert turns.alarms == 0
