@@ -105,7 +105,7 @@ _YIELD_S = 0.002
 #: what is left once it has been idle for ``NOTES_IDLE_S``.
 NOTES_EVERY_S = 1.0
 NOTES_IDLE_S = 0.2
-#: What the telemetry pipeline's :meth:`Pipeline._alarm_work` holds: nothing.
+#: What :meth:`Pipeline._alarm_work` holds without turns: nothing.
 _NOT_ALARM: AbstractContextManager[None] = nullcontext()
 
 log = get_logger("telecare.pipeline")
@@ -250,7 +250,7 @@ class Pipeline:
         """Decode and process one envelope; return once its content is durable (or it is
         dead-lettered). Raises only when storage is unavailable (do not acknowledge)."""
         readings: list[Reading] = []
-        with self._alarm_work():
+        with self._alarm_work(self.overtakes):
             await self._pause()
             await self._handle(env, readings)
             if readings:
@@ -300,10 +300,11 @@ class Pipeline:
                     partial(self.handle_readings, readings[start:end], seen_at=env.received_at),
                 )
 
-    def _alarm_work(self) -> AbstractContextManager[None]:
-        """The alarm lane's work in flight (telemetry takes turns meanwhile); nothing for
-        the telemetry pipeline."""
-        return _NOT_ALARM if self.overtakes is None else self.overtakes.alarm()
+    def _alarm_work(self, turns: Turns | None) -> AbstractContextManager[None]:
+        """Alarm work in flight in ``turns`` (telemetry takes them meanwhile): each of the
+        lane's messages (``overtakes``); each event on either pipeline (``turns`` on the
+        telemetry one: the serial line's events come through it)."""
+        return _NOT_ALARM if turns is None else turns.alarm()
 
     async def _pause(self, *, always: bool = False) -> None:
         """Take a telemetry turn (with :attr:`turns`); else yield if ``always``."""
@@ -481,7 +482,7 @@ class Pipeline:
         an earlier attempt left undone; the same key with different content raises
         ``Rejected`` and goes through no rules."""
         event = event.received(received_at)
-        with self._alarm_work():
+        with self._alarm_work(self.overtakes or self.turns):
             await self._event_stored(event, await self.store.write_event(event), received_at)
 
     async def handle_events(
@@ -499,7 +500,7 @@ class Pipeline:
         kept and written with later batches' in one commit at most every
         ``NOTES_EVERY_S`` (:meth:`flush_notes`: the receivers' writer writes what is left
         when it falls idle); a failure is logged, not raised."""
-        with self._alarm_work():
+        with self._alarm_work(self.overtakes or self.turns):
             if received_at is not None:  # a receiver stamps each frame's own time before
                 events = [e.received(received_at) for e in events]
             # The fold targets are read while the events are written (PostgreSQL: on

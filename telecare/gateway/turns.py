@@ -15,11 +15,13 @@ database batches and more loop iterations: SQLite hub batches cost ~14 % more CP
 message with turns always on (docs/benchmarks.md, issue 11). So telemetry takes turns
 only while the alarm lane has work: from the moment an alarm-class message arrives
 (:meth:`Turns.announce`, from the lane's MQTT client as it reads the message) until
-the lane has handled it (:meth:`Turns.alarm`, around each of the lane pipeline's
-entry points). An alarm that arrives while hundreds of telemetry steps run free waits
-for the iteration in progress (the steps already running finish their step); from the
-next iteration on, every telemetry step starts with :meth:`Turns.take` and waits its
-turn, so the alarm's own steps go first. The announcement lasts ``announce_s``: long
+the lane has handled it (:meth:`Turns.alarm`, around the lane pipeline's ``handle``
+and around the handling of events on either pipeline: the IP receivers' and the serial
+line's alarms pace telemetry too, once their events reach the pipeline). An alarm that
+arrives while hundreds of telemetry steps run free waits for the iteration in progress
+(the steps already running finish their step); from the next iteration on, every
+telemetry step starts with :meth:`Turns.take` and waits its turn, so the alarm's own
+steps go first. The announcement lasts ``announce_s``: long
 enough for the lane to start handling the message (a few short iterations), short
 enough that a message the lane never handles (its connection dropped) paces telemetry
 only briefly.

@@ -14,6 +14,7 @@ from telecare.devices.model import (
     Device,
     DeviceKind,
     EventType,
+    Phase,
     Resident,
     Site,
     SiteKind,
@@ -177,7 +178,10 @@ async def test_the_alarm_lane_holds_the_turns_while_it_handles_an_alarm(
         item = {"device_id": "p1", "channel": "event", "msg_id": "m2", "ts": TS.isoformat()}
         batch = json_v1.encode_batch("b1", [{**item, "type": EventType.PENDANT.value}])
         await telemetry.handle(Envelope("mqtt", "telecare/v1/s1/hub/batch", batch, TS))
-    # The lane's press (held by ``handle`` and ``handle_event``), then the event inside a
-    # telemetry batch, handed over to the lane (held by ``handle_event``).
-    assert held == [2, 1]
+        serial = AlarmEvent("p1", EventType.PENDANT, Phase.ALARM, TS, "m3", source="serial")
+        await telemetry.handle_event(serial)
+    # The lane's press (held by ``handle`` and ``handle_event``), the event inside a
+    # telemetry batch, handed over to the lane, and a serial line's event, which comes
+    # through the telemetry pipeline (each held by ``handle_event``).
+    assert held == [2, 1, 1]
     assert turns.alarms == 0
