@@ -21,10 +21,9 @@ line's alarms pace telemetry too, once their events reach the pipeline). An alar
 arrives while hundreds of telemetry steps run free waits for the iteration in progress
 (the steps already running finish their step); from the next iteration on, every
 telemetry step starts with :meth:`Turns.take` and waits its turn, so the alarm's own
-steps go first. The announcement lasts ``announce_s``: long
-enough for the lane to start handling the message (a few short iterations), short
-enough that a message the lane never handles (its connection dropped) paces telemetry
-only briefly.
+steps go first. The announcement lasts ``announce_s``: long enough for the lane to start
+handling the message (a few short iterations), short enough that a message the lane
+never handles (its connection dropped) paces telemetry only briefly.
 
 How: :meth:`Turns.take` returns at once while no alarm is in flight (nobody waits
 then). While one is, it returns at once for the first ``per_iteration`` callers of an
