@@ -260,17 +260,20 @@ class Gateway:
             self.pipeline.on_scored.append(replies.submit)
             skip = None
             if lanes.lane_enabled(self.config.mqtt):
+                turns = Turns()  # telemetry: a few steps per loop iteration while alarms go
+                lane = self.pipeline.lane(self.alarm_store)
+                self.pipeline.pace(turns)
                 self.alarm_mqtt = await self._stack.enter_async_context(
                     lanes.lane_ingest(
                         self.config.mqtt,
-                        self.pipeline.lane(self.alarm_store),
+                        lane,
                         self.clock,
+                        on_arrival=turns.announce,
                         supervisor=supervisor,
                     )
                 )
                 skip = lanes.skip_alarms(self.alarm_mqtt)
                 await self._lane_subscribed(self.alarm_mqtt)
-                self.pipeline.turns = Turns()  # telemetry: one step per loop iteration
             self.mqtt = await self._stack.enter_async_context(
                 MqttIngest(
                     self.config.mqtt,

@@ -34,10 +34,12 @@ Lanes: the gateway runs a second pipeline, :meth:`Pipeline.lane`, for the alarm 
 over the alarm lane's own store path. Alarm-class messages (events, observation sets,
 status) that reach this pipeline anyway (an event inside a hub's ``batch``) are handed
 to it (:attr:`alarm_lane`), so they are stored and dispatched at once,
-never behind a write of telemetry. With :attr:`turns` set (the telemetry pipeline), each
-message, group and rules pass takes a turn (``gateway/turns.py``: one telemetry step per
-event-loop iteration) and a long group yields every couple of milliseconds
-(``_YIELD_S``), so the alarm lane's steps never wait behind a thousand telemetry steps.
+never behind a write of telemetry. With :attr:`turns` set (the telemetry pipeline,
+:meth:`Pipeline.pace`), each message, group and rules pass takes a turn
+(``gateway/turns.py``: while the alarm lane has work in flight, a few telemetry steps
+per event-loop iteration; the lane marks its work there) and a long group yields every
+couple of milliseconds (``_YIELD_S``), so the alarm lane's steps never wait behind a
+thousand telemetry steps.
 
 Storms: the time-driven rules run in chunks of ``tick_chunk`` alerts, most urgent first,
 yielding to the event loop between chunks, so a regional outage (100,000 devices
@@ -52,6 +54,7 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -103,6 +106,8 @@ _YIELD_S = 0.002
 #: what is left once it has been idle for ``NOTES_IDLE_S``.
 NOTES_EVERY_S = 1.0
 NOTES_IDLE_S = 0.2
+#: What :meth:`Pipeline._alarm_work` holds without turns: nothing.
+_NOT_ALARM: AbstractContextManager[None] = nullcontext()
 
 log = get_logger("telecare.pipeline")
 
@@ -216,6 +221,9 @@ class Pipeline:
         self.alarm_lane: Pipeline | None = None
         #: Telemetry pacing (see the module docstring); ``None``: no pacing.
         self.turns: Turns | None = None
+        #: The alarm lane's: the telemetry's turns, which it holds while it has work in
+        #: flight (:meth:`Turns.alarm`), so that telemetry takes turns only then.
+        self.overtakes: Turns | None = None
 
     def lane(self, store: Store) -> Pipeline:
         """A pipeline for another lane: the same decoder, rules, dispatcher, feed,
@@ -225,22 +233,31 @@ class Pipeline:
         sibling.store = store
         sibling.alarm_lane = None
         sibling.turns = None
+        sibling.overtakes = self.turns
         sibling._notes = {}
         sibling._notes_lock = asyncio.Lock()
         self.alarm_lane = sibling
         return sibling
+
+    def pace(self, turns: Turns) -> None:
+        """Telemetry takes ``turns`` (each message, group and rules pass) while the alarm
+        lane (:meth:`lane`) has work in flight, which it marks in ``turns``."""
+        self.turns = turns
+        if self.alarm_lane is not None:
+            self.alarm_lane.overtakes = turns
 
     # -- entry point -----------------------------------------------------------------
     async def handle(self, env: Envelope) -> None:
         """Decode and process one envelope; return once its content is durable (or it is
         dead-lettered). Raises only when storage is unavailable (do not acknowledge)."""
         readings: list[Reading] = []
-        await self._pause()
-        await self._handle(env, readings)
-        if readings:
-            await self.guarded(
-                env, "process", lambda: self.handle_readings(readings, seen_at=env.received_at)
-            )
+        with self._alarm_work(self.overtakes):
+            await self._pause()
+            await self._handle(env, readings)
+            if readings:
+                await self.guarded(
+                    env, "process", lambda: self.handle_readings(readings, seen_at=env.received_at)
+                )
 
     async def handle_group(self, envs: Sequence[Envelope]) -> None:
         """Process envelopes that need no ordering between them (plain readings, each with
@@ -283,6 +300,12 @@ class Pipeline:
                     "process",
                     partial(self.handle_readings, readings[start:end], seen_at=env.received_at),
                 )
+
+    def _alarm_work(self, turns: Turns | None) -> AbstractContextManager[None]:
+        """Alarm work in flight in ``turns`` (telemetry takes them meanwhile): each of the
+        lane's messages (``overtakes``); each event on either pipeline (``turns`` on the
+        telemetry one: the serial line's events come through it)."""
+        return _NOT_ALARM if turns is None else turns.alarm()
 
     async def _pause(self, *, always: bool = False) -> None:
         """Take a telemetry turn (with :attr:`turns`); else yield if ``always``."""
@@ -460,7 +483,8 @@ class Pipeline:
         an earlier attempt left undone; the same key with different content raises
         ``Rejected`` and goes through no rules."""
         event = event.received(received_at)
-        await self._event_stored(event, await self.store.write_event(event), received_at)
+        with self._alarm_work(self.overtakes or self.turns):
+            await self._event_stored(event, await self.store.write_event(event), received_at)
 
     async def handle_events(
         self,
@@ -477,35 +501,36 @@ class Pipeline:
         kept and written with later batches' in one commit at most every
         ``NOTES_EVERY_S`` (:meth:`flush_notes`: the receivers' writer writes what is left
         when it falls idle); a failure is logged, not raised."""
-        if received_at is not None:  # a receiver stamps each frame's own time before
-            events = [e.received(received_at) for e in events]
-        # The fold targets are read while the events are written (PostgreSQL: on
-        # another connection; SQLite: queued right behind the write).
-        reading = asyncio.ensure_future(self._fold_targets(events))
-        try:
-            news = await self.store.write_events(events)
-        except BaseException:
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
-            raise
-        targets = await reading
-        notes = self._notes
-        raised: list[Alert] = []
-        try:
-            for event, new in zip(events, news, strict=True):
-                await self._event_stored(
-                    event, new, received_at, notes=notes, raised=raised, targets=targets
-                )
-        except Exception:
-            if raised:  # what the events before the failing one raised (the rules know it)
+        with self._alarm_work(self.overtakes or self.turns):
+            if received_at is not None:  # a receiver stamps each frame's own time before
+                events = [e.received(received_at) for e in events]
+            # The fold targets are read while the events are written (PostgreSQL: on
+            # another connection; SQLite: queued right behind the write).
+            reading = asyncio.ensure_future(self._fold_targets(events))
+            try:
+                news = await self.store.write_events(events)
+            except BaseException:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                raise
+            targets = await reading
+            notes = self._notes
+            raised: list[Alert] = []
+            try:
+                for event, new in zip(events, news, strict=True):
+                    await self._event_stored(
+                        event, new, received_at, notes=notes, raised=raised, targets=targets
+                    )
+            except Exception:
+                if raised:  # what the events before the failing one raised (the rules know it)
+                    await self._raise_alerts(raised)
+                raise
+            if raised:
                 await self._raise_alerts(raised)
-            raise
-        if raised:
-            await self._raise_alerts(raised)
-        if on_stored is not None:
-            on_stored()
-        if notes and time.monotonic() >= self._notes_due:
-            await self.flush_notes()
+            if on_stored is not None:
+                on_stored()
+            if notes and time.monotonic() >= self._notes_due:
+                await self.flush_notes()
 
     @property
     def notes_pending(self) -> bool:

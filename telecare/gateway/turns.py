@@ -1,5 +1,6 @@
-"""``Turns``: telemetry takes a few turns per event-loop iteration, so the alarm lane is
-never stuck behind a thousand telemetry steps.
+"""``Turns``: while alarm work is in flight, telemetry takes a few turns per event-loop
+iteration, so the alarm lane is never stuck behind a thousand telemetry steps; while
+none is, telemetry runs free.
 
 Why: the gateway runs both lanes on one event loop. With 1,000 telemetry messages in
 flight, one loop iteration could run 1,000 decode steps (~0.3 ms each: 300 ms) before
@@ -8,26 +9,52 @@ iterations to become a dispatch. With turns, each iteration starts only a few te
 steps (``per_iteration``), whatever is waiting; everything else that is ready (the alarm
 lane's steps, I/O callbacks) runs in the same iteration.
 
-How: :meth:`Turns.take` returns at once for the first ``per_iteration`` callers of an
+Why only then: pacing has a price when there is nothing to overtake. A backlog drained
+a few steps per iteration acknowledges its messages a few at a time, makes smaller
+database batches and more loop iterations: SQLite hub batches cost ~14 % more CPU per
+message with turns always on (docs/benchmarks.md, issue 11). So telemetry takes turns
+only while the alarm lane has work: from the moment an alarm-class message arrives
+(:meth:`Turns.announce`, from the lane's MQTT client as it reads the message) until
+the lane has handled it (:meth:`Turns.alarm`, around the lane pipeline's ``handle``
+and around the handling of events on either pipeline: the IP receivers' and the serial
+line's alarms pace telemetry too, once their events reach the pipeline). An alarm that
+arrives while hundreds of telemetry steps run free waits for the iteration in progress
+(the steps already running finish their step); from the next iteration on, every
+telemetry step starts with :meth:`Turns.take` and waits its turn, so the alarm's own
+steps go first. The announcement lasts ``announce_s``: long enough for the lane to start
+handling the message (a few short iterations), short enough that a message the lane
+never handles (its connection dropped) paces telemetry only briefly.
+
+How: :meth:`Turns.take` returns at once while no alarm is in flight (nobody waits
+then). While one is, it returns at once for the first ``per_iteration`` callers of an
 iteration; later callers wait in arrival order, and ``per_iteration`` of them are
 released per iteration (a callback that re-schedules itself with ``call_soon`` while
-turns are taken). A cancelled waiter is skipped. Statistics: ``taken``, ``waited``
-(turns that had to wait) and ``waiting``.
+turns are taken). When the last alarm is done, every waiter is released. A cancelled
+waiter is skipped. Statistics: ``taken``, ``waited`` (turns that had to wait),
+``waiting`` and ``alarms`` (alarm work in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 __all__ = ["Turns"]
 
 
 class Turns:
-    def __init__(self, per_iteration: int = 8) -> None:
-        #: Telemetry steps started per iteration (a hub batch's decode is ~0.3 ms, so 8
-        #: keep an iteration's telemetry work near 2-3 ms).
+    def __init__(self, per_iteration: int = 8, announce_s: float = 0.1) -> None:
+        #: Telemetry steps started per iteration while an alarm is in flight (a hub
+        #: batch's decode is ~0.3 ms, so 8 keep an iteration's telemetry work near 2-3 ms).
         self.per_iteration = per_iteration
+        #: How long an announced alarm paces telemetry before the lane takes it up.
+        self.announce_s = announce_s
+        #: Alarm work in flight (:meth:`alarm` blocks).
+        self.alarms = 0
+        self._announced_until = 0.0  # time.monotonic()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._budget = per_iteration
         self._scheduled = False
@@ -38,10 +65,32 @@ class Turns:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def announce(self) -> None:
+        """An alarm-class message has arrived: telemetry takes turns for the next
+        ``announce_s`` seconds (until the lane's :meth:`alarm` block takes over)."""
+        self._announced_until = time.monotonic() + self.announce_s
+
+    @contextmanager
+    def alarm(self) -> Iterator[None]:
+        """Alarm work in flight for the block: telemetry takes turns meanwhile."""
+        self.alarms += 1
+        try:
+            yield
+        finally:
+            self.alarms -= 1
+            if not self._pacing():
+                self._release(len(self._waiters))
+
+    def _pacing(self) -> bool:
+        return self.alarms > 0 or time.monotonic() < self._announced_until
+
     async def take(self) -> None:
-        """Return when it is this caller's turn: at once while this iteration's
-        allowance lasts and nobody waits, else in arrival order in a later iteration."""
+        """Return when it is this caller's turn: at once while no alarm is in flight;
+        else at once while this iteration's allowance lasts and nobody waits, else in
+        arrival order in a later iteration."""
         self.taken += 1
+        if not self._waiters and not self._pacing():
+            return
         loop = asyncio.get_running_loop()
         if not self._scheduled:
             self._scheduled = True
@@ -56,15 +105,21 @@ class Turns:
 
     def _refill(self) -> None:
         """Runs once per iteration while turns are taken: a new allowance, spent first on
-        the waiters (their steps run in the next iteration)."""
+        the waiters (their steps run in the next iteration); all of them once no alarm
+        is in flight any more."""
         busy = self._budget < self.per_iteration or bool(self._waiters)
         self._budget = self.per_iteration
-        while self._waiters and self._budget > 0:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                self._budget -= 1
+        self._release(self.per_iteration if self._pacing() else len(self._waiters))
         if busy:
             asyncio.get_running_loop().call_soon(self._refill)
         else:
             self._scheduled = False
+
+    def _release(self, n: int) -> None:
+        """Let up to ``n`` waiters go (in arrival order), each spending the allowance."""
+        while self._waiters and n > 0:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self._budget -= 1
+                n -= 1

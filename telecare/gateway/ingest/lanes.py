@@ -187,15 +187,20 @@ def lane_ingest(
     pipeline: Pipeline,
     clock: Clock,
     *,
+    on_arrival: Callable[[], object] | None = None,
     supervisor: Supervisor | None = None,
 ) -> MqttIngest:
     """The lane's MQTT session (not started): alarm channels only, into ``pipeline``; its
     loop, ``mqtt-alarm-lane``, runs in ``supervisor`` (the gateway's; else a private one),
-    reconnecting like the telemetry session's ``mqtt-ingest``."""
+    reconnecting like the telemetry session's ``mqtt-ingest``. ``on_arrival`` is called
+    as each message is read (the gateway's: :meth:`Turns.announce
+    <gateway.turns.Turns.announce>`, so telemetry takes turns before the lane's first
+    step)."""
     return MqttIngest(
         lane_mqtt_config(config),
         pipeline.handle,
         clock,
+        on_arrival=on_arrival,
         supervisor=supervisor,
         subscriptions=alarm_subscriptions(config.topic_prefix),
         presence=False,

@@ -131,6 +131,18 @@ def take_queued(client: aiomqtt.Client, limit: int) -> list[aiomqtt.Message]:
     return taken
 
 
+def _calling(on_arrival: Callable[[], object]) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """An incoming queue for aiomqtt (its ``queue_type``) that calls ``on_arrival`` as
+    each message is put in: in the client's read callback, before any task sees it."""
+
+    class ArrivalQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            on_arrival()
+            super().put_nowait(item)
+
+    return ArrivalQueue
+
+
 def gateway_topic(topic_prefix: str, name: str) -> str:
     """The gateway's own topics (``status``, ``deadletter``): ``<prefix>/_gateway/<name>``.
 
@@ -222,6 +234,7 @@ class MqttIngest:
         presence: bool = True,
         skip: Callable[[str], bool] | None = None,
         name: str = "mqtt-ingest",
+        on_arrival: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
         #: Topic filters (QoS 1); default: every device topic, ``<prefix>/+/+/+``.
@@ -230,6 +243,8 @@ class MqttIngest:
         self.presence = presence
         #: Topics acknowledged without processing (another lane handles them).
         self.skip = skip
+        #: Called as each message is read off the connection, before any task sees it.
+        self.on_arrival = on_arrival
         self.name = name
         self.handler = handler
         #: Handles messages of the unordered channels together (see "Ordering" above);
@@ -289,6 +304,7 @@ class MqttIngest:
             will=aiomqtt.Will(self.status_topic, _status_payload(False), qos=1, retain=True)
             if self.presence
             else None,
+            queue_type=None if self.on_arrival is None else _calling(self.on_arrival),
         )
         enable_manual_ack(client)
         return client
