@@ -460,7 +460,8 @@ class Pipeline:
         an earlier attempt left undone; the same key with different content raises
         ``Rejected`` and goes through no rules."""
         event = event.received(received_at)
-        await self._event_stored(event, await self.store.write_event(event), received_at)
+        [new] = await self.store.write_events([event])
+        await self._event_stored(event, new, received_at)
 
     async def handle_events(
         self,
@@ -878,7 +879,8 @@ class Pipeline:
         if "presented_at" not in alert.detail:
             presented = self.clock.now().isoformat()
             alert = dataclasses.replace(alert, detail={**alert.detail, "presented_at": presented})
-        if await self.store.write_alert(alert):
+        [new] = await self.store.write_alerts([alert])
+        if new:
             self._alert_stored(alert)
         # The dispatch service opens the dispatch from its storm-proof priority queue; an
         # alert stored but not yet dispatched when the process dies is re-submitted at the
