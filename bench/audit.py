@@ -82,10 +82,12 @@ async def _bench(args: argparse.Namespace) -> int:
             await store.migrate()
             now = datetime.now(UTC)
             ids = [f"d-bench-{i}" for i in range(50)]
-            for did in ids:
-                await store.write_alert(
+            await store.write_alerts(
+                [
                     Alert(f"a-{did}", AlertKind.ALARM, 1, "bench", now, None, None, None)
-                )
+                    for did in ids
+                ]
+            )
             async with store.pool.connection() as conn:
                 await conn.execute(_BASELINE_DDL.encode())
             for did in ids:

@@ -136,7 +136,7 @@ async def run(args: argparse.Namespace) -> None:
                         f"a{n}", AlertKind.ALARM, 1, "pendant", datetime.now(UTC), "s1", "r1",
                         "p1", EventType.PENDANT,
                     )  # fmt: skip
-                    await store.write_alert(alert)
+                    await store.write_alerts([alert])
                     before, start = statements[0], time.perf_counter()
                     await service.open(alert)
                     per_open.append(time.perf_counter() - start)

@@ -484,7 +484,8 @@ class Pipeline:
         ``Rejected`` and goes through no rules."""
         event = event.received(received_at)
         with self._alarm_work(self.overtakes or self.turns):
-            await self._event_stored(event, await self.store.write_event(event), received_at)
+            [new] = await self.store.write_events([event])
+            await self._event_stored(event, new, received_at)
 
     async def handle_events(
         self,
@@ -903,7 +904,8 @@ class Pipeline:
         if "presented_at" not in alert.detail:
             presented = self.clock.now().isoformat()
             alert = dataclasses.replace(alert, detail={**alert.detail, "presented_at": presented})
-        if await self.store.write_alert(alert):
+        [new] = await self.store.write_alerts([alert])
+        if new:
             self._alert_stored(alert)
         # The dispatch service opens the dispatch from its storm-proof priority queue; an
         # alert stored but not yet dispatched when the process dies is re-submitted at the

@@ -185,7 +185,7 @@ async def seed_queue(store: SqliteStore | PostgresStore) -> None:
             f"{device}/seed{n}",
             {"presented_at": at.isoformat()},
         )
-        await store.write_alert(alert)
+        await store.write_alerts([alert])
         step = open_dispatch(
             f"d-seed{n}",
             alert.alert_id,

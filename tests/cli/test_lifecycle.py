@@ -146,7 +146,7 @@ def test_remove_refuses_while_in_use_says_which_and_audits_the_person(cli: Cli) 
 
     async def open_alarm() -> None:
         async with SqliteStore(cli.db) as store:
-            await store.write_alert(alert(1))  # device p1, resident res1, site s1
+            await store.write_alerts([alert(1)])  # device p1, resident res1, site s1
             d = Dispatch("d1", "a1", DispatchState.RAISED, 1, T0, T0, "s1", "res1", "kh1")
             await store.dispatches.create(
                 d, AuditRecord("d1", T0, None, d.state, "gateway"), (), ()

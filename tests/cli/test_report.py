@@ -30,7 +30,7 @@ def _history(cli: Cli) -> None:
             quick, slow = make_alert(EventType.PENDANT), make_alert(EventType.FALL)
             other = make_alert(EventType.PENDANT, site_id="s2", resident_id="res2")
             for alert in (quick, slow, other):
-                await store.write_alert(alert)
+                await store.write_alerts([alert])
             d1 = (await service.open(quick)).dispatch_id
             d2 = (await service.open(slow)).dispatch_id
             await service.open(other)

@@ -158,7 +158,7 @@ async def test_repository_lifecycle_and_race_on_both_backends(store: Store) -> N
     repo = repo_for(store)
     service = DispatchService(repo, store, clock, directory=directory())
     alert = make_alert(EventType.FALL)
-    await store.write_alert(alert)
+    await store.write_alerts([alert])
     did = (await service.open(alert)).dispatch_id
     assert [t.kind for t in await repo.timers(did)] == [TimerKind.ACK]
     assert await repo.next_due() == clock.now() + timedelta(seconds=60)

@@ -22,7 +22,7 @@ async def test_alerts_queued_together_each_get_exactly_one_dispatch(store: Store
     await seed(store)
     alerts = [make_alert(EventType.PENDANT) for _ in range(7)]
     for alert in alerts:
-        await store.write_alert(alert)
+        await store.write_alerts([alert])
     service = DispatchService(store.dispatches, store, FakeClock(NOW), directory=directory())
     # Queued before the intake worker runs: taken in batches of max_open, opened at once;
     # the first alert is queued twice (a re-submission racing the first): one dispatch.
@@ -57,7 +57,7 @@ async def test_an_alert_of_a_group_dispatch_gets_no_dispatch_of_its_own(store: S
         for _ in range(2)
     )
     for alert in (first, member):
-        await store.write_alert(alert)
+        await store.write_alerts([alert])
     key = group_key_text(("mains_fail", "north"))
     group = await service.open(first, grouped=[member], group_key=key)
     # Opened again for the member (the orphan sweep, a redelivery): the group is returned.
@@ -75,7 +75,7 @@ async def test_a_new_timer_due_before_the_next_poll_still_fires(store: Store) ->
     clock = FakeClock(NOW)
     service = DispatchService(store.dispatches, store, clock, directory=directory(), poll_s=3600.0)
     alert = make_alert(EventType.FALL)
-    await store.write_alert(alert)
+    await store.write_alerts([alert])
     async with service:
 
         async def asleep() -> bool:  # until the next poll, an hour away: nothing is due

@@ -245,7 +245,7 @@ async def test_a_contacted_responder_is_notified_on_every_channel_with_receipts(
         )
         service = DispatchService(repo, sqlite_store, clock, notifier=notifier)
         alert = make_alert(EventType.PENDANT)
-        await sqlite_store.write_alert(alert)
+        await sqlite_store.write_alerts([alert])
         async with service:
             did = (await service.open(alert)).dispatch_id
             await service.acknowledge(did, "op1")

@@ -160,7 +160,7 @@ async def test_report_from_the_stored_audit_trail(pg_store: PostgresStore) -> No
     service = DispatchService(repo, pg_store, clock, directory=directory())
     quick, slow = make_alert(EventType.PENDANT), make_alert(EventType.FALL)
     for alert in (quick, slow):
-        await pg_store.write_alert(alert)
+        await pg_store.write_alerts([alert])
     d1 = (await service.open(quick)).dispatch_id
     d2 = (await service.open(slow)).dispatch_id
     clock.advance(45)

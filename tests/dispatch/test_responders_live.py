@@ -57,7 +57,7 @@ async def _opened(
     """The cascade of a dispatch opened now for a pendant alarm of ``resident_id`` (the
     dispatch is then cancelled, so that nothing blocks a responder's removal)."""
     alert = make_alert(site_id="sa", resident_id=resident_id)
-    assert await store.write_alert(alert)
+    assert (await store.write_alerts([alert]))[0]
     d = await svc.open(alert)
     cascade: list[str] = (await svc.repo.audit(d.dispatch_id))[0].detail["cascade"]
     assert cascade[:1] == ([d.responder_id] if d.responder_id else [])

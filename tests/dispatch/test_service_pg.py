@@ -53,7 +53,7 @@ async def service(
 
 
 async def raise_alert(store: PostgresStore, svc: DispatchService, alert: Alert) -> str:
-    assert await store.write_alert(alert)
+    assert (await store.write_alerts([alert]))[0]
     return (await svc.open(alert)).dispatch_id
 
 
@@ -340,7 +340,7 @@ async def test_restart_in_the_middle_of_a_cascade_resumes_the_timers(
         await store.migrate()
         await seed(store)
         alert = make_alert(EventType.PENDANT)
-        assert await store.write_alert(alert)
+        assert (await store.write_alerts([alert]))[0]
         async with build(store, clock, transport) as first:
             did = (await first.open(alert)).dispatch_id
             await first.acknowledge(did, "op1")

@@ -55,13 +55,13 @@ async def test_a_site_moved_to_another_area_is_dispatched_in_its_new_area(
     svc = DispatchService(store.dispatches, store, clock, directory=wardens)
 
     first = make_alert(site_id="sa", resident_id="ra1")
-    assert await store.write_alert(first)
+    assert (await store.write_alerts([first]))[0]
     before = await svc.open(first)
     assert before.responder_id == "w-north"
 
     await store.upsert_site(Site("sa", SiteKind.HOME, area="south"))  # the installer
     second = make_alert(site_id="sa", resident_id="ra2")
-    assert await store.write_alert(second)
+    assert (await store.write_alerts([second]))[0]
     after = await svc.open(second)
     assert after.responder_id == "w-south"
     opened = (await svc.repo.audit(after.dispatch_id))[0].detail

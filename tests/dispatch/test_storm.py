@@ -58,7 +58,7 @@ async def test_service_dispatches_the_pendant_before_the_storm(pg_store: Postgre
     storm = [mains_fail() for _ in range(STORM)]
     pendant = make_alert(EventType.PENDANT, ts=NOW)
     for alert in (storm[0], pendant):  # only alerts that get a dispatch need a row
-        await pg_store.write_alert(alert)
+        await pg_store.write_alerts([alert])
     service = DispatchService(pg_store.dispatches, pg_store, FakeClock(NOW), directory=directory())
     for alert in storm:  # the storm arrives first ...
         await service.submit(alert)

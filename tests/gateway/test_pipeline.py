@@ -78,7 +78,7 @@ async def test_redelivery_completes_what_a_crash_left_undone(
     store: Store, pipeline: Pipeline
 ) -> None:
     """The event row was stored but the gateway died before the alert and dispatch."""
-    await store.write_event(AlarmEvent("p1", EventType.FALL, Phase.ALARM, TS, "m9", "s1", "r1"))
+    await store.write_events([AlarmEvent("p1", EventType.FALL, Phase.ALARM, TS, "m9", "s1", "r1")])
     await pipeline.handle(_env("s1/p1/event", json_v1.encode_event("m9", TS, EventType.FALL)))
     alert_id = alarm_id_for("p1", "m9")
     dispatch = await dispatch_for(store, alert_id)

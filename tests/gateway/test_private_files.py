@@ -36,7 +36,7 @@ async def test_sqlite_database_and_its_wal_are_private(tmp_path: Path) -> None:
         event = AlarmEvent(
             "pend1", EventType.PENDANT, Phase.ALARM, datetime.now(UTC), "m1", site_id="s1"
         )
-        await store.write_event(event)
+        await store.write_events([event])
         files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
         for file in files:
             assert file.exists(), file

@@ -51,7 +51,7 @@ async def test_orphan_alerts_are_dispatched_at_start_and_by_the_sweep(tmp_path: 
             await store.upsert_responder(Responder("kh1", ResponderKind.KEYHOLDER))
             await store.upsert_resident(Resident("r1", "s1", responders=("kh1",)))
             # Left by a "previous run": stored, never dispatched.
-            assert await store.write_alert(_alert("al-before", age_s=600))
+            assert (await store.write_alerts([_alert("al-before", age_s=600)]))[0]
         async with Gateway(config) as gw:
             repo = gw.dispatcher.repo
             found = await eventually(lambda: repo.load_for_alert("al-before"))
@@ -59,7 +59,7 @@ async def test_orphan_alerts_are_dispatched_at_start_and_by_the_sweep(tmp_path: 
             assert found.responder_id == "kh1"
             # Stored while running without going through the dispatch service (as after a
             # spool replay): the sweep opens it once it is older than the grace period.
-            assert await gw.store.write_alert(_alert("al-during", age_s=60))
+            assert (await gw.store.write_alerts([_alert("al-during", age_s=60)]))[0]
             late = await eventually(lambda: repo.load_for_alert("al-during"))
             assert late is not None
             assert await gw.store.alerts_without_dispatch() == []

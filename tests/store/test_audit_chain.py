@@ -45,7 +45,7 @@ async def run_dispatches(store: Backend, opened: int = 3, acknowledged: int = 2)
     async with service:
         for _ in range(opened):
             alert = make_alert()
-            await store.write_alert(alert)
+            await store.write_alerts([alert])
             ids.append((await service.open(alert)).dispatch_id)
             clock.advance(1)
         for did in ids[:acknowledged]:
@@ -200,7 +200,7 @@ async def test_racing_transitions_on_postgres_make_one_valid_chain(
         service = DispatchService(dispatch_repository(store), store, clock)
         alerts = [make_alert() for _ in range(24)]
         for alert in alerts:
-            await store.write_alert(alert)
+            await store.write_alerts([alert])
         async with service:
             opened = await asyncio.gather(
                 *(service.open(a) for a in alerts), return_exceptions=True

@@ -148,7 +148,7 @@ async def open_dispatches(inst: Install) -> list[str]:
         async with service:
             for _ in range(3):
                 alert = make_alert()
-                await store.write_alert(alert)
+                await store.write_alerts([alert])
                 ids.append((await service.open(alert)).dispatch_id)
             await service.acknowledge(ids[0], "op1")
         return ids

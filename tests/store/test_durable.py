@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from telecare.devices.model import Dispatch, DispatchState
+from telecare.devices.model import Alert, Dispatch, DispatchState
 from telecare.dispatch.records import AuditRecord
 from telecare.gateway.store.base import Store
-from telecare.gateway.store.durable import DurableStore
+from telecare.gateway.store.durable import DurableStore, apply_records, encode
 from telecare.gateway.store.errors import SpoolFull
 from telecare.gateway.store.postgres import PostgresStore
 from telecare.gateway.store.rows import DeadLetter, News2Record, StatusItem
@@ -28,9 +28,9 @@ async def test_writes_go_straight_through_when_the_database_is_up(
         assert durable.mode == store.mode
         await asyncio.gather(*(durable.write_readings(message(i)) for i in range(50)))
         await durable.write_readings(message(3))  # redelivery
-        assert await durable.write_event(event(1)) is True
-        assert await durable.write_event(event(1)) is False
-        assert await durable.write_alert(alert(1)) is True
+        assert (await durable.write_events([event(1)]))[0] is True
+        assert (await durable.write_events([event(1)]))[0] is False
+        assert (await durable.write_alerts([alert(1)]))[0] is True
         dispatch = Dispatch("d1", "a1", DispatchState.RAISED, 1, T0, T0, "s1", "res1")
         audit = AuditRecord("d1", T0, None, DispatchState.RAISED, "gateway")
         assert await durable.dispatches.create(dispatch, audit, (), ()) is True
@@ -49,6 +49,29 @@ async def test_writes_go_straight_through_when_the_database_is_up(
     assert await store.count("device_status") == 1
     assert (await store.dispatches.load("d1")) == dispatch
     assert stats["spool_records"] == 0
+
+
+async def test_replayed_events_and_alerts_are_written_or_dead_letters(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replayed event or alert record goes through the batch write (a batch of one);
+    one the database rejects becomes a dead letter and the replay carries on."""
+    await registry(store)
+    write_alerts = store.write_alerts
+
+    async def reject_a2(alerts: list[Alert]) -> list[bool]:
+        if any(a.alert_id == "a2" for a in alerts):
+            raise ValueError("rejected")
+        return await write_alerts(alerts)
+
+    monkeypatch.setattr(store, "write_alerts", reject_a2)
+    records = [encode(event(1)), encode(alert(1)), encode(alert(2)), encode(event(2))]
+    await apply_records(store, records, "spool/1-4")
+    assert await store.count("alarm_events") == 2
+    assert await store.count("alerts") == 1
+    [letter] = await store.dead_letters()
+    assert (letter.source, letter.origin, letter.payload) == ("spool", "spool/1-4", records[2])
+    assert "rejected" in letter.reason
 
 
 async def test_full_spool_refuses_and_alarms(

@@ -89,10 +89,10 @@ async def test_outage_loses_nothing_and_duplicates_nothing(
 
         async def alarm_producer() -> None:
             for i in range(n_alarms):
-                assert await store.write_event(event(i))
-                assert await store.write_alert(alert(i))
+                assert (await store.write_events([event(i)]))[0]
+                assert (await store.write_alerts([alert(i)]))[0]
                 if i % 5 == 0:  # redelivered alarm
-                    await store.write_event(event(i))
+                    await store.write_events([event(i)])
                 await asyncio.sleep(0.005)
 
         async def chaos() -> None:
@@ -136,7 +136,7 @@ async def test_spool_left_by_a_run_is_replayed_at_next_start(
         async with _durable(proxied, spool) as store:
             for i in range(20):
                 await store.write_readings(message(i))
-            assert await store.write_event(event(1))
+            assert (await store.write_events([event(1)]))[0]
             assert store.degraded
         # The gateway stops while the database is still away: the spool stays on disk.
         assert await _spooled(spool) > 0

@@ -86,8 +86,8 @@ async def _dispatch(
     store: Store, i: int, priority: int, created_offset_s: int, steps: list[tuple[str, float]]
 ) -> None:
     created = T0 + created_offset_s * S
-    await store.write_alert(
-        Alert(f"a{i}", AlertKind.ALARM, priority, f"alarm {i}", created, "s1", "res1")
+    await store.write_alerts(
+        [Alert(f"a{i}", AlertKind.ALARM, priority, f"alarm {i}", created, "s1", "res1")]
     )
     await store.dispatches.create(
         Dispatch(f"d{i}", f"a{i}", DispatchState.RAISED, priority, created, created, "s1"),

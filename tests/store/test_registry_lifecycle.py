@@ -27,7 +27,7 @@ def _change(action: str, kind: str, entity_id: str) -> RegistryChange:
 
 
 async def _open_dispatch(store: Store, state: DispatchState = DispatchState.RAISED) -> None:
-    await store.write_alert(alert(1))  # device p1, resident res1, site s1
+    await store.write_alerts([alert(1)])  # device p1, resident res1, site s1
     dispatch = Dispatch("d1", "a1", state, 1, T0, T0, "s1", "res1", "kh1")
     await store.dispatches.create(dispatch, AuditRecord("d1", T0, None, state, "gateway"), (), ())
 

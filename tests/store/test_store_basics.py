@@ -74,8 +74,8 @@ async def test_readings_are_idempotent(store: Store) -> None:
 async def test_event_alert_dispatch(store: Store) -> None:
     await _registry(store)
     event = AlarmEvent("d1", EventType.PENDANT, Phase.ALARM, NOW, "m2", "s1", "res1")
-    assert await store.write_event(event) is True
-    assert await store.write_event(event) is False
+    assert (await store.write_events([event]))[0] is True
+    assert (await store.write_events([event]))[0] is False
     alert = Alert(
         "a1",
         AlertKind.ALARM,
@@ -88,8 +88,8 @@ async def test_event_alert_dispatch(store: Store) -> None:
         EventType.PENDANT,
         "d1/m2",
     )
-    assert await store.write_alert(alert) is True
-    assert await store.write_alert(alert) is False
+    assert (await store.write_alerts([alert]))[0] is True
+    assert (await store.write_alerts([alert]))[0] is False
     dispatch = Dispatch("dp1", "a1", DispatchState.RAISED, 1, NOW, NOW, "s1", "res1", "r2")
     audit = AuditRecord("dp1", NOW, None, DispatchState.RAISED, "gateway", "pendant pressed")
     assert await store.dispatches.create(dispatch, audit, (), ()) is True

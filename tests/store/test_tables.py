@@ -5,6 +5,7 @@ version must still decode, so a spec's spooled columns are only ever appended)."
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -15,7 +16,8 @@ from telecare.gateway.store.durable import ReadingsItem, encode
 from telecare.gateway.store.rows import DeadLetter, StatusItem
 from telecare.gateway.store.tables import Table
 from telecare.gateway.web import console_store as console
-from tests.store.helpers import T0
+from tests.store.helpers import T0, event
+from tests.store.helpers import registry as add_registry
 
 SPECS = list(
     {
@@ -78,3 +80,12 @@ def test_a_spec_from_a_row_type_takes_kinds_from_the_fields() -> None:
     assert "notice_id" not in notices.names  # ... never inserted
     digest = tables.EVENTS.columns[-1]
     assert (digest.name, digest.spool) == ("digest", False)  # derived, not spooled
+
+
+async def test_load_gives_every_stored_field_derived_columns_skipped(store: Store) -> None:
+    await add_registry(store)
+    sent = event(1).received(T0 + timedelta(minutes=5))
+    await store.write_events([sent])
+    # The receive time is not in a spool record but is an ``AlarmEvent`` field: loaded.
+    assert await tables.EVENTS.all(store.sql) == [sent]
+    assert "received_at" not in [c.name for c in tables.EVENTS.spooled]

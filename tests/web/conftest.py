@@ -122,7 +122,7 @@ class WebEnv:
             event_type=EventType.PENDANT,
             detail={"injury": injury},
         )
-        await self.store.write_alert(alert)
+        await self.store.write_alerts([alert])
         return await self.services.dispatcher.open(alert)
 
     async def token(self, site_id: str, name: str = "home-system") -> str:

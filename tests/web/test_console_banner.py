@@ -72,7 +72,7 @@ async def _site_alarm(web: WebEnv, site_id: str) -> Dispatch:
         site_id=site_id,
         event_type=EventType.SMOKE,
     )
-    await web.store.write_alert(alert)
+    await web.store.write_alerts([alert])
     return await web.services.dispatcher.open(alert)
 
 

@@ -492,7 +492,7 @@ async def test_an_alarm_is_in_the_queue_before_its_dispatch_is_open(env: Env) ->
         EventType.PENDANT,
         "pend1/just-in",
     )
-    await env.store.write_alert(alert)  # stored, not yet handed to the dispatch service
+    await env.store.write_alerts([alert])  # stored, not yet handed to the dispatch service
     env.pipeline.feed.publish(
         Activity(
             "alert",

@@ -59,7 +59,7 @@ async def _written_elsewhere(web: WebEnv, n: int) -> str:
         EventType.PENDANT,
         f"pend-other/m{n}",
     )
-    await web.store.write_alert(alert)
+    await web.store.write_alerts([alert])
     step = open_dispatch(
         f"d-other{n}", alert.alert_id, 1, at, site_id="ch1", resident_id="r1", first_responder="kh1"
     )

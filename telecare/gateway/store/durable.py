@@ -18,8 +18,9 @@ A record (``encode``/``decode``, pure and exact inverses) is ``{"k": kind, "v": 
 (``"r"``: a list of them, for a batch of readings), the values of the table spec's
 spooled columns in order (``gateway.store.tables``: ISO 8601 timestamps, base64 bytes);
 one written before a column was added is shorter and decodes with the column's default.
-``apply_records`` calls the matching ``SqlWrites.write_<kind>`` for each, consecutive
-reading batches merged into writes of up to ``max_rows`` rows.
+``apply_records`` calls the matching ``SqlWrites.write_<kind>`` for each (events and
+alerts: ``write_events``/``write_alerts``, a batch of one), consecutive reading batches
+merged into writes of up to ``max_rows`` rows.
 
 Resources: entering opens the spool and starts the batcher and two supervised loops
 (``gateway.tasks``, in ``supervisor`` when given, else a private one): ``spool-replayer``
@@ -82,9 +83,11 @@ class ReadingsItem:
 
 SpoolItem = ReadingsItem | AlarmEvent | Alert | DeadLetter | News2Record | StatusItem
 
-#: The record kinds besides ``readings``: each is written by ``SqlWrites.write_<kind>``.
+#: The record kinds besides ``readings``: each is written by ``SqlWrites.write_<kind>``,
+#: or (``_BATCHED``) by its batch form ``write_<kind>s``, as a batch of one.
 _SPECS: dict[str, Table[Any]] = {"event": EVENTS, "alert": ALERTS, "dead_letter": DEAD_LETTERS}
 _SPECS |= {"news2": NEWS2, "status": STATUS}
+_BATCHED = {"event", "alert"}
 _KIND: dict[Any, str] = {spec.make: kind for kind, spec in _SPECS.items()}
 
 
@@ -130,9 +133,10 @@ async def apply_records(
             raws, rows = [raw], list(item.readings)
         elif isinstance(item, Exception):
             await _reject(store, raw, origin, item)
+        elif (kind := _KIND[type(item)]) in _BATCHED:
+            await _apply(store, [raw], origin, getattr(store, f"write_{kind}s"), [item])
         else:
-            write = getattr(store, f"write_{_KIND[type(item)]}")
-            await _apply(store, [raw], origin, write, item)
+            await _apply(store, [raw], origin, getattr(store, f"write_{kind}"), item)
     await _apply(store, raws, origin, store.write_readings, rows)
 
 
@@ -325,15 +329,9 @@ class DurableStore(Store):
         await (batcher.submit(readings) if fut is None else fut)  # None: wait for room
         return len(readings)
 
-    async def write_event(self, event: AlarmEvent) -> bool:
-        return await self._accepted(event, self.store.write_event)
-
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         """One transaction, in the database or (while it is away) in the spool."""
         return await self._all_accepted(events, self.store.write_events)
-
-    async def write_alert(self, alert: Alert) -> bool:
-        return await self._accepted(alert, self.store.write_alert)
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         """Like :meth:`write_events`, for an alarm storm's alerts."""

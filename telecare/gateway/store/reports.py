@@ -6,7 +6,7 @@ device health, the unit's own account of an event, late arrivals after an outage
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -116,9 +116,9 @@ class LateArrival(AlarmEvent):
         return (self.received_at - self.ts).total_seconds()
 
 
-#: The columns of ``alarm_events`` (its one spec, ``EVENTS``) an ``AlarmEvent`` has, the
-#: receive time included (which ``EVENTS.load`` leaves out: not in a spool record).
-_EVENT_COLUMNS = [c for c in EVENTS.stored if c.name in {f.name for f in fields(AlarmEvent)}]
+#: ``alarm_events`` (its one spec, ``EVENTS``) loaded as these event types.
+_UNIT_EVENTS = Table(EVENTS.name, EVENTS.columns, UnitEvent)
+_LATE_ARRIVALS = Table(EVENTS.name, EVENTS.columns, LateArrival)
 _ALARMS: Final = (
     f"SELECT {_ALARM_ROWS.select('a')}, {DISPATCHES.select('d')} FROM alerts a"
     " LEFT JOIN dispatches d ON d.alert_id = a.alert_id"
@@ -252,12 +252,13 @@ class SqlReports:
         if not source_key or "/" not in source_key:
             return None
         device_id, msg_id = source_key.split("/", 1)
-        found = await self._events("WHERE device_id = ? AND msg_id = ?", device_id, msg_id)
-        if not found:
+        tail = "WHERE device_id = ? AND msg_id = ?"
+        found = await _UNIT_EVENTS.one(self.sql, tail, device_id, msg_id)
+        if found is None:
             return None
         tail = "WHERE device_id = ? ORDER BY kind, account, zone"
         accounts = await RECEIVER_ACCOUNTS.all(self.sql, tail, device_id)
-        return UnitEvent(**found[0], accounts=tuple(accounts))
+        return replace(found, accounts=tuple(accounts))
 
     async def late_arrivals(
         self, since: datetime, late_s: float, limit: int = 5000
@@ -265,13 +266,8 @@ class SqlReports:
         """Alarm events received since ``since`` that arrived at least ``late_s`` after
         the device raised them (the backlog an outage leaves), oldest first."""
         tail = "WHERE received_at >= ? AND phase = 'alarm' ORDER BY received_at LIMIT ?"
-        events = [LateArrival(**e) for e in await self._events(tail, since, limit)]
+        events = await _LATE_ARRIVALS.all(self.sql, tail, since, limit)
         return [e for e in events if e.late_s >= late_s]
-
-    async def _events(self, tail: str, *params: object) -> list[dict[str, Any]]:
-        q = f"SELECT {', '.join(c.name for c in _EVENT_COLUMNS)} FROM alarm_events {tail}"
-        rows = await self.sql.fetch_all(q, *params)
-        return [{c.name: c.loaded(v) for c, v in zip(_EVENT_COLUMNS, r, strict=True)} for r in rows]
 
 
 def _tail(f: DispatchFilter, t: str, at: str, order: str) -> tuple[str, list[Any]]:

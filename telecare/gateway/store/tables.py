@@ -68,10 +68,10 @@ _DECODE["bytes"] = base64.b64decode
 class Column:
     """One column: ``kind`` (its type on both backends), ``take`` (the model's field
     from the stored value), ``get`` (the stored value from the item; default: the field
-    of the same name), ``db=False`` (in the spool record only), ``spool=False``
-    (derived, not a model field, not spooled), ``default`` (for a spool record from before
-    the column), ``auto=True`` (selected, never written: made by the database, or another
-    table's, joined in)."""
+    of the same name), ``db=False`` (in the spool record only), ``spool=False`` (not in
+    the spool record: derived, or stamped by the write), ``default`` (for a spool record
+    from before the column), ``auto=True`` (selected, never written: made by the
+    database, or another table's, joined in)."""
 
     name: str
     kind: Kind = "text"
@@ -195,8 +195,17 @@ class Table(Generic[M]):
 
     def load(self, row: Sequence[Any]) -> M:
         """The model from a row selected with ``select()`` (derived columns skipped)."""
-        fields = {c.name: c.loaded(v) for c, v in zip(self.stored, row, strict=True) if c.spool}
-        return self.make(**fields)
+        stored = zip(self.stored, row, strict=True)
+        return self.make(**{c.name: c.loaded(v) for c, v in stored if c.name in self._fields})
+
+    @cached_property
+    def _fields(self) -> frozenset[str]:
+        """The stored columns ``load`` gives ``make``: the fields of a dataclass row type
+        (a column that is none, such as a digest, is derived), else every one."""
+        names = {c.name for c in self.stored}
+        if dataclasses.is_dataclass(self.make):
+            names &= {f.name for f in dataclasses.fields(self.make)}
+        return frozenset(names)
 
     async def all(self, q: Queries, tail: str = "", *params: object) -> list[M]:
         """``SELECT select() FROM table {tail}``, as models (``tail``: WHERE, ORDER BY ...)."""

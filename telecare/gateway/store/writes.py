@@ -46,15 +46,9 @@ class SqlWrites:
     async def write_readings(self, readings: Sequence[Reading]) -> int:
         return await self.sql.execute_many(READINGS.insert(), map(READINGS.params, readings))
 
-    async def write_event(self, event: AlarmEvent) -> bool:
-        return await EVENTS.add(self.sql, event) == 1
-
     async def write_events(self, events: Sequence[AlarmEvent]) -> list[bool]:
         new = await self.sql.execute_each(EVENTS.insert(), [EVENTS.params(e) for e in events])
         return [n == 1 for n in new]
-
-    async def write_alert(self, alert: Alert) -> bool:
-        return await ALERTS.add(self.sql, alert) == 1
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> list[bool]:
         new = await self.sql.execute_each(ALERTS.insert(), [ALERTS.params(a) for a in alerts])

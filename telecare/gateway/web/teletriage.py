@@ -84,5 +84,5 @@ async def request_teletriage(
         source_key=source_key,
         detail=detail,
     )
-    await svc.store.write_alert(alert)
+    await svc.store.write_alerts([alert])
     return await svc.dispatcher.open(alert, actor=requested_by)
