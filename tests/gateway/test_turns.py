@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from telecare.devices.codecs import json_v1
@@ -162,13 +163,13 @@ async def test_the_alarm_lane_holds_the_turns_while_it_handles_an_alarm(
     await store.upsert_device(Device("p1", "s1", DeviceKind.PENDANT, "r1", hub_id="hub"))
     turns = Turns()
     held: list[int] = []
-    write_event = store.write_event
+    write_events = store.write_events
 
-    async def spy(event: AlarmEvent) -> bool:
+    async def spy(events: Sequence[AlarmEvent]) -> list[bool]:
         held.append(turns.alarms)
-        return await write_event(event)
+        return await write_events(events)
 
-    store.write_event = spy  # type: ignore[method-assign]
+    store.write_events = spy  # type: ignore[method-assign]
     async with running_pipeline(store, FakeClock(TS)) as telemetry:
         lane = telemetry.lane(store)
         telemetry.pace(turns)
