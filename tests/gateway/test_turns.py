@@ -58,8 +58,9 @@ async def test_one_turn_per_iteration_in_arrival_order_while_other_work_goes_on(
     assert (turns.taken, turns.waited, turns.waiting) == (5, 4, 0)
 
 
-async def test_at_most_per_iteration_steps_start_in_one_iteration() -> None:
-    turns = Turns(per_iteration=3)
+async def _start_ticks(turns: Turns, steps: int) -> list[int]:
+    """The event-loop iteration (a ticker's count) in which each of ``steps`` telemetry
+    steps got its turn."""
     ticks = 0
     started: list[int] = []
 
@@ -75,11 +76,17 @@ async def test_at_most_per_iteration_steps_start_in_one_iteration() -> None:
 
     tick_task = asyncio.create_task(ticker())
     try:
-        with turns.alarm():
-            await asyncio.gather(*(telemetry() for _ in range(20)))
+        await asyncio.gather(*(telemetry() for _ in range(steps)))
     finally:
         tick_task.cancel()
         await asyncio.gather(tick_task, return_exceptions=True)
+    return started
+
+
+async def test_at_most_per_iteration_steps_start_in_one_iteration() -> None:
+    turns = Turns(per_iteration=3)
+    with turns.alarm():
+        started = await _start_ticks(turns, 20)
     per_tick = [started.count(t) for t in set(started)]
     assert max(per_tick) <= 3
     assert len(started) == 20
@@ -101,25 +108,7 @@ async def test_a_cancelled_waiter_is_skipped() -> None:
 
 async def test_while_no_alarm_is_in_flight_every_turn_is_free() -> None:
     turns = Turns(per_iteration=1)
-    ticks = 0
-    started: list[int] = []
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0)
-            ticks += 1
-
-    async def telemetry() -> None:
-        await turns.take()
-        started.append(ticks)
-
-    tick_task = asyncio.create_task(ticker())
-    try:
-        await asyncio.gather(*(telemetry() for _ in range(20)))
-    finally:
-        tick_task.cancel()
-        await asyncio.gather(tick_task, return_exceptions=True)
+    started = await _start_ticks(turns, 20)
     assert len(set(started)) == 1  # all 20 in one iteration: nothing to give way to
     assert (turns.taken, turns.waited, turns.waiting) == (20, 0, 0)
 
