@@ -5,6 +5,7 @@ the gateway's store from :class:`Population` is the caller's job (the CLI does i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,10 +114,12 @@ async def run_population(
     for d in hubs:
         stubs[d.device_id] = Hub(d.site_id, d.device_id, host=host, port=port, prefix=prefix)
     say = on_action or (lambda _: None)
-    for stub in stubs.values():
-        await stub.__aenter__()
     actions = 0
-    try:
+    # Every stub that connected is closed, even when another's close fails (a stub left
+    # open would be cut by the broker later: an unclean disconnect and a stray error).
+    async with contextlib.AsyncExitStack() as stack:
+        for stub in stubs.values():
+            await stack.enter_async_context(stub)
         while count is None or actions < count:
             actions += 1
             roll = rnd.random()
@@ -144,9 +147,6 @@ async def run_population(
                 d = rnd.choice(pendants + hubs)
                 await stubs[d.device_id].heartbeat(battery=rnd.randint(60, 100))
             await asyncio.sleep(interval)
-    finally:
-        for stub in stubs.values():
-            await stub.__aexit__(None, None, None)
     return actions
 
 
