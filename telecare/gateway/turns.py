@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Turns"]
+__all__ = ["Turns", "WriteOrder"]
 
 
 class Turns:
@@ -123,3 +123,49 @@ class Turns:
                 fut.set_result(None)
                 self._budget -= 1
                 n -= 1
+
+
+class WriteOrder:
+    """One SQLite database's turns across this process's connections to it: one statement
+    or transaction at a time, an urgent connection's (the alarm lane's) first. Without it
+    a telemetry backlog starves the lane in SQLite's busy handler, which retries after
+    sleeps of up to 100 ms and loses the lock each time to a writer that takes it again
+    at once (alarms waited seconds). A turn not given within ``patience`` seconds (a
+    transaction that waits on the other connection) is taken anyway: SQLite decides."""
+
+    def __init__(self, patience: float = 1.0) -> None:
+        self.patience = patience
+        self._busy = 0
+        self._urgent = 0  # urgent callers waiting
+        self._changed: asyncio.Future[None] | None = None
+
+    def _free(self, urgent: bool) -> bool:
+        return not self._busy and (urgent or not self._urgent)
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    async def _wait(self, urgent: bool) -> None:
+        while not self._free(urgent):
+            if self._changed is None or self._changed.done():
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)  # shared: one waiter's cancel is its own
+
+    async def take(self, urgent: bool) -> None:
+        """Wait for a turn (at once when free); :meth:`give_back` after it."""
+        if not self._free(urgent):
+            self._urgent += urgent
+            try:
+                async with asyncio.timeout(self.patience):
+                    await self._wait(urgent)
+            except TimeoutError:
+                pass
+            finally:
+                self._urgent -= urgent
+                self._notify()
+        self._busy += 1
+
+    def give_back(self) -> None:
+        self._busy -= 1
+        self._notify()

@@ -149,7 +149,13 @@ def _own_backend(config: Config, main: Backend) -> Backend | None:
         )
     if main.path == ":memory:":
         return None
-    return SqliteStore(main.path, dead_letter_retention=main.dead_letter_retention)
+    # Turns with the main connection, the lane's first (``gateway.turns.WriteOrder``).
+    return SqliteStore(
+        main.path,
+        dead_letter_retention=main.dead_letter_retention,
+        order=main.sql.order,
+        urgent=True,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -67,6 +67,8 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from telecare.gateway.turns import WriteOrder
+
 __all__ = [
     "BUCKET_ORIGIN",
     "SQLITE",
@@ -286,13 +288,16 @@ _in_transaction: ContextVar[SqliteSql | None] = ContextVar("telecare_sqlite_tx",
 
 
 class SqliteSql(Sql):
-    """The SQLite side: one connection, used in a worker thread under one lock.
+    """The SQLite side: one connection, used in a worker thread under one lock, taking
+    turns with the process's other connections to the database (``order``).
 
     The store opens it (``open(connection)``) and closes it; ``run(fn)`` runs
     ``fn(connection)`` in a worker thread under the lock, for the store's own code."""
 
-    def __init__(self) -> None:
+    def __init__(self, order: WriteOrder | None = None, *, urgent: bool = False) -> None:
         self.dialect = SQLITE
+        self.order = order or WriteOrder()
+        self.urgent = urgent
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -316,7 +321,11 @@ class SqliteSql(Sql):
     async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._connection()
         async with self._lock:
-            return await _in_thread(fn, conn)
+            await self.order.take(self.urgent)
+            try:
+                return await _in_thread(fn, conn)
+            finally:
+                self.order.give_back()
 
     async def _do(self, op: str, sql: str, params: Any) -> Any:
         return await self.run(lambda c: _sqlite_do(c, op, sql, params))
@@ -325,16 +334,20 @@ class SqliteSql(Sql):
     async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[Queries]:
         conn = self._connection()
         async with self._lock:
-            await _in_thread(lambda c: c.execute("BEGIN IMMEDIATE"), conn)
-            token = _in_transaction.set(self)
+            await self.order.take(self.urgent)
             try:
-                yield _SqliteTx(conn)
-            except BaseException:
-                await asyncio.shield(_in_thread(lambda c: c.execute("ROLLBACK"), conn))
-                raise
+                await _in_thread(lambda c: c.execute("BEGIN IMMEDIATE"), conn)
+                token = _in_transaction.set(self)
+                try:
+                    yield _SqliteTx(conn)
+                except BaseException:
+                    await asyncio.shield(_in_thread(lambda c: c.execute("ROLLBACK"), conn))
+                    raise
+                finally:
+                    _in_transaction.reset(token)
+                await _in_thread(lambda c: c.execute("COMMIT"), conn)
             finally:
-                _in_transaction.reset(token)
-            await _in_thread(lambda c: c.execute("COMMIT"), conn)
+                self.order.give_back()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from telecare.gateway.store.base import Store
 from telecare.gateway.store.migrations import RECORD, Migration, apply_pending
 from telecare.gateway.store.sql import SqliteSql, sqlite_rows
 from telecare.gateway.store.tables import READINGS
+from telecare.gateway.turns import WriteOrder
 
 __all__ = ["SqliteStore"]
 
@@ -35,12 +36,18 @@ class SqliteStore(Store):
     mode = "sqlite"
 
     def __init__(
-        self, path: str | Path, *, dead_letter_retention: timedelta | None = timedelta(days=30)
+        self,
+        path: str | Path,
+        *,
+        dead_letter_retention: timedelta | None = timedelta(days=30),
+        order: WriteOrder | None = None,
+        urgent: bool = False,
     ) -> None:
         self.path = str(path)
         self.dead_letter_retention = dead_letter_retention
-        #: The query API (``gateway.store.sql``); it owns the connection and its lock.
-        self.sql = SqliteSql()
+        #: The query API (``gateway.store.sql``); it owns the connection and its lock, and
+        #: takes turns with the process's other connections to ``path`` (``order``).
+        self.sql = SqliteSql(order, urgent=urgent)
 
     async def write_readings(self, readings: Sequence[Reading]) -> int:
         """The parameters made a column at a time (``sql.sqlite_rows``)."""
