@@ -32,6 +32,9 @@ released per iteration (a callback that re-schedules itself with ``call_soon`` w
 turns are taken). When the last alarm is done, every waiter is released. A cancelled
 waiter is skipped. Statistics: ``taken``, ``waited`` (turns that had to wait),
 ``waiting`` and ``alarms`` (alarm work in flight).
+
+``WriteOrder`` does the same on SQLite's one write lock: the lane's connection to the
+file goes before the main connection's next statement (docs/architecture.md).
 """
 
 from __future__ import annotations
