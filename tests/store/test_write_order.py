@@ -5,6 +5,8 @@ the lane's connection in SQLite's busy handler."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from telecare.gateway.store.sqlite import SqliteStore
@@ -13,21 +15,21 @@ from telecare.gateway.turns import WriteOrder
 INSERT = "INSERT INTO t (who) VALUES (?)"
 
 
-async def _stores(path: Path, order: WriteOrder) -> tuple[SqliteStore, SqliteStore]:
-    main = SqliteStore(path, order=order)
-    lane = SqliteStore(path, order=order, urgent=True)
-    await main.__aenter__()
-    await lane.__aenter__()
-    await main.sql.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, who TEXT NOT NULL)")
-    return main, lane
+@asynccontextmanager
+async def _stores(path: Path, order: WriteOrder) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
+    """The main connection and the lane's to one file, taking turns in ``order``."""
+    async with (
+        SqliteStore(path, order=order) as main,
+        SqliteStore(path, order=order, urgent=True) as lane,
+    ):
+        await main.sql.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, who TEXT NOT NULL)")
+        yield main, lane
 
 
 async def test_the_urgent_connection_goes_before_telemetry_queued_after_it(
     tmp_path: Path,
 ) -> None:
-    order = WriteOrder()
-    main, lane = await _stores(tmp_path / "db.sqlite3", order)
-    try:
+    async with _stores(tmp_path / "db.sqlite3", WriteOrder()) as (main, lane):
         release = asyncio.Event()
         begun = asyncio.Event()
 
@@ -49,22 +51,14 @@ async def test_the_urgent_connection_goes_before_telemetry_queued_after_it(
         await asyncio.gather(first, alarm, second)
         rows = await main.sql.fetch_all("SELECT who FROM t ORDER BY n")
         assert [r[0] for r in rows] == ["telemetry-1", "alarm", "telemetry-2"]
-    finally:
-        await lane.__aexit__(None, None, None)
-        await main.__aexit__(None, None, None)
 
 
 async def test_a_turn_not_given_within_its_patience_is_taken_anyway(tmp_path: Path) -> None:
     """A transaction that waits on the other connection does not deadlock the two: after
     ``patience`` the waiting statement runs and SQLite decides (here: a read, which WAL
     lets run beside the open write transaction)."""
-    order = WriteOrder(patience=0.2)
-    main, lane = await _stores(tmp_path / "db.sqlite3", order)
-    try:
+    async with _stores(tmp_path / "db.sqlite3", WriteOrder(patience=0.2)) as (main, lane):
         async with main.sql.transaction() as tx:
             await tx.execute(INSERT, "telemetry")
             row = await asyncio.wait_for(lane.sql.fetch_one("SELECT count(*) FROM t"), 5)
         assert row == (0,)
-    finally:
-        await lane.__aexit__(None, None, None)
-        await main.__aexit__(None, None, None)
