@@ -25,6 +25,15 @@ async def _alarm_live_within_1s(cg: ConsoleGateway, page: Any) -> float:
     return time.monotonic() - start
 
 
+async def key(page: Any, k: str) -> None:
+    """Press a console shortcut once the page's script listens: after a form post the
+    next page's elements show before its deferred script has run, and a key pressed
+    then is lost (on a loaded machine the gap is long enough to hit). The live dot is
+    lit by that script."""
+    await page.wait_for_selector("#live-state.on")
+    await page.keyboard.press(k)
+
+
 async def test_operator_works_an_alarm_from_the_keyboard_to_closed(
     console_gateway: ConsoleGateway, browser: Any
 ) -> None:
@@ -42,17 +51,17 @@ async def test_operator_works_an_alarm_from_the_keyboard_to_closed(
     await page.screenshot(path=str(ARTIFACTS / "console-queue.png"))
 
     # n: next alarm; a: acknowledge; d: phone the first responder.
-    await page.keyboard.press("n")
+    await key(page, "n")
     await page.wait_for_selector('#do-next[data-action="acknowledge"]')
-    await page.keyboard.press("a")
+    await key(page, "a")
     await page.wait_for_selector('#do-next[data-action="contact"]')
-    await page.keyboard.press("d")
+    await key(page, "d")
     await page.wait_for_selector('#do-next[data-action="outcome"]')
     # 2: no answer from kh1 -> kh2 is phoned by the cascade; 1: kh2 answered, attending.
-    await page.keyboard.press("2")
+    await key(page, "2")
     await page.wait_for_selector(".step.st-no_answer")
     await page.wait_for_selector('#do-next[data-action="outcome"]')
-    await page.keyboard.press("1")
+    await key(page, "1")
     await page.wait_for_selector('#do-next[data-action="en_route"]')
     assert "answered: attending" in await page.inner_text(".steps")
 
@@ -63,7 +72,7 @@ async def test_operator_works_an_alarm_from_the_keyboard_to_closed(
     await page.screenshot(path=str(ARTIFACTS / "console-alarm.png"), full_page=True)
 
     # h: hold for 3 s -> the queue shows it on hold, then recalled with a notice.
-    await page.keyboard.press("h")
+    await key(page, "h")
     await page.fill("#hold-minutes", "0.05")
     await page.keyboard.press("Enter")
     await page.wait_for_url(f"{cg.url}/console")
@@ -73,9 +82,9 @@ async def test_operator_works_an_alarm_from_the_keyboard_to_closed(
     await page.screenshot(path=str(ARTIFACTS / "console-queue-recalled.png"))
 
     # Back in: closing is refused until the notice is read, then needs an outcome.
-    await page.keyboard.press("n")
+    await key(page, "n")
     await page.wait_for_selector(".notices")
-    await page.keyboard.press("c")
+    await key(page, "c")
     await page.select_option("#outcome", "assisted_at_home")
     await page.click("#close-form button[type=submit]")
     await page.wait_for_selector(".flash.error")
@@ -98,7 +107,7 @@ async def test_a_second_operator_is_told_who_owns_the_alarm(
     cg = console_gateway
     op1 = await cg.login(browser, "op1")
     await _alarm_live_within_1s(cg, op1)
-    await op1.keyboard.press("n")
+    await key(op1, "n")
     await op1.wait_for_selector('#do-next[data-action="acknowledge"]')
     alarm_url = op1.url
 
@@ -108,10 +117,10 @@ async def test_a_second_operator_is_told_who_owns_the_alarm(
     await op2.wait_for_selector("#owned-by")
     assert "op1 has this resident's alarms" in await op2.inner_text("#owned-by")
     assert await op2.locator("#do-next").count() == 0  # read only: the actions are op1's
-    await op2.keyboard.press("a")  # nothing to acknowledge with
+    await key(op2, "a")  # nothing to acknowledge with
     assert await op2.locator("#state").inner_text() == "raised"
     await op2.screenshot(path=str(ARTIFACTS / "console-owned-by-other.png"))
-    await op2.keyboard.press("r")  # r: open the resident
+    await key(op2, "r")  # r: open the resident
     await op2.wait_for_url(f"{cg.url}/console/resident/res1")
     await op2.wait_for_selector("svg.chart")
     await op2.screenshot(path=str(ARTIFACTS / "console-resident.png"), full_page=True)
@@ -193,13 +202,13 @@ async def test_board_and_supervisor_view_screenshots(
     await seed_queue(cg.gw.backend)
     page = await cg.login(browser, "op1")
     await _alarm_live_within_1s(cg, page)
-    await page.keyboard.press("n")
+    await key(page, "n")
     await page.wait_for_selector('#do-next[data-action="acknowledge"]')
-    await page.keyboard.press("a")
+    await key(page, "a")
     await page.wait_for_selector('#do-next[data-action="contact"]')
-    await page.keyboard.press("d")
+    await key(page, "d")
     await page.wait_for_selector('#do-next[data-action="outcome"]')
-    await page.keyboard.press("1")
+    await key(page, "1")
     await page.wait_for_selector('#do-next[data-action="en_route"]')
     await page.goto(f"{cg.url}/console/board")
     assert "warden1" in await page.inner_text("main")
